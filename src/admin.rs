@@ -1,0 +1,83 @@
+//! The admin listener, on its own address so it can stay off the public
+//! network: `/metrics` (Prometheus text), `/healthz` (the process is alive),
+//! `/readyz` (config loaded and every issuer has usable keys).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::config::Snapshot;
+use crate::telemetry::Metrics;
+
+pub struct Admin {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
+        Self { snapshot, metrics }
+    }
+
+    /// Issuers without usable keys, by name; empty means ready.
+    fn issuers_without_keys(&self) -> Vec<String> {
+        self.snapshot
+            .load()
+            .issuers
+            .iter()
+            .filter(|issuer| !issuer.keys.is_ready())
+            .map(|issuer| issuer.name.clone())
+            .collect()
+    }
+
+    fn refresh_gauges(&self) {
+        for issuer in &self.snapshot.load().issuers {
+            self.metrics
+                .jwks_keys
+                .with_label_values(&[issuer.name.as_str()])
+                .set(issuer.keys.current().len() as i64);
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/metrics" => {
+                self.refresh_gauges();
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    self.metrics.render(),
+                )
+            }
+            "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/readyz" => {
+                let missing = self.issuers_without_keys();
+                if missing.is_empty() {
+                    reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())
+                } else {
+                    let body = format!("not ready: no usable keys for issuers {missing:?}\n");
+                    reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body.into_bytes())
+                }
+            }
+            _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+        }
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .expect("static response parts are valid")
+}

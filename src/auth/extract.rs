@@ -1,0 +1,149 @@
+//! Finding the token in a request: `Authorization: Bearer` (RFC 6750 §2.1),
+//! plus an optional route-configured header or cookie. A token found in more
+//! than one place is refused (RFC 6750 §2: "MUST NOT use more than one
+//! method"), because two candidates invite confusion about which was checked.
+
+use super::Reason;
+
+/// Where a route looks for its token, besides `Authorization`.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSources {
+    /// Lower-case header name carrying the raw token.
+    pub header: Option<String>,
+    pub cookie: Option<String>,
+}
+
+/// The request headers extraction reads, abstracted so this module needs no
+/// HTTP library: `values(name)` yields every value of a lower-case header.
+pub trait HeaderSource {
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]>;
+}
+
+/// `Ok(None)`: no token anywhere. `Err`: a token sent two ways, or an
+/// `Authorization` header that claims to be Bearer but is unusable.
+pub fn extract<'a>(
+    headers: &'a impl HeaderSource,
+    sources: &TokenSources,
+) -> Result<Option<&'a str>, Reason> {
+    let mut found: Option<&'a str> = None;
+    let mut offer = |token: &'a str| {
+        if found.replace(token).is_some() {
+            Err(Reason::AmbiguousToken)
+        } else {
+            Ok(())
+        }
+    };
+
+    for value in headers.values("authorization") {
+        if let Some(token) = bearer(value)? {
+            offer(token)?;
+        }
+    }
+    if let Some(name) = &sources.header {
+        for value in headers.values(name) {
+            let token = std::str::from_utf8(value).map_err(|_| Reason::Malformed)?.trim();
+            if !token.is_empty() {
+                offer(token)?;
+            }
+        }
+    }
+    if let Some(cookie_name) = &sources.cookie {
+        for value in headers.values("cookie") {
+            let Ok(text) = std::str::from_utf8(value) else {
+                continue;
+            };
+            for pair in text.split(';') {
+                if let Some((name, token)) = pair.trim().split_once('=')
+                    && name == cookie_name
+                    && !token.is_empty()
+                {
+                    offer(token)?;
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Reads `Bearer <token>`. The scheme is case-insensitive (RFC 9110 §11.1);
+/// other schemes (Basic, ...) are not ours and count as no token.
+fn bearer(value: &[u8]) -> Result<Option<&str>, Reason> {
+    let text = std::str::from_utf8(value).map_err(|_| Reason::Malformed)?;
+    let text = text.trim();
+    let Some((scheme, rest)) = text.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = rest.trim_start();
+    if token.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Headers(Vec<(&'static str, &'static str)>);
+
+    impl HeaderSource for Headers {
+        fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
+            let name = name.to_string();
+            self.0
+                .iter()
+                .filter(move |(n, _)| n.eq_ignore_ascii_case(&name))
+                .map(|(_, v)| v.as_bytes())
+        }
+    }
+
+    fn sources() -> TokenSources {
+        TokenSources {
+            header: Some("x-token".into()),
+            cookie: Some("at".into()),
+        }
+    }
+
+    #[test]
+    fn reads_bearer_case_insensitively() {
+        let h = Headers(vec![("Authorization", "bEaReR abc.def.ghi")]);
+        assert_eq!(extract(&h, &sources()), Ok(Some("abc.def.ghi")));
+    }
+
+    #[test]
+    fn other_schemes_and_empty_bearer_are_no_token() {
+        for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token x"] {
+            let h = Headers(vec![("authorization", value)]);
+            assert_eq!(extract(&h, &sources()), Ok(None), "{value}");
+        }
+    }
+
+    #[test]
+    fn reads_configured_header_and_cookie() {
+        let h = Headers(vec![("x-token", "t1")]);
+        assert_eq!(extract(&h, &sources()), Ok(Some("t1")));
+        let h = Headers(vec![("cookie", "a=b; at=t2; c=d")]);
+        assert_eq!(extract(&h, &sources()), Ok(Some("t2")));
+    }
+
+    #[test]
+    fn two_places_is_ambiguous() {
+        let h = Headers(vec![("authorization", "Bearer t1"), ("x-token", "t1")]);
+        assert_eq!(extract(&h, &sources()), Err(Reason::AmbiguousToken));
+        let h = Headers(vec![
+            ("authorization", "Bearer t1"),
+            ("authorization", "Bearer t2"),
+        ]);
+        assert_eq!(extract(&h, &sources()), Err(Reason::AmbiguousToken));
+        let h = Headers(vec![("cookie", "at=t1; at=t2")]);
+        assert_eq!(extract(&h, &sources()), Err(Reason::AmbiguousToken));
+    }
+
+    #[test]
+    fn unconfigured_sources_are_ignored() {
+        let h = Headers(vec![("x-token", "t1"), ("cookie", "at=t2")]);
+        assert_eq!(extract(&h, &TokenSources::default()), Ok(None));
+    }
+}

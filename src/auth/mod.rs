@@ -1,0 +1,16 @@
+//! The authentication core: token extraction, verification and route policy.
+//! Nothing in here knows about Pingora or HTTP servers: it takes bytes and a
+//! compiled policy and returns a decision, so it can be unit-tested,
+//! benchmarked and fuzzed on its own.
+
+mod algorithm;
+pub mod claims;
+pub mod extract;
+pub mod policy;
+mod reason;
+pub mod token;
+pub mod verify;
+
+pub use algorithm::{Algorithm, AlgorithmSet, KeyFamily};
+pub use reason::{Reason, Rejection, RejectionKind};
+pub use verify::{IssuerVerifier, VerifiedToken};

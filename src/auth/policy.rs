@@ -1,0 +1,118 @@
+//! A route's rules for a verified token: which issuers and audiences it
+//! trusts, which scopes and claim values it demands. Failing these is a 403:
+//! the token is fine, the route just doesn't admit it.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::claims;
+use super::verify::{self, Explain, Failure, IssuerVerifier, VerifiedToken, VerifyRequest};
+use super::{Reason, Rejection};
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequirement {
+    pub claim: String,
+    pub any_of: Vec<Value>,
+    pub all_of: Vec<Value>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RoutePolicy {
+    /// Indices into the compiled issuer list.
+    pub issuers: Vec<usize>,
+    pub audiences: Vec<String>,
+    pub scopes_all_of: Vec<String>,
+    pub scopes_any_of: Vec<String>,
+    pub claims: Vec<ClaimRequirement>,
+    /// The `scope="…"` value for 403 challenges, precomputed.
+    pub required_scope: Option<String>,
+}
+
+impl RoutePolicy {
+    pub fn new(
+        issuers: Vec<usize>,
+        audiences: Vec<String>,
+        scopes_all_of: Vec<String>,
+        scopes_any_of: Vec<String>,
+        claims: Vec<ClaimRequirement>,
+    ) -> Self {
+        let mut wanted: Vec<&str> = scopes_all_of.iter().map(String::as_str).collect();
+        wanted.extend(scopes_any_of.iter().map(String::as_str));
+        let required_scope = (!wanted.is_empty()).then(|| wanted.join(" "));
+        Self {
+            issuers,
+            audiences,
+            scopes_all_of,
+            scopes_any_of,
+            claims,
+            required_scope,
+        }
+    }
+
+    /// Verifies `token` and applies this route's rules to it.
+    pub fn authorize(
+        &self,
+        token: &str,
+        issuers: &[Arc<IssuerVerifier>],
+        now: i64,
+        max_token_bytes: usize,
+        explain: &mut impl Explain,
+    ) -> Result<VerifiedToken, Failure> {
+        let request = VerifyRequest {
+            issuers: &self.issuers,
+            audiences: &self.audiences,
+            now,
+            max_token_bytes,
+        };
+        let verified = verify::verify(token, issuers, request, explain)?;
+        self.admit(&verified, &issuers[verified.issuer], explain)
+            .map_err(|rejection| Failure {
+                rejection,
+                issuer: Some(verified.issuer),
+            })?;
+        Ok(verified)
+    }
+
+    fn admit(
+        &self,
+        token: &VerifiedToken,
+        issuer: &IssuerVerifier,
+        explain: &mut impl Explain,
+    ) -> Result<(), Rejection> {
+        if !self.scopes_all_of.is_empty() || !self.scopes_any_of.is_empty() {
+            let granted = verify::token_scopes(token, issuer);
+            let has = |wanted: &String| granted.iter().any(|g| g == wanted);
+            let all = self.scopes_all_of.iter().all(has);
+            let any = self.scopes_any_of.is_empty() || self.scopes_any_of.iter().any(has);
+            if !(all && any) {
+                explain.failed("scopes", Reason::InsufficientScope);
+                return Err(self.forbidden(Reason::InsufficientScope));
+            }
+            explain.passed("scopes", &|| {
+                format!(
+                    "granted {granted:?} satisfy all_of {:?} any_of {:?}",
+                    self.scopes_all_of, self.scopes_any_of
+                )
+            });
+        }
+        for rule in &self.claims {
+            let Some(value) = claims::lookup(&token.claims, &rule.claim) else {
+                explain.failed("claim", Reason::MissingClaim);
+                return Err(self.forbidden(Reason::MissingClaim));
+            };
+            let all = rule.all_of.iter().all(|v| claims::holds(value, v));
+            let any = rule.any_of.is_empty() || rule.any_of.iter().any(|v| claims::holds(value, v));
+            if !(all && any) {
+                explain.failed("claim", Reason::ClaimMismatch);
+                return Err(self.forbidden(Reason::ClaimMismatch));
+            }
+            explain.passed("claim", &|| format!("{} satisfies the route's rule", rule.claim));
+        }
+        Ok(())
+    }
+
+    fn forbidden(&self, reason: Reason) -> Rejection {
+        Rejection::forbidden(reason, self.required_scope.clone())
+    }
+}

@@ -1,0 +1,213 @@
+//! Why a request was refused. `Reason` is the fixed, documented vocabulary of
+//! the `reason` metric label and the access log; `RejectionKind` is what the
+//! client is told (RFC 6750 §3.1). The precise reason never reaches the client.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    MissingToken,
+    Malformed,
+    UnsupportedAlg,
+    AlgNotAllowed,
+    UnknownKid,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    LifetimeTooLong,
+    WrongIssuer,
+    WrongAudience,
+    WrongTokenType,
+    MissingClaim,
+    ClaimMismatch,
+    InsufficientScope,
+    Revoked,
+    JwksUnavailable,
+    TooLarge,
+    /// A token was sent in more than one place (or header) at once.
+    AmbiguousToken,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 20] = [
+        Reason::MissingToken,
+        Reason::Malformed,
+        Reason::UnsupportedAlg,
+        Reason::AlgNotAllowed,
+        Reason::UnknownKid,
+        Reason::BadSignature,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::IssuedInFuture,
+        Reason::LifetimeTooLong,
+        Reason::WrongIssuer,
+        Reason::WrongAudience,
+        Reason::WrongTokenType,
+        Reason::MissingClaim,
+        Reason::ClaimMismatch,
+        Reason::InsufficientScope,
+        Reason::Revoked,
+        Reason::JwksUnavailable,
+        Reason::TooLarge,
+        Reason::AmbiguousToken,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MissingToken => "missing_token",
+            Reason::Malformed => "malformed",
+            Reason::UnsupportedAlg => "unsupported_alg",
+            Reason::AlgNotAllowed => "alg_not_allowed",
+            Reason::UnknownKid => "unknown_kid",
+            Reason::BadSignature => "bad_signature",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::IssuedInFuture => "issued_in_future",
+            Reason::LifetimeTooLong => "lifetime_too_long",
+            Reason::WrongIssuer => "wrong_issuer",
+            Reason::WrongAudience => "wrong_audience",
+            Reason::WrongTokenType => "wrong_token_type",
+            Reason::MissingClaim => "missing_claim",
+            Reason::ClaimMismatch => "claim_mismatch",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::Revoked => "revoked",
+            Reason::JwksUnavailable => "jwks_unavailable",
+            Reason::TooLarge => "too_large",
+            Reason::AmbiguousToken => "ambiguous_token",
+        }
+    }
+
+    /// The short, generic text the client sees: enough to fix an honest
+    /// mistake (refresh an expired token), too little to probe the verifier.
+    pub fn client_description(self) -> &'static str {
+        match self {
+            Reason::MissingToken => "bearer token required",
+            Reason::Expired => "token expired",
+            Reason::NotYetValid => "token not yet valid",
+            Reason::InsufficientScope | Reason::MissingClaim | Reason::ClaimMismatch => {
+                "insufficient scope"
+            }
+            Reason::AmbiguousToken => "token sent more than once",
+            Reason::JwksUnavailable => "token keys temporarily unavailable",
+            _ => "invalid token",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the client is told, per DESIGN's table of RFC 6750 responses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// 401 without an error code: no credentials were sent.
+    NoToken,
+    /// 400 `invalid_request`.
+    InvalidRequest,
+    /// 401 `invalid_token`.
+    InvalidToken,
+    /// 403 `insufficient_scope`, with the scopes the route needs.
+    InsufficientScope { required: Option<String> },
+    /// 503: keys cannot be obtained; not the client's fault.
+    Unavailable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub kind: RejectionKind,
+}
+
+impl Rejection {
+    pub fn no_token() -> Self {
+        Self {
+            reason: Reason::MissingToken,
+            kind: RejectionKind::NoToken,
+        }
+    }
+
+    pub fn invalid_request(reason: Reason) -> Self {
+        Self {
+            reason,
+            kind: RejectionKind::InvalidRequest,
+        }
+    }
+
+    pub fn invalid_token(reason: Reason) -> Self {
+        Self {
+            reason,
+            kind: RejectionKind::InvalidToken,
+        }
+    }
+
+    pub fn forbidden(reason: Reason, required: Option<String>) -> Self {
+        Self {
+            reason,
+            kind: RejectionKind::InsufficientScope { required },
+        }
+    }
+
+    pub fn unavailable() -> Self {
+        Self {
+            reason: Reason::JwksUnavailable,
+            kind: RejectionKind::Unavailable,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self.kind {
+            RejectionKind::NoToken | RejectionKind::InvalidToken => 401,
+            RejectionKind::InvalidRequest => 400,
+            RejectionKind::InsufficientScope { .. } => 403,
+            RejectionKind::Unavailable => 503,
+        }
+    }
+
+    /// The RFC 6750 `error` code, if the response carries one.
+    pub fn error_code(&self) -> Option<&'static str> {
+        match self.kind {
+            RejectionKind::NoToken => None,
+            RejectionKind::InvalidRequest => Some("invalid_request"),
+            RejectionKind::InvalidToken => Some("invalid_token"),
+            RejectionKind::InsufficientScope { .. } => Some("insufficient_scope"),
+            RejectionKind::Unavailable => Some("temporarily_unavailable"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_labels_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for reason in Reason::ALL {
+            let label = reason.as_str();
+            assert!(seen.insert(label), "duplicate label {label}");
+            assert!(label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        }
+    }
+
+    #[test]
+    fn statuses_follow_rfc6750() {
+        assert_eq!(Rejection::no_token().status(), 401);
+        assert_eq!(Rejection::no_token().error_code(), None);
+        let invalid = Rejection::invalid_token(Reason::Expired);
+        assert_eq!(
+            (invalid.status(), invalid.error_code()),
+            (401, Some("invalid_token"))
+        );
+        let forbidden = Rejection::forbidden(Reason::InsufficientScope, Some("a".into()));
+        assert_eq!(forbidden.status(), 403);
+        assert_eq!(
+            Rejection::invalid_request(Reason::AmbiguousToken).status(),
+            400
+        );
+        assert_eq!(Rejection::unavailable().status(), 503);
+    }
+}

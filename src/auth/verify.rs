@@ -1,0 +1,279 @@
+//! Token verification, in the order DESIGN.md gives: parse, pick the issuer
+//! (`iss` only selects among the route's issuers, it is never trusted on its
+//! own), pick the key (`alg` must be allowed and fit the key), check the
+//! signature, then validate the registered claims.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::claims;
+use super::token::{self, ParsedToken};
+use super::{Algorithm, AlgorithmSet, Reason, Rejection};
+use crate::keys::{KeyChoice, KeyStore};
+
+/// Everything needed to verify one issuer's tokens, compiled from config.
+#[derive(Debug)]
+pub struct IssuerVerifier {
+    pub name: String,
+    /// The exact `iss` value.
+    pub issuer: String,
+    pub algorithms: AlgorithmSet,
+    /// `aud` must contain one of these, unless `check_audience` is false.
+    pub audiences: Vec<String>,
+    pub check_audience: bool,
+    pub leeway_secs: i64,
+    pub require_exp: bool,
+    pub scope_claim: Option<String>,
+    pub keys: Arc<KeyStore>,
+}
+
+/// A token whose signature and registered claims checked out.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// Index of the issuer in the compiled issuer list.
+    pub issuer: usize,
+    pub algorithm: Algorithm,
+    pub claims: Map<String, Value>,
+}
+
+impl VerifiedToken {
+    pub fn subject(&self) -> Option<&str> {
+        self.claims.get("sub").and_then(Value::as_str)
+    }
+}
+
+/// Receives each check that passed, for `jwtgate token verify`'s
+/// explanations. The request path uses `()`, which compiles to nothing.
+pub trait Explain {
+    fn passed(&mut self, _check: &'static str, _detail: &dyn Fn() -> String) {}
+    fn failed(&mut self, _check: &'static str, _reason: Reason) {}
+}
+
+/// Reports a failed check to `explain` on its way out.
+pub(crate) fn checked<T>(
+    explain: &mut impl Explain,
+    check: &'static str,
+    result: Result<T, Reason>,
+) -> Result<T, Reason> {
+    if let Err(reason) = &result {
+        explain.failed(check, *reason);
+    }
+    result
+}
+
+impl Explain for () {}
+
+/// What a verification needs beyond the token: which issuers the route
+/// trusts and which audiences it additionally demands.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyRequest<'a> {
+    pub issuers: &'a [usize],
+    pub audiences: &'a [String],
+    pub now: i64,
+    pub max_token_bytes: usize,
+}
+
+/// A failed verification: the rejection, and the issuer it was attributed
+/// to when one was identified (for the `issuer` metric label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub rejection: Rejection,
+    pub issuer: Option<usize>,
+}
+
+impl Failure {
+    fn token(reason: Reason, issuer: Option<usize>) -> Self {
+        Self {
+            rejection: Rejection::invalid_token(reason),
+            issuer,
+        }
+    }
+}
+
+pub fn verify(
+    token: &str,
+    issuers: &[Arc<IssuerVerifier>],
+    request: VerifyRequest<'_>,
+    explain: &mut impl Explain,
+) -> Result<VerifiedToken, Failure> {
+    let parsed = checked(explain, "structure", token::parse(token, request.max_token_bytes))
+        .map_err(|r| Failure::token(r, None))?;
+    explain.passed("structure", &|| {
+        format!(
+            "{} bytes, three base64url segments, JSON header and claims",
+            token.len()
+        )
+    });
+
+    let index = checked(explain, "issuer", select_issuer(&parsed, issuers, request.issuers))
+        .map_err(|r| Failure::token(r, None))?;
+    let issuer = &issuers[index];
+    let fail = |reason| Failure::token(reason, Some(index));
+    explain.passed("issuer", &|| format!("{} ({})", issuer.name, issuer.issuer));
+
+    let alg = checked(explain, "algorithm", select_algorithm(&parsed, issuer)).map_err(fail)?;
+    explain.passed("algorithm", &|| format!("{alg} is in the issuer's allow-list"));
+
+    let keys = issuer.keys.current();
+    if keys.is_empty() {
+        explain.failed("key", Reason::JwksUnavailable);
+        return Err(Failure {
+            rejection: Rejection::unavailable(),
+            issuer: Some(index),
+        });
+    }
+    let candidates = match keys.select(parsed.header.kid.as_deref(), alg) {
+        KeyChoice::Candidates(candidates) => Ok(candidates),
+        KeyChoice::UnknownKid => Err(Reason::UnknownKid),
+        KeyChoice::AlgorithmMismatch => Err(Reason::AlgNotAllowed),
+    };
+    let candidates = checked(explain, "key", candidates).map_err(fail)?;
+    explain.passed("key", &|| match parsed.header.kid.as_deref() {
+        Some(kid) => format!("kid {kid:?} found, usable with {alg}"),
+        None => format!("no kid; {} key(s) usable with {alg}", candidates.len()),
+    });
+    let key = candidates
+        .into_iter()
+        .find(|key| key.verify(alg, parsed.signing_input, &parsed.signature))
+        .ok_or(Reason::BadSignature);
+    let key = checked(explain, "signature", key).map_err(fail)?;
+    explain.passed("signature", &|| match &key.kid {
+        Some(kid) => format!("valid, key kid={kid:?} ({:?})", key.family),
+        None => format!("valid, {:?} key", key.family),
+    });
+
+    validate_claims(&parsed.claims, issuer, &request, explain).map_err(fail)?;
+    Ok(VerifiedToken {
+        issuer: index,
+        algorithm: alg,
+        claims: parsed.claims,
+    })
+}
+
+fn select_issuer(
+    parsed: &ParsedToken<'_>,
+    issuers: &[Arc<IssuerVerifier>],
+    allowed: &[usize],
+) -> Result<usize, Reason> {
+    let iss = match parsed.claims.get("iss") {
+        Some(Value::String(iss)) => iss,
+        Some(_) => return Err(Reason::Malformed),
+        None => return Err(Reason::MissingClaim),
+    };
+    allowed
+        .iter()
+        .copied()
+        .find(|&i| issuers[i].issuer == *iss)
+        .ok_or(Reason::WrongIssuer)
+}
+
+/// `alg` must name an algorithm we implement (so never `none`) and be on
+/// the issuer's allow-list.
+fn select_algorithm(parsed: &ParsedToken<'_>, issuer: &IssuerVerifier) -> Result<Algorithm, Reason> {
+    let alg: Algorithm = parsed
+        .header
+        .alg
+        .parse()
+        .map_err(|_| Reason::UnsupportedAlg)?;
+    if !issuer.algorithms.contains(alg) {
+        return Err(Reason::AlgNotAllowed);
+    }
+    Ok(alg)
+}
+
+fn validate_claims(
+    claims: &Map<String, Value>,
+    issuer: &IssuerVerifier,
+    request: &VerifyRequest<'_>,
+    explain: &mut impl Explain,
+) -> Result<(), Reason> {
+    let now = request.now;
+    let leeway = issuer.leeway_secs;
+
+    let exp = checked(explain, "exp", numeric_date(claims, "exp"))?;
+    match exp {
+        Some(exp) if now >= exp + leeway => return checked(explain, "exp", Err(Reason::Expired)),
+        Some(exp) => explain.passed("exp", &|| {
+            format!("expires in {}s (leeway {leeway}s)", exp - now)
+        }),
+        None if issuer.require_exp => return checked(explain, "exp", Err(Reason::MissingClaim)),
+        None => explain.passed("exp", &|| "absent; not required by this issuer".into()),
+    }
+    if let Some(nbf) = checked(explain, "nbf", numeric_date(claims, "nbf"))? {
+        if nbf > now + leeway {
+            return checked(explain, "nbf", Err(Reason::NotYetValid));
+        }
+        explain.passed("nbf", &|| format!("valid since {}s ago", now - nbf));
+    }
+    if let Some(iat) = checked(explain, "iat", numeric_date(claims, "iat"))? {
+        if iat > now + leeway {
+            return checked(explain, "iat", Err(Reason::IssuedInFuture));
+        }
+        explain.passed("iat", &|| format!("issued {}s ago", now - iat));
+    }
+
+    let audiences = checked(explain, "aud", audiences(claims))?;
+    if issuer.check_audience {
+        checked(explain, "aud", check_audience(&audiences, &issuer.audiences))?;
+        explain.passed("aud", &|| {
+            format!("contains one of the issuer's audiences {:?}", issuer.audiences)
+        });
+    }
+    if !request.audiences.is_empty() {
+        checked(explain, "aud (route)", check_audience(&audiences, request.audiences))?;
+        explain.passed("aud (route)", &|| {
+            format!("contains one of the route's audiences {:?}", request.audiences)
+        });
+    }
+    Ok(())
+}
+
+fn check_audience(token_audiences: &Option<Vec<&str>>, accepted: &[String]) -> Result<(), Reason> {
+    let Some(token_audiences) = token_audiences else {
+        return Err(Reason::MissingClaim);
+    };
+    if token_audiences
+        .iter()
+        .any(|aud| accepted.iter().any(|a| a == aud))
+    {
+        Ok(())
+    } else {
+        Err(Reason::WrongAudience)
+    }
+}
+
+/// `aud` is a string or an array of strings (RFC 7519 §4.1.3); any other
+/// type makes the token malformed rather than merely "for someone else".
+fn audiences(claims: &Map<String, Value>) -> Result<Option<Vec<&str>>, Reason> {
+    match claims.get("aud") {
+        None => Ok(None),
+        Some(Value::String(aud)) => Ok(Some(vec![aud.as_str()])),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().ok_or(Reason::Malformed))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(Reason::Malformed),
+    }
+}
+
+/// A NumericDate (RFC 7519 §2): a non-negative, finite JSON number of
+/// seconds. Fractions are truncated; strings, NaN and negatives are malformed.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Reason> {
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
+    let seconds = value.as_f64().ok_or(Reason::Malformed)?;
+    // Beyond year 10000 a date is an attack on our arithmetic, not a date.
+    const MAX_SECONDS: f64 = 253_402_300_799.0;
+    if !seconds.is_finite() || !(0.0..=MAX_SECONDS).contains(&seconds) {
+        return Err(Reason::Malformed);
+    }
+    Ok(Some(seconds as i64))
+}
+
+/// Scopes of a verified token, read where its issuer puts them.
+pub fn token_scopes<'a>(token: &'a VerifiedToken, issuer: &IssuerVerifier) -> Vec<&'a str> {
+    claims::scopes(&token.claims, issuer.scope_claim.as_deref())
+}

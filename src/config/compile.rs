@@ -1,0 +1,422 @@
+//! Config → [`Snapshot`]: names resolved to indices, keys parsed into
+//! ready-to-verify form, header plans and the route table built once, so the
+//! request path only reads.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::load::ConfigError;
+use super::schema::{AuthMode, GatewayConfig, IssuerConfig, RouteConfig};
+use crate::auth::extract::TokenSources;
+use crate::auth::policy::{ClaimRequirement, RoutePolicy};
+use crate::auth::{AlgorithmSet, IssuerVerifier, KeyFamily};
+use crate::keys::{self, KeySet, KeyStore, VerifyingKey};
+use crate::proxy::router::Router;
+
+/// Everything the gateway serves from, immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub listen_http: String,
+    pub admin_addr: String,
+    pub echo_addr: Option<String>,
+    pub threads: Option<usize>,
+    pub grace_period: Duration,
+    pub graceful_shutdown_timeout: Duration,
+    pub realm: String,
+    pub max_token_bytes: usize,
+    pub issuers: Vec<Arc<IssuerVerifier>>,
+    pub routes: Vec<Arc<CompiledRoute>>,
+    pub router: Router<Arc<CompiledRoute>>,
+    /// Lower-case names of every header any route fills from claims: removed
+    /// from client requests on every route, authenticated or not, so a
+    /// backend can trust them wherever they appear.
+    pub identity_headers: Vec<http::HeaderName>,
+    /// Things that work but deserve a look (`jwtgate check` prints them).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct CompiledRoute {
+    pub name: String,
+    pub mode: AuthMode,
+    pub policy: RoutePolicy,
+    pub sources: TokenSources,
+    pub upstream: Upstream,
+    pub forward: ForwardPlan,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub addrs: Vec<SocketAddr>,
+    next: AtomicUsize,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl Upstream {
+    /// Round robin across the addresses.
+    pub fn next_addr(&self) -> SocketAddr {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.addrs[i % self.addrs.len()]
+    }
+}
+
+#[derive(Debug)]
+pub struct ForwardPlan {
+    /// Claim path → header to set on the upstream request.
+    pub claims: Vec<(String, http::HeaderName)>,
+    pub strip_authorization: bool,
+    /// Lower-case; client headers starting with it are removed.
+    pub reserved_prefix: String,
+}
+
+pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigError> {
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let err_at = |span: Option<&Spanned<String>>, message: String| {
+        ConfigError::new(
+            path,
+            span.map(|s| (s.referenced.line(), s.referenced.column())),
+            message,
+        )
+    };
+    let mut warnings = Vec::new();
+
+    if config.tokens.max_bytes < 64 {
+        return Err(err_at(None, "tokens.max_bytes must be at least 64".into()));
+    }
+
+    let mut issuers = Vec::with_capacity(config.issuers.len());
+    let mut issuer_names: Vec<&str> = Vec::new();
+    for issuer in &config.issuers {
+        let name = issuer.name.value.as_str();
+        if issuer_names.contains(&name) {
+            return Err(err_at(
+                Some(&issuer.name),
+                format!("issuer {name:?} is defined twice"),
+            ));
+        }
+        issuer_names.push(name);
+        let verifier = compile_issuer(issuer, base_dir, &mut warnings)
+            .map_err(|message| err_at(Some(&issuer.name), format!("issuer {name:?}: {message}")))?;
+        issuers.push(Arc::new(verifier));
+    }
+
+    if config.routes.is_empty() {
+        return Err(err_at(None, "no routes are defined".into()));
+    }
+    let identity_headers = identity_headers(&config.routes)
+        .map_err(|(route, message)| err_at(Some(&route.name), message))?;
+    let mut routes = Vec::with_capacity(config.routes.len());
+    let mut router = Router::default();
+    let mut route_names = HashSet::new();
+    for route in &config.routes {
+        let name = route.name.value.as_str();
+        if !route_names.insert(name) {
+            return Err(err_at(
+                Some(&route.name),
+                format!("route {name:?} is defined twice"),
+            ));
+        }
+        let compiled = compile_route(route, &issuer_names, &issuers)
+            .map_err(|(span, message)| {
+                err_at(Some(span.unwrap_or(&route.name)), format!("route {name:?}: {message}"))
+            })?;
+        let compiled = Arc::new(compiled);
+        let methods = route
+            .matcher
+            .methods
+            .as_ref()
+            .map(|methods| {
+                methods
+                    .iter()
+                    .map(|m| m.to_ascii_uppercase().parse::<http::Method>())
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|_| err_at(Some(&route.name), format!("route {name:?}: invalid method")))?;
+        router.add(
+            route.matcher.host.as_deref(),
+            &route.matcher.path_prefix,
+            methods,
+            compiled.clone(),
+        );
+        routes.push(compiled);
+    }
+
+    Ok(Snapshot {
+        listen_http: config.listen.http,
+        admin_addr: config.admin.addr,
+        echo_addr: config.echo.map(|e| e.addr),
+        threads: config.server.threads,
+        grace_period: config.server.grace_period,
+        graceful_shutdown_timeout: config.server.graceful_shutdown_timeout,
+        realm: config.server.realm,
+        max_token_bytes: config.tokens.max_bytes,
+        issuers,
+        routes,
+        router,
+        identity_headers,
+        warnings,
+    })
+}
+
+fn compile_issuer(
+    issuer: &IssuerConfig,
+    base_dir: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<IssuerVerifier, String> {
+    if issuer.issuer.is_empty() {
+        return Err("issuer (the exact iss value) must not be empty".into());
+    }
+    let algorithms: AlgorithmSet = issuer.algorithms.iter().copied().collect();
+    if algorithms.is_empty() {
+        return Err("algorithms must list at least one algorithm".into());
+    }
+    if issuer.audiences.is_empty() && !issuer.skip_audience_check {
+        return Err(
+            "audiences is empty: list the audiences this gateway accepts, or set skip_audience_check: true to accept any"
+                .into(),
+        );
+    }
+
+    let sources = [
+        issuer.jwks_file.is_some(),
+        issuer.jwks.is_some(),
+        issuer.hmac_secret_env.is_some(),
+        issuer.hmac_secret_file.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return Err(
+            "give exactly one key source: jwks_file, jwks, hmac_secret_env or hmac_secret_file"
+                .into(),
+        );
+    }
+    let uses_hmac = issuer.hmac_secret_env.is_some() || issuer.hmac_secret_file.is_some();
+    // An allow-list mixing secret and public-key algorithms is how
+    // algorithm-confusion attacks start; refuse it outright.
+    for alg in algorithms.iter() {
+        if (alg.family() == KeyFamily::Hmac) != uses_hmac {
+            return Err(if uses_hmac {
+                format!("{alg} cannot be verified with an HMAC secret; list only HS256, HS384 or HS512")
+            } else {
+                format!("{alg} needs an HMAC secret (hmac_secret_env or hmac_secret_file), not a JWKS")
+            });
+        }
+    }
+
+    let keys = if uses_hmac {
+        let secret = read_secret(issuer, base_dir)?;
+        let key = VerifyingKey::hmac(&secret, algorithms).map_err(|e| e.0)?;
+        KeySet { keys: vec![key] }
+    } else {
+        let document = match (&issuer.jwks_file, &issuer.jwks) {
+            (Some(file), _) => {
+                let file = resolve(base_dir, file);
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| format!("cannot read jwks_file {}: {e}", file.display()))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("jwks_file {} is not JSON: {e}", file.display()))?
+            }
+            (None, Some(inline)) => inline.clone(),
+            (None, None) => unreachable!("one key source is present"),
+        };
+        let parsed = keys::jwks::parse(&document, algorithms).map_err(|e| e.0)?;
+        for skipped in &parsed.skipped {
+            warnings.push(format!(
+                "issuer {:?}: key {} skipped: {}",
+                issuer.name.value,
+                skipped.kid.as_deref().map_or("(no kid)".into(), |k| format!("{k:?}")),
+                skipped.why
+            ));
+        }
+        if parsed.keys.is_empty() {
+            return Err("the JWKS has no usable key for the configured algorithms".into());
+        }
+        parsed.keys
+    };
+
+    Ok(IssuerVerifier {
+        name: issuer.name.value.clone(),
+        issuer: issuer.issuer.clone(),
+        algorithms,
+        audiences: issuer.audiences.clone(),
+        check_audience: !issuer.skip_audience_check,
+        leeway_secs: issuer.leeway.as_secs() as i64,
+        require_exp: issuer.require_exp,
+        scope_claim: issuer.scope_claim.clone(),
+        keys: Arc::new(KeyStore::new(keys)),
+    })
+}
+
+/// Secrets come from the environment or a file, never inline in YAML (where
+/// they'd end up in version control). A trailing newline in a file is not
+/// part of the secret.
+fn read_secret(issuer: &IssuerConfig, base_dir: &Path) -> Result<Vec<u8>, String> {
+    if let Some(var) = &issuer.hmac_secret_env {
+        return std::env::var(var)
+            .map(String::into_bytes)
+            .map_err(|_| format!("environment variable {var} (hmac_secret_env) is not set"));
+    }
+    let file = resolve(base_dir, issuer.hmac_secret_file.as_ref().expect("checked"));
+    let mut bytes = std::fs::read(&file)
+        .map_err(|e| format!("cannot read hmac_secret_file {}: {e}", file.display()))?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
+/// Relative paths in the config are relative to the config file.
+fn resolve(base_dir: &Path, file: &Path) -> PathBuf {
+    if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        base_dir.join(file)
+    }
+}
+
+type RouteError<'a> = (Option<&'a Spanned<String>>, String);
+
+fn compile_route<'a>(
+    route: &'a RouteConfig,
+    issuer_names: &[&str],
+    issuers: &[Arc<IssuerVerifier>],
+) -> Result<CompiledRoute, RouteError<'a>> {
+    let prefix = &route.matcher.path_prefix;
+    if !prefix.starts_with('/') {
+        return Err((None, format!("path_prefix {prefix:?} must start with /")));
+    }
+    let auth = &route.auth;
+    let issuer_indices: Vec<usize> = if auth.issuers.is_empty() {
+        (0..issuers.len()).collect()
+    } else {
+        auth.issuers
+            .iter()
+            .map(|name| {
+                issuer_names
+                    .iter()
+                    .position(|n| *n == name.value)
+                    .ok_or_else(|| (Some(name), format!("issuer {:?} is not defined", name.value)))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if auth.mode != AuthMode::Off && issuer_indices.is_empty() {
+        return Err((
+            None,
+            "auth is required but no issuers are configured (set auth.mode: off for a public route)"
+                .into(),
+        ));
+    }
+    let claims = auth
+        .claims
+        .iter()
+        .map(|rule| ClaimRequirement {
+            claim: rule.claim.clone(),
+            any_of: rule.any_of.clone(),
+            all_of: rule.all_of.clone(),
+        })
+        .collect();
+    let policy = RoutePolicy::new(
+        issuer_indices,
+        auth.audiences.clone(),
+        auth.scopes.all_of.clone(),
+        auth.scopes.any_of.clone(),
+        claims,
+    );
+    let sources = TokenSources {
+        header: auth
+            .token_header
+            .as_ref()
+            .map(|h| header_name(h).map(|n| n.as_str().to_string()))
+            .transpose()
+            .map_err(|e| (None, e))?,
+        cookie: auth.token_cookie.clone(),
+    };
+
+    let upstream = &route.upstream;
+    if upstream.addrs.is_empty() {
+        return Err((None, "upstream.addrs must list at least one host:port".into()));
+    }
+    let addrs = upstream
+        .addrs
+        .iter()
+        .map(|addr| {
+            addr.to_socket_addrs()
+                .map_err(|e| format!("upstream address {addr:?}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("upstream address {addr:?} resolves to nothing"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| (None, e))?;
+
+    let forward = ForwardPlan {
+        claims: route
+            .forward
+            .claims
+            .iter()
+            .map(|(claim, header)| Ok((claim.clone(), header_name(header)?)))
+            .collect::<Result<_, String>>()
+            .map_err(|e| (None, e))?,
+        strip_authorization: route.forward.strip_authorization,
+        reserved_prefix: route.forward.reserved_prefix.to_ascii_lowercase(),
+    };
+
+    Ok(CompiledRoute {
+        name: route.name.value.clone(),
+        mode: auth.mode,
+        policy,
+        sources,
+        upstream: Upstream {
+            addrs,
+            next: AtomicUsize::new(0),
+            connect_timeout: upstream.connect_timeout,
+            read_timeout: upstream.read_timeout,
+            write_timeout: upstream.write_timeout,
+        },
+        forward,
+    })
+}
+
+fn header_name(name: &str) -> Result<http::HeaderName, String> {
+    http::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a valid header name"))
+}
+
+/// The union of every claim header across routes. Hop-by-hop and framing
+/// headers can't be identity headers: overwriting them would break HTTP.
+fn identity_headers(routes: &[RouteConfig]) -> Result<Vec<http::HeaderName>, (&RouteConfig, String)> {
+    const FORBIDDEN: [&str; 8] = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+        "authorization",
+        "cookie",
+    ];
+    let mut names = BTreeSet::new();
+    for route in routes {
+        for header in route.forward.claims.values() {
+            let name = header_name(header).map_err(|e| (route, e))?;
+            if FORBIDDEN.contains(&name.as_str()) {
+                return Err((
+                    route,
+                    format!("{:?} cannot carry a claim", name.as_str()),
+                ));
+            }
+            names.insert(name.as_str().to_string());
+        }
+    }
+    Ok(names
+        .into_iter()
+        .map(|n| http::HeaderName::from_bytes(n.as_bytes()).expect("validated above"))
+        .collect())
+}

@@ -1,0 +1,246 @@
+//! Reading `gateway.yaml`: environment interpolation, then YAML into the
+//! schema, with every error pointing at a file, line and column.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::schema::GatewayConfig;
+
+/// A configuration error a user can act on: where, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column, when the error has a place in the file.
+    pub position: Option<(u64, u64)>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, position: Option<(u64, u64)>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            position,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, column)) => write!(
+                f,
+                "{}:{line}:{column}: {}",
+                self.file.display(),
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and parses a config file; see [`parse`].
+pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, None, format!("cannot read: {e}")))?;
+    parse(path, &text, &|name| std::env::var(name).ok())
+}
+
+/// Parses config text; `env` resolves `${NAME}` references (injectable so
+/// tests do not touch the process environment).
+pub fn parse(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GatewayConfig, ConfigError> {
+    let expanded = interpolate(path, text, env)?;
+    serde_saphyr::from_str::<GatewayConfig>(&expanded).map_err(|e| {
+        let position = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .filter(|(line, _)| *line > 0);
+        ConfigError::new(path, position, first_line(&e.to_string()))
+    })
+}
+
+/// serde-saphyr renders "error: line L column C: message" and a source
+/// snippet; we print our own `file:line:column` prefix, so keep the message.
+fn first_line(rendered: &str) -> String {
+    let line = rendered.lines().next().unwrap_or(rendered).trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    let without_position = line
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+        .filter(|(position, _)| position.contains(" column "))
+        .map(|(_, message)| message);
+    without_position.unwrap_or(line).to_string()
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}` with environment values, line by
+/// line so errors keep their line numbers. `$${` is a literal `${`. Comments
+/// are left alone, so a commented-out reference to an unset variable is fine.
+fn interpolate(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let line_no = index as u64 + 1;
+        let (code, comment) = split_comment(line);
+        let mut rest = code;
+        while let Some(start) = rest.find('$') {
+            out.push_str(&rest[..start]);
+            let after = &rest[start..];
+            if let Some(literal) = after.strip_prefix("$${") {
+                out.push_str("${");
+                rest = literal;
+                continue;
+            }
+            let Some(body) = after.strip_prefix("${") else {
+                out.push('$');
+                rest = &after[1..];
+                continue;
+            };
+            let column = (code.len() - after.len()) as u64 + 1;
+            let Some(end) = body.find('}') else {
+                return Err(ConfigError::new(
+                    path,
+                    Some((line_no, column)),
+                    "unterminated ${...} reference",
+                ));
+            };
+            let reference = &body[..end];
+            let (name, default) = match reference.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (reference, None),
+            };
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(ConfigError::new(
+                    path,
+                    Some((line_no, column)),
+                    format!("invalid environment variable name {name:?}"),
+                ));
+            }
+            let value = match (env(name), default) {
+                (Some(value), _) => value,
+                (None, Some(default)) => default.to_string(),
+                (None, None) => {
+                    return Err(ConfigError::new(
+                        path,
+                        Some((line_no, column)),
+                        format!(
+                            "environment variable {name} is not set (use ${{{name}:-default}} for a fallback)"
+                        ),
+                    ));
+                }
+            };
+            // A value that spans lines or carries control characters would
+            // silently restructure the YAML around it.
+            if value.chars().any(|c| c.is_control()) {
+                return Err(ConfigError::new(
+                    path,
+                    Some((line_no, column)),
+                    format!("environment variable {name} contains a newline or control character"),
+                ));
+            }
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        }
+        out.push_str(rest);
+        out.push_str(comment);
+    }
+    Ok(out)
+}
+
+/// Splits a YAML line into code and comment: a `#` starts a comment when it
+/// begins the line or follows whitespace, outside quotes.
+fn split_comment(line: &str) -> (&str, &str) {
+    let mut quote: Option<char> = None;
+    let mut previous = ' ';
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' && previous.is_whitespace() => return line.split_at(i),
+            None => {}
+        }
+        previous = c;
+    }
+    (line, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand(text: &str) -> Result<String, ConfigError> {
+        let env = |name: &str| match name {
+            "PORT" => Some("8081".to_string()),
+            "BAD" => Some("a\nb: c".to_string()),
+            _ => None,
+        };
+        interpolate(Path::new("t.yaml"), text, &env)
+    }
+
+    #[test]
+    fn replaces_set_variables_and_defaults() {
+        assert_eq!(
+            expand("addr: 127.0.0.1:${PORT}\nx: ${NOPE:-7}\n").unwrap(),
+            "addr: 127.0.0.1:8081\nx: 7\n"
+        );
+    }
+
+    #[test]
+    fn unset_variable_is_an_error_with_position() {
+        let err = expand("a: 1\nb: ${MISSING}\n").unwrap_err();
+        assert_eq!(err.position, Some((2, 4)));
+        assert!(err.message.contains("MISSING"), "{err}");
+    }
+
+    #[test]
+    fn comments_and_escapes_are_left_alone() {
+        assert_eq!(
+            expand("a: $${HOME} # uses ${MISSING}\n").unwrap(),
+            "a: ${HOME} # uses ${MISSING}\n"
+        );
+        assert_eq!(expand("a: \"x # ${PORT}\"\n").unwrap(), "a: \"x # 8081\"\n");
+    }
+
+    #[test]
+    fn multi_line_values_are_refused() {
+        let err = expand("a: ${BAD}\n").unwrap_err();
+        assert!(err.message.contains("newline"), "{err}");
+    }
+
+    #[test]
+    fn omitted_sections_take_their_documented_defaults() {
+        let text = "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    auth: { mode: off }\n";
+        let config = parse(Path::new("g.yaml"), text, &|_| None).unwrap();
+        assert_eq!(config.listen.http, "127.0.0.1:8080");
+        assert_eq!(config.admin.addr, "127.0.0.1:9090");
+        assert_eq!(config.server.realm, "jwtgate");
+        assert_eq!(config.server.grace_period.as_secs(), 5);
+        assert_eq!(config.tokens.max_bytes, 8192);
+        let route = &config.routes[0];
+        assert_eq!(route.matcher.path_prefix, "/");
+        assert_eq!(route.auth.mode, super::super::schema::AuthMode::Off);
+        assert_eq!(route.forward.reserved_prefix, "x-jwt-");
+        assert_eq!(route.upstream.connect_timeout.as_secs(), 2);
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_with_line_and_column() {
+        let text = "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    colour: blue\n";
+        let err = parse(Path::new("g.yaml"), text, &|_| None).unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(4), "{err}");
+        assert!(err.message.starts_with("unknown field `colour`"), "{err}");
+    }
+}

@@ -1,0 +1,331 @@
+//! The shape of `gateway.yaml`, as written by users. Every struct denies
+//! unknown fields so a typo is an error, never a silently ignored setting.
+//! Defaults live here, next to the field they belong to, and are mirrored in
+//! the README's configuration reference.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::Spanned;
+
+use crate::auth::Algorithm;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    #[serde(default)]
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// A built-in echo upstream, for demos and first steps.
+    #[serde(default)]
+    pub echo: Option<EchoConfig>,
+    #[serde(default)]
+    pub tokens: TokenLimits,
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    #[serde(default = "default_http_listen")]
+    pub http: String,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            http: default_http_listen(),
+        }
+    }
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_addr")]
+    pub addr: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            addr: default_admin_addr(),
+        }
+    }
+}
+
+fn default_admin_addr() -> String {
+    "127.0.0.1:9090".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Worker threads for the proxy; default: the number of CPU cores.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// On SIGTERM, keep accepting for this long (lets a load balancer notice).
+    #[serde(default = "default_grace_period", deserialize_with = "duration")]
+    pub grace_period: Duration,
+    /// Then give in-flight requests at most this long to finish.
+    #[serde(
+        default = "default_graceful_shutdown_timeout",
+        deserialize_with = "duration"
+    )]
+    pub graceful_shutdown_timeout: Duration,
+    /// `realm` in `WWW-Authenticate` challenges.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            threads: None,
+            grace_period: default_grace_period(),
+            graceful_shutdown_timeout: default_graceful_shutdown_timeout(),
+            realm: default_realm(),
+        }
+    }
+}
+
+fn default_grace_period() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_graceful_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+pub fn default_realm() -> String {
+    "jwtgate".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoConfig {
+    pub addr: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenLimits {
+    /// Tokens longer than this are rejected before any decoding.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for TokenLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_max_token_bytes(),
+        }
+    }
+}
+
+fn default_max_token_bytes() -> usize {
+    8 * 1024
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub name: Spanned<String>,
+    /// The exact `iss` value this issuer puts in its tokens.
+    pub issuer: String,
+    /// Required allow-list; tokens with any other `alg` are rejected.
+    pub algorithms: Vec<Algorithm>,
+    /// `aud` must contain at least one of these.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Explicit opt-out from audience checking (RFC 7519 §4.1.3 says a
+    /// recipient must check `aud`, so this is off by default).
+    #[serde(default)]
+    pub skip_audience_check: bool,
+    #[serde(default = "default_leeway", deserialize_with = "duration")]
+    pub leeway: Duration,
+    /// Tokens without `exp` are rejected unless this is false.
+    #[serde(default = "default_true")]
+    pub require_exp: bool,
+    /// Where scopes are read from; default: `scope`, then `scp`, then `scopes`.
+    #[serde(default)]
+    pub scope_claim: Option<String>,
+    // Key sources: exactly one of these.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    #[serde(default)]
+    pub hmac_secret_env: Option<String>,
+    #[serde(default)]
+    pub hmac_secret_file: Option<PathBuf>,
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: Spanned<String>,
+    #[serde(rename = "match", default)]
+    pub matcher: MatchConfig,
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub forward: ForwardConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Exact host (case-insensitive, port ignored); absent: any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+    /// Absent: any method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        Self {
+            host: None,
+            path_prefix: default_path_prefix(),
+            methods: None,
+        }
+    }
+}
+
+fn default_path_prefix() -> String {
+    "/".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// One or more `host:port`, used round robin.
+    pub addrs: Vec<String>,
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_read_timeout", deserialize_with = "duration")]
+    pub read_timeout: Duration,
+    #[serde(default = "default_read_timeout", deserialize_with = "duration")]
+    pub write_timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// A token is required and must pass every check.
+    #[default]
+    Required,
+    /// Verified when present (and rejected when invalid); absent is allowed.
+    Optional,
+    /// No verification at all: a public route.
+    Off,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// Issuers whose tokens this route accepts; empty: every configured issuer.
+    #[serde(default)]
+    pub issuers: Vec<Spanned<String>>,
+    /// Additionally to the issuer's audiences, `aud` must contain one of these.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub scopes: ScopeRule,
+    #[serde(default)]
+    pub claims: Vec<ClaimRule>,
+    /// A header that carries the raw token, besides `Authorization: Bearer`.
+    #[serde(default)]
+    pub token_header: Option<String>,
+    /// A cookie that carries the raw token.
+    #[serde(default)]
+    pub token_cookie: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeRule {
+    #[serde(default)]
+    pub all_of: Vec<String>,
+    #[serde(default)]
+    pub any_of: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRule {
+    /// Claim name, or a dotted path into nested objects (`realm_access.roles`).
+    pub claim: String,
+    #[serde(default)]
+    pub any_of: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub all_of: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Claim (name or dotted path) → header sent to the upstream.
+    #[serde(default)]
+    pub claims: BTreeMap<String, String>,
+    #[serde(default)]
+    pub strip_authorization: bool,
+    /// Client-sent headers starting with this prefix are always removed.
+    #[serde(default = "default_reserved_prefix")]
+    pub reserved_prefix: String,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            claims: BTreeMap::new(),
+            strip_authorization: false,
+            reserved_prefix: default_reserved_prefix(),
+        }
+    }
+}
+
+fn default_reserved_prefix() -> String {
+    "x-jwt-".into()
+}
+
+/// Durations are written the human way: `30s`, `5m`, `250ms`, `1h 30m`.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+}

@@ -1,0 +1,211 @@
+//! JWK Set parsing (RFC 7517), into [`VerifyingKey`]s restricted to the
+//! issuer's algorithm allow-list. Keys that cannot be used are skipped with a
+//! stated reason rather than failing the whole set, because identity
+//! providers routinely publish encryption keys and algorithms we don't use.
+
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{KeyError, KeySet, MIN_RSA_MODULUS_BITS, VerifyingKey};
+use crate::auth::{Algorithm, AlgorithmSet, KeyFamily};
+
+/// A key that was left out, and why (for logs and `jwtgate check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedKey {
+    pub kid: Option<String>,
+    pub why: String,
+}
+
+#[derive(Debug)]
+pub struct ParsedJwks {
+    pub keys: KeySet,
+    pub skipped: Vec<SkippedKey>,
+}
+
+/// The members of a JWK that matter for verification. Private members (`d`,
+/// `p`, ...) are deliberately not read: a JWKS is public by definition.
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default, rename = "use")]
+    use_: Option<String>,
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default)]
+    crv: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+    #[serde(default)]
+    x: Option<String>,
+    #[serde(default)]
+    y: Option<String>,
+}
+
+/// Parses a JWK Set document. Fails only when the document itself is not a
+/// JWK Set; individual unusable keys land in `skipped`.
+pub fn parse(document: &Value, allowed: AlgorithmSet) -> Result<ParsedJwks, KeyError> {
+    let Some(entries) = document.get("keys").and_then(Value::as_array) else {
+        return Err(KeyError(
+            "not a JWK Set: expected an object with a \"keys\" array".into(),
+        ));
+    };
+    let mut keys = Vec::new();
+    let mut skipped = Vec::new();
+    for entry in entries {
+        let kid = entry.get("kid").and_then(Value::as_str).map(str::to_owned);
+        let outcome = serde_json::from_value::<Jwk>(entry.clone())
+            .map_err(|e| KeyError(format!("not a valid JWK: {e}")))
+            .and_then(|jwk| to_key(jwk, allowed));
+        match outcome {
+            Ok(key) => keys.push(key),
+            Err(KeyError(why)) => skipped.push(SkippedKey { kid, why }),
+        }
+    }
+    Ok(ParsedJwks {
+        keys: KeySet { keys },
+        skipped,
+    })
+}
+
+fn to_key(jwk: Jwk, allowed: AlgorithmSet) -> Result<VerifyingKey, KeyError> {
+    if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+        return Err(KeyError(format!(
+            "use {:?} is not \"sig\"",
+            jwk.use_.unwrap_or_default()
+        )));
+    }
+    let family = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+        ("RSA", _) => KeyFamily::Rsa,
+        ("EC", Some("P-256")) => KeyFamily::EcP256,
+        ("EC", Some("P-384")) => KeyFamily::EcP384,
+        ("OKP", Some("Ed25519")) => KeyFamily::Ed25519,
+        ("oct", _) => {
+            return Err(KeyError(
+                "symmetric (oct) keys are not accepted from a JWKS; configure hmac_secret_env or hmac_secret_file".into(),
+            ));
+        }
+        (kty, crv) => {
+            return Err(KeyError(format!(
+                "unsupported key type kty={kty:?} crv={:?}",
+                crv.unwrap_or("")
+            )));
+        }
+    };
+    let algorithms = usable_algorithms(family, jwk.alg.as_deref(), allowed)?;
+    let kid = jwk.kid;
+    match family {
+        KeyFamily::Rsa => {
+            let n = decode(jwk.n.as_deref(), "n")?;
+            let e = decode(jwk.e.as_deref(), "e")?;
+            let n = strip_leading_zeros(&n);
+            let bits = n.len() * 8 - n.first().map_or(0, |b| b.leading_zeros() as usize);
+            if bits < MIN_RSA_MODULUS_BITS {
+                return Err(KeyError(format!(
+                    "RSA modulus is {bits} bits; at least {MIN_RSA_MODULUS_BITS} are required"
+                )));
+            }
+            let components = RsaPublicKeyComponents { n, e: &e[..] };
+            VerifyingKey::public(kid, family, algorithms, |alg| {
+                components
+                    .to_parsed_public_key(rsa_parameters(alg))
+                    .map_err(|e| KeyError(format!("invalid RSA key: {e}")))
+            })
+        }
+        KeyFamily::EcP256 | KeyFamily::EcP384 => {
+            let coordinate_len = if family == KeyFamily::EcP256 { 32 } else { 48 };
+            let x = decode(jwk.x.as_deref(), "x")?;
+            let y = decode(jwk.y.as_deref(), "y")?;
+            if x.len() != coordinate_len || y.len() != coordinate_len {
+                return Err(KeyError(format!(
+                    "EC coordinates must be {coordinate_len} bytes each"
+                )));
+            }
+            // SEC 1 uncompressed point: 0x04 || x || y.
+            let mut point = Vec::with_capacity(1 + 2 * coordinate_len);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            VerifyingKey::public(kid, family, algorithms, |alg| {
+                let params = if alg == Algorithm::ES256 {
+                    &signature::ECDSA_P256_SHA256_FIXED
+                } else {
+                    &signature::ECDSA_P384_SHA384_FIXED
+                };
+                ParsedPublicKey::new(params, &point)
+                    .map_err(|e| KeyError(format!("invalid EC key: {e}")))
+            })
+        }
+        KeyFamily::Ed25519 => {
+            let x = decode(jwk.x.as_deref(), "x")?;
+            VerifyingKey::public(kid, family, algorithms, |_| {
+                ParsedPublicKey::new(&signature::ED25519, &x)
+                    .map_err(|e| KeyError(format!("invalid Ed25519 key: {e}")))
+            })
+        }
+        KeyFamily::Hmac => unreachable!("oct keys are refused above"),
+    }
+}
+
+/// The algorithms a key may verify: its own `alg` when it names one (which
+/// must fit the key type and be allowed), else every allowed algorithm of its
+/// family.
+fn usable_algorithms(
+    family: KeyFamily,
+    own_alg: Option<&str>,
+    allowed: AlgorithmSet,
+) -> Result<AlgorithmSet, KeyError> {
+    let set: AlgorithmSet = match own_alg {
+        Some(name) => {
+            let alg: Algorithm = name
+                .parse()
+                .map_err(|_| KeyError(format!("unsupported alg {name:?}")))?;
+            if alg.family() != family {
+                return Err(KeyError(format!("alg {alg} does not fit the key type")));
+            }
+            if !allowed.contains(alg) {
+                return Err(KeyError(format!(
+                    "alg {alg} is not in the issuer's algorithms"
+                )));
+            }
+            [alg].into_iter().collect()
+        }
+        None => allowed.iter().filter(|a| a.family() == family).collect(),
+    };
+    if set.is_empty() {
+        return Err(KeyError(
+            "none of the issuer's algorithms can use this key type".into(),
+        ));
+    }
+    Ok(set)
+}
+
+fn rsa_parameters(alg: Algorithm) -> &'static RsaParameters {
+    match alg {
+        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+        other => unreachable!("{other} is not an RSA algorithm"),
+    }
+}
+
+fn decode(value: Option<&str>, member: &str) -> Result<Vec<u8>, KeyError> {
+    let value = value.ok_or_else(|| KeyError(format!("missing member {member:?}")))?;
+    URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|_| KeyError(format!("member {member:?} is not base64url")))
+}
+
+fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
+}

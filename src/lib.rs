@@ -1,0 +1,17 @@
+//! jwtgate: an API gateway that verifies JSON Web Tokens at the edge.
+//!
+//! The library is shared by the `jwtgate` binary, the integration tests and
+//! the benches. `auth` and `keys` know nothing of Pingora: they take bytes and
+//! a policy and return a decision. `proxy` adapts that decision to Pingora's
+//! request phases.
+
+pub mod admin;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod echo;
+pub mod keys;
+pub mod mint;
+pub mod proxy;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,278 @@
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+
+use super::headers::{self, Forwarding};
+use super::{reject, router};
+use crate::auth::extract::{self, HeaderSource};
+use crate::auth::{Reason, Rejection, VerifiedToken};
+use crate::clock::SharedClock;
+use crate::config::schema::AuthMode;
+use crate::config::{CompiledRoute, Snapshot};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::{ALLOW, ANONYMOUS, DENY, NO_ISSUER, NO_ROUTE};
+
+/// The proxy. Holds the current config snapshot behind an atomic pointer,
+/// so a request takes one lock-free load and works from that snapshot to
+/// its end.
+pub struct Gateway {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+}
+
+impl Gateway {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>, clock: SharedClock) -> Self {
+        Self {
+            snapshot,
+            metrics,
+            clock,
+        }
+    }
+}
+
+/// Per-request state shared across phases.
+pub struct RequestCtx {
+    started: Instant,
+    snapshot: Option<Arc<Snapshot>>,
+    route: Option<Arc<CompiledRoute>>,
+    request_id: String,
+    identity: Option<VerifiedToken>,
+    /// Why the request was refused, for the access log.
+    reason: Option<Reason>,
+    /// Set when the request path had to be normalized before routing.
+    normalized_path: Option<String>,
+    upstream_started: Option<Instant>,
+    connect_attempts: usize,
+}
+
+struct RequestHeaders<'a>(&'a RequestHeader);
+
+impl HeaderSource for RequestHeaders<'_> {
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
+        self.0.headers.get_all(name).iter().map(|v| v.as_bytes())
+    }
+}
+
+impl Gateway {
+    /// Routing and authentication. `Ok(Some(response))` ends the request
+    /// here; `Ok(None)` lets it through to the upstream.
+    fn decide(&self, session: &Session, ctx: &mut RequestCtx) -> Option<(ResponseHeader, Bytes)> {
+        let snapshot = ctx.snapshot.clone().expect("set in request_filter");
+        let request = session.req_header();
+        ctx.normalized_path = router::normalize_path(request.uri.path());
+        let path = ctx
+            .normalized_path
+            .as_deref()
+            .unwrap_or(request.uri.path());
+        let host = request.uri.host().or_else(|| {
+            request
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        let Some(route) = snapshot.router.find(host, path, &request.method).cloned() else {
+            return Some(reject::not_found(&ctx.request_id));
+        };
+        ctx.route = Some(route.clone());
+        if route.mode == AuthMode::Off {
+            return None;
+        }
+
+        let headers = RequestHeaders(request);
+        let token = match extract::extract(&headers, &route.sources) {
+            Ok(token) => token,
+            Err(reason) => {
+                return Some(self.deny(ctx, &snapshot, &route, Rejection::invalid_request(reason), None));
+            }
+        };
+        let Some(token) = token else {
+            if route.mode == AuthMode::Optional {
+                self.metrics
+                    .record_decision(&route.name, NO_ISSUER, ANONYMOUS, None);
+                return None;
+            }
+            return Some(self.deny(ctx, &snapshot, &route, Rejection::no_token(), None));
+        };
+
+        let verify_started = Instant::now();
+        let outcome = route.policy.authorize(
+            token,
+            &snapshot.issuers,
+            self.clock.now_unix(),
+            snapshot.max_token_bytes,
+            &mut (),
+        );
+        self.metrics
+            .verify_duration
+            .observe(verify_started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(identity) => {
+                let issuer = &snapshot.issuers[identity.issuer].name;
+                self.metrics.record_decision(&route.name, issuer, ALLOW, None);
+                ctx.identity = Some(identity);
+                None
+            }
+            Err(failure) => Some(self.deny(ctx, &snapshot, &route, failure.rejection, failure.issuer)),
+        }
+    }
+
+    fn deny(
+        &self,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        route: &CompiledRoute,
+        rejection: Rejection,
+        issuer: Option<usize>,
+    ) -> (ResponseHeader, Bytes) {
+        let issuer = issuer.map_or(NO_ISSUER, |i| snapshot.issuers[i].name.as_str());
+        self.metrics
+            .record_decision(&route.name, issuer, DENY, Some(rejection.reason));
+        ctx.reason = Some(rejection.reason);
+        reject::rejection(&rejection, &snapshot.realm, &ctx.request_id)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx {
+            started: Instant::now(),
+            snapshot: None,
+            route: None,
+            request_id: String::new(),
+            identity: None,
+            reason: None,
+            normalized_path: None,
+            upstream_started: None,
+            connect_attempts: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        ctx.snapshot = Some(self.snapshot.load_full());
+        ctx.request_id = headers::request_id(session.req_header());
+        let Some((header, body)) = self.decide(session, ctx) else {
+            return Ok(false);
+        };
+        session.write_response_header(Box::new(header), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        let route = ctx.route.as_ref().expect("routed in request_filter");
+        let upstream = &route.upstream;
+        let mut peer = HttpPeer::new(upstream.next_addr(), false, String::new());
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.write_timeout = Some(upstream.write_timeout);
+        ctx.connect_attempts += 1;
+        ctx.upstream_started.get_or_insert_with(Instant::now);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Try each address of the route once before giving up.
+        let addresses = ctx.route.as_ref().map_or(1, |r| r.upstream.addrs.len());
+        if ctx.connect_attempts < addresses {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let (Some(snapshot), Some(route)) = (&ctx.snapshot, &ctx.route) else {
+            return Ok(());
+        };
+        if let Some(path) = &ctx.normalized_path {
+            let path_and_query = match upstream_request.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.clone(),
+            };
+            let uri = http::Uri::builder()
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "normalized path", e))?;
+            upstream_request.set_uri(uri);
+        }
+        let client_ip = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip());
+        headers::rewrite(
+            upstream_request,
+            &Forwarding {
+                route,
+                identity_headers: &snapshot.identity_headers,
+                identity: ctx.identity.as_ref(),
+                request_id: &ctx.request_id,
+                client_ip,
+            },
+        );
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let _ = upstream_response.insert_header(headers::REQUEST_ID, ctx.request_id.as_str());
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session
+            .response_written()
+            .map_or(0, |response| response.status.as_u16());
+        let route = ctx.route.as_ref().map_or(NO_ROUTE, |r| r.name.as_str());
+        // itoa formats on the stack: counting a request allocates nothing.
+        let mut status_text = itoa::Buffer::new();
+        self.metrics
+            .requests
+            .with_label_values(&[route, status_text.format(status)])
+            .inc();
+        if let Some(started) = ctx.upstream_started {
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[route])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let request = session.req_header();
+        let subject = ctx.identity.as_ref().and_then(|i| i.subject()).unwrap_or("-");
+        tracing::info!(
+            target: "jwtgate::access",
+            request_id = %ctx.request_id,
+            method = %request.method,
+            path = %request.uri.path(),
+            route,
+            status,
+            sub = subject,
+            reason = ctx.reason.map_or("-", Reason::as_str),
+            latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            error = error.map(|e| e.etype().as_str()).unwrap_or("-"),
+            "request"
+        );
+    }
+}

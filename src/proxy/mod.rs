@@ -1,0 +1,10 @@
+//! The thin adapter between Pingora's request phases and the auth core:
+//! route the request, ask `auth` for a decision, rewrite headers, pick an
+//! upstream, and count and log what happened.
+
+mod gateway;
+pub mod headers;
+pub mod reject;
+pub mod router;
+
+pub use gateway::{Gateway, RequestCtx};

@@ -1,0 +1,75 @@
+//! Assembling the Pingora server: the proxy, the admin listener and, when
+//! configured, the built-in echo upstream, each a service with its own
+//! listener. Pingora owns signals: SIGTERM drains gracefully (keep serving
+//! for `grace_period`, then give in-flight requests up to
+//! `graceful_shutdown_timeout`), SIGINT stops at once.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::server::Server;
+use pingora::server::configuration::ServerConf;
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::clock::SharedClock;
+use crate::config::Snapshot;
+use crate::echo::Echo;
+use crate::proxy::Gateway;
+use crate::telemetry::Metrics;
+
+/// Admin and echo are light; two threads each is plenty and leaves the
+/// cores to the proxy.
+const SIDE_SERVICE_THREADS: usize = 2;
+
+/// Runs until a shutdown signal; does not return.
+pub fn run(snapshot: Snapshot, clock: SharedClock) -> ! {
+    let conf = ServerConf {
+        threads: snapshot
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        grace_period_seconds: Some(snapshot.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(snapshot.graceful_shutdown_timeout.as_secs()),
+        // Pingora's defaults put these in /tmp, shared by every process on
+        // the host; jwtgate does not use upgrades, so keep them private.
+        pid_file: format!("/tmp/jwtgate-{}.pid", std::process::id()),
+        upgrade_sock: format!("/tmp/jwtgate-{}-upgrade.sock", std::process::id()),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let listen_http = snapshot.listen_http.clone();
+    let admin_addr = snapshot.admin_addr.clone();
+    let echo_addr = snapshot.echo_addr.clone();
+    let shared = Arc::new(ArcSwap::from_pointee(snapshot));
+    let metrics = Arc::new(Metrics::new());
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(shared.clone(), metrics.clone(), clock),
+        "jwtgate proxy",
+    );
+    proxy.add_tcp(&listen_http);
+    server.add_service(proxy);
+
+    let mut admin = Service::new("jwtgate admin".to_string(), Admin::new(shared, metrics));
+    admin.threads = Some(SIDE_SERVICE_THREADS);
+    admin.add_tcp(&admin_addr);
+    server.add_service(admin);
+
+    if let Some(addr) = &echo_addr {
+        let mut echo = Service::new("jwtgate echo upstream".to_string(), Echo);
+        echo.threads = Some(SIDE_SERVICE_THREADS);
+        echo.add_tcp(addr);
+        server.add_service(echo);
+    }
+
+    tracing::info!(
+        proxy = %listen_http,
+        admin = %admin_addr,
+        echo = echo_addr.as_deref().unwrap_or("-"),
+        "jwtgate listening"
+    );
+    server.run_forever()
+}

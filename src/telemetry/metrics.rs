@@ -1,0 +1,121 @@
+//! Prometheus metrics, named as in DESIGN.md. Label values come only from
+//! config names and fixed sets (status codes, [`Reason`] labels, outcomes),
+//! never from anything a client controls, so cardinality stays bounded.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::auth::Reason;
+
+/// `outcome` label values.
+pub const ALLOW: &str = "allow";
+pub const DENY: &str = "deny";
+/// Optional route, no token sent: let through without identity.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// `route` for requests that matched no route; `issuer` when none was
+/// identified; `reason` for allowed requests.
+pub const NO_ROUTE: &str = "_none";
+pub const NO_ISSUER: &str = "_none";
+pub const NO_REASON: &str = "none";
+
+/// Verification takes microseconds; buckets from 5 µs to 100 ms.
+const VERIFY_BUCKETS: [f64; 14] = [
+    5e-6, 10e-6, 25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
+    100e-3,
+];
+
+const UPSTREAM_BUCKETS: [f64; 14] = [
+    100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0, 5.0,
+    30.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub auth_decisions: IntCounterVec,
+    pub verify_duration: Histogram,
+    pub upstream_duration: HistogramVec,
+    pub jwks_keys: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("jwtgate_requests_total", "Requests handled, by route and response status."),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let auth_decisions = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_auth_decisions_total",
+                "Authentication decisions, by route, issuer, outcome (allow, deny, anonymous) and reason.",
+            ),
+            &["route", "issuer", "outcome", "reason"],
+        )
+        .expect("valid metric");
+        let verify_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "jwtgate_verify_duration_seconds",
+                "Time to verify a token and apply the route's policy.",
+            )
+            .buckets(VERIFY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "jwtgate_upstream_duration_seconds",
+                "Time from choosing an upstream to the end of the response, by route.",
+            )
+            .buckets(UPSTREAM_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let jwks_keys = IntGaugeVec::new(
+            Opts::new("jwtgate_jwks_keys", "Usable verification keys, by issuer."),
+            &["issuer"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(auth_decisions.clone()),
+            Box::new(verify_duration.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(jwks_keys.clone()),
+        ] {
+            registry.register(collector).expect("unique metric names");
+        }
+        Self {
+            registry,
+            requests,
+            auth_decisions,
+            verify_duration,
+            upstream_duration,
+            jwks_keys,
+        }
+    }
+
+    pub fn record_decision(&self, route: &str, issuer: &str, outcome: &str, reason: Option<Reason>) {
+        self.auth_decisions
+            .with_label_values(&[route, issuer, outcome, reason.map_or(NO_REASON, Reason::as_str)])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,6 @@
+//! Metrics and logs: what operators see of every decision.
+
+pub mod logging;
+pub mod metrics;
+
+pub use metrics::Metrics;
