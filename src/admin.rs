@@ -64,7 +64,11 @@ impl ServeHttp for Admin {
                     reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())
                 } else {
                     let body = format!("not ready: no usable keys for issuers {missing:?}\n");
-                    reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body.into_bytes())
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        body.into_bytes(),
+                    )
                 }
             }
             _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),

@@ -56,7 +56,9 @@ pub fn header_value(value: &Value) -> Option<String> {
         }
         other => other.to_string(),
     };
-    let valid = rendered.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+    let valid = rendered
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
     valid.then_some(rendered)
 }
 
@@ -98,7 +100,10 @@ mod tests {
             scopes(&claims(json!({"scope": "a  b c"})), None),
             ["a", "b", "c"]
         );
-        assert_eq!(scopes(&claims(json!({"scp": ["a", "b"]})), None), ["a", "b"]);
+        assert_eq!(
+            scopes(&claims(json!({"scp": ["a", "b"]})), None),
+            ["a", "b"]
+        );
         assert_eq!(scopes(&claims(json!({"scopes": "a"})), None), ["a"]);
         assert_eq!(
             scopes(&claims(json!({"perm": {"s": "x y"}})), Some("perm.s")),
@@ -110,8 +115,14 @@ mod tests {
     #[test]
     fn header_values_render_and_refuse_control_characters() {
         assert_eq!(header_value(&json!("alice")).as_deref(), Some("alice"));
-        assert_eq!(header_value(&json!(["a", "b", 3])).as_deref(), Some("a b 3"));
-        assert_eq!(header_value(&json!({"k": 1})).as_deref(), Some(r#"{"k":1}"#));
+        assert_eq!(
+            header_value(&json!(["a", "b", 3])).as_deref(),
+            Some("a b 3")
+        );
+        assert_eq!(
+            header_value(&json!({"k": 1})).as_deref(),
+            Some(r#"{"k":1}"#)
+        );
         assert_eq!(header_value(&json!(true)).as_deref(), Some("true"));
         assert_eq!(header_value(&json!("a\r\nX-Admin: 1")), None);
         assert_eq!(header_value(&Value::Null), None);

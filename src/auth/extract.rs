@@ -41,7 +41,9 @@ pub fn extract<'a>(
     }
     if let Some(name) = &sources.header {
         for value in headers.values(name) {
-            let token = std::str::from_utf8(value).map_err(|_| Reason::Malformed)?.trim();
+            let token = std::str::from_utf8(value)
+                .map_err(|_| Reason::Malformed)?
+                .trim();
             if !token.is_empty() {
                 offer(token)?;
             }

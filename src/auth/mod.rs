@@ -14,3 +14,6 @@ pub mod verify;
 pub use algorithm::{Algorithm, AlgorithmSet, KeyFamily};
 pub use reason::{Reason, Rejection, RejectionKind};
 pub use verify::{IssuerVerifier, VerifiedToken};
+
+#[cfg(test)]
+mod tests;

@@ -107,7 +107,9 @@ impl RoutePolicy {
                 explain.failed("claim", Reason::ClaimMismatch);
                 return Err(self.forbidden(Reason::ClaimMismatch));
             }
-            explain.passed("claim", &|| format!("{} satisfies the route's rule", rule.claim));
+            explain.passed("claim", &|| {
+                format!("{} satisfies the route's rule", rule.claim)
+            });
         }
         Ok(())
     }

@@ -101,7 +101,10 @@ mod tests {
 
     #[test]
     fn size_cap_comes_before_decoding() {
-        assert_eq!(parse(&"x".repeat(9000), 8192).unwrap_err(), Reason::TooLarge);
+        assert_eq!(
+            parse(&"x".repeat(9000), 8192).unwrap_err(),
+            Reason::TooLarge
+        );
     }
 
     #[test]

@@ -97,8 +97,12 @@ pub fn verify(
     request: VerifyRequest<'_>,
     explain: &mut impl Explain,
 ) -> Result<VerifiedToken, Failure> {
-    let parsed = checked(explain, "structure", token::parse(token, request.max_token_bytes))
-        .map_err(|r| Failure::token(r, None))?;
+    let parsed = checked(
+        explain,
+        "structure",
+        token::parse(token, request.max_token_bytes),
+    )
+    .map_err(|r| Failure::token(r, None))?;
     explain.passed("structure", &|| {
         format!(
             "{} bytes, three base64url segments, JSON header and claims",
@@ -106,14 +110,20 @@ pub fn verify(
         )
     });
 
-    let index = checked(explain, "issuer", select_issuer(&parsed, issuers, request.issuers))
-        .map_err(|r| Failure::token(r, None))?;
+    let index = checked(
+        explain,
+        "issuer",
+        select_issuer(&parsed, issuers, request.issuers),
+    )
+    .map_err(|r| Failure::token(r, None))?;
     let issuer = &issuers[index];
     let fail = |reason| Failure::token(reason, Some(index));
     explain.passed("issuer", &|| format!("{} ({})", issuer.name, issuer.issuer));
 
     let alg = checked(explain, "algorithm", select_algorithm(&parsed, issuer)).map_err(fail)?;
-    explain.passed("algorithm", &|| format!("{alg} is in the issuer's allow-list"));
+    explain.passed("algorithm", &|| {
+        format!("{alg} is in the issuer's allow-list")
+    });
 
     let keys = issuer.keys.current();
     if keys.is_empty() {
@@ -170,7 +180,10 @@ fn select_issuer(
 
 /// `alg` must name an algorithm we implement (so never `none`) and be on
 /// the issuer's allow-list.
-fn select_algorithm(parsed: &ParsedToken<'_>, issuer: &IssuerVerifier) -> Result<Algorithm, Reason> {
+fn select_algorithm(
+    parsed: &ParsedToken<'_>,
+    issuer: &IssuerVerifier,
+) -> Result<Algorithm, Reason> {
     let alg: Algorithm = parsed
         .header
         .alg
@@ -215,15 +228,29 @@ fn validate_claims(
 
     let audiences = checked(explain, "aud", audiences(claims))?;
     if issuer.check_audience {
-        checked(explain, "aud", check_audience(&audiences, &issuer.audiences))?;
+        checked(
+            explain,
+            "aud",
+            check_audience(&audiences, &issuer.audiences),
+        )?;
         explain.passed("aud", &|| {
-            format!("contains one of the issuer's audiences {:?}", issuer.audiences)
+            format!(
+                "contains one of the issuer's audiences {:?}",
+                issuer.audiences
+            )
         });
     }
     if !request.audiences.is_empty() {
-        checked(explain, "aud (route)", check_audience(&audiences, request.audiences))?;
+        checked(
+            explain,
+            "aud (route)",
+            check_audience(&audiences, request.audiences),
+        )?;
         explain.passed("aud (route)", &|| {
-            format!("contains one of the route's audiences {:?}", request.audiences)
+            format!(
+                "contains one of the route's audiences {:?}",
+                request.audiences
+            )
         });
     }
     Ok(())

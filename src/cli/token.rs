@@ -189,7 +189,10 @@ fn verify(config: &Path, route_name: &str, token: &str) -> anyhow::Result<ExitCo
     let snapshot = jwtgate::config::load_snapshot(config)?;
     let Some(route) = snapshot.routes.iter().find(|r| r.name == route_name) else {
         let names: Vec<&str> = snapshot.routes.iter().map(|r| r.name.as_str()).collect();
-        bail!("no route named {route_name:?}; routes: {}", names.join(", "));
+        bail!(
+            "no route named {route_name:?}; routes: {}",
+            names.join(", ")
+        );
     };
     println!("route {:?} (auth {:?})", route.name, route.mode);
     let now = jwtgate::clock::system().now_unix();

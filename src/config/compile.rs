@@ -124,9 +124,12 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
                 format!("route {name:?} is defined twice"),
             ));
         }
-        let compiled = compile_route(route, &issuer_names, &issuers)
-            .map_err(|(span, message)| {
-                err_at(Some(span.unwrap_or(&route.name)), format!("route {name:?}: {message}"))
+        let compiled =
+            compile_route(route, &issuer_names, &issuers).map_err(|(span, message)| {
+                err_at(
+                    Some(span.unwrap_or(&route.name)),
+                    format!("route {name:?}: {message}"),
+                )
             })?;
         let compiled = Arc::new(compiled);
         let methods = route
@@ -204,9 +207,13 @@ fn compile_issuer(
     for alg in algorithms.iter() {
         if (alg.family() == KeyFamily::Hmac) != uses_hmac {
             return Err(if uses_hmac {
-                format!("{alg} cannot be verified with an HMAC secret; list only HS256, HS384 or HS512")
+                format!(
+                    "{alg} cannot be verified with an HMAC secret; list only HS256, HS384 or HS512"
+                )
             } else {
-                format!("{alg} needs an HMAC secret (hmac_secret_env or hmac_secret_file), not a JWKS")
+                format!(
+                    "{alg} needs an HMAC secret (hmac_secret_env or hmac_secret_file), not a JWKS"
+                )
             });
         }
     }
@@ -232,7 +239,10 @@ fn compile_issuer(
             warnings.push(format!(
                 "issuer {:?}: key {} skipped: {}",
                 issuer.name.value,
-                skipped.kid.as_deref().map_or("(no kid)".into(), |k| format!("{k:?}")),
+                skipped
+                    .kid
+                    .as_deref()
+                    .map_or("(no kid)".into(), |k| format!("{k:?}")),
                 skipped.why
             ));
         }
@@ -303,7 +313,12 @@ fn compile_route<'a>(
                 issuer_names
                     .iter()
                     .position(|n| *n == name.value)
-                    .ok_or_else(|| (Some(name), format!("issuer {:?} is not defined", name.value)))
+                    .ok_or_else(|| {
+                        (
+                            Some(name),
+                            format!("issuer {:?} is not defined", name.value),
+                        )
+                    })
             })
             .collect::<Result<_, _>>()?
     };
@@ -342,7 +357,10 @@ fn compile_route<'a>(
 
     let upstream = &route.upstream;
     if upstream.addrs.is_empty() {
-        return Err((None, "upstream.addrs must list at least one host:port".into()));
+        return Err((
+            None,
+            "upstream.addrs must list at least one host:port".into(),
+        ));
     }
     let addrs = upstream
         .addrs
@@ -391,7 +409,9 @@ fn header_name(name: &str) -> Result<http::HeaderName, String> {
 
 /// The union of every claim header across routes. Hop-by-hop and framing
 /// headers can't be identity headers: overwriting them would break HTTP.
-fn identity_headers(routes: &[RouteConfig]) -> Result<Vec<http::HeaderName>, (&RouteConfig, String)> {
+fn identity_headers(
+    routes: &[RouteConfig],
+) -> Result<Vec<http::HeaderName>, (&RouteConfig, String)> {
     const FORBIDDEN: [&str; 8] = [
         "host",
         "content-length",
@@ -407,10 +427,7 @@ fn identity_headers(routes: &[RouteConfig]) -> Result<Vec<http::HeaderName>, (&R
         for header in route.forward.claims.values() {
             let name = header_name(header).map_err(|e| (route, e))?;
             if FORBIDDEN.contains(&name.as_str()) {
-                return Err((
-                    route,
-                    format!("{:?} cannot carry a claim", name.as_str()),
-                ));
+                return Err((route, format!("{:?} cannot carry a claim", name.as_str())));
             }
             names.insert(name.as_str().to_string());
         }

@@ -117,11 +117,7 @@ fn interpolate(
                 Some((name, default)) => (name, Some(default)),
                 None => (reference, None),
             };
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(ConfigError::new(
                     path,
                     Some((line_no, column)),
@@ -238,7 +234,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_reported_with_line_and_column() {
-        let text = "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    colour: blue\n";
+        let text =
+            "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    colour: blue\n";
         let err = parse(Path::new("g.yaml"), text, &|_| None).unwrap_err();
         assert_eq!(err.position.map(|p| p.0), Some(4), "{err}");
         assert!(err.message.starts_with("unknown field `colour`"), "{err}");

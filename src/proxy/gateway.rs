@@ -28,7 +28,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>, clock: SharedClock) -> Self {
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             snapshot,
             metrics,
@@ -67,10 +71,7 @@ impl Gateway {
         let snapshot = ctx.snapshot.clone().expect("set in request_filter");
         let request = session.req_header();
         ctx.normalized_path = router::normalize_path(request.uri.path());
-        let path = ctx
-            .normalized_path
-            .as_deref()
-            .unwrap_or(request.uri.path());
+        let path = ctx.normalized_path.as_deref().unwrap_or(request.uri.path());
         let host = request.uri.host().or_else(|| {
             request
                 .headers
@@ -89,7 +90,13 @@ impl Gateway {
         let token = match extract::extract(&headers, &route.sources) {
             Ok(token) => token,
             Err(reason) => {
-                return Some(self.deny(ctx, &snapshot, &route, Rejection::invalid_request(reason), None));
+                return Some(self.deny(
+                    ctx,
+                    &snapshot,
+                    &route,
+                    Rejection::invalid_request(reason),
+                    None,
+                ));
             }
         };
         let Some(token) = token else {
@@ -115,11 +122,14 @@ impl Gateway {
         match outcome {
             Ok(identity) => {
                 let issuer = &snapshot.issuers[identity.issuer].name;
-                self.metrics.record_decision(&route.name, issuer, ALLOW, None);
+                self.metrics
+                    .record_decision(&route.name, issuer, ALLOW, None);
                 ctx.identity = Some(identity);
                 None
             }
-            Err(failure) => Some(self.deny(ctx, &snapshot, &route, failure.rejection, failure.issuer)),
+            Err(failure) => {
+                Some(self.deny(ctx, &snapshot, &route, failure.rejection, failure.issuer))
+            }
         }
     }
 
@@ -163,12 +173,18 @@ impl ProxyHttp for Gateway {
         let Some((header, body)) = self.decide(session, ctx) else {
             return Ok(false);
         };
-        session.write_response_header(Box::new(header), false).await?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
         session.write_response_body(Some(body), true).await?;
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let route = ctx.route.as_ref().expect("routed in request_filter");
         let upstream = &route.upstream;
         let mut peer = HttpPeer::new(upstream.next_addr(), false, String::new());
@@ -260,7 +276,11 @@ impl ProxyHttp for Gateway {
                 .observe(started.elapsed().as_secs_f64());
         }
         let request = session.req_header();
-        let subject = ctx.identity.as_ref().and_then(|i| i.subject()).unwrap_or("-");
+        let subject = ctx
+            .identity
+            .as_ref()
+            .and_then(|i| i.subject())
+            .unwrap_or("-");
         tracing::info!(
             target: "jwtgate::access",
             request_id = %ctx.request_id,

@@ -20,9 +20,7 @@ pub fn request_id(request: &RequestHeader) -> String {
         .get(REQUEST_ID)
         .map(|v| v.as_bytes())
         .filter(|v| {
-            !v.is_empty()
-                && v.len() <= MAX_REQUEST_ID_LEN
-                && v.iter().all(|b| b.is_ascii_graphic())
+            !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.iter().all(|b| b.is_ascii_graphic())
         })
         .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::to_owned)

@@ -54,7 +54,11 @@ pub fn not_found(request_id: &str) -> (ResponseHeader, Bytes) {
     )
 }
 
-fn json_response(status: u16, body: &serde_json::Value, request_id: &str) -> (ResponseHeader, Bytes) {
+fn json_response(
+    status: u16,
+    body: &serde_json::Value,
+    request_id: &str,
+) -> (ResponseHeader, Bytes) {
     let body = Bytes::from(body.to_string());
     let mut header = ResponseHeader::build(status, Some(5)).expect("valid status");
     insert(&mut header, "content-type", "application/json");
@@ -82,9 +86,7 @@ mod tests {
     use crate::auth::Reason;
 
     fn header_value(h: &ResponseHeader, name: &str) -> Option<String> {
-        h.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
+        h.headers.get(name).map(|v| v.to_str().unwrap().to_string())
     }
 
     #[test]
@@ -106,7 +108,9 @@ mod tests {
         assert_eq!(h.status.as_u16(), 403);
         assert_eq!(
             header_value(&h, "www-authenticate").as_deref(),
-            Some("Bearer realm=\"api\", error=\"insufficient_scope\", error_description=\"insufficient scope\", scope=\"orders:read\"")
+            Some(
+                "Bearer realm=\"api\", error=\"insufficient_scope\", error_description=\"insufficient scope\", scope=\"orders:read\""
+            )
         );
     }
 

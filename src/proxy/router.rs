@@ -126,10 +126,8 @@ fn normalize_prefix(prefix: &str) -> String {
 /// match one route here and reach another upstream. Returns `None` when the
 /// path is already normal, to spare an allocation on the common path.
 pub fn normalize_path(path: &str) -> Option<String> {
-    let needs_work = path.contains("//")
-        || path.contains("/.")
-        || path.contains("%2e")
-        || path.contains("%2E");
+    let needs_work =
+        path.contains("//") || path.contains("/.") || path.contains("%2e") || path.contains("%2E");
     if !needs_work {
         return None;
     }
@@ -149,7 +147,8 @@ pub fn normalize_path(path: &str) -> Option<String> {
         normal.push('/');
         normal.push_str(segment);
     }
-    let trailing_slash = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let trailing_slash =
+        decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
     if normal.is_empty() || trailing_slash {
         normal.push('/');
     }
@@ -166,7 +165,12 @@ mod tests {
         r.add(None, "/", None, "root");
         r.add(None, "/api", None, "api");
         r.add(None, "/api/orders/", Some(vec![Method::GET]), "orders-read");
-        r.add(None, "/api/orders", Some(vec![Method::POST]), "orders-write");
+        r.add(
+            None,
+            "/api/orders",
+            Some(vec![Method::POST]),
+            "orders-write",
+        );
         r.add(Some("Admin.Example.com"), "/", None, "admin-host");
         r
     }

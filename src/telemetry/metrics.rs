@@ -28,8 +28,7 @@ const VERIFY_BUCKETS: [f64; 14] = [
 ];
 
 const UPSTREAM_BUCKETS: [f64; 14] = [
-    100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0, 5.0,
-    30.0,
+    100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0, 5.0, 30.0,
 ];
 
 pub struct Metrics {
@@ -45,7 +44,10 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("jwtgate_requests_total", "Requests handled, by route and response status."),
+            Opts::new(
+                "jwtgate_requests_total",
+                "Requests handled, by route and response status.",
+            ),
             &["route", "status"],
         )
         .expect("valid metric");
@@ -98,9 +100,20 @@ impl Metrics {
         }
     }
 
-    pub fn record_decision(&self, route: &str, issuer: &str, outcome: &str, reason: Option<Reason>) {
+    pub fn record_decision(
+        &self,
+        route: &str,
+        issuer: &str,
+        outcome: &str,
+        reason: Option<Reason>,
+    ) {
         self.auth_decisions
-            .with_label_values(&[route, issuer, outcome, reason.map_or(NO_REASON, Reason::as_str)])
+            .with_label_values(&[
+                route,
+                issuer,
+                outcome,
+                reason.map_or(NO_REASON, Reason::as_str),
+            ])
             .inc();
     }
 

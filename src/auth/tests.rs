@@ -1,0 +1,438 @@
+//! Verification and policy, end to end inside the library, with a manual
+//! clock: expiry is tested by moving time, never by sleeping.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::policy::{ClaimRequirement, RoutePolicy};
+use super::verify::{Explain, Failure};
+use super::{Algorithm, IssuerVerifier, Reason, RejectionKind};
+use crate::clock::{Clock, ManualClock};
+use crate::keys::{KeySet, KeyStore, VerifyingKey, jwks};
+use crate::mint::Signer;
+
+const NOW: i64 = 1_800_000_000;
+const ISS: &str = "https://issuer.test";
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/keys")
+        .join(name)
+}
+
+fn jwks_issuer(algorithms: &[Algorithm]) -> Arc<IssuerVerifier> {
+    let document: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("jwks.json")).unwrap()).unwrap();
+    let allowed = algorithms.iter().copied().collect();
+    let parsed = jwks::parse(&document, allowed).unwrap();
+    issuer(ISS, algorithms, parsed.keys)
+}
+
+fn issuer(iss: &str, algorithms: &[Algorithm], keys: KeySet) -> Arc<IssuerVerifier> {
+    Arc::new(IssuerVerifier {
+        name: "main".into(),
+        issuer: iss.into(),
+        algorithms: algorithms.iter().copied().collect(),
+        audiences: vec!["api".into()],
+        check_audience: true,
+        leeway_secs: 30,
+        require_exp: true,
+        scope_claim: None,
+        keys: Arc::new(KeyStore::new(keys)),
+    })
+}
+
+fn claims(extra: Value) -> Map<String, Value> {
+    let mut claims = json!({
+        "iss": ISS, "sub": "alice", "aud": "api", "iat": NOW, "exp": NOW + 300,
+        "scope": "read write",
+    })
+    .as_object()
+    .unwrap()
+    .clone();
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            claims.remove(k);
+        } else {
+            claims.insert(k.clone(), v.clone());
+        }
+    }
+    claims
+}
+
+fn sign(alg: Algorithm, key: &str, kid: &str, claims: &Map<String, Value>) -> String {
+    Signer::from_file(&fixture(key), alg)
+        .unwrap()
+        .sign(claims, Some(kid), Some("JWT"))
+        .unwrap()
+}
+
+fn rs256(extra: Value) -> String {
+    sign(Algorithm::RS256, "rsa.pem", "rsa-1", &claims(extra))
+}
+
+fn run(
+    policy: &RoutePolicy,
+    issuers: &[Arc<IssuerVerifier>],
+    token: &str,
+    now: i64,
+) -> Result<super::VerifiedToken, Failure> {
+    policy.authorize(token, issuers, now, 8192, &mut ())
+}
+
+fn reason(result: Result<super::VerifiedToken, Failure>) -> Reason {
+    result
+        .expect_err("token should be rejected")
+        .rejection
+        .reason
+}
+
+fn open_policy() -> RoutePolicy {
+    RoutePolicy::new(vec![0], vec![], vec![], vec![], vec![])
+}
+
+#[test]
+fn every_public_key_algorithm_verifies_with_its_key() {
+    let all = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ];
+    let issuers = [jwks_issuer(&all)];
+    for alg in all {
+        let (key, kid) = match alg {
+            Algorithm::ES256 => ("ec256.pem", "ec256-1"),
+            Algorithm::ES384 => ("ec384.pem", "ec384-1"),
+            Algorithm::EdDSA => ("ed25519.pem", "ed25519-1"),
+            _ => ("rsa.pem", "rsa-1"),
+        };
+        let token = sign(alg, key, kid, &claims(json!({})));
+        let verified = run(&open_policy(), &issuers, &token, NOW).unwrap();
+        assert_eq!(verified.algorithm, alg);
+        assert_eq!(verified.subject(), Some("alice"));
+    }
+}
+
+#[test]
+fn hmac_algorithms_verify_and_short_secrets_are_refused() {
+    let secret = b"0123456789abcdef0123456789abcdef";
+    let hs = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+    let key = VerifyingKey::hmac(secret, hs.into_iter().collect()).unwrap();
+    let issuers = [issuer(ISS, &hs, KeySet { keys: vec![key] })];
+    for alg in hs {
+        let token = Signer::from_bytes(secret, alg)
+            .ok()
+            .unwrap()
+            .sign(&claims(json!({})), None, None)
+            .unwrap();
+        assert!(run(&open_policy(), &issuers, &token, NOW).is_ok(), "{alg}");
+    }
+    assert!(VerifyingKey::hmac(b"too short", hs.into_iter().collect()).is_err());
+}
+
+#[test]
+fn algorithm_must_be_allowed_and_fit_the_key() {
+    let issuers = [jwks_issuer(&[Algorithm::RS256])];
+    // An allowed-by-nobody algorithm, from a key that is in the JWKS.
+    let es = sign(Algorithm::ES256, "ec256.pem", "ec256-1", &claims(json!({})));
+    assert_eq!(
+        reason(run(&open_policy(), &issuers, &es, NOW)),
+        Reason::AlgNotAllowed
+    );
+
+    // RS256 → HS256 confusion: the attacker HMACs with the public key bytes.
+    let public_jwks = std::fs::read(fixture("jwks.json")).unwrap();
+    let forged = Signer::from_bytes(&public_jwks, Algorithm::HS256)
+        .ok()
+        .unwrap()
+        .sign(&claims(json!({})), Some("rsa-1"), None)
+        .unwrap();
+    assert_eq!(
+        reason(run(&open_policy(), &issuers, &forged, NOW)),
+        Reason::AlgNotAllowed
+    );
+
+    // A key whose JWK says RS256 cannot verify PS256, even when allowed.
+    let issuers = [jwks_issuer(&[Algorithm::RS256, Algorithm::PS256])];
+    let ps = sign(
+        Algorithm::PS256,
+        "rsa-rs256-only.pem",
+        "rsa-rs256-only",
+        &claims(json!({})),
+    );
+    assert_eq!(
+        reason(run(&open_policy(), &issuers, &ps, NOW)),
+        Reason::AlgNotAllowed
+    );
+}
+
+#[test]
+fn signature_and_key_selection() {
+    let issuers = [jwks_issuer(&[Algorithm::RS256])];
+    let impostor = sign(
+        Algorithm::RS256,
+        "rsa-impostor.pem",
+        "rsa-1",
+        &claims(json!({})),
+    );
+    assert_eq!(
+        reason(run(&open_policy(), &issuers, &impostor, NOW)),
+        Reason::BadSignature
+    );
+    let unknown = sign(Algorithm::RS256, "rsa.pem", "nope", &claims(json!({})));
+    assert_eq!(
+        reason(run(&open_policy(), &issuers, &unknown, NOW)),
+        Reason::UnknownKid
+    );
+    // Without a kid, every key usable with the algorithm is tried.
+    let no_kid = Signer::from_file(&fixture("rsa.pem"), Algorithm::RS256)
+        .unwrap()
+        .sign(&claims(json!({})), None, None)
+        .unwrap();
+    assert!(run(&open_policy(), &issuers, &no_kid, NOW).is_ok());
+}
+
+#[test]
+fn time_claims_follow_the_clock_with_leeway() {
+    let issuers = [jwks_issuer(&[Algorithm::RS256])];
+    let clock = ManualClock::at(NOW);
+    let token = rs256(json!({"exp": NOW + 60}));
+    assert!(run(&open_policy(), &issuers, &token, clock.now_unix()).is_ok());
+    clock.advance(60 + 29);
+    assert!(
+        run(&open_policy(), &issuers, &token, clock.now_unix()).is_ok(),
+        "within leeway"
+    );
+    clock.advance(1);
+    assert_eq!(
+        reason(run(&open_policy(), &issuers, &token, clock.now_unix())),
+        Reason::Expired
+    );
+
+    let future = rs256(json!({"nbf": NOW + 31}));
+    assert_eq!(
+        reason(run(&open_policy(), &issuers, &future, NOW)),
+        Reason::NotYetValid
+    );
+    assert!(
+        run(
+            &open_policy(),
+            &issuers,
+            &rs256(json!({"nbf": NOW + 30})),
+            NOW
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        reason(run(
+            &open_policy(),
+            &issuers,
+            &rs256(json!({"iat": NOW + 31})),
+            NOW
+        )),
+        Reason::IssuedInFuture
+    );
+    assert_eq!(
+        reason(run(
+            &open_policy(),
+            &issuers,
+            &rs256(json!({"exp": null})),
+            NOW
+        )),
+        Reason::MissingClaim
+    );
+    for bad in [json!("1800000000"), json!(-1), json!(1e300)] {
+        let token = rs256(json!({ "exp": bad }));
+        assert_eq!(
+            reason(run(&open_policy(), &issuers, &token, NOW)),
+            Reason::Malformed
+        );
+    }
+}
+
+#[test]
+fn issuer_and_audience() {
+    let issuers = [jwks_issuer(&[Algorithm::RS256])];
+    let cases = [
+        (json!({"iss": "https://other.test"}), Reason::WrongIssuer),
+        (json!({"iss": null}), Reason::MissingClaim),
+        (json!({"aud": "other"}), Reason::WrongAudience),
+        (json!({"aud": ["other", 1]}), Reason::Malformed),
+        (json!({"aud": null}), Reason::MissingClaim),
+    ];
+    for (extra, expected) in cases {
+        let token = rs256(extra.clone());
+        assert_eq!(
+            reason(run(&open_policy(), &issuers, &token, NOW)),
+            expected,
+            "{extra}"
+        );
+    }
+    assert!(
+        run(
+            &open_policy(),
+            &issuers,
+            &rs256(json!({"aud": ["x", "api"]})),
+            NOW
+        )
+        .is_ok()
+    );
+
+    let route_audience = RoutePolicy::new(vec![0], vec!["orders".into()], vec![], vec![], vec![]);
+    assert_eq!(
+        reason(run(&route_audience, &issuers, &rs256(json!({})), NOW)),
+        Reason::WrongAudience
+    );
+    let both = rs256(json!({"aud": ["api", "orders"]}));
+    assert!(run(&route_audience, &issuers, &both, NOW).is_ok());
+}
+
+#[test]
+fn a_route_only_trusts_its_own_issuers() {
+    let main = jwks_issuer(&[Algorithm::RS256]);
+    let other = issuer("https://other.test", &[Algorithm::RS256], KeySet::default());
+    let issuers = [other, main];
+    let only_other = RoutePolicy::new(vec![0], vec![], vec![], vec![], vec![]);
+    assert_eq!(
+        reason(run(&only_other, &issuers, &rs256(json!({})), NOW)),
+        Reason::WrongIssuer
+    );
+    let only_main = RoutePolicy::new(vec![1], vec![], vec![], vec![], vec![]);
+    assert_eq!(
+        run(&only_main, &issuers, &rs256(json!({})), NOW)
+            .unwrap()
+            .issuer,
+        1
+    );
+}
+
+#[test]
+fn an_issuer_without_keys_is_unavailable_not_invalid() {
+    let issuers = [issuer(ISS, &[Algorithm::RS256], KeySet::default())];
+    let failure = run(&open_policy(), &issuers, &rs256(json!({})), NOW).unwrap_err();
+    assert_eq!(failure.rejection.status(), 503);
+    assert_eq!(failure.rejection.reason, Reason::JwksUnavailable);
+}
+
+#[test]
+fn scopes_and_claim_rules_are_403() {
+    let issuers = [jwks_issuer(&[Algorithm::RS256])];
+    let token = rs256(json!({"realm_access": {"roles": ["ops"]}, "tier": "gold"}));
+    let policy = |all: &[&str], any: &[&str], claims: Vec<ClaimRequirement>| {
+        RoutePolicy::new(
+            vec![0],
+            vec![],
+            all.iter().map(|s| s.to_string()).collect(),
+            any.iter().map(|s| s.to_string()).collect(),
+            claims,
+        )
+    };
+    assert!(
+        run(
+            &policy(&["read", "write"], &[], vec![]),
+            &issuers,
+            &token,
+            NOW
+        )
+        .is_ok()
+    );
+    assert!(
+        run(
+            &policy(&[], &["admin", "write"], vec![]),
+            &issuers,
+            &token,
+            NOW
+        )
+        .is_ok()
+    );
+    let failure = run(
+        &policy(&["read", "admin"], &[], vec![]),
+        &issuers,
+        &token,
+        NOW,
+    )
+    .unwrap_err();
+    assert_eq!(failure.rejection.reason, Reason::InsufficientScope);
+    assert_eq!(
+        failure.rejection.kind,
+        RejectionKind::InsufficientScope {
+            required: Some("read admin".into())
+        }
+    );
+
+    let rule = |claim: &str, any_of: Vec<Value>| ClaimRequirement {
+        claim: claim.into(),
+        any_of,
+        all_of: vec![],
+    };
+    let ops = policy(
+        &[],
+        &[],
+        vec![rule("realm_access.roles", vec![json!("ops")])],
+    );
+    assert!(run(&ops, &issuers, &token, NOW).is_ok());
+    let admin = policy(
+        &[],
+        &[],
+        vec![rule("realm_access.roles", vec![json!("admin")])],
+    );
+    assert_eq!(
+        reason(run(&admin, &issuers, &token, NOW)),
+        Reason::ClaimMismatch
+    );
+    let missing = policy(&[], &[], vec![rule("department", vec![])]);
+    let failure = run(&missing, &issuers, &token, NOW).unwrap_err();
+    assert_eq!(failure.rejection.reason, Reason::MissingClaim);
+    assert_eq!(failure.rejection.status(), 403);
+}
+
+#[test]
+fn explanations_name_each_check() {
+    #[derive(Default)]
+    struct Record(Vec<String>);
+    impl Explain for Record {
+        fn passed(&mut self, check: &'static str, _detail: &dyn Fn() -> String) {
+            self.0.push(format!("pass {check}"));
+        }
+        fn failed(&mut self, check: &'static str, reason: Reason) {
+            self.0.push(format!("fail {check} {reason}"));
+        }
+    }
+    let issuers = [jwks_issuer(&[Algorithm::RS256])];
+    let mut record = Record::default();
+    let token = rs256(json!({"exp": NOW - 100}));
+    let _ = open_policy().authorize(&token, &issuers, NOW, 8192, &mut record);
+    assert_eq!(
+        record.0,
+        [
+            "pass structure",
+            "pass issuer",
+            "pass algorithm",
+            "pass key",
+            "pass signature",
+            "fail exp expired"
+        ]
+    );
+}
+
+#[test]
+fn weak_rsa_keys_in_a_jwks_are_skipped() {
+    let document: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("jwks-weak-rsa.json")).unwrap())
+            .unwrap();
+    let parsed = jwks::parse(&document, [Algorithm::RS256].into_iter().collect()).unwrap();
+    assert!(parsed.keys.is_empty());
+    assert!(
+        parsed.skipped[0].why.contains("1024 bits"),
+        "{:?}",
+        parsed.skipped
+    );
+}
