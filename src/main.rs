@@ -26,6 +26,8 @@ struct Cli {
     command: Option<Command>,
 }
 
+// Parsed once at startup; the size of the largest variant doesn't matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Start the gateway (the default when no command is given).

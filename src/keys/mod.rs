@@ -31,7 +31,9 @@ pub struct VerifyingKey {
 
 enum Verifier {
     Public(signature::ParsedPublicKey),
-    Hmac(hmac::Key),
+    // aws-lc's HMAC key holds precomputed pad states (over 1 KiB); boxed so
+    // a set of public keys doesn't pay for it.
+    Hmac(Box<hmac::Key>),
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -84,7 +86,7 @@ impl VerifyingKey {
                     Algorithm::HS512 => hmac::HMAC_SHA512,
                     _ => return None,
                 };
-                Some((alg, Verifier::Hmac(hmac::Key::new(hash, secret))))
+                Some((alg, Verifier::Hmac(Box::new(hmac::Key::new(hash, secret)))))
             })
             .collect();
         if verifiers.is_empty() {
