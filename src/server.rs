@@ -22,8 +22,26 @@ use crate::telemetry::Metrics;
 /// cores to the proxy.
 const SIDE_SERVICE_THREADS: usize = 2;
 
-/// Runs until a shutdown signal; does not return.
-pub fn run(snapshot: Snapshot, clock: SharedClock) -> ! {
+/// Pingora retries a busy address forever, logging a warning each second,
+/// while the other listeners come up and report healthy. Trying each address
+/// first turns that into one clear startup error.
+fn check_addresses_free(snapshot: &Snapshot) -> Result<(), String> {
+    let listeners = [
+        ("listen.http", Some(&snapshot.listen_http)),
+        ("admin.addr", Some(&snapshot.admin_addr)),
+        ("echo.addr", snapshot.echo_addr.as_ref()),
+    ];
+    for (field, addr) in listeners {
+        let Some(addr) = addr else { continue };
+        std::net::TcpListener::bind(addr.as_str())
+            .map_err(|e| format!("cannot listen on {addr} ({field}): {e}"))?;
+    }
+    Ok(())
+}
+
+/// Runs until a shutdown signal; returns only if startup fails.
+pub fn run(snapshot: Snapshot, clock: SharedClock) -> Result<std::convert::Infallible, String> {
+    check_addresses_free(&snapshot)?;
     let conf = ServerConf {
         threads: snapshot
             .threads

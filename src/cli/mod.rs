@@ -18,5 +18,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for warning in &snapshot.warnings {
         tracing::warn!("{warning}");
     }
-    jwtgate::server::run(snapshot, jwtgate::clock::system())
+    let never = jwtgate::server::run(snapshot, jwtgate::clock::system())
+        .map_err(anyhow::Error::msg)?;
+    match never {}
 }

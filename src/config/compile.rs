@@ -88,6 +88,16 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
     };
     let mut warnings = Vec::new();
 
+    let mut addresses = vec![&config.listen.http, &config.admin.addr];
+    addresses.extend(config.echo.as_ref().map(|e| &e.addr));
+    for (i, addr) in addresses.iter().enumerate() {
+        if addresses[..i].contains(addr) {
+            return Err(err_at(
+                None,
+                format!("{addr} is used by two listeners (listen.http, admin.addr, echo.addr must differ)"),
+            ));
+        }
+    }
     if config.tokens.max_bytes < 64 {
         return Err(err_at(None, "tokens.max_bytes must be at least 64".into()));
     }

@@ -1,5 +1,6 @@
 //! Log setup: human-readable lines by default, JSON for log pipelines.
-//! `RUST_LOG` overrides the level (`info` by default).
+//! `RUST_LOG` overrides the level: `info` by default, with Pingora's own
+//! start-up chatter kept to warnings.
 
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
@@ -14,7 +15,7 @@ pub enum LogFormat {
 /// Installs the global subscriber; also routes Pingora's `log` records into
 /// it. Safe to call more than once (later calls are no-ops).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
