@@ -13,8 +13,7 @@ use jwtgate::telemetry::logging::{self, LogFormat};
 #[command(
     name = "jwtgate",
     version,
-    about = "An API gateway that verifies JSON Web Tokens at the edge",
-    args_conflicts_with_subcommands = true
+    about = "An API gateway that verifies JSON Web Tokens at the edge"
 )]
 struct Cli {
     /// Log format: human-readable text or one JSON object per line.

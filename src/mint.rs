@@ -16,7 +16,7 @@ pub struct Signer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MintError {
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}")]
     Read {
         path: String,
         source: std::io::Error,
@@ -33,7 +33,7 @@ pub enum MintError {
 
 impl Signer {
     /// Reads a PEM private key (RSA, EC P-256/P-384, Ed25519), or for HS*
-    /// a file whose bytes (less a trailing newline) are the secret.
+    /// a file whose bytes (less trailing line endings) are the secret.
     pub fn from_file(path: &Path, algorithm: Algorithm) -> Result<Self, MintError> {
         let bytes = std::fs::read(path).map_err(|source| MintError::Read {
             path: path.display().to_string(),
@@ -49,7 +49,7 @@ impl Signer {
     pub fn from_bytes(bytes: &[u8], algorithm: Algorithm) -> Result<Self, (&'static str, String)> {
         let (family, key) = match algorithm.family() {
             KeyFamily::Hmac => {
-                let secret = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+                let secret = crate::keys::secret_file_bytes(bytes);
                 ("HMAC", Ok(EncodingKey::from_secret(secret)))
             }
             KeyFamily::Rsa => ("RSA", EncodingKey::from_rsa_pem(bytes)),

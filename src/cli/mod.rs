@@ -18,7 +18,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for warning in &snapshot.warnings {
         tracing::warn!("{warning}");
     }
-    let never = jwtgate::server::run(snapshot, jwtgate::clock::system())
-        .map_err(anyhow::Error::msg)?;
+    let never =
+        jwtgate::server::run(snapshot, jwtgate::clock::system()).map_err(anyhow::Error::msg)?;
     match never {}
 }

@@ -94,7 +94,9 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
         if addresses[..i].contains(addr) {
             return Err(err_at(
                 None,
-                format!("{addr} is used by two listeners (listen.http, admin.addr, echo.addr must differ)"),
+                format!(
+                    "{addr} is used by two listeners (listen.http, admin.addr, echo.addr must differ)"
+                ),
             ));
         }
     }
@@ -257,7 +259,16 @@ fn compile_issuer(
             ));
         }
         if parsed.keys.is_empty() {
-            return Err("the JWKS has no usable key for the configured algorithms".into());
+            let reasons: Vec<String> = parsed
+                .skipped
+                .iter()
+                .map(|s| format!("{}: {}", s.kid.as_deref().unwrap_or("(no kid)"), s.why))
+                .collect();
+            return Err(if reasons.is_empty() {
+                "the JWKS has no keys".into()
+            } else {
+                format!("the JWKS has no usable key ({})", reasons.join("; "))
+            });
         }
         parsed.keys
     };
@@ -276,8 +287,8 @@ fn compile_issuer(
 }
 
 /// Secrets come from the environment or a file, never inline in YAML (where
-/// they'd end up in version control). A trailing newline in a file is not
-/// part of the secret.
+/// they'd end up in version control). Trailing line endings in a file are
+/// not part of the secret.
 fn read_secret(issuer: &IssuerConfig, base_dir: &Path) -> Result<Vec<u8>, String> {
     if let Some(var) = &issuer.hmac_secret_env {
         return std::env::var(var)
@@ -285,12 +296,9 @@ fn read_secret(issuer: &IssuerConfig, base_dir: &Path) -> Result<Vec<u8>, String
             .map_err(|_| format!("environment variable {var} (hmac_secret_env) is not set"));
     }
     let file = resolve(base_dir, issuer.hmac_secret_file.as_ref().expect("checked"));
-    let mut bytes = std::fs::read(&file)
+    let bytes = std::fs::read(&file)
         .map_err(|e| format!("cannot read hmac_secret_file {}: {e}", file.display()))?;
-    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        bytes.pop();
-    }
-    Ok(bytes)
+    Ok(keys::secret_file_bytes(&bytes).to_vec())
 }
 
 /// Relative paths in the config are relative to the config file.

@@ -19,6 +19,17 @@ pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 /// RSA moduli below 2048 bits are refused (NIST SP 800-131A, RFC 8725 §3.5).
 pub const MIN_RSA_MODULUS_BITS: usize = 2048;
 
+/// The secret in an HMAC secret file: the file's bytes less trailing line
+/// endings (editors add them; no one means them as key material). Signing
+/// and verifying both read files through this, so they always agree.
+pub fn secret_file_bytes(bytes: &[u8]) -> &[u8] {
+    let end = bytes
+        .iter()
+        .rposition(|b| *b != b'\n' && *b != b'\r')
+        .map_or(0, |i| i + 1);
+    &bytes[..end]
+}
+
 /// One verification key, with a ready verifier for each algorithm it may be
 /// used with. The algorithms are fixed at load time: the key's own `alg` if
 /// it names one, otherwise every algorithm of its family that the issuer
@@ -124,6 +135,19 @@ impl VerifyingKey {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct KeyError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::secret_file_bytes;
+
+    #[test]
+    fn secret_files_lose_only_trailing_line_endings() {
+        assert_eq!(secret_file_bytes(b"abc\r\n\n"), b"abc");
+        assert_eq!(secret_file_bytes(b"a\nb\n"), b"a\nb");
+        assert_eq!(secret_file_bytes(b" abc "), b" abc ");
+        assert_eq!(secret_file_bytes(b"\n"), b"");
+    }
+}
 
 /// The usable keys of one issuer.
 #[derive(Debug, Default)]

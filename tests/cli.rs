@@ -1,0 +1,1153 @@
+//! Integration tests for the `jwtgate` command line: `check`, `token mint`,
+//! `token inspect`, `token verify` and `--help`. Every test runs the real
+//! binary and asserts on its exit status and output; nothing here listens on
+//! or connects to a socket.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value, json};
+
+const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
+const REPO_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml");
+const ISS: &str = "https://issuer.cli-test.example";
+const AUD: &str = "cli-api";
+
+/// Variables `gateway.yaml` reads; removed so the developer's environment
+/// cannot change what the tests see.
+const GATEWAY_VARS: [&str; 3] = ["JWTGATE_LISTEN", "JWTGATE_ADMIN", "JWTGATE_ECHO"];
+
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn describe(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    #[track_caller]
+    fn assert_success(&self) {
+        assert_eq!(self.code, Some(0), "expected success\n{}", self.describe());
+    }
+
+    /// Exit 1 (the CLI's failure code), never a panic (101) or a signal.
+    #[track_caller]
+    fn assert_failure(&self) {
+        assert_eq!(self.code, Some(1), "expected exit 1\n{}", self.describe());
+        self.assert_no_panic();
+    }
+
+    #[track_caller]
+    fn assert_no_panic(&self) {
+        for text in [&self.stdout, &self.stderr] {
+            assert!(
+                !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
+                "the binary panicked\n{}",
+                self.describe()
+            );
+        }
+    }
+
+    /// Trimmed, non-empty stdout lines.
+    fn lines(&self) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+}
+
+fn jwtgate() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jwtgate"));
+    command.env_remove("RUST_LOG").env_remove("RUST_BACKTRACE");
+    command
+}
+
+fn output(command: &mut Command) -> Output {
+    let out = command.output().expect("failed to run jwtgate");
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    output(jwtgate().args(args))
+}
+
+fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = jwtgate()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to run jwtgate");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(stdin.as_bytes())
+        .expect("writing stdin");
+    let out = child.wait_with_output().expect("waiting for jwtgate");
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+    }
+}
+
+fn key(name: &str) -> String {
+    format!("{KEYS}/{name}")
+}
+
+/// A config file in its own temporary directory (removed on drop).
+struct TempConfig {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl TempConfig {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, text).expect("writing the config");
+        Self { _dir: dir, path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().expect("temp path is UTF-8")
+    }
+
+    /// The `file:line:column:` prefix of an error at that position.
+    fn at(&self, line: u32, column: u32) -> String {
+        format!("{}:{line}:{column}:", self.path.display())
+    }
+
+    fn dir(&self) -> &Path {
+        self.path.parent().expect("config has a parent dir")
+    }
+}
+
+/// Runs `check` on a config expected to be refused: exit 1, nothing on
+/// stdout claiming the config is fine.
+#[track_caller]
+fn check_fails(config: &TempConfig) -> Output {
+    check_fails_with(jwtgate().args(["check", "-c", config.path()]))
+}
+
+#[track_caller]
+fn check_fails_with(command: &mut Command) -> Output {
+    let out = output(command);
+    out.assert_failure();
+    assert!(
+        !out.stdout.contains("OK"),
+        "a refused config must not be reported OK\n{}",
+        out.describe()
+    );
+    out
+}
+
+#[track_caller]
+fn assert_contains(out: &Output, needle: &str) {
+    assert!(
+        out.stdout.contains(needle) || out.stderr.contains(needle),
+        "expected output to contain {needle:?}\n{}",
+        out.describe()
+    );
+}
+
+/// One issuer whose keys are the fixture JWKS, plus two routes: `read`
+/// (any of items:read, items:admin) and `admin` (all of items:admin).
+fn verify_config() -> TempConfig {
+    TempConfig::new(&format!(
+        r#"issuers:
+  - name: main
+    issuer: {ISS}
+    algorithms: [RS256, ES256, EdDSA]
+    audiences: [{AUD}]
+    jwks_file: {jwks}
+routes:
+  - name: read
+    match: {{ path_prefix: /read }}
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+    auth:
+      issuers: [main]
+      scopes: {{ any_of: ["items:read", "items:admin"] }}
+  - name: admin
+    match: {{ path_prefix: /admin }}
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+    auth:
+      issuers: [main]
+      scopes: {{ all_of: ["items:admin"] }}
+"#,
+        jwks = key("jwks.json"),
+    ))
+}
+
+fn decode_segment(segment: &str) -> Value {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .unwrap_or_else(|e| panic!("segment {segment:?} is not base64url: {e}"));
+    serde_json::from_slice(&bytes).expect("segment is JSON")
+}
+
+/// (header, claims) of a compact JWS.
+fn decode(token: &str) -> (Value, Value) {
+    let segments: Vec<&str> = token.split('.').collect();
+    assert_eq!(segments.len(), 3, "not a compact JWS: {token:?}");
+    (decode_segment(segments[0]), decode_segment(segments[1]))
+}
+
+/// Mints one token with the CLI and returns it.
+#[track_caller]
+fn mint(args: &[&str]) -> String {
+    let mut full = vec!["token", "mint"];
+    full.extend_from_slice(args);
+    let out = run(&full);
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines.len(), 1, "expected one token\n{}", out.describe());
+    lines[0].to_string()
+}
+
+/// An RS256 token for the fixture issuer, signed with rsa.pem (kid rsa-1).
+fn mint_rsa(scope: &str) -> String {
+    mint(&[
+        "--key",
+        &key("rsa.pem"),
+        "--alg",
+        "RS256",
+        "--kid",
+        "rsa-1",
+        "--iss",
+        ISS,
+        "--aud",
+        AUD,
+        "--sub",
+        "alice",
+        "--scope",
+        scope,
+    ])
+}
+
+fn verify(config: &TempConfig, route: &str, token: &str) -> Output {
+    run(&[
+        "token",
+        "verify",
+        "-c",
+        config.path(),
+        "--route",
+        route,
+        token,
+    ])
+}
+
+/// Whether stdout has a `PASS <check> ...` (or FAIL) line for exactly that check.
+fn has_check_line(out: &Output, verdict: &str, check: &str) -> bool {
+    out.lines().iter().any(|line| {
+        let mut words = line.split_whitespace();
+        words.next() == Some(verdict) && words.next() == Some(check)
+    })
+}
+
+#[track_caller]
+fn assert_check_line(out: &Output, verdict: &str, check: &str) {
+    assert!(
+        has_check_line(out, verdict, check),
+        "expected a `{verdict} {check}` line\n{}",
+        out.describe()
+    );
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+// ---------------------------------------------------------------- check ---
+
+#[test]
+fn check_accepts_the_repository_gateway_yaml() {
+    let mut command = jwtgate();
+    for var in GATEWAY_VARS {
+        command.env_remove(var);
+    }
+    let out = output(command.args(["check", "-c", REPO_CONFIG]));
+    out.assert_success();
+    let first = out.lines()[0];
+    assert_eq!(first, format!("{REPO_CONFIG}: OK"), "{}", out.describe());
+    for needle in [
+        "demo",
+        "https://issuer.jwtgate.example",
+        "demo-hmac",
+        "https://hmac.jwtgate.example",
+        "echo-admin",
+        "echo",
+        "maybe",
+        "public",
+        "issuers (2)",
+        "routes (4)",
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "missing {needle:?}\n{}",
+            out.describe()
+        );
+    }
+    // Each route gets a summary line starting with its name.
+    for route in ["echo-admin", "echo", "maybe", "public"] {
+        assert!(
+            out.lines()
+                .iter()
+                .any(|l| l.split_whitespace().next() == Some(route)),
+            "no summary line for route {route:?}\n{}",
+            out.describe()
+        );
+    }
+}
+
+#[test]
+fn check_reports_unknown_field_with_file_line_and_column() {
+    let config = TempConfig::new(
+        "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:9\"] }\n    colour: blue\n    auth: { mode: off }\n",
+    );
+    let out = check_fails(&config);
+    assert_contains(&out, &config.at(4, 5));
+    assert_contains(&out, "unknown field `colour`");
+}
+
+#[test]
+fn check_reports_unknown_issuer_at_the_reference() {
+    let config = TempConfig::new(&format!(
+        r#"issuers:
+  - name: main
+    issuer: {ISS}
+    algorithms: [RS256]
+    audiences: [{AUD}]
+    jwks_file: {jwks}
+routes:
+  - name: r
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+    auth:
+      issuers: [main, nope]
+"#,
+        jwks = key("jwks.json"),
+    ));
+    let out = check_fails(&config);
+    // `      issuers: [main, nope]`: "nope" starts at column 23 of line 11.
+    assert_contains(&out, &config.at(11, 23));
+    assert_contains(&out, "issuer \"nope\" is not defined");
+}
+
+#[test]
+fn check_reports_unsupported_algorithm() {
+    let config = TempConfig::new(&format!(
+        r#"issuers:
+  - name: main
+    issuer: {ISS}
+    algorithms: [RS256, none]
+    audiences: [{AUD}]
+    jwks_file: {jwks}
+routes:
+  - name: r
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+"#,
+        jwks = key("jwks.json"),
+    ));
+    let out = check_fails(&config);
+    // `    algorithms: [RS256, none]`: "none" starts at column 25 of line 4.
+    assert_contains(&out, &config.at(4, 25));
+    assert_contains(&out, "unsupported algorithm \"none\"");
+}
+
+/// An issuer block starting on line 2 (`  - name: <name>`, the name at
+/// column 11), which is where issuer errors point.
+fn issuer_config(name: &str, body: &str) -> TempConfig {
+    TempConfig::new(&format!(
+        "issuers:\n  - name: {name}\n    issuer: {ISS}\n{body}routes:\n  - name: r\n    upstream: {{ addrs: [\"127.0.0.1:9\"] }}\n"
+    ))
+}
+
+#[test]
+fn check_refuses_hmac_algorithm_with_a_jwks() {
+    let config = issuer_config(
+        "mixed",
+        &format!(
+            "    algorithms: [RS256, HS256]\n    audiences: [{AUD}]\n    jwks_file: {}\n",
+            key("jwks.json")
+        ),
+    );
+    let out = check_fails(&config);
+    assert_contains(&out, &config.at(2, 11));
+    assert_contains(&out, "issuer \"mixed\"");
+    assert_contains(&out, "HS256 needs an HMAC secret");
+}
+
+#[test]
+fn check_refuses_rsa_algorithm_with_an_hmac_secret() {
+    let config = issuer_config(
+        "confused",
+        &format!(
+            "    algorithms: [HS256, RS256]\n    audiences: [{AUD}]\n    hmac_secret_file: {}\n",
+            key("hs256.secret")
+        ),
+    );
+    let out = check_fails(&config);
+    assert_contains(&out, &config.at(2, 11));
+    assert_contains(&out, "issuer \"confused\"");
+    assert_contains(&out, "RS256 cannot be verified with an HMAC secret");
+}
+
+#[test]
+fn check_refuses_a_short_hmac_secret() {
+    let config = issuer_config(
+        "shorty",
+        &format!(
+            "    algorithms: [HS256]\n    audiences: [{AUD}]\n    hmac_secret_env: JWTGATE_CLI_TEST_SHORT_SECRET\n"
+        ),
+    );
+    let out = check_fails_with(
+        jwtgate()
+            .env("JWTGATE_CLI_TEST_SHORT_SECRET", "too-short-secret")
+            .args(["check", "-c", config.path()]),
+    );
+    assert_contains(&out, &config.at(2, 11));
+    assert_contains(&out, "HMAC secret is 16 bytes");
+    assert_contains(&out, "at least 32 bytes");
+
+    // The same config with a long enough secret passes.
+    let out = output(
+        jwtgate()
+            .env(
+                "JWTGATE_CLI_TEST_SHORT_SECRET",
+                "0123456789abcdef0123456789abcdef",
+            )
+            .args(["check", "-c", config.path()]),
+    );
+    out.assert_success();
+    assert!(out.stdout.contains("OK"), "{}", out.describe());
+}
+
+#[test]
+fn check_refuses_a_jwks_with_only_a_weak_rsa_key() {
+    let config = issuer_config(
+        "weak",
+        &format!(
+            "    algorithms: [RS256]\n    audiences: [{AUD}]\n    jwks_file: {}\n",
+            key("jwks-weak-rsa.json")
+        ),
+    );
+    let out = check_fails(&config);
+    assert_contains(&out, &config.at(2, 11));
+    assert_contains(&out, "issuer \"weak\"");
+    assert_contains(&out, "no usable key");
+}
+
+#[test]
+fn check_refuses_empty_audiences_without_opt_out() {
+    let body = format!(
+        "    algorithms: [RS256]\n    jwks_file: {}\n",
+        key("jwks.json")
+    );
+    let config = issuer_config("anyaud", &body);
+    let out = check_fails(&config);
+    assert_contains(&out, &config.at(2, 11));
+    assert_contains(&out, "audiences is empty");
+    assert_contains(&out, "skip_audience_check");
+
+    // The explicit opt-out makes the same issuer acceptable.
+    let config = issuer_config("anyaud", &format!("{body}    skip_audience_check: true\n"));
+    let out = run(&["check", "-c", config.path()]);
+    out.assert_success();
+    assert!(
+        out.stdout.contains("any (check skipped)"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn check_reports_an_unset_environment_variable_with_its_line() {
+    let config = TempConfig::new(
+        "listen:\n  http: \"127.0.0.1:8080\"\nadmin:\n  addr: \"${JWTGATE_CLI_TEST_UNSET_ADMIN}\"\nroutes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:9\"] }\n    auth: { mode: off }\n",
+    );
+    let out = check_fails_with(jwtgate().env_remove("JWTGATE_CLI_TEST_UNSET_ADMIN").args([
+        "check",
+        "-c",
+        config.path(),
+    ]));
+    // `  addr: "${...}"`: the reference starts at column 10 of line 4.
+    assert_contains(&out, &config.at(4, 10));
+    assert_contains(
+        &out,
+        "environment variable JWTGATE_CLI_TEST_UNSET_ADMIN is not set",
+    );
+}
+
+#[test]
+fn check_reports_a_yaml_syntax_error_with_its_position() {
+    // `auth` is indented by three spaces: neither a key of the route (four)
+    // nor a new list item.
+    let config = TempConfig::new(
+        "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:9\"] }\n   auth: { mode: off }\n",
+    );
+    let out = check_fails(&config);
+    assert_contains(&out, &config.at(4, 4));
+}
+
+#[test]
+fn check_reports_a_missing_config_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("absent.yaml");
+    let out = check_fails_with(jwtgate().arg("check").arg("-c").arg(&missing));
+    assert_contains(&out, &format!("{}: cannot read", missing.display()));
+}
+
+#[test]
+fn check_interpolates_environment_variables_and_defaults() {
+    let config = TempConfig::new(
+        "# a commented-out ${JWTGATE_CLI_TEST_IN_COMMENT} is ignored\nlisten:\n  http: \"${JWTGATE_CLI_TEST_LISTEN}\"\nadmin:\n  addr: \"${JWTGATE_CLI_TEST_ADMIN:-127.0.0.1:19191}\"\nroutes:\n  - name: ${JWTGATE_CLI_TEST_ROUTE:-public-route}\n    upstream: { addrs: [\"127.0.0.1:9\"] }\n    auth: { mode: off }\n",
+    );
+    let out = output(
+        jwtgate()
+            .env("JWTGATE_CLI_TEST_LISTEN", "127.0.0.1:18181")
+            .env_remove("JWTGATE_CLI_TEST_ADMIN")
+            .env_remove("JWTGATE_CLI_TEST_ROUTE")
+            .env_remove("JWTGATE_CLI_TEST_IN_COMMENT")
+            .args(["check", "-c", config.path()]),
+    );
+    out.assert_success();
+    assert!(
+        out.stdout.contains("listen 127.0.0.1:18181"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stdout.contains("admin 127.0.0.1:19191"),
+        "{}",
+        out.describe()
+    );
+    assert!(out.stdout.contains("public-route"), "{}", out.describe());
+
+    // A set variable wins over the default.
+    let out = output(
+        jwtgate()
+            .env("JWTGATE_CLI_TEST_LISTEN", "127.0.0.1:18181")
+            .env("JWTGATE_CLI_TEST_ADMIN", "127.0.0.1:19292")
+            .env_remove("JWTGATE_CLI_TEST_ROUTE")
+            .args(["check", "-c", config.path()]),
+    );
+    out.assert_success();
+    assert!(
+        out.stdout.contains("admin 127.0.0.1:19292"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn check_interpolates_the_repository_gateway_yaml() {
+    let mut command = jwtgate();
+    for var in GATEWAY_VARS {
+        command.env_remove(var);
+    }
+    let out =
+        output(
+            command
+                .env("JWTGATE_LISTEN", "127.0.0.1:28080")
+                .args(["check", "-c", REPO_CONFIG]),
+        );
+    out.assert_success();
+    assert!(
+        out.stdout
+            .contains("listen 127.0.0.1:28080 · admin 127.0.0.1:9090"),
+        "{}",
+        out.describe()
+    );
+}
+
+// ----------------------------------------------------------- token mint ---
+
+#[test]
+fn mint_prints_a_token_with_the_requested_claims() {
+    let token = mint(&[
+        "--key",
+        &key("rsa.pem"),
+        "--alg",
+        "RS256",
+        "--kid",
+        "rsa-1",
+        "--iss",
+        ISS,
+        "--aud",
+        AUD,
+        "--sub",
+        "alice",
+        "--scope",
+        "a b",
+        "--claim",
+        "role=admin",
+        "--claim",
+        "n=5",
+    ]);
+    let (header, claims) = decode(&token);
+    assert_eq!(header["alg"], "RS256", "{header}");
+    assert_eq!(header["kid"], "rsa-1", "{header}");
+    assert_eq!(header["typ"], "JWT", "{header}");
+
+    assert_eq!(claims["iss"], ISS, "{claims}");
+    assert_eq!(claims["aud"], AUD, "{claims}");
+    assert_eq!(claims["sub"], "alice", "{claims}");
+    assert_eq!(claims["scope"], "a b", "{claims}");
+    assert_eq!(claims["role"], json!("admin"), "{claims}");
+    assert_eq!(claims["n"], json!(5), "n must be the number 5: {claims}");
+    let iat = claims["iat"].as_u64().expect("iat is a number");
+    let exp = claims["exp"].as_u64().expect("exp is a number");
+    assert_eq!(exp - iat, 3600, "default lifetime is 1h: {claims}");
+    let jti = claims["jti"].as_str().expect("jti is a string");
+    assert!(!jti.is_empty(), "{claims}");
+}
+
+#[test]
+fn mint_count_prints_distinct_tokens() {
+    let out = run(&[
+        "token",
+        "mint",
+        "--key",
+        &key("rsa.pem"),
+        "--kid",
+        "rsa-1",
+        "--iss",
+        ISS,
+        "--count",
+        "5",
+    ]);
+    out.assert_success();
+    let tokens = out.lines();
+    assert_eq!(tokens.len(), 5, "{}", out.describe());
+    let distinct: HashSet<&str> = tokens.iter().copied().collect();
+    assert_eq!(distinct.len(), 5, "tokens repeat\n{}", out.describe());
+    let jtis: HashSet<String> = tokens
+        .iter()
+        .map(|t| {
+            decode(t).1["jti"]
+                .as_str()
+                .expect("jti is a string")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(jtis.len(), 5, "jti values repeat: {jtis:?}");
+}
+
+#[test]
+fn mint_supports_ec_eddsa_and_hmac_keys() {
+    for (alg, file, kid) in [
+        ("ES256", "ec256.pem", Some("ec256-1")),
+        ("EdDSA", "ed25519.pem", Some("ed25519-1")),
+        ("HS256", "hs256.secret", None),
+    ] {
+        let key_path = key(file);
+        let mut args = vec![
+            "--key", &key_path, "--alg", alg, "--iss", ISS, "--sub", "bob",
+        ];
+        if let Some(kid) = kid {
+            args.extend(["--kid", kid]);
+        }
+        let token = mint(&args);
+        let (header, claims) = decode(&token);
+        assert_eq!(header["alg"], alg, "{alg}: {header}");
+        if let Some(kid) = kid {
+            assert_eq!(header["kid"], kid, "{alg}: {header}");
+        }
+        assert_eq!(claims["sub"], "bob", "{alg}: {claims}");
+    }
+}
+
+#[test]
+fn minted_tokens_of_every_algorithm_verify_against_the_fixture_keys() {
+    let config = TempConfig::new(&format!(
+        r#"issuers:
+  - name: main
+    issuer: {ISS}
+    algorithms: [RS256, ES256, EdDSA]
+    audiences: [{AUD}]
+    jwks_file: {jwks}
+  - name: hmac
+    issuer: https://hmac.cli-test.example
+    algorithms: [HS256]
+    audiences: [{AUD}]
+    hmac_secret_file: {secret}
+routes:
+  - name: any
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+"#,
+        jwks = key("jwks.json"),
+        secret = key("hs256.secret"),
+    ));
+    for (alg, file, kid, iss) in [
+        ("RS256", "rsa.pem", Some("rsa-1"), ISS),
+        ("ES256", "ec256.pem", Some("ec256-1"), ISS),
+        ("EdDSA", "ed25519.pem", Some("ed25519-1"), ISS),
+        (
+            "HS256",
+            "hs256.secret",
+            None,
+            "https://hmac.cli-test.example",
+        ),
+    ] {
+        let key_path = key(file);
+        let mut args = vec![
+            "--key", &key_path, "--alg", alg, "--iss", iss, "--aud", AUD, "--sub", "carol",
+        ];
+        if let Some(kid) = kid {
+            args.extend(["--kid", kid]);
+        }
+        let token = mint(&args);
+        let out = verify(&config, "any", &token);
+        out.assert_success();
+        assert_check_line(&out, "PASS", "signature");
+        assert!(
+            out.lines()
+                .last()
+                .is_some_and(|l| l.starts_with("ACCEPTED")),
+            "{alg}\n{}",
+            out.describe()
+        );
+    }
+}
+
+#[test]
+fn minted_hs256_token_verifies_with_a_crlf_terminated_secret_file() {
+    // A secret file saved by a Windows editor ends in "\r\n". The gateway
+    // drops the line ending when loading hmac_secret_file; a token minted
+    // from the very same file must verify.
+    let config_dir = tempfile::tempdir().expect("temp dir");
+    let secret = config_dir.path().join("crlf.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\r\n").expect("write secret");
+    let config = TempConfig::new(&format!(
+        r#"issuers:
+  - name: hmac
+    issuer: {ISS}
+    algorithms: [HS256]
+    audiences: [{AUD}]
+    hmac_secret_file: {}
+routes:
+  - name: r
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+"#,
+        secret.display()
+    ));
+    let token = mint(&[
+        "--key",
+        secret.to_str().expect("UTF-8 path"),
+        "--alg",
+        "HS256",
+        "--iss",
+        ISS,
+        "--aud",
+        AUD,
+        "--sub",
+        "dave",
+    ]);
+    let out = verify(&config, "r", &token);
+    assert_check_line(&out, "PASS", "signature");
+    out.assert_success();
+}
+
+#[test]
+fn mint_with_the_wrong_key_type_fails_cleanly() {
+    let out = run(&[
+        "token",
+        "mint",
+        "--key",
+        &key("rsa.pem"),
+        "--alg",
+        "ES256",
+        "--iss",
+        ISS,
+    ]);
+    out.assert_failure();
+    assert!(
+        out.stdout.trim().is_empty(),
+        "no token expected\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("rsa.pem") && out.stderr.contains("not a usable EC private key"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn mint_with_an_unsupported_algorithm_fails_cleanly() {
+    let out = run(&["token", "mint", "--key", &key("rsa.pem"), "--alg", "none"]);
+    out.assert_failure();
+    assert!(out.stdout.trim().is_empty(), "{}", out.describe());
+    assert!(
+        out.stderr.contains("unsupported algorithm \"none\""),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn mint_with_a_missing_key_file_reports_the_cause_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("absent.pem");
+    let out = output(
+        jwtgate()
+            .args(["token", "mint", "--alg", "RS256", "--key"])
+            .arg(&missing),
+    );
+    out.assert_failure();
+    assert!(out.stdout.trim().is_empty(), "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains(&format!("cannot read key file {}", missing.display())),
+        "{}",
+        out.describe()
+    );
+    // The OS error is part of the message; printing it again as the error's
+    // cause is noise.
+    let cause = std::fs::read(&missing)
+        .expect_err("the key file is absent")
+        .to_string();
+    assert_eq!(
+        out.stderr.matches(&cause).count(),
+        1,
+        "the cause {cause:?} should appear once\n{}",
+        out.describe()
+    );
+}
+
+// -------------------------------------------------------- token inspect ---
+
+/// The pretty-printed JSON between `label:` and the next unindented line.
+fn inspect_block(out: &Output, label: &str) -> Value {
+    let start = out
+        .stdout
+        .find(&format!("{label}:\n"))
+        .unwrap_or_else(|| panic!("no {label:?} block\n{}", out.describe()))
+        + label.len()
+        + 2;
+    let rest = &out.stdout[start..];
+    let end = rest
+        .find("\n}")
+        .unwrap_or_else(|| panic!("unterminated {label:?} block\n{}", out.describe()))
+        + 2;
+    serde_json::from_str(&rest[..end])
+        .unwrap_or_else(|e| panic!("{label} block is not JSON ({e})\n{}", out.describe()))
+}
+
+#[test]
+fn inspect_prints_header_and_claims_marked_unverified() {
+    let token = mint_rsa("items:read");
+    let (header, claims) = decode(&token);
+
+    let out = run(&["token", "inspect", &token]);
+    out.assert_success();
+    assert!(out.stdout.contains("UNVERIFIED"), "{}", out.describe());
+    assert_eq!(inspect_block(&out, "header"), header);
+    assert_eq!(inspect_block(&out, "claims"), claims);
+    assert!(
+        out.stdout.contains("\"kid\": \"rsa-1\""),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stdout.contains("\"sub\": \"alice\""),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn inspect_reads_the_token_from_stdin() {
+    let token = mint_rsa("items:read");
+    let (header, claims) = decode(&token);
+
+    let out = run_with_stdin(&["token", "inspect", "-"], &format!("{token}\n"));
+    out.assert_success();
+    assert!(out.stdout.contains("UNVERIFIED"), "{}", out.describe());
+    assert_eq!(inspect_block(&out, "header"), header);
+    assert_eq!(inspect_block(&out, "claims"), claims);
+}
+
+#[test]
+fn inspect_refuses_input_that_is_not_a_jwt() {
+    for input in ["hello", "not.a.jwt", ""] {
+        let out = run(&["token", "inspect", input]);
+        out.assert_failure();
+        assert!(
+            !out.stdout.contains("UNVERIFIED"),
+            "{input:?}\n{}",
+            out.describe()
+        );
+        assert!(
+            out.stderr.contains("error:")
+                && ["not a compact JWS", "not unpadded base64url", "not JSON"]
+                    .iter()
+                    .any(|phrase| out.stderr.contains(phrase)),
+            "{input:?}: expected a clear message\n{}",
+            out.describe()
+        );
+    }
+    let out = run(&["token", "inspect", "hello"]);
+    assert!(
+        out.stderr
+            .contains("not a compact JWS: expected 3 dot-separated segments, found 1"),
+        "{}",
+        out.describe()
+    );
+}
+
+// --------------------------------------------------------- token verify ---
+
+#[test]
+fn verify_accepts_a_valid_token_explaining_every_check() {
+    let config = verify_config();
+    let token = mint_rsa("items:read");
+    let out = verify(&config, "read", &token);
+    out.assert_success();
+    for check in [
+        "structure",
+        "issuer",
+        "algorithm",
+        "key",
+        "signature",
+        "exp",
+        "aud",
+        "scopes",
+    ] {
+        assert_check_line(&out, "PASS", check);
+    }
+    assert!(!out.stdout.contains("FAIL"), "{}", out.describe());
+    let last = *out.lines().last().expect("some output");
+    assert!(
+        last.starts_with("ACCEPTED") && last.contains("\"main\"") && last.contains("alice"),
+        "the verdict comes last\n{}",
+        out.describe()
+    );
+
+    // The same, reading the token from standard input.
+    let out = run_with_stdin(
+        &[
+            "token",
+            "verify",
+            "-c",
+            config.path(),
+            "--route",
+            "read",
+            "-",
+        ],
+        &format!("{token}\n"),
+    );
+    out.assert_success();
+    assert!(
+        out.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("ACCEPTED")),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn verify_rejects_an_expired_token() {
+    let config = verify_config();
+    let now = now();
+    let mut claims = Map::new();
+    claims.insert("iss".into(), json!(ISS));
+    claims.insert("aud".into(), json!(AUD));
+    claims.insert("sub".into(), json!("alice"));
+    claims.insert("scope".into(), json!("items:read"));
+    // Well past the issuer's 30 s leeway.
+    claims.insert("iat".into(), json!(now - 7200));
+    claims.insert("exp".into(), json!(now - 3600));
+    let signer = jwtgate::mint::Signer::from_file(
+        Path::new(&key("rsa.pem")),
+        jwtgate::auth::Algorithm::RS256,
+    )
+    .expect("rsa.pem is an RSA private key");
+    let token = signer
+        .sign(&claims, Some("rsa-1"), Some("JWT"))
+        .expect("signing");
+
+    let out = verify(&config, "read", &token);
+    out.assert_failure();
+    assert_check_line(&out, "PASS", "signature");
+    assert_check_line(&out, "FAIL", "exp");
+    assert!(
+        out.stdout
+            .contains("REJECTED: 401 invalid_token (reason: expired)"),
+        "{}",
+        out.describe()
+    );
+    assert!(!out.stdout.contains("ACCEPTED"), "{}", out.describe());
+}
+
+#[test]
+fn verify_rejects_insufficient_scope_with_403() {
+    let config = verify_config();
+    let token = mint_rsa("items:read");
+    let out = verify(&config, "admin", &token);
+    out.assert_failure();
+    assert_check_line(&out, "PASS", "signature");
+    assert_check_line(&out, "FAIL", "scopes");
+    assert!(
+        out.stdout.contains("REJECTED: 403 insufficient_scope"),
+        "{}",
+        out.describe()
+    );
+    assert!(!out.stdout.contains("ACCEPTED"), "{}", out.describe());
+}
+
+#[test]
+fn verify_rejects_a_bad_signature() {
+    let config = verify_config();
+    // Two valid tokens from the same key; the first one's header and claims
+    // with the second one's (well-formed, but wrong) signature.
+    let first = mint_rsa("items:read");
+    let second = mint_rsa("items:admin");
+    let (signed, _) = first.rsplit_once('.').expect("three segments");
+    let (_, signature) = second.rsplit_once('.').expect("three segments");
+    let forged = format!("{signed}.{signature}");
+
+    let out = verify(&config, "read", &forged);
+    out.assert_failure();
+    assert_check_line(&out, "PASS", "structure");
+    assert_check_line(&out, "PASS", "key");
+    assert_check_line(&out, "FAIL", "signature");
+    assert!(
+        out.stdout
+            .contains("REJECTED: 401 invalid_token (reason: bad_signature)"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        !has_check_line(&out, "PASS", "exp"),
+        "claims must not be checked after a bad signature\n{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn verify_with_an_unknown_route_lists_the_routes() {
+    let config = verify_config();
+    let token = mint_rsa("items:read");
+    let out = verify(&config, "nope", &token);
+    out.assert_failure();
+    assert!(!out.stdout.contains("ACCEPTED"), "{}", out.describe());
+    assert!(
+        out.stderr.contains("no route named \"nope\"")
+            && out.stderr.contains("read")
+            && out.stderr.contains("admin"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn verify_the_documented_demo_token_against_the_repository_config() {
+    // The flow from gateway.yaml's header comment.
+    let token = mint(&[
+        "--key",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/dev-keys/rs256.pem"),
+        "--kid",
+        "demo-rs256",
+        "--iss",
+        "https://issuer.jwtgate.example",
+        "--aud",
+        "echo-api",
+        "--sub",
+        "alice",
+        "--scope",
+        "echo:read",
+    ]);
+    let verify_repo = |route: &str| {
+        let mut command = jwtgate();
+        for var in GATEWAY_VARS {
+            command.env_remove(var);
+        }
+        output(command.args([
+            "token",
+            "verify",
+            "-c",
+            REPO_CONFIG,
+            "--route",
+            route,
+            &token,
+        ]))
+    };
+    let out = verify_repo("echo");
+    out.assert_success();
+    assert!(out.stdout.contains("ACCEPTED"), "{}", out.describe());
+
+    let out = verify_repo("echo-admin");
+    out.assert_failure();
+    assert_check_line(&out, "FAIL", "scopes");
+    assert!(
+        out.stdout.contains("REJECTED: 403 insufficient_scope"),
+        "{}",
+        out.describe()
+    );
+}
+
+// ----------------------------------------------------------------- help ---
+
+#[test]
+fn help_lists_the_commands() {
+    let out = run(&["--help"]);
+    out.assert_success();
+    for command in ["run", "check", "token"] {
+        assert!(
+            out.lines()
+                .iter()
+                .any(|l| l.split_whitespace().next() == Some(command)),
+            "no {command:?} in --help\n{}",
+            out.describe()
+        );
+    }
+
+    let out = run(&["token", "--help"]);
+    out.assert_success();
+    for command in ["mint", "inspect", "verify"] {
+        assert!(
+            out.lines()
+                .iter()
+                .any(|l| l.split_whitespace().next() == Some(command)),
+            "no {command:?} in token --help\n{}",
+            out.describe()
+        );
+    }
+}
+
+#[test]
+fn check_resolves_relative_key_paths_against_the_config_directory() {
+    // Relative key paths resolve against the config's directory: a JWKS
+    // copied next to a temp config is found by its bare file name.
+    let config = TempConfig::new(&format!(
+        "issuers:\n  - name: rel\n    issuer: {ISS}\n    algorithms: [RS256]\n    audiences: [{AUD}]\n    jwks_file: keys.json\nroutes:\n  - name: r\n    upstream: {{ addrs: [\"127.0.0.1:9\"] }}\n"
+    ));
+    std::fs::copy(key("jwks.json"), config.dir().join("keys.json")).expect("copy jwks");
+    let out = run(&["check", "-c", config.path()]);
+    out.assert_success();
+    assert!(out.stdout.contains("rel"), "{}", out.describe());
+}
