@@ -10,36 +10,59 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::clock::SharedClock;
 use crate::config::Snapshot;
 use crate::telemetry::Metrics;
 
 pub struct Admin {
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    clock: SharedClock,
+    started: std::time::Instant,
 }
 
 impl Admin {
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
-        Self { snapshot, metrics }
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            snapshot,
+            metrics,
+            clock,
+            started: std::time::Instant::now(),
+        }
     }
 
-    /// Issuers without usable keys, by name; empty means ready.
+    /// Issuers that hold readiness back, by name; empty means ready. An
+    /// issuer without usable keys counts unless it is marked not required
+    /// and the startup grace has passed.
     fn issuers_without_keys(&self) -> Vec<String> {
-        self.snapshot
-            .load()
+        let snapshot = self.snapshot.load();
+        let in_grace = self.started.elapsed() < snapshot.startup_grace;
+        snapshot
             .issuers
             .iter()
-            .filter(|issuer| !issuer.keys.is_ready())
-            .map(|issuer| issuer.name.clone())
+            .zip(&snapshot.issuer_required)
+            .filter(|(issuer, required)| !issuer.keys.is_ready() && (**required || in_grace))
+            .map(|(issuer, _)| issuer.name.clone())
             .collect()
     }
 
     fn refresh_gauges(&self) {
+        let now = self.clock.now_unix();
         for issuer in &self.snapshot.load().issuers {
+            let name = issuer.name.as_str();
             self.metrics
                 .jwks_keys
-                .with_label_values(&[issuer.name.as_str()])
+                .with_label_values(&[name])
                 .set(issuer.keys.current().len() as i64);
+            if issuer.keys.is_remote() {
+                let last = issuer.keys.last_success();
+                let age = if last == 0 { -1 } else { now - last };
+                self.metrics.jwks_age.with_label_values(&[name]).set(age);
+            }
         }
     }
 }

@@ -7,14 +7,18 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pingora::server::Server;
+use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::clock::SharedClock;
 use crate::config::Snapshot;
 use crate::echo::Echo;
+use crate::keys::cache::DiskCache;
+use crate::keys::remote::Refresher;
 use crate::proxy::Gateway;
 use crate::telemetry::Metrics;
 
@@ -57,21 +61,33 @@ pub fn run(snapshot: Snapshot, clock: SharedClock) -> Result<std::convert::Infal
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let metrics = Arc::new(Metrics::new());
+    let refreshers = refreshers(&snapshot, &metrics, &clock)?;
+    if !refreshers.is_empty() {
+        server.add_service(background_service(
+            "jwtgate key refresh",
+            KeyRefresh(refreshers),
+        ));
+    }
+
+    let clock_for_admin = clock.clone();
     let listen_http = snapshot.listen_http.clone();
     let admin_addr = snapshot.admin_addr.clone();
     let echo_addr = snapshot.echo_addr.clone();
     let shared = Arc::new(ArcSwap::from_pointee(snapshot));
-    let metrics = Arc::new(Metrics::new());
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(shared.clone(), metrics.clone(), clock),
+        Gateway::new(shared.clone(), metrics.clone(), clock.clone()),
         "jwtgate proxy",
     );
     proxy.add_tcp(&listen_http);
     server.add_service(proxy);
 
-    let mut admin = Service::new("jwtgate admin".to_string(), Admin::new(shared, metrics));
+    let mut admin = Service::new(
+        "jwtgate admin".to_string(),
+        Admin::new(shared, metrics, clock_for_admin),
+    );
     admin.threads = Some(SIDE_SERVICE_THREADS);
     admin.add_tcp(&admin_addr);
     server.add_service(admin);
@@ -90,4 +106,49 @@ pub fn run(snapshot: Snapshot, clock: SharedClock) -> Result<std::convert::Infal
         "jwtgate listening"
     );
     server.run_forever()
+}
+
+/// One refresher per remote issuer, with its disk copy already installed so
+/// the first requests after a restart have keys even if the provider is down.
+fn refreshers(
+    snapshot: &Snapshot,
+    metrics: &Arc<Metrics>,
+    clock: &SharedClock,
+) -> Result<Vec<Arc<Refresher>>, String> {
+    let cache = snapshot.keys_cache_dir.clone().map(DiskCache::new);
+    snapshot
+        .remote
+        .iter()
+        .map(|source| {
+            let refresher = Refresher::new(
+                source.clone(),
+                cache.clone(),
+                metrics.clone(),
+                clock.clone(),
+            )?;
+            refresher.load_cached();
+            Ok(Arc::new(refresher))
+        })
+        .collect()
+}
+
+/// Runs every issuer's refresh loop on Pingora's background runtime.
+struct KeyRefresh(Vec<Arc<Refresher>>);
+
+#[async_trait]
+impl BackgroundService for KeyRefresh {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let tasks: Vec<_> = self
+            .0
+            .iter()
+            .map(|refresher| {
+                let refresher = refresher.clone();
+                tokio::spawn(async move { refresher.run().await })
+            })
+            .collect();
+        let _ = shutdown.changed().await;
+        for task in tasks {
+            task.abort();
+        }
+    }
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use jwtgate::config::schema::AuthMode;
+use jwtgate::keys::fetch::{Locator, discovery_url};
 
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let snapshot = match jwtgate::config::load_snapshot(path) {
@@ -28,12 +29,23 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     println!("issuers ({}):", snapshot.issuers.len());
     for issuer in &snapshot.issuers {
         let algorithms: Vec<&str> = issuer.algorithms.iter().map(|a| a.as_str()).collect();
+        let keys = match snapshot
+            .remote
+            .iter()
+            .find(|r| r.issuer_name == issuer.name)
+        {
+            Some(remote) => match &remote.locator {
+                Locator::Discovery { issuer } => format!("discovery {}", discovery_url(issuer)),
+                Locator::JwksUri(uri) => format!("jwks_uri {uri}"),
+            },
+            None => issuer.keys.current().len().to_string(),
+        };
         println!(
             "  {:<12} iss={} algs=[{}] keys={} audiences={}",
             issuer.name,
             issuer.issuer,
             algorithms.join(","),
-            issuer.keys.current().len(),
+            keys,
             if issuer.check_audience {
                 format!("{:?}", issuer.audiences)
             } else {

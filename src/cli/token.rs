@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use jwtgate::auth::verify::Explain;
 use jwtgate::auth::{Algorithm, Reason};
+use jwtgate::keys::remote::Refresher;
 use jwtgate::mint::Signer;
 
 #[derive(Subcommand)]
@@ -185,6 +186,38 @@ impl Explain for Printer {
     }
 }
 
+/// Remote issuers have no keys until fetched: fetch each once, as the
+/// gateway would at startup, and say how it went.
+fn fetch_remote_keys(snapshot: &jwtgate::config::Snapshot) -> anyhow::Result<()> {
+    if snapshot.remote.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let metrics = std::sync::Arc::new(jwtgate::telemetry::Metrics::new());
+    for source in &snapshot.remote {
+        let refresher = Refresher::new(
+            source.clone(),
+            None,
+            metrics.clone(),
+            jwtgate::clock::system(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        match runtime.block_on(refresher.refresh_once()) {
+            Ok(count) => println!(
+                "keys: issuer {:?}: fetched {count} key(s)",
+                source.issuer_name
+            ),
+            Err(error) => println!(
+                "keys: issuer {:?}: cannot fetch: {error}",
+                source.issuer_name
+            ),
+        }
+    }
+    Ok(())
+}
+
 fn verify(config: &Path, route_name: &str, token: &str) -> anyhow::Result<ExitCode> {
     let snapshot = jwtgate::config::load_snapshot(config)?;
     let Some(route) = snapshot.routes.iter().find(|r| r.name == route_name) else {
@@ -194,6 +227,7 @@ fn verify(config: &Path, route_name: &str, token: &str) -> anyhow::Result<ExitCo
             names.join(", ")
         );
     };
+    fetch_remote_keys(&snapshot)?;
     println!("route {:?} (auth {:?})", route.name, route.mode);
     let now = jwtgate::clock::system().now_unix();
     match route.policy.authorize(

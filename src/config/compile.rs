@@ -16,6 +16,8 @@ use super::schema::{AuthMode, GatewayConfig, IssuerConfig, RouteConfig};
 use crate::auth::extract::TokenSources;
 use crate::auth::policy::{ClaimRequirement, RoutePolicy};
 use crate::auth::{AlgorithmSet, IssuerVerifier, KeyFamily};
+use crate::keys::fetch::{FetchSettings, Locator};
+use crate::keys::remote::{RefreshPolicy, RemoteSource};
 use crate::keys::{self, KeySet, KeyStore, VerifyingKey};
 use crate::proxy::router::Router;
 
@@ -31,6 +33,13 @@ pub struct Snapshot {
     pub realm: String,
     pub max_token_bytes: usize,
     pub issuers: Vec<Arc<IssuerVerifier>>,
+    /// Parallel to `issuers`: does `/readyz` wait for its keys after the
+    /// startup grace?
+    pub issuer_required: Vec<bool>,
+    pub startup_grace: Duration,
+    /// Issuers whose keys are fetched, and how.
+    pub remote: Vec<RemoteSource>,
+    pub keys_cache_dir: Option<PathBuf>,
     pub routes: Vec<Arc<CompiledRoute>>,
     pub router: Router<Arc<CompiledRoute>>,
     /// Lower-case names of every header any route fills from claims: removed
@@ -105,6 +114,7 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
     }
 
     let mut issuers = Vec::with_capacity(config.issuers.len());
+    let mut remote = Vec::new();
     let mut issuer_names: Vec<&str> = Vec::new();
     for issuer in &config.issuers {
         let name = issuer.name.value.as_str();
@@ -115,8 +125,9 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
             ));
         }
         issuer_names.push(name);
-        let verifier = compile_issuer(issuer, base_dir, &mut warnings)
+        let (verifier, source) = compile_issuer(issuer, base_dir, &mut warnings)
             .map_err(|message| err_at(Some(&issuer.name), format!("issuer {name:?}: {message}")))?;
+        remote.extend(source);
         issuers.push(Arc::new(verifier));
     }
 
@@ -165,6 +176,13 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
         routes.push(compiled);
     }
 
+    let keys_cache_dir = config.keys_cache_dir.map(|dir| resolve(base_dir, &dir));
+    if !remote.is_empty() && keys_cache_dir.is_none() {
+        warnings.push(
+            "keys_cache_dir is not set: after a restart during an identity-provider outage, remote issuers will have no keys".into(),
+        );
+    }
+
     Ok(Snapshot {
         listen_http: config.listen.http,
         admin_addr: config.admin.addr,
@@ -174,6 +192,10 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
         graceful_shutdown_timeout: config.server.graceful_shutdown_timeout,
         realm: config.server.realm,
         max_token_bytes: config.tokens.max_bytes,
+        issuer_required: config.issuers.iter().map(|i| i.required).collect(),
+        startup_grace: config.admin.startup_grace,
+        remote,
+        keys_cache_dir,
         issuers,
         routes,
         router,
@@ -186,7 +208,7 @@ fn compile_issuer(
     issuer: &IssuerConfig,
     base_dir: &Path,
     warnings: &mut Vec<String>,
-) -> Result<IssuerVerifier, String> {
+) -> Result<(IssuerVerifier, Option<RemoteSource>), String> {
     if issuer.issuer.is_empty() {
         return Err("issuer (the exact iss value) must not be empty".into());
     }
@@ -206,10 +228,12 @@ fn compile_issuer(
         issuer.jwks.is_some(),
         issuer.hmac_secret_env.is_some(),
         issuer.hmac_secret_file.is_some(),
+        issuer.discovery,
+        issuer.jwks_uri.is_some(),
     ];
     if sources.iter().filter(|s| **s).count() != 1 {
         return Err(
-            "give exactly one key source: jwks_file, jwks, hmac_secret_env or hmac_secret_file"
+            "give exactly one key source: discovery: true, jwks_uri, jwks_file, jwks, hmac_secret_env or hmac_secret_file"
                 .into(),
         );
     }
@@ -228,6 +252,26 @@ fn compile_issuer(
                 )
             });
         }
+    }
+
+    let locator = match (&issuer.jwks_uri, issuer.discovery) {
+        (Some(uri), _) => Some(Locator::JwksUri(uri.clone())),
+        (None, true) => Some(Locator::Discovery {
+            issuer: issuer.issuer.clone(),
+        }),
+        (None, false) => None,
+    };
+    if let Some(locator) = locator {
+        let verifier = verifier(
+            issuer,
+            algorithms,
+            KeyStore::remote(
+                issuer.refresh.unknown_kid_interval,
+                issuer.refresh.unknown_kid_wait,
+            ),
+        );
+        let source = remote_source(issuer, locator, algorithms, verifier.keys.clone())?;
+        return Ok((verifier, Some(source)));
     }
 
     let keys = if uses_hmac {
@@ -273,7 +317,11 @@ fn compile_issuer(
         parsed.keys
     };
 
-    Ok(IssuerVerifier {
+    Ok((verifier(issuer, algorithms, KeyStore::fixed(keys)), None))
+}
+
+fn verifier(issuer: &IssuerConfig, algorithms: AlgorithmSet, keys: KeyStore) -> IssuerVerifier {
+    IssuerVerifier {
         name: issuer.name.value.clone(),
         issuer: issuer.issuer.clone(),
         algorithms,
@@ -282,7 +330,51 @@ fn compile_issuer(
         leeway_secs: issuer.leeway.as_secs() as i64,
         require_exp: issuer.require_exp,
         scope_claim: issuer.scope_claim.clone(),
-        keys: Arc::new(KeyStore::new(keys)),
+        keys: Arc::new(keys),
+    }
+}
+
+fn remote_source(
+    issuer: &IssuerConfig,
+    locator: Locator,
+    algorithms: AlgorithmSet,
+    store: Arc<KeyStore>,
+) -> Result<RemoteSource, String> {
+    let fetch = &issuer.fetch;
+    let url = match &locator {
+        Locator::JwksUri(uri) => uri.as_str(),
+        Locator::Discovery { issuer } => issuer.as_str(),
+    };
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("https://") || (fetch.allow_http && lower.starts_with("http://"))) {
+        return Err(format!(
+            "{url:?} must be an https:// URL (fetch.allow_http: true permits http:// for loopback tests)"
+        ));
+    }
+    let refresh = &issuer.refresh;
+    if refresh.min_refresh > refresh.max_refresh {
+        return Err("refresh.min_refresh must not exceed refresh.max_refresh".into());
+    }
+    if fetch.max_bytes < 1024 {
+        return Err("fetch.max_bytes must be at least 1024".into());
+    }
+    Ok(RemoteSource {
+        issuer_name: issuer.name.value.clone(),
+        issuer: issuer.issuer.clone(),
+        locator,
+        fetch: FetchSettings {
+            connect_timeout: fetch.connect_timeout,
+            timeout: fetch.timeout,
+            max_bytes: fetch.max_bytes,
+            allow_http: fetch.allow_http,
+        },
+        refresh: RefreshPolicy {
+            min_refresh: refresh.min_refresh,
+            max_refresh: refresh.max_refresh,
+            max_stale: refresh.max_stale,
+        },
+        algorithms,
+        store,
     })
 }
 

@@ -29,6 +29,10 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Where the last good JWKS of each remote issuer is kept, so a restart
+    /// during an identity-provider outage still has keys. Unset: not kept.
+    #[serde(default)]
+    pub keys_cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,14 +59,22 @@ fn default_http_listen() -> String {
 pub struct AdminConfig {
     #[serde(default = "default_admin_addr")]
     pub addr: String,
+    /// Issuers marked `required: false` hold `/readyz` back only this long.
+    #[serde(default = "default_startup_grace", deserialize_with = "duration")]
+    pub startup_grace: Duration,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             addr: default_admin_addr(),
+            startup_grace: default_startup_grace(),
         }
     }
+}
+
+fn default_startup_grace() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_admin_addr() -> String {
@@ -170,6 +182,116 @@ pub struct IssuerConfig {
     pub hmac_secret_env: Option<String>,
     #[serde(default)]
     pub hmac_secret_file: Option<PathBuf>,
+    /// Find the JWKS through `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub discovery: bool,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// How remote keys are fetched (discovery, jwks_uri).
+    #[serde(default)]
+    pub fetch: FetchConfig,
+    /// How remote keys are kept fresh.
+    #[serde(default)]
+    pub refresh: RefreshConfig,
+    /// `/readyz` waits for this issuer's keys; when false, only during
+    /// `admin.startup_grace`.
+    #[serde(default = "default_true")]
+    pub required: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchConfig {
+    #[serde(
+        default = "default_fetch_connect_timeout",
+        deserialize_with = "duration"
+    )]
+    pub connect_timeout: Duration,
+    /// For a whole request, body included.
+    #[serde(default = "default_fetch_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(default = "default_fetch_max_bytes")]
+    pub max_bytes: usize,
+    /// Plain-HTTP discovery and JWKS URLs; for loopback tests only.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: default_fetch_connect_timeout(),
+            timeout: default_fetch_timeout(),
+            max_bytes: default_fetch_max_bytes(),
+            allow_http: false,
+        }
+    }
+}
+
+fn default_fetch_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_fetch_max_bytes() -> usize {
+    512 * 1024
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshConfig {
+    /// Bounds on the JWKS's own Cache-Control max-age (10m when absent).
+    #[serde(default = "default_min_refresh", deserialize_with = "duration")]
+    pub min_refresh: Duration,
+    #[serde(default = "default_max_refresh", deserialize_with = "duration")]
+    pub max_refresh: Duration,
+    /// When refreshes fail, keep serving the last good keys this long.
+    #[serde(default = "default_max_stale", deserialize_with = "duration")]
+    pub max_stale: Duration,
+    /// A token with an unknown `kid` triggers a refetch at most this often.
+    #[serde(
+        default = "default_unknown_kid_interval",
+        deserialize_with = "duration"
+    )]
+    pub unknown_kid_interval: Duration,
+    /// How long such a request waits for that refetch.
+    #[serde(default = "default_unknown_kid_wait", deserialize_with = "duration")]
+    pub unknown_kid_wait: Duration,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self {
+            min_refresh: default_min_refresh(),
+            max_refresh: default_max_refresh(),
+            max_stale: default_max_stale(),
+            unknown_kid_interval: default_unknown_kid_interval(),
+            unknown_kid_wait: default_unknown_kid_wait(),
+        }
+    }
+}
+
+fn default_min_refresh() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_refresh() -> Duration {
+    Duration::from_secs(60 * 60)
+}
+
+fn default_max_stale() -> Duration {
+    Duration::from_secs(24 * 60 * 60)
+}
+
+fn default_unknown_kid_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_unknown_kid_wait() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_leeway() -> Duration {

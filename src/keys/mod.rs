@@ -3,7 +3,10 @@
 //! the seam through which later key sources (remote JWKS) replace them
 //! without locks on the request path.
 
+pub mod cache;
+pub mod fetch;
 pub mod jwks;
+pub mod remote;
 mod store;
 
 pub use store::KeyStore;

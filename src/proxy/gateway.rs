@@ -11,10 +11,12 @@ use pingora::proxy::{ProxyHttp, Session};
 use super::headers::{self, Forwarding};
 use super::{reject, router};
 use crate::auth::extract::{self, HeaderSource};
+use crate::auth::verify::Failure;
 use crate::auth::{Reason, Rejection, VerifiedToken};
 use crate::clock::SharedClock;
 use crate::config::schema::AuthMode;
 use crate::config::{CompiledRoute, Snapshot};
+use crate::keys::KeyStore;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{ALLOW, ANONYMOUS, DENY, NO_ISSUER, NO_ROUTE};
 
@@ -67,7 +69,11 @@ impl HeaderSource for RequestHeaders<'_> {
 impl Gateway {
     /// Routing and authentication. `Ok(Some(response))` ends the request
     /// here; `Ok(None)` lets it through to the upstream.
-    fn decide(&self, session: &Session, ctx: &mut RequestCtx) -> Option<(ResponseHeader, Bytes)> {
+    async fn decide(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> Option<(ResponseHeader, Bytes)> {
         let snapshot = ctx.snapshot.clone().expect("set in request_filter");
         let request = session.req_header();
         ctx.normalized_path = router::normalize_path(request.uri.path());
@@ -108,17 +114,13 @@ impl Gateway {
             return Some(self.deny(ctx, &snapshot, &route, Rejection::no_token(), None));
         };
 
-        let verify_started = Instant::now();
-        let outcome = route.policy.authorize(
-            token,
-            &snapshot.issuers,
-            self.clock.now_unix(),
-            snapshot.max_token_bytes,
-            &mut (),
-        );
-        self.metrics
-            .verify_duration
-            .observe(verify_started.elapsed().as_secs_f64());
+        let mut outcome = self.authorize(&snapshot, &route, token);
+        if let Err(failure) = &outcome
+            && let Some(keys) = refetchable(&snapshot, failure)
+            && keys.refetch().await
+        {
+            outcome = self.authorize(&snapshot, &route, token);
+        }
         match outcome {
             Ok(identity) => {
                 let issuer = &snapshot.issuers[identity.issuer].name;
@@ -131,6 +133,26 @@ impl Gateway {
                 Some(self.deny(ctx, &snapshot, &route, failure.rejection, failure.issuer))
             }
         }
+    }
+
+    fn authorize(
+        &self,
+        snapshot: &Snapshot,
+        route: &CompiledRoute,
+        token: &str,
+    ) -> Result<VerifiedToken, Failure> {
+        let started = Instant::now();
+        let outcome = route.policy.authorize(
+            token,
+            &snapshot.issuers,
+            self.clock.now_unix(),
+            snapshot.max_token_bytes,
+            &mut (),
+        );
+        self.metrics
+            .verify_duration
+            .observe(started.elapsed().as_secs_f64());
+        outcome
     }
 
     fn deny(
@@ -147,6 +169,18 @@ impl Gateway {
         ctx.reason = Some(rejection.reason);
         reject::rejection(&rejection, &snapshot.realm, &ctx.request_id)
     }
+}
+
+/// The key store worth refetching for this failure: a remote issuer's, when
+/// the token named a `kid` we don't have (keys may have rotated) or there
+/// are no keys yet. The store itself bounds and rate-limits the refetch.
+fn refetchable<'a>(snapshot: &'a Snapshot, failure: &Failure) -> Option<&'a KeyStore> {
+    let reason = failure.rejection.reason;
+    if reason != Reason::UnknownKid && reason != Reason::JwksUnavailable {
+        return None;
+    }
+    let keys = &snapshot.issuers[failure.issuer?].keys;
+    keys.is_remote().then_some(keys.as_ref())
 }
 
 #[async_trait]
@@ -170,7 +204,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         ctx.snapshot = Some(self.snapshot.load_full());
         ctx.request_id = headers::request_id(session.req_header());
-        let Some((header, body)) = self.decide(session, ctx) else {
+        let Some((header, body)) = self.decide(session, ctx).await else {
             return Ok(false);
         };
         session

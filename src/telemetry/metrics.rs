@@ -38,6 +38,8 @@ pub struct Metrics {
     pub verify_duration: Histogram,
     pub upstream_duration: HistogramVec,
     pub jwks_keys: IntGaugeVec,
+    pub jwks_fetches: IntCounterVec,
+    pub jwks_age: IntGaugeVec,
 }
 
 impl Metrics {
@@ -81,12 +83,30 @@ impl Metrics {
             &["issuer"],
         )
         .expect("valid metric");
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_jwks_fetch_total",
+                "JWKS fetch attempts for remote issuers, by result (success, error).",
+            ),
+            &["issuer", "result"],
+        )
+        .expect("valid metric");
+        let jwks_age = IntGaugeVec::new(
+            Opts::new(
+                "jwtgate_jwks_age_seconds",
+                "Seconds since the last successful JWKS fetch of a remote issuer (-1: never).",
+            ),
+            &["issuer"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(auth_decisions.clone()),
             Box::new(verify_duration.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(jwks_keys.clone()),
+            Box::new(jwks_fetches.clone()),
+            Box::new(jwks_age.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -97,7 +117,14 @@ impl Metrics {
             verify_duration,
             upstream_duration,
             jwks_keys,
+            jwks_fetches,
+            jwks_age,
         }
+    }
+
+    pub fn record_jwks_fetch(&self, issuer: &str, success: bool) {
+        let result = if success { "success" } else { "error" };
+        self.jwks_fetches.with_label_values(&[issuer, result]).inc();
     }
 
     pub fn record_decision(

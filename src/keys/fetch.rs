@@ -1,0 +1,232 @@
+//! Fetching keys over HTTP: OIDC discovery and JWK Sets, with timeouts, a
+//! response-size cap and HTTPS required unless an issuer opts out (for
+//! loopback tests). Nothing here runs on the request path.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How an issuer's keys are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Locator {
+    /// `{issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery {
+        issuer: String,
+    },
+    JwksUri(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    pub connect_timeout: Duration,
+    /// For the whole request, body included.
+    pub timeout: Duration,
+    pub max_bytes: usize,
+    pub allow_http: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+    #[error("{url}: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: response larger than {max} bytes")]
+    TooLarge { url: String, max: usize },
+    #[error("{url}: not JSON: {message}")]
+    NotJson { url: String, message: String },
+    #[error("discovery document {url}: {message}")]
+    Discovery { url: String, message: String },
+    #[error("{0}: plain HTTP is refused (set allow_http: true for loopback tests only)")]
+    Insecure(String),
+}
+
+/// A fetched JSON document and how long it may be cached (`Cache-Control:
+/// max-age`, when the server says).
+#[derive(Debug)]
+pub struct Fetched {
+    pub document: Value,
+    pub max_age: Option<Duration>,
+}
+
+pub struct Fetcher {
+    client: reqwest::Client,
+    settings: FetchSettings,
+}
+
+impl Fetcher {
+    pub fn new(settings: FetchSettings) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
+            .https_only(!settings.allow_http)
+            .user_agent(concat!("jwtgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self { client, settings })
+    }
+
+    /// Resolves the JWKS URL: as configured, or through discovery, whose
+    /// `issuer` must equal the configured one exactly (OIDC Discovery §4.3),
+    /// so a document from elsewhere can't redirect us to foreign keys.
+    pub async fn jwks_uri(&self, locator: &Locator) -> Result<String, FetchError> {
+        let issuer = match locator {
+            Locator::JwksUri(uri) => {
+                self.check_scheme(uri)?;
+                return Ok(uri.clone());
+            }
+            Locator::Discovery { issuer } => issuer,
+        };
+        let url = discovery_url(issuer);
+        let fetched = self.get_json(&url).await?;
+        let discovery_error = |message: String| FetchError::Discovery {
+            url: url.clone(),
+            message,
+        };
+        match fetched.document.get("issuer").and_then(Value::as_str) {
+            Some(found) if found == issuer => {}
+            Some(found) => {
+                return Err(discovery_error(format!(
+                    "issuer {found:?} does not equal the configured {issuer:?}"
+                )));
+            }
+            None => return Err(discovery_error("no \"issuer\"".into())),
+        }
+        let jwks_uri = fetched
+            .document
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| discovery_error("no \"jwks_uri\"".into()))?;
+        self.check_scheme(jwks_uri)?;
+        Ok(jwks_uri.to_string())
+    }
+
+    pub async fn get_json(&self, url: &str) -> Result<Fetched, FetchError> {
+        self.check_scheme(url)?;
+        let http_error = |e: reqwest::Error| FetchError::Http {
+            url: url.to_string(),
+            message: error_chain(&e),
+        };
+        let mut response = self
+            .client
+            .get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(http_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+            });
+        }
+        let max_age = response
+            .headers()
+            .get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(max_age);
+        let max = self.settings.max_bytes;
+        if response
+            .content_length()
+            .is_some_and(|len| len as usize > max)
+        {
+            return Err(FetchError::TooLarge {
+                url: url.to_string(),
+                max,
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(http_error)? {
+            if body.len() + chunk.len() > max {
+                return Err(FetchError::TooLarge {
+                    url: url.to_string(),
+                    max,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let document = serde_json::from_slice(&body).map_err(|e| FetchError::NotJson {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Fetched { document, max_age })
+    }
+
+    fn check_scheme(&self, url: &str) -> Result<(), FetchError> {
+        let lower = url.to_ascii_lowercase();
+        if lower.starts_with("https://")
+            || (self.settings.allow_http && lower.starts_with("http://"))
+        {
+            Ok(())
+        } else {
+            Err(FetchError::Insecure(url.to_string()))
+        }
+    }
+}
+
+pub fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
+/// `max-age` from a Cache-Control value; `no-cache`/`no-store` count as 0.
+fn max_age(value: &str) -> Option<Duration> {
+    let mut result = None;
+    for directive in value.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-cache" || lower == "no-store" {
+            return Some(Duration::ZERO);
+        }
+        if let Some(seconds) = lower.strip_prefix("max-age=") {
+            result = seconds
+                .trim_matches('"')
+                .parse()
+                .ok()
+                .map(Duration::from_secs);
+        }
+    }
+    result
+}
+
+/// reqwest's errors hide the useful part (connection refused, timeout) in
+/// their sources.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_max_age() {
+        assert_eq!(
+            max_age("public, max-age=300"),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(max_age("Max-Age=\"60\""), Some(Duration::from_secs(60)));
+        assert_eq!(max_age("no-cache"), Some(Duration::ZERO));
+        assert_eq!(max_age("max-age=60, no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=soon"), None);
+    }
+
+    #[test]
+    fn discovery_url_ignores_a_trailing_slash() {
+        assert_eq!(
+            discovery_url("https://idp.example/realms/x/"),
+            "https://idp.example/realms/x/.well-known/openid-configuration"
+        );
+    }
+}

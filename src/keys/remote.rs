@@ -1,0 +1,248 @@
+//! Keeping a remote issuer's keys fresh, off the request path: one task per
+//! issuer fetches the JWKS before it goes stale (Cache-Control `max-age`
+//! within bounds, jittered), backs off exponentially on failure, keeps
+//! serving the last good keys for up to `max_stale` when the identity
+//! provider is down, and persists each good copy so a restart during an
+//! outage still has keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::cache::{CachedJwks, DiskCache};
+use super::fetch::{FetchSettings, Fetcher, Locator};
+use super::{KeyStore, jwks};
+use crate::auth::AlgorithmSet;
+use crate::clock::SharedClock;
+use crate::telemetry::Metrics;
+
+/// Used when the JWKS response says nothing about caching.
+const DEFAULT_REFRESH: Duration = Duration::from_secs(10 * 60);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Debug, Clone)]
+pub struct RefreshPolicy {
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+    pub max_stale: Duration,
+}
+
+/// A remote issuer's key source, compiled from config.
+#[derive(Debug, Clone)]
+pub struct RemoteSource {
+    pub issuer_name: String,
+    pub issuer: String,
+    pub locator: Locator,
+    pub fetch: FetchSettings,
+    pub refresh: RefreshPolicy,
+    pub algorithms: AlgorithmSet,
+    pub store: Arc<KeyStore>,
+}
+
+pub struct Refresher {
+    source: RemoteSource,
+    fetcher: Fetcher,
+    cache: Option<DiskCache>,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+}
+
+/// What one successful fetch brought.
+struct Refreshed {
+    ttl: Duration,
+    keys: usize,
+}
+
+impl Refresher {
+    pub fn new(
+        source: RemoteSource,
+        cache: Option<DiskCache>,
+        metrics: Arc<Metrics>,
+        clock: SharedClock,
+    ) -> Result<Self, String> {
+        let fetcher = Fetcher::new(source.fetch.clone())?;
+        Ok(Self {
+            source,
+            fetcher,
+            cache,
+            metrics,
+            clock,
+        })
+    }
+
+    /// Installs the disk copy, if there is a usable one that isn't older
+    /// than `max_stale`. Runs at startup, before any request.
+    pub fn load_cached(&self) {
+        let Some(cache) = &self.cache else { return };
+        let name = &self.source.issuer_name;
+        let cached = match cache.load(name, &self.source.issuer) {
+            Ok(Some(cached)) => cached,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(issuer = %name, "key cache not used: {e}");
+                return;
+            }
+        };
+        let age = self.clock.now_unix() - cached.fetched_at;
+        if age > self.source.refresh.max_stale.as_secs() as i64 {
+            tracing::warn!(issuer = %name, age_secs = age, "cached keys are older than max_stale; not used");
+            return;
+        }
+        match jwks::parse(&cached.jwks, self.source.algorithms) {
+            Ok(parsed) if !parsed.keys.is_empty() => {
+                let count = parsed.keys.len();
+                self.source.store.replace(parsed.keys, cached.fetched_at);
+                self.source.store.record_success(cached.fetched_at);
+                tracing::info!(issuer = %name, keys = count, age_secs = age, "loaded cached keys");
+            }
+            Ok(_) => tracing::warn!(issuer = %name, "cached JWKS has no usable key; not used"),
+            Err(e) => tracing::warn!(issuer = %name, "cached JWKS not used: {e}"),
+        }
+    }
+
+    /// The refresh loop; runs until the process stops.
+    pub async fn run(&self) {
+        let mut jwks_uri: Option<String> = None;
+        let mut backoff = FIRST_BACKOFF;
+        let mut skipped_before = Vec::new();
+        loop {
+            let outcome = self.refresh(&mut jwks_uri, &mut skipped_before).await;
+            self.source.store.attempt_finished();
+            let wait = match outcome {
+                Ok(refreshed) => {
+                    backoff = FIRST_BACKOFF;
+                    self.metrics
+                        .record_jwks_fetch(&self.source.issuer_name, true);
+                    tracing::debug!(issuer = %self.source.issuer_name, keys = refreshed.keys, "keys refreshed");
+                    jittered(refreshed.ttl)
+                }
+                Err(error) => {
+                    self.metrics
+                        .record_jwks_fetch(&self.source.issuer_name, false);
+                    self.on_failure(&error);
+                    let wait = jittered(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF.min(self.source.refresh.max_refresh));
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.source.store.wanted() => {}
+            }
+        }
+    }
+
+    /// One attempt, for `jwtgate token verify` and tests.
+    pub async fn refresh_once(&self) -> Result<usize, String> {
+        let result = self.refresh(&mut None, &mut Vec::new()).await;
+        self.source.store.attempt_finished();
+        result.map(|r| r.keys)
+    }
+
+    async fn refresh(
+        &self,
+        jwks_uri: &mut Option<String>,
+        skipped_before: &mut Vec<jwks::SkippedKey>,
+    ) -> Result<Refreshed, String> {
+        let name = &self.source.issuer_name;
+        let uri = match jwks_uri {
+            Some(uri) => uri.clone(),
+            None => {
+                let uri = self
+                    .fetcher
+                    .jwks_uri(&self.source.locator)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                *jwks_uri = Some(uri.clone());
+                uri
+            }
+        };
+        let fetched = match self.fetcher.get_json(&uri).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                // The provider may have moved its JWKS; discover again next time.
+                *jwks_uri = None;
+                return Err(e.to_string());
+            }
+        };
+        let parsed = jwks::parse(&fetched.document, self.source.algorithms).map_err(|e| e.0)?;
+        if parsed.skipped != *skipped_before {
+            for skipped in &parsed.skipped {
+                tracing::warn!(issuer = %name, kid = skipped.kid.as_deref().unwrap_or("-"), "key skipped: {}", skipped.why);
+            }
+            *skipped_before = parsed.skipped.clone();
+        }
+        if parsed.keys.is_empty() {
+            return Err(format!("{uri}: the JWKS has no usable key"));
+        }
+        let now = self.clock.now_unix();
+        let keys = parsed.keys.len();
+        self.source.store.replace(parsed.keys, now);
+        self.source.store.record_success(now);
+        self.persist(&uri, fetched.document, now);
+        let policy = &self.source.refresh;
+        let ttl = fetched
+            .max_age
+            .unwrap_or(DEFAULT_REFRESH)
+            .clamp(policy.min_refresh, policy.max_refresh);
+        Ok(Refreshed { ttl, keys })
+    }
+
+    fn persist(&self, jwks_uri: &str, jwks: Value, now: i64) {
+        let Some(cache) = &self.cache else { return };
+        let entry = CachedJwks {
+            issuer: self.source.issuer.clone(),
+            jwks_uri: jwks_uri.to_string(),
+            fetched_at: now,
+            jwks,
+        };
+        if let Err(e) = cache.store(&self.source.issuer_name, &entry) {
+            tracing::warn!(issuer = %self.source.issuer_name, "cannot persist keys: {e}");
+        }
+    }
+
+    /// Stale-if-error: keep the last good keys while they are younger than
+    /// `max_stale`, and say so; past that, drop them (requests get 503).
+    fn on_failure(&self, error: &str) {
+        let name = &self.source.issuer_name;
+        let store = &self.source.store;
+        if !store.is_ready() {
+            tracing::warn!(issuer = %name, "cannot fetch keys, none to serve: {error}");
+            return;
+        }
+        let age = self.clock.now_unix() - store.fetched_at();
+        if age > self.source.refresh.max_stale.as_secs() as i64 {
+            store.clear();
+            tracing::error!(issuer = %name, age_secs = age, "cannot refresh keys and the last good keys passed max_stale; dropping them: {error}");
+        } else {
+            tracing::warn!(issuer = %name, age_secs = age, "cannot refresh keys; serving the last good keys (stale-if-error): {error}");
+        }
+    }
+}
+
+/// ±10 %, so replicas started together don't refresh in lockstep.
+fn jittered(base: Duration) -> Duration {
+    let mut random = [0u8; 2];
+    // A failed random source only costs the jitter.
+    let _ = aws_lc_rs::rand::fill(&mut random);
+    let fraction = f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX); // 0..=1
+    base.mul_f64(0.9 + 0.2 * fraction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_secs(100));
+            assert!(
+                d >= Duration::from_secs(90) && d <= Duration::from_secs(110),
+                "{d:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,226 @@
+#!/usr/bin/env node
+// Test-only OpenID Provider for jwtgate's integration tests. NOT for production.
+//
+// Usage:
+//   node server.mjs                      start the IdP (configuration via env, see README.md)
+//   node server.mjs genkey <alg> [kid]   print one private JWK (RS256 | PS256 | ES256) as JSON
+//
+// stdout carries exactly one line, `IDP_LISTENING <port>`, once the server accepts
+// connections; everything else (ours and oidc-provider's notices) goes to stderr.
+
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+
+const GENKEY_ALGS = {
+  RS256: () => generateKeyPairSync('rsa', { modulusLength: 2048 }),
+  PS256: () => generateKeyPairSync('rsa', { modulusLength: 2048 }),
+  ES256: () => generateKeyPairSync('ec', { namedCurve: 'P-256' }),
+};
+
+function genKey(alg, kid) {
+  const make = GENKEY_ALGS[alg];
+  if (!make) {
+    throw new Error(`unsupported alg ${JSON.stringify(alg)}; expected one of ${Object.keys(GENKEY_ALGS).join(', ')}`);
+  }
+  const { privateKey } = make();
+  return {
+    ...privateKey.export({ format: 'jwk' }),
+    kid: kid || `${alg.toLowerCase()}-${randomBytes(6).toString('hex')}`,
+    alg,
+    use: 'sig',
+  };
+}
+
+if (process.argv[2] === 'genkey') {
+  try {
+    const out = `${JSON.stringify(genKey(process.argv[3], process.argv[4]))}\n`;
+    await new Promise((resolve) => { process.stdout.write(out, resolve); });
+    process.exit(0);
+  } catch (err) {
+    process.stderr.write(`genkey: ${err.message}\nusage: node server.mjs genkey <RS256|PS256|ES256> [kid]\n`);
+    process.exit(2);
+  }
+}
+
+// oidc-provider prints its NOTICEs with console.info (stdout). Keep stdout reserved for the
+// single IDP_LISTENING line the test harness parses: route console output to stderr *before*
+// oidc-provider is loaded (hence the dynamic import below).
+for (const level of ['log', 'info', 'debug']) {
+  // eslint-disable-next-line no-console
+  console[level] = (...args) => console.error(...args);
+}
+const log = (...args) => console.error('[test-idp]', ...args);
+
+const { default: Provider, errors } = await import('oidc-provider');
+
+// ---------------------------------------------------------------------------------------------
+// configuration from the environment
+// ---------------------------------------------------------------------------------------------
+const env = process.env;
+const HOST = '127.0.0.1';
+const PORT = Number.parseInt(env.IDP_PORT ?? '0', 10);
+if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) {
+  throw new Error(`invalid IDP_PORT ${JSON.stringify(env.IDP_PORT)}`);
+}
+const RESOURCE = env.IDP_RESOURCE || 'urn:jwtgate:test-api';
+// Optional extra resource indicators (comma separated), e.g. to mint tokens with a "wrong" aud.
+const EXTRA_RESOURCES = (env.IDP_EXTRA_RESOURCES || '').split(',').map((s) => s.trim()).filter(Boolean);
+const RESOURCES = new Set([RESOURCE, ...EXTRA_RESOURCES]);
+const CLIENT_ID = 'jwtgate-test';
+const CLIENT_SECRET = 'jwtgate-test-secret';
+const SCOPES = 'orders:read orders:write';
+const ACCESS_TOKEN_TTL = Number.parseInt(env.IDP_ACCESS_TOKEN_TTL || '600', 10); // seconds
+const JWKS_CACHE_CONTROL = env.IDP_JWKS_CACHE_CONTROL || 'max-age=60';
+const JWKS_DELAY_MS = Number.parseInt(env.IDP_JWKS_DELAY_MS || '0', 10) || 0;
+
+function loadKeys() {
+  if (!env.IDP_KEYS_FILE) {
+    const key = genKey('RS256', `rs256-${randomBytes(6).toString('hex')}`);
+    log(`IDP_KEYS_FILE not set, generated an ephemeral RS256 signing key kid=${key.kid}`);
+    return [key];
+  }
+  const jwks = JSON.parse(readFileSync(env.IDP_KEYS_FILE, 'utf8'));
+  if (!jwks || !Array.isArray(jwks.keys) || jwks.keys.length === 0) {
+    throw new Error(`${env.IDP_KEYS_FILE}: expected {"keys": [<private JWK>, ...]} with at least one key`);
+  }
+  jwks.keys.forEach((k, i) => {
+    if (typeof k.kid !== 'string' || !k.kid || typeof k.alg !== 'string' || !k.alg || !k.d) {
+      throw new Error(`${env.IDP_KEYS_FILE}: keys[${i}] must be a PRIVATE JWK with "kid" and "alg"`);
+    }
+  });
+  log(`loaded ${jwks.keys.length} key(s) from ${env.IDP_KEYS_FILE}: ${jwks.keys.map((k) => `${k.kid}/${k.alg}`).join(', ')}`);
+  return jwks.keys;
+}
+
+const KEYS = loadKeys();
+const SIGNING_KEY = { alg: KEYS[0].alg, kid: KEYS[0].kid };
+
+// ---------------------------------------------------------------------------------------------
+// HTTP server first: with IDP_PORT=0 the issuer (which embeds the port) is only known after bind.
+// ---------------------------------------------------------------------------------------------
+let handler = (req, res) => { res.statusCode = 503; res.end('starting'); };
+const server = http.createServer((req, res) => handler(req, res));
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(PORT, HOST, resolve);
+});
+const { port } = server.address();
+
+// `{port}` in IDP_ISSUER is replaced by the bound port (handy together with IDP_PORT=0).
+const ISSUER = (env.IDP_ISSUER || `http://${HOST}:{port}`).replaceAll('{port}', String(port));
+const MOUNT_PATH = new URL(ISSUER).pathname.replace(/\/$/, ''); // '' unless the issuer has a path
+
+// Routes (relative to the issuer path). These are oidc-provider's defaults, spelled out so the
+// request counters below can match on them.
+const ROUTES = { jwks: '/jwks', token: '/token' };
+const DISCOVERY_PATH = '/.well-known/openid-configuration';
+
+const provider = new Provider(ISSUER, {
+  jwks: { keys: KEYS },
+  clients: [{
+    client_id: CLIENT_ID,
+    client_secret: CLIENT_SECRET,
+    // client_secret_post is accepted too: oidc-provider treats basic/post as interchangeable.
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: SCOPES,
+  }],
+  scopes: ['openid', 'offline_access', ...SCOPES.split(' ')],
+  routes: ROUTES,
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      // no `resource` parameter -> no resource server -> opaque (non-JWT) access token
+      defaultResource: async (ctx, client, oneOf) => oneOf,
+      useGrantedResource: async () => false,
+      getResourceServerInfo: async (ctx, resourceIndicator) => {
+        if (!RESOURCES.has(resourceIndicator)) {
+          throw new errors.InvalidTarget();
+        }
+        return {
+          scope: SCOPES, // requested scopes outside this list are silently dropped by oidc-provider
+          audience: resourceIndicator,
+          accessTokenTTL: ACCESS_TOKEN_TTL,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: SIGNING_KEY }, // first key of the key set signs
+        };
+      },
+    },
+  },
+  ttl: {
+    AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL || ACCESS_TOKEN_TTL,
+    ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL || ACCESS_TOKEN_TTL,
+  },
+  cookies: { keys: [randomBytes(32).toString('base64url')] },
+});
+
+// ---------------------------------------------------------------------------------------------
+// test middleware: request counters, /test/stats, JWKS Cache-Control and artificial delay
+// ---------------------------------------------------------------------------------------------
+const stats = { discovery: 0, jwks: 0, token: 0 };
+const byPath = new Map();
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/test/stats' && ctx.method === 'GET') {
+    ctx.set('cache-control', 'no-store');
+    ctx.body = { ...stats, by_path: Object.fromEntries(byPath) };
+    return;
+  }
+  if (ctx.path === '/test/stats/reset' && ctx.method === 'POST') {
+    for (const k of Object.keys(stats)) stats[k] = 0;
+    byPath.clear();
+    ctx.status = 204;
+    return;
+  }
+
+  byPath.set(ctx.path, (byPath.get(ctx.path) || 0) + 1);
+  const isJwks = ctx.path === ROUTES.jwks && ctx.method === 'GET';
+  if (ctx.path === DISCOVERY_PATH && ctx.method === 'GET') stats.discovery += 1;
+  else if (isJwks) stats.jwks += 1;
+  else if (ctx.path === ROUTES.token && ctx.method === 'POST') stats.token += 1;
+
+  if (isJwks && JWKS_DELAY_MS > 0) await sleep(JWKS_DELAY_MS);
+  await next();
+  if (isJwks && ctx.status === 200) ctx.set('cache-control', JWKS_CACHE_CONTROL);
+});
+
+const callback = provider.callback();
+handler = (req, res) => {
+  // Issuer with a path component (e.g. http://127.0.0.1:1234/realm): strip it like koa-mount
+  // would. /test/* stays reachable at the root.
+  // (oidc-provider derives the mount path from req.originalUrl, express-style, when building
+  // endpoint URLs.)
+  if (MOUNT_PATH && (req.url === MOUNT_PATH || req.url.startsWith(`${MOUNT_PATH}/`) || req.url.startsWith(`${MOUNT_PATH}?`))) {
+    req.originalUrl = req.url;
+    req.url = req.url.slice(MOUNT_PATH.length) || '/';
+    if (req.url.startsWith('?')) req.url = `/${req.url}`;
+  }
+  callback(req, res);
+};
+
+provider.on('server_error', (ctx, err) => log('server_error', ctx.method, ctx.path, err));
+
+log(`issuer=${ISSUER} resource(s)=${[...RESOURCES].join(',')} signing kid=${SIGNING_KEY.kid} alg=${SIGNING_KEY.alg}`);
+log(`discovery=${ISSUER.replace(/\/$/, '')}${DISCOVERY_PATH} jwks=${provider.urlFor('jwks')} token=${provider.urlFor('token')}`);
+process.stdout.write(`IDP_LISTENING ${port}\n`);
+
+// ---------------------------------------------------------------------------------------------
+// shutdown
+// ---------------------------------------------------------------------------------------------
+let stopping = false;
+function shutdown(signal) {
+  if (stopping) return;
+  stopping = true;
+  log(`${signal} received, shutting down`);
+  server.close(() => process.exit(0));
+  server.closeAllConnections();
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
