@@ -77,22 +77,6 @@ impl Reason {
             Reason::AmbiguousToken => "ambiguous_token",
         }
     }
-
-    /// The short, generic text the client sees: enough to fix an honest
-    /// mistake (refresh an expired token), too little to probe the verifier.
-    pub fn client_description(self) -> &'static str {
-        match self {
-            Reason::MissingToken => "bearer token required",
-            Reason::Expired => "token expired",
-            Reason::NotYetValid => "token not yet valid",
-            Reason::InsufficientScope | Reason::MissingClaim | Reason::ClaimMismatch => {
-                "insufficient scope"
-            }
-            Reason::AmbiguousToken => "token sent more than once",
-            Reason::JwksUnavailable => "token keys temporarily unavailable",
-            _ => "invalid token",
-        }
-    }
 }
 
 impl fmt::Display for Reason {
@@ -167,6 +151,24 @@ impl Rejection {
         }
     }
 
+    /// The short, generic text the client sees: enough to fix an honest
+    /// mistake (send a token, refresh an expired one), too little to probe
+    /// the verifier. Chosen by what the client is told, so one reason (a
+    /// missing claim) reads right whether it made the token invalid or the
+    /// route's policy refuse it.
+    pub fn description(&self) -> &'static str {
+        match (&self.kind, self.reason) {
+            (RejectionKind::NoToken, _) => "bearer token required",
+            (RejectionKind::InvalidRequest, Reason::AmbiguousToken) => "token sent more than once",
+            (RejectionKind::InvalidRequest, _) => "malformed request",
+            (RejectionKind::InvalidToken, Reason::Expired) => "token expired",
+            (RejectionKind::InvalidToken, Reason::NotYetValid) => "token not yet valid",
+            (RejectionKind::InvalidToken, _) => "invalid token",
+            (RejectionKind::InsufficientScope { .. }, _) => "insufficient scope",
+            (RejectionKind::Unavailable, _) => "token keys temporarily unavailable",
+        }
+    }
+
     /// The RFC 6750 `error` code, if the response carries one.
     pub fn error_code(&self) -> Option<&'static str> {
         match self.kind {
@@ -209,5 +211,21 @@ mod tests {
             400
         );
         assert_eq!(Rejection::unavailable().status(), 503);
+    }
+
+    #[test]
+    fn descriptions_follow_the_kind_not_only_the_reason() {
+        assert_eq!(
+            Rejection::invalid_token(Reason::MissingClaim).description(),
+            "invalid token"
+        );
+        assert_eq!(
+            Rejection::forbidden(Reason::MissingClaim, None).description(),
+            "insufficient scope"
+        );
+        assert_eq!(
+            Rejection::invalid_token(Reason::Expired).description(),
+            "token expired"
+        );
     }
 }

@@ -40,26 +40,31 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
     let plan = &forwarding.route.forward;
 
     // Spoofed identity: every configured claim header, and the reserved
-    // prefix, whatever case the client used (header names are lower-cased
-    // on parse, so comparing lower-case names covers every spelling).
-    for name in forwarding.identity_headers {
+    // prefix, whatever case the client used (names are lower-cased on
+    // parse) and with `_` for `-`, since CGI/WSGI-style backends read
+    // `X_User_Id` as `X-User-Id`.
+    let spoofed: Vec<http::HeaderName> = upstream
+        .headers
+        .keys()
+        .filter(|name| {
+            is_reserved(
+                name.as_str(),
+                forwarding.identity_headers,
+                &plan.reserved_prefix,
+            )
+        })
+        .cloned()
+        .collect();
+    for name in &spoofed {
         upstream.remove_header(name);
-    }
-    if !plan.reserved_prefix.is_empty() {
-        let reserved: Vec<http::HeaderName> = upstream
-            .headers
-            .keys()
-            .filter(|name| name.as_str().starts_with(&plan.reserved_prefix))
-            .cloned()
-            .collect();
-        for name in &reserved {
-            upstream.remove_header(name);
-        }
     }
     if plan.strip_authorization {
         upstream.remove_header("authorization");
         if let Some(name) = &forwarding.route.sources.header {
             upstream.remove_header(name.as_str());
+        }
+        if let Some(cookie) = &forwarding.route.sources.cookie {
+            strip_cookie(upstream, cookie);
         }
     }
 
@@ -82,4 +87,72 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
         let _ = upstream.insert_header("x-forwarded-for", forwarded_for);
     }
     let _ = upstream.insert_header("x-forwarded-proto", "http");
+}
+
+fn is_reserved(name: &str, identity_headers: &[http::HeaderName], prefix: &str) -> bool {
+    let matches = |candidate: &str| {
+        (!prefix.is_empty() && candidate.starts_with(prefix))
+            || identity_headers.iter().any(|h| h.as_str() == candidate)
+    };
+    if name.contains('_') {
+        matches(&name.replace('_', "-"))
+    } else {
+        matches(name)
+    }
+}
+
+/// Removes the token cookie from every `Cookie` header, keeping the others.
+fn strip_cookie(upstream: &mut RequestHeader, cookie_name: &str) {
+    let values: Vec<String> = upstream
+        .headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .map(str::trim)
+                .filter(|pair| {
+                    pair.split_once('=')
+                        .is_none_or(|(name, _)| name != cookie_name)
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .filter(|v| !v.is_empty())
+        .collect();
+    upstream.remove_header("cookie");
+    for value in values {
+        let _ = upstream.append_header("cookie", value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_names_cover_prefix_and_underscore_spellings() {
+        let identity = [http::HeaderName::from_static("x-user-id")];
+        assert!(is_reserved("x-user-id", &identity, "x-jwt-"));
+        assert!(is_reserved("x_user_id", &identity, "x-jwt-"));
+        assert!(is_reserved("x-jwt-anything", &identity, "x-jwt-"));
+        assert!(is_reserved("x_jwt_anything", &identity, "x-jwt-"));
+        assert!(!is_reserved("x-user-ids", &identity, "x-jwt-"));
+        assert!(!is_reserved("accept", &identity, ""));
+    }
+
+    #[test]
+    fn only_the_token_cookie_is_stripped() {
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request.append_header("cookie", "a=1; at=tok; b=2").unwrap();
+        request.append_header("cookie", "at=tok").unwrap();
+        strip_cookie(&mut request, "at");
+        let cookies: Vec<&str> = request
+            .headers
+            .get_all("cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
+    }
 }

@@ -12,7 +12,7 @@ use crate::auth::{Rejection, RejectionKind};
 const RETRY_AFTER_SECS: &str = "10";
 
 pub fn rejection(rejection: &Rejection, realm: &str, request_id: &str) -> (ResponseHeader, Bytes) {
-    let description = rejection.reason.client_description();
+    let description = rejection.description();
     let mut challenge = format!("Bearer realm=\"{}\"", quoted(realm));
     if let Some(code) = rejection.error_code()
         && rejection.kind != RejectionKind::Unavailable
