@@ -209,3 +209,109 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
     &bytes[start..]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fixture_keys() -> Vec<Value> {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/keys/jwks.json"
+        ))
+        .unwrap();
+        let document: Value = serde_json::from_str(&text).unwrap();
+        document["keys"].as_array().unwrap().clone()
+    }
+
+    fn key(kid: &str) -> Value {
+        fixture_keys()
+            .into_iter()
+            .find(|k| k["kid"] == kid)
+            .unwrap()
+    }
+
+    fn all() -> AlgorithmSet {
+        Algorithm::ALL.into_iter().collect()
+    }
+
+    #[test]
+    fn skips_what_cannot_verify_and_says_why() {
+        let mut enc = key("rsa-1");
+        enc["use"] = json!("enc");
+        enc["kid"] = json!("enc-1");
+        let document = json!({"keys": [
+            enc,
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "oct-1"},
+            {"kty": "EC", "crv": "P-521", "x": "AA", "y": "AA", "kid": "p521"},
+            {"kty": "OKP", "crv": "X25519", "x": "AA", "kid": "x25519"},
+            key("ec256-1"),
+        ]});
+        let parsed = parse(&document, all()).unwrap();
+        assert_eq!(parsed.keys.len(), 1);
+        let why: Vec<(&str, &str)> = parsed
+            .skipped
+            .iter()
+            .map(|s| (s.kid.as_deref().unwrap(), s.why.as_str()))
+            .collect();
+        assert_eq!(why.len(), 4);
+        assert!(why[0].1.contains("\"enc\""), "{why:?}");
+        assert!(why[1].1.contains("oct"), "{why:?}");
+        assert!(why[2].1.contains("P-521"), "{why:?}");
+        assert!(why[3].1.contains("X25519"), "{why:?}");
+    }
+
+    #[test]
+    fn a_keys_own_alg_limits_it_and_must_be_allowed() {
+        let mut es = key("ec256-1");
+        es["alg"] = json!("ES256");
+        let parsed = parse(&json!({"keys": [es.clone()]}), all()).unwrap();
+        let only: Vec<Algorithm> = parsed.keys.keys[0].algorithms().iter().collect();
+        assert_eq!(only, [Algorithm::ES256]);
+
+        let rs_only: AlgorithmSet = [Algorithm::RS256].into_iter().collect();
+        let parsed = parse(&json!({"keys": [es.clone()]}), rs_only).unwrap();
+        assert!(parsed.keys.is_empty());
+
+        es["alg"] = json!("RS256");
+        let parsed = parse(&json!({"keys": [es]}), all()).unwrap();
+        assert!(
+            parsed.skipped[0].why.contains("does not fit"),
+            "{:?}",
+            parsed.skipped
+        );
+    }
+
+    #[test]
+    fn rsa_keys_verify_only_the_allowed_rsa_algorithms() {
+        let allowed: AlgorithmSet = [Algorithm::RS256, Algorithm::PS384, Algorithm::ES256]
+            .into_iter()
+            .collect();
+        let parsed = parse(&json!({"keys": [key("rsa-1")]}), allowed).unwrap();
+        let algorithms: Vec<Algorithm> = parsed.keys.keys[0].algorithms().iter().collect();
+        assert_eq!(algorithms, [Algorithm::RS256, Algorithm::PS384]);
+    }
+
+    #[test]
+    fn duplicate_kids_keep_document_order() {
+        let mut second = key("ec256-1");
+        second["kid"] = json!("rsa-1");
+        let parsed = parse(&json!({"keys": [key("rsa-1"), second]}), all()).unwrap();
+        let families: Vec<KeyFamily> = parsed.keys.keys.iter().map(|k| k.family).collect();
+        assert_eq!(families, [KeyFamily::Rsa, KeyFamily::EcP256]);
+        match parsed.keys.select(Some("rsa-1"), Algorithm::ES256) {
+            crate::keys::KeyChoice::Candidates(keys) => {
+                assert_eq!(keys.len(), 1);
+                assert_eq!(keys[0].family, KeyFamily::EcP256);
+            }
+            _ => panic!("the EC key with the duplicate kid should be selected"),
+        }
+    }
+
+    #[test]
+    fn not_a_jwk_set() {
+        assert!(parse(&json!({"kty": "RSA"}), all()).is_err());
+        assert!(parse(&json!([1, 2]), all()).is_err());
+    }
+}
