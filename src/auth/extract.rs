@@ -1,5 +1,5 @@
 //! Finding the token in a request: `Authorization: Bearer` (RFC 6750 §2.1),
-//! plus an optional route-configured header or cookie. A token found in more
+//! plus an optional route-configured header, cookie or query parameter. A token found in more
 //! than one place is refused (RFC 6750 §2: "MUST NOT use more than one
 //! method"), because two candidates invite confusion about which was checked.
 
@@ -11,6 +11,8 @@ pub struct TokenSources {
     /// Lower-case header name carrying the raw token.
     pub header: Option<String>,
     pub cookie: Option<String>,
+    /// Query parameter; off unless configured (RFC 6750 §5.3).
+    pub query: Option<String>,
 }
 
 /// The request headers extraction reads, abstracted so this module needs no
@@ -23,6 +25,7 @@ pub trait HeaderSource {
 /// `Authorization` header that claims to be Bearer but is unusable.
 pub fn extract<'a>(
     headers: &'a impl HeaderSource,
+    query: Option<&'a str>,
     sources: &TokenSources,
 ) -> Result<Option<&'a str>, Reason> {
     let mut found: Option<&'a str> = None;
@@ -61,6 +64,18 @@ pub fn extract<'a>(
                 {
                     offer(token)?;
                 }
+            }
+        }
+    }
+    // JWTs use only URL-safe characters, so no percent-decoding is needed
+    // (an encoded token simply fails to parse).
+    if let (Some(parameter), Some(query)) = (&sources.query, query) {
+        for pair in query.split('&') {
+            if let Some((key, token)) = pair.split_once('=')
+                && key == parameter
+                && !token.is_empty()
+            {
+                offer(token)?;
             }
         }
     }
@@ -105,47 +120,65 @@ mod tests {
         TokenSources {
             header: Some("x-token".into()),
             cookie: Some("at".into()),
+            query: Some("access_token".into()),
         }
     }
 
     #[test]
     fn reads_bearer_case_insensitively() {
         let h = Headers(vec![("Authorization", "bEaReR abc.def.ghi")]);
-        assert_eq!(extract(&h, &sources()), Ok(Some("abc.def.ghi")));
+        assert_eq!(extract(&h, None, &sources()), Ok(Some("abc.def.ghi")));
     }
 
     #[test]
     fn other_schemes_and_empty_bearer_are_no_token() {
         for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token x"] {
             let h = Headers(vec![("authorization", value)]);
-            assert_eq!(extract(&h, &sources()), Ok(None), "{value}");
+            assert_eq!(extract(&h, None, &sources()), Ok(None), "{value}");
         }
     }
 
     #[test]
     fn reads_configured_header_and_cookie() {
         let h = Headers(vec![("x-token", "t1")]);
-        assert_eq!(extract(&h, &sources()), Ok(Some("t1")));
+        assert_eq!(extract(&h, None, &sources()), Ok(Some("t1")));
         let h = Headers(vec![("cookie", "a=b; at=t2; c=d")]);
-        assert_eq!(extract(&h, &sources()), Ok(Some("t2")));
+        assert_eq!(extract(&h, None, &sources()), Ok(Some("t2")));
+    }
+
+    #[test]
+    fn query_tokens_only_when_configured() {
+        let h = Headers(vec![]);
+        assert_eq!(
+            extract(&h, Some("a=1&access_token=t3"), &sources()),
+            Ok(Some("t3"))
+        );
+        let h = Headers(vec![("authorization", "Bearer t1")]);
+        assert_eq!(
+            extract(&h, Some("access_token=t3"), &sources()),
+            Err(Reason::AmbiguousToken)
+        );
     }
 
     #[test]
     fn two_places_is_ambiguous() {
         let h = Headers(vec![("authorization", "Bearer t1"), ("x-token", "t1")]);
-        assert_eq!(extract(&h, &sources()), Err(Reason::AmbiguousToken));
+        assert_eq!(extract(&h, None, &sources()), Err(Reason::AmbiguousToken));
         let h = Headers(vec![
             ("authorization", "Bearer t1"),
             ("authorization", "Bearer t2"),
         ]);
-        assert_eq!(extract(&h, &sources()), Err(Reason::AmbiguousToken));
+        assert_eq!(extract(&h, None, &sources()), Err(Reason::AmbiguousToken));
         let h = Headers(vec![("cookie", "at=t1; at=t2")]);
-        assert_eq!(extract(&h, &sources()), Err(Reason::AmbiguousToken));
+        assert_eq!(extract(&h, None, &sources()), Err(Reason::AmbiguousToken));
     }
 
     #[test]
     fn unconfigured_sources_are_ignored() {
         let h = Headers(vec![("x-token", "t1"), ("cookie", "at=t2")]);
-        assert_eq!(extract(&h, &TokenSources::default()), Ok(None));
+        assert_eq!(
+            extract(&h, Some("access_token=t3"), &TokenSources::default()),
+            Ok(None)
+        );
     }
 }

@@ -27,10 +27,14 @@ pub enum Reason {
     TooLarge,
     /// A token was sent in more than one place (or header) at once.
     AmbiguousToken,
+    /// A `crit` or `b64: false` header: extensions we do not implement.
+    UnsupportedHeader,
+    /// A JWE (five segments): encrypted tokens are not supported.
+    EncryptedToken,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 22] = [
         Reason::MissingToken,
         Reason::Malformed,
         Reason::UnsupportedAlg,
@@ -51,6 +55,8 @@ impl Reason {
         Reason::JwksUnavailable,
         Reason::TooLarge,
         Reason::AmbiguousToken,
+        Reason::UnsupportedHeader,
+        Reason::EncryptedToken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +81,8 @@ impl Reason {
             Reason::JwksUnavailable => "jwks_unavailable",
             Reason::TooLarge => "too_large",
             Reason::AmbiguousToken => "ambiguous_token",
+            Reason::UnsupportedHeader => "unsupported_header",
+            Reason::EncryptedToken => "encrypted_token",
         }
     }
 }

@@ -39,6 +39,9 @@ fn issuer(iss: &str, algorithms: &[Algorithm], keys: KeySet) -> Arc<IssuerVerifi
         check_audience: true,
         leeway_secs: 30,
         require_exp: true,
+        max_lifetime_secs: None,
+        require_sub: false,
+        token_type: Default::default(),
         scope_claim: None,
         keys: Arc::new(KeyStore::fixed(keys)),
     })
@@ -428,5 +431,106 @@ fn weak_rsa_keys_in_a_jwks_are_skipped() {
         parsed.skipped[0].why.contains("1024 bits"),
         "{:?}",
         parsed.skipped
+    );
+}
+
+fn issuer_with(configure: impl FnOnce(&mut IssuerVerifier)) -> Arc<IssuerVerifier> {
+    let mut issuer = Arc::try_unwrap(jwks_issuer(&[Algorithm::RS256])).unwrap();
+    configure(&mut issuer);
+    Arc::new(issuer)
+}
+
+#[test]
+fn lifetime_is_bounded_with_or_without_iat() {
+    let issuers = [issuer_with(|i| i.max_lifetime_secs = Some(3600))];
+    let ok = rs256(json!({"iat": NOW, "exp": NOW + 3600}));
+    assert!(run(&open_policy(), &issuers, &ok, NOW).is_ok());
+    let long = rs256(json!({"iat": NOW, "exp": NOW + 3601}));
+    assert_eq!(
+        reason(run(&open_policy(), &issuers, &long, NOW)),
+        Reason::LifetimeTooLong
+    );
+    // Without iat, what's left of the lifetime counts.
+    let no_iat = rs256(json!({"iat": null, "exp": NOW + 7200}));
+    assert_eq!(
+        reason(run(&open_policy(), &issuers, &no_iat, NOW)),
+        Reason::LifetimeTooLong
+    );
+    assert!(run(&open_policy(), &issuers, &no_iat, NOW + 3600).is_ok());
+    // No exp at all is an unbounded lifetime.
+    let issuers = [issuer_with(|i| {
+        i.max_lifetime_secs = Some(3600);
+        i.require_exp = false;
+    })];
+    let forever = rs256(json!({"exp": null}));
+    assert_eq!(
+        reason(run(&open_policy(), &issuers, &forever, NOW)),
+        Reason::LifetimeTooLong
+    );
+}
+
+#[test]
+fn token_type_guard_by_header_and_claim() {
+    let by_typ = [issuer_with(|i| i.token_type.typ = vec!["at+jwt".into()])];
+    let sign_typ = |typ: Option<&str>| {
+        Signer::from_file(&fixture("rsa.pem"), Algorithm::RS256)
+            .unwrap()
+            .sign(&claims(json!({})), Some("rsa-1"), typ)
+            .unwrap()
+    };
+    for accepted in ["at+jwt", "AT+JWT", "application/at+jwt"] {
+        assert!(
+            run(&open_policy(), &by_typ, &sign_typ(Some(accepted)), NOW).is_ok(),
+            "{accepted}"
+        );
+    }
+    for refused in [Some("JWT"), Some("refresh+jwt"), None] {
+        assert_eq!(
+            reason(run(&open_policy(), &by_typ, &sign_typ(refused), NOW)),
+            Reason::WrongTokenType,
+            "{refused:?}"
+        );
+    }
+
+    let by_claim = [issuer_with(|i| {
+        i.token_type.claim = Some("token_use".into());
+        i.token_type.claim_values = vec![json!("access")];
+    })];
+    let access = rs256(json!({"token_use": "access"}));
+    assert!(run(&open_policy(), &by_claim, &access, NOW).is_ok());
+    for refused in [
+        json!({"token_use": "refresh"}),
+        json!({"token_use": "id"}),
+        json!({}),
+    ] {
+        let token = rs256(refused.clone());
+        assert_eq!(
+            reason(run(&open_policy(), &by_claim, &token, NOW)),
+            Reason::WrongTokenType,
+            "{refused}"
+        );
+    }
+}
+
+#[test]
+fn subject_must_be_a_string_and_can_be_required() {
+    let issuers = [jwks_issuer(&[Algorithm::RS256])];
+    for bad in [json!(["alice"]), json!(7), json!("")] {
+        let token = rs256(json!({ "sub": bad }));
+        assert_eq!(
+            reason(run(&open_policy(), &issuers, &token, NOW)),
+            Reason::Malformed
+        );
+    }
+    assert!(run(&open_policy(), &issuers, &rs256(json!({"sub": null})), NOW).is_ok());
+    let strict = [issuer_with(|i| i.require_sub = true)];
+    assert_eq!(
+        reason(run(
+            &open_policy(),
+            &strict,
+            &rs256(json!({"sub": null})),
+            NOW
+        )),
+        Reason::MissingClaim
     );
 }

@@ -24,8 +24,53 @@ pub struct IssuerVerifier {
     pub check_audience: bool,
     pub leeway_secs: i64,
     pub require_exp: bool,
+    /// Longest accepted `exp - iat` (or `exp - now` without `iat`).
+    pub max_lifetime_secs: Option<i64>,
+    pub require_sub: bool,
+    pub token_type: TokenTypeRule,
     pub scope_claim: Option<String>,
     pub keys: Arc<KeyStore>,
+}
+
+/// What makes a token an access token for this issuer, so refresh and ID
+/// tokens signed by the same keys can't pass as one (RFC 8725 §3.11,
+/// RFC 9068 §2.1).
+#[derive(Debug, Clone, Default)]
+pub struct TokenTypeRule {
+    /// Accepted `typ` header values, lower-case, without `application/`.
+    pub typ: Vec<String>,
+    /// A claim that must hold one of `claim_values`.
+    pub claim: Option<String>,
+    pub claim_values: Vec<Value>,
+}
+
+impl TokenTypeRule {
+    fn check(&self, typ: Option<&str>, claims: &Map<String, Value>) -> Result<(), Reason> {
+        if !self.typ.is_empty() {
+            let typ = typ.ok_or(Reason::WrongTokenType)?;
+            let normalized = normalize_typ(typ);
+            if !self.typ.iter().any(|t| *t == normalized) {
+                return Err(Reason::WrongTokenType);
+            }
+        }
+        if let Some(name) = &self.claim {
+            let value = claims::lookup(claims, name).ok_or(Reason::WrongTokenType)?;
+            if !self.claim_values.iter().any(|v| claims::holds(value, v)) {
+                return Err(Reason::WrongTokenType);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `typ` is a media type; RFC 7515 §4.1.9 lets `application/` be omitted,
+/// and media types compare case-insensitively.
+pub fn normalize_typ(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_string(),
+        None => lower,
+    }
 }
 
 /// A token whose signature and registered claims checked out.
@@ -153,7 +198,7 @@ pub fn verify(
         None => format!("valid, {:?} key", key.family),
     });
 
-    validate_claims(&parsed.claims, issuer, &request, explain).map_err(fail)?;
+    validate_claims(&parsed, issuer, &request, explain).map_err(fail)?;
     Ok(VerifiedToken {
         issuer: index,
         algorithm: alg,
@@ -196,13 +241,25 @@ fn select_algorithm(
 }
 
 fn validate_claims(
-    claims: &Map<String, Value>,
+    parsed: &ParsedToken<'_>,
     issuer: &IssuerVerifier,
     request: &VerifyRequest<'_>,
     explain: &mut impl Explain,
 ) -> Result<(), Reason> {
+    let claims = &parsed.claims;
     let now = request.now;
     let leeway = issuer.leeway_secs;
+
+    checked(
+        explain,
+        "token type",
+        issuer
+            .token_type
+            .check(parsed.header.typ.as_deref(), claims),
+    )?;
+    if !issuer.token_type.typ.is_empty() || issuer.token_type.claim.is_some() {
+        explain.passed("token type", &|| "an access token for this issuer".into());
+    }
 
     let exp = checked(explain, "exp", numeric_date(claims, "exp"))?;
     match exp {
@@ -219,11 +276,30 @@ fn validate_claims(
         }
         explain.passed("nbf", &|| format!("valid since {}s ago", now - nbf));
     }
-    if let Some(iat) = checked(explain, "iat", numeric_date(claims, "iat"))? {
+    let iat = checked(explain, "iat", numeric_date(claims, "iat"))?;
+    if let Some(iat) = iat {
         if iat > now + leeway {
             return checked(explain, "iat", Err(Reason::IssuedInFuture));
         }
         explain.passed("iat", &|| format!("issued {}s ago", now - iat));
+    }
+    if let Some(max) = issuer.max_lifetime_secs {
+        // Without exp a token never expires: longer than any maximum.
+        let lifetime = exp.map(|exp| exp - iat.unwrap_or(now));
+        if lifetime.is_none_or(|lifetime| lifetime > max) {
+            return checked(explain, "lifetime", Err(Reason::LifetimeTooLong));
+        }
+        explain.passed("lifetime", &|| {
+            format!("{}s, within {max}s", lifetime.unwrap_or_default())
+        });
+    }
+
+    // `sub` is forwarded as the identity: it must be a string when present.
+    match claims.get("sub") {
+        Some(Value::String(sub)) if !sub.is_empty() => {}
+        Some(_) => return checked(explain, "sub", Err(Reason::Malformed)),
+        None if issuer.require_sub => return checked(explain, "sub", Err(Reason::MissingClaim)),
+        None => {}
     }
 
     let audiences = checked(explain, "aud", audiences(claims))?;

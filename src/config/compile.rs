@@ -15,6 +15,7 @@ use super::load::ConfigError;
 use super::schema::{AuthMode, GatewayConfig, IssuerConfig, RouteConfig};
 use crate::auth::extract::TokenSources;
 use crate::auth::policy::{ClaimRequirement, RoutePolicy};
+use crate::auth::verify::{TokenTypeRule, normalize_typ};
 use crate::auth::{AlgorithmSet, IssuerVerifier, KeyFamily};
 use crate::keys::fetch::{FetchSettings, Locator};
 use crate::keys::remote::{RefreshPolicy, RemoteSource};
@@ -237,6 +238,13 @@ fn compile_issuer(
                 .into(),
         );
     }
+    let token_type = &issuer.token_type;
+    if token_type.claim.is_some() == token_type.values.is_empty() {
+        return Err("token_type.claim and token_type.values go together".into());
+    }
+    if token_type.typ.iter().any(|t| t.trim().is_empty()) {
+        return Err("token_type.typ values must not be empty".into());
+    }
     let uses_hmac = issuer.hmac_secret_env.is_some() || issuer.hmac_secret_file.is_some();
     // An allow-list mixing secret and public-key algorithms is how
     // algorithm-confusion attacks start; refuse it outright.
@@ -291,6 +299,15 @@ fn compile_issuer(
             (None, None) => unreachable!("one key source is present"),
         };
         let parsed = keys::jwks::parse(&document, algorithms).map_err(|e| e.0)?;
+        // A local key set is the operator's own: unacceptable key material in
+        // it is a mistake to fix, not something to skip quietly.
+        if let Some(refused) = parsed.skipped.iter().find(|s| s.refused) {
+            return Err(format!(
+                "key {} refused: {}",
+                refused.kid.as_deref().unwrap_or("(no kid)"),
+                refused.why
+            ));
+        }
         for skipped in &parsed.skipped {
             warnings.push(format!(
                 "issuer {:?}: key {} skipped: {}",
@@ -329,6 +346,18 @@ fn verifier(issuer: &IssuerConfig, algorithms: AlgorithmSet, keys: KeyStore) -> 
         check_audience: !issuer.skip_audience_check,
         leeway_secs: issuer.leeway.as_secs() as i64,
         require_exp: issuer.require_exp,
+        max_lifetime_secs: issuer.max_lifetime.map(|d| d.as_secs() as i64),
+        require_sub: issuer.require_sub,
+        token_type: TokenTypeRule {
+            typ: issuer
+                .token_type
+                .typ
+                .iter()
+                .map(|t| normalize_typ(t))
+                .collect(),
+            claim: issuer.token_type.claim.clone(),
+            claim_values: issuer.token_type.values.clone(),
+        },
         scope_claim: issuer.scope_claim.clone(),
         keys: Arc::new(keys),
     }
@@ -463,6 +492,7 @@ fn compile_route<'a>(
             .transpose()
             .map_err(|e| (None, e))?,
         cookie: auth.token_cookie.clone(),
+        query: auth.token_query.clone(),
     };
 
     let upstream = &route.upstream;

@@ -170,6 +170,16 @@ pub struct IssuerConfig {
     /// Tokens without `exp` are rejected unless this is false.
     #[serde(default = "default_true")]
     pub require_exp: bool,
+    /// Longest accepted token lifetime: `exp - iat` (`exp - now` without `iat`).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub max_lifetime: Option<Duration>,
+    /// Reject tokens without a `sub`.
+    #[serde(default)]
+    pub require_sub: bool,
+    /// What marks an access token of this issuer (refresh and ID tokens
+    /// signed by the same keys must not pass as one).
+    #[serde(default)]
+    pub token_type: TokenTypeConfig,
     /// Where scopes are read from; default: `scope`, then `scp`, then `scopes`.
     #[serde(default)]
     pub scope_claim: Option<String>,
@@ -197,6 +207,20 @@ pub struct IssuerConfig {
     /// `admin.startup_grace`.
     #[serde(default = "default_true")]
     pub required: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenTypeConfig {
+    /// Accepted `typ` header values, e.g. `[at+jwt]` (RFC 9068).
+    #[serde(default)]
+    pub typ: Vec<String>,
+    /// A claim (name or dotted path) that must hold one of `values`,
+    /// e.g. `token_use` / `[access]` (Cognito) or `typ` / `[Bearer]` (Keycloak).
+    #[serde(default)]
+    pub claim: Option<String>,
+    #[serde(default)]
+    pub values: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -396,6 +420,10 @@ pub struct AuthConfig {
     /// A cookie that carries the raw token.
     #[serde(default)]
     pub token_cookie: Option<String>,
+    /// A query parameter that carries the raw token. Off by default: URLs
+    /// end up in logs, histories and Referer headers (RFC 6750 §5.3).
+    #[serde(default)]
+    pub token_query: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -443,6 +471,12 @@ impl Default for ForwardConfig {
 
 fn default_reserved_prefix() -> String {
     "x-jwt-".into()
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
 }
 
 /// Durations are written the human way: `30s`, `5m`, `250ms`, `1h 30m`.

@@ -17,6 +17,9 @@ use crate::auth::{Algorithm, AlgorithmSet, KeyFamily};
 pub struct SkippedKey {
     pub kid: Option<String>,
     pub why: String,
+    /// The key material itself is unacceptable (weak, unsupported, secret),
+    /// as opposed to a key simply not meant for this issuer's tokens.
+    pub refused: bool,
 }
 
 #[derive(Debug)]
@@ -61,11 +64,20 @@ pub fn parse(document: &Value, allowed: AlgorithmSet) -> Result<ParsedJwks, KeyE
     for entry in entries {
         let kid = entry.get("kid").and_then(Value::as_str).map(str::to_owned);
         let outcome = serde_json::from_value::<Jwk>(entry.clone())
-            .map_err(|e| KeyError(format!("not a valid JWK: {e}")))
+            .map_err(|e| Skip::Refused(format!("not a valid JWK: {e}")))
             .and_then(|jwk| to_key(jwk, allowed));
         match outcome {
             Ok(key) => keys.push(key),
-            Err(KeyError(why)) => skipped.push(SkippedKey { kid, why }),
+            Err(Skip::Inapplicable(why)) => skipped.push(SkippedKey {
+                kid,
+                why,
+                refused: false,
+            }),
+            Err(Skip::Refused(why)) => skipped.push(SkippedKey {
+                kid,
+                why,
+                refused: true,
+            }),
         }
     }
     Ok(ParsedJwks {
@@ -74,9 +86,9 @@ pub fn parse(document: &Value, allowed: AlgorithmSet) -> Result<ParsedJwks, KeyE
     })
 }
 
-fn to_key(jwk: Jwk, allowed: AlgorithmSet) -> Result<VerifyingKey, KeyError> {
+fn to_key(jwk: Jwk, allowed: AlgorithmSet) -> Result<VerifyingKey, Skip> {
     if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
-        return Err(KeyError(format!(
+        return Err(Skip::Inapplicable(format!(
             "use {:?} is not \"sig\"",
             jwk.use_.unwrap_or_default()
         )));
@@ -87,12 +99,12 @@ fn to_key(jwk: Jwk, allowed: AlgorithmSet) -> Result<VerifyingKey, KeyError> {
         ("EC", Some("P-384")) => KeyFamily::EcP384,
         ("OKP", Some("Ed25519")) => KeyFamily::Ed25519,
         ("oct", _) => {
-            return Err(KeyError(
+            return Err(Skip::Refused(
                 "symmetric (oct) keys are not accepted from a JWKS; configure hmac_secret_env or hmac_secret_file".into(),
             ));
         }
         (kty, crv) => {
-            return Err(KeyError(format!(
+            return Err(Skip::Refused(format!(
                 "unsupported key type kty={kty:?} crv={:?}",
                 crv.unwrap_or("")
             )));
@@ -100,14 +112,14 @@ fn to_key(jwk: Jwk, allowed: AlgorithmSet) -> Result<VerifyingKey, KeyError> {
     };
     let algorithms = usable_algorithms(family, jwk.alg.as_deref(), allowed)?;
     let kid = jwk.kid;
-    match family {
+    let key = match family {
         KeyFamily::Rsa => {
             let n = decode(jwk.n.as_deref(), "n")?;
             let e = decode(jwk.e.as_deref(), "e")?;
             let n = strip_leading_zeros(&n);
             let bits = n.len() * 8 - n.first().map_or(0, |b| b.leading_zeros() as usize);
             if bits < MIN_RSA_MODULUS_BITS {
-                return Err(KeyError(format!(
+                return Err(Skip::Refused(format!(
                     "RSA modulus is {bits} bits; at least {MIN_RSA_MODULUS_BITS} are required"
                 )));
             }
@@ -123,7 +135,7 @@ fn to_key(jwk: Jwk, allowed: AlgorithmSet) -> Result<VerifyingKey, KeyError> {
             let x = decode(jwk.x.as_deref(), "x")?;
             let y = decode(jwk.y.as_deref(), "y")?;
             if x.len() != coordinate_len || y.len() != coordinate_len {
-                return Err(KeyError(format!(
+                return Err(Skip::Refused(format!(
                     "EC coordinates must be {coordinate_len} bytes each"
                 )));
             }
@@ -150,6 +162,20 @@ fn to_key(jwk: Jwk, allowed: AlgorithmSet) -> Result<VerifyingKey, KeyError> {
             })
         }
         KeyFamily::Hmac => unreachable!("oct keys are refused above"),
+    };
+    key.map_err(Skip::from)
+}
+
+/// Why a key was left out: it isn't meant for us (an encryption key, an
+/// algorithm this issuer doesn't use), or its material is unacceptable.
+enum Skip {
+    Inapplicable(String),
+    Refused(String),
+}
+
+impl From<KeyError> for Skip {
+    fn from(error: KeyError) -> Self {
+        Skip::Refused(error.0)
     }
 }
 
@@ -160,17 +186,19 @@ fn usable_algorithms(
     family: KeyFamily,
     own_alg: Option<&str>,
     allowed: AlgorithmSet,
-) -> Result<AlgorithmSet, KeyError> {
+) -> Result<AlgorithmSet, Skip> {
     let set: AlgorithmSet = match own_alg {
         Some(name) => {
             let alg: Algorithm = name
                 .parse()
-                .map_err(|_| KeyError(format!("unsupported alg {name:?}")))?;
+                .map_err(|_| Skip::Refused(format!("unsupported alg {name:?}")))?;
             if alg.family() != family {
-                return Err(KeyError(format!("alg {alg} does not fit the key type")));
+                return Err(Skip::Refused(format!(
+                    "alg {alg} does not fit the key type"
+                )));
             }
             if !allowed.contains(alg) {
-                return Err(KeyError(format!(
+                return Err(Skip::Inapplicable(format!(
                     "alg {alg} is not in the issuer's algorithms"
                 )));
             }
@@ -179,7 +207,7 @@ fn usable_algorithms(
         None => allowed.iter().filter(|a| a.family() == family).collect(),
     };
     if set.is_empty() {
-        return Err(KeyError(
+        return Err(Skip::Inapplicable(
             "none of the issuer's algorithms can use this key type".into(),
         ));
     }
@@ -198,11 +226,11 @@ fn rsa_parameters(alg: Algorithm) -> &'static RsaParameters {
     }
 }
 
-fn decode(value: Option<&str>, member: &str) -> Result<Vec<u8>, KeyError> {
-    let value = value.ok_or_else(|| KeyError(format!("missing member {member:?}")))?;
+fn decode(value: Option<&str>, member: &str) -> Result<Vec<u8>, Skip> {
+    let value = value.ok_or_else(|| Skip::Refused(format!("missing member {member:?}")))?;
     URL_SAFE_NO_PAD
         .decode(value)
-        .map_err(|_| KeyError(format!("member {member:?} is not base64url")))
+        .map_err(|_| Skip::Refused(format!("member {member:?} is not base64url")))
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {

@@ -93,7 +93,7 @@ impl Gateway {
         }
 
         let headers = RequestHeaders(request);
-        let token = match extract::extract(&headers, &route.sources) {
+        let token = match extract::extract(&headers, request.uri.query(), &route.sources) {
             Ok(token) => token,
             Err(reason) => {
                 return Some(self.deny(

@@ -66,6 +66,9 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
         if let Some(cookie) = &forwarding.route.sources.cookie {
             strip_cookie(upstream, cookie);
         }
+        if let Some(parameter) = &forwarding.route.sources.query {
+            strip_query_parameter(upstream, parameter);
+        }
     }
 
     if let Some(identity) = forwarding.identity {
@@ -98,6 +101,26 @@ fn is_reserved(name: &str, identity_headers: &[http::HeaderName], prefix: &str) 
         matches(&name.replace('_', "-"))
     } else {
         matches(name)
+    }
+}
+
+/// Removes the token parameter from the query, keeping the others.
+fn strip_query_parameter(upstream: &mut RequestHeader, parameter: &str) {
+    let Some(query) = upstream.uri.query() else {
+        return;
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(key, _)| key) != parameter)
+        .collect();
+    let path = upstream.uri.path();
+    let path_and_query = if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    };
+    if let Ok(uri) = http::Uri::builder().path_and_query(path_and_query).build() {
+        upstream.set_uri(uri);
     }
 }
 
@@ -139,6 +162,16 @@ mod tests {
         assert!(is_reserved("x_jwt_anything", &identity, "x-jwt-"));
         assert!(!is_reserved("x-user-ids", &identity, "x-jwt-"));
         assert!(!is_reserved("accept", &identity, ""));
+    }
+
+    #[test]
+    fn only_the_token_query_parameter_is_stripped() {
+        let mut request = RequestHeader::build("GET", b"/p?a=1&access_token=t&b=2", None).unwrap();
+        strip_query_parameter(&mut request, "access_token");
+        assert_eq!(request.uri.to_string(), "/p?a=1&b=2");
+        let mut request = RequestHeader::build("GET", b"/p?access_token=t", None).unwrap();
+        strip_query_parameter(&mut request, "access_token");
+        assert_eq!(request.uri.to_string(), "/p");
     }
 
     #[test]
