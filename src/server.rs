@@ -14,6 +14,7 @@ use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
+use crate::auth::cache::TokenCache;
 use crate::clock::SharedClock;
 use crate::config::Snapshot;
 use crate::echo::Echo;
@@ -70,6 +71,13 @@ pub fn run(snapshot: Snapshot, clock: SharedClock) -> Result<std::convert::Infal
         ));
     }
 
+    let token_cache = snapshot.token_cache.as_ref().map(|settings| {
+        TokenCache::new(
+            settings,
+            metrics.token_cache_hits.clone(),
+            metrics.token_cache_misses.clone(),
+        )
+    });
     let clock_for_admin = clock.clone();
     let listen_http = snapshot.listen_http.clone();
     let admin_addr = snapshot.admin_addr.clone();
@@ -78,7 +86,7 @@ pub fn run(snapshot: Snapshot, clock: SharedClock) -> Result<std::convert::Infal
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(shared.clone(), metrics.clone(), clock.clone()),
+        Gateway::new(shared.clone(), metrics.clone(), clock.clone(), token_cache),
         "jwtgate proxy",
     );
     proxy.add_tcp(&listen_http);

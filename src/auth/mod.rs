@@ -4,6 +4,7 @@
 //! benchmarked and fuzzed on its own.
 
 mod algorithm;
+pub mod cache;
 pub mod claims;
 pub mod extract;
 pub mod policy;

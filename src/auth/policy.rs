@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::cache::TokenCache;
 use super::claims;
 use super::verify::{self, Explain, Failure, IssuerVerifier, VerifiedToken, VerifyRequest};
 use super::{Reason, Rejection};
@@ -50,22 +51,38 @@ impl RoutePolicy {
         }
     }
 
-    /// Verifies `token` and applies this route's rules to it.
+    /// Verifies `token` (or finds it in `cache` and re-checks what time
+    /// and this route could change) and applies this route's rules to it.
     pub fn authorize(
         &self,
         token: &str,
         issuers: &[Arc<IssuerVerifier>],
         now: i64,
         max_token_bytes: usize,
+        cache: Option<&TokenCache>,
         explain: &mut impl Explain,
-    ) -> Result<VerifiedToken, Failure> {
+    ) -> Result<Arc<VerifiedToken>, Failure> {
         let request = VerifyRequest {
             issuers: &self.issuers,
             audiences: &self.audiences,
             now,
             max_token_bytes,
         };
-        let verified = verify::verify(token, issuers, request, explain)?;
+        let key = cache.map(|_| TokenCache::key(token));
+        let cached = cache.zip(key.as_ref()).and_then(|(c, key)| c.get(key));
+        let verified = match cached {
+            Some(hit) => {
+                verify::revalidate(&hit, issuers, request)?;
+                hit
+            }
+            None => {
+                let verified = Arc::new(verify::verify(token, issuers, request, explain)?);
+                if let (Some(cache), Some(key)) = (cache, key) {
+                    cache.insert(key, verified.clone(), token.len());
+                }
+                verified
+            }
+        };
         self.admit(&verified, &issuers[verified.issuer], explain)
             .map_err(|rejection| Failure {
                 rejection,

@@ -81,11 +81,11 @@ fn run(
     issuers: &[Arc<IssuerVerifier>],
     token: &str,
     now: i64,
-) -> Result<super::VerifiedToken, Failure> {
-    policy.authorize(token, issuers, now, 8192, &mut ())
+) -> Result<Arc<super::VerifiedToken>, Failure> {
+    policy.authorize(token, issuers, now, 8192, None, &mut ())
 }
 
-fn reason(result: Result<super::VerifiedToken, Failure>) -> Reason {
+fn reason(result: Result<Arc<super::VerifiedToken>, Failure>) -> Reason {
     result
         .expect_err("token should be rejected")
         .rejection
@@ -406,7 +406,7 @@ fn explanations_name_each_check() {
     let issuers = [jwks_issuer(&[Algorithm::RS256])];
     let mut record = Record::default();
     let token = rs256(json!({"exp": NOW - 100}));
-    let _ = open_policy().authorize(&token, &issuers, NOW, 8192, &mut record);
+    let _ = open_policy().authorize(&token, &issuers, NOW, 8192, None, &mut record);
     assert_eq!(
         record.0,
         [
@@ -533,4 +533,99 @@ fn subject_must_be_a_string_and_can_be_required() {
         )),
         Reason::MissingClaim
     );
+}
+
+fn cache() -> (
+    super::cache::TokenCache,
+    prometheus::IntCounter,
+    prometheus::IntCounter,
+) {
+    let hits = prometheus::IntCounter::new("hits", "hits").unwrap();
+    let misses = prometheus::IntCounter::new("misses", "misses").unwrap();
+    let settings = super::cache::CacheSettings {
+        max_entries: 100,
+        max_bytes: 1 << 20,
+        ttl: std::time::Duration::from_secs(300),
+    };
+    let cache = super::cache::TokenCache::new(&settings, hits.clone(), misses.clone());
+    (cache, hits, misses)
+}
+
+#[test]
+fn a_cached_token_passes_no_check_an_uncached_one_would_fail() {
+    let main = jwks_issuer(&[Algorithm::RS256]);
+    let other = issuer("https://other.test", &[Algorithm::RS256], KeySet::default());
+    let issuers = [main, other];
+    let (cache, hits, misses) = cache();
+    let token = rs256(json!({"exp": NOW + 60, "aud": ["api", "orders"]}));
+    let authorize = |policy: &RoutePolicy, now: i64| {
+        policy.authorize(&token, &issuers, now, 8192, Some(&cache), &mut ())
+    };
+
+    let open = RoutePolicy::new(vec![0], vec![], vec![], vec![], vec![]);
+    assert!(authorize(&open, NOW).is_ok());
+    assert_eq!((hits.get(), misses.get()), (0, 1));
+    assert!(authorize(&open, NOW).is_ok());
+    assert_eq!(
+        (hits.get(), misses.get()),
+        (1, 1),
+        "the second use is a hit"
+    );
+
+    // Each of these is a hit that must still fail like a fresh verification.
+    let expired = authorize(&open, NOW + 60 + 30).unwrap_err();
+    assert_eq!(expired.rejection.reason, Reason::Expired);
+    let other_issuer = RoutePolicy::new(vec![1], vec![], vec![], vec![], vec![]);
+    let wrong_issuer = authorize(&other_issuer, NOW).unwrap_err();
+    assert_eq!(wrong_issuer.rejection.reason, Reason::WrongIssuer);
+    let route_audience = RoutePolicy::new(vec![0], vec!["billing".into()], vec![], vec![], vec![]);
+    let wrong_audience = authorize(&route_audience, NOW).unwrap_err();
+    assert_eq!(wrong_audience.rejection.reason, Reason::WrongAudience);
+    let needs_scope = RoutePolicy::new(vec![0], vec![], vec!["admin".into()], vec![], vec![]);
+    let forbidden = authorize(&needs_scope, NOW).unwrap_err();
+    assert_eq!(forbidden.rejection.reason, Reason::InsufficientScope);
+    assert_eq!(hits.get(), 5, "all of the above were cache hits");
+
+    let not_yet = rs256(json!({"nbf": NOW + 100}));
+    assert!(
+        open.authorize(&not_yet, &issuers, NOW + 100, 8192, Some(&cache), &mut ())
+            .is_ok()
+    );
+    let early = open
+        .authorize(&not_yet, &issuers, NOW, 8192, Some(&cache), &mut ())
+        .unwrap_err();
+    assert_eq!(early.rejection.reason, Reason::NotYetValid);
+}
+
+#[test]
+fn invalid_tokens_are_not_cached() {
+    let issuers = [jwks_issuer(&[Algorithm::RS256])];
+    let (cache, hits, _) = cache();
+    let impostor = sign(
+        Algorithm::RS256,
+        "rsa-impostor.pem",
+        "rsa-1",
+        &claims(json!({})),
+    );
+    for _ in 0..3 {
+        let failure = open_policy()
+            .authorize(&impostor, &issuers, NOW, 8192, Some(&cache), &mut ())
+            .unwrap_err();
+        assert_eq!(failure.rejection.reason, Reason::BadSignature);
+    }
+    assert_eq!(hits.get(), 0);
+    assert_eq!(cache.entry_count(), 0);
+}
+
+#[test]
+fn the_cache_is_bounded_in_entries() {
+    let issuers = [jwks_issuer(&[Algorithm::RS256])];
+    let (cache, _, _) = cache();
+    for i in 0..300 {
+        let token = rs256(json!({ "jti": i }));
+        open_policy()
+            .authorize(&token, &issuers, NOW, 8192, Some(&cache), &mut ())
+            .unwrap();
+    }
+    assert!(cache.entry_count() <= 100, "{}", cache.entry_count());
 }

@@ -49,7 +49,7 @@ impl TokenTypeRule {
         if !self.typ.is_empty() {
             let typ = typ.ok_or(Reason::WrongTokenType)?;
             let normalized = normalize_typ(typ);
-            if !self.typ.iter().any(|t| *t == normalized) {
+            if !self.typ.contains(&normalized) {
                 return Err(Reason::WrongTokenType);
             }
         }
@@ -80,6 +80,9 @@ pub struct VerifiedToken {
     pub issuer: usize,
     pub algorithm: Algorithm,
     pub claims: Map<String, Value>,
+    /// The time claims, parsed once, for re-checks on cache hits.
+    pub exp: Option<i64>,
+    pub nbf: Option<i64>,
 }
 
 impl VerifiedToken {
@@ -198,12 +201,39 @@ pub fn verify(
         None => format!("valid, {:?} key", key.family),
     });
 
-    validate_claims(&parsed, issuer, &request, explain).map_err(fail)?;
+    let (exp, nbf) = validate_claims(&parsed, issuer, &request, explain).map_err(fail)?;
     Ok(VerifiedToken {
         issuer: index,
         algorithm: alg,
         claims: parsed.claims,
+        exp,
+        nbf,
     })
+}
+
+/// The checks that depend on the clock or the route, for a token verified
+/// earlier (a cache hit): everything else about it cannot have changed.
+pub fn revalidate(
+    token: &VerifiedToken,
+    issuers: &[Arc<IssuerVerifier>],
+    request: VerifyRequest<'_>,
+) -> Result<(), Failure> {
+    let fail = |reason| Failure::token(reason, Some(token.issuer));
+    if !request.issuers.contains(&token.issuer) {
+        return Err(fail(Reason::WrongIssuer));
+    }
+    let leeway = issuers[token.issuer].leeway_secs;
+    if token.exp.is_some_and(|exp| request.now >= exp + leeway) {
+        return Err(fail(Reason::Expired));
+    }
+    if token.nbf.is_some_and(|nbf| nbf > request.now + leeway) {
+        return Err(fail(Reason::NotYetValid));
+    }
+    if !request.audiences.is_empty() {
+        let audiences = audiences(&token.claims).map_err(fail)?;
+        check_audience(&audiences, request.audiences).map_err(fail)?;
+    }
+    Ok(())
 }
 
 fn select_issuer(
@@ -240,12 +270,13 @@ fn select_algorithm(
     Ok(alg)
 }
 
+/// Returns `exp` and `nbf`, which a cache hit must check again.
 fn validate_claims(
     parsed: &ParsedToken<'_>,
     issuer: &IssuerVerifier,
     request: &VerifyRequest<'_>,
     explain: &mut impl Explain,
-) -> Result<(), Reason> {
+) -> Result<(Option<i64>, Option<i64>), Reason> {
     let claims = &parsed.claims;
     let now = request.now;
     let leeway = issuer.leeway_secs;
@@ -270,7 +301,8 @@ fn validate_claims(
         None if issuer.require_exp => return checked(explain, "exp", Err(Reason::MissingClaim)),
         None => explain.passed("exp", &|| "absent; not required by this issuer".into()),
     }
-    if let Some(nbf) = checked(explain, "nbf", numeric_date(claims, "nbf"))? {
+    let nbf = checked(explain, "nbf", numeric_date(claims, "nbf"))?;
+    if let Some(nbf) = nbf {
         if nbf > now + leeway {
             return checked(explain, "nbf", Err(Reason::NotYetValid));
         }
@@ -329,7 +361,7 @@ fn validate_claims(
             )
         });
     }
-    Ok(())
+    Ok((exp, nbf))
 }
 
 fn check_audience(token_audiences: &Option<Vec<&str>>, accepted: &[String]) -> Result<(), Reason> {

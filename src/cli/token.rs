@@ -235,6 +235,7 @@ fn verify(config: &Path, route_name: &str, token: &str) -> anyhow::Result<ExitCo
         &snapshot.issuers,
         now,
         snapshot.max_token_bytes,
+        None,
         &mut Printer,
     ) {
         Ok(verified) => {

@@ -13,6 +13,7 @@ use serde_saphyr::Spanned;
 
 use super::load::ConfigError;
 use super::schema::{AuthMode, GatewayConfig, IssuerConfig, RouteConfig};
+use crate::auth::cache::CacheSettings;
 use crate::auth::extract::TokenSources;
 use crate::auth::policy::{ClaimRequirement, RoutePolicy};
 use crate::auth::verify::{TokenTypeRule, normalize_typ};
@@ -41,6 +42,8 @@ pub struct Snapshot {
     /// Issuers whose keys are fetched, and how.
     pub remote: Vec<RemoteSource>,
     pub keys_cache_dir: Option<PathBuf>,
+    /// `None`: the verified-token cache is off.
+    pub token_cache: Option<CacheSettings>,
     pub routes: Vec<Arc<CompiledRoute>>,
     pub router: Router<Arc<CompiledRoute>>,
     /// Lower-case names of every header any route fills from claims: removed
@@ -109,6 +112,14 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
                 ),
             ));
         }
+    }
+    let cache = &config.token_cache;
+    if cache.enabled && (cache.max_entries == 0 || cache.max_bytes == 0 || cache.ttl.is_zero()) {
+        return Err(err_at(
+            None,
+            "token_cache: max_entries, max_bytes and ttl must be positive (or set enabled: false)"
+                .into(),
+        ));
     }
     if config.tokens.max_bytes < 64 {
         return Err(err_at(None, "tokens.max_bytes must be at least 64".into()));
@@ -197,6 +208,11 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
         startup_grace: config.admin.startup_grace,
         remote,
         keys_cache_dir,
+        token_cache: config.token_cache.enabled.then(|| CacheSettings {
+            max_entries: config.token_cache.max_entries,
+            max_bytes: config.token_cache.max_bytes,
+            ttl: config.token_cache.ttl,
+        }),
         issuers,
         routes,
         router,

@@ -33,6 +33,47 @@ pub struct GatewayConfig {
     /// during an identity-provider outage still has keys. Unset: not kept.
     #[serde(default)]
     pub keys_cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub token_cache: TokenCacheConfig,
+}
+
+/// The verified-token cache: a reused token skips the signature check (its
+/// time claims and the route's rules are still checked on every request).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCacheConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u64,
+    #[serde(default = "default_cache_bytes")]
+    pub max_bytes: u64,
+    /// Entries also expire with their token's `exp`, whichever comes first.
+    #[serde(default = "default_cache_ttl", deserialize_with = "duration")]
+    pub ttl: Duration,
+}
+
+impl Default for TokenCacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_entries: default_cache_entries(),
+            max_bytes: default_cache_bytes(),
+            ttl: default_cache_ttl(),
+        }
+    }
+}
+
+fn default_cache_entries() -> u64 {
+    100_000
+}
+
+fn default_cache_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 #[derive(Debug, Deserialize)]

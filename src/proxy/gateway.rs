@@ -10,6 +10,7 @@ use pingora::proxy::{ProxyHttp, Session};
 
 use super::headers::{self, Forwarding};
 use super::{reject, router};
+use crate::auth::cache::TokenCache;
 use crate::auth::extract::{self, HeaderSource};
 use crate::auth::verify::Failure;
 use crate::auth::{Reason, Rejection, VerifiedToken};
@@ -27,6 +28,7 @@ pub struct Gateway {
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     clock: SharedClock,
+    cache: Option<TokenCache>,
 }
 
 impl Gateway {
@@ -34,11 +36,13 @@ impl Gateway {
         snapshot: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<Metrics>,
         clock: SharedClock,
+        cache: Option<TokenCache>,
     ) -> Self {
         Self {
             snapshot,
             metrics,
             clock,
+            cache,
         }
     }
 }
@@ -49,7 +53,7 @@ pub struct RequestCtx {
     snapshot: Option<Arc<Snapshot>>,
     route: Option<Arc<CompiledRoute>>,
     request_id: String,
-    identity: Option<VerifiedToken>,
+    identity: Option<Arc<VerifiedToken>>,
     /// Why the request was refused, for the access log.
     reason: Option<Reason>,
     /// Set when the request path had to be normalized before routing.
@@ -117,8 +121,10 @@ impl Gateway {
         let mut outcome = self.authorize(&snapshot, &route, token);
         if let Err(failure) = &outcome
             && let Some(keys) = refetchable(&snapshot, failure)
-            && keys.refetch().await
         {
+            // Verify again even when this request triggered nothing: another
+            // request's refetch may have brought the key in the meantime.
+            keys.refetch().await;
             outcome = self.authorize(&snapshot, &route, token);
         }
         match outcome {
@@ -140,13 +146,14 @@ impl Gateway {
         snapshot: &Snapshot,
         route: &CompiledRoute,
         token: &str,
-    ) -> Result<VerifiedToken, Failure> {
+    ) -> Result<Arc<VerifiedToken>, Failure> {
         let started = Instant::now();
         let outcome = route.policy.authorize(
             token,
             &snapshot.issuers,
             self.clock.now_unix(),
             snapshot.max_token_bytes,
+            self.cache.as_ref(),
             &mut (),
         );
         self.metrics
@@ -274,7 +281,7 @@ impl ProxyHttp for Gateway {
             &Forwarding {
                 route,
                 identity_headers: &snapshot.identity_headers,
-                identity: ctx.identity.as_ref(),
+                identity: ctx.identity.as_deref(),
                 request_id: &ctx.request_id,
                 client_ip,
             },

@@ -3,8 +3,8 @@
 //! never from anything a client controls, so cardinality stays bounded.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::auth::Reason;
@@ -40,6 +40,8 @@ pub struct Metrics {
     pub jwks_keys: IntGaugeVec,
     pub jwks_fetches: IntCounterVec,
     pub jwks_age: IntGaugeVec,
+    pub token_cache_hits: IntCounter,
+    pub token_cache_misses: IntCounter,
 }
 
 impl Metrics {
@@ -99,6 +101,16 @@ impl Metrics {
             &["issuer"],
         )
         .expect("valid metric");
+        let token_cache_hits = IntCounter::new(
+            "jwtgate_token_cache_hits_total",
+            "Tokens found in the verified-token cache (signature check skipped).",
+        )
+        .expect("valid metric");
+        let token_cache_misses = IntCounter::new(
+            "jwtgate_token_cache_misses_total",
+            "Tokens not in the verified-token cache (fully verified).",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(auth_decisions.clone()),
@@ -107,6 +119,8 @@ impl Metrics {
             Box::new(jwks_keys.clone()),
             Box::new(jwks_fetches.clone()),
             Box::new(jwks_age.clone()),
+            Box::new(token_cache_hits.clone()),
+            Box::new(token_cache_misses.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -119,6 +133,8 @@ impl Metrics {
             jwks_keys,
             jwks_fetches,
             jwks_age,
+            token_cache_hits,
+            token_cache_misses,
         }
     }
 

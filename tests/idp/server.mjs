@@ -127,6 +127,9 @@ const provider = new Provider(ISSUER, {
     response_types: [],
     redirect_uris: [],
     scope: SCOPES,
+    // The client metadata default is RS256, which oidc-provider refuses when
+    // no RS256 key is published; follow the signing key instead.
+    id_token_signed_response_alg: SIGNING_KEY.alg,
   }],
   scopes: ['openid', 'offline_access', ...SCOPES.split(' ')],
   routes: ROUTES,

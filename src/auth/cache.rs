@@ -1,0 +1,120 @@
+//! The verified-token cache: a token whose signature and issuer-level claims
+//! checked out is remembered, keyed by the SHA-256 of the whole token, so a
+//! client reusing it skips the signature check. A hit is never a free pass:
+//! the caller re-checks the time claims against the clock and applies the
+//! route's rules afresh, so a cached token can't pass a check an uncached
+//! one would fail.
+//!
+//! Only successes are cached. Invalid tokens are not: a flood of distinct
+//! garbage would only churn the cache, and most garbage fails in the parser
+//! before any signature work.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::digest;
+use moka::sync::Cache;
+use prometheus::IntCounter;
+
+use super::VerifiedToken;
+
+/// Per-entry bookkeeping beyond the claims (JSON and map overhead).
+const ENTRY_OVERHEAD_BYTES: u32 = 256;
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub max_entries: u64,
+    pub max_bytes: u64,
+    /// Upper bound on how long an entry lives (it also expires with the token).
+    pub ttl: Duration,
+}
+
+#[derive(Clone)]
+struct Entry {
+    token: Arc<VerifiedToken>,
+    weight: u32,
+}
+
+pub struct TokenCache {
+    entries: Cache<[u8; 32], Entry>,
+    ttl: Duration,
+    hits: IntCounter,
+    misses: IntCounter,
+}
+
+/// The cache key: SHA-256 of the token, so a key collision would need a
+/// SHA-256 collision, and the cache never holds the token itself.
+pub type CacheKey = [u8; 32];
+
+impl TokenCache {
+    pub fn new(settings: &CacheSettings, hits: IntCounter, misses: IntCounter) -> Self {
+        // Capacity is counted in bytes; each entry weighs at least
+        // max_bytes / max_entries, which caps the entry count too.
+        let min_weight = (settings.max_bytes / settings.max_entries.max(1)).max(1);
+        let min_weight = u32::try_from(min_weight).unwrap_or(u32::MAX);
+        let entries = Cache::builder()
+            .max_capacity(settings.max_bytes)
+            .weigher(move |_key: &CacheKey, entry: &Entry| entry.weight.max(min_weight))
+            .expire_after(ExpireWithToken { ttl: settings.ttl })
+            .build();
+        Self {
+            entries,
+            ttl: settings.ttl,
+            hits,
+            misses,
+        }
+    }
+
+    pub fn key(token: &str) -> CacheKey {
+        let digest = digest::digest(&digest::SHA256, token.as_bytes());
+        digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
+    }
+
+    pub fn get(&self, key: &CacheKey) -> Option<Arc<VerifiedToken>> {
+        let found = self.entries.get(key).map(|entry| entry.token);
+        match found {
+            Some(_) => self.hits.inc(),
+            None => self.misses.inc(),
+        }
+        found
+    }
+
+    pub fn insert(&self, key: CacheKey, token: Arc<VerifiedToken>, token_len: usize) {
+        let weight = u32::try_from(token_len)
+            .unwrap_or(u32::MAX)
+            .saturating_add(ENTRY_OVERHEAD_BYTES);
+        self.entries.insert(key, Entry { token, weight });
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+}
+
+/// Entries live until the earlier of the TTL and the token's own `exp`.
+struct ExpireWithToken {
+    ttl: Duration,
+}
+
+impl moka::Expiry<CacheKey, Entry> for ExpireWithToken {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        entry: &Entry,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        let Some(exp) = entry.token.exp else {
+            return Some(self.ttl);
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let remaining = Duration::from_secs(exp.saturating_sub(now).max(0) as u64);
+        Some(remaining.min(self.ttl))
+    }
+}
