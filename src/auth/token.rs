@@ -160,11 +160,12 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
         while let Some(name) = map.next_key::<String>()? {
-            if object.contains_key(&name) {
+            // One tree search per member: find the slot, then fill it.
+            let serde_json::map::Entry::Vacant(slot) = object.entry(name) else {
                 return Err(de::Error::custom("duplicate member name"));
-            }
+            };
             let Strict(value) = map.next_value()?;
-            object.insert(name, value);
+            slot.insert(value);
         }
         Ok(Value::Object(object))
     }

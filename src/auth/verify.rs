@@ -220,7 +220,8 @@ pub fn revalidate(
 ) -> Result<(), Failure> {
     let fail = |reason| Failure::token(reason, Some(token.issuer));
     if !request.issuers.contains(&token.issuer) {
-        return Err(fail(Reason::WrongIssuer));
+        // As on a fresh verification: no issuer of this route was identified.
+        return Err(Failure::token(Reason::WrongIssuer, None));
     }
     let leeway = issuers[token.issuer].leeway_secs;
     if token.exp.is_some_and(|exp| request.now >= exp + leeway) {

@@ -208,7 +208,7 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
         startup_grace: config.admin.startup_grace,
         remote,
         keys_cache_dir,
-        token_cache: config.token_cache.enabled.then(|| CacheSettings {
+        token_cache: config.token_cache.enabled.then_some(CacheSettings {
             max_entries: config.token_cache.max_entries,
             max_bytes: config.token_cache.max_bytes,
             ttl: config.token_cache.ttl,

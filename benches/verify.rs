@@ -1,0 +1,389 @@
+//! What authentication costs per request, against the physical floor.
+//!
+//! `cargo bench --bench verify` measures:
+//! - `verify/full/<alg>`: the whole request-path decision (parse, issuer and
+//!   key selection, signature, claims, route policy), no cache;
+//! - `verify/raw/<alg>`: the bare aws-lc signature check of the same bytes
+//!   with a pre-parsed key: the floor;
+//! - `cache/hit`: a verified-token cache hit, policy included;
+//! - `route/lookup/<n>`: route lookup among 1, 100 and 10 000 routes;
+//! - `headers/rewrite`: the upstream header rewrite of a typical request.
+//!
+//! After the run it prints each algorithm's full/raw ratio, read from
+//! criterion's own estimates.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::{hmac, signature};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion};
+use pingora::http::RequestHeader;
+use serde_json::{Map, Value, json};
+
+use jwtgate::auth::cache::{CacheSettings, TokenCache};
+use jwtgate::auth::policy::RoutePolicy;
+use jwtgate::auth::{Algorithm, IssuerVerifier};
+use jwtgate::keys::{KeySet, KeyStore, VerifyingKey, jwks};
+use jwtgate::mint::Signer;
+use jwtgate::proxy::headers::{self, Forwarding};
+use jwtgate::proxy::router::Router;
+
+const ISS: &str = "https://issuer.bench";
+const HMAC_SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret!!";
+const ALGORITHMS: [Algorithm; 5] = [
+    Algorithm::RS256,
+    Algorithm::PS256,
+    Algorithm::ES256,
+    Algorithm::EdDSA,
+    Algorithm::HS256,
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys")
+}
+
+fn now() -> i64 {
+    jwtgate::clock::system().now_unix()
+}
+
+fn jwks_document() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("jwks.json")).unwrap()).unwrap()
+}
+
+fn jwk(kid: &str) -> Value {
+    jwks_document()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .unwrap()
+        .clone()
+}
+
+fn b64(value: &Value, member: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD
+        .decode(value[member].as_str().unwrap())
+        .unwrap()
+}
+
+/// One issuer with every benchmarked algorithm: the fixture JWKS for the
+/// public-key ones, a separate HMAC issuer for HS256.
+fn issuers() -> Vec<Arc<IssuerVerifier>> {
+    let public: Vec<Algorithm> = ALGORITHMS
+        .into_iter()
+        .filter(|a| *a != Algorithm::HS256)
+        .collect();
+    let parsed = jwks::parse(&jwks_document(), public.iter().copied().collect()).unwrap();
+    let hmac_key =
+        VerifyingKey::hmac(HMAC_SECRET, [Algorithm::HS256].into_iter().collect()).unwrap();
+    vec![
+        issuer(ISS, &public, parsed.keys),
+        issuer(
+            "https://hmac.bench",
+            &[Algorithm::HS256],
+            KeySet {
+                keys: vec![hmac_key],
+            },
+        ),
+    ]
+}
+
+fn issuer(iss: &str, algorithms: &[Algorithm], keys: KeySet) -> Arc<IssuerVerifier> {
+    Arc::new(IssuerVerifier {
+        name: iss.into(),
+        issuer: iss.into(),
+        algorithms: algorithms.iter().copied().collect(),
+        audiences: vec!["api".into()],
+        check_audience: true,
+        leeway_secs: 30,
+        require_exp: true,
+        max_lifetime_secs: None,
+        require_sub: false,
+        token_type: Default::default(),
+        scope_claim: None,
+        keys: Arc::new(KeyStore::fixed(keys)),
+    })
+}
+
+/// A typical access token: a dozen claims, a few scopes.
+fn token(alg: Algorithm) -> String {
+    let (key, kid, iss) = match alg {
+        Algorithm::ES256 => ("ec256.pem", "ec256-1", ISS),
+        Algorithm::EdDSA => ("ed25519.pem", "ed25519-1", ISS),
+        Algorithm::HS256 => ("", "", "https://hmac.bench"),
+        _ => ("rsa.pem", "rsa-1", ISS),
+    };
+    let claims: Map<String, Value> = json!({
+        "iss": iss, "sub": "user-4711", "aud": ["api", "billing"],
+        "iat": now(), "exp": now() + 3600, "nbf": now() - 5,
+        "jti": "c0ffee-1234", "client_id": "web-app",
+        "scope": "orders:read orders:write profile",
+        "realm_access": {"roles": ["user", "ops"]},
+        "email": "user@example.com",
+    })
+    .as_object()
+    .unwrap()
+    .clone();
+    let signer = if alg == Algorithm::HS256 {
+        Signer::from_bytes(HMAC_SECRET, alg).ok().unwrap()
+    } else {
+        Signer::from_file(&fixtures().join(key), alg).unwrap()
+    };
+    signer
+        .sign(&claims, (!kid.is_empty()).then_some(kid), Some("JWT"))
+        .unwrap()
+}
+
+fn policy() -> RoutePolicy {
+    RoutePolicy::new(
+        vec![0, 1],
+        vec![],
+        vec!["orders:read".into()],
+        vec![],
+        vec![],
+    )
+}
+
+/// The floor: aws-lc verifying the token's signature with a key parsed
+/// once, the signature already decoded.
+fn raw_verifier(alg: Algorithm) -> Box<dyn Fn(&[u8], &[u8]) -> bool> {
+    match alg {
+        Algorithm::HS256 => {
+            let key = hmac::Key::new(hmac::HMAC_SHA256, HMAC_SECRET);
+            Box::new(move |m, s| hmac::verify(&key, m, s).is_ok())
+        }
+        Algorithm::ES256 => {
+            let jwk = jwk("ec256-1");
+            let mut point = vec![0x04];
+            point.extend(b64(&jwk, "x"));
+            point.extend(b64(&jwk, "y"));
+            let key = signature::ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                .unwrap();
+            Box::new(move |m, s| key.verify_sig(m, s).is_ok())
+        }
+        Algorithm::EdDSA => {
+            let key =
+                signature::ParsedPublicKey::new(&signature::ED25519, b64(&jwk("ed25519-1"), "x"))
+                    .unwrap();
+            Box::new(move |m, s| key.verify_sig(m, s).is_ok())
+        }
+        rsa => {
+            let jwk = jwk("rsa-1");
+            let params = if rsa == Algorithm::PS256 {
+                &signature::RSA_PSS_2048_8192_SHA256
+            } else {
+                &signature::RSA_PKCS1_2048_8192_SHA256
+            };
+            let (n, e) = (b64(&jwk, "n"), b64(&jwk, "e"));
+            let key = signature::RsaPublicKeyComponents {
+                n: &n[..],
+                e: &e[..],
+            }
+            .to_parsed_public_key(params)
+            .unwrap();
+            Box::new(move |m, s| key.verify_sig(m, s).is_ok())
+        }
+    }
+}
+
+fn bench_verify(c: &mut Criterion) {
+    let issuers = issuers();
+    let policy = policy();
+    let mut group = c.benchmark_group("verify");
+    for alg in ALGORITHMS {
+        let token = token(alg);
+        let now = now();
+        assert!(
+            policy
+                .authorize(&token, &issuers, now, 8192, None, &mut ())
+                .is_ok()
+        );
+        group.bench_function(BenchmarkId::new("full", alg), |b| {
+            b.iter(|| {
+                policy
+                    .authorize(black_box(&token), &issuers, now, 8192, None, &mut ())
+                    .unwrap()
+            })
+        });
+        let (message, signature_b64) = token.rsplit_once('.').unwrap();
+        let signature = URL_SAFE_NO_PAD.decode(signature_b64).unwrap();
+        let raw = raw_verifier(alg);
+        assert!(raw(message.as_bytes(), &signature));
+        group.bench_function(BenchmarkId::new("raw", alg), |b| {
+            b.iter(|| assert!(raw(black_box(message.as_bytes()), black_box(&signature))))
+        });
+    }
+    group.finish();
+}
+
+/// The parser alone (size cap, base64url, strict JSON): the bulk of what
+/// verification adds to the signature check.
+fn bench_parse(c: &mut Criterion) {
+    let token = token(Algorithm::RS256);
+    c.bench_function("parse/typical", |b| {
+        b.iter(|| jwtgate::auth::token::parse(black_box(&token), 8192).unwrap())
+    });
+}
+
+fn bench_cache_hit(c: &mut Criterion) {
+    let issuers = issuers();
+    let policy = policy();
+    let registry_free = |name: &str| prometheus::IntCounter::new(name, name).unwrap();
+    let cache = TokenCache::new(
+        &CacheSettings {
+            max_entries: 100_000,
+            max_bytes: 64 << 20,
+            ttl: Duration::from_secs(300),
+        },
+        registry_free("hits"),
+        registry_free("misses"),
+    );
+    let token = token(Algorithm::RS256);
+    let now = now();
+    policy
+        .authorize(&token, &issuers, now, 8192, Some(&cache), &mut ())
+        .unwrap();
+    c.bench_function("cache/hit", |b| {
+        b.iter(|| {
+            policy
+                .authorize(
+                    black_box(&token),
+                    &issuers,
+                    now,
+                    8192,
+                    Some(&cache),
+                    &mut (),
+                )
+                .unwrap()
+        })
+    });
+}
+
+fn bench_route_lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route/lookup");
+    let method = http::Method::GET;
+    for count in [1usize, 100, 10_000] {
+        let mut router = Router::default();
+        for i in 0..count - 1 {
+            router.add(None, &format!("/service-{i}/api"), None, i);
+        }
+        router.add(None, "/orders/api", Some(vec![http::Method::GET]), count);
+        let path = "/orders/api/v2/items/42";
+        assert_eq!(
+            router.find(Some("api.example.com"), path, &method),
+            Some(&count)
+        );
+        group.bench_function(BenchmarkId::from_parameter(count), |b| {
+            b.iter(|| router.find(black_box(Some("api.example.com")), black_box(path), &method))
+        });
+    }
+    group.finish();
+}
+
+fn bench_header_rewrite(c: &mut Criterion) {
+    let yaml = format!(
+        r#"
+issuers:
+  - name: main
+    issuer: {ISS}
+    algorithms: [RS256]
+    audiences: [api]
+    jwks_file: {jwks}
+routes:
+  - name: api
+    match: {{ path_prefix: /api }}
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+    forward:
+      claims: {{ sub: X-User-Id, scope: X-User-Scopes, email: X-User-Email, realm_access.roles: X-User-Roles }}
+      strip_authorization: true
+"#,
+        jwks = fixtures().join("jwks.json").display()
+    );
+    let path = Path::new("bench.yaml");
+    let config = jwtgate::config::parse(path, &yaml, &|_| None).unwrap();
+    let snapshot = jwtgate::config::compile(path, config).unwrap();
+    let route = snapshot.routes[0].clone();
+    let issuers = issuers();
+    let token = token(Algorithm::RS256);
+    let identity = policy()
+        .authorize(&token, &issuers, now(), 8192, None, &mut ())
+        .unwrap();
+    let mut request = RequestHeader::build("GET", b"/api/orders?page=2", None).unwrap();
+    for (name, value) in [
+        ("host", "api.example.com"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) bench"),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, br"),
+        ("authorization", &format!("Bearer {token}")),
+        ("x-user-id", "spoofed"),
+        ("cookie", "session=abc; theme=dark"),
+    ] {
+        request.append_header(name, value).unwrap();
+    }
+    let client_ip = Some("192.0.2.10".parse().unwrap());
+    c.bench_function("headers/rewrite", |b| {
+        b.iter_batched_ref(
+            || request.clone(),
+            |request| {
+                headers::rewrite(
+                    request,
+                    &Forwarding {
+                        route: &route,
+                        identity_headers: &snapshot.identity_headers,
+                        identity: Some(&identity),
+                        request_id: "0f8e2b6c-1d2a-4c1e-9a7b-5d3c2b1a0f9e",
+                        client_ip,
+                    },
+                )
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+/// criterion's mean estimate of one benchmark, in nanoseconds.
+fn estimate(id: &str) -> Option<f64> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let file = target.join("criterion").join(id).join("new/estimates.json");
+    let estimates: Value = serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()?;
+    estimates["mean"]["point_estimate"].as_f64()
+}
+
+fn print_ratios() {
+    println!("\nfull verification / raw signature check (mean):");
+    for alg in ALGORITHMS {
+        if let (Some(full), Some(raw)) = (
+            estimate(&format!("verify/full/{alg}")),
+            estimate(&format!("verify/raw/{alg}")),
+        ) {
+            println!(
+                "  {alg:<6} full {:>9.2} µs   raw {:>9.2} µs   ratio {:.3}",
+                full / 1000.0,
+                raw / 1000.0,
+                full / raw
+            );
+        }
+    }
+    let lookups = (estimate("route/lookup/1"), estimate("route/lookup/10000"));
+    if let (Some(one), Some(many)) = lookups {
+        println!("route lookup: 10 000 routes / 1 route = {:.2}", many / one);
+    }
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    bench_verify(&mut criterion);
+    bench_parse(&mut criterion);
+    bench_cache_hit(&mut criterion);
+    bench_route_lookup(&mut criterion);
+    bench_header_rewrite(&mut criterion);
+    criterion.final_summary();
+    print_ratios();
+}
