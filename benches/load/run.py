@@ -1,0 +1,1178 @@
+#!/usr/bin/env python3
+"""jwtgate load harness: measures what JWT verification costs at the edge.
+
+One command, from the repository root:
+
+    python3 benches/load/run.py
+
+It builds jwtgate (release), installs wrk and nginx-light if missing, starts a
+fast nginx upstream and two jwtgate instances (token cache on / off) on free
+127.0.0.1 ports, mints tokens with `jwtgate token mint`, and runs six wrk
+workloads in interleaved rounds: direct (wrk -> nginx), auth-off, one-token,
+distinct-tokens (cache off: every request is a full RS256 verification),
+distinct-tokens-cached and invalid-tokens. It writes summary.md, results.json
+and latency.svg to --out, and stops every process it started on exit.
+
+With --target URL --token-file FILE the same token workloads run against a
+gateway you deployed yourself (nothing is started locally).
+
+See benches/load/README.md for what the numbers mean.
+Python 3 standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import ctypes
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import platform
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+LUA_SCRIPT = HERE / "load.lua"
+
+DEMO_ISSUER = "https://issuer.jwtgate.example"
+DEMO_AUDIENCE = "echo-api"
+DEMO_KID = "demo-rs256"
+DEMO_KEY = REPO / "deploy" / "dev-keys" / "rs256.pem"
+DEMO_JWKS = REPO / "deploy" / "dev-keys" / "jwks.json"
+IMPOSTOR_KEY = REPO / "tests" / "fixtures" / "keys" / "rsa-impostor.pem"
+INVALID_TOKEN_COUNT = 300
+WRK_TIMEOUT = "10s"
+COOLDOWN_S = 1.0
+PERCENTILES = [("p50", "p50_us"), ("p90", "p90_us"), ("p99", "p99_us"), ("p99.9", "p999_us")]
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Loopback requests made by the harness itself (readiness, preflight, metrics)
+# never go through an HTTP proxy from the environment.
+NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def log(msg: str) -> None:
+    print(f"[load] {msg}", file=sys.stderr, flush=True)
+
+
+class HarnessError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------
+# processes
+
+
+try:
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover
+    _LIBC = None
+
+
+def _die_with_parent(sig: int):
+    """preexec_fn: the child gets `sig` if this harness dies (even SIGKILL)."""
+
+    def fn() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    return fn
+
+
+def _proc_stat(pid: int):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    rest = data[data.rindex(")") + 2 :].split()
+    # rest[0] = state (field 3), rest[2] = pgrp (5), rest[11] = utime (14), rest[12] = stime (15)
+    return {"pgrp": int(rest[2]), "cpu_ticks": int(rest[11]) + int(rest[12])}
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Processes in process group `pgid` (each child we start leads its own)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _proc_stat(int(entry))
+            if st and st["pgrp"] == pgid:
+                pids.append(int(entry))
+    return pids
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    ticks = 0
+    for pid in group_pids(pgid):
+        st = _proc_stat(pid)
+        if st:
+            ticks += st["cpu_ticks"]
+    return ticks / CLK_TCK
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle, since boot (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    total = sum(fields[:8])  # guest time is already counted in user
+    return (total - idle) / CLK_TCK
+
+
+class Processes:
+    """Every long-running process the harness starts, so all can be stopped."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen, int]] = []
+
+    def start(self, name, argv, *, stop_signal, log_path=None, env=None, cwd=None):
+        out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        try:
+            proc = subprocess.Popen(
+                [str(a) for a in argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,  # own process group: Ctrl-C reaches only us
+                preexec_fn=_die_with_parent(stop_signal),
+            )
+        finally:
+            if log_path:
+                out.close()
+        self.procs.append((name, proc, stop_signal))
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        for i, (name, p, sig) in enumerate(self.procs):
+            if p is proc:
+                self._stop_one(name, p, sig)
+                del self.procs[i]
+                return
+
+    @staticmethod
+    def _stop_one(name: str, p: subprocess.Popen, sig: int) -> None:
+        if p.poll() is None:
+            try:
+                p.send_signal(sig)
+                p.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                log(f"{name} (pid {p.pid}) did not stop on {signal.Signals(sig).name}; killing its group")
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=8)
+            except ProcessLookupError:
+                pass
+        # e.g. nginx workers: anything left in the group we created goes too.
+        leftovers = group_pids(p.pid)
+        if leftovers:
+            log(f"{name}: killing leftover processes {leftovers}")
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stop_all(self) -> None:
+        while self.procs:
+            name, p, sig = self.procs.pop()
+            try:
+                self._stop_one(name, p, sig)
+            except Exception as exc:  # keep stopping the others
+                log(f"stopping {name}: {exc}")
+
+
+def _raise_on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+# --------------------------------------------------------------------------
+# tools
+
+
+def find_nginx() -> str | None:
+    found = shutil.which("nginx")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def ensure_packages(need_nginx: bool) -> None:
+    missing = []
+    if not shutil.which("wrk"):
+        missing.append("wrk")
+    if need_nginx and not find_nginx():
+        missing.append("nginx-light")
+    if not missing:
+        return
+    if not shutil.which("apt-get"):
+        raise HarnessError(f"missing {', '.join(missing)} and no apt-get to install them; install them yourself")
+    prefix = [] if os.geteuid() == 0 else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    log(f"installing {' '.join(missing)} with apt-get")
+    subprocess.run(prefix + ["apt-get", "update"], check=True, env=env)
+    nginx_before = _nginx_pids()
+    subprocess.run(prefix + ["apt-get", "install", "-y", *missing], check=True, env=env)
+    started = sorted(set(_nginx_pids()) - set(nginx_before))
+    if started:
+        log(
+            f"note: the nginx package's install scripts started a system nginx (pids {started}); "
+            "this harness does not use or stop it (`service nginx stop` does)"
+        )
+
+
+def _nginx_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() == "nginx":
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def build_jwtgate(skip_build: bool) -> Path:
+    binary = REPO / "target" / "release" / "jwtgate"
+    if not skip_build:
+        log("building jwtgate: cargo build --release --locked")
+        subprocess.run(["cargo", "build", "--release", "--locked"], cwd=REPO, check=True)
+    if not os.access(binary, os.X_OK):
+        raise HarnessError(f"{binary} not found; run without --skip-build")
+    return binary
+
+
+def tool_version(argv) -> str:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        text = (r.stdout + r.stderr).strip().splitlines()
+        return text[0] if text else ""
+    except Exception as exc:
+        return f"unknown ({exc})"
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if not dirty:
+            return rev
+        # uncommitted changes to tracked files were built in: name them by a hash of the diff
+        diff = subprocess.run(["git", "-C", str(REPO), "diff", "HEAD"], capture_output=True, timeout=30).stdout
+        return f"{rev}+local-changes (git diff HEAD sha256 {hashlib.sha256(diff).hexdigest()[:12]})"
+    except Exception:
+        return "unknown"
+
+
+# --------------------------------------------------------------------------
+# network helpers (loopback only, except --target / --direct-url)
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def http_get(url: str, headers=None, timeout: float = 5.0):
+    """(status, body) without following a proxy; HTTP errors are returned, not raised."""
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with NO_PROXY_OPENER.open(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def wait_until(check, what: str, proc: subprocess.Popen | None, log_path: Path | None, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise HarnessError(f"{what}: process exited with {proc.returncode}{_tail(log_path)}")
+        try:
+            if check():
+                return
+        except (OSError, urllib.error.URLError) as exc:
+            last = exc
+        time.sleep(0.2)
+    raise HarnessError(f"{what}: not ready after {timeout:.0f}s (last error: {last}){_tail(log_path)}")
+
+
+def _tail(path: Path | None, n: int = 20) -> str:
+    if not path or not path.exists():
+        return ""
+    lines = path.read_text(errors="replace").splitlines()[-n:]
+    return f"\n--- last lines of {path} ---\n" + "\n".join(lines)
+
+
+def scrape_metrics(admin: str) -> dict:
+    """Counters we report per workload, from the admin /metrics endpoint."""
+    status, body = http_get(f"http://{admin}/metrics")
+    if status != 200:
+        return {}
+    out: dict = {"cache_hits": 0.0, "cache_misses": 0.0, "decisions": {}}
+    for line in body.decode("utf-8", "replace").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        try:
+            v = float(value)
+        except ValueError:
+            continue
+        name, _, labels = name_labels.partition("{")
+        if name == "jwtgate_token_cache_hits_total":
+            out["cache_hits"] += v
+        elif name == "jwtgate_token_cache_misses_total":
+            out["cache_misses"] += v
+        elif name == "jwtgate_auth_decisions_total":
+            lab = _parse_labels(labels.rstrip("}"))
+            key = f"{lab.get('outcome', '?')}:{lab.get('reason', '?')}"
+            out["decisions"][key] = out["decisions"].get(key, 0.0) + v
+    return out
+
+
+def _parse_labels(text: str) -> dict:
+    labels = {}
+    for part in text.split(","):
+        k, _, v = part.partition("=")
+        if k:
+            labels[k.strip()] = v.strip().strip('"')
+    return labels
+
+
+def metrics_delta(before: dict, after: dict) -> dict:
+    if not before or not after:
+        return {}
+    decisions = {}
+    for k, v in after["decisions"].items():
+        d = v - before["decisions"].get(k, 0.0)
+        if d:
+            decisions[k] = int(d)
+    return {
+        "cache_hits": int(after["cache_hits"] - before["cache_hits"]),
+        "cache_misses": int(after["cache_misses"] - before["cache_misses"]),
+        "auth_decisions": decisions,
+    }
+
+
+# --------------------------------------------------------------------------
+# local setup: nginx, gateways, tokens
+
+
+NGINX_CONF = """\
+# generated by benches/load/run.py: a fast upstream that answers "ok"
+daemon off;
+master_process on;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {log} warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    server {{
+        listen 127.0.0.1:{port};
+        default_type text/plain;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+def start_nginx(procs: Processes, nginx: str, tmp: Path, out: Path, port: int):
+    prefix = tmp / "nginx"
+    prefix.mkdir()
+    conf = NGINX_CONF.format(tmp=prefix, log=out / "nginx-error.log", port=port)
+    conf_path = prefix / "nginx.conf"
+    conf_path.write_text(conf)
+    (out / "nginx.conf").write_text(conf)
+    stderr_log = out / "nginx.stderr.log"
+    proc = procs.start(
+        "nginx",
+        [nginx, "-p", f"{prefix}/", "-e", out / "nginx-error.log", "-c", conf_path],
+        stop_signal=signal.SIGTERM,  # nginx: fast shutdown, the master stops its workers
+        log_path=stderr_log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_get(url + "/api")[0] == 200, "nginx", proc, out / "nginx-error.log", 30)
+    return proc, f"127.0.0.1:{port}"
+
+
+def gateway_yaml(listen: str, admin: str, upstream: str, threads: int, cache: bool) -> str:
+    q = json.dumps  # JSON strings are valid YAML double-quoted scalars
+    cache_block = "" if cache else "token_cache: { enabled: false }\n"
+    return f"""\
+# generated by benches/load/run.py (token cache {'on' if cache else 'off'})
+listen:
+  http: {q(listen)}
+admin:
+  addr: {q(admin)}
+server:
+  threads: {threads}
+{cache_block}issuers:
+  - name: demo
+    issuer: {q(DEMO_ISSUER)}
+    algorithms: [RS256, ES256, EdDSA]
+    audiences: [{DEMO_AUDIENCE}]
+    leeway: 30s
+    jwks_file: {q(str(DEMO_JWKS))}
+routes:
+  - name: "off"
+    match: {{ path_prefix: /off }}
+    upstream: {{ addrs: [{q(upstream)}] }}
+    auth: {{ mode: "off" }}
+  - name: api
+    match: {{ path_prefix: /api }}
+    upstream: {{ addrs: [{q(upstream)}] }}
+    auth:
+      mode: required
+      issuers: [demo]
+    forward:
+      claims: {{ sub: X-User-Id }}
+"""
+
+
+def start_gateway(procs, binary: Path, out: Path, tag: str, upstream: str, threads: int, cache: bool):
+    listen_port, admin_port = free_ports(2)
+    listen, admin = f"127.0.0.1:{listen_port}", f"127.0.0.1:{admin_port}"
+    cfg = out / f"gateway-{tag}.yaml"
+    cfg.write_text(gateway_yaml(listen, admin, upstream, threads, cache))
+    check = subprocess.run([str(binary), "check", "-c", str(cfg)], capture_output=True, text=True, timeout=30)
+    if check.returncode != 0:
+        raise HarnessError(f"jwtgate check -c {cfg} failed:\n{check.stdout}{check.stderr}")
+    log_path = out / f"gateway-{tag}.stderr.log"
+    env = dict(os.environ, RUST_LOG="warn", NO_COLOR="1")
+    proc = procs.start(
+        f"jwtgate ({tag})",
+        [binary, "run", "-c", cfg],
+        stop_signal=signal.SIGINT,  # jwtgate: SIGINT stops at once (SIGTERM drains for seconds)
+        log_path=log_path,
+        env=env,
+    )
+    wait_until(lambda: http_get(f"http://{admin}/readyz")[0] == 200, f"jwtgate ({tag}) /readyz", proc, log_path, 60)
+    return proc, listen, admin
+
+
+def mint(binary: Path, key: Path, count: int, path: Path) -> list[str]:
+    argv = [
+        str(binary), "token", "mint", "--key", str(key), "--kid", DEMO_KID,
+        "--iss", DEMO_ISSUER, "--aud", DEMO_AUDIENCE, "--sub", "load",
+        "--scope", "echo:read", "--ttl", "2h", "--count", str(count),
+    ]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise HarnessError(f"token mint failed: {r.stderr}")
+    tokens = [t for t in r.stdout.splitlines() if t.strip()]
+    if len(tokens) != count or len(set(tokens)) != count:
+        raise HarnessError(f"token mint: expected {count} distinct tokens, got {len(set(tokens))}")
+    path.write_text("\n".join(tokens) + "\n")
+    return tokens
+
+
+def corrupt_signatures(tokens: list[str], count: int) -> list[str]:
+    """Bad-signature variants of `tokens`: same header and claims, one signature byte flipped."""
+    out, seen = [], set()
+    for i in range(count * 4):
+        if len(out) >= count:
+            break
+        head, claims, sig = tokens[i % len(tokens)].split(".")
+        raw = bytearray(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)))
+        if not raw:
+            continue
+        raw[i % len(raw)] ^= 1 + (i // len(raw)) % 255
+        bad = f"{head}.{claims}.{base64.urlsafe_b64encode(bytes(raw)).rstrip(b'=').decode()}"
+        if bad not in seen:
+            seen.add(bad)
+            out.append(bad)
+    return out
+
+
+# --------------------------------------------------------------------------
+# workloads
+
+
+class Workload:
+    def __init__(self, name, description, url, expect, token_file=None, gateway=None, admin=None):
+        self.name = name
+        self.description = description
+        self.url = url
+        self.expect = expect  # "2xx" or "401"
+        self.token_file = token_file
+        self.gateway = gateway  # Popen of the gateway serving it (CPU, RSS), local mode only
+        self.admin = admin  # its admin address (metrics), local mode only
+
+    def as_json(self):
+        return {"name": self.name, "description": self.description, "url": self.url, "expect": self.expect}
+
+
+def run_wrk(args, procs: Processes, w: Workload, others: dict, out_dir: Path, label: str) -> dict:
+    argv = [
+        "wrk", "-t", str(args.wrk_threads), "-c", str(args.connections), "-d", f"{args.duration}s",
+        "--timeout", WRK_TIMEOUT, "-s", str(LUA_SCRIPT), w.url,
+        "--", w.expect, str(args.wrk_threads),
+    ]
+    if w.token_file:
+        argv.append(str(w.token_file))
+
+    before_metrics = scrape_metrics(w.admin) if w.admin else {}
+    cpu_before = {k: group_cpu_seconds(p.pid) for k, p in others.items()}
+    gw_before = group_cpu_seconds(w.gateway.pid) if w.gateway else None
+    busy_before = machine_busy_seconds()
+    ru_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+
+    log_path = out_dir / "wrk" / f"{label}.txt"
+    log_path.parent.mkdir(exist_ok=True)
+    proc = procs.start(f"wrk ({w.name})", argv, stop_signal=signal.SIGTERM, log_path=log_path)
+    try:
+        proc.wait(timeout=args.duration + 120)
+    except subprocess.TimeoutExpired:
+        procs.stop(proc)
+        raise HarnessError(f"wrk ({w.name}) did not finish in time{_tail(log_path)}")
+    procs.stop(proc)  # already exited: just forget it
+
+    wall = time.monotonic() - t0
+    ru_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = machine_busy_seconds() - busy_before
+    gw_cpu = (group_cpu_seconds(w.gateway.pid) - gw_before) if w.gateway else None
+    cpu = {k: group_cpu_seconds(p.pid) - cpu_before[k] for k, p in others.items()}
+    wrk_cpu = (ru_after.ru_utime - ru_before.ru_utime) + (ru_after.ru_stime - ru_before.ru_stime)
+    after_metrics = scrape_metrics(w.admin) if w.admin else {}
+
+    text = log_path.read_text(errors="replace")
+    if proc.returncode != 0:
+        raise HarnessError(f"wrk ({w.name}) exited with {proc.returncode}{_tail(log_path)}")
+    res = {}
+    for line in text.splitlines():
+        if line.startswith("JWTGATE_LOAD "):
+            _, key, value = line.split(" ", 2)
+            try:
+                res[key] = float(value) if "." in value else int(value)
+            except ValueError:
+                res[key] = value
+    if "rps" not in res:
+        raise HarnessError(f"wrk ({w.name}) printed no results{_tail(log_path)}")
+
+    ours = wrk_cpu + (gw_cpu or 0.0) + sum(cpu.values())
+    record = {
+        "wrk": res,
+        "wall_s": round(wall, 3),
+        "cpu_s": {
+            "gateway": None if gw_cpu is None else round(gw_cpu, 3),
+            **{k: round(v, 3) for k, v in cpu.items()},
+            "wrk": round(wrk_cpu, 3),
+            "machine_busy": round(busy, 3),
+            "rest_of_machine": round(max(busy - ours, 0.0), 3),
+        },
+        "gateway_cpu_us_per_request": (
+            round(gw_cpu / res["requests"] * 1e6, 2) if gw_cpu is not None and res["requests"] else None
+        ),
+        "gateway_rss_kib": rss_kib(w.gateway.pid) if w.gateway else None,
+        "metrics": metrics_delta(before_metrics, after_metrics),
+        "wrk_output": f"wrk/{label}.txt",
+    }
+    return record
+
+
+def preflight(workloads: list[Workload], strict: bool) -> None:
+    """One request per workload before loading, so a misconfiguration fails fast."""
+    for w in workloads:
+        headers = {}
+        if w.token_file:
+            first = Path(w.token_file).read_text().split("\n", 1)[0].strip()
+            headers["Authorization"] = f"Bearer {first}"
+        try:
+            status, _ = http_get(w.url, headers)
+        except (OSError, urllib.error.URLError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if strict or not isinstance(reason, ssl.SSLError):
+                raise HarnessError(f"preflight {w.name}: {w.url}: {exc}")
+            log(f"warning: preflight {w.name}: {exc} (continuing: wrk does not verify TLS certificates)")
+            continue
+        ok = 200 <= status < 300 if w.expect == "2xx" else status == 401
+        if not ok:
+            raise HarnessError(f"preflight {w.name}: GET {w.url} answered {status}, expected {w.expect}")
+        log(f"preflight {w.name}: {status} as expected")
+
+
+# --------------------------------------------------------------------------
+# summary
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarize(workloads: list[Workload], records: list[dict]) -> list[dict]:
+    by = {w.name: [r for r in records if r["workload"] == w.name] for w in workloads}
+    direct = {r["round"]: r for r in by.get("direct", [])}
+    summary = []
+    for w in workloads:
+        rs = by[w.name]
+        if not rs:
+            continue
+        s = {"workload": w.name, "rounds": len(rs), "expect": w.expect}
+        rps = [r["wrk"]["rps"] for r in rs]
+        s["rps_median"] = med(rps)
+        s["rps_min"], s["rps_max"] = min(rps), max(rps)
+        for label, key in PERCENTILES:
+            s[f"{label}_ms"] = med([r["wrk"][key] / 1000 for r in rs])
+        if direct and w.name != "direct":
+            for label, key in (("p50", "p50_us"), ("p99", "p99_us")):
+                diffs = [
+                    (r["wrk"][key] - direct[r["round"]]["wrk"][key]) / 1000 for r in rs if r["round"] in direct
+                ]
+                s[f"added_{label}_ms"] = med(diffs)
+        for k in ("requests", "status_2xx", "status_401", "status_other", "socket_errors",
+                  "unexpected_status", "errors", "err_timeout"):
+            s[f"total_{k}"] = sum(int(r["wrk"].get(k, 0)) for r in rs)
+        for k in ("gateway", "nginx", "wrk", "rest_of_machine", "machine_busy"):
+            s[f"{k}_cores"] = med(
+                [r["cpu_s"][k] / r["wall_s"] if r["cpu_s"].get(k) is not None else None for r in rs]
+            )
+        s["gateway_cpu_us_per_request"] = med([r["gateway_cpu_us_per_request"] for r in rs])
+        s["total_cache_hits"] = sum(r["metrics"].get("cache_hits", 0) for r in rs) if rs[0]["metrics"] else None
+        s["total_cache_misses"] = sum(r["metrics"].get("cache_misses", 0) for r in rs) if rs[0]["metrics"] else None
+        decisions: dict = {}
+        for r in rs:
+            for k, v in r["metrics"].get("auth_decisions", {}).items():
+                decisions[k] = decisions.get(k, 0) + v
+        s["auth_decisions"] = decisions
+        summary.append(s)
+    return summary
+
+
+def fmt(x, digits=3):
+    if x is None:
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+def fmt_rps(x):
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def fmt_signed(x):
+    return "–" if x is None else f"{x:+.3f}"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def write_summary_md(path: Path, meta: dict, workloads: list[Workload], summary: list[dict]) -> None:
+    o = meta["options"]
+    lines = [
+        f"# jwtgate load test, {meta['started_at']}",
+        "",
+        f"- Command: `{meta['command']}`",
+        f"- Machine: {meta['machine']['cores']} cores, {meta['machine']['cpu_model']}, "
+        f"Linux {meta['machine']['kernel']}; load average at start {meta['machine']['loadavg_start']}",
+        f"- wrk: {o['wrk_threads']} threads, {o['connections']} connections, {o['duration']} s per workload "
+        f"per round, {o['rounds']} round{'s' if o['rounds'] != 1 else ''} (interleaved), request timeout {WRK_TIMEOUT}",
+    ]
+    if meta["mode"] == "local":
+        lines += [
+            f"- {meta['versions']['jwtgate']} (release build of git {meta['versions']['git']}), "
+            f"`server.threads: {o['gateway_threads']}`, `RUST_LOG=warn` (no access log lines)",
+            f"- Upstream: {meta['versions']['nginx'].replace('nginx version: ', '')}, 1 worker, `return 200 \"ok\\n\"`, access log off; "
+            f"all on 127.0.0.1, load generator, gateway and upstream share the machine",
+            f"- Tokens: {o['tokens']} distinct RS256 tokens (demo issuer, 2048-bit key), "
+            f"{meta['invalid_tokens']} distinct bad-signature tokens",
+        ]
+    else:
+        lines += [
+            f"- Target: `{meta['target']}` with {meta['valid_tokens']} tokens from `{o['token_file']}`, "
+            f"{meta['invalid_tokens']} bad-signature variants; direct baseline: `{o['direct_url'] or 'none'}`",
+        ]
+    lines += [
+        f"- {meta['versions']['wrk']}",
+        "",
+        "Latencies in ms; each value is the median over rounds. \"Added\" is the median over rounds of "
+        "(workload − direct) in the same round. 401 and errors are totals over all rounds.",
+        "",
+        "| workload | req/s (median) | req/s min–max | p50 | p90 | p99 | p99.9 | added p50 | added p99 | 401 | errors |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for s in summary:
+        lines.append(
+            f"| {s['workload']} | {fmt_rps(s['rps_median'])} | {fmt_rps(s['rps_min'])}–{fmt_rps(s['rps_max'])} "
+            f"| {fmt(s['p50_ms'])} | {fmt(s['p90_ms'])} | {fmt(s['p99_ms'])} | {fmt(s['p99.9_ms'])} "
+            f"| {fmt_signed(s.get('added_p50_ms'))} | {fmt_signed(s.get('added_p99_ms'))} "
+            f"| {s['total_status_401']:,} | {s['total_errors']:,} |"
+        )
+    lines += ["", "Workloads:", ""]
+    for w in workloads:
+        lines.append(f"- `{w.name}`: {w.description} (expects {w.expect})")
+    lines += [
+        "",
+        "## CPU (median over rounds)",
+        "",
+        "\"cores\" = CPU seconds used ÷ wall seconds; \"rest of machine\" is everything else running "
+        "on the host meanwhile (other builds on a shared machine)."
+        + ("" if meta["mode"] == "local" else
+           " With --target only this (the load generator's) machine is measured: a gateway or upstream "
+           "running here counts as \"rest of machine\"."),
+        "",
+        "| workload | gateway cores | gateway CPU µs/request | nginx cores | wrk cores | rest of machine cores "
+        "| cache hits | cache misses | auth decisions (outcome:reason) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for s in summary:
+        dec = ", ".join(f"{k} {v:,}" for k, v in sorted(s["auth_decisions"].items())) or "–"
+        hits = "–" if s["total_cache_hits"] is None else f"{s['total_cache_hits']:,}"
+        misses = "–" if s["total_cache_misses"] is None else f"{s['total_cache_misses']:,}"
+        lines.append(
+            f"| {s['workload']} | {fmt(s['gateway_cores'], 2)} | {fmt(s['gateway_cpu_us_per_request'], 1)} "
+            f"| {fmt(s['nginx_cores'], 2)} | {fmt(s['wrk_cores'], 2)} | {fmt(s['rest_of_machine_cores'], 2)} "
+            f"| {hits} | {misses} | {dec} |"
+        )
+    notes = findings(summary) + meta.get("log_findings", [])
+    lines += ["", "## Findings", ""] + [f"- {n}" for n in notes]
+    lines += ["", "Files: `results.json` (every round's raw numbers), `latency.svg`, `wrk/` (raw wrk output), "
+              "gateway/nginx configs and logs.", ""]
+    path.write_text("\n".join(lines))
+
+
+def gateway_log_findings(out: Path, bounds: dict) -> list[str]:
+    """What the gateways logged at warn/error level (RUST_LOG=warn) during the run.
+
+    `bounds`: log file name -> connections × wrk runs against that gateway, the
+    most "client went away" errors that wrk's end-of-run closes can explain.
+    """
+    notes = []
+    for path in sorted(out.glob("gateway-*.stderr.log")):
+        lines = path.read_text(errors="replace").splitlines()
+        closed = sum("Downstream ConnectionClosed" in line for line in lines)
+        other = [line for line in lines if line.strip() and "Downstream ConnectionClosed" not in line]
+        bound = bounds.get(path.name, 0)
+        if closed and closed <= bound:
+            notes.append(
+                f"`{path.name}`: {closed} \"Downstream ConnectionClosed … before response header is sent\" "
+                f"errors, within the {bound} that wrk can cause by closing its connections with requests in "
+                "flight when each run ends; not failed requests"
+            )
+        elif closed:
+            notes.append(
+                f"**`{path.name}`: {closed} \"Downstream ConnectionClosed\" errors**, more than the {bound} "
+                "that end-of-run closes explain: clients dropped connections mid-run"
+            )
+        if other:
+            notes.append(f"`{path.name}`: {len(other)} other warning/error lines, e.g. `{other[0][:200]}`")
+    return notes
+
+
+def findings(summary: list[dict]) -> list[str]:
+    notes = []
+    for s in summary:
+        if s["total_errors"]:
+            parts = []
+            if s["expect"] == "2xx" and s["total_status_401"]:
+                parts.append(f"{s['total_status_401']:,} unexpected 401")
+            if s["expect"] == "401" and s["total_status_2xx"]:
+                parts.append(f"{s['total_status_2xx']:,} ACCEPTED invalid tokens (2xx)")
+            if s["total_status_other"]:
+                parts.append(f"{s['total_status_other']:,} other statuses")
+            if s["total_socket_errors"]:
+                parts.append(f"{s['total_socket_errors']:,} socket errors/timeouts")
+            notes.append(f"**{s['workload']}: {s['total_errors']:,} errors** ({'; '.join(parts)})")
+        spread = (s["rps_max"] - s["rps_min"]) / s["rps_median"] if s["rps_median"] else 0
+        if spread > 0.15:
+            notes.append(
+                f"{s['workload']}: req/s varied {spread:.0%} between rounds ({fmt_rps(s['rps_min'])}–"
+                f"{fmt_rps(s['rps_max'])}); treat differences smaller than that as noise"
+            )
+    if not any(s["total_errors"] for s in summary):
+        notes.append("no errors: every workload got only the statuses it expects")
+    gw = [s for s in summary if s.get("gateway_cpu_us_per_request") is not None]
+    if gw:
+        top = max(gw, key=lambda s: s["gateway_cpu_us_per_request"])
+        notes.append(
+            f"most gateway CPU per request: {top['workload']} "
+            f"({fmt(top['gateway_cpu_us_per_request'], 1)} µs/request, {fmt(top['gateway_cores'], 2)} cores busy)"
+        )
+    rest = [s["rest_of_machine_cores"] for s in summary if s.get("rest_of_machine_cores") is not None]
+    if rest and max(rest) > 0.25:
+        notes.append(
+            f"other processes used up to {max(rest):.2f} cores during the runs: the machine was shared, "
+            "absolute numbers are pessimistic and noisier"
+        )
+    return notes
+
+
+# --------------------------------------------------------------------------
+# SVG chart
+
+
+def write_svg(path: Path, summary: list[dict], title: str, subtitle: str) -> None:
+    series = [("p50", "#4C78A8"), ("p90", "#F58518"), ("p99", "#E45756"), ("p99.9", "#72B7B2")]
+    values = [s[f"{k}_ms"] for s in summary for k, _ in series if s.get(f"{k}_ms")]
+    if not values:
+        return
+    lo = 10 ** math.floor(math.log10(min(values)))
+    hi = 10 ** math.ceil(math.log10(max(values)))
+    if hi / lo < 10:
+        hi = lo * 10
+
+    W, H = 1000, 560
+    left, right, top, bottom = 80, 170, 70, 90
+    pw, ph = W - left - right, H - top - bottom
+
+    def y(v):
+        return top + ph - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * ph
+
+    e = []
+    e.append(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+             'font-family="DejaVu Sans, Helvetica, Arial, sans-serif">')
+    e.append(f'<rect x="0" y="0" width="{W}" height="{H}" fill="white"/>')
+    e.append(f'<text x="{W / 2}" y="28" text-anchor="middle" font-size="18" font-weight="bold">{escape(title)}</text>')
+    e.append(f'<text x="{W / 2}" y="50" text-anchor="middle" font-size="12" fill="#444">{escape(subtitle)}</text>')
+
+    # y grid and ticks (1, 2, 5 per decade)
+    decade = lo
+    while decade <= hi * 1.0001:
+        for m in (1, 2, 5):
+            v = decade * m
+            if v < lo * 0.9999 or v > hi * 1.0001:
+                continue
+            yy = y(v)
+            major = m == 1
+            e.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" '
+                     f'stroke="{"#bbb" if major else "#e5e5e5"}" stroke-width="1"/>')
+            label = f"{v:g}"
+            e.append(f'<text x="{left - 8}" y="{yy + 4:.1f}" text-anchor="end" font-size="12">{label}</text>')
+        decade *= 10
+    e.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="#333"/>')
+    e.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#333"/>')
+    e.append(f'<text transform="translate(22 {top + ph / 2}) rotate(-90)" text-anchor="middle" font-size="14">'
+             'latency (ms, log scale)</text>')
+    e.append(f'<text x="{left + pw / 2}" y="{H - 18}" text-anchor="middle" font-size="14">'
+             'workload (median req/s below the name)</text>')
+
+    n = len(summary)
+    gw = pw / n
+    bw = min(30.0, gw * 0.8 / len(series))
+    for i, s in enumerate(summary):
+        gx = left + gw * i + (gw - bw * len(series)) / 2
+        for j, (k, color) in enumerate(series):
+            v = s.get(f"{k}_ms")
+            if not v:
+                continue
+            x = gx + j * bw
+            yy = y(max(v, lo))
+            e.append(f'<rect x="{x:.1f}" y="{yy:.1f}" width="{bw - 2:.1f}" height="{top + ph - yy:.1f}" '
+                     f'fill="{color}"><title>{escape(s["workload"])} {k}: {v:.3f} ms</title></rect>')
+            e.append(f'<text x="{x + (bw - 2) / 2:.1f}" y="{yy - 4:.1f}" text-anchor="middle" font-size="9">'
+                     f'{_short(v)}</text>')
+        cx = left + gw * i + gw / 2
+        e.append(f'<text x="{cx:.1f}" y="{top + ph + 20}" text-anchor="middle" font-size="12">'
+                 f'{escape(s["workload"])}</text>')
+        e.append(f'<text x="{cx:.1f}" y="{top + ph + 36}" text-anchor="middle" font-size="11" fill="#555">'
+                 f'{fmt_rps(s["rps_median"])} req/s</text>')
+
+    lx, ly = left + pw + 20, top + 10
+    e.append(f'<text x="{lx}" y="{ly}" font-size="13" font-weight="bold">percentile</text>')
+    for j, (k, color) in enumerate(series):
+        yy = ly + 14 + j * 22
+        e.append(f'<rect x="{lx}" y="{yy}" width="16" height="14" fill="{color}"/>')
+        e.append(f'<text x="{lx + 24}" y="{yy + 12}" font-size="13">{k}</text>')
+    e.append("</svg>")
+    path.write_text("\n".join(e) + "\n")
+
+
+def _short(v: float) -> str:
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    if v >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+# --------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv):
+    cores = os.cpu_count() or 1
+    p = argparse.ArgumentParser(
+        prog="run.py",
+        description="jwtgate load harness: wrk against a local nginx, and against jwtgate with auth off, one "
+        "cached token, distinct tokens (cache off / on) and invalid tokens. Writes summary.md, results.json "
+        "and latency.svg. All load goes to 127.0.0.1 unless --target/--direct-url say otherwise.",
+        epilog="Example: python3 benches/load/run.py --duration 5 --rounds 3. See benches/load/README.md.",
+    )
+    p.add_argument("--duration", type=int, default=10, help="seconds per workload per round (default 10)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; each runs every workload once (default 3)")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    p.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--tokens", type=int, default=5000, help="distinct valid tokens to mint (default 5000)")
+    p.add_argument("--gateway-threads", type=int, default=cores,
+                   help=f"jwtgate server.threads (default: number of cores, here {cores})")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory (default benches/load/results/<timestamp>)")
+    p.add_argument("--target", metavar="URL",
+                   help="run the token workloads against this deployed gateway URL (e.g. https://gw.example/api); "
+                   "starts nothing locally; needs --token-file")
+    p.add_argument("--token-file", type=Path,
+                   help="with --target: file of valid tokens for that gateway, one per line")
+    p.add_argument("--direct-url", metavar="URL",
+                   help="with --target: the upstream's URL without the gateway, measured as the 'direct' baseline")
+    p.add_argument("--skip-build", action="store_true",
+                   help="use the existing target/release/jwtgate instead of running cargo build --release --locked")
+    args = p.parse_args(argv)
+    for name in ("duration", "rounds", "connections", "wrk_threads", "tokens", "gateway_threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.connections < args.wrk_threads:
+        p.error("--connections must be at least --wrk-threads (wrk opens at least one per thread)")
+    if args.target and not args.token_file:
+        p.error("--target needs --token-file (tokens minted by your issuer for that gateway)")
+    if (args.token_file or args.direct_url) and not args.target:
+        p.error("--token-file and --direct-url go with --target")
+    for url in (args.target, args.direct_url):
+        if url and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            p.error(f"{url}: expected an http:// or https:// URL")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = dt.datetime.now()
+    out = args.out or (HERE / "results" / started.strftime("%Y%m%d-%H%M%S"))
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join([Path(sys.executable).name] + sys.argv)
+    log(f"output: {out}")
+
+    procs = Processes()
+    tmp = Path(tempfile.mkdtemp(prefix="jwtgate-load-"))
+    # Ctrl-C stops a run even when started from a shell that ignores SIGINT in
+    # background jobs; SIGHUP is left alone under nohup.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_on_signal)
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _raise_on_signal)
+    try:
+        return _run(args, out, tmp, procs, started, command)
+    except HarnessError as exc:
+        log(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted; stopping everything this harness started")
+        return 130
+    except SystemExit as exc:
+        log(f"stopped by a signal; stopping everything this harness started")
+        return int(exc.code) if isinstance(exc.code, int) else 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, command: str) -> int:
+    local = not args.target
+    ensure_packages(need_nginx=local)
+    meta = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "command": command,
+        "cwd": os.getcwd(),
+        "mode": "local" if local else "target",
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": {
+            "cores": os.cpu_count(),
+            "cpu_model": cpu_model(),
+            "kernel": platform.release(),
+            "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        },
+        "wrk_timeout": WRK_TIMEOUT,
+        "versions": {"wrk": tool_version(["wrk", "-v"])},
+    }
+    meta["options"]["out"] = str(out)
+
+    others: dict = {}
+    workloads: list[Workload] = []
+    if local:
+        binary = build_jwtgate(args.skip_build)
+        nginx = find_nginx()
+        meta["versions"].update(
+            jwtgate=tool_version([str(binary), "--version"]), git=git_revision(), nginx=tool_version([nginx, "-v"])
+        )
+        valid_file, invalid_file = tmp / "tokens.txt", tmp / "invalid-tokens.txt"
+        log(f"minting {args.tokens} RS256 tokens and {INVALID_TOKEN_COUNT} bad-signature tokens")
+        mint(binary, DEMO_KEY, args.tokens, valid_file)
+        mint(binary, IMPOSTOR_KEY, INVALID_TOKEN_COUNT, invalid_file)
+        one_file = tmp / "one-token.txt"
+        one_file.write_text(valid_file.read_text().split("\n", 1)[0] + "\n")
+        meta["invalid_tokens"] = INVALID_TOKEN_COUNT
+
+        (nginx_proc, upstream) = start_nginx(procs, nginx, tmp, out, free_ports(1)[0])
+        others["nginx"] = nginx_proc
+        log(f"nginx upstream on {upstream}")
+        gw_on, listen_on, admin_on = start_gateway(procs, binary, out, "cache-on", upstream,
+                                                   args.gateway_threads, cache=True)
+        gw_off, listen_off, admin_off = start_gateway(procs, binary, out, "cache-off", upstream,
+                                                      args.gateway_threads, cache=False)
+        log(f"jwtgate cache on: {listen_on} (admin {admin_on}); cache off: {listen_off} (admin {admin_off})")
+        meta["endpoints"] = {"nginx": upstream, "gateway_cache_on": listen_on, "gateway_cache_off": listen_off}
+        workloads = [
+            Workload("direct", "wrk → nginx, no gateway (baseline)", f"http://{upstream}/api", "2xx"),
+            Workload("auth-off", "wrk → jwtgate `/off` (auth mode off) → nginx", f"http://{listen_on}/off", "2xx",
+                     gateway=gw_on, admin=admin_on),
+            Workload("one-token", "one RS256 token reused → `/api`, cache on (cache hits)",
+                     f"http://{listen_on}/api", "2xx", one_file, gw_on, admin_on),
+            Workload("distinct-tokens",
+                     f"{args.tokens} distinct RS256 tokens round-robin → `/api`, cache DISABLED "
+                     "(every request is a full signature verification)",
+                     f"http://{listen_off}/api", "2xx", valid_file, gw_off, admin_off),
+            Workload("distinct-tokens-cached",
+                     f"the same {args.tokens} tokens → `/api`, cache on (misses until each token was seen once)",
+                     f"http://{listen_on}/api", "2xx", valid_file, gw_on, admin_on),
+            Workload("invalid-tokens",
+                     f"{INVALID_TOKEN_COUNT} distinct bad-signature tokens (impostor key, kid demo-rs256) "
+                     "→ `/api`, cache on",
+                     f"http://{listen_on}/api", "401", invalid_file, gw_on, admin_on),
+        ]
+        preflight(workloads, strict=True)
+    else:
+        tokens = [t.strip() for t in args.token_file.read_text().splitlines() if t.strip()]
+        if not tokens:
+            raise HarnessError(f"{args.token_file}: no tokens")
+        valid_file, invalid_file, one_file = tmp / "tokens.txt", tmp / "invalid-tokens.txt", tmp / "one-token.txt"
+        valid_file.write_text("\n".join(tokens) + "\n")
+        one_file.write_text(tokens[0] + "\n")
+        bad = corrupt_signatures(tokens, INVALID_TOKEN_COUNT)
+        invalid_file.write_text("\n".join(bad) + "\n")
+        meta.update(target=args.target, valid_tokens=len(tokens), invalid_tokens=len(bad))
+        log(f"target mode: load goes to {args.target}" + (f" and {args.direct_url}" if args.direct_url else ""))
+        if args.direct_url:
+            workloads.append(Workload("direct", "wrk → the upstream, without the gateway (baseline)",
+                                      args.direct_url, "2xx"))
+        workloads += [
+            Workload("one-token", "the first token of the file, reused", args.target, "2xx", one_file),
+            Workload("distinct-tokens", f"{len(tokens)} tokens from the file, round-robin", args.target, "2xx",
+                     valid_file),
+            Workload("invalid-tokens", f"{len(bad)} bad-signature variants of those tokens (one signature byte "
+                     "flipped)", args.target, "401", invalid_file),
+        ]
+        preflight(workloads, strict=False)
+
+    meta["workloads"] = [w.as_json() for w in workloads]
+    records: list[dict] = []
+    results_path = out / "results.json"
+
+    def save(summary=None):
+        results_path.write_text(json.dumps({"meta": meta, "rounds": records, "summary": summary}, indent=2) + "\n")
+
+    total = args.rounds * len(workloads)
+    log(f"{args.rounds} rounds × {len(workloads)} workloads × {args.duration}s "
+        f"(≈{total * (args.duration + COOLDOWN_S + 1):.0f}s)")
+    for rnd in range(1, args.rounds + 1):
+        for w in workloads:
+            label = f"r{rnd}-{w.name}"
+            rec = run_wrk(args, procs, w, others, out, label)
+            rec.update(round=rnd, workload=w.name)
+            records.append(rec)
+            r = rec["wrk"]
+            log(f"round {rnd}/{args.rounds} {w.name:>22}: {r['rps']:>10,.0f} req/s  p50 {r['p50_us'] / 1000:.3f} ms  "
+                f"p99 {r['p99_us'] / 1000:.3f} ms  2xx {r['status_2xx']:,} 401 {r['status_401']:,} "
+                f"errors {r['errors']:,}")
+            save()
+            for name, p in list(others.items()) + [("gateway", w.gateway)]:
+                if p is not None and p.poll() is not None:
+                    raise HarnessError(f"{name} exited during the run (code {p.returncode}); see logs in {out}")
+            time.sleep(COOLDOWN_S)
+
+    summary = summarize(workloads, records)
+    if local:
+        bounds: dict = {}
+        for w in workloads:
+            if w.gateway is not None:
+                name = "gateway-cache-on.stderr.log" if w.gateway is gw_on else "gateway-cache-off.stderr.log"
+                bounds[name] = bounds.get(name, 0) + args.connections * args.rounds
+        meta["log_findings"] = gateway_log_findings(out, bounds)
+    meta["finished_at"] = dt.datetime.now().isoformat(timespec="seconds")
+    save(summary)
+    write_summary_md(out / "summary.md", meta, workloads, summary)
+    o = args
+    write_svg(
+        out / "latency.svg",
+        summary,
+        "jwtgate latency by workload" + ("" if local else f" ({urllib.parse.urlsplit(args.target).netloc})"),
+        f"median of {o.rounds} round{'s' if o.rounds != 1 else ''} × {o.duration}s; wrk {o.wrk_threads} threads, {o.connections} connections; "
+        f"{meta['machine']['cores']} cores ({meta['machine']['cpu_model']})"
+        + (f"; gateway threads {o.gateway_threads}" if local else ""),
+    )
+    if shutil.which("rsvg-convert"):
+        subprocess.run(["rsvg-convert", "-o", str(out / "latency.png"), str(out / "latency.svg")], check=False)
+    print((out / "summary.md").read_text())
+    log(f"results in {out}")
+    return 1 if any(s["total_errors"] for s in summary) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
