@@ -134,7 +134,7 @@ fn mint(args: MintArgs) -> anyhow::Result<ExitCode> {
         claims.insert(name.to_string(), value);
     }
 
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let run_id = jwtgate::proxy::request_id::new_request_id().replace('-', "");
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     for index in 0..args.count {

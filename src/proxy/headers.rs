@@ -24,7 +24,7 @@ pub fn request_id(request: &RequestHeader) -> String {
         })
         .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(super::request_id::new_request_id)
 }
 
 /// What the upstream request needs beyond the client's own headers.

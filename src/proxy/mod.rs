@@ -5,6 +5,7 @@
 mod gateway;
 pub mod headers;
 pub mod reject;
+pub mod request_id;
 pub mod router;
 
 pub use gateway::{Gateway, RequestCtx};
