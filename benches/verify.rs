@@ -149,9 +149,12 @@ fn policy() -> RoutePolicy {
     )
 }
 
+/// Checks a signature over a message.
+type RawVerifier = Box<dyn Fn(&[u8], &[u8]) -> bool>;
+
 /// The floor: aws-lc verifying the token's signature with a key parsed
 /// once, the signature already decoded.
-fn raw_verifier(alg: Algorithm) -> Box<dyn Fn(&[u8], &[u8]) -> bool> {
+fn raw_verifier(alg: Algorithm) -> RawVerifier {
     match alg {
         Algorithm::HS256 => {
             let key = hmac::Key::new(hmac::HMAC_SHA256, HMAC_SECRET);

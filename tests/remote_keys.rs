@@ -486,7 +486,7 @@ async fn unknown_kid_flood_is_rate_limited() {
     idp.reset_stats().await;
 
     let tokens: Vec<String> = (0..FLOOD)
-        .map(|_| foreign_token(&idp.issuer(), &uuid::Uuid::new_v4().to_string()))
+        .map(|_| foreign_token(&idp.issuer(), &jwtgate::proxy::request_id::new_request_id()))
         .collect();
     let mut statuses = Vec::new();
     for chunk in tokens.chunks(AT_ONCE) {

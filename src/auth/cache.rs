@@ -70,13 +70,29 @@ impl TokenCache {
         digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
     }
 
-    pub fn get(&self, key: &CacheKey) -> Option<Arc<VerifiedToken>> {
+    /// The cached verification of a token, if there is one that `usable`
+    /// still accepts (one that doesn't is dropped and counts as a miss).
+    pub fn get(
+        &self,
+        key: &CacheKey,
+        usable: impl FnOnce(&VerifiedToken) -> bool,
+    ) -> Option<Arc<VerifiedToken>> {
         let found = self.entries.get(key).map(|entry| entry.token);
         match found {
-            Some(_) => self.hits.inc(),
-            None => self.misses.inc(),
+            Some(token) if usable(&token) => {
+                self.hits.inc();
+                Some(token)
+            }
+            Some(_) => {
+                self.entries.invalidate(key);
+                self.misses.inc();
+                None
+            }
+            None => {
+                self.misses.inc();
+                None
+            }
         }
-        found
     }
 
     pub fn insert(&self, key: CacheKey, token: Arc<VerifiedToken>, token_len: usize) {

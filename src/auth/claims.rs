@@ -56,9 +56,9 @@ pub fn header_value(value: &Value) -> Option<String> {
         }
         other => other.to_string(),
     };
-    let valid = rendered
-        .bytes()
-        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+    // C0, DEL and C1 (U+0080-U+009F, e.g. NEL): some backends and log
+    // viewers split lines on them.
+    let valid = rendered.chars().all(|c| c == '\t' || !c.is_control());
     valid.then_some(rendered)
 }
 
@@ -125,6 +125,7 @@ mod tests {
         );
         assert_eq!(header_value(&json!(true)).as_deref(), Some("true"));
         assert_eq!(header_value(&json!("a\r\nX-Admin: 1")), None);
+        assert_eq!(header_value(&json!("a\u{85}X-Admin: 1")), None);
         assert_eq!(header_value(&Value::Null), None);
     }
 

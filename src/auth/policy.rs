@@ -69,7 +69,13 @@ impl RoutePolicy {
             max_token_bytes,
         };
         let key = cache.map(|_| TokenCache::key(token));
-        let cached = cache.zip(key.as_ref()).and_then(|(c, key)| c.get(key));
+        // A result from before the issuer's keys changed no longer counts:
+        // the key that verified it may be gone.
+        let cached = cache.zip(key.as_ref()).and_then(|(c, key)| {
+            c.get(key, |hit| {
+                issuers[hit.issuer].keys.generation() == hit.key_generation
+            })
+        });
         let verified = match cached {
             Some(hit) => {
                 verify::revalidate(&hit, issuers, request)?;

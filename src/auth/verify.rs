@@ -83,6 +83,10 @@ pub struct VerifiedToken {
     /// The time claims, parsed once, for re-checks on cache hits.
     pub exp: Option<i64>,
     pub nbf: Option<i64>,
+    pub iat: Option<i64>,
+    /// The issuer's key-set generation the signature was checked against:
+    /// once the keys change, a cached result no longer counts.
+    pub key_generation: u64,
 }
 
 impl VerifiedToken {
@@ -173,6 +177,7 @@ pub fn verify(
         format!("{alg} is in the issuer's allow-list")
     });
 
+    let key_generation = issuer.keys.generation();
     let keys = issuer.keys.current();
     if keys.is_empty() {
         explain.failed("key", Reason::JwksUnavailable);
@@ -201,13 +206,15 @@ pub fn verify(
         None => format!("valid, {:?} key", key.family),
     });
 
-    let (exp, nbf) = validate_claims(&parsed, issuer, &request, explain).map_err(fail)?;
+    let times = validate_claims(&parsed, issuer, &request, explain).map_err(fail)?;
     Ok(VerifiedToken {
         issuer: index,
         algorithm: alg,
         claims: parsed.claims,
-        exp,
-        nbf,
+        exp: times.exp,
+        nbf: times.nbf,
+        iat: times.iat,
+        key_generation,
     })
 }
 
@@ -229,6 +236,9 @@ pub fn revalidate(
     }
     if token.nbf.is_some_and(|nbf| nbf > request.now + leeway) {
         return Err(fail(Reason::NotYetValid));
+    }
+    if token.iat.is_some_and(|iat| iat > request.now + leeway) {
+        return Err(fail(Reason::IssuedInFuture));
     }
     if !request.audiences.is_empty() {
         let audiences = audiences(&token.claims).map_err(fail)?;
@@ -271,13 +281,19 @@ fn select_algorithm(
     Ok(alg)
 }
 
-/// Returns `exp` and `nbf`, which a cache hit must check again.
+/// The time claims, which a cache hit must check again.
+struct Times {
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+}
+
 fn validate_claims(
     parsed: &ParsedToken<'_>,
     issuer: &IssuerVerifier,
     request: &VerifyRequest<'_>,
     explain: &mut impl Explain,
-) -> Result<(Option<i64>, Option<i64>), Reason> {
+) -> Result<Times, Reason> {
     let claims = &parsed.claims;
     let now = request.now;
     let leeway = issuer.leeway_secs;
@@ -362,7 +378,7 @@ fn validate_claims(
             )
         });
     }
-    Ok((exp, nbf))
+    Ok(Times { exp, nbf, iat })
 }
 
 fn check_audience(token_audiences: &Option<Vec<&str>>, accepted: &[String]) -> Result<(), Reason> {

@@ -42,6 +42,9 @@ pub struct RemoteSource {
 }
 
 pub struct Refresher {
+    /// The last JWKS installed: an unchanged document isn't installed again,
+    /// so verified-token cache entries survive routine refreshes.
+    last_document: std::sync::Mutex<Option<Value>>,
     source: RemoteSource,
     fetcher: Fetcher,
     cache: Option<DiskCache>,
@@ -64,6 +67,7 @@ impl Refresher {
     ) -> Result<Self, String> {
         let fetcher = Fetcher::new(source.fetch.clone())?;
         Ok(Self {
+            last_document: std::sync::Mutex::new(None),
             source,
             fetcher,
             cache,
@@ -179,7 +183,15 @@ impl Refresher {
         }
         let now = self.clock.now_unix();
         let keys = parsed.keys.len();
-        self.source.store.replace(parsed.keys, now);
+        let unchanged = {
+            let mut last = self.last_document.lock().expect("not poisoned");
+            let unchanged = last.as_ref() == Some(&fetched.document);
+            *last = Some(fetched.document.clone());
+            unchanged
+        };
+        if !unchanged || !self.source.store.is_ready() {
+            self.source.store.replace(parsed.keys, now);
+        }
         self.source.store.record_success(now);
         self.persist(&uri, fetched.document, now);
         let policy = &self.source.refresh;
@@ -212,7 +224,7 @@ impl Refresher {
             tracing::warn!(issuer = %name, "cannot fetch keys, none to serve: {error}");
             return;
         }
-        let age = self.clock.now_unix() - store.fetched_at();
+        let age = self.clock.now_unix() - store.last_success();
         if age > self.source.refresh.max_stale.as_secs() as i64 {
             store.clear();
             tracing::error!(issuer = %name, age_secs = age, "cannot refresh keys and the last good keys passed max_stale; dropping them: {error}");

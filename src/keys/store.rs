@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
@@ -16,6 +16,9 @@ pub struct KeyStore {
     current: ArcSwap<KeySet>,
     /// Unix seconds of the fetch that produced the current keys (0: static).
     fetched_at: AtomicI64,
+    /// Bumped whenever the key set is replaced, so results derived from an
+    /// older set (cached verifications) can tell.
+    generation: AtomicU64,
     /// Unix seconds of the last refresh attempt that succeeded (0: never).
     last_success: AtomicI64,
     on_demand: Option<OnDemand>,
@@ -45,6 +48,7 @@ impl KeyStore {
         Self {
             current: ArcSwap::from_pointee(keys),
             fetched_at: AtomicI64::new(0),
+            generation: AtomicU64::new(0),
             last_success: AtomicI64::new(0),
             on_demand: None,
         }
@@ -57,6 +61,7 @@ impl KeyStore {
         Self {
             current: ArcSwap::from_pointee(KeySet::default()),
             fetched_at: AtomicI64::new(0),
+            generation: AtomicU64::new(0),
             last_success: AtomicI64::new(0),
             on_demand: Some(OnDemand {
                 state: Default::default(),
@@ -76,6 +81,13 @@ impl KeyStore {
     pub fn replace(&self, keys: KeySet, fetched_at: i64) {
         self.current.store(Arc::new(keys));
         self.fetched_at.store(fetched_at, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Which key set is current; read it before [`KeyStore::current`] so a
+    /// concurrent replacement can only make a result look older, not newer.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn clear(&self) {
