@@ -595,3 +595,44 @@ async fn slow_idp_bounds_the_unknown_kid_wait() {
         tokio::time::sleep(POLL).await;
     }
 }
+
+#[tokio::test]
+async fn an_optional_issuer_holds_readiness_back_only_during_the_startup_grace() {
+    let idp = Idp::start().await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!(
+            "http://127.0.0.1:{}",
+            listener.local_addr().expect("addr").port()
+        )
+    };
+    let template = config(&idp.issuer(), "{ min_refresh: 1s }", HTTP, None)
+        .replace(
+            "admin: { addr: \"127.0.0.1:{ADMIN}\" }",
+            "admin: { addr: \"127.0.0.1:{ADMIN}\", startup_grace: 8s }",
+        )
+        .replace(
+            "routes:",
+            &format!(
+                "  - name: partner\n    issuer: \"{dead}\"\n    discovery: true\n    fetch: {{ allow_http: true, connect_timeout: 1s }}\n    algorithms: [RS256]\n    audiences: [\"{AUDIENCE}\"]\n    required: false\nroutes:"
+            ),
+        );
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&template, &upstream).await;
+
+    // Within the grace period the optional issuer still counts.
+    let response = gateway
+        .client()
+        .get(gateway.admin_url("/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz");
+    assert_eq!(response.status(), 503);
+    let body = response.text().await.expect("body");
+    assert!(body.contains("partner"), "{body}");
+
+    // After it, only required issuers do: ready, though partner has no keys.
+    wait_ready(&gateway).await;
+    let token = idp.token("orders:read").await;
+    assert_eq!(status(&gateway, &token).await, 200);
+}

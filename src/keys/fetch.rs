@@ -208,6 +208,98 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-shot HTTP server on loopback answering every request with
+    /// `response`; returns its base URL.
+    async fn serve(response: String) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn fetcher(allow_http: bool) -> Fetcher {
+        Fetcher::new(FetchSettings {
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            max_bytes: 1024,
+            allow_http,
+        })
+        .unwrap()
+    }
+
+    fn ok(body: &str, extra_headers: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{extra_headers}connection: close\r\n\r\n{body}"
+        )
+    }
+
+    #[tokio::test]
+    async fn responses_over_the_size_cap_are_refused() {
+        let big = format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(2000));
+        // Announced by Content-Length, and streamed without one.
+        let announced = serve(ok(&big, &format!("content-length: {}\r\n", big.len()))).await;
+        let streamed = serve(ok(&big, "")).await;
+        for url in [announced, streamed] {
+            let error = fetcher(true).get_json(&url).await.unwrap_err();
+            assert!(matches!(error, FetchError::TooLarge { .. }), "{error}");
+        }
+        let small = serve(ok("{\"keys\":[]}", "cache-control: max-age=120\r\n")).await;
+        let fetched = fetcher(true).get_json(&small).await.unwrap();
+        assert_eq!(fetched.max_age, Some(Duration::from_secs(120)));
+    }
+
+    #[tokio::test]
+    async fn plain_http_needs_the_opt_in() {
+        let url = serve(ok("{}", "")).await;
+        let error = fetcher(false).get_json(&url).await.unwrap_err();
+        assert!(matches!(error, FetchError::Insecure(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn discovery_must_name_the_configured_issuer() {
+        let url = serve(ok(
+            r#"{"issuer":"https://elsewhere.example","jwks_uri":"http://127.0.0.1:1/jwks"}"#,
+            "",
+        ))
+        .await;
+        let locator = Locator::Discovery {
+            issuer: url.clone(),
+        };
+        let error = fetcher(true).jwks_uri(&locator).await.unwrap_err();
+        assert!(error.to_string().contains("does not equal"), "{error}");
+
+        // A provider whose discovery document names its own URL is followed.
+        let own = {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let issuer = format!("http://{}", listener.local_addr().unwrap());
+            let body = format!(r#"{{"issuer":"{issuer}","jwks_uri":"{issuer}/jwks"}}"#);
+            let response = ok(&body, "");
+            tokio::spawn(async move {
+                if let Ok((mut stream, _)) = listener.accept().await {
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request).await;
+                    let _ = stream.write_all(response.as_bytes()).await;
+                }
+            });
+            issuer
+        };
+        let locator = Locator::Discovery {
+            issuer: own.clone(),
+        };
+        assert_eq!(
+            fetcher(true).jwks_uri(&locator).await.unwrap(),
+            format!("{own}/jwks")
+        );
+    }
 
     #[test]
     fn cache_control_max_age() {

@@ -142,6 +142,9 @@ impl Refresher {
     pub async fn refresh_once(&self) -> Result<usize, String> {
         let result = self.refresh(&mut None, &mut Vec::new()).await;
         self.source.store.attempt_finished();
+        if let Err(error) = &result {
+            self.on_failure(error);
+        }
         result.map(|r| r.keys)
     }
 
@@ -246,6 +249,98 @@ fn jittered(base: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Algorithm;
+    use crate::clock::ManualClock;
+
+    const NOW: i64 = 1_800_000_000;
+    const HOUR: i64 = 3600;
+
+    fn fixture_jwks() -> Value {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/keys/jwks.json"
+        ))
+        .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// A refresher whose identity provider is unreachable (a closed port).
+    fn unreachable(cache: Option<DiskCache>) -> Refresher {
+        let algorithms: AlgorithmSet = [Algorithm::RS256].into_iter().collect();
+        let source = RemoteSource {
+            issuer_name: "idp".into(),
+            issuer: "https://idp.test".into(),
+            locator: Locator::JwksUri("http://127.0.0.1:1/jwks".into()),
+            fetch: FetchSettings {
+                connect_timeout: Duration::from_secs(1),
+                timeout: Duration::from_secs(2),
+                max_bytes: 1 << 16,
+                allow_http: true,
+            },
+            refresh: RefreshPolicy {
+                min_refresh: Duration::from_secs(60),
+                max_refresh: Duration::from_secs(HOUR as u64),
+                max_stale: Duration::from_secs(24 * HOUR as u64),
+            },
+            algorithms,
+            store: Arc::new(KeyStore::remote(
+                Duration::from_secs(30),
+                Duration::from_secs(1),
+            )),
+        };
+        Refresher::new(
+            source,
+            cache,
+            Arc::new(Metrics::new()),
+            ManualClock::at(NOW),
+        )
+        .unwrap()
+    }
+
+    fn install(refresher: &Refresher, fetched_at: i64) {
+        let allowed = refresher.source.algorithms;
+        let keys = jwks::parse(&fixture_jwks(), allowed).unwrap().keys;
+        refresher.source.store.replace(keys, fetched_at);
+        refresher.source.store.record_success(fetched_at);
+    }
+
+    #[tokio::test]
+    async fn failed_refreshes_keep_keys_until_max_stale() {
+        let fresh = unreachable(None);
+        install(&fresh, NOW - HOUR);
+        assert!(fresh.refresh_once().await.is_err());
+        assert!(fresh.source.store.is_ready(), "an hour old: still served");
+
+        let stale = unreachable(None);
+        install(&stale, NOW - 25 * HOUR);
+        assert!(stale.refresh_once().await.is_err());
+        assert!(!stale.source.store.is_ready(), "past max_stale: dropped");
+    }
+
+    #[test]
+    fn the_disk_copy_is_used_only_while_younger_than_max_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::new(dir.path().to_path_buf());
+        let store = |fetched_at| {
+            let entry = CachedJwks {
+                issuer: "https://idp.test".into(),
+                jwks_uri: "http://127.0.0.1:1/jwks".into(),
+                fetched_at,
+                jwks: fixture_jwks(),
+            };
+            cache.store("idp", &entry).unwrap();
+        };
+        store(NOW - 2 * HOUR);
+        let recent = unreachable(Some(cache.clone()));
+        recent.load_cached();
+        assert!(recent.source.store.is_ready());
+        assert_eq!(recent.source.store.last_success(), NOW - 2 * HOUR);
+
+        store(NOW - 25 * HOUR);
+        let old = unreachable(Some(cache.clone()));
+        old.load_cached();
+        assert!(!old.source.store.is_ready());
+    }
 
     #[test]
     fn jitter_stays_within_ten_percent() {
