@@ -572,20 +572,13 @@ struct Gate {
 }
 
 fn issuer(name: &str, iss: &str, algorithms: AlgorithmSet, keys: KeySet) -> Arc<IssuerVerifier> {
-    Arc::new(IssuerVerifier {
-        name: name.into(),
-        issuer: iss.into(),
+    Arc::new(IssuerVerifier::new(
+        name,
+        iss,
         algorithms,
-        audiences: vec!["api".into()],
-        check_audience: true,
-        leeway_secs: 30,
-        require_exp: true,
-        max_lifetime_secs: None,
-        require_sub: false,
-        token_type: Default::default(),
-        scope_claim: None,
-        keys: Arc::new(KeyStore::fixed(keys)),
-    })
+        vec!["api".into()],
+        KeyStore::fixed(keys),
+    ))
 }
 
 /// A JWKS issuer over the fixture keys (test-only) and an HMAC issuer over

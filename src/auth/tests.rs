@@ -31,20 +31,13 @@ fn jwks_issuer(algorithms: &[Algorithm]) -> Arc<IssuerVerifier> {
 }
 
 fn issuer(iss: &str, algorithms: &[Algorithm], keys: KeySet) -> Arc<IssuerVerifier> {
-    Arc::new(IssuerVerifier {
-        name: "main".into(),
-        issuer: iss.into(),
-        algorithms: algorithms.iter().copied().collect(),
-        audiences: vec!["api".into()],
-        check_audience: true,
-        leeway_secs: 30,
-        require_exp: true,
-        max_lifetime_secs: None,
-        require_sub: false,
-        token_type: Default::default(),
-        scope_claim: None,
-        keys: Arc::new(KeyStore::fixed(keys)),
-    })
+    Arc::new(IssuerVerifier::new(
+        "main",
+        iss,
+        algorithms.iter().copied().collect(),
+        vec!["api".into()],
+        KeyStore::fixed(keys),
+    ))
 }
 
 fn claims(extra: Value) -> Map<String, Value> {

@@ -32,6 +32,35 @@ pub struct IssuerVerifier {
     pub keys: Arc<KeyStore>,
 }
 
+impl IssuerVerifier {
+    /// An issuer with the same defaults as an `issuers[]` entry in
+    /// `gateway.yaml` (30 s leeway, `exp` required, audience checked, scopes
+    /// from `scope`/`scp`/`scopes`); for code that builds verifiers directly
+    /// (benches, fuzzing, tests). Adjust the public fields as needed.
+    pub fn new(
+        name: &str,
+        issuer: &str,
+        algorithms: AlgorithmSet,
+        audiences: Vec<String>,
+        keys: KeyStore,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            issuer: issuer.into(),
+            algorithms,
+            audiences,
+            check_audience: true,
+            leeway_secs: 30,
+            require_exp: true,
+            max_lifetime_secs: None,
+            require_sub: false,
+            token_type: TokenTypeRule::default(),
+            scope_claim: None,
+            keys: Arc::new(keys),
+        }
+    }
+}
+
 /// What makes a token an access token for this issuer, so refresh and ID
 /// tokens signed by the same keys can't pass as one (RFC 8725 §3.11,
 /// RFC 9068 §2.1).
