@@ -1744,3 +1744,43 @@ async fn metrics_count_every_decision_and_status() {
     let proxied = gateway.get("/metrics", None).await;
     assert_eq!(proxied.status(), 404);
 }
+
+// ---------------------------------------------------------------------------
+// Upstream pools
+
+#[tokio::test]
+async fn upstreams_are_used_round_robin_and_a_dead_one_is_skipped() {
+    let first = Upstream::start();
+    let second = Upstream::start();
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let template = format!(
+        r#"listen: {{ http: "127.0.0.1:{{PROXY}}" }}
+admin: {{ addr: "127.0.0.1:{{ADMIN}}" }}
+routes:
+  - name: pool
+    match: {{ path_prefix: /pool }}
+    upstream: {{ addrs: ["{{UPSTREAM}}", "{second}"] }}
+    auth: {{ mode: off }}
+  - name: flaky
+    match: {{ path_prefix: /flaky }}
+    upstream: {{ addrs: ["{dead}", "{{UPSTREAM}}"], connect_timeout: 1s }}
+    auth: {{ mode: off }}
+"#,
+        second = second.addr(),
+    );
+    let gateway = Gateway::start(&template, &first).await;
+
+    for _ in 0..6 {
+        assert_eq!(gateway.get("/pool/x", None).await.status(), 200);
+    }
+    assert_eq!((first.count(), second.count()), (3, 3), "round robin");
+
+    // Connect failures move on to the next address: every request succeeds.
+    for _ in 0..4 {
+        assert_eq!(gateway.get("/flaky/x", None).await.status(), 200);
+    }
+    assert_eq!(first.count(), 3 + 4);
+}
