@@ -299,6 +299,19 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// What Pingora prints in its error logs. Its default includes the query
+    /// string, where a route with `token_query` carries the token.
+    fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
+        let request = session.req_header();
+        let route = ctx.route.as_ref().map_or(NO_ROUTE, |r| r.name.as_str());
+        format!(
+            "{} {} route={route} request_id={}",
+            request.method,
+            request.uri.path(),
+            ctx.request_id
+        )
+    }
+
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session
             .response_written()
