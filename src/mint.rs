@@ -60,10 +60,6 @@ impl Signer {
         Ok(Self { algorithm, key })
     }
 
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
     /// Signs `claims` into a compact JWS with `kid` and `typ` in the header.
     pub fn sign(
         &self,

@@ -853,7 +853,7 @@ fn a_cache_hit_does_not_outlive_its_key() {
     let es256: AlgorithmSet = [Algorithm::ES256].into_iter().collect();
     issuers[0]
         .keys
-        .replace(jwks::parse(&document, es256).unwrap().keys, NOW);
+        .replace(jwks::parse(&document, es256).unwrap().keys);
     assert_eq!(outcome(&at(None)), Err(Reason::UnknownKid));
     assert_eq!(outcome(&at(Some(&cache))), Err(Reason::UnknownKid));
 }

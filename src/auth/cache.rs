@@ -37,7 +37,6 @@ struct Entry {
 
 pub struct TokenCache {
     entries: Cache<[u8; 32], Entry>,
-    ttl: Duration,
     hits: IntCounter,
     misses: IntCounter,
 }
@@ -59,7 +58,6 @@ impl TokenCache {
             .build();
         Self {
             entries,
-            ttl: settings.ttl,
             hits,
             misses,
         }
@@ -100,10 +98,6 @@ impl TokenCache {
             .unwrap_or(u32::MAX)
             .saturating_add(ENTRY_OVERHEAD_BYTES);
         self.entries.insert(key, Entry { token, weight });
-    }
-
-    pub fn ttl(&self) -> Duration {
-        self.ttl
     }
 
     pub fn entry_count(&self) -> u64 {

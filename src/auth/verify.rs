@@ -259,14 +259,17 @@ pub fn revalidate(
         // As on a fresh verification: no issuer of this route was identified.
         return Err(Failure::token(Reason::WrongIssuer, None));
     }
-    let leeway = issuers[token.issuer].leeway_secs;
-    if token.exp.is_some_and(|exp| request.now >= exp + leeway) {
+    let window = Window {
+        now: request.now,
+        leeway: issuers[token.issuer].leeway_secs,
+    };
+    if token.exp.is_some_and(|exp| window.expired(exp)) {
         return Err(fail(Reason::Expired));
     }
-    if token.nbf.is_some_and(|nbf| nbf > request.now + leeway) {
+    if token.nbf.is_some_and(|nbf| window.not_yet(nbf)) {
         return Err(fail(Reason::NotYetValid));
     }
-    if token.iat.is_some_and(|iat| iat > request.now + leeway) {
+    if token.iat.is_some_and(|iat| window.not_yet(iat)) {
         return Err(fail(Reason::IssuedInFuture));
     }
     if !request.audiences.is_empty() {
@@ -310,6 +313,25 @@ fn select_algorithm(
     Ok(alg)
 }
 
+/// "Now" give or take the issuer's leeway: the one definition of the time
+/// checks, shared by full verification and cache hits.
+struct Window {
+    now: i64,
+    leeway: i64,
+}
+
+impl Window {
+    /// `exp` has passed (RFC 7519 §4.1.4: now must be before it).
+    fn expired(&self, exp: i64) -> bool {
+        self.now >= exp + self.leeway
+    }
+
+    /// An `nbf` or `iat` still in the future.
+    fn not_yet(&self, at: i64) -> bool {
+        at > self.now + self.leeway
+    }
+}
+
 /// The time claims, which a cache hit must check again.
 struct Times {
     exp: Option<i64>,
@@ -326,6 +348,7 @@ fn validate_claims(
     let claims = &parsed.claims;
     let now = request.now;
     let leeway = issuer.leeway_secs;
+    let window = Window { now, leeway };
 
     checked(
         explain,
@@ -340,7 +363,7 @@ fn validate_claims(
 
     let exp = checked(explain, "exp", numeric_date(claims, "exp"))?;
     match exp {
-        Some(exp) if now >= exp + leeway => return checked(explain, "exp", Err(Reason::Expired)),
+        Some(exp) if window.expired(exp) => return checked(explain, "exp", Err(Reason::Expired)),
         Some(exp) => explain.passed("exp", &|| {
             format!("expires in {}s (leeway {leeway}s)", exp - now)
         }),
@@ -349,14 +372,14 @@ fn validate_claims(
     }
     let nbf = checked(explain, "nbf", numeric_date(claims, "nbf"))?;
     if let Some(nbf) = nbf {
-        if nbf > now + leeway {
+        if window.not_yet(nbf) {
             return checked(explain, "nbf", Err(Reason::NotYetValid));
         }
         explain.passed("nbf", &|| format!("valid since {}s ago", now - nbf));
     }
     let iat = checked(explain, "iat", numeric_date(claims, "iat"))?;
     if let Some(iat) = iat {
-        if iat > now + leeway {
+        if window.not_yet(iat) {
             return checked(explain, "iat", Err(Reason::IssuedInFuture));
         }
         explain.passed("iat", &|| format!("issued {}s ago", now - iat));

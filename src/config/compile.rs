@@ -18,7 +18,7 @@ use crate::auth::extract::TokenSources;
 use crate::auth::policy::{ClaimRequirement, RoutePolicy};
 use crate::auth::verify::{TokenTypeRule, normalize_typ};
 use crate::auth::{AlgorithmSet, IssuerVerifier, KeyFamily};
-use crate::keys::fetch::{FetchSettings, Locator};
+use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
 use crate::keys::remote::{RefreshPolicy, RemoteSource};
 use crate::keys::{self, KeySet, KeyStore, VerifyingKey};
 use crate::proxy::router::Router;
@@ -390,8 +390,7 @@ fn remote_source(
         Locator::JwksUri(uri) => uri.as_str(),
         Locator::Discovery { issuer } => issuer.as_str(),
     };
-    let lower = url.to_ascii_lowercase();
-    if !(lower.starts_with("https://") || (fetch.allow_http && lower.starts_with("http://"))) {
+    if !scheme_allowed(url, fetch.allow_http) {
         return Err(format!(
             "{url:?} must be an https:// URL (fetch.allow_http: true permits http:// for loopback tests)"
         ));

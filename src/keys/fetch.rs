@@ -155,15 +155,18 @@ impl Fetcher {
     }
 
     fn check_scheme(&self, url: &str) -> Result<(), FetchError> {
-        let lower = url.to_ascii_lowercase();
-        if lower.starts_with("https://")
-            || (self.settings.allow_http && lower.starts_with("http://"))
-        {
+        if scheme_allowed(url, self.settings.allow_http) {
             Ok(())
         } else {
             Err(FetchError::Insecure(url.to_string()))
         }
     }
+}
+
+/// HTTPS, or plain HTTP when an issuer opted in (loopback tests).
+pub fn scheme_allowed(url: &str, allow_http: bool) -> bool {
+    let lower = url.to_ascii_lowercase();
+    lower.starts_with("https://") || (allow_http && lower.starts_with("http://"))
 }
 
 pub fn discovery_url(issuer: &str) -> String {

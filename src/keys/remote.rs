@@ -97,7 +97,7 @@ impl Refresher {
         match jwks::parse(&cached.jwks, self.source.algorithms) {
             Ok(parsed) if !parsed.keys.is_empty() => {
                 let count = parsed.keys.len();
-                self.source.store.replace(parsed.keys, cached.fetched_at);
+                self.source.store.replace(parsed.keys);
                 self.source.store.record_success(cached.fetched_at);
                 tracing::info!(issuer = %name, keys = count, age_secs = age, "loaded cached keys");
             }
@@ -193,7 +193,7 @@ impl Refresher {
             unchanged
         };
         if !unchanged || !self.source.store.is_ready() {
-            self.source.store.replace(parsed.keys, now);
+            self.source.store.replace(parsed.keys);
         }
         self.source.store.record_success(now);
         self.persist(&uri, fetched.document, now);
@@ -300,7 +300,7 @@ mod tests {
     fn install(refresher: &Refresher, fetched_at: i64) {
         let allowed = refresher.source.algorithms;
         let keys = jwks::parse(&fixture_jwks(), allowed).unwrap().keys;
-        refresher.source.store.replace(keys, fetched_at);
+        refresher.source.store.replace(keys);
         refresher.source.store.record_success(fetched_at);
     }
 

@@ -14,8 +14,6 @@ use super::KeySet;
 #[derive(Debug)]
 pub struct KeyStore {
     current: ArcSwap<KeySet>,
-    /// Unix seconds of the fetch that produced the current keys (0: static).
-    fetched_at: AtomicI64,
     /// Bumped whenever the key set is replaced, so results derived from an
     /// older set (cached verifications) can tell.
     generation: AtomicU64,
@@ -47,7 +45,6 @@ impl KeyStore {
     pub fn fixed(keys: KeySet) -> Self {
         Self {
             current: ArcSwap::from_pointee(keys),
-            fetched_at: AtomicI64::new(0),
             generation: AtomicU64::new(0),
             last_success: AtomicI64::new(0),
             on_demand: None,
@@ -60,7 +57,6 @@ impl KeyStore {
     pub fn remote(min_interval: Duration, max_wait: Duration) -> Self {
         Self {
             current: ArcSwap::from_pointee(KeySet::default()),
-            fetched_at: AtomicI64::new(0),
             generation: AtomicU64::new(0),
             last_success: AtomicI64::new(0),
             on_demand: Some(OnDemand {
@@ -77,10 +73,9 @@ impl KeyStore {
         self.current.load()
     }
 
-    /// Installs keys fetched (or cached) at `fetched_at`.
-    pub fn replace(&self, keys: KeySet, fetched_at: i64) {
+    /// Installs a new key set.
+    pub fn replace(&self, keys: KeySet) {
         self.current.store(Arc::new(keys));
-        self.fetched_at.store(fetched_at, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -91,11 +86,7 @@ impl KeyStore {
     }
 
     pub fn clear(&self) {
-        self.replace(KeySet::default(), 0);
-    }
-
-    pub fn fetched_at(&self) -> i64 {
-        self.fetched_at.load(Ordering::Relaxed)
+        self.replace(KeySet::default());
     }
 
     pub fn record_success(&self, at: i64) {
