@@ -1718,6 +1718,26 @@ async fn metrics_count_every_decision_and_status() {
         "unexpected extra decisions:\n{}",
         relevant_lines(&text)
     );
+    // Seven distinct tokens were verified; the histogram has microsecond buckets.
+    assert_eq!(
+        metric_value(&text, "jwtgate_verify_duration_seconds_count", &[]),
+        7.0
+    );
+    assert!(
+        text.contains("jwtgate_verify_duration_seconds_bucket{le=\"0.00001\"}"),
+        "no 10 µs bucket:\n{}",
+        relevant_lines(&text)
+    );
+    // Upstream time is recorded per route for requests that reached one.
+    for (route, count) in [("api", 3.0), ("public", 1.0), ("maybe", 1.0)] {
+        gateway
+            .expect_metric(
+                "jwtgate_upstream_duration_seconds_count",
+                &[("route", route)],
+                count,
+            )
+            .await;
+    }
     // Labels never carry client-controlled text.
     for line in text.lines().filter(|l| l.starts_with("jwtgate_")) {
         assert!(!line.contains("/api/"), "a path became a label: {line}");

@@ -196,6 +196,13 @@ async fn discovery_end_to_end_with_a_real_idp() {
         1.0,
         "the IdP publishes one key"
     );
+    let age = gateway
+        .metric("jwtgate_jwks_age_seconds", &[("issuer", "idp")])
+        .await;
+    assert!(
+        (0.0..60.0).contains(&age),
+        "keys fetched moments ago, age {age}"
+    );
     let (discovery, jwks, _) = idp.stats().await;
     assert!(discovery >= 1, "the IdP saw no discovery request");
     assert!(jwks >= 1, "the IdP saw no JWKS request");
@@ -458,6 +465,13 @@ async fn unreachable_idp_without_cache_is_unavailable() {
     )
     .await;
     assert_eq!(readyz(&gateway).await, 503);
+    assert_eq!(
+        gateway
+            .metric("jwtgate_jwks_age_seconds", &[("issuer", "idp")])
+            .await,
+        -1.0,
+        "never fetched"
+    );
     assert_eq!(gateway.metric(FETCHES, &[("result", "success")]).await, 0.0);
     assert_eq!(upstream.count(), 0);
 }
