@@ -29,6 +29,22 @@ pub struct RefreshPolicy {
     pub max_stale: Duration,
 }
 
+impl RefreshPolicy {
+    /// When to refresh after a success: the JWKS's own `max-age` (10 min
+    /// when it gives none), kept within the configured bounds.
+    fn refresh_after(&self, max_age: Option<Duration>) -> Duration {
+        max_age
+            .unwrap_or(DEFAULT_REFRESH)
+            .clamp(self.min_refresh, self.max_refresh)
+    }
+
+    /// The wait after another failure: doubling, up to 5 min (or
+    /// `max_refresh` when that is shorter).
+    fn next_backoff(&self, current: Duration) -> Duration {
+        (current * 2).min(MAX_BACKOFF.min(self.max_refresh))
+    }
+}
+
 /// A remote issuer's key source, compiled from config.
 #[derive(Debug, Clone)]
 pub struct RemoteSource {
@@ -127,7 +143,7 @@ impl Refresher {
                         .record_jwks_fetch(&self.source.issuer_name, false);
                     self.on_failure(&error);
                     let wait = jittered(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF.min(self.source.refresh.max_refresh));
+                    backoff = self.source.refresh.next_backoff(backoff);
                     wait
                 }
             };
@@ -197,11 +213,7 @@ impl Refresher {
         }
         self.source.store.record_success(now);
         self.persist(&uri, fetched.document, now);
-        let policy = &self.source.refresh;
-        let ttl = fetched
-            .max_age
-            .unwrap_or(DEFAULT_REFRESH)
-            .clamp(policy.min_refresh, policy.max_refresh);
+        let ttl = self.source.refresh.refresh_after(fetched.max_age);
         Ok(Refreshed { ttl, keys })
     }
 
@@ -340,6 +352,33 @@ mod tests {
         let old = unreachable(Some(cache.clone()));
         old.load_cached();
         assert!(!old.source.store.is_ready());
+    }
+
+    #[test]
+    fn refresh_follows_max_age_within_bounds_and_backs_off_exponentially() {
+        let policy = RefreshPolicy {
+            min_refresh: Duration::from_secs(60),
+            max_refresh: Duration::from_secs(3600),
+            max_stale: Duration::from_secs(86_400),
+        };
+        let secs = Duration::from_secs;
+        assert_eq!(policy.refresh_after(Some(secs(300))), secs(300));
+        assert_eq!(policy.refresh_after(Some(secs(5))), secs(60));
+        assert_eq!(policy.refresh_after(Some(secs(86_400))), secs(3600));
+        assert_eq!(policy.refresh_after(None), DEFAULT_REFRESH);
+
+        let mut backoff = FIRST_BACKOFF;
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            waits.push(backoff.as_secs());
+            backoff = policy.next_backoff(backoff);
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        let short = RefreshPolicy {
+            max_refresh: secs(10),
+            ..policy
+        };
+        assert_eq!(short.next_backoff(secs(8)), secs(10));
     }
 
     #[test]
