@@ -1151,3 +1151,57 @@ fn check_resolves_relative_key_paths_against_the_config_directory() {
     out.assert_success();
     assert!(out.stdout.contains("rel"), "{}", out.describe());
 }
+
+#[test]
+fn check_warns_about_query_string_tokens() {
+    let route = |auth: &str| {
+        TempConfig::new(&format!(
+            "issuers:\n  - name: i\n    issuer: {ISS}\n    algorithms: [RS256]\n    audiences: [{AUD}]\n    jwks_file: {}\nroutes:\n  - name: legacy\n    upstream: {{ addrs: [\"127.0.0.1:9\"] }}\n    auth: {auth}\n",
+            key("jwks.json")
+        ))
+    };
+    let enabled = route("{ token_query: access_token }");
+    let out = run(&["check", "-c", enabled.path()]);
+    out.assert_success();
+    assert_contains(
+        &out,
+        "warning: route \"legacy\" accepts tokens in the query parameter \"access_token\"",
+    );
+
+    let default = route("{ mode: required }");
+    let out = run(&["check", "-c", default.path()]);
+    out.assert_success();
+    assert!(
+        !out.stdout.contains("query parameter"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn check_refuses_inconsistent_settings() {
+    let jwks = key("jwks.json");
+    let cases = [
+        (
+            "listen: { http: \"127.0.0.1:7000\" }\nadmin: { addr: \"127.0.0.1:7000\" }\nroutes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:9\"] }\n    auth: { mode: off }\n".to_string(),
+            "used by two listeners",
+        ),
+        (
+            "token_cache: { max_entries: 0 }\nroutes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:9\"] }\n    auth: { mode: off }\n".to_string(),
+            "token_cache: max_entries, max_bytes and ttl must be positive",
+        ),
+        (
+            format!("issuers:\n  - name: i\n    issuer: {ISS}\n    algorithms: [RS256]\n    audiences: [{AUD}]\n    jwks_file: {jwks}\n    token_type: {{ claim: token_use }}\nroutes:\n  - name: r\n    upstream: {{ addrs: [\"127.0.0.1:9\"] }}\n"),
+            "token_type.claim and token_type.values go together",
+        ),
+        (
+            format!("issuers:\n  - name: i\n    issuer: {ISS}\n    algorithms: [RS256]\n    audiences: [{AUD}]\n    jwks_uri: http://127.0.0.1:9/jwks\nroutes:\n  - name: r\n    upstream: {{ addrs: [\"127.0.0.1:9\"] }}\n"),
+            "must be an https:// URL",
+        ),
+    ];
+    for (text, message) in cases {
+        let config = TempConfig::new(&text);
+        let out = check_fails(&config);
+        assert_contains(&out, message);
+    }
+}

@@ -159,6 +159,11 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
                 format!("route {name:?} is defined twice"),
             ));
         }
+        if let Some(parameter) = &route.auth.token_query {
+            warnings.push(format!(
+                "route {name:?} accepts tokens in the query parameter {parameter:?}: URLs end up in logs, browser histories and Referer headers (RFC 6750 §5.3)"
+            ));
+        }
         let compiled =
             compile_route(route, &issuer_names, &issuers).map_err(|(span, message)| {
                 err_at(
