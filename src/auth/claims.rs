@@ -2,11 +2,13 @@
 //! shapes identity providers actually emit, and rendering claims as header
 //! values.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use super::json::{JsonObject, JsonRef};
 
 /// Looks up `path` in the claims. A top-level claim whose name contains dots
 /// (Auth0's namespaced `https://example.com/roles`) wins over a nested walk.
-pub fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+pub fn lookup<'a>(claims: &'a JsonObject, path: &str) -> Option<JsonRef<'a>> {
     if let Some(value) = claims.get(path) {
         return Some(value);
     }
@@ -23,16 +25,16 @@ pub fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Valu
 pub const DEFAULT_SCOPE_CLAIMS: [&str; 3] = ["scope", "scp", "scopes"];
 
 /// The token's scopes: a space-delimited string or an array of strings.
-pub fn scopes<'a>(claims: &'a Map<String, Value>, claim: Option<&str>) -> Vec<&'a str> {
+pub fn scopes<'a>(claims: &'a JsonObject, claim: Option<&str>) -> Vec<&'a str> {
     let value = match claim {
         Some(path) => lookup(claims, path),
         None => DEFAULT_SCOPE_CLAIMS
             .iter()
-            .find_map(|name| claims.get(*name)),
+            .find_map(|name| claims.get(name)),
     };
     match value {
-        Some(Value::String(s)) => s.split_ascii_whitespace().collect(),
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        Some(JsonRef::String(s)) => s.split_ascii_whitespace().collect(),
+        Some(JsonRef::Array(items)) => items.iter().filter_map(JsonRef::as_str).collect(),
         _ => Vec::new(),
     }
 }
@@ -40,21 +42,21 @@ pub fn scopes<'a>(claims: &'a Map<String, Value>, claim: Option<&str>) -> Vec<&'
 /// A claim as a header value: strings verbatim, arrays joined with a space,
 /// objects as JSON. `None` when the result could not be a valid header value
 /// (control characters), so a hostile claim cannot inject headers.
-pub fn header_value(value: &Value) -> Option<String> {
+pub fn header_value(value: JsonRef<'_>) -> Option<String> {
     let rendered = match value {
-        Value::Null => return None,
-        Value::String(s) => s.clone(),
-        Value::Array(items) => {
+        JsonRef::Null => return None,
+        JsonRef::String(s) => s.to_owned(),
+        JsonRef::Array(items) => {
             let parts: Vec<String> = items
                 .iter()
                 .map(|item| match item {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                    JsonRef::String(s) => s.to_owned(),
+                    other => other.to_value().to_string(),
                 })
                 .collect();
             parts.join(" ")
         }
-        other => other.to_string(),
+        other => other.to_value().to_string(),
     };
     // C0, DEL and C1 (U+0080-U+009F, e.g. NEL): some backends and log
     // viewers split lines on them.
@@ -63,10 +65,10 @@ pub fn header_value(value: &Value) -> Option<String> {
 }
 
 /// Does the claim hold `expected`? An array claim holds each of its elements.
-pub fn holds(value: &Value, expected: &Value) -> bool {
+pub fn holds(value: JsonRef<'_>, expected: &Value) -> bool {
     match value {
-        Value::Array(items) => items.iter().any(|item| item == expected),
-        scalar => scalar == expected,
+        JsonRef::Array(items) => items.iter().any(|item| item.equals(expected)),
+        scalar => scalar.equals(expected),
     }
 }
 
@@ -75,8 +77,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn claims(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn claims(v: Value) -> JsonObject {
+        JsonObject::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    /// One claim of its own, for the value-level functions.
+    fn value(v: Value) -> JsonObject {
+        claims(json!({ "v": v }))
+    }
+
+    fn header_value_of(v: Value) -> Option<String> {
+        header_value(value(v).get("v").unwrap())
+    }
+
+    fn holds_of(v: Value, expected: Value) -> bool {
+        holds(value(v).get("v").unwrap(), &expected)
     }
 
     #[test]
@@ -85,13 +100,11 @@ mod tests {
             "realm_access": {"roles": ["admin", "ops"]},
             "https://example.com/roles": ["x"],
         }));
-        assert_eq!(
-            lookup(&c, "realm_access.roles"),
-            Some(&json!(["admin", "ops"]))
-        );
-        assert_eq!(lookup(&c, "https://example.com/roles"), Some(&json!(["x"])));
-        assert_eq!(lookup(&c, "realm_access.missing"), None);
-        assert_eq!(lookup(&c, "realm_access.roles.deeper"), None);
+        let found = |path| lookup(&c, path).map(JsonRef::to_value);
+        assert_eq!(found("realm_access.roles"), Some(json!(["admin", "ops"])));
+        assert_eq!(found("https://example.com/roles"), Some(json!(["x"])));
+        assert_eq!(found("realm_access.missing"), None);
+        assert_eq!(found("realm_access.roles.deeper"), None);
     }
 
     #[test]
@@ -114,26 +127,26 @@ mod tests {
 
     #[test]
     fn header_values_render_and_refuse_control_characters() {
-        assert_eq!(header_value(&json!("alice")).as_deref(), Some("alice"));
+        assert_eq!(header_value_of(json!("alice")).as_deref(), Some("alice"));
         assert_eq!(
-            header_value(&json!(["a", "b", 3])).as_deref(),
+            header_value_of(json!(["a", "b", 3])).as_deref(),
             Some("a b 3")
         );
         assert_eq!(
-            header_value(&json!({"k": 1})).as_deref(),
+            header_value_of(json!({"k": 1})).as_deref(),
             Some(r#"{"k":1}"#)
         );
-        assert_eq!(header_value(&json!(true)).as_deref(), Some("true"));
-        assert_eq!(header_value(&json!("a\r\nX-Admin: 1")), None);
-        assert_eq!(header_value(&json!("a\u{85}X-Admin: 1")), None);
-        assert_eq!(header_value(&Value::Null), None);
+        assert_eq!(header_value_of(json!(true)).as_deref(), Some("true"));
+        assert_eq!(header_value_of(json!("a\r\nX-Admin: 1")), None);
+        assert_eq!(header_value_of(json!("a\u{85}X-Admin: 1")), None);
+        assert_eq!(header_value_of(Value::Null), None);
     }
 
     #[test]
     fn holds_checks_membership_or_equality() {
-        assert!(holds(&json!(["a", "b"]), &json!("b")));
-        assert!(holds(&json!("a"), &json!("a")));
-        assert!(holds(&json!(true), &json!(true)));
-        assert!(!holds(&json!(["a"]), &json!("b")));
+        assert!(holds_of(json!(["a", "b"]), json!("b")));
+        assert!(holds_of(json!("a"), json!("a")));
+        assert!(holds_of(json!(true), json!(true)));
+        assert!(!holds_of(json!(["a"]), json!("b")));
     }
 }

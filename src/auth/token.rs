@@ -4,47 +4,58 @@
 //! claims (RFC 7515 §5.2, RFC 8725 §3.4: two parsers must not be able to
 //! read two different tokens out of the same bytes).
 
-use std::fmt;
+use std::ops::Range;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
 
 use super::Reason;
+use super::json::{JsonObject, JsonRef};
 
-/// The parts of the JOSE header jwtgate acts on. Key material a token
-/// carries (`jwk`, `jku`, `x5u`, `x5c`) is never read: a token may only
-/// select among configured keys, by `kid`.
-#[derive(Debug, Clone)]
+/// The JOSE header. jwtgate acts on `alg`, `kid` and `typ` only; key
+/// material a token carries (`jwk`, `jku`, `x5u`, `x5c`) is never read: a
+/// token may only select among configured keys, by `kid`.
+#[derive(Debug)]
 pub struct Header {
-    pub alg: String,
-    pub kid: Option<String>,
-    pub typ: Option<String>,
+    /// Checked at parse time: `alg` is a string, `kid` and `typ` are strings
+    /// when present.
+    fields: JsonObject,
 }
 
 impl Header {
-    fn from_object(mut object: Map<String, Value>) -> Result<Self, Reason> {
+    fn new(fields: JsonObject) -> Result<Self, Reason> {
         // We implement no JWS extensions, so any critical one is unknown to us
         // and the token must be rejected (RFC 7515 §4.1.11); an unencoded
         // payload (RFC 7797 `b64: false`) changes what was signed.
-        if object.contains_key("crit") {
+        if fields.contains_key("crit") {
             return Err(Reason::UnsupportedHeader);
         }
-        match object.get("b64") {
-            None | Some(Value::Bool(true)) => {}
+        match fields.get("b64") {
+            None | Some(JsonRef::Bool(true)) => {}
             Some(_) => return Err(Reason::UnsupportedHeader),
         }
-        let mut string = |name: &str| match object.remove(name) {
-            None => Ok(None),
-            Some(Value::String(value)) => Ok(Some(value)),
-            Some(_) => Err(Reason::Malformed),
-        };
-        Ok(Self {
-            alg: string("alg")?.ok_or(Reason::Malformed)?,
-            kid: string("kid")?,
-            typ: string("typ")?,
-        })
+        let is_string = |name| matches!(fields.get(name), Some(JsonRef::String(_)));
+        let absent_or_string = |name| fields.get(name).is_none() || is_string(name);
+        if !(is_string("alg") && absent_or_string("kid") && absent_or_string("typ")) {
+            return Err(Reason::Malformed);
+        }
+        Ok(Self { fields })
+    }
+
+    fn string(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).and_then(JsonRef::as_str)
+    }
+
+    pub fn alg(&self) -> &str {
+        self.string("alg").unwrap_or_default()
+    }
+
+    pub fn kid(&self) -> Option<&str> {
+        self.string("kid")
+    }
+
+    pub fn typ(&self) -> Option<&str> {
+        self.string("typ")
     }
 }
 
@@ -53,10 +64,19 @@ impl Header {
 #[derive(Debug)]
 pub struct ParsedToken<'a> {
     pub header: Header,
-    pub claims: Map<String, Value>,
+    pub claims: JsonObject,
     /// `BASE64URL(header) "." BASE64URL(payload)`: the bytes that were signed.
     pub signing_input: &'a [u8],
-    pub signature: Vec<u8>,
+    /// All three segments decoded into one buffer (one allocation, not
+    /// three); the signature is its tail.
+    decoded: Vec<u8>,
+    signature_start: usize,
+}
+
+impl ParsedToken<'_> {
+    pub fn signature(&self) -> &[u8] {
+        &self.decoded[self.signature_start..]
+    }
 }
 
 pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, Reason> {
@@ -77,114 +97,47 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, Reason> {
             Reason::Malformed
         });
     };
-    let header = Header::from_object(strict_object(&decode_segment(header_b64)?)?)?;
-    let claims = strict_object(&decode_segment(payload_b64)?)?;
-    let signature = decode_segment(signature_b64)?;
-    if signature.is_empty() {
-        return Err(Reason::Malformed);
-    }
+    // The engine reserves 3 bytes per started group of 4 characters before
+    // decoding each segment: room for all three, so the buffer never moves.
+    let mut decoded = Vec::with_capacity(token.len() / 4 * 3 + 12);
+    let header = decode_segment(header_b64, &mut decoded)?;
+    let header = Header::new(strict_object(&decoded[header])?)?;
+    let payload = decode_segment(payload_b64, &mut decoded)?;
+    let claims = strict_object(&decoded[payload])?;
+    let signature = decode_segment(signature_b64, &mut decoded)?;
     let signing_input_len = header_b64.len() + 1 + payload_b64.len();
     Ok(ParsedToken {
         header,
         claims,
         signing_input: &token.as_bytes()[..signing_input_len],
-        signature,
+        decoded,
+        signature_start: signature.start,
     })
 }
 
 /// A JSON object, with duplicate member names refused at every depth.
-fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, Reason> {
-    match serde_json::from_slice::<Strict>(bytes) {
-        Ok(Strict(Value::Object(object))) => Ok(object),
-        _ => Err(Reason::Malformed),
-    }
+fn strict_object(bytes: &[u8]) -> Result<JsonObject, Reason> {
+    JsonObject::parse(bytes).map_err(|_| Reason::Malformed)
 }
 
-/// A `serde_json::Value` whose objects may not repeat a member name
-/// (serde_json itself silently keeps the last one).
-struct Strict(Value);
-
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("non-finite number"))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(Strict(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(name) = map.next_key::<String>()? {
-            // One tree search per member: find the slot, then fill it.
-            let serde_json::map::Entry::Vacant(slot) = object.entry(name) else {
-                return Err(de::Error::custom("duplicate member name"));
-            };
-            let Strict(value) = map.next_value()?;
-            slot.insert(value);
-        }
-        Ok(Value::Object(object))
-    }
-}
-
-/// Unpadded base64url only; the engine also refuses non-canonical trailing
-/// bits, so one token has exactly one encoding.
-fn decode_segment(segment: &str) -> Result<Vec<u8>, Reason> {
+/// Appends the decoded `segment` to `out` and says where it landed.
+/// Unpadded base64url only, and never empty; the engine also refuses
+/// non-canonical trailing bits, so one token has exactly one encoding.
+fn decode_segment(segment: &str, out: &mut Vec<u8>) -> Result<Range<usize>, Reason> {
     if segment.is_empty() {
         return Err(Reason::Malformed);
     }
+    let start = out.len();
     URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| Reason::Malformed)
+        .decode_vec(segment, out)
+        .map_err(|_| Reason::Malformed)?;
+    Ok(start..out.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn b64(s: &str) -> String {
         URL_SAFE_NO_PAD.encode(s)
@@ -198,10 +151,11 @@ mod tests {
     fn parses_a_well_formed_token() {
         let t = token(r#"{"alg":"RS256","kid":"k1"}"#, r#"{"sub":"alice"}"#);
         let parsed = parse(&t, 8192).unwrap();
-        assert_eq!(parsed.header.alg, "RS256");
-        assert_eq!(parsed.header.kid.as_deref(), Some("k1"));
-        assert_eq!(parsed.claims["sub"], "alice");
-        assert_eq!(parsed.signature, b"sig");
+        assert_eq!(parsed.header.alg(), "RS256");
+        assert_eq!(parsed.header.kid(), Some("k1"));
+        assert_eq!(parsed.header.typ(), None);
+        assert_eq!(parsed.claims.get("sub").unwrap().as_str(), Some("alice"));
+        assert_eq!(parsed.signature(), b"sig");
         assert_eq!(
             parsed.signing_input,
             t.rsplit_once('.').unwrap().0.as_bytes()
@@ -238,7 +192,7 @@ mod tests {
         let t = token(r#"{"alg":"RS256"}"#, claims);
         let parsed = parse(&t, 8192).unwrap();
         assert_eq!(
-            Value::Object(parsed.claims),
+            parsed.claims.to_value(),
             serde_json::from_str::<Value>(claims).unwrap()
         );
     }

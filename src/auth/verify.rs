@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::claims;
+use super::json::{Items, JsonObject, JsonRef};
 use super::token::{self, ParsedToken};
 use super::{Algorithm, AlgorithmSet, Reason, Rejection};
 use crate::keys::{KeyChoice, KeyStore};
@@ -74,7 +75,7 @@ pub struct TokenTypeRule {
 }
 
 impl TokenTypeRule {
-    fn check(&self, typ: Option<&str>, claims: &Map<String, Value>) -> Result<(), Reason> {
+    fn check(&self, typ: Option<&str>, claims: &JsonObject) -> Result<(), Reason> {
         if !self.typ.is_empty() {
             let typ = typ.ok_or(Reason::WrongTokenType)?;
             let normalized = normalize_typ(typ);
@@ -108,7 +109,7 @@ pub struct VerifiedToken {
     /// Index of the issuer in the compiled issuer list.
     pub issuer: usize,
     pub algorithm: Algorithm,
-    pub claims: Map<String, Value>,
+    pub claims: JsonObject,
     /// The time claims, parsed once, for re-checks on cache hits.
     pub exp: Option<i64>,
     pub nbf: Option<i64>,
@@ -120,7 +121,7 @@ pub struct VerifiedToken {
 
 impl VerifiedToken {
     pub fn subject(&self) -> Option<&str> {
-        self.claims.get("sub").and_then(Value::as_str)
+        self.claims.get("sub").and_then(JsonRef::as_str)
     }
 }
 
@@ -215,19 +216,19 @@ pub fn verify(
             issuer: Some(index),
         });
     }
-    let candidates = match keys.select(parsed.header.kid.as_deref(), alg) {
+    let candidates = match keys.select(parsed.header.kid(), alg) {
         KeyChoice::Candidates(candidates) => Ok(candidates),
         KeyChoice::UnknownKid => Err(Reason::UnknownKid),
         KeyChoice::AlgorithmMismatch => Err(Reason::AlgNotAllowed),
     };
     let candidates = checked(explain, "key", candidates).map_err(fail)?;
-    explain.passed("key", &|| match parsed.header.kid.as_deref() {
+    explain.passed("key", &|| match parsed.header.kid() {
         Some(kid) => format!("kid {kid:?} found, usable with {alg}"),
         None => format!("no kid; {} key(s) usable with {alg}", candidates.len()),
     });
     let key = candidates
-        .into_iter()
-        .find(|key| key.verify(alg, parsed.signing_input, &parsed.signature))
+        .iter()
+        .find(|key| key.verify(alg, parsed.signing_input, parsed.signature()))
         .ok_or(Reason::BadSignature);
     let key = checked(explain, "signature", key).map_err(fail)?;
     explain.passed("signature", &|| match &key.kid {
@@ -273,8 +274,8 @@ pub fn revalidate(
         return Err(fail(Reason::IssuedInFuture));
     }
     if !request.audiences.is_empty() {
-        let audiences = audiences(&token.claims).map_err(fail)?;
-        check_audience(&audiences, request.audiences).map_err(fail)?;
+        let audience = Audience::of(&token.claims).map_err(fail)?;
+        audience.check(request.audiences).map_err(fail)?;
     }
     Ok(())
 }
@@ -285,7 +286,7 @@ fn select_issuer(
     allowed: &[usize],
 ) -> Result<usize, Reason> {
     let iss = match parsed.claims.get("iss") {
-        Some(Value::String(iss)) => iss,
+        Some(JsonRef::String(iss)) => iss,
         Some(_) => return Err(Reason::Malformed),
         None => return Err(Reason::MissingClaim),
     };
@@ -304,7 +305,7 @@ fn select_algorithm(
 ) -> Result<Algorithm, Reason> {
     let alg: Algorithm = parsed
         .header
-        .alg
+        .alg()
         .parse()
         .map_err(|_| Reason::UnsupportedAlg)?;
     if !issuer.algorithms.contains(alg) {
@@ -353,9 +354,7 @@ fn validate_claims(
     checked(
         explain,
         "token type",
-        issuer
-            .token_type
-            .check(parsed.header.typ.as_deref(), claims),
+        issuer.token_type.check(parsed.header.typ(), claims),
     )?;
     if !issuer.token_type.typ.is_empty() || issuer.token_type.claim.is_some() {
         explain.passed("token type", &|| "an access token for this issuer".into());
@@ -397,19 +396,15 @@ fn validate_claims(
 
     // `sub` is forwarded as the identity: it must be a string when present.
     match claims.get("sub") {
-        Some(Value::String(sub)) if !sub.is_empty() => {}
+        Some(JsonRef::String(sub)) if !sub.is_empty() => {}
         Some(_) => return checked(explain, "sub", Err(Reason::Malformed)),
         None if issuer.require_sub => return checked(explain, "sub", Err(Reason::MissingClaim)),
         None => {}
     }
 
-    let audiences = checked(explain, "aud", audiences(claims))?;
+    let audience = checked(explain, "aud", Audience::of(claims))?;
     if issuer.check_audience {
-        checked(
-            explain,
-            "aud",
-            check_audience(&audiences, &issuer.audiences),
-        )?;
+        checked(explain, "aud", audience.check(&issuer.audiences))?;
         explain.passed("aud", &|| {
             format!(
                 "contains one of the issuer's audiences {:?}",
@@ -418,11 +413,7 @@ fn validate_claims(
         });
     }
     if !request.audiences.is_empty() {
-        checked(
-            explain,
-            "aud (route)",
-            check_audience(&audiences, request.audiences),
-        )?;
+        checked(explain, "aud (route)", audience.check(request.audiences))?;
         explain.passed("aud (route)", &|| {
             format!(
                 "contains one of the route's audiences {:?}",
@@ -433,38 +424,47 @@ fn validate_claims(
     Ok(Times { exp, nbf, iat })
 }
 
-fn check_audience(token_audiences: &Option<Vec<&str>>, accepted: &[String]) -> Result<(), Reason> {
-    let Some(token_audiences) = token_audiences else {
-        return Err(Reason::MissingClaim);
-    };
-    if token_audiences
-        .iter()
-        .any(|aud| accepted.iter().any(|a| a == aud))
-    {
-        Ok(())
-    } else {
-        Err(Reason::WrongAudience)
-    }
+/// `aud` as the token states it: a string or an array of strings
+/// (RFC 7519 §4.1.3); any other type makes the token malformed rather than
+/// merely "for someone else".
+enum Audience<'a> {
+    Absent,
+    One(&'a str),
+    /// Every item checked to be a string.
+    Many(Items<'a>),
 }
 
-/// `aud` is a string or an array of strings (RFC 7519 §4.1.3); any other
-/// type makes the token malformed rather than merely "for someone else".
-fn audiences(claims: &Map<String, Value>) -> Result<Option<Vec<&str>>, Reason> {
-    match claims.get("aud") {
-        None => Ok(None),
-        Some(Value::String(aud)) => Ok(Some(vec![aud.as_str()])),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| item.as_str().ok_or(Reason::Malformed))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(Reason::Malformed),
+impl<'a> Audience<'a> {
+    fn of(claims: &'a JsonObject) -> Result<Self, Reason> {
+        match claims.get("aud") {
+            None => Ok(Self::Absent),
+            Some(JsonRef::String(aud)) => Ok(Self::One(aud)),
+            Some(JsonRef::Array(items)) if items.iter().all(|item| item.as_str().is_some()) => {
+                Ok(Self::Many(items))
+            }
+            Some(_) => Err(Reason::Malformed),
+        }
+    }
+
+    /// One of the token's audiences must be among `accepted`.
+    fn check(&self, accepted: &[String]) -> Result<(), Reason> {
+        let accepts = |aud: &str| accepted.iter().any(|a| a == aud);
+        let found = match self {
+            Self::Absent => return Err(Reason::MissingClaim),
+            Self::One(aud) => accepts(aud),
+            Self::Many(items) => items.iter().filter_map(JsonRef::as_str).any(accepts),
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(Reason::WrongAudience)
+        }
     }
 }
 
 /// A NumericDate (RFC 7519 §2): a non-negative, finite JSON number of
 /// seconds. Fractions are truncated; strings, NaN and negatives are malformed.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Reason> {
+fn numeric_date(claims: &JsonObject, name: &str) -> Result<Option<i64>, Reason> {
     let Some(value) = claims.get(name) else {
         return Ok(None);
     };

@@ -330,6 +330,7 @@ mod tests {
         assert_eq!(families, [KeyFamily::Rsa, KeyFamily::EcP256]);
         match parsed.keys.select(Some("rsa-1"), Algorithm::ES256) {
             crate::keys::KeyChoice::Candidates(keys) => {
+                let keys: Vec<_> = keys.iter().collect();
                 assert_eq!(keys.len(), 1);
                 assert_eq!(keys[0].family, KeyFamily::EcP256);
             }

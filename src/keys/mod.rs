@@ -70,6 +70,16 @@ impl VerifyingKey {
         self.verifiers.iter().any(|(a, _)| *a == alg)
     }
 
+    /// Whether a token naming `kid` (or none) may be checked with this key.
+    /// HMAC keys carry no `kid` and answer to any.
+    fn answers_to(&self, kid: Option<&str>) -> bool {
+        match (kid, &self.kid) {
+            (Some(wanted), Some(have)) => wanted == have,
+            (Some(_), None) => self.family == KeyFamily::Hmac,
+            (None, _) => true,
+        }
+    }
+
     /// Verifies `signature` over `message` with `alg`; false when the key
     /// does not support `alg` at all.
     pub fn verify(&self, alg: Algorithm, message: &[u8], sig: &[u8]) -> bool {
@@ -160,11 +170,36 @@ pub struct KeySet {
 
 /// The keys a token may be checked against, given its `kid` and `alg`.
 pub enum KeyChoice<'a> {
-    Candidates(Vec<&'a VerifyingKey>),
+    Candidates(Candidates<'a>),
     /// No key has this `kid`.
     UnknownKid,
     /// Keys exist for the `kid` but none may be used with this `alg`.
     AlgorithmMismatch,
+}
+
+/// The keys that fit a token's `kid` and `alg`, in file order; never
+/// empty. A view rather than a list, so choosing costs no allocation.
+#[derive(Clone, Copy)]
+pub struct Candidates<'a> {
+    keys: &'a [VerifyingKey],
+    kid: Option<&'a str>,
+    alg: Algorithm,
+}
+
+impl<'a> Candidates<'a> {
+    pub fn iter(self) -> impl Iterator<Item = &'a VerifyingKey> {
+        self.keys
+            .iter()
+            .filter(move |key| key.answers_to(self.kid) && key.supports(self.alg))
+    }
+
+    pub fn len(self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.iter().next().is_none()
+    }
 }
 
 impl KeySet {
@@ -180,28 +215,21 @@ impl KeySet {
     /// (in file order, so duplicate kids resolve deterministically); without
     /// one, every key that supports `alg`. HMAC keys carry no `kid` and match
     /// any token whose `alg` they support.
-    pub fn select(&self, kid: Option<&str>, alg: Algorithm) -> KeyChoice<'_> {
-        let named: Vec<&VerifyingKey> = self
-            .keys
-            .iter()
-            .filter(|k| match (kid, &k.kid) {
-                (Some(wanted), Some(have)) => wanted == have,
-                (Some(_), None) => k.family == KeyFamily::Hmac,
-                (None, _) => true,
-            })
-            .collect();
-        if named.is_empty() {
+    pub fn select<'a>(&'a self, kid: Option<&'a str>, alg: Algorithm) -> KeyChoice<'a> {
+        let mut named = self.keys.iter().filter(|key| key.answers_to(kid));
+        let Some(first) = named.next() else {
             return KeyChoice::UnknownKid;
-        }
-        let usable: Vec<&VerifyingKey> = named.into_iter().filter(|k| k.supports(alg)).collect();
-        if usable.is_empty() {
-            if kid.is_some() {
-                KeyChoice::AlgorithmMismatch
-            } else {
-                KeyChoice::UnknownKid
-            }
+        };
+        if first.supports(alg) || named.any(|key| key.supports(alg)) {
+            KeyChoice::Candidates(Candidates {
+                keys: &self.keys,
+                kid,
+                alg,
+            })
+        } else if kid.is_some() {
+            KeyChoice::AlgorithmMismatch
         } else {
-            KeyChoice::Candidates(usable)
+            KeyChoice::UnknownKid
         }
     }
 }
