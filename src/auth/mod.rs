@@ -7,6 +7,7 @@ mod algorithm;
 pub mod cache;
 pub mod claims;
 pub mod extract;
+pub mod header;
 pub mod json;
 pub mod policy;
 mod reason;

@@ -9,66 +9,23 @@ use std::ops::Range;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use std::rc::Rc;
+
 use super::Reason;
-use super::json::{JsonObject, JsonRef};
-
-/// The JOSE header. jwtgate acts on `alg`, `kid` and `typ` only; key
-/// material a token carries (`jwk`, `jku`, `x5u`, `x5c`) is never read: a
-/// token may only select among configured keys, by `kid`.
-#[derive(Debug)]
-pub struct Header {
-    /// Checked at parse time: `alg` is a string, `kid` and `typ` are strings
-    /// when present.
-    fields: JsonObject,
-}
-
-impl Header {
-    fn new(fields: JsonObject) -> Result<Self, Reason> {
-        // We implement no JWS extensions, so any critical one is unknown to us
-        // and the token must be rejected (RFC 7515 §4.1.11); an unencoded
-        // payload (RFC 7797 `b64: false`) changes what was signed.
-        if fields.contains_key("crit") {
-            return Err(Reason::UnsupportedHeader);
-        }
-        match fields.get("b64") {
-            None | Some(JsonRef::Bool(true)) => {}
-            Some(_) => return Err(Reason::UnsupportedHeader),
-        }
-        let is_string = |name| matches!(fields.get(name), Some(JsonRef::String(_)));
-        let absent_or_string = |name| fields.get(name).is_none() || is_string(name);
-        if !(is_string("alg") && absent_or_string("kid") && absent_or_string("typ")) {
-            return Err(Reason::Malformed);
-        }
-        Ok(Self { fields })
-    }
-
-    fn string(&self, name: &str) -> Option<&str> {
-        self.fields.get(name).and_then(JsonRef::as_str)
-    }
-
-    pub fn alg(&self) -> &str {
-        self.string("alg").unwrap_or_default()
-    }
-
-    pub fn kid(&self) -> Option<&str> {
-        self.string("kid")
-    }
-
-    pub fn typ(&self) -> Option<&str> {
-        self.string("typ")
-    }
-}
+use super::header::{self, Header};
+use super::json::JsonObject;
 
 /// A token split and decoded, but not yet verified: nothing in here may be
 /// trusted until the signature has been checked.
 #[derive(Debug)]
 pub struct ParsedToken<'a> {
-    pub header: Header,
+    /// Shared with other tokens of this thread that carry the same header.
+    pub header: Rc<Header>,
     pub claims: JsonObject,
     /// `BASE64URL(header) "." BASE64URL(payload)`: the bytes that were signed.
     pub signing_input: &'a [u8],
-    /// All three segments decoded into one buffer (one allocation, not
-    /// three); the signature is its tail.
+    /// The payload and the signature decoded into one buffer (one
+    /// allocation, not two); the signature is its tail.
     decoded: Vec<u8>,
     signature_start: usize,
 }
@@ -97,11 +54,10 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, Reason> {
             Reason::Malformed
         });
     };
+    let header = header::parse(header_b64)?;
     // The engine reserves 3 bytes per started group of 4 characters before
-    // decoding each segment: room for all three, so the buffer never moves.
-    let mut decoded = Vec::with_capacity(token.len() / 4 * 3 + 12);
-    let header = decode_segment(header_b64, &mut decoded)?;
-    let header = Header::new(strict_object(&decoded[header])?)?;
+    // decoding each segment: room for both, so the buffer never moves.
+    let mut decoded = Vec::with_capacity((payload_b64.len() + signature_b64.len()) / 4 * 3 + 8);
     let payload = decode_segment(payload_b64, &mut decoded)?;
     let claims = strict_object(&decoded[payload])?;
     let signature = decode_segment(signature_b64, &mut decoded)?;
@@ -123,7 +79,7 @@ fn strict_object(bytes: &[u8]) -> Result<JsonObject, Reason> {
 /// Appends the decoded `segment` to `out` and says where it landed.
 /// Unpadded base64url only, and never empty; the engine also refuses
 /// non-canonical trailing bits, so one token has exactly one encoding.
-fn decode_segment(segment: &str, out: &mut Vec<u8>) -> Result<Range<usize>, Reason> {
+pub(super) fn decode_segment(segment: &str, out: &mut Vec<u8>) -> Result<Range<usize>, Reason> {
     if segment.is_empty() {
         return Err(Reason::Malformed);
     }
