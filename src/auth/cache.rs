@@ -18,8 +18,9 @@ use prometheus::IntCounter;
 
 use super::VerifiedToken;
 
-/// Per-entry bookkeeping beyond the claims (JSON and map overhead).
-const ENTRY_OVERHEAD_BYTES: u32 = 256;
+/// Per-entry bookkeeping beyond the token itself: the key, the `Arc`, and
+/// moka's own entry and queue nodes.
+const ENTRY_OVERHEAD_BYTES: usize = 192;
 
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
@@ -93,10 +94,9 @@ impl TokenCache {
         }
     }
 
-    pub fn insert(&self, key: CacheKey, token: Arc<VerifiedToken>, token_len: usize) {
-        let weight = u32::try_from(token_len)
-            .unwrap_or(u32::MAX)
-            .saturating_add(ENTRY_OVERHEAD_BYTES);
+    pub fn insert(&self, key: CacheKey, token: Arc<VerifiedToken>) {
+        let bytes = token.memory_bytes() + ENTRY_OVERHEAD_BYTES;
+        let weight = u32::try_from(bytes).unwrap_or(u32::MAX);
         self.entries.insert(key, Entry { token, weight });
     }
 

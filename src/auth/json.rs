@@ -95,10 +95,34 @@ impl JsonObject {
         }
     }
 
+    /// What the document holds on the heap, for the token cache's memory
+    /// bound.
+    pub fn heap_bytes(&self) -> usize {
+        self.text.capacity() + members_heap_bytes(&self.members)
+    }
+
     /// The same document as a `serde_json::Value`, for display and tests;
     /// never on the request path.
     pub fn to_value(&self) -> Value {
         self.members().to_value()
+    }
+}
+
+fn members_heap_bytes(members: &Vec<Member>) -> usize {
+    members.capacity() * size_of::<Member>()
+        + members
+            .iter()
+            .map(|(_, node)| node_heap_bytes(node))
+            .sum::<usize>()
+}
+
+fn node_heap_bytes(node: &Node) -> usize {
+    match node {
+        Node::Array(items) => {
+            items.capacity() * size_of::<Node>() + items.iter().map(node_heap_bytes).sum::<usize>()
+        }
+        Node::Object(members) => members_heap_bytes(members),
+        _ => 0,
     }
 }
 
@@ -439,6 +463,15 @@ mod tests {
         for name in &names {
             assert_eq!(object.get(name).unwrap().as_str(), Some(name.as_str()));
         }
+    }
+
+    #[test]
+    fn heap_bytes_count_strings_and_every_container() {
+        let flat = parse(r#"{"s":"abcdefghij"}"#).unwrap();
+        assert!(flat.heap_bytes() >= "s".len() + "abcdefghij".len() + size_of::<Member>());
+        let nested = parse(r#"{"s":"abcdefghij","o":{"a":[1,2,3,{"b":[4]}]}}"#).unwrap();
+        let containers = 2 * size_of::<Member>() + 5 * size_of::<Node>();
+        assert!(nested.heap_bytes() >= flat.heap_bytes() + containers);
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl RoutePolicy {
             None => {
                 let verified = Arc::new(verify::verify(token, issuers, request, explain)?);
                 if let (Some(cache), Some(key)) = (cache, key) {
-                    cache.insert(key, verified.clone(), token.len());
+                    cache.insert(key, verified.clone());
                 }
                 verified
             }

@@ -622,3 +622,34 @@ fn the_cache_is_bounded_in_entries() {
     }
     assert!(cache.entry_count() <= 100, "{}", cache.entry_count());
 }
+
+#[test]
+fn the_cache_is_bounded_in_bytes() {
+    let issuers = [jwks_issuer(&[Algorithm::RS256])];
+    let hits = prometheus::IntCounter::new("hits", "hits").unwrap();
+    let misses = prometheus::IntCounter::new("misses", "misses").unwrap();
+    let max_bytes = 64 * 1024;
+    let settings = super::cache::CacheSettings {
+        max_entries: 100_000,
+        max_bytes,
+        ttl: std::time::Duration::from_secs(300),
+    };
+    let cache = super::cache::TokenCache::new(&settings, hits, misses);
+    let roles: Vec<String> = (0..100).map(|i| format!("role-{i:04}")).collect();
+    let mut weight = 0;
+    for i in 0..300 {
+        let token = rs256(json!({ "jti": i, "roles": roles }));
+        let verified = open_policy()
+            .authorize(&token, &issuers, NOW, 8192, Some(&cache), &mut ())
+            .unwrap();
+        weight = verified.memory_bytes();
+    }
+    // A hundred roles is a few KiB in memory whatever the encoding.
+    assert!(weight > 4 * 1024, "{weight}");
+    let held = cache.entry_count();
+    assert!(held > 0);
+    assert!(
+        held * weight as u64 <= max_bytes,
+        "{held} entries of {weight} bytes"
+    );
+}

@@ -120,6 +120,11 @@ pub struct VerifiedToken {
 }
 
 impl VerifiedToken {
+    /// What keeping this token costs in memory, for the cache's bound.
+    pub fn memory_bytes(&self) -> usize {
+        size_of::<Self>() + self.claims.heap_bytes()
+    }
+
     pub fn subject(&self) -> Option<&str> {
         self.claims.get("sub").and_then(JsonRef::as_str)
     }
