@@ -2,7 +2,7 @@
 //! by its exact encoding. A deployment's tokens carry a handful of distinct
 //! headers (one per signing key), byte for byte the same on every token, so
 //! decoding and parsing the same segment on every request is waste: about a
-//! sixth of what verification adds to an RSA signature check.
+//! fifth of what verification added to an RSA signature check.
 
 use std::cell::RefCell;
 use std::rc::Rc;

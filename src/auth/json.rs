@@ -4,10 +4,10 @@
 //! object; on the request path that was over half of what jwtgate adds to an
 //! RSA signature check. Here every string of a document (member names and
 //! values, unescaped) is copied into one buffer and referred to by its span,
-//! and an object is a vector of members sorted by name: a typical token
-//! costs a handful of allocations. Sorting is also how duplicate member names
-//! are refused (RFC 7515 §5.2, RFC 8725 §3.4), at every depth, in
-//! O(n log n) even for a token made of nothing but members.
+//! and an object is a vector of members sorted by name (length first, then
+//! bytes): a typical token costs a handful of allocations. Sorting is also
+//! how duplicate member names are refused (RFC 7515 §5.2, RFC 8725 §3.4), at
+//! every depth, in O(n log n) even for a token made of nothing but members.
 //!
 //! Tokenizing stays serde_json's job; this module only decides what the
 //! tokens are stored as.
