@@ -10,7 +10,7 @@
 //! before any signature work.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::digest;
 use moka::sync::Cache;
@@ -34,10 +34,13 @@ pub struct CacheSettings {
 struct Entry {
     token: Arc<VerifiedToken>,
     weight: u32,
+    /// The earlier of the TTL and what is left of the token's `exp`.
+    lifetime: Duration,
 }
 
 pub struct TokenCache {
     entries: Cache<[u8; 32], Entry>,
+    ttl: Duration,
     hits: IntCounter,
     misses: IntCounter,
 }
@@ -55,10 +58,11 @@ impl TokenCache {
         let entries = Cache::builder()
             .max_capacity(settings.max_bytes)
             .weigher(move |_key: &CacheKey, entry: &Entry| entry.weight.max(min_weight))
-            .expire_after(ExpireWithToken { ttl: settings.ttl })
+            .expire_after(ExpireWithToken)
             .build();
         Self {
             entries,
+            ttl: settings.ttl,
             hits,
             misses,
         }
@@ -94,10 +98,23 @@ impl TokenCache {
         }
     }
 
-    pub fn insert(&self, key: CacheKey, token: Arc<VerifiedToken>) {
+    /// Remembers `token`, verified at `now` (the caller's clock, which also
+    /// decides when the entry outlives the token's `exp`).
+    pub fn insert(&self, key: CacheKey, token: Arc<VerifiedToken>, now: i64) {
         let bytes = token.memory_bytes() + ENTRY_OVERHEAD_BYTES;
         let weight = u32::try_from(bytes).unwrap_or(u32::MAX);
-        self.entries.insert(key, Entry { token, weight });
+        let lifetime = match token.exp {
+            Some(exp) => Duration::from_secs(exp.saturating_sub(now).max(0) as u64).min(self.ttl),
+            None => self.ttl,
+        };
+        self.entries.insert(
+            key,
+            Entry {
+                token,
+                weight,
+                lifetime,
+            },
+        );
     }
 
     pub fn entry_count(&self) -> u64 {
@@ -106,10 +123,8 @@ impl TokenCache {
     }
 }
 
-/// Entries live until the earlier of the TTL and the token's own `exp`.
-struct ExpireWithToken {
-    ttl: Duration,
-}
+/// Entries live for the lifetime worked out when they were inserted.
+struct ExpireWithToken;
 
 impl moka::Expiry<CacheKey, Entry> for ExpireWithToken {
     fn expire_after_create(
@@ -118,13 +133,6 @@ impl moka::Expiry<CacheKey, Entry> for ExpireWithToken {
         entry: &Entry,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        let Some(exp) = entry.token.exp else {
-            return Some(self.ttl);
-        };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let remaining = Duration::from_secs(exp.saturating_sub(now).max(0) as u64);
-        Some(remaining.min(self.ttl))
+        Some(entry.lifetime)
     }
 }

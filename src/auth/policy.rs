@@ -68,11 +68,14 @@ impl RoutePolicy {
             now,
             max_token_bytes,
         };
-        let key = cache.map(|_| TokenCache::key(token));
+        // A token over the size cap can't have been cached: don't hash it.
+        let cache = cache
+            .filter(|_| token.len() <= max_token_bytes)
+            .map(|cache| (cache, TokenCache::key(token)));
         // A result from before the issuer's keys changed no longer counts:
         // the key that verified it may be gone.
-        let cached = cache.zip(key.as_ref()).and_then(|(c, key)| {
-            c.get(key, |hit| {
+        let cached = cache.as_ref().and_then(|(cache, key)| {
+            cache.get(key, |hit| {
                 issuers[hit.issuer].keys.generation() == hit.key_generation
             })
         });
@@ -83,8 +86,8 @@ impl RoutePolicy {
             }
             None => {
                 let verified = Arc::new(verify::verify(token, issuers, request, explain)?);
-                if let (Some(cache), Some(key)) = (cache, key) {
-                    cache.insert(key, verified.clone());
+                if let Some((cache, key)) = cache {
+                    cache.insert(key, verified.clone(), now);
                 }
                 verified
             }

@@ -653,3 +653,41 @@ fn the_cache_is_bounded_in_bytes() {
         "{held} entries of {weight} bytes"
     );
 }
+
+#[test]
+fn cached_entries_live_by_the_callers_clock_not_the_wall_clock() {
+    // Long before today: by the wall clock this token expired decades ago,
+    // by the caller's clock it has a minute left, and the cache must agree.
+    const THEN: i64 = 1_000_000_000;
+    let issuers = [jwks_issuer(&[Algorithm::RS256])];
+    let (cache, hits, misses) = cache();
+    let token = rs256(json!({"iat": THEN, "exp": THEN + 60}));
+    for _ in 0..2 {
+        open_policy()
+            .authorize(&token, &issuers, THEN, 8192, Some(&cache), &mut ())
+            .unwrap();
+    }
+    assert_eq!(
+        (hits.get(), misses.get()),
+        (1, 1),
+        "the second use is a hit"
+    );
+}
+
+#[test]
+fn oversized_tokens_never_reach_the_cache() {
+    let issuers = [jwks_issuer(&[Algorithm::RS256])];
+    let (cache, hits, misses) = cache();
+    let failure = open_policy()
+        .authorize(
+            &"x".repeat(9000),
+            &issuers,
+            NOW,
+            8192,
+            Some(&cache),
+            &mut (),
+        )
+        .unwrap_err();
+    assert_eq!(failure.rejection.reason, Reason::TooLarge);
+    assert_eq!((hits.get(), misses.get()), (0, 0));
+}
