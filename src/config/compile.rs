@@ -2,7 +2,7 @@
 //! ready-to-verify form, header plans and the route table built once, so the
 //! request path only reads.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -543,7 +543,7 @@ fn compile_route<'a>(
             .collect::<Result<_, String>>()
             .map_err(|e| (None, e))?,
         strip_authorization: route.forward.strip_authorization,
-        reserved_prefix: route.forward.reserved_prefix.to_ascii_lowercase(),
+        reserved_prefix: spoof_form(&route.forward.reserved_prefix),
     };
 
     Ok(CompiledRoute {
@@ -567,7 +567,8 @@ fn header_name(name: &str) -> Result<http::HeaderName, String> {
         .map_err(|_| format!("{name:?} is not a valid header name"))
 }
 
-/// The union of every claim header across routes. Hop-by-hop and framing
+/// The union of every claim header across routes, in the spelling spoofed
+/// copies are matched in (see [`spoof_form`]). Hop-by-hop and framing
 /// headers can't be identity headers: overwriting them would break HTTP.
 fn identity_headers(
     routes: &[RouteConfig],
@@ -582,18 +583,24 @@ fn identity_headers(
         "authorization",
         "cookie",
     ];
-    let mut names = BTreeSet::new();
+    let mut names = Vec::new();
     for route in routes {
         for header in route.forward.claims.values() {
             let name = header_name(header).map_err(|e| (route, e))?;
             if FORBIDDEN.contains(&name.as_str()) {
                 return Err((route, format!("{:?} cannot carry a claim", name.as_str())));
             }
-            names.insert(name.as_str().to_string());
+            names.push(header_name(&spoof_form(name.as_str())).expect("still a header name"));
         }
     }
-    Ok(names
-        .into_iter()
-        .map(|n| http::HeaderName::from_bytes(n.as_bytes()).expect("validated above"))
-        .collect())
+    names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    Ok(names)
+}
+
+/// How a client's header is compared with the identity headers: lower
+/// case, `_` read as `-`, since CGI/WSGI-style backends read `X_User_Id` as
+/// `X-User-Id`. Both sides must be in this form, configured names included.
+fn spoof_form(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
 }

@@ -40,9 +40,8 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
     let plan = &forwarding.route.forward;
 
     // Spoofed identity: every configured claim header, and the reserved
-    // prefix, whatever case the client used (names are lower-cased on
-    // parse) and with `_` for `-`, since CGI/WSGI-style backends read
-    // `X_User_Id` as `X-User-Id`.
+    // prefix, in any spelling a backend would read as the same header
+    // (`spoof_form` in config compilation, which the snapshot's names are in).
     let spoofed: Vec<http::HeaderName> = upstream
         .headers
         .keys()
@@ -92,6 +91,8 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
     let _ = upstream.insert_header("x-forwarded-proto", "http");
 }
 
+/// `name` comes lower-cased from the parser; `identity_headers` and
+/// `prefix` are already in spoof form.
 fn is_reserved(name: &str, identity_headers: &[http::HeaderName], prefix: &str) -> bool {
     let matches = |candidate: &str| {
         (!prefix.is_empty() && candidate.starts_with(prefix))
@@ -162,6 +163,61 @@ mod tests {
         assert!(is_reserved("x_jwt_anything", &identity, "x-jwt-"));
         assert!(!is_reserved("x-user-ids", &identity, "x-jwt-"));
         assert!(!is_reserved("accept", &identity, ""));
+    }
+
+    #[test]
+    fn configured_underscore_spellings_are_matched_like_any_other() {
+        let yaml = format!(
+            r#"
+issuers:
+  - name: main
+    issuer: https://issuer.test
+    algorithms: [RS256]
+    audiences: [api]
+    jwks_file: {}/tests/fixtures/keys/jwks.json
+routes:
+  - name: api
+    match: {{ path_prefix: / }}
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+    auth: {{ mode: optional }}
+    forward:
+      claims: {{ sub: X_User_Id }}
+      reserved_prefix: X_Jwt_
+"#,
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let path = std::path::Path::new("test.yaml");
+        let config = crate::config::parse(path, &yaml, &|_| None).unwrap();
+        let snapshot = crate::config::compile(path, config).unwrap();
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        for name in [
+            "x-user-id",
+            "x_user_id",
+            "X-USER-ID",
+            "x-jwt-role",
+            "x_jwt_role",
+        ] {
+            request.append_header(name, "spoofed").unwrap();
+        }
+        request.append_header("x-user-idx", "kept").unwrap();
+        rewrite(
+            &mut request,
+            &Forwarding {
+                route: &snapshot.routes[0],
+                identity_headers: &snapshot.identity_headers,
+                identity: None,
+                request_id: "id",
+                client_ip: None,
+            },
+        );
+        let left: Vec<&str> = request.headers.keys().map(|n| n.as_str()).collect();
+        for spoofed in ["x-user-id", "x_user_id", "x-jwt-role", "x_jwt_role"] {
+            assert!(
+                !left.contains(&spoofed),
+                "{spoofed} reached the upstream: {left:?}"
+            );
+        }
+        assert!(left.contains(&"x-user-idx"), "{left:?}");
     }
 
     #[test]
