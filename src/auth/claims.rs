@@ -2,9 +2,11 @@
 //! shapes identity providers actually emit, and rendering claims as header
 //! values.
 
+use std::fmt::Write;
+
 use serde_json::Value;
 
-use super::json::{JsonObject, JsonRef};
+use super::json::{Items, JsonObject, JsonRef};
 
 /// Looks up `path` in the claims. A top-level claim whose name contains dots
 /// (Auth0's namespaced `https://example.com/roles`) wins over a nested walk.
@@ -24,8 +26,9 @@ pub fn lookup<'a>(claims: &'a JsonObject, path: &str) -> Option<JsonRef<'a>> {
 /// (RFC 8693 §4.2, space-delimited), then Entra/Okta's `scp`, then `scopes`.
 pub const DEFAULT_SCOPE_CLAIMS: [&str; 3] = ["scope", "scp", "scopes"];
 
-/// The token's scopes: a space-delimited string or an array of strings.
-pub fn scopes<'a>(claims: &'a JsonObject, claim: Option<&str>) -> Vec<&'a str> {
+/// The token's scopes: a space-delimited string or an array of strings,
+/// read in place.
+pub fn scopes<'a>(claims: &'a JsonObject, claim: Option<&str>) -> Scopes<'a> {
     let value = match claim {
         Some(path) => lookup(claims, path),
         None => DEFAULT_SCOPE_CLAIMS
@@ -33,9 +36,37 @@ pub fn scopes<'a>(claims: &'a JsonObject, claim: Option<&str>) -> Vec<&'a str> {
             .find_map(|name| claims.get(name)),
     };
     match value {
-        Some(JsonRef::String(s)) => s.split_ascii_whitespace().collect(),
-        Some(JsonRef::Array(items)) => items.iter().filter_map(JsonRef::as_str).collect(),
-        _ => Vec::new(),
+        Some(JsonRef::String(s)) => Scopes::Delimited(s),
+        Some(JsonRef::Array(items)) => Scopes::Listed(items),
+        _ => Scopes::None,
+    }
+}
+
+/// A token's scopes as it states them; array elements that aren't strings
+/// grant nothing.
+#[derive(Clone, Copy)]
+pub enum Scopes<'a> {
+    None,
+    Delimited(&'a str),
+    Listed(Items<'a>),
+}
+
+impl<'a> Scopes<'a> {
+    pub fn iter(self) -> impl Iterator<Item = &'a str> {
+        let (delimited, listed) = match self {
+            Self::None => (None, None),
+            Self::Delimited(s) => (Some(s), None),
+            Self::Listed(items) => (None, Some(items)),
+        };
+        let delimited = delimited.into_iter().flat_map(str::split_ascii_whitespace);
+        let listed = listed
+            .into_iter()
+            .flat_map(|items| items.iter().filter_map(JsonRef::as_str));
+        delimited.chain(listed)
+    }
+
+    pub fn contains(self, scope: &str) -> bool {
+        self.iter().any(|granted| granted == scope)
     }
 }
 
@@ -43,25 +74,34 @@ pub fn scopes<'a>(claims: &'a JsonObject, claim: Option<&str>) -> Vec<&'a str> {
 /// objects as JSON. `None` when the result could not be a valid header value
 /// (control characters), so a hostile claim cannot inject headers.
 pub fn header_value(value: JsonRef<'_>) -> Option<String> {
-    let rendered = match value {
+    let mut rendered = String::new();
+    match value {
         JsonRef::Null => return None,
-        JsonRef::String(s) => s.to_owned(),
         JsonRef::Array(items) => {
-            let parts: Vec<String> = items
-                .iter()
-                .map(|item| match item {
-                    JsonRef::String(s) => s.to_owned(),
-                    other => other.to_value().to_string(),
-                })
-                .collect();
-            parts.join(" ")
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    rendered.push(' ');
+                }
+                render(&mut rendered, item);
+            }
         }
-        other => other.to_value().to_string(),
-    };
+        other => render(&mut rendered, other),
+    }
     // C0, DEL and C1 (U+0080-U+009F, e.g. NEL): some backends and log
     // viewers split lines on them.
     let valid = rendered.chars().all(|c| c == '\t' || !c.is_control());
     valid.then_some(rendered)
+}
+
+/// Strings verbatim, anything else as JSON.
+fn render(out: &mut String, value: JsonRef<'_>) {
+    match value {
+        JsonRef::String(s) => out.push_str(s),
+        // Writing to a String can't fail.
+        JsonRef::Number(n) => _ = write!(out, "{n}"),
+        JsonRef::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        other => _ = write!(out, "{}", other.to_value()),
+    }
 }
 
 /// Does the claim hold `expected`? An array claim holds each of its elements.
@@ -109,20 +149,22 @@ mod tests {
 
     #[test]
     fn scopes_from_every_shape() {
+        fn granted(v: Value, claim: Option<&str>) -> Vec<String> {
+            let claims = claims(v);
+            let scopes = scopes(&claims, claim);
+            scopes.iter().map(str::to_owned).collect()
+        }
+        assert_eq!(granted(json!({"scope": "a  b c"}), None), ["a", "b", "c"]);
+        assert_eq!(granted(json!({"scp": ["a", 1, "b"]}), None), ["a", "b"]);
+        assert_eq!(granted(json!({"scopes": "a"}), None), ["a"]);
         assert_eq!(
-            scopes(&claims(json!({"scope": "a  b c"})), None),
-            ["a", "b", "c"]
-        );
-        assert_eq!(
-            scopes(&claims(json!({"scp": ["a", "b"]})), None),
-            ["a", "b"]
-        );
-        assert_eq!(scopes(&claims(json!({"scopes": "a"})), None), ["a"]);
-        assert_eq!(
-            scopes(&claims(json!({"perm": {"s": "x y"}})), Some("perm.s")),
+            granted(json!({"perm": {"s": "x y"}}), Some("perm.s")),
             ["x", "y"]
         );
-        assert!(scopes(&claims(json!({"scope": 5})), None).is_empty());
+        assert!(granted(json!({"scope": 5}), None).is_empty());
+        let c = claims(json!({"scope": "read write"}));
+        assert!(scopes(&c, None).contains("write"));
+        assert!(!scopes(&c, None).contains("rea"));
     }
 
     #[test]

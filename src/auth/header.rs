@@ -7,9 +7,9 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::Reason;
 use super::json::{JsonObject, JsonRef};
 use super::token::decode_segment;
+use super::{Algorithm, Reason};
 
 /// The parts of the header jwtgate acts on. Key material a token carries
 /// (`jwk`, `jku`, `x5u`, `x5c`) is never read: a token may only select among
@@ -17,8 +17,12 @@ use super::token::decode_segment;
 #[derive(Debug, PartialEq, Eq)]
 pub struct Header {
     alg: String,
+    /// `alg` when it names an algorithm we implement (so never `none`).
+    algorithm: Option<Algorithm>,
     kid: Option<String>,
     typ: Option<String>,
+    /// `typ` as compared with configured token types (see [`normalize_typ`]).
+    media_type: Option<String>,
 }
 
 impl Header {
@@ -41,7 +45,13 @@ impl Header {
         let kid = optional("kid")?;
         let typ = optional("typ")?;
         let alg = optional("alg")?.ok_or(Reason::Malformed)?;
-        Ok(Self { alg, kid, typ })
+        Ok(Self {
+            algorithm: alg.parse().ok(),
+            alg,
+            kid,
+            media_type: typ.as_deref().map(normalize_typ),
+            typ,
+        })
     }
 
     pub fn alg(&self) -> &str {
@@ -54,6 +64,24 @@ impl Header {
 
     pub fn typ(&self) -> Option<&str> {
         self.typ.as_deref()
+    }
+
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        self.algorithm
+    }
+
+    pub fn media_type(&self) -> Option<&str> {
+        self.media_type.as_deref()
+    }
+}
+
+/// `typ` is a media type; RFC 7515 §4.1.9 lets `application/` be omitted,
+/// and media types compare case-insensitively.
+pub fn normalize_typ(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_string(),
+        None => lower,
     }
 }
 
@@ -128,6 +156,8 @@ mod tests {
         assert_eq!(first.alg(), "RS256");
         assert_eq!(first.kid(), Some("remembered"));
         assert_eq!(first.typ(), Some("JWT"));
+        assert_eq!(first.algorithm(), Some(Algorithm::RS256));
+        assert_eq!(first.media_type(), Some("jwt"));
     }
 
     #[test]

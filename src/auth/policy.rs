@@ -107,8 +107,8 @@ impl RoutePolicy {
         explain: &mut impl Explain,
     ) -> Result<(), Rejection> {
         if !self.scopes_all_of.is_empty() || !self.scopes_any_of.is_empty() {
-            let granted = verify::token_scopes(token, issuer);
-            let has = |wanted: &String| granted.iter().any(|g| g == wanted);
+            let granted = claims::scopes(&token.claims, issuer.scope_claim.as_deref());
+            let has = |wanted: &String| granted.contains(wanted);
             let all = self.scopes_all_of.iter().all(has);
             let any = self.scopes_any_of.is_empty() || self.scopes_any_of.iter().any(has);
             if !(all && any) {
@@ -117,8 +117,10 @@ impl RoutePolicy {
             }
             explain.passed("scopes", &|| {
                 format!(
-                    "granted {granted:?} satisfy all_of {:?} any_of {:?}",
-                    self.scopes_all_of, self.scopes_any_of
+                    "granted {:?} satisfy all_of {:?} any_of {:?}",
+                    granted.iter().collect::<Vec<_>>(),
+                    self.scopes_all_of,
+                    self.scopes_any_of
                 )
             });
         }
