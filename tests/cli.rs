@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jwtgate::clock::{Clock, SystemClock};
 use serde_json::{Map, Value, json};
 
 const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
@@ -26,6 +26,16 @@ struct Output {
     code: Option<i32>,
     stdout: String,
     stderr: String,
+}
+
+impl From<std::process::Output> for Output {
+    fn from(out: std::process::Output) -> Self {
+        Self {
+            code: out.status.code(),
+            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+        }
+    }
 }
 
 impl Output {
@@ -59,6 +69,24 @@ impl Output {
         }
     }
 
+    #[track_caller]
+    fn assert_stdout_contains(&self, needle: &str) {
+        assert!(
+            self.stdout.contains(needle),
+            "expected stdout to contain {needle:?}\n{}",
+            self.describe()
+        );
+    }
+
+    #[track_caller]
+    fn assert_stdout_lacks(&self, needle: &str) {
+        assert!(
+            !self.stdout.contains(needle),
+            "expected stdout not to contain {needle:?}\n{}",
+            self.describe()
+        );
+    }
+
     /// Trimmed, non-empty stdout lines.
     fn lines(&self) -> Vec<&str> {
         self.stdout
@@ -75,13 +103,18 @@ fn jwtgate() -> Command {
     command
 }
 
-fn output(command: &mut Command) -> Output {
-    let out = command.output().expect("failed to run jwtgate");
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+/// `jwtgate` without the variables `gateway.yaml` reads, for commands on
+/// the repository config.
+fn repo_jwtgate() -> Command {
+    let mut command = jwtgate();
+    for var in GATEWAY_VARS {
+        command.env_remove(var);
     }
+    command
+}
+
+fn output(command: &mut Command) -> Output {
+    command.output().expect("failed to run jwtgate").into()
 }
 
 fn run(args: &[&str]) -> Output {
@@ -102,12 +135,10 @@ fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
         .expect("stdin is piped")
         .write_all(stdin.as_bytes())
         .expect("writing stdin");
-    let out = child.wait_with_output().expect("waiting for jwtgate");
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
-    }
+    child
+        .wait_with_output()
+        .expect("waiting for jwtgate")
+        .into()
 }
 
 fn key(name: &str) -> String {
@@ -273,22 +304,11 @@ fn assert_check_line(out: &Output, verdict: &str, check: &str) {
     );
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
 // ---------------------------------------------------------------- check ---
 
 #[test]
 fn check_accepts_the_repository_gateway_yaml() {
-    let mut command = jwtgate();
-    for var in GATEWAY_VARS {
-        command.env_remove(var);
-    }
-    let out = output(command.args(["check", "-c", REPO_CONFIG]));
+    let out = output(repo_jwtgate().args(["check", "-c", REPO_CONFIG]));
     out.assert_success();
     let first = out.lines()[0];
     assert_eq!(first, format!("{REPO_CONFIG}: OK"), "{}", out.describe());
@@ -304,11 +324,7 @@ fn check_accepts_the_repository_gateway_yaml() {
         "issuers (2)",
         "routes (4)",
     ] {
-        assert!(
-            out.stdout.contains(needle),
-            "missing {needle:?}\n{}",
-            out.describe()
-        );
+        out.assert_stdout_contains(needle);
     }
     // Each route gets a summary line starting with its name.
     for route in ["echo-admin", "echo", "maybe", "public"] {
@@ -384,32 +400,38 @@ fn issuer_config(name: &str, body: &str) -> TempConfig {
     ))
 }
 
+/// Runs `check` on `issuer_config(name, body)`, expecting it refused with
+/// the error pointing at the issuer's name (line 2, column 11).
+#[track_caller]
+fn refused_issuer(name: &str, body: &str) -> Output {
+    let config = issuer_config(name, body);
+    let out = check_fails(&config);
+    assert_contains(&out, &config.at(2, 11));
+    out
+}
+
 #[test]
 fn check_refuses_hmac_algorithm_with_a_jwks() {
-    let config = issuer_config(
+    let out = refused_issuer(
         "mixed",
         &format!(
             "    algorithms: [RS256, HS256]\n    audiences: [{AUD}]\n    jwks_file: {}\n",
             key("jwks.json")
         ),
     );
-    let out = check_fails(&config);
-    assert_contains(&out, &config.at(2, 11));
     assert_contains(&out, "issuer \"mixed\"");
     assert_contains(&out, "HS256 needs an HMAC secret");
 }
 
 #[test]
 fn check_refuses_rsa_algorithm_with_an_hmac_secret() {
-    let config = issuer_config(
+    let out = refused_issuer(
         "confused",
         &format!(
             "    algorithms: [HS256, RS256]\n    audiences: [{AUD}]\n    hmac_secret_file: {}\n",
             key("hs256.secret")
         ),
     );
-    let out = check_fails(&config);
-    assert_contains(&out, &config.at(2, 11));
     assert_contains(&out, "issuer \"confused\"");
     assert_contains(&out, "RS256 cannot be verified with an HMAC secret");
 }
@@ -441,20 +463,18 @@ fn check_refuses_a_short_hmac_secret() {
             .args(["check", "-c", config.path()]),
     );
     out.assert_success();
-    assert!(out.stdout.contains("OK"), "{}", out.describe());
+    out.assert_stdout_contains("OK");
 }
 
 #[test]
 fn check_refuses_a_jwks_with_a_weak_rsa_key() {
-    let config = issuer_config(
+    let out = refused_issuer(
         "weak",
         &format!(
             "    algorithms: [RS256]\n    audiences: [{AUD}]\n    jwks_file: {}\n",
             key("jwks-weak-rsa.json")
         ),
     );
-    let out = check_fails(&config);
-    assert_contains(&out, &config.at(2, 11));
     assert_contains(&out, "issuer \"weak\"");
     assert_contains(&out, "weak-1024 refused: RSA modulus is 1024 bits");
 }
@@ -465,9 +485,7 @@ fn check_refuses_empty_audiences_without_opt_out() {
         "    algorithms: [RS256]\n    jwks_file: {}\n",
         key("jwks.json")
     );
-    let config = issuer_config("anyaud", &body);
-    let out = check_fails(&config);
-    assert_contains(&out, &config.at(2, 11));
+    let out = refused_issuer("anyaud", &body);
     assert_contains(&out, "audiences is empty");
     assert_contains(&out, "skip_audience_check");
 
@@ -475,11 +493,7 @@ fn check_refuses_empty_audiences_without_opt_out() {
     let config = issuer_config("anyaud", &format!("{body}    skip_audience_check: true\n"));
     let out = run(&["check", "-c", config.path()]);
     out.assert_success();
-    assert!(
-        out.stdout.contains("any (check skipped)"),
-        "{}",
-        out.describe()
-    );
+    out.assert_stdout_contains("any (check skipped)");
 }
 
 #[test]
@@ -533,17 +547,9 @@ fn check_interpolates_environment_variables_and_defaults() {
             .args(["check", "-c", config.path()]),
     );
     out.assert_success();
-    assert!(
-        out.stdout.contains("listen 127.0.0.1:18181"),
-        "{}",
-        out.describe()
-    );
-    assert!(
-        out.stdout.contains("admin 127.0.0.1:19191"),
-        "{}",
-        out.describe()
-    );
-    assert!(out.stdout.contains("public-route"), "{}", out.describe());
+    out.assert_stdout_contains("listen 127.0.0.1:18181");
+    out.assert_stdout_contains("admin 127.0.0.1:19191");
+    out.assert_stdout_contains("public-route");
 
     // A set variable wins over the default.
     let out = output(
@@ -554,32 +560,18 @@ fn check_interpolates_environment_variables_and_defaults() {
             .args(["check", "-c", config.path()]),
     );
     out.assert_success();
-    assert!(
-        out.stdout.contains("admin 127.0.0.1:19292"),
-        "{}",
-        out.describe()
-    );
+    out.assert_stdout_contains("admin 127.0.0.1:19292");
 }
 
 #[test]
 fn check_interpolates_the_repository_gateway_yaml() {
-    let mut command = jwtgate();
-    for var in GATEWAY_VARS {
-        command.env_remove(var);
-    }
-    let out =
-        output(
-            command
-                .env("JWTGATE_LISTEN", "127.0.0.1:28080")
-                .args(["check", "-c", REPO_CONFIG]),
-        );
-    out.assert_success();
-    assert!(
-        out.stdout
-            .contains("listen 127.0.0.1:28080 · admin 127.0.0.1:9090"),
-        "{}",
-        out.describe()
+    let out = output(
+        repo_jwtgate()
+            .env("JWTGATE_LISTEN", "127.0.0.1:28080")
+            .args(["check", "-c", REPO_CONFIG]),
     );
+    out.assert_success();
+    out.assert_stdout_contains("listen 127.0.0.1:28080 · admin 127.0.0.1:9090");
 }
 
 // ----------------------------------------------------------- token mint ---
@@ -863,19 +855,11 @@ fn inspect_prints_header_and_claims_marked_unverified() {
 
     let out = run(&["token", "inspect", &token]);
     out.assert_success();
-    assert!(out.stdout.contains("UNVERIFIED"), "{}", out.describe());
+    out.assert_stdout_contains("UNVERIFIED");
     assert_eq!(inspect_block(&out, "header"), header);
     assert_eq!(inspect_block(&out, "claims"), claims);
-    assert!(
-        out.stdout.contains("\"kid\": \"rsa-1\""),
-        "{}",
-        out.describe()
-    );
-    assert!(
-        out.stdout.contains("\"sub\": \"alice\""),
-        "{}",
-        out.describe()
-    );
+    out.assert_stdout_contains("\"kid\": \"rsa-1\"");
+    out.assert_stdout_contains("\"sub\": \"alice\"");
 }
 
 #[test]
@@ -885,7 +869,7 @@ fn inspect_reads_the_token_from_stdin() {
 
     let out = run_with_stdin(&["token", "inspect", "-"], &format!("{token}\n"));
     out.assert_success();
-    assert!(out.stdout.contains("UNVERIFIED"), "{}", out.describe());
+    out.assert_stdout_contains("UNVERIFIED");
     assert_eq!(inspect_block(&out, "header"), header);
     assert_eq!(inspect_block(&out, "claims"), claims);
 }
@@ -938,7 +922,7 @@ fn verify_accepts_a_valid_token_explaining_every_check() {
     ] {
         assert_check_line(&out, "PASS", check);
     }
-    assert!(!out.stdout.contains("FAIL"), "{}", out.describe());
+    out.assert_stdout_lacks("FAIL");
     let last = *out.lines().last().expect("some output");
     assert!(
         last.starts_with("ACCEPTED") && last.contains("\"main\"") && last.contains("alice"),
@@ -972,7 +956,7 @@ fn verify_accepts_a_valid_token_explaining_every_check() {
 #[test]
 fn verify_rejects_an_expired_token() {
     let config = verify_config();
-    let now = now();
+    let now = SystemClock.now_unix();
     let mut claims = Map::new();
     claims.insert("iss".into(), json!(ISS));
     claims.insert("aud".into(), json!(AUD));
@@ -994,13 +978,8 @@ fn verify_rejects_an_expired_token() {
     out.assert_failure();
     assert_check_line(&out, "PASS", "signature");
     assert_check_line(&out, "FAIL", "exp");
-    assert!(
-        out.stdout
-            .contains("REJECTED: 401 invalid_token (reason: expired)"),
-        "{}",
-        out.describe()
-    );
-    assert!(!out.stdout.contains("ACCEPTED"), "{}", out.describe());
+    out.assert_stdout_contains("REJECTED: 401 invalid_token (reason: expired)");
+    out.assert_stdout_lacks("ACCEPTED");
 }
 
 #[test]
@@ -1011,12 +990,8 @@ fn verify_rejects_insufficient_scope_with_403() {
     out.assert_failure();
     assert_check_line(&out, "PASS", "signature");
     assert_check_line(&out, "FAIL", "scopes");
-    assert!(
-        out.stdout.contains("REJECTED: 403 insufficient_scope"),
-        "{}",
-        out.describe()
-    );
-    assert!(!out.stdout.contains("ACCEPTED"), "{}", out.describe());
+    out.assert_stdout_contains("REJECTED: 403 insufficient_scope");
+    out.assert_stdout_lacks("ACCEPTED");
 }
 
 #[test]
@@ -1035,12 +1010,7 @@ fn verify_rejects_a_bad_signature() {
     assert_check_line(&out, "PASS", "structure");
     assert_check_line(&out, "PASS", "key");
     assert_check_line(&out, "FAIL", "signature");
-    assert!(
-        out.stdout
-            .contains("REJECTED: 401 invalid_token (reason: bad_signature)"),
-        "{}",
-        out.describe()
-    );
+    out.assert_stdout_contains("REJECTED: 401 invalid_token (reason: bad_signature)");
     assert!(
         !has_check_line(&out, "PASS", "exp"),
         "claims must not be checked after a bad signature\n{}",
@@ -1054,7 +1024,7 @@ fn verify_with_an_unknown_route_lists_the_routes() {
     let token = mint_rsa("items:read");
     let out = verify(&config, "nope", &token);
     out.assert_failure();
-    assert!(!out.stdout.contains("ACCEPTED"), "{}", out.describe());
+    out.assert_stdout_lacks("ACCEPTED");
     assert!(
         out.stderr.contains("no route named \"nope\"")
             && out.stderr.contains("read")
@@ -1082,11 +1052,7 @@ fn verify_the_documented_demo_token_against_the_repository_config() {
         "echo:read",
     ]);
     let verify_repo = |route: &str| {
-        let mut command = jwtgate();
-        for var in GATEWAY_VARS {
-            command.env_remove(var);
-        }
-        output(command.args([
+        output(repo_jwtgate().args([
             "token",
             "verify",
             "-c",
@@ -1098,16 +1064,12 @@ fn verify_the_documented_demo_token_against_the_repository_config() {
     };
     let out = verify_repo("echo");
     out.assert_success();
-    assert!(out.stdout.contains("ACCEPTED"), "{}", out.describe());
+    out.assert_stdout_contains("ACCEPTED");
 
     let out = verify_repo("echo-admin");
     out.assert_failure();
     assert_check_line(&out, "FAIL", "scopes");
-    assert!(
-        out.stdout.contains("REJECTED: 403 insufficient_scope"),
-        "{}",
-        out.describe()
-    );
+    out.assert_stdout_contains("REJECTED: 403 insufficient_scope");
 }
 
 // ----------------------------------------------------------------- help ---
@@ -1149,7 +1111,7 @@ fn check_resolves_relative_key_paths_against_the_config_directory() {
     std::fs::copy(key("jwks.json"), config.dir().join("keys.json")).expect("copy jwks");
     let out = run(&["check", "-c", config.path()]);
     out.assert_success();
-    assert!(out.stdout.contains("rel"), "{}", out.describe());
+    out.assert_stdout_contains("rel");
 }
 
 #[test]
@@ -1171,11 +1133,7 @@ fn check_warns_about_query_string_tokens() {
     let default = route("{ mode: required }");
     let out = run(&["check", "-c", default.path()]);
     out.assert_success();
-    assert!(
-        !out.stdout.contains("query parameter"),
-        "{}",
-        out.describe()
-    );
+    out.assert_stdout_lacks("query parameter");
 }
 
 #[test]

@@ -59,6 +59,18 @@ routes:
 
 const HTTP: &str = "{ allow_http: true }";
 
+/// The `refresh` of most tests: keys refreshed about every second, an
+/// unknown kid refetched at most every 30 s.
+const REFRESH: &str = "{ min_refresh: 1s, unknown_kid_interval: 30s }";
+
+/// An upstream and a gateway in front of it, configured by `config(issuer,
+/// refresh, fetch, None)`. Does not wait for readiness.
+async fn start_gateway(issuer: &str, refresh: &str, fetch: &str) -> (Upstream, Gateway) {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&config(issuer, refresh, fetch, None), &upstream).await;
+    (upstream, gateway)
+}
+
 async fn readyz(gateway: &Gateway) -> u16 {
     gateway
         .client()
@@ -150,17 +162,7 @@ fn foreign_token(issuer: &str, kid: &str) -> String {
 #[tokio::test]
 async fn discovery_end_to_end_with_a_real_idp() {
     let idp = Idp::start().await;
-    let upstream = Upstream::start();
-    let gateway = Gateway::start(
-        &config(
-            &idp.issuer(),
-            "{ min_refresh: 1s, unknown_kid_interval: 30s }",
-            HTTP,
-            None,
-        ),
-        &upstream,
-    )
-    .await;
+    let (upstream, gateway) = start_gateway(&idp.issuer(), REFRESH, HTTP).await;
     wait_ready(&gateway).await;
 
     let token = idp.token("orders:read").await;
@@ -234,17 +236,12 @@ async fn key_rotation_rejects_no_valid_token() {
     .await;
     let port = idp.port();
     let issuer = idp.issuer();
-    let upstream = Upstream::start();
     // A generous unknown_kid_wait keeps a loaded test machine from turning
     // a slow refetch into a 401; the behaviour under test is the refetch.
-    let gateway = Gateway::start(
-        &config(
-            &issuer,
-            "{ min_refresh: 1s, unknown_kid_interval: 30s, unknown_kid_wait: 10s }",
-            HTTP,
-            None,
-        ),
-        &upstream,
+    let (upstream, gateway) = start_gateway(
+        &issuer,
+        "{ min_refresh: 1s, unknown_kid_interval: 30s, unknown_kid_wait: 10s }",
+        HTTP,
     )
     .await;
     wait_ready(&gateway).await;
@@ -316,17 +313,7 @@ async fn idp_outage_serves_the_last_good_keys() {
         ..Default::default()
     })
     .await;
-    let upstream = Upstream::start();
-    let gateway = Gateway::start(
-        &config(
-            &idp.issuer(),
-            "{ min_refresh: 1s, unknown_kid_interval: 30s }",
-            HTTP,
-            None,
-        ),
-        &upstream,
-    )
-    .await;
+    let (_upstream, gateway) = start_gateway(&idp.issuer(), REFRESH, HTTP).await;
     wait_ready(&gateway).await;
 
     let tokens = [
@@ -379,12 +366,7 @@ async fn restart_during_an_outage_uses_the_disk_cache() {
     let cache_dir = cache.path().join("keys");
     let mut idp = Idp::start().await;
     let upstream = Upstream::start();
-    let template = config(
-        &idp.issuer(),
-        "{ min_refresh: 1s, unknown_kid_interval: 30s }",
-        HTTP,
-        Some(&cache_dir),
-    );
+    let template = config(&idp.issuer(), REFRESH, HTTP, Some(&cache_dir));
     let token = idp.token("orders:read").await;
 
     let first = Gateway::start(&template, &upstream).await;
@@ -423,20 +405,11 @@ async fn restart_during_an_outage_uses_the_disk_cache() {
 ///    not ready, and the failure is counted.
 #[tokio::test]
 async fn unreachable_idp_without_cache_is_unavailable() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
-    let issuer = format!("http://127.0.0.1:{port}");
-    let upstream = Upstream::start();
-    let gateway = Gateway::start(
-        &config(
-            &issuer,
-            "{ min_refresh: 1s, unknown_kid_interval: 30s }",
-            "{ allow_http: true, connect_timeout: 1s, timeout: 2s }",
-            None,
-        ),
-        &upstream,
+    let issuer = format!("http://127.0.0.1:{}", free_port());
+    let (upstream, gateway) = start_gateway(
+        &issuer,
+        REFRESH,
+        "{ allow_http: true, connect_timeout: 1s, timeout: 2s }",
     )
     .await;
 
@@ -483,17 +456,7 @@ async fn unknown_kid_flood_is_rate_limited() {
     const FLOOD: usize = 200;
     const AT_ONCE: usize = 20;
     let idp = Idp::start().await;
-    let upstream = Upstream::start();
-    let gateway = Gateway::start(
-        &config(
-            &idp.issuer(),
-            "{ min_refresh: 1s, unknown_kid_interval: 30s }",
-            HTTP,
-            None,
-        ),
-        &upstream,
-    )
-    .await;
+    let (_upstream, gateway) = start_gateway(&idp.issuer(), REFRESH, HTTP).await;
     wait_ready(&gateway).await;
     let token = idp.token("orders:read").await;
     assert_eq!(status(&gateway, &token).await, 200);
@@ -557,17 +520,8 @@ async fn slow_idp_bounds_the_unknown_kid_wait() {
         ..Default::default()
     })
     .await;
-    let upstream = Upstream::start();
-    let gateway = Gateway::start(
-        &config(
-            &idp.issuer(),
-            "{ min_refresh: 1s, unknown_kid_interval: 30s }",
-            "{ allow_http: true, timeout: 60s }",
-            None,
-        ),
-        &upstream,
-    )
-    .await;
+    let (_upstream, gateway) =
+        start_gateway(&idp.issuer(), REFRESH, "{ allow_http: true, timeout: 60s }").await;
     // The first fetch is slow too.
     wait_ready(&gateway).await;
     let (_, jwks_before, _) = idp.stats().await;
@@ -613,13 +567,7 @@ async fn slow_idp_bounds_the_unknown_kid_wait() {
 #[tokio::test]
 async fn an_optional_issuer_holds_readiness_back_only_during_the_startup_grace() {
     let idp = Idp::start().await;
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        format!(
-            "http://127.0.0.1:{}",
-            listener.local_addr().expect("addr").port()
-        )
-    };
+    let dead = format!("http://127.0.0.1:{}", free_port());
     let template = config(&idp.issuer(), "{ min_refresh: 1s }", HTTP, None)
         .replace(
             "admin: { addr: \"127.0.0.1:{ADMIN}\" }",

@@ -213,6 +213,13 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A fresh recording upstream and a gateway running `config` in front of it.
+pub async fn start(config: &str) -> (Upstream, Gateway) {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(config, &upstream).await;
+    (upstream, gateway)
+}
+
 /// The real `jwtgate` binary running `jwtgate run -c <tmp>/gateway.yaml`.
 pub struct Gateway {
     child: Child,
@@ -385,6 +392,20 @@ impl Gateway {
         let read =
             |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("stderr.log"), read("stdout.log"))
+    }
+
+    /// Polls [`Gateway::log`] until `done` holds for it or ten seconds pass,
+    /// and returns the log as last read (the access log is written after the
+    /// response). Never fails itself: the caller asserts on what it got.
+    pub async fn wait_for_log(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if done(&log) || Instant::now() > deadline {
+                return log;
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 }
 
@@ -609,6 +630,20 @@ pub fn sign(alg: Algorithm, key_file: &str, kid: &str, claims: Value) -> String 
         .unwrap_or_else(|e| panic!("signing with {alg}: {e}"))
 }
 
+/// `base` with every member of `extra` set over it; a `null` in `extra`
+/// removes that claim instead.
+pub fn merge_claims(mut base: Value, extra: Value) -> Value {
+    let map = base.as_object_mut().expect("base claims are an object");
+    for (name, value) in extra.as_object().expect("extra claims are an object") {
+        if value.is_null() {
+            map.remove(name);
+        } else {
+            map.insert(name.clone(), value.clone());
+        }
+    }
+    base
+}
+
 /// The fixture key file and JWKS `kid` that sign `alg` for the test issuers.
 pub fn key_for(alg: Algorithm) -> (&'static str, &'static str) {
     use Algorithm::*;
@@ -663,4 +698,41 @@ pub fn pem_der(name: &str) -> Vec<u8> {
         .collect::<Vec<_>>()
         .concat();
     STANDARD.decode(body.trim()).expect("PEM base64")
+}
+
+/// `der` as PEM text under `label`, 64 base64 characters a line.
+pub fn to_pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}
+
+/// The public half of `rsa.pem` as PKCS#1 `RSAPublicKey` DER.
+pub fn rsa_public_pkcs1_der() -> Vec<u8> {
+    use aws_lc_rs::signature::KeyPair;
+    let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&pem_der("rsa.pem"))
+        .expect("rsa.pem is PKCS#8");
+    pair.public_key().as_ref().to_vec()
+}
+
+/// The modulus `n` of the `rsa-1` key: its base64url text in jwks.json and
+/// its bytes.
+pub fn rsa_modulus() -> (String, Vec<u8>) {
+    let jwks: Value = serde_json::from_slice(&fixture_bytes("jwks.json")).expect("jwks.json");
+    let n = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["kid"] == "rsa-1")
+        .expect("rsa-1 in jwks.json")["n"]
+        .as_str()
+        .expect("n")
+        .to_string();
+    let bytes = URL_SAFE_NO_PAD.decode(&n).expect("n is base64url");
+    (n, bytes)
 }
