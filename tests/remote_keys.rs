@@ -461,6 +461,8 @@ async fn unknown_kid_flood_is_rate_limited() {
     let token = idp.token("orders:read").await;
     assert_eq!(status(&gateway, &token).await, 200);
     idp.reset_stats().await;
+    const MISSES: &str = "jwtgate_token_cache_misses_total";
+    let misses_before = gateway.metric(MISSES, &[]).await;
 
     let tokens: Vec<String> = (0..FLOOD)
         .map(|_| foreign_token(&idp.issuer(), &jwtgate::proxy::request_id::new_request_id()))
@@ -497,6 +499,13 @@ async fn unknown_kid_flood_is_rate_limited() {
     assert!(
         jwks <= 1,
         "{FLOOD} unknown kids caused {jwks} JWKS fetches (at most 1 allowed)"
+    );
+    // The IdP's keys didn't change, so no request was verified a second
+    // time after waiting for the refetch: one cache lookup each.
+    assert_eq!(
+        gateway.metric(MISSES, &[]).await - misses_before,
+        FLOOD as f64,
+        "each flood token is looked up once"
     );
     assert!(
         discovery <= 1,

@@ -96,6 +96,7 @@ impl RoutePolicy {
             .map_err(|rejection| Failure {
                 rejection,
                 issuer: Some(verified.issuer),
+                keys_seen: None,
             })?;
         Ok(verified)
     }

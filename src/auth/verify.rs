@@ -157,6 +157,9 @@ pub struct VerifyRequest<'a> {
 pub struct Failure {
     pub rejection: Rejection,
     pub issuer: Option<usize>,
+    /// When the issuer's keys were consulted: their generation. Only a key
+    /// set that has changed since can turn an unknown `kid` into a known one.
+    pub keys_seen: Option<u64>,
 }
 
 impl Failure {
@@ -164,6 +167,7 @@ impl Failure {
         Self {
             rejection: Rejection::invalid_token(reason),
             issuer,
+            keys_seen: None,
         }
     }
 }
@@ -209,6 +213,7 @@ pub fn verify(
         return Err(Failure {
             rejection: Rejection::unavailable(),
             issuer: Some(index),
+            keys_seen: Some(key_generation),
         });
     }
     let candidates = match keys.select(parsed.header.kid(), alg) {
@@ -216,7 +221,10 @@ pub fn verify(
         KeyChoice::UnknownKid => Err(Reason::UnknownKid),
         KeyChoice::AlgorithmMismatch => Err(Reason::AlgNotAllowed),
     };
-    let candidates = checked(explain, "key", candidates).map_err(fail)?;
+    let candidates = checked(explain, "key", candidates).map_err(|reason| Failure {
+        keys_seen: Some(key_generation),
+        ..fail(reason)
+    })?;
     explain.passed("key", &|| match parsed.header.kid() {
         Some(kid) => format!("kid {kid:?} found, usable with {alg}"),
         None => format!("no kid; {} key(s) usable with {alg}", candidates.len()),

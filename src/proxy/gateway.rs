@@ -120,12 +120,15 @@ impl Gateway {
 
         let mut outcome = self.authorize(&snapshot, &route, token);
         if let Err(failure) = &outcome
-            && let Some(keys) = refetchable(&snapshot, failure)
+            && let Some((keys, seen)) = refetchable(&snapshot, failure)
         {
-            // Verify again even when this request triggered nothing: another
-            // request's refetch may have brought the key in the meantime.
+            // Whether or not this request triggered the refetch (it may be
+            // rate-limited, or another request's refetch may have brought
+            // the key), only a changed key set can change the answer.
             keys.refetch().await;
-            outcome = self.authorize(&snapshot, &route, token);
+            if keys.generation() != seen {
+                outcome = self.authorize(&snapshot, &route, token);
+            }
         }
         match outcome {
             Ok(identity) => {
@@ -180,14 +183,16 @@ impl Gateway {
 
 /// The key store worth refetching for this failure: a remote issuer's, when
 /// the token named a `kid` we don't have (keys may have rotated) or there
-/// are no keys yet. The store itself bounds and rate-limits the refetch.
-fn refetchable<'a>(snapshot: &'a Snapshot, failure: &Failure) -> Option<&'a KeyStore> {
+/// are no keys yet, with the key-set generation the failure was decided
+/// against. The store itself bounds and rate-limits the refetch.
+fn refetchable<'a>(snapshot: &'a Snapshot, failure: &Failure) -> Option<(&'a KeyStore, u64)> {
     let reason = failure.rejection.reason;
     if reason != Reason::UnknownKid && reason != Reason::JwksUnavailable {
         return None;
     }
     let keys = &snapshot.issuers[failure.issuer?].keys;
-    keys.is_remote().then_some(keys.as_ref())
+    keys.is_remote()
+        .then_some((keys.as_ref(), failure.keys_seen?))
 }
 
 #[async_trait]
