@@ -19,8 +19,10 @@ struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
-    #[command(flatten)]
-    run: cli::RunArgs,
+    /// The config file to run with when no command is given [default:
+    /// gateway.yaml].
+    #[arg(short, long)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -30,13 +32,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the gateway (the default when no command is given).
-    Run(cli::RunArgs),
+    Run(cli::ConfigArgs),
     /// Validate a config file and print a summary of its issuers and routes.
-    Check {
-        /// The config file.
-        #[arg(short, long, default_value = "gateway.yaml")]
-        config: PathBuf,
-    },
+    Check(cli::ConfigArgs),
     /// Mint, inspect and verify tokens.
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
@@ -46,9 +44,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let outcome = match cli.command {
-        None => cli::run(cli.run),
+        // `-c` before a command would be read here and never reach the
+        // command: say so rather than use the command's default file.
+        Some(_) if cli.config.is_some() => Err(anyhow::anyhow!(
+            "-c/--config goes after the command, e.g. `jwtgate check -c FILE`"
+        )),
+        None => cli::run(cli::ConfigArgs {
+            config: cli.config.unwrap_or_else(|| cli::DEFAULT_CONFIG.into()),
+        }),
         Some(Command::Run(args)) => cli::run(args),
-        Some(Command::Check { config }) => cli::check::check(&config),
+        Some(Command::Check(args)) => cli::check::check(&args.config),
         Some(Command::Token(command)) => cli::token::token(command),
     };
     match outcome {

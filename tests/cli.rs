@@ -339,6 +339,20 @@ fn check_accepts_the_repository_gateway_yaml() {
 }
 
 #[test]
+fn config_before_the_command_is_refused_not_ignored() {
+    // `-c` before `check` used to be parsed as the default run's option and
+    // dropped: `check` then validated ./gateway.yaml instead of the file given.
+    let config = TempConfig::new("not: [valid");
+    let out = check_fails_with(jwtgate().args(["-c", config.path(), "check"]));
+    assert_contains(&out, "-c/--config goes after the command");
+    let out = check_fails_with(jwtgate().args(["-c", config.path(), "token", "inspect", "x"]));
+    assert_contains(&out, "-c/--config goes after the command");
+    // Global options before the command still work.
+    output(repo_jwtgate().args(["--log-format", "json", "check", "-c", REPO_CONFIG]))
+        .assert_success();
+}
+
+#[test]
 fn check_reports_unknown_field_with_file_line_and_column() {
     let config = TempConfig::new(
         "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:9\"] }\n    colour: blue\n    auth: { mode: off }\n",

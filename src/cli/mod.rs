@@ -6,14 +6,17 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+pub const DEFAULT_CONFIG: &str = "gateway.yaml";
+
+/// `-c/--config`, for every command that reads a config file.
 #[derive(Args)]
-pub struct RunArgs {
+pub struct ConfigArgs {
     /// The config file.
-    #[arg(short, long, default_value = "gateway.yaml")]
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let snapshot = jwtgate::config::load_snapshot(&args.config)?;
     for warning in &snapshot.warnings {
         tracing::warn!("{warning}");

@@ -29,8 +29,8 @@ pub enum TokenCommand {
     },
     /// Verify a token against a route of a config, explaining every check.
     Verify {
-        #[arg(short, long, default_value = "gateway.yaml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: super::ConfigArgs,
         /// The route whose rules apply.
         #[arg(long)]
         route: String,
@@ -82,7 +82,7 @@ pub fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             config,
             route,
             token,
-        } => verify(&config, &route, &read_token(&token)?),
+        } => verify(&config.config, &route, &read_token(&token)?),
     }
 }
 
