@@ -30,10 +30,6 @@ impl ManualClock {
         Arc::new(Self(AtomicI64::new(unix)))
     }
 
-    pub fn set(&self, unix: i64) {
-        self.0.store(unix, Ordering::Relaxed);
-    }
-
     pub fn advance(&self, seconds: i64) {
         self.0.fetch_add(seconds, Ordering::Relaxed);
     }

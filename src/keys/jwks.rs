@@ -63,7 +63,7 @@ pub fn parse(document: &Value, allowed: AlgorithmSet) -> Result<ParsedJwks, KeyE
     let mut skipped = Vec::new();
     for entry in entries {
         let kid = entry.get("kid").and_then(Value::as_str).map(str::to_owned);
-        let outcome = serde_json::from_value::<Jwk>(entry.clone())
+        let outcome = Jwk::deserialize(entry)
             .map_err(|e| Skip::Refused(format!("not a valid JWK: {e}")))
             .and_then(|jwk| to_key(jwk, allowed));
         match outcome {

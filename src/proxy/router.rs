@@ -53,7 +53,9 @@ impl<T> Router<T> {
     /// then host-less routes; within each, the longest matching prefix whose
     /// method list admits the method.
     pub fn find(&self, host: Option<&str>, path: &str, method: &http::Method) -> Option<&T> {
-        if let Some(table) = host.and_then(|h| self.by_host.get(host_key(h).as_ref()))
+        // Most configs route by path alone: skip the host work then.
+        if !self.by_host.is_empty()
+            && let Some(table) = host.and_then(|h| self.by_host.get(host_key(h).as_ref()))
             && let Some(route) = longest(table, path, method)
         {
             return Some(route);
