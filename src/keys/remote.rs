@@ -57,10 +57,18 @@ pub struct RemoteSource {
     pub store: Arc<KeyStore>,
 }
 
+/// What one refresh loop remembers between attempts.
+#[derive(Default)]
+struct RefreshState {
+    /// Discovered (or configured) once, forgotten when a fetch from it fails.
+    jwks_uri: Option<String>,
+    /// The document the served keys were parsed from.
+    installed: Option<Value>,
+    /// Keys the last parse skipped, so each change is logged once.
+    skipped: Vec<jwks::SkippedKey>,
+}
+
 pub struct Refresher {
-    /// The last JWKS installed: an unchanged document isn't installed again,
-    /// so verified-token cache entries survive routine refreshes.
-    last_document: std::sync::Mutex<Option<Value>>,
     source: RemoteSource,
     fetcher: Fetcher,
     cache: Option<DiskCache>,
@@ -83,7 +91,6 @@ impl Refresher {
     ) -> Result<Self, String> {
         let fetcher = Fetcher::new(source.fetch.clone())?;
         Ok(Self {
-            last_document: std::sync::Mutex::new(None),
             source,
             fetcher,
             cache,
@@ -124,11 +131,10 @@ impl Refresher {
 
     /// The refresh loop; runs until the process stops.
     pub async fn run(&self) {
-        let mut jwks_uri: Option<String> = None;
+        let mut state = RefreshState::default();
         let mut backoff = FIRST_BACKOFF;
-        let mut skipped_before = Vec::new();
         loop {
-            let outcome = self.refresh(&mut jwks_uri, &mut skipped_before).await;
+            let outcome = self.refresh(&mut state).await;
             self.source.store.attempt_finished();
             let wait = match outcome {
                 Ok(refreshed) => {
@@ -156,7 +162,7 @@ impl Refresher {
 
     /// One attempt, for `jwtgate token verify` and tests.
     pub async fn refresh_once(&self) -> Result<usize, String> {
-        let result = self.refresh(&mut None, &mut Vec::new()).await;
+        let result = self.refresh(&mut RefreshState::default()).await;
         self.source.store.attempt_finished();
         if let Err(error) = &result {
             self.on_failure(error);
@@ -164,13 +170,9 @@ impl Refresher {
         result.map(|r| r.keys)
     }
 
-    async fn refresh(
-        &self,
-        jwks_uri: &mut Option<String>,
-        skipped_before: &mut Vec<jwks::SkippedKey>,
-    ) -> Result<Refreshed, String> {
+    async fn refresh(&self, state: &mut RefreshState) -> Result<Refreshed, String> {
         let name = &self.source.issuer_name;
-        let uri = match jwks_uri {
+        let uri = match &state.jwks_uri {
             Some(uri) => uri.clone(),
             None => {
                 let uri = self
@@ -178,7 +180,7 @@ impl Refresher {
                     .jwks_uri(&self.source.locator)
                     .await
                     .map_err(|e| e.to_string())?;
-                *jwks_uri = Some(uri.clone());
+                state.jwks_uri = Some(uri.clone());
                 uri
             }
         };
@@ -186,32 +188,34 @@ impl Refresher {
             Ok(fetched) => fetched,
             Err(e) => {
                 // The provider may have moved its JWKS; discover again next time.
-                *jwks_uri = None;
+                state.jwks_uri = None;
                 return Err(e.to_string());
             }
         };
-        let parsed = jwks::parse(&fetched.document, self.source.algorithms).map_err(|e| e.0)?;
-        if parsed.skipped != *skipped_before {
-            for skipped in &parsed.skipped {
-                tracing::warn!(issuer = %name, kid = skipped.kid.as_deref().unwrap_or("-"), "key skipped: {}", skipped.why);
+        let store = &self.source.store;
+        // The document the served keys came from, fetched again: nothing to
+        // parse or install, and verified-token cache entries stay valid.
+        let unchanged = state.installed.as_ref() == Some(&fetched.document) && store.is_ready();
+        let keys = if unchanged {
+            store.current().len()
+        } else {
+            let parsed = jwks::parse(&fetched.document, self.source.algorithms).map_err(|e| e.0)?;
+            if parsed.skipped != state.skipped {
+                for skipped in &parsed.skipped {
+                    tracing::warn!(issuer = %name, kid = skipped.kid.as_deref().unwrap_or("-"), "key skipped: {}", skipped.why);
+                }
+                state.skipped = parsed.skipped;
             }
-            *skipped_before = parsed.skipped.clone();
-        }
-        if parsed.keys.is_empty() {
-            return Err(format!("{uri}: the JWKS has no usable key"));
-        }
-        let now = self.clock.now_unix();
-        let keys = parsed.keys.len();
-        let unchanged = {
-            let mut last = self.last_document.lock().expect("not poisoned");
-            let unchanged = last.as_ref() == Some(&fetched.document);
-            *last = Some(fetched.document.clone());
-            unchanged
+            if parsed.keys.is_empty() {
+                return Err(format!("{uri}: the JWKS has no usable key"));
+            }
+            let keys = parsed.keys.len();
+            store.replace(parsed.keys);
+            state.installed = Some(fetched.document.clone());
+            keys
         };
-        if !unchanged || !self.source.store.is_ready() {
-            self.source.store.replace(parsed.keys);
-        }
-        self.source.store.record_success(now);
+        let now = self.clock.now_unix();
+        store.record_success(now);
         self.persist(&uri, fetched.document, now);
         let ttl = self.source.refresh.refresh_after(fetched.max_age);
         Ok(Refreshed { ttl, keys })
@@ -278,11 +282,15 @@ mod tests {
 
     /// A refresher whose identity provider is unreachable (a closed port).
     fn unreachable(cache: Option<DiskCache>) -> Refresher {
+        refresher("http://127.0.0.1:1/jwks", cache)
+    }
+
+    fn refresher(jwks_uri: &str, cache: Option<DiskCache>) -> Refresher {
         let algorithms: AlgorithmSet = [Algorithm::RS256].into_iter().collect();
         let source = RemoteSource {
             issuer_name: "idp".into(),
             issuer: "https://idp.test".into(),
-            locator: Locator::JwksUri("http://127.0.0.1:1/jwks".into()),
+            locator: Locator::JwksUri(jwks_uri.into()),
             fetch: FetchSettings {
                 connect_timeout: Duration::from_secs(1),
                 timeout: Duration::from_secs(2),
@@ -314,6 +322,42 @@ mod tests {
         let keys = jwks::parse(&fixture_jwks(), allowed).unwrap().keys;
         refresher.source.store.replace(keys);
         refresher.source.store.record_success(fetched_at);
+    }
+
+    /// Serves `body` as JSON to every request, on a loopback port.
+    async fn serve_json(body: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}/jwks")
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_jwks_is_not_installed_again() {
+        let uri = serve_json(fixture_jwks().to_string()).await;
+        let refresher = refresher(&uri, None);
+        let mut state = RefreshState::default();
+        let keys = refresher.refresh(&mut state).await.unwrap().keys;
+        assert!(keys > 0);
+        let generation = refresher.source.store.generation();
+        let again = refresher.refresh(&mut state).await.unwrap();
+        assert_eq!(again.keys, keys);
+        assert_eq!(
+            refresher.source.store.generation(),
+            generation,
+            "the same document must leave the key set (and the token cache) alone"
+        );
     }
 
     #[tokio::test]
