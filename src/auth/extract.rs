@@ -58,7 +58,7 @@ pub fn extract<'a>(
                 continue;
             };
             for pair in text.split(';') {
-                if let Some((name, token)) = pair.trim().split_once('=')
+                if let (name, Some(token)) = split_pair(pair.trim())
                     && name == cookie_name
                     && !token.is_empty()
                 {
@@ -71,7 +71,7 @@ pub fn extract<'a>(
     // (an encoded token simply fails to parse).
     if let (Some(parameter), Some(query)) = (&sources.query, query) {
         for pair in query.split('&') {
-            if let Some((key, token)) = pair.split_once('=')
+            if let (key, Some(token)) = split_pair(pair)
                 && key == parameter
                 && !token.is_empty()
             {
@@ -80,6 +80,17 @@ pub fn extract<'a>(
         }
     }
     Ok(found)
+}
+
+/// One `name=value` pair of a `Cookie` header or a query string: the name
+/// and, when there is an `=`, the value. The proxy strips token cookies and
+/// parameters with this same reading, so what authenticated a request is
+/// what gets removed from it.
+pub fn split_pair(pair: &str) -> (&str, Option<&str>) {
+    match pair.split_once('=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (pair, None),
+    }
 }
 
 /// Reads `Bearer <token>`. The scheme is case-insensitive (RFC 9110 §11.1);

@@ -7,6 +7,7 @@ use pingora::http::RequestHeader;
 
 use crate::auth::VerifiedToken;
 use crate::auth::claims;
+use crate::auth::extract::split_pair;
 use crate::config::CompiledRoute;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -112,7 +113,7 @@ fn strip_query_parameter(upstream: &mut RequestHeader, parameter: &str) {
     };
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(key, _)| key) != parameter)
+        .filter(|pair| split_pair(pair).0 != parameter)
         .collect();
     let path = upstream.uri.path();
     let path_and_query = if kept.is_empty() {
@@ -135,9 +136,9 @@ fn strip_cookie(upstream: &mut RequestHeader, cookie_name: &str) {
         .map(|v| {
             v.split(';')
                 .map(str::trim)
-                .filter(|pair| {
-                    pair.split_once('=')
-                        .is_none_or(|(name, _)| name != cookie_name)
+                .filter(|pair| match split_pair(pair) {
+                    (name, Some(_)) => name != cookie_name,
+                    (_, None) => true,
                 })
                 .collect::<Vec<_>>()
                 .join("; ")
