@@ -44,9 +44,8 @@ impl Admin {
         snapshot
             .issuers
             .iter()
-            .zip(&snapshot.issuer_required)
-            .filter(|(issuer, required)| !issuer.keys.is_ready() && (**required || in_grace))
-            .map(|(issuer, _)| issuer.name.clone())
+            .filter(|issuer| !issuer.keys.is_ready() && (issuer.required || in_grace))
+            .map(|issuer| issuer.name.clone())
             .collect()
     }
 

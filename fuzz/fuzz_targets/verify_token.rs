@@ -83,6 +83,7 @@ fn fixture() -> &'static Fixture {
             },
             scope_claim: None,
             keys: Arc::new(KeyStore::fixed(keys)),
+            required: true,
         };
 
         let hs256: AlgorithmSet = [Algorithm::HS256].into_iter().collect();
@@ -106,6 +107,7 @@ fn fixture() -> &'static Fixture {
             keys: Arc::new(KeyStore::fixed(KeySet {
                 keys: vec![hmac_key],
             })),
+            required: true,
         };
 
         let open = RoutePolicy::new(vec![0, 1], vec![], vec![], vec![], vec![]);

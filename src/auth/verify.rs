@@ -31,6 +31,9 @@ pub struct IssuerVerifier {
     pub token_type: TokenTypeRule,
     pub scope_claim: Option<String>,
     pub keys: Arc<KeyStore>,
+    /// `/readyz` waits for this issuer's keys; when false, only during the
+    /// startup grace.
+    pub required: bool,
 }
 
 impl IssuerVerifier {
@@ -58,6 +61,7 @@ impl IssuerVerifier {
             token_type: TokenTypeRule::default(),
             scope_claim: None,
             keys: Arc::new(keys),
+            required: true,
         }
     }
 }

@@ -32,7 +32,7 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
         let keys = match snapshot
             .remote
             .iter()
-            .find(|r| r.issuer_name == issuer.name)
+            .find(|r| std::sync::Arc::ptr_eq(&r.verifier, issuer))
         {
             Some(remote) => match &remote.locator {
                 Locator::Discovery { issuer } => format!("discovery {}", discovery_url(issuer)),

@@ -207,11 +207,11 @@ fn fetch_remote_keys(snapshot: &jwtgate::config::Snapshot) -> anyhow::Result<()>
         match runtime.block_on(refresher.refresh_once()) {
             Ok(count) => println!(
                 "keys: issuer {:?}: fetched {count} key(s)",
-                source.issuer_name
+                source.verifier.name
             ),
             Err(error) => println!(
                 "keys: issuer {:?}: cannot fetch: {error}",
-                source.issuer_name
+                source.verifier.name
             ),
         }
     }

@@ -36,9 +36,6 @@ pub struct Snapshot {
     pub realm: String,
     pub max_token_bytes: usize,
     pub issuers: Vec<Arc<IssuerVerifier>>,
-    /// Parallel to `issuers`: does `/readyz` wait for its keys after the
-    /// startup grace?
-    pub issuer_required: Vec<bool>,
     pub startup_grace: Duration,
     /// Issuers whose keys are fetched, and how.
     pub remote: Vec<RemoteSource>,
@@ -141,7 +138,7 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
         let (verifier, source) = compile_issuer(issuer, base_dir, &mut warnings)
             .map_err(|message| err_at(Some(&issuer.name), format!("issuer {name:?}: {message}")))?;
         remote.extend(source);
-        issuers.push(Arc::new(verifier));
+        issuers.push(verifier);
     }
 
     if config.routes.is_empty() {
@@ -210,7 +207,6 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
         graceful_shutdown_timeout: config.server.graceful_shutdown_timeout,
         realm: config.server.realm,
         max_token_bytes: config.tokens.max_bytes,
-        issuer_required: config.issuers.iter().map(|i| i.required).collect(),
         startup_grace: config.admin.startup_grace,
         remote,
         keys_cache_dir,
@@ -231,7 +227,7 @@ fn compile_issuer(
     issuer: &IssuerConfig,
     base_dir: &Path,
     warnings: &mut Vec<String>,
-) -> Result<(IssuerVerifier, Option<RemoteSource>), String> {
+) -> Result<(Arc<IssuerVerifier>, Option<RemoteSource>), String> {
     if issuer.issuer.is_empty() {
         return Err("issuer (the exact iss value) must not be empty".into());
     }
@@ -300,7 +296,8 @@ fn compile_issuer(
                 issuer.refresh.unknown_kid_wait,
             ),
         );
-        let source = remote_source(issuer, locator, algorithms, verifier.keys.clone())?;
+        let verifier = Arc::new(verifier);
+        let source = remote_source(issuer, locator, verifier.clone())?;
         return Ok((verifier, Some(source)));
     }
 
@@ -356,7 +353,10 @@ fn compile_issuer(
         parsed.keys
     };
 
-    Ok((verifier(issuer, algorithms, KeyStore::fixed(keys)), None))
+    Ok((
+        Arc::new(verifier(issuer, algorithms, KeyStore::fixed(keys))),
+        None,
+    ))
 }
 
 fn verifier(issuer: &IssuerConfig, algorithms: AlgorithmSet, keys: KeyStore) -> IssuerVerifier {
@@ -382,14 +382,14 @@ fn verifier(issuer: &IssuerConfig, algorithms: AlgorithmSet, keys: KeyStore) -> 
         },
         scope_claim: issuer.scope_claim.clone(),
         keys: Arc::new(keys),
+        required: issuer.required,
     }
 }
 
 fn remote_source(
     issuer: &IssuerConfig,
     locator: Locator,
-    algorithms: AlgorithmSet,
-    store: Arc<KeyStore>,
+    verifier: Arc<IssuerVerifier>,
 ) -> Result<RemoteSource, String> {
     let fetch = &issuer.fetch;
     let url = match &locator {
@@ -409,8 +409,7 @@ fn remote_source(
         return Err("fetch.max_bytes must be at least 1024".into());
     }
     Ok(RemoteSource {
-        issuer_name: issuer.name.value.clone(),
-        issuer: issuer.issuer.clone(),
+        verifier,
         locator,
         fetch: FetchSettings {
             connect_timeout: fetch.connect_timeout,
@@ -423,8 +422,6 @@ fn remote_source(
             max_refresh: refresh.max_refresh,
             max_stale: refresh.max_stale,
         },
-        algorithms,
-        store,
     })
 }
 

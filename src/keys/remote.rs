@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::cache::{CachedJwks, DiskCache};
 use super::fetch::{FetchSettings, Fetcher, Locator};
-use super::{KeyStore, jwks};
-use crate::auth::AlgorithmSet;
+use super::jwks;
+use crate::auth::IssuerVerifier;
 use crate::clock::SharedClock;
 use crate::telemetry::Metrics;
 
@@ -48,13 +48,12 @@ impl RefreshPolicy {
 /// A remote issuer's key source, compiled from config.
 #[derive(Debug, Clone)]
 pub struct RemoteSource {
-    pub issuer_name: String,
-    pub issuer: String,
+    /// The issuer whose key store this source fills (name, `iss`, allowed
+    /// algorithms and the store itself all come from there).
+    pub verifier: Arc<IssuerVerifier>,
     pub locator: Locator,
     pub fetch: FetchSettings,
     pub refresh: RefreshPolicy,
-    pub algorithms: AlgorithmSet,
-    pub store: Arc<KeyStore>,
 }
 
 /// What one refresh loop remembers between attempts.
@@ -103,8 +102,8 @@ impl Refresher {
     /// than `max_stale`. Runs at startup, before any request.
     pub fn load_cached(&self) {
         let Some(cache) = &self.cache else { return };
-        let name = &self.source.issuer_name;
-        let cached = match cache.load(name, &self.source.issuer) {
+        let name = &self.source.verifier.name;
+        let cached = match cache.load(name, &self.source.verifier.issuer) {
             Ok(Some(cached)) => cached,
             Ok(None) => return,
             Err(e) => {
@@ -117,11 +116,11 @@ impl Refresher {
             tracing::warn!(issuer = %name, age_secs = age, "cached keys are older than max_stale; not used");
             return;
         }
-        match jwks::parse(&cached.jwks, self.source.algorithms) {
+        match jwks::parse(&cached.jwks, self.source.verifier.algorithms) {
             Ok(parsed) if !parsed.keys.is_empty() => {
                 let count = parsed.keys.len();
-                self.source.store.replace(parsed.keys);
-                self.source.store.record_success(cached.fetched_at);
+                self.source.verifier.keys.replace(parsed.keys);
+                self.source.verifier.keys.record_success(cached.fetched_at);
                 tracing::info!(issuer = %name, keys = count, age_secs = age, "loaded cached keys");
             }
             Ok(_) => tracing::warn!(issuer = %name, "cached JWKS has no usable key; not used"),
@@ -135,18 +134,18 @@ impl Refresher {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let outcome = self.refresh(&mut state).await;
-            self.source.store.attempt_finished();
+            self.source.verifier.keys.attempt_finished();
             let wait = match outcome {
                 Ok(refreshed) => {
                     backoff = FIRST_BACKOFF;
                     self.metrics
-                        .record_jwks_fetch(&self.source.issuer_name, true);
-                    tracing::debug!(issuer = %self.source.issuer_name, keys = refreshed.keys, "keys refreshed");
+                        .record_jwks_fetch(&self.source.verifier.name, true);
+                    tracing::debug!(issuer = %self.source.verifier.name, keys = refreshed.keys, "keys refreshed");
                     jittered(refreshed.ttl)
                 }
                 Err(error) => {
                     self.metrics
-                        .record_jwks_fetch(&self.source.issuer_name, false);
+                        .record_jwks_fetch(&self.source.verifier.name, false);
                     self.on_failure(&error);
                     let wait = jittered(backoff);
                     backoff = self.source.refresh.next_backoff(backoff);
@@ -155,7 +154,7 @@ impl Refresher {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.source.store.wanted() => {}
+                _ = self.source.verifier.keys.wanted() => {}
             }
         }
     }
@@ -163,7 +162,7 @@ impl Refresher {
     /// One attempt, for `jwtgate token verify` and tests.
     pub async fn refresh_once(&self) -> Result<usize, String> {
         let result = self.refresh(&mut RefreshState::default()).await;
-        self.source.store.attempt_finished();
+        self.source.verifier.keys.attempt_finished();
         if let Err(error) = &result {
             self.on_failure(error);
         }
@@ -171,7 +170,7 @@ impl Refresher {
     }
 
     async fn refresh(&self, state: &mut RefreshState) -> Result<Refreshed, String> {
-        let name = &self.source.issuer_name;
+        let name = &self.source.verifier.name;
         let uri = match &state.jwks_uri {
             Some(uri) => uri.clone(),
             None => {
@@ -192,14 +191,15 @@ impl Refresher {
                 return Err(e.to_string());
             }
         };
-        let store = &self.source.store;
+        let store = &self.source.verifier.keys;
         // The document the served keys came from, fetched again: nothing to
         // parse or install, and verified-token cache entries stay valid.
         let unchanged = state.installed.as_ref() == Some(&fetched.document) && store.is_ready();
         let keys = if unchanged {
             store.current().len()
         } else {
-            let parsed = jwks::parse(&fetched.document, self.source.algorithms).map_err(|e| e.0)?;
+            let parsed =
+                jwks::parse(&fetched.document, self.source.verifier.algorithms).map_err(|e| e.0)?;
             if parsed.skipped != state.skipped {
                 for skipped in &parsed.skipped {
                     tracing::warn!(issuer = %name, kid = skipped.kid.as_deref().unwrap_or("-"), "key skipped: {}", skipped.why);
@@ -224,21 +224,21 @@ impl Refresher {
     fn persist(&self, jwks_uri: &str, jwks: Value, now: i64) {
         let Some(cache) = &self.cache else { return };
         let entry = CachedJwks {
-            issuer: self.source.issuer.clone(),
+            issuer: self.source.verifier.issuer.clone(),
             jwks_uri: jwks_uri.to_string(),
             fetched_at: now,
             jwks,
         };
-        if let Err(e) = cache.store(&self.source.issuer_name, &entry) {
-            tracing::warn!(issuer = %self.source.issuer_name, "cannot persist keys: {e}");
+        if let Err(e) = cache.store(&self.source.verifier.name, &entry) {
+            tracing::warn!(issuer = %self.source.verifier.name, "cannot persist keys: {e}");
         }
     }
 
     /// Stale-if-error: keep the last good keys while they are younger than
     /// `max_stale`, and say so; past that, drop them (requests get 503).
     fn on_failure(&self, error: &str) {
-        let name = &self.source.issuer_name;
-        let store = &self.source.store;
+        let name = &self.source.verifier.name;
+        let store = &self.source.verifier.keys;
         if !store.is_ready() {
             tracing::warn!(issuer = %name, "cannot fetch keys, none to serve: {error}");
             return;
@@ -265,8 +265,9 @@ fn jittered(base: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Algorithm;
+    use crate::auth::{Algorithm, AlgorithmSet};
     use crate::clock::ManualClock;
+    use crate::keys::KeyStore;
 
     const NOW: i64 = 1_800_000_000;
     const HOUR: i64 = 3600;
@@ -288,8 +289,13 @@ mod tests {
     fn refresher(jwks_uri: &str, cache: Option<DiskCache>) -> Refresher {
         let algorithms: AlgorithmSet = [Algorithm::RS256].into_iter().collect();
         let source = RemoteSource {
-            issuer_name: "idp".into(),
-            issuer: "https://idp.test".into(),
+            verifier: Arc::new(IssuerVerifier::new(
+                "idp",
+                "https://idp.test",
+                algorithms,
+                vec!["api".into()],
+                KeyStore::remote(Duration::from_secs(30), Duration::from_secs(1)),
+            )),
             locator: Locator::JwksUri(jwks_uri.into()),
             fetch: FetchSettings {
                 connect_timeout: Duration::from_secs(1),
@@ -302,11 +308,6 @@ mod tests {
                 max_refresh: Duration::from_secs(HOUR as u64),
                 max_stale: Duration::from_secs(24 * HOUR as u64),
             },
-            algorithms,
-            store: Arc::new(KeyStore::remote(
-                Duration::from_secs(30),
-                Duration::from_secs(1),
-            )),
         };
         Refresher::new(
             source,
@@ -318,10 +319,10 @@ mod tests {
     }
 
     fn install(refresher: &Refresher, fetched_at: i64) {
-        let allowed = refresher.source.algorithms;
+        let allowed = refresher.source.verifier.algorithms;
         let keys = jwks::parse(&fixture_jwks(), allowed).unwrap().keys;
-        refresher.source.store.replace(keys);
-        refresher.source.store.record_success(fetched_at);
+        refresher.source.verifier.keys.replace(keys);
+        refresher.source.verifier.keys.record_success(fetched_at);
     }
 
     /// Serves `body` as JSON to every request, on a loopback port.
@@ -350,11 +351,11 @@ mod tests {
         let mut state = RefreshState::default();
         let keys = refresher.refresh(&mut state).await.unwrap().keys;
         assert!(keys > 0);
-        let generation = refresher.source.store.generation();
+        let generation = refresher.source.verifier.keys.generation();
         let again = refresher.refresh(&mut state).await.unwrap();
         assert_eq!(again.keys, keys);
         assert_eq!(
-            refresher.source.store.generation(),
+            refresher.source.verifier.keys.generation(),
             generation,
             "the same document must leave the key set (and the token cache) alone"
         );
@@ -365,12 +366,18 @@ mod tests {
         let fresh = unreachable(None);
         install(&fresh, NOW - HOUR);
         assert!(fresh.refresh_once().await.is_err());
-        assert!(fresh.source.store.is_ready(), "an hour old: still served");
+        assert!(
+            fresh.source.verifier.keys.is_ready(),
+            "an hour old: still served"
+        );
 
         let stale = unreachable(None);
         install(&stale, NOW - 25 * HOUR);
         assert!(stale.refresh_once().await.is_err());
-        assert!(!stale.source.store.is_ready(), "past max_stale: dropped");
+        assert!(
+            !stale.source.verifier.keys.is_ready(),
+            "past max_stale: dropped"
+        );
     }
 
     #[test]
@@ -389,13 +396,13 @@ mod tests {
         store(NOW - 2 * HOUR);
         let recent = unreachable(Some(cache.clone()));
         recent.load_cached();
-        assert!(recent.source.store.is_ready());
-        assert_eq!(recent.source.store.last_success(), NOW - 2 * HOUR);
+        assert!(recent.source.verifier.keys.is_ready());
+        assert_eq!(recent.source.verifier.keys.last_success(), NOW - 2 * HOUR);
 
         store(NOW - 25 * HOUR);
         let old = unreachable(Some(cache.clone()));
         old.load_cached();
-        assert!(!old.source.store.is_ready());
+        assert!(!old.source.verifier.keys.is_ready());
     }
 
     #[test]
