@@ -348,10 +348,10 @@ routes:
     let config = jwtgate::config::parse(path, &yaml, &|_| None).unwrap();
     let snapshot = jwtgate::config::compile(path, config).unwrap();
     let route = snapshot.routes[0].clone();
-    let issuers = issuers();
     let token = token(Algorithm::RS256);
-    let identity = policy()
-        .authorize(&token, &issuers, now(), 8192, None, &mut ())
+    let identity = route
+        .policy
+        .authorize(&token, &snapshot.issuers, now(), 8192, None, &mut ())
         .unwrap();
     let mut request = RequestHeader::build("GET", b"/api/orders?page=2", None).unwrap();
     for (name, value) in [

@@ -5,7 +5,7 @@
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
@@ -103,7 +103,7 @@ fn mint(args: MintArgs) -> anyhow::Result<ExitCode> {
         .parse()
         .map_err(|_| anyhow::anyhow!("unsupported algorithm {:?}", args.alg))?;
     let signer = Signer::from_file(&args.key, alg)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let now = jwtgate::clock::system().now_unix();
 
     let mut claims = Map::new();
     if let Some(iss) = args.iss {
@@ -125,7 +125,7 @@ fn mint(args: MintArgs) -> anyhow::Result<ExitCode> {
         claims.insert("scope".into(), json!(scope));
     }
     claims.insert("iat".into(), json!(now));
-    claims.insert("exp".into(), json!(now + args.ttl.as_secs()));
+    claims.insert("exp".into(), json!(now + args.ttl.as_secs() as i64));
     for claim in &args.claims {
         let Some((name, raw)) = claim.split_once('=') else {
             bail!("--claim {claim:?} is not NAME=VALUE");
@@ -165,7 +165,7 @@ fn inspect(token: &str) -> anyhow::Result<ExitCode> {
     println!("UNVERIFIED: decoded only; the signature and claims were NOT checked.");
     println!("header:\n{}", serde_json::to_string_pretty(&header)?);
     println!("claims:\n{}", serde_json::to_string_pretty(&claims)?);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
+    let now = jwtgate::clock::system().now_unix();
     if let Some(exp) = claims.get("exp").and_then(Value::as_i64) {
         let relation = if exp > now { "expires in" } else { "expired" };
         println!("exp: {relation} {}s", (exp - now).abs());
