@@ -267,7 +267,7 @@ mod tests {
     use super::*;
     use crate::auth::{Algorithm, AlgorithmSet};
     use crate::clock::ManualClock;
-    use crate::keys::KeyStore;
+    use crate::keys::{KeyStore, fetch};
 
     const NOW: i64 = 1_800_000_000;
     const HOUR: i64 = 3600;
@@ -325,28 +325,13 @@ mod tests {
         refresher.source.verifier.keys.record_success(fetched_at);
     }
 
-    /// Serves `body` as JSON to every request, on a loopback port.
-    async fn serve_json(body: String) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request).await;
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            }
-        });
-        format!("http://{addr}/jwks")
-    }
-
     #[tokio::test]
     async fn an_unchanged_jwks_is_not_installed_again() {
-        let uri = serve_json(fixture_jwks().to_string()).await;
+        let body = fixture_jwks().to_string();
+        let uri = format!(
+            "{}/jwks",
+            fetch::tests::serve(fetch::tests::ok(&body, "")).await
+        );
         let refresher = refresher(&uri, None);
         let mut state = RefreshState::default();
         let keys = refresher.refresh(&mut state).await.unwrap().keys;
