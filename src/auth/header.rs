@@ -132,7 +132,7 @@ pub fn parse(segment: &str) -> Result<Rc<Header>, Reason> {
     }
     let mut json = Vec::new();
     decode_segment(segment, &mut json)?;
-    let fields = JsonObject::parse(&json).map_err(|_| Reason::Malformed)?;
+    let fields = JsonObject::parse(&json)?;
     let header = Rc::new(Header::from_fields(&fields)?);
     RECENT.with_borrow_mut(|recent| recent.remember(segment, header.clone()));
     Ok(header)

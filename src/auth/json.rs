@@ -51,6 +51,13 @@ type Member = (Span, Node);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotStrictJson;
 
+/// In a token, a header or claims set that isn't strict JSON is malformed.
+impl From<NotStrictJson> for super::Reason {
+    fn from(_: NotStrictJson) -> Self {
+        Self::Malformed
+    }
+}
+
 impl JsonObject {
     /// Parses `json`, which must be one object with no member name repeated
     /// at any depth. Numbers, nesting limits and UTF-8 rules are
