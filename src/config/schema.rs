@@ -1,7 +1,9 @@
 //! The shape of `gateway.yaml`, as written by users. Every struct denies
 //! unknown fields so a typo is an error, never a silently ignored setting.
-//! Defaults live here, next to the field they belong to, and are mirrored in
-//! the README's configuration reference.
+//! Defaults live here, in each struct's `impl Default` (a struct whose
+//! fields are all optional) or next to the field they belong to (a struct
+//! with required fields), and are mirrored in the README's configuration
+//! reference.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,16 +42,13 @@ pub struct GatewayConfig {
 /// The verified-token cache: a reused token skips the signature check (its
 /// time claims and the route's rules are still checked on every request).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TokenCacheConfig {
-    #[serde(default = "default_true")]
     pub enabled: bool,
-    #[serde(default = "default_cache_entries")]
     pub max_entries: u64,
-    #[serde(default = "default_cache_bytes")]
     pub max_bytes: u64,
     /// Entries also expire with their token's `exp`, whichever comes first.
-    #[serde(default = "default_cache_ttl", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub ttl: Duration,
 }
 
@@ -57,88 +56,57 @@ impl Default for TokenCacheConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            max_entries: default_cache_entries(),
-            max_bytes: default_cache_bytes(),
-            ttl: default_cache_ttl(),
+            max_entries: 100_000,
+            max_bytes: 64 * 1024 * 1024,
+            ttl: Duration::from_secs(5 * 60),
         }
     }
 }
 
-fn default_cache_entries() -> u64 {
-    100_000
-}
-
-fn default_cache_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-
-fn default_cache_ttl() -> Duration {
-    Duration::from_secs(5 * 60)
-}
-
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
-    #[serde(default = "default_http_listen")]
     pub http: String,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
         Self {
-            http: default_http_listen(),
+            http: "127.0.0.1:8080".into(),
         }
     }
 }
 
-fn default_http_listen() -> String {
-    "127.0.0.1:8080".into()
-}
-
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    #[serde(default = "default_admin_addr")]
     pub addr: String,
     /// Issuers marked `required: false` hold `/readyz` back only this long.
-    #[serde(default = "default_startup_grace", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub startup_grace: Duration,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
-            addr: default_admin_addr(),
-            startup_grace: default_startup_grace(),
+            addr: "127.0.0.1:9090".into(),
+            startup_grace: Duration::from_secs(30),
         }
     }
 }
 
-fn default_startup_grace() -> Duration {
-    Duration::from_secs(30)
-}
-
-fn default_admin_addr() -> String {
-    "127.0.0.1:9090".into()
-}
-
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Worker threads for the proxy; default: the number of CPU cores.
-    #[serde(default)]
     pub threads: Option<usize>,
     /// On SIGTERM, keep accepting for this long (lets a load balancer notice).
-    #[serde(default = "default_grace_period", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub grace_period: Duration,
     /// Then give in-flight requests at most this long to finish.
-    #[serde(
-        default = "default_graceful_shutdown_timeout",
-        deserialize_with = "duration"
-    )]
+    #[serde(deserialize_with = "duration")]
     pub graceful_shutdown_timeout: Duration,
     /// `realm` in `WWW-Authenticate` challenges.
-    #[serde(default = "default_realm")]
     pub realm: String,
 }
 
@@ -146,23 +114,11 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             threads: None,
-            grace_period: default_grace_period(),
-            graceful_shutdown_timeout: default_graceful_shutdown_timeout(),
-            realm: default_realm(),
+            grace_period: Duration::from_secs(5),
+            graceful_shutdown_timeout: Duration::from_secs(10),
+            realm: "jwtgate".into(),
         }
     }
-}
-
-fn default_grace_period() -> Duration {
-    Duration::from_secs(5)
-}
-
-fn default_graceful_shutdown_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-pub fn default_realm() -> String {
-    "jwtgate".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,23 +128,18 @@ pub struct EchoConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TokenLimits {
     /// Tokens longer than this are rejected before any decoding.
-    #[serde(default = "default_max_token_bytes")]
     pub max_bytes: usize,
 }
 
 impl Default for TokenLimits {
     fn default() -> Self {
         Self {
-            max_bytes: default_max_token_bytes(),
+            max_bytes: 8 * 1024,
         }
     }
-}
-
-fn default_max_token_bytes() -> usize {
-    8 * 1024
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,98 +216,58 @@ pub struct TokenTypeConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct FetchConfig {
-    #[serde(
-        default = "default_fetch_connect_timeout",
-        deserialize_with = "duration"
-    )]
+    #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
     /// For a whole request, body included.
-    #[serde(default = "default_fetch_timeout", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
-    #[serde(default = "default_fetch_max_bytes")]
     pub max_bytes: usize,
     /// Plain-HTTP discovery and JWKS URLs; for loopback tests only.
-    #[serde(default)]
     pub allow_http: bool,
 }
 
 impl Default for FetchConfig {
     fn default() -> Self {
         Self {
-            connect_timeout: default_fetch_connect_timeout(),
-            timeout: default_fetch_timeout(),
-            max_bytes: default_fetch_max_bytes(),
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            max_bytes: 512 * 1024,
             allow_http: false,
         }
     }
 }
 
-fn default_fetch_connect_timeout() -> Duration {
-    Duration::from_secs(2)
-}
-
-fn default_fetch_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
-fn default_fetch_max_bytes() -> usize {
-    512 * 1024
-}
-
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RefreshConfig {
     /// Bounds on the JWKS's own Cache-Control max-age (10m when absent).
-    #[serde(default = "default_min_refresh", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub min_refresh: Duration,
-    #[serde(default = "default_max_refresh", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub max_refresh: Duration,
     /// When refreshes fail, keep serving the last good keys this long.
-    #[serde(default = "default_max_stale", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub max_stale: Duration,
     /// A token with an unknown `kid` triggers a refetch at most this often.
-    #[serde(
-        default = "default_unknown_kid_interval",
-        deserialize_with = "duration"
-    )]
+    #[serde(deserialize_with = "duration")]
     pub unknown_kid_interval: Duration,
     /// How long such a request waits for that refetch.
-    #[serde(default = "default_unknown_kid_wait", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub unknown_kid_wait: Duration,
 }
 
 impl Default for RefreshConfig {
     fn default() -> Self {
         Self {
-            min_refresh: default_min_refresh(),
-            max_refresh: default_max_refresh(),
-            max_stale: default_max_stale(),
-            unknown_kid_interval: default_unknown_kid_interval(),
-            unknown_kid_wait: default_unknown_kid_wait(),
+            min_refresh: Duration::from_secs(60),
+            max_refresh: Duration::from_secs(60 * 60),
+            max_stale: Duration::from_secs(24 * 60 * 60),
+            unknown_kid_interval: Duration::from_secs(30),
+            unknown_kid_wait: Duration::from_secs(1),
         }
     }
-}
-
-fn default_min_refresh() -> Duration {
-    Duration::from_secs(60)
-}
-
-fn default_max_refresh() -> Duration {
-    Duration::from_secs(60 * 60)
-}
-
-fn default_max_stale() -> Duration {
-    Duration::from_secs(24 * 60 * 60)
-}
-
-fn default_unknown_kid_interval() -> Duration {
-    Duration::from_secs(30)
-}
-
-fn default_unknown_kid_wait() -> Duration {
-    Duration::from_secs(1)
 }
 
 fn default_leeway() -> Duration {
@@ -381,15 +292,12 @@ pub struct RouteConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MatchConfig {
     /// Exact host (case-insensitive, port ignored); absent: any host.
-    #[serde(default)]
     pub host: Option<String>,
-    #[serde(default = "default_path_prefix")]
     pub path_prefix: String,
     /// Absent: any method.
-    #[serde(default)]
     pub methods: Option<Vec<String>>,
 }
 
@@ -397,14 +305,10 @@ impl Default for MatchConfig {
     fn default() -> Self {
         Self {
             host: None,
-            path_prefix: default_path_prefix(),
+            path_prefix: "/".into(),
             methods: None,
         }
     }
-}
-
-fn default_path_prefix() -> String {
-    "/".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -488,15 +392,12 @@ pub struct ClaimRule {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ForwardConfig {
     /// Claim (name or dotted path) → header sent to the upstream.
-    #[serde(default)]
     pub claims: BTreeMap<String, String>,
-    #[serde(default)]
     pub strip_authorization: bool,
     /// Client-sent headers starting with this prefix are always removed.
-    #[serde(default = "default_reserved_prefix")]
     pub reserved_prefix: String,
 }
 
@@ -505,13 +406,9 @@ impl Default for ForwardConfig {
         Self {
             claims: BTreeMap::new(),
             strip_authorization: false,
-            reserved_prefix: default_reserved_prefix(),
+            reserved_prefix: "x-jwt-".into(),
         }
     }
-}
-
-fn default_reserved_prefix() -> String {
-    "x-jwt-".into()
 }
 
 fn optional_duration<'de, D: Deserializer<'de>>(
