@@ -964,11 +964,18 @@ def parse_args(argv):
         "and latency.svg. All load goes to 127.0.0.1 unless --target/--direct-url say otherwise.",
         epilog="Example: python3 benches/load/run.py --duration 5 --rounds 3. See benches/load/README.md.",
     )
-    p.add_argument("--duration", type=int, default=10, help="seconds per workload per round (default 10)")
+    p.add_argument("--duration", type=int, default=None, help="seconds per workload per round (default 10; 3 with --quick)")
     p.add_argument("--rounds", type=int, default=3, help="rounds; each runs every workload once (default 3)")
+    p.add_argument("--quick", action="store_true",
+                   help="a short run for before/after checks of a change: 3 s per workload, 1000 tokens "
+                   "(explicit --duration/--tokens still win)")
+    p.add_argument("--baseline-binary", type=Path, metavar="PATH",
+                   help="also start this jwtgate binary (e.g. one built from the previous commit) and run the "
+                   "auth-off and one-token workloads against it in the same interleaved rounds, so a change "
+                   "is compared with its baseline on equal terms")
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     p.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
-    p.add_argument("--tokens", type=int, default=5000, help="distinct valid tokens to mint (default 5000)")
+    p.add_argument("--tokens", type=int, default=None, help="distinct valid tokens to mint (default 5000; 1000 with --quick)")
     p.add_argument("--gateway-threads", type=int, default=cores,
                    help=f"jwtgate server.threads (default: number of cores, here {cores})")
     p.add_argument("--out", type=Path, default=None,
@@ -983,6 +990,14 @@ def parse_args(argv):
     p.add_argument("--skip-build", action="store_true",
                    help="use the existing target/release/jwtgate instead of running cargo build --release --locked")
     args = p.parse_args(argv)
+    if args.duration is None:
+        args.duration = 3 if args.quick else 10
+    if args.tokens is None:
+        args.tokens = 1000 if args.quick else 5000
+    if args.baseline_binary and args.target:
+        p.error("--baseline-binary starts a local gateway; it does not go with --target")
+    if args.baseline_binary and not os.access(args.baseline_binary, os.X_OK):
+        p.error(f"{args.baseline_binary}: not an executable")
     for name in ("duration", "rounds", "connections", "wrk_threads", "tokens", "gateway_threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -1097,6 +1112,18 @@ def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, com
                      "→ `/api`, cache on",
                      f"http://{listen_on}/api", "401", invalid_file, gw_on, admin_on),
         ]
+        if args.baseline_binary:
+            baseline = args.baseline_binary.resolve()
+            meta["versions"]["baseline"] = tool_version([str(baseline), "--version"])
+            gw_base, listen_base, admin_base = start_gateway(procs, baseline, out, "baseline", upstream,
+                                                             args.gateway_threads, cache=True)
+            log(f"baseline jwtgate ({baseline}): {listen_base} (admin {admin_base})")
+            meta["endpoints"]["gateway_baseline"] = listen_base
+            # Each baseline workload runs right after its counterpart, so both see the same machine.
+            workloads.insert(2, Workload("auth-off-baseline", "the same as auth-off, against --baseline-binary",
+                                         f"http://{listen_base}/off", "2xx", gateway=gw_base, admin=admin_base))
+            workloads.insert(4, Workload("one-token-baseline", "the same as one-token, against --baseline-binary",
+                                         f"http://{listen_base}/api", "2xx", one_file, gw_base, admin_base))
         preflight(workloads, strict=True)
     else:
         tokens = [t.strip() for t in args.token_file.read_text().splitlines() if t.strip()]
