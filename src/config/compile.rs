@@ -22,6 +22,7 @@ use crate::auth::{AlgorithmSet, IssuerVerifier, KeyFamily};
 use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
 use crate::keys::remote::{RefreshPolicy, RemoteSource};
 use crate::keys::{self, KeySet, KeyStore, VerifyingKey};
+use crate::proxy::cors::CorsPolicy;
 use crate::proxy::router::Router;
 
 /// Everything the gateway serves from, immutable once built.
@@ -60,6 +61,8 @@ pub struct CompiledRoute {
     pub sources: TokenSources,
     pub upstream: Upstream,
     pub forward: ForwardPlan,
+    /// `None`: no CORS handling, and nothing spent on it per request.
+    pub cors: Option<CorsPolicy>,
 }
 
 #[derive(Debug)]
@@ -544,6 +547,13 @@ fn compile_route<'a>(
         reserved_prefix: spoof_form(&route.forward.reserved_prefix),
     };
 
+    let cors = route
+        .cors
+        .as_ref()
+        .map(|cors| CorsPolicy::compile(cors, auth.mode, sources.header.as_deref()))
+        .transpose()
+        .map_err(|e| (None, e.to_string()))?;
+
     Ok(CompiledRoute {
         name: route.name.value.clone(),
         mode: auth.mode,
@@ -557,6 +567,7 @@ fn compile_route<'a>(
             write_timeout: upstream.write_timeout,
         },
         forward,
+        cors,
     })
 }
 

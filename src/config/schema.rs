@@ -289,6 +289,43 @@ pub struct RouteConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub forward: ForwardConfig,
+    /// Cross-origin browser access; absent: jwtgate adds no CORS headers and
+    /// preflights are routed like any other request.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+}
+
+/// A route's CORS policy: jwtgate answers its preflights and adds the CORS
+/// headers to its responses.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`scheme://host[:port]`), or `["*"]` for any origin
+    /// (never with credentials).
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    /// Request headers a page may send; on routes that read tokens,
+    /// `Authorization` and `auth.token_header` are always allowed.
+    pub allowed_headers: Vec<String>,
+    /// Response headers a page may read besides the CORS-safelisted ones.
+    pub exposed_headers: Vec<String>,
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight's answer.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            allowed_methods: vec!["GET".into(), "HEAD".into(), "POST".into()],
+            allowed_headers: Vec::new(),
+            exposed_headers: Vec::new(),
+            allow_credentials: false,
+            max_age: Duration::from_secs(10 * 60),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

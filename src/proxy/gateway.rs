@@ -9,7 +9,7 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
 use super::headers::{self, Forwarding};
-use super::{reject, router};
+use super::{cors, reject, router};
 use crate::auth::cache::TokenCache;
 use crate::auth::extract::{self, HeaderSource};
 use crate::auth::verify::Failure;
@@ -60,6 +60,8 @@ pub struct RequestCtx {
     normalized_path: Option<String>,
     upstream_started: Option<Instant>,
     connect_attempts: usize,
+    /// The response is jwtgate's answer to a CORS preflight, complete as built.
+    cors_preflight: bool,
 }
 
 struct RequestHeaders<'a>(&'a RequestHeader);
@@ -88,6 +90,21 @@ impl Gateway {
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
+        if let Some((route, policy)) = cors::preflight_route(
+            &snapshot.router,
+            host,
+            path,
+            &request.method,
+            &request.headers,
+        ) {
+            ctx.route = Some(route.clone());
+            ctx.cors_preflight = true;
+            return Some(cors::preflight_response(
+                policy,
+                &request.headers,
+                &ctx.request_id,
+            ));
+        }
         let Some(route) = snapshot.router.find(host, path, &request.method).cloned() else {
             return Some(reject::not_found(&ctx.request_id));
         };
@@ -210,15 +227,21 @@ impl ProxyHttp for Gateway {
             normalized_path: None,
             upstream_started: None,
             connect_attempts: 0,
+            cors_preflight: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         ctx.snapshot = Some(self.snapshot.load_full());
         ctx.request_id = headers::request_id(session.req_header());
-        let Some((header, body)) = self.decide(session, ctx).await else {
+        let Some((mut header, body)) = self.decide(session, ctx).await else {
             return Ok(false);
         };
+        if let Some(policy) = ctx.route.as_ref().and_then(|r| r.cors.as_ref())
+            && !ctx.cors_preflight
+        {
+            policy.decorate(&session.req_header().headers, &mut header);
+        }
         session
             .write_response_header(Box::new(header), false)
             .await?;
@@ -296,11 +319,14 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let _ = upstream_response.insert_header(headers::REQUEST_ID, ctx.request_id.as_str());
+        if let Some(policy) = ctx.route.as_ref().and_then(|r| r.cors.as_ref()) {
+            policy.decorate(&session.req_header().headers, upstream_response);
+        }
         Ok(())
     }
 
