@@ -565,3 +565,105 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+// ---------------------------------------------------------------------------
+// The demo's ports and commands, as documented
+// ---------------------------------------------------------------------------
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+fn repo_file(name: &str) -> String {
+    std::fs::read_to_string(Path::new(REPO).join(name))
+        .unwrap_or_else(|e| panic!("read {name}: {e}"))
+}
+
+/// The text of README's "Run it" section.
+fn readme_run_it() -> String {
+    let readme = repo_file("README.md");
+    let start = readme
+        .find("## Run it")
+        .expect("README has a Run it section");
+    let rest = &readme[start + 2..];
+    let end = rest.find("\n## ").unwrap_or(rest.len());
+    rest[..end].to_string()
+}
+
+/// Shell commands, each on one line: backslash continuations joined and
+/// runs of whitespace collapsed.
+fn commands(lines: impl Iterator<Item = String>) -> Vec<String> {
+    let mut joined = Vec::new();
+    let mut current = String::new();
+    for line in lines {
+        let line = line.trim();
+        if let Some(continued) = line.strip_suffix('\\') {
+            current.push_str(continued);
+            current.push(' ');
+        } else {
+            current.push_str(line);
+            let command = current.split_whitespace().collect::<Vec<_>>().join(" ");
+            if !command.is_empty() {
+                joined.push(command);
+            }
+            current.clear();
+        }
+    }
+    joined
+}
+
+#[test]
+fn readme_run_it_lists_every_listener_of_the_demo_config() {
+    let config = repo_file("gateway.yaml");
+    let run_it = readme_run_it();
+    let header: String = config.lines().take_while(|l| l.starts_with('#')).collect();
+    let mut listeners = Vec::new();
+    for variable in ["JWTGATE_LISTEN", "JWTGATE_ADMIN", "JWTGATE_ECHO"] {
+        let pattern = format!("${{{variable}:-");
+        let start = config
+            .find(&pattern)
+            .unwrap_or_else(|| panic!("gateway.yaml does not read {variable}"))
+            + pattern.len();
+        let addr = &config[start..start + config[start..].find('}').expect("closing brace")];
+        assert!(
+            run_it.contains(&format!("`{addr}`")),
+            "README's Run it does not list {addr} ({variable}):\n{run_it}"
+        );
+        assert!(
+            run_it.contains(variable),
+            "README's Run it does not name {variable}"
+        );
+        assert!(
+            header.contains(addr),
+            "gateway.yaml's header does not list {addr}"
+        );
+        listeners.push(addr.to_string());
+    }
+    assert_eq!(listeners.len(), 3, "{listeners:?}");
+}
+
+#[test]
+fn gateway_yaml_header_uses_the_readme_commands() {
+    let run_it = readme_run_it();
+    let mut in_block = false;
+    let readme_lines = run_it.lines().filter_map(|line| {
+        if line.starts_with("```") {
+            in_block = !in_block;
+            return None;
+        }
+        in_block.then(|| line.to_string())
+    });
+    let readme_commands = commands(readme_lines);
+    assert!(
+        readme_commands.len() >= 3,
+        "README's Run it has no commands: {readme_commands:?}"
+    );
+
+    let config = repo_file("gateway.yaml");
+    // Commands are the comment lines indented by three spaces.
+    let header_lines = config
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("#   "))
+        .map(str::to_string);
+    let header_commands = commands(header_lines);
+    assert_eq!(header_commands, readme_commands);
+}
