@@ -7,9 +7,10 @@
 //! only bounds blocking threads). jwtgate therefore runs the drain itself and
 //! hands Pingora the stop only when it is over:
 //!
-//! 1. SIGTERM: `/readyz` answers 503 and every response from the proxy says
-//!    `Connection: close`, but the proxy keeps accepting connections for
-//!    `server.grace_period`, the time a load balancer needs to stop sending.
+//! 1. SIGTERM: `/readyz` answers 503 and every request the proxy reads from
+//!    then on is answered with `Connection: close`, but the proxy keeps
+//!    accepting connections for `server.grace_period`, the time a load
+//!    balancer needs to stop sending.
 //! 2. The proxy listener closes, idle keep-alive connections with it;
 //!    connections with a request in flight get up to
 //!    `server.graceful_shutdown_timeout` to finish it.
