@@ -1,6 +1,7 @@
 //! The admin listener, on its own address so it can stay off the public
 //! network: `/metrics` (Prometheus text), `/healthz` (the process is alive),
-//! `/readyz` (config loaded and every issuer has usable keys).
+//! `/readyz` (config loaded and every issuer has usable keys, and not
+//! shutting down).
 
 use std::sync::Arc;
 
@@ -12,12 +13,14 @@ use pingora::protocols::http::ServerSession;
 
 use crate::clock::SharedClock;
 use crate::config::Snapshot;
+use crate::shutdown::Drain;
 use crate::telemetry::Metrics;
 
 pub struct Admin {
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     clock: SharedClock,
+    drain: Drain,
     started: std::time::Instant,
 }
 
@@ -26,11 +29,13 @@ impl Admin {
         snapshot: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<Metrics>,
         clock: SharedClock,
+        drain: Drain,
     ) -> Self {
         Self {
             snapshot,
             metrics,
             clock,
+            drain,
             started: std::time::Instant::now(),
         }
     }
@@ -80,6 +85,13 @@ impl ServeHttp for Admin {
                 )
             }
             "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            // Load balancers stop sending to an instance that is not ready;
+            // that is what the grace period waits for.
+            "/readyz" if self.drain.is_draining() => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                b"not ready: draining, shutting down\n".to_vec(),
+            ),
             "/readyz" => {
                 let missing = self.issuers_without_keys();
                 if missing.is_empty() {

@@ -14,4 +14,5 @@ pub mod keys;
 pub mod mint;
 pub mod proxy;
 pub mod server;
+pub mod shutdown;
 pub mod telemetry;

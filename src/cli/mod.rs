@@ -4,6 +4,7 @@ pub mod token;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Args;
 
 pub const DEFAULT_CONFIG: &str = "gateway.yaml";
@@ -17,11 +18,12 @@ pub struct ConfigArgs {
 }
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    // First, so that a SIGHUP during startup does not kill the process.
+    jwtgate::shutdown::survive_hangup().context("cannot install the SIGHUP handler")?;
     let snapshot = jwtgate::config::load_snapshot(&args.config)?;
     for warning in &snapshot.warnings {
         tracing::warn!("{warning}");
     }
-    let never =
-        jwtgate::server::run(snapshot, jwtgate::clock::system()).map_err(anyhow::Error::msg)?;
-    match never {}
+    jwtgate::server::run(snapshot, jwtgate::clock::system())?;
+    Ok(ExitCode::SUCCESS)
 }
