@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
 use crate::auth::Algorithm;
+pub use crate::proxy::canonical::Handling;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +38,34 @@ pub struct GatewayConfig {
     pub keys_cache_dir: Option<PathBuf>,
     #[serde(default)]
     pub token_cache: TokenCacheConfig,
+    #[serde(default)]
+    pub paths: PathsConfig,
+}
+
+/// What to do with request paths a backend could read differently from
+/// jwtgate. Each is refused (400) unless kept here.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PathsConfig {
+    /// `%2F`; kept: not a separator for routing, forwarded encoded.
+    pub encoded_slash: Handling,
+    /// `\` or `%5C`; kept: a plain character, forwarded as `%5C`.
+    pub backslash: Handling,
+    /// `;` parameters in a segment; kept: forwarded, not routed on.
+    pub semicolon: Handling,
+    /// `%25` and two hex digits; kept: forwarded as is.
+    pub double_encoding: Handling,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        Self {
+            encoded_slash: Handling::Reject,
+            backslash: Handling::Reject,
+            semicolon: Handling::Reject,
+            double_encoding: Handling::Reject,
+        }
+    }
 }
 
 /// The verified-token cache: a reused token skips the signature check (its
