@@ -14,11 +14,8 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-
 /// What to do with a path form that backends read in different ways.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum Handling {
     /// Answer 400.
     #[default]
