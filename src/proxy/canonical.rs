@@ -530,6 +530,24 @@ mod tests {
     }
 
     #[test]
+    fn a_common_request_borrows_everything() {
+        let target = RequestTarget::new(
+            None,
+            b"/api/orders/42?expand=items",
+            [&b"api.example.com:8080"[..]].into_iter(),
+            &PathRules::default(),
+        )
+        .unwrap();
+        assert!(matches!(target.path, Cow::Borrowed("/api/orders/42")));
+        assert!(matches!(
+            target.host,
+            Some(Cow::Borrowed("api.example.com"))
+        ));
+        assert!(target.route_path.is_none());
+        assert_eq!(target.upstream_target(), None);
+    }
+
+    #[test]
     fn unreserved_escapes_are_decoded_and_others_upper_cased() {
         assert_eq!(strict("/%61dmin").unwrap(), "/admin");
         assert_eq!(strict("/%7e%2D%5f").unwrap(), "/~-_");
