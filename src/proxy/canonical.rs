@@ -36,7 +36,7 @@ pub struct PathRules {
     /// routing reads each segment without them, as servlet containers do.
     pub semicolon: Handling,
     /// `%25` followed by two hex digits: kept, it is forwarded as is and
-    /// routed as the literal text it encodes once.
+    /// routed as it stands (`%252e` is a name, not a dot).
     pub double_encoding: Handling,
 }
 
