@@ -20,7 +20,6 @@ use jwtgate::auth::{
 };
 use jwtgate::keys::{KeySet, KeyStore, VerifyingKey, jwks, secret_file_bytes};
 use jwtgate::mint::Signer;
-use jwtgate::proxy::router::normalize_path;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Map, Value, json};
@@ -452,62 +451,6 @@ proptest! {
             format!("{}.{}.c2ln", b64(header.to_string()), b64(&text))
         };
         prop_assert_eq!(token::parse(&token, MAX).unwrap_err(), Reason::Malformed, "{}", text);
-    }
-}
-
-// ------------------------------------------------------- normalize_path
-
-fn path() -> impl Strategy<Value = String> {
-    let segment = prop_oneof![
-        proptest::sample::select(vec![
-            "", ".", "..", "...", "%2e", "%2E", "%2e%2E", ".%2e", "%2e.", "%2", "%", "a", "b.c",
-            ".x", "x.", "%2F", "?", "%252e",
-        ])
-        .prop_map(str::to_owned),
-        "[a-z.%2eE]{0,5}",
-    ];
-    (any::<bool>(), proptest::collection::vec(segment, 0..8)).prop_map(|(rooted, segments)| {
-        let joined = segments.join("/");
-        if rooted { format!("/{joined}") } else { joined }
-    })
-}
-
-/// What a normal path looks like: rooted, no empty or dot segments (so no
-/// `//`, `/./`, `/../`, nor a trailing `/.` or `/..`), and nothing that an
-/// upstream could decode into a dot.
-fn assert_normal(path: &str) -> Result<(), TestCaseError> {
-    prop_assert!(path.starts_with('/'), "{:?}", path);
-    prop_assert!(!path.contains("//"), "{:?}", path);
-    for segment in path.split('/') {
-        prop_assert!(segment != "." && segment != "..", "{:?}", path);
-    }
-    prop_assert!(
-        !path.contains("/./") && !path.contains("/../"),
-        "{:?}",
-        path
-    );
-    prop_assert!(!path.contains("%2e") && !path.contains("%2E"), "{:?}", path);
-    Ok(())
-}
-
-proptest! {
-    #![proptest_config(config(512))]
-
-    #[test]
-    fn normalized_paths_are_normal_and_normalizing_is_idempotent(
-        path in prop_oneof![3 => path(), 1 => any_text(40)],
-    ) {
-        match normalize_path(&path) {
-            Some(normal) => {
-                assert_normal(&normal)?;
-                prop_assert_ne!(&normal, &path);
-                let again = normalize_path(&normal);
-                prop_assert!(again.is_none() || again.as_deref() == Some(normal.as_str()), "{:?} -> {:?} -> {:?}", path, normal, again);
-            }
-            // A request path (always rooted) left alone is already normal.
-            None if path.starts_with('/') && path.len() > 1 => assert_normal(&path)?,
-            None => {}
-        }
     }
 }
 

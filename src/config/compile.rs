@@ -23,6 +23,7 @@ use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
 use crate::keys::remote::{RefreshPolicy, RemoteSource};
 use crate::keys::{self, KeySet, KeyStore, VerifyingKey};
 use crate::proxy::cors::CorsPolicy;
+use crate::proxy::canonical::{self, PathRules};
 use crate::proxy::router::Router;
 
 /// Everything the gateway serves from, immutable once built.
@@ -45,6 +46,8 @@ pub struct Snapshot {
     pub token_cache: Option<CacheSettings>,
     pub routes: Vec<Arc<CompiledRoute>>,
     pub router: Router<Arc<CompiledRoute>>,
+    /// How ambiguous request paths are handled.
+    pub paths: PathRules,
     /// Lower-case names of every header any route fills from claims: removed
     /// from client requests on every route, authenticated or not, so a
     /// backend can trust them wherever they appear.
@@ -221,6 +224,12 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
         issuers,
         routes,
         router,
+        paths: PathRules {
+            encoded_slash: config.paths.encoded_slash,
+            backslash: config.paths.backslash,
+            semicolon: config.paths.semicolon,
+            double_encoding: config.paths.double_encoding,
+        },
         identity_headers,
         warnings,
     })
@@ -462,6 +471,14 @@ fn compile_route<'a>(
     let prefix = &route.matcher.path_prefix;
     if !prefix.starts_with('/') {
         return Err((None, format!("path_prefix {prefix:?} must start with /")));
+    }
+    if let Some(host) = &route.matcher.host
+        && !matches!(canonical::host_key(host.as_bytes()), Ok(Some(_)))
+    {
+        return Err((
+            None,
+            format!("match.host {host:?} is not a host name or address (e.g. api.example.com)"),
+        ));
     }
     let auth = &route.auth;
     let issuer_indices: Vec<usize> = if auth.issuers.is_empty() {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
 use crate::auth::Algorithm;
+pub use crate::proxy::canonical::Handling;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +38,67 @@ pub struct GatewayConfig {
     pub keys_cache_dir: Option<PathBuf>,
     #[serde(default)]
     pub token_cache: TokenCacheConfig,
+    #[serde(default)]
+    pub paths: PathsConfig,
+}
+
+/// What to do with request paths a backend could read differently from
+/// jwtgate. Each is refused (400) unless kept here.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PathsConfig {
+    /// `%2F`; kept: not a separator for routing, forwarded encoded.
+    #[serde(deserialize_with = "encoded_slash")]
+    pub encoded_slash: Handling,
+    /// `\` or `%5C`; kept: a plain character, forwarded as `%5C`.
+    #[serde(deserialize_with = "backslash")]
+    pub backslash: Handling,
+    /// `;` parameters in a segment; kept: forwarded, not routed on.
+    #[serde(deserialize_with = "semicolon")]
+    pub semicolon: Handling,
+    /// `%25` and two hex digits; kept: forwarded as is.
+    #[serde(deserialize_with = "double_encoding")]
+    pub double_encoding: Handling,
+}
+
+/// `reject` or `keep`; the error names the field, since serde's own for an
+/// enum names only the value.
+fn handling<'de, D: Deserializer<'de>>(deserializer: D, field: &str) -> Result<Handling, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.as_str() {
+        "reject" => Ok(Handling::Reject),
+        "keep" => Ok(Handling::Keep),
+        _ => Err(serde::de::Error::custom(format!(
+            "paths.{field}: {text:?} is neither reject nor keep"
+        ))),
+    }
+}
+
+fn encoded_slash<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Handling, D::Error> {
+    handling(deserializer, "encoded_slash")
+}
+
+fn backslash<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Handling, D::Error> {
+    handling(deserializer, "backslash")
+}
+
+fn semicolon<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Handling, D::Error> {
+    handling(deserializer, "semicolon")
+}
+
+fn double_encoding<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Handling, D::Error> {
+    handling(deserializer, "double_encoding")
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        Self {
+            encoded_slash: Handling::Reject,
+            backslash: Handling::Reject,
+            semicolon: Handling::Reject,
+            double_encoding: Handling::Reject,
+        }
+    }
 }
 
 /// The verified-token cache: a reused token skips the signature check (its

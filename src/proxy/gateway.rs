@@ -4,12 +4,16 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora::http::authority::{RawTargetAuthority, raw_target_authority};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
+use super::canonical::{RequestTarget, TargetError};
 use super::headers::{self, Forwarding};
-use super::{cors, reject, router};
+use super::reject;
+use super::router::Lookup;
+use super::cors;
 use crate::auth::cache::TokenCache;
 use crate::auth::extract::{self, HeaderSource};
 use crate::auth::verify::Failure;
@@ -56,8 +60,14 @@ pub struct RequestCtx {
     identity: Option<Arc<VerifiedToken>>,
     /// Why the request was refused, for the access log.
     reason: Option<Reason>,
-    /// Set when the request path had to be normalized before routing.
-    normalized_path: Option<String>,
+    /// Why the request was refused before any route was chosen (a bad
+    /// target, a method the route lacks), for the access log.
+    refused: Option<&'static str>,
+    /// The origin-form target to send upstream when it differs from the
+    /// client's (a canonicalized path, an absolute-form request).
+    upstream_target: Option<Vec<u8>>,
+    /// The `Host` to send upstream: an absolute-form request's authority.
+    upstream_host: Option<Vec<u8>>,
     upstream_started: Option<Instant>,
     connect_attempts: usize,
     /// The response is jwtgate's answer to a CORS preflight, complete as built.
@@ -82,31 +92,9 @@ impl Gateway {
     ) -> Option<(ResponseHeader, Bytes)> {
         let snapshot = ctx.snapshot.clone().expect("set in request_filter");
         let request = session.req_header();
-        ctx.normalized_path = router::normalize_path(request.uri.path());
-        let path = ctx.normalized_path.as_deref().unwrap_or(request.uri.path());
-        let host = request.uri.host().or_else(|| {
-            request
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
-        if let Some((route, policy)) = cors::preflight_route(
-            &snapshot.router,
-            host,
-            path,
-            &request.method,
-            &request.headers,
-        ) {
-            ctx.route = Some(route.clone());
-            ctx.cors_preflight = true;
-            return Some(cors::preflight_response(
-                policy,
-                &request.headers,
-                &ctx.request_id,
-            ));
-        }
-        let Some(route) = snapshot.router.find(host, path, &request.method).cloned() else {
-            return Some(reject::not_found(&ctx.request_id));
+        let route = match route_request(request, &snapshot, ctx) {
+            Ok(route) => route,
+            Err(response) => return Some(*response),
         };
         ctx.route = Some(route.clone());
         if route.mode == AuthMode::Off {
@@ -198,6 +186,77 @@ impl Gateway {
     }
 }
 
+/// Canonicalizes the request's target and finds its route. What jwtgate
+/// answers itself (a refusal, a CORS preflight) is the response to send.
+fn route_request(
+    request: &RequestHeader,
+    snapshot: &Snapshot,
+    ctx: &mut RequestCtx,
+) -> Result<Arc<CompiledRoute>, Box<(ResponseHeader, Bytes)>> {
+    let hosts = request
+        .headers
+        .get_all(http::header::HOST)
+        .iter()
+        .map(|h| h.as_bytes());
+    let target = split_target(request.raw_path()).and_then(|(authority, path_and_query)| {
+        RequestTarget::new(authority, path_and_query, hosts, &snapshot.paths)
+    });
+    let target = match target {
+        Ok(target) => target,
+        Err(refusal) => {
+            ctx.refused = Some(refusal.reason());
+            return Err(Box::new(reject::bad_target(&ctx.request_id)));
+        }
+    };
+    if let Some((route, policy)) = cors::preflight_route(
+        &snapshot.router,
+        target.host.as_deref(),
+        target.route_path(),
+        &request.method,
+        &request.headers,
+    ) {
+        ctx.route = Some(route.clone());
+        ctx.cors_preflight = true;
+        return Err(Box::new(cors::preflight_response(
+            policy,
+            &request.headers,
+            &ctx.request_id,
+        )));
+    }
+    let found =
+        snapshot
+            .router
+            .lookup(target.host.as_deref(), target.route_path(), &request.method);
+    let route = match found {
+        Lookup::Route(route) => route.clone(),
+        Lookup::MethodNotAllowed { allow } => {
+            ctx.refused = Some("method_not_allowed");
+            return Err(Box::new(reject::method_not_allowed(allow, &ctx.request_id)));
+        }
+        Lookup::NoRoute => return Err(Box::new(reject::not_found(&ctx.request_id))),
+    };
+    ctx.upstream_target = target.upstream_target();
+    ctx.upstream_host = target.authority.map(<[u8]>::to_vec);
+    Ok(route)
+}
+
+/// Origin form (`/path?query`) or absolute form (`http://host/path?query`,
+/// split by Pingora's own classifier, the one that already checked the
+/// authority against `Host`); anything else (`*`, other schemes) is refused.
+fn split_target(raw: &[u8]) -> Result<(Option<&[u8]>, &[u8]), TargetError> {
+    match raw_target_authority(raw) {
+        RawTargetAuthority::None if raw.first() == Some(&b'/') => Ok((None, raw)),
+        RawTargetAuthority::Absolute {
+            scheme,
+            authority,
+            path_and_query,
+        } if scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https") => {
+            Ok((Some(authority), path_and_query))
+        }
+        _ => Err(TargetError::InvalidTarget),
+    }
+}
+
 /// The key store worth refetching for this failure: a remote issuer's, when
 /// the token named a `kid` we don't have (keys may have rotated) or there
 /// are no keys yet, with the key-set generation the failure was decided
@@ -224,7 +283,9 @@ impl ProxyHttp for Gateway {
             request_id: String::new(),
             identity: None,
             reason: None,
-            normalized_path: None,
+            refused: None,
+            upstream_target: None,
+            upstream_host: None,
             upstream_started: None,
             connect_attempts: 0,
             cors_preflight: false,
@@ -289,16 +350,11 @@ impl ProxyHttp for Gateway {
         let (Some(snapshot), Some(route)) = (&ctx.snapshot, &ctx.route) else {
             return Ok(());
         };
-        if let Some(path) = &ctx.normalized_path {
-            let path_and_query = match upstream_request.uri.query() {
-                Some(query) => format!("{path}?{query}"),
-                None => path.clone(),
-            };
-            let uri = http::Uri::builder()
-                .path_and_query(path_and_query)
-                .build()
-                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "normalized path", e))?;
-            upstream_request.set_uri(uri);
+        if let Some(target) = &ctx.upstream_target {
+            upstream_request.set_raw_path(target)?;
+        }
+        if let Some(host) = &ctx.upstream_host {
+            upstream_request.insert_header(http::header::HOST, host.as_slice())?;
         }
         let client_ip = session
             .client_addr()
@@ -374,7 +430,7 @@ impl ProxyHttp for Gateway {
             route,
             status,
             sub = subject,
-            reason = ctx.reason.map_or("-", Reason::as_str),
+            reason = ctx.reason.map(Reason::as_str).or(ctx.refused).unwrap_or("-"),
             latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             error = error.map(|e| e.etype().as_str()).unwrap_or("-"),
             "request"

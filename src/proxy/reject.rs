@@ -54,6 +54,36 @@ pub fn not_found(request_id: &str) -> (ResponseHeader, Bytes) {
     )
 }
 
+/// A request target jwtgate won't route: ambiguous, malformed or with two
+/// hosts. Which rule refused it goes to the access log only.
+pub fn bad_target(request_id: &str) -> (ResponseHeader, Bytes) {
+    json_response(
+        400,
+        &json!({
+            "error": "bad_request",
+            "error_description": "the request path or host is malformed or ambiguous",
+            "request_id": request_id,
+        }),
+        request_id,
+    )
+}
+
+/// The path's route exists, but not for this method; `allow` lists the
+/// methods it has.
+pub fn method_not_allowed(allow: &str, request_id: &str) -> (ResponseHeader, Bytes) {
+    let (mut header, body) = json_response(
+        405,
+        &json!({
+            "error": "method_not_allowed",
+            "error_description": "this route does not accept this method",
+            "request_id": request_id,
+        }),
+        request_id,
+    );
+    insert(&mut header, "allow", allow);
+    (header, body)
+}
+
 fn json_response(
     status: u16,
     body: &serde_json::Value,

@@ -1,9 +1,12 @@
-//! Route matching: optional exact host, longest path prefix on segment
+//! Route matching: optional host, longest path prefix on segment
 //! boundaries, optional methods. Lookup walks the request path's own prefixes
 //! from longest to shortest and probes a hash map for each, so its cost
-//! depends on the path's depth, not on how many routes exist.
+//! depends on the path's depth, not on how many routes exist. Paths and
+//! hosts arrive in canonical form (see `canonical`).
 
 use std::collections::HashMap;
+
+use super::canonical;
 
 /// What the router stores per route; `T` is the compiled route.
 #[derive(Debug)]
@@ -12,11 +15,51 @@ struct Entry<T> {
     route: T,
 }
 
+/// The routes sharing one prefix, in config order.
+#[derive(Debug)]
+struct Slot<T> {
+    entries: Vec<Entry<T>>,
+    /// The `Allow` header value for a method none of them admits, built
+    /// when routes are added so a 405 costs no work.
+    allow: String,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            allow: String::new(),
+        }
+    }
+}
+
+/// The router's answer for a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<'a, T> {
+    Route(&'a T),
+    /// The longest matching prefix has routes, none for this method: the
+    /// request is not handed to a shorter prefix, which would let
+    /// `DELETE /admin` reach a public `/` route.
+    MethodNotAllowed {
+        allow: &'a str,
+    },
+    NoRoute,
+}
+
+impl<'a, T> Lookup<'a, T> {
+    pub fn route(self) -> Option<&'a T> {
+        match self {
+            Lookup::Route(route) => Some(route),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Router<T> {
-    /// host (lower-case, no port) → prefix → entries, in config order.
-    by_host: HashMap<String, HashMap<String, Vec<Entry<T>>>>,
-    any_host: HashMap<String, Vec<Entry<T>>>,
+    /// host (canonical: lower case, no port, no trailing dot) → prefix → routes.
+    by_host: HashMap<String, HashMap<String, Slot<T>>>,
+    any_host: HashMap<String, Slot<T>>,
 }
 
 impl<T> Default for Router<T> {
@@ -31,6 +74,8 @@ impl<T> Default for Router<T> {
 impl<T> Router<T> {
     /// `prefix` must start with `/`; a trailing `/` (other than the root) is
     /// dropped, since `/api/` and `/api` match the same requests here.
+    /// `host` is folded by [`canonical::host_key`] (config compilation has
+    /// already refused a host it can't read).
     pub fn add(
         &mut self,
         host: Option<&str>,
@@ -40,77 +85,81 @@ impl<T> Router<T> {
     ) {
         let prefix = normalize_prefix(prefix);
         let table = match host {
-            Some(host) => self.by_host.entry(host.to_ascii_lowercase()).or_default(),
+            Some(host) => {
+                let key = match canonical::host_key(host.as_bytes()) {
+                    Ok(Some(key)) => key.into_owned(),
+                    _ => host.to_ascii_lowercase(),
+                };
+                self.by_host.entry(key).or_default()
+            }
             None => &mut self.any_host,
         };
-        table
-            .entry(prefix)
-            .or_default()
-            .push(Entry { methods, route });
+        let slot = table.entry(prefix).or_default();
+        if let Some(methods) = &methods {
+            for method in methods {
+                let listed = slot.allow.split(", ").any(|m| m == method.as_str());
+                if !listed {
+                    if !slot.allow.is_empty() {
+                        slot.allow.push_str(", ");
+                    }
+                    slot.allow.push_str(method.as_str());
+                }
+            }
+        }
+        slot.entries.push(Entry { methods, route });
     }
 
-    /// The best route for a request: routes for the request's host first,
-    /// then host-less routes; within each, the longest matching prefix whose
-    /// method list admits the method.
-    pub fn find(&self, host: Option<&str>, path: &str, method: &http::Method) -> Option<&T> {
+    /// The route for a request: routes for the request's host first, then
+    /// host-less routes; within each, the longest matching prefix decides,
+    /// by its first route admitting the method. `host` must be a routing key
+    /// from [`canonical::host_key`].
+    pub fn lookup(&self, host: Option<&str>, path: &str, method: &http::Method) -> Lookup<'_, T> {
         // Most configs route by path alone: skip the host work then.
         if !self.by_host.is_empty()
-            && let Some(table) = host.and_then(|h| self.by_host.get(host_key(h).as_ref()))
-            && let Some(route) = longest(table, path, method)
+            && let Some(table) = host.and_then(|h| self.by_host.get(h))
         {
-            return Some(route);
+            let found = longest(table, path, method);
+            if !matches!(found, Lookup::NoRoute) {
+                return found;
+            }
         }
         longest(&self.any_host, path, method)
+    }
+
+    /// [`Router::lookup`]'s route, if it found one.
+    pub fn find(&self, host: Option<&str>, path: &str, method: &http::Method) -> Option<&T> {
+        self.lookup(host, path, method).route()
     }
 }
 
 fn longest<'a, T>(
-    table: &'a HashMap<String, Vec<Entry<T>>>,
+    table: &'a HashMap<String, Slot<T>>,
     path: &str,
     method: &http::Method,
-) -> Option<&'a T> {
+) -> Lookup<'a, T> {
     if table.is_empty() {
-        return None;
+        return Lookup::NoRoute;
     }
     let path = path.split('?').next().unwrap_or("/");
     let mut candidate = path.trim_end_matches('/');
     loop {
         let key = if candidate.is_empty() { "/" } else { candidate };
-        if let Some(entries) = table.get(key) {
-            let admitted = entries.iter().find(|e| {
+        if let Some(slot) = table.get(key) {
+            let admitted = slot.entries.iter().find(|e| {
                 e.methods
                     .as_ref()
                     .is_none_or(|methods| methods.contains(method))
             });
-            if let Some(entry) = admitted {
-                return Some(&entry.route);
-            }
+            return match admitted {
+                Some(entry) => Lookup::Route(&entry.route),
+                None => Lookup::MethodNotAllowed { allow: &slot.allow },
+            };
         }
         if candidate.is_empty() {
-            return None;
+            return Lookup::NoRoute;
         }
         // Step back to the previous segment boundary.
         candidate = &candidate[..candidate.rfind('/').unwrap_or(0)];
-    }
-}
-
-/// Lower-cased, without a port, so `API.example.com:8080` finds
-/// `api.example.com`. Borrows when the host is already lower-case.
-fn host_key(host: &str) -> std::borrow::Cow<'_, str> {
-    let name = match host.rsplit_once(':') {
-        Some((name, port))
-            if !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit())
-                && (!name.contains(':') || name.ends_with(']')) =>
-        {
-            name
-        }
-        _ => host,
-    };
-    if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(name.to_ascii_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(name)
     }
 }
 
@@ -121,40 +170,6 @@ fn normalize_prefix(prefix: &str) -> String {
     } else {
         trimmed.to_string()
     }
-}
-
-/// Resolves dot segments and merges repeated slashes (RFC 3986 §5.2.4), after
-/// decoding percent-encoded dots, so `/public/../admin` or `//admin` cannot
-/// match one route here and reach another upstream. Returns `None` when the
-/// path is already normal, to spare an allocation on the common path.
-pub fn normalize_path(path: &str) -> Option<String> {
-    let needs_work =
-        path.contains("//") || path.contains("/.") || path.contains("%2e") || path.contains("%2E");
-    if !needs_work {
-        return None;
-    }
-    let decoded = path.replace("%2e", ".").replace("%2E", ".");
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in decoded.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            other => segments.push(other),
-        }
-    }
-    let mut normal = String::with_capacity(decoded.len());
-    for segment in &segments {
-        normal.push('/');
-        normal.push_str(segment);
-    }
-    let trailing_slash =
-        decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
-    if normal.is_empty() || trailing_slash {
-        normal.push('/');
-    }
-    (normal != path).then_some(normal)
 }
 
 #[cfg(test)]
@@ -190,25 +205,67 @@ mod tests {
     }
 
     #[test]
-    fn methods_select_among_equal_prefixes_and_fall_back() {
+    fn methods_select_among_equal_prefixes_and_never_fall_back() {
         let r = router();
         assert_eq!(
             r.find(None, "/api/orders/1", &Method::POST),
             Some(&"orders-write")
         );
-        assert_eq!(r.find(None, "/api/orders/1", &Method::DELETE), Some(&"api"));
+        // `/api` admits DELETE, but `/api/orders` is the longest prefix.
+        assert_eq!(
+            r.lookup(None, "/api/orders/1", &Method::DELETE),
+            Lookup::MethodNotAllowed { allow: "GET, POST" }
+        );
+        assert_eq!(
+            r.lookup(None, "/api/x", &Method::DELETE),
+            Lookup::Route(&"api")
+        );
     }
 
     #[test]
-    fn host_routes_win_and_ignore_case_and_port() {
+    fn allow_lists_each_method_once_in_config_order() {
+        let mut r = Router::default();
+        r.add(None, "/a", Some(vec![Method::PUT, Method::GET]), 1);
+        r.add(None, "/a/", Some(vec![Method::GET, Method::POST]), 2);
+        assert_eq!(
+            r.lookup(None, "/a", &Method::DELETE),
+            Lookup::MethodNotAllowed {
+                allow: "PUT, GET, POST"
+            }
+        );
+    }
+
+    #[test]
+    fn a_host_route_refusing_the_method_does_not_fall_back_to_host_less_routes() {
+        let mut r = Router::default();
+        r.add(Some("admin.example"), "/", Some(vec![Method::GET]), "admin");
+        r.add(None, "/", None, "public");
+        assert_eq!(
+            r.lookup(Some("admin.example"), "/x", &Method::POST),
+            Lookup::MethodNotAllowed { allow: "GET" }
+        );
+        assert_eq!(
+            r.find(Some("other.example"), "/x", &Method::POST),
+            Some(&"public")
+        );
+    }
+
+    #[test]
+    fn host_routes_win_and_are_stored_by_routing_key() {
         let r = router();
         assert_eq!(
-            r.find(Some("ADMIN.example.com:8443"), "/api", &Method::GET),
+            r.find(Some("admin.example.com"), "/api", &Method::GET),
             Some(&"admin-host")
         );
         assert_eq!(
             r.find(Some("other.example.com"), "/api", &Method::GET),
             Some(&"api")
+        );
+        let mut r = Router::default();
+        r.add(Some("Admin.Example.:8443"), "/", None, "admin");
+        assert_eq!(
+            r.find(Some("admin.example"), "/", &Method::GET),
+            Some(&"admin")
         );
     }
 
@@ -219,21 +276,5 @@ mod tests {
         assert_eq!(r.find(None, "/", &Method::GET), None);
         assert_eq!(r.find(None, "/echoes", &Method::GET), None);
         assert_eq!(r.find(None, "/echo/x", &Method::GET), Some(&"echo"));
-    }
-
-    #[test]
-    fn paths_are_normalized() {
-        assert_eq!(normalize_path("/a/b"), None);
-        assert_eq!(
-            normalize_path("/public/../admin").as_deref(),
-            Some("/admin")
-        );
-        assert_eq!(normalize_path("//admin").as_deref(), Some("/admin"));
-        assert_eq!(
-            normalize_path("/public/%2e%2E/admin").as_deref(),
-            Some("/admin")
-        );
-        assert_eq!(normalize_path("/a/./b/").as_deref(), Some("/a/b/"));
-        assert_eq!(normalize_path("/../..").as_deref(), Some("/"));
     }
 }
