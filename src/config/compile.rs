@@ -22,6 +22,7 @@ use crate::auth::{AlgorithmSet, IssuerVerifier, KeyFamily};
 use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
 use crate::keys::remote::{RefreshPolicy, RemoteSource};
 use crate::keys::{self, KeySet, KeyStore, VerifyingKey};
+use crate::proxy::client::{CidrError, TrustedProxies};
 use crate::proxy::router::Router;
 
 /// Everything the gateway serves from, immutable once built.
@@ -50,6 +51,7 @@ pub struct Snapshot {
     pub identity_headers: Vec<http::HeaderName>,
     /// Things that work but deserve a look (`jwtgate check` prints them).
     pub warnings: Vec<String>,
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug)]
@@ -122,6 +124,8 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
     if config.tokens.max_bytes < 64 {
         return Err(err_at(None, "tokens.max_bytes must be at least 64".into()));
     }
+    let trusted_proxies = trusted_proxies(&config.server.trusted_proxies)
+        .map_err(|e| err_at(None, format!("server.trusted_proxies: {e}")))?;
 
     let mut issuers = Vec::with_capacity(config.issuers.len());
     let mut remote = Vec::new();
@@ -220,7 +224,16 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
         router,
         identity_headers,
         warnings,
+        trusted_proxies,
     })
+}
+
+fn trusted_proxies(ranges: &[String]) -> Result<TrustedProxies, CidrError> {
+    let ranges = ranges
+        .iter()
+        .map(|range| range.parse())
+        .collect::<Result<_, _>>()?;
+    Ok(TrustedProxies::new(ranges))
 }
 
 fn compile_issuer(

@@ -108,6 +108,9 @@ pub struct ServerConfig {
     pub graceful_shutdown_timeout: Duration,
     /// `realm` in `WWW-Authenticate` challenges.
     pub realm: String,
+    /// Peers (CIDR ranges) whose forwarding headers are believed; any other
+    /// peer's are replaced.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -117,6 +120,7 @@ impl Default for ServerConfig {
             grace_period: Duration::from_secs(5),
             graceful_shutdown_timeout: Duration::from_secs(10),
             realm: "jwtgate".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -1,3 +1,4 @@
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,6 +9,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
+use super::client::ClientAddress;
 use super::headers::{self, Forwarding};
 use super::{reject, router};
 use crate::auth::cache::TokenCache;
@@ -60,6 +62,16 @@ pub struct RequestCtx {
     normalized_path: Option<String>,
     upstream_started: Option<Instant>,
     connect_attempts: usize,
+    /// Set in `request_filter`; `None` for a peer without an IP address.
+    client_address: Option<ClientAddress>,
+}
+
+impl RequestCtx {
+    /// The address the request is attributed to: the peer, or, from a
+    /// trusted proxy, the client its `X-Forwarded-For` names.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_address.map(|address| address.client)
+    }
 }
 
 struct RequestHeaders<'a>(&'a RequestHeader);
@@ -181,6 +193,24 @@ impl Gateway {
     }
 }
 
+/// Who the client is, from the peer address and, if the peer is a trusted
+/// proxy, its `X-Forwarded-For`.
+fn client_address(session: &Session, ctx: &RequestCtx) -> Option<ClientAddress> {
+    let snapshot = ctx.snapshot.as_ref()?;
+    let peer = session.client_addr()?.as_inet()?.ip();
+    let forwarded_for = session
+        .req_header()
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|value| value.as_bytes());
+    Some(ClientAddress::resolve(
+        peer,
+        forwarded_for,
+        &snapshot.trusted_proxies,
+    ))
+}
+
 /// The key store worth refetching for this failure: a remote issuer's, when
 /// the token named a `kid` we don't have (keys may have rotated) or there
 /// are no keys yet, with the key-set generation the failure was decided
@@ -210,12 +240,14 @@ impl ProxyHttp for Gateway {
             normalized_path: None,
             upstream_started: None,
             connect_attempts: 0,
+            client_address: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         ctx.snapshot = Some(self.snapshot.load_full());
         ctx.request_id = headers::request_id(session.req_header());
+        ctx.client_address = client_address(session, ctx);
         let Some((header, body)) = self.decide(session, ctx).await else {
             return Ok(false);
         };
@@ -277,10 +309,10 @@ impl ProxyHttp for Gateway {
                 .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "normalized path", e))?;
             upstream_request.set_uri(uri);
         }
-        let client_ip = session
-            .client_addr()
+        let listener_port = session
+            .server_addr()
             .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip());
+            .map(|addr| addr.port());
         headers::rewrite(
             upstream_request,
             &Forwarding {
@@ -288,7 +320,8 @@ impl ProxyHttp for Gateway {
                 identity_headers: &snapshot.identity_headers,
                 identity: ctx.identity.as_deref(),
                 request_id: &ctx.request_id,
-                client_ip,
+                client: ctx.client_address,
+                listener_port,
             },
         );
         Ok(())
@@ -349,6 +382,7 @@ impl ProxyHttp for Gateway {
             status,
             sub = subject,
             reason = ctx.reason.map_or("-", Reason::as_str),
+            client = ctx.client_ip().map(tracing::field::display),
             latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             error = error.map(|e| e.etype().as_str()).unwrap_or("-"),
             "request"

@@ -2,6 +2,7 @@
 //! route the request, ask `auth` for a decision, rewrite headers, pick an
 //! upstream, and count and log what happened.
 
+pub mod client;
 mod gateway;
 pub mod headers;
 pub mod reject;
