@@ -23,6 +23,7 @@ use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
 use crate::keys::remote::{RefreshPolicy, RemoteSource};
 use crate::keys::{self, KeySet, KeyStore, VerifyingKey};
 use crate::proxy::client::{CidrError, TrustedProxies};
+use crate::proxy::limits::RequestLimits;
 use crate::proxy::router::Router;
 
 /// Everything the gateway serves from, immutable once built.
@@ -52,6 +53,7 @@ pub struct Snapshot {
     /// Things that work but deserve a look (`jwtgate check` prints them).
     pub warnings: Vec<String>,
     pub trusted_proxies: TrustedProxies,
+    pub limits: RequestLimits,
 }
 
 #[derive(Debug)]
@@ -126,6 +128,13 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
     }
     let trusted_proxies = trusted_proxies(&config.server.trusted_proxies)
         .map_err(|e| err_at(None, format!("server.trusted_proxies: {e}")))?;
+    let limits = &config.limits;
+    let limits = RequestLimits::new(
+        limits.max_header_bytes,
+        limits.max_headers,
+        limits.max_uri_bytes,
+    )
+    .map_err(|e| err_at(None, e.to_string()))?;
 
     let mut issuers = Vec::with_capacity(config.issuers.len());
     let mut remote = Vec::new();
@@ -225,6 +234,7 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
         identity_headers,
         warnings,
         trusted_proxies,
+        limits,
     })
 }
 

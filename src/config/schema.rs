@@ -37,6 +37,31 @@ pub struct GatewayConfig {
     pub keys_cache_dir: Option<PathBuf>,
     #[serde(default)]
     pub token_cache: TokenCacheConfig,
+    #[serde(default)]
+    pub limits: RequestLimitsConfig,
+}
+
+/// Caps on the request head, answered 414 / 431 before routing. The
+/// defaults follow nginx's `large_client_header_buffers 4 8k`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestLimitsConfig {
+    /// Every header field counted as `name: value` plus its line end.
+    pub max_header_bytes: usize,
+    /// Header field lines, repeated names counted each time.
+    pub max_headers: usize,
+    /// The request-target as sent: path and query (or the absolute URL).
+    pub max_uri_bytes: usize,
+}
+
+impl Default for RequestLimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
+        }
+    }
 }
 
 /// The verified-token cache: a reused token skips the signature check (its

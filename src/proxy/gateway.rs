@@ -11,6 +11,7 @@ use pingora::proxy::{ProxyHttp, Session};
 
 use super::client::ClientAddress;
 use super::headers::{self, Forwarding};
+use super::limits::LimitExceeded;
 use super::{reject, router};
 use crate::auth::cache::TokenCache;
 use crate::auth::extract::{self, HeaderSource};
@@ -64,6 +65,8 @@ pub struct RequestCtx {
     connect_attempts: usize,
     /// Set in `request_filter`; `None` for a peer without an IP address.
     client_address: Option<ClientAddress>,
+    /// Which request limit refused the request, for the access log.
+    limit_exceeded: Option<LimitExceeded>,
 }
 
 impl RequestCtx {
@@ -71,6 +74,12 @@ impl RequestCtx {
     /// trusted proxy, the client its `X-Forwarded-For` names.
     pub fn client_ip(&self) -> Option<IpAddr> {
         self.client_address.map(|address| address.client)
+    }
+
+    /// Why jwtgate itself answered, for the access log.
+    fn refusal_reason(&self) -> Option<&'static str> {
+        let limit = self.limit_exceeded.map(LimitExceeded::as_str);
+        self.reason.map(Reason::as_str).or(limit)
     }
 }
 
@@ -211,6 +220,24 @@ fn client_address(session: &Session, ctx: &RequestCtx) -> Option<ClientAddress> 
     ))
 }
 
+/// The 414 / 431 answer when the request head is over a configured limit.
+fn over_limit(session: &Session, ctx: &mut RequestCtx) -> Option<(ResponseHeader, Bytes)> {
+    let snapshot = ctx.snapshot.as_ref()?;
+    let request = session.req_header();
+    let exceeded = snapshot
+        .limits
+        .check(request.raw_path(), &request.headers)
+        .err()?;
+    ctx.limit_exceeded = Some(exceeded);
+    let (error, description) = exceeded.error();
+    Some(reject::refused(
+        exceeded.status(),
+        error,
+        description,
+        &ctx.request_id,
+    ))
+}
+
 /// The key store worth refetching for this failure: a remote issuer's, when
 /// the token named a `kid` we don't have (keys may have rotated) or there
 /// are no keys yet, with the key-set generation the failure was decided
@@ -241,6 +268,7 @@ impl ProxyHttp for Gateway {
             upstream_started: None,
             connect_attempts: 0,
             client_address: None,
+            limit_exceeded: None,
         }
     }
 
@@ -248,7 +276,12 @@ impl ProxyHttp for Gateway {
         ctx.snapshot = Some(self.snapshot.load_full());
         ctx.request_id = headers::request_id(session.req_header());
         ctx.client_address = client_address(session, ctx);
-        let Some((header, body)) = self.decide(session, ctx).await else {
+        let refused = over_limit(session, ctx);
+        let response = match refused {
+            Some(response) => Some(response),
+            None => self.decide(session, ctx).await,
+        };
+        let Some((header, body)) = response else {
             return Ok(false);
         };
         session
@@ -381,7 +414,7 @@ impl ProxyHttp for Gateway {
             route,
             status,
             sub = subject,
-            reason = ctx.reason.map_or("-", Reason::as_str),
+            reason = ctx.refusal_reason().unwrap_or("-"),
             client = ctx.client_ip().map(tracing::field::display),
             latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             error = error.map(|e| e.etype().as_str()).unwrap_or("-"),

@@ -5,6 +5,7 @@
 pub mod client;
 mod gateway;
 pub mod headers;
+pub mod limits;
 pub mod reject;
 pub mod request_id;
 pub mod router;

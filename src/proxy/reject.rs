@@ -54,6 +54,25 @@ pub fn not_found(request_id: &str) -> (ResponseHeader, Bytes) {
     )
 }
 
+/// A request refused before routing (over a request limit), in the same
+/// body shape as every other jwtgate answer.
+pub fn refused(
+    status: u16,
+    error: &str,
+    description: &str,
+    request_id: &str,
+) -> (ResponseHeader, Bytes) {
+    json_response(
+        status,
+        &json!({
+            "error": error,
+            "error_description": description,
+            "request_id": request_id,
+        }),
+        request_id,
+    )
+}
+
 fn json_response(
     status: u16,
     body: &serde_json::Value,
