@@ -264,3 +264,30 @@ fn a_bad_trusted_range_is_a_config_error_naming_it() {
         assert!(stderr.contains(message), "{range}: {stderr}");
     }
 }
+
+#[test]
+fn trusting_every_address_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    let check = |trusted: &str| {
+        let yaml = TEMPLATE
+            .replace("{TRUSTED}", trusted)
+            .replace("{PROXY}", "18080")
+            .replace("{ADMIN}", "19090")
+            .replace("{UPSTREAM}", "127.0.0.1:9");
+        std::fs::write(&config, yaml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+            .args(["check", "-c"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run jwtgate check");
+        assert!(out.status.success(), "{trusted}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let warning = "warning: server.trusted_proxies contains a /0 range";
+    for everything in ["[0.0.0.0/0]", r#"[10.0.0.0/8, "::/0"]"#] {
+        assert!(check(everything).contains(warning), "{everything}");
+    }
+    assert!(!check("[10.0.0.0/8, 127.0.0.1]").contains(warning));
+}

@@ -128,6 +128,15 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
     }
     let trusted_proxies = trusted_proxies(&config.server.trusted_proxies)
         .map_err(|e| err_at(None, format!("server.trusted_proxies: {e}")))?;
+    if trusted_proxies
+        .ranges()
+        .iter()
+        .any(|range| range.is_everything())
+    {
+        warnings.push(
+            "server.trusted_proxies contains a /0 range: any peer can then choose the client address and X-Forwarded-* headers the upstream sees".into(),
+        );
+    }
     let limits = &config.limits;
     let limits = RequestLimits::new(
         limits.max_header_bytes,

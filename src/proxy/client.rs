@@ -85,6 +85,11 @@ impl Cidr {
         }
     }
 
+    /// `0.0.0.0/0` or `::/0`: every address of its family.
+    pub fn is_everything(&self) -> bool {
+        self.prefix_len == 0
+    }
+
     /// `ip` must already be canonical (an IPv4-mapped IPv6 address as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         ip.is_ipv4() == self.network.is_ipv4() && self.masked(ip) == self.network
@@ -99,6 +104,10 @@ pub struct TrustedProxies(Vec<Cidr>);
 impl TrustedProxies {
     pub fn new(ranges: Vec<Cidr>) -> Self {
         Self(ranges)
+    }
+
+    pub fn ranges(&self) -> &[Cidr] {
+        &self.0
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
