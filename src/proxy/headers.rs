@@ -1,5 +1,6 @@
 //! The upstream request's headers: identity headers only ever come from a
-//! verified token, never from the client.
+//! verified token, never from the client; forwarding headers only from a
+//! trusted proxy.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -102,16 +103,16 @@ const FORWARDED_ONLY_FROM_TRUSTED: [&str; 2] = ["forwarded", "x-real-ip"];
 /// backends read them as the real header, so they are removed whoever sent
 /// them.
 fn is_forwarding_with_underscores(name: &str) -> bool {
-    let forwarding = [
+    const FORWARDING: [&str; 6] = [
         FORWARDED_FOR,
         FORWARDED_PROTO,
         FORWARDED_HOST,
         FORWARDED_PORT,
-    ]
-    .into_iter()
-    .chain(FORWARDED_ONLY_FROM_TRUSTED);
+        FORWARDED_ONLY_FROM_TRUSTED[0],
+        FORWARDED_ONLY_FROM_TRUSTED[1],
+    ];
     name.contains('_')
-        && forwarding.into_iter().any(|header| {
+        && FORWARDING.iter().any(|header| {
             header.len() == name.len()
                 && header
                     .bytes()
