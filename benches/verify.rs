@@ -38,6 +38,7 @@ use jwtgate::auth::policy::RoutePolicy;
 use jwtgate::auth::{Algorithm, IssuerVerifier};
 use jwtgate::keys::{KeySet, KeyStore, VerifyingKey, jwks};
 use jwtgate::mint::Signer;
+use jwtgate::proxy::client::ClientAddress;
 use jwtgate::proxy::headers::{self, Forwarding};
 use jwtgate::proxy::router::Router;
 
@@ -365,7 +366,7 @@ routes:
     ] {
         request.append_header(name, value).unwrap();
     }
-    let client_ip = Some("192.0.2.10".parse().unwrap());
+    let client = Some(ClientAddress::direct("192.0.2.10".parse().unwrap()));
     c.bench_function("headers/rewrite", |b| {
         b.iter_batched_ref(
             || request.clone(),
@@ -377,7 +378,8 @@ routes:
                         identity_headers: &snapshot.identity_headers,
                         identity: Some(&identity),
                         request_id: "0f8e2b6c-1d2a-4c1e-9a7b-5d3c2b1a0f9e",
-                        client_ip,
+                        client,
+                        listener_port: Some(8080),
                     },
                 )
             },

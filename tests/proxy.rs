@@ -1091,9 +1091,9 @@ async fn request_id_and_forwarded_for() {
     );
     let seen = upstream.last();
     assert_eq!(seen.header_all("x-request-id"), ["trace-abc-123"]);
-    let forwarded = seen.header_all("x-forwarded-for").join(", ");
-    assert!(forwarded.contains("127.0.0.1"), "{forwarded}");
-    assert!(forwarded.contains("203.0.113.9"), "{forwarded}");
+    // No trusted proxies are configured: the client's own X-Forwarded-For
+    // is replaced by the peer address (tests/forwarded.rs has the rest).
+    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
 
     // Without one, the gateway makes one and tells both sides the same id.
     let mut ids = Vec::new();

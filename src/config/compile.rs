@@ -24,6 +24,8 @@ use crate::keys::remote::{RefreshPolicy, RemoteSource};
 use crate::keys::{self, KeySet, KeyStore, VerifyingKey};
 use crate::proxy::cors::CorsPolicy;
 use crate::proxy::canonical::{self, PathRules};
+use crate::proxy::client::{CidrError, TrustedProxies};
+use crate::proxy::limits::RequestLimits;
 use crate::proxy::router::Router;
 
 /// Everything the gateway serves from, immutable once built.
@@ -54,6 +56,8 @@ pub struct Snapshot {
     pub identity_headers: Vec<http::HeaderName>,
     /// Things that work but deserve a look (`jwtgate check` prints them).
     pub warnings: Vec<String>,
+    pub trusted_proxies: TrustedProxies,
+    pub limits: RequestLimits,
 }
 
 #[derive(Debug)]
@@ -128,6 +132,24 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
     if config.tokens.max_bytes < 64 {
         return Err(err_at(None, "tokens.max_bytes must be at least 64".into()));
     }
+    let trusted_proxies = trusted_proxies(&config.server.trusted_proxies)
+        .map_err(|e| err_at(None, format!("server.trusted_proxies: {e}")))?;
+    if trusted_proxies
+        .ranges()
+        .iter()
+        .any(|range| range.is_everything())
+    {
+        warnings.push(
+            "server.trusted_proxies contains a /0 range: any peer can then choose the client address and X-Forwarded-* headers the upstream sees".into(),
+        );
+    }
+    let limits = &config.limits;
+    let limits = RequestLimits::new(
+        limits.max_header_bytes,
+        limits.max_headers,
+        limits.max_uri_bytes,
+    )
+    .map_err(|e| err_at(None, e.to_string()))?;
 
     let mut issuers = Vec::with_capacity(config.issuers.len());
     let mut remote = Vec::new();
@@ -232,7 +254,17 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
         },
         identity_headers,
         warnings,
+        trusted_proxies,
+        limits,
     })
+}
+
+fn trusted_proxies(ranges: &[String]) -> Result<TrustedProxies, CidrError> {
+    let ranges = ranges
+        .iter()
+        .map(|range| range.parse())
+        .collect::<Result<_, _>>()?;
+    Ok(TrustedProxies::new(ranges))
 }
 
 fn compile_issuer(

@@ -40,6 +40,8 @@ pub struct GatewayConfig {
     pub token_cache: TokenCacheConfig,
     #[serde(default)]
     pub paths: PathsConfig,
+    #[serde(default)]
+    pub limits: RequestLimitsConfig,
 }
 
 /// What to do with request paths a backend could read differently from
@@ -97,6 +99,29 @@ impl Default for PathsConfig {
             backslash: Handling::Reject,
             semicolon: Handling::Reject,
             double_encoding: Handling::Reject,
+        }
+    }
+}
+
+/// Caps on the request head, answered 414 / 431 before routing. The
+/// defaults follow nginx's `large_client_header_buffers 4 8k`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestLimitsConfig {
+    /// Every header field counted as `name: value` plus its line end.
+    pub max_header_bytes: usize,
+    /// Header field lines, repeated names counted each time.
+    pub max_headers: usize,
+    /// The request-target as sent: path and query (or the absolute URL).
+    pub max_uri_bytes: usize,
+}
+
+impl Default for RequestLimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
         }
     }
 }
@@ -170,6 +195,9 @@ pub struct ServerConfig {
     pub graceful_shutdown_timeout: Duration,
     /// `realm` in `WWW-Authenticate` challenges.
     pub realm: String,
+    /// Peers (CIDR ranges) whose forwarding headers are believed; any other
+    /// peer's are replaced.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -179,6 +207,7 @@ impl Default for ServerConfig {
             grace_period: Duration::from_secs(5),
             graceful_shutdown_timeout: Duration::from_secs(10),
             realm: "jwtgate".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

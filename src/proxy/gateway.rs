@@ -1,3 +1,4 @@
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,10 +11,10 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
 use super::canonical::{RequestTarget, TargetError};
+use super::client::ClientAddress;
 use super::headers::{self, Forwarding};
-use super::reject;
 use super::router::Lookup;
-use super::cors;
+use super::{cors, reject};
 use crate::auth::cache::TokenCache;
 use crate::auth::extract::{self, HeaderSource};
 use crate::auth::verify::Failure;
@@ -72,6 +73,21 @@ pub struct RequestCtx {
     connect_attempts: usize,
     /// The response is jwtgate's answer to a CORS preflight, complete as built.
     cors_preflight: bool,
+    /// Set in `request_filter`; `None` for a peer without an IP address.
+    client_address: Option<ClientAddress>,
+}
+
+impl RequestCtx {
+    /// The address the request is attributed to: the peer, or, from a
+    /// trusted proxy, the client its `X-Forwarded-For` names.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_address.map(|address| address.client)
+    }
+
+    /// Why jwtgate itself answered, for the access log.
+    fn refusal_reason(&self) -> Option<&'static str> {
+        self.reason.map(Reason::as_str).or(self.refused)
+    }
 }
 
 struct RequestHeaders<'a>(&'a RequestHeader);
@@ -257,6 +273,42 @@ fn split_target(raw: &[u8]) -> Result<(Option<&[u8]>, &[u8]), TargetError> {
     }
 }
 
+/// Who the client is, from the peer address and, if the peer is a trusted
+/// proxy, its `X-Forwarded-For`.
+fn client_address(session: &Session, ctx: &RequestCtx) -> Option<ClientAddress> {
+    let snapshot = ctx.snapshot.as_ref()?;
+    let peer = session.client_addr()?.as_inet()?.ip();
+    let forwarded_for = session
+        .req_header()
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|value| value.as_bytes());
+    Some(ClientAddress::resolve(
+        peer,
+        forwarded_for,
+        &snapshot.trusted_proxies,
+    ))
+}
+
+/// The 414 / 431 answer when the request head is over a configured limit.
+fn over_limit(session: &Session, ctx: &mut RequestCtx) -> Option<(ResponseHeader, Bytes)> {
+    let snapshot = ctx.snapshot.as_ref()?;
+    let request = session.req_header();
+    let exceeded = snapshot
+        .limits
+        .check(request.raw_path(), &request.headers)
+        .err()?;
+    ctx.refused = Some(exceeded.as_str());
+    let (error, description) = exceeded.error();
+    Some(reject::refused(
+        exceeded.status(),
+        error,
+        description,
+        &ctx.request_id,
+    ))
+}
+
 /// The key store worth refetching for this failure: a remote issuer's, when
 /// the token named a `kid` we don't have (keys may have rotated) or there
 /// are no keys yet, with the key-set generation the failure was decided
@@ -289,13 +341,20 @@ impl ProxyHttp for Gateway {
             upstream_started: None,
             connect_attempts: 0,
             cors_preflight: false,
+            client_address: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         ctx.snapshot = Some(self.snapshot.load_full());
         ctx.request_id = headers::request_id(session.req_header());
-        let Some((mut header, body)) = self.decide(session, ctx).await else {
+        ctx.client_address = client_address(session, ctx);
+        let refused = over_limit(session, ctx);
+        let response = match refused {
+            Some(response) => Some(response),
+            None => self.decide(session, ctx).await,
+        };
+        let Some((mut header, body)) = response else {
             return Ok(false);
         };
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.cors.as_ref())
@@ -356,10 +415,10 @@ impl ProxyHttp for Gateway {
         if let Some(host) = &ctx.upstream_host {
             upstream_request.insert_header(http::header::HOST, host.as_slice())?;
         }
-        let client_ip = session
-            .client_addr()
+        let listener_port = session
+            .server_addr()
             .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip());
+            .map(|addr| addr.port());
         headers::rewrite(
             upstream_request,
             &Forwarding {
@@ -367,7 +426,8 @@ impl ProxyHttp for Gateway {
                 identity_headers: &snapshot.identity_headers,
                 identity: ctx.identity.as_deref(),
                 request_id: &ctx.request_id,
-                client_ip,
+                client: ctx.client_address,
+                listener_port,
             },
         );
         Ok(())
@@ -430,7 +490,8 @@ impl ProxyHttp for Gateway {
             route,
             status,
             sub = subject,
-            reason = ctx.reason.map(Reason::as_str).or(ctx.refused).unwrap_or("-"),
+            reason = ctx.refusal_reason().unwrap_or("-"),
+            client = ctx.client_ip().map(tracing::field::display),
             latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             error = error.map(|e| e.etype().as_str()).unwrap_or("-"),
             "request"

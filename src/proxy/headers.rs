@@ -1,10 +1,14 @@
 //! The upstream request's headers: identity headers only ever come from a
-//! verified token, never from the client.
+//! verified token, never from the client; forwarding headers only from a
+//! trusted proxy.
 
+use std::io::Write;
 use std::net::IpAddr;
 
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 
+use super::client::ClientAddress;
 use crate::auth::VerifiedToken;
 use crate::auth::claims;
 use crate::auth::extract::split_pair;
@@ -34,7 +38,10 @@ pub struct Forwarding<'a> {
     pub identity_headers: &'a [http::HeaderName],
     pub identity: Option<&'a VerifiedToken>,
     pub request_id: &'a str,
-    pub client_ip: Option<IpAddr>,
+    /// `None` when the peer has no IP address (a Unix socket).
+    pub client: Option<ClientAddress>,
+    /// The port of the listener the request came in on.
+    pub listener_port: Option<u16>,
 }
 
 pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
@@ -51,7 +58,7 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
                 name.as_str(),
                 forwarding.identity_headers,
                 &plan.reserved_prefix,
-            )
+            ) || is_forwarding_with_underscores(name.as_str())
         })
         .cloned()
         .collect();
@@ -82,14 +89,100 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
     }
 
     let _ = upstream.insert_header(REQUEST_ID, forwarding.request_id);
-    if let Some(ip) = forwarding.client_ip {
-        let forwarded_for = match upstream.headers.get("x-forwarded-for").map(|v| v.to_str()) {
-            Some(Ok(existing)) if !existing.trim().is_empty() => format!("{existing}, {ip}"),
-            _ => ip.to_string(),
-        };
-        let _ = upstream.insert_header("x-forwarded-for", forwarded_for);
+    forwarded_headers(upstream, forwarding.client, forwarding.listener_port);
+}
+
+const FORWARDED_FOR: &str = "x-forwarded-for";
+const FORWARDED_PROTO: &str = "x-forwarded-proto";
+const FORWARDED_HOST: &str = "x-forwarded-host";
+const FORWARDED_PORT: &str = "x-forwarded-port";
+/// Headers only a trusted proxy may pass on as they are.
+const FORWARDED_ONLY_FROM_TRUSTED: [&str; 2] = ["forwarded", "x-real-ip"];
+
+/// `X_Forwarded_For` and the like: no proxy writes them, but CGI/WSGI-style
+/// backends read them as the real header, so they are removed whoever sent
+/// them.
+fn is_forwarding_with_underscores(name: &str) -> bool {
+    const FORWARDING: [&str; 6] = [
+        FORWARDED_FOR,
+        FORWARDED_PROTO,
+        FORWARDED_HOST,
+        FORWARDED_PORT,
+        FORWARDED_ONLY_FROM_TRUSTED[0],
+        FORWARDED_ONLY_FROM_TRUSTED[1],
+    ];
+    name.contains('_')
+        && FORWARDING.iter().any(|header| {
+            header.len() == name.len()
+                && header
+                    .bytes()
+                    .zip(name.bytes())
+                    .all(|(h, n)| h == n || (h == b'-' && n == b'_'))
+        })
+}
+
+/// The forwarding headers: a trusted proxy's are extended, anyone else's
+/// replaced with what jwtgate itself knows about the connection. X-Real-IP
+/// is never made up here: it passes from a trusted proxy, and is removed
+/// otherwise (X-Forwarded-For carries the same address).
+fn forwarded_headers(
+    upstream: &mut RequestHeader,
+    client: Option<ClientAddress>,
+    listener_port: Option<u16>,
+) {
+    let trusted = client.is_some_and(|c| c.peer_trusted);
+    match client {
+        Some(client) if client.peer_trusted => {
+            let list = appended_forwarded_for(upstream, client.peer);
+            let _ = upstream.insert_header(FORWARDED_FOR, list);
+        }
+        Some(client) => {
+            let _ = upstream.insert_header(FORWARDED_FOR, client.peer.to_string());
+        }
+        None => {
+            upstream.remove_header(FORWARDED_FOR);
+        }
     }
-    let _ = upstream.insert_header("x-forwarded-proto", "http");
+
+    let host = upstream.headers.get(http::header::HOST).cloned();
+    let ours = [
+        (FORWARDED_PROTO, Some(HeaderValue::from_static("http"))),
+        (FORWARDED_HOST, host),
+        (FORWARDED_PORT, listener_port.map(HeaderValue::from)),
+    ];
+    for (name, value) in ours {
+        if trusted && upstream.headers.contains_key(name) {
+            continue;
+        }
+        match value {
+            Some(value) => {
+                let _ = upstream.insert_header(name, value);
+            }
+            None => {
+                upstream.remove_header(name);
+            }
+        }
+    }
+    if !trusted {
+        for name in FORWARDED_ONLY_FROM_TRUSTED {
+            upstream.remove_header(name);
+        }
+    }
+}
+
+/// A trusted proxy's `X-Forwarded-For` lines, as one list, with the peer
+/// added at the end. Bytes are kept as sent: only a trusted proxy gets here.
+fn appended_forwarded_for(upstream: &RequestHeader, peer: IpAddr) -> Vec<u8> {
+    let mut list = Vec::new();
+    for value in upstream.headers.get_all(FORWARDED_FOR) {
+        let value = value.as_bytes().trim_ascii();
+        if !value.is_empty() {
+            list.extend_from_slice(value);
+            list.extend_from_slice(b", ");
+        }
+    }
+    let _ = write!(list, "{peer}");
+    list
 }
 
 /// `name` comes lower-cased from the parser; `identity_headers` and
@@ -208,7 +301,8 @@ routes:
                 identity_headers: &snapshot.identity_headers,
                 identity: None,
                 request_id: "id",
-                client_ip: None,
+                client: None,
+                listener_port: None,
             },
         );
         let left: Vec<&str> = request.headers.keys().map(|n| n.as_str()).collect();

@@ -4,8 +4,10 @@
 
 pub mod canonical;
 pub mod cors;
+pub mod client;
 mod gateway;
 pub mod headers;
+pub mod limits;
 pub mod reject;
 pub mod request_id;
 pub mod router;

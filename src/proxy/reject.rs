@@ -68,6 +68,25 @@ pub fn bad_target(request_id: &str) -> (ResponseHeader, Bytes) {
     )
 }
 
+/// A request refused before routing (over a request limit), in the same
+/// body shape as every other jwtgate answer.
+pub fn refused(
+    status: u16,
+    error: &str,
+    description: &str,
+    request_id: &str,
+) -> (ResponseHeader, Bytes) {
+    json_response(
+        status,
+        &json!({
+            "error": error,
+            "error_description": description,
+            "request_id": request_id,
+        }),
+        request_id,
+    )
+}
+
 /// The path's route exists, but not for this method; `allow` lists the
 /// methods it has.
 pub fn method_not_allowed(allow: &str, request_id: &str) -> (ResponseHeader, Bytes) {

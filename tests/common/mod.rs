@@ -115,7 +115,10 @@ impl Upstream {
                                 let log = log.clone();
                                 async move { Ok::<_, Infallible>(record(&log, request)) }
                             });
+                            // hyper's own cap (100 fields) is below what
+                            // jwtgate forwards at its limit plus what it adds.
                             let _ = hyper::server::conn::http1::Builder::new()
+                                .max_headers(256)
                                 .serve_connection(TokioIo::new(stream), service)
                                 .await;
                         });

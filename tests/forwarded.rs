@@ -1,0 +1,293 @@
+//! Forwarding headers through the real binary: a peer's `X-Forwarded-*`,
+//! `Forwarded` and `X-Real-IP` are believed only when the peer is in
+//! `server.trusted_proxies`, and the client address in the access log follows
+//! the same rule. Spoofed values are sent byte for byte with raw requests.
+
+mod common;
+
+use std::net::IpAddr;
+use std::process::Command;
+
+use common::*;
+
+/// One public route in front of the recording upstream; `{TRUSTED}` is the
+/// `server.trusted_proxies` list.
+const TEMPLATE: &str = r#"
+server: { threads: 2, trusted_proxies: {TRUSTED} }
+listen: { http: "127.0.0.1:{PROXY}" }
+admin: { addr: "127.0.0.1:{ADMIN}" }
+routes:
+  - name: open
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { mode: off }
+"#;
+
+async fn start_trusting(trusted: &str) -> (Upstream, Gateway) {
+    start(&TEMPLATE.replace("{TRUSTED}", trusted)).await
+}
+
+/// Every spoofable forwarding header, some in odd case and in the `_`
+/// spelling CGI-style backends fold into `-`.
+const SPOOFED: &str = "X-Forwarded-For: 198.51.100.66
+x-forwarded-for: 198.51.100.67, 10.9.9.9
+Forwarded: for=198.51.100.66;proto=https;host=admin.example
+X-Forwarded-Host: admin.example
+X-FORWARDED-PROTO: https
+X-Forwarded-Port: 443
+X-Real-IP: 198.51.100.66
+X_Forwarded_For: 198.51.100.68
+X_Real_IP: 198.51.100.68";
+
+/// The access-log line of `request_id`, with terminal colours removed.
+async fn access_line(gateway: &Gateway, request_id: &str) -> String {
+    let needle = format!("request_id={request_id}");
+    let log = gateway
+        .wait_for_log(|log| without_colours(log).contains(&needle))
+        .await;
+    without_colours(&log)
+        .lines()
+        .find(|line| line.contains(&needle) && line.contains("jwtgate::access"))
+        .unwrap_or_else(|| panic!("no access-log line for {request_id}:\n{log}"))
+        .to_string()
+}
+
+fn without_colours(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI sequences end with a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+#[track_caller]
+fn assert_only(seen: &Recorded, name: &str, expected: &str) {
+    assert_eq!(
+        seen.header_all(name),
+        [expected],
+        "{name} as the upstream saw it: {:?}",
+        seen.headers
+    );
+}
+
+#[track_caller]
+fn assert_absent(seen: &Recorded, names: &[&str]) {
+    for name in names {
+        assert!(
+            !seen.has_header(name),
+            "{name} reached the upstream: {:?}",
+            seen.headers
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_cannot_forge_forwarding_headers() {
+    let (upstream, gateway) = start_trusting("[]").await;
+    let response = raw_request(
+        gateway.proxy_addr(),
+        &format!("GET /whoami HTTP/1.1\nHost: app.example\nX-Request-Id: fwd-untrusted\n{SPOOFED}"),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+
+    let seen = upstream.last();
+    assert_only(&seen, "x-forwarded-for", "127.0.0.1");
+    assert_only(&seen, "x-forwarded-proto", "http");
+    assert_only(&seen, "x-forwarded-host", "app.example");
+    assert_only(
+        &seen,
+        "x-forwarded-port",
+        &gateway.proxy_addr().port().to_string(),
+    );
+    assert_absent(
+        &seen,
+        &["forwarded", "x-real-ip", "x_forwarded_for", "x_real_ip"],
+    );
+
+    let line = access_line(&gateway, "fwd-untrusted").await;
+    assert!(line.contains("client=127.0.0.1 "), "{line}");
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_is_extended_and_the_client_is_the_rightmost_untrusted_hop() {
+    let (upstream, gateway) = start_trusting("[127.0.0.0/8]").await;
+    let response = raw_request(
+        gateway.proxy_addr(),
+        "GET /whoami HTTP/1.1
+Host: app.example
+X-Request-Id: fwd-trusted
+X-Forwarded-For: 198.51.100.7
+X-Forwarded-For: 203.0.113.9, 127.0.0.5
+Forwarded: for=203.0.113.9;proto=https
+X-Forwarded-Host: public.example
+X-Forwarded-Proto: https
+X-Forwarded-Port: 443
+X-Real-IP: 203.0.113.9",
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+
+    let seen = upstream.last();
+    // Both lines, in order, as one list, with the peer at the end.
+    assert_only(
+        &seen,
+        "x-forwarded-for",
+        "198.51.100.7, 203.0.113.9, 127.0.0.5, 127.0.0.1",
+    );
+    assert_only(&seen, "forwarded", "for=203.0.113.9;proto=https");
+    assert_only(&seen, "x-forwarded-host", "public.example");
+    assert_only(&seen, "x-forwarded-proto", "https");
+    assert_only(&seen, "x-forwarded-port", "443");
+    assert_only(&seen, "x-real-ip", "203.0.113.9");
+
+    // 127.0.0.1 (the peer) and 127.0.0.5 are trusted proxies; 203.0.113.9 is
+    // the first hop from the right that is not. 198.51.100.7 is only what
+    // that client claimed.
+    let line = access_line(&gateway, "fwd-trusted").await;
+    assert!(line.contains("client=203.0.113.9 "), "{line}");
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_that_forwards_nothing_gets_the_headers_set() {
+    let (upstream, gateway) = start_trusting("[127.0.0.0/8]").await;
+    let response = raw_request(
+        gateway.proxy_addr(),
+        "GET / HTTP/1.1\nHost: app.example\nX-Request-Id: fwd-trusted-bare",
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+
+    let seen = upstream.last();
+    assert_only(&seen, "x-forwarded-for", "127.0.0.1");
+    assert_only(&seen, "x-forwarded-proto", "http");
+    assert_only(&seen, "x-forwarded-host", "app.example");
+    assert_only(
+        &seen,
+        "x-forwarded-port",
+        &gateway.proxy_addr().port().to_string(),
+    );
+    assert_absent(&seen, &["forwarded", "x-real-ip"]);
+    let line = access_line(&gateway, "fwd-trusted-bare").await;
+    assert!(line.contains("client=127.0.0.1 "), "{line}");
+}
+
+/// Membership, not the mere presence of a list: the same gateway believes
+/// 127.0.0.1 and not 127.0.0.2 (both loopback addresses of this machine).
+#[tokio::test]
+async fn a_peer_outside_the_trusted_ranges_is_not_believed() {
+    let (upstream, gateway) = start_trusting(r#"["127.0.0.1/32", "::1"]"#).await;
+    let from = |source: &str| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .local_address(source.parse::<IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let send = |client: reqwest::Client, id: &'static str| {
+        let url = gateway.url("/whoami");
+        async move {
+            let response = client
+                .get(url)
+                .header("host", "app.example")
+                .header("x-request-id", id)
+                .header("x-forwarded-for", "203.0.113.9")
+                .header("x-forwarded-host", "admin.example")
+                .header("forwarded", "for=203.0.113.9")
+                .header("x-real-ip", "203.0.113.9")
+                .send()
+                .await
+                .expect("request to the gateway");
+            assert_eq!(response.status(), 200);
+        }
+    };
+
+    send(from("127.0.0.2"), "fwd-outside").await;
+    let seen = upstream.last();
+    assert_only(&seen, "x-forwarded-for", "127.0.0.2");
+    assert_only(&seen, "x-forwarded-host", "app.example");
+    assert_absent(&seen, &["forwarded", "x-real-ip"]);
+    let line = access_line(&gateway, "fwd-outside").await;
+    assert!(line.contains("client=127.0.0.2 "), "{line}");
+
+    send(from("127.0.0.1"), "fwd-inside").await;
+    let seen = upstream.last();
+    assert_only(&seen, "x-forwarded-for", "203.0.113.9, 127.0.0.1");
+    assert_only(&seen, "x-forwarded-host", "admin.example");
+    assert_only(&seen, "forwarded", "for=203.0.113.9");
+    assert_only(&seen, "x-real-ip", "203.0.113.9");
+    let line = access_line(&gateway, "fwd-inside").await;
+    assert!(line.contains("client=203.0.113.9 "), "{line}");
+}
+
+#[test]
+fn a_bad_trusted_range_is_a_config_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (range, message) in [
+        (
+            "10.0.0.1/8",
+            r#"server.trusted_proxies: "10.0.0.1/8" has bits set past its prefix length; the range is 10.0.0.0/8"#,
+        ),
+        (
+            "10.0.0.0/33",
+            r#"server.trusted_proxies: "10.0.0.0/33": prefix length must be 0 to 32"#,
+        ),
+        (
+            "proxy.internal",
+            r#"server.trusted_proxies: "proxy.internal" is not an IP address or CIDR range"#,
+        ),
+    ] {
+        let config = dir.path().join("gateway.yaml");
+        let yaml = TEMPLATE
+            .replace("{TRUSTED}", &format!("[{range:?}]"))
+            .replace("{PROXY}", "18080")
+            .replace("{ADMIN}", "19090")
+            .replace("{UPSTREAM}", "127.0.0.1:9");
+        std::fs::write(&config, yaml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+            .args(["check", "-c"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run jwtgate check");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{range}: {stderr}");
+        assert!(stderr.contains(message), "{range}: {stderr}");
+    }
+}
+
+#[test]
+fn trusting_every_address_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    let check = |trusted: &str| {
+        let yaml = TEMPLATE
+            .replace("{TRUSTED}", trusted)
+            .replace("{PROXY}", "18080")
+            .replace("{ADMIN}", "19090")
+            .replace("{UPSTREAM}", "127.0.0.1:9");
+        std::fs::write(&config, yaml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+            .args(["check", "-c"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run jwtgate check");
+        assert!(out.status.success(), "{trusted}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let warning = "warning: server.trusted_proxies contains a /0 range";
+    for everything in ["[0.0.0.0/0]", r#"[10.0.0.0/8, "::/0"]"#] {
+        assert!(check(everything).contains(warning), "{everything}");
+    }
+    assert!(!check("[10.0.0.0/8, 127.0.0.1]").contains(warning));
+}
