@@ -6,10 +6,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use super::headers::{self, Forwarding};
-use super::{reject, router};
+use super::reject::{self, ProxyFailure};
+use super::router;
 use crate::auth::cache::TokenCache;
 use crate::auth::extract::{self, HeaderSource};
 use crate::auth::verify::Failure;
@@ -257,6 +258,20 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// Pingora's default answers with its own bare status page; ours has
+    /// the JSON body, `X-Request-Id`, and 504 for timeouts.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        FailToProxy {
+            error_code: reject::answer_failure(session, e, &mut ctx.request_id).await,
+            can_reuse_downstream: false,
+        }
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -350,7 +365,7 @@ impl ProxyHttp for Gateway {
             sub = subject,
             reason = ctx.reason.map_or("-", Reason::as_str),
             latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
-            error = error.map(|e| e.etype().as_str()).unwrap_or("-"),
+            error = error.map_or("-", |e| ProxyFailure::of(e).as_str()),
             "request"
         );
     }
