@@ -452,3 +452,92 @@ async fn a_malformed_request_line_gets_pingoras_bare_400() {
         0.0
     );
 }
+
+/// Writes `request` on a fresh connection, half-closes it if asked, and
+/// reads whatever comes back until the gateway closes. The upstreams of
+/// these tests never answer, so whatever comes back is about the client.
+async fn exchange(gateway: &Gateway, request: &[u8], half_close: bool) -> Vec<u8> {
+    let mut stream = TcpStream::connect(gateway.proxy_addr())
+        .await
+        .expect("connect to the gateway");
+    stream.write_all(request).await.expect("write the request");
+    if half_close {
+        stream.shutdown().await.expect("half-close");
+    }
+    let mut answer = Vec::new();
+    // A guard against a hung connection, not a latency assertion.
+    tokio::time::timeout(Duration::from_secs(90), stream.read_to_end(&mut answer))
+        .await
+        .expect("the gateway closes the connection")
+        .unwrap_or_default();
+    answer
+}
+
+fn json_body(answer: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(answer);
+    let (_, body) = text.split_once("\r\n\r\n").expect("a complete response");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[tokio::test]
+async fn a_malformed_request_body_answers_400_with_our_body() {
+    let upstream = RawUpstream::start(Misbehaviour::Silence);
+    let (_healthy, gateway) = gateway_in_front_of(upstream.addr, "").await;
+    let answer = exchange(
+        &gateway,
+        b"POST /failing/x HTTP/1.1\r\nHost: test\r\nX-Request-Id: chunks-1\r\n\
+          Transfer-Encoding: chunked\r\n\r\nnot-a-chunk-size\r\n",
+        false,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("x-request-id: chunks-1"),
+        "{text}"
+    );
+    let body = json_body(&answer);
+    assert_eq!(body["error"], "bad_request", "{text}");
+    assert_eq!(body["request_id"], "chunks-1", "{text}");
+    let line = access_line(&gateway, "chunks-1").await;
+    assert!(line.contains("status=400"), "{line}");
+    assert!(line.contains("error=\"client_bad_request\""), "{line}");
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_body_is_logged_without_an_answer() {
+    let upstream = RawUpstream::start(Misbehaviour::Silence);
+    let (_healthy, gateway) = gateway_in_front_of(upstream.addr, "").await;
+    let answer = exchange(
+        &gateway,
+        b"POST /failing/x HTTP/1.1\r\nHost: test\r\nX-Request-Id: gone-1\r\n\
+          Content-Length: 100\r\n\r\nten bytes.",
+        true,
+    )
+    .await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    let line = access_line(&gateway, "gone-1").await;
+    assert!(line.contains("status=0"), "{line}");
+    assert!(line.contains("error=\"client_disconnected\""), "{line}");
+}
+
+/// Pingora gives a client 60 seconds (not configurable) between reads of
+/// its request body.
+#[tokio::test]
+async fn a_client_stalling_its_body_gets_408() {
+    let upstream = RawUpstream::start(Misbehaviour::Silence);
+    // The upstream waits longer than the client is given.
+    let (_healthy, gateway) = gateway_in_front_of(upstream.addr, ", read_timeout: 120s").await;
+    let answer = exchange(
+        &gateway,
+        b"POST /failing/x HTTP/1.1\r\nHost: test\r\nX-Request-Id: stall-1\r\n\
+          Content-Length: 100\r\n\r\nten bytes.",
+        false,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    assert_eq!(json_body(&answer)["error"], "request_timeout", "{text}");
+    let line = access_line(&gateway, "stall-1").await;
+    assert!(line.contains("error=\"client_timeout\""), "{line}");
+}
