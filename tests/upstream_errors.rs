@@ -407,7 +407,7 @@ async fn an_upstream_failing_mid_response_closes_the_client_connection() {
 /// and answers what it can't parse itself: a bare 400 without our body or
 /// request id, and no access-log line. Documented in docs/SECURITY.md.
 #[tokio::test]
-async fn a_malformed_request_line_gets_pingoras_bare_400() {
+async fn requests_pingora_cannot_parse_get_its_bare_400() {
     let upstream = Upstream::start();
     let gateway = Gateway::start(&config(closed_port(), ""), &upstream).await;
     // Pingora parses at most 256 headers.
@@ -417,6 +417,12 @@ async fn a_malformed_request_line_gets_pingoras_bare_400() {
         "GET\r\nHost: test".to_owned(),
         "GET /ok/x HTTP/1.1\r\nHost: test\r\nBad Header: no".to_owned(),
         format!("GET /ok/x HTTP/1.1\r\nHost: test{too_many_headers}"),
+        "GET /ok/x HTTP/1.1\r\nHost: a.test\r\nHost: b.test".to_owned(),
+        "GET http://a.test/ok/x HTTP/1.1\r\nHost: b.test".to_owned(),
+        "POST /ok/x HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\nContent-Length: 2".to_owned(),
+        "POST /ok/x HTTP/1.0\r\nHost: test\r\nTransfer-Encoding: chunked".to_owned(),
+        "POST /ok/x HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: gzip".to_owned(),
+        "GET /ok/x HTTP/1.1\r\nHost: test\r\nX-Nul: a\0b".to_owned(),
     ] {
         let response = raw_request(gateway.proxy_addr(), &head).await;
         assert_eq!(response.status, 400, "{head:?}");
@@ -540,4 +546,55 @@ async fn a_client_stalling_its_body_gets_408() {
     assert_eq!(json_body(&answer)["error"], "request_timeout", "{text}");
     let line = access_line(&gateway, "stall-1").await;
     assert!(line.contains("error=\"client_timeout\""), "{line}");
+}
+
+/// Pingora stops reading a request head past 1 MiB. The head here is never
+/// finished, and exactly one byte too long, so Pingora has read all of it
+/// when it answers and the answer can't be lost to a reset.
+#[tokio::test]
+async fn an_oversized_request_head_gets_pingoras_bare_400() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&config(closed_port(), ""), &upstream).await;
+    let mut head = b"GET /ok/x HTTP/1.1\r\nHost: test\r\nX-Big: ".to_vec();
+    head.resize(1024 * 1024, b'a');
+    let answer = exchange(&gateway, &head, false).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    assert!(text.contains("Content-Length: 0\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "an empty body: {text}");
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn connect_gets_pingoras_bare_405() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&config(closed_port(), ""), &upstream).await;
+    let response = raw_request(
+        gateway.proxy_addr(),
+        "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443",
+    )
+    .await;
+    assert_eq!(response.status, 405);
+    assert!(response.body.is_empty(), "{}", response.text());
+    assert_eq!(response.header("x-request-id"), None);
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_head_gets_no_answer_and_an_error_line() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&config(closed_port(), ""), &upstream).await;
+    let answer = exchange(&gateway, b"GET /ok/x HTTP/1.1\r\nHost: te", true).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    let log = plain(
+        &gateway
+            .wait_for_log(|log| log.contains("while reading request headers"))
+            .await,
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("while reading request headers")),
+        "{log}"
+    );
+    assert!(!log.contains("jwtgate::access"), "{log}");
 }
