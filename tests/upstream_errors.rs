@@ -598,3 +598,31 @@ async fn a_client_leaving_mid_head_gets_no_answer_and_an_error_line() {
     );
     assert!(!log.contains("jwtgate::access"), "{log}");
 }
+
+/// A `100 Continue` passed on is not an answer: the failure after it still
+/// gets one.
+#[tokio::test]
+async fn an_upstream_failing_after_100_continue_still_gets_an_answer() {
+    let upstream = RawUpstream::start(Misbehaviour::AnswerAndHangUp(
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+    ));
+    let (_healthy, gateway) = gateway_in_front_of(upstream.addr, "").await;
+    let answer = exchange(
+        &gateway,
+        b"POST /failing/x HTTP/1.1\r\nHost: test\r\nX-Request-Id: continue-1\r\n\
+          Expect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        false,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (interim, final_answer) = text.split_once("\r\n\r\n").expect("two responses");
+    assert!(interim.starts_with("HTTP/1.1 100 "), "{text:?}");
+    assert!(final_answer.starts_with("HTTP/1.1 502 "), "{text:?}");
+    assert_eq!(
+        json_body(final_answer.as_bytes())["request_id"],
+        "continue-1"
+    );
+    let line = access_line(&gateway, "continue-1").await;
+    assert!(line.contains("status=502"), "{line}");
+    assert!(line.contains("error=\"upstream_reset\""), "{line}");
+}
