@@ -95,7 +95,7 @@ impl ProxyFailure {
     pub fn of(error: &Error) -> Self {
         use ErrorType::*;
         match (error.esource(), error.etype()) {
-            (_, HTTPStatus(status)) if *status < 500 => Self::ClientBadRequest,
+            (_, HTTPStatus(400..=499)) => Self::ClientBadRequest,
             (_, HTTPStatus(_)) => Self::Internal,
             (ErrorSource::Upstream, etype) => match etype {
                 ConnectRefused => Self::UpstreamRefused,
@@ -150,7 +150,7 @@ impl ProxyFailure {
             Self::ClientDisconnected => None,
             Self::ClientTimeout => Some(408),
             Self::ClientBadRequest | Self::Internal => match error.etype() {
-                ErrorType::HTTPStatus(status) => Some(*status),
+                ErrorType::HTTPStatus(status @ 400..=599) => Some(*status),
                 _ if self == Self::Internal => Some(500),
                 _ => Some(400),
             },
@@ -355,6 +355,7 @@ mod tests {
                 Some(431),
             ),
             (Error::new(HTTPStatus(503)), "internal_error", Some(503)),
+            (Error::new(HTTPStatus(302)), "internal_error", Some(500)),
             (Error::new_in(InternalError), "internal_error", Some(500)),
             (Error::new(InvalidHTTPHeader), "internal_error", Some(500)),
         ];
