@@ -8,13 +8,14 @@ use bytes::Bytes;
 use pingora::http::authority::{RawTargetAuthority, raw_target_authority};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use super::canonical::{RequestTarget, TargetError};
 use super::client::ClientAddress;
 use super::headers::{self, Forwarding};
+use super::reject::{self, ProxyFailure};
 use super::router::Lookup;
-use super::{cors, reject};
+use super::cors;
 use crate::auth::cache::TokenCache;
 use crate::auth::extract::{self, HeaderSource};
 use crate::auth::verify::Failure;
@@ -400,6 +401,20 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// Pingora's default answers with its own bare status page; ours has
+    /// the JSON body, `X-Request-Id`, and 504 for timeouts.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        FailToProxy {
+            error_code: reject::answer_failure(session, e, &mut ctx.request_id).await,
+            can_reuse_downstream: false,
+        }
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -493,7 +508,7 @@ impl ProxyHttp for Gateway {
             reason = ctx.refusal_reason().unwrap_or("-"),
             client = ctx.client_ip().map(tracing::field::display),
             latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
-            error = error.map(|e| e.etype().as_str()).unwrap_or("-"),
+            error = error.map_or("-", |e| ProxyFailure::of(e).as_str()),
             "request"
         );
     }

@@ -1,9 +1,13 @@
-//! Rejection responses in RFC 6750 form: a `WWW-Authenticate: Bearer`
-//! challenge and a small JSON body. The body says what a client can act on
-//! and nothing more; the precise reason goes to logs and metrics.
+//! Every response jwtgate writes itself. Rejections in RFC 6750 form: a
+//! `WWW-Authenticate: Bearer` challenge and a small JSON body. Failures to
+//! proxy (the upstream refused, reset, timed out or answered garbage): a
+//! 502 or 504 with the same body. The body says what a client can act on and
+//! nothing more; the precise reason goes to logs and metrics.
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorSource, ErrorType};
 use serde_json::json;
 
 use crate::auth::{Rejection, RejectionKind};
@@ -68,6 +72,136 @@ pub fn bad_target(request_id: &str) -> (ResponseHeader, Bytes) {
     )
 }
 
+/// Why a request could not be proxied: the access log's `error` field. A
+/// closed set of stable words, so operators can alert on them; Pingora's
+/// own error types are finer-grained and may change between its versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyFailure {
+    /// Nothing listens on the upstream address.
+    UpstreamRefused,
+    /// The TCP (or TLS) handshake did not finish within `connect_timeout`.
+    UpstreamConnectTimeout,
+    /// Any other failure to connect: no route, socket errors.
+    UpstreamConnectFailed,
+    /// The TLS handshake with the upstream failed.
+    UpstreamTlsFailed,
+    /// The upstream closed or reset the connection before answering in full.
+    UpstreamReset,
+    /// The upstream did not answer (or take the request) within
+    /// `read_timeout` (`write_timeout`).
+    UpstreamTimeout,
+    /// The upstream's answer is not valid HTTP.
+    UpstreamBadResponse,
+    /// The client closed the connection or stopped reading: there is
+    /// nobody to answer.
+    ClientDisconnected,
+    /// The client stopped sending its request body.
+    ClientTimeout,
+    /// The client's request could not be read (a malformed body framing,
+    /// or a phase refused it with a 4xx).
+    ClientBadRequest,
+    /// A failure inside jwtgate.
+    Internal,
+}
+
+impl ProxyFailure {
+    /// Sorts a Pingora error by who failed and how.
+    pub fn of(error: &Error) -> Self {
+        use ErrorType::*;
+        match (error.esource(), error.etype()) {
+            (_, HTTPStatus(400..=499)) => Self::ClientBadRequest,
+            (_, HTTPStatus(_)) => Self::Internal,
+            (ErrorSource::Upstream, etype) => match etype {
+                ConnectRefused => Self::UpstreamRefused,
+                ConnectTimedout | TLSHandshakeTimedout => Self::UpstreamConnectTimeout,
+                TLSWantX509Lookup | TLSHandshakeFailure | InvalidCert | HandshakeError => {
+                    Self::UpstreamTlsFailed
+                }
+                ReadTimedout | WriteTimedout => Self::UpstreamTimeout,
+                ReadError | WriteError | ConnectionClosed => Self::UpstreamReset,
+                InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => {
+                    Self::UpstreamBadResponse
+                }
+                _ => Self::UpstreamConnectFailed,
+            },
+            (ErrorSource::Downstream, etype) => match etype {
+                ReadTimedout => Self::ClientTimeout,
+                ReadError | WriteError | WriteTimedout | ConnectionClosed => {
+                    Self::ClientDisconnected
+                }
+                _ => Self::ClientBadRequest,
+            },
+            (ErrorSource::Internal | ErrorSource::Unset, _) => Self::Internal,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UpstreamRefused => "upstream_refused",
+            Self::UpstreamConnectTimeout => "upstream_connect_timeout",
+            Self::UpstreamConnectFailed => "upstream_connect_failed",
+            Self::UpstreamTlsFailed => "upstream_tls_failed",
+            Self::UpstreamReset => "upstream_reset",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamBadResponse => "upstream_bad_response",
+            Self::ClientDisconnected => "client_disconnected",
+            Self::ClientTimeout => "client_timeout",
+            Self::ClientBadRequest => "client_bad_request",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    /// The status to answer `error` with; `None` when the client can't be
+    /// answered any more.
+    pub fn status(self, error: &Error) -> Option<u16> {
+        match self {
+            Self::UpstreamConnectTimeout | Self::UpstreamTimeout => Some(504),
+            Self::UpstreamRefused
+            | Self::UpstreamConnectFailed
+            | Self::UpstreamTlsFailed
+            | Self::UpstreamReset
+            | Self::UpstreamBadResponse => Some(502),
+            Self::ClientDisconnected => None,
+            Self::ClientTimeout => Some(408),
+            Self::ClientBadRequest | Self::Internal => match error.etype() {
+                ErrorType::HTTPStatus(status @ 400..=599) => Some(*status),
+                _ if self == Self::Internal => Some(500),
+                _ => Some(400),
+            },
+        }
+    }
+}
+
+/// The answer to a request that failed on its way through: `status` with
+/// the JSON body every jwtgate response has. The description is as generic
+/// as the status; the [`ProxyFailure`] goes to the log only.
+pub fn proxy_failure(status: u16, request_id: &str) -> (ResponseHeader, Bytes) {
+    let (error, description) = match status {
+        502 => ("bad_gateway", "the upstream service failed to answer"),
+        504 => (
+            "gateway_timeout",
+            "the upstream service did not answer in time",
+        ),
+        408 => ("request_timeout", "the request was not received in time"),
+        413 => ("content_too_large", "the request body is too large"),
+        414 => ("uri_too_long", "the request target is too long"),
+        431 => (
+            "request_header_fields_too_large",
+            "the request headers are too large",
+        ),
+        503 => ("service_unavailable", "the service is unavailable"),
+        400..500 => ("bad_request", "the request could not be handled"),
+        _ => ("internal_error", "the gateway failed to handle the request"),
+    };
+    // An out-of-range status from a phase would make an invalid response.
+    let status = if (400..600).contains(&status) {
+        status
+    } else {
+        500
+    };
+    refused(status, error, description, request_id)
+}
+
 /// A request refused before routing (over a request limit), in the same
 /// body shape as every other jwtgate answer.
 pub fn refused(
@@ -103,6 +237,51 @@ pub fn method_not_allowed(allow: &str, request_id: &str) -> (ResponseHeader, Byt
     (header, body)
 }
 
+/// Answers a request that failed on its way through (Pingora's
+/// `fail_to_proxy`) and returns the status written, 0 when nothing could
+/// be. `request_id` is filled in when the failure came before
+/// `request_filter` set it.
+pub async fn answer_failure(session: &mut Session, error: &Error, request_id: &mut String) -> u16 {
+    if request_id.is_empty() {
+        *request_id = super::headers::request_id(session.req_header());
+    }
+    let failure = ProxyFailure::of(error);
+    // A 100 Continue is not an answer yet; anything else is.
+    if let Some(response) = session
+        .response_written()
+        .filter(|r| !r.status.is_informational() || r.status == 101)
+    {
+        // The status line is gone: the only signal left is to cut the
+        // response short, which Pingora does by closing the connection.
+        tracing::warn!(
+            request_id = %request_id,
+            status = response.status.as_u16(),
+            error = failure.as_str(),
+            "the request failed after its response had started; closing the client connection"
+        );
+        return 0;
+    }
+    let Some(status) = failure.status(error) else {
+        return 0;
+    };
+    let (header, body) = proxy_failure(status, request_id);
+    match session
+        .as_downstream_mut()
+        .write_error_response(header, body)
+        .await
+    {
+        Ok(()) => status,
+        Err(write_error) => {
+            tracing::debug!(
+                request_id = %request_id,
+                error = %write_error,
+                "could not answer a failed request"
+            );
+            0
+        }
+    }
+}
+
 fn json_response(
     status: u16,
     body: &serde_json::Value,
@@ -112,7 +291,8 @@ fn json_response(
     let mut header = ResponseHeader::build(status, Some(5)).expect("valid status");
     insert(&mut header, "content-type", "application/json");
     insert(&mut header, "content-length", &body.len().to_string());
-    // Auth failures must not be cached by anything between us and the client.
+    // Rejections and failures must not be cached by anything between us
+    // and the client.
     insert(&mut header, "cache-control", "no-store");
     insert(&mut header, "x-request-id", request_id);
     (header, body)
@@ -161,6 +341,115 @@ mod tests {
                 "Bearer realm=\"api\", error=\"insufficient_scope\", error_description=\"insufficient scope\", scope=\"orders:read\""
             )
         );
+    }
+
+    #[test]
+    fn upstream_errors_sort_into_kinds_and_statuses() {
+        use ErrorType::*;
+        let cases = [
+            (ConnectRefused, "upstream_refused", 502),
+            (ConnectTimedout, "upstream_connect_timeout", 504),
+            (TLSHandshakeTimedout, "upstream_connect_timeout", 504),
+            (ConnectNoRoute, "upstream_connect_failed", 502),
+            (SocketError, "upstream_connect_failed", 502),
+            (TLSHandshakeFailure, "upstream_tls_failed", 502),
+            (InvalidCert, "upstream_tls_failed", 502),
+            (ReadError, "upstream_reset", 502),
+            (WriteError, "upstream_reset", 502),
+            (ConnectionClosed, "upstream_reset", 502),
+            (ReadTimedout, "upstream_timeout", 504),
+            (WriteTimedout, "upstream_timeout", 504),
+            (InvalidHTTPHeader, "upstream_bad_response", 502),
+            (H1Error, "upstream_bad_response", 502),
+            (InvalidH2, "upstream_bad_response", 502),
+        ];
+        for (etype, kind, status) in cases {
+            let error = Error::new_up(etype.clone());
+            let failure = ProxyFailure::of(&error);
+            assert_eq!(failure.as_str(), kind, "{etype:?}");
+            assert_eq!(failure.status(&error), Some(status), "{etype:?}");
+        }
+    }
+
+    #[test]
+    fn client_and_internal_errors_keep_their_own_statuses() {
+        use ErrorType::*;
+        let cases = [
+            (Error::new_down(ReadError), "client_disconnected", None),
+            (
+                Error::new_down(ConnectionClosed),
+                "client_disconnected",
+                None,
+            ),
+            (Error::new_down(WriteTimedout), "client_disconnected", None),
+            (Error::new_down(ReadTimedout), "client_timeout", Some(408)),
+            (
+                Error::new_down(InvalidHTTPHeader),
+                "client_bad_request",
+                Some(400),
+            ),
+            (Error::new_down(H1Error), "client_bad_request", Some(400)),
+            (Error::new(HTTPStatus(413)), "client_bad_request", Some(413)),
+            (
+                Error::new_up(HTTPStatus(431)),
+                "client_bad_request",
+                Some(431),
+            ),
+            (Error::new(HTTPStatus(503)), "internal_error", Some(503)),
+            (Error::new(HTTPStatus(302)), "internal_error", Some(500)),
+            (Error::new_in(InternalError), "internal_error", Some(500)),
+            (Error::new(InvalidHTTPHeader), "internal_error", Some(500)),
+        ];
+        for (error, kind, status) in cases {
+            let failure = ProxyFailure::of(&error);
+            assert_eq!(failure.as_str(), kind, "{error}");
+            assert_eq!(failure.status(&error), status, "{error}");
+        }
+    }
+
+    #[test]
+    fn failure_bodies_are_generic_json_with_the_request_id() {
+        for (status, error) in [
+            (502, "bad_gateway"),
+            (504, "gateway_timeout"),
+            (400, "bad_request"),
+            (408, "request_timeout"),
+            (413, "content_too_large"),
+            (414, "uri_too_long"),
+            (431, "request_header_fields_too_large"),
+            (500, "internal_error"),
+            (503, "service_unavailable"),
+            (418, "bad_request"),
+            (599, "internal_error"),
+        ] {
+            let (h, body) = proxy_failure(status, "rid-1");
+            assert_eq!(h.status.as_u16(), status);
+            assert_eq!(header_value(&h, "x-request-id").as_deref(), Some("rid-1"));
+            assert_eq!(
+                header_value(&h, "cache-control").as_deref(),
+                Some("no-store")
+            );
+            assert_eq!(
+                header_value(&h, "content-length"),
+                Some(body.len().to_string())
+            );
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"], error, "{status}");
+            assert_eq!(body["request_id"], "rid-1");
+            assert!(
+                body["error_description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty())
+            );
+        }
+    }
+
+    #[test]
+    fn a_status_that_is_not_an_error_answers_500() {
+        let (h, body) = proxy_failure(200, "rid");
+        assert_eq!(h.status.as_u16(), 500);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "internal_error");
     }
 
     #[test]
