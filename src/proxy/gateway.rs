@@ -19,6 +19,7 @@ use crate::config::schema::AuthMode;
 use crate::config::{CompiledRoute, Snapshot};
 use crate::keys::KeyStore;
 use crate::telemetry::Metrics;
+use crate::telemetry::logging::{ACCESS_TARGET, Truncated};
 use crate::telemetry::metrics::{ALLOW, ANONYMOUS, DENY, NO_ISSUER, NO_ROUTE};
 
 /// The proxy. Holds the current config snapshot behind an atomic pointer,
@@ -60,6 +61,12 @@ pub struct RequestCtx {
     normalized_path: Option<String>,
     upstream_started: Option<Instant>,
     connect_attempts: usize,
+    /// For the access log: the issuer a refusal was attributed to, the
+    /// verified token a route's policy refused (403), the upstream address
+    /// last chosen.
+    issuer: Option<usize>,
+    refused: Option<Arc<VerifiedToken>>,
+    upstream_addr: Option<std::net::SocketAddr>,
 }
 
 struct RequestHeaders<'a>(&'a RequestHeader);
@@ -139,6 +146,7 @@ impl Gateway {
                 None
             }
             Err(failure) => {
+                ctx.refused = failure.refused;
                 Some(self.deny(ctx, &snapshot, &route, failure.rejection, failure.issuer))
             }
         }
@@ -171,12 +179,13 @@ impl Gateway {
         snapshot: &Snapshot,
         route: &CompiledRoute,
         rejection: Rejection,
-        issuer: Option<usize>,
+        issuer_index: Option<usize>,
     ) -> (ResponseHeader, Bytes) {
-        let issuer = issuer.map_or(NO_ISSUER, |i| snapshot.issuers[i].name.as_str());
+        let issuer = issuer_index.map_or(NO_ISSUER, |i| snapshot.issuers[i].name.as_str());
         self.metrics
             .record_decision(&route.name, issuer, DENY, Some(rejection.reason));
         ctx.reason = Some(rejection.reason);
+        ctx.issuer = issuer_index;
         reject::rejection(&rejection, &snapshot.realm, &ctx.request_id)
     }
 }
@@ -210,6 +219,9 @@ impl ProxyHttp for Gateway {
             normalized_path: None,
             upstream_started: None,
             connect_attempts: 0,
+            issuer: None,
+            refused: None,
+            upstream_addr: None,
         }
     }
 
@@ -233,7 +245,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<Box<HttpPeer>> {
         let route = ctx.route.as_ref().expect("routed in request_filter");
         let upstream = &route.upstream;
-        let mut peer = HttpPeer::new(upstream.next_addr(), false, String::new());
+        let addr = upstream.next_addr();
+        ctx.upstream_addr = Some(addr);
+        let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
         peer.options.write_timeout = Some(upstream.write_timeout);
@@ -334,23 +348,62 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[route])
                 .observe(started.elapsed().as_secs_f64());
         }
+        self.access_log(session, error, ctx);
+    }
+}
+
+/// The longest path and user agent the access log prints: a client can't
+/// flood the log with a 64 KiB request target.
+const LOGGED_PATH_BYTES: usize = 256;
+const LOGGED_TEXT_BYTES: usize = 256;
+
+impl Gateway {
+    /// One line per request (target `jwtgate::access`). A field the request
+    /// did not have is left empty: `null` in JSON logs, `-` in text.
+    fn access_log(&self, session: &Session, error: Option<&Error>, ctx: &RequestCtx) {
         let request = session.req_header();
-        let subject = ctx
-            .identity
+        let status = session
+            .response_written()
+            .map_or(0, |response| response.status.as_u16());
+        let identity = ctx.identity.as_ref().or(ctx.refused.as_ref());
+        let issuer = identity.map(|i| i.issuer).or(ctx.issuer);
+        let issuer = ctx
+            .snapshot
             .as_ref()
-            .and_then(|i| i.subject())
-            .unwrap_or("-");
+            .zip(issuer)
+            .map(|(snapshot, i)| snapshot.issuers[i].name.as_str());
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let user_agent = request
+            .headers
+            .get(http::header::USER_AGENT)
+            .map(|ua| String::from_utf8_lossy(ua.as_bytes()));
+        // Whole microseconds, printed as milliseconds: 1.234.
+        let latency_ms = ctx.started.elapsed().as_micros() as f64 / 1000.0;
         tracing::info!(
-            target: "jwtgate::access",
+            target: ACCESS_TARGET,
             request_id = %ctx.request_id,
             method = %request.method,
-            path = %request.uri.path(),
-            route,
+            // Never the query: a route may take its token there.
+            path = %Truncated::new(request.uri.path(), LOGGED_PATH_BYTES),
+            route = ctx.route.as_ref().map(|r| r.name.as_str()),
             status,
-            sub = subject,
-            reason = ctx.reason.map_or("-", Reason::as_str),
-            latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
-            error = error.map(|e| e.etype().as_str()).unwrap_or("-"),
+            sub = identity
+                .and_then(|i| i.subject())
+                .map(|sub| display(Truncated::new(sub, LOGGED_TEXT_BYTES))),
+            issuer,
+            reason = ctx.reason.map(Reason::as_str),
+            client = client.map(display),
+            user_agent = user_agent
+                .as_deref()
+                .map(|ua| display(Truncated::new(ua, LOGGED_TEXT_BYTES))),
+            bytes_in = session.body_bytes_read() as u64,
+            bytes_out = session.body_bytes_sent() as u64,
+            upstream = ctx.upstream_addr.map(display),
+            latency_ms,
+            error = error.map(|e| e.etype().as_str()),
             "request"
         );
     }
