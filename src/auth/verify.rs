@@ -243,9 +243,12 @@ pub fn verify(
         .find(|key| key.verify(alg, parsed.signing_input, parsed.signature()))
         .ok_or(Reason::BadSignature);
     let key = checked(explain, "signature", key).map_err(fail)?;
-    explain.passed("signature", &|| match &key.kid {
-        Some(kid) => format!("valid, key kid={kid:?} ({:?})", key.family),
-        None => format!("valid, {:?} key", key.family),
+    explain.passed("signature", &|| {
+        let family = super::explain::family_name(key.family);
+        match &key.kid {
+            Some(kid) => format!("valid, key kid={kid:?} ({family})"),
+            None => format!("valid, {family}"),
+        }
     });
 
     let times = validate_claims(&parsed, issuer, &request, explain).map_err(fail)?;
