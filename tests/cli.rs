@@ -1669,3 +1669,54 @@ routes:
     }
     assert_plain_words(&out);
 }
+
+#[test]
+fn verify_explains_a_claim_rule_with_the_claim_and_the_rule() {
+    let config = TempConfig::new(&format!(
+        r#"issuers:
+  - name: main
+    issuer: {ISS}
+    algorithms: [RS256]
+    audiences: [{AUD}]
+    jwks_file: {jwks}
+routes:
+  - name: admins
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+    auth: {{ claims: [{{ claim: realm_access.roles, any_of: [admin] }}, {{ claim: tenant, all_of: [acme] }}] }}
+"#,
+        jwks = key("jwks.json"),
+    ));
+    let token = |extra: &[&str]| {
+        let rsa = key("rsa.pem");
+        let mut args = vec!["--key", &rsa, "--kid", "rsa-1", "--iss", ISS, "--aud", AUD];
+        args.extend_from_slice(extra);
+        mint(&args)
+    };
+    let out = verify(
+        &config,
+        "admins",
+        &token(&["--claim", r#"realm_access={"roles":["user"]}"#]),
+    );
+    out.assert_failure();
+    assert!(
+        fail_line(&out, "claim").contains(
+            r#"claim "realm_access.roles" is ["user"]; the route requires it to hold one of ["admin"]"#
+        ),
+        "{}",
+        out.describe()
+    );
+    let out = verify(
+        &config,
+        "admins",
+        &token(&["--claim", r#"realm_access={"roles":["admin"]}"#]),
+    );
+    out.assert_failure();
+    assert!(
+        fail_line(&out, "claim").contains(
+            r#"the token has no claim "tenant"; the route requires it to hold all of ["acme"]"#
+        ),
+        "{}",
+        out.describe()
+    );
+    assert_plain_words(&out);
+}
