@@ -121,8 +121,9 @@ fn write_text(mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
 struct Fields<'a, 'w> {
     writer: &'a mut Writer<'w>,
     format: LogFormat,
-    declared: &'static tracing::field::FieldSet,
-    /// The index of the first declared field not yet written.
+    /// The declared fields not yet written or passed, in order.
+    declared: tracing::field::Iter,
+    /// The index of the first of them.
     next: usize,
     result: fmt::Result,
 }
@@ -132,19 +133,18 @@ impl<'a, 'w> Fields<'a, 'w> {
         let mut fields = Fields {
             writer,
             format,
-            declared: event.metadata().fields(),
+            declared: event.metadata().fields().iter(),
             next: 0,
             result: Ok(()),
         };
         event.record(&mut fields);
         fields.result?;
-        let end = fields.declared.len();
-        fields.absent_until(end)
+        fields.absent_until(usize::MAX)
     }
 
     fn absent_until(&mut self, index: usize) -> fmt::Result {
         while self.next < index {
-            let Some(field) = self.declared.iter().nth(self.next) else {
+            let Some(field) = self.declared.next() else {
                 break;
             };
             self.next += 1;
@@ -169,7 +169,10 @@ impl<'a, 'w> Fields<'a, 'w> {
 
     fn write_field(&mut self, field: &Field, value: Value<'_>) -> fmt::Result {
         self.absent_until(field.index())?;
-        self.next = self.next.max(field.index() + 1);
+        if self.next == field.index() {
+            self.declared.next();
+            self.next += 1;
+        }
         let w = &mut *self.writer;
         match self.format {
             LogFormat::Json => {
