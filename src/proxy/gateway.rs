@@ -179,13 +179,13 @@ impl Gateway {
         snapshot: &Snapshot,
         route: &CompiledRoute,
         rejection: Rejection,
-        issuer_index: Option<usize>,
+        issuer: Option<usize>,
     ) -> (ResponseHeader, Bytes) {
-        let issuer = issuer_index.map_or(NO_ISSUER, |i| snapshot.issuers[i].name.as_str());
+        ctx.issuer = issuer;
+        let issuer = issuer.map_or(NO_ISSUER, |i| snapshot.issuers[i].name.as_str());
         self.metrics
             .record_decision(&route.name, issuer, DENY, Some(rejection.reason));
         ctx.reason = Some(rejection.reason);
-        ctx.issuer = issuer_index;
         reject::rejection(&rejection, &snapshot.realm, &ctx.request_id)
     }
 }
@@ -352,9 +352,10 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// The longest path and user agent the access log prints: a client can't
-/// flood the log with a 64 KiB request target.
+/// The longest path the access log prints: a client can't flood the log
+/// with a 64 KiB request target.
 const LOGGED_PATH_BYTES: usize = 256;
+/// The same bound for other client-chosen text: user agent, `sub`.
 const LOGGED_TEXT_BYTES: usize = 256;
 
 impl Gateway {
@@ -372,6 +373,7 @@ impl Gateway {
             .as_ref()
             .zip(issuer)
             .map(|(snapshot, i)| snapshot.issuers[i].name.as_str());
+        // The peer itself: the one client address known for certain.
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
