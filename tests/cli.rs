@@ -1625,6 +1625,32 @@ fn check_names_the_value_in_its_errors() {
         &check_fails(&config),
         "route \"r\": match.methods: \"PO ST\" is not an HTTP method",
     );
+    let config = TempConfig::new(&format!("token_cache: {{ max_entries: 0 }}\n{route}"));
+    assert_contains(
+        &check_fails(&config),
+        "max_entries is 0, max_bytes 67108864, ttl 5m",
+    );
+    let remote = |extra: &str| {
+        TempConfig::new(&format!(
+            "issuers:\n  - name: i\n    issuer: {ISS}\n    algorithms: [RS256]\n    audiences: [{AUD}]\n    jwks_uri: https://127.0.0.1:9/jwks\n{extra}{route}"
+        ))
+    };
+    for (extra, message) in [
+        (
+            "    refresh: { min_refresh: 2h, max_refresh: 1h }\n",
+            "refresh.min_refresh (2h) must not exceed refresh.max_refresh (1h)",
+        ),
+        (
+            "    fetch: { max_bytes: 10 }\n",
+            "fetch.max_bytes is 10; it must be at least 1024",
+        ),
+        (
+            "    token_type: { claim: token_use }\n",
+            "claim is \"token_use\", values has 0",
+        ),
+    ] {
+        assert_contains(&check_fails(&remote(extra)), message);
+    }
 }
 
 #[test]
