@@ -363,9 +363,10 @@ impl Gateway {
     /// did not have is left empty: `null` in JSON logs, `-` in text.
     fn access_log(&self, session: &Session, error: Option<&Error>, ctx: &RequestCtx) {
         let request = session.req_header();
+        // None when no response was sent (the client went away first).
         let status = session
             .response_written()
-            .map_or(0, |response| response.status.as_u16());
+            .map(|response| response.status.as_u16());
         let identity = ctx.identity.as_ref().or(ctx.refused.as_ref());
         let issuer = identity.map(|i| i.issuer).or(ctx.issuer);
         let issuer = ctx
