@@ -7,6 +7,7 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Map, Value};
 
 use crate::auth::{Algorithm, KeyFamily};
+use crate::keys::MIN_HMAC_SECRET_BYTES;
 
 /// A private key (or HMAC secret) and the algorithm to sign with.
 pub struct Signer {
@@ -27,18 +28,44 @@ pub enum MintError {
         family: &'static str,
         detail: String,
     },
+    #[error(
+        "{path} is a PEM key, but {algorithm} signs with a shared secret: give --key a secret file, or an --alg that fits the key (RS256, ES256, EdDSA, …)"
+    )]
+    PemForHmac { path: String, algorithm: Algorithm },
+    #[error(
+        "the HMAC secret in {path} is {length} bytes; at least {MIN_HMAC_SECRET_BYTES} are required (the gateway refuses shorter secrets)"
+    )]
+    ShortSecret { path: String, length: usize },
     #[error("signing failed: {0}")]
     Sign(String),
 }
 
 impl Signer {
     /// Reads a PEM private key (RSA, EC P-256/P-384, Ed25519), or for HS*
-    /// a file whose bytes (less trailing line endings) are the secret.
+    /// a file whose bytes (less trailing line endings) are the secret. An
+    /// HMAC secret must be as long as the gateway requires, and not a PEM
+    /// key: a private key used as a shared secret is a mistake (or the
+    /// RS256→HS256 confusion attack), never what a user meant.
     pub fn from_file(path: &Path, algorithm: Algorithm) -> Result<Self, MintError> {
         let bytes = std::fs::read(path).map_err(|source| MintError::Read {
             path: path.display().to_string(),
             source,
         })?;
+        if algorithm.family() == KeyFamily::Hmac {
+            let secret = crate::keys::secret_file_bytes(&bytes);
+            if secret.trim_ascii_start().starts_with(b"-----BEGIN ") {
+                return Err(MintError::PemForHmac {
+                    path: path.display().to_string(),
+                    algorithm,
+                });
+            }
+            if secret.len() < MIN_HMAC_SECRET_BYTES {
+                return Err(MintError::ShortSecret {
+                    path: path.display().to_string(),
+                    length: secret.len(),
+                });
+            }
+        }
         Self::from_bytes(&bytes, algorithm).map_err(|(family, detail)| MintError::Key {
             path: path.display().to_string(),
             family,
@@ -46,6 +73,8 @@ impl Signer {
         })
     }
 
+    /// No checks beyond parsing: tests build hostile tokens with this (a
+    /// public key as an HMAC secret, say).
     pub fn from_bytes(bytes: &[u8], algorithm: Algorithm) -> Result<Self, (&'static str, String)> {
         let (family, key) = match algorithm.family() {
             KeyFamily::Hmac => {

@@ -1177,3 +1177,572 @@ fn check_refuses_inconsistent_settings() {
         assert_contains(&out, message);
     }
 }
+
+// ---------------------------------------------------------- closed pipe ---
+
+/// Runs jwtgate with stdout a pipe whose reading end is already closed:
+/// every write fails with EPIPE, as under `jwtgate … | head -1` once head
+/// has exited.
+fn run_into_closed_pipe(command: &mut Command) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = command
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("failed to run jwtgate");
+    out.into()
+}
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let mint = run_into_closed_pipe(jwtgate().args([
+        "token",
+        "mint",
+        "--key",
+        &key("rsa.pem"),
+        "--count",
+        "1000",
+    ]));
+    let check = run_into_closed_pipe(repo_jwtgate().args(["check", "-c", REPO_CONFIG]));
+    let token = mint_rsa("items:read");
+    let inspect = run_into_closed_pipe(jwtgate().args(["token", "inspect", &token]));
+    let config = verify_config();
+    let verify = run_into_closed_pipe(jwtgate().args([
+        "token",
+        "verify",
+        "-c",
+        config.path(),
+        "--route",
+        "read",
+        &token,
+    ]));
+    for out in [mint, check, inspect, verify] {
+        out.assert_success();
+        assert_eq!(out.stderr, "", "nothing to say\n{}", out.describe());
+    }
+}
+
+// ------------------------------------------------------- mint refusals ---
+
+/// A refused `token mint`: failure, no token printed, `message` on stderr.
+#[track_caller]
+fn mint_refused(args: &[&str], exit: i32, message: &str) {
+    let mut full = vec!["token", "mint"];
+    full.extend_from_slice(args);
+    let out = run(&full);
+    out.assert_no_panic();
+    assert_eq!(out.code, Some(exit), "{args:?}\n{}", out.describe());
+    assert!(
+        out.stdout.trim().is_empty(),
+        "no token expected\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains(message),
+        "expected {message:?}\n{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn mint_refuses_a_claim_that_an_option_also_sets() {
+    let rsa = key("rsa.pem");
+    for (option, value, claim) in [
+        ("--iss", ISS, "iss=https://other.example"),
+        ("--sub", "alice", "sub=bob"),
+        ("--aud", AUD, "aud=other"),
+        ("--scope", "a", "scope=b"),
+        ("--ttl", "5m", "exp=1700000000"),
+        ("--count", "2", "jti=fixed"),
+    ] {
+        let name = claim.split('=').next().unwrap();
+        mint_refused(
+            &["--key", &rsa, option, value, "--claim", claim],
+            1,
+            &format!("--claim \"{claim}\" contradicts {option}"),
+        );
+        // The claim alone is fine.
+        let token = mint(&["--key", &rsa, "--claim", claim]);
+        let (_, claims) = decode(&token);
+        assert!(claims.get(name).is_some(), "{claims}");
+    }
+    mint_refused(
+        &["--key", &rsa, "--claim", "role=a", "--claim", "role=b"],
+        1,
+        "--claim sets \"role\" twice",
+    );
+}
+
+#[test]
+fn mint_refuses_a_pem_key_or_a_short_secret_for_hmac() {
+    mint_refused(
+        &["--key", &key("rsa.pem"), "--alg", "HS256"],
+        1,
+        "is a PEM key, but HS256 signs with a shared secret",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let short = dir.path().join("short.secret");
+    std::fs::write(&short, "0123456789abcdef0123456789abcde\n").expect("write secret");
+    mint_refused(
+        &["--key", short.to_str().unwrap(), "--alg", "HS384"],
+        1,
+        "HMAC secret in",
+    );
+    mint_refused(
+        &["--key", short.to_str().unwrap(), "--alg", "HS384"],
+        1,
+        "is 31 bytes; at least 32 are required",
+    );
+}
+
+#[test]
+fn mint_refuses_a_count_of_zero() {
+    // A usage error, as clap reports them: exit 2.
+    mint_refused(
+        &["--key", &key("rsa.pem"), "--count", "0"],
+        2,
+        "the count must be 1 or more",
+    );
+}
+
+#[test]
+fn mint_makes_an_expired_token_on_request() {
+    let rsa = key("rsa.pem");
+    for ttl in [["--ttl=-5m"].as_slice(), ["--ttl", "-5m"].as_slice()] {
+        let mut args = vec![
+            "--key",
+            &rsa,
+            "--kid",
+            "rsa-1",
+            "--iss",
+            ISS,
+            "--aud",
+            AUD,
+            "--scope",
+            "items:read",
+        ];
+        args.extend_from_slice(ttl);
+        let token = mint(&args);
+        let (_, claims) = decode(&token);
+        let iat = claims["iat"].as_i64().expect("iat");
+        let exp = claims["exp"].as_i64().expect("exp");
+        assert_eq!(iat - exp, 300, "expired five minutes ago: {claims}");
+
+        let out = verify(&verify_config(), "read", &token);
+        out.assert_failure();
+        assert_check_line(&out, "FAIL", "exp");
+    }
+}
+
+/// `-h` of a command: every option line has a description after its name.
+#[test]
+fn every_option_has_help_text() {
+    for command in [
+        vec![],
+        vec!["run"],
+        vec!["check"],
+        vec!["token", "mint"],
+        vec!["token", "inspect"],
+        vec!["token", "verify"],
+    ] {
+        let mut args = command.clone();
+        args.push("-h");
+        let out = run(&args);
+        out.assert_success();
+        let mut options = 0;
+        for line in out.stdout.lines() {
+            let trimmed = line.trim_start();
+            if !trimmed.starts_with('-') {
+                continue;
+            }
+            options += 1;
+            let help = trimmed.split_once("  ").map(|(_, help)| help.trim());
+            assert!(
+                help.is_some_and(|h| !h.is_empty()),
+                "{command:?}: option without help: {line:?}\n{}",
+                out.describe()
+            );
+        }
+        assert!(
+            options >= 2,
+            "{command:?}: no options found\n{}",
+            out.describe()
+        );
+    }
+}
+
+// ------------------------------------------- verify failures, in values ---
+
+/// The text of the `FAIL <check>` line.
+#[track_caller]
+fn fail_line<'a>(out: &'a Output, check: &str) -> &'a str {
+    out.lines()
+        .into_iter()
+        .find(|line| line.starts_with(&format!("FAIL {check} ")))
+        .unwrap_or_else(|| panic!("no FAIL {check} line\n{}", out.describe()))
+}
+
+/// No Rust debug names or option wrappers reach the user.
+#[track_caller]
+fn assert_plain_words(out: &Output) {
+    for debug in [
+        "Some(",
+        "None",
+        "InsufficientScope",
+        "WrongAudience",
+        "WrongIssuer",
+        "Expired",
+        "Required",
+        "(Rsa)",
+    ] {
+        assert!(
+            !out.stdout.contains(debug) && !out.stderr.contains(debug),
+            "debug name {debug:?} in the output\n{}",
+            out.describe()
+        );
+    }
+}
+
+fn signed(claims: Value) -> String {
+    jwtgate::mint::Signer::from_file(Path::new(&key("rsa.pem")), jwtgate::auth::Algorithm::RS256)
+        .expect("rsa.pem is an RSA private key")
+        .sign(claims.as_object().unwrap(), Some("rsa-1"), Some("JWT"))
+        .expect("signing")
+}
+
+#[test]
+fn verify_explains_expiry_with_exp_and_now() {
+    let config = verify_config();
+    let exp = SystemClock.now_unix() - 3600;
+    let token = signed(json!({
+        "iss": ISS, "aud": AUD, "sub": "alice", "scope": "items:read",
+        "iat": exp - 60, "exp": exp,
+    }));
+    let before = SystemClock.now_unix();
+    let out = verify(&config, "read", &token);
+    let after = SystemClock.now_unix();
+    out.assert_failure();
+    let line = fail_line(&out, "exp");
+    assert!(line.contains(&format!("token exp {exp} (")), "{line}");
+    let now: i64 = line
+        .split_once(" now ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `now N` in {line}"));
+    assert!((before..=after).contains(&now), "now {now} in {line}");
+    assert!(
+        line.contains(&format!("is {}s before now", now - exp)),
+        "{line}"
+    );
+    assert!(line.contains("leeway 30s"), "{line}");
+    assert_plain_words(&out);
+}
+
+#[test]
+fn verify_explains_a_wrong_audience_with_both_sides() {
+    let config = verify_config();
+    let token = mint(&[
+        "--key",
+        &key("rsa.pem"),
+        "--kid",
+        "rsa-1",
+        "--iss",
+        ISS,
+        "--aud",
+        "someone-else",
+        "--scope",
+        "items:read",
+    ]);
+    let out = verify(&config, "read", &token);
+    out.assert_failure();
+    let line = fail_line(&out, "aud");
+    assert!(
+        line.contains("token aud \"someone-else\"") && line.contains(&format!("accepts [{AUD}]")),
+        "{line}"
+    );
+    assert_plain_words(&out);
+}
+
+#[test]
+fn verify_tells_an_unknown_issuer_from_one_not_allowed_on_the_route() {
+    let other = "https://other.cli-test.example";
+    let config = TempConfig::new(&format!(
+        r#"issuers:
+  - name: main
+    issuer: {ISS}
+    algorithms: [RS256]
+    audiences: [{AUD}]
+    jwks_file: {jwks}
+  - name: other
+    issuer: {other}
+    algorithms: [RS256]
+    audiences: [{AUD}]
+    jwks_file: {jwks}
+routes:
+  - name: main-only
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+    auth: {{ issuers: [main] }}
+"#,
+        jwks = key("jwks.json"),
+    ));
+    let token_from = |iss: &str| {
+        mint(&[
+            "--key",
+            &key("rsa.pem"),
+            "--kid",
+            "rsa-1",
+            "--iss",
+            iss,
+            "--aud",
+            AUD,
+        ])
+    };
+    let out = verify(&config, "main-only", &token_from(other));
+    out.assert_failure();
+    let line = fail_line(&out, "issuer");
+    assert!(
+        line.contains(&format!("token iss \"{other}\" is issuer \"other\""))
+            && line.contains("known but not allowed on this route")
+            && line.contains(&format!("main ({ISS})")),
+        "{line}"
+    );
+
+    let out = verify(
+        &config,
+        "main-only",
+        &token_from("https://stranger.example"),
+    );
+    out.assert_failure();
+    let line = fail_line(&out, "issuer");
+    assert!(
+        line.contains("token iss \"https://stranger.example\" is no configured issuer"),
+        "{line}"
+    );
+    assert_plain_words(&out);
+}
+
+#[test]
+fn verify_explains_missing_scopes_with_granted_and_required() {
+    let config = verify_config();
+    let out = verify(&config, "admin", &mint_rsa("items:read other"));
+    out.assert_failure();
+    let line = fail_line(&out, "scopes");
+    assert!(
+        line.contains("granted [items:read, other]")
+            && line.contains("required all of [items:admin]")
+            && line.contains("missing [items:admin]"),
+        "{line}"
+    );
+    out.assert_stdout_contains("route \"admin\" (auth required)");
+    assert_plain_words(&out);
+}
+
+// --------------------------------------------------- inspect, pasted ---
+
+#[test]
+fn inspect_accepts_a_pasted_bearer_header() {
+    let token = mint_rsa("items:read");
+    let (_, claims) = decode(&token);
+    for pasted in [
+        format!("Bearer {token}"),
+        format!("Authorization: Bearer {token}"),
+        format!("  authorization:bearer   {token}\n"),
+    ] {
+        let out = run(&["token", "inspect", &pasted]);
+        out.assert_success();
+        assert_eq!(inspect_block(&out, "claims"), claims, "{pasted:?}");
+    }
+    let out = run_with_stdin(
+        &["token", "inspect", "-"],
+        &format!("Authorization: Bearer {token}\n"),
+    );
+    out.assert_success();
+    assert_eq!(inspect_block(&out, "claims"), claims);
+}
+
+#[test]
+fn inspect_flags_unsigned_and_encrypted_tokens() {
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(r#"{"sub":"mallory"}"#)
+    );
+    let out = run(&["token", "inspect", &unsigned]);
+    out.assert_success();
+    out.assert_stdout_contains("WARNING: alg \"none\": the token is UNSIGNED");
+
+    let jwe = format!(
+        "{}.a2V5.aXY.Y2lwaGVy.dGFn",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#)
+    );
+    let out = run(&["token", "inspect", &jwe]);
+    out.assert_failure();
+    out.assert_stdout_contains("ENCRYPTED: five segments, a JWE");
+    assert_eq!(
+        inspect_block(&out, "header"),
+        json!({"alg": "RSA-OAEP", "enc": "A256GCM"})
+    );
+    out.assert_stdout_lacks("UNVERIFIED");
+}
+
+// ------------------------------------------------- check, what run does ---
+
+#[test]
+fn check_and_run_refuse_listen_addresses_that_cannot_be_bound() {
+    let route = "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:9\"] }\n    auth: { mode: off }\n";
+    for (field, yaml, value) in [
+        ("listen.http", "listen: { http: \"8080\" }\n", "8080"),
+        (
+            "admin.addr",
+            "admin: { addr: \"127.0.0.1:99999\" }\n",
+            "127.0.0.1:99999",
+        ),
+        ("echo.addr", "echo: { addr: \"localhost\" }\n", "localhost"),
+    ] {
+        let config = TempConfig::new(&format!("{yaml}{route}"));
+        let expected = format!("{field}: \"{value}\" is not a host:port address");
+        let out = check_fails(&config);
+        assert_contains(&out, &expected);
+        let out = output(jwtgate().args(["run", "-c", config.path()]));
+        out.assert_failure();
+        assert_contains(&out, &expected);
+    }
+}
+
+#[test]
+fn check_names_the_value_in_its_errors() {
+    let route = "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:9\"] }\n    auth: { mode: off }\n";
+    let config = TempConfig::new(&format!("tokens: {{ max_bytes: 10 }}\n{route}"));
+    assert_contains(
+        &check_fails(&config),
+        "tokens.max_bytes is 10; it must be at least 64",
+    );
+    let config = TempConfig::new(
+        "routes:\n  - name: r\n    match: { methods: [GET, \"PO ST\"] }\n    upstream: { addrs: [\"127.0.0.1:9\"] }\n    auth: { mode: off }\n",
+    );
+    assert_contains(
+        &check_fails(&config),
+        "route \"r\": match.methods: \"PO ST\" is not an HTTP method",
+    );
+    let config = TempConfig::new(&format!("token_cache: {{ max_entries: 0 }}\n{route}"));
+    assert_contains(
+        &check_fails(&config),
+        "max_entries is 0, max_bytes 67108864, ttl 5m",
+    );
+    let remote = |extra: &str| {
+        TempConfig::new(&format!(
+            "issuers:\n  - name: i\n    issuer: {ISS}\n    algorithms: [RS256]\n    audiences: [{AUD}]\n    jwks_uri: https://127.0.0.1:9/jwks\n{extra}{route}"
+        ))
+    };
+    for (extra, message) in [
+        (
+            "    refresh: { min_refresh: 2h, max_refresh: 1h }\n",
+            "refresh.min_refresh (2h) must not exceed refresh.max_refresh (1h)",
+        ),
+        (
+            "    fetch: { max_bytes: 10 }\n",
+            "fetch.max_bytes is 10; it must be at least 1024",
+        ),
+        (
+            "    token_type: { claim: token_use }\n",
+            "claim is \"token_use\", values has 0",
+        ),
+    ] {
+        assert_contains(&check_fails(&remote(extra)), message);
+    }
+}
+
+#[test]
+fn check_shows_each_route_match_and_policy() {
+    let config = TempConfig::new(&format!(
+        r#"issuers:
+  - name: main
+    issuer: {ISS}
+    algorithms: [RS256]
+    audiences: [{AUD}]
+    jwks_file: {jwks}
+routes:
+  - name: admin
+    match: {{ host: admin.example, path_prefix: /admin, methods: [get, POST] }}
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+    auth:
+      issuers: [main]
+      audiences: [admin-api]
+      scopes: {{ all_of: [items:admin], any_of: [a, b] }}
+      claims: [{{ claim: realm_access.roles, any_of: [admin, ops] }}]
+  - name: maybe
+    match: {{ path_prefix: /maybe }}
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+    auth: {{ mode: optional }}
+  - name: open
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+    auth: {{ mode: off }}
+"#,
+        jwks = key("jwks.json"),
+    ));
+    let out = run(&["check", "-c", config.path()]);
+    out.assert_success();
+    for needle in [
+        "admin        /admin (host admin.example) · GET, POST → 127.0.0.1:9",
+        "auth required · issuers [main] · audiences [admin-api] · scopes all of [items:admin] and one of [a, b] · claim realm_access.roles one of [\"admin\", \"ops\"]",
+        "maybe        /maybe (any host) · any method → 127.0.0.1:9",
+        "auth optional · issuers [main] · any scopes",
+        "open         / (any host) · any method → 127.0.0.1:9",
+        "auth off",
+    ] {
+        out.assert_stdout_contains(needle);
+    }
+    assert_plain_words(&out);
+}
+
+#[test]
+fn verify_explains_a_claim_rule_with_the_claim_and_the_rule() {
+    let config = TempConfig::new(&format!(
+        r#"issuers:
+  - name: main
+    issuer: {ISS}
+    algorithms: [RS256]
+    audiences: [{AUD}]
+    jwks_file: {jwks}
+routes:
+  - name: admins
+    upstream: {{ addrs: ["127.0.0.1:9"] }}
+    auth: {{ claims: [{{ claim: realm_access.roles, any_of: [admin] }}, {{ claim: tenant, all_of: [acme] }}] }}
+"#,
+        jwks = key("jwks.json"),
+    ));
+    let token = |extra: &[&str]| {
+        let rsa = key("rsa.pem");
+        let mut args = vec!["--key", &rsa, "--kid", "rsa-1", "--iss", ISS, "--aud", AUD];
+        args.extend_from_slice(extra);
+        mint(&args)
+    };
+    let out = verify(
+        &config,
+        "admins",
+        &token(&["--claim", r#"realm_access={"roles":["user"]}"#]),
+    );
+    out.assert_failure();
+    assert!(
+        fail_line(&out, "claim").contains(
+            r#"claim "realm_access.roles" is ["user"]; the route requires it to hold one of ["admin"]"#
+        ),
+        "{}",
+        out.describe()
+    );
+    let out = verify(
+        &config,
+        "admins",
+        &token(&["--claim", r#"realm_access={"roles":["admin"]}"#]),
+    );
+    out.assert_failure();
+    assert!(
+        fail_line(&out, "claim").contains(
+            r#"the token has no claim "tenant"; the route requires it to hold all of ["acme"]"#
+        ),
+        "{}",
+        out.describe()
+    );
+    assert_plain_words(&out);
+}

@@ -40,7 +40,7 @@ X_Real_IP: 198.51.100.68";
 
 /// The access-log line of `request_id`, with terminal colours removed.
 async fn access_line(gateway: &Gateway, request_id: &str) -> String {
-    let needle = format!("request_id={request_id}");
+    let needle = format!("request_id=\"{request_id}\"");
     let log = gateway
         .wait_for_log(|log| without_colours(log).contains(&needle))
         .await;
@@ -115,7 +115,7 @@ async fn an_untrusted_peer_cannot_forge_forwarding_headers() {
     );
 
     let line = access_line(&gateway, "fwd-untrusted").await;
-    assert!(line.contains("client=127.0.0.1 "), "{line}");
+    assert!(line.contains("client=\"127.0.0.1\" "), "{line}");
 }
 
 #[tokio::test]
@@ -154,7 +154,7 @@ X-Real-IP: 203.0.113.9",
     // the first hop from the right that is not. 198.51.100.7 is only what
     // that client claimed.
     let line = access_line(&gateway, "fwd-trusted").await;
-    assert!(line.contains("client=203.0.113.9 "), "{line}");
+    assert!(line.contains("client=\"203.0.113.9\" "), "{line}");
 }
 
 #[tokio::test]
@@ -178,7 +178,7 @@ async fn a_trusted_proxy_that_forwards_nothing_gets_the_headers_set() {
     );
     assert_absent(&seen, &["forwarded", "x-real-ip"]);
     let line = access_line(&gateway, "fwd-trusted-bare").await;
-    assert!(line.contains("client=127.0.0.1 "), "{line}");
+    assert!(line.contains("client=\"127.0.0.1\" "), "{line}");
 }
 
 /// Membership, not the mere presence of a list: the same gateway believes
@@ -217,7 +217,7 @@ async fn a_peer_outside_the_trusted_ranges_is_not_believed() {
     assert_only(&seen, "x-forwarded-host", "app.example");
     assert_absent(&seen, &["forwarded", "x-real-ip"]);
     let line = access_line(&gateway, "fwd-outside").await;
-    assert!(line.contains("client=127.0.0.2 "), "{line}");
+    assert!(line.contains("client=\"127.0.0.2\" "), "{line}");
 
     send(from("127.0.0.1"), "fwd-inside").await;
     let seen = upstream.last();
@@ -226,7 +226,7 @@ async fn a_peer_outside_the_trusted_ranges_is_not_believed() {
     assert_only(&seen, "forwarded", "for=203.0.113.9");
     assert_only(&seen, "x-real-ip", "203.0.113.9");
     let line = access_line(&gateway, "fwd-inside").await;
-    assert!(line.contains("client=203.0.113.9 "), "{line}");
+    assert!(line.contains("client=\"203.0.113.9\" "), "{line}");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 mod algorithm;
 pub mod cache;
 pub mod claims;
+pub mod explain;
 pub mod extract;
 pub mod header;
 pub mod json;

@@ -97,6 +97,7 @@ impl RoutePolicy {
                 rejection,
                 issuer: Some(verified.issuer),
                 keys_seen: None,
+                refused: Some(verified.clone()),
             })?;
         Ok(verified)
     }

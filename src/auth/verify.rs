@@ -157,13 +157,16 @@ pub struct VerifyRequest<'a> {
 
 /// A failed verification: the rejection, and the issuer it was attributed
 /// to when one was identified (for the `issuer` metric label).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Failure {
     pub rejection: Rejection,
     pub issuer: Option<usize>,
     /// When the issuer's keys were consulted: their generation. Only a key
     /// set that has changed since can turn an unknown `kid` into a known one.
     pub keys_seen: Option<u64>,
+    /// A token that verified but that the route's policy refused (403): its
+    /// identity is genuine, so the access log may name its `sub`.
+    pub refused: Option<Arc<VerifiedToken>>,
 }
 
 impl Failure {
@@ -172,6 +175,7 @@ impl Failure {
             rejection: Rejection::invalid_token(reason),
             issuer,
             keys_seen: None,
+            refused: None,
         }
     }
 }
@@ -218,6 +222,7 @@ pub fn verify(
             rejection: Rejection::unavailable(),
             issuer: Some(index),
             keys_seen: Some(key_generation),
+            refused: None,
         });
     }
     let candidates = match keys.select(parsed.header.kid(), alg) {
@@ -238,9 +243,12 @@ pub fn verify(
         .find(|key| key.verify(alg, parsed.signing_input, parsed.signature()))
         .ok_or(Reason::BadSignature);
     let key = checked(explain, "signature", key).map_err(fail)?;
-    explain.passed("signature", &|| match &key.kid {
-        Some(kid) => format!("valid, key kid={kid:?} ({:?})", key.family),
-        None => format!("valid, {:?} key", key.family),
+    explain.passed("signature", &|| {
+        let family = super::explain::family_name(key.family);
+        match &key.kid {
+            Some(kid) => format!("valid, key kid={kid:?} ({family})"),
+            None => format!("valid, {family}"),
+        }
     });
 
     let times = validate_claims(&parsed, issuer, &request, explain).map_err(fail)?;

@@ -4,19 +4,28 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use jwtgate::config::schema::AuthMode;
+use jwtgate::auth::policy::RoutePolicy;
+use jwtgate::config::schema::{AuthMode, MatchConfig};
+use jwtgate::config::{CompiledRoute, Snapshot};
 use jwtgate::keys::fetch::{Locator, discovery_url};
+use serde_json::Value;
 
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    let snapshot = match jwtgate::config::load_snapshot(path) {
-        Ok(snapshot) => snapshot,
+    // Loaded and compiled in two steps, as `run` does in one: the route
+    // summary shows each route's match as written.
+    let compiled = jwtgate::config::load(path).and_then(|config| {
+        let matches: Vec<String> = config.routes.iter().map(|r| matcher(&r.matcher)).collect();
+        jwtgate::config::compile(path, config).map(|snapshot| (snapshot, matches))
+    });
+    let (snapshot, matches) = match compiled {
+        Ok(compiled) => compiled,
         Err(error) => {
             eprintln!("{error}");
             return Ok(ExitCode::FAILURE);
         }
     };
-    println!("{}: OK", path.display());
-    println!(
+    outln!("{}: OK", path.display());
+    outln!(
         "listen {} · admin {}{}",
         snapshot.listen_http,
         snapshot.admin_addr,
@@ -26,7 +35,7 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
             .map(|a| format!(" · echo upstream {a}"))
             .unwrap_or_default()
     );
-    println!("issuers ({}):", snapshot.issuers.len());
+    outln!("issuers ({}):", snapshot.issuers.len());
     for issuer in &snapshot.issuers {
         let algorithms: Vec<&str> = issuer.algorithms.iter().map(|a| a.as_str()).collect();
         let keys = match snapshot
@@ -40,42 +49,109 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
             },
             None => issuer.keys.current().len().to_string(),
         };
-        println!(
+        outln!(
             "  {:<12} iss={} algs=[{}] keys={} audiences={}",
             issuer.name,
             issuer.issuer,
             algorithms.join(","),
             keys,
             if issuer.check_audience {
-                format!("{:?}", issuer.audiences)
+                list(&issuer.audiences)
             } else {
                 "any (check skipped)".into()
             }
         );
     }
-    println!("routes ({}):", snapshot.routes.len());
-    for route in &snapshot.routes {
-        let mode = match route.mode {
-            AuthMode::Required => "auth required",
-            AuthMode::Optional => "auth optional",
-            AuthMode::Off => "auth off",
-        };
-        let issuers: Vec<&str> = route
-            .policy
-            .issuers
-            .iter()
-            .map(|i| snapshot.issuers[*i].name.as_str())
-            .collect();
+    outln!("routes ({}):", snapshot.routes.len());
+    for (route, matched) in snapshot.routes.iter().zip(&matches) {
         let upstreams: Vec<String> = route.upstream.addrs.iter().map(|a| a.to_string()).collect();
-        println!(
-            "  {:<12} {mode:<14} issuers=[{}] → {}",
-            route.name,
-            issuers.join(","),
-            upstreams.join(",")
-        );
+        outln!("  {:<12} {matched} → {}", route.name, upstreams.join(","));
+        outln!("  {:<12} {}", "", policy(&snapshot, route));
     }
     for warning in &snapshot.warnings {
-        println!("warning: {warning}");
+        outln!("warning: {warning}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn mode_name(mode: AuthMode) -> &'static str {
+    match mode {
+        AuthMode::Required => "required",
+        AuthMode::Optional => "optional",
+        AuthMode::Off => "off",
+    }
+}
+
+/// `/api/ (host api.example) · GET, POST`.
+fn matcher(matcher: &MatchConfig) -> String {
+    let host = matcher
+        .host
+        .as_deref()
+        .map_or_else(|| "any host".to_string(), |host| format!("host {host}"));
+    let methods = matcher.methods.as_ref().map_or_else(
+        || "any method".to_string(),
+        |methods| {
+            let methods: Vec<String> = methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+            methods.join(", ")
+        },
+    );
+    format!("{} ({host}) · {methods}", matcher.path_prefix)
+}
+
+/// `auth required · issuers [a, b] · scopes all of [x] · claims …`.
+fn policy(snapshot: &Snapshot, route: &CompiledRoute) -> String {
+    let mut parts = vec![format!("auth {}", mode_name(route.mode))];
+    if route.mode == AuthMode::Off {
+        return parts.remove(0);
+    }
+    let RoutePolicy {
+        issuers,
+        audiences,
+        scopes_all_of,
+        scopes_any_of,
+        claims,
+        ..
+    } = &route.policy;
+    let issuers: Vec<&str> = issuers
+        .iter()
+        .map(|&i| snapshot.issuers[i].name.as_str())
+        .collect();
+    parts.push(format!("issuers {}", list(&issuers)));
+    if !audiences.is_empty() {
+        parts.push(format!("audiences {}", list(audiences)));
+    }
+    match (scopes_all_of.is_empty(), scopes_any_of.is_empty()) {
+        (true, true) => parts.push("any scopes".into()),
+        (false, true) => parts.push(format!("scopes all of {}", list(scopes_all_of))),
+        (true, false) => parts.push(format!("scopes one of {}", list(scopes_any_of))),
+        (false, false) => parts.push(format!(
+            "scopes all of {} and one of {}",
+            list(scopes_all_of),
+            list(scopes_any_of)
+        )),
+    }
+    for rule in claims {
+        let mut wanted = Vec::new();
+        if !rule.all_of.is_empty() {
+            wanted.push(format!("all of {}", values(&rule.all_of)));
+        }
+        if !rule.any_of.is_empty() {
+            wanted.push(format!("one of {}", values(&rule.any_of)));
+        }
+        if wanted.is_empty() {
+            wanted.push("present".into());
+        }
+        parts.push(format!("claim {} {}", rule.claim, wanted.join(" and ")));
+    }
+    parts.join(" · ")
+}
+
+fn list<T: AsRef<str>>(items: &[T]) -> String {
+    let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn values(items: &[Value]) -> String {
+    let items: Vec<String> = items.iter().map(Value::to_string).collect();
+    format!("[{}]", items.join(", "))
 }

@@ -1,6 +1,16 @@
+/// `println!` for the commands: `println!` panics when stdout is a closed
+/// pipe (`jwtgate token mint --count 1000 | head -1`); this ends the
+/// process quietly instead, as Unix tools do.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::print_line(format_args!($($arg)*))
+    };
+}
+
 pub mod check;
 pub mod token;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,4 +36,34 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     }
     jwtgate::server::run(snapshot, jwtgate::clock::system())?;
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_line(line: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        drop(stdout);
+        exit_on_output_error(&error);
+    }
+}
+
+/// Whether `error` comes from writing to a reader that went away.
+pub fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A reader that stopped reading (`| head`) got what it wanted: exit 0
+/// without a word. Any other failure to write is an error.
+fn exit_on_output_error(error: &std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to standard output: {error}");
+    std::process::exit(1);
 }

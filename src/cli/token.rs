@@ -3,9 +3,9 @@
 //! with an explanation of every check.
 
 use std::io::{BufWriter, Read, Write};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
@@ -13,6 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
+use jwtgate::auth::explain::{self, FailureDetail};
 use jwtgate::auth::verify::Explain;
 use jwtgate::auth::{Algorithm, Reason};
 use jwtgate::keys::remote::Refresher;
@@ -24,7 +25,8 @@ pub enum TokenCommand {
     Mint(MintArgs),
     /// Decode a token's header and claims WITHOUT verifying anything.
     Inspect {
-        /// The token, or - to read it from standard input.
+        /// The token, or - to read it from standard input. A pasted
+        /// `Bearer …` or `Authorization: Bearer …` is fine.
         token: String,
     },
     /// Verify a token against a route of a config, explaining every check.
@@ -34,16 +36,20 @@ pub enum TokenCommand {
         /// The route whose rules apply.
         #[arg(long)]
         route: String,
-        /// The token, or - to read it from standard input.
+        /// The token, or - to read it from standard input. A pasted
+        /// `Bearer …` or `Authorization: Bearer …` is fine.
         token: String,
     },
 }
 
 #[derive(Args)]
 pub struct MintArgs {
-    /// PEM private key (RSA, EC, Ed25519), or for HS* a file holding the secret.
-    #[arg(long)]
+    /// PEM private key (RSA, EC, Ed25519), or for HS* a file holding the
+    /// secret (at least 32 bytes).
+    #[arg(long, value_name = "FILE")]
     key: PathBuf,
+    /// Signing algorithm: RS256, RS384, RS512, PS256, PS384, PS512, ES256,
+    /// ES384, EdDSA, HS256, HS384 or HS512.
     #[arg(long, default_value = "RS256")]
     alg: String,
     /// `kid` header, naming the key in the issuer's JWKS.
@@ -52,26 +58,53 @@ pub struct MintArgs {
     /// `typ` header.
     #[arg(long, default_value = "JWT")]
     typ: String,
+    /// `iss` claim: the issuer, exactly as in the gateway's `issuers[].issuer`.
     #[arg(long)]
     iss: Option<String>,
+    /// `sub` claim: the user or client the token is about.
     #[arg(long)]
     sub: Option<String>,
-    /// `aud`; repeat for several audiences.
+    /// `aud` claim; repeat for several audiences.
     #[arg(long)]
     aud: Vec<String>,
-    /// Space-delimited `scope` claim.
+    /// `scope` claim, space-delimited: --scope "read write".
     #[arg(long)]
     scope: Option<String>,
-    /// Lifetime: `exp` is now plus this (e.g. 15m, 1h).
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    ttl: Duration,
-    /// Any other claim as NAME=VALUE; VALUE is parsed as JSON when it is JSON,
-    /// else taken as a string. Repeatable.
+    /// Lifetime: `exp` is now plus this (15m, 1h, 2d) [default: 1h]. A
+    /// negative lifetime mints a token that expired that long ago, to try
+    /// rejections: --ttl=-5m.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = signed_seconds)]
+    ttl: Option<i64>,
+    /// Any other claim as NAME=VALUE; VALUE is parsed as JSON when it is
+    /// JSON, else taken as a string. Repeatable. A claim another option sets
+    /// (iss, sub, aud, scope; exp with --ttl; jti with --count above 1) is
+    /// refused rather than silently overwritten.
     #[arg(long = "claim", value_name = "NAME=VALUE")]
     claims: Vec<String>,
-    /// Emit this many distinct tokens (each with its own `jti`), one per line.
-    #[arg(long, default_value_t = 1)]
-    count: usize,
+    /// Print this many distinct tokens (each with its own `jti`), one per line.
+    #[arg(long, default_value = "1", value_parser = positive_count)]
+    count: NonZeroUsize,
+}
+
+const DEFAULT_TTL_SECS: i64 = 60 * 60;
+
+/// A duration in humantime form, optionally negative: `-5m` is -300.
+fn signed_seconds(text: &str) -> anyhow::Result<i64> {
+    let (sign, magnitude) = match text.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, text),
+    };
+    let duration = humantime::parse_duration(magnitude)
+        .with_context(|| format!("{text:?} is not a duration like 30s, 15m, 1h, -5m"))?;
+    let seconds = i64::try_from(duration.as_secs()).context("the duration is too long")?;
+    Ok(sign * seconds)
+}
+
+fn positive_count(text: &str) -> anyhow::Result<NonZeroUsize> {
+    let count: usize = text
+        .parse()
+        .with_context(|| format!("{text:?} is not a whole number"))?;
+    NonZeroUsize::new(count).context("at least one token: the count must be 1 or more")
 }
 
 pub fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
@@ -88,13 +121,63 @@ pub fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
 
 fn read_token(arg: &str) -> anyhow::Result<String> {
     if arg != "-" {
-        return Ok(arg.trim().to_string());
+        return Ok(bare_token(arg).to_string());
     }
     let mut token = String::new();
     std::io::stdin()
         .read_to_string(&mut token)
         .context("reading the token from standard input")?;
-    Ok(token.trim().to_string())
+    Ok(bare_token(&token).to_string())
+}
+
+/// The token in what a user pastes: itself, `Bearer <token>`, or a whole
+/// `Authorization: Bearer <token>` header line (names in any case).
+fn bare_token(pasted: &str) -> &str {
+    let mut text = pasted.trim();
+    if let Some((name, rest)) = text.split_once(':')
+        && name.trim().eq_ignore_ascii_case("authorization")
+    {
+        text = rest.trim();
+    }
+    if let Some((scheme, rest)) = text.split_once(char::is_whitespace)
+        && scheme.eq_ignore_ascii_case("bearer")
+    {
+        text = rest.trim();
+    }
+    text
+}
+
+/// Claims that options set, and the option that sets each.
+fn claim_owner(name: &str, args: &MintArgs) -> Option<&'static str> {
+    match name {
+        "iss" if args.iss.is_some() => Some("--iss"),
+        "sub" if args.sub.is_some() => Some("--sub"),
+        "aud" if !args.aud.is_empty() => Some("--aud"),
+        "scope" if args.scope.is_some() => Some("--scope"),
+        "exp" if args.ttl.is_some() => Some("--ttl"),
+        "jti" if args.count.get() > 1 => Some("--count above 1 (each token gets its own jti)"),
+        _ => None,
+    }
+}
+
+fn extra_claims(args: &MintArgs) -> anyhow::Result<Map<String, Value>> {
+    let mut extra = Map::new();
+    for claim in &args.claims {
+        let Some((name, raw)) = claim.split_once('=') else {
+            bail!("--claim {claim:?} is not NAME=VALUE");
+        };
+        if name.is_empty() {
+            bail!("--claim {claim:?} has no claim name before the =");
+        }
+        if let Some(option) = claim_owner(name, args) {
+            bail!("--claim {claim:?} contradicts {option}, which also sets {name}: give one");
+        }
+        let value = serde_json::from_str(raw).unwrap_or_else(|_| json!(raw));
+        if extra.insert(name.to_string(), value).is_some() {
+            bail!("--claim sets {name:?} twice: give it once");
+        }
+    }
+    Ok(extra)
 }
 
 fn mint(args: MintArgs) -> anyhow::Result<ExitCode> {
@@ -102,6 +185,8 @@ fn mint(args: MintArgs) -> anyhow::Result<ExitCode> {
         .alg
         .parse()
         .map_err(|_| anyhow::anyhow!("unsupported algorithm {:?}", args.alg))?;
+    // Refuse bad options before touching the key file.
+    let extra = extra_claims(&args)?;
     let signer = Signer::from_file(&args.key, alg)?;
     let now = jwtgate::clock::system().now_unix();
 
@@ -125,20 +210,20 @@ fn mint(args: MintArgs) -> anyhow::Result<ExitCode> {
         claims.insert("scope".into(), json!(scope));
     }
     claims.insert("iat".into(), json!(now));
-    claims.insert("exp".into(), json!(now + args.ttl.as_secs() as i64));
-    for claim in &args.claims {
-        let Some((name, raw)) = claim.split_once('=') else {
-            bail!("--claim {claim:?} is not NAME=VALUE");
-        };
-        let value = serde_json::from_str(raw).unwrap_or_else(|_| json!(raw));
-        claims.insert(name.to_string(), value);
-    }
+    claims.insert(
+        "exp".into(),
+        json!(now + args.ttl.unwrap_or(DEFAULT_TTL_SECS)),
+    );
+    claims.extend(extra);
+    let fixed_jti = claims.contains_key("jti");
 
     let run_id = jwtgate::proxy::request_id::new_request_id().replace('-', "");
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    for index in 0..args.count {
-        claims.insert("jti".into(), json!(format!("{}-{index}", &run_id[..12])));
+    for index in 0..args.count.get() {
+        if !fixed_jti {
+            claims.insert("jti".into(), json!(format!("{}-{index}", &run_id[..12])));
+        }
         let token = signer.sign(&claims, args.kid.as_deref(), Some(&args.typ))?;
         writeln!(out, "{token}")?;
     }
@@ -146,43 +231,73 @@ fn mint(args: MintArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn decode_segment(segment: &str, what: &str) -> anyhow::Result<Value> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .with_context(|| format!("the {what} is not unpadded base64url"))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("the {what} is not JSON"))
+}
+
 fn inspect(token: &str) -> anyhow::Result<ExitCode> {
     let segments: Vec<&str> = token.split('.').collect();
+    if segments.len() == 5 {
+        return inspect_encrypted(segments[0]);
+    }
     if segments.len() != 3 {
         bail!(
             "not a compact JWS: expected 3 dot-separated segments, found {}",
             segments.len()
         );
     }
-    let decode = |segment: &str, what: &str| -> anyhow::Result<Value> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(segment)
-            .with_context(|| format!("the {what} is not unpadded base64url"))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("the {what} is not JSON"))
-    };
-    let header = decode(segments[0], "header")?;
-    let claims = decode(segments[1], "claims")?;
-    println!("UNVERIFIED: decoded only; the signature and claims were NOT checked.");
-    println!("header:\n{}", serde_json::to_string_pretty(&header)?);
-    println!("claims:\n{}", serde_json::to_string_pretty(&claims)?);
+    let header = decode_segment(segments[0], "header")?;
+    let claims = decode_segment(segments[1], "claims")?;
+    outln!("UNVERIFIED: decoded only; the signature and claims were NOT checked.");
+    if let Some(alg) = header.get("alg").and_then(Value::as_str)
+        && alg.eq_ignore_ascii_case("none")
+    {
+        outln!(
+            "WARNING: alg {alg:?}: the token is UNSIGNED, anyone could have written it; jwtgate always rejects it."
+        );
+    }
+    outln!("header:\n{}", serde_json::to_string_pretty(&header)?);
+    outln!("claims:\n{}", serde_json::to_string_pretty(&claims)?);
     let now = jwtgate::clock::system().now_unix();
     if let Some(exp) = claims.get("exp").and_then(Value::as_i64) {
         let relation = if exp > now { "expires in" } else { "expired" };
-        println!("exp: {relation} {}s", (exp - now).abs());
+        outln!("exp: {relation} {}s", (exp - now).abs());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints each check as it is decided.
-struct Printer;
+/// A JWE's claims can't be read without the recipient's key: show its
+/// protected header, say what it is, and fail.
+fn inspect_encrypted(header_segment: &str) -> anyhow::Result<ExitCode> {
+    outln!(
+        "ENCRYPTED: five segments, a JWE (encrypted token); its claims can't be read without the recipient's private key, and jwtgate rejects encrypted tokens (reason encrypted_token)."
+    );
+    match decode_segment(header_segment, "protected header") {
+        Ok(header) => outln!("header:\n{}", serde_json::to_string_pretty(&header)?),
+        Err(error) => outln!("header: unreadable ({error:#})"),
+    }
+    Ok(ExitCode::FAILURE)
+}
 
-impl Explain for Printer {
+/// Prints each check as it is decided; a failure with the values it
+/// compared.
+struct Printer<'a> {
+    detail: FailureDetail<'a>,
+}
+
+impl Explain for Printer<'_> {
     fn passed(&mut self, check: &'static str, detail: &dyn Fn() -> String) {
-        println!("  PASS {check:<12} {}", detail());
+        outln!("  PASS {check:<12} {}", detail());
     }
 
     fn failed(&mut self, check: &'static str, reason: Reason) {
-        println!("  FAIL {check:<12} {reason}");
+        match self.detail.describe(check, reason) {
+            Some(detail) => outln!("  FAIL {check:<12} {}: {detail}", explain::summary(reason)),
+            None => outln!("  FAIL {check:<12} {}", explain::summary(reason)),
+        }
     }
 }
 
@@ -205,11 +320,11 @@ fn fetch_remote_keys(snapshot: &jwtgate::config::Snapshot) -> anyhow::Result<()>
         )
         .map_err(anyhow::Error::msg)?;
         match runtime.block_on(refresher.refresh_once()) {
-            Ok(count) => println!(
+            Ok(count) => outln!(
                 "keys: issuer {:?}: fetched {count} key(s)",
                 source.verifier.name
             ),
-            Err(error) => println!(
+            Err(error) => outln!(
                 "keys: issuer {:?}: cannot fetch: {error}",
                 source.verifier.name
             ),
@@ -228,31 +343,47 @@ fn verify(config: &Path, route_name: &str, token: &str) -> anyhow::Result<ExitCo
         );
     };
     fetch_remote_keys(&snapshot)?;
-    println!("route {:?} (auth {:?})", route.name, route.mode);
+    outln!(
+        "route {:?} (auth {})",
+        route.name,
+        super::check::mode_name(route.mode)
+    );
     let now = jwtgate::clock::system().now_unix();
+    let mut printer = Printer {
+        detail: FailureDetail::new(
+            token,
+            &snapshot.issuers,
+            &route.policy,
+            now,
+            snapshot.max_token_bytes,
+        ),
+    };
     match route.policy.authorize(
         token,
         &snapshot.issuers,
         now,
         snapshot.max_token_bytes,
         None,
-        &mut Printer,
+        &mut printer,
     ) {
         Ok(verified) => {
-            println!(
-                "ACCEPTED: issuer {:?}, sub {:?}",
+            outln!(
+                "ACCEPTED: issuer {:?}, sub {}",
                 snapshot.issuers[verified.issuer].name,
-                verified.subject().unwrap_or("-")
+                verified
+                    .subject()
+                    .map_or_else(|| "(none)".to_string(), |sub| format!("{sub:?}"))
             );
             Ok(ExitCode::SUCCESS)
         }
         Err(failure) => {
             let rejection = failure.rejection;
-            println!(
-                "REJECTED: {} {} (reason: {})",
+            outln!(
+                "REJECTED: {} {} (reason: {}): {}",
                 rejection.status(),
-                rejection.error_code().unwrap_or("-"),
-                rejection.reason
+                rejection.error_code().unwrap_or("without an error code"),
+                rejection.reason,
+                explain::summary(rejection.reason)
             );
             Ok(ExitCode::FAILURE)
         }

@@ -22,9 +22,9 @@ use crate::auth::{AlgorithmSet, IssuerVerifier, KeyFamily};
 use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
 use crate::keys::remote::{RefreshPolicy, RemoteSource};
 use crate::keys::{self, KeySet, KeyStore, VerifyingKey};
-use crate::proxy::cors::CorsPolicy;
 use crate::proxy::canonical::{self, PathRules};
 use crate::proxy::client::{CidrError, TrustedProxies};
+use crate::proxy::cors::CorsPolicy;
 use crate::proxy::limits::RequestLimits;
 use crate::proxy::router::Router;
 
@@ -109,6 +109,7 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
     };
     let mut warnings = Vec::new();
 
+    listener_addresses(&config).map_err(|message| err_at(None, message))?;
     let mut addresses = vec![&config.listen.http, &config.admin.addr];
     addresses.extend(config.echo.as_ref().map(|e| &e.addr));
     for (i, addr) in addresses.iter().enumerate() {
@@ -125,12 +126,22 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
     if cache.enabled && (cache.max_entries == 0 || cache.max_bytes == 0 || cache.ttl.is_zero()) {
         return Err(err_at(
             None,
-            "token_cache: max_entries, max_bytes and ttl must be positive (or set enabled: false)"
-                .into(),
+            format!(
+                "token_cache: max_entries, max_bytes and ttl must be positive (or set enabled: false); max_entries is {}, max_bytes {}, ttl {}",
+                cache.max_entries,
+                cache.max_bytes,
+                humantime::format_duration(cache.ttl)
+            ),
         ));
     }
     if config.tokens.max_bytes < 64 {
-        return Err(err_at(None, "tokens.max_bytes must be at least 64".into()));
+        return Err(err_at(
+            None,
+            format!(
+                "tokens.max_bytes is {}; it must be at least 64",
+                config.tokens.max_bytes
+            ),
+        ));
     }
     let trusted_proxies = trusted_proxies(&config.server.trusted_proxies)
         .map_err(|e| err_at(None, format!("server.trusted_proxies: {e}")))?;
@@ -205,11 +216,20 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
             .map(|methods| {
                 methods
                     .iter()
-                    .map(|m| m.to_ascii_uppercase().parse::<http::Method>())
+                    .map(|m| {
+                        m.to_ascii_uppercase()
+                            .parse::<http::Method>()
+                            .map_err(|_| m)
+                    })
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()
-            .map_err(|_| err_at(Some(&route.name), format!("route {name:?}: invalid method")))?;
+            .map_err(|method| {
+                err_at(
+                    Some(&route.name),
+                    format!("route {name:?}: match.methods: {method:?} is not an HTTP method"),
+                )
+            })?;
         router.add(
             route.matcher.host.as_deref(),
             &route.matcher.path_prefix,
@@ -267,6 +287,28 @@ fn trusted_proxies(ranges: &[String]) -> Result<TrustedProxies, CidrError> {
     Ok(TrustedProxies::new(ranges))
 }
 
+/// Each listener address must resolve the way the listener reads it
+/// (`host:port`, the first address it resolves to), so that `check` refuses
+/// what `run` would fail to bind, with the field and value named.
+fn listener_addresses(config: &GatewayConfig) -> Result<(), String> {
+    let listeners = [
+        ("listen.http", Some(&config.listen.http)),
+        ("admin.addr", Some(&config.admin.addr)),
+        ("echo.addr", config.echo.as_ref().map(|e| &e.addr)),
+    ];
+    for (field, addr) in listeners {
+        let Some(addr) = addr else { continue };
+        let mut resolved = addr
+            .as_str()
+            .to_socket_addrs()
+            .map_err(|e| format!("{field}: {addr:?} is not a host:port address ({e})"))?;
+        if resolved.next().is_none() {
+            return Err(format!("{field}: {addr:?} resolves to no address"));
+        }
+    }
+    Ok(())
+}
+
 fn compile_issuer(
     issuer: &IssuerConfig,
     base_dir: &Path,
@@ -302,7 +344,14 @@ fn compile_issuer(
     }
     let token_type = &issuer.token_type;
     if token_type.claim.is_some() == token_type.values.is_empty() {
-        return Err("token_type.claim and token_type.values go together".into());
+        return Err(format!(
+            "token_type.claim and token_type.values go together; claim is {}, values has {}",
+            token_type
+                .claim
+                .as_deref()
+                .map_or_else(|| "not set".to_string(), |c| format!("{c:?}")),
+            token_type.values.len()
+        ));
     }
     if token_type.typ.iter().any(|t| t.trim().is_empty()) {
         return Err("token_type.typ values must not be empty".into());
@@ -447,10 +496,17 @@ fn remote_source(
     }
     let refresh = &issuer.refresh;
     if refresh.min_refresh > refresh.max_refresh {
-        return Err("refresh.min_refresh must not exceed refresh.max_refresh".into());
+        return Err(format!(
+            "refresh.min_refresh ({}) must not exceed refresh.max_refresh ({})",
+            humantime::format_duration(refresh.min_refresh),
+            humantime::format_duration(refresh.max_refresh)
+        ));
     }
     if fetch.max_bytes < 1024 {
-        return Err("fetch.max_bytes must be at least 1024".into());
+        return Err(format!(
+            "fetch.max_bytes is {}; it must be at least 1024",
+            fetch.max_bytes
+        ));
     }
     Ok(RemoteSource {
         verifier,

@@ -12,10 +12,10 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use super::canonical::{RequestTarget, TargetError};
 use super::client::ClientAddress;
+use super::cors;
 use super::headers::{self, Forwarding};
 use super::reject::{self, ProxyFailure};
 use super::router::Lookup;
-use super::cors;
 use crate::auth::cache::TokenCache;
 use crate::auth::extract::{self, HeaderSource};
 use crate::auth::verify::Failure;
@@ -25,6 +25,7 @@ use crate::config::schema::AuthMode;
 use crate::config::{CompiledRoute, Snapshot};
 use crate::keys::KeyStore;
 use crate::telemetry::Metrics;
+use crate::telemetry::logging::{ACCESS_TARGET, Truncated};
 use crate::telemetry::metrics::{ALLOW, ANONYMOUS, DENY, NO_ISSUER, NO_ROUTE};
 
 /// The proxy. Holds the current config snapshot behind an atomic pointer,
@@ -76,6 +77,12 @@ pub struct RequestCtx {
     cors_preflight: bool,
     /// Set in `request_filter`; `None` for a peer without an IP address.
     client_address: Option<ClientAddress>,
+    /// For the access log: the issuer a refusal was attributed to, the
+    /// verified token a route's policy refused (403), the upstream address
+    /// last chosen.
+    issuer: Option<usize>,
+    denied_identity: Option<Arc<VerifiedToken>>,
+    upstream_addr: Option<std::net::SocketAddr>,
 }
 
 impl RequestCtx {
@@ -161,6 +168,7 @@ impl Gateway {
                 None
             }
             Err(failure) => {
+                ctx.denied_identity = failure.refused;
                 Some(self.deny(ctx, &snapshot, &route, failure.rejection, failure.issuer))
             }
         }
@@ -195,6 +203,7 @@ impl Gateway {
         rejection: Rejection,
         issuer: Option<usize>,
     ) -> (ResponseHeader, Bytes) {
+        ctx.issuer = issuer;
         let issuer = issuer.map_or(NO_ISSUER, |i| snapshot.issuers[i].name.as_str());
         self.metrics
             .record_decision(&route.name, issuer, DENY, Some(rejection.reason));
@@ -343,6 +352,9 @@ impl ProxyHttp for Gateway {
             connect_attempts: 0,
             cors_preflight: false,
             client_address: None,
+            issuer: None,
+            denied_identity: None,
+            upstream_addr: None,
         }
     }
 
@@ -377,7 +389,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<Box<HttpPeer>> {
         let route = ctx.route.as_ref().expect("routed in request_filter");
         let upstream = &route.upstream;
-        let mut peer = HttpPeer::new(upstream.next_addr(), false, String::new());
+        let addr = upstream.next_addr();
+        ctx.upstream_addr = Some(addr);
+        let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
         peer.options.write_timeout = Some(upstream.write_timeout);
@@ -491,24 +505,60 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[route])
                 .observe(started.elapsed().as_secs_f64());
         }
+        self.access_log(session, error, ctx);
+    }
+}
+
+/// The longest path the access log prints: a client can't flood the log
+/// with a 64 KiB request target.
+const LOGGED_PATH_BYTES: usize = 256;
+/// The same bound for other client-chosen text: user agent, `sub`.
+const LOGGED_TEXT_BYTES: usize = 256;
+
+impl Gateway {
+    /// One line per request (target `jwtgate::access`). A field the request
+    /// did not have is left empty: `null` in JSON logs, `-` in text.
+    fn access_log(&self, session: &Session, error: Option<&Error>, ctx: &RequestCtx) {
         let request = session.req_header();
-        let subject = ctx
-            .identity
+        // None when no response was sent (the client went away first).
+        let status = session
+            .response_written()
+            .map(|response| response.status.as_u16());
+        let identity = ctx.identity.as_ref().or(ctx.denied_identity.as_ref());
+        let issuer = identity.map(|i| i.issuer).or(ctx.issuer);
+        let issuer = ctx
+            .snapshot
             .as_ref()
-            .and_then(|i| i.subject())
-            .unwrap_or("-");
+            .zip(issuer)
+            .map(|(snapshot, i)| snapshot.issuers[i].name.as_str());
+        let user_agent = request
+            .headers
+            .get(http::header::USER_AGENT)
+            .map(|ua| String::from_utf8_lossy(ua.as_bytes()));
+        // Whole microseconds, printed as milliseconds: 1.234.
+        let latency_ms = ctx.started.elapsed().as_micros() as f64 / 1000.0;
         tracing::info!(
-            target: "jwtgate::access",
+            target: ACCESS_TARGET,
             request_id = %ctx.request_id,
             method = %request.method,
-            path = %request.uri.path(),
-            route,
+            // Never the query: a route may take its token there.
+            path = %Truncated::new(request.uri.path(), LOGGED_PATH_BYTES),
+            route = ctx.route.as_ref().map(|r| r.name.as_str()),
             status,
-            sub = subject,
-            reason = ctx.refusal_reason().unwrap_or("-"),
-            client = ctx.client_ip().map(tracing::field::display),
-            latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
-            error = error.map_or("-", |e| ProxyFailure::of(e).as_str()),
+            sub = identity
+                .and_then(|i| i.subject())
+                .map(|sub| display(Truncated::new(sub, LOGGED_TEXT_BYTES))),
+            issuer,
+            reason = ctx.refusal_reason(),
+            client = ctx.client_ip().map(display),
+            user_agent = user_agent
+                .as_deref()
+                .map(|ua| display(Truncated::new(ua, LOGGED_TEXT_BYTES))),
+            bytes_in = session.body_bytes_read() as u64,
+            bytes_out = session.body_bytes_sent() as u64,
+            upstream = ctx.upstream_addr.map(display),
+            latency_ms,
+            error = error.map(|e| ProxyFailure::of(e).as_str()),
             "request"
         );
     }

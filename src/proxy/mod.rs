@@ -3,8 +3,8 @@
 //! upstream, and count and log what happened.
 
 pub mod canonical;
-pub mod cors;
 pub mod client;
+pub mod cors;
 mod gateway;
 pub mod headers;
 pub mod limits;

@@ -242,9 +242,15 @@ impl Gateway {
     /// admin and the proxy listener accept. Retries with new ports when a
     /// port was taken between choosing it and Pingora binding it.
     pub async fn start(template: &str, upstream: &Upstream) -> Self {
+        Self::start_with_args(template, upstream, &[]).await
+    }
+
+    /// [`Gateway::start`] with extra arguments before `run`, such as
+    /// `--log-format json`.
+    pub async fn start_with_args(template: &str, upstream: &Upstream, args: &[&str]) -> Self {
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(template, upstream.addr()).await {
+            match Self::try_start(template, upstream.addr(), args).await {
                 Ok(gateway) => return gateway,
                 Err(log) => last_log = log,
             }
@@ -255,7 +261,11 @@ impl Gateway {
     }
 
     /// `Err(log)` only for a port conflict; any other failure panics.
-    async fn try_start(template: &str, upstream: SocketAddr) -> Result<Self, String> {
+    async fn try_start(
+        template: &str,
+        upstream: SocketAddr,
+        args: &[&str],
+    ) -> Result<Self, String> {
         let proxy_port = free_port();
         let admin_port = free_port();
         let yaml = template
@@ -269,6 +279,7 @@ impl Gateway {
         let stderr = File::create(dir.path().join("stderr.log")).expect("stderr file");
         let stdout = File::create(dir.path().join("stdout.log")).expect("stdout file");
         let child = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+            .args(args)
             .arg("run")
             .arg("-c")
             .arg(&config)
