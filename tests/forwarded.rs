@@ -38,37 +38,6 @@ X-Real-IP: 198.51.100.66
 X_Forwarded_For: 198.51.100.68
 X_Real_IP: 198.51.100.68";
 
-/// The access-log line of `request_id`, with terminal colours removed.
-async fn access_line(gateway: &Gateway, request_id: &str) -> String {
-    let needle = format!("request_id=\"{request_id}\"");
-    let log = gateway
-        .wait_for_log(|log| without_colours(log).contains(&needle))
-        .await;
-    without_colours(&log)
-        .lines()
-        .find(|line| line.contains(&needle) && line.contains("jwtgate::access"))
-        .unwrap_or_else(|| panic!("no access-log line for {request_id}:\n{log}"))
-        .to_string()
-}
-
-fn without_colours(text: &str) -> String {
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI sequences end with a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
-}
-
 #[track_caller]
 fn assert_only(seen: &Recorded, name: &str, expected: &str) {
     assert_eq!(
@@ -114,7 +83,7 @@ async fn an_untrusted_peer_cannot_forge_forwarding_headers() {
         &["forwarded", "x-real-ip", "x_forwarded_for", "x_real_ip"],
     );
 
-    let line = access_line(&gateway, "fwd-untrusted").await;
+    let line = gateway.access_line("fwd-untrusted").await;
     assert!(line.contains("client=\"127.0.0.1\" "), "{line}");
 }
 
@@ -153,7 +122,7 @@ X-Real-IP: 203.0.113.9",
     // 127.0.0.1 (the peer) and 127.0.0.5 are trusted proxies; 203.0.113.9 is
     // the first hop from the right that is not. 198.51.100.7 is only what
     // that client claimed.
-    let line = access_line(&gateway, "fwd-trusted").await;
+    let line = gateway.access_line("fwd-trusted").await;
     assert!(line.contains("client=\"203.0.113.9\" "), "{line}");
 }
 
@@ -177,7 +146,7 @@ async fn a_trusted_proxy_that_forwards_nothing_gets_the_headers_set() {
         &gateway.proxy_addr().port().to_string(),
     );
     assert_absent(&seen, &["forwarded", "x-real-ip"]);
-    let line = access_line(&gateway, "fwd-trusted-bare").await;
+    let line = gateway.access_line("fwd-trusted-bare").await;
     assert!(line.contains("client=\"127.0.0.1\" "), "{line}");
 }
 
@@ -216,7 +185,7 @@ async fn a_peer_outside_the_trusted_ranges_is_not_believed() {
     assert_only(&seen, "x-forwarded-for", "127.0.0.2");
     assert_only(&seen, "x-forwarded-host", "app.example");
     assert_absent(&seen, &["forwarded", "x-real-ip"]);
-    let line = access_line(&gateway, "fwd-outside").await;
+    let line = gateway.access_line("fwd-outside").await;
     assert!(line.contains("client=\"127.0.0.2\" "), "{line}");
 
     send(from("127.0.0.1"), "fwd-inside").await;
@@ -225,7 +194,7 @@ async fn a_peer_outside_the_trusted_ranges_is_not_believed() {
     assert_only(&seen, "x-forwarded-host", "admin.example");
     assert_only(&seen, "forwarded", "for=203.0.113.9");
     assert_only(&seen, "x-real-ip", "203.0.113.9");
-    let line = access_line(&gateway, "fwd-inside").await;
+    let line = gateway.access_line("fwd-inside").await;
     assert!(line.contains("client=\"203.0.113.9\" "), "{line}");
 }
 

@@ -143,35 +143,6 @@ fn assert_refused(response: &RawResponse, status: u16, error: &str, request_id: 
     );
 }
 
-/// The access-log line of `request_id`, colours removed.
-async fn access_line(gateway: &Gateway, request_id: &str) -> String {
-    let needle = format!("request_id=\"{request_id}\"");
-    let plain = |log: &str| {
-        let mut out = String::new();
-        let mut chars = log.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    };
-    let log = gateway
-        .wait_for_log(|log| plain(log).contains(&needle))
-        .await;
-    plain(&log)
-        .lines()
-        .find(|line| line.contains(&needle) && line.contains("jwtgate::access"))
-        .unwrap_or_else(|| panic!("no access-log line for {request_id}:\n{log}"))
-        .to_string()
-}
-
 #[tokio::test]
 async fn the_request_target_is_capped_at_max_uri_bytes() {
     let (upstream, gateway) = start(SMALL).await;
@@ -193,7 +164,7 @@ async fn the_request_target_is_capped_at_max_uri_bytes() {
     );
     assert_eq!(upstream.count(), 1, "refused requests reached the upstream");
 
-    let line = access_line(&gateway, "uri-over").await;
+    let line = gateway.access_line("uri-over").await;
     assert!(line.contains("status=414"), "{line}");
     assert!(line.contains("uri_too_long"), "{line}");
     assert!(line.contains("client=\"127.0.0.1\""), "{line}");
@@ -231,7 +202,7 @@ async fn header_fields_are_capped_at_max_headers() {
         "a refused request reached the upstream"
     );
 
-    let line = access_line(&gateway, "count-over").await;
+    let line = gateway.access_line("count-over").await;
     assert!(line.contains("status=431"), "{line}");
     assert!(line.contains("too_many_headers"), "{line}");
     gateway
@@ -273,7 +244,7 @@ async fn header_bytes_are_capped_at_max_header_bytes() {
         "a refused request reached the upstream"
     );
 
-    let line = access_line(&gateway, "bytes-over").await;
+    let line = gateway.access_line("bytes-over").await;
     assert!(line.contains("status=431"), "{line}");
     assert!(line.contains("headers_too_large"), "{line}");
     // Refused before any token was looked at: no auth decision was counted.

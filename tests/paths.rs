@@ -86,38 +86,6 @@ fn assert_bad_target(response: &RawResponse, context: &str) {
     assert!(response.header("www-authenticate").is_none(), "{context}");
 }
 
-/// `line` without ANSI colour sequences (`ESC [ ... m`).
-fn without_colours(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Waits for the access-log line of `request_id` and returns it, uncoloured.
-async fn access_line(gateway: &Gateway, request_id: &str) -> String {
-    let log = gateway
-        .wait_for_log(|log| {
-            log.lines()
-                .any(|l| l.contains("jwtgate::access") && l.contains(request_id))
-        })
-        .await;
-    log.lines()
-        .find(|l| l.contains("jwtgate::access") && l.contains(request_id))
-        .map(without_colours)
-        .unwrap_or_else(|| panic!("no access-log line for {request_id}:\n{log}"))
-}
-
 #[tokio::test]
 async fn path_tricks_are_refused_or_reach_the_protected_route() {
     let (upstream, gateway) = start(CONFIG).await;
@@ -174,7 +142,7 @@ async fn path_tricks_are_refused_or_reach_the_protected_route() {
                     Some("Bearer realm=\"jwtgate\""),
                     "{context}"
                 );
-                let line = access_line(&gateway, &request_id).await;
+                let line = gateway.access_line(&request_id).await;
                 assert!(
                     line.contains("route=\"admin\"") || line.contains("route=admin"),
                     "{context}: {line}"
@@ -183,7 +151,7 @@ async fn path_tricks_are_refused_or_reach_the_protected_route() {
             Some(reason) => {
                 refused += 1;
                 assert_bad_target(&response, &context);
-                let line = access_line(&gateway, &request_id).await;
+                let line = gateway.access_line(&request_id).await;
                 assert!(line.contains(reason), "{context}: {line}");
                 assert!(line.contains("status=400"), "{context}: {line}");
             }
@@ -382,7 +350,7 @@ async fn a_method_the_route_lacks_is_405_with_allow() {
         assert_eq!(body["error"], "method_not_allowed", "{context}");
         assert_eq!(body["request_id"], request_id.as_str(), "{context}");
         assert_eq!(response.header("x-request-id"), Some(request_id.as_str()));
-        let line = access_line(&gateway, &request_id).await;
+        let line = gateway.access_line(&request_id).await;
         assert!(line.contains("method_not_allowed"), "{context}: {line}");
     }
     assert_eq!(upstream.count(), 0);
@@ -458,7 +426,7 @@ async fn kept_forms_are_routed_and_forwarded_as_documented() {
         let response = send(&gateway, "GET", target, &["Host: gateway.test"]).await;
         assert_bad_target(&response, target);
         let request_id = response.header("x-request-id").unwrap().to_string();
-        assert!(access_line(&gateway, &request_id).await.contains(reason));
+        assert!(gateway.access_line(&request_id).await.contains(reason));
     }
     assert_eq!(upstream.count(), 5);
 }

@@ -144,36 +144,6 @@ fn closed_port() -> SocketAddr {
     addr
 }
 
-/// Log text without the colour codes a terminal-style formatter may add.
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The access-log line of the request with this id, once it is written.
-async fn access_line(gateway: &Gateway, request_id: &str) -> String {
-    let find = |log: &str| {
-        plain(log)
-            .lines()
-            .find(|l| l.contains("jwtgate::access") && l.contains(request_id))
-            .map(str::to_owned)
-    };
-    let log = gateway.wait_for_log(|log| find(log).is_some()).await;
-    find(&log).unwrap_or_else(|| panic!("no access-log line for {request_id}:\n{log}"))
-}
-
 /// Sends `GET path` with our own request id and checks everything a
 /// failed request must carry: `status`, the JSON body with `error`, the id
 /// in the body and header, `no-store`, an access-log line naming `kind`,
@@ -209,7 +179,7 @@ async fn assert_failure(gateway: &Gateway, request_id: &str, status: u16, error:
         "{text}"
     );
 
-    let line = access_line(gateway, request_id).await;
+    let line = gateway.access_line(request_id).await;
     assert!(line.contains(&format!("status={status}")), "{line}");
     assert!(line.contains(&format!("error=\"{kind}\"")), "{line}");
     assert!(line.contains("route=\"failing\""), "{line}");
@@ -259,7 +229,7 @@ routes:
     )
     .await;
     // Both addresses were tried before giving up.
-    let log = plain(&gateway.wait_for_log(|log| log.contains("tries: 2")).await);
+    let log = gateway.wait_for_log(|log| log.contains("tries: 2")).await;
     assert!(log.contains("tries: 2"), "{log}");
 }
 
@@ -277,7 +247,7 @@ async fn a_generated_request_id_is_in_the_header_and_the_body() {
         .to_owned();
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["request_id"], id.as_str());
-    let line = access_line(&gateway, &id).await;
+    let line = gateway.access_line(&id).await;
     assert!(line.contains("error=\"upstream_refused\""), "{line}");
 }
 
@@ -391,10 +361,10 @@ async fn an_upstream_failing_mid_response_closes_the_client_connection() {
     assert_eq!(response.header("content-length"), Some("100"));
     assert!(response.body.len() < 100, "{}", response.text());
 
-    let line = access_line(&gateway, "midway-1").await;
+    let line = gateway.access_line("midway-1").await;
     assert!(line.contains("status=200"), "{line}");
     assert!(line.contains("error=\"upstream_reset\""), "{line}");
-    let log = plain(&gateway.log());
+    let log = gateway.log();
     assert!(
         log.lines().any(|l| l.contains("midway-1")
             && l.contains("after its response had started")
@@ -441,8 +411,8 @@ async fn requests_pingora_cannot_parse_get_its_bare_400() {
     )
     .await;
     assert_eq!(response.status, 200);
-    access_line(&gateway, "after-400").await;
-    let log = plain(&gateway.log());
+    gateway.access_line("after-400").await;
+    let log = gateway.log();
     let access_lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("jwtgate::access"))
@@ -505,7 +475,7 @@ async fn a_malformed_request_body_answers_400_with_our_body() {
     let body = json_body(&answer);
     assert_eq!(body["error"], "bad_request", "{text}");
     assert_eq!(body["request_id"], "chunks-1", "{text}");
-    let line = access_line(&gateway, "chunks-1").await;
+    let line = gateway.access_line("chunks-1").await;
     assert!(line.contains("status=400"), "{line}");
     assert!(line.contains("error=\"client_bad_request\""), "{line}");
 }
@@ -522,7 +492,7 @@ async fn a_client_leaving_mid_body_is_logged_without_an_answer() {
     )
     .await;
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
-    let line = access_line(&gateway, "gone-1").await;
+    let line = gateway.access_line("gone-1").await;
     assert!(line.contains("status=- "), "{line}");
     assert!(line.contains("error=\"client_disconnected\""), "{line}");
 }
@@ -544,7 +514,7 @@ async fn a_client_stalling_its_body_gets_408() {
     let text = String::from_utf8_lossy(&answer).into_owned();
     assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
     assert_eq!(json_body(&answer)["error"], "request_timeout", "{text}");
-    let line = access_line(&gateway, "stall-1").await;
+    let line = gateway.access_line("stall-1").await;
     assert!(line.contains("error=\"client_timeout\""), "{line}");
 }
 
@@ -586,11 +556,9 @@ async fn a_client_leaving_mid_head_gets_no_answer_and_an_error_line() {
     let gateway = Gateway::start(&config(closed_port(), ""), &upstream).await;
     let answer = exchange(&gateway, b"GET /ok/x HTTP/1.1\r\nHost: te", true).await;
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
-    let log = plain(
-        &gateway
-            .wait_for_log(|log| log.contains("while reading request headers"))
-            .await,
-    );
+    let log = gateway
+        .wait_for_log(|log| log.contains("while reading request headers"))
+        .await;
     assert!(
         log.lines()
             .any(|l| l.contains("ERROR") && l.contains("while reading request headers")),
@@ -622,7 +590,7 @@ async fn an_upstream_failing_after_100_continue_still_gets_an_answer() {
         json_body(final_answer.as_bytes())["request_id"],
         "continue-1"
     );
-    let line = access_line(&gateway, "continue-1").await;
+    let line = gateway.access_line("continue-1").await;
     assert!(line.contains("status=502"), "{line}");
     assert!(line.contains("error=\"upstream_reset\""), "{line}");
 }

@@ -408,6 +408,20 @@ impl Gateway {
         format!("{}{}", read("stderr.log"), read("stdout.log"))
     }
 
+    /// The access-log line (target `jwtgate::access`) of the request whose
+    /// `X-Request-Id` was `request_id`, once it is written. Logs carry no
+    /// colour codes: stderr is a file here, not a terminal.
+    pub async fn access_line(&self, request_id: &str) -> String {
+        let needle = format!("request_id=\"{request_id}\"");
+        let find = |log: &str| {
+            log.lines()
+                .find(|line| line.contains("jwtgate::access") && line.contains(&needle))
+                .map(str::to_owned)
+        };
+        let log = self.wait_for_log(|log| find(log).is_some()).await;
+        find(&log).unwrap_or_else(|| panic!("no access-log line for {request_id}:\n{log}"))
+    }
+
     /// Polls [`Gateway::log`] until `done` holds for it or ten seconds pass,
     /// and returns the log as last read (the access log is written after the
     /// response). Never fails itself: the caller asserts on what it got.
