@@ -524,30 +524,20 @@ pub fn preflight_response(
 ) -> (pingora::http::ResponseHeader, Bytes) {
     use pingora::http::ResponseHeader;
     let mut allowed = ResponseHeader::build(204, Some(8)).expect("valid status");
-    let (mut header, body) = match policy.preflight(request, &mut allowed) {
-        Ok(()) => (allowed, Bytes::new()),
-        Err(refusal) => {
-            let body = Bytes::from(
-                serde_json::json!({
-                    "error": "cors_preflight_refused",
-                    "error_description": refusal.description(),
-                    "request_id": request_id,
-                })
-                .to_string(),
-            );
-            let mut header = ResponseHeader::build(403, Some(4)).expect("valid status");
-            header
-                .insert_header("content-type", "application/json")
-                .and_then(|()| header.insert_header("content-length", body.len()))
-                .and_then(|()| header.insert_header("cache-control", "no-store"))
-                .expect("static header values are valid");
-            (header, body)
+    match policy.preflight(request, &mut allowed) {
+        Ok(()) => {
+            allowed
+                .insert_header(super::headers::REQUEST_ID, request_id)
+                .expect("request ids are visible ASCII");
+            (allowed, Bytes::new())
         }
-    };
-    header
-        .insert_header(super::headers::REQUEST_ID, request_id)
-        .expect("request ids are visible ASCII");
-    (header, body)
+        Err(refusal) => super::reject::refused(
+            403,
+            "cors_preflight_refused",
+            refusal.description(),
+            request_id,
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -47,13 +47,10 @@ pub fn rejection(rejection: &Rejection, realm: &str, request_id: &str) -> (Respo
 }
 
 pub fn not_found(request_id: &str) -> (ResponseHeader, Bytes) {
-    json_response(
+    refused(
         404,
-        &json!({
-            "error": "not_found",
-            "error_description": "no route matches this request",
-            "request_id": request_id,
-        }),
+        "not_found",
+        "no route matches this request",
         request_id,
     )
 }
@@ -61,13 +58,10 @@ pub fn not_found(request_id: &str) -> (ResponseHeader, Bytes) {
 /// A request target jwtgate won't route: ambiguous, malformed or with two
 /// hosts. Which rule refused it goes to the access log only.
 pub fn bad_target(request_id: &str) -> (ResponseHeader, Bytes) {
-    json_response(
+    refused(
         400,
-        &json!({
-            "error": "bad_request",
-            "error_description": "the request path or host is malformed or ambiguous",
-            "request_id": request_id,
-        }),
+        "bad_request",
+        "the request path or host is malformed or ambiguous",
         request_id,
     )
 }
@@ -202,8 +196,8 @@ pub fn proxy_failure(status: u16, request_id: &str) -> (ResponseHeader, Bytes) {
     refused(status, error, description, request_id)
 }
 
-/// A request refused before routing (over a request limit), in the same
-/// body shape as every other jwtgate answer.
+/// An answer jwtgate gives itself, in the body shape every one of them
+/// has: `{error, error_description, request_id}`.
 pub fn refused(
     status: u16,
     error: &str,
@@ -224,13 +218,10 @@ pub fn refused(
 /// The path's route exists, but not for this method; `allow` lists the
 /// methods it has.
 pub fn method_not_allowed(allow: &str, request_id: &str) -> (ResponseHeader, Bytes) {
-    let (mut header, body) = json_response(
+    let (mut header, body) = refused(
         405,
-        &json!({
-            "error": "method_not_allowed",
-            "error_description": "this route does not accept this method",
-            "request_id": request_id,
-        }),
+        "method_not_allowed",
+        "this route does not accept this method",
         request_id,
     );
     insert(&mut header, "allow", allow);
