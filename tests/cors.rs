@@ -487,6 +487,31 @@ async fn jwtgate_rejections_on_a_cors_route_are_readable_cross_origin() {
     assert_eq!(upstream.count(), 0);
 }
 
+#[tokio::test]
+async fn a_failed_upstream_answer_is_readable_cross_origin() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let open_route = "match: { path_prefix: /open }\n    upstream: { addrs: [\"{UPSTREAM}\"] }";
+    assert!(CONFIG.contains(open_route));
+    let config = config("http://127.0.0.1:1").replace(
+        open_route,
+        &format!("match: {{ path_prefix: /open }}\n    upstream: {{ addrs: [\"{closed}\"] }}"),
+    );
+    let (_upstream, gateway) = start(&config).await;
+
+    let answer = curl(
+        "GET",
+        &gateway.url("/open/x"),
+        &[("Origin", "https://anywhere.example")],
+    );
+    assert_eq!(answer.status, 502, "{}", answer.body);
+    assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
+    let body: Value = serde_json::from_str(&answer.body).expect("JSON body");
+    assert_eq!(body["error"], "bad_gateway");
+}
+
 /// An upstream that answers with its own CORS headers and a `Vary`, as
 /// backends written for direct browser access do.
 async fn start_cors_aware_upstream() -> SocketAddr {

@@ -424,7 +424,13 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
         FailToProxy {
-            error_code: reject::answer_failure(session, e, &mut ctx.request_id).await,
+            error_code: reject::answer_failure(
+                session,
+                e,
+                &mut ctx.request_id,
+                ctx.route.as_ref().and_then(|route| route.cors.as_ref()),
+            )
+            .await,
             can_reuse_downstream: false,
         }
     }

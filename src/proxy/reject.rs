@@ -10,6 +10,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 use serde_json::json;
 
+use super::cors::CorsPolicy;
 use crate::auth::{Rejection, RejectionKind};
 
 /// Seconds a client should wait before retrying when keys are unavailable.
@@ -232,7 +233,12 @@ pub fn method_not_allowed(allow: &str, request_id: &str) -> (ResponseHeader, Byt
 /// `fail_to_proxy`) and returns the status written, 0 when nothing could
 /// be. `request_id` is filled in when the failure came before
 /// `request_filter` set it.
-pub async fn answer_failure(session: &mut Session, error: &Error, request_id: &mut String) -> u16 {
+pub async fn answer_failure(
+    session: &mut Session,
+    error: &Error,
+    request_id: &mut String,
+    cors: Option<&CorsPolicy>,
+) -> u16 {
     if request_id.is_empty() {
         *request_id = super::headers::request_id(session.req_header());
     }
@@ -255,7 +261,11 @@ pub async fn answer_failure(session: &mut Session, error: &Error, request_id: &m
     let Some(status) = failure.status(error) else {
         return 0;
     };
-    let (header, body) = proxy_failure(status, request_id);
+    let (mut header, body) = proxy_failure(status, request_id);
+    // A browser must be able to read why a cross-origin request failed.
+    if let Some(policy) = cors {
+        policy.decorate(&session.req_header().headers, &mut header);
+    }
     match session
         .as_downstream_mut()
         .write_error_response(header, body)
