@@ -377,6 +377,35 @@ async fn an_upstream_failing_mid_response_closes_the_client_connection() {
 /// and answers what it can't parse itself: a bare 400 without our body or
 /// request id, and no access-log line. Documented in docs/SECURITY.md.
 #[tokio::test]
+async fn an_unparsable_request_leaks_no_token_even_at_debug_level() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start_with_env(
+        &config(closed_port(), ""),
+        &upstream,
+        &[],
+        &[("RUST_LOG", "debug")],
+    )
+    .await;
+    let response = raw_request(
+        gateway.proxy_addr(),
+        "GET /ok/x HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer leaked-token-value\r\nBad Header: no",
+    )
+    .await;
+    assert_eq!(response.status, 400);
+    // Once a later request's access line is written, the refused one's
+    // lines would be there too.
+    raw_request(
+        gateway.proxy_addr(),
+        "GET /ok/x HTTP/1.1\r\nHost: test\r\nX-Request-Id: after-bad-head",
+    )
+    .await;
+    gateway.access_line("after-bad-head").await;
+    let log = gateway.log();
+    assert!(log.contains(" DEBUG "), "debug logging is on: {log}");
+    assert!(!log.contains("leaked-token-value"), "{log}");
+}
+
+#[tokio::test]
 async fn requests_pingora_cannot_parse_get_its_bare_400() {
     let upstream = Upstream::start();
     let gateway = Gateway::start(&config(closed_port(), ""), &upstream).await;

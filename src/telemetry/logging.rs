@@ -31,7 +31,14 @@ pub enum LogFormat {
 /// it. Safe to call more than once (later calls are no-ops).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"))
+        // Pingora's debug line for a request it can't parse quotes the raw
+        // head, `Authorization` included: never let `RUST_LOG` turn it on.
+        .add_directive(
+            "pingora_proxy=warn"
+                .parse()
+                .expect("a valid static directive"),
+        );
     // Colour codes only help a person at a terminal; in a file or a log
     // collector they are garbage bytes around every level.
     let builder = tracing_subscriber::fmt()

@@ -248,9 +248,19 @@ impl Gateway {
     /// [`Gateway::start`] with extra arguments before `run`, such as
     /// `--log-format json`.
     pub async fn start_with_args(template: &str, upstream: &Upstream, args: &[&str]) -> Self {
+        Self::start_with_env(template, upstream, args, &[]).await
+    }
+
+    /// Like [`Gateway::start_with_args`], with extra environment variables.
+    pub async fn start_with_env(
+        template: &str,
+        upstream: &Upstream,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(template, upstream.addr(), args).await {
+            match Self::try_start(template, upstream.addr(), args, env).await {
                 Ok(gateway) => return gateway,
                 Err(log) => last_log = log,
             }
@@ -265,6 +275,7 @@ impl Gateway {
         template: &str,
         upstream: SocketAddr,
         args: &[&str],
+        env: &[(&str, &str)],
     ) -> Result<Self, String> {
         let proxy_port = free_port();
         let admin_port = free_port();
@@ -283,6 +294,7 @@ impl Gateway {
             .arg("run")
             .arg("-c")
             .arg(&config)
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
