@@ -38,6 +38,7 @@ use jwtgate::auth::policy::RoutePolicy;
 use jwtgate::auth::{Algorithm, IssuerVerifier};
 use jwtgate::keys::{KeySet, KeyStore, VerifyingKey, jwks};
 use jwtgate::mint::Signer;
+use jwtgate::proxy::canonical::{PathRules, RequestTarget};
 use jwtgate::proxy::client::ClientAddress;
 use jwtgate::proxy::headers::{self, Forwarding};
 use jwtgate::proxy::router::Router;
@@ -326,6 +327,33 @@ fn bench_route_lookup(c: &mut Criterion) {
     group.finish();
 }
 
+/// The canonical request target every request computes before routing: an
+/// already canonical path (the common case, which borrows everything) and
+/// one that needs decoding and dot-segment resolution.
+fn bench_canonical_target(c: &mut Criterion) {
+    let mut group = c.benchmark_group("request/canonical");
+    let rules = PathRules::default();
+    let hosts: [&[u8]; 1] = [b"api.example.com"];
+    for (name, target) in [
+        ("canonical", &b"/orders/api/v2/items/42?expand=lines"[..]),
+        (
+            "rewritten",
+            &b"/orders/./api//v2/%69tems/x/../42?expand=lines"[..],
+        ),
+    ] {
+        let canonical = RequestTarget::new(None, target, hosts.iter().copied(), &rules)
+            .expect("a valid target");
+        assert_eq!(canonical.route_path(), "/orders/api/v2/items/42");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                RequestTarget::new(None, black_box(target), hosts.iter().copied(), &rules)
+                    .map(|t| t.upstream_target())
+            })
+        });
+    }
+    group.finish();
+}
+
 fn bench_header_rewrite(c: &mut Criterion) {
     let yaml = format!(
         r#"
@@ -379,7 +407,6 @@ routes:
                         identity: Some(&identity),
                         request_id: "0f8e2b6c-1d2a-4c1e-9a7b-5d3c2b1a0f9e",
                         client,
-                        listener_port: Some(8080),
                     },
                 )
             },
@@ -442,6 +469,7 @@ fn main() {
     bench_parse(&mut criterion);
     bench_cache_hit(&mut criterion);
     bench_route_lookup(&mut criterion);
+    bench_canonical_target(&mut criterion);
     bench_header_rewrite(&mut criterion);
     criterion.final_summary();
     print_ratios(&ratios);

@@ -72,15 +72,16 @@ async fn an_untrusted_peer_cannot_forge_forwarding_headers() {
     let seen = upstream.last();
     assert_only(&seen, "x-forwarded-for", "127.0.0.1");
     assert_only(&seen, "x-forwarded-proto", "http");
-    assert_only(&seen, "x-forwarded-host", "app.example");
-    assert_only(
-        &seen,
-        "x-forwarded-port",
-        &gateway.proxy_addr().port().to_string(),
-    );
     assert_absent(
         &seen,
-        &["forwarded", "x-real-ip", "x_forwarded_for", "x_real_ip"],
+        &[
+            "x-forwarded-host",
+            "x-forwarded-port",
+            "forwarded",
+            "x-real-ip",
+            "x_forwarded_for",
+            "x_real_ip",
+        ],
     );
 
     let line = gateway.access_line("fwd-untrusted").await;
@@ -127,7 +128,7 @@ X-Real-IP: 203.0.113.9",
 }
 
 #[tokio::test]
-async fn a_trusted_proxy_that_forwards_nothing_gets_the_headers_set() {
+async fn a_trusted_proxy_that_forwards_nothing_gets_for_and_proto_set() {
     let (upstream, gateway) = start_trusting("[127.0.0.0/8]").await;
     let response = raw_request(
         gateway.proxy_addr(),
@@ -139,13 +140,15 @@ async fn a_trusted_proxy_that_forwards_nothing_gets_the_headers_set() {
     let seen = upstream.last();
     assert_only(&seen, "x-forwarded-for", "127.0.0.1");
     assert_only(&seen, "x-forwarded-proto", "http");
-    assert_only(&seen, "x-forwarded-host", "app.example");
-    assert_only(
+    assert_absent(
         &seen,
-        "x-forwarded-port",
-        &gateway.proxy_addr().port().to_string(),
+        &[
+            "x-forwarded-host",
+            "x-forwarded-port",
+            "forwarded",
+            "x-real-ip",
+        ],
     );
-    assert_absent(&seen, &["forwarded", "x-real-ip"]);
     let line = gateway.access_line("fwd-trusted-bare").await;
     assert!(line.contains("client=\"127.0.0.1\" "), "{line}");
 }
@@ -183,8 +186,7 @@ async fn a_peer_outside_the_trusted_ranges_is_not_believed() {
     send(from("127.0.0.2"), "fwd-outside").await;
     let seen = upstream.last();
     assert_only(&seen, "x-forwarded-for", "127.0.0.2");
-    assert_only(&seen, "x-forwarded-host", "app.example");
-    assert_absent(&seen, &["forwarded", "x-real-ip"]);
+    assert_absent(&seen, &["x-forwarded-host", "forwarded", "x-real-ip"]);
     let line = gateway.access_line("fwd-outside").await;
     assert!(line.contains("client=\"127.0.0.2\" "), "{line}");
 

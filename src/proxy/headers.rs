@@ -40,8 +40,6 @@ pub struct Forwarding<'a> {
     pub request_id: &'a str,
     /// `None` when the peer has no IP address (a Unix socket).
     pub client: Option<ClientAddress>,
-    /// The port of the listener the request came in on.
-    pub listener_port: Option<u16>,
 }
 
 pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
@@ -89,15 +87,15 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
     }
 
     let _ = upstream.insert_header(REQUEST_ID, forwarding.request_id);
-    forwarded_headers(upstream, forwarding.client, forwarding.listener_port);
+    forwarded_headers(upstream, forwarding.client);
 }
 
 const FORWARDED_FOR: &str = "x-forwarded-for";
 const FORWARDED_PROTO: &str = "x-forwarded-proto";
 const FORWARDED_HOST: &str = "x-forwarded-host";
 const FORWARDED_PORT: &str = "x-forwarded-port";
-/// Headers only a trusted proxy may pass on as they are.
-const FORWARDED_ONLY_FROM_TRUSTED: [&str; 2] = ["forwarded", "x-real-ip"];
+/// Headers only a trusted proxy may pass on; anyone else's are removed.
+const ONLY_FROM_TRUSTED: [&str; 4] = [FORWARDED_HOST, FORWARDED_PORT, "forwarded", "x-real-ip"];
 
 /// `X_Forwarded_For` and the like: no proxy writes them, but CGI/WSGI-style
 /// backends read them as the real header, so they are removed whoever sent
@@ -106,10 +104,10 @@ fn is_forwarding_with_underscores(name: &str) -> bool {
     const FORWARDING: [&str; 6] = [
         FORWARDED_FOR,
         FORWARDED_PROTO,
-        FORWARDED_HOST,
-        FORWARDED_PORT,
-        FORWARDED_ONLY_FROM_TRUSTED[0],
-        FORWARDED_ONLY_FROM_TRUSTED[1],
+        ONLY_FROM_TRUSTED[0],
+        ONLY_FROM_TRUSTED[1],
+        ONLY_FROM_TRUSTED[2],
+        ONLY_FROM_TRUSTED[3],
     ];
     name.contains('_')
         && FORWARDING.iter().any(|header| {
@@ -122,14 +120,11 @@ fn is_forwarding_with_underscores(name: &str) -> bool {
 }
 
 /// The forwarding headers: a trusted proxy's are extended, anyone else's
-/// replaced with what jwtgate itself knows about the connection. X-Real-IP
-/// is never made up here: it passes from a trusted proxy, and is removed
-/// otherwise (X-Forwarded-For carries the same address).
-fn forwarded_headers(
-    upstream: &mut RequestHeader,
-    client: Option<ClientAddress>,
-    listener_port: Option<u16>,
-) {
+/// replaced with what jwtgate itself knows or removed. `X-Forwarded-Host`
+/// and `-Port` are not made up: the upstream receives the request's own
+/// `Host`, and each header jwtgate adds costs every request. X-Real-IP is
+/// never made up either: X-Forwarded-For carries the same address.
+fn forwarded_headers(upstream: &mut RequestHeader, client: Option<ClientAddress>) {
     let trusted = client.is_some_and(|c| c.peer_trusted);
     match client {
         Some(client) if client.peer_trusted => {
@@ -143,29 +138,15 @@ fn forwarded_headers(
             upstream.remove_header(FORWARDED_FOR);
         }
     }
-
-    let host = upstream.headers.get(http::header::HOST).cloned();
-    let ours = [
-        (FORWARDED_PROTO, Some(HeaderValue::from_static("http"))),
-        (FORWARDED_HOST, host),
-        (FORWARDED_PORT, listener_port.map(HeaderValue::from)),
-    ];
-    for (name, value) in ours {
-        if trusted && upstream.headers.contains_key(name) {
-            continue;
-        }
-        match value {
-            Some(value) => {
-                let _ = upstream.insert_header(name, value);
-            }
-            None => {
-                upstream.remove_header(name);
-            }
-        }
+    if !(trusted && upstream.headers.contains_key(FORWARDED_PROTO)) {
+        let _ = upstream.insert_header(FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     if !trusted {
-        for name in FORWARDED_ONLY_FROM_TRUSTED {
-            upstream.remove_header(name);
+        for name in ONLY_FROM_TRUSTED {
+            // Most requests carry none of them: a lookup is cheaper than a removal.
+            if upstream.headers.contains_key(name) {
+                upstream.remove_header(name);
+            }
         }
     }
 }
@@ -302,7 +283,6 @@ routes:
                 identity: None,
                 request_id: "id",
                 client: None,
-                listener_port: None,
             },
         );
         let left: Vec<&str> = request.headers.keys().map(|n| n.as_str()).collect();
