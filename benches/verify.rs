@@ -38,10 +38,10 @@ use jwtgate::auth::policy::RoutePolicy;
 use jwtgate::auth::{Algorithm, IssuerVerifier};
 use jwtgate::keys::{KeySet, KeyStore, VerifyingKey, jwks};
 use jwtgate::mint::Signer;
-use jwtgate::proxy::canonical::{PathRules, RequestTarget};
-use jwtgate::proxy::client::ClientAddress;
+use jwtgate::pipeline::canonical::{PathRules, RequestTarget};
+use jwtgate::pipeline::client::ClientAddress;
+use jwtgate::pipeline::router::Router;
 use jwtgate::proxy::headers::{self, Forwarding};
-use jwtgate::proxy::router::Router;
 
 const ISS: &str = "https://issuer.bench";
 const HMAC_SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret!!";

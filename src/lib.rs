@@ -12,6 +12,7 @@ pub mod config;
 pub mod echo;
 pub mod keys;
 pub mod mint;
+pub mod pipeline;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;
