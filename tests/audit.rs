@@ -186,3 +186,122 @@ async fn required_beside_audit_still_refuses() {
     );
     assert_eq!(upstream.count(), 1);
 }
+
+// ---------------------------------------------------------------------------
+// `jwtgate token verify` runs the same pipeline and honours the route's mode
+// ---------------------------------------------------------------------------
+
+const CLI_CONFIG: &str = r#"
+issuers:
+  - name: main
+    issuer: https://issuer.audit.test
+    algorithms: [RS256]
+    audiences: [api]
+    jwks_file: "{FIXTURES}/jwks.json"
+routes:
+  - name: legacy
+    match: { path_prefix: /legacy }
+    upstream: { addrs: ["127.0.0.1:9"] }
+    auth: { mode: audit, issuers: [main], scopes: { all_of: [orders:read] } }
+  - name: public
+    match: { path_prefix: /public }
+    upstream: { addrs: ["127.0.0.1:9"] }
+    auth: { mode: off }
+  - name: writes
+    match: { path_prefix: /orders, host: api.audit.test, methods: [POST] }
+    upstream: { addrs: ["127.0.0.1:9"] }
+    auth: { issuers: [main], scopes: { all_of: [orders:write] } }
+  - name: reads
+    match: { path_prefix: /orders, host: api.audit.test }
+    upstream: { addrs: ["127.0.0.1:9"] }
+    auth: { mode: off }
+  - name: shadowed
+    match: { path_prefix: /orders, host: api.audit.test }
+    upstream: { addrs: ["127.0.0.1:9"] }
+    auth: { issuers: [main] }
+"#;
+
+struct Verified {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn token_verify(route: &str, token: &str) -> Verified {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("gateway.yaml");
+    let yaml = CLI_CONFIG.replace("{FIXTURES}", &fixtures().display().to_string());
+    std::fs::write(&config, yaml).expect("write config");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args(["token", "verify", "-c"])
+        .arg(&config)
+        .args(["--route", route, token])
+        .output()
+        .expect("run jwtgate token verify");
+    Verified {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn verify_on_an_audit_route_says_the_rejection_is_not_enforced() {
+    let expired = token(json!({ "exp": now() - 600, "iat": now() - 900 }));
+    let out = token_verify("legacy", &expired);
+    assert!(!out.success, "the token fails: {}", out.stdout);
+    assert!(
+        out.stdout.contains("route \"legacy\" (auth audit)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("FAIL exp"),
+        "the check is explained: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("REJECTED (not enforced): 401 invalid_token (reason: expired)"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("audit mode"), "{}", out.stdout);
+
+    let out = token_verify("legacy", &token(json!({})));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("ACCEPTED"), "{}", out.stdout);
+}
+
+#[test]
+fn verify_on_an_off_route_checks_nothing() {
+    let out = token_verify("public", "not-a-token");
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("NOT CHECKED"), "{}", out.stdout);
+    assert!(!out.stdout.contains("FAIL"), "{}", out.stdout);
+}
+
+#[test]
+fn verify_asks_with_the_routes_host_and_first_method() {
+    // Only a POST to api.audit.test reaches `writes`; its scope rule applies.
+    let out = token_verify("writes", &token(json!({ "scope": "orders:write" })));
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("ACCEPTED"), "{}", out.stdout);
+    let out = token_verify("writes", &token(json!({})));
+    assert!(!out.success);
+    assert!(
+        out.stdout.contains("REJECTED: 403 insufficient_scope"),
+        "{}",
+        out.stdout
+    );
+
+    // A route an earlier one always takes is said to be unreachable.
+    let out = token_verify("shadowed", &token(json!({})));
+    assert!(!out.success);
+    assert!(
+        out.stderr
+            .contains("GET /orders (host api.audit.test) is routed to \"reads\", not \"shadowed\""),
+        "{}",
+        out.stderr
+    );
+}
