@@ -18,7 +18,9 @@ use crate::auth::cache::TokenCache;
 use crate::clock::SharedClock;
 use crate::config::{CompiledRoute, Snapshot};
 use crate::pipeline::client::ClientAddress;
-use crate::pipeline::{Decision, Pipeline, Refusal, RequestView, Scheme, TargetForm};
+use crate::pipeline::{
+    Decision, Pipeline, Refusal, RequestView, Scheme, TargetForm, UpstreamRewrite,
+};
 use crate::telemetry::Metrics;
 use crate::telemetry::logging::{ACCESS_TARGET, Truncated};
 use crate::telemetry::metrics::NO_ROUTE;
@@ -61,11 +63,9 @@ pub struct RequestCtx {
     /// Why jwtgate refused, or on an audit route would have refused, for
     /// the access log.
     reason: Option<&'static str>,
-    /// The origin-form target to send upstream when it differs from the
-    /// client's (a canonicalized path, an absolute-form request).
-    upstream_target: Option<Vec<u8>>,
-    /// The `Host` to send upstream: an absolute-form request's authority.
-    upstream_host: Option<Vec<u8>>,
+    /// The target and `Host` to send upstream when they differ from the
+    /// client's.
+    upstream: UpstreamRewrite,
     upstream_started: Option<Instant>,
     connect_attempts: usize,
     /// The response is jwtgate's answer to a CORS preflight, complete as built.
@@ -117,13 +117,11 @@ impl Gateway {
                 identity, upstream, ..
             } => {
                 ctx.identity = Some(identity);
-                ctx.upstream_target = upstream.target;
-                ctx.upstream_host = upstream.host;
+                ctx.upstream = upstream;
                 None
             }
             Decision::Anonymous { upstream, .. } => {
-                ctx.upstream_target = upstream.target;
-                ctx.upstream_host = upstream.host;
+                ctx.upstream = upstream;
                 None
             }
             Decision::WouldDeny {
@@ -131,8 +129,7 @@ impl Gateway {
             } => {
                 ctx.issuer = denial.issuer;
                 ctx.denied_identity = denial.refused_identity;
-                ctx.upstream_target = upstream.target;
-                ctx.upstream_host = upstream.host;
+                ctx.upstream = upstream;
                 None
             }
             Decision::Deny { denial, .. } => {
@@ -215,8 +212,7 @@ impl ProxyHttp for Gateway {
             identity: None,
             outcome: None,
             reason: None,
-            upstream_target: None,
-            upstream_host: None,
+            upstream: UpstreamRewrite::default(),
             upstream_started: None,
             connect_attempts: 0,
             cors_preflight: false,
@@ -310,10 +306,10 @@ impl ProxyHttp for Gateway {
         let (Some(snapshot), Some(route)) = (&ctx.snapshot, &ctx.route) else {
             return Ok(());
         };
-        if let Some(target) = &ctx.upstream_target {
+        if let Some(target) = &ctx.upstream.target {
             upstream_request.set_raw_path(target)?;
         }
-        if let Some(host) = &ctx.upstream_host {
+        if let Some(host) = &ctx.upstream.host {
             upstream_request.insert_header(http::header::HOST, host.as_slice())?;
         }
         headers::rewrite(
