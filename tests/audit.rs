@@ -305,3 +305,22 @@ fn verify_asks_with_the_routes_host_and_first_method() {
         out.stderr
     );
 }
+
+#[test]
+fn check_shows_an_audit_route_with_its_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("gateway.yaml");
+    let yaml = CLI_CONFIG.replace("{FIXTURES}", &fixtures().display().to_string());
+    std::fs::write(&config, yaml).expect("write config");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .expect("run jwtgate check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("auth audit · issuers [main] · scopes all of [orders:read]"),
+        "{stdout}"
+    );
+}

@@ -175,13 +175,17 @@ impl Pipeline {
                 outcome = self.authorize(snapshot, route, token, &mut checks);
             }
         }
-        outcome.map(Some).map_err(|failure| Denial {
-            rejection: failure.rejection,
-            issuer: failure.issuer,
-            // Every failing check reports itself; the fallback only keeps a
-            // future check that forgets from panicking a request.
-            check: checks.failed.unwrap_or("verify"),
-            refused_identity: failure.refused,
+        outcome.map(Some).map_err(|failure| {
+            debug_assert!(checks.failed.is_some(), "a check failed silently");
+            Denial {
+                rejection: failure.rejection,
+                issuer: failure.issuer,
+                // Every failing check reports itself (the unit tests hold each
+                // to it); the fallback keeps one that forgets from panicking a
+                // request in a release build.
+                check: checks.failed.unwrap_or("verify"),
+                refused_identity: failure.refused,
+            }
         })
     }
 
