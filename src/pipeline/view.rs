@@ -21,6 +21,7 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
     /// Who the client is, resolved by the adapter from the peer address and
     /// trusted forwarding headers. `None` when the peer has no IP address.
+    /// No check reads it yet; limits keyed by client address will.
     pub client: Option<ClientAddress>,
     /// The scheme the client used to reach jwtgate. No check reads it yet;
     /// it is part of the view so adapters for TLS listeners need no new
