@@ -7,7 +7,10 @@
 //!   with a pre-parsed key: the floor;
 //! - `cache/hit`: a verified-token cache hit, policy included;
 //! - `route/lookup/<n>`: route lookup among 1, 100 and 10 000 routes;
-//! - `headers/rewrite`: the upstream header rewrite of a typical request.
+//! - `headers/rewrite`: the upstream header rewrite of a typical request;
+//! - `pipeline/decide`: the whole decision for a typical request whose
+//!   token is in the cache (limits, canonical target, route, extraction,
+//!   cache hit, policy), as the proxy asks for it.
 //!
 //! - `verify/interleaved/<alg>`: full and raw alternating in batches of 16
 //!   within each sample, so that the machine's drift (other tenants, clock
@@ -27,7 +30,10 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::{hmac, signature};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::future::Future;
 use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
 use criterion::{BenchmarkId, Criterion};
 use pingora::http::RequestHeader;
@@ -38,10 +44,11 @@ use jwtgate::auth::policy::RoutePolicy;
 use jwtgate::auth::{Algorithm, IssuerVerifier};
 use jwtgate::keys::{KeySet, KeyStore, VerifyingKey, jwks};
 use jwtgate::mint::Signer;
-use jwtgate::proxy::canonical::{PathRules, RequestTarget};
-use jwtgate::proxy::client::ClientAddress;
+use jwtgate::pipeline::canonical::{PathRules, RequestTarget};
+use jwtgate::pipeline::client::ClientAddress;
+use jwtgate::pipeline::router::Router;
+use jwtgate::pipeline::{Decision, Pipeline, RequestView, Scheme, TargetForm};
 use jwtgate::proxy::headers::{self, Forwarding};
-use jwtgate::proxy::router::Router;
 
 const ISS: &str = "https://issuer.bench";
 const HMAC_SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret!!";
@@ -306,6 +313,65 @@ fn bench_cache_hit(c: &mut Criterion) {
     });
 }
 
+fn bench_pipeline(c: &mut Criterion) {
+    const CONFIG: &str = r#"
+issuers:
+  - name: main
+    issuer: https://issuer.bench
+    algorithms: [RS256]
+    audiences: [api]
+    jwks_file: jwks.json
+routes:
+  - name: api
+    match: { path_prefix: /api }
+    upstream: { addrs: ["127.0.0.1:9"] }
+    auth: { issuers: [main], audiences: [api], scopes: { all_of: ["orders:read"] } }
+"#;
+    let path = fixtures().join("bench.yaml");
+    let config = jwtgate::config::parse(&path, CONFIG, &|_| None).unwrap();
+    let snapshot = jwtgate::config::compile(&path, config).unwrap();
+    let counter = |name: &str| prometheus::IntCounter::new(name, name).unwrap();
+    let settings = snapshot
+        .token_cache
+        .clone()
+        .expect("the cache is on by default");
+    let cache = TokenCache::new(&settings, counter("hits"), counter("misses"));
+    let pipeline = Pipeline::new(jwtgate::clock::system(), Some(cache));
+    let mut headers = http::HeaderMap::new();
+    headers.insert("host", "api.example.com".parse().unwrap());
+    headers.insert("user-agent", "bench/1.0".parse().unwrap());
+    headers.insert(
+        "authorization",
+        format!("Bearer {}", token(Algorithm::RS256))
+            .parse()
+            .unwrap(),
+    );
+    let target = b"/api/orders/42?expand=items";
+    let view = RequestView {
+        method: &http::Method::GET,
+        raw_target: target,
+        target: TargetForm::Origin {
+            path_and_query: target,
+        },
+        headers: &headers,
+        client: None,
+        scheme: Scheme::Http,
+    };
+    // Keys are local: the decision never waits, so one poll completes it.
+    let decide = || {
+        let mut future = pin!(pipeline.decide(&snapshot, black_box(&view)));
+        match future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(decision) => decision,
+            Poll::Pending => unreachable!("nothing to wait for with local keys"),
+        }
+    };
+    assert!(matches!(decide(), Decision::Allow { .. }));
+    c.bench_function("pipeline/decide", |b| b.iter(decide));
+}
+
 fn bench_route_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("route/lookup");
     let method = http::Method::GET;
@@ -471,6 +537,7 @@ fn main() {
     bench_route_lookup(&mut criterion);
     bench_canonical_target(&mut criterion);
     bench_header_rewrite(&mut criterion);
+    bench_pipeline(&mut criterion);
     criterion.final_summary();
     print_ratios(&ratios);
 }

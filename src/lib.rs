@@ -1,9 +1,9 @@
 //! jwtgate: an API gateway that verifies JSON Web Tokens at the edge.
 //!
 //! The library is shared by the `jwtgate` binary, the integration tests and
-//! the benches. `auth` and `keys` know nothing of Pingora: they take bytes and
-//! a policy and return a decision. `proxy` adapts that decision to Pingora's
-//! request phases.
+//! the benches. `auth`, `keys` and `pipeline` know nothing of Pingora:
+//! `pipeline` takes a request view and returns a decision, using `auth` to
+//! verify tokens. `proxy` adapts that decision to Pingora's request phases.
 
 pub mod admin;
 pub mod auth;
@@ -12,6 +12,7 @@ pub mod config;
 pub mod echo;
 pub mod keys;
 pub mod mint;
+pub mod pipeline;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;

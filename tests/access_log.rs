@@ -35,7 +35,7 @@ routes:
 const ISS: &str = "https://issuer.test";
 
 /// Every field of an access-log line, in both formats.
-const FIELDS: [&str; 16] = [
+const FIELDS: [&str; 17] = [
     "request_id",
     "method",
     "path",
@@ -43,6 +43,7 @@ const FIELDS: [&str; 16] = [
     "status",
     "sub",
     "issuer",
+    "outcome",
     "reason",
     "client",
     "user_agent",
@@ -174,6 +175,7 @@ async fn text_lines_carry_every_field_with_dashes_for_absent_ones() {
     assert_eq!(fields["status"], "200", "{line}");
     assert_eq!(fields["sub"], "alice", "{line}");
     assert_eq!(fields["issuer"], "main", "{line}");
+    assert_eq!(fields["outcome"], "allow", "{line}");
     assert_eq!(fields["reason"], "-", "{line}");
     assert_eq!(fields["error"], "-", "{line}");
     assert_eq!(fields["client"], "127.0.0.1", "{line}");
@@ -201,6 +203,7 @@ async fn text_lines_carry_every_field_with_dashes_for_absent_ones() {
     for absent in ["sub", "issuer", "upstream"] {
         assert_eq!(fields[absent], "-", "{absent} in {line}");
     }
+    assert_eq!(fields["outcome"], "deny", "{line}");
     assert_eq!(fields["reason"], "missing_token", "{line}");
     assert_eq!(fields["bytes_in"], "0", "{line}");
     assert_no_ansi(&gateway.log());
@@ -256,7 +259,15 @@ async fn json_lines_carry_every_field_with_null_for_absent_ones() {
     .await;
     assert_eq!(response.status, 404);
     let line = parse(logged.line("json-unrouted").await);
-    for absent in ["route", "sub", "issuer", "upstream", "user_agent", "reason"] {
+    for absent in [
+        "route",
+        "sub",
+        "issuer",
+        "upstream",
+        "user_agent",
+        "outcome",
+        "reason",
+    ] {
         assert_eq!(line[absent], Value::Null, "{absent} in {line}");
     }
     assert_eq!(line["status"], 404, "{line}");

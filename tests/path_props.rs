@@ -8,8 +8,10 @@
 use std::borrow::Cow;
 
 use http::Method;
-use jwtgate::proxy::canonical::{Handling, PathRules, RequestTarget, TargetError, canonical_path};
-use jwtgate::proxy::router::{Lookup, Router};
+use jwtgate::pipeline::canonical::{
+    Handling, PathRules, RequestTarget, TargetError, canonical_path,
+};
+use jwtgate::pipeline::router::{Lookup, Router};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 

@@ -81,7 +81,7 @@ impl RoutePolicy {
         });
         let verified = match cached {
             Some(hit) => {
-                verify::revalidate(&hit, issuers, request)?;
+                verify::revalidate(&hit, issuers, request, explain)?;
                 hit
             }
             None => {

@@ -264,14 +264,18 @@ pub fn verify(
 }
 
 /// The checks that depend on the clock or the route, for a token verified
-/// earlier (a cache hit): everything else about it cannot have changed.
+/// earlier (a cache hit): everything else about it cannot have changed. A
+/// failure is reported to `explain` under the same check name a fresh
+/// verification would give it.
 pub fn revalidate(
     token: &VerifiedToken,
     issuers: &[Arc<IssuerVerifier>],
     request: VerifyRequest<'_>,
+    explain: &mut impl Explain,
 ) -> Result<(), Failure> {
     let fail = |reason| Failure::token(reason, Some(token.issuer));
     if !request.issuers.contains(&token.issuer) {
+        explain.failed("issuer", Reason::WrongIssuer);
         // As on a fresh verification: no issuer of this route was identified.
         return Err(Failure::token(Reason::WrongIssuer, None));
     }
@@ -280,17 +284,17 @@ pub fn revalidate(
         leeway: issuers[token.issuer].leeway_secs,
     };
     if token.exp.is_some_and(|exp| window.expired(exp)) {
-        return Err(fail(Reason::Expired));
+        return checked(explain, "exp", Err(Reason::Expired)).map_err(fail);
     }
     if token.nbf.is_some_and(|nbf| window.not_yet(nbf)) {
-        return Err(fail(Reason::NotYetValid));
+        return checked(explain, "nbf", Err(Reason::NotYetValid)).map_err(fail);
     }
     if token.iat.is_some_and(|iat| window.not_yet(iat)) {
-        return Err(fail(Reason::IssuedInFuture));
+        return checked(explain, "iat", Err(Reason::IssuedInFuture)).map_err(fail);
     }
     if !request.audiences.is_empty() {
-        let audience = Audience::of(&token.claims).map_err(fail)?;
-        audience.check(request.audiences).map_err(fail)?;
+        let audience = checked(explain, "aud", Audience::of(&token.claims)).map_err(fail)?;
+        checked(explain, "aud (route)", audience.check(request.audiences)).map_err(fail)?;
     }
     Ok(())
 }

@@ -79,6 +79,7 @@ pub fn mode_name(mode: AuthMode) -> &'static str {
         AuthMode::Required => "required",
         AuthMode::Optional => "optional",
         AuthMode::Off => "off",
+        AuthMode::Audit => "audit",
     }
 }
 

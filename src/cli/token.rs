@@ -13,11 +13,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
+use http::{HeaderMap, HeaderValue, Method};
 use jwtgate::auth::explain::{self, FailureDetail};
 use jwtgate::auth::verify::Explain;
-use jwtgate::auth::{Algorithm, Reason};
+use jwtgate::auth::{Algorithm, Reason, Rejection};
+use jwtgate::config::schema::{AuthMode, MatchConfig};
 use jwtgate::keys::remote::Refresher;
 use jwtgate::mint::Signer;
+use jwtgate::pipeline::{Decision, Pipeline, RequestView, Scheme, TargetForm};
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -303,13 +306,10 @@ impl Explain for Printer<'_> {
 
 /// Remote issuers have no keys until fetched: fetch each once, as the
 /// gateway would at startup, and say how it went.
-fn fetch_remote_keys(snapshot: &jwtgate::config::Snapshot) -> anyhow::Result<()> {
-    if snapshot.remote.is_empty() {
-        return Ok(());
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+fn fetch_remote_keys(
+    snapshot: &jwtgate::config::Snapshot,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
     let metrics = std::sync::Arc::new(jwtgate::telemetry::Metrics::new());
     for source in &snapshot.remote {
         let refresher = Refresher::new(
@@ -333,16 +333,100 @@ fn fetch_remote_keys(snapshot: &jwtgate::config::Snapshot) -> anyhow::Result<()>
     Ok(())
 }
 
-fn verify(config: &Path, route_name: &str, token: &str) -> anyhow::Result<ExitCode> {
-    let snapshot = jwtgate::config::load_snapshot(config)?;
-    let Some(route) = snapshot.routes.iter().find(|r| r.name == route_name) else {
+/// The request `token verify` asks about: what the route's match admits
+/// (its prefix, its first method or GET, its host), carrying the token as
+/// a bearer.
+struct Probe {
+    method: Method,
+    target: String,
+    headers: HeaderMap,
+}
+
+impl Probe {
+    fn new(matcher: &MatchConfig, token: &str) -> anyhow::Result<Self> {
+        let method = match matcher.methods.as_ref().and_then(|methods| methods.first()) {
+            Some(method) => Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                .with_context(|| format!("the route's method {method:?} is not a method"))?,
+            None => Method::GET,
+        };
+        let mut headers = HeaderMap::new();
+        if let Some(host) = &matcher.host {
+            headers.insert(
+                http::header::HOST,
+                HeaderValue::from_str(host).context("the route's host is not a header value")?,
+            );
+        }
+        let authorization = HeaderValue::from_str(&format!("Bearer {token}")).context(
+            "the token has characters no HTTP header can carry (a line break, non-ASCII text)",
+        )?;
+        headers.insert(http::header::AUTHORIZATION, authorization);
+        Ok(Self {
+            method,
+            target: matcher.path_prefix.clone(),
+            headers,
+        })
+    }
+
+    fn view(&self) -> RequestView<'_> {
+        RequestView {
+            method: &self.method,
+            raw_target: self.target.as_bytes(),
+            target: TargetForm::Origin {
+                path_and_query: self.target.as_bytes(),
+            },
+            headers: &self.headers,
+            client: None,
+            scheme: Scheme::Http,
+        }
+    }
+
+    /// `GET /api (host api.example)`, for messages.
+    fn describe(&self) -> String {
+        match self.headers.get(http::header::HOST) {
+            Some(host) => format!(
+                "{} {} (host {})",
+                self.method,
+                self.target,
+                String::from_utf8_lossy(host.as_bytes())
+            ),
+            None => format!("{} {}", self.method, self.target),
+        }
+    }
+}
+
+fn print_rejection(rejection: &Rejection, prefix: &str) {
+    outln!(
+        "{prefix}: {} {} (reason: {}): {}",
+        rejection.status(),
+        rejection.error_code().unwrap_or("without an error code"),
+        rejection.reason,
+        explain::summary(rejection.reason)
+    );
+}
+
+/// Runs the gateway's own decision pipeline on a request to the route
+/// carrying the token, so the route's mode applies as it would in `run`.
+fn verify(config_path: &Path, route_name: &str, token: &str) -> anyhow::Result<ExitCode> {
+    let config = jwtgate::config::load(config_path)?;
+    let probe = config
+        .routes
+        .iter()
+        .find(|route| route.name.value == route_name)
+        .map(|route| Probe::new(&route.matcher, token));
+    let snapshot = jwtgate::config::compile(config_path, config)?;
+    let (Some(probe), Some(route)) = (probe, snapshot.routes.iter().find(|r| r.name == route_name))
+    else {
         let names: Vec<&str> = snapshot.routes.iter().map(|r| r.name.as_str()).collect();
         bail!(
             "no route named {route_name:?}; routes: {}",
             names.join(", ")
         );
     };
-    fetch_remote_keys(&snapshot)?;
+    let probe = probe?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    fetch_remote_keys(&snapshot, &runtime)?;
     outln!(
         "route {:?} (auth {})",
         route.name,
@@ -358,34 +442,63 @@ fn verify(config: &Path, route_name: &str, token: &str) -> anyhow::Result<ExitCo
             snapshot.max_token_bytes,
         ),
     };
-    match route.policy.authorize(
-        token,
-        &snapshot.issuers,
-        now,
-        snapshot.max_token_bytes,
-        None,
-        &mut printer,
-    ) {
-        Ok(verified) => {
+    // Keys were fetched just above, and no refresher runs to answer a
+    // refetch: waiting for one could only time out.
+    let pipeline = Pipeline::new(jwtgate::clock::system(), None).without_refetch();
+    let view = probe.view();
+    let decision = runtime.block_on(pipeline.decide_explained(&snapshot, &view, &mut printer));
+    if let Some(decided) = decision.route()
+        && decided.name != route.name
+    {
+        bail!(
+            "{} is routed to {:?}, not {:?}: an earlier route takes the requests {:?} matches",
+            probe.describe(),
+            decided.name,
+            route.name,
+            route.name
+        );
+    }
+    match decision {
+        Decision::Allow { identity, .. } => {
             outln!(
                 "ACCEPTED: issuer {:?}, sub {}",
-                snapshot.issuers[verified.issuer].name,
-                verified
+                snapshot.issuers[identity.issuer].name,
+                identity
                     .subject()
                     .map_or_else(|| "(none)".to_string(), |sub| format!("{sub:?}"))
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(failure) => {
-            let rejection = failure.rejection;
+        Decision::Anonymous { .. } if route.mode == AuthMode::Off => {
             outln!(
-                "REJECTED: {} {} (reason: {}): {}",
-                rejection.status(),
-                rejection.error_code().unwrap_or("without an error code"),
-                rejection.reason,
-                explain::summary(rejection.reason)
+                "NOT CHECKED: auth is off on this route; jwtgate forwards its requests without verifying a token and sets no identity headers"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Decision::WouldDeny { denial, .. } => {
+            print_rejection(&denial.rejection, "REJECTED (not enforced)");
+            outln!(
+                "the route is in audit mode: jwtgate forwards the request without identity headers and counts it as would_deny"
             );
             Ok(ExitCode::FAILURE)
         }
+        Decision::Deny { denial, .. } => {
+            print_rejection(&denial.rejection, "REJECTED");
+            Ok(ExitCode::FAILURE)
+        }
+        Decision::Anonymous { .. } => {
+            outln!("NO TOKEN: the route's token sources found none; forwarded without identity");
+            Ok(ExitCode::FAILURE)
+        }
+        Decision::Refuse(refusal) => bail!(
+            "{} is refused before routing ({}): check the route's match",
+            probe.describe(),
+            refusal.as_str()
+        ),
+        Decision::Preflight { .. } | Decision::NoRoute => bail!(
+            "{} does not reach route {:?}: check the route's match",
+            probe.describe(),
+            route.name
+        ),
     }
 }

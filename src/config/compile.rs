@@ -22,11 +22,11 @@ use crate::auth::{AlgorithmSet, IssuerVerifier, KeyFamily};
 use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
 use crate::keys::remote::{RefreshPolicy, RemoteSource};
 use crate::keys::{self, KeySet, KeyStore, VerifyingKey};
-use crate::proxy::canonical::{self, PathRules};
-use crate::proxy::client::{CidrError, TrustedProxies};
-use crate::proxy::cors::CorsPolicy;
-use crate::proxy::limits::RequestLimits;
-use crate::proxy::router::Router;
+use crate::pipeline::canonical::{self, PathRules};
+use crate::pipeline::client::{CidrError, TrustedProxies};
+use crate::pipeline::cors::CorsPolicy;
+use crate::pipeline::limits::RequestLimits;
+use crate::pipeline::router::Router;
 
 /// Everything the gateway serves from, immutable once built.
 #[derive(Debug)]

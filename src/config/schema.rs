@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
 use crate::auth::Algorithm;
-pub use crate::proxy::canonical::Handling;
+pub use crate::pipeline::canonical::Handling;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -470,6 +470,10 @@ pub enum AuthMode {
     Optional,
     /// No verification at all: a public route.
     Off,
+    /// Verified and judged exactly as `required`, but never refused: what
+    /// `required` would refuse is forwarded without identity and counted as
+    /// `would_deny`, to roll auth onto a backend before enforcing it.
+    Audit,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,23 +10,20 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
-use super::canonical::{RequestTarget, TargetError};
-use super::client::ClientAddress;
-use super::cors;
 use super::headers::{self, Forwarding};
+use super::preflight::preflight_response;
 use super::reject::{self, ProxyFailure};
-use super::router::Lookup;
+use crate::auth::VerifiedToken;
 use crate::auth::cache::TokenCache;
-use crate::auth::extract::{self, HeaderSource};
-use crate::auth::verify::Failure;
-use crate::auth::{Reason, Rejection, VerifiedToken};
 use crate::clock::SharedClock;
-use crate::config::schema::AuthMode;
 use crate::config::{CompiledRoute, Snapshot};
-use crate::keys::KeyStore;
+use crate::pipeline::client::ClientAddress;
+use crate::pipeline::{
+    Decision, Pipeline, Refusal, RequestView, Scheme, TargetForm, UpstreamRewrite,
+};
 use crate::telemetry::Metrics;
 use crate::telemetry::logging::{ACCESS_TARGET, Truncated};
-use crate::telemetry::metrics::{ALLOW, ANONYMOUS, DENY, NO_ISSUER, NO_ROUTE};
+use crate::telemetry::metrics::NO_ROUTE;
 
 /// The proxy. Holds the current config snapshot behind an atomic pointer,
 /// so a request takes one lock-free load and works from that snapshot to
@@ -34,8 +31,7 @@ use crate::telemetry::metrics::{ALLOW, ANONYMOUS, DENY, NO_ISSUER, NO_ROUTE};
 pub struct Gateway {
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
-    clock: SharedClock,
-    cache: Option<TokenCache>,
+    pipeline: Pipeline,
 }
 
 impl Gateway {
@@ -45,11 +41,11 @@ impl Gateway {
         clock: SharedClock,
         cache: Option<TokenCache>,
     ) -> Self {
+        let pipeline = Pipeline::new(clock, cache).timed(metrics.verify_duration.clone());
         Self {
             snapshot,
             metrics,
-            clock,
-            cache,
+            pipeline,
         }
     }
 }
@@ -61,16 +57,15 @@ pub struct RequestCtx {
     route: Option<Arc<CompiledRoute>>,
     request_id: String,
     identity: Option<Arc<VerifiedToken>>,
-    /// Why the request was refused, for the access log.
-    reason: Option<Reason>,
-    /// Why the request was refused before any route was chosen (a bad
-    /// target, a method the route lacks), for the access log.
-    refused: Option<&'static str>,
-    /// The origin-form target to send upstream when it differs from the
-    /// client's (a canonicalized path, an absolute-form request).
-    upstream_target: Option<Vec<u8>>,
-    /// The `Host` to send upstream: an absolute-form request's authority.
-    upstream_host: Option<Vec<u8>>,
+    /// The authentication outcome (allow, deny, would_deny, anonymous), for
+    /// the access log.
+    outcome: Option<&'static str>,
+    /// Why jwtgate refused, or on an audit route would have refused, for
+    /// the access log.
+    reason: Option<&'static str>,
+    /// The target and `Host` to send upstream when they differ from the
+    /// client's.
+    upstream: UpstreamRewrite,
     upstream_started: Option<Instant>,
     connect_attempts: usize,
     /// The response is jwtgate's answer to a CORS preflight, complete as built.
@@ -78,8 +73,8 @@ pub struct RequestCtx {
     /// Set in `request_filter`; `None` for a peer without an IP address.
     client_address: Option<ClientAddress>,
     /// For the access log: the issuer a refusal was attributed to, the
-    /// verified token a route's policy refused (403), the upstream address
-    /// last chosen.
+    /// verified token a route's policy refused (403, or its audit-mode
+    /// would_deny), the upstream address last chosen.
     issuer: Option<usize>,
     denied_identity: Option<Arc<VerifiedToken>>,
     upstream_addr: Option<std::net::SocketAddr>,
@@ -91,202 +86,105 @@ impl RequestCtx {
     pub fn client_ip(&self) -> Option<IpAddr> {
         self.client_address.map(|address| address.client)
     }
-
-    /// Why jwtgate itself answered, for the access log.
-    fn refusal_reason(&self) -> Option<&'static str> {
-        self.reason.map(Reason::as_str).or(self.refused)
-    }
-}
-
-struct RequestHeaders<'a>(&'a RequestHeader);
-
-impl HeaderSource for RequestHeaders<'_> {
-    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
-        self.0.headers.get_all(name).iter().map(|v| v.as_bytes())
-    }
 }
 
 impl Gateway {
-    /// Routing and authentication. `Ok(Some(response))` ends the request
-    /// here; `Ok(None)` lets it through to the upstream.
+    /// Asks the pipeline about the request. `Some(response)` ends the
+    /// request here; `None` lets it through to the upstream.
     async fn decide(
         &self,
         session: &Session,
+        snapshot: &Snapshot,
         ctx: &mut RequestCtx,
     ) -> Option<(ResponseHeader, Bytes)> {
-        let snapshot = ctx.snapshot.clone().expect("set in request_filter");
         let request = session.req_header();
-        let route = match route_request(request, &snapshot, ctx) {
-            Ok(route) => route,
-            Err(response) => return Some(*response),
+        let view = RequestView {
+            method: &request.method,
+            raw_target: request.raw_path(),
+            target: target_form(request.raw_path()),
+            headers: &request.headers,
+            client: ctx.client_address,
+            scheme: Scheme::Http,
         };
-        ctx.route = Some(route.clone());
-        if route.mode == AuthMode::Off {
-            return None;
-        }
-
-        let headers = RequestHeaders(request);
-        let token = match extract::extract(&headers, request.uri.query(), &route.sources) {
-            Ok(token) => token,
-            Err(reason) => {
-                return Some(self.deny(
-                    ctx,
-                    &snapshot,
-                    &route,
-                    Rejection::invalid_request(reason),
-                    None,
-                ));
-            }
-        };
-        let Some(token) = token else {
-            if route.mode == AuthMode::Optional {
-                self.metrics
-                    .record_decision(&route.name, NO_ISSUER, ANONYMOUS, None);
-                return None;
-            }
-            return Some(self.deny(ctx, &snapshot, &route, Rejection::no_token(), None));
-        };
-
-        let mut outcome = self.authorize(&snapshot, &route, token);
-        if let Err(failure) = &outcome
-            && let Some((keys, seen)) = refetchable(&snapshot, failure)
-        {
-            // Whether or not this request triggered the refetch (it may be
-            // rate-limited, or another request's refetch may have brought
-            // the key), only a changed key set can change the answer.
-            keys.refetch().await;
-            if keys.generation() != seen {
-                outcome = self.authorize(&snapshot, &route, token);
-            }
-        }
-        match outcome {
-            Ok(identity) => {
-                let issuer = &snapshot.issuers[identity.issuer].name;
-                self.metrics
-                    .record_decision(&route.name, issuer, ALLOW, None);
+        let decision = self.pipeline.decide(snapshot, &view).await;
+        decision.record(snapshot, &self.metrics);
+        ctx.outcome = decision.outcome();
+        ctx.reason = decision.reason();
+        ctx.route = decision.route().cloned();
+        let request_id = ctx.request_id.as_str();
+        match decision {
+            Decision::Allow {
+                identity, upstream, ..
+            } => {
                 ctx.identity = Some(identity);
+                ctx.upstream = upstream;
                 None
             }
-            Err(failure) => {
-                ctx.denied_identity = failure.refused;
-                Some(self.deny(ctx, &snapshot, &route, failure.rejection, failure.issuer))
+            Decision::Anonymous { upstream, .. } => {
+                ctx.upstream = upstream;
+                None
             }
+            Decision::WouldDeny {
+                upstream, denial, ..
+            } => {
+                ctx.issuer = denial.issuer;
+                ctx.denied_identity = denial.refused_identity;
+                ctx.upstream = upstream;
+                None
+            }
+            Decision::Deny { denial, .. } => {
+                let response = reject::rejection(&denial.rejection, &snapshot.realm, request_id);
+                ctx.issuer = denial.issuer;
+                ctx.denied_identity = denial.refused_identity;
+                Some(response)
+            }
+            Decision::Preflight { policy, .. } => {
+                ctx.cors_preflight = true;
+                Some(preflight_response(policy, &request.headers, request_id))
+            }
+            Decision::Refuse(Refusal::Limit(exceeded)) => {
+                let (error, description) = exceeded.error();
+                Some(reject::refused(
+                    exceeded.status(),
+                    error,
+                    description,
+                    request_id,
+                ))
+            }
+            Decision::Refuse(Refusal::Target(_)) => Some(reject::bad_target(request_id)),
+            Decision::Refuse(Refusal::MethodNotAllowed { allow }) => {
+                Some(reject::method_not_allowed(allow, request_id))
+            }
+            Decision::NoRoute => Some(reject::not_found(request_id)),
         }
     }
-
-    fn authorize(
-        &self,
-        snapshot: &Snapshot,
-        route: &CompiledRoute,
-        token: &str,
-    ) -> Result<Arc<VerifiedToken>, Failure> {
-        let started = Instant::now();
-        let outcome = route.policy.authorize(
-            token,
-            &snapshot.issuers,
-            self.clock.now_unix(),
-            snapshot.max_token_bytes,
-            self.cache.as_ref(),
-            &mut (),
-        );
-        self.metrics
-            .verify_duration
-            .observe(started.elapsed().as_secs_f64());
-        outcome
-    }
-
-    fn deny(
-        &self,
-        ctx: &mut RequestCtx,
-        snapshot: &Snapshot,
-        route: &CompiledRoute,
-        rejection: Rejection,
-        issuer: Option<usize>,
-    ) -> (ResponseHeader, Bytes) {
-        ctx.issuer = issuer;
-        let issuer = issuer.map_or(NO_ISSUER, |i| snapshot.issuers[i].name.as_str());
-        self.metrics
-            .record_decision(&route.name, issuer, DENY, Some(rejection.reason));
-        ctx.reason = Some(rejection.reason);
-        reject::rejection(&rejection, &snapshot.realm, &ctx.request_id)
-    }
-}
-
-/// Canonicalizes the request's target and finds its route. What jwtgate
-/// answers itself (a refusal, a CORS preflight) is the response to send.
-fn route_request(
-    request: &RequestHeader,
-    snapshot: &Snapshot,
-    ctx: &mut RequestCtx,
-) -> Result<Arc<CompiledRoute>, Box<(ResponseHeader, Bytes)>> {
-    let hosts = request
-        .headers
-        .get_all(http::header::HOST)
-        .iter()
-        .map(|h| h.as_bytes());
-    let target = split_target(request.raw_path()).and_then(|(authority, path_and_query)| {
-        RequestTarget::new(authority, path_and_query, hosts, &snapshot.paths)
-    });
-    let target = match target {
-        Ok(target) => target,
-        Err(refusal) => {
-            ctx.refused = Some(refusal.reason());
-            return Err(Box::new(reject::bad_target(&ctx.request_id)));
-        }
-    };
-    if let Some((route, policy)) = cors::preflight_route(
-        &snapshot.router,
-        target.host.as_deref(),
-        target.route_path(),
-        &request.method,
-        &request.headers,
-    ) {
-        ctx.route = Some(route.clone());
-        ctx.cors_preflight = true;
-        return Err(Box::new(cors::preflight_response(
-            policy,
-            &request.headers,
-            &ctx.request_id,
-        )));
-    }
-    let found =
-        snapshot
-            .router
-            .lookup(target.host.as_deref(), target.route_path(), &request.method);
-    let route = match found {
-        Lookup::Route(route) => route.clone(),
-        Lookup::MethodNotAllowed { allow } => {
-            ctx.refused = Some("method_not_allowed");
-            return Err(Box::new(reject::method_not_allowed(allow, &ctx.request_id)));
-        }
-        Lookup::NoRoute => return Err(Box::new(reject::not_found(&ctx.request_id))),
-    };
-    ctx.upstream_target = target.upstream_target();
-    ctx.upstream_host = target.authority.map(<[u8]>::to_vec);
-    Ok(route)
 }
 
 /// Origin form (`/path?query`) or absolute form (`http://host/path?query`,
 /// split by Pingora's own classifier, the one that already checked the
-/// authority against `Host`); anything else (`*`, other schemes) is refused.
-fn split_target(raw: &[u8]) -> Result<(Option<&[u8]>, &[u8]), TargetError> {
+/// authority against `Host`); anything else is for the pipeline to refuse.
+fn target_form(raw: &[u8]) -> TargetForm<'_> {
     match raw_target_authority(raw) {
-        RawTargetAuthority::None if raw.first() == Some(&b'/') => Ok((None, raw)),
+        RawTargetAuthority::None if raw.first() == Some(&b'/') => TargetForm::Origin {
+            path_and_query: raw,
+        },
         RawTargetAuthority::Absolute {
             scheme,
             authority,
             path_and_query,
         } if scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https") => {
-            Ok((Some(authority), path_and_query))
+            TargetForm::Absolute {
+                authority,
+                path_and_query,
+            }
         }
-        _ => Err(TargetError::InvalidTarget),
+        _ => TargetForm::Unsupported,
     }
 }
 
 /// Who the client is, from the peer address and, if the peer is a trusted
 /// proxy, its `X-Forwarded-For`.
-fn client_address(session: &Session, ctx: &RequestCtx) -> Option<ClientAddress> {
-    let snapshot = ctx.snapshot.as_ref()?;
+fn client_address(session: &Session, snapshot: &Snapshot) -> Option<ClientAddress> {
     let peer = session.client_addr()?.as_inet()?.ip();
     let forwarded_for = session
         .req_header()
@@ -301,38 +199,6 @@ fn client_address(session: &Session, ctx: &RequestCtx) -> Option<ClientAddress> 
     ))
 }
 
-/// The 414 / 431 answer when the request head is over a configured limit.
-fn over_limit(session: &Session, ctx: &mut RequestCtx) -> Option<(ResponseHeader, Bytes)> {
-    let snapshot = ctx.snapshot.as_ref()?;
-    let request = session.req_header();
-    let exceeded = snapshot
-        .limits
-        .check(request.raw_path(), &request.headers)
-        .err()?;
-    ctx.refused = Some(exceeded.as_str());
-    let (error, description) = exceeded.error();
-    Some(reject::refused(
-        exceeded.status(),
-        error,
-        description,
-        &ctx.request_id,
-    ))
-}
-
-/// The key store worth refetching for this failure: a remote issuer's, when
-/// the token named a `kid` we don't have (keys may have rotated) or there
-/// are no keys yet, with the key-set generation the failure was decided
-/// against. The store itself bounds and rate-limits the refetch.
-fn refetchable<'a>(snapshot: &'a Snapshot, failure: &Failure) -> Option<(&'a KeyStore, u64)> {
-    let reason = failure.rejection.reason;
-    if reason != Reason::UnknownKid && reason != Reason::JwksUnavailable {
-        return None;
-    }
-    let keys = &snapshot.issuers[failure.issuer?].keys;
-    keys.is_remote()
-        .then_some((keys.as_ref(), failure.keys_seen?))
-}
-
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -344,10 +210,9 @@ impl ProxyHttp for Gateway {
             route: None,
             request_id: String::new(),
             identity: None,
+            outcome: None,
             reason: None,
-            refused: None,
-            upstream_target: None,
-            upstream_host: None,
+            upstream: UpstreamRewrite::default(),
             upstream_started: None,
             connect_attempts: 0,
             cors_preflight: false,
@@ -359,14 +224,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        ctx.snapshot = Some(self.snapshot.load_full());
+        let snapshot = self.snapshot.load_full();
+        ctx.snapshot = Some(snapshot.clone());
         ctx.request_id = headers::request_id(session.req_header());
-        ctx.client_address = client_address(session, ctx);
-        let refused = over_limit(session, ctx);
-        let response = match refused {
-            Some(response) => Some(response),
-            None => self.decide(session, ctx).await,
-        };
+        ctx.client_address = client_address(session, &snapshot);
+        let response = self.decide(session, &snapshot, ctx).await;
         let Some((mut header, body)) = response else {
             return Ok(false);
         };
@@ -444,10 +306,10 @@ impl ProxyHttp for Gateway {
         let (Some(snapshot), Some(route)) = (&ctx.snapshot, &ctx.route) else {
             return Ok(());
         };
-        if let Some(target) = &ctx.upstream_target {
+        if let Some(target) = &ctx.upstream.target {
             upstream_request.set_raw_path(target)?;
         }
-        if let Some(host) = &ctx.upstream_host {
+        if let Some(host) = &ctx.upstream.host {
             upstream_request.insert_header(http::header::HOST, host.as_slice())?;
         }
         headers::rewrite(
@@ -555,7 +417,8 @@ impl Gateway {
                 .and_then(|i| i.subject())
                 .map(|sub| display(Truncated::new(sub, LOGGED_TEXT_BYTES))),
             issuer,
-            reason = ctx.refusal_reason(),
+            outcome = ctx.outcome,
+            reason = ctx.reason,
             client = ctx.client_ip().map(display),
             user_agent = user_agent
                 .as_deref()

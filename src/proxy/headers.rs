@@ -8,11 +8,11 @@ use std::net::IpAddr;
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 
-use super::client::ClientAddress;
 use crate::auth::VerifiedToken;
 use crate::auth::claims;
 use crate::auth::extract::split_pair;
 use crate::config::CompiledRoute;
+use crate::pipeline::client::ClientAddress;
 
 pub const REQUEST_ID: &str = "x-request-id";
 const MAX_REQUEST_ID_LEN: usize = 128;

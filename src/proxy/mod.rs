@@ -1,15 +1,12 @@
-//! The thin adapter between Pingora's request phases and the auth core:
-//! route the request, ask `auth` for a decision, rewrite headers, pick an
-//! upstream, and count and log what happened.
+//! The Pingora adapter: turns a session into a request view for the
+//! decision pipeline, and its decision into jwtgate's own answer or the
+//! upstream request's headers; picks an upstream, and counts and logs what
+//! happened.
 
-pub mod canonical;
-pub mod client;
-pub mod cors;
 mod gateway;
 pub mod headers;
-pub mod limits;
+pub mod preflight;
 pub mod reject;
 pub mod request_id;
-pub mod router;
 
 pub use gateway::{Gateway, RequestCtx};

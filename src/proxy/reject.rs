@@ -10,8 +10,8 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 use serde_json::json;
 
-use super::cors::CorsPolicy;
 use crate::auth::{Rejection, RejectionKind};
+use crate::pipeline::cors::CorsPolicy;
 
 /// Seconds a client should wait before retrying when keys are unavailable.
 const RETRY_AFTER_SECS: &str = "10";

@@ -14,6 +14,8 @@ pub const ALLOW: &str = "allow";
 pub const DENY: &str = "deny";
 /// Optional route, no token sent: let through without identity.
 pub const ANONYMOUS: &str = "anonymous";
+/// Audit route: `required` would have refused; forwarded without identity.
+pub const WOULD_DENY: &str = "would_deny";
 
 /// `route` for requests that matched no route; `issuer` when none was
 /// identified; `reason` for allowed requests.
@@ -58,7 +60,7 @@ impl Metrics {
         let auth_decisions = IntCounterVec::new(
             Opts::new(
                 "jwtgate_auth_decisions_total",
-                "Authentication decisions, by route, issuer, outcome (allow, deny, anonymous) and reason.",
+                "Authentication decisions, by route, issuer, outcome (allow, deny, anonymous, would_deny) and reason.",
             ),
             &["route", "issuer", "outcome", "reason"],
         )

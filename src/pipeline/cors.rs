@@ -4,13 +4,12 @@
 //! rejections alike, for allowed origins only.
 //!
 //! Every header value is built once when the config is compiled. The policy
-//! works on `http` types through [`ResponseHeaders`]; the Pingora adapter is
-//! the short section at the end.
+//! works on `http` types through [`ResponseHeaders`]; the Pingora side lives
+//! in `proxy::preflight`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::router::Router;
@@ -103,7 +102,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    fn description(self) -> &'static str {
+    pub fn description(self) -> &'static str {
         match self {
             Refusal::Origin => "this origin may not call this route",
             Refusal::Method => "this method is not allowed for cross-origin requests on this route",
@@ -494,50 +493,6 @@ fn header_names(field: &'static str, names: &[String]) -> Result<Vec<HeaderName>
 fn joined<'a>(items: impl Iterator<Item = &'a str>) -> HeaderValue {
     let text = items.collect::<Vec<_>>().join(", ");
     HeaderValue::from_str(&text).expect("methods and header names are valid header values")
-}
-
-// ---------------------------------------------------------------------------
-// Pingora adapter
-// ---------------------------------------------------------------------------
-
-impl ResponseHeaders for pingora::http::ResponseHeader {
-    fn header_map(&self) -> &HeaderMap {
-        &self.headers
-    }
-
-    fn set(&mut self, name: &'static str, value: HeaderValue) {
-        self.insert_header(name, value)
-            .expect("a HeaderValue is always a valid value");
-    }
-
-    fn remove(&mut self, name: &'static str) {
-        self.remove_header(name);
-    }
-}
-
-/// The whole response to a preflight: `204` with the CORS headers, or `403`
-/// with a JSON body and none of them.
-pub fn preflight_response(
-    policy: &CorsPolicy,
-    request: &HeaderMap,
-    request_id: &str,
-) -> (pingora::http::ResponseHeader, Bytes) {
-    use pingora::http::ResponseHeader;
-    let mut allowed = ResponseHeader::build(204, Some(8)).expect("valid status");
-    match policy.preflight(request, &mut allowed) {
-        Ok(()) => {
-            allowed
-                .insert_header(super::headers::REQUEST_ID, request_id)
-                .expect("request ids are visible ASCII");
-            (allowed, Bytes::new())
-        }
-        Err(refusal) => super::reject::refused(
-            403,
-            "cors_preflight_refused",
-            refusal.description(),
-            request_id,
-        ),
-    }
 }
 
 #[cfg(test)]

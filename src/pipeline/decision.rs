@@ -1,0 +1,170 @@
+//! The pipeline's answer for one request, and the one place that turns it
+//! into the `jwtgate_auth_decisions_total` sample and the access log's
+//! `outcome` and `reason`, so every adapter counts a decision the same way.
+
+use std::sync::Arc;
+
+use super::canonical::TargetError;
+use super::cors::CorsPolicy;
+use super::limits::LimitExceeded;
+use crate::auth::{Rejection, VerifiedToken};
+use crate::config::schema::AuthMode;
+use crate::config::{CompiledRoute, Snapshot};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::{ALLOW, ANONYMOUS, DENY, NO_ISSUER, WOULD_DENY};
+
+/// What to do with a request. `'s` is the config snapshot it was decided
+/// against: routes and prebuilt header values are borrowed from it.
+#[derive(Debug)]
+pub enum Decision<'s> {
+    /// Forward, with the identity headers of a token that passed every
+    /// check.
+    Allow {
+        route: &'s Arc<CompiledRoute>,
+        identity: Arc<VerifiedToken>,
+        upstream: UpstreamRewrite,
+    },
+    /// Forward without identity: an `off` route, or an `optional` route
+    /// without a token.
+    Anonymous {
+        route: &'s Arc<CompiledRoute>,
+        upstream: UpstreamRewrite,
+    },
+    /// An `audit` route: `required` would have refused, but the request is
+    /// forwarded, without identity headers.
+    WouldDeny {
+        route: &'s Arc<CompiledRoute>,
+        upstream: UpstreamRewrite,
+        denial: Denial,
+    },
+    /// Refused by the route's authentication (400, 401, 403 or 503).
+    Deny {
+        route: &'s Arc<CompiledRoute>,
+        denial: Denial,
+    },
+    /// A CORS preflight for a route with a CORS policy: jwtgate answers it,
+    /// without a token.
+    Preflight {
+        route: &'s Arc<CompiledRoute>,
+        policy: &'s CorsPolicy,
+    },
+    /// Refused before any route was chosen.
+    Refuse(Refusal<'s>),
+    /// No route matches: 404.
+    NoRoute,
+}
+
+/// Why authentication refused (or, in audit mode, would have refused).
+#[derive(Debug, Clone)]
+pub struct Denial {
+    /// What the client is told, and the precise reason for metric and log.
+    pub rejection: Rejection,
+    /// The issuer the failure is attributed to, once one was identified.
+    pub issuer: Option<usize>,
+    /// The check that failed, as `jwtgate token verify` names it:
+    /// `token` (extraction), `structure`, `issuer`, `algorithm`, `key`,
+    /// `signature`, `token type`, `exp`, `nbf`, `iat`, `lifetime`, `sub`,
+    /// `aud`, `aud (route)`, `scopes`, `claim`.
+    pub check: &'static str,
+    /// A token that verified but that the route's policy refused: its
+    /// identity is genuine, so the access log may name its `sub`. Never
+    /// forwarded.
+    pub refused_identity: Option<Arc<VerifiedToken>>,
+}
+
+/// The check name of a failure to find a usable token in the request.
+pub const TOKEN_CHECK: &str = "token";
+
+/// What jwtgate answers itself before routing completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal<'s> {
+    /// The request head is over a configured limit: 414 or 431.
+    Limit(LimitExceeded),
+    /// The request-target can't be routed safely: 400.
+    Target(TargetError),
+    /// The longest matching prefix has no route for this method: 405, with
+    /// the `Allow` value prebuilt in the snapshot.
+    MethodNotAllowed { allow: &'s str },
+}
+
+impl Refusal<'_> {
+    /// The access log's `reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Limit(exceeded) => exceeded.as_str(),
+            Refusal::Target(error) => error.reason(),
+            Refusal::MethodNotAllowed { .. } => "method_not_allowed",
+        }
+    }
+}
+
+/// How the upstream request differs from the client's, decided while
+/// routing. Both are `None` in the common case, and then cost nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamRewrite {
+    /// The origin-form target to send when it differs from the client's (a
+    /// canonicalized path, an absolute-form request).
+    pub target: Option<Vec<u8>>,
+    /// The `Host` to send: an absolute-form request's authority.
+    pub host: Option<Vec<u8>>,
+}
+
+impl<'s> Decision<'s> {
+    /// The route the request was attributed to, if any.
+    pub fn route(&self) -> Option<&'s Arc<CompiledRoute>> {
+        match self {
+            Decision::Allow { route, .. }
+            | Decision::Anonymous { route, .. }
+            | Decision::WouldDeny { route, .. }
+            | Decision::Deny { route, .. }
+            | Decision::Preflight { route, .. } => Some(route),
+            Decision::Refuse(_) | Decision::NoRoute => None,
+        }
+    }
+
+    /// The `outcome` of an authentication decision; `None` when none was
+    /// made (an `off` route, a preflight, a refusal before routing).
+    pub fn outcome(&self) -> Option<&'static str> {
+        match self {
+            Decision::Allow { .. } => Some(ALLOW),
+            Decision::Anonymous { route, .. } if route.mode != AuthMode::Off => Some(ANONYMOUS),
+            Decision::WouldDeny { .. } => Some(WOULD_DENY),
+            Decision::Deny { .. } => Some(DENY),
+            _ => None,
+        }
+    }
+
+    /// Why jwtgate refused, or in audit mode would have refused: the access
+    /// log's `reason`.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Decision::WouldDeny { denial, .. } | Decision::Deny { denial, .. } => {
+                Some(denial.rejection.reason.as_str())
+            }
+            Decision::Refuse(refusal) => Some(refusal.as_str()),
+            _ => None,
+        }
+    }
+
+    pub fn denial(&self) -> Option<&Denial> {
+        match self {
+            Decision::WouldDeny { denial, .. } | Decision::Deny { denial, .. } => Some(denial),
+            _ => None,
+        }
+    }
+
+    /// Counts the decision in `jwtgate_auth_decisions_total`. Every adapter
+    /// calls this, so a reason is labelled the same whoever asked.
+    pub fn record(&self, snapshot: &Snapshot, metrics: &Metrics) {
+        let (Some(route), Some(outcome)) = (self.route(), self.outcome()) else {
+            return;
+        };
+        let issuer = match self {
+            Decision::Allow { identity, .. } => Some(identity.issuer),
+            _ => self.denial().and_then(|denial| denial.issuer),
+        };
+        let issuer = issuer.map_or(NO_ISSUER, |i| snapshot.issuers[i].name.as_str());
+        let reason = self.denial().map(|denial| denial.rejection.reason);
+        metrics.record_decision(&route.name, issuer, outcome, reason);
+    }
+}

@@ -1,0 +1,279 @@
+//! The decision pipeline: a [`RequestView`] in, a [`Decision`] out.
+//! Request limits, the canonical target, routing (host, longest prefix,
+//! method), CORS preflights, token extraction, the verified-token cache,
+//! verification, the bounded unknown-`kid` refetch (the only await), the
+//! route's policy and its mode are all decided here, and nowhere else.
+//!
+//! Nothing in here knows Pingora or any HTTP server: adapters (the proxy,
+//! `jwtgate token verify`) translate their request into a view and the
+//! decision into their own answer, and count it with [`Decision::record`].
+//! The modules the pipeline routes with live here too, so config
+//! compilation, which builds them, never depends on an adapter.
+
+pub mod canonical;
+pub mod client;
+pub mod cors;
+mod decision;
+pub mod limits;
+pub mod router;
+mod view;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus::Histogram;
+
+pub use decision::{Decision, Denial, Refusal, TOKEN_CHECK, UpstreamRewrite};
+pub use view::{RequestView, Scheme, TargetForm};
+
+use self::canonical::{RequestTarget, TargetError};
+use self::router::Lookup;
+use self::view::Headers;
+use crate::auth::cache::TokenCache;
+use crate::auth::extract;
+use crate::auth::verify::{Explain, Failure};
+use crate::auth::{Reason, Rejection, VerifiedToken};
+use crate::clock::SharedClock;
+use crate::config::schema::AuthMode;
+use crate::config::{CompiledRoute, Snapshot};
+use crate::keys::KeyStore;
+
+/// What outlives a config snapshot and every request: the clock, the
+/// verified-token cache, and the verification timer.
+pub struct Pipeline {
+    clock: SharedClock,
+    cache: Option<TokenCache>,
+    verify_duration: Option<Histogram>,
+    refetch: bool,
+}
+
+impl Pipeline {
+    /// A pipeline that refetches a remote issuer's keys on an unknown `kid`
+    /// and records no timings.
+    pub fn new(clock: SharedClock, cache: Option<TokenCache>) -> Self {
+        Self {
+            clock,
+            cache,
+            verify_duration: None,
+            refetch: true,
+        }
+    }
+
+    /// Observes each verification (and policy check) into `histogram`.
+    pub fn timed(mut self, histogram: Histogram) -> Self {
+        self.verify_duration = Some(histogram);
+        self
+    }
+
+    /// Never waits for a refetch: for callers with no refresher running
+    /// (the CLI fetches keys itself, once), where a wait could only time out.
+    pub fn without_refetch(mut self) -> Self {
+        self.refetch = false;
+        self
+    }
+
+    pub async fn decide<'s>(&self, snapshot: &'s Snapshot, view: &RequestView<'_>) -> Decision<'s> {
+        self.decide_explained(snapshot, view, &mut ()).await
+    }
+
+    /// [`Pipeline::decide`], reporting every verification check to
+    /// `explain` (`()` on the request path, where it compiles to nothing).
+    pub async fn decide_explained<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        view: &RequestView<'_>,
+        explain: &mut (impl Explain + Send),
+    ) -> Decision<'s> {
+        if let Err(exceeded) = snapshot.limits.check(view.raw_target, view.headers) {
+            return Decision::Refuse(Refusal::Limit(exceeded));
+        }
+        let target = match canonical_target(snapshot, view) {
+            Ok(target) => target,
+            Err(error) => return Decision::Refuse(Refusal::Target(error)),
+        };
+        let host = target.host.as_deref();
+        let path = target.route_path();
+        if let Some((route, policy)) =
+            cors::preflight_route(&snapshot.router, host, path, view.method, view.headers)
+        {
+            return Decision::Preflight { route, policy };
+        }
+        let route = match snapshot.router.lookup(host, path, view.method) {
+            Lookup::Route(route) => route,
+            Lookup::MethodNotAllowed { allow } => {
+                return Decision::Refuse(Refusal::MethodNotAllowed { allow });
+            }
+            Lookup::NoRoute => return Decision::NoRoute,
+        };
+        let upstream = || UpstreamRewrite {
+            target: target.upstream_target(),
+            host: target.authority.map(<[u8]>::to_vec),
+        };
+        if route.mode == AuthMode::Off {
+            return Decision::Anonymous {
+                route,
+                upstream: upstream(),
+            };
+        }
+        let query = target.query.and_then(|q| std::str::from_utf8(q).ok());
+        match self
+            .authenticate(snapshot, route, view, query, explain)
+            .await
+        {
+            Ok(Some(identity)) => Decision::Allow {
+                route,
+                identity,
+                upstream: upstream(),
+            },
+            Ok(None) => Decision::Anonymous {
+                route,
+                upstream: upstream(),
+            },
+            // Audit decides exactly as `required`, then lets it through.
+            Err(denial) if route.mode == AuthMode::Audit => Decision::WouldDeny {
+                route,
+                upstream: upstream(),
+                denial,
+            },
+            Err(denial) => Decision::Deny { route, denial },
+        }
+    }
+
+    /// The route's verdict on the request's token. `Ok(None)`: an
+    /// `optional` route and no token.
+    async fn authenticate(
+        &self,
+        snapshot: &Snapshot,
+        route: &CompiledRoute,
+        view: &RequestView<'_>,
+        query: Option<&str>,
+        explain: &mut (impl Explain + Send),
+    ) -> Result<Option<Arc<VerifiedToken>>, Denial> {
+        let headers = Headers(view.headers);
+        let token = match extract::extract(&headers, query, &route.sources) {
+            Ok(Some(token)) => token,
+            Ok(None) if route.mode == AuthMode::Optional => return Ok(None),
+            Ok(None) => return Err(unauthenticated(Rejection::no_token(), explain)),
+            Err(reason) => {
+                return Err(unauthenticated(Rejection::invalid_request(reason), explain));
+            }
+        };
+        let mut checks = FailedCheck {
+            inner: explain,
+            failed: None,
+        };
+        let mut outcome = self.authorize(snapshot, route, token, &mut checks);
+        if let Err(failure) = &outcome
+            && self.refetch
+            && let Some((keys, seen)) = refetchable(snapshot, failure)
+        {
+            // Whether or not this request triggered the refetch (it may be
+            // rate-limited, or another request's refetch may have brought
+            // the key), only a changed key set can change the answer.
+            keys.refetch().await;
+            if keys.generation() != seen {
+                outcome = self.authorize(snapshot, route, token, &mut checks);
+            }
+        }
+        outcome.map(Some).map_err(|failure| {
+            debug_assert!(checks.failed.is_some(), "a check failed silently");
+            Denial {
+                rejection: failure.rejection,
+                issuer: failure.issuer,
+                // Every failing check reports itself (the unit tests hold each
+                // to it); the fallback keeps one that forgets from panicking a
+                // request in a release build.
+                check: checks.failed.unwrap_or("verify"),
+                refused_identity: failure.refused,
+            }
+        })
+    }
+
+    fn authorize(
+        &self,
+        snapshot: &Snapshot,
+        route: &CompiledRoute,
+        token: &str,
+        explain: &mut impl Explain,
+    ) -> Result<Arc<VerifiedToken>, Failure> {
+        let started = Instant::now();
+        let outcome = route.policy.authorize(
+            token,
+            &snapshot.issuers,
+            self.clock.now_unix(),
+            snapshot.max_token_bytes,
+            self.cache.as_ref(),
+            explain,
+        );
+        if let Some(histogram) = &self.verify_duration {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
+        outcome
+    }
+}
+
+/// A refusal before any token was verified: none sent, or not usable.
+fn unauthenticated(rejection: Rejection, explain: &mut impl Explain) -> Denial {
+    explain.failed(TOKEN_CHECK, rejection.reason);
+    Denial {
+        rejection,
+        issuer: None,
+        check: TOKEN_CHECK,
+        refused_identity: None,
+    }
+}
+
+/// Remembers which check failed, passing everything on.
+struct FailedCheck<'e, E> {
+    inner: &'e mut E,
+    failed: Option<&'static str>,
+}
+
+impl<E: Explain> Explain for FailedCheck<'_, E> {
+    fn passed(&mut self, check: &'static str, detail: &dyn Fn() -> String) {
+        self.inner.passed(check, detail);
+    }
+
+    fn failed(&mut self, check: &'static str, reason: Reason) {
+        self.failed = Some(check);
+        self.inner.failed(check, reason);
+    }
+}
+
+/// The request's target in canonical form, with its routing host.
+fn canonical_target<'a>(
+    snapshot: &Snapshot,
+    view: &RequestView<'a>,
+) -> Result<RequestTarget<'a>, TargetError> {
+    let (authority, path_and_query) = match view.target {
+        TargetForm::Origin { path_and_query } => (None, path_and_query),
+        TargetForm::Absolute {
+            authority,
+            path_and_query,
+        } => (Some(authority), path_and_query),
+        TargetForm::Unsupported => return Err(TargetError::InvalidTarget),
+    };
+    let hosts = view
+        .headers
+        .get_all(http::header::HOST)
+        .iter()
+        .map(|host| host.as_bytes());
+    RequestTarget::new(authority, path_and_query, hosts, &snapshot.paths)
+}
+
+/// The key store worth refetching for this failure: a remote issuer's, when
+/// the token named a `kid` we don't have (keys may have rotated) or there
+/// are no keys yet, with the key-set generation the failure was decided
+/// against. The store itself bounds and rate-limits the refetch.
+fn refetchable<'a>(snapshot: &'a Snapshot, failure: &Failure) -> Option<(&'a KeyStore, u64)> {
+    let reason = failure.rejection.reason;
+    if reason != Reason::UnknownKid && reason != Reason::JwksUnavailable {
+        return None;
+    }
+    let keys = &snapshot.issuers[failure.issuer?].keys;
+    keys.is_remote()
+        .then_some((keys.as_ref(), failure.keys_seen?))
+}
+
+#[cfg(test)]
+mod tests;

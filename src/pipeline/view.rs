@@ -1,0 +1,60 @@
+//! What the pipeline reads of a request. Adapters fill it from whatever
+//! their server hands them; every field borrows, so building one allocates
+//! nothing.
+
+use http::{HeaderMap, Method};
+
+use super::client::ClientAddress;
+use crate::auth::extract::HeaderSource;
+
+/// A request as the decision pipeline sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub method: &'a Method,
+    /// The request-target exactly as received; request limits count its
+    /// bytes.
+    pub raw_target: &'a [u8],
+    /// The same target, split by the adapter's HTTP parser, which has
+    /// already checked an absolute-form authority against `Host`.
+    pub target: TargetForm<'a>,
+    /// Every request header; `Host` is read from here.
+    pub headers: &'a HeaderMap,
+    /// Who the client is, resolved by the adapter from the peer address and
+    /// trusted forwarding headers. `None` when the peer has no IP address.
+    /// No check reads it yet; limits keyed by client address will.
+    pub client: Option<ClientAddress>,
+    /// The scheme the client used to reach jwtgate. No check reads it yet;
+    /// it is part of the view so adapters for TLS listeners need no new
+    /// field.
+    pub scheme: Scheme,
+}
+
+/// The forms of request-target jwtgate routes (RFC 9112 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetForm<'a> {
+    /// `/path?query`.
+    Origin { path_and_query: &'a [u8] },
+    /// `http://authority/path?query`, as a forward proxy would send it.
+    Absolute {
+        authority: &'a [u8],
+        path_and_query: &'a [u8],
+    },
+    /// Authority form, asterisk form, another scheme: refused with 400.
+    Unsupported,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// Token extraction reads headers through this, so `auth` needs no HTTP
+/// library.
+pub(super) struct Headers<'a>(pub &'a HeaderMap);
+
+impl HeaderSource for Headers<'_> {
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
+        self.0.get_all(name).iter().map(|value| value.as_bytes())
+    }
+}
