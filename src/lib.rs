@@ -13,6 +13,8 @@ pub mod echo;
 pub mod keys;
 pub mod mint;
 pub mod proxy;
+pub mod reload;
+pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -16,7 +16,7 @@ pub enum Locator {
     JwksUri(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchSettings {
     pub connect_timeout: Duration,
     /// For the whole request, body included.
@@ -39,6 +39,8 @@ pub enum FetchError {
     Discovery { url: String, message: String },
     #[error("{0}: plain HTTP is refused (set allow_http: true for loopback tests only)")]
     Insecure(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
 }
 
 /// A fetched JSON document and how long it may be cached (`Cache-Control:
@@ -55,14 +57,14 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(settings: FetchSettings) -> Result<Self, String> {
+    pub fn new(settings: FetchSettings) -> Result<Self, FetchError> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
             .https_only(!settings.allow_http)
             .user_agent(concat!("jwtgate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| FetchError::Client(error_chain(&e)))?;
         Ok(Self { client, settings })
     }
 

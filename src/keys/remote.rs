@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::cache::{CachedJwks, DiskCache};
-use super::fetch::{FetchSettings, Fetcher, Locator};
+use super::fetch::{FetchError, FetchSettings, Fetcher, Locator};
 use super::jwks;
 use crate::auth::IssuerVerifier;
 use crate::clock::SharedClock;
@@ -22,7 +22,7 @@ const DEFAULT_REFRESH: Duration = Duration::from_secs(10 * 60);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshPolicy {
     pub min_refresh: Duration,
     pub max_refresh: Duration,
@@ -56,6 +56,40 @@ pub struct RemoteSource {
     pub refresh: RefreshPolicy,
 }
 
+impl RemoteSource {
+    /// What decides where and how this issuer's keys are fetched and parsed.
+    pub fn identity(&self) -> RemoteIdentity {
+        let verifier = &self.verifier;
+        RemoteIdentity {
+            name: verifier.name.clone(),
+            issuer: verifier.issuer.clone(),
+            algorithms: verifier.algorithms,
+            locator: self.locator.clone(),
+            fetch: self.fetch.clone(),
+            refresh: self.refresh.clone(),
+            refetch: verifier.keys.refetch_settings(),
+        }
+    }
+}
+
+/// A remote issuer as far as its keys are concerned: a config reload that
+/// leaves all of it unchanged keeps the issuer's key store and refresher
+/// (no keys dropped, no 503, no `/readyz` flap); any change starts afresh.
+/// Audiences, leeway and the like are not part of it: they don't change
+/// which keys are fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteIdentity {
+    pub name: String,
+    pub issuer: String,
+    /// Which keys of a JWKS are usable, and for what.
+    pub algorithms: crate::auth::AlgorithmSet,
+    pub locator: Locator,
+    pub fetch: FetchSettings,
+    pub refresh: RefreshPolicy,
+    /// The store's `(unknown_kid_interval, unknown_kid_wait)`.
+    pub refetch: Option<(Duration, Duration)>,
+}
+
 /// What one refresh loop remembers between attempts.
 #[derive(Default)]
 struct RefreshState {
@@ -87,7 +121,7 @@ impl Refresher {
         cache: Option<DiskCache>,
         metrics: Arc<Metrics>,
         clock: SharedClock,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, FetchError> {
         let fetcher = Fetcher::new(source.fetch.clone())?;
         Ok(Self {
             source,
