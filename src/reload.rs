@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -211,6 +211,8 @@ impl Reloader {
 /// How long the directory must stay quiet before a burst of events (an
 /// editor's save, a ConfigMap swap) becomes one reload.
 const DEBOUNCE: Duration = Duration::from_millis(250);
+/// A burst that never goes quiet still reloads this long after it began.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch {dir} for config changes: {source}")]
@@ -265,11 +267,21 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<(), WatchError> {
                     }
                     Err(_) => return,
                 }
-                // Let the burst end: a write in several steps, a swap in
-                // several renames.
+                // Let the burst end (a write in several steps, a swap in
+                // several renames); other files in the directory, such as a
+                // log written next to the config, neither extend nor end it.
+                let started = Instant::now();
+                let mut quiet_at = started + DEBOUNCE;
                 loop {
-                    match received.recv_timeout(DEBOUNCE) {
-                        Ok(_) => continue,
+                    let now = Instant::now();
+                    if now >= quiet_at {
+                        break;
+                    }
+                    match received.recv_timeout(quiet_at - now) {
+                        Ok(Ok(event)) if concerns_config(&event) => {
+                            quiet_at = (Instant::now() + DEBOUNCE).min(started + MAX_DEBOUNCE);
+                        }
+                        Ok(_) => {}
                         Err(RecvTimeoutError::Timeout) => break,
                         Err(RecvTimeoutError::Disconnected) => return,
                     }
