@@ -37,6 +37,14 @@ pub enum FetchError {
     NotJson { url: String, message: String },
     #[error("discovery document {url}: {message}")]
     Discovery { url: String, message: String },
+    #[error(
+        "discovery document {url}: issuer {found:?} does not equal the configured {expected:?}"
+    )]
+    IssuerMismatch {
+        url: String,
+        found: String,
+        expected: String,
+    },
     #[error("{0}: plain HTTP is refused (set allow_http: true for loopback tests only)")]
     Insecure(String),
     #[error("cannot build the HTTP client: {0}")]
@@ -86,9 +94,11 @@ impl Fetcher {
         match fetched.document.get("issuer").and_then(Value::as_str) {
             Some(found) if found == issuer => {}
             Some(found) => {
-                return Err(discovery_error(format!(
-                    "issuer {found:?} does not equal the configured {issuer:?}"
-                )));
+                return Err(FetchError::IssuerMismatch {
+                    url,
+                    found: found.to_string(),
+                    expected: issuer.clone(),
+                });
             }
             None => return Err(discovery_error("no \"issuer\"".into())),
         }
@@ -278,6 +288,10 @@ pub(crate) mod tests {
             issuer: url.clone(),
         };
         let error = fetcher(true).jwks_uri(&locator).await.unwrap_err();
+        assert!(
+            matches!(error, FetchError::IssuerMismatch { .. }),
+            "{error}"
+        );
         assert!(error.to_string().contains("does not equal"), "{error}");
 
         // A provider whose discovery document names its own URL is followed.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::cache::{CachedJwks, DiskCache};
 use super::fetch::{FetchError, FetchSettings, Fetcher, Locator};
-use super::jwks;
+use super::{KeyError, jwks};
 use crate::auth::IssuerVerifier;
 use crate::clock::SharedClock;
 use crate::telemetry::Metrics;
@@ -42,6 +42,40 @@ impl RefreshPolicy {
     /// `max_refresh` when that is shorter).
     fn next_backoff(&self, current: Duration) -> Duration {
         (current * 2).min(MAX_BACKOFF.min(self.max_refresh))
+    }
+}
+
+/// Why a refresh failed, each kind with its own `result` label on
+/// `jwtgate_jwks_fetch_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("{uri}: not a usable JWK Set: {source}")]
+    InvalidJwks { uri: String, source: KeyError },
+    #[error("{uri}: the JWKS has no usable key")]
+    NoUsableKey { uri: String },
+}
+
+/// `result` of a successful fetch on `jwtgate_jwks_fetch_total`.
+pub const FETCH_SUCCESS: &str = "success";
+
+impl RefreshError {
+    /// The `result` label: a closed set, documented in the README.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Fetch(error) => match error {
+                FetchError::Http { .. } => "network",
+                FetchError::Status { .. } => "http_status",
+                FetchError::TooLarge { .. } => "too_large",
+                FetchError::NotJson { .. } => "invalid_json",
+                FetchError::Discovery { .. } => "invalid_discovery",
+                FetchError::IssuerMismatch { .. } => "issuer_mismatch",
+                FetchError::Insecure(_) => "insecure",
+                FetchError::Client(_) => "client",
+            },
+            Self::InvalidJwks { .. } | Self::NoUsableKey { .. } => "invalid_jwks",
+        }
     }
 }
 
@@ -173,13 +207,13 @@ impl Refresher {
                 Ok(refreshed) => {
                     backoff = FIRST_BACKOFF;
                     self.metrics
-                        .record_jwks_fetch(&self.source.verifier.name, true);
+                        .record_jwks_fetch(&self.source.verifier.name, FETCH_SUCCESS);
                     tracing::debug!(issuer = %self.source.verifier.name, keys = refreshed.keys, "keys refreshed");
                     jittered(refreshed.ttl)
                 }
                 Err(error) => {
                     self.metrics
-                        .record_jwks_fetch(&self.source.verifier.name, false);
+                        .record_jwks_fetch(&self.source.verifier.name, error.label());
                     self.on_failure(&error);
                     let wait = jittered(backoff);
                     backoff = self.source.refresh.next_backoff(backoff);
@@ -194,7 +228,7 @@ impl Refresher {
     }
 
     /// One attempt, for `jwtgate token verify` and tests.
-    pub async fn refresh_once(&self) -> Result<usize, String> {
+    pub async fn refresh_once(&self) -> Result<usize, RefreshError> {
         let result = self.refresh(&mut RefreshState::default()).await;
         self.source.verifier.keys.attempt_finished();
         if let Err(error) = &result {
@@ -203,16 +237,12 @@ impl Refresher {
         result.map(|r| r.keys)
     }
 
-    async fn refresh(&self, state: &mut RefreshState) -> Result<Refreshed, String> {
+    async fn refresh(&self, state: &mut RefreshState) -> Result<Refreshed, RefreshError> {
         let name = &self.source.verifier.name;
         let uri = match &state.jwks_uri {
             Some(uri) => uri.clone(),
             None => {
-                let uri = self
-                    .fetcher
-                    .jwks_uri(&self.source.locator)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let uri = self.fetcher.jwks_uri(&self.source.locator).await?;
                 state.jwks_uri = Some(uri.clone());
                 uri
             }
@@ -222,7 +252,7 @@ impl Refresher {
             Err(e) => {
                 // The provider may have moved its JWKS; discover again next time.
                 state.jwks_uri = None;
-                return Err(e.to_string());
+                return Err(e.into());
             }
         };
         let store = &self.source.verifier.keys;
@@ -232,8 +262,12 @@ impl Refresher {
         let keys = if unchanged {
             store.current().len()
         } else {
-            let parsed =
-                jwks::parse(&fetched.document, self.source.verifier.algorithms).map_err(|e| e.0)?;
+            let parsed = jwks::parse(&fetched.document, self.source.verifier.algorithms).map_err(
+                |source| RefreshError::InvalidJwks {
+                    uri: uri.clone(),
+                    source,
+                },
+            )?;
             if parsed.skipped != state.skipped {
                 for skipped in &parsed.skipped {
                     tracing::warn!(issuer = %name, kid = skipped.kid.as_deref().unwrap_or("-"), "key skipped: {}", skipped.why);
@@ -241,7 +275,7 @@ impl Refresher {
                 state.skipped = parsed.skipped;
             }
             if parsed.keys.is_empty() {
-                return Err(format!("{uri}: the JWKS has no usable key"));
+                return Err(RefreshError::NoUsableKey { uri });
             }
             let keys = parsed.keys.len();
             store.replace(parsed.keys);
@@ -270,7 +304,7 @@ impl Refresher {
 
     /// Stale-if-error: keep the last good keys while they are younger than
     /// `max_stale`, and say so; past that, drop them (requests get 503).
-    fn on_failure(&self, error: &str) {
+    fn on_failure(&self, error: &RefreshError) {
         let name = &self.source.verifier.name;
         let store = &self.source.verifier.keys;
         if !store.is_ready() {
@@ -378,6 +412,24 @@ mod tests {
             generation,
             "the same document must leave the key set (and the token cache) alone"
         );
+    }
+
+    #[tokio::test]
+    async fn each_kind_of_failure_has_its_own_label() {
+        let closed = unreachable(None).refresh_once().await.unwrap_err();
+        assert_eq!(closed.label(), "network", "{closed}");
+        let not_found = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        let cases = [
+            (not_found.to_string(), "http_status"),
+            (fetch::tests::ok("<html>", ""), "invalid_json"),
+            (fetch::tests::ok(r#"{"no":"keys"}"#, ""), "invalid_jwks"),
+            (fetch::tests::ok(r#"{"keys":[]}"#, ""), "invalid_jwks"),
+        ];
+        for (response, label) in cases {
+            let uri = format!("{}/jwks", fetch::tests::serve(response).await);
+            let error = refresher(&uri, None).refresh_once().await.unwrap_err();
+            assert_eq!(error.label(), label, "{error}");
+        }
     }
 
     #[tokio::test]

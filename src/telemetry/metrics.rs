@@ -94,7 +94,7 @@ impl Metrics {
         let jwks_fetches = IntCounterVec::new(
             Opts::new(
                 "jwtgate_jwks_fetch_total",
-                "JWKS fetch attempts for remote issuers, by result (success, error).",
+                "JWKS fetch attempts for remote issuers, by result (success, network, http_status, too_large, invalid_json, invalid_discovery, issuer_mismatch, insecure, client, invalid_jwks).",
             ),
             &["issuer", "result"],
         )
@@ -166,8 +166,9 @@ impl Metrics {
         }
     }
 
-    pub fn record_jwks_fetch(&self, issuer: &str, success: bool) {
-        let result = if success { "success" } else { "error" };
+    /// `result` is `success` or a [`crate::keys::remote::RefreshError`]
+    /// label.
+    pub fn record_jwks_fetch(&self, issuer: &str, result: &'static str) {
         self.jwks_fetches.with_label_values(&[issuer, result]).inc();
     }
 
