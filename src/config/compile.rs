@@ -60,16 +60,27 @@ impl Bootstrap {
         fn addr(addr: &Option<String>) -> String {
             addr.clone().unwrap_or_else(|| "(none)".into())
         }
+        fn threads(threads: Option<usize>) -> String {
+            threads.map_or_else(|| "(one per core)".into(), |n| n.to_string())
+        }
+        fn dir(dir: &Option<PathBuf>) -> String {
+            dir.as_ref()
+                .map_or_else(|| "(none)".into(), |d| d.display().to_string())
+        }
         fn duration(d: Duration) -> String {
             humantime::format_duration(d).to_string()
         }
+        // A cache turned on or off is one change, not one per size setting.
         fn cache(
             settings: &Option<CacheSettings>,
             field: impl Fn(&CacheSettings) -> String,
         ) -> String {
-            settings.as_ref().map_or_else(|| "(off)".into(), field)
+            settings.as_ref().map_or_else(String::new, field)
         }
-        let (old_cache, new_cache) = (&self.token_cache, &new.token_cache);
+        let (old_cache, new_cache) = match (&self.token_cache, &new.token_cache) {
+            (Some(_), Some(_)) => (&self.token_cache, &new.token_cache),
+            _ => (&None, &None),
+        };
         let settings = [
             (
                 "listen.http",
@@ -84,8 +95,8 @@ impl Bootstrap {
             ("echo.addr", addr(&self.echo_addr), addr(&new.echo_addr)),
             (
                 "server.threads",
-                format!("{:?}", self.threads),
-                format!("{:?}", new.threads),
+                threads(self.threads),
+                threads(new.threads),
             ),
             (
                 "server.grace_period",
@@ -99,13 +110,13 @@ impl Bootstrap {
             ),
             (
                 "keys_cache_dir",
-                format!("{:?}", self.keys_cache_dir),
-                format!("{:?}", new.keys_cache_dir),
+                dir(&self.keys_cache_dir),
+                dir(&new.keys_cache_dir),
             ),
             (
                 "token_cache.enabled",
-                old_cache.is_some().to_string(),
-                new_cache.is_some().to_string(),
+                self.token_cache.is_some().to_string(),
+                new.token_cache.is_some().to_string(),
             ),
             (
                 "token_cache.max_entries",
@@ -857,4 +868,44 @@ fn identity_headers(
 /// `X-User-Id`. Both sides must be in this form, configured names included.
 fn spoof_form(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bootstrap(text: &str) -> Bootstrap {
+        let path = Path::new("gateway.yaml");
+        let routes = "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    auth: { mode: off }\n";
+        let config = super::super::parse(path, &format!("{text}{routes}"), &|_| None).unwrap();
+        compile_reusing(path, config, &|_| None).unwrap().bootstrap
+    }
+
+    #[test]
+    fn restart_only_changes_are_each_named_with_both_values() {
+        let running = bootstrap("");
+        assert!(running.changes(&bootstrap("")).is_empty());
+        // Settings a reload may change are no restart-only change.
+        let reloadable = "server: { realm: other, trusted_proxies: [10.0.0.0/8] }\ntokens: { max_bytes: 4096 }\n";
+        assert!(running.changes(&bootstrap(reloadable)).is_empty());
+
+        let changed = bootstrap(
+            "listen: { http: \"127.0.0.1:8000\" }\nserver: { threads: 3, grace_period: 1s }\nkeys_cache_dir: /var/cache/jwtgate\ntoken_cache: { ttl: 1m }\n",
+        );
+        assert_eq!(
+            running.changes(&changed),
+            [
+                "listen.http: 127.0.0.1:8080 → 127.0.0.1:8000",
+                "server.threads: (one per core) → 3",
+                "server.grace_period: 5s → 1s",
+                "keys_cache_dir: (none) → /var/cache/jwtgate",
+                "token_cache.ttl: 5m → 1m",
+            ]
+        );
+        let cache_off = bootstrap("token_cache: { enabled: false }\n");
+        assert_eq!(
+            running.changes(&cache_off),
+            ["token_cache.enabled: true → false"]
+        );
+    }
 }
