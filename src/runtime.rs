@@ -184,3 +184,90 @@ impl BackgroundService for KeyRefreshService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Weak;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::config::{compile_reusing, parse};
+
+    /// A config whose remote issuers (named in `issuers`) fetch from a
+    /// closed port, so every attempt fails fast and is counted.
+    fn snapshot(refreshers: &KeyRefreshers, issuers: &[&str]) -> Snapshot {
+        let mut yaml = String::from("issuers:\n");
+        for name in issuers {
+            yaml.push_str(&format!(
+                "  - {{ name: {name}, issuer: \"https://{name}.test\", jwks_uri: \"http://127.0.0.1:1/jwks\", fetch: {{ allow_http: true }}, algorithms: [RS256], audiences: [api] }}\n"
+            ));
+        }
+        yaml.push_str("routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n");
+        let path = Path::new("gateway.yaml");
+        let config = parse(path, &yaml, &|_| None).unwrap();
+        compile_reusing(path, config, &|identity| refreshers.existing(identity))
+            .unwrap()
+            .snapshot
+    }
+
+    fn fetches(metrics: &Metrics, issuer: &str) -> u64 {
+        metrics
+            .jwks_fetches
+            .with_label_values(&[issuer, "network"])
+            .get()
+    }
+
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn reloads_keep_start_and_stop_refreshers() {
+        let metrics = Arc::new(Metrics::new());
+        let refreshers = Arc::new(KeyRefreshers::new(
+            None,
+            metrics.clone(),
+            crate::clock::system(),
+        ));
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let service = refreshers.service();
+        let running = tokio::spawn(async move { service.start(shutdown).await });
+
+        let first = snapshot(&refreshers, &["kept", "removed"]);
+        let (changes, retired) = refreshers.apply(&first).unwrap();
+        refreshers.stop(retired);
+        assert_eq!((changes.kept, changes.started, changes.stopped), (0, 2, 0));
+        eventually("both refreshers fetch", || {
+            fetches(&metrics, "kept") > 0 && fetches(&metrics, "removed") > 0
+        })
+        .await;
+        let removed_store: Weak<KeyStore> = Arc::downgrade(&first.issuers[1].keys);
+
+        let second = snapshot(&refreshers, &["kept", "added"]);
+        assert!(
+            Arc::ptr_eq(&first.issuers[0].keys, &second.issuers[0].keys),
+            "an unchanged issuer keeps its store"
+        );
+        let (changes, retired) = refreshers.apply(&second).unwrap();
+        assert_eq!((changes.kept, changes.started, changes.stopped), (1, 1, 1));
+        drop(first);
+        refreshers.stop(retired);
+        eventually("the added issuer's refresher fetches", || {
+            fetches(&metrics, "added") > 0
+        })
+        .await;
+        // Only the stopped task still held the removed issuer's store.
+        eventually("the removed issuer's refresher stops", || {
+            removed_store.upgrade().is_none()
+        })
+        .await;
+
+        stop.send_replace(true);
+        running.await.unwrap();
+    }
+}
