@@ -87,8 +87,10 @@ impl KeyRefreshers {
     }
 
     /// Makes the refreshers match `snapshot`: stores it reused keep their
-    /// refresher; every other remote issuer gets a new one, with its disk
-    /// copy installed, started now so its keys come as soon as possible.
+    /// refresher; every other remote issuer gets a new one, started now so
+    /// its keys come as soon as possible, with the keys it can have at once
+    /// installed (those of the store it replaces when only fetch or refresh
+    /// settings changed, else its disk copy).
     /// Fails before changing anything. The refreshers the snapshot no longer
     /// needs are returned, to be stopped once it has replaced the old one.
     pub fn apply(&self, snapshot: &Snapshot) -> Result<(KeyChanges, Retired), FetchError> {
@@ -120,6 +122,11 @@ impl KeyRefreshers {
             fresh.push((source.identity(), keys.clone(), Arc::new(refresher)));
         }
         for (identity, keys, refresher) in fresh {
+            // Only fetch or refresh settings changed: no reason to go without
+            // keys until the first fetch.
+            if let Some(previous) = running.iter().find(|r| r.identity.same_keys_as(&identity)) {
+                keys.adopt(&previous.keys);
+            }
             refresher.load_cached();
             let task = self
                 .next_task

@@ -626,8 +626,9 @@ async fn a_remote_issuer_keeps_its_keys_across_reloads() {
     let hits = gateway.metric("jwtgate_token_cache_hits_total", &[]).await;
     assert!(hits >= 1.0, "the token was never served from the cache");
 
-    // A changed key source is a new store, fetched afresh (and the old
-    // refresher stopped).
+    // Changed fetch settings make a new store and refresher (the old one
+    // stopped), which starts with the keys of the store it replaces: the
+    // source is the same.
     let moved = config("orders:read").replace(
         "fetch: { allow_http: true }",
         "fetch: { allow_http: true, timeout: 3s }",
@@ -639,5 +640,26 @@ async fn a_remote_issuer_keeps_its_keys_across_reloads() {
         body["remote_issuers"],
         json!({ "kept": 0, "started": 1, "stopped": 1 }),
         "{body}"
+    );
+    let readyz = gateway.client().get(gateway.admin_url("/readyz")).send();
+    assert_eq!(readyz.await.expect("GET /readyz").status(), 200);
+    assert_eq!(
+        status_of(&gateway, "/api/orders/moved", Some(&token)).await,
+        200
+    );
+
+    // Another key location is another source: nothing to carry over, and
+    // with the provider down there is nothing to fetch.
+    let elsewhere = config("orders:read").replace(
+        &format!("issuer: \"{issuer}\"\n    discovery: true"),
+        &format!("issuer: \"{issuer}\"\n    jwks_uri: \"{issuer}/elsewhere/jwks\""),
+    );
+    assert_ne!(elsewhere, config("orders:read"));
+    write_config(&gateway, &upstream, &elsewhere);
+    let (status, body) = post_reload(&gateway).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        status_of(&gateway, "/api/orders/elsewhere", Some(&token)).await,
+        503
     );
 }

@@ -124,6 +124,18 @@ pub struct RemoteIdentity {
     pub refetch: Option<(Duration, Duration)>,
 }
 
+impl RemoteIdentity {
+    /// Whether `other` fetches the same issuer's keys from the same place
+    /// and keeps the same ones, whatever its fetch and refresh settings: its
+    /// keys are then good for this identity's store too.
+    pub fn same_keys_as(&self, other: &RemoteIdentity) -> bool {
+        self.name == other.name
+            && self.issuer == other.issuer
+            && self.algorithms == other.algorithms
+            && self.locator == other.locator
+    }
+}
+
 /// What one refresh loop remembers between attempts.
 #[derive(Default)]
 struct RefreshState {

@@ -89,6 +89,16 @@ impl KeyStore {
         self.generation.store(next_generation(), Ordering::Release);
     }
 
+    /// Serves `other`'s current keys, and its last success, until this
+    /// store's own refresher replaces them: a store whose fetch settings
+    /// changed in a reload starts with the keys of the one it follows, from
+    /// the same source, rather than empty.
+    pub fn adopt(&self, other: &KeyStore) {
+        self.current.store(other.current.load_full());
+        self.generation.store(next_generation(), Ordering::Release);
+        self.record_success(other.last_success());
+    }
+
     /// Which key set is current; read it before [`KeyStore::current`] so a
     /// concurrent replacement can only make a result look older, not newer.
     pub fn generation(&self) -> u64 {
