@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::auth::IssuerVerifier;
+use crate::auth::verify::TokenTypeRule;
 use crate::clock::SharedClock;
 use crate::config::{self, Bootstrap, ConfigError, Snapshot};
 use crate::keys::fetch::FetchError;
@@ -172,7 +174,8 @@ impl Reloader {
                 changes,
             });
         }
-        let snapshot = compiled.snapshot;
+        let mut snapshot = compiled.snapshot;
+        self.keep_unchanged_verifiers(&mut snapshot);
         for warning in &snapshot.warnings {
             tracing::warn!("{warning}");
         }
@@ -194,6 +197,29 @@ impl Reloader {
         Ok(reloaded)
     }
 
+    /// An issuer whose rules and key store are those of a running one keeps
+    /// the running verifier, and with it the token cache's entries for it
+    /// (they record the verifier's id): a reload that changes only routes
+    /// costs no verification.
+    fn keep_unchanged_verifiers(&self, snapshot: &mut Snapshot) {
+        let running = self.snapshot.load();
+        for verifier in &mut snapshot.issuers {
+            let Some(old) = running
+                .issuers
+                .iter()
+                .find(|old| same_verifier(old, verifier))
+            else {
+                continue;
+            };
+            for source in &mut snapshot.remote {
+                if Arc::ptr_eq(&source.verifier, verifier) {
+                    source.verifier = old.clone();
+                }
+            }
+            *verifier = old.clone();
+        }
+    }
+
     /// Key gauges of issuers the new config no longer has would otherwise
     /// report their last values forever.
     fn forget_issuer_gauges(&self, previous: &Snapshot) {
@@ -206,6 +232,48 @@ impl Reloader {
             }
         }
     }
+}
+
+/// Whether `new` verifies exactly as `old` does: the same key store and
+/// every rule equal. Every field is named, so a field added to
+/// [`IssuerVerifier`] can't be forgotten here.
+fn same_verifier(old: &IssuerVerifier, new: &IssuerVerifier) -> bool {
+    let IssuerVerifier {
+        id: _,
+        name,
+        issuer,
+        algorithms,
+        audiences,
+        check_audience,
+        leeway_secs,
+        require_exp,
+        max_lifetime_secs,
+        require_sub,
+        token_type:
+            TokenTypeRule {
+                typ,
+                claim,
+                claim_values,
+            },
+        scope_claim,
+        keys,
+        required,
+    } = new;
+    Arc::ptr_eq(keys, &old.keys)
+        && *name == old.name
+        && *issuer == old.issuer
+        && *algorithms == old.algorithms
+        && *audiences == old.audiences
+        && *check_audience == old.check_audience
+        && *leeway_secs == old.leeway_secs
+        && *require_exp == old.require_exp
+        && *max_lifetime_secs == old.max_lifetime_secs
+        && *require_sub == old.require_sub
+        && *typ == old.token_type.typ
+        && *claim == old.token_type.claim
+        && *claim_values == old.token_type.claim_values
+        && *scope_claim == old.scope_claim
+        && *required == old.required
 }
 
 /// How long the directory must stay quiet before a burst of events (an

@@ -26,6 +26,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 const RELOADS: &str = "jwtgate_config_reloads_total";
 const DECISIONS: &str = "jwtgate_auth_decisions_total";
+const CACHE_HITS: &str = "jwtgate_token_cache_hits_total";
 
 /// One issuer and two routes; `{AUDIENCE}`, `{SCOPE}`, `{CLAIMS}`,
 /// `{ROUTE}` and `{PREFIX}` vary between the two configs.
@@ -574,8 +575,10 @@ async fn a_remote_issuer_keeps_its_keys_across_reloads() {
     let token = idp.token("orders:read orders:write").await;
     wait_for_status(&gateway, "/api/orders", Some(&token), 200).await;
 
-    // With the provider gone, only kept keys can verify anything.
+    // With the provider gone, only kept keys can verify anything. The
+    // issuer's rules don't change either: its cached verification stays.
     idp.stop();
+    let mut hits = gateway.metric(CACHE_HITS, &[]).await;
     for (i, scope) in ["orders:write", "orders:read", "orders:write"]
         .into_iter()
         .enumerate()
@@ -600,6 +603,9 @@ async fn a_remote_issuer_keeps_its_keys_across_reloads() {
             "reload {i}; log:\n{}",
             gateway.log()
         );
+        let now = gateway.metric(CACHE_HITS, &[]).await;
+        assert_eq!(now, hits + 1.0, "reload {i} retired the cached token");
+        hits = now;
     }
     gateway
         .expect_metric(DECISIONS, &[("reason", "jwks_unavailable")], 0.0)
