@@ -329,11 +329,12 @@ routes:
 "#;
     let path = fixtures().join("bench.yaml");
     let config = jwtgate::config::parse(&path, CONFIG, &|_| None).unwrap();
-    let snapshot = jwtgate::config::compile(&path, config).unwrap();
+    let compiled = jwtgate::config::compile_reusing(&path, config, &|_| None).unwrap();
+    let snapshot = compiled.snapshot;
     let counter = |name: &str| prometheus::IntCounter::new(name, name).unwrap();
-    let settings = snapshot
+    let settings = compiled
+        .bootstrap
         .token_cache
-        .clone()
         .expect("the cache is on by default");
     let cache = TokenCache::new(&settings, counter("hits"), counter("misses"));
     let pipeline = Pipeline::new(jwtgate::clock::system(), Some(cache));

@@ -1,7 +1,7 @@
 //! The admin listener, on its own address so it can stay off the public
 //! network: `/metrics` (Prometheus text), `/healthz` (the process is alive),
 //! `/readyz` (config loaded and every issuer has usable keys, and not
-//! shutting down).
+//! shutting down), `POST /-/reload` (read the config file again).
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use pingora::protocols::http::ServerSession;
 
 use crate::clock::SharedClock;
 use crate::config::Snapshot;
+use crate::reload::{Reloader, Trigger};
 use crate::shutdown::Drain;
 use crate::telemetry::Metrics;
 
@@ -21,6 +22,7 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     clock: SharedClock,
     drain: Drain,
+    reloader: Arc<Reloader>,
     started: std::time::Instant,
 }
 
@@ -30,12 +32,14 @@ impl Admin {
         metrics: Arc<Metrics>,
         clock: SharedClock,
         drain: Drain,
+        reloader: Arc<Reloader>,
     ) -> Self {
         Self {
             snapshot,
             metrics,
             clock,
             drain,
+            reloader,
             started: std::time::Instant::now(),
         }
     }
@@ -52,6 +56,33 @@ impl Admin {
             .filter(|issuer| !issuer.keys.is_ready() && (issuer.required || in_grace))
             .map(|issuer| issuer.name.clone())
             .collect()
+    }
+
+    /// Reloads on a blocking thread: reading and compiling the config must
+    /// not hold up this listener's runtime.
+    async fn reload(&self) -> Response<Vec<u8>> {
+        let reloader = self.reloader.clone();
+        let outcome = tokio::task::spawn_blocking(move || reloader.reload(Trigger::Admin)).await;
+        let (status, body) = match outcome {
+            Ok(Ok(reloaded)) => (StatusCode::OK, reloaded.to_json()),
+            // A restart-only change is a request the running process can't
+            // honour; anything else is a config that does not load.
+            Ok(Err(error)) => (
+                if error.needs_restart() {
+                    StatusCode::CONFLICT
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                },
+                serde_json::json!({ "result": "error", "error": error.to_string() }),
+            ),
+            Err(panicked) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "result": "error", "error": panicked.to_string() }),
+            ),
+        };
+        let mut body = body.to_string().into_bytes();
+        body.push(b'\n');
+        reply(status, "application/json", body)
     }
 
     fn refresh_gauges(&self) {
@@ -85,6 +116,18 @@ impl ServeHttp for Admin {
                 )
             }
             "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/-/reload" if session.req_header().method == http::Method::POST => self.reload().await,
+            "/-/reload" => {
+                let mut response = reply(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "text/plain",
+                    b"use POST to reload the config\n".to_vec(),
+                );
+                response
+                    .headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+                response
+            }
             // Load balancers stop sending to an instance that is not ready;
             // that is what the grace period waits for.
             "/readyz" if self.drain.is_draining() => reply(

@@ -14,6 +14,8 @@ pub mod keys;
 pub mod mint;
 pub mod pipeline;
 pub mod proxy;
+pub mod reload;
+pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the gateway (the default when no command is given).
-    Run(cli::ConfigArgs),
+    Run(cli::RunArgs),
     /// Validate a config file and print a summary of its issuers and routes.
     Check(cli::ConfigArgs),
     /// Mint, inspect and verify tokens.
@@ -49,8 +49,11 @@ fn main() -> ExitCode {
         Some(_) if cli.config.is_some() => Err(anyhow::anyhow!(
             "-c/--config goes after the command, e.g. `jwtgate check -c FILE`"
         )),
-        None => cli::run(cli::ConfigArgs {
-            config: cli.config.unwrap_or_else(|| cli::DEFAULT_CONFIG.into()),
+        None => cli::run(cli::RunArgs {
+            config: cli::ConfigArgs {
+                config: cli.config.unwrap_or_else(|| cli::DEFAULT_CONFIG.into()),
+            },
+            watch: false,
         }),
         Some(Command::Run(args)) => cli::run(args),
         Some(Command::Check(args)) => cli::check::check(&args.config),

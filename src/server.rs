@@ -3,25 +3,32 @@
 //! listener, plus the key refresh in the background. Signals are jwtgate's,
 //! not Pingora's (see [`crate::shutdown`]): on SIGTERM the proxy drains while
 //! admin and echo keep serving, and Pingora is told to stop only once the
-//! drain is over; SIGINT stops everything at once; SIGHUP is ignored.
+//! drain is over; SIGINT stops everything at once; SIGHUP reloads the config
+//! (see [`crate::reload`]).
+//!
+//! State comes in three lifetimes: the [`Bootstrap`] settings are read here
+//! once; the [`crate::config::Snapshot`] sits behind an `ArcSwap` a reload
+//! replaces; key stores, refreshers, the token cache and the metrics are
+//! created here and live as long as the process.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownWatch};
-use pingora::services::background::{BackgroundService, background_service};
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::auth::cache::TokenCache;
 use crate::clock::SharedClock;
-use crate::config::Snapshot;
+use crate::config::{Bootstrap, Compiled};
 use crate::echo::Echo;
-use crate::keys::cache::DiskCache;
-use crate::keys::remote::Refresher;
+use crate::keys::fetch::FetchError;
 use crate::proxy::Gateway;
+use crate::reload::{self, Reloader, Trigger, WatchError};
+use crate::runtime::KeyRefreshers;
 use crate::shutdown::Drain;
 use crate::telemetry::Metrics;
 
@@ -37,18 +44,28 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    KeyRefresh(String),
+    #[error("cannot start fetching keys: {0}")]
+    KeyRefresh(#[from] FetchError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+}
+
+/// How the server was asked to run.
+pub struct RunOptions {
+    /// The config file, read again on each reload.
+    pub config_path: PathBuf,
+    /// Reload when the config file changes (`--watch`).
+    pub watch: bool,
 }
 
 /// Pingora retries a busy address forever, logging a warning each second,
 /// while the other listeners come up and report healthy. Trying each address
 /// first turns that into one clear startup error.
-fn check_addresses_free(snapshot: &Snapshot) -> Result<(), ServerError> {
+fn check_addresses_free(bootstrap: &Bootstrap) -> Result<(), ServerError> {
     let listeners = [
-        ("listen.http", Some(&snapshot.listen_http)),
-        ("admin.addr", Some(&snapshot.admin_addr)),
-        ("echo.addr", snapshot.echo_addr.as_ref()),
+        ("listen.http", Some(&bootstrap.listen_http)),
+        ("admin.addr", Some(&bootstrap.admin_addr)),
+        ("echo.addr", bootstrap.echo_addr.as_ref()),
     ];
     for (field, addr) in listeners {
         let Some(addr) = addr else { continue };
@@ -64,10 +81,14 @@ fn check_addresses_free(snapshot: &Snapshot) -> Result<(), ServerError> {
 }
 
 /// Runs until SIGTERM's drain is over or SIGINT; fails only at startup.
-pub fn run(snapshot: Snapshot, clock: SharedClock) -> Result<(), ServerError> {
-    check_addresses_free(&snapshot)?;
+pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Result<(), ServerError> {
+    let Compiled {
+        bootstrap,
+        snapshot,
+    } = compiled;
+    check_addresses_free(&bootstrap)?;
     let conf = ServerConf {
-        threads: snapshot
+        threads: bootstrap
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         // The drain has run before Pingora hears of the stop (see
@@ -84,29 +105,53 @@ pub fn run(snapshot: Snapshot, clock: SharedClock) -> Result<(), ServerError> {
     server.bootstrap();
 
     let metrics = Arc::new(Metrics::new());
-    let refreshers = refreshers(&snapshot, &metrics, &clock).map_err(ServerError::KeyRefresh)?;
-    if !refreshers.is_empty() {
-        server.add_service(background_service(
-            "jwtgate key refresh",
-            KeyRefresh(refreshers),
-        ));
-    }
+    metrics.config_last_reload.set(clock.now_unix());
+    let refreshers = Arc::new(KeyRefreshers::new(
+        bootstrap.keys_cache_dir.clone(),
+        metrics.clone(),
+        clock.clone(),
+    ));
+    // The first snapshot's stores are all new: this starts every refresher,
+    // each with its disk copy installed, before the listeners open.
+    let (_, nothing_retired) = refreshers.apply(&snapshot)?;
+    refreshers.stop(nothing_retired);
+    // Always there, even with no remote issuer yet: a reload may add one.
+    server.add_service(background_service(
+        "jwtgate key refresh",
+        refreshers.service(),
+    ));
 
-    let token_cache = snapshot.token_cache.as_ref().map(|settings| {
+    let token_cache = bootstrap.token_cache.as_ref().map(|settings| {
         TokenCache::new(
             settings,
             metrics.token_cache_hits.clone(),
             metrics.token_cache_misses.clone(),
         )
     });
-    let clock_for_admin = clock.clone();
-    let listen_http = snapshot.listen_http.clone();
-    let admin_addr = snapshot.admin_addr.clone();
-    let echo_addr = snapshot.echo_addr.clone();
     let drain = Drain::new();
-    let signal_watch =
-        drain.signal_watch(snapshot.grace_period, snapshot.graceful_shutdown_timeout);
     let shared = Arc::new(ArcSwap::from_pointee(snapshot));
+    let reloader = Arc::new(Reloader::new(
+        options.config_path,
+        bootstrap.clone(),
+        shared.clone(),
+        refreshers,
+        metrics.clone(),
+        clock.clone(),
+    ));
+    if options.watch {
+        reload::watch(reloader.clone())?;
+    }
+    let on_hangup = {
+        let reloader = reloader.clone();
+        move || {
+            let reloader = reloader.clone();
+            // The outcome is logged and counted by reload itself.
+            tokio::task::spawn_blocking(move || reloader.reload(Trigger::Hangup));
+        }
+    };
+    let signal_watch = drain
+        .signal_watch(bootstrap.grace_period, bootstrap.graceful_shutdown_timeout)
+        .on_hangup(on_hangup);
 
     let proxy_app = pingora::proxy::http_proxy(
         &server.configuration,
@@ -116,18 +161,18 @@ pub fn run(snapshot: Snapshot, clock: SharedClock) -> Result<(), ServerError> {
         "jwtgate proxy".to_string(),
         drain.track_connections(proxy_app),
     );
-    proxy.add_tcp(&listen_http);
+    proxy.add_tcp(&bootstrap.listen_http);
     server.add_service(drain.own_listener(proxy));
 
     let mut admin = Service::new(
         "jwtgate admin".to_string(),
-        Admin::new(shared, metrics, clock_for_admin, drain),
+        Admin::new(shared, metrics, clock, drain, reloader),
     );
     admin.threads = Some(SIDE_SERVICE_THREADS);
-    admin.add_tcp(&admin_addr);
+    admin.add_tcp(&bootstrap.admin_addr);
     server.add_service(admin);
 
-    if let Some(addr) = &echo_addr {
+    if let Some(addr) = &bootstrap.echo_addr {
         let mut echo = Service::new("jwtgate echo upstream".to_string(), Echo);
         echo.threads = Some(SIDE_SERVICE_THREADS);
         echo.add_tcp(addr);
@@ -135,9 +180,9 @@ pub fn run(snapshot: Snapshot, clock: SharedClock) -> Result<(), ServerError> {
     }
 
     tracing::info!(
-        proxy = %listen_http,
-        admin = %admin_addr,
-        echo = echo_addr.as_deref().unwrap_or("-"),
+        proxy = %bootstrap.listen_http,
+        admin = %bootstrap.admin_addr,
+        echo = bootstrap.echo_addr.as_deref().unwrap_or("-"),
         "jwtgate listening"
     );
     server.run(RunArgs {
@@ -145,49 +190,4 @@ pub fn run(snapshot: Snapshot, clock: SharedClock) -> Result<(), ServerError> {
     });
     tracing::info!("jwtgate stopped");
     Ok(())
-}
-
-/// One refresher per remote issuer, with its disk copy already installed so
-/// the first requests after a restart have keys even if the provider is down.
-fn refreshers(
-    snapshot: &Snapshot,
-    metrics: &Arc<Metrics>,
-    clock: &SharedClock,
-) -> Result<Vec<Arc<Refresher>>, String> {
-    let cache = snapshot.keys_cache_dir.clone().map(DiskCache::new);
-    snapshot
-        .remote
-        .iter()
-        .map(|source| {
-            let refresher = Refresher::new(
-                source.clone(),
-                cache.clone(),
-                metrics.clone(),
-                clock.clone(),
-            )?;
-            refresher.load_cached();
-            Ok(Arc::new(refresher))
-        })
-        .collect()
-}
-
-/// Runs every issuer's refresh loop on Pingora's background runtime.
-struct KeyRefresh(Vec<Arc<Refresher>>);
-
-#[async_trait]
-impl BackgroundService for KeyRefresh {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let tasks: Vec<_> = self
-            .0
-            .iter()
-            .map(|refresher| {
-                let refresher = refresher.clone();
-                tokio::spawn(async move { refresher.run().await })
-            })
-            .collect();
-        let _ = shutdown.changed().await;
-        for task in tasks {
-            task.abort();
-        }
-    }
 }

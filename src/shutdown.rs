@@ -17,9 +17,10 @@
 //! 3. As soon as the last one closes (or the timeout passes), every service
 //!    stops and the process exits 0.
 //!
-//! SIGINT stops at once, also in the middle of a drain. SIGHUP is logged and
-//! ignored: there is no config reload yet, and its default action would kill
-//! the process.
+//! SIGINT stops at once, also in the middle of a drain. SIGHUP reloads the
+//! config (the server hands [`SignalWatch::on_hangup`] the reload); its
+//! default action would kill the process, so its handler is installed
+//! before anything else.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ use tokio::time::{Instant, sleep, timeout_at};
 
 /// Installs jwtgate's SIGHUP handler, replacing the default action
 /// (terminate). Called before the config is read, so a SIGHUP at any point
-/// of startup is survived; once running, [`Signals`] logs each one. A tokio
+/// of startup is survived; once running, each one reloads. A tokio
 /// handler, once installed, stays for the life of the process, so the
 /// short-lived runtime it is installed from may go.
 pub fn survive_hangup() -> std::io::Result<()> {
@@ -120,6 +121,7 @@ impl Drain {
             drain: self.clone(),
             grace_period,
             graceful_shutdown_timeout,
+            on_hangup: None,
         }
     }
 
@@ -233,17 +235,29 @@ impl<S: ServiceTrait> ServiceTrait for DrainedListener<S> {
     }
 }
 
+/// What SIGHUP does; it must return at once (the signal task waits for it).
+type OnHangup = Arc<dyn Fn() + Send + Sync>;
+
 /// See [`Drain::signal_watch`].
 pub struct SignalWatch {
     drain: Drain,
     grace_period: Duration,
     graceful_shutdown_timeout: Duration,
+    on_hangup: Option<OnHangup>,
+}
+
+impl SignalWatch {
+    /// Runs `reload` at each SIGHUP instead of only logging it.
+    pub fn on_hangup(mut self, reload: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_hangup = Some(Arc::new(reload));
+        self
+    }
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for SignalWatch {
     async fn recv(&self) -> ShutdownSignal {
-        let mut signals = match Signals::new() {
+        let mut signals = match Signals::new(self.on_hangup.clone()) {
             Ok(signals) => signals,
             Err(error) => {
                 tracing::error!("cannot listen for signals ({error}); stopping");
@@ -315,26 +329,32 @@ struct Signals {
     terminate: Signal,
     interrupt: Signal,
     hangup: Signal,
+    on_hangup: Option<OnHangup>,
 }
 
 impl Signals {
-    fn new() -> std::io::Result<Self> {
+    fn new(on_hangup: Option<OnHangup>) -> std::io::Result<Self> {
         Ok(Self {
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
             hangup: signal(SignalKind::hangup())?,
+            on_hangup,
         })
     }
 
-    /// The next SIGTERM or SIGINT; SIGHUPs on the way are logged and ignored.
+    /// The next SIGTERM or SIGINT; each SIGHUP on the way triggers a reload.
     async fn next(&mut self) -> Received {
         loop {
             tokio::select! {
                 _ = self.terminate.recv() => return Received::Terminate,
                 _ = self.interrupt.recv() => return Received::Interrupt,
-                _ = self.hangup.recv() => tracing::info!(
-                    "SIGHUP received: config reload is not supported yet; ignoring it"
-                ),
+                _ = self.hangup.recv() => match &self.on_hangup {
+                    Some(reload) => {
+                        tracing::info!("SIGHUP received: reloading the config");
+                        reload();
+                    }
+                    None => tracing::info!("SIGHUP received: nothing to reload; ignoring it"),
+                },
             }
         }
     }

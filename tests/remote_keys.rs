@@ -334,7 +334,7 @@ async fn idp_outage_serves_the_last_good_keys() {
     wait_metric_at_least(
         &gateway,
         FETCHES,
-        &[("issuer", "idp"), ("result", "error")],
+        &[("issuer", "idp"), ("result", "network")],
         1.0,
     )
     .await;
@@ -433,7 +433,7 @@ async fn unreachable_idp_without_cache_is_unavailable() {
     wait_metric_at_least(
         &gateway,
         FETCHES,
-        &[("issuer", "idp"), ("result", "error")],
+        &[("issuer", "idp"), ("result", "network")],
         1.0,
     )
     .await;

@@ -204,10 +204,10 @@ async fn sigint_stops_at_once_without_draining() {
 // ---------------------------------------------------------------------------
 
 #[tokio::test]
-async fn sighup_is_logged_and_ignored() {
+async fn sighup_reloads_and_keeps_serving() {
     let held = HeldUpstream::start();
     let (_upstream, mut gateway) = start(&config(&held, FOREVER, FOREVER)).await;
-    let line = "SIGHUP received: config reload is not supported yet; ignoring it";
+    let line = "config reloaded from";
 
     for sent in 1..=2 {
         send_signal(gateway.pid(), "HUP");

@@ -23,7 +23,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwtgate::auth::cache::{CacheSettings, TokenCache};
 use jwtgate::auth::json::JsonRef;
 use jwtgate::auth::policy::{ClaimRequirement, RoutePolicy};
-use jwtgate::auth::verify::{Explain, Failure, TokenTypeRule};
+use jwtgate::auth::verify::{Explain, Failure, TokenTypeRule, VerifierId};
 use jwtgate::auth::{Algorithm, AlgorithmSet, IssuerVerifier, Reason, VerifiedToken};
 use jwtgate::keys::{KeySet, KeyStore, VerifyingKey, jwks};
 use libfuzzer_sys::fuzz_target;
@@ -67,6 +67,7 @@ fn fixture() -> &'static Fixture {
             .keys;
         assert!(!keys.is_empty());
         let jwks_issuer = IssuerVerifier {
+            id: VerifierId::fresh(),
             name: "jwks".into(),
             issuer: JWKS_ISSUER.into(),
             algorithms: public,
@@ -89,6 +90,7 @@ fn fixture() -> &'static Fixture {
         let hs256: AlgorithmSet = [Algorithm::HS256].into_iter().collect();
         let hmac_key = VerifyingKey::hmac(HMAC_SECRET, hs256).expect("32-byte secret");
         let hmac_issuer = IssuerVerifier {
+            id: VerifierId::fresh(),
             name: "hmac".into(),
             issuer: HMAC_ISSUER.into(),
             algorithms: hs256,

@@ -72,11 +72,14 @@ impl RoutePolicy {
         let cache = cache
             .filter(|_| token.len() <= max_token_bytes)
             .map(|cache| (cache, TokenCache::key(token)));
-        // A result from before the issuer's keys changed no longer counts:
-        // the key that verified it may be gone.
+        // A result from before the issuer's keys or rules changed no longer
+        // counts: the key that verified it may be gone, and a reload may have
+        // moved issuers to other indices.
         let cached = cache.as_ref().and_then(|(cache, key)| {
             cache.get(key, |hit| {
-                issuers[hit.issuer].keys.generation() == hit.key_generation
+                issuers.get(hit.issuer).is_some_and(|issuer| {
+                    issuer.id == hit.verifier && issuer.keys.generation() == hit.key_generation
+                })
             })
         });
         let verified = match cached {

@@ -4,6 +4,7 @@
 //! signature, then validate the registered claims.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
@@ -13,9 +14,24 @@ use super::token::{self, ParsedToken};
 use super::{Algorithm, AlgorithmSet, Reason, Rejection};
 use crate::keys::{KeyChoice, KeyStore};
 
+/// Names one compiled [`IssuerVerifier`] for the life of the process. A
+/// cached verification records it: a reload that changes an issuer's rules
+/// (audiences, leeway, token type...) compiles a new verifier with a new id,
+/// so nothing verified under the old rules counts as a hit under the new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifierId(u64);
+
+impl VerifierId {
+    pub fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 /// Everything needed to verify one issuer's tokens, compiled from config.
 #[derive(Debug)]
 pub struct IssuerVerifier {
+    pub id: VerifierId,
     pub name: String,
     /// The exact `iss` value.
     pub issuer: String,
@@ -49,6 +65,7 @@ impl IssuerVerifier {
         keys: KeyStore,
     ) -> Self {
         Self {
+            id: VerifierId::fresh(),
             name: name.into(),
             issuer: issuer.into(),
             algorithms,
@@ -111,6 +128,8 @@ pub struct VerifiedToken {
     /// The issuer's key-set generation the signature was checked against:
     /// once the keys change, a cached result no longer counts.
     pub key_generation: u64,
+    /// The verifier whose rules it passed: once they change, neither.
+    pub verifier: VerifierId,
 }
 
 impl VerifiedToken {
@@ -260,6 +279,7 @@ pub fn verify(
         nbf: times.nbf,
         iat: times.iat,
         key_generation,
+        verifier: issuer.id,
     })
 }
 

@@ -15,9 +15,16 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     // summary shows each route's match as written.
     let compiled = jwtgate::config::load(path).and_then(|config| {
         let matches: Vec<String> = config.routes.iter().map(|r| matcher(&r.matcher)).collect();
-        jwtgate::config::compile(path, config).map(|snapshot| (snapshot, matches))
+        jwtgate::config::compile_reusing(path, config, &|_| None)
+            .map(|compiled| (compiled, matches))
     });
-    let (snapshot, matches) = match compiled {
+    let (
+        jwtgate::config::Compiled {
+            bootstrap,
+            snapshot,
+        },
+        matches,
+    ) = match compiled {
         Ok(compiled) => compiled,
         Err(error) => {
             eprintln!("{error}");
@@ -27,9 +34,9 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     outln!("{}: OK", path.display());
     outln!(
         "listen {} · admin {}{}",
-        snapshot.listen_http,
-        snapshot.admin_addr,
-        snapshot
+        bootstrap.listen_http,
+        bootstrap.admin_addr,
+        bootstrap
             .echo_addr
             .as_deref()
             .map(|a| format!(" · echo upstream {a}"))

@@ -27,14 +27,31 @@ pub struct ConfigArgs {
     pub config: PathBuf,
 }
 
-pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+/// `run`'s arguments.
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Reload the config whenever the file changes (also through a
+    /// Kubernetes ConfigMap's `..data` symlink). SIGHUP and
+    /// `POST /-/reload` on the admin listener reload it with or without.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // First, so that a SIGHUP during startup does not kill the process.
     jwtgate::shutdown::survive_hangup().context("cannot install the SIGHUP handler")?;
-    let snapshot = jwtgate::config::load_snapshot(&args.config)?;
-    for warning in &snapshot.warnings {
+    let path = args.config.config;
+    let compiled = jwtgate::config::load_compiled(&path)?;
+    for warning in &compiled.snapshot.warnings {
         tracing::warn!("{warning}");
     }
-    jwtgate::server::run(snapshot, jwtgate::clock::system())?;
+    let options = jwtgate::server::RunOptions {
+        config_path: path,
+        watch: args.watch,
+    };
+    jwtgate::server::run(compiled, options, jwtgate::clock::system())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -18,9 +18,10 @@ use crate::auth::extract::TokenSources;
 use crate::auth::header::normalize_typ;
 use crate::auth::policy::{ClaimRequirement, RoutePolicy};
 use crate::auth::verify::TokenTypeRule;
+use crate::auth::verify::VerifierId;
 use crate::auth::{AlgorithmSet, IssuerVerifier, KeyFamily};
 use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
-use crate::keys::remote::{RefreshPolicy, RemoteSource};
+use crate::keys::remote::{RefreshPolicy, RemoteIdentity, RemoteSource};
 use crate::keys::{self, KeySet, KeyStore, VerifyingKey};
 use crate::pipeline::canonical::{self, PathRules};
 use crate::pipeline::client::{CidrError, TrustedProxies};
@@ -28,24 +29,129 @@ use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::limits::RequestLimits;
 use crate::pipeline::router::Router;
 
-/// Everything the gateway serves from, immutable once built.
+/// A compiled config: what only a restart can change, and what a reload
+/// swaps.
 #[derive(Debug)]
-pub struct Snapshot {
+pub struct Compiled {
+    pub bootstrap: Bootstrap,
+    pub snapshot: Snapshot,
+}
+
+/// The settings read once at startup: listeners, threads, the drain, where
+/// keys are kept on disk and how big the token cache is. A reload that
+/// changes any of them is refused (see [`Bootstrap::changes`]).
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
     pub listen_http: String,
     pub admin_addr: String,
     pub echo_addr: Option<String>,
     pub threads: Option<usize>,
     pub grace_period: Duration,
     pub graceful_shutdown_timeout: Duration,
+    pub keys_cache_dir: Option<PathBuf>,
+    /// `None`: the verified-token cache is off.
+    pub token_cache: Option<CacheSettings>,
+}
+
+impl Bootstrap {
+    /// Each restart-only setting that differs in `new`, as
+    /// `field: old → new`, in config order.
+    pub fn changes(&self, new: &Bootstrap) -> Vec<String> {
+        fn addr(addr: &Option<String>) -> String {
+            addr.clone().unwrap_or_else(|| "(none)".into())
+        }
+        fn threads(threads: Option<usize>) -> String {
+            threads.map_or_else(|| "(one per core)".into(), |n| n.to_string())
+        }
+        fn dir(dir: &Option<PathBuf>) -> String {
+            dir.as_ref()
+                .map_or_else(|| "(none)".into(), |d| d.display().to_string())
+        }
+        fn duration(d: Duration) -> String {
+            humantime::format_duration(d).to_string()
+        }
+        // A cache turned on or off is one change, not one per size setting.
+        fn cache(
+            settings: &Option<CacheSettings>,
+            field: impl Fn(&CacheSettings) -> String,
+        ) -> String {
+            settings.as_ref().map_or_else(String::new, field)
+        }
+        let (old_cache, new_cache) = match (&self.token_cache, &new.token_cache) {
+            (Some(_), Some(_)) => (&self.token_cache, &new.token_cache),
+            _ => (&None, &None),
+        };
+        let settings = [
+            (
+                "listen.http",
+                self.listen_http.clone(),
+                new.listen_http.clone(),
+            ),
+            (
+                "admin.addr",
+                self.admin_addr.clone(),
+                new.admin_addr.clone(),
+            ),
+            ("echo.addr", addr(&self.echo_addr), addr(&new.echo_addr)),
+            (
+                "server.threads",
+                threads(self.threads),
+                threads(new.threads),
+            ),
+            (
+                "server.grace_period",
+                duration(self.grace_period),
+                duration(new.grace_period),
+            ),
+            (
+                "server.graceful_shutdown_timeout",
+                duration(self.graceful_shutdown_timeout),
+                duration(new.graceful_shutdown_timeout),
+            ),
+            (
+                "keys_cache_dir",
+                dir(&self.keys_cache_dir),
+                dir(&new.keys_cache_dir),
+            ),
+            (
+                "token_cache.enabled",
+                self.token_cache.is_some().to_string(),
+                new.token_cache.is_some().to_string(),
+            ),
+            (
+                "token_cache.max_entries",
+                cache(old_cache, |c| c.max_entries.to_string()),
+                cache(new_cache, |c| c.max_entries.to_string()),
+            ),
+            (
+                "token_cache.max_bytes",
+                cache(old_cache, |c| c.max_bytes.to_string()),
+                cache(new_cache, |c| c.max_bytes.to_string()),
+            ),
+            (
+                "token_cache.ttl",
+                cache(old_cache, |c| duration(c.ttl)),
+                cache(new_cache, |c| duration(c.ttl)),
+            ),
+        ];
+        settings
+            .into_iter()
+            .filter(|(_, old, new)| old != new)
+            .map(|(field, old, new)| format!("{field}: {old} → {new}"))
+            .collect()
+    }
+}
+
+/// Everything the gateway serves from, immutable once built; a reload
+/// compiles a new one and swaps it in whole.
+#[derive(Debug)]
+pub struct Snapshot {
     pub realm: String,
     pub max_token_bytes: usize,
     pub issuers: Vec<Arc<IssuerVerifier>>,
     pub startup_grace: Duration,
     /// Issuers whose keys are fetched, and how.
     pub remote: Vec<RemoteSource>,
-    pub keys_cache_dir: Option<PathBuf>,
-    /// `None`: the verified-token cache is off.
-    pub token_cache: Option<CacheSettings>,
     pub routes: Vec<Arc<CompiledRoute>>,
     pub router: Router<Arc<CompiledRoute>>,
     /// How ambiguous request paths are handled.
@@ -98,7 +204,25 @@ pub struct ForwardPlan {
     pub reserved_prefix: String,
 }
 
+/// Finds the key store a running gateway already has for a remote issuer.
+pub type ExistingKeys<'a> = &'a dyn Fn(&RemoteIdentity) -> Option<Arc<KeyStore>>;
+
+/// The snapshot of a config, with new, empty key stores for remote
+/// issuers: for what serves nothing (`token verify`, tests, benches).
 pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigError> {
+    compile_reusing(path, config, &|_| None).map(|compiled| compiled.snapshot)
+}
+
+/// Compiles a config, taking each remote issuer's key store from
+/// `existing` when it has one for the issuer's [`RemoteIdentity`] (at
+/// startup, nothing has one): that is how a reload keeps keys. Local keys
+/// (files, inline, secrets) are read afresh, so a reload also picks up a
+/// rotated key file.
+pub fn compile_reusing(
+    path: &Path,
+    config: GatewayConfig,
+    existing: ExistingKeys<'_>,
+) -> Result<Compiled, ConfigError> {
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let err_at = |span: Option<&Spanned<String>>, message: String| {
         ConfigError::new(
@@ -174,7 +298,7 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
             ));
         }
         issuer_names.push(name);
-        let (verifier, source) = compile_issuer(issuer, base_dir, &mut warnings)
+        let (verifier, source) = compile_issuer(issuer, base_dir, existing, &mut warnings)
             .map_err(|message| err_at(Some(&issuer.name), format!("issuer {name:?}: {message}")))?;
         remote.extend(source);
         issuers.push(verifier);
@@ -246,23 +370,25 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
         );
     }
 
-    Ok(Snapshot {
+    let bootstrap = Bootstrap {
         listen_http: config.listen.http,
         admin_addr: config.admin.addr,
         echo_addr: config.echo.map(|e| e.addr),
         threads: config.server.threads,
         grace_period: config.server.grace_period,
         graceful_shutdown_timeout: config.server.graceful_shutdown_timeout,
-        realm: config.server.realm,
-        max_token_bytes: config.tokens.max_bytes,
-        startup_grace: config.admin.startup_grace,
-        remote,
         keys_cache_dir,
         token_cache: config.token_cache.enabled.then_some(CacheSettings {
             max_entries: config.token_cache.max_entries,
             max_bytes: config.token_cache.max_bytes,
             ttl: config.token_cache.ttl,
         }),
+    };
+    let snapshot = Snapshot {
+        realm: config.server.realm,
+        max_token_bytes: config.tokens.max_bytes,
+        startup_grace: config.admin.startup_grace,
+        remote,
         issuers,
         routes,
         router,
@@ -276,6 +402,10 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
         warnings,
         trusted_proxies,
         limits,
+    };
+    Ok(Compiled {
+        bootstrap,
+        snapshot,
     })
 }
 
@@ -312,6 +442,7 @@ fn listener_addresses(config: &GatewayConfig) -> Result<(), String> {
 fn compile_issuer(
     issuer: &IssuerConfig,
     base_dir: &Path,
+    existing: ExistingKeys<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<(Arc<IssuerVerifier>, Option<RemoteSource>), String> {
     if issuer.issuer.is_empty() {
@@ -381,16 +512,29 @@ fn compile_issuer(
         (None, false) => None,
     };
     if let Some(locator) = locator {
-        let verifier = verifier(
-            issuer,
-            algorithms,
-            KeyStore::remote(
-                issuer.refresh.unknown_kid_interval,
-                issuer.refresh.unknown_kid_wait,
-            ),
+        let (fetch, refresh) = remote_settings(issuer, &locator)?;
+        let refetch = (
+            issuer.refresh.unknown_kid_interval,
+            issuer.refresh.unknown_kid_wait,
         );
-        let verifier = Arc::new(verifier);
-        let source = remote_source(issuer, locator, verifier.clone())?;
+        let identity = RemoteIdentity {
+            name: issuer.name.value.clone(),
+            issuer: issuer.issuer.clone(),
+            algorithms,
+            locator,
+            fetch,
+            refresh,
+            refetch: Some(refetch),
+        };
+        let keys =
+            existing(&identity).unwrap_or_else(|| Arc::new(KeyStore::remote(refetch.0, refetch.1)));
+        let verifier = Arc::new(verifier(issuer, algorithms, keys));
+        let source = RemoteSource {
+            verifier: verifier.clone(),
+            locator: identity.locator,
+            fetch: identity.fetch,
+            refresh: identity.refresh,
+        };
         return Ok((verifier, Some(source)));
     }
 
@@ -447,13 +591,22 @@ fn compile_issuer(
     };
 
     Ok((
-        Arc::new(verifier(issuer, algorithms, KeyStore::fixed(keys))),
+        Arc::new(verifier(
+            issuer,
+            algorithms,
+            Arc::new(KeyStore::fixed(keys)),
+        )),
         None,
     ))
 }
 
-fn verifier(issuer: &IssuerConfig, algorithms: AlgorithmSet, keys: KeyStore) -> IssuerVerifier {
+fn verifier(
+    issuer: &IssuerConfig,
+    algorithms: AlgorithmSet,
+    keys: Arc<KeyStore>,
+) -> IssuerVerifier {
     IssuerVerifier {
+        id: VerifierId::fresh(),
         name: issuer.name.value.clone(),
         issuer: issuer.issuer.clone(),
         algorithms,
@@ -474,18 +627,18 @@ fn verifier(issuer: &IssuerConfig, algorithms: AlgorithmSet, keys: KeyStore) -> 
             claim_values: issuer.token_type.values.clone(),
         },
         scope_claim: issuer.scope_claim.clone(),
-        keys: Arc::new(keys),
+        keys,
         required: issuer.required,
     }
 }
 
-fn remote_source(
+/// How a remote issuer's keys are fetched and kept fresh, checked.
+fn remote_settings(
     issuer: &IssuerConfig,
-    locator: Locator,
-    verifier: Arc<IssuerVerifier>,
-) -> Result<RemoteSource, String> {
+    locator: &Locator,
+) -> Result<(FetchSettings, RefreshPolicy), String> {
     let fetch = &issuer.fetch;
-    let url = match &locator {
+    let url = match locator {
         Locator::JwksUri(uri) => uri.as_str(),
         Locator::Discovery { issuer } => issuer.as_str(),
     };
@@ -508,21 +661,19 @@ fn remote_source(
             fetch.max_bytes
         ));
     }
-    Ok(RemoteSource {
-        verifier,
-        locator,
-        fetch: FetchSettings {
+    Ok((
+        FetchSettings {
             connect_timeout: fetch.connect_timeout,
             timeout: fetch.timeout,
             max_bytes: fetch.max_bytes,
             allow_http: fetch.allow_http,
         },
-        refresh: RefreshPolicy {
+        RefreshPolicy {
             min_refresh: refresh.min_refresh,
             max_refresh: refresh.max_refresh,
             max_stale: refresh.max_stale,
         },
-    })
+    ))
 }
 
 /// Secrets come from the environment or a file, never inline in YAML (where
@@ -717,4 +868,44 @@ fn identity_headers(
 /// `X-User-Id`. Both sides must be in this form, configured names included.
 fn spoof_form(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bootstrap(text: &str) -> Bootstrap {
+        let path = Path::new("gateway.yaml");
+        let routes = "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    auth: { mode: off }\n";
+        let config = super::super::parse(path, &format!("{text}{routes}"), &|_| None).unwrap();
+        compile_reusing(path, config, &|_| None).unwrap().bootstrap
+    }
+
+    #[test]
+    fn restart_only_changes_are_each_named_with_both_values() {
+        let running = bootstrap("");
+        assert!(running.changes(&bootstrap("")).is_empty());
+        // Settings a reload may change are no restart-only change.
+        let reloadable = "server: { realm: other, trusted_proxies: [10.0.0.0/8] }\ntokens: { max_bytes: 4096 }\n";
+        assert!(running.changes(&bootstrap(reloadable)).is_empty());
+
+        let changed = bootstrap(
+            "listen: { http: \"127.0.0.1:8000\" }\nserver: { threads: 3, grace_period: 1s }\nkeys_cache_dir: /var/cache/jwtgate\ntoken_cache: { ttl: 1m }\n",
+        );
+        assert_eq!(
+            running.changes(&changed),
+            [
+                "listen.http: 127.0.0.1:8080 → 127.0.0.1:8000",
+                "server.threads: (one per core) → 3",
+                "server.grace_period: 5s → 1s",
+                "keys_cache_dir: (none) → /var/cache/jwtgate",
+                "token_cache.ttl: 5m → 1m",
+            ]
+        );
+        let cache_off = bootstrap("token_cache: { enabled: false }\n");
+        assert_eq!(
+            running.changes(&cache_off),
+            ["token_cache.enabled: true → false"]
+        );
+    }
 }

@@ -16,7 +16,7 @@ pub enum Locator {
     JwksUri(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchSettings {
     pub connect_timeout: Duration,
     /// For the whole request, body included.
@@ -37,8 +37,18 @@ pub enum FetchError {
     NotJson { url: String, message: String },
     #[error("discovery document {url}: {message}")]
     Discovery { url: String, message: String },
+    #[error(
+        "discovery document {url}: issuer {found:?} does not equal the configured {expected:?}"
+    )]
+    IssuerMismatch {
+        url: String,
+        found: String,
+        expected: String,
+    },
     #[error("{0}: plain HTTP is refused (set allow_http: true for loopback tests only)")]
     Insecure(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
 }
 
 /// A fetched JSON document and how long it may be cached (`Cache-Control:
@@ -55,14 +65,14 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(settings: FetchSettings) -> Result<Self, String> {
+    pub fn new(settings: FetchSettings) -> Result<Self, FetchError> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
             .https_only(!settings.allow_http)
             .user_agent(concat!("jwtgate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| FetchError::Client(error_chain(&e)))?;
         Ok(Self { client, settings })
     }
 
@@ -84,9 +94,11 @@ impl Fetcher {
         match fetched.document.get("issuer").and_then(Value::as_str) {
             Some(found) if found == issuer => {}
             Some(found) => {
-                return Err(discovery_error(format!(
-                    "issuer {found:?} does not equal the configured {issuer:?}"
-                )));
+                return Err(FetchError::IssuerMismatch {
+                    url,
+                    found: found.to_string(),
+                    expected: issuer.clone(),
+                });
             }
             None => return Err(discovery_error("no \"issuer\"".into())),
         }
@@ -276,6 +288,10 @@ pub(crate) mod tests {
             issuer: url.clone(),
         };
         let error = fetcher(true).jwks_uri(&locator).await.unwrap_err();
+        assert!(
+            matches!(error, FetchError::IssuerMismatch { .. }),
+            "{error}"
+        );
         assert!(error.to_string().contains("does not equal"), "{error}");
 
         // A provider whose discovery document names its own URL is followed.

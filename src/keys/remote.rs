@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::cache::{CachedJwks, DiskCache};
-use super::fetch::{FetchSettings, Fetcher, Locator};
-use super::jwks;
+use super::fetch::{FetchError, FetchSettings, Fetcher, Locator};
+use super::{KeyError, jwks};
 use crate::auth::IssuerVerifier;
 use crate::clock::SharedClock;
 use crate::telemetry::Metrics;
@@ -22,7 +22,7 @@ const DEFAULT_REFRESH: Duration = Duration::from_secs(10 * 60);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshPolicy {
     pub min_refresh: Duration,
     pub max_refresh: Duration,
@@ -45,6 +45,40 @@ impl RefreshPolicy {
     }
 }
 
+/// Why a refresh failed, each kind with its own `result` label on
+/// `jwtgate_jwks_fetch_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("{uri}: not a usable JWK Set: {source}")]
+    InvalidJwks { uri: String, source: KeyError },
+    #[error("{uri}: the JWKS has no usable key")]
+    NoUsableKey { uri: String },
+}
+
+/// `result` of a successful fetch on `jwtgate_jwks_fetch_total`.
+pub const FETCH_SUCCESS: &str = "success";
+
+impl RefreshError {
+    /// The `result` label: a closed set, documented in the README.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Fetch(error) => match error {
+                FetchError::Http { .. } => "network",
+                FetchError::Status { .. } => "http_status",
+                FetchError::TooLarge { .. } => "too_large",
+                FetchError::NotJson { .. } => "invalid_json",
+                FetchError::Discovery { .. } => "invalid_discovery",
+                FetchError::IssuerMismatch { .. } => "issuer_mismatch",
+                FetchError::Insecure(_) => "insecure",
+                FetchError::Client(_) => "client",
+            },
+            Self::InvalidJwks { .. } | Self::NoUsableKey { .. } => "invalid_jwks",
+        }
+    }
+}
+
 /// A remote issuer's key source, compiled from config.
 #[derive(Debug, Clone)]
 pub struct RemoteSource {
@@ -54,6 +88,52 @@ pub struct RemoteSource {
     pub locator: Locator,
     pub fetch: FetchSettings,
     pub refresh: RefreshPolicy,
+}
+
+impl RemoteSource {
+    /// What decides where and how this issuer's keys are fetched and parsed.
+    pub fn identity(&self) -> RemoteIdentity {
+        let verifier = &self.verifier;
+        RemoteIdentity {
+            name: verifier.name.clone(),
+            issuer: verifier.issuer.clone(),
+            algorithms: verifier.algorithms,
+            locator: self.locator.clone(),
+            fetch: self.fetch.clone(),
+            refresh: self.refresh.clone(),
+            refetch: verifier.keys.refetch_settings(),
+        }
+    }
+}
+
+/// A remote issuer as far as its keys are concerned: a config reload that
+/// leaves all of it unchanged keeps the issuer's key store and refresher
+/// (no keys dropped, no 503, no `/readyz` flap); any change starts afresh.
+/// Audiences, leeway and the like are not part of it: they don't change
+/// which keys are fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteIdentity {
+    pub name: String,
+    pub issuer: String,
+    /// Which keys of a JWKS are usable, and for what.
+    pub algorithms: crate::auth::AlgorithmSet,
+    pub locator: Locator,
+    pub fetch: FetchSettings,
+    pub refresh: RefreshPolicy,
+    /// The store's `(unknown_kid_interval, unknown_kid_wait)`.
+    pub refetch: Option<(Duration, Duration)>,
+}
+
+impl RemoteIdentity {
+    /// Whether `other` fetches the same issuer's keys from the same place
+    /// and keeps the same ones, whatever its fetch and refresh settings: its
+    /// keys are then good for this identity's store too.
+    pub fn same_keys_as(&self, other: &RemoteIdentity) -> bool {
+        self.name == other.name
+            && self.issuer == other.issuer
+            && self.algorithms == other.algorithms
+            && self.locator == other.locator
+    }
 }
 
 /// What one refresh loop remembers between attempts.
@@ -87,7 +167,7 @@ impl Refresher {
         cache: Option<DiskCache>,
         metrics: Arc<Metrics>,
         clock: SharedClock,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, FetchError> {
         let fetcher = Fetcher::new(source.fetch.clone())?;
         Ok(Self {
             source,
@@ -139,13 +219,13 @@ impl Refresher {
                 Ok(refreshed) => {
                     backoff = FIRST_BACKOFF;
                     self.metrics
-                        .record_jwks_fetch(&self.source.verifier.name, true);
+                        .record_jwks_fetch(&self.source.verifier.name, FETCH_SUCCESS);
                     tracing::debug!(issuer = %self.source.verifier.name, keys = refreshed.keys, "keys refreshed");
                     jittered(refreshed.ttl)
                 }
                 Err(error) => {
                     self.metrics
-                        .record_jwks_fetch(&self.source.verifier.name, false);
+                        .record_jwks_fetch(&self.source.verifier.name, error.label());
                     self.on_failure(&error);
                     let wait = jittered(backoff);
                     backoff = self.source.refresh.next_backoff(backoff);
@@ -160,7 +240,7 @@ impl Refresher {
     }
 
     /// One attempt, for `jwtgate token verify` and tests.
-    pub async fn refresh_once(&self) -> Result<usize, String> {
+    pub async fn refresh_once(&self) -> Result<usize, RefreshError> {
         let result = self.refresh(&mut RefreshState::default()).await;
         self.source.verifier.keys.attempt_finished();
         if let Err(error) = &result {
@@ -169,16 +249,12 @@ impl Refresher {
         result.map(|r| r.keys)
     }
 
-    async fn refresh(&self, state: &mut RefreshState) -> Result<Refreshed, String> {
+    async fn refresh(&self, state: &mut RefreshState) -> Result<Refreshed, RefreshError> {
         let name = &self.source.verifier.name;
         let uri = match &state.jwks_uri {
             Some(uri) => uri.clone(),
             None => {
-                let uri = self
-                    .fetcher
-                    .jwks_uri(&self.source.locator)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let uri = self.fetcher.jwks_uri(&self.source.locator).await?;
                 state.jwks_uri = Some(uri.clone());
                 uri
             }
@@ -188,7 +264,7 @@ impl Refresher {
             Err(e) => {
                 // The provider may have moved its JWKS; discover again next time.
                 state.jwks_uri = None;
-                return Err(e.to_string());
+                return Err(e.into());
             }
         };
         let store = &self.source.verifier.keys;
@@ -198,8 +274,12 @@ impl Refresher {
         let keys = if unchanged {
             store.current().len()
         } else {
-            let parsed =
-                jwks::parse(&fetched.document, self.source.verifier.algorithms).map_err(|e| e.0)?;
+            let parsed = jwks::parse(&fetched.document, self.source.verifier.algorithms).map_err(
+                |source| RefreshError::InvalidJwks {
+                    uri: uri.clone(),
+                    source,
+                },
+            )?;
             if parsed.skipped != state.skipped {
                 for skipped in &parsed.skipped {
                     tracing::warn!(issuer = %name, kid = skipped.kid.as_deref().unwrap_or("-"), "key skipped: {}", skipped.why);
@@ -207,7 +287,7 @@ impl Refresher {
                 state.skipped = parsed.skipped;
             }
             if parsed.keys.is_empty() {
-                return Err(format!("{uri}: the JWKS has no usable key"));
+                return Err(RefreshError::NoUsableKey { uri });
             }
             let keys = parsed.keys.len();
             store.replace(parsed.keys);
@@ -236,7 +316,7 @@ impl Refresher {
 
     /// Stale-if-error: keep the last good keys while they are younger than
     /// `max_stale`, and say so; past that, drop them (requests get 503).
-    fn on_failure(&self, error: &str) {
+    fn on_failure(&self, error: &RefreshError) {
         let name = &self.source.verifier.name;
         let store = &self.source.verifier.keys;
         if !store.is_ready() {
@@ -344,6 +424,24 @@ mod tests {
             generation,
             "the same document must leave the key set (and the token cache) alone"
         );
+    }
+
+    #[tokio::test]
+    async fn each_kind_of_failure_has_its_own_label() {
+        let closed = unreachable(None).refresh_once().await.unwrap_err();
+        assert_eq!(closed.label(), "network", "{closed}");
+        let not_found = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        let cases = [
+            (not_found.to_string(), "http_status"),
+            (fetch::tests::ok("<html>", ""), "invalid_json"),
+            (fetch::tests::ok(r#"{"no":"keys"}"#, ""), "invalid_jwks"),
+            (fetch::tests::ok(r#"{"keys":[]}"#, ""), "invalid_jwks"),
+        ];
+        for (response, label) in cases {
+            let uri = format!("{}/jwks", fetch::tests::serve(response).await);
+            let error = refresher(&uri, None).refresh_once().await.unwrap_err();
+            assert_eq!(error.label(), label, "{error}");
+        }
     }
 
     #[tokio::test]

@@ -7,6 +7,16 @@ use tokio::sync::{Notify, watch};
 
 use super::KeySet;
 
+/// Key-set generations come from one counter for the whole process, so a
+/// generation names one key set of one store: a result recorded against it
+/// can never match another issuer's store, or a store built by a later
+/// config, even where issuer indices shift between configs.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
+}
+
 /// The current keys of one issuer. Readers take a lock-free snapshot; the
 /// refresher swaps in a whole new set at once, so a request never sees a
 /// half-updated key set and never waits on the network, except for the
@@ -14,8 +24,8 @@ use super::KeySet;
 #[derive(Debug)]
 pub struct KeyStore {
     current: ArcSwap<KeySet>,
-    /// Bumped whenever the key set is replaced, so results derived from an
-    /// older set (cached verifications) can tell.
+    /// Replaced (from the process-wide counter) whenever the key set is,
+    /// so results derived from an older set (cached verifications) can tell.
     generation: AtomicU64,
     /// Unix seconds of the last refresh attempt that succeeded (0: never).
     last_success: AtomicI64,
@@ -45,7 +55,7 @@ impl KeyStore {
     pub fn fixed(keys: KeySet) -> Self {
         Self {
             current: ArcSwap::from_pointee(keys),
-            generation: AtomicU64::new(0),
+            generation: AtomicU64::new(next_generation()),
             last_success: AtomicI64::new(0),
             on_demand: None,
         }
@@ -57,7 +67,7 @@ impl KeyStore {
     pub fn remote(min_interval: Duration, max_wait: Duration) -> Self {
         Self {
             current: ArcSwap::from_pointee(KeySet::default()),
-            generation: AtomicU64::new(0),
+            generation: AtomicU64::new(next_generation()),
             last_success: AtomicI64::new(0),
             on_demand: Some(OnDemand {
                 state: Default::default(),
@@ -76,7 +86,17 @@ impl KeyStore {
     /// Installs a new key set.
     pub fn replace(&self, keys: KeySet) {
         self.current.store(Arc::new(keys));
-        self.generation.fetch_add(1, Ordering::Release);
+        self.generation.store(next_generation(), Ordering::Release);
+    }
+
+    /// Serves `other`'s current keys, and its last success, until this
+    /// store's own refresher replaces them: a store whose fetch settings
+    /// changed in a reload starts with the keys of the one it follows, from
+    /// the same source, rather than empty.
+    pub fn adopt(&self, other: &KeyStore) {
+        self.current.store(other.current.load_full());
+        self.generation.store(next_generation(), Ordering::Release);
+        self.record_success(other.last_success());
     }
 
     /// Which key set is current; read it before [`KeyStore::current`] so a
@@ -95,6 +115,13 @@ impl KeyStore {
 
     pub fn last_success(&self) -> i64 {
         self.last_success.load(Ordering::Relaxed)
+    }
+
+    /// `(unknown_kid_interval, unknown_kid_wait)` of a remote store.
+    pub fn refetch_settings(&self) -> Option<(Duration, Duration)> {
+        self.on_demand
+            .as_ref()
+            .map(|on_demand| (on_demand.min_interval, on_demand.max_wait))
     }
 
     pub fn is_remote(&self) -> bool {
@@ -204,6 +231,25 @@ mod tests {
         let store = KeyStore::remote(Duration::from_secs(30), Duration::from_millis(20));
         // Nobody refreshes: the request gives up after max_wait.
         assert!(!store.refetch().await);
+    }
+
+    #[test]
+    fn generations_are_unique_across_stores_and_replacements() {
+        let first = KeyStore::fixed(KeySet::default());
+        let second = KeyStore::remote(Duration::from_secs(1), Duration::from_secs(1));
+        let mut seen = vec![first.generation(), second.generation()];
+        first.replace(KeySet::default());
+        seen.push(first.generation());
+        second.clear();
+        seen.push(second.generation());
+        let count = seen.len();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(
+            seen.len(),
+            count,
+            "every store and key set has its own generation"
+        );
     }
 
     #[tokio::test]

@@ -3,8 +3,8 @@
 //! never from anything a client controls, so cardinality stays bounded.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::auth::Reason;
@@ -44,7 +44,13 @@ pub struct Metrics {
     pub jwks_age: IntGaugeVec,
     pub token_cache_hits: IntCounter,
     pub token_cache_misses: IntCounter,
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload: IntGauge,
 }
+
+/// `result` label values of `jwtgate_config_reloads_total`.
+pub const RELOAD_SUCCESS: &str = "success";
+pub const RELOAD_ERROR: &str = "error";
 
 impl Metrics {
     pub fn new() -> Self {
@@ -90,7 +96,7 @@ impl Metrics {
         let jwks_fetches = IntCounterVec::new(
             Opts::new(
                 "jwtgate_jwks_fetch_total",
-                "JWKS fetch attempts for remote issuers, by result (success, error).",
+                "JWKS fetch attempts for remote issuers, by result (success, network, http_status, too_large, invalid_json, invalid_discovery, issuer_mismatch, insecure, client, invalid_jwks).",
             ),
             &["issuer", "result"],
         )
@@ -113,6 +119,24 @@ impl Metrics {
             "Tokens not in the verified-token cache (fully verified).",
         )
         .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_config_reloads_total",
+                "Config reloads (SIGHUP, POST /-/reload, --watch), by result (success, error).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        // Both series exist from the start, so a rate() over them works
+        // before the first reload.
+        for result in [RELOAD_SUCCESS, RELOAD_ERROR] {
+            config_reloads.with_label_values(&[result]);
+        }
+        let config_last_reload = IntGauge::new(
+            "jwtgate_config_last_reload_timestamp_seconds",
+            "Unix time the config being served was loaded (at startup, then at each successful reload).",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(auth_decisions.clone()),
@@ -123,6 +147,8 @@ impl Metrics {
             Box::new(jwks_age.clone()),
             Box::new(token_cache_hits.clone()),
             Box::new(token_cache_misses.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_last_reload.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -137,11 +163,14 @@ impl Metrics {
             jwks_age,
             token_cache_hits,
             token_cache_misses,
+            config_reloads,
+            config_last_reload,
         }
     }
 
-    pub fn record_jwks_fetch(&self, issuer: &str, success: bool) {
-        let result = if success { "success" } else { "error" };
+    /// `result` is `success` or a [`crate::keys::remote::RefreshError`]
+    /// label.
+    pub fn record_jwks_fetch(&self, issuer: &str, result: &'static str) {
         self.jwks_fetches.with_label_values(&[issuer, result]).inc();
     }
 

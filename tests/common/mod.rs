@@ -258,9 +258,28 @@ impl Gateway {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_full(template, upstream, args, &[], env).await
+    }
+
+    /// Like [`Gateway::start`], with arguments after `run`, such as `--watch`.
+    pub async fn start_with_run_args(
+        template: &str,
+        upstream: &Upstream,
+        run_args: &[&str],
+    ) -> Self {
+        Self::start_full(template, upstream, &[], run_args, &[]).await
+    }
+
+    async fn start_full(
+        template: &str,
+        upstream: &Upstream,
+        args: &[&str],
+        run_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(template, upstream.addr(), args, env).await {
+            match Self::try_start(template, upstream.addr(), args, run_args, env).await {
                 Ok(gateway) => return gateway,
                 Err(log) => last_log = log,
             }
@@ -275,15 +294,12 @@ impl Gateway {
         template: &str,
         upstream: SocketAddr,
         args: &[&str],
+        run_args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Self, String> {
         let proxy_port = free_port();
         let admin_port = free_port();
-        let yaml = template
-            .replace("{PROXY}", &proxy_port.to_string())
-            .replace("{ADMIN}", &admin_port.to_string())
-            .replace("{UPSTREAM}", &upstream.to_string())
-            .replace("{FIXTURES}", &fixtures().display().to_string());
+        let yaml = fill(template, proxy_port, admin_port, upstream);
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("gateway.yaml");
         std::fs::write(&config, &yaml).expect("write config");
@@ -292,6 +308,7 @@ impl Gateway {
         let child = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
             .args(args)
             .arg("run")
+            .args(run_args)
             .arg("-c")
             .arg(&config)
             .envs(env.iter().copied())
@@ -347,6 +364,22 @@ impl Gateway {
 
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy
+    }
+
+    /// The config file the gateway runs with (rewrite it, then reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.yaml")
+    }
+
+    /// `template` filled in as [`Gateway::start`] does, with this gateway's
+    /// ports: a config the running gateway can reload.
+    pub fn render(&self, template: &str, upstream: &Upstream) -> String {
+        fill(
+            template,
+            self.proxy.port(),
+            self.admin.port(),
+            upstream.addr(),
+        )
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -468,6 +501,14 @@ impl Gateway {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+fn fill(template: &str, proxy_port: u16, admin_port: u16, upstream: SocketAddr) -> String {
+    template
+        .replace("{PROXY}", &proxy_port.to_string())
+        .replace("{ADMIN}", &admin_port.to_string())
+        .replace("{UPSTREAM}", &upstream.to_string())
+        .replace("{FIXTURES}", &fixtures().display().to_string())
 }
 
 impl Drop for Gateway {

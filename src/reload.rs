@@ -1,0 +1,366 @@
+//! Hot reload: read and compile the config file again beside the running
+//! one, and swap the new snapshot in whole, or leave the running one
+//! serving. Triggered by SIGHUP, `POST /-/reload` on the admin listener and,
+//! with `--watch`, by changes in the config file's directory (a Kubernetes
+//! ConfigMap update included, which swaps a `..data` symlink rather than
+//! writing the file).
+//!
+//! A reload reads files and resolves upstream names: it runs on a blocking
+//! thread, never on a proxy thread, and reloads run one at a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::auth::IssuerVerifier;
+use crate::auth::verify::TokenTypeRule;
+use crate::clock::SharedClock;
+use crate::config::{self, Bootstrap, ConfigError, Snapshot};
+use crate::keys::fetch::FetchError;
+use crate::runtime::{KeyChanges, KeyRefreshers};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::{RELOAD_ERROR, RELOAD_SUCCESS};
+
+/// What asked for a reload, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Hangup,
+    Admin,
+    Watch,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Hangup => "SIGHUP",
+            Self::Admin => "POST /-/reload",
+            Self::Watch => "config file change",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "{file}: {} needs a restart; nothing was reloaded (restart jwtgate to apply it, or undo the change)",
+        changes.join(", ")
+    )]
+    RestartNeeded { file: PathBuf, changes: Vec<String> },
+    #[error("{file}: cannot start fetching keys: {source}")]
+    KeyRefresh { file: PathBuf, source: FetchError },
+}
+
+impl ReloadError {
+    /// Whether the config asks for what a reload can't do (as opposed to
+    /// a config that is wrong).
+    pub fn needs_restart(&self) -> bool {
+        matches!(self, Self::RestartNeeded { .. })
+    }
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    pub issuers: usize,
+    pub routes: usize,
+    pub remote_keys: KeyChanges,
+}
+
+impl Reloaded {
+    /// The admin endpoint's answer.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "result": RELOAD_SUCCESS,
+            "issuers": self.issuers,
+            "routes": self.routes,
+            "remote_issuers": {
+                "kept": self.remote_keys.kept,
+                "started": self.remote_keys.started,
+                "stopped": self.remote_keys.stopped,
+            },
+        })
+    }
+}
+
+pub struct Reloader {
+    path: PathBuf,
+    /// What the process was started with; a reload may not change it.
+    bootstrap: Bootstrap,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    refreshers: Arc<KeyRefreshers>,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+    /// Held for a whole reload: two at once could each keep a key store
+    /// the other retires.
+    serial: Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: PathBuf,
+        bootstrap: Bootstrap,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        refreshers: Arc<KeyRefreshers>,
+        metrics: Arc<Metrics>,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            path,
+            bootstrap,
+            snapshot,
+            refreshers,
+            metrics,
+            clock,
+            serial: Mutex::new(()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reloads the config file, blocking (file reads, name resolution): call
+    /// it from a blocking thread. On failure the running config keeps
+    /// serving; either way the outcome is logged and counted.
+    pub fn reload(&self, trigger: Trigger) -> Result<Reloaded, ReloadError> {
+        let _one_at_a_time = self.serial.lock().unwrap_or_else(|e| e.into_inner());
+        let outcome = self.swap();
+        match &outcome {
+            Ok(reloaded) => {
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&[RELOAD_SUCCESS])
+                    .inc();
+                self.metrics.config_last_reload.set(self.clock.now_unix());
+                tracing::info!(
+                    trigger = trigger.as_str(),
+                    issuers = reloaded.issuers,
+                    routes = reloaded.routes,
+                    remote_kept = reloaded.remote_keys.kept,
+                    remote_started = reloaded.remote_keys.started,
+                    remote_stopped = reloaded.remote_keys.stopped,
+                    "config reloaded from {}",
+                    self.path.display()
+                );
+            }
+            Err(error) => {
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&[RELOAD_ERROR])
+                    .inc();
+                tracing::error!(
+                    trigger = trigger.as_str(),
+                    "config reload failed; still serving the previous config: {error}"
+                );
+            }
+        }
+        outcome
+    }
+
+    fn swap(&self) -> Result<Reloaded, ReloadError> {
+        let config = config::load(&self.path)?;
+        let compiled = config::compile_reusing(&self.path, config, &|identity| {
+            self.refreshers.existing(identity)
+        })?;
+        let changes = self.bootstrap.changes(&compiled.bootstrap);
+        if !changes.is_empty() {
+            return Err(ReloadError::RestartNeeded {
+                file: self.path.clone(),
+                changes,
+            });
+        }
+        let mut snapshot = compiled.snapshot;
+        self.keep_unchanged_verifiers(&mut snapshot);
+        for warning in &snapshot.warnings {
+            tracing::warn!("{warning}");
+        }
+        let (remote_keys, retired) =
+            self.refreshers
+                .apply(&snapshot)
+                .map_err(|source| ReloadError::KeyRefresh {
+                    file: self.path.clone(),
+                    source,
+                })?;
+        let reloaded = Reloaded {
+            issuers: snapshot.issuers.len(),
+            routes: snapshot.routes.len(),
+            remote_keys,
+        };
+        let previous = self.snapshot.swap(Arc::new(snapshot));
+        self.refreshers.stop(retired);
+        self.forget_issuer_gauges(&previous);
+        Ok(reloaded)
+    }
+
+    /// An issuer whose rules and key store are those of a running one keeps
+    /// the running verifier, and with it the token cache's entries for it
+    /// (they record the verifier's id): a reload that changes only routes
+    /// costs no verification.
+    fn keep_unchanged_verifiers(&self, snapshot: &mut Snapshot) {
+        let running = self.snapshot.load();
+        for verifier in &mut snapshot.issuers {
+            let Some(old) = running
+                .issuers
+                .iter()
+                .find(|old| same_verifier(old, verifier))
+            else {
+                continue;
+            };
+            for source in &mut snapshot.remote {
+                if Arc::ptr_eq(&source.verifier, verifier) {
+                    source.verifier = old.clone();
+                }
+            }
+            *verifier = old.clone();
+        }
+    }
+
+    /// Key gauges of issuers the new config no longer has would otherwise
+    /// report their last values forever.
+    fn forget_issuer_gauges(&self, previous: &Snapshot) {
+        let current = self.snapshot.load();
+        for issuer in &previous.issuers {
+            let name = issuer.name.as_str();
+            if !current.issuers.iter().any(|i| i.name == name) {
+                let _ = self.metrics.jwks_keys.remove_label_values(&[name]);
+                let _ = self.metrics.jwks_age.remove_label_values(&[name]);
+            }
+        }
+    }
+}
+
+/// Whether `new` verifies exactly as `old` does: the same key store and
+/// every rule equal. Every field is named, so a field added to
+/// [`IssuerVerifier`] can't be forgotten here.
+fn same_verifier(old: &IssuerVerifier, new: &IssuerVerifier) -> bool {
+    let IssuerVerifier {
+        id: _,
+        name,
+        issuer,
+        algorithms,
+        audiences,
+        check_audience,
+        leeway_secs,
+        require_exp,
+        max_lifetime_secs,
+        require_sub,
+        token_type:
+            TokenTypeRule {
+                typ,
+                claim,
+                claim_values,
+            },
+        scope_claim,
+        keys,
+        required,
+    } = new;
+    Arc::ptr_eq(keys, &old.keys)
+        && *name == old.name
+        && *issuer == old.issuer
+        && *algorithms == old.algorithms
+        && *audiences == old.audiences
+        && *check_audience == old.check_audience
+        && *leeway_secs == old.leeway_secs
+        && *require_exp == old.require_exp
+        && *max_lifetime_secs == old.max_lifetime_secs
+        && *require_sub == old.require_sub
+        && *typ == old.token_type.typ
+        && *claim == old.token_type.claim
+        && *claim_values == old.token_type.claim_values
+        && *scope_claim == old.scope_claim
+        && *required == old.required
+}
+
+/// How long the directory must stay quiet before a burst of events (an
+/// editor's save, a ConfigMap swap) becomes one reload.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+/// A burst that never goes quiet still reloads this long after it began.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {dir} for config changes: {source}")]
+pub struct WatchError {
+    dir: PathBuf,
+    source: notify::Error,
+}
+
+/// Watches the config file's directory and reloads when the file changes.
+/// The directory, not the file: a ConfigMap update replaces the `..data`
+/// symlink the file resolves through, and editors often replace the file by
+/// a rename; a watch on the file itself would lose track either way.
+pub fn watch(reloader: Arc<Reloader>) -> Result<(), WatchError> {
+    use notify::Watcher;
+
+    let path = reloader.path().to_path_buf();
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path.file_name().map(|name| name.to_os_string());
+    let (events, received) = mpsc::channel();
+    let watch_error = |source| WatchError {
+        dir: dir.clone(),
+        source,
+    };
+    let mut watcher = notify::recommended_watcher(events).map_err(watch_error)?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .map_err(watch_error)?;
+    let concerns_config = move |event: &notify::Event| {
+        // Reading the file (ours included) is no change.
+        !matches!(event.kind, notify::EventKind::Access(_))
+            && event.paths.iter().any(|changed| {
+                let name = changed.file_name();
+                name.is_some_and(|name| name == "..data") || name == file_name.as_deref()
+            })
+    };
+    tracing::info!("watching {} for config changes", dir.display());
+    std::thread::Builder::new()
+        .name("jwtgate config watch".into())
+        .spawn(move || {
+            // Dropping the watcher ends the watch.
+            let _watcher = watcher;
+            loop {
+                match received.recv() {
+                    Ok(Ok(event)) if concerns_config(&event) => {}
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(error)) => {
+                        tracing::warn!("config watch: {error}");
+                        continue;
+                    }
+                    Err(_) => return,
+                }
+                // Let the burst end (a write in several steps, a swap in
+                // several renames); other files in the directory, such as a
+                // log written next to the config, neither extend nor end it.
+                let started = Instant::now();
+                let mut quiet_at = started + DEBOUNCE;
+                loop {
+                    let now = Instant::now();
+                    if now >= quiet_at {
+                        break;
+                    }
+                    match received.recv_timeout(quiet_at - now) {
+                        Ok(Ok(event)) if concerns_config(&event) => {
+                            quiet_at = (Instant::now() + DEBOUNCE).min(started + MAX_DEBOUNCE);
+                        }
+                        Ok(_) => {}
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                // The outcome is logged and counted by reload itself.
+                let _ = reloader.reload(Trigger::Watch);
+            }
+        })
+        .map_err(|e| WatchError {
+            dir: path.clone(),
+            source: notify::Error::io(e),
+        })?;
+    Ok(())
+}
