@@ -39,9 +39,10 @@ use criterion::{BenchmarkId, Criterion};
 use pingora::http::RequestHeader;
 use serde_json::{Map, Value, json};
 
+use jwtgate::auth::IssuerVerifier;
 use jwtgate::auth::cache::{CacheSettings, TokenCache};
 use jwtgate::auth::policy::RoutePolicy;
-use jwtgate::auth::{Algorithm, IssuerVerifier};
+use jwtgate::jose::Algorithm;
 use jwtgate::keys::{KeySet, KeyStore, VerifyingKey, jwks};
 use jwtgate::mint::Signer;
 use jwtgate::pipeline::canonical::{PathRules, RequestTarget};

@@ -4,12 +4,15 @@
 //! the benches. `auth`, `keys` and `pipeline` know nothing of Pingora:
 //! `pipeline` takes a request view and returns a decision, using `auth` to
 //! verify tokens. `proxy` adapts that decision to Pingora's request phases.
+//! Dependencies point one way: `jose` (algorithms) ← `keys` ← `auth` ←
+//! `pipeline` ← the adapters.
 
 pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod echo;
+pub mod jose;
 pub mod keys;
 pub mod mint;
 pub mod pipeline;

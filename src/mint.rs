@@ -6,7 +6,7 @@ use std::path::Path;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Map, Value};
 
-use crate::auth::{Algorithm, KeyFamily};
+use crate::jose::{Algorithm, KeyFamily};
 use crate::keys::MIN_HMAC_SECRET_BYTES;
 
 /// A private key (or HMAC secret) and the algorithm to sign with.

@@ -200,23 +200,19 @@ impl Reloader {
     /// An issuer whose rules and key store are those of a running one keeps
     /// the running verifier, and with it the token cache's entries for it
     /// (they record the verifier's id): a reload that changes only routes
-    /// costs no verification.
+    /// costs no verification. The snapshot's remote key sources need no
+    /// change: they name the key store, which `same_verifier` requires to be
+    /// the running one already.
     fn keep_unchanged_verifiers(&self, snapshot: &mut Snapshot) {
         let running = self.snapshot.load();
         for verifier in &mut snapshot.issuers {
-            let Some(old) = running
+            if let Some(old) = running
                 .issuers
                 .iter()
                 .find(|old| same_verifier(old, verifier))
-            else {
-                continue;
-            };
-            for source in &mut snapshot.remote {
-                if Arc::ptr_eq(&source.verifier, verifier) {
-                    source.verifier = old.clone();
-                }
+            {
+                *verifier = old.clone();
             }
-            *verifier = old.clone();
         }
     }
 

@@ -99,7 +99,7 @@ impl KeyRefreshers {
         let mut fresh = Vec::new();
         let mut next = Vec::with_capacity(snapshot.remote.len());
         for source in &snapshot.remote {
-            let keys = &source.verifier.keys;
+            let keys = &source.keys;
             if let Some(index) = running.iter().position(|r| Arc::ptr_eq(&r.keys, keys)) {
                 next.push(running.swap_remove(index));
                 changes.kept += 1;

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use jwtgate::auth::Algorithm;
+use jwtgate::jose::Algorithm;
 use serde_json::{Value, json};
 
 const CONFIG: &str = r#"

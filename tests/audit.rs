@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use jwtgate::auth::Algorithm;
+use jwtgate::jose::Algorithm;
 use serde_json::json;
 
 const CONFIG: &str = r#"

@@ -981,7 +981,7 @@ fn verify_rejects_an_expired_token() {
     claims.insert("exp".into(), json!(now - 3600));
     let signer = jwtgate::mint::Signer::from_file(
         Path::new(&key("rsa.pem")),
-        jwtgate::auth::Algorithm::RS256,
+        jwtgate::jose::Algorithm::RS256,
     )
     .expect("rsa.pem is an RSA private key");
     let token = signer
@@ -1405,7 +1405,7 @@ fn assert_plain_words(out: &Output) {
 }
 
 fn signed(claims: Value) -> String {
-    jwtgate::mint::Signer::from_file(Path::new(&key("rsa.pem")), jwtgate::auth::Algorithm::RS256)
+    jwtgate::mint::Signer::from_file(Path::new(&key("rsa.pem")), jwtgate::jose::Algorithm::RS256)
         .expect("rsa.pem is an RSA private key")
         .sign(claims.as_object().unwrap(), Some("rsa-1"), Some("JWT"))
         .expect("signing")

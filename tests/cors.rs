@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use jwtgate::auth::Algorithm;
+use jwtgate::jose::Algorithm;
 use serde_json::{Value, json};
 
 const APP: &str = "https://app.example";

@@ -15,9 +15,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwtgate::auth::cache::{CacheSettings, TokenCache};
 use jwtgate::auth::policy::RoutePolicy;
 use jwtgate::auth::verify::Failure;
-use jwtgate::auth::{
-    Algorithm, AlgorithmSet, IssuerVerifier, Reason, VerifiedToken, claims, json::JsonObject, token,
-};
+use jwtgate::auth::{IssuerVerifier, Reason, VerifiedToken, claims, json::JsonObject, token};
+use jwtgate::jose::{Algorithm, AlgorithmSet};
 use jwtgate::keys::{KeySet, KeyStore, VerifyingKey, jwks, secret_file_bytes};
 use jwtgate::mint::Signer;
 use proptest::prelude::*;

@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use jwtgate::auth::Algorithm;
+use jwtgate::jose::Algorithm;
 use serde_json::json;
 
 const CONFIG: &str = r#"

@@ -7,7 +7,7 @@ mod common;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
-use jwtgate::auth::Algorithm;
+use jwtgate::jose::Algorithm;
 use serde_json::{Value, json};
 
 /// One config for every test: three issuers (every asymmetric algorithm,

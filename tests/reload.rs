@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use idp::Idp;
-use jwtgate::auth::Algorithm;
+use jwtgate::jose::Algorithm;
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(30);

@@ -20,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use idp::{Idp, IdpConfig, genkey, write_keys};
-use jwtgate::auth::Algorithm;
+use jwtgate::jose::Algorithm;
 use serde_json::{Value, json};
 
 const AUDIENCE: &str = idp::RESOURCE;

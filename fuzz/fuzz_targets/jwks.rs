@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use jwtgate::auth::{Algorithm, AlgorithmSet};
+use jwtgate::jose::{Algorithm, AlgorithmSet};
 use jwtgate::keys::{KeyChoice, jwks};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;

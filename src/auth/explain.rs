@@ -9,12 +9,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use super::Reason;
 use super::claims;
 use super::json::{JsonObject, JsonRef};
 use super::policy::RoutePolicy;
 use super::token::{self, ParsedToken};
 use super::verify::IssuerVerifier;
-use super::{KeyFamily, Reason};
+use crate::jose::KeyFamily;
 
 /// What a reason means, in a sentence fragment a user can act on.
 pub fn summary(reason: Reason) -> &'static str {

@@ -7,9 +7,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use super::Reason;
 use super::json::{JsonObject, JsonRef};
 use super::token::decode_segment;
-use super::{Algorithm, Reason};
+use crate::jose::Algorithm;
 
 /// The parts of the header jwtgate acts on. Key material a token carries
 /// (`jwk`, `jku`, `x5u`, `x5c`) is never read: a token may only select among

@@ -3,7 +3,6 @@
 //! compiled policy and returns a decision, so it can be unit-tested,
 //! benchmarked and fuzzed on its own.
 
-mod algorithm;
 pub mod cache;
 pub mod claims;
 pub mod explain;
@@ -15,7 +14,6 @@ mod reason;
 pub mod token;
 pub mod verify;
 
-pub use algorithm::{Algorithm, AlgorithmSet, KeyFamily};
 pub use reason::{Reason, Rejection, RejectionKind};
 pub use verify::{IssuerVerifier, VerifiedToken};
 

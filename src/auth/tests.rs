@@ -8,8 +8,9 @@ use serde_json::{Map, Value, json};
 
 use super::policy::{ClaimRequirement, RoutePolicy};
 use super::verify::{Explain, Failure};
-use super::{Algorithm, IssuerVerifier, KeyFamily, Reason, RejectionKind};
+use super::{IssuerVerifier, Reason, RejectionKind};
 use crate::clock::{Clock, ManualClock};
+use crate::jose::{Algorithm, KeyFamily};
 use crate::keys::{KeySet, KeyStore, VerifyingKey, jwks};
 use crate::mint::Signer;
 

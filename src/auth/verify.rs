@@ -11,7 +11,8 @@ use serde_json::Value;
 use super::claims;
 use super::json::{Items, JsonObject, JsonRef};
 use super::token::{self, ParsedToken};
-use super::{Algorithm, AlgorithmSet, Reason, Rejection};
+use super::{Reason, Rejection};
+use crate::jose::{Algorithm, AlgorithmSet};
 use crate::keys::{KeyChoice, KeyStore};
 
 /// Names one compiled [`IssuerVerifier`] for the life of the process. A

@@ -48,7 +48,7 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
         let keys = match snapshot
             .remote
             .iter()
-            .find(|r| std::sync::Arc::ptr_eq(&r.verifier, issuer))
+            .find(|r| std::sync::Arc::ptr_eq(&r.keys, &issuer.keys))
         {
             Some(remote) => match &remote.locator {
                 Locator::Discovery { issuer } => format!("discovery {}", discovery_url(issuer)),

@@ -16,8 +16,9 @@ use serde_json::{Map, Value, json};
 use http::{HeaderMap, HeaderValue, Method};
 use jwtgate::auth::explain::{self, FailureDetail};
 use jwtgate::auth::verify::Explain;
-use jwtgate::auth::{Algorithm, Reason, Rejection};
+use jwtgate::auth::{Reason, Rejection};
 use jwtgate::config::schema::{AuthMode, MatchConfig};
+use jwtgate::jose::Algorithm;
 use jwtgate::keys::remote::Refresher;
 use jwtgate::mint::Signer;
 use jwtgate::pipeline::{Decision, Pipeline, RequestView, Scheme, TargetForm};
@@ -320,14 +321,8 @@ fn fetch_remote_keys(
         )
         .map_err(anyhow::Error::msg)?;
         match runtime.block_on(refresher.refresh_once()) {
-            Ok(count) => outln!(
-                "keys: issuer {:?}: fetched {count} key(s)",
-                source.verifier.name
-            ),
-            Err(error) => outln!(
-                "keys: issuer {:?}: cannot fetch: {error}",
-                source.verifier.name
-            ),
+            Ok(count) => outln!("keys: issuer {:?}: fetched {count} key(s)", source.name),
+            Err(error) => outln!("keys: issuer {:?}: cannot fetch: {error}", source.name),
         }
     }
     Ok(())

@@ -13,13 +13,14 @@ use serde_saphyr::Spanned;
 
 use super::load::ConfigError;
 use super::schema::{AuthMode, GatewayConfig, IssuerConfig, RouteConfig};
+use crate::auth::IssuerVerifier;
 use crate::auth::cache::CacheSettings;
 use crate::auth::extract::TokenSources;
 use crate::auth::header::normalize_typ;
 use crate::auth::policy::{ClaimRequirement, RoutePolicy};
 use crate::auth::verify::TokenTypeRule;
 use crate::auth::verify::VerifierId;
-use crate::auth::{AlgorithmSet, IssuerVerifier, KeyFamily};
+use crate::jose::{AlgorithmSet, KeyFamily};
 use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
 use crate::keys::remote::{RefreshPolicy, RemoteIdentity, RemoteSource};
 use crate::keys::{self, KeySet, KeyStore, VerifyingKey};
@@ -528,9 +529,12 @@ fn compile_issuer(
         };
         let keys =
             existing(&identity).unwrap_or_else(|| Arc::new(KeyStore::remote(refetch.0, refetch.1)));
-        let verifier = Arc::new(verifier(issuer, algorithms, keys));
+        let verifier = Arc::new(verifier(issuer, algorithms, keys.clone()));
         let source = RemoteSource {
-            verifier: verifier.clone(),
+            name: identity.name,
+            issuer: identity.issuer,
+            algorithms,
+            keys,
             locator: identity.locator,
             fetch: identity.fetch,
             refresh: identity.refresh,

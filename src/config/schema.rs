@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
-use crate::auth::Algorithm;
+use crate::jose::Algorithm;
 pub use crate::pipeline::canonical::Handling;
 
 #[derive(Debug, Deserialize)]

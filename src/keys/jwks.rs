@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{KeyError, KeySet, MIN_RSA_MODULUS_BITS, VerifyingKey};
-use crate::auth::{Algorithm, AlgorithmSet, KeyFamily};
+use crate::jose::{Algorithm, AlgorithmSet, KeyFamily};
 
 /// A key that was left out, and why (for logs and `jwtgate check`).
 #[derive(Debug, Clone, PartialEq, Eq)]

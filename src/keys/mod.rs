@@ -13,7 +13,7 @@ pub use store::KeyStore;
 
 use aws_lc_rs::{hmac, signature};
 
-use crate::auth::{Algorithm, AlgorithmSet, KeyFamily};
+use crate::jose::{Algorithm, AlgorithmSet, KeyFamily};
 
 /// HMAC secrets shorter than the hash output weaken HS256 below its design
 /// strength (RFC 7518 §3.2 requires at least the hash size: 256 bits).

@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use super::cache::{CachedJwks, DiskCache};
 use super::fetch::{FetchError, FetchSettings, Fetcher, Locator};
-use super::{KeyError, jwks};
-use crate::auth::IssuerVerifier;
+use super::{KeyError, KeyStore, jwks};
 use crate::clock::SharedClock;
+use crate::jose::AlgorithmSet;
 use crate::telemetry::Metrics;
 
 /// Used when the JWKS response says nothing about caching.
@@ -79,12 +79,20 @@ impl RefreshError {
     }
 }
 
-/// A remote issuer's key source, compiled from config.
+/// A remote issuer's key source, compiled from config: what the refresher
+/// needs of the issuer and nothing more, so keeping keys fresh never depends
+/// on how tokens are verified.
 #[derive(Debug, Clone)]
 pub struct RemoteSource {
-    /// The issuer whose key store this source fills (name, `iss`, allowed
-    /// algorithms and the store itself all come from there).
-    pub verifier: Arc<IssuerVerifier>,
+    /// The issuer's configured name, for logs, metrics and the disk copy.
+    pub name: String,
+    /// The exact `iss` value, written with the disk copy and checked when it
+    /// is loaded, so one issuer never serves another's keys.
+    pub issuer: String,
+    /// Which keys of a JWKS are usable, and for what.
+    pub algorithms: AlgorithmSet,
+    /// The store this source fills; the issuer's verifier reads the same one.
+    pub keys: Arc<KeyStore>,
     pub locator: Locator,
     pub fetch: FetchSettings,
     pub refresh: RefreshPolicy,
@@ -93,15 +101,14 @@ pub struct RemoteSource {
 impl RemoteSource {
     /// What decides where and how this issuer's keys are fetched and parsed.
     pub fn identity(&self) -> RemoteIdentity {
-        let verifier = &self.verifier;
         RemoteIdentity {
-            name: verifier.name.clone(),
-            issuer: verifier.issuer.clone(),
-            algorithms: verifier.algorithms,
+            name: self.name.clone(),
+            issuer: self.issuer.clone(),
+            algorithms: self.algorithms,
             locator: self.locator.clone(),
             fetch: self.fetch.clone(),
             refresh: self.refresh.clone(),
-            refetch: verifier.keys.refetch_settings(),
+            refetch: self.keys.refetch_settings(),
         }
     }
 }
@@ -116,7 +123,7 @@ pub struct RemoteIdentity {
     pub name: String,
     pub issuer: String,
     /// Which keys of a JWKS are usable, and for what.
-    pub algorithms: crate::auth::AlgorithmSet,
+    pub algorithms: AlgorithmSet,
     pub locator: Locator,
     pub fetch: FetchSettings,
     pub refresh: RefreshPolicy,
@@ -182,8 +189,8 @@ impl Refresher {
     /// than `max_stale`. Runs at startup, before any request.
     pub fn load_cached(&self) {
         let Some(cache) = &self.cache else { return };
-        let name = &self.source.verifier.name;
-        let cached = match cache.load(name, &self.source.verifier.issuer) {
+        let name = &self.source.name;
+        let cached = match cache.load(name, &self.source.issuer) {
             Ok(Some(cached)) => cached,
             Ok(None) => return,
             Err(e) => {
@@ -196,11 +203,11 @@ impl Refresher {
             tracing::warn!(issuer = %name, age_secs = age, "cached keys are older than max_stale; not used");
             return;
         }
-        match jwks::parse(&cached.jwks, self.source.verifier.algorithms) {
+        match jwks::parse(&cached.jwks, self.source.algorithms) {
             Ok(parsed) if !parsed.keys.is_empty() => {
                 let count = parsed.keys.len();
-                self.source.verifier.keys.replace(parsed.keys);
-                self.source.verifier.keys.record_success(cached.fetched_at);
+                self.source.keys.replace(parsed.keys);
+                self.source.keys.record_success(cached.fetched_at);
                 tracing::info!(issuer = %name, keys = count, age_secs = age, "loaded cached keys");
             }
             Ok(_) => tracing::warn!(issuer = %name, "cached JWKS has no usable key; not used"),
@@ -214,18 +221,18 @@ impl Refresher {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let outcome = self.refresh(&mut state).await;
-            self.source.verifier.keys.attempt_finished();
+            self.source.keys.attempt_finished();
             let wait = match outcome {
                 Ok(refreshed) => {
                     backoff = FIRST_BACKOFF;
                     self.metrics
-                        .record_jwks_fetch(&self.source.verifier.name, FETCH_SUCCESS);
-                    tracing::debug!(issuer = %self.source.verifier.name, keys = refreshed.keys, "keys refreshed");
+                        .record_jwks_fetch(&self.source.name, FETCH_SUCCESS);
+                    tracing::debug!(issuer = %self.source.name, keys = refreshed.keys, "keys refreshed");
                     jittered(refreshed.ttl)
                 }
                 Err(error) => {
                     self.metrics
-                        .record_jwks_fetch(&self.source.verifier.name, error.label());
+                        .record_jwks_fetch(&self.source.name, error.label());
                     self.on_failure(&error);
                     let wait = jittered(backoff);
                     backoff = self.source.refresh.next_backoff(backoff);
@@ -234,7 +241,7 @@ impl Refresher {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.source.verifier.keys.wanted() => {}
+                _ = self.source.keys.wanted() => {}
             }
         }
     }
@@ -242,7 +249,7 @@ impl Refresher {
     /// One attempt, for `jwtgate token verify` and tests.
     pub async fn refresh_once(&self) -> Result<usize, RefreshError> {
         let result = self.refresh(&mut RefreshState::default()).await;
-        self.source.verifier.keys.attempt_finished();
+        self.source.keys.attempt_finished();
         if let Err(error) = &result {
             self.on_failure(error);
         }
@@ -250,7 +257,7 @@ impl Refresher {
     }
 
     async fn refresh(&self, state: &mut RefreshState) -> Result<Refreshed, RefreshError> {
-        let name = &self.source.verifier.name;
+        let name = &self.source.name;
         let uri = match &state.jwks_uri {
             Some(uri) => uri.clone(),
             None => {
@@ -267,19 +274,20 @@ impl Refresher {
                 return Err(e.into());
             }
         };
-        let store = &self.source.verifier.keys;
+        let store = &self.source.keys;
         // The document the served keys came from, fetched again: nothing to
         // parse or install, and verified-token cache entries stay valid.
         let unchanged = state.installed.as_ref() == Some(&fetched.document) && store.is_ready();
         let keys = if unchanged {
             store.current().len()
         } else {
-            let parsed = jwks::parse(&fetched.document, self.source.verifier.algorithms).map_err(
-                |source| RefreshError::InvalidJwks {
-                    uri: uri.clone(),
-                    source,
-                },
-            )?;
+            let parsed =
+                jwks::parse(&fetched.document, self.source.algorithms).map_err(|source| {
+                    RefreshError::InvalidJwks {
+                        uri: uri.clone(),
+                        source,
+                    }
+                })?;
             if parsed.skipped != state.skipped {
                 for skipped in &parsed.skipped {
                     tracing::warn!(issuer = %name, kid = skipped.kid.as_deref().unwrap_or("-"), "key skipped: {}", skipped.why);
@@ -304,21 +312,21 @@ impl Refresher {
     fn persist(&self, jwks_uri: &str, jwks: Value, now: i64) {
         let Some(cache) = &self.cache else { return };
         let entry = CachedJwks {
-            issuer: self.source.verifier.issuer.clone(),
+            issuer: self.source.issuer.clone(),
             jwks_uri: jwks_uri.to_string(),
             fetched_at: now,
             jwks,
         };
-        if let Err(e) = cache.store(&self.source.verifier.name, &entry) {
-            tracing::warn!(issuer = %self.source.verifier.name, "cannot persist keys: {e}");
+        if let Err(e) = cache.store(&self.source.name, &entry) {
+            tracing::warn!(issuer = %self.source.name, "cannot persist keys: {e}");
         }
     }
 
     /// Stale-if-error: keep the last good keys while they are younger than
     /// `max_stale`, and say so; past that, drop them (requests get 503).
     fn on_failure(&self, error: &RefreshError) {
-        let name = &self.source.verifier.name;
-        let store = &self.source.verifier.keys;
+        let name = &self.source.name;
+        let store = &self.source.keys;
         if !store.is_ready() {
             tracing::warn!(issuer = %name, "cannot fetch keys, none to serve: {error}");
             return;
@@ -345,9 +353,9 @@ fn jittered(base: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{Algorithm, AlgorithmSet};
     use crate::clock::ManualClock;
-    use crate::keys::{KeyStore, fetch};
+    use crate::jose::Algorithm;
+    use crate::keys::fetch;
 
     const NOW: i64 = 1_800_000_000;
     const HOUR: i64 = 3600;
@@ -369,12 +377,12 @@ mod tests {
     fn refresher(jwks_uri: &str, cache: Option<DiskCache>) -> Refresher {
         let algorithms: AlgorithmSet = [Algorithm::RS256].into_iter().collect();
         let source = RemoteSource {
-            verifier: Arc::new(IssuerVerifier::new(
-                "idp",
-                "https://idp.test",
-                algorithms,
-                vec!["api".into()],
-                KeyStore::remote(Duration::from_secs(30), Duration::from_secs(1)),
+            name: "idp".into(),
+            issuer: "https://idp.test".into(),
+            algorithms,
+            keys: Arc::new(KeyStore::remote(
+                Duration::from_secs(30),
+                Duration::from_secs(1),
             )),
             locator: Locator::JwksUri(jwks_uri.into()),
             fetch: FetchSettings {
@@ -399,10 +407,10 @@ mod tests {
     }
 
     fn install(refresher: &Refresher, fetched_at: i64) {
-        let allowed = refresher.source.verifier.algorithms;
+        let allowed = refresher.source.algorithms;
         let keys = jwks::parse(&fixture_jwks(), allowed).unwrap().keys;
-        refresher.source.verifier.keys.replace(keys);
-        refresher.source.verifier.keys.record_success(fetched_at);
+        refresher.source.keys.replace(keys);
+        refresher.source.keys.record_success(fetched_at);
     }
 
     #[tokio::test]
@@ -416,11 +424,11 @@ mod tests {
         let mut state = RefreshState::default();
         let keys = refresher.refresh(&mut state).await.unwrap().keys;
         assert!(keys > 0);
-        let generation = refresher.source.verifier.keys.generation();
+        let generation = refresher.source.keys.generation();
         let again = refresher.refresh(&mut state).await.unwrap();
         assert_eq!(again.keys, keys);
         assert_eq!(
-            refresher.source.verifier.keys.generation(),
+            refresher.source.keys.generation(),
             generation,
             "the same document must leave the key set (and the token cache) alone"
         );
@@ -449,18 +457,12 @@ mod tests {
         let fresh = unreachable(None);
         install(&fresh, NOW - HOUR);
         assert!(fresh.refresh_once().await.is_err());
-        assert!(
-            fresh.source.verifier.keys.is_ready(),
-            "an hour old: still served"
-        );
+        assert!(fresh.source.keys.is_ready(), "an hour old: still served");
 
         let stale = unreachable(None);
         install(&stale, NOW - 25 * HOUR);
         assert!(stale.refresh_once().await.is_err());
-        assert!(
-            !stale.source.verifier.keys.is_ready(),
-            "past max_stale: dropped"
-        );
+        assert!(!stale.source.keys.is_ready(), "past max_stale: dropped");
     }
 
     #[test]
@@ -479,13 +481,13 @@ mod tests {
         store(NOW - 2 * HOUR);
         let recent = unreachable(Some(cache.clone()));
         recent.load_cached();
-        assert!(recent.source.verifier.keys.is_ready());
-        assert_eq!(recent.source.verifier.keys.last_success(), NOW - 2 * HOUR);
+        assert!(recent.source.keys.is_ready());
+        assert_eq!(recent.source.keys.last_success(), NOW - 2 * HOUR);
 
         store(NOW - 25 * HOUR);
         let old = unreachable(Some(cache.clone()));
         old.load_cached();
-        assert!(!old.source.verifier.keys.is_ready());
+        assert!(!old.source.keys.is_ready());
     }
 
     #[test]

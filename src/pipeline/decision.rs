@@ -164,7 +164,7 @@ impl<'s> Decision<'s> {
             _ => self.denial().and_then(|denial| denial.issuer),
         };
         let issuer = issuer.map_or(NO_ISSUER, |i| snapshot.issuers[i].name.as_str());
-        let reason = self.denial().map(|denial| denial.rejection.reason);
+        let reason = self.denial().map(|denial| denial.rejection.reason.as_str());
         metrics.record_decision(&route.name, issuer, outcome, reason);
     }
 }

@@ -11,10 +11,11 @@ use http::{HeaderMap, HeaderValue, Method};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::auth::Reason;
 use crate::auth::RejectionKind;
 use crate::auth::cache::TokenCache;
-use crate::auth::{Algorithm, Reason};
 use crate::clock::ManualClock;
+use crate::jose::Algorithm;
 use crate::mint::Signer;
 use crate::telemetry::Metrics;
 

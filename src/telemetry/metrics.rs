@@ -1,13 +1,11 @@
 //! Prometheus metrics, named as in DESIGN.md. Label values come only from
-//! config names and fixed sets (status codes, [`Reason`] labels, outcomes),
+//! config names and fixed sets (status codes, rejection reasons, outcomes),
 //! never from anything a client controls, so cardinality stays bounded.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::auth::Reason;
 
 /// `outcome` label values.
 pub const ALLOW: &str = "allow";
@@ -174,20 +172,18 @@ impl Metrics {
         self.jwks_fetches.with_label_values(&[issuer, result]).inc();
     }
 
+    /// `reason` is a rejection reason's label (`auth::Reason::as_str`): taken
+    /// as a label, not the enum, so telemetry imports nothing it could be
+    /// imported back from.
     pub fn record_decision(
         &self,
         route: &str,
         issuer: &str,
         outcome: &str,
-        reason: Option<Reason>,
+        reason: Option<&'static str>,
     ) {
         self.auth_decisions
-            .with_label_values(&[
-                route,
-                issuer,
-                outcome,
-                reason.map_or(NO_REASON, Reason::as_str),
-            ])
+            .with_label_values(&[route, issuer, outcome, reason.unwrap_or(NO_REASON)])
             .inc();
     }
 

@@ -1,6 +1,10 @@
 //! JWS algorithms jwtgate verifies (RFC 7518 §3, RFC 8037 for EdDSA), and the
 //! key family each one needs, so an algorithm can never be paired with key
 //! material of another type (the RS256 → HS256 confusion attack).
+//!
+//! The bottom of the crate: `keys` and `auth` both build on these types, so
+//! this module imports nothing from jwtgate and neither of them has to import
+//! the other to share them.
 
 use std::fmt;
 use std::str::FromStr;
