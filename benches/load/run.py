@@ -1058,7 +1058,7 @@ def write_summary_md(path: Path, meta: dict, workloads: list[Workload], summary:
         ]
     if comparison:
         lines += [f"- Compared with: {', '.join(meta['versions'][k] for k in ('pingora-bare', 'haproxy') if k in meta['versions'])}"
-                  + ("; nginx proxy_pass is the same nginx as the upstream" if "nginx-proxy" in meta.get("endpoints", {}) else "")]
+                  + ("; nginx proxy_pass is a second instance of the upstream's nginx binary" if "nginx-proxy" in meta.get("endpoints", {}) else "")]
     lines += [
         f"- {meta['versions']['wrk']}",
         "",
