@@ -10,8 +10,13 @@ fast nginx upstream and two jwtgate instances (token cache on / off) on free
 127.0.0.1 ports, mints tokens with `jwtgate token mint`, and runs six wrk
 workloads in interleaved rounds: direct (wrk -> nginx), auth-off, one-token,
 distinct-tokens (cache off: every request is a full RS256 verification),
-distinct-tokens-cached and invalid-tokens. It writes summary.md, results.json
-and latency.svg to --out, and stops every process it started on exit.
+distinct-tokens-cached and invalid-tokens. Beside them, at the same worker
+count, it runs the proxies jwtgate is compared with: a bare Pingora proxy
+(examples/bare_proxy.rs, the framework's floor), nginx as a proxy_pass proxy
+and HAProxy verifying the same RS256 tokens with jwt_verify on every request
+(skip them with --no-compare). It writes summary.md (led by a table of CPU per
+request beside those proxies), results.json and latency.svg to --out, and stops
+every process it started on exit.
 
 With --target URL --token-file FILE the same token workloads run against a
 gateway you deployed yourself (nothing is started locally).
@@ -232,12 +237,23 @@ def find_nginx() -> str | None:
     return None
 
 
-def ensure_packages(need_nginx: bool) -> None:
+def find_haproxy() -> str | None:
+    found = shutil.which("haproxy")
+    if found:
+        return found
+    return "/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None
+
+
+def ensure_packages(need_nginx: bool, need_haproxy: bool = False) -> None:
     missing = []
     if not shutil.which("wrk"):
         missing.append("wrk")
     if need_nginx and not find_nginx():
         missing.append("nginx-light")
+    if need_haproxy and not find_haproxy():
+        missing.append("haproxy")
+    if need_haproxy and not shutil.which("openssl"):
+        missing.append("openssl")
     if not missing:
         return
     if not shutil.which("apt-get"):
@@ -246,36 +262,47 @@ def ensure_packages(need_nginx: bool) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     log(f"installing {' '.join(missing)} with apt-get")
     subprocess.run(prefix + ["apt-get", "update"], check=True, env=env)
-    nginx_before = _nginx_pids()
+    daemons_before = {name: _pids_named(name) for name in ("nginx", "haproxy")}
     subprocess.run(prefix + ["apt-get", "install", "-y", *missing], check=True, env=env)
-    started = sorted(set(_nginx_pids()) - set(nginx_before))
-    if started:
-        log(
-            f"note: the nginx package's install scripts started a system nginx (pids {started}); "
-            "this harness does not use or stop it (`service nginx stop` does)"
-        )
+    for name, before in daemons_before.items():
+        started = sorted(set(_pids_named(name)) - set(before))
+        if started:
+            log(
+                f"note: the {name} package's install scripts started a system {name} (pids {started}); "
+                f"this harness does not use or stop it (`service {name} stop` does)"
+            )
 
 
-def _nginx_pids() -> list[int]:
+def _pids_named(comm: str) -> list[int]:
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/comm") as f:
-                    if f.read().strip() == "nginx":
+                    if f.read().strip() == comm:
                         pids.append(int(entry))
             except OSError:
                 pass
     return pids
 
 
-def build_jwtgate(skip_build: bool) -> Path:
+BARE_PROXY = REPO / "target" / "release" / "examples" / "bare_proxy"
+
+
+def build_jwtgate(skip_build: bool, bare_proxy: bool) -> Path:
     binary = REPO / "target" / "release" / "jwtgate"
     if not skip_build:
         log("building jwtgate: cargo build --release --locked")
         subprocess.run(["cargo", "build", "--release", "--locked"], cwd=REPO, check=True)
+        if bare_proxy:
+            log("building the bare Pingora proxy: cargo build --release --locked --example bare_proxy")
+            subprocess.run(["cargo", "build", "--release", "--locked", "--example", "bare_proxy"],
+                           cwd=REPO, check=True)
     if not os.access(binary, os.X_OK):
         raise HarnessError(f"{binary} not found; run without --skip-build")
+    if bare_proxy and not os.access(BARE_PROXY, os.X_OK):
+        raise HarnessError(f"{BARE_PROXY} not found; run without --skip-build, or with --no-compare, or build it: "
+                           "cargo build --release --locked --example bare_proxy")
     return binary
 
 
@@ -506,6 +533,168 @@ def start_gateway(procs, binary: Path, out: Path, tag: str, upstream: str, threa
     return proc, listen, admin
 
 
+# --------------------------------------------------------------------------
+# the proxies jwtgate is compared with, each at the gateway's worker count
+
+
+def start_bare_pingora(procs, out: Path, upstream: str, threads: int):
+    """examples/bare_proxy.rs: Pingora's ProxyHttp with only upstream_peer, default ServerConf."""
+    port = free_ports(1)[0]
+    listen = f"127.0.0.1:{port}"
+    log_path = out / "pingora-bare.stderr.log"
+    proc = procs.start(
+        "bare Pingora proxy",
+        [BARE_PROXY, "--listen", listen, "--upstream", upstream, "--threads", threads],
+        stop_signal=signal.SIGINT,  # Pingora: SIGINT is the fast shutdown
+        log_path=log_path,
+        env=dict(os.environ, RUST_LOG="warn"),
+    )
+    wait_until(lambda: http_get(f"http://{listen}/api")[0] == 200, "bare Pingora proxy", proc, log_path, 30)
+    return proc, listen
+
+
+NGINX_PROXY_CONF = """\
+# generated by benches/load/run.py: nginx as a reverse proxy (no auth) in front of the upstream
+daemon off;
+master_process on;
+worker_processes {workers};
+pid {tmp}/nginx.pid;
+error_log {log} warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    # Keep upstream connections open, as Pingora's connection pool does.
+    upstream backend {{
+        server {upstream};
+        keepalive 128;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx_proxy(procs, nginx: str, tmp: Path, out: Path, upstream: str, workers: int):
+    port = free_ports(1)[0]
+    prefix = tmp / "nginx-proxy"
+    prefix.mkdir()
+    conf = NGINX_PROXY_CONF.format(tmp=prefix, log=out / "nginx-proxy-error.log", port=port,
+                                   upstream=upstream, workers=workers)
+    conf_path = prefix / "nginx.conf"
+    conf_path.write_text(conf)
+    (out / "nginx-proxy.conf").write_text(conf)
+    proc = procs.start(
+        "nginx proxy_pass",
+        [nginx, "-p", f"{prefix}/", "-e", out / "nginx-proxy-error.log", "-c", conf_path],
+        stop_signal=signal.SIGTERM,
+        log_path=out / "nginx-proxy.stderr.log",
+    )
+    listen = f"127.0.0.1:{port}"
+    wait_until(lambda: http_get(f"http://{listen}/api")[0] == 200, "nginx proxy_pass", proc,
+               out / "nginx-proxy-error.log", 30)
+    return proc, listen
+
+
+# The checks jwtgate's `/api` route makes, in HAProxy 2.6's words: an RS256
+# signature by the demo key, then iss, aud and exp (with jwtgate's 30 s leeway)
+# on every request; HAProxy has no verified-token cache. `sub` is forwarded as
+# X-User-Id and the token is not, as jwtgate does. `aud` is matched as a string,
+# which is what `jwtgate token mint --aud` writes for one audience.
+HAPROXY_CONF = """\
+# generated by benches/load/run.py: HAProxy verifying RS256 JWTs on every request
+global
+    nbthread {threads}
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 75s
+    timeout server 75s
+    timeout http-keep-alive 75s
+
+frontend jwt
+    bind 127.0.0.1:{port}
+    http-request set-var(txn.bearer) http_auth_bearer
+    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')
+    http-request deny deny_status 401 unless {{ var(txn.alg) -m str RS256 }}
+    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify(txn.alg,"{public_key}") -m int 1 }}
+    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_payload_query('$.iss') -m str {issuer} }}
+    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_payload_query('$.aud') -m str {audience} }}
+    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
+    http-request deny deny_status 401 unless {{ var(txn.exp) -m found }}
+    http-request deny deny_status 401 if {{ date(-30),sub(txn.exp) -m int gt 0 }}
+    http-request set-header X-User-Id %[var(txn.bearer),jwt_payload_query('$.sub')]
+    http-request del-header Authorization
+    default_backend upstream
+
+backend upstream
+    http-reuse always
+    server nginx {upstream}
+"""
+
+
+def start_haproxy(procs, haproxy: str, tmp: Path, out: Path, upstream: str, threads: int):
+    public_key = tmp / "rs256.pub.pem"
+    derive = subprocess.run(["openssl", "pkey", "-in", str(DEMO_KEY), "-pubout", "-out", str(public_key)],
+                            capture_output=True, text=True, timeout=30)
+    if derive.returncode != 0:
+        raise HarnessError(f"openssl pkey -pubout {DEMO_KEY} failed: {derive.stderr}")
+    port = free_ports(1)[0]
+    conf = HAPROXY_CONF.format(threads=threads, port=port, public_key=public_key, issuer=DEMO_ISSUER,
+                               audience=DEMO_AUDIENCE, upstream=upstream)
+    conf_path = out / "haproxy.cfg"
+    conf_path.write_text(conf)
+    check = subprocess.run([haproxy, "-c", "-f", str(conf_path)], capture_output=True, text=True, timeout=30)
+    if check.returncode != 0:
+        raise HarnessError(f"haproxy -c -f {conf_path} failed:\n{check.stdout}{check.stderr}")
+    log_path = out / "haproxy.stderr.log"
+    proc = procs.start(
+        "haproxy jwt_verify",
+        [haproxy, "-db", "-f", conf_path],  # -db: foreground, one process with nbthread threads
+        stop_signal=signal.SIGTERM,  # HAProxy: SIGTERM is the immediate stop
+        log_path=log_path,
+    )
+    listen = f"127.0.0.1:{port}"
+    wait_until(lambda: http_get(f"http://{listen}/api")[0] == 401, "haproxy", proc, log_path, 30)
+    return proc, listen
+
+
+def check_haproxy_rejects(binary: Path, listen: str, tmp: Path) -> None:
+    """HAProxy must refuse what jwtgate refuses, or its row would not be measuring verification."""
+    common = ["--kid", DEMO_KID, "--sub", "load", "--scope", "echo:read"]
+    cases = [
+        ("a bad signature", IMPOSTOR_KEY, ["--iss", DEMO_ISSUER, "--aud", DEMO_AUDIENCE]),
+        ("another issuer", DEMO_KEY, ["--iss", "https://other.example", "--aud", DEMO_AUDIENCE]),
+        ("another audience", DEMO_KEY, ["--iss", DEMO_ISSUER, "--aud", "other-api"]),
+        ("an expired token", DEMO_KEY, ["--iss", DEMO_ISSUER, "--aud", DEMO_AUDIENCE, "--ttl=-5m"]),
+    ]
+    for what, key, claims in cases:
+        r = subprocess.run([str(binary), "token", "mint", "--key", str(key), *common, *claims],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise HarnessError(f"token mint ({what}) failed: {r.stderr}")
+        status, _ = http_get(f"http://{listen}/api", {"Authorization": f"Bearer {r.stdout.strip()}"})
+        if status != 401:
+            raise HarnessError(f"haproxy answered {status} to {what}, expected 401: its config does not "
+                               f"check what jwtgate checks (see haproxy.cfg)")
+    log(f"haproxy refuses {', '.join(c[0] for c in cases)} with 401, as jwtgate does")
+
+
 def mint(binary: Path, key: Path, count: int, path: Path) -> list[str]:
     argv = [
         str(binary), "token", "mint", "--key", str(key), "--kid", DEMO_KID,
@@ -545,17 +734,23 @@ def corrupt_signatures(tokens: list[str], count: int) -> list[str]:
 
 
 class Workload:
-    def __init__(self, name, description, url, expect, token_file=None, gateway=None, admin=None):
+    def __init__(self, name, description, url, expect, token_file=None, gateway=None, admin=None,
+                 proxy="jwtgate"):
         self.name = name
         self.description = description
         self.url = url
         self.expect = expect  # "2xx" or "401"
         self.token_file = token_file
-        self.gateway = gateway  # Popen of the gateway serving it (CPU, RSS), local mode only
-        self.admin = admin  # its admin address (metrics), local mode only
+        # Popen of the proxy serving it, whose process group's CPU and RSS are
+        # measured (jwtgate, or a proxy it is compared with); local mode only
+        self.gateway = gateway
+        self.admin = admin  # its admin address (metrics), jwtgate in local mode only
+        # which proxy: jwtgate, pingora-bare, nginx-proxy, haproxy; None when there is none (direct)
+        self.proxy = proxy if gateway is not None else None
 
     def as_json(self):
-        return {"name": self.name, "description": self.description, "url": self.url, "expect": self.expect}
+        return {"name": self.name, "description": self.description, "url": self.url, "expect": self.expect,
+                "proxy": self.proxy}
 
 
 def run_wrk(args, procs: Processes, w: Workload, others: dict, out_dir: Path, label: str) -> dict:
@@ -620,7 +815,7 @@ def run_wrk(args, procs: Processes, w: Workload, others: dict, out_dir: Path, la
         "gateway_cpu_us_per_request": (
             round(gw_cpu / res["requests"] * 1e6, 2) if gw_cpu is not None and res["requests"] else None
         ),
-        "gateway_rss_kib": rss_kib(w.gateway.pid) if w.gateway else None,
+        "gateway_rss_kib": sum(rss_kib(pid) or 0 for pid in group_pids(w.gateway.pid)) if w.gateway else None,
         "metrics": metrics_delta(before_metrics, after_metrics),
         "wrk_output": f"wrk/{label}.txt",
     }
@@ -684,7 +879,11 @@ def summarize(workloads: list[Workload], records: list[dict]) -> list[dict]:
             s[f"{k}_cores"] = med(
                 [r["cpu_s"][k] / r["wall_s"] if r["cpu_s"].get(k) is not None else None for r in rs]
             )
-        s["gateway_cpu_us_per_request"] = med([r["gateway_cpu_us_per_request"] for r in rs])
+        cpu_per_request = [r["gateway_cpu_us_per_request"] for r in rs if r["gateway_cpu_us_per_request"] is not None]
+        s["gateway_cpu_us_per_request"] = med(cpu_per_request)
+        s["gateway_cpu_us_min"] = min(cpu_per_request) if cpu_per_request else None
+        s["gateway_cpu_us_max"] = max(cpu_per_request) if cpu_per_request else None
+        s["proxy"] = w.proxy
         s["total_cache_hits"] = sum(r["metrics"].get("cache_hits", 0) for r in rs) if rs[0]["metrics"] else None
         s["total_cache_misses"] = sum(r["metrics"].get("cache_misses", 0) for r in rs) if rs[0]["metrics"] else None
         decisions: dict = {}
@@ -694,6 +893,116 @@ def summarize(workloads: list[Workload], records: list[dict]) -> list[dict]:
         s["auth_decisions"] = decisions
         summary.append(s)
     return summary
+
+
+# Which comparison workload each jwtgate workload is set beside, and the
+# issue's targets for its ratios (reported, never pass/fail).
+BARE, NGINX_PROXY = "pingora-bare", "nginx-proxy"
+HAPROXY_ONE, HAPROXY_DISTINCT = "haproxy-jwt-one-token", "haproxy-jwt-distinct-tokens"
+HAPROXY_FOR = {
+    "one-token": HAPROXY_ONE,
+    "one-token-baseline": HAPROXY_ONE,
+    "distinct-tokens": HAPROXY_DISTINCT,
+    "distinct-tokens-cached": HAPROXY_DISTINCT,
+}
+TARGETS = {  # workload -> [(against, limit)]
+    "auth-off": [(BARE, 1.10)],
+    "one-token": [(BARE, 1.15), ("haproxy", 0.80)],
+    "distinct-tokens": [("haproxy", 1.10)],
+}
+
+
+def compare(summary: list[dict], records: list[dict]) -> list[dict]:
+    """Per jwtgate workload: its CPU µs/request beside the comparison proxies', and the ratios.
+
+    A ratio is taken per round (both measured in the same round, so slow drift
+    of the machine cancels), then the median and min–max over rounds are given.
+    """
+    per_round: dict = {}
+    for r in records:
+        if r.get("gateway_cpu_us_per_request") is not None:
+            per_round.setdefault(r["workload"], {})[r["round"]] = r["gateway_cpu_us_per_request"]
+    by_name = {s["workload"]: s for s in summary}
+
+    def ratio(name, other):
+        if other not in per_round or name not in per_round:
+            return None
+        xs = [v / per_round[other][rnd] for rnd, v in per_round[name].items()
+              if per_round[other].get(rnd)]
+        return {"median": med(xs), "min": min(xs), "max": max(xs)} if xs else None
+
+    def cell(name):
+        s = by_name.get(name)
+        if not s or s.get("gateway_cpu_us_per_request") is None:
+            return None
+        return {"median": s["gateway_cpu_us_per_request"], "min": s["gateway_cpu_us_min"],
+                "max": s["gateway_cpu_us_max"]}
+
+    rows = []
+    for s in summary:
+        if s.get("proxy") != "jwtgate" or s.get("gateway_cpu_us_per_request") is None:
+            continue
+        name = s["workload"]
+        haproxy = HAPROXY_FOR.get(name)
+        row = {
+            "workload": name,
+            "jwtgate": cell(name),
+            BARE: cell(BARE),
+            NGINX_PROXY: cell(NGINX_PROXY),
+            "haproxy_workload": haproxy if cell(haproxy) else None,
+            "haproxy": cell(haproxy),
+            "ratio_bare": ratio(name, BARE),
+            "ratio_nginx": ratio(name, NGINX_PROXY),
+            "ratio_haproxy": ratio(name, haproxy) if haproxy else None,
+            "targets": [],
+        }
+        for against, limit in TARGETS.get(name, []):
+            got = row["ratio_bare" if against == BARE else "ratio_haproxy"]
+            row["targets"].append({
+                "ratio": f"÷ {'bare Pingora' if against == BARE else 'HAProxy'}",
+                "limit": limit,
+                "median": got["median"] if got else None,
+                "met": None if not got else got["median"] <= limit,
+            })
+        rows.append(row)
+    return rows
+
+
+def comparison_md(rows: list[dict], meta: dict) -> list[str]:
+    def us(c):
+        return "–" if not c else f"{c['median']:.1f} ({c['min']:.0f}–{c['max']:.0f})"
+
+    def ratio(c):
+        return "–" if not c else f"{c['median']:.2f} ({c['min']:.2f}–{c['max']:.2f})"
+
+    def target(t):
+        if t["median"] is None:
+            return f"{t['ratio']} ≤ {t['limit']:.2f}: not measured"
+        return f"{t['ratio']} ≤ {t['limit']:.2f}: {'met' if t['met'] else 'not met'}"
+
+    threads = meta["options"]["gateway_threads"]
+    lines = [
+        "## CPU per request beside the proxies users compare with",
+        "",
+        f"CPU µs the proxy's processes spent per request (user + system ÷ requests), median over rounds "
+        f"(min–max in brackets); every proxy runs {threads} worker thread{'s' if threads != 1 else ''} "
+        "in front of the same nginx upstream, in the same interleaved rounds. Bare Pingora and nginx "
+        "`proxy_pass` do no auth; HAProxy verifies the RS256 signature, iss, aud and exp on every request, "
+        "with the same token set as the jwtgate row (one reused token, or the distinct tokens). "
+        "A ratio is jwtgate ÷ the other proxy in the same round, median (min–max) over rounds. "
+        "Targets are from the issue and are reported, not enforced.",
+        "",
+        "| jwtgate workload | jwtgate | bare Pingora | nginx proxy_pass | HAProxy jwt_verify "
+        "| ÷ bare Pingora | ÷ nginx | ÷ HAProxy | targets |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['workload']} | {us(r['jwtgate'])} | {us(r[BARE])} | {us(r[NGINX_PROXY])} "
+            f"| {us(r['haproxy'])} | {ratio(r['ratio_bare'])} | {ratio(r['ratio_nginx'])} "
+            f"| {ratio(r['ratio_haproxy'])} | {'; '.join(target(t) for t in r['targets']) or '–'} |"
+        )
+    return lines + [""]
 
 
 def fmt(x, digits=3):
@@ -721,7 +1030,8 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def write_summary_md(path: Path, meta: dict, workloads: list[Workload], summary: list[dict]) -> None:
+def write_summary_md(path: Path, meta: dict, workloads: list[Workload], summary: list[dict],
+                     comparison: list[dict]) -> None:
     o = meta["options"]
     lines = [
         f"# jwtgate load test, {meta['started_at']}",
@@ -746,9 +1056,16 @@ def write_summary_md(path: Path, meta: dict, workloads: list[Workload], summary:
             f"- Target: `{meta['target']}` with {meta['valid_tokens']} tokens from `{o['token_file']}`, "
             f"{meta['invalid_tokens']} bad-signature variants; direct baseline: `{o['direct_url'] or 'none'}`",
         ]
+    if comparison:
+        lines += [f"- Compared with: {', '.join(meta['versions'][k] for k in ('pingora-bare', 'haproxy') if k in meta['versions'])}"
+                  + ("; nginx proxy_pass is a second instance of the upstream's nginx binary" if "nginx-proxy" in meta.get("endpoints", {}) else "")]
     lines += [
         f"- {meta['versions']['wrk']}",
         "",
+    ]
+    if comparison:
+        lines += comparison_md(comparison, meta) + ["## Latency and throughput", ""]
+    lines += [
         "Latencies in ms; each value is the median over rounds. \"Added\" is the median over rounds of "
         "(workload − direct) in the same round. 401 and errors are totals over all rounds.",
         "",
@@ -769,22 +1086,25 @@ def write_summary_md(path: Path, meta: dict, workloads: list[Workload], summary:
         "",
         "## CPU (median over rounds)",
         "",
-        "\"cores\" = CPU seconds used ÷ wall seconds; \"rest of machine\" is everything else running "
-        "on the host meanwhile (other builds on a shared machine)."
+        "\"cores\" = CPU seconds used ÷ wall seconds; \"proxy\" is the process group of the proxy the "
+        "workload goes through (jwtgate, or the proxy it is compared with); \"nginx\" is the upstream; "
+        "\"rest of machine\" is everything else running on the host meanwhile (other builds on a shared machine)."
         + ("" if meta["mode"] == "local" else
            " With --target only this (the load generator's) machine is measured: a gateway or upstream "
            "running here counts as \"rest of machine\"."),
         "",
-        "| workload | gateway cores | gateway CPU µs/request | nginx cores | wrk cores | rest of machine cores "
-        "| cache hits | cache misses | auth decisions (outcome:reason) |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| workload | proxy | proxy cores | proxy CPU µs/request | min–max | nginx cores | wrk cores "
+        "| rest of machine cores | cache hits | cache misses | auth decisions (outcome:reason) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for s in summary:
         dec = ", ".join(f"{k} {v:,}" for k, v in sorted(s["auth_decisions"].items())) or "–"
         hits = "–" if s["total_cache_hits"] is None else f"{s['total_cache_hits']:,}"
         misses = "–" if s["total_cache_misses"] is None else f"{s['total_cache_misses']:,}"
         lines.append(
-            f"| {s['workload']} | {fmt(s['gateway_cores'], 2)} | {fmt(s['gateway_cpu_us_per_request'], 1)} "
+            f"| {s['workload']} | {s.get('proxy') or '–'} | {fmt(s['gateway_cores'], 2)} "
+            f"| {fmt(s['gateway_cpu_us_per_request'], 1)} "
+            f"| {'–' if s.get('gateway_cpu_us_min') is None else fmt(s['gateway_cpu_us_min'], 0) + '–' + fmt(s['gateway_cpu_us_max'], 0)} "
             f"| {fmt(s['nginx_cores'], 2)} | {fmt(s['wrk_cores'], 2)} | {fmt(s['rest_of_machine_cores'], 2)} "
             f"| {hits} | {misses} | {dec} |"
         )
@@ -845,11 +1165,11 @@ def findings(summary: list[dict]) -> list[str]:
             )
     if not any(s["total_errors"] for s in summary):
         notes.append("no errors: every workload got only the statuses it expects")
-    gw = [s for s in summary if s.get("gateway_cpu_us_per_request") is not None]
+    gw = [s for s in summary if s.get("gateway_cpu_us_per_request") is not None and s.get("proxy") == "jwtgate"]
     if gw:
         top = max(gw, key=lambda s: s["gateway_cpu_us_per_request"])
         notes.append(
-            f"most gateway CPU per request: {top['workload']} "
+            f"most jwtgate CPU per request: {top['workload']} "
             f"({fmt(top['gateway_cpu_us_per_request'], 1)} µs/request, {fmt(top['gateway_cores'], 2)} cores busy)"
         )
     rest = [s["rest_of_machine_cores"] for s in summary if s.get("rest_of_machine_cores") is not None]
@@ -988,7 +1308,11 @@ def parse_args(argv):
     p.add_argument("--direct-url", metavar="URL",
                    help="with --target: the upstream's URL without the gateway, measured as the 'direct' baseline")
     p.add_argument("--skip-build", action="store_true",
-                   help="use the existing target/release/jwtgate instead of running cargo build --release --locked")
+                   help="use the existing target/release/jwtgate (and target/release/examples/bare_proxy) instead "
+                   "of running cargo build --release --locked")
+    p.add_argument("--no-compare", action="store_true",
+                   help="skip the proxies jwtgate is compared with (bare Pingora, nginx proxy_pass, HAProxy "
+                   "jwt_verify): only jwtgate's workloads (and --baseline-binary's) run, e.g. for a quicker --quick")
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 3 if args.quick else 10
@@ -1005,6 +1329,8 @@ def parse_args(argv):
         p.error("--connections must be at least --wrk-threads (wrk opens at least one per thread)")
     if args.target and not args.token_file:
         p.error("--target needs --token-file (tokens minted by your issuer for that gateway)")
+    if args.target:
+        args.no_compare = True  # nothing is started locally, so there is nothing to compare with
     if (args.token_file or args.direct_url) and not args.target:
         p.error("--token-file and --direct-url go with --target")
     for url in (args.target, args.direct_url):
@@ -1051,7 +1377,8 @@ def main(argv=None) -> int:
 
 def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, command: str) -> int:
     local = not args.target
-    ensure_packages(need_nginx=local)
+    compare_proxies = local and not args.no_compare
+    ensure_packages(need_nginx=local, need_haproxy=compare_proxies)
     meta = {
         "started_at": started.isoformat(timespec="seconds"),
         "command": command,
@@ -1072,7 +1399,7 @@ def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, com
     others: dict = {}
     workloads: list[Workload] = []
     if local:
-        binary = build_jwtgate(args.skip_build)
+        binary = build_jwtgate(args.skip_build, bare_proxy=compare_proxies)
         nginx = find_nginx()
         meta["versions"].update(
             jwtgate=tool_version([str(binary), "--version"]), git=git_revision(), nginx=tool_version([nginx, "-v"])
@@ -1094,6 +1421,7 @@ def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, com
                                                       args.gateway_threads, cache=False)
         log(f"jwtgate cache on: {listen_on} (admin {admin_on}); cache off: {listen_off} (admin {admin_off})")
         meta["endpoints"] = {"nginx": upstream, "gateway_cache_on": listen_on, "gateway_cache_off": listen_off}
+        log_tags = {id(gw_on): "cache-on", id(gw_off): "cache-off"}  # each gateway's stderr log
         workloads = [
             Workload("direct", "wrk → nginx, no gateway (baseline)", f"http://{upstream}/api", "2xx"),
             Workload("auth-off", "wrk → jwtgate `/off` (auth mode off) → nginx", f"http://{listen_on}/off", "2xx",
@@ -1119,11 +1447,40 @@ def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, com
                                                              args.gateway_threads, cache=True)
             log(f"baseline jwtgate ({baseline}): {listen_base} (admin {admin_base})")
             meta["endpoints"]["gateway_baseline"] = listen_base
+            log_tags[id(gw_base)] = "baseline"
             # Each baseline workload runs right after its counterpart, so both see the same machine.
             workloads.insert(2, Workload("auth-off-baseline", "the same as auth-off, against --baseline-binary",
                                          f"http://{listen_base}/off", "2xx", gateway=gw_base, admin=admin_base))
             workloads.insert(4, Workload("one-token-baseline", "the same as one-token, against --baseline-binary",
                                          f"http://{listen_base}/api", "2xx", one_file, gw_base, admin_base))
+        if compare_proxies:
+            threads = args.gateway_threads
+            haproxy = find_haproxy()
+            meta["versions"]["pingora-bare"] = "bare Pingora proxy (examples/bare_proxy.rs, release build)"
+            meta["versions"]["haproxy"] = tool_version([haproxy, "-v"])
+            bare, listen_bare = start_bare_pingora(procs, out, upstream, threads)
+            nginx_proxy, listen_nginx_proxy = start_nginx_proxy(procs, nginx, tmp, out, upstream, threads)
+            hap, listen_hap = start_haproxy(procs, haproxy, tmp, out, upstream, threads)
+            check_haproxy_rejects(binary, listen_hap, tmp)
+            log(f"bare Pingora: {listen_bare}; nginx proxy_pass: {listen_nginx_proxy}; haproxy jwt_verify: {listen_hap}")
+            meta["endpoints"].update({BARE: listen_bare, NGINX_PROXY: listen_nginx_proxy, "haproxy": listen_hap})
+            # Each runs right after the jwtgate workload it is compared with.
+            def after(name, *new):
+                i = next(i for i, w in enumerate(workloads) if w.name == name)
+                workloads[i + 1:i + 1] = list(new)
+            after("auth-off",
+                  Workload(BARE, "wrk → bare Pingora proxy (examples/bare_proxy.rs, no auth) → nginx",
+                           f"http://{listen_bare}/off", "2xx", gateway=bare, proxy=BARE),
+                  Workload(NGINX_PROXY, "wrk → nginx `proxy_pass` (no auth, keep-alive upstream) → nginx",
+                           f"http://{listen_nginx_proxy}/off", "2xx", gateway=nginx_proxy, proxy=NGINX_PROXY))
+            after("one-token",
+                  Workload(HAPROXY_ONE, "one RS256 token reused → HAProxy `jwt_verify` (verifies every request: "
+                           "signature, iss, aud, exp) → nginx", f"http://{listen_hap}/api", "2xx", one_file,
+                           gateway=hap, proxy="haproxy"))
+            after("distinct-tokens",
+                  Workload(HAPROXY_DISTINCT, f"the same {args.tokens} distinct RS256 tokens round-robin → HAProxy "
+                           "`jwt_verify` (every request verified) → nginx", f"http://{listen_hap}/api", "2xx",
+                           valid_file, gateway=hap, proxy="haproxy"))
         preflight(workloads, strict=True)
     else:
         tokens = [t.strip() for t in args.token_file.read_text().splitlines() if t.strip()]
@@ -1152,8 +1509,9 @@ def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, com
     records: list[dict] = []
     results_path = out / "results.json"
 
-    def save(summary=None):
-        results_path.write_text(json.dumps({"meta": meta, "rounds": records, "summary": summary}, indent=2) + "\n")
+    def save(summary=None, comparison=None):
+        results_path.write_text(json.dumps({"meta": meta, "rounds": records, "summary": summary,
+                                            "comparison": comparison}, indent=2) + "\n")
 
     total = args.rounds * len(workloads)
     log(f"{args.rounds} rounds × {len(workloads)} workloads × {args.duration}s "
@@ -1178,13 +1536,14 @@ def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, com
     if local:
         bounds: dict = {}
         for w in workloads:
-            if w.gateway is not None:
-                name = "gateway-cache-on.stderr.log" if w.gateway is gw_on else "gateway-cache-off.stderr.log"
+            if w.gateway is not None and w.proxy == "jwtgate":
+                name = f"gateway-{log_tags[id(w.gateway)]}.stderr.log"
                 bounds[name] = bounds.get(name, 0) + args.connections * args.rounds
         meta["log_findings"] = gateway_log_findings(out, bounds)
+    comparison = compare(summary, records) if local and not args.no_compare else []
     meta["finished_at"] = dt.datetime.now().isoformat(timespec="seconds")
-    save(summary)
-    write_summary_md(out / "summary.md", meta, workloads, summary)
+    save(summary, comparison)
+    write_summary_md(out / "summary.md", meta, workloads, summary, comparison)
     o = args
     write_svg(
         out / "latency.svg",
