@@ -355,18 +355,13 @@ impl ProxyHttp for Gateway {
         let status = session
             .response_written()
             .map_or(0, |response| response.status.as_u16());
-        let route = ctx.route.as_ref().map_or(NO_ROUTE, |r| r.name.as_str());
-        // itoa formats on the stack: counting a request allocates nothing.
-        let mut status_text = itoa::Buffer::new();
+        let route = ctx.route.as_deref();
+        let name = route.map_or(NO_ROUTE, |r| r.name.as_str());
         self.metrics
-            .requests
-            .with_label_values(&[route, status_text.format(status)])
-            .inc();
-        if let Some(started) = ctx.upstream_started {
-            self.metrics
-                .upstream_duration
-                .with_label_values(&[route])
-                .observe(started.elapsed().as_secs_f64());
+            .count_request(name, route.map(|r| &r.series), status);
+        if let (Some(started), Some(route)) = (ctx.upstream_started, route) {
+            let seconds = started.elapsed().as_secs_f64();
+            self.metrics.observe_upstream(name, &route.series, seconds);
         }
         self.access_log(session, error, ctx);
     }
