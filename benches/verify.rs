@@ -473,7 +473,9 @@ routes:
                         route: &route,
                         identity_headers: &snapshot.identity_headers,
                         identity: Some(&identity),
-                        request_id: "0f8e2b6c-1d2a-4c1e-9a7b-5d3c2b1a0f9e",
+                        request_id: &http::HeaderValue::from_static(
+                            "0f8e2b6c-1d2a-4c1e-9a7b-5d3c2b1a0f9e",
+                        ),
                         client,
                     },
                 )

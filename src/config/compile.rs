@@ -29,6 +29,7 @@ use crate::pipeline::client::{CidrError, TrustedProxies};
 use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::limits::RequestLimits;
 use crate::pipeline::router::Router;
+use crate::telemetry::metrics::RouteSeries;
 
 /// A compiled config: what only a restart can change, and what a reload
 /// swaps.
@@ -177,6 +178,8 @@ pub struct CompiledRoute {
     pub forward: ForwardPlan,
     /// `None`: no CORS handling, and nothing spent on it per request.
     pub cors: Option<CorsPolicy>,
+    /// This route's metric series, resolved once per snapshot.
+    pub series: RouteSeries,
 }
 
 #[derive(Debug)]
@@ -828,6 +831,7 @@ fn compile_route<'a>(
         },
         forward,
         cors,
+        series: RouteSeries::new(issuers.len()),
     })
 }
 

@@ -11,7 +11,7 @@ use crate::auth::{Rejection, VerifiedToken};
 use crate::config::schema::AuthMode;
 use crate::config::{CompiledRoute, Snapshot};
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::{ALLOW, ANONYMOUS, DENY, NO_ISSUER, WOULD_DENY};
+use crate::telemetry::metrics::{ALLOW, ANONYMOUS, DENY, WOULD_DENY};
 
 /// What to do with a request. `'s` is the config snapshot it was decided
 /// against: routes and prebuilt header values are borrowed from it.
@@ -163,8 +163,8 @@ impl<'s> Decision<'s> {
             Decision::Allow { identity, .. } => Some(identity.issuer),
             _ => self.denial().and_then(|denial| denial.issuer),
         };
-        let issuer = issuer.map_or(NO_ISSUER, |i| snapshot.issuers[i].name.as_str());
+        let issuer = issuer.map(|i| (i, snapshot.issuers[i].name.as_str()));
         let reason = self.denial().map(|denial| denial.rejection.reason.as_str());
-        metrics.record_decision(&route.name, issuer, outcome, reason);
+        metrics.record_route_decision(&route.name, &route.series, issuer, outcome, reason);
     }
 }

@@ -5,6 +5,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::authority::{RawTargetAuthority, raw_target_authority};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -55,7 +56,8 @@ pub struct RequestCtx {
     started: Instant,
     snapshot: Option<Arc<Snapshot>>,
     route: Option<Arc<CompiledRoute>>,
-    request_id: String,
+    /// Shared by the upstream request, the response and the logs.
+    request_id: HeaderValue,
     identity: Option<Arc<VerifiedToken>>,
     /// The authentication outcome (allow, deny, would_deny, anonymous), for
     /// the access log.
@@ -111,7 +113,7 @@ impl Gateway {
         ctx.outcome = decision.outcome();
         ctx.reason = decision.reason();
         ctx.route = decision.route().cloned();
-        let request_id = ctx.request_id.as_str();
+        let request_id = headers::request_id_text(&ctx.request_id);
         match decision {
             Decision::Allow {
                 identity, upstream, ..
@@ -208,7 +210,7 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             snapshot: None,
             route: None,
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             identity: None,
             outcome: None,
             reason: None,
@@ -331,7 +333,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let _ = upstream_response.insert_header(headers::REQUEST_ID, ctx.request_id.as_str());
+        let _ = upstream_response.insert_header(headers::REQUEST_ID, ctx.request_id.clone());
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.cors.as_ref()) {
             policy.decorate(&session.req_header().headers, upstream_response);
         }
@@ -347,7 +349,7 @@ impl ProxyHttp for Gateway {
             "{} {} route={route} request_id={}",
             request.method,
             request.uri.path(),
-            ctx.request_id
+            headers::request_id_text(&ctx.request_id)
         )
     }
 
@@ -355,18 +357,13 @@ impl ProxyHttp for Gateway {
         let status = session
             .response_written()
             .map_or(0, |response| response.status.as_u16());
-        let route = ctx.route.as_ref().map_or(NO_ROUTE, |r| r.name.as_str());
-        // itoa formats on the stack: counting a request allocates nothing.
-        let mut status_text = itoa::Buffer::new();
+        let route = ctx.route.as_deref();
+        let name = route.map_or(NO_ROUTE, |r| r.name.as_str());
         self.metrics
-            .requests
-            .with_label_values(&[route, status_text.format(status)])
-            .inc();
-        if let Some(started) = ctx.upstream_started {
-            self.metrics
-                .upstream_duration
-                .with_label_values(&[route])
-                .observe(started.elapsed().as_secs_f64());
+            .count_request(name, route.map(|r| &r.series), status);
+        if let (Some(started), Some(route)) = (ctx.upstream_started, route) {
+            let seconds = started.elapsed().as_secs_f64();
+            self.metrics.observe_upstream(name, &route.series, seconds);
         }
         self.access_log(session, error, ctx);
     }
@@ -407,7 +404,7 @@ impl Gateway {
         let latency_ms = ctx.started.elapsed().as_micros() as f64 / 1000.0;
         tracing::info!(
             target: ACCESS_TARGET,
-            request_id = %ctx.request_id,
+            request_id = %headers::request_id_text(&ctx.request_id),
             method = %request.method,
             // Never the query: a route may take its token there.
             path = %Truncated::new(request.uri.path(), LOGGED_PATH_BYTES),

@@ -19,17 +19,24 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Keeps a client's `X-Request-Id` when it looks like an id (visible ASCII,
 /// bounded length), so traces join up across hops; otherwise makes one.
-pub fn request_id(request: &RequestHeader) -> String {
+/// A header value, so each header it goes into shares it rather than
+/// copying it.
+pub fn request_id(request: &RequestHeader) -> HeaderValue {
     request
         .headers
         .get(REQUEST_ID)
-        .map(|v| v.as_bytes())
         .filter(|v| {
+            let v = v.as_bytes();
             !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.iter().all(|b| b.is_ascii_graphic())
         })
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map(str::to_owned)
-        .unwrap_or_else(super::request_id::new_request_id)
+        .cloned()
+        .unwrap_or_else(super::request_id::new_request_id_header)
+}
+
+/// The request id as text, for logs and JSON bodies. Both kinds of id are
+/// visible ASCII; empty before one is assigned.
+pub fn request_id_text(id: &HeaderValue) -> &str {
+    id.to_str().unwrap_or_default()
 }
 
 /// What the upstream request needs beyond the client's own headers.
@@ -37,7 +44,7 @@ pub struct Forwarding<'a> {
     pub route: &'a CompiledRoute,
     pub identity_headers: &'a [http::HeaderName],
     pub identity: Option<&'a VerifiedToken>,
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
     /// `None` when the peer has no IP address (a Unix socket).
     pub client: Option<ClientAddress>,
 }
@@ -86,7 +93,7 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
         }
     }
 
-    let _ = upstream.insert_header(REQUEST_ID, forwarding.request_id);
+    let _ = upstream.insert_header(REQUEST_ID, forwarding.request_id.clone());
     forwarded_headers(upstream, forwarding.client);
 }
 
@@ -132,7 +139,7 @@ fn forwarded_headers(upstream: &mut RequestHeader, client: Option<ClientAddress>
             let _ = upstream.insert_header(FORWARDED_FOR, list);
         }
         Some(client) => {
-            let _ = upstream.insert_header(FORWARDED_FOR, client.peer.to_string());
+            let _ = upstream.insert_header(FORWARDED_FOR, ip_header_value(client.peer));
         }
         None => {
             upstream.remove_header(FORWARDED_FOR);
@@ -149,6 +156,27 @@ fn forwarded_headers(upstream: &mut RequestHeader, client: Option<ClientAddress>
             }
         }
     }
+}
+
+/// An address as header text. IPv4, nearly every peer, is spelled by hand:
+/// `Display` for an address costs more than the rest of the header work.
+fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).expect("an address is a valid header value");
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(octet).as_bytes();
+        text[len..len + digits.len()].copy_from_slice(digits);
+        len += digits.len();
+    }
+    HeaderValue::from_bytes(&text[..len]).expect("digits and dots are a valid header value")
 }
 
 /// A trusted proxy's `X-Forwarded-For` lines, as one list, with the peer
@@ -227,6 +255,26 @@ fn strip_cookie(upstream: &mut RequestHeader, cookie_name: &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn addresses_are_spelled_as_display_spells_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "127.0.0.1",
+            "192.168.100.9",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:10.1.2.3",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(
+                super::ip_header_value(ip).as_bytes(),
+                ip.to_string().as_bytes()
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -281,7 +329,7 @@ routes:
                 route: &snapshot.routes[0],
                 identity_headers: &snapshot.identity_headers,
                 identity: None,
-                request_id: "id",
+                request_id: &HeaderValue::from_static("id"),
                 client: None,
             },
         );

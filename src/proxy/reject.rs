@@ -5,6 +5,7 @@
 //! nothing more; the precise reason goes to logs and metrics.
 
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -236,12 +237,13 @@ pub fn method_not_allowed(allow: &str, request_id: &str) -> (ResponseHeader, Byt
 pub async fn answer_failure(
     session: &mut Session,
     error: &Error,
-    request_id: &mut String,
+    request_id: &mut HeaderValue,
     cors: Option<&CorsPolicy>,
 ) -> u16 {
     if request_id.is_empty() {
         *request_id = super::headers::request_id(session.req_header());
     }
+    let request_id = super::headers::request_id_text(request_id);
     let failure = ProxyFailure::of(error);
     // A 100 Continue is not an answer yet; anything else is.
     if let Some(response) = session

@@ -2,6 +2,8 @@
 //! config names and fixed sets (status codes, rejection reasons, outcomes),
 //! never from anything a client controls, so cardinality stays bounded.
 
+use std::sync::OnceLock;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -197,8 +199,174 @@ impl Metrics {
     }
 }
 
+/// The statuses nearly every response has. Their `jwtgate_requests_total`
+/// series get a slot per route; any other status is looked up by label.
+const COMMON_STATUSES: [u16; 14] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 500, 502, 503, 504,
+];
+
+/// One route's metric series, resolved on first use and then reused: a
+/// label lookup hashes every label value and takes the vector's lock, per
+/// request. Lives in the route of a config snapshot, so a reload starts
+/// afresh; a slot resolves to the same series the labels name, and one is
+/// only resolved when used, so the exposition is exactly what label lookups
+/// give.
+#[derive(Debug)]
+pub struct RouteSeries {
+    requests_by_status: [OnceLock<IntCounter>; COMMON_STATUSES.len()],
+    upstream_duration: OnceLock<Histogram>,
+    /// `jwtgate_auth_decisions_total{outcome="allow"}`, by issuer index.
+    allowed_by_issuer: Box<[OnceLock<IntCounter>]>,
+    anonymous: OnceLock<IntCounter>,
+}
+
+impl RouteSeries {
+    pub fn new(issuers: usize) -> Self {
+        Self {
+            requests_by_status: Default::default(),
+            upstream_duration: OnceLock::new(),
+            allowed_by_issuer: (0..issuers).map(|_| OnceLock::new()).collect(),
+            anonymous: OnceLock::new(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a response in `jwtgate_requests_total{route, status}`.
+    pub fn count_request(&self, route: &str, series: Option<&RouteSeries>, status: u16) {
+        let slot = series.and_then(|series| {
+            let i = COMMON_STATUSES.iter().position(|&s| s == status)?;
+            Some(&series.requests_by_status[i])
+        });
+        // itoa formats on the stack: counting a request allocates nothing.
+        let by_label = || {
+            self.requests
+                .with_label_values(&[route, itoa::Buffer::new().format(status)])
+        };
+        match slot {
+            Some(slot) => slot.get_or_init(by_label).inc(),
+            None => by_label().inc(),
+        }
+    }
+
+    /// `jwtgate_upstream_duration_seconds{route}`.
+    pub fn observe_upstream(&self, route: &str, series: &RouteSeries, seconds: f64) {
+        series
+            .upstream_duration
+            .get_or_init(|| self.upstream_duration.with_label_values(&[route]))
+            .observe(seconds);
+    }
+
+    /// [`Metrics::record_decision`] for a route whose series are at hand:
+    /// the common outcomes (allow with its issuer, anonymous) from their
+    /// slots, the rest by label.
+    pub fn record_route_decision(
+        &self,
+        route: &str,
+        series: &RouteSeries,
+        issuer: Option<(usize, &str)>,
+        outcome: &str,
+        reason: Option<&'static str>,
+    ) {
+        let slot = match (outcome, issuer, reason) {
+            (ALLOW, Some((i, _)), None) => series.allowed_by_issuer.get(i),
+            (ANONYMOUS, None, None) => Some(&series.anonymous),
+            _ => None,
+        };
+        let issuer = issuer.map_or(NO_ISSUER, |(_, name)| name);
+        match slot {
+            Some(slot) => slot
+                .get_or_init(|| {
+                    self.auth_decisions
+                        .with_label_values(&[route, issuer, outcome, NO_REASON])
+                })
+                .inc(),
+            None => self.record_decision(route, issuer, outcome, reason),
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposition(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.render()).expect("text exposition is UTF-8")
+    }
+
+    fn series_lines<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with('{'))
+            .collect()
+    }
+
+    #[test]
+    fn route_series_count_the_series_label_lookups_name() {
+        let metrics = Metrics::new();
+        let series = RouteSeries::new(2);
+        metrics.count_request("api", Some(&series), 200);
+        metrics.count_request("api", Some(&series), 200);
+        // Not among the common statuses: looked up by label.
+        metrics.count_request("api", Some(&series), 418);
+        metrics.count_request(NO_ROUTE, None, 404);
+        metrics.observe_upstream("api", &series, 0.001);
+        metrics.record_route_decision("api", &series, Some((1, "second")), ALLOW, None);
+        metrics.record_route_decision("api", &series, None, ANONYMOUS, None);
+        metrics.record_route_decision("api", &series, Some((0, "first")), DENY, Some("expired"));
+
+        let text = exposition(&metrics);
+        assert_eq!(
+            series_lines(&text, "jwtgate_requests_total"),
+            [
+                r#"jwtgate_requests_total{route="_none",status="404"} 1"#,
+                r#"jwtgate_requests_total{route="api",status="200"} 2"#,
+                r#"jwtgate_requests_total{route="api",status="418"} 1"#,
+            ]
+        );
+        assert_eq!(
+            series_lines(&text, "jwtgate_auth_decisions_total"),
+            [
+                r#"jwtgate_auth_decisions_total{issuer="_none",outcome="anonymous",reason="none",route="api"} 1"#,
+                r#"jwtgate_auth_decisions_total{issuer="first",outcome="deny",reason="expired",route="api"} 1"#,
+                r#"jwtgate_auth_decisions_total{issuer="second",outcome="allow",reason="none",route="api"} 1"#,
+            ]
+        );
+        assert!(text.contains(r#"jwtgate_upstream_duration_seconds_count{route="api"} 1"#));
+    }
+
+    /// A reload builds new routes with empty slots: they must add to the
+    /// series already counted, not start new ones.
+    #[test]
+    fn a_new_snapshots_series_continue_the_old_counts() {
+        let metrics = Metrics::new();
+        for _ in 0..2 {
+            let series = RouteSeries::new(1);
+            metrics.count_request("api", Some(&series), 200);
+            metrics.record_route_decision("api", &series, Some((0, "demo")), ALLOW, None);
+        }
+        let text = exposition(&metrics);
+        assert!(text.contains(r#"jwtgate_requests_total{route="api",status="200"} 2"#));
+        assert!(text.contains(
+            r#"jwtgate_auth_decisions_total{issuer="demo",outcome="allow",reason="none",route="api"} 2"#
+        ));
+    }
+
+    /// A slot resolves only when used: no zero-valued series appear for
+    /// statuses or issuers a route never saw.
+    #[test]
+    fn unused_slots_add_no_series() {
+        let metrics = Metrics::new();
+        let series = RouteSeries::new(3);
+        metrics.count_request("api", Some(&series), 204);
+        let text = exposition(&metrics);
+        assert_eq!(series_lines(&text, "jwtgate_requests_total").len(), 1);
+        assert!(series_lines(&text, "jwtgate_auth_decisions_total").is_empty());
+        assert!(!text.contains("jwtgate_upstream_duration_seconds_count"));
     }
 }
