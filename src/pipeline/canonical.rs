@@ -169,32 +169,36 @@ const fn plain_table() -> [bool; 256] {
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b'='
-                    | b':'
-                    | b'@'
-                    | b'/'
-            );
+        table[b] = (is_unreserved_or_sub_delim(c) && c != b';') || matches!(c, b':' | b'@' | b'/');
         b += 1;
     }
     table
 }
 
 static PLAIN: [bool; 256] = plain_table();
+
+/// RFC 3986's `unreserved` and `sub-delims`: what both a path segment and a
+/// host name may carry as they are (each adds its own few characters).
+const fn is_unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+        )
+}
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
@@ -447,27 +451,7 @@ pub fn host_key(host: &[u8]) -> Result<Option<Cow<'_, str>>, TargetError> {
         };
         port_suffix(port)?;
         let name = name.strip_suffix(b".").unwrap_or(name);
-        let valid_byte = |b: &u8| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b'%'
-                )
-        };
+        let valid_byte = |b: &u8| is_unreserved_or_sub_delim(*b) || *b == b'%';
         if name.is_empty()
             || name.starts_with(b".")
             || name.ends_with(b".")
