@@ -28,6 +28,7 @@ use crate::config::{Bootstrap, Compiled};
 use crate::echo::Echo;
 use crate::keys::fetch::FetchError;
 use crate::proxy::Gateway;
+use crate::proxy::keepalive::KeepAlive;
 use crate::reload::{self, Reloader, Trigger, WatchError};
 use crate::runtime::KeyRefreshers;
 use crate::shutdown::Drain;
@@ -168,7 +169,7 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
     );
     let mut proxy = Service::new(
         "jwtgate proxy".to_string(),
-        drain.track_connections(proxy_app),
+        KeepAlive::new(proxy_app, drain.clone()),
     );
     proxy.add_listener(clear_text_listener(&bootstrap.listen_http));
     server.add_service(drain.own_listener(proxy));

@@ -28,8 +28,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
-use pingora::protocols::Stream;
 use pingora::server::{ListenFds, RuntimeOpts, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::Service as ServiceTrait;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -88,14 +86,12 @@ impl Drain {
         *self.0.draining.borrow()
     }
 
-    /// `app` with its connections counted, and told to stop keeping them
-    /// alive from SIGTERM on rather than from the listener's close.
-    pub fn track_connections<A>(&self, app: A) -> TrackedApp<A> {
-        TrackedApp {
-            app: Arc::new(app),
-            drain: self.clone(),
-            draining: self.0.draining.subscribe(),
-        }
+    /// The watch the proxy hands Pingora for each request: set from SIGTERM
+    /// on, so responses say `Connection: close` (and HTTP/2 gets a GOAWAY)
+    /// during the grace period and clients reconnect through the load
+    /// balancer instead of staying on this process.
+    pub fn draining_watch(&self) -> ShutdownWatch {
+        self.0.draining.subscribe()
     }
 
     /// `service` with its listener closed by the drain (at the end of the
@@ -129,9 +125,11 @@ impl Drain {
         self.0.open_connections.load(Ordering::Acquire)
     }
 
-    fn open_connection(&self) -> OpenConnection<'_> {
+    /// Counts one client connection until the guard is dropped; the drain
+    /// waits for every one of them.
+    pub fn open_connection(&self) -> OpenConnection {
         self.0.open_connections.fetch_add(1, Ordering::AcqRel);
-        OpenConnection(&self.0)
+        OpenConnection(self.clone())
     }
 
     async fn listener_is_closed(&self) {
@@ -148,45 +146,14 @@ impl Drain {
 }
 
 /// Counts one connection for as long as it lives.
-struct OpenConnection<'a>(&'a DrainState);
+pub struct OpenConnection(Drain);
 
-impl Drop for OpenConnection<'_> {
+impl Drop for OpenConnection {
     fn drop(&mut self) {
-        if self.0.open_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.none_open.notify_one();
+        let state = &self.0.0;
+        if state.open_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            state.none_open.notify_one();
         }
-    }
-}
-
-/// See [`Drain::track_connections`].
-pub struct TrackedApp<A> {
-    app: Arc<A>,
-    drain: Drain,
-    draining: ShutdownWatch,
-}
-
-#[async_trait]
-impl<A> ServerApp for TrackedApp<A>
-where
-    A: ServerApp + Send + Sync + 'static,
-{
-    async fn process_new(
-        self: &Arc<Self>,
-        session: Stream,
-        _listener_shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let _open = self.drain.open_connection();
-        // Pingora turns keep-alive off once the watch it is given is set;
-        // handing it the draining watch sends `Connection: close` (and an
-        // HTTP/2 GOAWAY) during the grace period, so clients reconnect
-        // through the load balancer instead of staying on this process.
-        self.app.process_new(session, &self.draining).await
-    }
-
-    /// Runs after the listener closed: wakes idle keep-alive connections so
-    /// they close instead of waiting for a next request.
-    async fn cleanup(&self) {
-        self.app.cleanup().await;
     }
 }
 

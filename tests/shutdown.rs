@@ -178,6 +178,72 @@ async fn a_request_outlasting_graceful_shutdown_timeout_is_cut_and_it_exits_0() 
 }
 
 // ---------------------------------------------------------------------------
+// Keep-alive connections (served one request at a time, idle between them)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn one_connection_carries_request_after_request() {
+    let held = HeldUpstream::start();
+    let (upstream, gateway) = start(&config(&held, "1s", "1s")).await;
+    let mut connection = tokio::net::TcpStream::connect(gateway.proxy_addr())
+        .await
+        .expect("connect");
+    for n in 0..3 {
+        let answer = exchange_on(&mut connection, &format!("GET /fast/{n} HTTP/1.1"))
+            .await
+            .expect("keep-alive exchange");
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.header("connection"), Some("keep-alive"), "{answer:?}");
+    }
+    let paths: Vec<String> = upstream.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/fast/0", "/fast/1", "/fast/2"]);
+}
+
+#[tokio::test]
+async fn a_request_arriving_in_pieces_on_an_idle_connection_is_served() {
+    let held = HeldUpstream::start();
+    let (upstream, gateway) = start(&config(&held, "1s", "1s")).await;
+    let mut connection = tokio::net::TcpStream::connect(gateway.proxy_addr())
+        .await
+        .expect("connect");
+    // The gateway waits for a request's first byte by reading it and
+    // handing it back to the request parser: the byte must not be lost,
+    // on a fresh connection or on a kept-alive one.
+    for path in ["/fast/first", "/fast/second"] {
+        connection.write_all(b"G").await.expect("first byte");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let rest = format!("ET {path} HTTP/1.1");
+        let answer = exchange_on(&mut connection, &rest).await.expect("exchange");
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(upstream.last().path, path);
+    }
+}
+
+#[tokio::test]
+async fn connections_the_client_closed_do_not_hold_up_the_drain() {
+    let held = HeldUpstream::start();
+    // The timeout is an hour: exiting within PATIENCE means no closed
+    // connection was still counted as open.
+    let (_upstream, mut gateway) = start(&config(&held, "0s", FOREVER)).await;
+    let mut used = tokio::net::TcpStream::connect(gateway.proxy_addr())
+        .await
+        .expect("connect");
+    let answer = exchange_on(&mut used, "GET /fast/once HTTP/1.1").await;
+    assert_eq!(answer.expect("exchange").status, 200);
+    let silent = tokio::net::TcpStream::connect(gateway.proxy_addr())
+        .await
+        .expect("connect");
+    drop(used);
+    drop(silent);
+
+    send_signal(gateway.pid(), "TERM");
+    let status = exit_status(&mut gateway).await;
+    assert!(status.success(), "{status}");
+    let log = gateway.log();
+    assert!(log.contains("every connection finished: stopping"), "{log}");
+}
+
+// ---------------------------------------------------------------------------
 // SIGINT
 // ---------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@
 //! happened.
 
 mod gateway;
+pub mod keepalive;
 pub mod headers;
 pub mod preflight;
 pub mod reject;
