@@ -193,7 +193,11 @@ async fn one_connection_carries_request_after_request() {
             .await
             .expect("keep-alive exchange");
         assert_eq!(answer.status, 200, "{answer:?}");
-        assert_eq!(answer.header("connection"), Some("keep-alive"), "{answer:?}");
+        assert_eq!(
+            answer.header("connection"),
+            Some("keep-alive"),
+            "{answer:?}"
+        );
     }
     let paths: Vec<String> = upstream.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/fast/0", "/fast/1", "/fast/2"]);

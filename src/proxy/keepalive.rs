@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
-use pingora::protocols::{Stream, ALPN};
+use pingora::protocols::{ALPN, Stream};
 use pingora::server::ShutdownWatch;
 use socket2::SockRef;
 use tokio::sync::watch;

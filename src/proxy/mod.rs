@@ -4,8 +4,8 @@
 //! happened.
 
 mod gateway;
-pub mod keepalive;
 pub mod headers;
+pub mod keepalive;
 pub mod preflight;
 pub mod reject;
 pub mod request_id;
