@@ -253,9 +253,13 @@ impl ProxyHttp for Gateway {
     ) -> Result<Box<HttpPeer>> {
         let route = ctx.route.as_ref().expect("routed in request_filter");
         let upstream = &route.upstream;
-        let addr = upstream.next_addr();
+        let index = upstream.next_index();
+        let addr = upstream.addrs[index];
         ctx.upstream_addr = Some(addr);
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = match &upstream.tls {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(tls) => tls.peer(addr, index),
+        };
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
         peer.options.write_timeout = Some(upstream.write_timeout);
