@@ -14,6 +14,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use super::headers::{self, Forwarding};
 use super::preflight::preflight_response;
 use super::reject::{self, ProxyFailure};
+use super::upstream_tls;
 use crate::auth::VerifiedToken;
 use crate::auth::cache::TokenCache;
 use crate::clock::SharedClock;
@@ -271,10 +272,13 @@ impl ProxyHttp for Gateway {
     fn fail_to_connect(
         &self,
         _session: &mut Session,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(route) = &ctx.route {
+            upstream_tls::log_failed_handshake(route, peer, &ctx.request_id, &e);
+        }
         // Try each address of the route once before giving up.
         let addresses = ctx.route.as_ref().map_or(1, |r| r.upstream.addrs.len());
         if ctx.connect_attempts < addresses {

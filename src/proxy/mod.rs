@@ -8,5 +8,6 @@ pub mod headers;
 pub mod preflight;
 pub mod reject;
 pub mod request_id;
+mod upstream_tls;
 
 pub use gateway::{Gateway, RequestCtx};
