@@ -676,6 +676,55 @@ async fn enabled_false_keeps_the_block_and_speaks_clear_text() {
     assert_eq!(upstream.last().path, "/plain");
 }
 
+#[tokio::test]
+async fn a_reload_presents_a_rotated_client_certificate() {
+    let pki = pki();
+    // A client certificate from a CA nginx does not trust.
+    pki.leaf("stranger", "other-ca", "DNS:jwtgate.test", "clientAuth");
+    let upstream = Upstream::start();
+    let nginx = Nginx::start(
+        &pki,
+        &upstream,
+        NginxTls {
+            mtls: true,
+            ..NginxTls::default()
+        },
+    );
+    let (cert, key) = (pki.path("current.pem"), pki.path("current.key"));
+    std::fs::copy(pki.path("stranger.pem"), &cert).expect("copy certificate");
+    std::fs::copy(pki.path("stranger.key"), &key).expect("copy key");
+    let tls = tls_block(
+        &pki,
+        r#"{ ca_file: "{PKI}/ca.pem", client_cert: "{PKI}/current.pem", client_key: "{PKI}/current.key" }"#,
+    );
+    let gateway = Gateway::start(
+        &config(&format!("localhost:{}", nginx.port()), &tls),
+        &upstream,
+    )
+    .await;
+    // nginx completes the handshake with a certificate it can't verify and
+    // answers 400 itself; jwtgate passes that answer on.
+    assert_eq!(request(&gateway, "/stranger").await.status, 400);
+    assert_eq!(upstream.count(), 0);
+
+    std::fs::copy(pki.path("client.pem"), &cert).expect("rotate certificate");
+    std::fs::copy(pki.path("client.key"), &key).expect("rotate key");
+    let response = gateway
+        .client()
+        .post(gateway.admin_url("/-/reload"))
+        .send()
+        .await
+        .expect("POST /-/reload");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+
+    let outcome = request(&gateway, "/rotated").await;
+    assert_eq!(outcome.status, 200, "{}", outcome.body);
+    assert_eq!(
+        upstream.last().header("x-tls-client-subject"),
+        Some("CN=client")
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Config errors, through `jwtgate check`
 // ---------------------------------------------------------------------------
