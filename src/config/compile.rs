@@ -13,6 +13,7 @@ use serde_saphyr::Spanned;
 
 use super::load::ConfigError;
 use super::schema::{AuthMode, GatewayConfig, IssuerConfig, RouteConfig};
+use super::upstream_tls::{self, UpstreamTls};
 use crate::auth::IssuerVerifier;
 use crate::auth::cache::CacheSettings;
 use crate::auth::extract::TokenSources;
@@ -189,13 +190,14 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// `None`: clear text.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl Upstream {
-    /// Round robin across the addresses.
-    pub fn next_addr(&self) -> SocketAddr {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.addrs[i % self.addrs.len()]
+    /// Round robin across the addresses: the index of the next one.
+    pub fn next_index(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.addrs.len()
     }
 }
 
@@ -329,13 +331,15 @@ pub fn compile_reusing(
                 "route {name:?} accepts tokens in the query parameter {parameter:?}: URLs end up in logs, browser histories and Referer headers (RFC 6750 §5.3)"
             ));
         }
-        let compiled =
-            compile_route(route, &issuer_names, &issuers).map_err(|(span, message)| {
+        warnings.extend(upstream_tls::warning(name, &route.upstream));
+        let compiled = compile_route(route, &issuer_names, &issuers, base_dir).map_err(
+            |(span, message)| {
                 err_at(
                     Some(span.unwrap_or(&route.name)),
                     format!("route {name:?}: {message}"),
                 )
-            })?;
+            },
+        )?;
         let compiled = Arc::new(compiled);
         let methods = route
             .matcher
@@ -713,6 +717,7 @@ fn compile_route<'a>(
     route: &'a RouteConfig,
     issuer_names: &[&str],
     issuers: &[Arc<IssuerVerifier>],
+    base_dir: &Path,
 ) -> Result<CompiledRoute, RouteError<'a>> {
     let prefix = &route.matcher.path_prefix;
     if !prefix.starts_with('/') {
@@ -797,6 +802,7 @@ fn compile_route<'a>(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| (None, e))?;
+    let tls = upstream_tls::compile(upstream, base_dir).map_err(|e| (None, e.to_string()))?;
 
     let forward = ForwardPlan {
         claims: route
@@ -828,6 +834,7 @@ fn compile_route<'a>(
             connect_timeout: upstream.connect_timeout,
             read_timeout: upstream.read_timeout,
             write_timeout: upstream.write_timeout,
+            tls,
         },
         forward,
         cors,

@@ -5,12 +5,14 @@
 mod compile;
 mod load;
 pub mod schema;
+mod upstream_tls;
 
 pub use compile::{
     Bootstrap, Compiled, CompiledRoute, ExistingKeys, ForwardPlan, Snapshot, Upstream, compile,
     compile_reusing,
 };
 pub use load::{ConfigError, load, parse};
+pub use upstream_tls::{UpstreamTls, UpstreamTlsError};
 
 use std::path::Path;
 

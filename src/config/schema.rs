@@ -450,6 +450,48 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     #[serde(default = "default_read_timeout", deserialize_with = "duration")]
     pub write_timeout: Duration,
+    /// TLS to the upstream; absent: clear text.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// How jwtgate speaks TLS to a route's upstream. The files are read when
+/// the config is loaded, so a reload picks up rotated ones.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// `false` keeps the block but speaks clear text.
+    pub enabled: bool,
+    /// The name the upstream's certificate must be valid for, sent as SNI;
+    /// default: the host of each address (an IP address is checked against
+    /// the certificate's IP addresses and sends no SNI).
+    pub sni: Option<String>,
+    /// Check the upstream's certificate chain and name. Turning it off is
+    /// explicit and warned about at startup and on every reload.
+    pub verify: bool,
+    /// PEM bundle of the CAs to trust; absent: the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain (leaf first) presented to an upstream that
+    /// requires mTLS; goes with `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`); the upstream chooses.
+    pub h2: bool,
+}
+
+impl Default for UpstreamTlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sni: None,
+            verify: true,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            h2: false,
+        }
+    }
 }
 
 fn default_connect_timeout() -> Duration {

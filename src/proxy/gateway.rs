@@ -14,6 +14,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use super::headers::{self, Forwarding};
 use super::preflight::preflight_response;
 use super::reject::{self, ProxyFailure};
+use super::upstream_tls;
 use crate::auth::VerifiedToken;
 use crate::auth::cache::TokenCache;
 use crate::clock::SharedClock;
@@ -253,9 +254,13 @@ impl ProxyHttp for Gateway {
     ) -> Result<Box<HttpPeer>> {
         let route = ctx.route.as_ref().expect("routed in request_filter");
         let upstream = &route.upstream;
-        let addr = upstream.next_addr();
+        let index = upstream.next_index();
+        let addr = upstream.addrs[index];
         ctx.upstream_addr = Some(addr);
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = match &upstream.tls {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(tls) => tls.peer(addr, index),
+        };
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
         peer.options.write_timeout = Some(upstream.write_timeout);
@@ -267,10 +272,13 @@ impl ProxyHttp for Gateway {
     fn fail_to_connect(
         &self,
         _session: &mut Session,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(route) = &ctx.route {
+            upstream_tls::log_failed_handshake(route, peer, &ctx.request_id, &e);
+        }
         // Try each address of the route once before giving up.
         let addresses = ctx.route.as_ref().map_or(1, |r| r.upstream.addrs.len());
         if ctx.connect_attempts < addresses {

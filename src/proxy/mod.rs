@@ -9,5 +9,6 @@ pub mod keepalive;
 pub mod preflight;
 pub mod reject;
 pub mod request_id;
+mod upstream_tls;
 
 pub use gateway::{Gateway, RequestCtx};

@@ -1,0 +1,815 @@
+//! TLS to the upstream against a real TLS server: nginx from the
+//! distribution, with a CA and certificates `openssl` makes for each test.
+//! nginx passes each request on to a recording upstream and adds what it saw
+//! of the TLS connection (SNI, protocol, client certificate) as headers, so
+//! the tests read both that a request got through and how.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+// ---------------------------------------------------------------------------
+// Certificates
+// ---------------------------------------------------------------------------
+
+/// Runs `openssl` with `args` in `dir`; panics with its output on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl must be installed (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A CA, and leaf certificates it signs, as PEM files in a directory of
+/// their own. Keys are P-256, certificates valid for two days.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A self-signed CA `{name}.pem` with its key `{name}.key`.
+    fn ca(&self, name: &str) {
+        openssl(
+            self.dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+    }
+
+    /// A leaf `{name}.pem` / `{name}.key` signed by the CA `ca`, with the
+    /// given subjectAltName and extendedKeyUsage.
+    fn leaf(&self, name: &str, ca: &str, san: &str, usage: &str) {
+        let extensions = format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\nsubjectAltName={san}\n"
+        );
+        std::fs::write(self.path(&format!("{name}.ext")), extensions).expect("extensions");
+        openssl(
+            self.dir.path(),
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        openssl(
+            self.dir.path(),
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{ca}.pem"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-set_serial",
+                &format!("0x{:x}", rand_serial()),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        );
+    }
+
+    /// A self-signed server certificate `{name}.pem` / `{name}.key`.
+    fn self_signed(&self, name: &str, san: &str) {
+        openssl(
+            self.dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                &format!("subjectAltName={san}"),
+            ],
+        );
+    }
+}
+
+/// Distinct serials, so Pingora's pool (keyed by the client certificate's
+/// serial) never confuses two certificates of one test run.
+fn rand_serial() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    nanos ^ (NEXT.fetch_add(1, Ordering::Relaxed) << 48) ^ u64::from(std::process::id())
+}
+
+/// The usual set: a CA `ca`, a server certificate for `localhost`,
+/// `api.test` and 127.0.0.1 (and ::1), a client CA `client-ca` with a client
+/// certificate `client`, and a CA `other-ca` that signed nothing here.
+fn pki() -> Pki {
+    let pki = Pki::new();
+    pki.ca("ca");
+    pki.leaf(
+        "server",
+        "ca",
+        "DNS:localhost,DNS:api.test,IP:127.0.0.1,IP:::1",
+        "serverAuth",
+    );
+    pki.ca("client-ca");
+    pki.leaf("client", "client-ca", "DNS:jwtgate.test", "clientAuth");
+    pki.ca("other-ca");
+    pki
+}
+
+// ---------------------------------------------------------------------------
+// nginx
+// ---------------------------------------------------------------------------
+
+/// How the test's nginx serves TLS.
+#[derive(Default)]
+struct NginxTls {
+    /// Require a client certificate signed by `client-ca`.
+    mtls: bool,
+    /// Serve this certificate instead of `server`.
+    certificate: Option<&'static str>,
+}
+
+/// nginx terminating TLS on a free loopback port and passing requests to
+/// `upstream` with what it saw of the connection as `X-Tls-*` headers.
+/// Everything it writes stays in its temporary directory; it is killed when
+/// dropped.
+struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn nginx_binary() -> PathBuf {
+    // Debian puts it in /usr/sbin, which a normal user's PATH lacks.
+    let candidates = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    candidates
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("nginx"))
+        .find(|candidate| candidate.is_file())
+        .expect("nginx must be installed (scripts/test installs it: Debian nginx-light)")
+}
+
+/// Whether the IPv6 loopback exists here: nginx listens on it too when it
+/// does, since `localhost` may resolve to ::1 first.
+fn ipv6_loopback() -> bool {
+    StdTcpListener::bind("[::1]:0").is_ok()
+}
+
+impl Nginx {
+    fn start(pki: &Pki, upstream: &Upstream, tls: NginxTls) -> Self {
+        for _ in 0..3 {
+            if let Some(nginx) = Self::try_start(pki, upstream, &tls) {
+                return nginx;
+            }
+        }
+        panic!("nginx did not start after 3 attempts (ports in use)");
+    }
+
+    /// `None` when the port was taken before nginx bound it.
+    fn try_start(pki: &Pki, upstream: &Upstream, tls: &NginxTls) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("nginx tempdir");
+        let port = free_port();
+        let root = dir.path().display().to_string();
+        let certificate = tls.certificate.unwrap_or("server");
+        let mut listen = format!("listen 127.0.0.1:{port} ssl http2;\n");
+        if ipv6_loopback() {
+            listen.push_str(&format!("        listen [::1]:{port} ssl http2;\n"));
+        }
+        let client_auth = if tls.mtls {
+            format!(
+                "ssl_client_certificate {};\n        ssl_verify_client on;\n        # Refuse in the handshake, not with nginx's HTTP 400.\n        ssl_conf_command VerifyMode Require;",
+                pki.path("client-ca.pem").display()
+            )
+        } else {
+            String::new()
+        };
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {root}/access.log;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    server {{
+        {listen}
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        {client_auth}
+        location / {{
+            proxy_pass http://{upstream};
+            proxy_set_header X-Tls-Sni "$ssl_server_name";
+            proxy_set_header X-Tls-Protocol "$server_protocol";
+            proxy_set_header X-Tls-Client-Verify "$ssl_client_verify";
+            proxy_set_header X-Tls-Client-Subject "$ssl_client_s_dn";
+        }}
+    }}
+}}
+"#,
+            cert = pki.path(&format!("{certificate}.pem")).display(),
+            key = pki.path(&format!("{certificate}.key")).display(),
+            upstream = upstream.addr(),
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr");
+        let child = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn nginx");
+        let mut nginx = Self { child, dir, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                let log = nginx.log();
+                if log.contains("Address already in use") {
+                    return None;
+                }
+                panic!("nginx exited during startup ({status}):\n{log}");
+            }
+            if std::net::TcpStream::connect(nginx.addr()).is_ok() {
+                return Some(nginx);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen within 20s:\n{}",
+                nginx.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn log(&self) -> String {
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!("{}{}", read("stderr.log"), read("error.log"))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The gateway
+// ---------------------------------------------------------------------------
+
+/// One public route to `addr` with `tls` as its `upstream.tls` block.
+fn config(addr: &str, tls: &str) -> String {
+    format!(
+        r#"listen: {{ http: "127.0.0.1:{{PROXY}}" }}
+admin: {{ addr: "127.0.0.1:{{ADMIN}}" }}
+routes:
+  - name: backend
+    upstream:
+      addrs: ["{addr}"]
+      tls: {tls}
+    auth: {{ mode: off }}
+"#
+    )
+}
+
+/// `tls` with `{PKI}` standing for the certificates' directory.
+fn tls_block(pki: &Pki, tls: &str) -> String {
+    tls.replace("{PKI}", &pki.dir.path().display().to_string())
+}
+
+/// What a request got, and the gateway's log once its access line is in.
+struct Outcome {
+    status: u16,
+    body: String,
+    access_line: String,
+}
+
+async fn request(gateway: &Gateway, path: &str) -> Outcome {
+    let response = gateway.get(path, None).await;
+    let status = response.status().as_u16();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .expect("every answer has an X-Request-Id")
+        .to_str()
+        .expect("ASCII request id")
+        .to_string();
+    let body = response.text().await.expect("body");
+    let access_line = gateway.access_line(&request_id).await;
+    Outcome {
+        status,
+        body,
+        access_line,
+    }
+}
+
+/// No private key, nor a piece of one, in what the gateway wrote.
+fn assert_no_key_material(log: &str, pki: &Pki) {
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+    for key in ["client.key", "server.key"] {
+        let text = std::fs::read_to_string(pki.path(key)).expect("key file");
+        for line in text.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!log.contains(line), "the log holds a line of {key}:\n{log}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_verified_upstream_gets_the_request_with_its_host_name_as_sni() {
+    let pki = pki();
+    let upstream = Upstream::start();
+    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
+    let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/ca.pem" }"#);
+    let gateway = Gateway::start(
+        &config(&format!("localhost:{}", nginx.port()), &tls),
+        &upstream,
+    )
+    .await;
+
+    let outcome = request(&gateway, "/hello?x=1").await;
+    assert_eq!(outcome.status, 200, "{}\n{}", outcome.body, nginx.log());
+    let seen = upstream.last();
+    assert_eq!(seen.path, "/hello?x=1");
+    assert_eq!(seen.header("x-tls-sni"), Some("localhost"));
+    assert_eq!(seen.header("x-tls-protocol"), Some("HTTP/1.1"));
+    assert!(
+        outcome.access_line.contains("status=200"),
+        "{}",
+        outcome.access_line
+    );
+}
+
+#[tokio::test]
+async fn an_ip_address_is_verified_without_sni_unless_sni_is_set() {
+    let pki = pki();
+    let upstream = Upstream::start();
+    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
+    let addr = nginx.addr().to_string();
+
+    let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/ca.pem" }"#);
+    let gateway = Gateway::start(&config(&addr, &tls), &upstream).await;
+    let outcome = request(&gateway, "/by-ip").await;
+    assert_eq!(outcome.status, 200, "{}", outcome.body);
+    // The certificate was checked against 127.0.0.1, and no SNI was sent
+    // (nginx leaves out a header whose value is empty).
+    assert_eq!(upstream.last().header("x-tls-sni"), None);
+    drop(gateway);
+
+    let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/ca.pem", sni: api.test }"#);
+    let gateway = Gateway::start(&config(&addr, &tls), &upstream).await;
+    let outcome = request(&gateway, "/by-name").await;
+    assert_eq!(outcome.status, 200, "{}", outcome.body);
+    assert_eq!(upstream.last().header("x-tls-sni"), Some("api.test"));
+}
+
+#[tokio::test]
+async fn an_upstream_signed_by_another_ca_gets_nothing_and_the_client_a_502() {
+    let pki = pki();
+    let upstream = Upstream::start();
+    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
+    let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/other-ca.pem" }"#);
+    let gateway = Gateway::start(
+        &config(&format!("localhost:{}", nginx.port()), &tls),
+        &upstream,
+    )
+    .await;
+
+    let outcome = request(&gateway, "/wrong-ca").await;
+    assert_eq!(outcome.status, 502, "{}", outcome.body);
+    let body: serde_json::Value = serde_json::from_str(&outcome.body).expect("JSON body");
+    assert_eq!(body["error"], "bad_gateway");
+    assert_eq!(upstream.count(), 0, "the upstream must see nothing");
+    assert!(
+        outcome
+            .access_line
+            .contains("error=\"upstream_tls_failed\""),
+        "{}",
+        outcome.access_line
+    );
+    let log = gateway
+        .wait_for_log(|log| log.contains("TLS handshake with the upstream failed"))
+        .await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("TLS handshake with the upstream failed"))
+        .unwrap_or_else(|| panic!("no handshake failure line:\n{log}"));
+    assert!(
+        line.contains("reason=certificate verify failed: unknown issuer"),
+        "{line}"
+    );
+    assert!(line.contains("route=backend"), "{line}");
+    assert!(line.contains("server_name=localhost"), "{line}");
+    // The client's body says nothing about certificates.
+    assert!(!outcome.body.contains("certificate"), "{}", outcome.body);
+    assert_no_key_material(&log, &pki);
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_refused() {
+    let pki = pki();
+    let upstream = Upstream::start();
+    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
+    let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/ca.pem", sni: billing.test }"#);
+    let gateway = Gateway::start(&config(&nginx.addr().to_string(), &tls), &upstream).await;
+
+    let outcome = request(&gateway, "/other-name").await;
+    assert_eq!(outcome.status, 502, "{}", outcome.body);
+    assert_eq!(upstream.count(), 0);
+    let log = gateway
+        .wait_for_log(|log| log.contains("TLS handshake with the upstream failed"))
+        .await;
+    assert!(
+        log.contains("certificate verify failed: certificate not valid for name \"billing.test\""),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn mtls_presents_the_configured_client_certificate() {
+    let pki = pki();
+    let upstream = Upstream::start();
+    let nginx = Nginx::start(
+        &pki,
+        &upstream,
+        NginxTls {
+            mtls: true,
+            ..NginxTls::default()
+        },
+    );
+    let tls = tls_block(
+        &pki,
+        r#"{ ca_file: "{PKI}/ca.pem", client_cert: "{PKI}/client.pem", client_key: "{PKI}/client.key" }"#,
+    );
+    let gateway = Gateway::start(
+        &config(&format!("localhost:{}", nginx.port()), &tls),
+        &upstream,
+    )
+    .await;
+
+    let outcome = request(&gateway, "/mtls").await;
+    assert_eq!(outcome.status, 200, "{}\n{}", outcome.body, nginx.log());
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-tls-client-verify"), Some("SUCCESS"));
+    assert_eq!(seen.header("x-tls-client-subject"), Some("CN=client"));
+    assert_no_key_material(&gateway.log(), &pki);
+}
+
+#[tokio::test]
+async fn an_upstream_requiring_a_client_certificate_refuses_a_gateway_without_one() {
+    let pki = pki();
+    let upstream = Upstream::start();
+    let nginx = Nginx::start(
+        &pki,
+        &upstream,
+        NginxTls {
+            mtls: true,
+            ..NginxTls::default()
+        },
+    );
+    let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/ca.pem" }"#);
+    let gateway = Gateway::start(
+        &config(&format!("localhost:{}", nginx.port()), &tls),
+        &upstream,
+    )
+    .await;
+
+    let outcome = request(&gateway, "/no-client-cert").await;
+    assert_eq!(outcome.status, 502, "{}\n{}", outcome.body, gateway.log());
+    assert_eq!(upstream.count(), 0);
+    let expected = "reason=the upstream refused the handshake: handshake failure alert; no client certificate was presented (upstream.tls.client_cert)";
+    let log = gateway.wait_for_log(|log| log.contains(expected)).await;
+    assert!(log.contains(expected), "{log}");
+}
+
+#[tokio::test]
+async fn verify_false_reaches_a_self_signed_upstream_and_is_warned_about() {
+    let pki = pki();
+    pki.self_signed("self-signed", "DNS:localhost,IP:127.0.0.1");
+    let upstream = Upstream::start();
+    let nginx = Nginx::start(
+        &pki,
+        &upstream,
+        NginxTls {
+            certificate: Some("self-signed"),
+            ..NginxTls::default()
+        },
+    );
+    let gateway = Gateway::start(
+        &config(&format!("localhost:{}", nginx.port()), "{ verify: false }"),
+        &upstream,
+    )
+    .await;
+
+    let outcome = request(&gateway, "/unverified").await;
+    assert_eq!(outcome.status, 200, "{}", outcome.body);
+    assert_eq!(upstream.count(), 1);
+    let log = gateway.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("upstream.tls.verify is false"))
+        .unwrap_or_else(|| panic!("no startup warning for verify: false:\n{log}"));
+    assert!(warning.contains("route \"backend\""), "{warning}");
+
+    // With verification on (system roots), the same upstream is refused.
+    let verified = Gateway::start(
+        &config(&format!("localhost:{}", nginx.port()), "{}"),
+        &upstream,
+    )
+    .await;
+    assert_eq!(request(&verified, "/verified").await.status, 502);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn h2_is_spoken_to_the_upstream_only_when_asked() {
+    let pki = pki();
+    let upstream = Upstream::start();
+    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
+    let addr = format!("localhost:{}", nginx.port());
+
+    let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/ca.pem", h2: true }"#);
+    let gateway = Gateway::start(&config(&addr, &tls), &upstream).await;
+    for path in ["/h2/one", "/h2/two"] {
+        let outcome = request(&gateway, path).await;
+        assert_eq!(outcome.status, 200, "{}", outcome.body);
+        let seen = upstream.last();
+        assert_eq!(seen.path, path);
+        assert_eq!(seen.header("x-tls-protocol"), Some("HTTP/2.0"));
+    }
+    drop(gateway);
+
+    let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/ca.pem", h2: false }"#);
+    let gateway = Gateway::start(&config(&addr, &tls), &upstream).await;
+    assert_eq!(request(&gateway, "/h1").await.status, 200);
+    assert_eq!(upstream.last().header("x-tls-protocol"), Some("HTTP/1.1"));
+}
+
+#[tokio::test]
+async fn a_reload_reads_the_ca_file_again_and_leaves_pooled_connections_behind() {
+    let pki = pki();
+    let upstream = Upstream::start();
+    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
+    let trusted = pki.path("trusted.pem");
+    std::fs::copy(pki.path("ca.pem"), &trusted).expect("copy CA");
+    let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/trusted.pem" }"#);
+    let gateway = Gateway::start(
+        &config(&format!("localhost:{}", nginx.port()), &tls),
+        &upstream,
+    )
+    .await;
+    // A kept-alive connection, verified against the first CA, is now pooled.
+    assert_eq!(request(&gateway, "/before").await.status, 200);
+
+    // The CA file is replaced by one that did not sign the upstream.
+    std::fs::copy(pki.path("other-ca.pem"), &trusted).expect("replace CA");
+    let response = gateway
+        .client()
+        .post(gateway.admin_url("/-/reload"))
+        .send()
+        .await
+        .expect("POST /-/reload");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+
+    let outcome = request(&gateway, "/after").await;
+    assert_eq!(outcome.status, 502, "{}", outcome.body);
+    assert_eq!(upstream.count(), 1, "only the request before the reload");
+}
+
+#[tokio::test]
+async fn enabled_false_keeps_the_block_and_speaks_clear_text() {
+    let (upstream, gateway) = start(&config("{UPSTREAM}", "{ enabled: false, h2: true }")).await;
+    let outcome = request(&gateway, "/plain").await;
+    assert_eq!(outcome.status, 200, "{}", outcome.body);
+    assert_eq!(upstream.last().path, "/plain");
+}
+
+#[tokio::test]
+async fn a_reload_presents_a_rotated_client_certificate() {
+    let pki = pki();
+    // A client certificate from a CA nginx does not trust.
+    pki.leaf("stranger", "other-ca", "DNS:jwtgate.test", "clientAuth");
+    let upstream = Upstream::start();
+    let nginx = Nginx::start(
+        &pki,
+        &upstream,
+        NginxTls {
+            mtls: true,
+            ..NginxTls::default()
+        },
+    );
+    let (cert, key) = (pki.path("current.pem"), pki.path("current.key"));
+    std::fs::copy(pki.path("stranger.pem"), &cert).expect("copy certificate");
+    std::fs::copy(pki.path("stranger.key"), &key).expect("copy key");
+    let tls = tls_block(
+        &pki,
+        r#"{ ca_file: "{PKI}/ca.pem", client_cert: "{PKI}/current.pem", client_key: "{PKI}/current.key" }"#,
+    );
+    let gateway = Gateway::start(
+        &config(&format!("localhost:{}", nginx.port()), &tls),
+        &upstream,
+    )
+    .await;
+    // nginx completes the handshake with a certificate it can't verify and
+    // answers 400 itself; jwtgate passes that answer on.
+    assert_eq!(request(&gateway, "/stranger").await.status, 400);
+    assert_eq!(upstream.count(), 0);
+
+    std::fs::copy(pki.path("client.pem"), &cert).expect("rotate certificate");
+    std::fs::copy(pki.path("client.key"), &key).expect("rotate key");
+    let response = gateway
+        .client()
+        .post(gateway.admin_url("/-/reload"))
+        .send()
+        .await
+        .expect("POST /-/reload");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+
+    let outcome = request(&gateway, "/rotated").await;
+    assert_eq!(outcome.status, 200, "{}", outcome.body);
+    assert_eq!(
+        upstream.last().header("x-tls-client-subject"),
+        Some("CN=client")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Config errors, through `jwtgate check`
+// ---------------------------------------------------------------------------
+
+/// `jwtgate check` on `config` written into `dir`: its exit success and
+/// everything it printed.
+fn check(dir: &Path, config: &str) -> (bool, String) {
+    let path = dir.join("gateway.yaml");
+    // `check` binds nothing: any ports do.
+    let config = config
+        .replace("{PROXY}", "18080")
+        .replace("{ADMIN}", "19090");
+    std::fs::write(&path, config).expect("write config");
+    let output = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run jwtgate check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn check_refuses_unusable_tls_files_naming_the_field_and_file() {
+    let pki = pki();
+    pki.leaf("other-client", "client-ca", "DNS:other.test", "clientAuth");
+    std::fs::write(pki.path("garbage.pem"), "not a certificate\n").expect("write");
+    let dir = pki.dir.path();
+    let cases = [
+        (
+            r#"{ ca_file: "{PKI}/missing.pem" }"#,
+            "upstream.tls.ca_file: cannot read",
+        ),
+        (
+            r#"{ ca_file: "{PKI}/garbage.pem" }"#,
+            "upstream.tls.ca_file: {PKI}/garbage.pem holds no CERTIFICATE block",
+        ),
+        (
+            r#"{ ca_file: "{PKI}/ca.key" }"#,
+            "upstream.tls.ca_file: {PKI}/ca.key holds no CERTIFICATE block",
+        ),
+        (
+            r#"{ client_cert: "{PKI}/client.pem" }"#,
+            "upstream.tls.client_cert and upstream.tls.client_key go together",
+        ),
+        (
+            r#"{ client_cert: "{PKI}/client.pem", client_key: "{PKI}/client.pem" }"#,
+            "upstream.tls.client_key: {PKI}/client.pem holds no private key",
+        ),
+        (
+            r#"{ client_cert: "{PKI}/other-client.pem", client_key: "{PKI}/client.key" }"#,
+            "upstream.tls.client_key: {PKI}/client.key does not match the certificate in upstream.tls.client_cert {PKI}/other-client.pem",
+        ),
+        (
+            r#"{ sni: "not a name" }"#,
+            "upstream.tls.sni: \"not a name\" is not a DNS name or IP address",
+        ),
+        (r#"{ versify: true }"#, "unknown field"),
+    ];
+    for (tls, expected) in cases {
+        let config = config("127.0.0.1:8443", &tls_block(&pki, tls));
+        let (ok, output) = check(dir, &config);
+        let expected = tls_block(&pki, expected);
+        assert!(!ok, "check accepted {tls}:\n{output}");
+        assert!(
+            output.contains(&expected),
+            "{tls}: expected {expected:?} in:\n{output}"
+        );
+        if !expected.contains("unknown field") {
+            assert!(output.contains("route \"backend\""), "{output}");
+        }
+        assert_no_key_material(&output, &pki);
+    }
+
+    let tls = tls_block(
+        &pki,
+        r#"{ ca_file: "{PKI}/ca.pem", client_cert: "{PKI}/client.pem", client_key: "{PKI}/client.key", h2: true }"#,
+    );
+    let (ok, output) = check(dir, &config("127.0.0.1:8443", &tls));
+    assert!(ok, "{output}");
+    let (ok, output) = check(dir, &config("127.0.0.1:8443", "{ verify: false }"));
+    assert!(ok, "{output}");
+    assert!(output.contains("upstream.tls.verify is false"), "{output}");
+}
