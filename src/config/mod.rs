@@ -7,8 +7,8 @@ mod load;
 pub mod schema;
 
 pub use compile::{
-    Bootstrap, Compiled, CompiledRoute, ExistingKeys, ForwardPlan, Snapshot, Upstream, compile,
-    compile_reusing,
+    Bootstrap, Compiled, CompiledRoute, ExistingKeys, ForwardPlan, HttpsState, Snapshot, Upstream,
+    compile, compile_reusing,
 };
 pub use load::{ConfigError, load, parse};
 

@@ -8,5 +8,6 @@ pub mod headers;
 pub mod preflight;
 pub mod reject;
 pub mod request_id;
+pub mod sni;
 
 pub use gateway::{Gateway, RequestCtx};
