@@ -1,6 +1,6 @@
-//! Assembling the Pingora server: the proxy, the admin listener and, when
-//! configured, the built-in echo upstream, each a service with its own
-//! listener, plus the key refresh in the background. Signals are jwtgate's,
+//! Assembling the Pingora server: the proxy (a clear-text listener, a TLS
+//! one, or both), the admin listener and, when configured, the built-in
+//! echo upstream, plus the key refresh in the background. Signals are jwtgate's,
 //! not Pingora's (see [`crate::shutdown`]): on SIGTERM the proxy drains while
 //! admin and echo keep serving, and Pingora is told to stop only once the
 //! drain is over; SIGINT stops everything at once; SIGHUP reloads the config
