@@ -58,6 +58,31 @@ pub struct LoadedCertificate {
     pub key: Arc<CertifiedKey>,
     /// The leaf certificate's notAfter, Unix seconds.
     pub not_after: i64,
+    /// The leaf's DNS names (subjectAltName), lower case.
+    pub names: Vec<String>,
+}
+
+impl LoadedCertificate {
+    /// Configured hosts the certificate does not name: clients that check
+    /// the name (all browsers, curl) would refuse it for them.
+    pub fn unnamed_hosts(&self) -> impl Iterator<Item = &str> {
+        self.hosts
+            .iter()
+            .map(String::as_str)
+            .filter(|host| !self.names.iter().any(|name| covers(name, host)))
+    }
+}
+
+/// Whether the certificate name `name` (`a.example.com`, `*.example.com`)
+/// is valid for the configured host `host` (which may be a wildcard too).
+fn covers(name: &str, host: &str) -> bool {
+    if name == host {
+        return true;
+    }
+    match (name.strip_prefix("*."), host.split_once('.')) {
+        (Some(parent), Some((label, host_parent))) => label != "*" && parent == host_parent,
+        _ => false,
+    }
 }
 
 /// Every certificate the TLS listener serves, and which name gets which.
@@ -227,8 +252,8 @@ fn load_pair(
     let Some(leaf) = chain.first() else {
         return Err(CertificateError::NoCertificate { path: cert_path });
     };
-    let not_after = match x509_parser::parse_x509_certificate(leaf) {
-        Ok((_, parsed)) => parsed.validity().not_after.timestamp(),
+    let (not_after, names) = match x509_parser::parse_x509_certificate(leaf) {
+        Ok((_, parsed)) => (parsed.validity().not_after.timestamp(), dns_names(&parsed)),
         Err(e) => {
             return Err(CertificateError::BadCertificate {
                 path: cert_path,
@@ -264,12 +289,41 @@ fn load_pair(
         key_path,
         key: Arc::new(key),
         not_after,
+        names,
     })
+}
+
+/// The subjectAltName DNS names, which is what clients check a host
+/// against (RFC 6125 §6.4.4: not the subject's CN when there are any).
+fn dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_name_covers_itself_and_one_label_under_a_wildcard() {
+        assert!(covers("a.example.com", "a.example.com"));
+        assert!(covers("*.example.com", "a.example.com"));
+        assert!(covers("*.example.com", "*.example.com"));
+        assert!(!covers("*.example.com", "example.com"));
+        assert!(!covers("*.example.com", "a.b.example.com"));
+        assert!(!covers("a.example.com", "*.example.com"));
+        assert!(!covers("b.example.com", "a.example.com"));
+    }
 
     #[test]
     fn host_names_are_dns_names_with_at_most_a_leading_wildcard() {

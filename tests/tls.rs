@@ -1000,6 +1000,20 @@ fn check_lists_certificates_and_warns_only_within_30_days_of_expiry() {
     );
     assert!(!text.contains("warning"), "{text}");
 
+    // A host the certificate does not name: a warning, not an error.
+    let (ok, text) = check(
+        &pki,
+        &ONE_HOST.replace("hosts: [a.test]", "hosts: [a.test, c.test]"),
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "warning: listen.https.certificates[0]: \"c.test\" is not among the names of the certificate in"
+        ) && text.contains("live/tls.crt (a.test): clients will refuse it for that host"),
+        "{text}"
+    );
+    assert!(!text.contains("\"a.test\" is not among"), "{text}");
+
     install(&pki, &soon);
     let (ok, text) = check(&pki, ONE_HOST);
     assert!(ok, "an expiring certificate is no error: {text}");

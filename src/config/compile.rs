@@ -295,7 +295,8 @@ pub fn compile_reusing(
             ));
         }
     }
-    let https = https_state(&config, base_dir).map_err(|message| err_at(None, message))?;
+    let https =
+        https_state(&config, base_dir, &mut warnings).map_err(|message| err_at(None, message))?;
     let cache = &config.token_cache;
     if cache.enabled && (cache.max_entries == 0 || cache.max_bytes == 0 || cache.ttl.is_zero()) {
         return Err(err_at(
@@ -483,7 +484,11 @@ fn https_only_name(https_only: HttpsOnly) -> &'static str {
 /// The TLS listener's certificates (read from disk, each key checked
 /// against its certificate) and headers, and the clear-text modes that
 /// need it.
-fn https_state(config: &GatewayConfig, base_dir: &Path) -> Result<Option<HttpsState>, String> {
+fn https_state(
+    config: &GatewayConfig,
+    base_dir: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Option<HttpsState>, String> {
     let mode = config.listen.http.mode;
     let Some(https) = &config.listen.https else {
         return match mode {
@@ -515,6 +520,15 @@ fn https_state(config: &GatewayConfig, base_dir: &Path) -> Result<Option<HttpsSt
             key: resolve(base_dir, &entry.key),
         }))
         .map_err(|(i, e)| format!("listen.https.certificates[{i}]: {e}"))?;
+    for (i, entry) in certificates.entries().iter().enumerate() {
+        for host in entry.unnamed_hosts() {
+            warnings.push(format!(
+                "listen.https.certificates[{i}]: {host:?} is not among the names of the certificate in {} ({}): clients will refuse it for that host",
+                entry.cert_path.display(),
+                entry.names.join(", ")
+            ));
+        }
+    }
     let hsts = https.hsts.as_ref().map(hsts_value).transpose()?;
     let port = https
         .addr
