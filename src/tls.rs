@@ -178,28 +178,41 @@ impl Certificates {
     pub fn expiry_warnings(&self, now: i64, within_secs: i64) -> Vec<String> {
         self.entries
             .iter()
-            .filter(|entry| entry.not_after - now < within_secs)
-            .map(|entry| {
-                let when = humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH
-                        + std::time::Duration::from_secs(entry.not_after.max(0) as u64),
-                );
-                let hosts = entry.hosts.join(", ");
-                if entry.not_after <= now {
-                    format!(
-                        "the certificate in {} (hosts {hosts}) expired at {when}: clients will refuse it",
-                        entry.cert_path.display()
-                    )
-                } else {
-                    let days = (entry.not_after - now) / 86_400;
-                    format!(
-                        "the certificate in {} (hosts {hosts}) expires at {when}, in {days} days",
-                        entry.cert_path.display()
-                    )
-                }
+            .filter_map(|entry| {
+                expiry_warning(
+                    &entry.cert_path,
+                    &entry.hosts,
+                    entry.not_after,
+                    now,
+                    within_secs,
+                )
             })
             .collect()
     }
+}
+
+fn expiry_warning(
+    cert_path: &Path,
+    hosts: &[String],
+    not_after: i64,
+    now: i64,
+    within_secs: i64,
+) -> Option<String> {
+    if not_after - now >= within_secs {
+        return None;
+    }
+    let when = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(not_after.max(0) as u64),
+    );
+    let (cert, hosts) = (cert_path.display(), hosts.join(", "));
+    Some(if not_after <= now {
+        format!(
+            "the certificate in {cert} (hosts {hosts}) expired at {when}: clients will refuse it"
+        )
+    } else {
+        let days = (not_after - now) / 86_400;
+        format!("the certificate in {cert} (hosts {hosts}) expires at {when}, in {days} days")
+    })
 }
 
 /// Why `listen.https.certificates[i]` was refused.
@@ -313,6 +326,30 @@ fn dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_warns_within_the_window_and_says_expired_once_past() {
+        let hosts = ["a.test".to_string()];
+        let path = Path::new("/tls/a.crt");
+        let not_after = 1_800_000_000; // 2027-01-15T08:00:00Z
+        let day = 86_400;
+        assert_eq!(
+            expiry_warning(path, &hosts, not_after, not_after - 31 * day, 30 * day),
+            None
+        );
+        assert_eq!(
+            expiry_warning(path, &hosts, not_after, not_after - 10 * day - 5, 30 * day).as_deref(),
+            Some(
+                "the certificate in /tls/a.crt (hosts a.test) expires at 2027-01-15T08:00:00Z, in 10 days"
+            )
+        );
+        assert_eq!(
+            expiry_warning(path, &hosts, not_after, not_after + 1, 30 * day).as_deref(),
+            Some(
+                "the certificate in /tls/a.crt (hosts a.test) expired at 2027-01-15T08:00:00Z: clients will refuse it"
+            )
+        );
+    }
 
     #[test]
     fn a_certificate_name_covers_itself_and_one_label_under_a_wildcard() {

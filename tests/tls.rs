@@ -953,6 +953,19 @@ async fn a_bad_pair_fails_the_reload_and_the_old_certificate_keeps_serving() {
     gateway
         .expect_metric("jwtgate_config_reloads_total", &[("result", "error")], 2.0)
         .await;
+
+    // An expired pair is only a warning: the reload takes it, and logs why.
+    let expired = pki.leaf("expired", &["a.test"], 0, "0e0e");
+    install(&pki, &expired);
+    let (status, body) = post_reload(&gateway).await;
+    assert_eq!(status, 200, "{body}");
+    let log = gateway
+        .wait_for_log(|log| log.contains("(hosts a.test) expired at"))
+        .await;
+    assert!(
+        log.contains("live/tls.crt (hosts a.test) expired at"),
+        "{log}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1020,6 +1033,17 @@ fn check_lists_certificates_and_warns_only_within_30_days_of_expiry() {
     assert!(
         text.contains("warning: the certificate in")
             && text.contains("live/tls.crt (hosts a.test) expires at"),
+        "{text}"
+    );
+
+    // Valid for no time at all: expired as soon as it exists.
+    let expired = pki.leaf("expired", &["a.test"], 0, "0d0d");
+    install(&pki, &expired);
+    let (ok, text) = check(&pki, ONE_HOST);
+    assert!(ok, "an expired certificate is no error: {text}");
+    assert!(
+        text.contains("live/tls.crt (hosts a.test) expired at")
+            && text.contains("clients will refuse it"),
         "{text}"
     );
 }
