@@ -49,11 +49,11 @@ fn clear_text_listener(addr: &str) -> ListenerConfig {
     ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
 }
 
-/// A TLS record is at most 16 KiB of plaintext. The TLS layer reads records
-/// off the socket in small pieces (a 5-byte header, then the body) unless
-/// the socket below it buffers, so a one-record read buffer saves system
-/// calls per record; Pingora's 64 KiB default would pin four records' worth
-/// to every idle connection for nothing.
+/// A TLS record carries up to 16 KiB. rustls reads from its transport at
+/// most 4 KiB at a time, so without a buffer below it a full record costs
+/// four or five reads from the socket; a one-record buffer makes that one.
+/// Pingora's 64 KiB default would pin four records' worth to every idle
+/// connection for nothing.
 const TLS_L4_READ_BUFFER: usize = 16 * 1024;
 
 /// The TLS listener: TLS 1.2 and 1.3 (Pingora's rustls acceptor offers

@@ -530,13 +530,17 @@ fn https_state(
         }
     }
     let hsts = https.hsts.as_ref().map(hsts_value).transpose()?;
-    let port = https
-        .addr
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .map(|addr| addr.port())
-        .ok_or_else(|| format!("listen.https.addr: {:?} has no port", https.addr))?;
+    let port = match https.redirect_port {
+        Some(0) => return Err("listen.https.redirect_port: 0 is not a port".into()),
+        Some(port) => port,
+        None => https
+            .addr
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .map(|addr| addr.port())
+            .ok_or_else(|| format!("listen.https.addr: {:?} has no port", https.addr))?,
+    };
     Ok(Some(HttpsState {
         certificates,
         hsts,

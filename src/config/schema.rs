@@ -234,6 +234,11 @@ pub struct HttpsListenConfig {
     /// Offer HTTP/2 in ALPN (`h2`, then `http/1.1`); false: HTTP/1.1 only.
     #[serde(default = "default_true")]
     pub h2: bool,
+    /// The port redirects to HTTPS name, when clients reach this listener
+    /// through another one (a container port mapping, a load balancer);
+    /// absent: the port of `addr`.
+    #[serde(default)]
+    pub redirect_port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
