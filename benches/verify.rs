@@ -477,6 +477,7 @@ routes:
                             "0f8e2b6c-1d2a-4c1e-9a7b-5d3c2b1a0f9e",
                         ),
                         client,
+                        scheme: Scheme::Http,
                     },
                 )
             },

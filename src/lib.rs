@@ -22,3 +22,4 @@ pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

@@ -8,6 +8,8 @@
 //! A reload reads files and resolves upstream names: it runs on a blocking
 //! thread, never on a proxy thread, and reloads run one at a time.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,8 @@ use crate::config::{self, Bootstrap, ConfigError, Snapshot};
 use crate::keys::fetch::FetchError;
 use crate::runtime::{KeyChanges, KeyRefreshers};
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::{RELOAD_ERROR, RELOAD_SUCCESS};
+use crate::telemetry::metrics::{HTTPS_LISTENER, RELOAD_ERROR, RELOAD_SUCCESS};
+use crate::tls::EXPIRY_WARNING_SECS;
 
 /// What asked for a reload, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +40,7 @@ impl Trigger {
         match self {
             Self::Hangup => "SIGHUP",
             Self::Admin => "POST /-/reload",
-            Self::Watch => "config file change",
+            Self::Watch => "watched file change",
         }
     }
 }
@@ -124,6 +127,17 @@ impl Reloader {
         &self.path
     }
 
+    /// The files a change of which is worth a reload: the config, and the
+    /// certificate and key files the running config serves.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let snapshot = self.snapshot.load();
+        let mut files = vec![self.path.clone()];
+        if let Some(https) = &snapshot.https {
+            files.extend(https.certificates.files().map(Path::to_path_buf));
+        }
+        files
+    }
+
     /// Reloads the config file, blocking (file reads, name resolution): call
     /// it from a blocking thread. On failure the running config keeps
     /// serving; either way the outcome is logged and counted.
@@ -179,6 +193,7 @@ impl Reloader {
         for warning in &snapshot.warnings {
             tracing::warn!("{warning}");
         }
+        warn_expiring_certificates(&snapshot, self.clock.now_unix());
         let (remote_keys, retired) =
             self.refreshers
                 .apply(&snapshot)
@@ -192,6 +207,7 @@ impl Reloader {
             remote_keys,
         };
         let previous = self.snapshot.swap(Arc::new(snapshot));
+        record_certificate_expiry(&self.metrics, &self.snapshot.load());
         self.refreshers.stop(retired);
         self.forget_issuer_gauges(&previous);
         Ok(reloaded)
@@ -228,6 +244,31 @@ impl Reloader {
             }
         }
     }
+}
+
+/// Logs what `jwtgate check` warns about the certificates: expired, or
+/// expiring within 30 days. Expired is only a warning: refusing the reload
+/// would not make the certificate any younger, and would hold back the
+/// rest of the config.
+pub fn warn_expiring_certificates(snapshot: &Snapshot, now: i64) {
+    if let Some(https) = &snapshot.https {
+        for warning in https.certificates.expiry_warnings(now, EXPIRY_WARNING_SECS) {
+            tracing::warn!("{warning}");
+        }
+    }
+}
+
+/// Exports each served certificate's notAfter, per configured host.
+pub fn record_certificate_expiry(metrics: &Metrics, snapshot: &Snapshot) {
+    let hosts = snapshot.https.iter().flat_map(|https| {
+        https.certificates.entries().iter().flat_map(|entry| {
+            entry
+                .hosts
+                .iter()
+                .map(|host| (host.as_str(), entry.not_after))
+        })
+    });
+    metrics.record_certificate_expiry(HTTPS_LISTENER, hosts);
 }
 
 /// Whether `new` verifies exactly as `old` does: the same key store and
@@ -279,51 +320,85 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot watch {dir} for config changes: {source}")]
+#[error("cannot watch {} for changes: {source}", dir.display())]
 pub struct WatchError {
     dir: PathBuf,
     source: notify::Error,
 }
 
-/// Watches the config file's directory and reloads when the file changes.
-/// The directory, not the file: a ConfigMap update replaces the `..data`
-/// symlink the file resolves through, and editors often replace the file by
-/// a rename; a watch on the file itself would lose track either way.
-pub fn watch(reloader: Arc<Reloader>) -> Result<(), WatchError> {
-    use notify::Watcher;
+/// What the watcher watches: the directory of each file and the names that
+/// matter in them.
+#[derive(Default)]
+struct Watched {
+    dirs: HashSet<PathBuf>,
+    names: HashSet<OsString>,
+}
 
-    let path = reloader.path().to_path_buf();
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path.file_name().map(|name| name.to_os_string());
-    let (events, received) = mpsc::channel();
-    let watch_error = |source| WatchError {
-        dir: dir.clone(),
-        source,
-    };
-    let mut watcher = notify::recommended_watcher(events).map_err(watch_error)?;
-    watcher
-        .watch(&dir, notify::RecursiveMode::NonRecursive)
-        .map_err(watch_error)?;
-    let concerns_config = move |event: &notify::Event| {
-        // Reading the file (ours included) is no change.
+impl Watched {
+    /// Starts watching the directories of `files` not yet watched. The
+    /// directory, not the file: a ConfigMap or Secret update replaces the
+    /// `..data` symlink the file resolves through, and editors and
+    /// certificate renewers often replace a file by a rename; a watch on
+    /// the file itself would lose track either way.
+    fn add(
+        &mut self,
+        watcher: &mut impl notify::Watcher,
+        files: &[PathBuf],
+    ) -> Result<(), WatchError> {
+        for file in files {
+            let dir = match file.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if let Some(name) = file.file_name() {
+                self.names.insert(name.to_os_string());
+            }
+            if !self.dirs.contains(&dir) {
+                watcher
+                    .watch(&dir, notify::RecursiveMode::NonRecursive)
+                    .map_err(|source| WatchError {
+                        dir: dir.clone(),
+                        source,
+                    })?;
+                tracing::info!("watching {} for changes", dir.display());
+                self.dirs.insert(dir);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an event changes a watched file. Names are compared, not
+    /// whole paths: another file of the same name in another watched
+    /// directory costs at most one reload that changes nothing.
+    fn concerns(&self, event: &notify::Event) -> bool {
+        // Reading a file (ours included) is no change.
         !matches!(event.kind, notify::EventKind::Access(_))
             && event.paths.iter().any(|changed| {
-                let name = changed.file_name();
-                name.is_some_and(|name| name == "..data") || name == file_name.as_deref()
+                changed
+                    .file_name()
+                    .is_some_and(|name| name == "..data" || self.names.contains(name))
             })
-    };
-    tracing::info!("watching {} for config changes", dir.display());
+    }
+}
+
+/// Watches the config file and the certificate and key files it names, and
+/// reloads when one changes. After each reload the watch takes in the
+/// directories of certificates the new config added.
+pub fn watch(reloader: Arc<Reloader>) -> Result<(), WatchError> {
+    let (events, received) = mpsc::channel();
+    let mut watcher = notify::recommended_watcher(events).map_err(|source| WatchError {
+        dir: reloader.path().to_path_buf(),
+        source,
+    })?;
+    let mut watched = Watched::default();
+    watched.add(&mut watcher, &reloader.watched_files())?;
+    let config = reloader.path().to_path_buf();
     std::thread::Builder::new()
         .name("jwtgate config watch".into())
         .spawn(move || {
-            // Dropping the watcher ends the watch.
-            let _watcher = watcher;
             loop {
                 match received.recv() {
-                    Ok(Ok(event)) if concerns_config(&event) => {}
+                    Ok(Ok(event)) if watched.concerns(&event) => {}
                     Ok(Ok(_)) => continue,
                     Ok(Err(error)) => {
                         tracing::warn!("config watch: {error}");
@@ -332,7 +407,8 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<(), WatchError> {
                     Err(_) => return,
                 }
                 // Let the burst end (a write in several steps, a swap in
-                // several renames); other files in the directory, such as a
+                // several renames, a certificate and its key written one
+                // after the other); other files in the directory, such as a
                 // log written next to the config, neither extend nor end it.
                 let started = Instant::now();
                 let mut quiet_at = started + DEBOUNCE;
@@ -342,7 +418,7 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<(), WatchError> {
                         break;
                     }
                     match received.recv_timeout(quiet_at - now) {
-                        Ok(Ok(event)) if concerns_config(&event) => {
+                        Ok(Ok(event)) if watched.concerns(&event) => {
                             quiet_at = (Instant::now() + DEBOUNCE).min(started + MAX_DEBOUNCE);
                         }
                         Ok(_) => {}
@@ -351,11 +427,15 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<(), WatchError> {
                     }
                 }
                 // The outcome is logged and counted by reload itself.
-                let _ = reloader.reload(Trigger::Watch);
+                if reloader.reload(Trigger::Watch).is_ok()
+                    && let Err(error) = watched.add(&mut watcher, &reloader.watched_files())
+                {
+                    tracing::warn!("config watch: {error}");
+                }
             }
         })
         .map_err(|e| WatchError {
-            dir: path.clone(),
+            dir: config,
             source: notify::Error::io(e),
         })?;
     Ok(())

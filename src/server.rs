@@ -1,6 +1,6 @@
-//! Assembling the Pingora server: the proxy, the admin listener and, when
-//! configured, the built-in echo upstream, each a service with its own
-//! listener, plus the key refresh in the background. Signals are jwtgate's,
+//! Assembling the Pingora server: the proxy (a clear-text listener, a TLS
+//! one, or both), the admin listener and, when configured, the built-in
+//! echo upstream, plus the key refresh in the background. Signals are jwtgate's,
 //! not Pingora's (see [`crate::shutdown`]): on SIGTERM the proxy drains while
 //! admin and echo keep serving, and Pingora is told to stop only once the
 //! drain is over; SIGINT stops everything at once; SIGHUP reloads the config
@@ -15,7 +15,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
+use pingora::protocols::ALPN;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -24,11 +27,12 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::auth::cache::TokenCache;
 use crate::clock::SharedClock;
-use crate::config::{Bootstrap, Compiled};
+use crate::config::{Bootstrap, Compiled, Snapshot};
 use crate::echo::Echo;
 use crate::keys::fetch::FetchError;
 use crate::proxy::Gateway;
 use crate::proxy::keepalive::KeepAlive;
+use crate::proxy::sni::SniResolver;
 use crate::reload::{self, Reloader, Trigger, WatchError};
 use crate::runtime::KeyRefreshers;
 use crate::shutdown::Drain;
@@ -44,6 +48,29 @@ const SIDE_SERVICE_THREADS: usize = 2;
 /// connection, which is what limits how many clients an edge can hold.
 fn clear_text_listener(addr: &str) -> ListenerConfig {
     ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
+}
+
+/// A TLS record carries up to 16 KiB. rustls reads from its transport at
+/// most 4 KiB at a time, so without a buffer below it a full record costs
+/// four or five reads from the socket; a one-record buffer makes that one.
+/// Pingora's 64 KiB default would pin four records' worth to every idle
+/// connection for nothing.
+const TLS_L4_READ_BUFFER: usize = 16 * 1024;
+
+/// The TLS listener: TLS 1.2 and 1.3 (Pingora's rustls acceptor offers
+/// nothing else), certificates chosen per handshake by [`SniResolver`],
+/// ALPN `h2` then `http/1.1` unless HTTP/2 is turned off.
+fn tls_listener(addr: &str, h2: bool, snapshot: Arc<ArcSwap<Snapshot>>) -> ListenerConfig {
+    // With a resolver set, Pingora reads no certificate files itself.
+    let mut settings = TlsSettings::intermediate("", "").expect("plain settings");
+    settings.set_cert_resolver(Arc::new(SniResolver::new(snapshot)));
+    settings.set_alpn(if h2 { ALPN::H2H1 } else { ALPN::H1 });
+    ListenerConfig::tcp(addr)
+        .tls(settings)
+        .l4_buffer(L4BufferSettings::new(
+            TLS_L4_READ_BUFFER,
+            DEFAULT_L4_WRITE_BUFFER_SIZE,
+        ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +91,8 @@ pub enum ServerError {
 pub struct RunOptions {
     /// The config file, read again on each reload.
     pub config_path: PathBuf,
-    /// Reload when the config file changes (`--watch`).
+    /// Reload when the config file or a certificate or key file changes
+    /// (`--watch`).
     pub watch: bool,
 }
 
@@ -73,7 +101,8 @@ pub struct RunOptions {
 /// first turns that into one clear startup error.
 fn check_addresses_free(bootstrap: &Bootstrap) -> Result<(), ServerError> {
     let listeners = [
-        ("listen.http", Some(&bootstrap.listen_http)),
+        ("listen.http", bootstrap.listen_http.as_ref()),
+        ("listen.https.addr", bootstrap.listen_https.as_ref()),
         ("admin.addr", Some(&bootstrap.admin_addr)),
         ("echo.addr", bootstrap.echo_addr.as_ref()),
     ];
@@ -116,6 +145,8 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
 
     let metrics = Arc::new(Metrics::new());
     metrics.config_last_reload.set(clock.now_unix());
+    reload::record_certificate_expiry(&metrics, &snapshot);
+    reload::warn_expiring_certificates(&snapshot, clock.now_unix());
     let refreshers = Arc::new(KeyRefreshers::new(
         bootstrap.keys_cache_dir.clone(),
         metrics.clone(),
@@ -163,15 +194,27 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         .signal_watch(bootstrap.grace_period, bootstrap.graceful_shutdown_timeout)
         .on_hangup(on_hangup);
 
-    let proxy_app = pingora::proxy::http_proxy(
+    let mut proxy_app = pingora::proxy::http_proxy(
         &server.configuration,
         Gateway::new(shared.clone(), metrics.clone(), clock.clone(), token_cache),
     );
+    if bootstrap.h2c {
+        // Pingora looks for the HTTP/2 preface only on clear-text
+        // connections; on TLS, ALPN decides.
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        proxy_app.server_options = Some(options);
+    }
     let mut proxy = Service::new(
         "jwtgate proxy".to_string(),
         KeepAlive::new(proxy_app, drain.clone()),
     );
-    proxy.add_listener(clear_text_listener(&bootstrap.listen_http));
+    if let Some(addr) = &bootstrap.listen_http {
+        proxy.add_listener(clear_text_listener(addr));
+    }
+    if let Some(addr) = &bootstrap.listen_https {
+        proxy.add_listener(tls_listener(addr, bootstrap.https_h2, shared.clone()));
+    }
     server.add_service(drain.own_listener(proxy));
 
     let mut admin = Service::new(
@@ -190,7 +233,8 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
     }
 
     tracing::info!(
-        proxy = %bootstrap.listen_http,
+        proxy = bootstrap.listen_http.as_deref().unwrap_or("-"),
+        https = bootstrap.listen_https.as_deref().unwrap_or("-"),
         admin = %bootstrap.admin_addr,
         echo = bootstrap.echo_addr.as_deref().unwrap_or("-"),
         "jwtgate listening"

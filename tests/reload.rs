@@ -537,7 +537,7 @@ async fn watch_follows_a_rewrite_and_a_configmap_symlink_swap() {
     wait_for_status(&gateway, "/reports/4", Some(&token), 200).await;
     assert_eq!(status_of(&gateway, "/legacy/1", Some(&token)).await, 404);
     let log = gateway.log();
-    assert!(log.contains("trigger=\"config file change\""), "{log}");
+    assert!(log.contains("trigger=\"watched file change\""), "{log}");
 }
 
 // ---------------------------------------------------------------------------

@@ -5,9 +5,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use jwtgate::auth::policy::RoutePolicy;
-use jwtgate::config::schema::{AuthMode, MatchConfig};
-use jwtgate::config::{CompiledRoute, Snapshot};
+use jwtgate::config::schema::{AuthMode, HttpsOnly, MatchConfig};
+use jwtgate::config::{CompiledRoute, HttpsState, Snapshot};
 use jwtgate::keys::fetch::{Locator, discovery_url};
+use jwtgate::tls::EXPIRY_WARNING_SECS;
 use serde_json::Value;
 
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
@@ -33,8 +34,16 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     };
     outln!("{}: OK", path.display());
     outln!(
-        "listen {} · admin {}{}",
-        bootstrap.listen_http,
+        "listen {}{} · admin {}{}",
+        bootstrap
+            .listen_http
+            .as_deref()
+            .unwrap_or("(clear text off)"),
+        bootstrap
+            .listen_https
+            .as_deref()
+            .map(|a| format!(" · https {a}"))
+            .unwrap_or_default(),
         bootstrap.admin_addr,
         bootstrap
             .echo_addr
@@ -42,6 +51,13 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
             .map(|a| format!(" · echo upstream {a}"))
             .unwrap_or_default()
     );
+    let mut warnings = Vec::new();
+    if let Some(https) = &snapshot.https {
+        certificates(https);
+        warnings = https
+            .certificates
+            .expiry_warnings(jwtgate::clock::system().now_unix(), EXPIRY_WARNING_SECS);
+    }
     outln!("issuers ({}):", snapshot.issuers.len());
     for issuer in &snapshot.issuers {
         let algorithms: Vec<&str> = issuer.algorithms.iter().map(|a| a.as_str()).collect();
@@ -75,10 +91,28 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
         outln!("  {:<12} {matched} → {}", route.name, upstreams.join(","));
         outln!("  {:<12} {}", "", policy(&snapshot, route));
     }
-    for warning in &snapshot.warnings {
+    for warning in snapshot.warnings.iter().chain(&warnings) {
         outln!("warning: {warning}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per certificate: hosts, files, notAfter. Compiling the config
+/// has already checked that each key matches its certificate.
+fn certificates(https: &HttpsState) {
+    outln!("certificates ({}):", https.certificates.entries().len());
+    for (i, entry) in https.certificates.entries().iter().enumerate() {
+        let expires = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(entry.not_after.max(0) as u64),
+        );
+        outln!(
+            "  {} {} (key {}) expires {expires}{}",
+            list(&entry.hosts),
+            entry.cert_path.display(),
+            entry.key_path.display(),
+            if i == 0 { " · default" } else { "" }
+        );
+    }
 }
 
 pub fn mode_name(mode: AuthMode) -> &'static str {
@@ -103,7 +137,12 @@ fn matcher(matcher: &MatchConfig) -> String {
             methods.join(", ")
         },
     );
-    format!("{} ({host}) · {methods}", matcher.path_prefix)
+    let https_only = match matcher.https_only {
+        Some(HttpsOnly::Redirect) => " · HTTPS only (clear text redirected)",
+        Some(HttpsOnly::Forbid) => " · HTTPS only (clear text refused)",
+        None => "",
+    };
+    format!("{} ({host}) · {methods}{https_only}", matcher.path_prefix)
 }
 
 /// `auth required · issuers [a, b] · scopes all of [x] · claims …`.

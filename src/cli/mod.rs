@@ -32,8 +32,9 @@ pub struct ConfigArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Reload the config whenever the file changes (also through a
-    /// Kubernetes ConfigMap's `..data` symlink). SIGHUP and
+    /// Reload the config whenever it, or a certificate or key file it
+    /// names, changes (also through a Kubernetes ConfigMap's or Secret's
+    /// `..data` symlink). SIGHUP and
     /// `POST /-/reload` on the admin listener reload it with or without.
     #[arg(long)]
     pub watch: bool,

@@ -371,7 +371,9 @@ impl Probe {
             },
             headers: &self.headers,
             client: None,
-            scheme: Scheme::Http,
+            // A token is judged the same over either scheme; HTTPS also
+            // passes a route that clear text may not reach.
+            scheme: Scheme::Https,
         }
     }
 
@@ -490,7 +492,7 @@ fn verify(config_path: &Path, route_name: &str, token: &str) -> anyhow::Result<E
             probe.describe(),
             refusal.as_str()
         ),
-        Decision::Preflight { .. } | Decision::NoRoute => bail!(
+        Decision::Preflight { .. } | Decision::NoRoute | Decision::HttpsRequired { .. } => bail!(
             "{} does not reach route {:?}: check the route's match",
             probe.describe(),
             route.name

@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::load::ConfigError;
-use super::schema::{AuthMode, GatewayConfig, IssuerConfig, RouteConfig};
+use super::schema::{
+    AuthMode, ClearTextMode, GatewayConfig, HstsConfig, HttpsOnly, IssuerConfig, RouteConfig,
+};
 use super::upstream_tls::{self, UpstreamTls};
 use crate::auth::IssuerVerifier;
 use crate::auth::cache::CacheSettings;
@@ -31,6 +33,7 @@ use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::limits::RequestLimits;
 use crate::pipeline::router::Router;
 use crate::telemetry::metrics::RouteSeries;
+use crate::tls::{CertificateFiles, Certificates};
 
 /// A compiled config: what only a restart can change, and what a reload
 /// swaps.
@@ -45,7 +48,13 @@ pub struct Compiled {
 /// changes any of them is refused (see [`Bootstrap::changes`]).
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
-    pub listen_http: String,
+    /// `None`: `listen.http.mode: off`.
+    pub listen_http: Option<String>,
+    /// HTTP/2 with prior knowledge on the clear-text listener.
+    pub h2c: bool,
+    pub listen_https: Option<String>,
+    /// ALPN offers `h2` on the TLS listener.
+    pub https_h2: bool,
     pub admin_addr: String,
     pub echo_addr: Option<String>,
     pub threads: Option<usize>,
@@ -62,6 +71,9 @@ impl Bootstrap {
     pub fn changes(&self, new: &Bootstrap) -> Vec<String> {
         fn addr(addr: &Option<String>) -> String {
             addr.clone().unwrap_or_else(|| "(none)".into())
+        }
+        fn listener(addr: &Option<String>) -> String {
+            addr.clone().unwrap_or_else(|| "(off)".into())
         }
         fn threads(threads: Option<usize>) -> String {
             threads.map_or_else(|| "(one per core)".into(), |n| n.to_string())
@@ -87,8 +99,19 @@ impl Bootstrap {
         let settings = [
             (
                 "listen.http",
-                self.listen_http.clone(),
-                new.listen_http.clone(),
+                listener(&self.listen_http),
+                listener(&new.listen_http),
+            ),
+            ("listen.http.h2c", self.h2c.to_string(), new.h2c.to_string()),
+            (
+                "listen.https.addr",
+                addr(&self.listen_https),
+                addr(&new.listen_https),
+            ),
+            (
+                "listen.https.h2",
+                self.https_h2.to_string(),
+                new.https_h2.to_string(),
             ),
             (
                 "admin.addr",
@@ -167,6 +190,23 @@ pub struct Snapshot {
     pub warnings: Vec<String>,
     pub trusted_proxies: TrustedProxies,
     pub limits: RequestLimits,
+    /// The TLS listener's certificates and headers; `None` without
+    /// `listen.https`.
+    pub https: Option<HttpsState>,
+    /// `listen.http.mode: redirect`: every clear-text request gets a 308 to
+    /// HTTPS.
+    pub redirect_clear_text: bool,
+}
+
+/// What the TLS listener serves with, read again on every reload.
+#[derive(Debug)]
+pub struct HttpsState {
+    pub certificates: Certificates,
+    /// The `Strict-Transport-Security` value, built once; `None`: not sent.
+    pub hsts: Option<http::HeaderValue>,
+    /// What follows the host in a redirect's `https://` URL: `:port`, or
+    /// nothing for 443.
+    pub redirect_port: String,
 }
 
 #[derive(Debug)]
@@ -181,6 +221,8 @@ pub struct CompiledRoute {
     pub cors: Option<CorsPolicy>,
     /// This route's metric series, resolved once per snapshot.
     pub series: RouteSeries,
+    /// What a clear-text request gets instead of the upstream.
+    pub https_only: Option<HttpsOnly>,
 }
 
 #[derive(Debug)]
@@ -240,18 +282,23 @@ pub fn compile_reusing(
     let mut warnings = Vec::new();
 
     listener_addresses(&config).map_err(|message| err_at(None, message))?;
-    let mut addresses = vec![&config.listen.http, &config.admin.addr];
+    let http_off = config.listen.http.mode == ClearTextMode::Off;
+    let mut addresses = vec![&config.admin.addr];
+    addresses.extend((!http_off).then_some(&config.listen.http.addr));
+    addresses.extend(config.listen.https.as_ref().map(|h| &h.addr));
     addresses.extend(config.echo.as_ref().map(|e| &e.addr));
     for (i, addr) in addresses.iter().enumerate() {
         if addresses[..i].contains(addr) {
             return Err(err_at(
                 None,
                 format!(
-                    "{addr} is used by two listeners (listen.http, admin.addr, echo.addr must differ)"
+                    "{addr} is used by two listeners (listen.http, listen.https.addr, admin.addr, echo.addr must differ)"
                 ),
             ));
         }
     }
+    let https =
+        https_state(&config, base_dir, &mut warnings).map_err(|message| err_at(None, message))?;
     let cache = &config.token_cache;
     if cache.enabled && (cache.max_entries == 0 || cache.max_bytes == 0 || cache.ttl.is_zero()) {
         return Err(err_at(
@@ -332,6 +379,15 @@ pub fn compile_reusing(
             ));
         }
         warnings.extend(upstream_tls::warning(name, &route.upstream));
+        if let (Some(https_only), None) = (route.matcher.https_only, &https) {
+            return Err(err_at(
+                Some(&route.name),
+                format!(
+                    "route {name:?}: match.https_only is {} but listen.https is not set: no request could reach this route",
+                    https_only_name(https_only)
+                ),
+            ));
+        }
         let compiled = compile_route(route, &issuer_names, &issuers, base_dir).map_err(
             |(span, message)| {
                 err_at(
@@ -379,7 +435,10 @@ pub fn compile_reusing(
     }
 
     let bootstrap = Bootstrap {
-        listen_http: config.listen.http,
+        listen_http: (!http_off).then_some(config.listen.http.addr),
+        h2c: config.listen.http.h2c,
+        listen_https: config.listen.https.as_ref().map(|h| h.addr.clone()),
+        https_h2: config.listen.https.as_ref().is_some_and(|h| h.h2),
         admin_addr: config.admin.addr,
         echo_addr: config.echo.map(|e| e.addr),
         threads: config.server.threads,
@@ -410,11 +469,113 @@ pub fn compile_reusing(
         warnings,
         trusted_proxies,
         limits,
+        https,
+        redirect_clear_text: config.listen.http.mode == ClearTextMode::Redirect,
     };
     Ok(Compiled {
         bootstrap,
         snapshot,
     })
+}
+
+fn https_only_name(https_only: HttpsOnly) -> &'static str {
+    match https_only {
+        HttpsOnly::Redirect => "redirect",
+        HttpsOnly::Forbid => "forbid",
+    }
+}
+
+/// The TLS listener's certificates (read from disk, each key checked
+/// against its certificate) and headers, and the clear-text modes that
+/// need it.
+fn https_state(
+    config: &GatewayConfig,
+    base_dir: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Option<HttpsState>, String> {
+    let mode = config.listen.http.mode;
+    let Some(https) = &config.listen.https else {
+        return match mode {
+            ClearTextMode::Serve => Ok(None),
+            ClearTextMode::Redirect => Err(
+                "listen.http.mode is redirect but listen.https is not set: there is nothing to redirect to"
+                    .into(),
+            ),
+            ClearTextMode::Off => Err(
+                "listen.http.mode is off and listen.https is not set: jwtgate would serve nothing"
+                    .into(),
+            ),
+        };
+    };
+    if https.certificates.is_empty() {
+        return Err("listen.https.certificates must list at least one certificate".into());
+    }
+    for (i, entry) in https.certificates.iter().enumerate() {
+        if entry.hosts.is_empty() {
+            return Err(format!(
+                "listen.https.certificates[{i}].hosts must list at least one host name"
+            ));
+        }
+    }
+    let certificates =
+        Certificates::load(https.certificates.iter().map(|entry| CertificateFiles {
+            hosts: &entry.hosts,
+            cert: resolve(base_dir, &entry.cert),
+            key: resolve(base_dir, &entry.key),
+        }))
+        .map_err(|(i, e)| format!("listen.https.certificates[{i}]: {e}"))?;
+    for (i, entry) in certificates.entries().iter().enumerate() {
+        for host in entry.unnamed_hosts() {
+            warnings.push(format!(
+                "listen.https.certificates[{i}]: {host:?} is not among the names of the certificate in {} ({}): clients will refuse it for that host",
+                entry.cert_path.display(),
+                entry.names.join(", ")
+            ));
+        }
+    }
+    let hsts = https.hsts.as_ref().map(hsts_value).transpose()?;
+    let port = match https.redirect_port {
+        Some(0) => return Err("listen.https.redirect_port: 0 is not a port".into()),
+        Some(port) => port,
+        None => https
+            .addr
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .map(|addr| addr.port())
+            .ok_or_else(|| format!("listen.https.addr: {:?} has no port", https.addr))?,
+    };
+    Ok(Some(HttpsState {
+        certificates,
+        hsts,
+        redirect_port: if port == 443 {
+            String::new()
+        } else {
+            format!(":{port}")
+        },
+    }))
+}
+
+/// `max-age=…; includeSubDomains; preload` (RFC 6797 §6.1).
+fn hsts_value(hsts: &HstsConfig) -> Result<http::HeaderValue, String> {
+    // What the browsers' preload list demands; a preload request it would
+    // refuse is a mistake worth stopping at.
+    const PRELOAD_MIN_AGE: u64 = 365 * 24 * 60 * 60;
+    if hsts.preload && (!hsts.include_subdomains || hsts.max_age.as_secs() < PRELOAD_MIN_AGE) {
+        return Err(format!(
+            "listen.https.hsts.preload needs include_subdomains: true and a max_age of at least 1 year; include_subdomains is {}, max_age {}",
+            hsts.include_subdomains,
+            humantime::format_duration(hsts.max_age)
+        ));
+    }
+    let mut value = format!("max-age={}", hsts.max_age.as_secs());
+    if hsts.include_subdomains {
+        value.push_str("; includeSubDomains");
+    }
+    if hsts.preload {
+        value.push_str("; preload");
+    }
+    Ok(http::HeaderValue::from_str(&value).expect("digits and ASCII words"))
 }
 
 fn trusted_proxies(ranges: &[String]) -> Result<TrustedProxies, CidrError> {
@@ -430,7 +591,11 @@ fn trusted_proxies(ranges: &[String]) -> Result<TrustedProxies, CidrError> {
 /// what `run` would fail to bind, with the field and value named.
 fn listener_addresses(config: &GatewayConfig) -> Result<(), String> {
     let listeners = [
-        ("listen.http", Some(&config.listen.http)),
+        ("listen.http", Some(&config.listen.http.addr)),
+        (
+            "listen.https.addr",
+            config.listen.https.as_ref().map(|h| &h.addr),
+        ),
         ("admin.addr", Some(&config.admin.addr)),
         ("echo.addr", config.echo.as_ref().map(|e| &e.addr)),
     ];
@@ -839,6 +1004,7 @@ fn compile_route<'a>(
         forward,
         cors,
         series: RouteSeries::new(issuers.len()),
+        https_only: route.matcher.https_only,
     })
 }
 

@@ -220,7 +220,13 @@ mod tests {
     fn omitted_sections_take_their_documented_defaults() {
         let text = "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    auth: { mode: off }\n";
         let config = parse(Path::new("g.yaml"), text, &|_| None).unwrap();
-        assert_eq!(config.listen.http, "127.0.0.1:8080");
+        assert_eq!(config.listen.http.addr, "127.0.0.1:8080");
+        assert_eq!(
+            config.listen.http.mode,
+            super::super::schema::ClearTextMode::Serve
+        );
+        assert!(!config.listen.http.h2c);
+        assert!(config.listen.https.is_none());
         assert_eq!(config.admin.addr, "127.0.0.1:9090");
         assert_eq!(config.server.realm, "jwtgate");
         assert_eq!(config.server.grace_period.as_secs(), 5);

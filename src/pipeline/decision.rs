@@ -50,6 +50,13 @@ pub enum Decision<'s> {
     },
     /// Refused before any route was chosen.
     Refuse(Refusal<'s>),
+    /// A clear-text request where only HTTPS is served (the listener's
+    /// `redirect` mode, or the route's `https_only`): a 308 to `location`,
+    /// or 403 without one. It never reaches the upstream.
+    HttpsRequired {
+        route: Option<&'s Arc<CompiledRoute>>,
+        location: Option<Vec<u8>>,
+    },
     /// No route matches: 404.
     NoRoute,
 }
@@ -71,6 +78,10 @@ pub struct Denial {
     /// forwarded.
     pub refused_identity: Option<Arc<VerifiedToken>>,
 }
+
+/// The access log's `reason` for a clear-text request answered with a
+/// redirect or a refusal instead of being served.
+pub const HTTPS_REQUIRED: &str = "https_required";
 
 /// The check name of a failure to find a usable token in the request.
 pub const TOKEN_CHECK: &str = "token";
@@ -118,6 +129,7 @@ impl<'s> Decision<'s> {
             | Decision::WouldDeny { route, .. }
             | Decision::Deny { route, .. }
             | Decision::Preflight { route, .. } => Some(route),
+            Decision::HttpsRequired { route, .. } => *route,
             Decision::Refuse(_) | Decision::NoRoute => None,
         }
     }
@@ -142,6 +154,7 @@ impl<'s> Decision<'s> {
                 Some(denial.rejection.reason.as_str())
             }
             Decision::Refuse(refusal) => Some(refusal.as_str()),
+            Decision::HttpsRequired { .. } => Some(HTTPS_REQUIRED),
             _ => None,
         }
     }

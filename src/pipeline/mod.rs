@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use prometheus::Histogram;
 
-pub use decision::{Decision, Denial, Refusal, TOKEN_CHECK, UpstreamRewrite};
+pub use decision::{Decision, Denial, HTTPS_REQUIRED, Refusal, TOKEN_CHECK, UpstreamRewrite};
 pub use view::{RequestView, Scheme, TargetForm};
 
 use self::canonical::{RequestTarget, TargetError};
@@ -34,7 +34,7 @@ use crate::auth::extract;
 use crate::auth::verify::{Explain, Failure};
 use crate::auth::{Reason, Rejection, VerifiedToken};
 use crate::clock::SharedClock;
-use crate::config::schema::AuthMode;
+use crate::config::schema::{AuthMode, HttpsOnly};
 use crate::config::{CompiledRoute, Snapshot};
 use crate::keys::KeyStore;
 
@@ -93,9 +93,15 @@ impl Pipeline {
         };
         let host = target.host.as_deref();
         let path = target.route_path();
+        if view.scheme == Scheme::Http && snapshot.redirect_clear_text {
+            return https_required(snapshot, None, HttpsOnly::Redirect, host, view);
+        }
         if let Some((route, policy)) =
             cors::preflight_route(&snapshot.router, host, path, view.method, view.headers)
         {
+            if let Some(required) = route_https_only(snapshot, route, host, view) {
+                return required;
+            }
             return Decision::Preflight { route, policy };
         }
         let route = match snapshot.router.lookup(host, path, view.method) {
@@ -105,6 +111,9 @@ impl Pipeline {
             }
             Lookup::NoRoute => return Decision::NoRoute,
         };
+        if let Some(required) = route_https_only(snapshot, route, host, view) {
+            return required;
+        }
         let upstream = || UpstreamRewrite {
             target: target.upstream_target(),
             host: target.authority.map(<[u8]>::to_vec),
@@ -238,6 +247,53 @@ impl<E: Explain> Explain for FailedCheck<'_, E> {
         self.failed = Some(check);
         self.inner.failed(check, reason);
     }
+}
+
+/// A clear-text request to a route that is served over HTTPS only; `None`
+/// for every other request, at the cost of one comparison over TLS.
+fn route_https_only<'s>(
+    snapshot: &'s Snapshot,
+    route: &'s Arc<CompiledRoute>,
+    host: Option<&str>,
+    view: &RequestView<'_>,
+) -> Option<Decision<'s>> {
+    if view.scheme != Scheme::Http {
+        return None;
+    }
+    let answer = route.https_only?;
+    Some(https_required(snapshot, Some(route), answer, host, view))
+}
+
+/// A 308 to `https://host[:port]` and the request's own path and query, or
+/// a 403 when asked to forbid, or when the request names no host to
+/// redirect to.
+fn https_required<'s>(
+    snapshot: &'s Snapshot,
+    route: Option<&'s Arc<CompiledRoute>>,
+    answer: HttpsOnly,
+    host: Option<&str>,
+    view: &RequestView<'_>,
+) -> Decision<'s> {
+    let path_and_query = match view.target {
+        TargetForm::Origin { path_and_query } | TargetForm::Absolute { path_and_query, .. } => {
+            path_and_query
+        }
+        TargetForm::Unsupported => b"/",
+    };
+    let location = match (answer, host, &snapshot.https) {
+        (HttpsOnly::Redirect, Some(host), Some(https)) => {
+            let mut location = Vec::with_capacity(
+                "https://".len() + host.len() + https.redirect_port.len() + path_and_query.len(),
+            );
+            location.extend_from_slice(b"https://");
+            location.extend_from_slice(host.as_bytes());
+            location.extend_from_slice(https.redirect_port.as_bytes());
+            location.extend_from_slice(path_and_query);
+            Some(location)
+        }
+        _ => None,
+    };
+    Decision::HttpsRequired { route, location }
 }
 
 /// The request's target in canonical form, with its routing host.

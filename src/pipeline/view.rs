@@ -23,9 +23,8 @@ pub struct RequestView<'a> {
     /// trusted forwarding headers. `None` when the peer has no IP address.
     /// No check reads it yet; limits keyed by client address will.
     pub client: Option<ClientAddress>,
-    /// The scheme the client used to reach jwtgate. No check reads it yet;
-    /// it is part of the view so adapters for TLS listeners need no new
-    /// field.
+    /// The scheme the client used to reach jwtgate: `Http` is redirected or
+    /// refused where the listener or the route requires HTTPS.
     pub scheme: Scheme,
 }
 

@@ -81,6 +81,8 @@ pub struct RequestCtx {
     issuer: Option<usize>,
     denied_identity: Option<Arc<VerifiedToken>>,
     upstream_addr: Option<std::net::SocketAddr>,
+    /// Whether the client came over TLS; set in `request_filter`.
+    scheme: Scheme,
 }
 
 impl RequestCtx {
@@ -107,7 +109,7 @@ impl Gateway {
             target: target_form(request.raw_path()),
             headers: &request.headers,
             client: ctx.client_address,
-            scheme: Scheme::Http,
+            scheme: ctx.scheme,
         };
         let decision = self.pipeline.decide(snapshot, &view).await;
         decision.record(snapshot, &self.metrics);
@@ -159,6 +161,10 @@ impl Gateway {
                 Some(reject::method_not_allowed(allow, request_id))
             }
             Decision::NoRoute => Some(reject::not_found(request_id)),
+            Decision::HttpsRequired { location, .. } => Some(match location {
+                Some(location) => reject::https_redirect(&location, request_id),
+                None => reject::https_forbidden(request_id),
+            }),
         }
     }
 }
@@ -182,6 +188,31 @@ fn target_form(raw: &[u8]) -> TargetForm<'_> {
             }
         }
         _ => TargetForm::Unsupported,
+    }
+}
+
+/// HTTPS when the connection (HTTP/1 or HTTP/2) came through the TLS
+/// listener: its digest has the handshake's details.
+fn scheme(session: &Session) -> Scheme {
+    let over_tls = session
+        .digest()
+        .is_some_and(|digest| digest.ssl_digest.is_some());
+    if over_tls {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    }
+}
+
+/// `Strict-Transport-Security` on a response over TLS, when configured:
+/// never over clear text, where an attacker could forge or strip it (RFC
+/// 6797 §7.2). The value was built once; inserting it shares its bytes.
+fn add_hsts(ctx: &RequestCtx, snapshot: &Snapshot, response: &mut ResponseHeader) {
+    if ctx.scheme != Scheme::Https {
+        return;
+    }
+    if let Some(hsts) = snapshot.https.as_ref().and_then(|h| h.hsts.as_ref()) {
+        let _ = response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
 }
 
@@ -223,6 +254,7 @@ impl ProxyHttp for Gateway {
             issuer: None,
             denied_identity: None,
             upstream_addr: None,
+            scheme: Scheme::Http,
         }
     }
 
@@ -231,6 +263,7 @@ impl ProxyHttp for Gateway {
         ctx.snapshot = Some(snapshot.clone());
         ctx.request_id = headers::request_id(session.req_header());
         ctx.client_address = client_address(session, &snapshot);
+        ctx.scheme = scheme(session);
         let response = self.decide(session, &snapshot, ctx).await;
         let Some((mut header, body)) = response else {
             return Ok(false);
@@ -240,6 +273,7 @@ impl ProxyHttp for Gateway {
         {
             policy.decorate(&session.req_header().headers, &mut header);
         }
+        add_hsts(ctx, &snapshot, &mut header);
         session
             .write_response_header(Box::new(header), false)
             .await?;
@@ -330,6 +364,7 @@ impl ProxyHttp for Gateway {
                 identity: ctx.identity.as_deref(),
                 request_id: &ctx.request_id,
                 client: ctx.client_address,
+                scheme: ctx.scheme,
             },
         );
         Ok(())
@@ -344,6 +379,9 @@ impl ProxyHttp for Gateway {
         let _ = upstream_response.insert_header(headers::REQUEST_ID, ctx.request_id.clone());
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.cors.as_ref()) {
             policy.decorate(&session.req_header().headers, upstream_response);
+        }
+        if let Some(snapshot) = &ctx.snapshot {
+            add_hsts(ctx, snapshot, upstream_response);
         }
         Ok(())
     }

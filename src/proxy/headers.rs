@@ -12,6 +12,7 @@ use crate::auth::VerifiedToken;
 use crate::auth::claims;
 use crate::auth::extract::split_pair;
 use crate::config::CompiledRoute;
+use crate::pipeline::Scheme;
 use crate::pipeline::client::ClientAddress;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -47,6 +48,9 @@ pub struct Forwarding<'a> {
     pub request_id: &'a HeaderValue,
     /// `None` when the peer has no IP address (a Unix socket).
     pub client: Option<ClientAddress>,
+    /// How the client reached jwtgate: `X-Forwarded-Proto` unless a trusted
+    /// proxy said otherwise.
+    pub scheme: Scheme,
 }
 
 pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
@@ -94,7 +98,7 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
     }
 
     let _ = upstream.insert_header(REQUEST_ID, forwarding.request_id.clone());
-    forwarded_headers(upstream, forwarding.client);
+    forwarded_headers(upstream, forwarding.client, forwarding.scheme);
 }
 
 const FORWARDED_FOR: &str = "x-forwarded-for";
@@ -131,7 +135,7 @@ fn is_forwarding_with_underscores(name: &str) -> bool {
 /// and `-Port` are not made up: the upstream receives the request's own
 /// `Host`, and each header jwtgate adds costs every request. X-Real-IP is
 /// never made up either: X-Forwarded-For carries the same address.
-fn forwarded_headers(upstream: &mut RequestHeader, client: Option<ClientAddress>) {
+fn forwarded_headers(upstream: &mut RequestHeader, client: Option<ClientAddress>, scheme: Scheme) {
     let trusted = client.is_some_and(|c| c.peer_trusted);
     match client {
         Some(client) if client.peer_trusted => {
@@ -146,7 +150,11 @@ fn forwarded_headers(upstream: &mut RequestHeader, client: Option<ClientAddress>
         }
     }
     if !(trusted && upstream.headers.contains_key(FORWARDED_PROTO)) {
-        let _ = upstream.insert_header(FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let proto = match scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        let _ = upstream.insert_header(FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !trusted {
         for name in ONLY_FROM_TRUSTED {
@@ -331,6 +339,7 @@ routes:
                 identity: None,
                 request_id: &HeaderValue::from_static("id"),
                 client: None,
+                scheme: Scheme::Http,
             },
         );
         let left: Vec<&str> = request.headers.keys().map(|n| n.as_str()).collect();

@@ -9,6 +9,7 @@ pub mod keepalive;
 pub mod preflight;
 pub mod reject;
 pub mod request_id;
+pub mod sni;
 mod upstream_tls;
 
 pub use gateway::{Gateway, RequestCtx};

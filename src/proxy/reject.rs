@@ -12,6 +12,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use serde_json::json;
 
 use crate::auth::{Rejection, RejectionKind};
+use crate::pipeline::HTTPS_REQUIRED;
 use crate::pipeline::cors::CorsPolicy;
 
 /// Seconds a client should wait before retrying when keys are unavailable.
@@ -228,6 +229,31 @@ pub fn method_not_allowed(allow: &str, request_id: &str) -> (ResponseHeader, Byt
     );
     insert(&mut header, "allow", allow);
     (header, body)
+}
+
+/// A clear-text request where only HTTPS is served: 308 (the method and
+/// body are kept, unlike 301) to the same path and query over HTTPS.
+pub fn https_redirect(location: &[u8], request_id: &str) -> (ResponseHeader, Bytes) {
+    let (mut header, body) = refused(
+        308,
+        HTTPS_REQUIRED,
+        "this resource is served over HTTPS only",
+        request_id,
+    );
+    header
+        .insert_header("location", location)
+        .expect("built from a request target and host that parsed");
+    (header, body)
+}
+
+/// A clear-text request to a route that forbids it.
+pub fn https_forbidden(request_id: &str) -> (ResponseHeader, Bytes) {
+    refused(
+        403,
+        HTTPS_REQUIRED,
+        "this resource is served over HTTPS only",
+        request_id,
+    )
 }
 
 /// Answers a request that failed on its way through (Pingora's

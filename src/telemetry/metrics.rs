@@ -46,7 +46,12 @@ pub struct Metrics {
     pub token_cache_misses: IntCounter,
     pub config_reloads: IntCounterVec,
     pub config_last_reload: IntGauge,
+    pub tls_certificate_expiry: IntGaugeVec,
 }
+
+/// `listener` of `jwtgate_tls_certificate_expiry_timestamp_seconds`: the
+/// config section the certificates belong to.
+pub const HTTPS_LISTENER: &str = "https";
 
 /// `result` label values of `jwtgate_config_reloads_total`.
 pub const RELOAD_SUCCESS: &str = "success";
@@ -137,6 +142,14 @@ impl Metrics {
             "Unix time the config being served was loaded (at startup, then at each successful reload).",
         )
         .expect("valid metric");
+        let tls_certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "jwtgate_tls_certificate_expiry_timestamp_seconds",
+                "Unix time the certificate a listener serves for a host expires (its notAfter), as loaded at startup or the last successful reload.",
+            ),
+            &["listener", "host"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(auth_decisions.clone()),
@@ -149,6 +162,7 @@ impl Metrics {
             Box::new(token_cache_misses.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_reload.clone()),
+            Box::new(tls_certificate_expiry.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -165,6 +179,23 @@ impl Metrics {
             token_cache_misses,
             config_reloads,
             config_last_reload,
+            tls_certificate_expiry,
+        }
+    }
+
+    /// Replaces every certificate expiry series of `listener` with
+    /// `(host, notAfter)` pairs: a host a reload dropped leaves no series
+    /// behind. Host names come from the config, never from a client's SNI.
+    pub fn record_certificate_expiry<'a>(
+        &self,
+        listener: &str,
+        hosts: impl IntoIterator<Item = (&'a str, i64)>,
+    ) {
+        self.tls_certificate_expiry.reset();
+        for (host, not_after) in hosts {
+            self.tls_certificate_expiry
+                .with_label_values(&[listener, host])
+                .set(not_after);
         }
     }
 

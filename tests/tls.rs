@@ -1,0 +1,1190 @@
+//! The TLS listener against real TLS peers on loopback: curl over HTTP/1.1
+//! and HTTP/2, `openssl s_client` for protocol versions, certificates chosen
+//! by SNI, the clear-text listener's redirect and h2c, routes that require
+//! HTTPS, HSTS, and certificates replaced under load (files rewritten, and a
+//! Kubernetes Secret's `..data` symlink swap) with no failed request.
+//!
+//! Every certificate is made at test time with `openssl`: a test CA and
+//! leaves for the test's host names, in the test's own temporary directory.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Gateway, Upstream, free_port, raw_request};
+use serde_json::Value;
+
+const EXPIRY: &str = "jwtgate_tls_certificate_expiry_timestamp_seconds";
+
+// ---------------------------------------------------------------------------
+// A test PKI made with openssl
+// ---------------------------------------------------------------------------
+
+/// Runs a tool the tests need; a missing tool fails the test, loudly.
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {program} ({e}); scripts/test installs it (Debian package {program})"
+            )
+        })
+}
+
+fn openssl(args: &[&str]) {
+    let output = run("openssl", args);
+    assert!(
+        output.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A CA and the leaf certificates it signs, in a temporary directory.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+/// A leaf certificate's files.
+#[derive(Clone)]
+struct Leaf {
+    cert: PathBuf,
+    key: PathBuf,
+    serial: String,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = Self { dir };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            pki.path("ca.key").to_str().unwrap(),
+            "-out",
+            pki.path("ca.crt").to_str().unwrap(),
+            "-days",
+            "30",
+            "-subj",
+            "/CN=jwtgate test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.path("ca.crt")
+    }
+
+    fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.ca()).expect("read the CA")
+    }
+
+    /// `name.crt` and `name.key`: a P-256 leaf for `dns_names`, valid for
+    /// `days`, with serial number `serial` (hex).
+    fn leaf(&self, name: &str, dns_names: &[&str], days: u32, serial: &str) -> Leaf {
+        let key = self.path(&format!("{name}.key"));
+        let csr = self.path(&format!("{name}.csr"));
+        let cert = self.path(&format!("{name}.crt"));
+        let ext = self.path(&format!("{name}.ext"));
+        let sans: Vec<String> = dns_names.iter().map(|n| format!("DNS:{n}")).collect();
+        std::fs::write(
+            &ext,
+            format!(
+                "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+                sans.join(",")
+            ),
+        )
+        .expect("write extensions");
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            csr.to_str().unwrap(),
+            "-subj",
+            &format!("/CN={}", dns_names[0]),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            csr.to_str().unwrap(),
+            "-CA",
+            self.ca().to_str().unwrap(),
+            "-CAkey",
+            self.path("ca.key").to_str().unwrap(),
+            "-set_serial",
+            &format!("0x{serial}"),
+            "-days",
+            &days.to_string(),
+            "-out",
+            cert.to_str().unwrap(),
+            "-extfile",
+            ext.to_str().unwrap(),
+        ]);
+        Leaf {
+            cert,
+            key,
+            serial: serial.to_string(),
+        }
+    }
+}
+
+/// The leaf's notAfter as Unix seconds, as openssl reads it.
+fn not_after(cert: &Path) -> i64 {
+    let output = run(
+        "openssl",
+        &[
+            "x509",
+            "-noout",
+            "-enddate",
+            "-dateopt",
+            "iso_8601",
+            "-in",
+            cert.to_str().unwrap(),
+        ],
+    );
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    // notAfter=2026-12-29 11:06:35Z
+    let date = text
+        .trim()
+        .trim_start_matches("notAfter=")
+        .replace(' ', "T");
+    humantime::parse_rfc3339(&date)
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+// ---------------------------------------------------------------------------
+// The gateway with a TLS listener
+// ---------------------------------------------------------------------------
+
+/// A gateway whose config has `{HTTPS}` (the TLS listener's port) and
+/// `{CA_DIR}` filled in besides what [`Gateway::start`] fills.
+async fn start(template: &str, upstream: &Upstream, pki: &Pki) -> (Gateway, u16) {
+    start_with_run_args(template, upstream, pki, &[]).await
+}
+
+async fn start_with_run_args(
+    template: &str,
+    upstream: &Upstream,
+    pki: &Pki,
+    run_args: &[&str],
+) -> (Gateway, u16) {
+    let https = free_port();
+    let config = template
+        .replace("{HTTPS}", &https.to_string())
+        .replace("{PKI}", &pki.dir.path().display().to_string());
+    let gateway = Gateway::start_with_run_args(&config, upstream, run_args).await;
+    wait_for_port(https).await;
+    (gateway, https)
+}
+
+/// The proxy service opens its listeners together, but the harness only
+/// waits for the clear-text one.
+async fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two hosts with their own certificate, a wildcard on the second, a public
+/// route and one that needs a token.
+const TWO_HOSTS: &str = r#"
+listen:
+  http: "127.0.0.1:{PROXY}"
+  https:
+    addr: "127.0.0.1:{HTTPS}"
+    certificates:
+      - { hosts: [a.test], cert: "{PKI}/a.crt", key: "{PKI}/a.key" }
+      - { hosts: [b.test, "*.b.test"], cert: "{PKI}/b.crt", key: "{PKI}/b.key" }
+admin: { addr: "127.0.0.1:{ADMIN}" }
+issuers:
+  - name: main
+    issuer: https://issuer.test
+    algorithms: [RS256]
+    audiences: [api]
+    jwks_file: "{FIXTURES}/jwks.json"
+routes:
+  - name: private
+    match: { path_prefix: /private }
+    upstream: { addrs: ["{UPSTREAM}"] }
+  - name: public
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { mode: off }
+"#;
+
+fn two_host_pki() -> (Pki, Leaf, Leaf) {
+    let pki = Pki::new();
+    let a = pki.leaf("a", &["a.test"], 90, "0a01");
+    let b = pki.leaf("b", &["b.test", "*.b.test"], 90, "0b01");
+    (pki, a, b)
+}
+
+/// curl through the TLS listener, with the test CA and `host` resolved to
+/// loopback; returns (status, HTTP version, response headers).
+fn curl(pki: &Pki, host: &str, port: u16, path: &str, extra: &[&str]) -> (u16, String, String) {
+    let url = format!("https://{host}:{port}{path}");
+    let resolve = format!("{host}:{port}:127.0.0.1");
+    let ca = pki.ca();
+    let mut args = vec![
+        "--silent",
+        "--show-error",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &resolve,
+        "--dump-header",
+        "-",
+        "--output",
+        "/dev/null",
+        "--write-out",
+        "\n%{http_code} %{http_version}",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let output = run("curl", &args);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "curl {url} failed: {}{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (headers, last) = text.trim_end().rsplit_once('\n').expect("write-out line");
+    let (status, version) = last.split_once(' ').expect("status and version");
+    (
+        status.parse().expect("status"),
+        version.to_string(),
+        headers.to_ascii_lowercase(),
+    )
+}
+
+/// A client that trusts only the test CA, resolves `hosts` to the TLS
+/// listener and makes a new connection per request with a full handshake:
+/// no session resumption, which would skip choosing a certificate.
+fn tls_client(pki: &Pki, hosts: &[&str], port: u16) -> reqwest::Client {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = CertificateDer::from_pem_slice(&pki.ca_pem()).expect("CA PEM");
+    roots.add(ca).expect("CA certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.resumption = rustls::client::Resumption::disabled();
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls)
+        .tls_info(true)
+        .pool_max_idle_per_host(0);
+    for host in hosts {
+        builder = builder.resolve(host, SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    builder.build().expect("TLS client")
+}
+
+/// The serial number (hex, lower case) of the certificate the server
+/// presented.
+fn served_serial(response: &reqwest::Response) -> String {
+    let info = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .expect("tls_info is on");
+    let der = info.peer_certificate().expect("a server certificate");
+    let (_, cert) = x509_parser::parse_x509_certificate(der).expect("a certificate");
+    cert.raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .trim_start_matches('0')
+        .to_string()
+}
+
+fn serial_hex(serial: &str) -> String {
+    serial.trim_start_matches('0').to_string()
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/1.1 and HTTP/2 over TLS, versions, SNI
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn curl_gets_http2_and_http1_over_tls_and_the_upstream_hears_https() {
+    let (pki, _, _) = two_host_pki();
+    let upstream = Upstream::start();
+    let (gateway, https) = start(TWO_HOSTS, &upstream, &pki).await;
+
+    let (status, version, _) = curl(&pki, "a.test", https, "/h2", &[]);
+    assert_eq!((status, version.as_str()), (200, "2"), "ALPN h2 by default");
+    assert_eq!(upstream.last().path, "/h2");
+    assert_eq!(upstream.last().header("x-forwarded-proto"), Some("https"));
+
+    let (status, version, _) = curl(&pki, "a.test", https, "/h1", &["--http1.1"]);
+    assert_eq!((status, version.as_str()), (200, "1.1"));
+    assert_eq!(upstream.last().header("x-forwarded-proto"), Some("https"));
+
+    // The RFC 6750 challenge is the same over TLS and HTTP/2.
+    let (status, _, headers) = curl(&pki, "a.test", https, "/private/x", &[]);
+    assert_eq!(status, 401);
+    assert!(
+        headers.contains("www-authenticate: bearer realm=\"jwtgate\""),
+        "{headers}"
+    );
+
+    // Clear text still says http.
+    gateway.get("/plain", None).await;
+    assert_eq!(upstream.last().header("x-forwarded-proto"), Some("http"));
+}
+
+#[tokio::test]
+async fn h2_false_offers_only_http1_in_alpn() {
+    let (pki, _, _) = two_host_pki();
+    let upstream = Upstream::start();
+    let config = TWO_HOSTS.replace(
+        "    addr: \"127.0.0.1:{HTTPS}\"\n",
+        "    addr: \"127.0.0.1:{HTTPS}\"\n    h2: false\n",
+    );
+    let (_gateway, https) = start(&config, &upstream, &pki).await;
+    let (status, version, _) = curl(&pki, "a.test", https, "/", &["--http2"]);
+    assert_eq!((status, version.as_str()), (200, "1.1"));
+}
+
+/// `openssl s_client` with one protocol version: the handshake's success
+/// and what it printed.
+fn s_client(port: u16, version: &str) -> (bool, String) {
+    let output = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "a.test",
+            version,
+            // OpenSSL 3 will not even offer TLS 1.0/1.1 at its default
+            // security level; level 0 makes the client offer them, so a
+            // refusal is the server's.
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("cannot run openssl; scripts/test installs it (Debian package openssl)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn tls_1_0_and_1_1_are_refused_and_1_2_and_1_3_accepted() {
+    let (pki, _, _) = two_host_pki();
+    let upstream = Upstream::start();
+    let (_gateway, https) = start(TWO_HOSTS, &upstream, &pki).await;
+
+    for (version, name) in [("-tls1", "TLSv1"), ("-tls1_1", "TLSv1.1")] {
+        let (ok, text) = s_client(https, version);
+        assert!(!ok, "{version} was accepted:\n{text}");
+        // The client offered the version, and the server's alert ended it.
+        assert!(text.contains(&format!("Protocol  : {name}\n")), "{text}");
+        assert!(
+            text.contains("alert"),
+            "{version}: no alert from the server:\n{text}"
+        );
+        assert!(text.contains("Cipher is (NONE)"), "{text}");
+    }
+    for (version, name) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let (ok, text) = s_client(https, version);
+        assert!(ok, "{version} was refused:\n{text}");
+        assert!(text.contains(&format!("New, {name}, Cipher is")), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn sni_picks_each_hosts_certificate_and_the_first_for_any_other_name() {
+    let (pki, a, b) = two_host_pki();
+    let upstream = Upstream::start();
+    let (_gateway, https) = start(TWO_HOSTS, &upstream, &pki).await;
+    let client = tls_client(&pki, &["a.test", "b.test", "x.b.test"], https);
+
+    for (host, leaf) in [("a.test", &a), ("b.test", &b), ("x.b.test", &b)] {
+        let response = client
+            .get(format!("https://{host}:{https}/"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e:?}"));
+        assert_eq!(response.status(), 200, "{host}");
+        assert_eq!(served_serial(&response), serial_hex(&leaf.serial), "{host}");
+    }
+
+    // No SNI (an IP address) and an unknown name: the first certificate.
+    for servername in [None, Some("unknown.test"), Some("y.x.b.test")] {
+        let mut args = vec![
+            "s_client".to_string(),
+            "-connect".into(),
+            format!("127.0.0.1:{https}"),
+        ];
+        match servername {
+            Some(name) => args.extend(["-servername".into(), name.into()]),
+            None => args.push("-noservername".into()),
+        }
+        let output = Command::new("openssl")
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            text.contains("subject=CN = a.test"),
+            "{servername:?} got another certificate:\n{text}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Clear text: redirect, h2c, https_only, HSTS
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn redirect_mode_answers_clear_text_with_308_to_the_same_path_over_https() {
+    let (pki, _, _) = two_host_pki();
+    let upstream = Upstream::start();
+    let config = TWO_HOSTS.replace(
+        "  http: \"127.0.0.1:{PROXY}\"\n",
+        "  http: { addr: \"127.0.0.1:{PROXY}\", mode: redirect }\n",
+    );
+    let (gateway, https) = start(&config, &upstream, &pki).await;
+
+    let response = raw_request(
+        gateway.proxy_addr(),
+        "POST /orders/7?expand=items&x=%41 HTTP/1.1\r\nHost: API.b.test:8080\r\nContent-Length: 0",
+    )
+    .await;
+    assert_eq!(response.status, 308, "{}", response.text());
+    assert_eq!(
+        response.header("location"),
+        Some(format!("https://api.b.test:{https}/orders/7?expand=items&x=%41").as_str())
+    );
+    assert_eq!(response.json()["error"], "https_required");
+    assert_eq!(response.header("strict-transport-security"), None);
+    assert_eq!(
+        upstream.count(),
+        0,
+        "a redirected request reached the upstream"
+    );
+
+    // No host to redirect to: refused instead.
+    let response = raw_request(gateway.proxy_addr(), "GET / HTTP/1.0").await;
+    assert_eq!(response.status, 403, "{}", response.text());
+    assert_eq!(response.json()["error"], "https_required");
+
+    // Over TLS the same request is served.
+    let (status, _, _) = curl(&pki, "a.test", https, "/orders/7", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn off_mode_opens_no_clear_text_listener() {
+    let (pki, _, _) = two_host_pki();
+    let upstream = Upstream::start();
+    let off = free_port();
+    // The harness waits for {PROXY}: here it is the TLS listener.
+    let config = TWO_HOSTS
+        .replace(
+            "  http: \"127.0.0.1:{PROXY}\"\n",
+            &format!("  http: {{ addr: \"127.0.0.1:{off}\", mode: off }}\n"),
+        )
+        .replace("127.0.0.1:{HTTPS}", "127.0.0.1:{PROXY}")
+        .replace("{PKI}", &pki.dir.path().display().to_string());
+    let gateway = Gateway::start(&config, &upstream).await;
+    let (status, _, _) = curl(&pki, "a.test", gateway.proxy_addr().port(), "/", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", off)).is_err(),
+        "something listens on the clear-text address"
+    );
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served_only_when_turned_on() {
+    let (pki, _, _) = two_host_pki();
+    let upstream = Upstream::start();
+    let config = TWO_HOSTS.replace(
+        "  http: \"127.0.0.1:{PROXY}\"\n",
+        "  http: { addr: \"127.0.0.1:{PROXY}\", h2c: true }\n",
+    );
+    let (gateway, _) = start(&config, &upstream, &pki).await;
+    let h2c = |gateway: &Gateway| {
+        run(
+            "curl",
+            &[
+                "--silent",
+                "--http2-prior-knowledge",
+                "--output",
+                "/dev/null",
+                "--write-out",
+                "%{http_code} %{http_version}",
+                &gateway.url("/grpc.Service/Method"),
+            ],
+        )
+    };
+    let output = h2c(&gateway);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "200 2");
+    assert_eq!(upstream.last().path, "/grpc.Service/Method");
+    assert_eq!(upstream.last().header("x-forwarded-proto"), Some("http"));
+    // HTTP/1 clients are still served on the same listener.
+    assert_eq!(gateway.get("/h1", None).await.status(), 200);
+
+    let upstream = Upstream::start();
+    let (gateway, _) = start(TWO_HOSTS, &upstream, &pki).await;
+    let output = h2c(&gateway);
+    assert_ne!(
+        String::from_utf8_lossy(&output.stdout),
+        "200 2",
+        "h2c answered without h2c: true"
+    );
+}
+
+const HTTPS_ONLY: &str = r#"
+listen:
+  http: "127.0.0.1:{PROXY}"
+  https:
+    addr: "127.0.0.1:{HTTPS}"
+    certificates:
+      - { hosts: [a.test], cert: "{PKI}/a.crt", key: "{PKI}/a.key" }
+    hsts: { max_age: 180d, include_subdomains: true }
+    # Clients come in through 443 (a load balancer's port).
+    redirect_port: 443
+admin: { addr: "127.0.0.1:{ADMIN}" }
+routes:
+  - name: login
+    match: { path_prefix: /login, https_only: redirect }
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { mode: off }
+  - name: api
+    match: { path_prefix: /api, https_only: forbid }
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { mode: off }
+    cors: { allowed_origins: ["https://app.test"] }
+  - name: public
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { mode: off }
+"#;
+
+#[tokio::test]
+async fn https_only_routes_redirect_or_forbid_clear_text_and_serve_tls() {
+    let pki = Pki::new();
+    pki.leaf("a", &["a.test"], 90, "0a02");
+    let upstream = Upstream::start();
+    let (gateway, https) = start(HTTPS_ONLY, &upstream, &pki).await;
+
+    let response = raw_request(
+        gateway.proxy_addr(),
+        "GET /login?next=%2Fhome HTTP/1.1\r\nHost: a.test",
+    )
+    .await;
+    assert_eq!(response.status, 308);
+    assert_eq!(
+        response.header("location"),
+        Some("https://a.test/login?next=%2Fhome")
+    );
+
+    let response = raw_request(gateway.proxy_addr(), "GET /api/x HTTP/1.1\r\nHost: a.test").await;
+    assert_eq!(response.status, 403);
+    let body: Value = response.json();
+    assert_eq!(body["error"], "https_required");
+    assert!(body["request_id"].is_string());
+    // A preflight for a forbidden route is refused too, not answered.
+    let response = raw_request(
+        gateway.proxy_addr(),
+        "OPTIONS /api/x HTTP/1.1\r\nHost: a.test\r\nOrigin: https://app.test\r\nAccess-Control-Request-Method: GET",
+    )
+    .await;
+    assert_eq!(response.status, 403);
+    assert_eq!(
+        upstream.count(),
+        0,
+        "clear text reached an https_only route"
+    );
+
+    // Other routes are served in clear text, without HSTS (RFC 6797 §7.2).
+    let response = raw_request(gateway.proxy_addr(), "GET /other HTTP/1.1\r\nHost: a.test").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("strict-transport-security"), None);
+
+    // Over TLS: through, with HSTS on upstream answers and on jwtgate's own.
+    for path in ["/login", "/api/x"] {
+        let (status, _, headers) = curl(&pki, "a.test", https, path, &[]);
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            headers.contains("strict-transport-security: max-age=15552000; includesubdomains"),
+            "{path}: {headers}"
+        );
+        assert_eq!(upstream.last().header("x-forwarded-proto"), Some("https"));
+    }
+    assert_eq!(
+        upstream.count(),
+        3,
+        "/other, then /login and /api/x over TLS"
+    );
+    // jwtgate's own answers carry it too: an encoded slash is refused.
+    let (status, _, headers) = curl(&pki, "a.test", https, "/api/a%2Fb", &[]);
+    assert_eq!(status, 400);
+    assert!(headers.contains("strict-transport-security"), "{headers}");
+
+    // The access log names why.
+    let log = gateway
+        .wait_for_log(|log| log.contains("reason=\"https_required\""))
+        .await;
+    assert!(log.contains("reason=\"https_required\""), "{log}");
+}
+
+// ---------------------------------------------------------------------------
+// Certificates reloaded
+// ---------------------------------------------------------------------------
+
+async fn post_reload(gateway: &Gateway) -> (u16, Value) {
+    let response = gateway
+        .client()
+        .post(gateway.admin_url("/-/reload"))
+        .send()
+        .await
+        .expect("POST /-/reload");
+    let status = response.status().as_u16();
+    let body = response.text().await.expect("reload body");
+    let json = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("reload answer is not JSON ({e}): {body}"));
+    (status, json)
+}
+
+/// The serial of the certificate a new connection to `a.test` gets.
+async fn current_serial(client: &reqwest::Client, https: u16) -> String {
+    let response = client
+        .get(format!("https://a.test:{https}/serial"))
+        .send()
+        .await
+        .expect("GET over TLS");
+    served_serial(&response)
+}
+
+/// Requests, each on a new connection (a new handshake), until `stop` is
+/// set and `after_stop` more have been made, or `max` in all. Returns
+/// (requests, failures as text, requests made after `stop`).
+fn load(
+    client: reqwest::Client,
+    https: u16,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>, usize)> {
+    const MAX: usize = 2_000;
+    const AFTER_STOP: usize = 50;
+    tokio::spawn(async move {
+        let mut failures = Vec::new();
+        let mut after = 0;
+        let mut n = 0;
+        while n < MAX && after < AFTER_STOP {
+            if stop.load(Ordering::SeqCst) {
+                after += 1;
+            }
+            n += 1;
+            match client
+                .get(format!("https://a.test:{https}/load/{n}"))
+                .send()
+                .await
+            {
+                Ok(response) if response.status() == 200 => {}
+                Ok(response) => failures.push(format!("request {n}: {}", response.status())),
+                Err(e) => failures.push(format!("request {n}: {e:?}")),
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+        }
+        (n, failures, after)
+    })
+}
+
+async fn wait_for_requests(done: &AtomicUsize, at_least: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while done.load(Ordering::SeqCst) < at_least {
+        assert!(Instant::now() < deadline, "the load made no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const ONE_HOST: &str = r#"
+listen:
+  http: "127.0.0.1:{PROXY}"
+  https:
+    addr: "127.0.0.1:{HTTPS}"
+    certificates:
+      - { hosts: [a.test], cert: "{PKI}/live/tls.crt", key: "{PKI}/live/tls.key" }
+admin: { addr: "127.0.0.1:{ADMIN}" }
+routes:
+  - name: public
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { mode: off }
+"#;
+
+/// Puts `leaf` in place as `live/tls.crt` and `live/tls.key`, each by a
+/// rename, key first: a reload between the two reads a mismatched pair,
+/// which it must refuse while the old pair keeps serving.
+fn install(pki: &Pki, leaf: &Leaf) {
+    let live = pki.path("live");
+    std::fs::create_dir_all(&live).expect("live dir");
+    for (from, name) in [(&leaf.key, "tls.key"), (&leaf.cert, "tls.crt")] {
+        let temporary = live.join(format!(".{name}.new"));
+        std::fs::copy(from, &temporary).expect("copy");
+        std::fs::rename(&temporary, live.join(name)).expect("rename");
+    }
+}
+
+#[tokio::test]
+async fn rewritten_certificate_files_are_served_after_a_reload_with_no_failed_request() {
+    let pki = Pki::new();
+    let old = pki.leaf("old", &["a.test"], 90, "01d1");
+    let new = pki.leaf("new", &["a.test"], 60, "02e2");
+    install(&pki, &old);
+    let upstream = Upstream::start();
+    let (gateway, https) = start(ONE_HOST, &upstream, &pki).await;
+    let client = tls_client(&pki, &["a.test"], https);
+    assert_eq!(
+        current_serial(&client, https).await,
+        serial_hex(&old.serial)
+    );
+    gateway
+        .expect_metric(
+            EXPIRY,
+            &[("listener", "https"), ("host", "a.test")],
+            not_after(&old.cert) as f64,
+        )
+        .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let loader = load(client.clone(), https, stop.clone(), done.clone());
+    wait_for_requests(&done, 20).await;
+    install(&pki, &new);
+    let (status, body) = post_reload(&gateway).await;
+    assert_eq!(status, 200, "{body}");
+    stop.store(true, Ordering::SeqCst);
+    let (requests, failures, after) = loader.await.expect("load task");
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} failed: {failures:#?}",
+        failures.len()
+    );
+    assert_eq!(after, 50, "the load stopped before the reload was over");
+
+    assert_eq!(
+        current_serial(&client, https).await,
+        serial_hex(&new.serial)
+    );
+    gateway
+        .expect_metric(
+            EXPIRY,
+            &[("listener", "https"), ("host", "a.test")],
+            not_after(&new.cert) as f64,
+        )
+        .await;
+}
+
+/// A Kubernetes Secret volume: `tls.crt` → `..data/tls.crt`, `..data` →
+/// a timestamped directory; an update writes a new directory and renames a
+/// new `..data` symlink over the old one.
+struct SecretVolume {
+    dir: PathBuf,
+    version: usize,
+}
+
+impl SecretVolume {
+    fn new(dir: PathBuf, leaf: &Leaf) -> Self {
+        std::fs::create_dir_all(&dir).expect("secret dir");
+        let mut volume = Self { dir, version: 0 };
+        volume.update(leaf);
+        for name in ["tls.crt", "tls.key"] {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), volume.dir.join(name))
+                .expect("file symlink");
+        }
+        volume
+    }
+
+    fn update(&mut self, leaf: &Leaf) {
+        self.version += 1;
+        let version = format!("..2026_11_29_00_00_0{}", self.version);
+        let target = self.dir.join(&version);
+        std::fs::create_dir(&target).expect("version dir");
+        std::fs::copy(&leaf.cert, target.join("tls.crt")).expect("copy cert");
+        std::fs::copy(&leaf.key, target.join("tls.key")).expect("copy key");
+        let temporary = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&version, &temporary).expect("data symlink");
+        std::fs::rename(&temporary, self.dir.join("..data")).expect("swap ..data");
+    }
+}
+
+#[tokio::test]
+async fn a_secrets_data_symlink_swap_is_picked_up_by_the_watcher_under_load() {
+    let pki = Pki::new();
+    let old = pki.leaf("old", &["a.test"], 90, "03f3");
+    let new = pki.leaf("new", &["a.test"], 90, "04a4");
+    let mut secret = SecretVolume::new(pki.path("secret"), &old);
+    let config = ONE_HOST.replace("{PKI}/live/", "{PKI}/secret/");
+    let upstream = Upstream::start();
+    let (gateway, https) = start_with_run_args(&config, &upstream, &pki, &["--watch"]).await;
+    let client = tls_client(&pki, &["a.test"], https);
+    assert_eq!(
+        current_serial(&client, https).await,
+        serial_hex(&old.serial)
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let loader = load(client.clone(), https, stop.clone(), done.clone());
+    wait_for_requests(&done, 20).await;
+    secret.update(&new);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gateway
+        .metric("jwtgate_config_reloads_total", &[("result", "success")])
+        .await
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the watcher did not reload:\n{}",
+            gateway.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (requests, failures, after) = loader.await.expect("load task");
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} failed: {failures:#?}",
+        failures.len()
+    );
+    assert_eq!(after, 50);
+    assert_eq!(
+        current_serial(&client, https).await,
+        serial_hex(&new.serial)
+    );
+    assert!(
+        gateway.log().contains("trigger=\"watched file change\""),
+        "{}",
+        gateway.log()
+    );
+}
+
+#[tokio::test]
+async fn a_bad_pair_fails_the_reload_and_the_old_certificate_keeps_serving() {
+    let pki = Pki::new();
+    let old = pki.leaf("old", &["a.test"], 90, "05b5");
+    let other = pki.leaf("other", &["a.test"], 90, "06c6");
+    install(&pki, &old);
+    let upstream = Upstream::start();
+    let (gateway, https) = start(ONE_HOST, &upstream, &pki).await;
+    let client = tls_client(&pki, &["a.test"], https);
+
+    // The new certificate with the old key.
+    std::fs::copy(&other.cert, pki.path("live/tls.crt")).expect("copy");
+    let (status, body) = post_reload(&gateway).await;
+    assert_eq!(status, 500, "{body}");
+    let error = body["error"].as_str().expect("error text");
+    assert!(
+        error.contains("listen.https.certificates[0]")
+            && error.contains("live/tls.key is not the private key of the certificate in")
+            && error.contains("live/tls.crt"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("PRIVATE KEY"),
+        "key material in an error: {error}"
+    );
+    assert_eq!(
+        current_serial(&client, https).await,
+        serial_hex(&old.serial)
+    );
+
+    // A key file that is not there.
+    std::fs::copy(&old.cert, pki.path("live/tls.crt")).expect("copy");
+    std::fs::remove_file(pki.path("live/tls.key")).expect("remove");
+    let (status, body) = post_reload(&gateway).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("cannot read"),
+        "{body}"
+    );
+    assert_eq!(
+        current_serial(&client, https).await,
+        serial_hex(&old.serial)
+    );
+    gateway
+        .expect_metric("jwtgate_config_reloads_total", &[("result", "error")], 2.0)
+        .await;
+
+    // An expired pair is only a warning: the reload takes it, and logs why.
+    let expired = pki.leaf("expired", &["a.test"], 0, "0e0e");
+    install(&pki, &expired);
+    let (status, body) = post_reload(&gateway).await;
+    assert_eq!(status, 200, "{body}");
+    let log = gateway
+        .wait_for_log(|log| log.contains("(hosts a.test) expired at"))
+        .await;
+    assert!(
+        log.contains("live/tls.crt (hosts a.test) expired at"),
+        "{log}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// jwtgate check, and config errors
+// ---------------------------------------------------------------------------
+
+/// `jwtgate check` on `config` (with `{PKI}` filled in): success, and
+/// stdout and stderr together.
+fn check(pki: &Pki, config: &str) -> (bool, String) {
+    let path = pki.path("gateway.yaml");
+    let config = config
+        .replace("{PKI}", &pki.dir.path().display().to_string())
+        .replace("{PROXY}", "18080")
+        .replace("{HTTPS}", "18443")
+        .replace("{ADMIN}", "19090")
+        .replace("{UPSTREAM}", "127.0.0.1:1");
+    std::fs::write(&path, config).expect("write config");
+    let output = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .expect("run jwtgate check");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[test]
+fn check_lists_certificates_and_warns_only_within_30_days_of_expiry() {
+    let pki = Pki::new();
+    let soon = pki.leaf("soon", &["a.test"], 10, "07d7");
+    let later = pki.leaf("later", &["a.test"], 90, "08e8");
+
+    install(&pki, &later);
+    let (ok, text) = check(&pki, ONE_HOST);
+    assert!(ok, "{text}");
+    assert!(text.contains("certificates (1):"), "{text}");
+    assert!(
+        text.contains("[a.test]") && text.contains("· default"),
+        "{text}"
+    );
+    assert!(!text.contains("warning"), "{text}");
+
+    // A host the certificate does not name: a warning, not an error.
+    let (ok, text) = check(
+        &pki,
+        &ONE_HOST.replace("hosts: [a.test]", "hosts: [a.test, c.test]"),
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "warning: listen.https.certificates[0]: \"c.test\" is not among the names of the certificate in"
+        ) && text.contains("live/tls.crt (a.test): clients will refuse it for that host"),
+        "{text}"
+    );
+    assert!(!text.contains("\"a.test\" is not among"), "{text}");
+
+    install(&pki, &soon);
+    let (ok, text) = check(&pki, ONE_HOST);
+    assert!(ok, "an expiring certificate is no error: {text}");
+    assert!(
+        text.contains("warning: the certificate in")
+            && text.contains("live/tls.crt (hosts a.test) expires at"),
+        "{text}"
+    );
+
+    // Valid for no time at all: expired as soon as it exists.
+    let expired = pki.leaf("expired", &["a.test"], 0, "0d0d");
+    install(&pki, &expired);
+    let (ok, text) = check(&pki, ONE_HOST);
+    assert!(ok, "an expired certificate is no error: {text}");
+    assert!(
+        text.contains("live/tls.crt (hosts a.test) expired at")
+            && text.contains("clients will refuse it"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_refuses_a_key_that_is_not_the_certificates() {
+    let pki = Pki::new();
+    let a = pki.leaf("a", &["a.test"], 90, "09f9");
+    let b = pki.leaf("b", &["a.test"], 90, "0a0a");
+    install(&pki, &a);
+    std::fs::copy(&b.key, pki.path("live/tls.key")).unwrap();
+    let (ok, text) = check(&pki, ONE_HOST);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("listen.https.certificates[0]: ")
+            && text.contains("tls.key is not the private key of the certificate in"),
+        "{text}"
+    );
+}
+
+#[test]
+fn config_errors_name_the_field_and_value() {
+    let pki = Pki::new();
+    pki.leaf("a", &["a.test"], 90, "0b0b");
+    let with_a = |listen: &str| {
+        format!(
+            "listen:\n{listen}admin: {{ addr: \"127.0.0.1:{{ADMIN}}\" }}\nroutes:\n  - name: r\n    upstream: {{ addrs: [\"127.0.0.1:1\"] }}\n    auth: {{ mode: off }}\n"
+        )
+    };
+    let https = "  https:\n    addr: \"127.0.0.1:{HTTPS}\"\n    certificates:\n      - { hosts: [HOSTS], cert: \"{PKI}/a.crt\", key: \"{PKI}/a.key\" }\n";
+    let cases = [
+        (
+            with_a("  http: { addr: \"127.0.0.1:{PROXY}\", mode: redirect }\n"),
+            "listen.http.mode is redirect but listen.https is not set",
+        ),
+        (
+            with_a("  http: { addr: \"127.0.0.1:{PROXY}\", mode: off }\n"),
+            "listen.http.mode is off and listen.https is not set",
+        ),
+        (
+            with_a("  http: { addr: \"127.0.0.1:{PROXY}\", mode: sometimes }\n"),
+            "sometimes",
+        ),
+        (
+            with_a("  http: { addr: \"127.0.0.1:{PROXY}\", h2: true }\n"),
+            "unknown field `h2`",
+        ),
+        (
+            with_a(&https.replace("HOSTS", "\"a.*.test\"")),
+            "listen.https.certificates[0]: hosts: \"a.*.test\": a wildcard is only allowed as the whole first label",
+        ),
+        (
+            with_a(&https.replace("HOSTS", "a.test").replace("a.key", "missing.key")),
+            "listen.https.certificates[0]: cannot read",
+        ),
+        (
+            with_a(&format!(
+                "{}    hsts: {{ preload: true }}\n",
+                https.replace("HOSTS", "a.test")
+            )),
+            "listen.https.hsts.preload needs include_subdomains: true",
+        ),
+        (
+            "admin: { addr: \"127.0.0.1:{ADMIN}\" }\nroutes:\n  - name: r\n    match: { https_only: redirect }\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    auth: { mode: off }\n".to_string(),
+            "match.https_only is redirect but listen.https is not set",
+        ),
+    ];
+    for (config, expected) in cases {
+        let (ok, text) = check(&pki, &config);
+        assert!(!ok, "accepted:\n{config}");
+        assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+    }
+    // The plain string form of listen.http still works beside listen.https.
+    let (ok, text) = check(
+        &pki,
+        &with_a(&format!(
+            "  http: \"127.0.0.1:{{PROXY}}\"\n{}",
+            https.replace("HOSTS", "a.test")
+        )),
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("listen 127.0.0.1:18080 · https 127.0.0.1:18443"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn serve_and_redirect_switch_on_reload_while_listeners_need_a_restart() {
+    let pki = Pki::new();
+    let leaf = pki.leaf("a", &["a.test"], 90, "0c0c");
+    install(&pki, &leaf);
+    let upstream = Upstream::start();
+    let (gateway, https) = start(ONE_HOST, &upstream, &pki).await;
+    let render = |listen_http: &str, https_port: u16| {
+        gateway
+            .render(ONE_HOST, &upstream)
+            .replace("  http: \"127.0.0.1:", "  http: { addr: \"127.0.0.1:")
+            .replace(
+                &format!("{}\"\n", gateway.proxy_addr().port()),
+                &format!("{}\"{listen_http} }}\n", gateway.proxy_addr().port()),
+            )
+            .replace("{HTTPS}", &https_port.to_string())
+            .replace("{PKI}", &pki.dir.path().display().to_string())
+    };
+    let write = |text: String| {
+        let temporary = gateway.config_path().with_extension("tmp");
+        std::fs::write(&temporary, text).expect("write config");
+        std::fs::rename(&temporary, gateway.config_path()).expect("rename config");
+    };
+    let clear_text = || raw_request(gateway.proxy_addr(), "GET /x HTTP/1.1\r\nHost: a.test");
+    assert_eq!(clear_text().await.status, 200);
+
+    write(render(", mode: redirect", https));
+    let (status, body) = post_reload(&gateway).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(clear_text().await.status, 308);
+
+    write(render(", mode: off", https));
+    let (status, body) = post_reload(&gateway).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains(&format!(
+            "listen.http: 127.0.0.1:{} → (off)",
+            gateway.proxy_addr().port()
+        )),
+        "{body}"
+    );
+
+    write(render("", free_port()));
+    let (status, body) = post_reload(&gateway).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("listen.https.addr: "),
+        "{body}"
+    );
+    // Still redirecting: nothing of a refused reload applies.
+    assert_eq!(clear_text().await.status, 308);
+}
