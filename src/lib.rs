@@ -14,6 +14,7 @@ pub mod config;
 pub mod echo;
 pub mod jose;
 pub mod keys;
+pub mod memory;
 pub mod mint;
 pub mod pipeline;
 pub mod proxy;

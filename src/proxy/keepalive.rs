@@ -24,6 +24,7 @@ use pingora::server::ShutdownWatch;
 use socket2::SockRef;
 use tokio::sync::watch;
 
+use crate::memory;
 use crate::shutdown::Drain;
 
 /// How long a connection may sit idle before its first or next request:
@@ -73,7 +74,9 @@ where
         let draining = self.drain.draining_watch();
         if is_http2(&stream, self.app.server_options()) {
             let _open = open;
-            return ServerApp::process_new(&self.app, stream, &draining).await;
+            let reused = ServerApp::process_new(&self.app, stream, &draining).await;
+            memory::connection_closed();
+            return reused;
         }
         // Pingora's task for this connection was sized for its TLS handshake
         // (about 9 KiB, whatever the listener); ending it here and carrying
@@ -82,6 +85,7 @@ where
         tokio::spawn(async move {
             let _open = open;
             this.serve_http1(stream, draining).await;
+            memory::connection_closed();
         });
         None
     }
