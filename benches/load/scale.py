@@ -739,5 +739,6 @@ def run(args, out: Path, tmp: Path, procs, started, command: str) -> int:
     print((out / "summary.md").read_text())
     h.log(f"results in {out}")
     failed = (any(s["total_errors"] for s in wrk_summary) or any(r["unexpected"] for r in latency_rows)
-              or any(r["failures"] or r["connections_ok"] < args.idle_connections for r in memory))
+              or any(r["failures"] or r["connections_ok"] < args.idle_connections
+                     or r["closed_by_proxy_before_reading"] for r in memory))
     return 1 if failed else 0
