@@ -64,7 +64,7 @@ TARGET_KIB_PER_CONNECTION = 8.0
 # connections added is still resident after they closed.
 TARGET_KEPT_SHARE = 0.10
 
-LATENCY_PERCENTILES = [("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99.9", "p99.9")]
+LATENCY_PERCENTILES = ("p50", "p90", "p99", "p99.9")  # keys of oha's latencyPercentiles
 
 
 @dataclass
@@ -78,7 +78,6 @@ class Route:
 @dataclass
 class Proxy:
     name: str  # jwtgate, jwtgate-baseline, pingora-bare, nginx-proxy
-    label: str
     start: object  # (threads, out_dir, tmp_dir, max_connections) -> (Popen, listen, admin or None)
     routes: list[Route]
     log_file: str | None = None  # jwtgate's stderr log, whose warnings the findings list
@@ -97,7 +96,7 @@ class Instance:
 # tools and limits
 
 
-def raise_open_files_limit(connections: int) -> int:
+def raise_open_files_limit(connections: int) -> None:
     """Lets this harness and the proxies it starts (they inherit it) hold `connections` sockets each."""
     need = connections + FD_HEADROOM
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -110,7 +109,6 @@ def raise_open_files_limit(connections: int) -> int:
     if soft != resource.RLIM_INFINITY and soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
         h.log(f"open files limit raised from {soft} to {need} for the harness and the proxies it starts")
-    return need
 
 
 def ensure_oha() -> str:
@@ -125,7 +123,9 @@ def ensure_oha() -> str:
         raise h.HarnessError("oha is missing and there is no cargo to install it with; install oha yourself")
     argv = ["cargo", "install", "oha", "--locked", "--version", OHA_VERSION, "--root", str(OHA_ROOT)]
     h.log(f"installing oha (takes a few minutes, once): {' '.join(argv)}")
-    r = subprocess.run(argv, cwd=OHA_ROOT.parent if OHA_ROOT.parent.exists() else None)
+    OHA_ROOT.mkdir(parents=True, exist_ok=True)
+    # From outside the repository, so no cargo config of the repository applies to oha's build.
+    r = subprocess.run(argv, cwd=OHA_ROOT)
     if r.returncode != 0 or not os.access(cached, os.X_OK):
         raise h.HarnessError(f"`{' '.join(argv)}` failed (exit {r.returncode}); see its output above")
     return str(cached)
@@ -142,7 +142,7 @@ def proxy_set(args, procs, binary: Path, nginx: str, upstream: str, one_token: P
         def start(threads, out, tmp, max_connections):
             return h.start_gateway(procs, gateway_binary, out, tag, upstream, threads, cache=True)
 
-        return Proxy(name, label, start, [
+        return Proxy(name, start, [
             Route(f"auth-off{suffix}", "/off", None, f"{label}, route with auth off"),
             Route(f"one-token{suffix}", "/api", one_token, f"{label}, one RS256 token (cache hits)"),
         ], log_file=f"gateway-{tag}.stderr.log")
@@ -162,8 +162,8 @@ def proxy_set(args, procs, binary: Path, nginx: str, upstream: str, one_token: P
                                "-baseline", "baseline"))
     if not args.no_compare:
         proxies += [
-            Proxy(h.BARE, "bare Pingora", bare, [Route(h.BARE, "/off", None, "bare Pingora proxy, no auth")]),
-            Proxy(h.NGINX_PROXY, "nginx proxy_pass", nginx_proxy,
+            Proxy(h.BARE, bare, [Route(h.BARE, "/off", None, "bare Pingora proxy, no auth")]),
+            Proxy(h.NGINX_PROXY, nginx_proxy,
                   [Route(h.NGINX_PROXY, "/off", None, "nginx proxy_pass, no auth")]),
         ]
     return proxies
@@ -175,6 +175,11 @@ def start_instance(proxy: Proxy, threads: int, out: Path, tmp: Path, max_connect
     tmp.mkdir(parents=True, exist_ok=True)
     proc, listen, admin = proxy.start(threads, out, tmp, max_connections)
     return Instance(proxy, threads, proc, listen, admin)
+
+
+def bearer(token_file: Path) -> str:
+    """The Authorization value for the first token of `token_file`."""
+    return f"Bearer {token_file.read_text().split(chr(10), 1)[0].strip()}"
 
 
 def workload_for(inst: Instance, route: Route, name: str) -> h.Workload:
@@ -236,8 +241,7 @@ def run_oha(oha: str, args, procs, w: h.Workload, rate: float, upstream_proc, ou
             "-q", rate, "--latency-correction", "--no-tui", "-t", h.WRK_TIMEOUT,
             "--output-format", "json", "--output", result_path, w.url]
     if w.token_file:
-        token = Path(w.token_file).read_text().split("\n", 1)[0].strip()
-        argv[-1:-1] = ["-H", f"Authorization: Bearer {token}"]
+        argv[-1:-1] = ["-H", f"Authorization: {bearer(Path(w.token_file))}"]
     measured = w.gateway if w.gateway is not None else upstream_proc
     cpu_before = h.group_cpu_seconds(measured.pid)
     t0 = time.monotonic()
@@ -268,7 +272,7 @@ def run_oha(oha: str, args, procs, w: h.Workload, rate: float, upstream_proc, ou
             "statuses": statuses,
             "errors": errors,
             "unexpected": responses - statuses.get("200", 0) + sum(errors.values()),
-            **{f"{label}_ms": pct[key] * 1000 for label, key in LATENCY_PERCENTILES},
+            **{f"{p}_ms": pct[p] * 1000 for p in LATENCY_PERCENTILES},
         },
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
@@ -296,8 +300,8 @@ def latency_table(workloads: list[h.Workload], records: list[dict]) -> list[dict
                "rps": h.med([r["oha"]["rps"] for r in rs]),
                "cpu_us_per_request": h.med([r["cpu_us_per_request"] for r in rs]),
                "unexpected": sum(r["oha"]["unexpected"] for r in rs)}
-        for label, _ in LATENCY_PERCENTILES:
-            row[f"{label}_ms"] = h.med([r["oha"][f"{label}_ms"] for r in rs])
+        for p in LATENCY_PERCENTILES:
+            row[f"{p}_ms"] = h.med([r["oha"][f"{p}_ms"] for r in rs])
         if w.name != "direct":
             for label in ("p50", "p99"):
                 diffs = [r["oha"][f"{label}_ms"] - direct[r["round"]][f"{label}_ms"] for r in rs
@@ -391,18 +395,20 @@ def client_connections_held(inst: Instance) -> int:
 
     Matched by inode against /proc/net/tcp, so connections of other programs on
     this machine never count, and a socket counts until the proxy closes it.
+    Counted as a set: the kernel writes that file in pieces, and a socket can
+    appear twice when the table changes between two of them.
     """
     inodes = socket_inodes(inst.proc.pid)
     wanted = f":{port_of(inst):04X}"
-    count = 0
+    held = set()
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
             fields = line.split()
             # fields: sl, local address, remote address, state (0A = LISTEN), ..., inode (index 9)
             if fields[1].endswith(wanted) and fields[3] != "0A" and fields[9] in inodes:
-                count += 1
-    return count
+                held.add(fields[9])
+    return len(held)
 
 
 def memory_reading(inst: Instance) -> dict:
@@ -418,7 +424,7 @@ def hold_idle_connections(inst: Instance, route: Route, count: int) -> dict:
     host, port = inst.listen.rsplit(":", 1)
     headers = [f"GET {route.path} HTTP/1.1", f"Host: {inst.listen}"]
     if route.token_file:
-        headers.append(f"Authorization: Bearer {route.token_file.read_text().split(chr(10), 1)[0].strip()}")
+        headers.append(f"Authorization: {bearer(route.token_file)}")
     request = ("\r\n".join(headers) + "\r\n\r\n").encode()
 
     async def hold():
@@ -449,9 +455,7 @@ def wait_for_release(inst: Instance) -> float | None:
 
 def measure_memory(inst: Instance, route: Route, count: int) -> dict:
     url = f"http://{inst.listen}{route.path}"
-    auth = {}
-    if route.token_file:
-        auth["Authorization"] = f"Bearer {route.token_file.read_text().split(chr(10), 1)[0].strip()}"
+    auth = {"Authorization": bearer(route.token_file)} if route.token_file else {}
     status, _ = h.http_get(url, auth)  # the first request's one-time work belongs to "idle", not to a connection
     if status != 200:
         raise h.HarnessError(f"memory ({inst.proxy.name}): GET {url} answered {status}, expected 200")
@@ -615,16 +619,17 @@ def scale_findings(throughput_summary: list[dict], latency_rows: list[dict], mem
     for r in latency_rows:
         if r["unexpected"]:
             notes.append(f"**{r['workload']} at a fixed rate: {r['unexpected']:,} responses other than 200 or errors**")
-    rates = [r for r in latency_rows if r["rps"] < 0.95 * r.get("rate", 0)]
-    for r in rates:
-        notes.append(f"{r['workload']}: achieved {r['rps']:,.0f} req/s, below the fixed rate: it could not keep up")
+    for r in latency_rows:
+        if r["rps"] < 0.95 * r["rate"]:
+            notes.append(f"{r['workload']}: achieved {r['rps']:,.0f} req/s, below the fixed rate: "
+                         "it could not keep up")
     for r in memory_rows:
         if r["failures"]:
             notes.append(f"**memory, {r['workload']}: {count - r['connections_ok']:,} of {count:,} connections "
                          f"failed**: {r['failures']}")
         if r["closed_by_proxy_before_reading"]:
-            notes.append(f"memory, {r['workload']}: the proxy closed {r['closed_by_proxy_before_reading']:,} idle "
-                         "connections before the reading")
+            notes.append(f"**memory, {r['workload']}: the proxy closed {r['closed_by_proxy_before_reading']:,} "
+                         "idle connections before the reading**")
         if r["released_after_s"] is None:
             notes.append(f"memory, {r['workload']}: the proxy still held client connections "
                          f"{RELEASE_TIMEOUT_S:g} s after the client closed them")
