@@ -9,10 +9,10 @@
 //! itself, in a small future, and starts Pingora's request handling only
 //! once there is something to read.
 
-use std::io;
-use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +21,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::{ALPN, Stream};
 use pingora::server::ShutdownWatch;
-use socket2::SockRef;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::watch;
 
 use crate::memory;
@@ -50,14 +50,6 @@ impl<A> KeepAlive<A> {
             closing: watch::channel(false).0,
         }
     }
-}
-
-/// What the wait for a request's first byte found.
-#[derive(Debug, PartialEq, Eq)]
-enum NextRequest {
-    Arriving,
-    /// The client closed, the wait timed out, or the listener closed.
-    None,
 }
 
 #[async_trait]
@@ -102,9 +94,10 @@ where
 {
     async fn serve_http1(&self, mut stream: Stream, draining: ShutdownWatch) {
         loop {
-            if self.next_request(&mut stream).await == NextRequest::None {
-                return;
-            }
+            stream = match self.next_request(stream).await {
+                Some(stream) => stream,
+                None => return,
+            };
             let mut session = ServerSession::new_http1(stream);
             // As Pingora does: no keep-alive once the drain has begun, so
             // the client reconnects elsewhere.
@@ -117,29 +110,24 @@ where
         }
     }
 
-    async fn next_request(&self, stream: &mut Stream) -> NextRequest {
-        let Some(tcp) = stream.as_any().downcast_ref::<TcpStream>() else {
-            // A TLS stream cannot be asked without reading through it; the
-            // request parser's own keep-alive wait applies.
-            return NextRequest::Arriving;
-        };
-        match bytes_waiting(tcp) {
-            Waiting::Bytes => return NextRequest::Arriving,
-            Waiting::Closed => return NextRequest::None,
-            Waiting::Nothing => {}
+    /// The stream once a request is arriving on it; `None` when the client
+    /// closed, the wait timed out, or the listener closed.
+    async fn next_request(&self, stream: Stream) -> Option<Stream> {
+        if !stream.as_any().is::<TcpStream>() {
+            // A TLS stream cannot be read ahead of the request parser; the
+            // parser's own keep-alive wait applies.
+            return Some(stream);
         }
+        let Ok(mut tcp) = stream.into_any().downcast::<TcpStream>() else {
+            unreachable!("checked to be a TCP stream above");
+        };
         let mut closing = self.closing.subscribe();
-        let mut first = [0u8; 1];
+        let arriving = poll_fn(|cx| read_ahead(&mut tcp, cx));
         tokio::select! {
-            // Reads the first byte and puts it back for the request parser:
-            // the only way through Pingora's stream to wait for readability.
-            peeked = tokio::time::timeout(IDLE_TIMEOUT, stream.try_peek(&mut first)) => {
-                match peeked {
-                    Ok(Ok(true)) => NextRequest::Arriving,
-                    _ => NextRequest::None,
-                }
+            arriving = tokio::time::timeout(IDLE_TIMEOUT, arriving) => {
+                matches!(arriving, Ok(true)).then_some(tcp)
             }
-            _ = closing.wait_for(|closing| *closing) => NextRequest::None,
+            _ = closing.wait_for(|closing| *closing) => None,
         }
     }
 }
@@ -155,24 +143,23 @@ fn is_http2(stream: &Stream, options: Option<&HttpServerOptions>) -> bool {
         )
 }
 
-enum Waiting {
-    Bytes,
-    Nothing,
-    Closed,
-}
-
-/// Whether a request's bytes are already in the socket, without reading
-/// them. Under load the next request usually is, and this one system call
-/// is all the wait costs.
-fn bytes_waiting(tcp: &TcpStream) -> Waiting {
-    // SAFETY: the descriptor belongs to `tcp`, which outlives this borrow;
-    // it is only peeked at, never closed or handed on.
-    let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
-    let mut byte = [MaybeUninit::<u8>::uninit(); 1];
-    match SockRef::from(&fd).peek(&mut byte) {
-        Ok(0) => Waiting::Closed,
-        Ok(_) => Waiting::Bytes,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Waiting::Nothing,
-        Err(_) => Waiting::Closed,
+/// Reads what the socket holds of the next request and hands it back to
+/// the stream for the request parser: true once a request is arriving,
+/// false when the client closed. The buffer lives on the stack for the
+/// length of one poll, never in the waiting future, so an idle connection
+/// holds nothing for it, and a request costs the one read the parser would
+/// have made itself.
+fn read_ahead(tcp: &mut TcpStream, cx: &mut Context<'_>) -> Poll<bool> {
+    // Most request heads fit; the parser reads the rest of a larger one.
+    let mut head = [0u8; 4096];
+    let mut read = ReadBuf::new(&mut head);
+    match Pin::new(&mut *tcp).poll_read(cx, &mut read) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(false),
+        Poll::Ready(Ok(())) => {
+            tcp.rewind(read.filled());
+            Poll::Ready(true)
+        }
+        Poll::Ready(Err(_)) => Poll::Ready(false),
     }
 }
