@@ -3,11 +3,14 @@
 //! thing: `promtool` (Debian's `prometheus` package) checks the rules, runs
 //! their unit tests and parses every dashboard query; then a real gateway is
 //! driven until every metric either could use exists (an allowed and a
-//! denied request, a remote and a local issuer, a TLS listener, a reload),
-//! and each metric name and label the queries name is looked up in its
-//! `/metrics`.
+//! denied request, a remote and a local issuer, a failing JWKS fetch, a TLS
+//! listener, a reload), and each metric name and label the queries name is
+//! looked up in its `/metrics`. Last, a real Prometheus scrapes such a
+//! gateway: every dashboard query must return data, every rule evaluate
+//! without error.
 //!
-//! Without `promtool` on `PATH` these tests fail, saying how to get it.
+//! Without `promtool` and `prometheus` on `PATH` these tests fail, saying how
+//! to get them.
 
 mod common;
 
@@ -292,14 +295,18 @@ fn dashboard() -> Value {
     serde_json::from_str(&read(DASHBOARD)).unwrap_or_else(|e| panic!("{DASHBOARD}: {e}"))
 }
 
-/// Grafana's built-in interval variables, as a duration PromQL accepts.
+/// Grafana's built-in interval variables.
 const GRAFANA_INTERVALS: &[&str] = &["__rate_interval", "__interval", "__range"];
+
+/// The scrape job of the gateway in these tests, put for `$job`.
+const JOB: &str = "jwtgate";
 
 /// Every PromQL expression of the dashboard: panel targets, annotations and
 /// the variables' `label_values(selector, label)` queries (their selector,
 /// and a `by` over their label). Template variables are replaced by what
-/// Grafana would put there: an interval by `5m`, a value by a regex.
-fn dashboard_queries(dashboard: &Value) -> Vec<Query> {
+/// Grafana would put there: an interval by `interval`, `$job` by [`JOB`],
+/// the multi-value variables by their "All" regex.
+fn dashboard_queries(dashboard: &Value, interval: &str) -> Vec<Query> {
     let variables = defined_variables(dashboard);
     let substitute = |place: &str, expr: &str| -> String {
         let mut out = String::new();
@@ -315,7 +322,9 @@ fn dashboard_queries(dashboard: &Value) -> Vec<Query> {
             let name = &body[..len];
             assert!(!name.is_empty(), "{place}: a bare $ in {expr}");
             if GRAFANA_INTERVALS.contains(&name) {
-                out.push_str("5m");
+                out.push_str(interval);
+            } else if name == "job" {
+                out.push_str(JOB);
             } else {
                 assert!(
                     variables.contains(name),
@@ -464,7 +473,7 @@ fn dashboard_is_a_grafana_model_whose_data_source_is_a_variable() {
 /// recording rule, which `promtool check rules` parses.
 #[test]
 fn every_dashboard_query_is_valid_promql() {
-    let queries = dashboard_queries(&dashboard());
+    let queries = dashboard_queries(&dashboard(), "5m");
     let rules: Vec<Value> = queries
         .iter()
         .enumerate()
@@ -665,6 +674,14 @@ issuers:
     fetch: { allow_http: true }
     algorithms: [RS256]
     audiences: [api]
+  # The upstream's JSON is no JWK Set: a fetch failure (invalid_jwks).
+  - name: broken
+    issuer: https://broken.test
+    jwks_uri: "http://{UPSTREAM}/jwks.json"
+    fetch: { allow_http: true }
+    algorithms: [RS256]
+    audiences: [api]
+    required: false
 routes:
   - name: api
     match: { path_prefix: /api }
@@ -777,8 +794,17 @@ fn check_against_scrape(
     (problems, excused)
 }
 
-#[tokio::test]
-async fn every_metric_the_dashboard_and_the_rules_use_is_exported() {
+/// A gateway with a local, a remote and a failing remote issuer and a TLS
+/// listener, driven until every metric the dashboard and the rules read
+/// exists: a token of each working issuer allowed and proxied, a request
+/// without one denied, a reload, a failed JWKS fetch.
+struct Driven {
+    gateway: Gateway,
+    _upstream: Upstream,
+    _certs: tempfile::TempDir,
+}
+
+async fn driven_gateway() -> Driven {
     let certs = tempfile::tempdir().expect("tempdir");
     certificate(certs.path());
     let jwks = serve_jwks();
@@ -786,55 +812,71 @@ async fn every_metric_the_dashboard_and_the_rules_use_is_exported() {
         .replace("{HTTPS}", &free_port().to_string())
         .replace("{CERTS}", &certs.path().display().to_string())
         .replace("{JWKS}", &jwks.to_string());
-    let (_upstream, gateway) = start(&config).await;
+    let (upstream, gateway) = start(&config).await;
+    let driven = Driven {
+        gateway,
+        _upstream: upstream,
+        _certs: certs,
+    };
+    let gateway = &driven.gateway;
 
-    // The remote issuer's first fetch: /readyz waits for its keys.
+    // The remote issuers' first fetches, one good, one failed.
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = gateway
-            .client()
-            .get(gateway.admin_url("/readyz"))
-            .send()
+    while gateway
+        .metric(
+            "jwtgate_jwks_fetch_total",
+            &[("issuer", "remote"), ("result", "success")],
+        )
+        .await
+        == 0.0
+        || gateway
+            .metric(
+                "jwtgate_jwks_fetch_total",
+                &[("issuer", "broken"), ("result", "invalid_jwks")],
+            )
             .await
-            .is_ok_and(|r| r.status() == 200);
-        if ready {
-            break;
-        }
+            == 0.0
+    {
         assert!(
             Instant::now() < deadline,
-            "the remote issuer never got its keys; log:\n{}",
+            "the remote issuers were not fetched; log:\n{}",
             gateway.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-
+    reload(gateway).await;
     for issuer in ["https://local.test", "https://remote.test"] {
         let response = gateway.get("/api/orders", Some(&token(issuer))).await;
         assert_eq!(response.status(), 200, "a token of {issuer}");
     }
     let denied = gateway.get("/api/orders", None).await;
     assert_eq!(denied.status(), 401);
-    let reload = gateway
+    // The request counters are written after the response is sent.
+    gateway
+        .expect_metric("jwtgate_requests_total", &[("route", "api")], 3.0)
+        .await;
+    driven
+}
+
+async fn reload(gateway: &Gateway) {
+    let response = gateway
         .client()
         .post(gateway.admin_url("/-/reload"))
         .send()
         .await
         .expect("POST /-/reload");
-    assert_eq!(
-        reload.status(),
-        200,
-        "{}",
-        reload.text().await.unwrap_or_default()
-    );
-    // The request counters are written after the response is sent.
-    gateway
-        .expect_metric("jwtgate_requests_total", &[("route", "api")], 3.0)
-        .await;
+    let status = response.status();
+    assert_eq!(status, 200, "{}", response.text().await.unwrap_or_default());
+}
 
+#[tokio::test]
+async fn every_metric_the_dashboard_and_the_rules_use_is_exported() {
+    let driven = driven_gateway().await;
+    let gateway = &driven.gateway;
     let scraped = scraped_series(&gateway.metrics().await);
     for (name, labels) in [
         ("jwtgate_config_reloads_total", [("result", "success")]),
-        ("jwtgate_jwks_fetch_total", [("issuer", "remote")]),
+        ("jwtgate_jwks_fetch_total", [("result", "invalid_jwks")]),
         ("jwtgate_auth_decisions_total", [("outcome", "deny")]),
         (
             "jwtgate_tls_certificate_expiry_timestamp_seconds",
@@ -847,7 +889,7 @@ async fn every_metric_the_dashboard_and_the_rules_use_is_exported() {
         );
     }
 
-    let mut queries = dashboard_queries(&dashboard());
+    let mut queries = dashboard_queries(&dashboard(), "5m");
     let dashboard_count = queries.len();
     queries.extend(rule_queries());
     let (problems, excused) = check_against_scrape(&queries, &scraped);
@@ -930,4 +972,231 @@ fn expected_soon_metrics_are_excused_only_until_registered() {
         "jwtgate_verify_duration_seconds_bucket"
     ));
     assert!(!registered_in_source("jwtgate_made_up_total"));
+}
+
+// ---------------------------------------------------------------------------
+// Through a real Prometheus
+// ---------------------------------------------------------------------------
+
+/// A Prometheus server (the `prometheus` binary of the Debian package that
+/// brings promtool) scraping one gateway every second and evaluating the
+/// alert rules, on a loopback port, with its storage in a temporary
+/// directory. Killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    client: reqwest::Client,
+}
+
+impl Prometheus {
+    async fn start(target: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("prometheus.yml");
+        let settings = json!({
+            "global": { "scrape_interval": "1s", "evaluation_interval": "1s" },
+            "rule_files": [repo(RULES)],
+            "scrape_configs": [{
+                "job_name": JOB,
+                "static_configs": [{ "targets": [target.to_string()] }],
+            }],
+        });
+        std::fs::write(&config, settings.to_string()).expect("write prometheus.yml");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run prometheus ({e}): install Debian's `prometheus` package \
+                     (scripts/test does)"
+                )
+            });
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("http client");
+        let mut prometheus = Self {
+            child,
+            addr,
+            dir,
+            client,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = prometheus.child.try_wait() {
+                panic!("prometheus exited ({status}):\n{}", prometheus.log());
+            }
+            let ready = prometheus
+                .client
+                .get(format!("http://{addr}/-/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return prometheus;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus was not ready within 60 s:\n{}",
+                prometheus.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    async fn api(&self, path_and_query: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("http://{}{path_and_query}", self.addr))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}"));
+        let body: Value = response.json().await.expect("Prometheus answers JSON");
+        assert_eq!(body["status"], "success", "{path_and_query}: {body}");
+        body["data"].clone()
+    }
+
+    /// The instant vector (or scalar) `expr` evaluates to now.
+    async fn query(&self, expr: &str) -> Vec<Value> {
+        let data = self
+            .api(&format!("/api/v1/query?query={}", percent_encode(expr)))
+            .await;
+        match data["resultType"].as_str() {
+            Some("vector") => data["result"].as_array().cloned().unwrap_or_default(),
+            Some("scalar") => vec![data["result"].clone()],
+            other => panic!("{expr} gave a {other:?}: {data}"),
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything but RFC 3986's unreserved characters, percent-encoded.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Each dashboard query, evaluated by Prometheus over a scraped gateway,
+/// returns data (so no label value is misspelt and no vector matching
+/// fails), and each alert rule evaluates without error.
+#[tokio::test]
+async fn through_a_real_prometheus_every_panel_has_data_and_every_rule_evaluates() {
+    let driven = driven_gateway().await;
+    let gateway = &driven.gateway;
+    let prometheus = Prometheus::start(gateway.admin_addr()).await;
+
+    // The reload annotation needs a reload Prometheus sees: one after its
+    // first scrape, in a later second than the load before it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let loaded = loop {
+        let samples = prometheus
+            .query("jwtgate_config_last_reload_timestamp_seconds")
+            .await;
+        if let Some(value) = samples.first() {
+            let text = value["value"][1].as_str().expect("sample value");
+            break text.parse::<i64>().expect("a Unix time");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus never scraped the gateway:\n{}",
+            prometheus.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    while now() <= loaded {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    reload(gateway).await;
+
+    // A rate needs two samples of a series: poll until every query has had
+    // data (the reload annotation has it only for a minute).
+    let queries: Vec<Query> = dashboard_queries(&dashboard(), "1m")
+        .into_iter()
+        .filter(|q| {
+            promql_reads(&q.expr).selectors.iter().all(|s| {
+                !EXPECTED_SOON.contains(&s.metric.as_str()) || registered_in_source(&s.metric)
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut had_data = vec![false; queries.len()];
+    loop {
+        for (query, had) in queries.iter().zip(&mut had_data) {
+            if !*had {
+                *had = !prometheus.query(&query.expr).await.is_empty();
+            }
+        }
+        let empty: Vec<String> = queries
+            .iter()
+            .zip(&had_data)
+            .filter(|(_, had)| !**had)
+            .map(|(query, _)| format!("{}: {}", query.place, query.expr))
+            .collect();
+        if empty.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "these dashboard queries return nothing from a scraped gateway:\n{}\n\nmetrics:\n{}",
+            empty.join("\n"),
+            gateway.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Every rule has been evaluated, without error.
+    let rule_count = rule_queries().len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let data = prometheus.api("/api/v1/rules").await;
+        let rules: Vec<&Value> = data["groups"]
+            .as_array()
+            .expect("rule groups")
+            .iter()
+            .flat_map(|g| g["rules"].as_array().expect("rules"))
+            .collect();
+        assert_eq!(rules.len(), rule_count, "{data}");
+        let failed: Vec<String> = rules
+            .iter()
+            .filter(|r| r["health"] == "err")
+            .map(|r| format!("{}: {}", r["name"], r["lastError"]))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "rules fail to evaluate:\n{}",
+            failed.join("\n")
+        );
+        if rules.iter().all(|r| r["health"] == "ok") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rules never evaluated: {data}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
