@@ -323,14 +323,12 @@ fn dashboard_queries(dashboard: &Value, interval: &str) -> Vec<Query> {
             assert!(!name.is_empty(), "{place}: a bare $ in {expr}");
             if GRAFANA_INTERVALS.contains(&name) {
                 out.push_str(interval);
-            } else if name == "job" {
-                out.push_str(JOB);
             } else {
                 assert!(
                     variables.contains(name),
                     "{place} uses ${name}, which the dashboard does not define: {expr}"
                 );
-                out.push_str(".*");
+                out.push_str(if name == "job" { JOB } else { ".*" });
             }
             rest = &body[len + usize::from(braced)..];
         }
@@ -431,6 +429,8 @@ fn dashboard_is_a_grafana_model_whose_data_source_is_a_variable() {
     let source = json!({ "type": "prometheus", "uid": format!("${{{}}}", datasource["name"].as_str().unwrap()) });
 
     let mut ids = BTreeSet::new();
+    // (x, y, w, h) of each top-level panel, to find overlaps.
+    let mut placed: Vec<(&str, [u64; 4])> = Vec::new();
     for panel in panels(&dashboard) {
         let title = panel["title"].as_str().expect("every panel has a title");
         assert!(
@@ -440,10 +440,13 @@ fn dashboard_is_a_grafana_model_whose_data_source_is_a_variable() {
         );
         let grid = &panel["gridPos"];
         let (x, w) = (grid["x"].as_u64().unwrap(), grid["w"].as_u64().unwrap());
-        assert!(
-            x + w <= 24 && grid["h"].as_u64().unwrap() > 0,
-            "{title:?}: {grid}"
-        );
+        let (y, h) = (grid["y"].as_u64().unwrap(), grid["h"].as_u64().unwrap());
+        assert!(x + w <= 24 && h > 0, "{title:?}: {grid}");
+        for (other, [ox, oy, ow, oh]) in &placed {
+            let apart = x + w <= *ox || ox + ow <= x || y + h <= *oy || oy + oh <= y;
+            assert!(apart, "panels {title:?} and {other:?} overlap");
+        }
+        placed.push((title, [x, y, w, h]));
         if panel["type"] == "row" {
             continue;
         }
