@@ -644,8 +644,8 @@ type Files = BTreeMap<String, Vec<u8>>;
 
 /// Writes `files` into `dir` as the kubelet's atomic writer does: a new
 /// hidden version directory, a `..data` link swapped to it by a rename, and
-/// each file a link through `..data`. Returns the new version's directory.
-fn kubelet_write(dir: &Path, files: &Files, mode: u32, group: Option<u32>) -> PathBuf {
+/// each file a link through `..data`; the old version goes last.
+fn kubelet_write(dir: &Path, files: &Files, mode: u32, group: Option<u32>) {
     static VERSION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let version = format!(
         "..2026_01_01_00_00_00.{}",
@@ -675,7 +675,6 @@ fn kubelet_write(dir: &Path, files: &Files, mode: u32, group: Option<u32>) -> Pa
     if let Some(previous) = previous {
         fs::remove_dir_all(dir.join(previous)).unwrap();
     }
-    version_dir
 }
 
 fn decoded(map: &Value, base64: bool) -> Files {
