@@ -77,6 +77,11 @@ def main():
         ],
     )
     (ROOT / "deploy/dev-keys/hs256.secret").write_text(secrets.token_hex(32) + "\n")
+    # kustomize reads files only below an overlay: the demo overlay keeps
+    # copies of the public parts.
+    demo = ROOT / "deploy/kubernetes/overlays/demo"
+    for name in ("jwks.json", "hs256.secret"):
+        (demo / name).write_bytes((ROOT / "deploy/dev-keys" / name).read_bytes())
 
     fixtures = ROOT / "tests/fixtures/keys"
     write_set(

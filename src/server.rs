@@ -134,10 +134,13 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         // `crate::shutdown`): nothing is left worth waiting for.
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(0),
-        // Pingora's defaults put these in /tmp, shared by every process on
-        // the host; jwtgate does not use upgrades, so keep them private.
-        pid_file: format!("/tmp/jwtgate-{}.pid", std::process::id()),
-        upgrade_sock: format!("/tmp/jwtgate-{}-upgrade.sock", std::process::id()),
+        // Pingora writes a pid file only when it daemonizes and uses the
+        // upgrade socket only for a SIGQUIT hand-over of listeners; jwtgate
+        // does neither (its own signal watch never asks for an upgrade),
+        // so no path is named: the process writes nothing but
+        // `keys_cache_dir`, and runs on a read-only root filesystem.
+        pid_file: String::new(),
+        upgrade_sock: String::new(),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
