@@ -22,5 +22,6 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
