@@ -111,6 +111,8 @@ impl Keys {
 
 /// Keeps `revocations` in step with Redis until the task is aborted.
 pub async fn run(revocations: Arc<Revocations>, settings: RedisSettings) {
+    // rustls is built with two providers here; `rediss://` needs one chosen.
+    pingora::tls::install_default_crypto_provider();
     let client = match client(&settings) {
         Ok(client) => client,
         Err(error) => {

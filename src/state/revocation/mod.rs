@@ -219,6 +219,7 @@ impl Revocations {
         if let Some(journal) = &mut durable.journal {
             journal.append(std::slice::from_ref(&change))?;
         }
+        self.compact_if_mostly_dead(&mut durable)?;
         if self.settings.redis.is_some() {
             durable.pending.push(change);
             if let Some(journal) = &durable.journal {
@@ -249,19 +250,28 @@ impl Revocations {
         }
         if let Some(journal) = &mut durable.journal {
             journal.append(&applied)?;
-            // Entries lifted through Redis must leave the disk too.
-            let dead = journal.lines().saturating_sub(self.list.total());
-            if dead > self.list.total().max(1024) {
-                journal.compact(&self.list.entries())?;
-                durable.compacted_at = self.now();
-                durable.swept_since = false;
-            }
         }
+        self.compact_if_mostly_dead(&mut durable)?;
         drop(durable);
         if !applied.is_empty() {
             self.refresh_gauges();
         }
         Ok(applied.len())
+    }
+
+    /// Rewrites the log once lifted and replaced entries' lines outnumber
+    /// the live ones (and a thousand), so it stays proportional to the list.
+    fn compact_if_mostly_dead(&self, durable: &mut Durable) -> Result<(), RevocationError> {
+        let live = self.list.total();
+        let Some(journal) = &mut durable.journal else {
+            return Ok(());
+        };
+        if journal.lines().saturating_sub(live) > live.max(1024) {
+            journal.compact(&self.list.entries())?;
+            durable.compacted_at = self.now();
+            durable.swept_since = false;
+        }
+        Ok(())
     }
 
     /// The changes waiting for Redis, oldest first.
@@ -465,6 +475,40 @@ mod tests {
             text.contains("jwtgate_revocation_entries{kind=\"jti\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_log_is_rewritten_once_lifted_entries_dominate_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let revocations = Revocations::open(
+            settings(dir.path()),
+            &Metrics::new(),
+            ManualClock::at(1_000),
+        )
+        .unwrap();
+        for i in 0..600 {
+            let value = format!("user-{i}");
+            revocations
+                .apply_local(Change::Put(Entry {
+                    kind: Kind::Sub,
+                    iss: "https://i".into(),
+                    value: value.clone(),
+                    at: 900,
+                }))
+                .unwrap();
+            revocations
+                .apply_local(Change::Lift {
+                    kind: Kind::Sub,
+                    iss: "https://i".into(),
+                    value,
+                })
+                .unwrap();
+        }
+        let lines = std::fs::read_to_string(dir.path().join(journal::LOG_FILE))
+            .unwrap()
+            .lines()
+            .count();
+        assert!(lines <= 1025, "{lines} lines for an empty list");
     }
 
     #[test]
