@@ -657,3 +657,156 @@ async fn max_staleness_fails_readiness_while_redis_is_away() {
     redis.restart().await;
     until_ready(200).await;
 }
+
+/// A CA and a `localhost` server certificate made by `openssl`, in `dir`.
+fn tls_files(dir: &Path) {
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed");
+        assert!(output.status.success(), "openssl {args:?}: {output:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"],
+        &ec[..],
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=revocation test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"],
+        &ec[..],
+        &[
+            "-keyout",
+            "redis.key",
+            "-out",
+            "redis.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(dir.join("ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "redis.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "redis.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_through_redis_over_tls_with_a_password() {
+    let certs = tempfile::tempdir().unwrap();
+    tls_files(certs.path());
+    let port = free_port();
+    let password = "redis-password-0123456789";
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let mut server = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+        ])
+        .args([
+            "--tls-cert-file",
+            &file("redis.pem"),
+            "--tls-key-file",
+            &file("redis.key"),
+        ])
+        .args([
+            "--tls-ca-cert-file",
+            &file("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ])
+        .args([
+            "--requirepass",
+            password,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(certs.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (Debian package redis-server)");
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(&mut server);
+
+    let redis_block = format!(
+        "{{ url: \"rediss://localhost:{port}\", password_env: JWTGATE_TEST_REDIS_PASSWORD, key_prefix: tls }}"
+    );
+    let upstream = Upstream::start();
+    let (_keep_a, dir_a) = state_dir();
+    let (_keep_b, dir_b) = state_dir();
+    let ca = file("ca.pem");
+    // rustls reads the roots it trusts from SSL_CERT_FILE when set.
+    let env = [
+        ADMIN_ENV,
+        ("JWTGATE_TEST_REDIS_PASSWORD", password),
+        ("SSL_CERT_FILE", ca.as_str()),
+    ];
+    let a =
+        Gateway::start_with_env(&config(&dir_a, Some(&redis_block)), &upstream, &[], &env).await;
+    let b =
+        Gateway::start_with_env(&config(&dir_b, Some(&redis_block)), &upstream, &[], &env).await;
+    for gateway in [&a, &b] {
+        let log = gateway
+            .wait_for_log(|log| log.contains("in step with Redis"))
+            .await;
+        assert!(log.contains("in step with Redis"), "{log}");
+    }
+    let revoked = token(ISS, json!({ "jti": "over-tls" }));
+    assert_eq!(status(&b, &revoked).await, 200);
+    let (code, body) = revoke(
+        &a,
+        json!({ "jti": "over-tls", "issuer": "main", "exp": now() + 300 }),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    until_status(&b, &revoked, 401, "B refuses what A revoked, over TLS").await;
+    for gateway in [&a, &b] {
+        assert!(!gateway.log().contains(password));
+    }
+}
