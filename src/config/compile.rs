@@ -1107,4 +1107,22 @@ mod tests {
             ["token_cache.enabled: true → false"]
         );
     }
+
+    #[test]
+    fn a_changed_revocation_block_needs_a_restart_and_names_no_secret() {
+        let with_redis = "revocation: { dir: /var/lib/j, redis: { url: 'redis://r:6379' } }
+";
+        let changes = bootstrap("").changes(&bootstrap(with_redis));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(
+            changes[0]
+                .starts_with("revocation: (none) → dir /var/lib/j tokens [] redis redis://r:6379"),
+            "{changes:?}"
+        );
+        assert!(
+            bootstrap(with_redis)
+                .changes(&bootstrap(with_redis))
+                .is_empty()
+        );
+    }
 }

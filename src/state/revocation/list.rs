@@ -282,29 +282,35 @@ impl RevocationList {
         let index = Kind::Jti.index();
         let mut next = i64::MAX;
         for shard in self.shards.iter() {
-            let due = {
+            let (due, remaining) = {
                 let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
-                shard.tables[index].iter().any(|slot| slot.at <= now)
+                let table = &shard.tables[index];
+                (
+                    table.iter().any(|slot| slot.at <= now),
+                    table
+                        .iter()
+                        .map(|slot| slot.at)
+                        .filter(|at| *at > now)
+                        .min(),
+                )
             };
-            let mut shard = shard.write().unwrap_or_else(PoisonError::into_inner);
-            if due {
-                shard.tables[index].retain(|slot| {
-                    if slot.at > now {
-                        return true;
-                    }
-                    removed.push(Entry {
-                        kind: Kind::Jti,
-                        iss: slot.iss.to_string(),
-                        value: slot.value.to_string(),
-                        at: slot.at,
-                    });
-                    false
-                });
+            next = remaining.map_or(next, |at| next.min(at));
+            if !due {
+                continue;
             }
-            next = shard.tables[index]
-                .iter()
-                .map(|slot| slot.at)
-                .fold(next, i64::min);
+            let mut shard = shard.write().unwrap_or_else(PoisonError::into_inner);
+            shard.tables[index].retain(|slot| {
+                if slot.at > now {
+                    return true;
+                }
+                removed.push(Entry {
+                    kind: Kind::Jti,
+                    iss: slot.iss.to_string(),
+                    value: slot.value.to_string(),
+                    at: slot.at,
+                });
+                false
+            });
         }
         self.counts[index].fetch_sub(removed.len(), Ordering::Relaxed);
         self.next_expiry.fetch_min(next, Ordering::Relaxed);
