@@ -5,7 +5,7 @@
 //! `pipeline` takes a request view and returns a decision, using `auth` to
 //! verify tokens. `proxy` adapts that decision to Pingora's request phases.
 //! Dependencies point one way: `jose` (algorithms) ← `keys` ← `auth` ←
-//! `pipeline` ← the adapters.
+//! `state` (the revocation list) ← `pipeline` ← the adapters.
 
 pub mod admin;
 pub mod auth;

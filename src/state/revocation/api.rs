@@ -298,7 +298,7 @@ async fn revoke(
         action = "revoke",
         kind = kind.as_str(),
         issuer = name,
-        value = %entry.value,
+        value = ?entry.value,
         at = entry.at,
         changed = applied,
         "revocation added"
@@ -433,7 +433,7 @@ async fn lift(
         action = "lift",
         kind = kind.as_str(),
         issuer = name,
-        value = %value,
+        value = ?value,
         "revocation lifted"
     );
     Ok((StatusCode::OK, json!({ "result": "lifted" })))
