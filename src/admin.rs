@@ -15,6 +15,7 @@ use crate::clock::SharedClock;
 use crate::config::Snapshot;
 use crate::reload::{Reloader, Trigger};
 use crate::shutdown::Drain;
+use crate::state::revocation::{self, Revocations};
 use crate::telemetry::Metrics;
 
 pub struct Admin {
@@ -24,6 +25,7 @@ pub struct Admin {
     drain: Drain,
     reloader: Arc<Reloader>,
     started: std::time::Instant,
+    revocations: Option<Arc<Revocations>>,
 }
 
 impl Admin {
@@ -41,7 +43,15 @@ impl Admin {
             drain,
             reloader,
             started: std::time::Instant::now(),
+            revocations: None,
         }
+    }
+
+    /// Serves `/revocations`, counts the list in `/metrics` and lets a
+    /// stale copy fail `/readyz`.
+    pub fn with_revocations(mut self, revocations: Option<Arc<Revocations>>) -> Self {
+        self.revocations = revocations;
+        self
     }
 
     /// Issuers that hold readiness back, by name; empty means ready. An
@@ -86,6 +96,9 @@ impl Admin {
     }
 
     fn refresh_gauges(&self) {
+        if let Some(revocations) = &self.revocations {
+            revocations.refresh_gauges();
+        }
         let now = self.clock.now_unix();
         for issuer in &self.snapshot.load().issuers {
             let name = issuer.name.as_str();
@@ -116,6 +129,10 @@ impl ServeHttp for Admin {
                 )
             }
             "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            revocation::api::PATH if self.revocations.is_some() => {
+                let revocations = self.revocations.as_ref().expect("checked");
+                revocation::api::handle(revocations, &self.snapshot.load(), session).await
+            }
             "/-/reload" if session.req_header().method == http::Method::POST => self.reload().await,
             "/-/reload" => {
                 let mut response = reply(
@@ -137,7 +154,14 @@ impl ServeHttp for Admin {
             ),
             "/readyz" => {
                 let missing = self.issuers_without_keys();
-                if missing.is_empty() {
+                let stale = self.revocations.as_ref().and_then(|r| r.not_ready());
+                if let Some(stale) = stale {
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        format!("not ready: {stale}\n").into_bytes(),
+                    )
+                } else if missing.is_empty() {
                     reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())
                 } else {
                     let body = format!("not ready: no usable keys for issuers {missing:?}\n");

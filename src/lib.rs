@@ -5,7 +5,7 @@
 //! `pipeline` takes a request view and returns a decision, using `auth` to
 //! verify tokens. `proxy` adapts that decision to Pingora's request phases.
 //! Dependencies point one way: `jose` (algorithms) ← `keys` ← `auth` ←
-//! `pipeline` ← the adapters.
+//! `state` (the revocation list) ← `pipeline` ← the adapters.
 
 pub mod admin;
 pub mod auth;
@@ -22,5 +22,6 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;
+pub mod state;
 pub mod telemetry;
 pub mod tls;

@@ -41,6 +41,9 @@ enum Command {
     /// Mint, inspect and verify tokens.
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
+    /// Revoke tokens, subjects or sessions through a running gateway's
+    /// admin listener.
+    Revoke(cli::revoke::RevokeArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => cli::run(args),
         Some(Command::Check(args)) => cli::check::check(&args.config),
         Some(Command::Token(command)) => cli::token::token(command),
+        Some(Command::Revoke(args)) => cli::revoke::revoke(args),
     };
     match outcome {
         Ok(code) => code,

@@ -286,6 +286,7 @@ fn same_verifier(old: &IssuerVerifier, new: &IssuerVerifier) -> bool {
         require_exp,
         max_lifetime_secs,
         require_sub,
+        require_jti,
         token_type:
             TokenTypeRule {
                 typ,
@@ -306,6 +307,7 @@ fn same_verifier(old: &IssuerVerifier, new: &IssuerVerifier) -> bool {
         && *require_exp == old.require_exp
         && *max_lifetime_secs == old.max_lifetime_secs
         && *require_sub == old.require_sub
+        && *require_jti == old.require_jti
         && *typ == old.token_type.typ
         && *claim == old.token_type.claim
         && *claim_values == old.token_type.claim_values

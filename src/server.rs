@@ -36,6 +36,7 @@ use crate::proxy::sni::SniResolver;
 use crate::reload::{self, Reloader, Trigger, WatchError};
 use crate::runtime::KeyRefreshers;
 use crate::shutdown::Drain;
+use crate::state::revocation::{RevocationError, Revocations};
 use crate::telemetry::Metrics;
 
 /// Admin and echo are light; two threads each is plenty and leaves the
@@ -85,6 +86,8 @@ pub enum ServerError {
     KeyRefresh(#[from] FetchError),
     #[error(transparent)]
     Watch(#[from] WatchError),
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
 }
 
 /// How the server was asked to run.
@@ -117,6 +120,26 @@ fn check_addresses_free(bootstrap: &Bootstrap) -> Result<(), ServerError> {
         })?;
     }
     Ok(())
+}
+
+/// The revocation list with its disk copy loaded (before any listener
+/// opens, so before `/readyz` can say ready), and its sweeper and Redis
+/// sync added as a background service.
+fn open_revocations(
+    server: &mut Server,
+    bootstrap: &Bootstrap,
+    metrics: &Metrics,
+    clock: &SharedClock,
+) -> Result<Option<Arc<Revocations>>, RevocationError> {
+    let Some(settings) = &bootstrap.revocation else {
+        return Ok(None);
+    };
+    let revocations = Arc::new(Revocations::open(settings.clone(), metrics, clock.clone())?);
+    server.add_service(background_service(
+        "jwtgate revocation",
+        revocations.service(),
+    ));
+    Ok(Some(revocations))
 }
 
 /// Runs until SIGTERM's drain is over or SIGINT; fails only at startup.
@@ -165,6 +188,7 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         refreshers.service(),
     ));
 
+    let revocations = open_revocations(&mut server, &bootstrap, &metrics, &clock)?;
     let token_cache = bootstrap.token_cache.as_ref().map(|settings| {
         TokenCache::new(
             settings,
@@ -199,7 +223,8 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
 
     let mut proxy_app = pingora::proxy::http_proxy(
         &server.configuration,
-        Gateway::new(shared.clone(), metrics.clone(), clock.clone(), token_cache),
+        Gateway::new(shared.clone(), metrics.clone(), clock.clone(), token_cache)
+            .with_revocations(revocations.as_ref().map(|r| r.list().clone())),
     );
     if bootstrap.h2c {
         // Pingora looks for the HTTP/2 preface only on clear-text
@@ -222,7 +247,7 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
 
     let mut admin = Service::new(
         "jwtgate admin".to_string(),
-        Admin::new(shared, metrics, clock, drain, reloader),
+        Admin::new(shared, metrics, clock, drain, reloader).with_revocations(revocations),
     );
     admin.threads = Some(SIDE_SERVICE_THREADS);
     admin.add_tcp(&bootstrap.admin_addr);

@@ -529,6 +529,34 @@ fn subject_must_be_a_string_and_can_be_required() {
     );
 }
 
+#[test]
+fn jti_can_be_required() {
+    let lax = [jwks_issuer(&[Algorithm::RS256])];
+    assert!(run(&open_policy(), &lax, &rs256(json!({"jti": null})), NOW).is_ok());
+    let strict = [issuer_with(|i| i.require_jti = true)];
+    assert!(run(&open_policy(), &strict, &rs256(json!({"jti": "t-1"})), NOW).is_ok());
+    assert_eq!(
+        reason(run(
+            &open_policy(),
+            &strict,
+            &rs256(json!({"jti": null})),
+            NOW
+        )),
+        Reason::MissingClaim
+    );
+    for bad in [json!(""), json!(7)] {
+        assert_eq!(
+            reason(run(
+                &open_policy(),
+                &strict,
+                &rs256(json!({"jti": bad})),
+                NOW
+            )),
+            Reason::Malformed
+        );
+    }
+}
+
 fn cache() -> (
     super::cache::TokenCache,
     prometheus::IntCounter,

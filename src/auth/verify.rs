@@ -45,6 +45,8 @@ pub struct IssuerVerifier {
     /// Longest accepted `exp - iat` (or `exp - now` without `iat`).
     pub max_lifetime_secs: Option<i64>,
     pub require_sub: bool,
+    /// Refuse tokens without a `jti`, so each can be revoked by it.
+    pub require_jti: bool,
     pub token_type: TokenTypeRule,
     pub scope_claim: Option<String>,
     pub keys: Arc<KeyStore>,
@@ -76,6 +78,7 @@ impl IssuerVerifier {
             require_exp: true,
             max_lifetime_secs: None,
             require_sub: false,
+            require_jti: false,
             token_type: TokenTypeRule::default(),
             scope_claim: None,
             keys: Arc::new(keys),
@@ -437,6 +440,7 @@ fn validate_claims(
         None if issuer.require_sub => return checked(explain, "sub", Err(Reason::MissingClaim)),
         None => {}
     }
+    check_jti(claims, issuer, explain)?;
 
     let audience = checked(explain, "aud", Audience::of(claims))?;
     if issuer.check_audience {
@@ -458,6 +462,26 @@ fn validate_claims(
         });
     }
     Ok(Times { exp, nbf, iat })
+}
+
+/// `jti` is what a token is revoked by: with `require_jti`, a token without
+/// one (or with one that is not a non-empty string) could never be.
+fn check_jti(
+    claims: &JsonObject,
+    issuer: &IssuerVerifier,
+    explain: &mut impl Explain,
+) -> Result<(), Reason> {
+    if !issuer.require_jti {
+        return Ok(());
+    }
+    match claims.get("jti") {
+        Some(JsonRef::String(jti)) if !jti.is_empty() => {
+            explain.passed("jti", &|| "present, so the token can be revoked".into());
+            Ok(())
+        }
+        Some(_) => checked(explain, "jti", Err(Reason::Malformed)),
+        None => checked(explain, "jti", Err(Reason::MissingClaim)),
+    }
 }
 
 /// `aud` as the token states it: a string or an array of strings

@@ -32,6 +32,7 @@ use crate::pipeline::client::{CidrError, TrustedProxies};
 use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::limits::RequestLimits;
 use crate::pipeline::router::Router;
+use crate::state::revocation::settings::{self as revocation, RevocationSettings};
 use crate::telemetry::metrics::RouteSeries;
 use crate::tls::{CertificateFiles, Certificates};
 
@@ -63,6 +64,8 @@ pub struct Bootstrap {
     pub keys_cache_dir: Option<PathBuf>,
     /// `None`: the verified-token cache is off.
     pub token_cache: Option<CacheSettings>,
+    /// `None`: no `revocation` block, nothing is ever revoked.
+    pub revocation: Option<RevocationSettings>,
 }
 
 impl Bootstrap {
@@ -84,6 +87,11 @@ impl Bootstrap {
         }
         fn duration(d: Duration) -> String {
             humantime::format_duration(d).to_string()
+        }
+        fn revocation(settings: &Option<RevocationSettings>) -> String {
+            settings
+                .as_ref()
+                .map_or_else(|| "(none)".into(), RevocationSettings::describe)
         }
         // A cache turned on or off is one change, not one per size setting.
         fn cache(
@@ -158,6 +166,11 @@ impl Bootstrap {
                 "token_cache.ttl",
                 cache(old_cache, |c| duration(c.ttl)),
                 cache(new_cache, |c| duration(c.ttl)),
+            ),
+            (
+                "revocation",
+                revocation(&self.revocation),
+                revocation(&new.revocation),
             ),
         ];
         settings
@@ -434,6 +447,9 @@ pub fn compile_reusing(
         );
     }
 
+    let revocation =
+        revocation::compile(config.revocation, base_dir, &|var| std::env::var(var).ok())
+            .map_err(|error| err_at(None, error.to_string()))?;
     let bootstrap = Bootstrap {
         listen_http: (!http_off).then_some(config.listen.http.addr),
         h2c: config.listen.http.h2c,
@@ -450,6 +466,7 @@ pub fn compile_reusing(
             max_bytes: config.token_cache.max_bytes,
             ttl: config.token_cache.ttl,
         }),
+        revocation,
     };
     let snapshot = Snapshot {
         realm: config.server.realm,
@@ -792,6 +809,7 @@ fn verifier(
         require_exp: issuer.require_exp,
         max_lifetime_secs: issuer.max_lifetime.map(|d| d.as_secs() as i64),
         require_sub: issuer.require_sub,
+        require_jti: issuer.require_jti,
         token_type: TokenTypeRule {
             typ: issuer
                 .token_type
@@ -1087,6 +1105,24 @@ mod tests {
         assert_eq!(
             running.changes(&cache_off),
             ["token_cache.enabled: true → false"]
+        );
+    }
+
+    #[test]
+    fn a_changed_revocation_block_needs_a_restart_and_names_no_secret() {
+        let with_redis = "revocation: { dir: /var/lib/j, redis: { url: 'redis://r:6379' } }
+";
+        let changes = bootstrap("").changes(&bootstrap(with_redis));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(
+            changes[0]
+                .starts_with("revocation: (none) → dir /var/lib/j tokens [] redis redis://r:6379"),
+            "{changes:?}"
+        );
+        assert!(
+            bootstrap(with_redis)
+                .changes(&bootstrap(with_redis))
+                .is_empty()
         );
     }
 }

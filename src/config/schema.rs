@@ -42,6 +42,8 @@ pub struct GatewayConfig {
     pub paths: PathsConfig,
     #[serde(default)]
     pub limits: RequestLimitsConfig,
+    #[serde(default)]
+    pub revocation: Option<RevocationConfig>,
 }
 
 /// What to do with request paths a backend could read differently from
@@ -377,6 +379,9 @@ pub struct IssuerConfig {
     /// Reject tokens without a `sub`.
     #[serde(default)]
     pub require_sub: bool,
+    /// Reject tokens without a `jti`, so each can be revoked by it.
+    #[serde(default)]
+    pub require_jti: bool,
     /// What marks an access token of this issuer (refresh and ID tokens
     /// signed by the same keys must not pass as one).
     #[serde(default)]
@@ -718,4 +723,70 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text)
         .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+}
+
+/// The revocation list: where it is kept, who may change it, and the Redis
+/// it is shared through. Restart-only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// The directory the list is kept in across restarts; unset: memory
+    /// only (a restart forgets it unless Redis has it).
+    pub dir: Option<PathBuf>,
+    /// Bearer tokens for the admin listener's `/revocations`; with none,
+    /// those endpoints are off.
+    pub admin_tokens: Vec<AdminTokenConfig>,
+    /// Share the list with other replicas through Redis.
+    pub redis: Option<RevocationRedisConfig>,
+}
+
+/// One admin token, named for the audit log, read from exactly one of an
+/// environment variable or a file (never written in the config itself).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTokenConfig {
+    pub name: String,
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationRedisConfig {
+    /// `redis://host:port/db` or `rediss://` (TLS); no password in it.
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Prefix of every key and of the channel jwtgate uses.
+    #[serde(default = "default_redis_prefix")]
+    pub key_prefix: String,
+    /// How often the whole list is compared with Redis (repairs a missed
+    /// message).
+    #[serde(default = "default_reconcile_interval", deserialize_with = "duration")]
+    pub reconcile_interval: Duration,
+    /// Connect and command timeout.
+    #[serde(default = "default_redis_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// `/readyz` fails once the list has not been in step with Redis for
+    /// longer than this; unset: Redis never affects readiness.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub max_staleness: Option<Duration>,
+}
+
+fn default_redis_prefix() -> String {
+    "jwtgate:revocation".into()
+}
+
+fn default_reconcile_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_secs(2)
 }

@@ -1,3 +1,4 @@
+use crate::state::revocation::RevocationList;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,6 +50,11 @@ impl Gateway {
             metrics,
             pipeline,
         }
+    }
+
+    pub fn with_revocations(mut self, list: Option<Arc<RevocationList>>) -> Self {
+        self.pipeline = self.pipeline.with_revocations(list);
+        self
     }
 }
 

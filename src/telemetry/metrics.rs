@@ -221,6 +221,13 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// Adds a collector owned elsewhere (runtime state with its own metrics).
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        self.registry
+            .register(collector)
+            .expect("unique metric names");
+    }
+
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         TextEncoder::new()
