@@ -37,6 +37,7 @@ use crate::reload::{self, Reloader, Trigger, WatchError};
 use crate::runtime::KeyRefreshers;
 use crate::shutdown::Drain;
 use crate::telemetry::Metrics;
+use crate::upstream::pools::UpstreamPools;
 
 /// Admin and echo are light; two threads each is plenty and leaves the
 /// cores to the proxy.
@@ -162,6 +163,13 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         refreshers.service(),
     ));
 
+    // Every route's upstream pool, its names resolved before the listeners
+    // open; the pools' loops run in the background.
+    let pools = Arc::new(UpstreamPools::new(metrics.clone(), clock.clone()));
+    let (_, nothing_retired) = pools.apply(&snapshot);
+    pools.stop(nothing_retired);
+    server.add_service(background_service("jwtgate upstreams", pools.service()));
+
     let token_cache = bootstrap.token_cache.as_ref().map(|settings| {
         TokenCache::new(
             settings,
@@ -176,6 +184,7 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         bootstrap.clone(),
         shared.clone(),
         refreshers,
+        pools,
         metrics.clone(),
         clock.clone(),
     ));
