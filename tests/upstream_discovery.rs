@@ -17,6 +17,42 @@ use serde_json::Value;
 
 const NAME: &str = "backend.test";
 
+/// Counts the allocations of the threads that ask it to, to show that
+/// choosing an endpoint allocates nothing.
+struct CountingAllocator;
+
+thread_local! {
+    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if COUNTING.with(|counting| counting.get()) {
+            ALLOCATIONS.with(|count| count.set(count.get() + 1));
+        }
+        // SAFETY: the caller's layout is passed on unchanged.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// How many allocations `work` made on this thread.
+fn allocations(work: impl FnOnce()) -> usize {
+    ALLOCATIONS.with(|count| count.set(0));
+    COUNTING.with(|counting| counting.set(true));
+    work();
+    COUNTING.with(|counting| counting.set(false));
+    ALLOCATIONS.with(|count| count.get())
+}
+
 /// An authoritative-only DNS server for one name: A queries get the
 /// current addresses (TTL 0), AAAA queries an empty answer, other names
 /// NXDOMAIN; with `failing` set, every query gets SERVFAIL.
@@ -456,4 +492,41 @@ async fn a_refused_connection_sets_the_endpoint_aside_for_eject_for() {
     )
     .await;
     assert_eq!(served(&a), 6);
+}
+
+#[test]
+fn choosing_an_endpoint_allocates_nothing() {
+    let yaml = r#"
+routes:
+  - name: r
+    upstream: { addrs: ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"] }
+    auth: { mode: off }
+"#;
+    let path = std::path::Path::new("gateway.yaml");
+    let config = jwtgate::config::parse(path, yaml, &|_| None).expect("valid config");
+    let snapshot = jwtgate::config::compile(path, config).expect("compiles");
+    let upstream = &snapshot.routes[0].upstream;
+    let choose = || {
+        for _ in 0..1000 {
+            let pool = upstream.pool();
+            std::hint::black_box(pool.select().expect("an endpoint"));
+        }
+    };
+    // The counter sees this thread's allocations.
+    assert_eq!(allocations(|| drop(std::hint::black_box(vec![0u8; 8]))), 1);
+    // Thread-local state of the first call (arc-swap's debt list) is set up
+    // once per thread, not per request.
+    choose();
+    assert_eq!(allocations(choose), 0, "all endpoints ready");
+
+    // An endpoint set aside: the round robin steps past it.
+    upstream.pool().eject("10.0.0.2:80".parse().unwrap());
+    choose();
+    assert_eq!(allocations(choose), 0, "one endpoint set aside");
+    // Every endpoint set aside: the scan, then failing open.
+    for addr in ["10.0.0.1:80", "10.0.0.3:80"] {
+        upstream.pool().eject(addr.parse().unwrap());
+    }
+    choose();
+    assert_eq!(allocations(choose), 0, "every endpoint set aside");
 }

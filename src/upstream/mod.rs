@@ -455,7 +455,11 @@ mod tests {
             "{ addrs: [\"10.0.0.1:80\"], eject_for: 5s }",
             "{ addrs: [\"10.0.0.1:80\"], health_check: { protocol: tcp } }",
         ] {
-            assert_ne!(same.identity(), pool(changed).unwrap().identity(), "{changed}");
+            assert_ne!(
+                same.identity(),
+                pool(changed).unwrap().identity(),
+                "{changed}"
+            );
         }
         let other_route =
             UpstreamPool::compile("other", &upstream(base), &system_dns(), None).unwrap();
