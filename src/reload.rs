@@ -168,6 +168,9 @@ impl Reloader {
                     remote_kept = reloaded.remote_keys.kept,
                     remote_started = reloaded.remote_keys.started,
                     remote_stopped = reloaded.remote_keys.stopped,
+                    upstreams_kept = reloaded.upstreams.kept,
+                    upstreams_started = reloaded.upstreams.started,
+                    upstreams_stopped = reloaded.upstreams.stopped,
                     "config reloaded from {}",
                     self.path.display()
                 );

@@ -319,6 +319,27 @@ async fn a_failed_resolution_keeps_the_last_good_addresses() {
         log.contains("resolving an upstream name failed") && log.contains(NAME),
         "{log}"
     );
+
+    // A reload that makes a new pool for the route while DNS still fails
+    // starts from the addresses the old one knew.
+    let changed = upstream.replace("100ms", "150ms");
+    std::fs::write(
+        gateway.config_path(),
+        gateway.render(&dns_config(&dns, "kept", &changed), &a),
+    )
+    .expect("write the config");
+    let body: Value = gateway
+        .client()
+        .post(gateway.admin_url("/-/reload"))
+        .send()
+        .await
+        .expect("POST /-/reload")
+        .json()
+        .await
+        .expect("reload answer");
+    assert_eq!(body["upstreams"]["started"], 1, "{body}");
+    get_ok(&gateway, "/after-reload").await;
+    assert_eq!(served(&a), 3);
 }
 
 #[tokio::test]

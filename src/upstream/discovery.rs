@@ -214,6 +214,17 @@ impl Resolved {
         self.addrs.iter().any(|a| matches!(a, Address::Name { .. }))
     }
 
+    /// Starts from `previous`'s last good answers when it resolves the same
+    /// names the same way: a reload that changed other settings while DNS
+    /// is failing keeps the endpoints it had.
+    pub fn adopt(&self, previous: &Resolved) {
+        if self.addrs != previous.addrs || self.dns.settings != previous.dns.settings {
+            return;
+        }
+        let answers = previous.last_good.lock().expect("not poisoned").clone();
+        *self.last_good.lock().expect("not poisoned") = answers;
+    }
+
     pub fn count_failures_in(&self, counter: IntCounter) {
         let _ = self.failures.set(counter);
     }

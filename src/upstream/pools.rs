@@ -90,6 +90,9 @@ impl UpstreamPools {
                     .with_label_values(&[pool.route()]),
             );
             if pool.is_dynamic() {
+                if let Some(previous) = running.iter().find(|p| p.route() == pool.route()) {
+                    pool.resolved.adopt(&previous.resolved);
+                }
                 resolve_first(&pool);
             }
             publish(&pool, &self.metrics);
