@@ -32,6 +32,9 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Where upstream DNS names are resolved.
+    #[serde(default)]
+    pub dns: DnsConfig,
     /// Where the last good JWKS of each remote issuer is kept, so a restart
     /// during an identity-provider outage still has keys. Unset: not kept.
     #[serde(default)]
@@ -42,8 +45,6 @@ pub struct GatewayConfig {
     pub paths: PathsConfig,
     #[serde(default)]
     pub limits: RequestLimitsConfig,
-    #[serde(default)]
-    pub dns: DnsConfig,
 }
 
 /// What to do with request paths a backend could read differently from

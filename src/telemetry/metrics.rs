@@ -39,6 +39,8 @@ pub struct Metrics {
     pub auth_decisions: IntCounterVec,
     pub verify_duration: Histogram,
     pub upstream_duration: HistogramVec,
+    pub upstream_healthy: IntGaugeVec,
+    pub upstream_resolve_failures: IntCounterVec,
     pub jwks_keys: IntGaugeVec,
     pub jwks_fetches: IntCounterVec,
     pub jwks_age: IntGaugeVec,
@@ -47,8 +49,6 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_last_reload: IntGauge,
     pub tls_certificate_expiry: IntGaugeVec,
-    pub upstream_healthy: IntGaugeVec,
-    pub upstream_resolve_failures: IntCounterVec,
 }
 
 /// `listener` of `jwtgate_tls_certificate_expiry_timestamp_seconds`: the
@@ -200,6 +200,8 @@ impl Metrics {
             auth_decisions,
             verify_duration,
             upstream_duration,
+            upstream_healthy,
+            upstream_resolve_failures,
             jwks_keys,
             jwks_fetches,
             jwks_age,
@@ -208,8 +210,6 @@ impl Metrics {
             config_reloads,
             config_last_reload,
             tls_certificate_expiry,
-            upstream_healthy,
-            upstream_resolve_failures,
         }
     }
 
