@@ -289,6 +289,9 @@ async fn a_name_whose_addresses_change_is_followed_without_a_reload() {
         "round robin alternates"
     );
     assert!(dns.queries.load(Ordering::Relaxed) >= 3);
+    let log = gateway.log();
+    let both = format!("upstream endpoints changed route=moving endpoints={A}:{port},{B}:{port}");
+    assert!(log.contains(&both), "{log}");
 }
 
 #[tokio::test]

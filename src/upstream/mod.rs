@@ -183,7 +183,16 @@ impl UpstreamPool {
     /// round robin. A failure leaves the endpoints as they were.
     pub async fn update(&self) -> pingora::Result<()> {
         self.backends
-            .update(|endpoints| self.selector.store(Arc::new(RoundRobin::build(&endpoints))))
+            .update(|endpoints| {
+                if self.is_dynamic() {
+                    tracing::info!(
+                        route = %self.identity.route,
+                        endpoints = %Endpoints(&endpoints),
+                        "upstream endpoints changed"
+                    );
+                }
+                self.selector.store(Arc::new(RoundRobin::build(&endpoints)));
+            })
             .await
     }
 
@@ -272,6 +281,21 @@ impl UpstreamPool {
 
     pub async fn run_health_check(&self) {
         self.backends.run_health_check(true).await;
+    }
+}
+
+/// A set of endpoints as `addr,addr`, for the log.
+struct Endpoints<'a>(&'a BTreeSet<Backend>);
+
+impl fmt::Display for Endpoints<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, endpoint) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}", endpoint.addr)?;
+        }
+        Ok(())
     }
 }
 
