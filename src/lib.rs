@@ -25,3 +25,4 @@ pub mod shutdown;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;

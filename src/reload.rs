@@ -26,6 +26,7 @@ use crate::runtime::{KeyChanges, KeyRefreshers};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{HTTPS_LISTENER, RELOAD_ERROR, RELOAD_SUCCESS};
 use crate::tls::EXPIRY_WARNING_SECS;
+use crate::upstream::pools::{PoolChanges, UpstreamPools};
 
 /// What asked for a reload, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,7 @@ pub struct Reloaded {
     pub issuers: usize,
     pub routes: usize,
     pub remote_keys: KeyChanges,
+    pub upstreams: PoolChanges,
 }
 
 impl Reloaded {
@@ -86,6 +88,11 @@ impl Reloaded {
                 "started": self.remote_keys.started,
                 "stopped": self.remote_keys.stopped,
             },
+            "upstreams": {
+                "kept": self.upstreams.kept,
+                "started": self.upstreams.started,
+                "stopped": self.upstreams.stopped,
+            },
         })
     }
 }
@@ -96,6 +103,7 @@ pub struct Reloader {
     bootstrap: Bootstrap,
     snapshot: Arc<ArcSwap<Snapshot>>,
     refreshers: Arc<KeyRefreshers>,
+    pools: Arc<UpstreamPools>,
     metrics: Arc<Metrics>,
     clock: SharedClock,
     /// Held for a whole reload: two at once could each keep a key store
@@ -109,6 +117,7 @@ impl Reloader {
         bootstrap: Bootstrap,
         snapshot: Arc<ArcSwap<Snapshot>>,
         refreshers: Arc<KeyRefreshers>,
+        pools: Arc<UpstreamPools>,
         metrics: Arc<Metrics>,
         clock: SharedClock,
     ) -> Self {
@@ -117,6 +126,7 @@ impl Reloader {
             bootstrap,
             snapshot,
             refreshers,
+            pools,
             metrics,
             clock,
             serial: Mutex::new(()),
@@ -158,6 +168,9 @@ impl Reloader {
                     remote_kept = reloaded.remote_keys.kept,
                     remote_started = reloaded.remote_keys.started,
                     remote_stopped = reloaded.remote_keys.stopped,
+                    upstreams_kept = reloaded.upstreams.kept,
+                    upstreams_started = reloaded.upstreams.started,
+                    upstreams_stopped = reloaded.upstreams.stopped,
                     "config reloaded from {}",
                     self.path.display()
                 );
@@ -201,14 +214,19 @@ impl Reloader {
                     file: self.path.clone(),
                     source,
                 })?;
+        // Unchanged upstreams keep their running pool (endpoints, health);
+        // new ones resolve their names before the snapshot serves.
+        let (upstreams, retired_pools) = self.pools.apply(&snapshot);
         let reloaded = Reloaded {
             issuers: snapshot.issuers.len(),
             routes: snapshot.routes.len(),
             remote_keys,
+            upstreams,
         };
         let previous = self.snapshot.swap(Arc::new(snapshot));
         record_certificate_expiry(&self.metrics, &self.snapshot.load());
         self.refreshers.stop(retired);
+        self.pools.stop(retired_pools);
         self.forget_issuer_gauges(&previous);
         Ok(reloaded)
     }

@@ -38,6 +38,7 @@ use crate::runtime::KeyRefreshers;
 use crate::shutdown::Drain;
 use crate::state::revocation::{RevocationError, Revocations};
 use crate::telemetry::Metrics;
+use crate::upstream::pools::UpstreamPools;
 
 /// Admin and echo are light; two threads each is plenty and leaves the
 /// cores to the proxy.
@@ -189,6 +190,13 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
     ));
 
     let revocations = open_revocations(&mut server, &bootstrap, &metrics, &clock)?;
+    // Every route's upstream pool, its names resolved before the listeners
+    // open; the pools' loops run in the background.
+    let pools = Arc::new(UpstreamPools::new(metrics.clone(), clock.clone()));
+    let (_, nothing_retired) = pools.apply(&snapshot);
+    pools.stop(nothing_retired);
+    server.add_service(background_service("jwtgate upstreams", pools.service()));
+
     let token_cache = bootstrap.token_cache.as_ref().map(|settings| {
         TokenCache::new(
             settings,
@@ -203,6 +211,7 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         bootstrap.clone(),
         shared.clone(),
         refreshers,
+        pools,
         metrics.clone(),
         clock.clone(),
     ));

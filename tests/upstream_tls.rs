@@ -813,3 +813,81 @@ fn check_refuses_unusable_tls_files_naming_the_field_and_file() {
     assert!(ok, "{output}");
     assert!(output.contains("upstream.tls.verify is false"), "{output}");
 }
+
+/// `jwtgate_upstream_healthy` of `route`'s endpoint `addr`, once it reads
+/// `expected`; panics with the metrics after ten seconds.
+async fn wait_for_health(gateway: &Gateway, addr: &str, expected: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = gateway.metrics().await;
+        let value = text
+            .lines()
+            .filter_map(parse_sample)
+            .find(|(name, labels, _)| {
+                name == "jwtgate_upstream_healthy"
+                    && labels.get("addr").map(String::as_str) == Some(addr)
+            })
+            .map(|(_, _, value)| value);
+        if value == Some(expected) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} health is {value:?}, expected {expected}:\n{}",
+            relevant_lines(&text)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_http_health_check_of_a_tls_upstream_connects_as_the_proxy_does() {
+    let pki = pki();
+    let upstream = Upstream::start();
+    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
+    let checked = |ca: &str| {
+        format!(
+            r#"listen: {{ http: "127.0.0.1:{{PROXY}}" }}
+admin: {{ addr: "127.0.0.1:{{ADMIN}}" }}
+routes:
+  - name: backend
+    upstream:
+      addrs: ["localhost:{port}"]
+      tls: {{ ca_file: "{dir}/{ca}.pem" }}
+      health_check: {{ protocol: http, path: /healthz, interval: 100ms, unhealthy_threshold: 1 }}
+    auth: {{ mode: off }}
+"#,
+            port = nginx.port(),
+            dir = pki.dir.path().display(),
+        )
+    };
+    let endpoint = format!("127.0.0.1:{}", nginx.port());
+
+    let gateway = Gateway::start(&checked("ca"), &upstream).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let check = loop {
+        if let Some(check) = upstream
+            .requests()
+            .into_iter()
+            .find(|r| r.path == "/healthz")
+        {
+            break check;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no health check went through nginx:\n{}",
+            gateway.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    wait_for_health(&gateway, &endpoint, 1.0).await;
+    // Over TLS, with the configured host as SNI (a clear-text check would
+    // get nginx's 400 and fail).
+    assert_eq!(check.header("x-tls-sni"), Some("localhost"));
+    drop(gateway);
+
+    // Checked against a CA that did not sign the upstream: the handshake
+    // fails, so does the check.
+    let gateway = Gateway::start(&checked("other-ca"), &upstream).await;
+    wait_for_health(&gateway, &endpoint, 0.0).await;
+}

@@ -3,12 +3,12 @@
 //! request path only reads.
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde_saphyr::Spanned;
 
 use super::load::ConfigError;
@@ -35,6 +35,8 @@ use crate::pipeline::router::Router;
 use crate::state::revocation::settings::{self as revocation, RevocationSettings};
 use crate::telemetry::metrics::RouteSeries;
 use crate::tls::{CertificateFiles, Certificates};
+use crate::upstream::discovery::Dns;
+use crate::upstream::{PoolError, UpstreamPool};
 
 /// A compiled config: what only a restart can change, and what a reload
 /// swaps.
@@ -240,8 +242,10 @@ pub struct CompiledRoute {
 
 #[derive(Debug)]
 pub struct Upstream {
-    pub addrs: Vec<SocketAddr>,
-    next: AtomicUsize,
+    /// The endpoints: the pool compiled with this snapshot, or the running
+    /// one it replaced by on applying the snapshot (see
+    /// [`crate::upstream::pools`]).
+    pool: ArcSwap<UpstreamPool>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
@@ -250,9 +254,14 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Round robin across the addresses: the index of the next one.
-    pub fn next_index(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) % self.addrs.len()
+    pub fn pool(&self) -> arc_swap::Guard<Arc<UpstreamPool>> {
+        self.pool.load()
+    }
+
+    /// Serves from `running`, a pool with the same settings that a
+    /// previous snapshot started.
+    pub fn use_pool(&self, running: Arc<UpstreamPool>) {
+        self.pool.store(running);
     }
 }
 
@@ -373,6 +382,7 @@ pub fn compile_reusing(
     if config.routes.is_empty() {
         return Err(err_at(None, "no routes are defined".into()));
     }
+    let dns = Dns::compile(&config.dns).map_err(|e| err_at(None, e.to_string()))?;
     let identity_headers = identity_headers(&config.routes)
         .map_err(|(route, message)| err_at(Some(&route.name), message))?;
     let mut routes = Vec::with_capacity(config.routes.len());
@@ -401,7 +411,7 @@ pub fn compile_reusing(
                 ),
             ));
         }
-        let compiled = compile_route(route, &issuer_names, &issuers, base_dir).map_err(
+        let compiled = compile_route(route, &issuer_names, &issuers, base_dir, &dns).map_err(
             |(span, message)| {
                 err_at(
                     Some(span.unwrap_or(&route.name)),
@@ -901,6 +911,7 @@ fn compile_route<'a>(
     issuer_names: &[&str],
     issuers: &[Arc<IssuerVerifier>],
     base_dir: &Path,
+    dns: &Dns,
 ) -> Result<CompiledRoute, RouteError<'a>> {
     let prefix = &route.matcher.path_prefix;
     if !prefix.starts_with('/') {
@@ -969,23 +980,11 @@ fn compile_route<'a>(
 
     let upstream = &route.upstream;
     if upstream.addrs.is_empty() {
-        return Err((
-            None,
-            "upstream.addrs must list at least one host:port".into(),
-        ));
+        return Err((None, PoolError::NoAddress.to_string()));
     }
-    let addrs = upstream
-        .addrs
-        .iter()
-        .map(|addr| {
-            addr.to_socket_addrs()
-                .map_err(|e| format!("upstream address {addr:?}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("upstream address {addr:?} resolves to nothing"))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| (None, e))?;
     let tls = upstream_tls::compile(upstream, base_dir).map_err(|e| (None, e.to_string()))?;
+    let pool = UpstreamPool::compile(&route.name.value, upstream, dns, tls.as_ref())
+        .map_err(|e| (None, e.to_string()))?;
 
     let forward = ForwardPlan {
         claims: route
@@ -1012,8 +1011,7 @@ fn compile_route<'a>(
         policy,
         sources,
         upstream: Upstream {
-            addrs,
-            next: AtomicUsize::new(0),
+            pool: ArcSwap::from_pointee(pool),
             connect_timeout: upstream.connect_timeout,
             read_timeout: upstream.read_timeout,
             write_timeout: upstream.write_timeout,

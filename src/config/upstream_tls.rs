@@ -45,6 +45,17 @@ pub struct UpstreamTls {
 }
 
 impl UpstreamTls {
+    /// What the connections are made with (CA list, client certificate,
+    /// ALPN, verification, server names), as one number: an upstream pool
+    /// whose TLS settings changed is a new pool.
+    pub fn fingerprint(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        self.group_key.hash(&mut hasher);
+        self.verify.hash(&mut hasher);
+        self.server_names.hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// The peer for the address at `index` of the upstream's addresses.
     /// Pingora's peer owns its SNI, so the name is the one copy made here;
     /// everything else is a flag or an `Arc`.

@@ -294,12 +294,19 @@ impl ProxyHttp for Gateway {
     ) -> Result<Box<HttpPeer>> {
         let route = ctx.route.as_ref().expect("routed in request_filter");
         let upstream = &route.upstream;
-        let index = upstream.next_index();
-        let addr = upstream.addrs[index];
+        let Some(endpoint) = upstream.pool().select() else {
+            // A name that has not resolved yet: nothing to connect to.
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "no upstream address has resolved yet",
+            )
+            .into_up());
+        };
+        let addr = endpoint.addr;
         ctx.upstream_addr = Some(addr);
         let mut peer = match &upstream.tls {
             None => HttpPeer::new(addr, false, String::new()),
-            Some(tls) => tls.peer(addr, index),
+            Some(tls) => tls.peer(addr, endpoint.origin),
         };
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
@@ -319,8 +326,13 @@ impl ProxyHttp for Gateway {
         if let Some(route) = &ctx.route {
             upstream_tls::log_failed_handshake(route, peer, &ctx.request_id, &e);
         }
-        // Try each address of the route once before giving up.
-        let addresses = ctx.route.as_ref().map_or(1, |r| r.upstream.addrs.len());
+        // Set the endpoint aside for a while, and try each endpoint of the
+        // route once before giving up.
+        let pool = ctx.route.as_ref().map(|route| route.upstream.pool());
+        if let (Some(pool), Some(addr)) = (&pool, ctx.upstream_addr) {
+            pool.eject(addr);
+        }
+        let addresses = pool.map_or(1, |pool| pool.len());
         if ctx.connect_attempts < addresses {
             e.set_retry(true);
         }

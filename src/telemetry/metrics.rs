@@ -39,6 +39,8 @@ pub struct Metrics {
     pub auth_decisions: IntCounterVec,
     pub verify_duration: Histogram,
     pub upstream_duration: HistogramVec,
+    pub upstream_healthy: IntGaugeVec,
+    pub upstream_resolve_failures: IntCounterVec,
     pub jwks_keys: IntGaugeVec,
     pub jwks_fetches: IntCounterVec,
     pub jwks_age: IntGaugeVec,
@@ -56,6 +58,29 @@ pub const HTTPS_LISTENER: &str = "https";
 /// `result` label values of `jwtgate_config_reloads_total`.
 pub const RELOAD_SUCCESS: &str = "success";
 pub const RELOAD_ERROR: &str = "error";
+
+/// `jwtgate_upstream_healthy{route,addr}` and
+/// `jwtgate_upstream_resolve_failures_total{route}`: addresses are the
+/// resolved endpoints of configured upstreams, never client input.
+fn upstream_metrics() -> (IntGaugeVec, IntCounterVec) {
+    let healthy = IntGaugeVec::new(
+        Opts::new(
+            "jwtgate_upstream_healthy",
+            "Whether an upstream endpoint gets traffic (1) or not (0: failing its health checks, or set aside after a refused connection), by route and resolved address.",
+        ),
+        &["route", "addr"],
+    )
+    .expect("valid metric");
+    let resolve_failures = IntCounterVec::new(
+        Opts::new(
+            "jwtgate_upstream_resolve_failures_total",
+            "Resolutions of an upstream DNS name that failed (the last good addresses were kept), by route.",
+        ),
+        &["route"],
+    )
+    .expect("valid metric");
+    (healthy, resolve_failures)
+}
 
 impl Metrics {
     pub fn new() -> Self {
@@ -150,8 +175,11 @@ impl Metrics {
             &["listener", "host"],
         )
         .expect("valid metric");
+        let (upstream_healthy, upstream_resolve_failures) = upstream_metrics();
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_healthy.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_resolve_failures.clone()),
+            Box::new(requests.clone()),
             Box::new(auth_decisions.clone()),
             Box::new(verify_duration.clone()),
             Box::new(upstream_duration.clone()),
@@ -172,6 +200,8 @@ impl Metrics {
             auth_decisions,
             verify_duration,
             upstream_duration,
+            upstream_healthy,
+            upstream_resolve_failures,
             jwks_keys,
             jwks_fetches,
             jwks_age,

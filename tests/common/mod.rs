@@ -85,7 +85,13 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start() -> Self {
-        let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// [`Upstream::start`] on a chosen address (another loopback IP, or the
+    /// port of an upstream that was stopped).
+    pub fn start_on(addr: SocketAddr) -> Self {
+        let listener = StdTcpListener::bind(addr).expect("bind upstream");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("upstream addr");
         let log: Arc<Mutex<Vec<Recorded>>> = Arc::default();

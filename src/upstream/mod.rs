@@ -1,0 +1,492 @@
+//! A route's upstream endpoints: discovered (DNS names resolved again in
+//! the background), checked (active health checks, and endpoints that
+//! refuse a connection set aside for a while), and chosen round robin, on
+//! pingora-load-balancing's `Backends`, health checks and `RoundRobin`.
+//!
+//! A pool is compiled with its snapshot but lives in the runtime: a reload
+//! whose route has the same upstream settings keeps the running pool, with
+//! its endpoints and their health (see [`pools::UpstreamPools`]).
+
+pub mod discovery;
+pub mod health;
+pub mod pools;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use pingora::lb::selection::{BackendIter, BackendSelection, RoundRobin};
+use pingora::lb::{Backend, Backends};
+use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
+use tokio::sync::Notify;
+
+use crate::config::UpstreamTls;
+use crate::config::schema::{DnsConfig, HealthCheckConfig, UpstreamConfig};
+use discovery::{Address, AddressError, Discovery, Dns, Origin, Resolved};
+use health::{HealthCheckError, MIN_INTERVAL, Probe};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PoolError {
+    #[error("upstream.addrs must list at least one host:port")]
+    NoAddress,
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error(transparent)]
+    HealthCheck(#[from] HealthCheckError),
+    #[error("upstream.resolve_interval is {0}; it must be at least 100ms")]
+    ResolveInterval(String),
+    #[error("upstream.eject_for is {0}; it must be 0s (off) or whole seconds")]
+    EjectFor(String),
+}
+
+/// What decides whether a running pool can serve a new snapshot's route:
+/// everything the pool was built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolIdentity {
+    route: String,
+    addrs: Vec<String>,
+    resolve_interval: Duration,
+    eject_for: Duration,
+    health_check: Option<HealthCheckConfig>,
+    /// Only for pools with names to resolve.
+    dns: Option<DnsConfig>,
+    /// The TLS settings health checks connect with.
+    tls: Option<u64>,
+}
+
+/// One chosen endpoint: where to connect, and which configured address it
+/// came from (for the TLS server name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub origin: usize,
+}
+
+/// Pools get a process-unique id, so the runtime can tell them apart.
+static NEXT_POOL: AtomicU64 = AtomicU64::new(0);
+
+pub struct UpstreamPool {
+    id: u64,
+    identity: PoolIdentity,
+    resolved: Arc<Resolved>,
+    backends: Backends,
+    selector: ArcSwap<RoundRobin>,
+    resolve_interval: Duration,
+    health_interval: Option<Duration>,
+    /// Seconds; 0: endpoints are never set aside.
+    eject_for: i64,
+    /// Endpoints set aside after a refused connection, and until when
+    /// (`None`: just reported, the background loop sets the deadline).
+    /// Touched on the request path only when a connection fails.
+    ejected: Mutex<Vec<(SocketAddr, Option<i64>)>>,
+    /// Wakes the background loop: an endpoint was set aside.
+    wake: Notify,
+}
+
+impl fmt::Debug for UpstreamPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamPool")
+            .field("route", &self.identity.route)
+            .field("addrs", &self.identity.addrs)
+            .finish()
+    }
+}
+
+impl UpstreamPool {
+    /// The pool of `route`'s upstream. IP addresses are its endpoints at
+    /// once; names are resolved when the runtime starts the pool.
+    pub fn compile(
+        route: &str,
+        config: &UpstreamConfig,
+        dns: &Dns,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<Self, PoolError> {
+        if config.addrs.is_empty() {
+            return Err(PoolError::NoAddress);
+        }
+        let addrs = config
+            .addrs
+            .iter()
+            .map(|addr| Address::parse(addr))
+            .collect::<Result<Vec<_>, _>>()?;
+        if config.resolve_interval < MIN_INTERVAL {
+            return Err(PoolError::ResolveInterval(
+                humantime::format_duration(config.resolve_interval).to_string(),
+            ));
+        }
+        if config.eject_for.subsec_nanos() != 0 {
+            return Err(PoolError::EjectFor(
+                humantime::format_duration(config.eject_for).to_string(),
+            ));
+        }
+        let probe = config
+            .health_check
+            .as_ref()
+            .map(|check| Probe::compile(route, check, &config.addrs, tls))
+            .transpose()?;
+        let resolved = Resolved::new(route.to_string(), addrs, dns.clone());
+        let dynamic = resolved.is_dynamic();
+        let mut backends = Backends::new(Box::new(Discovery(resolved.clone())));
+        if let Some(probe) = probe {
+            backends.set_health_check(Box::new(probe));
+        }
+        let pool = Self {
+            id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
+            identity: PoolIdentity {
+                route: route.to_string(),
+                addrs: config.addrs.clone(),
+                resolve_interval: config.resolve_interval,
+                eject_for: config.eject_for,
+                health_check: config.health_check.clone(),
+                dns: dynamic.then(|| dns.settings.clone()),
+                tls: tls.map(UpstreamTls::fingerprint),
+            },
+            resolved,
+            backends,
+            selector: ArcSwap::from_pointee(RoundRobin::build(&BTreeSet::new())),
+            resolve_interval: config.resolve_interval,
+            health_interval: config.health_check.as_ref().map(|check| check.interval),
+            eject_for: config.eject_for.as_secs() as i64,
+            ejected: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+        };
+        if !dynamic {
+            // Nothing to wait for: the endpoints are the addresses, which
+            // are never none.
+            let _ = now_or_never(pool.update());
+        }
+        Ok(pool)
+    }
+
+    pub fn identity(&self) -> &PoolIdentity {
+        &self.identity
+    }
+
+    pub fn route(&self) -> &str {
+        &self.identity.route
+    }
+
+    /// The addresses as configured.
+    pub fn addrs(&self) -> &[String] {
+        &self.identity.addrs
+    }
+
+    pub fn is_dynamic(&self) -> bool {
+        self.resolved.is_dynamic()
+    }
+
+    /// Asks discovery again and, when the endpoints changed, rebuilds the
+    /// round robin. A failure leaves the endpoints as they were.
+    pub async fn update(&self) -> pingora::Result<()> {
+        self.backends
+            .update(|endpoints| {
+                if self.is_dynamic() {
+                    tracing::info!(
+                        route = %self.identity.route,
+                        endpoints = %Endpoints(&endpoints),
+                        "upstream endpoints changed"
+                    );
+                }
+                self.selector.store(Arc::new(RoundRobin::build(&endpoints)));
+            })
+            .await
+    }
+
+    /// The current endpoints.
+    pub fn endpoints(&self) -> Arc<BTreeSet<Backend>> {
+        self.backends.get_backend()
+    }
+
+    /// How many endpoints there are: how many a request may try.
+    pub fn len(&self) -> usize {
+        self.backends.get_backend().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `endpoint` gets traffic: healthy and not set aside.
+    pub fn is_ready(&self, endpoint: &Backend) -> bool {
+        self.backends.ready(endpoint)
+    }
+
+    fn is_ready_at(&self, endpoint: Endpoint) -> bool {
+        self.backends.ready(&backend(endpoint.addr))
+    }
+
+    /// The next endpoint round robin that is healthy and not set aside.
+    /// When there is none, the next one all the same: an upstream whose
+    /// checks all fail may still serve, and refusing everything would be
+    /// sure to fail. `None` only before any address resolved. Allocates
+    /// nothing.
+    pub fn select(&self) -> Option<Endpoint> {
+        let selector = self.selector.load();
+        let mut candidates = selector.iter(&[]);
+        let first = endpoint(candidates.next()?);
+        if self.is_ready_at(first) {
+            return Some(first);
+        }
+        // The round robin moves on for every request, so a few more steps
+        // usually find a ready one; a scan settles it.
+        let endpoints = self.backends.get_backend();
+        for _ in 0..endpoints.len().min(4) {
+            if let Some(next) = candidates.next().map(endpoint)
+                && self.is_ready_at(next)
+            {
+                return Some(next);
+            }
+        }
+        endpoints
+            .iter()
+            .find(|b| self.backends.ready(b))
+            .map(endpoint)
+            .or(Some(first))
+    }
+
+    /// Sets `addr` aside after a connection to it failed, for `eject_for`.
+    /// On the request path, only for failed connections: a short lock and
+    /// no allocation once the list has room.
+    pub fn eject(&self, addr: SocketAddr) {
+        if self.eject_for == 0 {
+            return;
+        }
+        self.backends.set_enable(&backend(addr), false);
+        let mut ejected = self.ejected.lock().unwrap_or_else(|e| e.into_inner());
+        if !ejected.iter().any(|(a, _)| *a == addr) {
+            ejected.push((addr, None));
+        }
+        drop(ejected);
+        self.wake.notify_one();
+    }
+
+    /// Gives back the endpoints whose time aside is over at `now` (Unix
+    /// seconds), and starts the clock for those just set aside.
+    pub fn settle_ejections(&self, now: i64) {
+        let mut ejected = self.ejected.lock().unwrap_or_else(|e| e.into_inner());
+        ejected.retain_mut(|(addr, until)| {
+            let until = *until.get_or_insert(now + self.eject_for);
+            if until > now {
+                return true;
+            }
+            self.backends.set_enable(&backend(*addr), true);
+            tracing::info!(route = %self.identity.route, endpoint = %addr, "upstream endpoint gets traffic again");
+            false
+        });
+    }
+
+    pub async fn run_health_check(&self) {
+        self.backends.run_health_check(true).await;
+    }
+}
+
+/// A set of endpoints as `addr,addr`, for the log.
+struct Endpoints<'a>(&'a BTreeSet<Backend>);
+
+impl fmt::Display for Endpoints<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, endpoint) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}", endpoint.addr)?;
+        }
+        Ok(())
+    }
+}
+
+/// The endpoints' readiness is keyed by address and weight; every
+/// endpoint has weight 1, so an address finds its entry.
+fn backend(addr: SocketAddr) -> Backend {
+    Backend {
+        addr: PeerAddr::Inet(addr),
+        weight: 1,
+        ext: Default::default(),
+    }
+}
+
+fn endpoint(backend: &Backend) -> Endpoint {
+    let addr = match &backend.addr {
+        PeerAddr::Inet(addr) => *addr,
+        // Discovery makes only IP endpoints.
+        PeerAddr::Unix(_) => unreachable!("upstream endpoints are IP addresses"),
+    };
+    Endpoint {
+        addr,
+        origin: backend.ext.get::<Origin>().map_or(0, |origin| origin.0),
+    }
+}
+
+/// The output of a future that is ready at once (a discovery of IP
+/// addresses awaits nothing), else `None`.
+fn now_or_never<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(yaml: &str) -> UpstreamConfig {
+        serde_saphyr::from_str(yaml).expect("valid upstream YAML")
+    }
+
+    fn system_dns() -> Dns {
+        Dns::compile(&DnsConfig::default()).unwrap()
+    }
+
+    fn pool(yaml: &str) -> Result<UpstreamPool, PoolError> {
+        UpstreamPool::compile("r", &upstream(yaml), &system_dns(), None)
+    }
+
+    fn error(yaml: &str) -> String {
+        pool(yaml).expect_err(yaml).to_string()
+    }
+
+    #[test]
+    fn settings_are_checked_and_named_in_errors() {
+        assert_eq!(
+            error("addrs: []"),
+            "upstream.addrs must list at least one host:port"
+        );
+        assert_eq!(
+            error("addrs: [\"api\"]"),
+            "upstream address \"api\" has no port (host:port)"
+        );
+        assert_eq!(
+            error("{ addrs: [\"10.0.0.1:80\"], resolve_interval: 10ms }"),
+            "upstream.resolve_interval is 10ms; it must be at least 100ms"
+        );
+        assert_eq!(
+            error("{ addrs: [\"10.0.0.1:80\"], eject_for: 1500ms }"),
+            "upstream.eject_for is 1s 500ms; it must be 0s (off) or whole seconds"
+        );
+        let check = |settings: &str| {
+            error(&format!(
+                "{{ addrs: [\"10.0.0.1:80\"], health_check: {{ {settings} }} }}"
+            ))
+        };
+        assert_eq!(
+            check("interval: 50ms"),
+            "upstream.health_check.interval is 50ms; it must be at least 100ms"
+        );
+        assert_eq!(
+            check("timeout: 0s"),
+            "upstream.health_check.timeout must be positive"
+        );
+        assert_eq!(
+            check("unhealthy_threshold: 0"),
+            "upstream.health_check.unhealthy_threshold is 0; it must be at least 1"
+        );
+        assert_eq!(
+            check("expected_status: 700"),
+            "upstream.health_check.expected_status is 700; it must be from 100 to 599"
+        );
+        assert_eq!(
+            check("protocol: http, path: healthz"),
+            "upstream.health_check.path \"healthz\" is not a path (it must start with / and be a valid request target)"
+        );
+        assert!(
+            serde_saphyr::from_str::<UpstreamConfig>(
+                "{ addrs: [\"10.0.0.1:80\"], health_check: { protocol: udp } }"
+            )
+            .is_err()
+        );
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ip_addresses_are_endpoints_at_once_and_taken_in_turn() {
+        let pool = pool("addrs: [\"10.0.0.1:80\", \"10.0.0.2:80\"]").unwrap();
+        assert!(!pool.is_dynamic());
+        assert_eq!(pool.len(), 2);
+        let chosen: Vec<_> = (0..4).map(|_| pool.select().unwrap().addr).collect();
+        assert_eq!(
+            chosen,
+            [
+                addr("10.0.0.1:80"),
+                addr("10.0.0.2:80"),
+                addr("10.0.0.1:80"),
+                addr("10.0.0.2:80")
+            ]
+        );
+        assert_eq!(pool.select().unwrap().origin, 0);
+        assert_eq!(pool.select().unwrap().origin, 1);
+    }
+
+    #[test]
+    fn a_name_has_no_endpoint_until_resolved() {
+        let pool = pool("addrs: [\"backend.invalid:80\"]").unwrap();
+        assert!(pool.is_dynamic());
+        assert_eq!(pool.select(), None);
+    }
+
+    #[test]
+    fn an_endpoint_set_aside_comes_back_after_eject_for() {
+        let pool = pool("{ addrs: [\"10.0.0.1:80\", \"10.0.0.2:80\"], eject_for: 10s }").unwrap();
+        pool.eject(addr("10.0.0.2:80"));
+        for _ in 0..4 {
+            assert_eq!(pool.select().unwrap().addr, addr("10.0.0.1:80"));
+        }
+        // The clock starts when the loop first sees the ejection.
+        pool.settle_ejections(1_000);
+        pool.settle_ejections(1_009);
+        assert!((0..4).all(|_| pool.select().unwrap().addr == addr("10.0.0.1:80")));
+        pool.settle_ejections(1_010);
+        let chosen: Vec<_> = (0..2).map(|_| pool.select().unwrap().addr).collect();
+        assert!(chosen.contains(&addr("10.0.0.2:80")), "{chosen:?}");
+    }
+
+    #[test]
+    fn with_every_endpoint_set_aside_one_is_still_chosen() {
+        let pool = pool("addrs: [\"10.0.0.1:80\", \"10.0.0.2:80\"]").unwrap();
+        pool.eject(addr("10.0.0.1:80"));
+        pool.eject(addr("10.0.0.2:80"));
+        let endpoints = pool.endpoints();
+        assert!(endpoints.iter().all(|e| !pool.is_ready(e)));
+        let chosen: Vec<_> = (0..2).map(|_| pool.select().unwrap().addr).collect();
+        assert_eq!(chosen, [addr("10.0.0.1:80"), addr("10.0.0.2:80")]);
+    }
+
+    #[test]
+    fn eject_for_zero_never_sets_aside() {
+        let pool = pool("{ addrs: [\"10.0.0.1:80\", \"10.0.0.2:80\"], eject_for: 0s }").unwrap();
+        pool.eject(addr("10.0.0.2:80"));
+        assert!(pool.endpoints().iter().all(|e| pool.is_ready(e)));
+    }
+
+    #[test]
+    fn a_pool_is_the_same_only_with_the_same_settings() {
+        let base = "{ addrs: [\"10.0.0.1:80\"] }";
+        let same = pool(base).unwrap();
+        assert_eq!(same.identity(), pool(base).unwrap().identity());
+        for changed in [
+            "{ addrs: [\"10.0.0.2:80\"] }",
+            "{ addrs: [\"10.0.0.1:80\"], eject_for: 5s }",
+            "{ addrs: [\"10.0.0.1:80\"], health_check: { protocol: tcp } }",
+        ] {
+            assert_ne!(
+                same.identity(),
+                pool(changed).unwrap().identity(),
+                "{changed}"
+            );
+        }
+        let other_route =
+            UpstreamPool::compile("other", &upstream(base), &system_dns(), None).unwrap();
+        assert_ne!(same.identity(), other_route.identity());
+    }
+}

@@ -1,0 +1,264 @@
+//! The runtime side of upstream pools: each route's pool is started when a
+//! snapshot first uses it (its names resolved before it serves), kept by
+//! reloads that leave its upstream settings unchanged, and stopped when no
+//! snapshot uses it any more. Each running pool has one background loop:
+//! resolve names every `resolve_interval`, run health checks every
+//! `health_check.interval`, give back endpoints set aside, and export
+//! `jwtgate_upstream_healthy`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::mpsc;
+
+use super::UpstreamPool;
+use crate::clock::SharedClock;
+use crate::config::Snapshot;
+use crate::telemetry::Metrics;
+
+/// How often the loop looks at endpoints set aside, at the longest.
+const EJECTION_TICK: Duration = Duration::from_secs(1);
+
+pub struct UpstreamPools {
+    /// Touched only by startup and by reloads, never on the request path.
+    running: Mutex<Vec<Arc<UpstreamPool>>>,
+    commands: mpsc::UnboundedSender<Command>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+}
+
+enum Command {
+    Start(Arc<UpstreamPool>),
+    Stop(Arc<UpstreamPool>),
+}
+
+/// What applying a snapshot did to the pools.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PoolChanges {
+    pub kept: usize,
+    pub started: usize,
+    pub stopped: usize,
+}
+
+/// Pools the new snapshot no longer uses, stopped once it serves.
+#[must_use = "stop the retired pools once the new snapshot is in place"]
+pub struct RetiredPools(Vec<Arc<UpstreamPool>>);
+
+impl UpstreamPools {
+    pub fn new(metrics: Arc<Metrics>, clock: SharedClock) -> Self {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        Self {
+            running: Mutex::default(),
+            commands,
+            receiver: Mutex::new(Some(receiver)),
+            metrics,
+            clock,
+        }
+    }
+
+    /// Makes `snapshot`'s routes use the running pool where their upstream
+    /// settings are unchanged, and starts the others, resolving their names
+    /// first (blocking, bounded by `dns.timeout` per name: call it off the
+    /// request path). The pools no route uses any more are returned, to be
+    /// stopped once the snapshot serves.
+    pub fn apply(&self, snapshot: &Snapshot) -> (PoolChanges, RetiredPools) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changes = PoolChanges::default();
+        let mut next = Vec::with_capacity(snapshot.routes.len());
+        for route in &snapshot.routes {
+            let compiled = route.upstream.pool();
+            if let Some(index) = running
+                .iter()
+                .position(|pool| pool.identity() == compiled.identity())
+            {
+                let kept = running.swap_remove(index);
+                route.upstream.use_pool(kept.clone());
+                next.push(kept);
+                changes.kept += 1;
+                continue;
+            }
+            let pool = Arc::clone(&compiled);
+            drop(compiled);
+            pool.resolved.count_failures_in(
+                self.metrics
+                    .upstream_resolve_failures
+                    .with_label_values(&[pool.route()]),
+            );
+            if pool.is_dynamic() {
+                if let Some(previous) = running.iter().find(|p| p.route() == pool.route()) {
+                    pool.resolved.adopt(&previous.resolved);
+                }
+                resolve_first(&pool);
+            }
+            publish(&pool, &self.metrics);
+            // Only fails once the service has stopped: the process is ending.
+            let _ = self.commands.send(Command::Start(pool.clone()));
+            next.push(pool);
+            changes.started += 1;
+        }
+        let retired: Vec<_> = running.drain(..).collect();
+        changes.stopped = retired.len();
+        *running = next;
+        (changes, RetiredPools(retired))
+    }
+
+    pub fn stop(&self, retired: RetiredPools) {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for pool in retired.0 {
+            forget(&pool, &running, &self.metrics);
+            let _ = self.commands.send(Command::Stop(pool));
+        }
+    }
+
+    pub fn service(self: &Arc<Self>) -> UpstreamPoolService {
+        UpstreamPoolService(self.clone())
+    }
+}
+
+/// A new pool's first resolution, before any request can use it. Runs on a
+/// thread of its own with a runtime of its own: the caller may be on a
+/// runtime's thread already (a reload), or before any runtime exists.
+fn resolve_first(pool: &Arc<UpstreamPool>) {
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(runtime) => {
+                    if let Err(error) = runtime.block_on(pool.update()) {
+                        tracing::warn!(
+                            route = %pool.route(),
+                            "no upstream address resolved yet ({error}); trying again in the background"
+                        );
+                    }
+                }
+                Err(error) => tracing::warn!("cannot resolve upstream names now: {error}"),
+            }
+        });
+    });
+}
+
+/// Sets `jwtgate_upstream_healthy` for every endpoint of `pool`.
+fn publish(pool: &UpstreamPool, metrics: &Metrics) {
+    let route = pool.route();
+    let mut addr = String::new();
+    for endpoint in pool.endpoints().iter() {
+        use std::fmt::Write;
+        addr.clear();
+        let _ = write!(addr, "{}", endpoint.addr);
+        metrics
+            .upstream_healthy
+            .with_label_values(&[route, addr.as_str()])
+            .set(i64::from(pool.is_ready(endpoint)));
+    }
+}
+
+/// Removes the series of `pool`'s endpoints that no running pool of the
+/// same route still has.
+fn forget(pool: &UpstreamPool, running: &[Arc<UpstreamPool>], metrics: &Metrics) {
+    let route = pool.route();
+    let successors: Vec<_> = running.iter().filter(|p| p.route() == route).collect();
+    for endpoint in pool.endpoints().iter() {
+        if successors.iter().any(|p| p.endpoints().contains(endpoint)) {
+            continue;
+        }
+        let _ = metrics
+            .upstream_healthy
+            .remove_label_values(&[route, &endpoint.addr.to_string()]);
+    }
+}
+
+/// Runs every pool's loop on Pingora's background runtime, starting and
+/// stopping them as reloads ask.
+pub struct UpstreamPoolService(Arc<UpstreamPools>);
+
+#[async_trait]
+impl BackgroundService for UpstreamPoolService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(mut commands) = self
+            .0
+            .receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let mut tasks = HashMap::new();
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Start(pool)) => {
+                        let id = pool.id;
+                        let metrics = self.0.metrics.clone();
+                        let clock = self.0.clock.clone();
+                        tasks.insert(id, tokio::spawn(run(pool, metrics, clock)));
+                    }
+                    Some(Command::Stop(pool)) => {
+                        if let Some(task) = tasks.remove(&pool.id) {
+                            task.abort();
+                        }
+                    }
+                    None => break,
+                },
+                _ = shutdown.changed() => break,
+            }
+        }
+        for task in tasks.into_values() {
+            task.abort();
+        }
+    }
+}
+
+/// One pool's background work, until its task is aborted.
+async fn run(pool: Arc<UpstreamPool>, metrics: Arc<Metrics>, clock: SharedClock) {
+    let now = Instant::now();
+    // A pool whose names did not resolve yet tries again at once.
+    let mut resolve_at = if pool.is_empty() {
+        now
+    } else {
+        now + pool.resolve_interval
+    };
+    let mut check_at = now;
+    let mut published = pool.endpoints();
+    loop {
+        if pool.is_dynamic() && Instant::now() >= resolve_at {
+            // Failures are logged and counted by the discovery.
+            let _ = pool.update().await;
+            resolve_at = Instant::now() + pool.resolve_interval;
+        }
+        if let Some(interval) = pool.health_interval
+            && Instant::now() >= check_at
+        {
+            pool.run_health_check().await;
+            check_at = Instant::now() + interval;
+        }
+        pool.settle_ejections(clock.now_unix());
+        let endpoints = pool.endpoints();
+        for gone in published.difference(&endpoints) {
+            let _ = metrics
+                .upstream_healthy
+                .remove_label_values(&[pool.route(), &gone.addr.to_string()]);
+        }
+        published = endpoints;
+        publish(&pool, &metrics);
+
+        let mut wake = Instant::now() + EJECTION_TICK;
+        if pool.is_dynamic() {
+            wake = wake.min(resolve_at);
+        }
+        if pool.health_interval.is_some() {
+            wake = wake.min(check_at);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = pool.wake.notified() => {}
+        }
+    }
+}
