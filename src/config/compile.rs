@@ -32,6 +32,7 @@ use crate::pipeline::client::{CidrError, TrustedProxies};
 use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::limits::RequestLimits;
 use crate::pipeline::router::Router;
+use crate::state::rate_limit::RouteRateLimits;
 use crate::state::revocation::settings::{self as revocation, RevocationSettings};
 use crate::telemetry::metrics::RouteSeries;
 use crate::tls::{CertificateFiles, Certificates};
@@ -236,6 +237,7 @@ pub struct CompiledRoute {
     pub series: RouteSeries,
     /// What a clear-text request gets instead of the upstream.
     pub https_only: Option<HttpsOnly>,
+    pub rate_limits: RouteRateLimits,
 }
 
 #[derive(Debug)]
@@ -1023,6 +1025,8 @@ fn compile_route<'a>(
         cors,
         series: RouteSeries::new(issuers.len()),
         https_only: route.matcher.https_only,
+        rate_limits: RouteRateLimits::compile(&route.name.value, auth.mode, &route.rate_limits)
+            .map_err(|e| (None, e.to_string()))?,
     })
 }
 

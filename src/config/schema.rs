@@ -507,6 +507,30 @@ pub struct RouteConfig {
     /// preflights are routed like any other request.
     #[serde(default)]
     pub cors: Option<CorsConfig>,
+    /// Request rate limits; empty: none, and nothing spent on them.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitConfig>,
+}
+
+/// One rate limit of a route: `rate` requests per period, up to `burst` at
+/// once, counted per `key`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// The limit's name in the metric label and the `RateLimit` headers.
+    pub name: String,
+    /// `100/s`, `10/m`, `1000/h`, `5/10s`, `20000/d`.
+    pub rate: String,
+    /// Requests allowed at once; absent: the rate's count.
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// `route`, `client_address`, `header:<name>` or `claim:<dotted path>`.
+    #[serde(default = "default_rate_key")]
+    pub key: String,
+}
+
+fn default_rate_key() -> String {
+    "route".into()
 }
 
 /// A route's CORS policy: jwtgate answers its preflights and adds the CORS

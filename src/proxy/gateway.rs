@@ -45,6 +45,7 @@ impl Gateway {
         cache: Option<TokenCache>,
     ) -> Self {
         let pipeline = Pipeline::new(clock, cache).timed(metrics.verify_duration.clone());
+        metrics.register(Box::new(pipeline.rate_limits().metric()));
         Self {
             snapshot,
             metrics,
@@ -165,6 +166,9 @@ impl Gateway {
             Decision::Refuse(Refusal::Target(_)) => Some(reject::bad_target(request_id)),
             Decision::Refuse(Refusal::MethodNotAllowed { allow }) => {
                 Some(reject::method_not_allowed(allow, request_id))
+            }
+            Decision::RateLimited { limited, .. } => {
+                Some(reject::rate_limited(&limited, request_id))
             }
             Decision::NoRoute => Some(reject::not_found(request_id)),
             Decision::HttpsRequired { location, .. } => Some(match location {
