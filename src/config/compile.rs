@@ -33,6 +33,7 @@ use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::limits::RequestLimits;
 use crate::pipeline::router::Router;
 use crate::state::rate_limit::RouteRateLimits;
+use crate::state::rate_limit_sync::{self, RateLimitSettings};
 use crate::state::revocation::settings::{self as revocation, RevocationSettings};
 use crate::telemetry::metrics::RouteSeries;
 use crate::tls::{CertificateFiles, Certificates};
@@ -67,6 +68,7 @@ pub struct Bootstrap {
     pub token_cache: Option<CacheSettings>,
     /// `None`: no `revocation` block, nothing is ever revoked.
     pub revocation: Option<RevocationSettings>,
+    pub rate_limit: RateLimitSettings,
 }
 
 impl Bootstrap {
@@ -172,6 +174,11 @@ impl Bootstrap {
                 "revocation",
                 revocation(&self.revocation),
                 revocation(&new.revocation),
+            ),
+            (
+                "rate_limit",
+                self.rate_limit.describe(),
+                new.rate_limit.describe(),
             ),
         ];
         settings
@@ -452,6 +459,9 @@ pub fn compile_reusing(
     let revocation =
         revocation::compile(config.revocation, base_dir, &|var| std::env::var(var).ok())
             .map_err(|error| err_at(None, error.to_string()))?;
+    let rate_limit =
+        rate_limit_sync::compile(config.rate_limit, base_dir, &|var| std::env::var(var).ok())
+            .map_err(|error| err_at(None, error.to_string()))?;
     let bootstrap = Bootstrap {
         listen_http: (!http_off).then_some(config.listen.http.addr),
         h2c: config.listen.http.h2c,
@@ -469,6 +479,7 @@ pub fn compile_reusing(
             ttl: config.token_cache.ttl,
         }),
         revocation,
+        rate_limit,
     };
     let snapshot = Snapshot {
         realm: config.server.realm,

@@ -1,3 +1,4 @@
+use crate::state::rate_limit::RateLimits;
 use crate::state::revocation::RevocationList;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -45,7 +46,6 @@ impl Gateway {
         cache: Option<TokenCache>,
     ) -> Self {
         let pipeline = Pipeline::new(clock, cache).timed(metrics.verify_duration.clone());
-        metrics.register(Box::new(pipeline.rate_limits().metric()));
         Self {
             snapshot,
             metrics,
@@ -55,6 +55,15 @@ impl Gateway {
 
     pub fn with_revocations(mut self, list: Option<Arc<RevocationList>>) -> Self {
         self.pipeline = self.pipeline.with_revocations(list);
+        self
+    }
+
+    /// Counts rate limits in `limits`, whose metrics it registers.
+    pub fn with_rate_limits(mut self, limits: Arc<RateLimits>) -> Self {
+        for collector in limits.collectors() {
+            self.metrics.register(collector);
+        }
+        self.pipeline = self.pipeline.with_rate_limits(limits);
         self
     }
 }

@@ -4,5 +4,6 @@
 //! only the local copy.
 
 pub mod rate_limit;
+pub mod rate_limit_sync;
 pub mod redis;
 pub mod revocation;

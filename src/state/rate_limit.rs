@@ -23,7 +23,8 @@ use std::sync::{Mutex, PoisonError};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use http::{HeaderName, HeaderValue};
-use prometheus::{IntCounterVec, Opts};
+use prometheus::core::Collector;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 
 use crate::auth::claims;
 use crate::auth::json::{JsonObject, JsonRef};
@@ -313,6 +314,25 @@ impl ClaimKey<'_> {
     }
 }
 
+/// A key's identity shared with other replicas: 128 bits of SHA-256 over
+/// the limit and the key, the same in every process.
+pub type Digest = [u8; 16];
+
+/// What one replica allowed since it last settled with Redis: `spent`
+/// nanoseconds of the key's budget (one interval per request).
+#[derive(Debug, Clone, Copy)]
+pub struct Spent {
+    pub digest: Digest,
+    pub spent: u64,
+}
+
+#[derive(Default)]
+struct Shard {
+    table: HashTable<Slot>,
+    /// Only with Redis: what this replica allowed since the last sync.
+    spent: Vec<Spent>,
+}
+
 #[derive(Clone, Copy)]
 struct Slot {
     /// The key's hash is its identity: 64 bits from a per-process random
@@ -326,9 +346,16 @@ struct Slot {
 /// keeps them (see [`RateLimit`] for what identifies a limit).
 pub struct RateLimits {
     hasher: DefaultHashBuilder,
-    shards: Box<[Mutex<HashTable<Slot>>]>,
+    shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
+    /// Keys are digests shared with other replicas, and spending is
+    /// recorded for the sync task.
+    shared: bool,
     limited: IntCounterVec,
+    /// The Redis sync's metrics (registered only with Redis).
+    pub sync_errors: IntCounter,
+    pub adopted: IntCounter,
+    pub connected: IntGauge,
 }
 
 impl Default for RateLimits {
@@ -338,6 +365,16 @@ impl Default for RateLimits {
 }
 
 impl RateLimits {
+    /// Counters another replica can share through Redis: each key is
+    /// identified by its [`Digest`], and what is allowed is recorded until
+    /// [`RateLimits::take_spent`] collects it.
+    pub fn shared(max_keys: usize) -> Self {
+        Self {
+            shared: true,
+            ..Self::new(max_keys)
+        }
+    }
+
     /// Remembers at most about `max_keys` keys across all limits.
     pub fn new(max_keys: usize) -> Self {
         let limited = IntCounterVec::new(
@@ -348,17 +385,47 @@ impl RateLimits {
             &["route", "limit"],
         )
         .expect("valid metric");
+        let sync_errors = IntCounter::new(
+            "jwtgate_rate_limit_redis_errors_total",
+            "Failed rate-limit syncs with Redis; meanwhile each replica enforces its limits on its own.",
+        )
+        .expect("valid metric");
+        let adopted = IntCounter::new(
+            "jwtgate_rate_limit_redis_adopted_total",
+            "Keys whose budget was updated from what other replicas spent.",
+        )
+        .expect("valid metric");
+        let connected = IntGauge::new(
+            "jwtgate_rate_limit_redis_connected",
+            "1 while the rate-limit counters are in step with Redis, else 0.",
+        )
+        .expect("valid metric");
         Self {
             hasher: DefaultHashBuilder::default(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: max_keys.div_ceil(SHARDS).max(1),
+            shared: false,
             limited,
+            sync_errors,
+            adopted,
+            connected,
         }
     }
 
-    /// `jwtgate_rate_limited_total`, for the metrics registry.
+    /// `jwtgate_rate_limited_total`, for tests.
     pub fn metric(&self) -> IntCounterVec {
         self.limited.clone()
+    }
+
+    /// Every metric, for the registry.
+    pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        let mut collectors: Vec<Box<dyn Collector>> = vec![Box::new(self.limited.clone())];
+        if self.shared {
+            collectors.push(Box::new(self.sync_errors.clone()));
+            collectors.push(Box::new(self.adopted.clone()));
+            collectors.push(Box::new(self.connected.clone()));
+        }
+        collectors
     }
 
     /// Counts one refusal.
@@ -368,7 +435,10 @@ impl RateLimits {
 
     /// Keys remembered, expired or not.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).len()).sum()
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).table.len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -384,21 +454,100 @@ impl RateLimits {
         key: Option<&[u8]>,
         now: u64,
     ) -> Result<(), Limited<'s>> {
+        if self.shared {
+            let digest = digest(limit.id, key);
+            let hash = self.hasher.hash_one(digest);
+            let mut shard = self.shard(hash);
+            shard.take(limit, hash, now, self.per_shard)?;
+            if shard.spent.len() < self.per_shard {
+                shard.spent.push(Spent {
+                    digest,
+                    spent: limit.interval,
+                });
+            }
+            return Ok(());
+        }
         let hash = self.hasher.hash_one((limit.id, key));
+        self.shard(hash).take(limit, hash, now, self.per_shard)
+    }
+
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
         // Bits the table's own bucket index and tag don't use.
-        let shard = &self.shards[(hash >> 32) as usize % SHARDS];
-        let mut table = lock(shard);
-        if let Some(slot) = table.find_mut(hash, |slot| slot.hash == hash) {
+        lock(&self.shards[(hash >> 32) as usize % SHARDS])
+    }
+
+    /// What this replica allowed since the last call, for Redis.
+    pub fn take_spent(&self) -> Vec<Spent> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            all.append(&mut lock(shard).spent);
+        }
+        all
+    }
+
+    /// Moves a key's TAT to `tat` (nanoseconds) if that is later: what all
+    /// replicas together have spent of its budget.
+    pub fn adopt(&self, digest: Digest, tat: u64, now: u64) {
+        if tat <= now {
+            return;
+        }
+        let hash = self.hasher.hash_one(digest);
+        let mut shard = self.shard(hash);
+        if let Some(slot) = shard.table.find_mut(hash, |slot| slot.hash == hash) {
+            slot.tat = slot.tat.max(tat);
+            return;
+        }
+        if shard.table.len() >= self.per_shard {
+            make_room(&mut shard.table, now, self.per_shard);
+        }
+        shard
+            .table
+            .insert_unique(hash, Slot { hash, tat }, |slot| slot.hash);
+    }
+}
+
+impl Shard {
+    fn take<'s>(
+        &mut self,
+        limit: &'s RateLimit,
+        hash: u64,
+        now: u64,
+        capacity: usize,
+    ) -> Result<(), Limited<'s>> {
+        if let Some(slot) = self.table.find_mut(hash, |slot| slot.hash == hash) {
             return take(limit, &mut slot.tat, now);
         }
         let mut tat = now;
         take(limit, &mut tat, now)?;
-        if table.len() >= self.per_shard {
-            make_room(&mut table, now, self.per_shard);
+        if self.table.len() >= capacity {
+            make_room(&mut self.table, now, capacity);
         }
-        table.insert_unique(hash, Slot { hash, tat }, |slot| slot.hash);
+        self.table
+            .insert_unique(hash, Slot { hash, tat }, |slot| slot.hash);
         Ok(())
     }
+}
+
+/// The key's identity across replicas.
+fn digest(limit: u64, key: Option<&[u8]>) -> Digest {
+    let mut input = [0u8; 9 + 64];
+    input[..8].copy_from_slice(&limit.to_le_bytes());
+    let Some(key) = key else {
+        return first_16(&sha256(&input[..8]));
+    };
+    input[8] = 1;
+    if key.len() <= 64 {
+        input[9..9 + key.len()].copy_from_slice(key);
+        return first_16(&sha256(&input[..9 + key.len()]));
+    }
+    let mut long = Vec::with_capacity(9 + key.len());
+    long.extend_from_slice(&input[..9]);
+    long.extend_from_slice(key);
+    first_16(&sha256(&long))
+}
+
+fn first_16(digest: &[u8; 32]) -> Digest {
+    digest[..16].try_into().expect("16 bytes")
 }
 
 /// GCRA: allowed when the TAT is at most the tolerance ahead of now.
