@@ -265,3 +265,57 @@ async fn two_replicas_share_a_budget_through_redis_and_each_enforces_alone_when_
     assert_eq!(status(&a, "/api/x", Some(&alice)).await, 429);
     assert_eq!(upstream.count(), 4, "alice 2 across both replicas, carol 2");
 }
+
+async fn reload(gateway: &Gateway) -> (u16, String) {
+    let response = gateway
+        .client()
+        .post(gateway.admin_url("/-/reload"))
+        .send()
+        .await
+        .expect("POST /-/reload");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("reload body"))
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_counters_and_a_changed_rate_limit_block_needs_a_restart() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&config("[]", None), &upstream).await;
+    let alice = token("alice");
+    assert_eq!(status(&gateway, "/api/x", Some(&alice)).await, 200);
+    assert_eq!(status(&gateway, "/api/x", Some(&alice)).await, 200);
+    assert_eq!(status(&gateway, "/api/x", Some(&alice)).await, 429);
+
+    // Same route and limit names, a larger burst and one more route: the
+    // budget alice spent is still spent, and the new burst applies to it.
+    let grown = config("[]", None)
+        .replace(
+            "{ name: per-user, rate: 2/h, key: \"claim:sub\" }",
+            "{ name: per-user, rate: 2/h, burst: 3, key: \"claim:sub\" }",
+        )
+        .replace(
+            "routes:\n",
+            "routes:\n  - name: extra\n    match: { path_prefix: /extra }\n    upstream: { addrs: [\"{UPSTREAM}\"] }\n    auth: { mode: off }\n",
+        );
+    std::fs::write(gateway.config_path(), gateway.render(&grown, &upstream)).expect("write");
+    let (code, body) = reload(&gateway).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        status(&gateway, "/extra", None).await,
+        200,
+        "the new config is served"
+    );
+    assert_eq!(status(&gateway, "/api/x", Some(&alice)).await, 200);
+    assert_eq!(status(&gateway, "/api/x", Some(&alice)).await, 429);
+
+    let restart_only = format!("{grown}rate_limit: {{ max_keys: 4096 }}\n");
+    std::fs::write(
+        gateway.config_path(),
+        gateway.render(&restart_only, &upstream),
+    )
+    .expect("write");
+    let (code, body) = reload(&gateway).await;
+    assert_ne!(code, 200, "{body}");
+    assert!(body.contains("rate_limit: max_keys 1048576"), "{body}");
+    assert!(body.contains("needs a restart"), "{body}");
+}
