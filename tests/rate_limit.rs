@@ -222,7 +222,8 @@ async fn an_api_is_limited_per_subject() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_share_a_budget_through_redis_and_each_enforces_alone_when_it_stops() {
+async fn two_replicas_share_a_budget_through_redis_enforce_alone_while_it_is_away_and_share_again()
+{
     let mut redis = Redis::start().await;
     let upstream = Upstream::start();
     let yaml = config("[]", Some(&redis.url()));
@@ -263,7 +264,24 @@ async fn two_replicas_share_a_budget_through_redis_and_each_enforces_alone_when_
     assert_eq!(status(&a, "/api/x", Some(&carol)).await, 200);
     assert_eq!(status(&a, "/api/x", Some(&carol)).await, 429);
     assert_eq!(status(&a, "/api/x", Some(&alice)).await, 429);
-    assert_eq!(upstream.count(), 4, "alice 2 across both replicas, carol 2");
+
+    // Redis returns (empty): both replicas reconnect and share again.
+    redis.restart().await;
+    a.expect_metric("jwtgate_rate_limit_redis_connected", &[], 1.0)
+        .await;
+    b.expect_metric("jwtgate_rate_limit_redis_connected", &[], 1.0)
+        .await;
+    let dave = token("dave");
+    assert_eq!(status(&a, "/api/x", Some(&dave)).await, 200);
+    until_metric(&b, "jwtgate_rate_limit_redis_adopted_total", 2.0).await;
+    assert_eq!(status(&b, "/api/x", Some(&dave)).await, 200);
+    until_metric(&a, "jwtgate_rate_limit_redis_adopted_total", 2.0).await;
+    assert_eq!(status(&a, "/api/x", Some(&dave)).await, 429);
+    assert_eq!(
+        upstream.count(),
+        6,
+        "alice 2 and dave 2 across both replicas, carol 2"
+    );
 }
 
 async fn reload(gateway: &Gateway) -> (u16, String) {
