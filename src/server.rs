@@ -36,6 +36,8 @@ use crate::proxy::sni::SniResolver;
 use crate::reload::{self, Reloader, Trigger, WatchError};
 use crate::runtime::KeyRefreshers;
 use crate::shutdown::Drain;
+use crate::state::rate_limit::RateLimits;
+use crate::state::rate_limit_sync::SyncService;
 use crate::state::revocation::{RevocationError, Revocations};
 use crate::telemetry::Metrics;
 use crate::upstream::pools::UpstreamPools;
@@ -143,6 +145,24 @@ fn open_revocations(
     Ok(Some(revocations))
 }
 
+/// The rate-limit counters, with their Redis sync added as a background
+/// service when budgets are shared.
+fn rate_limits(server: &mut Server, bootstrap: &Bootstrap, clock: &SharedClock) -> Arc<RateLimits> {
+    let settings = &bootstrap.rate_limit;
+    let limits = Arc::new(settings.counters());
+    if let Some(shared) = &settings.redis {
+        server.add_service(background_service(
+            "jwtgate rate-limit sync",
+            SyncService {
+                limits: limits.clone(),
+                settings: shared.clone(),
+                clock: clock.clone(),
+            },
+        ));
+    }
+    limits
+}
+
 /// Runs until SIGTERM's drain is over or SIGINT; fails only at startup.
 pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Result<(), ServerError> {
     let Compiled {
@@ -230,10 +250,12 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         .signal_watch(bootstrap.grace_period, bootstrap.graceful_shutdown_timeout)
         .on_hangup(on_hangup);
 
+    let rate_limits = rate_limits(&mut server, &bootstrap, &clock);
     let mut proxy_app = pingora::proxy::http_proxy(
         &server.configuration,
         Gateway::new(shared.clone(), metrics.clone(), clock.clone(), token_cache)
-            .with_revocations(revocations.as_ref().map(|r| r.list().clone())),
+            .with_revocations(revocations.as_ref().map(|r| r.list().clone()))
+            .with_rate_limits(rate_limits),
     );
     if bootstrap.h2c {
         // Pingora looks for the HTTP/2 preface only on clear-text

@@ -5,6 +5,8 @@
 //! and restarted to play an outage).
 
 mod common;
+#[path = "common/redis.rs"]
+mod redis;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use jwtgate::jose::Algorithm;
+use redis::Redis;
 use serde_json::{Value, json};
 
 const ISS: &str = "https://issuer.revoke.test";
@@ -147,79 +150,8 @@ fn cli(gateway: &Gateway, args: &[&str]) -> (bool, String, String) {
 }
 
 // ---------------------------------------------------------------------------
-// redis-server
+// State directories (redis-server: tests/common/redis.rs)
 // ---------------------------------------------------------------------------
-
-/// A real `redis-server` on a loopback port of its own, with its own
-/// directory and no persistence (a restart comes back empty, the harder
-/// case); killed on drop.
-struct Redis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Redis {
-    async fn start() -> Self {
-        let mut redis = Self {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("redis dir"),
-            child: None,
-        };
-        redis.run().await;
-        redis
-    }
-
-    async fn run(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (Debian package redis-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.cli(&["PING"]).trim() != "PONG" {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn restart(&mut self) {
-        self.stop();
-        self.run().await;
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// `redis-cli` against this server; its standard output.
-    fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli must be installed (Debian package redis-tools)");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn state_dir() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("state dir");

@@ -492,6 +492,12 @@ fn verify(config_path: &Path, route_name: &str, token: &str) -> anyhow::Result<E
             probe.describe(),
             refusal.as_str()
         ),
+        // One request from a fresh pipeline is always within a limit's burst.
+        Decision::RateLimited { limited, .. } => bail!(
+            "{} is over rate limit {:?}",
+            probe.describe(),
+            limited.limit.name
+        ),
         Decision::Preflight { .. } | Decision::NoRoute | Decision::HttpsRequired { .. } => bail!(
             "{} does not reach route {:?}: check the route's match",
             probe.describe(),

@@ -32,6 +32,8 @@ use crate::pipeline::client::{CidrError, TrustedProxies};
 use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::limits::RequestLimits;
 use crate::pipeline::router::Router;
+use crate::state::rate_limit::RouteRateLimits;
+use crate::state::rate_limit_sync::{self, RateLimitSettings};
 use crate::state::revocation::settings::{self as revocation, RevocationSettings};
 use crate::telemetry::metrics::RouteSeries;
 use crate::tls::{CertificateFiles, Certificates};
@@ -68,6 +70,7 @@ pub struct Bootstrap {
     pub token_cache: Option<CacheSettings>,
     /// `None`: no `revocation` block, nothing is ever revoked.
     pub revocation: Option<RevocationSettings>,
+    pub rate_limit: RateLimitSettings,
 }
 
 impl Bootstrap {
@@ -174,6 +177,11 @@ impl Bootstrap {
                 revocation(&self.revocation),
                 revocation(&new.revocation),
             ),
+            (
+                "rate_limit",
+                self.rate_limit.describe(),
+                new.rate_limit.describe(),
+            ),
         ];
         settings
             .into_iter()
@@ -238,6 +246,7 @@ pub struct CompiledRoute {
     pub series: RouteSeries,
     /// What a clear-text request gets instead of the upstream.
     pub https_only: Option<HttpsOnly>,
+    pub rate_limits: RouteRateLimits,
 }
 
 #[derive(Debug)]
@@ -460,6 +469,9 @@ pub fn compile_reusing(
     let revocation =
         revocation::compile(config.revocation, base_dir, &|var| std::env::var(var).ok())
             .map_err(|error| err_at(None, error.to_string()))?;
+    let rate_limit =
+        rate_limit_sync::compile(config.rate_limit, base_dir, &|var| std::env::var(var).ok())
+            .map_err(|error| err_at(None, error.to_string()))?;
     let bootstrap = Bootstrap {
         listen_http: (!http_off).then_some(config.listen.http.addr),
         h2c: config.listen.http.h2c,
@@ -477,6 +489,7 @@ pub fn compile_reusing(
             ttl: config.token_cache.ttl,
         }),
         revocation,
+        rate_limit,
     };
     let snapshot = Snapshot {
         realm: config.server.realm,
@@ -1021,6 +1034,8 @@ fn compile_route<'a>(
         cors,
         series: RouteSeries::new(issuers.len()),
         https_only: route.matcher.https_only,
+        rate_limits: RouteRateLimits::compile(&route.name.value, auth.mode, &route.rate_limits)
+            .map_err(|e| (None, e.to_string()))?,
     })
 }
 

@@ -47,6 +47,9 @@ pub struct GatewayConfig {
     pub limits: RequestLimitsConfig,
     #[serde(default)]
     pub revocation: Option<RevocationConfig>,
+    /// Where rate-limit counters are kept. Restart-only.
+    #[serde(default)]
+    pub rate_limit: RateLimitStateConfig,
 }
 
 /// What to do with request paths a backend could read differently from
@@ -510,6 +513,30 @@ pub struct RouteConfig {
     /// preflights are routed like any other request.
     #[serde(default)]
     pub cors: Option<CorsConfig>,
+    /// Request rate limits; empty: none, and nothing spent on them.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitConfig>,
+}
+
+/// One rate limit of a route: `rate` requests per period, up to `burst` at
+/// once, counted per `key`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// The limit's name in the metric label and the `RateLimit` headers.
+    pub name: String,
+    /// `100/s`, `10/m`, `1000/h`, `5/10s`, `20000/d`.
+    pub rate: String,
+    /// Requests allowed at once; absent: the rate's count.
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// `route`, `client_address`, `header:<name>` or `claim:<dotted path>`.
+    #[serde(default = "default_rate_key")]
+    pub key: String,
+}
+
+fn default_rate_key() -> String {
+    "route".into()
 }
 
 /// A route's CORS policy: jwtgate answers its preflights and adds the CORS
@@ -875,4 +902,56 @@ fn default_reconcile_interval() -> Duration {
 
 fn default_redis_timeout() -> Duration {
     Duration::from_secs(2)
+}
+
+/// The counters behind every route's `rate_limits`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitStateConfig {
+    /// How many keys all limits together remember (memory bound).
+    pub max_keys: usize,
+    /// Share each limit's budget with other replicas through Redis.
+    pub redis: Option<RateLimitRedisConfig>,
+}
+
+impl Default for RateLimitStateConfig {
+    fn default() -> Self {
+        Self {
+            max_keys: 1 << 20,
+            redis: None,
+        }
+    }
+}
+
+/// The same connection settings as `revocation.redis`, plus how often
+/// each replica settles its spending with Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRedisConfig {
+    /// `redis://host:port/db` or `rediss://` (TLS); no password in it.
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Prefix of every key and of the channel jwtgate uses.
+    #[serde(default = "default_rate_limit_prefix")]
+    pub key_prefix: String,
+    /// Connect and command timeout.
+    #[serde(default = "default_redis_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// How often a replica reports what it allowed and learns what the
+    /// others did: the window within which replicas may overshoot.
+    #[serde(default = "default_sync_interval", deserialize_with = "duration")]
+    pub sync_interval: Duration,
+}
+
+fn default_rate_limit_prefix() -> String {
+    "jwtgate:ratelimit".into()
+}
+
+fn default_sync_interval() -> Duration {
+    Duration::from_millis(200)
 }

@@ -10,6 +10,7 @@ use super::limits::LimitExceeded;
 use crate::auth::{Rejection, VerifiedToken};
 use crate::config::schema::AuthMode;
 use crate::config::{CompiledRoute, Snapshot};
+use crate::state::rate_limit::Limited;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{ALLOW, ANONYMOUS, DENY, WOULD_DENY};
 
@@ -57,9 +58,17 @@ pub enum Decision<'s> {
         route: Option<&'s Arc<CompiledRoute>>,
         location: Option<Vec<u8>>,
     },
+    /// Over one of the route's rate limits: 429, never forwarded.
+    RateLimited {
+        route: &'s Arc<CompiledRoute>,
+        limited: Limited<'s>,
+    },
     /// No route matches: 404.
     NoRoute,
 }
+
+/// The access log's `reason` for a request refused by a rate limit.
+pub const RATE_LIMITED: &str = "rate_limited";
 
 /// Why authentication refused (or, in audit mode, would have refused).
 #[derive(Debug, Clone)]
@@ -128,7 +137,8 @@ impl<'s> Decision<'s> {
             | Decision::Anonymous { route, .. }
             | Decision::WouldDeny { route, .. }
             | Decision::Deny { route, .. }
-            | Decision::Preflight { route, .. } => Some(route),
+            | Decision::Preflight { route, .. }
+            | Decision::RateLimited { route, .. } => Some(route),
             Decision::HttpsRequired { route, .. } => *route,
             Decision::Refuse(_) | Decision::NoRoute => None,
         }
@@ -155,6 +165,7 @@ impl<'s> Decision<'s> {
             }
             Decision::Refuse(refusal) => Some(refusal.as_str()),
             Decision::HttpsRequired { .. } => Some(HTTPS_REQUIRED),
+            Decision::RateLimited { .. } => Some(RATE_LIMITED),
             _ => None,
         }
     }

@@ -23,7 +23,9 @@ use std::time::Instant;
 
 use prometheus::Histogram;
 
-pub use decision::{Decision, Denial, HTTPS_REQUIRED, Refusal, TOKEN_CHECK, UpstreamRewrite};
+pub use decision::{
+    Decision, Denial, HTTPS_REQUIRED, RATE_LIMITED, Refusal, TOKEN_CHECK, UpstreamRewrite,
+};
 pub use view::{RequestView, Scheme, TargetForm};
 
 use self::canonical::{RequestTarget, TargetError};
@@ -37,6 +39,7 @@ use crate::clock::SharedClock;
 use crate::config::schema::{AuthMode, HttpsOnly};
 use crate::config::{CompiledRoute, Snapshot};
 use crate::keys::KeyStore;
+use crate::state::rate_limit::{self, Limited, RateKey, RateLimit, RateLimits};
 use crate::state::revocation::RevocationList;
 
 /// What outlives a config snapshot and every request: the clock, the
@@ -47,6 +50,7 @@ pub struct Pipeline {
     verify_duration: Option<Histogram>,
     refetch: bool,
     revocations: Option<Arc<RevocationList>>,
+    rate_limits: Arc<RateLimits>,
 }
 
 impl Pipeline {
@@ -59,7 +63,20 @@ impl Pipeline {
             verify_duration: None,
             refetch: true,
             revocations: None,
+            rate_limits: Arc::default(),
         }
+    }
+
+    /// Counts rate limits in `limits` (by default each pipeline has its
+    /// own): adapters that share them share one budget.
+    pub fn with_rate_limits(mut self, limits: Arc<RateLimits>) -> Self {
+        self.rate_limits = limits;
+        self
+    }
+
+    /// The rate-limit counters, and with them `jwtgate_rate_limited_total`.
+    pub fn rate_limits(&self) -> &Arc<RateLimits> {
+        &self.rate_limits
     }
 
     /// Refuses tokens `list` revokes, whether verified now or found in the
@@ -124,6 +141,9 @@ impl Pipeline {
         if let Some(required) = route_https_only(snapshot, route, host, view) {
             return required;
         }
+        if let Err(limited) = self.limit_before_auth(route, view) {
+            return Decision::RateLimited { route, limited };
+        }
         let upstream = || UpstreamRewrite {
             target: target.upstream_target(),
             host: target.authority.map(<[u8]>::to_vec),
@@ -139,10 +159,13 @@ impl Pipeline {
             .authenticate(snapshot, route, view, query, explain)
             .await
         {
-            Ok(Some(identity)) => Decision::Allow {
-                route,
-                identity,
-                upstream: upstream(),
+            Ok(Some(identity)) => match self.limit_identity(route, &identity) {
+                Ok(()) => Decision::Allow {
+                    route,
+                    identity,
+                    upstream: upstream(),
+                },
+                Err(limited) => Decision::RateLimited { route, limited },
             },
             Ok(None) => Decision::Anonymous {
                 route,
@@ -156,6 +179,71 @@ impl Pipeline {
             },
             Err(denial) => Decision::Deny { route, denial },
         }
+    }
+
+    /// The route's limits keyed by what is known before authentication
+    /// (client address, a header, the route), so a flood is refused before
+    /// any signature is checked, in every auth mode.
+    fn limit_before_auth<'s>(
+        &self,
+        route: &'s CompiledRoute,
+        view: &RequestView<'_>,
+    ) -> Result<(), Limited<'s>> {
+        let limits = &route.rate_limits.before_auth;
+        if limits.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now_nanos();
+        for limit in limits {
+            let client;
+            let key = match &limit.key {
+                RateKey::Route => Some(&[][..]),
+                RateKey::ClientAddress => match view.client {
+                    Some(address) => {
+                        client = client_key(address.client);
+                        Some(&client.0[..client.1])
+                    }
+                    None => None,
+                },
+                RateKey::Header(name) => view.headers.get(name).map(|value| value.as_bytes()),
+                RateKey::Claim(_) => continue,
+            };
+            self.take(route, limit, key, now)?;
+        }
+        Ok(())
+    }
+
+    /// The route's limits keyed by a claim of the verified token.
+    fn limit_identity<'s>(
+        &self,
+        route: &'s CompiledRoute,
+        identity: &VerifiedToken,
+    ) -> Result<(), Limited<'s>> {
+        let limits = &route.rate_limits.after_auth;
+        if limits.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now_nanos();
+        for limit in limits {
+            let RateKey::Claim(path) = &limit.key else {
+                continue;
+            };
+            let key = rate_limit::claim_key(&identity.claims, path);
+            self.take(route, limit, key.as_ref().map(|k| k.as_bytes()), now)?;
+        }
+        Ok(())
+    }
+
+    fn take<'s>(
+        &self,
+        route: &CompiledRoute,
+        limit: &'s RateLimit,
+        key: Option<&[u8]>,
+        now: u64,
+    ) -> Result<(), Limited<'s>> {
+        self.rate_limits
+            .check(limit, key, now)
+            .inspect_err(|_| self.rate_limits.count_limited(&route.name, limit))
     }
 
     /// The route's verdict on the request's token. `Ok(None)`: an
@@ -336,6 +424,19 @@ fn https_required<'s>(
     Decision::HttpsRequired { route, location }
 }
 
+/// An address as key bytes, on the stack: IPv4 (and IPv4-mapped IPv6) as
+/// 4 bytes, IPv6 as 16.
+fn client_key(ip: std::net::IpAddr) -> ([u8; 16], usize) {
+    let mut bytes = [0u8; 16];
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => {
+            bytes[..4].copy_from_slice(&v4.octets());
+            (bytes, 4)
+        }
+        std::net::IpAddr::V6(v6) => (v6.octets(), 16),
+    }
+}
+
 /// The request's target in canonical form, with its routing host.
 fn canonical_target<'a>(
     snapshot: &Snapshot,
@@ -371,5 +472,7 @@ fn refetchable<'a>(snapshot: &'a Snapshot, failure: &Failure) -> Option<(&'a Key
         .then_some((keys.as_ref(), failure.keys_seen?))
 }
 
+#[cfg(test)]
+mod rate_limit_tests;
 #[cfg(test)]
 mod tests;

@@ -21,7 +21,7 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
     /// Who the client is, resolved by the adapter from the peer address and
     /// trusted forwarding headers. `None` when the peer has no IP address.
-    /// No check reads it yet; limits keyed by client address will.
+    /// Rate limits keyed by `client_address` count by it.
     pub client: Option<ClientAddress>,
     /// The scheme the client used to reach jwtgate: `Http` is redirected or
     /// refused where the listener or the route requires HTTPS.

@@ -1,3 +1,4 @@
+use crate::state::rate_limit::RateLimits;
 use crate::state::revocation::RevocationList;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -54,6 +55,15 @@ impl Gateway {
 
     pub fn with_revocations(mut self, list: Option<Arc<RevocationList>>) -> Self {
         self.pipeline = self.pipeline.with_revocations(list);
+        self
+    }
+
+    /// Counts rate limits in `limits`, whose metrics it registers.
+    pub fn with_rate_limits(mut self, limits: Arc<RateLimits>) -> Self {
+        for collector in limits.collectors() {
+            self.metrics.register(collector);
+        }
+        self.pipeline = self.pipeline.with_rate_limits(limits);
         self
     }
 }
@@ -165,6 +175,9 @@ impl Gateway {
             Decision::Refuse(Refusal::Target(_)) => Some(reject::bad_target(request_id)),
             Decision::Refuse(Refusal::MethodNotAllowed { allow }) => {
                 Some(reject::method_not_allowed(allow, request_id))
+            }
+            Decision::RateLimited { limited, .. } => {
+                Some(reject::rate_limited(&limited, request_id))
             }
             Decision::NoRoute => Some(reject::not_found(request_id)),
             Decision::HttpsRequired { location, .. } => Some(match location {

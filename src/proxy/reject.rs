@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::auth::{Rejection, RejectionKind};
 use crate::pipeline::HTTPS_REQUIRED;
 use crate::pipeline::cors::CorsPolicy;
+use crate::state::rate_limit::Limited;
 
 /// Seconds a client should wait before retrying when keys are unavailable.
 const RETRY_AFTER_SECS: &str = "10";
@@ -216,6 +217,31 @@ pub fn refused(
         }),
         request_id,
     )
+}
+
+/// A request over a rate limit: 429 with when to retry, in `Retry-After`
+/// and in the IETF `RateLimit` / `RateLimit-Policy` fields
+/// (draft-ietf-httpapi-ratelimit-headers) naming the limit that refused it.
+pub fn rate_limited(limited: &Limited<'_>, request_id: &str) -> (ResponseHeader, Bytes) {
+    let (mut header, body) = refused(
+        429,
+        "rate_limited",
+        "too many requests; retry later",
+        request_id,
+    );
+    let mut seconds = itoa::Buffer::new();
+    insert(
+        &mut header,
+        "retry-after",
+        seconds.format(limited.retry_after),
+    );
+    header
+        .insert_header("ratelimit-policy", limited.limit.policy.clone())
+        .expect("a valid header");
+    header
+        .insert_header("ratelimit", limited.limit.state_header(limited.retry_after))
+        .expect("a valid header");
+    (header, body)
 }
 
 /// The path's route exists, but not for this method; `allow` lists the

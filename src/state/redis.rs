@@ -156,7 +156,8 @@ fn origin() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-fn client(settings: &RedisSettings) -> redis::RedisResult<Client> {
+/// A client for `settings`' URL with its credentials set.
+pub(crate) fn client(settings: &RedisSettings) -> redis::RedisResult<Client> {
     let info = settings.url.as_str().into_connection_info()?;
     let mut redis_info = info.redis_settings().clone();
     if let Some(username) = &settings.username {

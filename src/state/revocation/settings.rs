@@ -41,21 +41,29 @@ pub enum SettingsError {
         name: String,
         len: usize,
     },
-    #[error("revocation.redis.url: {url:?} {problem}")]
-    RedisUrl { url: String, problem: &'static str },
-    #[error("revocation.redis: give at most one of password_env or password_file")]
-    PasswordSource,
-    #[error("revocation.redis.password_env: environment variable {0} is not set")]
-    PasswordEnv(String),
-    #[error("revocation.redis.password_file: cannot read {}: {source}", path.display())]
+    // `section`: the Redis block's place in the config (`revocation.redis`,
+    // `rate_limit.redis`), which share these settings.
+    #[error("{section}.url: {url:?} {problem}")]
+    RedisUrl {
+        section: &'static str,
+        url: String,
+        problem: &'static str,
+    },
+    #[error("{0}: give at most one of password_env or password_file")]
+    PasswordSource(&'static str),
+    #[error("{0}.password_env: environment variable {1} is not set")]
+    PasswordEnv(&'static str, String),
+    #[error("{section}.password_file: cannot read {}: {source}", path.display())]
     PasswordFile {
+        section: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("revocation.redis.key_prefix: {0:?} must be 1-128 printable characters without spaces")]
-    KeyPrefix(String),
-    #[error("revocation.redis.{field}: {value} must be at least {min}")]
+    #[error("{0}.key_prefix: {1:?} must be 1-128 printable characters without spaces")]
+    KeyPrefix(&'static str, String),
+    #[error("{section}.{field}: {value} must be at least {min}")]
     TooShort {
+        section: &'static str,
         field: &'static str,
         value: String,
         min: &'static str,
@@ -166,7 +174,7 @@ pub fn compile(
     }
     let redis = config
         .redis
-        .map(|redis| redis_settings(redis, base_dir, env))
+        .map(|redis| redis_settings("revocation.redis", redis, base_dir, env))
         .transpose()?;
     Ok(Some(RevocationSettings {
         dir: config.dir.map(|dir| base_dir.join(dir)),
@@ -240,12 +248,17 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
         .expect("SHA-256 is 32 bytes")
 }
 
-fn redis_settings(
+/// A Redis block compiled; `section` names it in errors. Shared by
+/// `revocation.redis` and `rate_limit.redis` (which has no reconcile or
+/// staleness settings, and passes their defaults).
+pub fn redis_settings(
+    section: &'static str,
     config: RevocationRedisConfig,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RedisSettings, SettingsError> {
     let url_error = |problem| SettingsError::RedisUrl {
+        section,
         url: config.url.clone(),
         problem,
     };
@@ -273,13 +286,14 @@ fn redis_settings(
     let (password, password_source) = match (&config.password_env, &config.password_file) {
         (None, None) => (None, None),
         (Some(var), None) => (
-            Some(env(var).ok_or_else(|| SettingsError::PasswordEnv(var.clone()))?),
+            Some(env(var).ok_or_else(|| SettingsError::PasswordEnv(section, var.clone()))?),
             Some(format!("env {var}")),
         ),
         (None, Some(file)) => {
             let path = base_dir.join(file);
             let text =
                 std::fs::read_to_string(&path).map_err(|source| SettingsError::PasswordFile {
+                    section,
                     path: path.clone(),
                     source,
                 })?;
@@ -288,15 +302,16 @@ fn redis_settings(
                 Some(format!("file {}", path.display())),
             )
         }
-        (Some(_), Some(_)) => return Err(SettingsError::PasswordSource),
+        (Some(_), Some(_)) => return Err(SettingsError::PasswordSource(section)),
     };
     let prefix = &config.key_prefix;
     if prefix.is_empty() || prefix.len() > 128 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(SettingsError::KeyPrefix(prefix.clone()));
+        return Err(SettingsError::KeyPrefix(section, prefix.clone()));
     }
     let at_least = |field, value: Duration, min: Duration, min_text| {
         if value < min {
             Err(SettingsError::TooShort {
+                section,
                 field,
                 value: humantime::format_duration(value).to_string(),
                 min: min_text,

@@ -1,0 +1,231 @@
+//! Rate limits in the pipeline, against a manual clock: where each kind of
+//! key runs relative to authentication, and what a refusal carries.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, Method};
+use serde_json::json;
+
+use super::client::ClientAddress;
+use super::*;
+use crate::clock::ManualClock;
+use crate::jose::Algorithm;
+use crate::mint::Signer;
+
+const NOW: i64 = 1_800_000_000;
+const MAIN: &str = "https://main.pipeline.test";
+
+const CONFIG: &str = r#"
+listen: { http: "127.0.0.1:0" }
+admin: { addr: "127.0.0.1:1" }
+issuers:
+  - name: main
+    issuer: https://main.pipeline.test
+    algorithms: [RS256]
+    audiences: [api]
+    jwks_file: jwks.json
+routes:
+  - name: login
+    match: { path_prefix: /login }
+    upstream: { addrs: ["127.0.0.1:9"] }
+    auth: { mode: off }
+    rate_limits: [{ name: per-client, rate: 1/m, burst: 2, key: client_address }]
+  - name: api
+    match: { path_prefix: /api }
+    upstream: { addrs: ["127.0.0.1:9"] }
+    auth: { issuers: [main] }
+    rate_limits:
+      - { name: per-user, rate: 1/h, burst: 1, key: "claim:sub" }
+      - { name: per-client, rate: 3/h, key: client_address }
+  - name: audit
+    match: { path_prefix: /audit }
+    upstream: { addrs: ["127.0.0.1:9"] }
+    auth: { mode: audit, issuers: [main] }
+    rate_limits: [{ name: per-key, rate: 1/h, key: "header:x-api-key" }]
+"#;
+
+struct Harness {
+    snapshot: Snapshot,
+    clock: Arc<ManualClock>,
+    pipeline: Pipeline,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let path = fixtures().join("pipeline.yaml");
+        let config = crate::config::parse(&path, CONFIG, &|_| None).expect("the config parses");
+        let clock = ManualClock::at(NOW);
+        Self {
+            snapshot: crate::config::compile(&path, config).expect("the config compiles"),
+            pipeline: Pipeline::new(clock.clone(), None).without_refetch(),
+            clock,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime"),
+        }
+    }
+
+    /// The decision for `GET path` from `client`, with `headers`.
+    fn decide(&self, path: &str, client: &str, headers: &[(&'static str, String)]) -> Decision<'_> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, HeaderValue::from_str(value).expect("a valid value"));
+        }
+        let ip: IpAddr = client.parse().expect("an address");
+        let view = RequestView {
+            method: &Method::GET,
+            raw_target: path.as_bytes(),
+            target: TargetForm::Origin {
+                path_and_query: path.as_bytes(),
+            },
+            headers: &map,
+            client: Some(ClientAddress::direct(ip)),
+            scheme: Scheme::Https,
+        };
+        self.runtime
+            .block_on(self.pipeline.decide(&self.snapshot, &view))
+    }
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys")
+}
+
+fn bearer(sub: &str) -> (&'static str, String) {
+    let claims = json!({
+        "iss": MAIN, "sub": sub, "aud": "api", "iat": NOW, "exp": NOW + 7200,
+    });
+    let token = Signer::from_file(&fixtures().join("rsa.pem"), Algorithm::RS256)
+        .expect("a fixture key")
+        .sign(
+            claims.as_object().expect("an object"),
+            Some("rsa-1"),
+            Some("JWT"),
+        )
+        .expect("signing works");
+    ("authorization", format!("Bearer {token}"))
+}
+
+/// The limit that refused, and its retry delay; panics on anything else.
+fn limited<'d>(decision: &'d Decision<'_>) -> (&'d str, u64) {
+    match decision {
+        Decision::RateLimited { limited, .. } => (limited.limit.name.as_str(), limited.retry_after),
+        other => panic!("expected a rate limit, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_open_route_is_limited_per_client_address_and_refills() {
+    let h = Harness::new();
+    for _ in 0..2 {
+        assert!(matches!(
+            h.decide("/login", "192.0.2.1", &[]),
+            Decision::Anonymous { .. }
+        ));
+    }
+    assert_eq!(
+        limited(&h.decide("/login", "192.0.2.1", &[])),
+        ("per-client", 60)
+    );
+    // Another client, or the same one as an IPv4-mapped IPv6 peer, is not
+    // a new budget for the first.
+    assert!(matches!(
+        h.decide("/login", "192.0.2.2", &[]),
+        Decision::Anonymous { .. }
+    ));
+    assert_eq!(
+        limited(&h.decide("/login", "::ffff:192.0.2.1", &[])).0,
+        "per-client"
+    );
+    h.clock.advance(59);
+    assert_eq!(limited(&h.decide("/login", "192.0.2.1", &[])).1, 1);
+    h.clock.advance(1);
+    assert!(matches!(
+        h.decide("/login", "192.0.2.1", &[]),
+        Decision::Anonymous { .. }
+    ));
+    assert_eq!(limited(&h.decide("/login", "192.0.2.1", &[])).1, 60);
+    assert_eq!(
+        h.pipeline
+            .rate_limits()
+            .metric()
+            .with_label_values(&["login", "per-client"])
+            .get(),
+        4
+    );
+}
+
+#[test]
+fn a_client_limit_runs_before_authentication_and_a_claim_limit_after() {
+    let h = Harness::new();
+    // Three requests without a token use up the client's budget: each is
+    // denied by authentication, then the fourth is refused before it.
+    for _ in 0..3 {
+        assert!(matches!(
+            h.decide("/api/x", "198.51.100.1", &[]),
+            Decision::Deny { .. }
+        ));
+    }
+    assert_eq!(
+        limited(&h.decide("/api/x", "198.51.100.1", &[bearer("alice")])).0,
+        "per-client"
+    );
+
+    // Per subject: alice's second request is refused, from any address;
+    // bob has a budget of his own.
+    let from = "198.51.100.2";
+    assert!(matches!(
+        h.decide("/api/x", from, &[bearer("alice")]),
+        Decision::Allow { .. }
+    ));
+    let refused = h.decide("/api/x", "198.51.100.3", &[bearer("alice")]);
+    assert_eq!(limited(&refused), ("per-user", 3600));
+    assert!(matches!(
+        h.decide("/api/x", "198.51.100.3", &[bearer("bob")]),
+        Decision::Allow { .. }
+    ));
+    // A request that fails authentication takes nothing from a subject.
+    h.clock.advance(3600);
+    assert!(matches!(
+        h.decide(
+            "/api/x",
+            "198.51.100.4",
+            &[("authorization", "Bearer x.y.z".into())]
+        ),
+        Decision::Deny { .. }
+    ));
+    assert!(matches!(
+        h.decide("/api/x", "198.51.100.4", &[bearer("alice")]),
+        Decision::Allow { .. }
+    ));
+}
+
+#[test]
+fn audit_mode_still_enforces_limits_and_a_missing_header_is_one_budget() {
+    let h = Harness::new();
+    let key = |k: &str| ("x-api-key", k.to_string());
+    assert!(matches!(
+        h.decide("/audit", "203.0.113.1", &[key("a")]),
+        Decision::WouldDeny { .. }
+    ));
+    assert_eq!(
+        limited(&h.decide("/audit", "203.0.113.2", &[key("a")])).0,
+        "per-key"
+    );
+    assert!(matches!(
+        h.decide("/audit", "203.0.113.1", &[key("b")]),
+        Decision::WouldDeny { .. }
+    ));
+    // Leaving the header out is no way around the limit.
+    assert!(matches!(
+        h.decide("/audit", "203.0.113.1", &[]),
+        Decision::WouldDeny { .. }
+    ));
+    assert_eq!(
+        limited(&h.decide("/audit", "203.0.113.3", &[])).0,
+        "per-key"
+    );
+}
