@@ -108,6 +108,10 @@ fn check_addresses_free(bootstrap: &Bootstrap) -> Result<(), ServerError> {
         ("listen.https.addr", bootstrap.listen_https.as_ref()),
         ("admin.addr", Some(&bootstrap.admin_addr)),
         ("echo.addr", bootstrap.echo_addr.as_ref()),
+        (
+            "listen.authz.addr",
+            bootstrap.authz.as_ref().map(|a| &a.addr),
+        ),
     ];
     for (field, addr) in listeners {
         let Some(addr) = addr else { continue };
@@ -221,6 +225,14 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         .signal_watch(bootstrap.grace_period, bootstrap.graceful_shutdown_timeout)
         .on_hangup(on_hangup);
 
+    if let Some(settings) = &bootstrap.authz {
+        server.add_service(crate::authz::service(
+            settings.clone(),
+            (shared.clone(), metrics.clone(), clock.clone()),
+            token_cache.clone(),
+            revocations.as_ref().map(|r| r.list().clone()),
+        ));
+    }
     let mut proxy_app = pingora::proxy::http_proxy(
         &server.configuration,
         Gateway::new(shared.clone(), metrics.clone(), clock.clone(), token_cache)

@@ -23,6 +23,7 @@ use crate::auth::header::normalize_typ;
 use crate::auth::policy::{ClaimRequirement, RoutePolicy};
 use crate::auth::verify::TokenTypeRule;
 use crate::auth::verify::VerifierId;
+use crate::authz::settings::AuthzSettings;
 use crate::jose::{AlgorithmSet, KeyFamily};
 use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
 use crate::keys::remote::{RefreshPolicy, RemoteIdentity, RemoteSource};
@@ -66,6 +67,8 @@ pub struct Bootstrap {
     pub token_cache: Option<CacheSettings>,
     /// `None`: no `revocation` block, nothing is ever revoked.
     pub revocation: Option<RevocationSettings>,
+    /// `None`: no authorization listener.
+    pub authz: Option<AuthzSettings>,
 }
 
 impl Bootstrap {
@@ -171,6 +174,11 @@ impl Bootstrap {
                 "revocation",
                 revocation(&self.revocation),
                 revocation(&new.revocation),
+            ),
+            (
+                "listen.authz",
+                listener(&self.authz.as_ref().map(AuthzSettings::describe)),
+                listener(&new.authz.as_ref().map(AuthzSettings::describe)),
             ),
         ];
         settings
@@ -467,6 +475,10 @@ pub fn compile_reusing(
             ttl: config.token_cache.ttl,
         }),
         revocation,
+        authz: crate::authz::settings::compile(config.listen.authz.as_ref(), base_dir, &|var| {
+            std::env::var(var).ok()
+        })
+        .map_err(|error| err_at(None, error.to_string()))?,
     };
     let snapshot = Snapshot {
         realm: config.server.realm,
@@ -615,6 +627,10 @@ fn listener_addresses(config: &GatewayConfig) -> Result<(), String> {
         ),
         ("admin.addr", Some(&config.admin.addr)),
         ("echo.addr", config.echo.as_ref().map(|e| &e.addr)),
+        (
+            "listen.authz.addr",
+            config.listen.authz.as_ref().map(|a| &a.addr),
+        ),
     ];
     for (field, addr) in listeners {
         let Some(addr) = addr else { continue };

@@ -161,6 +161,61 @@ pub struct ListenConfig {
     pub http: HttpListenConfig,
     /// The TLS listener; absent: none.
     pub https: Option<HttpsListenConfig>,
+    /// The authorization listener front proxies ask; absent: none.
+    pub authz: Option<AuthzListenConfig>,
+}
+
+/// `listen.authz`: answers NGINX `auth_request`, Traefik and Caddy forward
+/// auth, or Envoy's HTTP `ext_authz` with the proxy's own decision. It
+/// believes the request headers that describe the original request, so it
+/// belongs on an address only the front proxy reaches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzListenConfig {
+    pub addr: String,
+    /// Where the original request's method and target are read from.
+    #[serde(default)]
+    pub convention: AuthzConvention,
+    /// `envoy`: the prefix Envoy's `path_prefix` adds before the original
+    /// path, stripped before routing; empty: none.
+    #[serde(default)]
+    pub path_prefix: String,
+    /// A header every decision request must carry with this secret value;
+    /// absent: none is asked for.
+    #[serde(default)]
+    pub shared_secret: Option<SharedSecretConfig>,
+}
+
+/// How a front proxy describes the request it asks about.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthzConvention {
+    /// `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri` (Traefik, Caddy).
+    #[default]
+    Forwarded,
+    /// `X-Original-Method`, `X-Original-URI` and `Host` (NGINX
+    /// `auth_request`, ingress-nginx).
+    Nginx,
+    /// The check request's own method and path, below `path_prefix`
+    /// (Envoy and Istio HTTP `ext_authz`).
+    Envoy,
+}
+
+/// The shared secret, read from exactly one of an environment variable or
+/// a file (never written in the config itself).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedSecretConfig {
+    #[serde(default = "default_secret_header")]
+    pub header: String,
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+fn default_secret_header() -> String {
+    "x-jwtgate-authz-secret".into()
 }
 
 /// `listen.http`. The plain `host:port` form configs have always used is

@@ -477,6 +477,7 @@ impl Gateway {
             upstream = ctx.upstream_addr.map(display),
             latency_ms,
             error = error.map(|e| ProxyFailure::of(e).as_str()),
+            adapter = "proxy",
             "request"
         );
     }
