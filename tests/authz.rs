@@ -50,6 +50,10 @@ routes:
     match: { path_prefix: /down }
     upstream: { addrs: ["{UPSTREAM}"] }
     auth: { issuers: [down] }
+  - name: decided-only
+    match: { path_prefix: /only }
+    auth: { issuers: [main] }
+    forward: { claims: { sub: X-User-Id } }
 "#;
 
 const ISS: &str = "https://issuer.test";
@@ -417,6 +421,15 @@ async fn envoy_http_ext_authz_contract() {
     assert_eq!(body["error"], "unauthorized");
     assert_eq!(body["request_id"], "envoy-GET-12");
 
+    // A route without an upstream: decided here, unknown to the proxy.
+    let allowed = format!("{secret}{}", bearer(&token("carol", "")));
+    let response = raw_request(authz, &check("GET", "/only/x", &allowed)).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-user-id"), Some("carol"));
+    let response = gateway.get("/only/x", Some(&token("carol", ""))).await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(upstream.count(), 0);
+
     // Routed on the original path with the prefix stripped: no route.
     let response = raw_request(authz, &check("GET", "/elsewhere", secret)).await;
     assert_eq!(response.status, 404);
@@ -474,4 +487,30 @@ async fn only_the_configured_convention_is_read() {
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.text());
+}
+
+/// A route without an upstream is a config error unless the authorization
+/// listener is set: nothing else could ever serve it.
+#[test]
+fn a_route_without_upstream_needs_the_authz_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &path,
+        "routes:\n  - name: orphan\n    match: { path_prefix: /x }\n    auth: { mode: off }\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run jwtgate check");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("route \"orphan\" has no upstream")
+            && stderr.contains("listen.authz is not set"),
+        "{stderr}"
+    );
 }

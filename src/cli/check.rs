@@ -88,7 +88,12 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     outln!("routes ({}):", snapshot.routes.len());
     for (route, matched) in snapshot.routes.iter().zip(&matches) {
         let upstreams: Vec<String> = route.upstream.addrs.iter().map(|a| a.to_string()).collect();
-        outln!("  {:<12} {matched} → {}", route.name, upstreams.join(","));
+        let upstreams = if route.authz_only {
+            "(none: listen.authz only)".to_string()
+        } else {
+            upstreams.join(",")
+        };
+        outln!("  {:<12} {matched} → {upstreams}", route.name);
         outln!("  {:<12} {}", "", policy(&snapshot, route));
     }
     for warning in snapshot.warnings.iter().chain(&warnings) {

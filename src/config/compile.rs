@@ -244,6 +244,9 @@ pub struct CompiledRoute {
     pub series: RouteSeries,
     /// What a clear-text request gets instead of the upstream.
     pub https_only: Option<HttpsOnly>,
+    /// No upstream: decided only for the authorization listener; the
+    /// proxy answers 404 as if the route did not exist.
+    pub authz_only: bool,
 }
 
 #[derive(Debug)]
@@ -399,7 +402,16 @@ pub fn compile_reusing(
                 "route {name:?} accepts tokens in the query parameter {parameter:?}: URLs end up in logs, browser histories and Referer headers (RFC 6750 §5.3)"
             ));
         }
-        warnings.extend(upstream_tls::warning(name, &route.upstream));
+        if let Some(upstream) = &route.upstream {
+            warnings.extend(upstream_tls::warning(name, upstream));
+        } else if config.listen.authz.is_none() {
+            return Err(err_at(
+                Some(&route.name),
+                format!(
+                    "route {name:?} has no upstream: only the authorization listener serves such a route, and listen.authz is not set"
+                ),
+            ));
+        }
         if let (Some(https_only), None) = (route.matcher.https_only, &https) {
             return Err(err_at(
                 Some(&route.name),
@@ -983,8 +995,15 @@ fn compile_route<'a>(
         query: auth.token_query.clone(),
     };
 
-    let upstream = &route.upstream;
-    if upstream.addrs.is_empty() {
+    let no_upstream;
+    let upstream = match &route.upstream {
+        Some(upstream) => upstream,
+        None => {
+            no_upstream = super::schema::UpstreamConfig::none();
+            &no_upstream
+        }
+    };
+    if upstream.addrs.is_empty() && route.upstream.is_some() {
         return Err((
             None,
             "upstream.addrs must list at least one host:port".into(),
@@ -1039,6 +1058,7 @@ fn compile_route<'a>(
         cors,
         series: RouteSeries::new(issuers.len()),
         https_only: route.matcher.https_only,
+        authz_only: route.upstream.is_none(),
     })
 }
 

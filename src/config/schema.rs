@@ -553,7 +553,10 @@ pub struct RouteConfig {
     pub name: Spanned<String>,
     #[serde(rename = "match", default)]
     pub matcher: MatchConfig,
-    pub upstream: UpstreamConfig,
+    /// Absent: the route answers only the authorization listener's
+    /// decision requests (needs `listen.authz`); the proxy answers 404.
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
@@ -635,6 +638,20 @@ pub struct UpstreamConfig {
     /// TLS to the upstream; absent: clear text.
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+}
+
+impl UpstreamConfig {
+    /// What a route without `upstream` compiles from: no address, and
+    /// nothing that would ever be connected to.
+    pub fn none() -> Self {
+        Self {
+            addrs: Vec::new(),
+            connect_timeout: default_connect_timeout(),
+            read_timeout: default_read_timeout(),
+            write_timeout: default_read_timeout(),
+            tls: None,
+        }
+    }
 }
 
 /// How jwtgate speaks TLS to a route's upstream. The files are read when

@@ -118,6 +118,11 @@ impl Gateway {
             scheme: ctx.scheme,
         };
         let decision = self.pipeline.decide(snapshot, &view).await;
+        // A route without an upstream is the authorization listener's only.
+        let decision = match decision.route() {
+            Some(route) if route.authz_only => Decision::NoRoute,
+            _ => decision,
+        };
         decision.record(snapshot, &self.metrics);
         ctx.outcome = decision.outcome();
         ctx.reason = decision.reason();
