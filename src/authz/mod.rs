@@ -128,11 +128,20 @@ impl<'a> Original<'a> {
         own_target: &'a [u8],
         headers: &'a HeaderMap,
     ) -> Option<Self> {
-        let scheme = match header(headers, "x-forwarded-proto") {
+        let mut scheme = match header(headers, "x-forwarded-proto") {
             Some(proto) if proto.eq_ignore_ascii_case(b"https") => Scheme::Https,
             _ => Scheme::Http,
         };
         let (method, target, host) = match settings.convention {
+            AuthzConvention::IngressNginx => {
+                let url = split_url(header(headers, "x-original-url")?)?;
+                scheme = url.0;
+                (
+                    parse_method(header(headers, "x-original-method")?)?,
+                    url.2,
+                    Some(url.1),
+                )
+            }
             AuthzConvention::Nginx => (
                 parse_method(header(headers, "x-original-method")?)?,
                 header(headers, "x-original-uri")?,
@@ -182,6 +191,20 @@ impl<'a> Original<'a> {
             .unwrap_or(self.target.len());
         &self.target[..end]
     }
+}
+
+/// `scheme://authority/path?query` (ingress-nginx's
+/// `$scheme://$http_host$request_uri`) as scheme, authority and target.
+fn split_url(url: &[u8]) -> Option<(Scheme, &[u8], &[u8])> {
+    let at = url.windows(3).position(|w| w == b"://")?;
+    let scheme = match &url[..at] {
+        s if s.eq_ignore_ascii_case(b"https") => Scheme::Https,
+        s if s.eq_ignore_ascii_case(b"http") => Scheme::Http,
+        _ => return None,
+    };
+    let rest = &url[at + 3..];
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    Some((scheme, &rest[..slash], &rest[slash..]))
 }
 
 /// Method tokens are case-sensitive (RFC 9110 §9.1); `http` accepts any
@@ -482,6 +505,18 @@ mod tests {
         );
         assert_eq!(original.host, Some(&b"api.test"[..]));
 
+        let ingress = settings(AuthzConvention::IngressNginx, "");
+        let with_url = headers(&[
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/spoofed"),
+            ("x-original-url", "https://API.test:8443/orders/1?x=/y"),
+        ]);
+        let original = Original::read(&ingress, &Method::GET, b"/", &with_url).unwrap();
+        assert_eq!(original.target, b"/orders/1?x=/y");
+        assert_eq!(original.host, Some(&b"API.test:8443"[..]));
+        assert_eq!(original.scheme, Scheme::Https);
+        assert!(Original::read(&ingress, &Method::GET, b"/", &all).is_none());
+
         let envoy = settings(AuthzConvention::Envoy, "/check");
         let original = Original::read(&envoy, &Method::POST, b"/check/api/x?y", &all).unwrap();
         assert_eq!(
@@ -493,7 +528,11 @@ mod tests {
     #[test]
     fn a_missing_original_request_is_not_guessed() {
         let none = headers(&[("x-original-uri", "/a")]);
-        for convention in [AuthzConvention::Nginx, AuthzConvention::Forwarded] {
+        for convention in [
+            AuthzConvention::Nginx,
+            AuthzConvention::IngressNginx,
+            AuthzConvention::Forwarded,
+        ] {
             let s = settings(convention, "");
             assert!(Original::read(&s, &Method::GET, b"/a", &none).is_none());
         }

@@ -58,6 +58,7 @@ impl AuthzSettings {
         let convention = match self.convention {
             AuthzConvention::Forwarded => "forwarded",
             AuthzConvention::Nginx => "nginx",
+            AuthzConvention::IngressNginx => "ingress_nginx",
             AuthzConvention::Envoy => "envoy",
         };
         let mut text = format!("{} ({convention}", self.addr);

@@ -194,8 +194,11 @@ pub enum AuthzConvention {
     #[default]
     Forwarded,
     /// `X-Original-Method`, `X-Original-URI` and `Host` (NGINX
-    /// `auth_request`, ingress-nginx).
+    /// `auth_request`).
     Nginx,
+    /// `X-Original-Method` and `X-Original-URL` (ingress-nginx's
+    /// `auth-url`, which sends the auth service's own `Host`).
+    IngressNginx,
     /// The check request's own method and path, below `path_prefix`
     /// (Envoy and Istio HTTP `ext_authz`).
     Envoy,
