@@ -329,6 +329,12 @@ async fn front_proxy_contract(front: SocketAddr, upstream: &Upstream, bodies_pas
         Some("Bearer realm=\"jwtgate\"")
     );
 
+    // A client naming another request in the convention headers: the front
+    // proxy overwrites them, so /read is still what is decided.
+    let spoofed = "\r\nX-Original-URI: /public/x\r\nX-Original-Method: GET\r\nX-Forwarded-Uri: /public/x\r\nX-Forwarded-Method: GET";
+    let response = raw_request(front, &get("/read/report", spoofed)).await;
+    assert_eq!(response.status, 401, "{}", response.text());
+
     let response = raw_request(front, &get("/read/report", &bearer(&token("bob", "write")))).await;
     assert_eq!(response.status, 403, "{}", response.text());
     let challenge = response.header("www-authenticate").unwrap_or_default();
@@ -513,4 +519,89 @@ fn a_route_without_upstream_needs_the_authz_listener() {
             && stderr.contains("listen.authz is not set"),
         "{stderr}"
     );
+}
+
+/// `listen.authz` is restart-only, like every listener: a reload that
+/// changes it is refused whole, and the listener keeps its convention.
+#[tokio::test]
+async fn a_reload_that_changes_the_authz_listener_is_refused() {
+    let upstream = Upstream::start();
+    let (gateway, authz) = gateway(&upstream, "convention: forwarded", &[]).await;
+    let config = std::fs::read_to_string(gateway.config_path()).unwrap();
+    std::fs::write(
+        gateway.config_path(),
+        config.replace("convention: forwarded", "convention: nginx"),
+    )
+    .unwrap();
+    let response = gateway
+        .client()
+        .post(gateway.admin_url("/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let error = response.text().await.unwrap();
+    assert!(
+        error.contains("listen.authz")
+            && error.contains("(forwarded)")
+            && error.contains("(nginx)"),
+        "{error}"
+    );
+    let response = raw_request(
+        authz,
+        "GET / HTTP/1.1\r\nHost: api.test\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Uri: /public/x",
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+/// ingress-nginx names the original request only in `X-Original-URL`; the
+/// check request's own `Host` is the auth service's.
+#[tokio::test]
+async fn ingress_nginx_original_url() {
+    let upstream = Upstream::start();
+    let (_gateway, authz) = gateway(&upstream, "convention: ingress_nginx", &[]).await;
+    let request = |url: &str, extra: &str| {
+        format!(
+            "GET /authz HTTP/1.1\r\nHost: jwtgate-authz.jwtgate.svc\r\nX-Original-Method: GET\r\nX-Original-URL: {url}{extra}"
+        )
+    };
+    let allowed = bearer(&token("alice", "read"));
+    let response = raw_request(authz, &request("https://api.test/read/x?y=1", &allowed)).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-user-id"), Some("alice"));
+    // A client's X-Original-URI, passed through by the subrequest, is not read.
+    let spoofed = "\r\nX-Original-URI: /public/x";
+    let response = raw_request(authz, &request("http://api.test/read/x", spoofed)).await;
+    assert_eq!(response.status, 401, "{}", response.text());
+}
+
+/// `jwtgate check` names the listener, and never the secret.
+#[test]
+fn check_prints_the_authz_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &path,
+        "listen:\n  authz: { addr: \"127.0.0.1:9191\", convention: envoy, shared_secret: { env: CHECK_SECRET } }\nroutes:\n  - name: only\n    auth: { mode: off }\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .env("CHECK_SECRET", "do-not-print")
+        .output()
+        .expect("run jwtgate check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("authz 127.0.0.1:9191 (envoy, shared secret required)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(none: listen.authz only)"), "{stdout}");
+    assert!(!stdout.contains("do-not-print"), "{stdout}");
 }

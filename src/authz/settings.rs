@@ -55,12 +55,7 @@ impl std::fmt::Debug for SharedSecret {
 impl AuthzSettings {
     /// For a refused reload: what changed, never the secret itself.
     pub fn describe(&self) -> String {
-        let convention = match self.convention {
-            AuthzConvention::Forwarded => "forwarded",
-            AuthzConvention::Nginx => "nginx",
-            AuthzConvention::IngressNginx => "ingress_nginx",
-            AuthzConvention::Envoy => "envoy",
-        };
+        let convention = self.convention.as_str();
         let mut text = format!("{} ({convention}", self.addr);
         if !self.path_prefix.is_empty() {
             text.push_str(&format!(", path_prefix {}", self.path_prefix));

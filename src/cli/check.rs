@@ -51,6 +51,18 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
             .map(|a| format!(" · echo upstream {a}"))
             .unwrap_or_default()
     );
+    if let Some(authz) = &bootstrap.authz {
+        outln!(
+            "authz {} ({}{})",
+            authz.addr,
+            authz.convention.as_str(),
+            if authz.secret.is_some() {
+                ", shared secret required"
+            } else {
+                ""
+            }
+        );
+    }
     let mut warnings = Vec::new();
     if let Some(https) = &snapshot.https {
         certificates(https);

@@ -204,6 +204,18 @@ pub enum AuthzConvention {
     Envoy,
 }
 
+impl AuthzConvention {
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Forwarded => "forwarded",
+            Self::Nginx => "nginx",
+            Self::IngressNginx => "ingress_nginx",
+            Self::Envoy => "envoy",
+        }
+    }
+}
+
 /// The shared secret, read from exactly one of an environment variable or
 /// a file (never written in the config itself).
 #[derive(Debug, Deserialize)]
