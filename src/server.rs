@@ -277,6 +277,7 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         https = bootstrap.listen_https.as_deref().unwrap_or("-"),
         admin = %bootstrap.admin_addr,
         echo = bootstrap.echo_addr.as_deref().unwrap_or("-"),
+        authz = bootstrap.authz.as_ref().map_or("-", |a| a.addr.as_str()),
         "jwtgate listening"
     );
     server.run(RunArgs {

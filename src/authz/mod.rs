@@ -89,8 +89,8 @@ impl AuthzServer {
 pub type Shared = (Arc<ArcSwap<Snapshot>>, Arc<Metrics>, SharedClock);
 
 /// The listener as a Pingora service of its own, on its own address, with
-/// a couple of threads: front proxies ask it, but its work is the same
-/// decision the proxy makes.
+/// as many threads as the proxy (`server.threads`): its work is the same
+/// decision the proxy makes, for every request the front proxy serves.
 pub fn service(
     settings: AuthzSettings,
     (snapshot, metrics, clock): Shared,
@@ -227,7 +227,7 @@ struct Logged<'a> {
     method: Option<&'a Method>,
     path: Option<&'a [u8]>,
     route: Option<&'a str>,
-    sub: Option<String>,
+    sub: Option<&'a str>,
     issuer: Option<&'a str>,
     outcome: Option<&'static str>,
     reason: Option<&'static str>,
@@ -314,32 +314,33 @@ impl ServeHttp for AuthzServer {
                 .map(HeaderValue::as_bytes);
             ClientAddress::resolve(peer.ip(), forwarded_for, &snapshot.trusted_proxies)
         });
-        let mut logged = Logged {
+        let refused = |reason| Logged {
             client,
+            reason: Some(reason),
             ..Logged::default()
         };
 
         if let Some(secret) = &self.settings.secret
             && !secret_matches(secret, headers)
         {
-            logged.reason = Some(SECRET_MISSING);
             let response = reject::refused(
                 403,
                 "forbidden",
                 "the decision request is not authenticated",
                 request_id,
             );
+            let logged = refused(SECRET_MISSING);
             return self.finish(session, response, &logged, request_id, started);
         }
         let original = Original::read(&self.settings, &request.method, request.raw_path(), headers);
         let Some(original) = original else {
-            logged.reason = Some(ORIGINAL_MISSING);
             let response = reject::refused(
                 400,
                 "bad_request",
                 "the decision request does not describe the original request",
                 request_id,
             );
+            let logged = refused(ORIGINAL_MISSING);
             return self.finish(session, response, &logged, request_id, started);
         };
         let view = RequestView {
@@ -364,13 +365,16 @@ impl ServeHttp for AuthzServer {
         let issuer = identity
             .map(|i| i.issuer)
             .or_else(|| decision.denial().and_then(|d| d.issuer));
-        logged.method = Some(&original.method);
-        logged.path = Some(original.path());
-        logged.route = route.map(|r| r.name.as_str());
-        logged.sub = identity.and_then(|i| i.subject()).map(str::to_string);
-        logged.issuer = issuer.map(|i| snapshot.issuers[i].name.as_str());
-        logged.outcome = decision.outcome();
-        logged.reason = decision.reason();
+        let logged = Logged {
+            method: Some(&original.method),
+            path: Some(original.path()),
+            route: route.map(|r| r.name.as_str()),
+            sub: identity.and_then(|i| i.subject()),
+            issuer: issuer.map(|i| snapshot.issuers[i].name.as_str()),
+            outcome: decision.outcome(),
+            reason: decision.reason(),
+            client,
+        };
         let status = response.0.status.as_u16();
         self.metrics.count_request(
             route.map_or(NO_ROUTE, |r| r.name.as_str()),
@@ -436,7 +440,6 @@ impl AuthzServer {
             status,
             sub = logged
                 .sub
-                .as_deref()
                 .map(|sub| tracing::field::display(Truncated::new(sub, LOGGED_TEXT_BYTES))),
             issuer = logged.issuer,
             outcome = logged.outcome,
