@@ -50,6 +50,15 @@ routes:
     match: { path_prefix: /down }
     upstream: { addrs: ["{UPSTREAM}"] }
     auth: { issuers: [down] }
+  - name: audited
+    match: { path_prefix: /audited }
+    auth: { mode: audit, issuers: [main], scopes: { all_of: [read] } }
+    forward: { claims: { sub: X-User-Id } }
+  - name: browser
+    match: { path_prefix: /browser }
+    auth: { issuers: [main] }
+    forward: { claims: { sub: X-User-Id } }
+    cors: { allowed_origins: ["https://app.example"], allowed_methods: [PUT] }
   - name: decided-only
     match: { path_prefix: /only }
     auth: { issuers: [main] }
@@ -604,4 +613,51 @@ fn check_prints_the_authz_listener() {
     );
     assert!(stdout.contains("(none: listen.authz only)"), "{stdout}");
     assert!(!stdout.contains("do-not-print"), "{stdout}");
+}
+
+/// What is let through without identity: an audit route's would-be
+/// refusal and a CORS preflight are `200` with no identity header; the
+/// decision is counted and logged as on the proxy, with the client named
+/// by the trusted front proxy's X-Forwarded-For; and a token the proxy
+/// verified is a cache hit here (one cache for both listeners).
+#[tokio::test]
+async fn let_through_without_identity_counted_and_cached_as_on_the_proxy() {
+    let upstream = Upstream::start();
+    let (gateway, authz) = gateway(&upstream, "convention: forwarded", &[]).await;
+    let ask = |method: &str, uri: &str, extra: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: jwtgate-authz\r\nX-Forwarded-Host: api.test\r\nX-Forwarded-Method: {method}\r\nX-Forwarded-Uri: {uri}\r\nX-Forwarded-For: 203.0.113.7{extra}"
+        )
+    };
+
+    let wrong_scope = bearer(&token("bob", "write"));
+    let extra = format!("\r\nX-Request-Id: audited-1{wrong_scope}");
+    let response = raw_request(authz, &ask("GET", "/audited/x", &extra)).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.header("x-user-id").is_none(), "{response:?}");
+    let line = gateway.access_line("audited-1").await;
+    for field in [
+        "outcome=\"would_deny\"",
+        "reason=\"insufficient_scope\"",
+        "client=\"203.0.113.7\"",
+        "adapter=\"authz\"",
+    ] {
+        assert!(line.contains(field), "{field} not in {line}");
+    }
+
+    let preflight = "\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: PUT";
+    let response = raw_request(authz, &ask("OPTIONS", "/browser/x", preflight)).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.header("x-user-id").is_none(), "{response:?}");
+
+    let shared = token("erin", "read");
+    let response = gateway.get("/read/x", Some(&shared)).await;
+    assert_eq!(response.status(), 200);
+    let hits = gateway.metric("jwtgate_token_cache_hits_total", &[]).await;
+    let response = raw_request(authz, &ask("GET", "/read/x", &bearer(&shared))).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-user-id"), Some("erin"));
+    gateway
+        .expect_metric("jwtgate_token_cache_hits_total", &[], hits + 1.0)
+        .await;
 }
