@@ -116,8 +116,13 @@ struct Original<'a> {
     scheme: Scheme,
 }
 
+/// A convention header's one value. Two values mean someone besides the
+/// front proxy wrote one (a proxy that appends instead of replacing lets
+/// the client's through): which is the original request is then unknown.
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    headers.get(name).map(HeaderValue::as_bytes)
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?;
+    values.next().is_none().then_some(value.as_bytes())
 }
 
 impl<'a> Original<'a> {
@@ -539,6 +544,14 @@ mod tests {
             let s = settings(convention, "");
             assert!(Original::read(&s, &Method::GET, b"/a", &none).is_none());
         }
+        let twice = headers(&[
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/public/x"),
+            ("x-forwarded-uri", "/read/x"),
+        ]);
+        let forwarded = settings(AuthzConvention::Forwarded, "");
+        assert!(Original::read(&forwarded, &Method::GET, b"/", &twice).is_none());
+
         let envoy = settings(AuthzConvention::Envoy, "/check");
         assert!(Original::read(&envoy, &Method::GET, b"/other/a", &none).is_none());
         // `/checkout` is not below `/check`: the rest must be a path.
