@@ -90,9 +90,18 @@ fn down_token() -> String {
 /// A gateway whose authorization listener is set up by `authz` (a YAML
 /// flow map without `addr`), and that listener's address.
 async fn gateway(upstream: &Upstream, authz: &str, env: &[(&str, &str)]) -> (Gateway, SocketAddr) {
+    gateway_with(CONFIG, upstream, authz, env).await
+}
+
+async fn gateway_with(
+    template: &str,
+    upstream: &Upstream,
+    authz: &str,
+    env: &[(&str, &str)],
+) -> (Gateway, SocketAddr) {
     let port = free_port();
     let authz = format!("{{ addr: \"127.0.0.1:{port}\", {authz} }}");
-    let config = CONFIG.replace("{AUTHZ}", &authz);
+    let config = template.replace("{AUTHZ}", &authz);
     let gateway = Gateway::start_with_env(&config, upstream, &[], env).await;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_for_listener(addr, &|| gateway.log());
@@ -660,4 +669,37 @@ async fn let_through_without_identity_counted_and_cached_as_on_the_proxy() {
     gateway
         .expect_metric("jwtgate_token_cache_hits_total", &[], hits + 1.0)
         .await;
+}
+
+/// During SIGTERM's drain the proxy stops taking new work, but the front
+/// proxy's requests still need their answers: the listener keeps deciding.
+#[tokio::test]
+async fn the_listener_answers_while_the_proxy_drains() {
+    let upstream = Upstream::start();
+    let config = CONFIG.replace("threads: 2,", "threads: 2, grace_period: 1h,");
+    let (mut gateway, authz) = gateway_with(&config, &upstream, "convention: forwarded", &[]).await;
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args(["-s", name, &gateway.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name}: {status}");
+    };
+    signal("TERM");
+    gateway
+        .wait_for_log(|log| log.contains("SIGTERM received: draining"))
+        .await;
+    let response = raw_request(
+        authz,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: api.test\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Uri: /read/x{}",
+            bearer(&token("alice", "read"))
+        ),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-user-id"), Some("alice"));
+    signal("INT");
+    let status = gateway.wait_for_exit(Duration::from_secs(60)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
