@@ -444,6 +444,9 @@ async fn envoy_http_ext_authz_contract() {
     let body = response.json();
     assert_eq!(body["error"], "unauthorized");
     assert_eq!(body["request_id"], "envoy-GET-12");
+    let line = gateway.access_line("envoy-GET-12").await;
+    let bytes_out = format!("bytes_out={}", response.body.len());
+    assert!(line.contains(&bytes_out), "{bytes_out} not in {line}");
 
     // A route without an upstream: decided here, unknown to the proxy.
     let allowed = format!("{secret}{}", bearer(&token("carol", "")));

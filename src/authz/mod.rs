@@ -381,13 +381,14 @@ impl ServeHttp for AuthzServer {
             client,
         };
         let status = response.0.status.as_u16();
+        let body_len = response.1.len();
         self.metrics.count_request(
             route.map_or(NO_ROUTE, |r| r.name.as_str()),
             route.map(|r| &r.series),
             status,
         );
         let response = into_response(response);
-        self.access_log(session, &logged, request_id, status, 0, started);
+        self.access_log(session, &logged, request_id, status, body_len, started);
         response
     }
 }
