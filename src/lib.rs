@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod authz;
 pub mod clock;
 pub mod config;
 pub mod echo;

@@ -111,6 +111,10 @@ fn check_addresses_free(bootstrap: &Bootstrap) -> Result<(), ServerError> {
         ("listen.https.addr", bootstrap.listen_https.as_ref()),
         ("admin.addr", Some(&bootstrap.admin_addr)),
         ("echo.addr", bootstrap.echo_addr.as_ref()),
+        (
+            "listen.authz.addr",
+            bootstrap.authz.as_ref().map(|a| &a.addr),
+        ),
     ];
     for (field, addr) in listeners {
         let Some(addr) = addr else { continue };
@@ -251,6 +255,15 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         .on_hangup(on_hangup);
 
     let rate_limits = rate_limits(&mut server, &bootstrap, &clock);
+    if let Some(settings) = &bootstrap.authz {
+        server.add_service(crate::authz::service(
+            settings.clone(),
+            (shared.clone(), metrics.clone(), clock.clone()),
+            token_cache.clone(),
+            revocations.as_ref().map(|r| r.list().clone()),
+            rate_limits.clone(),
+        ));
+    }
     let mut proxy_app = pingora::proxy::http_proxy(
         &server.configuration,
         Gateway::new(shared.clone(), metrics.clone(), clock.clone(), token_cache)
@@ -296,6 +309,7 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         https = bootstrap.listen_https.as_deref().unwrap_or("-"),
         admin = %bootstrap.admin_addr,
         echo = bootstrap.echo_addr.as_deref().unwrap_or("-"),
+        authz = bootstrap.authz.as_ref().map_or("-", |a| a.addr.as_str()),
         "jwtgate listening"
     );
     server.run(RunArgs {

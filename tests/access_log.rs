@@ -35,7 +35,7 @@ routes:
 const ISS: &str = "https://issuer.test";
 
 /// Every field of an access-log line, in both formats.
-const FIELDS: [&str; 17] = [
+const FIELDS: [&str; 18] = [
     "request_id",
     "method",
     "path",
@@ -52,6 +52,7 @@ const FIELDS: [&str; 17] = [
     "upstream",
     "latency_ms",
     "error",
+    "adapter",
     "message",
 ];
 
@@ -178,6 +179,7 @@ async fn text_lines_carry_every_field_with_dashes_for_absent_ones() {
     assert_eq!(fields["outcome"], "allow", "{line}");
     assert_eq!(fields["reason"], "-", "{line}");
     assert_eq!(fields["error"], "-", "{line}");
+    assert_eq!(fields["adapter"], "proxy", "{line}");
     assert_eq!(fields["client"], "127.0.0.1", "{line}");
     assert_eq!(fields["user_agent"], "probe/1.0 (tab\there)", "{line}");
     assert!(

@@ -934,7 +934,12 @@ fn cluster_names(config: &GatewayConfig) -> Vec<String> {
     let mut names: Vec<String> = config
         .routes
         .iter()
-        .flat_map(|route| route.upstream.addrs.iter())
+        .flat_map(|route| {
+            route
+                .upstream
+                .iter()
+                .flat_map(|upstream| upstream.addrs.iter())
+        })
         .filter_map(|addr| {
             let host = addr.rsplit_once(':').unwrap().0;
             host.parse::<std::net::IpAddr>()

@@ -38,6 +38,9 @@ struct Entry {
     lifetime: Duration,
 }
 
+/// A clone shares its entries (moka's cache is a handle), so the proxy and
+/// the authorization listener hit the same cache.
+#[derive(Clone)]
 pub struct TokenCache {
     entries: Cache<[u8; 32], Entry>,
     ttl: Duration,

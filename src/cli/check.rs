@@ -51,6 +51,18 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
             .map(|a| format!(" · echo upstream {a}"))
             .unwrap_or_default()
     );
+    if let Some(authz) = &bootstrap.authz {
+        outln!(
+            "authz {} ({}{})",
+            authz.addr,
+            authz.convention.as_str(),
+            if authz.secret.is_some() {
+                ", shared secret required"
+            } else {
+                ""
+            }
+        );
+    }
     let mut warnings = Vec::new();
     if let Some(https) = &snapshot.https {
         certificates(https);
@@ -87,8 +99,12 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     }
     outln!("routes ({}):", snapshot.routes.len());
     for (route, matched) in snapshot.routes.iter().zip(&matches) {
-        let upstreams = route.upstream.pool().addrs().join(",");
-        outln!("  {:<12} {matched} → {}", route.name, upstreams);
+        let upstreams = if route.authz_only {
+            "(none: listen.authz only)".to_string()
+        } else {
+            route.upstream.pool().addrs().join(",")
+        };
+        outln!("  {:<12} {matched} → {upstreams}", route.name);
         outln!("  {:<12} {}", "", policy(&snapshot, route));
     }
     for warning in snapshot.warnings.iter().chain(&warnings) {

@@ -23,6 +23,7 @@ use crate::auth::header::normalize_typ;
 use crate::auth::policy::{ClaimRequirement, RoutePolicy};
 use crate::auth::verify::TokenTypeRule;
 use crate::auth::verify::VerifierId;
+use crate::authz::settings::AuthzSettings;
 use crate::jose::{AlgorithmSet, KeyFamily};
 use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
 use crate::keys::remote::{RefreshPolicy, RemoteIdentity, RemoteSource};
@@ -71,6 +72,8 @@ pub struct Bootstrap {
     /// `None`: no `revocation` block, nothing is ever revoked.
     pub revocation: Option<RevocationSettings>,
     pub rate_limit: RateLimitSettings,
+    /// `None`: no authorization listener.
+    pub authz: Option<AuthzSettings>,
 }
 
 impl Bootstrap {
@@ -182,6 +185,11 @@ impl Bootstrap {
                 self.rate_limit.describe(),
                 new.rate_limit.describe(),
             ),
+            (
+                "listen.authz",
+                listener(&self.authz.as_ref().map(AuthzSettings::describe)),
+                listener(&new.authz.as_ref().map(AuthzSettings::describe)),
+            ),
         ];
         settings
             .into_iter()
@@ -247,6 +255,9 @@ pub struct CompiledRoute {
     /// What a clear-text request gets instead of the upstream.
     pub https_only: Option<HttpsOnly>,
     pub rate_limits: RouteRateLimits,
+    /// No upstream: decided only for the authorization listener; the
+    /// proxy answers 404 as if the route did not exist.
+    pub authz_only: bool,
 }
 
 #[derive(Debug)]
@@ -410,7 +421,16 @@ pub fn compile_reusing(
                 "route {name:?} accepts tokens in the query parameter {parameter:?}: URLs end up in logs, browser histories and Referer headers (RFC 6750 §5.3)"
             ));
         }
-        warnings.extend(upstream_tls::warning(name, &route.upstream));
+        if let Some(upstream) = &route.upstream {
+            warnings.extend(upstream_tls::warning(name, upstream));
+        } else if config.listen.authz.is_none() {
+            return Err(err_at(
+                Some(&route.name),
+                format!(
+                    "route {name:?} has no upstream: only the authorization listener serves such a route, and listen.authz is not set"
+                ),
+            ));
+        }
         if let (Some(https_only), None) = (route.matcher.https_only, &https) {
             return Err(err_at(
                 Some(&route.name),
@@ -490,6 +510,10 @@ pub fn compile_reusing(
         }),
         revocation,
         rate_limit,
+        authz: crate::authz::settings::compile(config.listen.authz.as_ref(), base_dir, &|var| {
+            std::env::var(var).ok()
+        })
+        .map_err(|error| err_at(None, error.to_string()))?,
     };
     let snapshot = Snapshot {
         realm: config.server.realm,
@@ -638,6 +662,10 @@ fn listener_addresses(config: &GatewayConfig) -> Result<(), String> {
         ),
         ("admin.addr", Some(&config.admin.addr)),
         ("echo.addr", config.echo.as_ref().map(|e| &e.addr)),
+        (
+            "listen.authz.addr",
+            config.listen.authz.as_ref().map(|a| &a.addr),
+        ),
     ];
     for (field, addr) in listeners {
         let Some(addr) = addr else { continue };
@@ -991,13 +1019,23 @@ fn compile_route<'a>(
         query: auth.token_query.clone(),
     };
 
-    let upstream = &route.upstream;
-    if upstream.addrs.is_empty() {
+    let no_upstream;
+    let upstream = match &route.upstream {
+        Some(upstream) => upstream,
+        None => {
+            no_upstream = super::schema::UpstreamConfig::none();
+            &no_upstream
+        }
+    };
+    if upstream.addrs.is_empty() && route.upstream.is_some() {
         return Err((None, PoolError::NoAddress.to_string()));
     }
     let tls = upstream_tls::compile(upstream, base_dir).map_err(|e| (None, e.to_string()))?;
-    let pool = UpstreamPool::compile(&route.name.value, upstream, dns, tls.as_ref())
-        .map_err(|e| (None, e.to_string()))?;
+    let pool = match route.upstream {
+        Some(_) => UpstreamPool::compile(&route.name.value, upstream, dns, tls.as_ref())
+            .map_err(|e| (None, e.to_string()))?,
+        None => UpstreamPool::without_endpoints(&route.name.value, dns),
+    };
 
     let forward = ForwardPlan {
         claims: route
@@ -1036,6 +1074,7 @@ fn compile_route<'a>(
         https_only: route.matcher.https_only,
         rate_limits: RouteRateLimits::compile(&route.name.value, auth.mode, &route.rate_limits)
             .map_err(|e| (None, e.to_string()))?,
+        authz_only: route.upstream.is_none(),
     })
 }
 

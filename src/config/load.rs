@@ -235,7 +235,10 @@ mod tests {
         assert_eq!(route.matcher.path_prefix, "/");
         assert_eq!(route.auth.mode, super::super::schema::AuthMode::Off);
         assert_eq!(route.forward.reserved_prefix, "x-jwt-");
-        assert_eq!(route.upstream.connect_timeout.as_secs(), 2);
+        assert_eq!(
+            route.upstream.as_ref().unwrap().connect_timeout.as_secs(),
+            2
+        );
     }
 
     #[test]

@@ -167,6 +167,76 @@ pub struct ListenConfig {
     pub http: HttpListenConfig,
     /// The TLS listener; absent: none.
     pub https: Option<HttpsListenConfig>,
+    /// The authorization listener front proxies ask; absent: none.
+    pub authz: Option<AuthzListenConfig>,
+}
+
+/// `listen.authz`: answers NGINX `auth_request`, Traefik and Caddy forward
+/// auth, or Envoy's HTTP `ext_authz` with the proxy's own decision. It
+/// believes the request headers that describe the original request, so it
+/// belongs on an address only the front proxy reaches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzListenConfig {
+    pub addr: String,
+    /// Where the original request's method and target are read from.
+    #[serde(default)]
+    pub convention: AuthzConvention,
+    /// `envoy`: the prefix Envoy's `path_prefix` adds before the original
+    /// path, stripped before routing; empty: none.
+    #[serde(default)]
+    pub path_prefix: String,
+    /// A header every decision request must carry with this secret value;
+    /// absent: none is asked for.
+    #[serde(default)]
+    pub shared_secret: Option<SharedSecretConfig>,
+}
+
+/// How a front proxy describes the request it asks about.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthzConvention {
+    /// `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri` (Traefik, Caddy).
+    #[default]
+    Forwarded,
+    /// `X-Original-Method`, `X-Original-URI` and `Host` (NGINX
+    /// `auth_request`).
+    Nginx,
+    /// `X-Original-Method` and `X-Original-URL` (ingress-nginx's
+    /// `auth-url`, which sends the auth service's own `Host`).
+    IngressNginx,
+    /// The check request's own method and path, below `path_prefix`
+    /// (Envoy and Istio HTTP `ext_authz`).
+    Envoy,
+}
+
+impl AuthzConvention {
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Forwarded => "forwarded",
+            Self::Nginx => "nginx",
+            Self::IngressNginx => "ingress_nginx",
+            Self::Envoy => "envoy",
+        }
+    }
+}
+
+/// The shared secret, read from exactly one of an environment variable or
+/// a file (never written in the config itself).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedSecretConfig {
+    #[serde(default = "default_secret_header")]
+    pub header: String,
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+fn default_secret_header() -> String {
+    "x-jwtgate-authz-secret".into()
 }
 
 /// `listen.http`. The plain `host:port` form configs have always used is
@@ -504,7 +574,10 @@ pub struct RouteConfig {
     pub name: Spanned<String>,
     #[serde(rename = "match", default)]
     pub matcher: MatchConfig,
-    pub upstream: UpstreamConfig,
+    /// Absent: the route answers only the authorization listener's
+    /// decision requests (needs `listen.authz`); the proxy answers 404.
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
@@ -691,6 +764,23 @@ impl Default for DnsConfig {
         Self {
             servers: Vec::new(),
             timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// What a route without `upstream` compiles from: no address, and
+    /// nothing that would ever be connected to.
+    pub fn none() -> Self {
+        Self {
+            addrs: Vec::new(),
+            connect_timeout: default_connect_timeout(),
+            read_timeout: default_read_timeout(),
+            write_timeout: default_read_timeout(),
+            tls: None,
+            resolve_interval: default_resolve_interval(),
+            eject_for: default_eject_for(),
+            health_check: None,
         }
     }
 }

@@ -128,6 +128,11 @@ impl Gateway {
             scheme: ctx.scheme,
         };
         let decision = self.pipeline.decide(snapshot, &view).await;
+        // A route without an upstream is the authorization listener's only.
+        let decision = match decision.route() {
+            Some(route) if route.authz_only => Decision::NoRoute,
+            _ => decision,
+        };
         decision.record(snapshot, &self.metrics);
         ctx.outcome = decision.outcome();
         ctx.reason = decision.reason();
@@ -502,6 +507,7 @@ impl Gateway {
             upstream = ctx.upstream_addr.map(display),
             latency_ms,
             error = error.map(|e| ProxyFailure::of(e).as_str()),
+            adapter = "proxy",
             "request"
         );
     }

@@ -108,6 +108,22 @@ impl UpstreamPool {
         if config.addrs.is_empty() {
             return Err(PoolError::NoAddress);
         }
+        Self::build(route, config, dns, tls)
+    }
+
+    /// The pool of a route that has no upstream (decided only for the
+    /// authorization listener): no endpoint, nothing to resolve or check.
+    pub fn without_endpoints(route: &str, dns: &Dns) -> Self {
+        Self::build(route, &UpstreamConfig::none(), dns, None)
+            .expect("the settings of no upstream are valid")
+    }
+
+    fn build(
+        route: &str,
+        config: &UpstreamConfig,
+        dns: &Dns,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<Self, PoolError> {
         let addrs = config
             .addrs
             .iter()

@@ -1,0 +1,708 @@
+//! The authorization listener (`listen.authz`) behind real front proxies on
+//! loopback: nginx with `auth_request` and Caddy with `forward_auth` (both
+//! from Debian, installed by scripts/test), each in front of a recording
+//! upstream, and Envoy's HTTP `ext_authz` contract spoken byte for byte.
+//! Allowed, refused (401 and 403 with their challenge), identity headers
+//! arriving through the front proxy, client-spoofed ones not arriving, keys
+//! unavailable; metrics and the access log as for proxied requests.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use jwtgate::jose::Algorithm;
+use serde_json::json;
+
+const CONFIG: &str = r#"
+server: { threads: 2, trusted_proxies: ["127.0.0.1"] }
+listen:
+  http: "127.0.0.1:{PROXY}"
+  authz: {AUTHZ}
+admin: { addr: "127.0.0.1:{ADMIN}" }
+issuers:
+  - name: main
+    issuer: https://issuer.test
+    algorithms: [RS256]
+    audiences: [api]
+    jwks_file: "{FIXTURES}/jwks.json"
+  - name: down
+    issuer: https://down.test
+    algorithms: [RS256]
+    audiences: [api]
+    jwks_uri: http://127.0.0.1:9/jwks
+    fetch: { allow_http: true, connect_timeout: 200ms, timeout: 500ms }
+    required: false
+routes:
+  - name: reader
+    match: { path_prefix: /read }
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { issuers: [main], scopes: { all_of: [read] } }
+    forward: { claims: { sub: X-User-Id } }
+  - name: public
+    match: { path_prefix: /public }
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { mode: off }
+  - name: unavailable
+    match: { path_prefix: /down }
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { issuers: [down] }
+  - name: audited
+    match: { path_prefix: /audited }
+    auth: { mode: audit, issuers: [main], scopes: { all_of: [read] } }
+    forward: { claims: { sub: X-User-Id } }
+  - name: browser
+    match: { path_prefix: /browser }
+    auth: { issuers: [main] }
+    forward: { claims: { sub: X-User-Id } }
+    cors: { allowed_origins: ["https://app.example"], allowed_methods: [PUT] }
+  - name: decided-only
+    match: { path_prefix: /only }
+    auth: { issuers: [main] }
+    forward: { claims: { sub: X-User-Id } }
+"#;
+
+const ISS: &str = "https://issuer.test";
+
+fn token(sub: &str, scope: &str) -> String {
+    let now = now();
+    sign(
+        Algorithm::RS256,
+        "rsa.pem",
+        "rsa-1",
+        json!({ "iss": ISS, "sub": sub, "aud": "api", "scope": scope, "iat": now, "exp": now + 300 }),
+    )
+}
+
+fn down_token() -> String {
+    let now = now();
+    sign(
+        Algorithm::RS256,
+        "rsa.pem",
+        "rsa-1",
+        json!({ "iss": "https://down.test", "sub": "dave", "aud": "api", "iat": now, "exp": now + 300 }),
+    )
+}
+
+/// A gateway whose authorization listener is set up by `authz` (a YAML
+/// flow map without `addr`), and that listener's address.
+async fn gateway(upstream: &Upstream, authz: &str, env: &[(&str, &str)]) -> (Gateway, SocketAddr) {
+    gateway_with(CONFIG, upstream, authz, env).await
+}
+
+async fn gateway_with(
+    template: &str,
+    upstream: &Upstream,
+    authz: &str,
+    env: &[(&str, &str)],
+) -> (Gateway, SocketAddr) {
+    let port = free_port();
+    let authz = format!("{{ addr: \"127.0.0.1:{port}\", {authz} }}");
+    let config = template.replace("{AUTHZ}", &authz);
+    let gateway = Gateway::start_with_env(&config, upstream, &[], env).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_listener(addr, &|| gateway.log());
+    (gateway, addr)
+}
+
+/// Services start independently: waits until `addr` accepts.
+fn wait_for_listener(addr: SocketAddr, log: &dyn Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {addr}; log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sbin(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    path.into_iter()
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} must be installed (scripts/test installs it: Debian {package})")
+        })
+}
+
+/// A front proxy process on a free loopback port; killed when dropped.
+struct FrontProxy {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl FrontProxy {
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn log(&self) -> String {
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!("{}{}", read("stderr.log"), read("error.log"))
+    }
+
+    fn wait(self) -> Self {
+        let addr = self.addr();
+        wait_for_listener(addr, &|| self.log());
+        self
+    }
+}
+
+impl Drop for FrontProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The nginx configuration docs/AUTHZ.md gives, with loopback addresses.
+fn nginx_conf(root: &str, port: u16, authz: SocketAddr, upstream: SocketAddr) -> String {
+    format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {root}/access.log;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /_jwtgate {{
+            internal;
+            proxy_pass http://{authz};
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Original-Method $request_method;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }}
+        location / {{
+            auth_request /_jwtgate;
+            auth_request_set $jwtgate_user_id $upstream_http_x_user_id;
+            auth_request_set $jwtgate_challenge $upstream_http_www_authenticate;
+            auth_request_set $jwtgate_retry_after $upstream_http_retry_after;
+            auth_request_set $jwtgate_status $upstream_status;
+            # Every identity header is set from the answer: empty (so not
+            # sent) when jwtgate gave none, whatever the client sent.
+            proxy_set_header X-User-Id $jwtgate_user_id;
+            proxy_pass http://{upstream};
+            error_page 403 = @jwtgate_forbidden;
+            error_page 500 = @jwtgate_unavailable;
+        }}
+        # nginx copies the challenge of a 401 itself, not of a 403.
+        location @jwtgate_forbidden {{
+            add_header WWW-Authenticate $jwtgate_challenge always;
+            return 403;
+        }}
+        # Any status but 2xx, 401 and 403 is an error to nginx (500).
+        location @jwtgate_unavailable {{
+            add_header Retry-After $jwtgate_retry_after always;
+            return 503;
+        }}
+    }}
+}}
+"#
+    )
+}
+
+fn start_nginx(authz: SocketAddr, upstream: &Upstream) -> FrontProxy {
+    let dir = tempfile::tempdir().expect("nginx tempdir");
+    let port = free_port();
+    let root = dir.path().display().to_string();
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, nginx_conf(&root, port, authz, upstream.addr()))
+        .expect("write nginx.conf");
+    let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr");
+    let child = Command::new(sbin("nginx", "nginx-light"))
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-e")
+        .arg(dir.path().join("error.log"))
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .expect("spawn nginx");
+    FrontProxy { child, dir, port }.wait()
+}
+
+/// The Caddyfile docs/AUTHZ.md gives, with loopback addresses. Debian 12's
+/// Caddy (2.6) has `forward_auth`, but its `copy_headers` sends the
+/// placeholder's own text upstream when jwtgate's answer lacks the header;
+/// this is what `forward_auth` expands to, with the copy made only when the
+/// header is there.
+fn caddyfile(port: u16, authz: SocketAddr, upstream: SocketAddr) -> String {
+    format!(
+        r#"{{
+    admin off
+    auto_https off
+}}
+http://:{port} {{
+    bind 127.0.0.1
+    route {{
+        # Whatever the client sent under an identity header's name goes
+        # first: only jwtgate's answer may set it.
+        request_header -X-User-Id
+        reverse_proxy {authz} {{
+            method GET
+            rewrite /
+            header_up X-Forwarded-Method {{method}}
+            header_up X-Forwarded-Uri {{uri}}
+            @identified {{
+                status 2xx
+                header X-User-Id *
+            }}
+            handle_response @identified {{
+                request_header X-User-Id {{http.reverse_proxy.header.X-User-Id}}
+            }}
+            @allowed status 2xx
+            handle_response @allowed {{
+                request_header -X-User-Id
+            }}
+        }}
+        reverse_proxy {upstream}
+    }}
+}}
+"#
+    )
+}
+
+fn start_caddy(authz: SocketAddr, upstream: &Upstream) -> FrontProxy {
+    let dir = tempfile::tempdir().expect("caddy tempdir");
+    let port = free_port();
+    let path = dir.path().join("Caddyfile");
+    std::fs::write(&path, caddyfile(port, authz, upstream.addr())).expect("write Caddyfile");
+    let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr");
+    let child = Command::new(sbin("caddy", "caddy"))
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&path)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .expect("spawn caddy");
+    FrontProxy { child, dir, port }.wait()
+}
+
+fn get(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: api.test\r\nX-User-Id: mallory{extra}")
+}
+
+fn bearer(token: &str) -> String {
+    format!("\r\nAuthorization: Bearer {token}")
+}
+
+/// What every front proxy must show: allowed with identity, spoofing
+/// stripped, 401 and 403 with their challenges, 503 when keys are out.
+async fn front_proxy_contract(front: SocketAddr, upstream: &Upstream, bodies_pass: bool) {
+    let response = raw_request(
+        front,
+        &get("/read/report", &bearer(&token("alice", "read"))),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(upstream.count(), 1, "{response:?}");
+    let seen = upstream.last();
+    assert_eq!(seen.path, "/read/report");
+    assert_eq!(seen.header_all("x-user-id"), ["alice"], "{seen:?}");
+
+    let response = raw_request(front, &get("/public/page", "")).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let seen = upstream.last();
+    assert_eq!(seen.path, "/public/page");
+    assert!(
+        !seen.has_header("x-user-id"),
+        "spoofed identity arrived: {seen:?}"
+    );
+
+    let before = upstream.count();
+    let response = raw_request(front, &get("/read/report", "")).await;
+    assert_eq!(response.status, 401, "{}", response.text());
+    assert_eq!(
+        response.header("www-authenticate"),
+        Some("Bearer realm=\"jwtgate\"")
+    );
+
+    // A client naming another request in the convention headers: the front
+    // proxy overwrites them, so /read is still what is decided.
+    let spoofed = "\r\nX-Original-URI: /public/x\r\nX-Original-Method: GET\r\nX-Forwarded-Uri: /public/x\r\nX-Forwarded-Method: GET";
+    let response = raw_request(front, &get("/read/report", spoofed)).await;
+    assert_eq!(response.status, 401, "{}", response.text());
+
+    let response = raw_request(front, &get("/read/report", &bearer(&token("bob", "write")))).await;
+    assert_eq!(response.status, 403, "{}", response.text());
+    let challenge = response.header("www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"read\""),
+        "{challenge}"
+    );
+    if bodies_pass {
+        assert_eq!(response.json()["error"], "insufficient_scope");
+    }
+
+    let response = raw_request(front, &get("/down/x", &bearer(&down_token()))).await;
+    assert_eq!(response.status, 503, "{}", response.text());
+    assert_eq!(response.header("retry-after"), Some("10"));
+    assert_eq!(
+        upstream.count(),
+        before,
+        "a refused request reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn nginx_auth_request_in_front_of_a_recording_upstream() {
+    let upstream = Upstream::start();
+    let (gateway, authz) = gateway(&upstream, "convention: nginx", &[]).await;
+    let nginx = start_nginx(authz, &upstream);
+    front_proxy_contract(nginx.addr(), &upstream, false).await;
+    drop(nginx);
+    gateway
+        .expect_metric(
+            "jwtgate_auth_decisions_total",
+            &[("route", "reader"), ("outcome", "allow")],
+            1.0,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn caddy_forward_auth_in_front_of_a_recording_upstream() {
+    let upstream = Upstream::start();
+    let (gateway, authz) = gateway(&upstream, "convention: forwarded", &[]).await;
+    let caddy = start_caddy(authz, &upstream);
+    front_proxy_contract(caddy.addr(), &upstream, true).await;
+    gateway
+        .expect_metric(
+            "jwtgate_auth_decisions_total",
+            &[
+                ("route", "reader"),
+                ("outcome", "deny"),
+                ("reason", "insufficient_scope"),
+            ],
+            1.0,
+        )
+        .await;
+}
+
+/// Envoy's HTTP `ext_authz` check request: the original method and path
+/// under `path_prefix`, the original headers (Host, Authorization) as they
+/// came, no body.
+#[tokio::test]
+async fn envoy_http_ext_authz_contract() {
+    let upstream = Upstream::start();
+    let (gateway, authz) = gateway(
+        &upstream,
+        "convention: envoy, path_prefix: /ext_authz, shared_secret: { header: x-authz-secret, env: AUTHZ_SECRET }",
+        &[("AUTHZ_SECRET", "between-proxies")],
+    )
+    .await;
+    let check = |method: &str, path: &str, extra: &str| {
+        format!(
+            "{method} /ext_authz{path} HTTP/1.1\r\nHost: api.test\r\nX-Forwarded-Proto: https\r\nX-Request-Id: envoy-{method}-{}\r\nContent-Length: 0{extra}",
+            path.len()
+        )
+    };
+    let secret = "\r\nX-Authz-Secret: between-proxies";
+
+    let allowed = format!("{secret}{}", bearer(&token("alice", "read")));
+    let response = raw_request(authz, &check("POST", "/read/orders?page=02", &allowed)).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-user-id"), Some("alice"));
+    assert_eq!(response.header("x-request-id"), Some("envoy-POST-20"));
+
+    let response = raw_request(authz, &check("GET", "/read/orders", secret)).await;
+    assert_eq!(response.status, 401);
+    assert_eq!(
+        response.header("www-authenticate"),
+        Some("Bearer realm=\"jwtgate\"")
+    );
+    let body = response.json();
+    assert_eq!(body["error"], "unauthorized");
+    assert_eq!(body["request_id"], "envoy-GET-12");
+    let line = gateway.access_line("envoy-GET-12").await;
+    let bytes_out = format!("bytes_out={}", response.body.len());
+    assert!(line.contains(&bytes_out), "{bytes_out} not in {line}");
+
+    // A route without an upstream: decided here, unknown to the proxy.
+    let allowed = format!("{secret}{}", bearer(&token("carol", "")));
+    let response = raw_request(authz, &check("GET", "/only/x", &allowed)).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-user-id"), Some("carol"));
+    let response = gateway.get("/only/x", Some(&token("carol", ""))).await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(upstream.count(), 0);
+
+    // Routed on the original path with the prefix stripped: no route.
+    let response = raw_request(authz, &check("GET", "/elsewhere", secret)).await;
+    assert_eq!(response.status, 404);
+
+    // Without the shared secret, or with a wrong one: refused before any
+    // decision, whatever the token.
+    for extra in ["", "\r\nX-Authz-Secret: between-proxie"] {
+        let extra = format!("{extra}{}", bearer(&token("alice", "read")));
+        let response = raw_request(authz, &check("GET", "/read/orders", &extra)).await;
+        assert_eq!(response.status, 403, "{}", response.text());
+        assert_eq!(response.json()["error"], "forbidden");
+        assert!(response.header("x-user-id").is_none());
+    }
+
+    let line = gateway.access_line("envoy-POST-20").await;
+    for field in [
+        "adapter=\"authz\"",
+        "method=\"POST\"",
+        "path=\"/read/orders\"",
+        "route=\"reader\"",
+        "status=200",
+        "sub=\"alice\"",
+        "outcome=\"allow\"",
+    ] {
+        assert!(line.contains(field), "{field} not in {line}");
+    }
+    assert!(
+        !line.contains("page=2"),
+        "the query is never logged: {line}"
+    );
+    gateway
+        .expect_metric(
+            "jwtgate_requests_total",
+            &[("route", "reader"), ("status", "401")],
+            1.0,
+        )
+        .await;
+}
+
+/// The conventions are not mixed: a listener set up for Traefik and Caddy
+/// ignores NGINX's headers a client could add, and the other way round.
+#[tokio::test]
+async fn only_the_configured_convention_is_read() {
+    let upstream = Upstream::start();
+    let (_gateway, authz) = gateway(&upstream, "convention: forwarded", &[]).await;
+    let response = raw_request(
+        authz,
+        "GET / HTTP/1.1\r\nHost: api.test\r\nX-Original-URI: /public/x\r\nX-Original-Method: GET",
+    )
+    .await;
+    assert_eq!(response.status, 400, "{}", response.text());
+    let response = raw_request(
+        authz,
+        "GET / HTTP/1.1\r\nHost: auth.internal\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Uri: /public/x\r\nX-Forwarded-Host: api.test",
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+/// A route without an upstream is a config error unless the authorization
+/// listener is set: nothing else could ever serve it.
+#[test]
+fn a_route_without_upstream_needs_the_authz_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &path,
+        "routes:\n  - name: orphan\n    match: { path_prefix: /x }\n    auth: { mode: off }\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run jwtgate check");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("route \"orphan\" has no upstream")
+            && stderr.contains("listen.authz is not set"),
+        "{stderr}"
+    );
+}
+
+/// `listen.authz` is restart-only, like every listener: a reload that
+/// changes it is refused whole, and the listener keeps its convention.
+#[tokio::test]
+async fn a_reload_that_changes_the_authz_listener_is_refused() {
+    let upstream = Upstream::start();
+    let (gateway, authz) = gateway(&upstream, "convention: forwarded", &[]).await;
+    let config = std::fs::read_to_string(gateway.config_path()).unwrap();
+    std::fs::write(
+        gateway.config_path(),
+        config.replace("convention: forwarded", "convention: nginx"),
+    )
+    .unwrap();
+    let response = gateway
+        .client()
+        .post(gateway.admin_url("/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let error = response.text().await.unwrap();
+    assert!(
+        error.contains("listen.authz")
+            && error.contains("(forwarded)")
+            && error.contains("(nginx)"),
+        "{error}"
+    );
+    let response = raw_request(
+        authz,
+        "GET / HTTP/1.1\r\nHost: api.test\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Uri: /public/x",
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+/// ingress-nginx names the original request only in `X-Original-URL`; the
+/// check request's own `Host` is the auth service's.
+#[tokio::test]
+async fn ingress_nginx_original_url() {
+    let upstream = Upstream::start();
+    let (_gateway, authz) = gateway(&upstream, "convention: ingress_nginx", &[]).await;
+    let request = |url: &str, extra: &str| {
+        format!(
+            "GET /authz HTTP/1.1\r\nHost: jwtgate-authz.jwtgate.svc\r\nX-Original-Method: GET\r\nX-Original-URL: {url}{extra}"
+        )
+    };
+    let allowed = bearer(&token("alice", "read"));
+    let response = raw_request(authz, &request("https://api.test/read/x?y=1", &allowed)).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-user-id"), Some("alice"));
+    // A client's X-Original-URI, passed through by the subrequest, is not read.
+    let spoofed = "\r\nX-Original-URI: /public/x";
+    let response = raw_request(authz, &request("http://api.test/read/x", spoofed)).await;
+    assert_eq!(response.status, 401, "{}", response.text());
+}
+
+/// `jwtgate check` names the listener, and never the secret.
+#[test]
+fn check_prints_the_authz_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &path,
+        "listen:\n  authz: { addr: \"127.0.0.1:9191\", convention: envoy, shared_secret: { env: CHECK_SECRET } }\nroutes:\n  - name: only\n    auth: { mode: off }\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .env("CHECK_SECRET", "do-not-print")
+        .output()
+        .expect("run jwtgate check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("authz 127.0.0.1:9191 (envoy, shared secret required)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(none: listen.authz only)"), "{stdout}");
+    assert!(!stdout.contains("do-not-print"), "{stdout}");
+}
+
+/// What is let through without identity: an audit route's would-be
+/// refusal and a CORS preflight are `200` with no identity header; the
+/// decision is counted and logged as on the proxy, with the client named
+/// by the trusted front proxy's X-Forwarded-For; and a token the proxy
+/// verified is a cache hit here (one cache for both listeners).
+#[tokio::test]
+async fn let_through_without_identity_counted_and_cached_as_on_the_proxy() {
+    let upstream = Upstream::start();
+    let (gateway, authz) = gateway(&upstream, "convention: forwarded", &[]).await;
+    let ask = |method: &str, uri: &str, extra: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: jwtgate-authz\r\nX-Forwarded-Host: api.test\r\nX-Forwarded-Method: {method}\r\nX-Forwarded-Uri: {uri}\r\nX-Forwarded-For: 203.0.113.7{extra}"
+        )
+    };
+
+    let wrong_scope = bearer(&token("bob", "write"));
+    let extra = format!("\r\nX-Request-Id: audited-1{wrong_scope}");
+    let response = raw_request(authz, &ask("GET", "/audited/x", &extra)).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.header("x-user-id").is_none(), "{response:?}");
+    let line = gateway.access_line("audited-1").await;
+    for field in [
+        "outcome=\"would_deny\"",
+        "reason=\"insufficient_scope\"",
+        "client=\"203.0.113.7\"",
+        "adapter=\"authz\"",
+    ] {
+        assert!(line.contains(field), "{field} not in {line}");
+    }
+
+    let preflight = "\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: PUT";
+    let response = raw_request(authz, &ask("OPTIONS", "/browser/x", preflight)).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.header("x-user-id").is_none(), "{response:?}");
+
+    let shared = token("erin", "read");
+    let response = gateway.get("/read/x", Some(&shared)).await;
+    assert_eq!(response.status(), 200);
+    let hits = gateway.metric("jwtgate_token_cache_hits_total", &[]).await;
+    let response = raw_request(authz, &ask("GET", "/read/x", &bearer(&shared))).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-user-id"), Some("erin"));
+    gateway
+        .expect_metric("jwtgate_token_cache_hits_total", &[], hits + 1.0)
+        .await;
+}
+
+/// During SIGTERM's drain the proxy stops taking new work, but the front
+/// proxy's requests still need their answers: the listener keeps deciding.
+#[tokio::test]
+async fn the_listener_answers_while_the_proxy_drains() {
+    let upstream = Upstream::start();
+    let config = CONFIG.replace("threads: 2,", "threads: 2, grace_period: 1h,");
+    let (mut gateway, authz) = gateway_with(&config, &upstream, "convention: forwarded", &[]).await;
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args(["-s", name, &gateway.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name}: {status}");
+    };
+    signal("TERM");
+    gateway
+        .wait_for_log(|log| log.contains("SIGTERM received: draining"))
+        .await;
+    let response = raw_request(
+        authz,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: api.test\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Uri: /read/x{}",
+            bearer(&token("alice", "read"))
+        ),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-user-id"), Some("alice"));
+    signal("INT");
+    let status = gateway.wait_for_exit(Duration::from_secs(60)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
