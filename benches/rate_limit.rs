@@ -12,41 +12,17 @@
 //! Before measuring it prints the heap bytes the counters hold per key
 //! (counted by this binary's allocator before and after filling them).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use criterion::{BenchmarkId, Criterion};
 use jwtgate::config::schema::{AuthMode, RateLimitConfig};
 use jwtgate::state::rate_limit::{RateLimits, RouteRateLimits};
 
-/// The system allocator, counting the bytes currently allocated.
-struct Counting;
-
-static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        ALLOCATED.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "support/heap.rs"]
+mod heap;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 const NOW: u64 = 1_800_000_000_000_000_000;
 /// The limit's interval: 1 ms at 1000/s.
@@ -76,7 +52,7 @@ fn limits() -> RouteRateLimits {
 fn filled(counters: RateLimits, keys: &[[u8; 24]], what: &str) -> RateLimits {
     let route = limits();
     let limit = &route.after_auth[0];
-    let before = ALLOCATED.load(Ordering::Relaxed);
+    let before = heap::allocated();
     for key in keys {
         counters
             .check(limit, Some(key), NOW)
@@ -84,7 +60,7 @@ fn filled(counters: RateLimits, keys: &[[u8; 24]], what: &str) -> RateLimits {
     }
     // What the sync task would have collected by now.
     drop(counters.take_spent());
-    let bytes = ALLOCATED.load(Ordering::Relaxed) - before;
+    let bytes = heap::allocated() - before;
     println!(
         "{what} rate-limit counters with {} keys: {bytes} heap bytes, {:.1} bytes per key",
         keys.len(),

@@ -13,9 +13,7 @@
 //! Before measuring it prints the heap bytes the list holds per entry
 //! (counted by this binary's allocator before and after filling it).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use criterion::{BenchmarkId, Criterion};
 use jwtgate::auth::VerifiedToken;
@@ -24,33 +22,11 @@ use jwtgate::auth::verify::VerifierId;
 use jwtgate::jose::Algorithm;
 use jwtgate::state::revocation::{Entry, Kind, RevocationList};
 
-/// The system allocator, counting the bytes currently allocated.
-struct Counting;
-
-static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        ALLOCATED.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "support/heap.rs"]
+mod heap;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 const ISS: &str = "https://login.example.com/realms/main";
 
@@ -76,7 +52,7 @@ fn token(jti: &str) -> VerifiedToken {
 }
 
 fn filled(entries: usize) -> RevocationList {
-    let before = ALLOCATED.load(Ordering::Relaxed);
+    let before = heap::allocated();
     let list = RevocationList::new();
     for i in 0..entries {
         list.insert(&Entry {
@@ -86,7 +62,7 @@ fn filled(entries: usize) -> RevocationList {
             at: 1_800_000_000,
         });
     }
-    let bytes = ALLOCATED.load(Ordering::Relaxed) - before;
+    let bytes = heap::allocated() - before;
     println!(
         "revocation list with {entries} jti entries: {bytes} heap bytes, {:.1} bytes per entry",
         bytes as f64 / entries as f64
