@@ -382,7 +382,8 @@ async fn raw_headers_forwarded_for_and_a_missing_request() {
 }
 
 /// The shared secret travels as call metadata (Envoy's
-/// `grpc_service.initial_metadata`).
+/// `grpc_service.initial_metadata`); a method other than `Check` is
+/// `UNIMPLEMENTED`.
 #[tokio::test]
 async fn the_shared_secret_is_call_metadata() {
     let (_gateway, addr) = gateway(
@@ -397,8 +398,14 @@ async fn the_shared_secret_is_call_metadata() {
             call(public.clone()),
             json!({ "metadata": [["x-authz-secret", "wrong"]], "request": public }),
             json!({ "metadata": [["x-authz-secret", "s3cret"]], "request": public }),
+            json!({
+                "metadata": [["x-authz-secret", "s3cret"]],
+                "request": public,
+                "method": "/envoy.service.auth.v3.Authorization/CheckAll",
+            }),
         ],
     );
+    assert_eq!(answers[3], json!({ "rpc_error": "UNIMPLEMENTED" }));
     for refused in &answers[..2] {
         assert_eq!(status(refused), PERMISSION_DENIED, "{refused}");
         assert_eq!(refused["denied_response"]["status"]["code"], 403);
@@ -433,4 +440,38 @@ fn check_prints_the_grpc_listener() {
         stdout.contains("authz grpc 127.0.0.1:9192 (Envoy Authorization/Check)"),
         "{stdout}"
     );
+}
+
+/// SIGTERM stops the gRPC listener with the rest, even with a connection
+/// (as Envoy keeps one) still open on it.
+#[tokio::test]
+async fn sigterm_stops_with_a_connection_open() {
+    let (mut gateway, addr) = gateway("", &[]).await;
+    let answers = check(
+        addr,
+        &[call(request(
+            "grpc-before-stop",
+            "GET",
+            "/public/x",
+            json!({}),
+        ))],
+    );
+    assert_eq!(status(&answers[0]), OK, "{}", answers[0]);
+    let mut held = std::net::TcpStream::connect(addr).unwrap();
+    held.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    let status = Command::new("kill")
+        .args(["-s", "TERM", &gateway.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    match gateway.wait_for_exit(Duration::from_secs(60)).await {
+        Some(status) => assert!(status.success(), "{status}; log:\n{}", gateway.log()),
+        None => panic!("jwtgate did not exit; log:\n{}", gateway.log()),
+    }
+    assert!(
+        gateway.log().contains("jwtgate stopped"),
+        "{}",
+        gateway.log()
+    );
+    drop(held);
 }

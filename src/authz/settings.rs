@@ -218,6 +218,17 @@ mod tests {
     }
 
     #[test]
+    fn the_grpc_address_is_parsed_and_a_change_shows() {
+        let without = compile_yaml("addr: 127.0.0.1:1").unwrap().unwrap();
+        let with = compile_yaml("addr: 127.0.0.1:1\ngrpc_addr: \"[::1]:9002\"")
+            .unwrap()
+            .unwrap();
+        assert_eq!(with.grpc_addr, Some("[::1]:9002".parse().unwrap()));
+        assert_ne!(with, without);
+        assert_eq!(with.describe(), "127.0.0.1:1 (forwarded, grpc [::1]:9002)");
+    }
+
+    #[test]
     fn a_changed_secret_shows_without_its_value() {
         let a = compile_yaml("addr: a:1\nshared_secret: { env: AUTHZ_SECRET }")
             .unwrap()

@@ -5,7 +5,8 @@ Usage: check.py PROTO_DIR HOST:PORT < calls.json
 
 The protos under PROTO_DIR are compiled with grpc_tools.protoc into a
 temporary directory first. stdin is a JSON list of calls, each
-{"metadata": [[key, value], ...], "request": <CheckRequest as JSON>};
+{"metadata": [[key, value], ...], "request": <CheckRequest as JSON>,
+"method": <optional: another method path to call with it>};
 stdout is a JSON list with, for each call, the CheckResponse as JSON
 (proto field names, enums as numbers) or {"rpc_error": <status code name>}.
 """
@@ -56,8 +57,15 @@ def main():
             for call in calls:
                 request = json_format.ParseDict(call["request"], pb.CheckRequest())
                 metadata = [tuple(pair) for pair in call.get("metadata", [])]
+                method = stub.Check
+                if "method" in call:
+                    method = channel.unary_unary(
+                        call["method"],
+                        request_serializer=pb.CheckRequest.SerializeToString,
+                        response_deserializer=pb.CheckResponse.FromString,
+                    )
                 try:
-                    response = stub.Check(request, metadata=metadata, timeout=20)
+                    response = method(request, metadata=metadata, timeout=20)
                 except grpc.RpcError as error:
                     results.append({"rpc_error": error.code().name})
                     continue
