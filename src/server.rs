@@ -106,6 +106,11 @@ pub struct RunOptions {
 /// while the other listeners come up and report healthy. Trying each address
 /// first turns that into one clear startup error.
 fn check_addresses_free(bootstrap: &Bootstrap) -> Result<(), ServerError> {
+    let grpc_addr = bootstrap
+        .authz
+        .as_ref()
+        .and_then(|a| a.grpc_addr)
+        .map(|a| a.to_string());
     let listeners = [
         ("listen.http", bootstrap.listen_http.as_ref()),
         ("listen.https.addr", bootstrap.listen_https.as_ref()),
@@ -115,6 +120,7 @@ fn check_addresses_free(bootstrap: &Bootstrap) -> Result<(), ServerError> {
             "listen.authz.addr",
             bootstrap.authz.as_ref().map(|a| &a.addr),
         ),
+        ("listen.authz.grpc_addr", grpc_addr.as_ref()),
     ];
     for (field, addr) in listeners {
         let Some(addr) = addr else { continue };
@@ -165,6 +171,35 @@ fn rate_limits(server: &mut Server, bootstrap: &Bootstrap, clock: &SharedClock) 
         ));
     }
     limits
+}
+
+/// Envoy's gRPC `ext_authz` as a background service with the proxy's
+/// thread count: each call is a decision like the proxy's.
+#[allow(clippy::too_many_arguments)]
+fn add_grpc_authz(
+    server: &mut Server,
+    addr: std::net::SocketAddr,
+    settings: &crate::authz::settings::AuthzSettings,
+    shared: &Arc<ArcSwap<Snapshot>>,
+    metrics: &Arc<Metrics>,
+    clock: &SharedClock,
+    token_cache: &Option<TokenCache>,
+    revocations: &Option<Arc<Revocations>>,
+    rate_limits: &Arc<RateLimits>,
+) {
+    let mut service = background_service(
+        "jwtgate authz grpc",
+        crate::authz::grpc::service(
+            addr,
+            settings.clone(),
+            (shared.clone(), metrics.clone(), clock.clone()),
+            token_cache.clone(),
+            revocations.as_ref().map(|r| r.list().clone()),
+            rate_limits.clone(),
+        ),
+    );
+    service.threads = Some(server.configuration.threads);
+    server.add_service(service);
 }
 
 /// Runs until SIGTERM's drain is over or SIGINT; fails only at startup.
@@ -263,6 +298,19 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
             revocations.as_ref().map(|r| r.list().clone()),
             rate_limits.clone(),
         ));
+        if let Some(addr) = settings.grpc_addr {
+            add_grpc_authz(
+                &mut server,
+                addr,
+                settings,
+                &shared,
+                &metrics,
+                &clock,
+                &token_cache,
+                &revocations,
+                &rate_limits,
+            );
+        }
     }
     let mut proxy_app = pingora::proxy::http_proxy(
         &server.configuration,
@@ -310,6 +358,11 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         admin = %bootstrap.admin_addr,
         echo = bootstrap.echo_addr.as_deref().unwrap_or("-"),
         authz = bootstrap.authz.as_ref().map_or("-", |a| a.addr.as_str()),
+        authz_grpc = bootstrap
+            .authz
+            .as_ref()
+            .and_then(|a| a.grpc_addr)
+            .map(tracing::field::display),
         "jwtgate listening"
     );
     server.run(RunArgs {

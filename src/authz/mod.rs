@@ -11,6 +11,8 @@
 //! here: this listener serves the front proxy, never clients, which is why
 //! it has an address of its own (see docs/SECURITY.md).
 
+pub mod envoy;
+pub mod grpc;
 pub mod settings;
 
 use std::sync::Arc;
@@ -46,6 +48,9 @@ use crate::telemetry::metrics::NO_ROUTE;
 /// The access log's `adapter` for decision requests.
 pub const ADAPTER: &str = "authz";
 
+/// The access log's `adapter` for Envoy's gRPC `Authorization/Check`.
+pub const ADAPTER_GRPC: &str = "authz_grpc";
+
 /// The access log's `reason` for a decision request without the shared
 /// secret: it never reached the pipeline.
 pub const SECRET_MISSING: &str = "authz_secret_mismatch";
@@ -59,6 +64,8 @@ pub struct AuthzServer {
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     pipeline: Pipeline,
+    /// What the access log names this listener.
+    adapter: &'static str,
 }
 
 impl AuthzServer {
@@ -77,6 +84,7 @@ impl AuthzServer {
             snapshot,
             metrics,
             pipeline,
+            adapter: ADAPTER,
         }
     }
 
@@ -247,6 +255,20 @@ struct Logged<'a> {
     outcome: Option<&'static str>,
     reason: Option<&'static str>,
     client: Option<ClientAddress>,
+    user_agent: Option<&'a HeaderValue>,
+}
+
+/// The identity headers an allowed request carries upstream: each claim
+/// the route forwards that the token has, rendered as a header value.
+fn identity_headers<'a>(
+    identity: &'a crate::auth::VerifiedToken,
+    forward: &'a [(String, http::HeaderName)],
+) -> impl Iterator<Item = (&'a http::HeaderName, String)> + 'a {
+    forward.iter().filter_map(move |(claim, name)| {
+        // header_value() refuses anything invalid in a header.
+        let value = claims::lookup(&identity.claims, claim).and_then(claims::header_value)?;
+        Some((name, value))
+    })
 }
 
 /// The answer to an allowed request: `200`, no body, the identity headers
@@ -261,12 +283,8 @@ fn allowed(
     let _ = header.insert_header(http::header::CACHE_CONTROL, "no-store");
     let _ = header.insert_header(REQUEST_ID, request_id);
     if let Some(identity) = identity {
-        for (claim, name) in forward {
-            let value = claims::lookup(&identity.claims, claim).and_then(claims::header_value);
-            if let Some(value) = value {
-                // header_value() already refused anything invalid in a header.
-                let _ = header.insert_header(name.clone(), value);
-            }
+        for (name, value) in identity_headers(identity, forward) {
+            let _ = header.insert_header(name.clone(), value);
         }
     }
     (header, Bytes::new())
@@ -330,8 +348,10 @@ impl ServeHttp for AuthzServer {
                 .map(HeaderValue::as_bytes);
             ClientAddress::resolve(peer.ip(), forwarded_for, &snapshot.trusted_proxies)
         });
+        let user_agent = headers.get(http::header::USER_AGENT);
         let refused = |reason| Logged {
             client,
+            user_agent,
             reason: Some(reason),
             ..Logged::default()
         };
@@ -346,7 +366,7 @@ impl ServeHttp for AuthzServer {
                 request_id,
             );
             let logged = refused(SECRET_MISSING);
-            return self.finish(session, response, &logged, request_id, started);
+            return self.finish(response, &logged, request_id, started);
         }
         let original = Original::read(&self.settings, &request.method, request.raw_path(), headers);
         let Some(original) = original else {
@@ -357,7 +377,7 @@ impl ServeHttp for AuthzServer {
                 request_id,
             );
             let logged = refused(ORIGINAL_MISSING);
-            return self.finish(session, response, &logged, request_id, started);
+            return self.finish(response, &logged, request_id, started);
         };
         let view = RequestView {
             method: &original.method,
@@ -390,6 +410,7 @@ impl ServeHttp for AuthzServer {
             outcome: decision.outcome(),
             reason: decision.reason(),
             client,
+            user_agent,
         };
         let status = response.0.status.as_u16();
         let body_len = response.1.len();
@@ -399,7 +420,7 @@ impl ServeHttp for AuthzServer {
             status,
         );
         let response = into_response(response);
-        self.access_log(session, &logged, request_id, status, body_len, started);
+        self.access_log(&logged, request_id, status, body_len, started);
         response
     }
 }
@@ -412,7 +433,6 @@ impl AuthzServer {
     /// route, logged with why.
     fn finish(
         &self,
-        session: &ServerSession,
         response: (ResponseHeader, Bytes),
         logged: &Logged<'_>,
         request_id: &str,
@@ -421,15 +441,14 @@ impl AuthzServer {
         let status = response.0.status.as_u16();
         let body_len = response.1.len();
         self.metrics.count_request(NO_ROUTE, None, status);
-        self.access_log(session, logged, request_id, status, body_len, started);
+        self.access_log(logged, request_id, status, body_len, started);
         into_response(response)
     }
 
-    /// The proxy's access-log line, field for field, with `adapter=authz`:
-    /// `method` and `path` are the original request's.
+    /// The proxy's access-log line, field for field, with `adapter=authz`
+    /// (or `authz_grpc`): `method` and `path` are the original request's.
     fn access_log(
         &self,
-        session: &ServerSession,
         logged: &Logged<'_>,
         request_id: &str,
         status: u16,
@@ -439,10 +458,8 @@ impl AuthzServer {
         if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
             return;
         }
-        let user_agent = session
-            .req_header()
-            .headers
-            .get(http::header::USER_AGENT)
+        let user_agent = logged
+            .user_agent
             .map(|ua| String::from_utf8_lossy(ua.as_bytes()));
         let path = logged.path.map(String::from_utf8_lossy);
         let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
@@ -470,7 +487,7 @@ impl AuthzServer {
             upstream = None::<&str>,
             latency_ms,
             error = None::<&str>,
-            adapter = ADAPTER,
+            adapter = self.adapter,
             "request"
         );
     }
@@ -486,6 +503,7 @@ mod tests {
             convention,
             path_prefix: path_prefix.into(),
             secret: None,
+            grpc_addr: None,
         }
     }
 

@@ -24,6 +24,10 @@ pub enum AuthzSettingsError {
     },
     #[error("listen.authz.shared_secret ({0}) is empty")]
     SecretEmpty(String),
+    #[error("listen.authz.grpc_addr {0:?} must be an IP address and port, like 127.0.0.1:9002")]
+    GrpcAddr(String),
+    #[error("listen.authz.grpc_addr {0:?} is also listen.authz.addr")]
+    GrpcAddrShared(String),
 }
 
 /// The authorization listener's settings.
@@ -34,6 +38,8 @@ pub struct AuthzSettings {
     /// Empty, or `/prefix` without a trailing slash.
     pub path_prefix: String,
     pub secret: Option<SharedSecret>,
+    /// Envoy's gRPC `Authorization/Check`, when served.
+    pub grpc_addr: Option<std::net::SocketAddr>,
 }
 
 /// Kept as a SHA-256 digest: comparing digests of equal length in constant
@@ -59,6 +65,9 @@ impl AuthzSettings {
         let mut text = format!("{} ({convention}", self.addr);
         if !self.path_prefix.is_empty() {
             text.push_str(&format!(", path_prefix {}", self.path_prefix));
+        }
+        if let Some(grpc) = &self.grpc_addr {
+            text.push_str(&format!(", grpc {grpc}"));
         }
         if let Some(secret) = &self.secret {
             // A changed secret under the same header must still show as a
@@ -123,11 +132,25 @@ pub fn compile(
             })
         })
         .transpose()?;
+    let grpc_addr = config
+        .grpc_addr
+        .as_ref()
+        .map(|addr| {
+            let parsed: std::net::SocketAddr = addr
+                .parse()
+                .map_err(|_| AuthzSettingsError::GrpcAddr(addr.clone()))?;
+            if config.addr.parse() == Ok(parsed) {
+                return Err(AuthzSettingsError::GrpcAddrShared(addr.clone()));
+            }
+            Ok(parsed)
+        })
+        .transpose()?;
     Ok(Some(AuthzSettings {
         addr: config.addr.clone(),
         convention: config.convention,
         path_prefix: prefix.clone(),
         secret,
+        grpc_addr,
     }))
 }
 
@@ -176,6 +199,14 @@ mod tests {
                 "addr: a:1\nconvention: nginx\npath_prefix: /auth",
                 "listen.authz.path_prefix \"/auth\" is only read with convention: envoy",
             ),
+            (
+                "addr: a:1\ngrpc_addr: localhost:9002",
+                "listen.authz.grpc_addr \"localhost:9002\" must be an IP address and port, like 127.0.0.1:9002",
+            ),
+            (
+                "addr: 127.0.0.1:9001\ngrpc_addr: 127.0.0.1:9001",
+                "listen.authz.grpc_addr \"127.0.0.1:9001\" is also listen.authz.addr",
+            ),
         ];
         for (yaml, message) in cases {
             assert_eq!(
@@ -184,6 +215,17 @@ mod tests {
                 "{yaml}"
             );
         }
+    }
+
+    #[test]
+    fn the_grpc_address_is_parsed_and_a_change_shows() {
+        let without = compile_yaml("addr: 127.0.0.1:1").unwrap().unwrap();
+        let with = compile_yaml("addr: 127.0.0.1:1\ngrpc_addr: \"[::1]:9002\"")
+            .unwrap()
+            .unwrap();
+        assert_eq!(with.grpc_addr, Some("[::1]:9002".parse().unwrap()));
+        assert_ne!(with, without);
+        assert_eq!(with.describe(), "127.0.0.1:1 (forwarded, grpc [::1]:9002)");
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 ""
             }
         );
+        if let Some(grpc) = authz.grpc_addr {
+            outln!("authz grpc {grpc} (Envoy Authorization/Check)");
+        }
     }
     let mut warnings = Vec::new();
     if let Some(https) = &snapshot.https {

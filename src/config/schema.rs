@@ -190,6 +190,10 @@ pub struct AuthzListenConfig {
     /// absent: none is asked for.
     #[serde(default)]
     pub shared_secret: Option<SharedSecretConfig>,
+    /// Where Envoy's gRPC `ext_authz` (`Authorization/Check`) is served,
+    /// as an IP address and port; absent: not served.
+    #[serde(default)]
+    pub grpc_addr: Option<String>,
 }
 
 /// How a front proxy describes the request it asks about.

@@ -23,8 +23,13 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// A header value, so each header it goes into shares it rather than
 /// copying it.
 pub fn request_id(request: &RequestHeader) -> HeaderValue {
-    request
-        .headers
+    request_id_in(&request.headers)
+}
+
+/// [`request_id`] from a header map of any origin (the gRPC decision
+/// request carries the original request's headers as a map).
+pub fn request_id_in(headers: &http::HeaderMap) -> HeaderValue {
+    headers
         .get(REQUEST_ID)
         .filter(|v| {
             let v = v.as_bytes();

@@ -1,0 +1,477 @@
+//! Envoy's gRPC `ext_authz` (`envoy.service.auth.v3.Authorization/Check`
+//! on `listen.authz.grpc_addr`) called by a real gRPC client: Python's
+//! grpcio, with stubs compiled at test time by grpcio-tools from the
+//! test-only subset of Envoy's protos in tests/authz_grpc/proto (Envoy's
+//! packages, names and field numbers). scripts/test installs both into
+//! .tools/venv. Allowed (identity headers in `ok_response`, spoofable ones
+//! removed), refused (401 and 403 with their challenge in
+//! `denied_response`), keys unavailable, the shared secret as call
+//! metadata; metrics and the access log as for the HTTP listener.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use jwtgate::jose::Algorithm;
+use serde_json::{Value, json};
+
+const CONFIG: &str = r#"
+server: { threads: 2, trusted_proxies: ["10.0.0.0/8"] }
+listen:
+  http: "127.0.0.1:{PROXY}"
+  authz: {AUTHZ}
+admin: { addr: "127.0.0.1:{ADMIN}" }
+issuers:
+  - name: main
+    issuer: https://issuer.test
+    algorithms: [RS256]
+    audiences: [api]
+    jwks_file: "{FIXTURES}/jwks.json"
+  - name: down
+    issuer: https://down.test
+    algorithms: [RS256]
+    audiences: [api]
+    jwks_uri: http://127.0.0.1:9/jwks
+    fetch: { allow_http: true, connect_timeout: 200ms, timeout: 500ms }
+    required: false
+routes:
+  - name: reader
+    match: { path_prefix: /read }
+    auth: { issuers: [main], scopes: { all_of: [read] } }
+    forward: { claims: { sub: X-User-Id, email: X-User-Email } }
+  - name: public
+    match: { path_prefix: /public }
+    auth: { mode: off }
+  - name: unavailable
+    match: { path_prefix: /down }
+    auth: { issuers: [down] }
+"#;
+
+fn token(sub: &str, scope: &str) -> String {
+    let now = now();
+    sign(
+        Algorithm::RS256,
+        "rsa.pem",
+        "rsa-1",
+        json!({ "iss": "https://issuer.test", "sub": sub, "aud": "api", "scope": scope, "iat": now, "exp": now + 300 }),
+    )
+}
+
+fn down_token() -> String {
+    let now = now();
+    sign(
+        Algorithm::RS256,
+        "rsa.pem",
+        "rsa-1",
+        json!({ "iss": "https://down.test", "sub": "dave", "aud": "api", "iat": now, "exp": now + 300 }),
+    )
+}
+
+/// A gateway with the gRPC listener on a free port (and `extra` in
+/// `listen.authz`), and that listener's address.
+async fn gateway(extra: &str, env: &[(&str, &str)]) -> (Gateway, SocketAddr) {
+    let (http, grpc) = (free_port(), free_port());
+    let authz = format!("{{ addr: \"127.0.0.1:{http}\", grpc_addr: \"127.0.0.1:{grpc}\"{extra} }}");
+    let upstream = Upstream::start();
+    let config = CONFIG.replace("{AUTHZ}", &authz);
+    let gateway = Gateway::start_with_env(&config, &upstream, &[], env).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], grpc));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {addr}; log:\n{}",
+            gateway.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (gateway, addr)
+}
+
+fn python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".tools/venv/bin/python");
+    let probe = Command::new(&python)
+        .args(["-c", "import grpc, grpc_tools"])
+        .output();
+    match probe {
+        Ok(output) if output.status.success() => python,
+        _ => panic!(
+            "{} with grpcio and grpcio-tools is required (scripts/test installs them)",
+            python.display()
+        ),
+    }
+}
+
+/// The gRPC client's answers to `calls` (see tests/authz_grpc/check.py).
+fn check(addr: SocketAddr, calls: &[Value]) -> Vec<Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/authz_grpc");
+    let mut child = Command::new(python())
+        .arg(dir.join("check.py"))
+        .arg(dir.join("proto"))
+        .arg(addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the gRPC client");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(calls).unwrap().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "gRPC client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answers.len(), calls.len());
+    answers
+}
+
+/// A `CheckRequest` as Envoy's filter fills it in.
+fn request(id: &str, method: &str, path: &str, headers: Value) -> Value {
+    json!({
+        "attributes": {
+            "source": { "address": { "socket_address": { "address": "192.0.2.7", "port_value": 51000 } } },
+            "request": { "http": {
+                "id": id,
+                "method": method,
+                "path": path,
+                "host": "api.test",
+                "scheme": "https",
+                "protocol": "HTTP/1.1",
+                "headers": headers,
+            } }
+        }
+    })
+}
+
+fn call(request: Value) -> Value {
+    json!({ "request": request })
+}
+
+/// The `HeaderValueOption`s of a response as (key, value, append_action).
+fn options(list: &Value) -> Vec<(String, String, i64)> {
+    list.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|o| {
+                    (
+                        o["header"]["key"].as_str().unwrap().to_string(),
+                        o["header"]["value"].as_str().unwrap_or("").to_string(),
+                        o["append_action"].as_i64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn header<'a>(options: &'a [(String, String, i64)], name: &str) -> Option<&'a str> {
+    options
+        .iter()
+        .find(|(key, _, _)| key == name)
+        .map(|(_, value, _)| value.as_str())
+}
+
+/// gRPC status codes (google.rpc.Code).
+const OK: i64 = 0;
+const PERMISSION_DENIED: i64 = 7;
+const UNAVAILABLE: i64 = 14;
+const UNAUTHENTICATED: i64 = 16;
+
+fn status(answer: &Value) -> i64 {
+    // proto3 JSON leaves a zero code out.
+    answer["status"]["code"].as_i64().unwrap_or(OK)
+}
+
+#[tokio::test]
+async fn check_allows_and_refuses_as_the_http_listener() {
+    let (gateway, addr) = gateway("", &[]).await;
+    let alice = format!("Bearer {}", token("alice", "read"));
+    let bob = format!("Bearer {}", token("bob", "write"));
+    let answers = check(
+        addr,
+        &[
+            call(request(
+                "grpc-allow",
+                "GET",
+                "/read/orders?page=2",
+                json!({ "authorization": alice, "x-user-id": "mallory", "x-user-email": "spoofed" }),
+            )),
+            call(request("grpc-401", "GET", "/read/orders", json!({}))),
+            call(request(
+                "grpc-403",
+                "GET",
+                "/read/orders",
+                json!({ "authorization": bob }),
+            )),
+            call(request(
+                "grpc-503",
+                "GET",
+                "/down/x",
+                json!({ "authorization": format!("Bearer {}", down_token()) }),
+            )),
+            call(request(
+                "grpc-public",
+                "GET",
+                "/public/x",
+                json!({ "x-user-id": "mallory" }),
+            )),
+        ],
+    );
+
+    // Allowed: the identity header set over the client's, the claim the
+    // token lacks removed, so neither spoofed value reaches the upstream.
+    let allow = &answers[0];
+    assert_eq!(status(allow), OK, "{allow}");
+    assert!(allow.get("denied_response").is_none(), "{allow}");
+    let ok = &allow["ok_response"];
+    assert_eq!(
+        options(&ok["headers"]),
+        [("x-user-id".to_string(), "alice".to_string(), 2)],
+        "{allow}"
+    );
+    assert_eq!(ok["headers_to_remove"], json!(["x-user-email"]), "{allow}");
+
+    // 401 without a token: the challenge and the JSON body, for Envoy to
+    // send to the client.
+    let unauthenticated = &answers[1];
+    assert_eq!(
+        status(unauthenticated),
+        UNAUTHENTICATED,
+        "{unauthenticated}"
+    );
+    let denied = &unauthenticated["denied_response"];
+    assert_eq!(denied["status"]["code"], 401, "{unauthenticated}");
+    let headers = options(&denied["headers"]);
+    let challenge = header(&headers, "www-authenticate").expect("a challenge");
+    assert!(challenge.starts_with("Bearer realm="), "{challenge}");
+    assert!(!challenge.contains("error="), "{challenge}");
+    assert_eq!(header(&headers, "x-request-id"), Some("grpc-401"));
+    assert_eq!(
+        header(&headers, "content-length"),
+        None,
+        "{unauthenticated}"
+    );
+    let body: Value = serde_json::from_str(denied["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"], "unauthorized", "{body}");
+    assert_eq!(body["request_id"], "grpc-401");
+
+    // 403 with the scope it lacks.
+    let forbidden = &answers[2];
+    assert_eq!(status(forbidden), PERMISSION_DENIED, "{forbidden}");
+    let denied = &forbidden["denied_response"];
+    assert_eq!(denied["status"]["code"], 403, "{forbidden}");
+    let challenge = header(&options(&denied["headers"]), "www-authenticate")
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"read\""),
+        "{challenge}"
+    );
+    let body: Value = serde_json::from_str(denied["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"], "insufficient_scope", "{body}");
+
+    // Keys unavailable: a denial (never a failed call, which Envoy's
+    // failure_mode_allow would let through), 503 with Retry-After.
+    let unavailable = &answers[3];
+    assert_eq!(status(unavailable), UNAVAILABLE, "{unavailable}");
+    let denied = &unavailable["denied_response"];
+    assert_eq!(denied["status"]["code"], 503, "{unavailable}");
+    assert!(header(&options(&denied["headers"]), "retry-after").is_some());
+
+    // Anonymous on a route without auth: allowed, spoofable identity
+    // headers removed.
+    let public = &answers[4];
+    assert_eq!(status(public), OK, "{public}");
+    assert!(public["ok_response"].get("headers").is_none(), "{public}");
+    let mut removed: Vec<&str> = public["ok_response"]["headers_to_remove"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    removed.sort_unstable();
+    assert_eq!(removed, ["x-user-email", "x-user-id"], "{public}");
+
+    // Counted and logged as the HTTP listener's decisions, the adapter
+    // named, the client the source address Envoy reported.
+    let line = gateway.access_line("grpc-allow").await;
+    for field in [
+        "adapter=\"authz_grpc\"",
+        "method=\"GET\"",
+        "path=\"/read/orders\"",
+        "route=\"reader\"",
+        "status=200",
+        "outcome=\"allow\"",
+        "client=\"192.0.2.7\"",
+        "sub=\"alice\"",
+    ] {
+        assert!(line.contains(field), "{field} not in {line}");
+    }
+    assert!(!line.contains(&alice[7..]), "{line}");
+    let line = gateway.access_line("grpc-403").await;
+    assert!(line.contains("reason=\"insufficient_scope\""), "{line}");
+    gateway
+        .expect_metric(
+            "jwtgate_auth_decisions_total",
+            &[("route", "reader"), ("outcome", "allow")],
+            1.0,
+        )
+        .await;
+    gateway
+        .expect_metric(
+            "jwtgate_requests_total",
+            &[("route", "unavailable"), ("status", "503")],
+            1.0,
+        )
+        .await;
+}
+
+/// A trusted source's X-Forwarded-For names the client, as on the HTTP
+/// listener; raw headers (`encode_raw_headers`) are read; a request the
+/// message does not describe is refused, not guessed.
+#[tokio::test]
+async fn raw_headers_forwarded_for_and_a_missing_request() {
+    let (gateway, addr) = gateway("", &[]).await;
+    let alice = format!("Bearer {}", token("alice", "read"));
+    let mut raw = request("grpc-raw", "GET", "/read/x", json!({}));
+    let http = &mut raw["attributes"]["request"]["http"];
+    http.as_object_mut().unwrap().remove("headers");
+    http["header_map"] = json!({ "headers": [
+        { "key": "authorization", "raw_value": base64(alice.as_bytes()) },
+        { "key": "x-forwarded-for", "raw_value": base64(b"203.0.113.9, 10.1.1.1") },
+    ] });
+    raw["attributes"]["source"]["address"]["socket_address"]["address"] = json!("10.2.2.2");
+    let answers = check(
+        addr,
+        &[call(raw), call(json!({ "attributes": { "request": {} } }))],
+    );
+    assert_eq!(status(&answers[0]), OK, "{}", answers[0]);
+    assert_eq!(
+        header(&options(&answers[0]["ok_response"]["headers"]), "x-user-id"),
+        Some("alice")
+    );
+    let line = gateway.access_line("grpc-raw").await;
+    assert!(line.contains("client=\"203.0.113.9\""), "{line}");
+
+    let missing = &answers[1];
+    assert_eq!(status(missing), 3, "{missing}");
+    assert_eq!(missing["denied_response"]["status"]["code"], 400);
+    let log = gateway
+        .wait_for_log(|log| log.contains("authz_original_request_missing"))
+        .await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("authz_original_request_missing")
+                && l.contains("adapter=\"authz_grpc\"")),
+        "{}",
+        relevant_lines(&log)
+    );
+}
+
+/// The shared secret travels as call metadata (Envoy's
+/// `grpc_service.initial_metadata`); a method other than `Check` is
+/// `UNIMPLEMENTED`.
+#[tokio::test]
+async fn the_shared_secret_is_call_metadata() {
+    let (_gateway, addr) = gateway(
+        ", shared_secret: { header: x-authz-secret, env: GRPC_SECRET }",
+        &[("GRPC_SECRET", "s3cret")],
+    )
+    .await;
+    let public = request("grpc-secret", "GET", "/public/x", json!({}));
+    let answers = check(
+        addr,
+        &[
+            call(public.clone()),
+            json!({ "metadata": [["x-authz-secret", "wrong"]], "request": public }),
+            json!({ "metadata": [["x-authz-secret", "s3cret"]], "request": public }),
+            json!({
+                "metadata": [["x-authz-secret", "s3cret"]],
+                "request": public,
+                "method": "/envoy.service.auth.v3.Authorization/CheckAll",
+            }),
+        ],
+    );
+    assert_eq!(answers[3], json!({ "rpc_error": "UNIMPLEMENTED" }));
+    for refused in &answers[..2] {
+        assert_eq!(status(refused), PERMISSION_DENIED, "{refused}");
+        assert_eq!(refused["denied_response"]["status"]["code"], 403);
+        assert!(!refused.to_string().contains("s3cret"));
+    }
+    assert_eq!(status(&answers[2]), OK, "{}", answers[2]);
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `jwtgate check` names the gRPC listener.
+#[test]
+fn check_prints_the_grpc_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &path,
+        "listen:\n  authz: { addr: \"127.0.0.1:9191\", grpc_addr: \"127.0.0.1:9192\" }\nroutes:\n  - name: only\n    auth: { mode: off }\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run jwtgate check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("authz grpc 127.0.0.1:9192 (Envoy Authorization/Check)"),
+        "{stdout}"
+    );
+}
+
+/// SIGTERM stops the gRPC listener with the rest, even with a connection
+/// (as Envoy keeps one) still open on it.
+#[tokio::test]
+async fn sigterm_stops_with_a_connection_open() {
+    let (mut gateway, addr) = gateway("", &[]).await;
+    let answers = check(
+        addr,
+        &[call(request(
+            "grpc-before-stop",
+            "GET",
+            "/public/x",
+            json!({}),
+        ))],
+    );
+    assert_eq!(status(&answers[0]), OK, "{}", answers[0]);
+    let mut held = std::net::TcpStream::connect(addr).unwrap();
+    held.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    let status = Command::new("kill")
+        .args(["-s", "TERM", &gateway.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    match gateway.wait_for_exit(Duration::from_secs(60)).await {
+        Some(status) => assert!(status.success(), "{status}; log:\n{}", gateway.log()),
+        None => panic!("jwtgate did not exit; log:\n{}", gateway.log()),
+    }
+    assert!(
+        gateway.log().contains("jwtgate stopped"),
+        "{}",
+        gateway.log()
+    );
+    drop(held);
+}
