@@ -360,33 +360,8 @@ impl AuthzServer {
             _ => denied(answer(&decision, &snapshot, request_id)),
         };
 
-        let route = decision.route();
-        let identity = match &decision {
-            Decision::Allow { identity, .. } => Some(identity),
-            _ => decision
-                .denial()
-                .and_then(|denial| denial.refused_identity.as_ref()),
-        };
-        let issuer = identity
-            .map(|i| i.issuer)
-            .or_else(|| decision.denial().and_then(|d| d.issuer));
-        let logged = Logged {
-            method: Some(&original.method),
-            path: Some(original.path()),
-            route: route.map(|r| r.name.as_str()),
-            sub: identity.and_then(|i| i.subject()),
-            issuer: issuer.map(|i| snapshot.issuers[i].name.as_str()),
-            outcome: decision.outcome(),
-            reason: decision.reason(),
-            client,
-            user_agent,
-        };
-        self.metrics.count_request(
-            route.map_or(NO_ROUTE, |r| r.name.as_str()),
-            route.map(|r| &r.series),
-            status,
-        );
-        self.access_log(&logged, request_id, status, body_len, started);
+        let logged = Logged::decided(&decision, &snapshot, &original, client, user_agent);
+        self.account(&decision, &logged, request_id, status, body_len, started);
         response
     }
 

@@ -258,6 +258,38 @@ struct Logged<'a> {
     user_agent: Option<&'a HeaderValue>,
 }
 
+impl<'a> Logged<'a> {
+    /// What the access log says of a decided request, on either transport.
+    fn decided(
+        decision: &'a Decision<'a>,
+        snapshot: &'a Snapshot,
+        original: &'a Original<'a>,
+        client: Option<ClientAddress>,
+        user_agent: Option<&'a HeaderValue>,
+    ) -> Self {
+        let identity = match decision {
+            Decision::Allow { identity, .. } => Some(identity),
+            _ => decision
+                .denial()
+                .and_then(|denial| denial.refused_identity.as_ref()),
+        };
+        let issuer = identity
+            .map(|i| i.issuer)
+            .or_else(|| decision.denial().and_then(|d| d.issuer));
+        Self {
+            method: Some(&original.method),
+            path: Some(original.path()),
+            route: decision.route().map(|r| r.name.as_str()),
+            sub: identity.and_then(|i| i.subject()),
+            issuer: issuer.map(|i| snapshot.issuers[i].name.as_str()),
+            outcome: decision.outcome(),
+            reason: decision.reason(),
+            client,
+            user_agent,
+        }
+    }
+}
+
 /// The identity headers an allowed request carries upstream: each claim
 /// the route forwards that the token has, rendered as a header value.
 fn identity_headers<'a>(
@@ -391,37 +423,11 @@ impl ServeHttp for AuthzServer {
         decision.record(&snapshot, &self.metrics);
         let response = answer(&decision, &snapshot, request_id);
 
-        let route = decision.route();
-        let identity = match &decision {
-            Decision::Allow { identity, .. } => Some(identity),
-            _ => decision
-                .denial()
-                .and_then(|denial| denial.refused_identity.as_ref()),
-        };
-        let issuer = identity
-            .map(|i| i.issuer)
-            .or_else(|| decision.denial().and_then(|d| d.issuer));
-        let logged = Logged {
-            method: Some(&original.method),
-            path: Some(original.path()),
-            route: route.map(|r| r.name.as_str()),
-            sub: identity.and_then(|i| i.subject()),
-            issuer: issuer.map(|i| snapshot.issuers[i].name.as_str()),
-            outcome: decision.outcome(),
-            reason: decision.reason(),
-            client,
-            user_agent,
-        };
         let status = response.0.status.as_u16();
         let body_len = response.1.len();
-        self.metrics.count_request(
-            route.map_or(NO_ROUTE, |r| r.name.as_str()),
-            route.map(|r| &r.series),
-            status,
-        );
-        let response = into_response(response);
-        self.access_log(&logged, request_id, status, body_len, started);
-        response
+        let logged = Logged::decided(&decision, &snapshot, &original, client, user_agent);
+        self.account(&decision, &logged, request_id, status, body_len, started);
+        into_response(response)
     }
 }
 
@@ -443,6 +449,26 @@ impl AuthzServer {
         self.metrics.count_request(NO_ROUTE, None, status);
         self.access_log(logged, request_id, status, body_len, started);
         into_response(response)
+    }
+
+    /// Counts a decided request under its route and logs it, as the proxy
+    /// does for the requests it decides.
+    fn account(
+        &self,
+        decision: &Decision<'_>,
+        logged: &Logged<'_>,
+        request_id: &str,
+        status: u16,
+        body_len: usize,
+        started: Instant,
+    ) {
+        let route = decision.route();
+        self.metrics.count_request(
+            route.map_or(NO_ROUTE, |r| r.name.as_str()),
+            route.map(|r| &r.series),
+            status,
+        );
+        self.access_log(logged, request_id, status, body_len, started);
     }
 
     /// The proxy's access-log line, field for field, with `adapter=authz`
