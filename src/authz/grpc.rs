@@ -27,11 +27,12 @@ use tonic::codegen::{BoxFuture, Service};
 use tonic::server::{Grpc, UnaryService};
 
 use super::envoy::{self, CheckRequest, CheckResponse, code};
-use super::{AuthzServer, answer, identity_headers, secret_matches};
+use super::{
+    AuthzServer, answer, client_address, identity_headers, secret_matches, unauthenticated,
+};
 use super::{Logged, ORIGINAL_MISSING, Original, SECRET_MISSING, Shared};
 use crate::auth::cache::TokenCache;
 use crate::config::Snapshot;
-use crate::pipeline::client::ClientAddress;
 use crate::pipeline::{Decision, RequestView, Scheme};
 use crate::proxy::headers::{REQUEST_ID, request_id_in, request_id_text};
 use crate::proxy::reject;
@@ -293,13 +294,9 @@ impl AuthzServer {
         let headers = http.map(original_headers).unwrap_or_default();
         let id = request_id_in(&headers);
         let request_id = request_id_text(&id);
-        let client = source_ip(&check).or(peer).map(|ip| {
-            let forwarded_for = headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .map(HeaderValue::as_bytes);
-            ClientAddress::resolve(ip, forwarded_for, &snapshot.trusted_proxies)
-        });
+        let client = source_ip(&check)
+            .or(peer)
+            .map(|ip| client_address(ip, &headers, &snapshot));
         let user_agent = headers.get(http::header::USER_AGENT);
         let refused = |reason| Logged {
             client,
@@ -313,12 +310,7 @@ impl AuthzServer {
         if let Some(secret) = &self.settings.secret
             && !secret_matches(secret, metadata)
         {
-            let response = reject::refused(
-                403,
-                "forbidden",
-                "the decision request is not authenticated",
-                request_id,
-            );
+            let response = unauthenticated(request_id);
             return self.finish_check(response, &refused(SECRET_MISSING), request_id, started);
         }
         let original = http.and_then(|http| {

@@ -15,6 +15,7 @@ pub mod envoy;
 pub mod grpc;
 pub mod settings;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -290,6 +291,26 @@ impl<'a> Logged<'a> {
     }
 }
 
+/// The client behind the front proxy at `peer`: its `X-Forwarded-For` is
+/// believed only from a trusted proxy, as on the proxy listener.
+fn client_address(peer: IpAddr, headers: &http::HeaderMap, snapshot: &Snapshot) -> ClientAddress {
+    let forwarded_for = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(HeaderValue::as_bytes);
+    ClientAddress::resolve(peer, forwarded_for, &snapshot.trusted_proxies)
+}
+
+/// The answer to a decision request without the shared secret.
+fn unauthenticated(request_id: &str) -> (ResponseHeader, Bytes) {
+    reject::refused(
+        403,
+        "forbidden",
+        "the decision request is not authenticated",
+        request_id,
+    )
+}
+
 /// The identity headers an allowed request carries upstream: each claim
 /// the route forwards that the token has, rendered as a header value.
 fn identity_headers<'a>(
@@ -373,13 +394,10 @@ impl ServeHttp for AuthzServer {
         let id = request_id(request);
         let request_id = request_id_text(&id);
         let headers = &request.headers;
-        let client = session.client_addr().and_then(|a| a.as_inet()).map(|peer| {
-            let forwarded_for = headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .map(HeaderValue::as_bytes);
-            ClientAddress::resolve(peer.ip(), forwarded_for, &snapshot.trusted_proxies)
-        });
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|peer| client_address(peer.ip(), headers, &snapshot));
         let user_agent = headers.get(http::header::USER_AGENT);
         let refused = |reason| Logged {
             client,
@@ -391,12 +409,7 @@ impl ServeHttp for AuthzServer {
         if let Some(secret) = &self.settings.secret
             && !secret_matches(secret, headers)
         {
-            let response = reject::refused(
-                403,
-                "forbidden",
-                "the decision request is not authenticated",
-                request_id,
-            );
+            let response = unauthenticated(request_id);
             let logged = refused(SECRET_MISSING);
             return self.finish(response, &logged, request_id, started);
         }
