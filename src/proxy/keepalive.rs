@@ -9,9 +9,9 @@
 //! itself, in a small future, and starts Pingora's request handling only
 //! once there is something to read.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::mem::MaybeUninit;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -24,6 +24,7 @@ use pingora::protocols::{ALPN, Stream};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use crate::memory;
 use crate::shutdown::Drain;
@@ -94,8 +95,21 @@ where
     A: HttpServerApp + Send + Sync + 'static,
 {
     async fn serve_http1(&self, mut stream: Stream, draining: ShutdownWatch) {
+        // One idle timer and one subscription to the listener's closing for
+        // the whole connection, not one of each per request: registering a
+        // timer and a waiter costs every request, and a kept-alive
+        // connection carries thousands of them.
+        let mut closing = self.closing.subscribe();
+        let mut listener_closed = pin!(closing.wait_for(|closing| *closing));
+        let mut idle = pin!(tokio::time::sleep(IDLE_TIMEOUT));
+        let mut idle_since = Instant::now();
         loop {
-            stream = match self.next_request(stream).await {
+            let waiting = Waiting {
+                idle: idle.as_mut(),
+                idle_since,
+                listener_closed: listener_closed.as_mut(),
+            };
+            stream = match next_request(stream, waiting).await {
                 Some(stream) => stream,
                 None => return,
             };
@@ -108,27 +122,47 @@ where
                 return;
             };
             stream = reused.consume().0;
+            idle_since = Instant::now();
         }
     }
+}
 
-    /// The stream once a request is arriving on it; `None` when the client
-    /// closed, the wait timed out, or the listener closed.
-    async fn next_request(&self, stream: Stream) -> Option<Stream> {
-        if !stream.as_any().is::<TcpStream>() {
-            // A TLS stream cannot be read ahead of the request parser; the
-            // parser's own keep-alive wait applies.
-            return Some(stream);
-        }
-        let Ok(mut tcp) = stream.into_any().downcast::<TcpStream>() else {
-            unreachable!("checked to be a TCP stream above");
-        };
-        let mut closing = self.closing.subscribe();
-        let arriving = poll_fn(|cx| read_ahead(&mut tcp, cx));
+/// What ends a wait for the next request besides the request itself.
+struct Waiting<'a, C> {
+    /// Armed for [`IDLE_TIMEOUT`] after some earlier point of the
+    /// connection; re-armed from `idle_since` when it fires early.
+    idle: Pin<&'a mut Sleep>,
+    idle_since: Instant,
+    listener_closed: Pin<&'a mut C>,
+}
+
+/// The stream once a request is arriving on it; `None` when the client
+/// closed, the connection sat idle for [`IDLE_TIMEOUT`], or the listener
+/// closed.
+async fn next_request<C: Future>(stream: Stream, mut waiting: Waiting<'_, C>) -> Option<Stream> {
+    if !stream.as_any().is::<TcpStream>() {
+        // A TLS stream cannot be read ahead of the request parser; the
+        // parser's own keep-alive wait applies.
+        return Some(stream);
+    }
+    let Ok(mut tcp) = stream.into_any().downcast::<TcpStream>() else {
+        unreachable!("checked to be a TCP stream above");
+    };
+    let deadline = waiting.idle_since + IDLE_TIMEOUT;
+    loop {
         tokio::select! {
-            arriving = tokio::time::timeout(IDLE_TIMEOUT, arriving) => {
-                matches!(arriving, Ok(true)).then_some(tcp)
+            // The request first: a connection that has one is not idle.
+            biased;
+            arriving = poll_fn(|cx| read_ahead(&mut tcp, cx)) => return arriving.then_some(tcp),
+            () = waiting.idle.as_mut() => {
+                // The timer was armed at an earlier request: the idle time
+                // counts from the end of the last one.
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                waiting.idle.as_mut().reset(deadline);
             }
-            _ = closing.wait_for(|closing| *closing) => None,
+            _ = waiting.listener_closed.as_mut() => return None,
         }
     }
 }
@@ -164,5 +198,102 @@ fn read_ahead(tcp: &mut TcpStream, cx: &mut Context<'_>) -> Poll<bool> {
             Poll::Ready(true)
         }
         Poll::Ready(Err(_)) => Poll::Ready(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream as TokioTcp};
+
+    /// A connected pair on loopback: jwtgate's side as Pingora's stream,
+    /// and the client's.
+    async fn connection() -> (Stream, TokioTcp) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TokioTcp::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Box::new(TcpStream::from(server)), client)
+    }
+
+    /// Waits as a connection does between requests, with its idle timer
+    /// armed at `armed_at` and its last request ended at `idle_since`.
+    async fn wait(
+        stream: Stream,
+        armed_at: Instant,
+        idle_since: Instant,
+        listener_closed: impl Future<Output = ()>,
+    ) -> Option<Stream> {
+        let idle = pin!(tokio::time::sleep_until(armed_at + IDLE_TIMEOUT));
+        let closed = pin!(listener_closed);
+        next_request(
+            stream,
+            Waiting {
+                idle,
+                idle_since,
+                listener_closed: closed,
+            },
+        )
+        .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_ends_after_the_idle_timeout() {
+        let (stream, _client) = connection().await;
+        let start = Instant::now();
+        let outcome = wait(stream, start, start, std::future::pending()).await;
+        assert!(outcome.is_none());
+        assert_eq!(start.elapsed().as_secs(), IDLE_TIMEOUT.as_secs());
+    }
+
+    /// The timer is armed once per connection: when it fires after a later
+    /// request, the wait goes on until the idle time since that request.
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_time_counts_from_the_end_of_the_last_request() {
+        let (stream, _client) = connection().await;
+        let armed_at = Instant::now();
+        tokio::time::advance(Duration::from_secs(40)).await;
+        let idle_since = Instant::now();
+        let outcome = wait(stream, armed_at, idle_since, std::future::pending()).await;
+        assert!(outcome.is_none());
+        assert_eq!(idle_since.elapsed().as_secs(), IDLE_TIMEOUT.as_secs());
+        assert_eq!(armed_at.elapsed().as_secs(), 40 + IDLE_TIMEOUT.as_secs());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_ends_the_wait_and_its_bytes_stay_readable() {
+        let (stream, mut client) = connection().await;
+        let start = Instant::now();
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut stream = wait(stream, start, start, std::future::pending())
+            .await
+            .expect("a request is arriving");
+        let mut head = [0u8; 16];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_closes_ends_the_wait_at_once() {
+        let (stream, client) = connection().await;
+        drop(client);
+        let start = Instant::now();
+        assert!(
+            wait(stream, start, start, std::future::pending())
+                .await
+                .is_none()
+        );
+        assert!(start.elapsed() < IDLE_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_listener_closing_ends_the_wait() {
+        let (stream, _client) = connection().await;
+        let start = Instant::now();
+        let outcome = wait(stream, start, start, std::future::ready(())).await;
+        assert!(outcome.is_none());
+        assert!(start.elapsed() < IDLE_TIMEOUT);
     }
 }
