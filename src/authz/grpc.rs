@@ -248,7 +248,7 @@ fn allowed(decision: &Decision<'_>, snapshot: &Snapshot) -> CheckResponse {
     {
         headers.extend(
             identity_headers(identity, &route.forward.claims)
-                .map(|(name, value)| header_option(name.as_str(), value.as_bytes())),
+                .map(|(header, value)| header_option(header.name.as_str(), value.as_bytes())),
         );
     }
     let is_set = |name: &HeaderName| {

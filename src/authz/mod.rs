@@ -33,8 +33,8 @@ use self::settings::{AuthzSettings, SharedSecret};
 use crate::auth::cache::TokenCache;
 use crate::auth::claims;
 use crate::clock::SharedClock;
-use crate::config::Snapshot;
 use crate::config::schema::AuthzConvention;
+use crate::config::{ClaimHeader, Snapshot};
 use crate::pipeline::client::ClientAddress;
 use crate::pipeline::{Decision, Pipeline, Refusal, RequestView, Scheme, TargetForm};
 use crate::proxy::headers::{REQUEST_ID, request_id, request_id_text};
@@ -295,7 +295,7 @@ impl<'a> Logged<'a> {
 /// believed only from a trusted proxy, as on the proxy listener.
 fn client_address(peer: IpAddr, headers: &http::HeaderMap, snapshot: &Snapshot) -> ClientAddress {
     let forwarded_for = headers
-        .get_all("x-forwarded-for")
+        .get_all(&crate::proxy::headers::FORWARDED_FOR_NAME)
         .iter()
         .map(HeaderValue::as_bytes);
     ClientAddress::resolve(peer, forwarded_for, &snapshot.trusted_proxies)
@@ -315,12 +315,13 @@ fn unauthenticated(request_id: &str) -> (ResponseHeader, Bytes) {
 /// the route forwards that the token has, rendered as a header value.
 fn identity_headers<'a>(
     identity: &'a crate::auth::VerifiedToken,
-    forward: &'a [(String, http::HeaderName)],
-) -> impl Iterator<Item = (&'a http::HeaderName, String)> + 'a {
-    forward.iter().filter_map(move |(claim, name)| {
+    forward: &'a [ClaimHeader],
+) -> impl Iterator<Item = (&'a ClaimHeader, String)> + 'a {
+    forward.iter().filter_map(move |header| {
         // header_value() refuses anything invalid in a header.
-        let value = claims::lookup(&identity.claims, claim).and_then(claims::header_value)?;
-        Some((name, value))
+        let value =
+            claims::lookup(&identity.claims, &header.claim).and_then(claims::header_value)?;
+        Some((header, value))
     })
 }
 
@@ -328,7 +329,7 @@ fn identity_headers<'a>(
 /// the route forwards.
 fn allowed(
     identity: Option<&crate::auth::VerifiedToken>,
-    forward: &[(String, http::HeaderName)],
+    forward: &[ClaimHeader],
     request_id: &str,
 ) -> (ResponseHeader, Bytes) {
     let mut header = ResponseHeader::build(200, Some(4 + forward.len())).expect("valid status");
@@ -336,8 +337,8 @@ fn allowed(
     let _ = header.insert_header(http::header::CACHE_CONTROL, "no-store");
     let _ = header.insert_header(REQUEST_ID, request_id);
     if let Some(identity) = identity {
-        for (name, value) in identity_headers(identity, forward) {
-            let _ = header.insert_header(name.clone(), value);
+        for (claim, value) in identity_headers(identity, forward) {
+            let _ = header.insert_header(claim.sent_as.clone(), value);
         }
     }
     (header, Bytes::new())

@@ -288,10 +288,21 @@ impl Upstream {
 #[derive(Debug)]
 pub struct ForwardPlan {
     /// Claim path → header to set on the upstream request.
-    pub claims: Vec<(String, http::HeaderName)>,
+    pub claims: Vec<ClaimHeader>,
     pub strip_authorization: bool,
     /// Lower-case; client headers starting with it are removed.
     pub reserved_prefix: String,
+}
+
+/// A claim forwarded as a header.
+#[derive(Debug, Clone)]
+pub struct ClaimHeader {
+    pub claim: String,
+    pub name: http::HeaderName,
+    /// The name as it goes on the wire (lower case, as HTTP/2 requires):
+    /// built once, so each request shares these bytes rather than
+    /// spelling the name afresh.
+    pub sent_as: bytes::Bytes,
 }
 
 /// Finds the key store a running gateway already has for a remote issuer.
@@ -1042,7 +1053,14 @@ fn compile_route<'a>(
             .forward
             .claims
             .iter()
-            .map(|(claim, header)| Ok((claim.clone(), header_name(header)?)))
+            .map(|(claim, header)| {
+                let name = header_name(header)?;
+                Ok(ClaimHeader {
+                    claim: claim.clone(),
+                    sent_as: bytes::Bytes::copy_from_slice(name.as_str().as_bytes()),
+                    name,
+                })
+            })
             .collect::<Result<_, String>>()
             .map_err(|e| (None, e))?,
         strip_authorization: route.forward.strip_authorization,

@@ -8,8 +8,8 @@ pub mod schema;
 mod upstream_tls;
 
 pub use compile::{
-    Bootstrap, Compiled, CompiledRoute, ExistingKeys, ForwardPlan, HttpsState, Snapshot, Upstream,
-    compile, compile_reusing,
+    Bootstrap, ClaimHeader, Compiled, CompiledRoute, ExistingKeys, ForwardPlan, HttpsState,
+    Snapshot, Upstream, compile, compile_reusing,
 };
 pub use load::{ConfigError, load, parse};
 pub use upstream_tls::{UpstreamTls, UpstreamTlsError};

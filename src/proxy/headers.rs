@@ -16,6 +16,8 @@ use crate::pipeline::Scheme;
 use crate::pipeline::client::ClientAddress;
 
 pub const REQUEST_ID: &str = "x-request-id";
+/// Looked up on every request: parsed once, not per lookup.
+pub static REQUEST_ID_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Keeps a client's `X-Request-Id` when it looks like an id (visible ASCII,
@@ -30,7 +32,7 @@ pub fn request_id(request: &RequestHeader) -> HeaderValue {
 /// request carries the original request's headers as a map).
 pub fn request_id_in(headers: &http::HeaderMap) -> HeaderValue {
     headers
-        .get(REQUEST_ID)
+        .get(&REQUEST_ID_NAME)
         .filter(|v| {
             let v = v.as_bytes();
             !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.iter().all(|b| b.is_ascii_graphic())
@@ -60,27 +62,31 @@ pub struct Forwarding<'a> {
 
 pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
     let plan = &forwarding.route.forward;
+    let trusted = forwarding.client.is_some_and(|c| c.peer_trusted);
 
-    // Spoofed identity: every configured claim header, and the reserved
-    // prefix, in any spelling a backend would read as the same header
-    // (`spoof_form` in config compilation, which the snapshot's names are in).
-    let spoofed: Vec<http::HeaderName> = upstream
+    // One pass over the client's header names finds everything to remove:
+    // spoofed identity (every configured claim header and the reserved
+    // prefix, in any spelling a backend would read as the same header:
+    // `spoof_form` in config compilation, which the snapshot's names are
+    // in), underscore spellings of the forwarding headers, and, from anyone
+    // but a trusted proxy, the forwarding headers jwtgate doesn't make up.
+    // A request carries a dozen names; a lookup per candidate costs more.
+    let removed: Vec<http::HeaderName> = upstream
         .headers
         .keys()
         .filter(|name| {
-            is_reserved(
-                name.as_str(),
-                forwarding.identity_headers,
-                &plan.reserved_prefix,
-            ) || is_forwarding_with_underscores(name.as_str())
+            let name = name.as_str();
+            is_reserved(name, forwarding.identity_headers, &plan.reserved_prefix)
+                || is_forwarding_with_underscores(name)
+                || (!trusted && ONLY_FROM_TRUSTED.contains(&name))
         })
         .cloned()
         .collect();
-    for name in &spoofed {
+    for name in &removed {
         upstream.remove_header(name);
     }
     if plan.strip_authorization {
-        upstream.remove_header("authorization");
+        upstream.remove_header(&http::header::AUTHORIZATION);
         if let Some(name) = &forwarding.route.sources.header {
             upstream.remove_header(name.as_str());
         }
@@ -93,11 +99,12 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
     }
 
     if let Some(identity) = forwarding.identity {
-        for (claim, header) in &plan.claims {
-            let value = claims::lookup(&identity.claims, claim).and_then(claims::header_value);
+        for header in &plan.claims {
+            let value =
+                claims::lookup(&identity.claims, &header.claim).and_then(claims::header_value);
             if let Some(value) = value {
                 // header_value() already refused anything invalid in a header.
-                let _ = upstream.insert_header(header.clone(), value);
+                let _ = upstream.insert_header(header.sent_as.clone(), value);
             }
         }
     }
@@ -112,6 +119,10 @@ const FORWARDED_HOST: &str = "x-forwarded-host";
 const FORWARDED_PORT: &str = "x-forwarded-port";
 /// Headers only a trusted proxy may pass on; anyone else's are removed.
 const ONLY_FROM_TRUSTED: [&str; 4] = [FORWARDED_HOST, FORWARDED_PORT, "forwarded", "x-real-ip"];
+
+/// Looked up on every request: parsed once, not per lookup.
+pub static FORWARDED_FOR_NAME: http::HeaderName = http::HeaderName::from_static(FORWARDED_FOR);
+static FORWARDED_PROTO_NAME: http::HeaderName = http::HeaderName::from_static(FORWARDED_PROTO);
 
 /// `X_Forwarded_For` and the like: no proxy writes them, but CGI/WSGI-style
 /// backends read them as the real header, so they are removed whoever sent
@@ -136,10 +147,11 @@ fn is_forwarding_with_underscores(name: &str) -> bool {
 }
 
 /// The forwarding headers: a trusted proxy's are extended, anyone else's
-/// replaced with what jwtgate itself knows or removed. `X-Forwarded-Host`
-/// and `-Port` are not made up: the upstream receives the request's own
-/// `Host`, and each header jwtgate adds costs every request. X-Real-IP is
-/// never made up either: X-Forwarded-For carries the same address.
+/// replaced with what jwtgate itself knows (the others were removed with
+/// the spoofed names). `X-Forwarded-Host` and `-Port` are not made up: the
+/// upstream receives the request's own `Host`, and each header jwtgate adds
+/// costs every request. X-Real-IP is never made up either: X-Forwarded-For
+/// carries the same address.
 fn forwarded_headers(upstream: &mut RequestHeader, client: Option<ClientAddress>, scheme: Scheme) {
     let trusted = client.is_some_and(|c| c.peer_trusted);
     match client {
@@ -151,23 +163,15 @@ fn forwarded_headers(upstream: &mut RequestHeader, client: Option<ClientAddress>
             let _ = upstream.insert_header(FORWARDED_FOR, ip_header_value(client.peer));
         }
         None => {
-            upstream.remove_header(FORWARDED_FOR);
+            upstream.remove_header(&FORWARDED_FOR_NAME);
         }
     }
-    if !(trusted && upstream.headers.contains_key(FORWARDED_PROTO)) {
+    if !(trusted && upstream.headers.contains_key(&FORWARDED_PROTO_NAME)) {
         let proto = match scheme {
             Scheme::Http => "http",
             Scheme::Https => "https",
         };
         let _ = upstream.insert_header(FORWARDED_PROTO, HeaderValue::from_static(proto));
-    }
-    if !trusted {
-        for name in ONLY_FROM_TRUSTED {
-            // Most requests carry none of them: a lookup is cheaper than a removal.
-            if upstream.headers.contains_key(name) {
-                upstream.remove_header(name);
-            }
-        }
     }
 }
 
@@ -196,7 +200,7 @@ fn ip_header_value(ip: IpAddr) -> HeaderValue {
 /// added at the end. Bytes are kept as sent: only a trusted proxy gets here.
 fn appended_forwarded_for(upstream: &RequestHeader, peer: IpAddr) -> Vec<u8> {
     let mut list = Vec::new();
-    for value in upstream.headers.get_all(FORWARDED_FOR) {
+    for value in upstream.headers.get_all(&FORWARDED_FOR_NAME) {
         let value = value.as_bytes().trim_ascii();
         if !value.is_empty() {
             list.extend_from_slice(value);
