@@ -247,7 +247,7 @@ fn client_address(session: &Session, snapshot: &Snapshot) -> Option<ClientAddres
     let forwarded_for = session
         .req_header()
         .headers
-        .get_all("x-forwarded-for")
+        .get_all(&headers::FORWARDED_FOR_NAME)
         .iter()
         .map(|value| value.as_bytes());
     Some(ClientAddress::resolve(

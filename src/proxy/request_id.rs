@@ -50,20 +50,24 @@ pub fn new_request_id_header() -> HeaderValue {
 }
 
 fn next_id() -> [u8; 36] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let generator = generator();
     let n = generator.counter.fetch_add(1, Ordering::Relaxed);
     let high = mix(n ^ generator.seed[0]);
     let low = mix(n.wrapping_add(generator.seed[1]));
+    let mut hex = [0u8; 32];
+    let bytes = high.to_be_bytes().into_iter().chain(low.to_be_bytes());
+    for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
     // 32 hex digits of high then low, dashes after digits 8, 12, 16, 20.
     let mut id = [b'-'; 36];
-    let digits = (0..16)
-        .rev()
-        .map(|i| (high >> (4 * i)) & 0xf)
-        .chain((0..16).rev().map(|i| (low >> (4 * i)) & 0xf));
-    let positions = (0..36).filter(|&i| !matches!(i, 8 | 13 | 18 | 23));
-    for (position, digit) in positions.zip(digits) {
-        id[position] = b"0123456789abcdef"[digit as usize];
-    }
+    id[..8].copy_from_slice(&hex[..8]);
+    id[9..13].copy_from_slice(&hex[8..12]);
+    id[14..18].copy_from_slice(&hex[12..16]);
+    id[19..23].copy_from_slice(&hex[16..20]);
+    id[24..].copy_from_slice(&hex[20..]);
     id
 }
 

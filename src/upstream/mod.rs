@@ -231,10 +231,6 @@ impl UpstreamPool {
         self.backends.ready(endpoint)
     }
 
-    fn is_ready_at(&self, endpoint: Endpoint) -> bool {
-        self.backends.ready(&backend(endpoint.addr))
-    }
-
     /// The next endpoint round robin that is healthy and not set aside.
     /// When there is none, the next one all the same: an upstream whose
     /// checks all fail may still serve, and refusing everything would be
@@ -243,18 +239,19 @@ impl UpstreamPool {
     pub fn select(&self) -> Option<Endpoint> {
         let selector = self.selector.load();
         let mut candidates = selector.iter(&[]);
-        let first = endpoint(candidates.next()?);
-        if self.is_ready_at(first) {
-            return Some(first);
+        let first = candidates.next()?;
+        if self.backends.ready(first) {
+            return Some(endpoint(first));
         }
+        let first = endpoint(first);
         // The round robin moves on for every request, so a few more steps
         // usually find a ready one; a scan settles it.
         let endpoints = self.backends.get_backend();
         for _ in 0..endpoints.len().min(4) {
-            if let Some(next) = candidates.next().map(endpoint)
-                && self.is_ready_at(next)
+            if let Some(next) = candidates.next()
+                && self.backends.ready(next)
             {
-                return Some(next);
+                return Some(endpoint(next));
             }
         }
         endpoints
