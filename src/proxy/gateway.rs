@@ -70,7 +70,9 @@ impl Gateway {
 
 /// Per-request state shared across phases.
 pub struct RequestCtx {
-    started: Instant,
+    /// For the access log's latency: unread (and so not taken) when the
+    /// access log is filtered out.
+    started: Option<Instant>,
     snapshot: Option<Arc<Snapshot>>,
     route: Option<Arc<CompiledRoute>>,
     /// Shared by the upstream request, the response and the logs.
@@ -263,7 +265,7 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
-            started: Instant::now(),
+            started: access_log_enabled().then(Instant::now),
             snapshot: None,
             route: None,
             request_id: HeaderValue::from_static(""),
@@ -451,6 +453,10 @@ impl ProxyHttp for Gateway {
     }
 }
 
+fn access_log_enabled() -> bool {
+    tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
+}
+
 /// The longest path the access log prints: a client can't flood the log
 /// with a 64 KiB request target.
 const LOGGED_PATH_BYTES: usize = 256;
@@ -463,7 +469,7 @@ impl Gateway {
     fn access_log(&self, session: &Session, error: Option<&Error>, ctx: &RequestCtx) {
         // The fields below cost lookups and formatting: none of it when the
         // access log is filtered out (RUST_LOG=warn, as under load tests).
-        if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+        if !access_log_enabled() {
             return;
         }
         let request = session.req_header();
@@ -483,7 +489,9 @@ impl Gateway {
             .get(http::header::USER_AGENT)
             .map(|ua| String::from_utf8_lossy(ua.as_bytes()));
         // Whole microseconds, printed as milliseconds: 1.234.
-        let latency_ms = ctx.started.elapsed().as_micros() as f64 / 1000.0;
+        let latency_ms = ctx
+            .started
+            .map(|started| started.elapsed().as_micros() as f64 / 1000.0);
         tracing::info!(
             target: ACCESS_TARGET,
             request_id = %headers::request_id_text(&ctx.request_id),

@@ -45,8 +45,11 @@ pub fn new_request_id() -> String {
 
 /// [`new_request_id`] as the header value it is sent in: one allocation,
 /// no formatting machinery, on every request that brings no id of its own.
+/// The bytes are reference-counted from the start, so the copies that go
+/// upstream and back to the client share them without another allocation.
 pub fn new_request_id_header() -> HeaderValue {
-    HeaderValue::from_bytes(&next_id()).expect("hex digits and dashes are a valid header value")
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(next_id()))
+        .expect("hex digits and dashes are a valid header value")
 }
 
 fn next_id() -> [u8; 36] {
