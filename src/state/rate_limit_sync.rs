@@ -27,9 +27,11 @@ use pingora::services::background::BackgroundService;
 use redis::AsyncConnectionConfig;
 
 use super::rate_limit::{Digest, RateLimits};
-use super::revocation::settings::{RedisSettings, SettingsError, redis_settings};
+use super::revocation::settings::{
+    RedisConnection, RedisConnectionConfig, SettingsError, redis_connection,
+};
 use crate::clock::SharedClock;
-use crate::config::schema::{RateLimitStateConfig, RevocationRedisConfig};
+use crate::config::schema::RateLimitStateConfig;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -56,7 +58,7 @@ pub struct RateLimitSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedBudgets {
-    pub connection: RedisSettings,
+    pub connection: RedisConnection,
     pub sync_interval: Duration,
 }
 
@@ -100,19 +102,16 @@ pub fn compile(
                     humantime::format_duration(redis.sync_interval).to_string(),
                 ));
             }
-            let connection = RevocationRedisConfig {
+            let connection = RedisConnectionConfig {
                 url: redis.url,
                 username: redis.username,
                 password_env: redis.password_env,
                 password_file: redis.password_file,
                 key_prefix: redis.key_prefix,
-                // Not used for rate limits; any value passes its checks.
-                reconcile_interval: Duration::from_secs(1),
                 timeout: redis.timeout,
-                max_staleness: None,
             };
             Some(SharedBudgets {
-                connection: redis_settings("rate_limit.redis", connection, base_dir, env)?,
+                connection: redis_connection("rate_limit.redis", connection, base_dir, env)?,
                 sync_interval: redis.sync_interval,
             })
         }

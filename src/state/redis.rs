@@ -30,7 +30,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
 use serde::{Deserialize, Serialize};
 
-use crate::state::revocation::settings::{RedisSettings, sha256};
+use crate::state::revocation::settings::{RedisConnection, RedisSettings, sha256};
 use crate::state::revocation::{
     Change, Entry, Kind, Revocations, SYNC_CONNECT, SYNC_HEARTBEAT, SYNC_MESSAGE, SYNC_PUSH,
     SYNC_RECONCILE,
@@ -113,7 +113,7 @@ impl Keys {
 pub async fn run(revocations: Arc<Revocations>, settings: RedisSettings) {
     // rustls is built with two providers here; `rediss://` needs one chosen.
     pingora::tls::install_default_crypto_provider();
-    let client = match client(&settings) {
+    let client = match client(&settings.connection) {
         Ok(client) => client,
         Err(error) => {
             tracing::error!("revocation: cannot use revocation.redis.url: {error}");
@@ -121,7 +121,7 @@ pub async fn run(revocations: Arc<Revocations>, settings: RedisSettings) {
         }
     };
     let sync = Sync {
-        keys: Keys::new(&settings.key_prefix),
+        keys: Keys::new(&settings.connection.key_prefix),
         origin: origin(),
         revocations,
         settings,
@@ -157,7 +157,7 @@ fn origin() -> u64 {
 }
 
 /// A client for `settings`' URL with its credentials set.
-pub(crate) fn client(settings: &RedisSettings) -> redis::RedisResult<Client> {
+pub(crate) fn client(settings: &RedisConnection) -> redis::RedisResult<Client> {
     let info = settings.url.as_str().into_connection_info()?;
     let mut redis_info = info.redis_settings().clone();
     if let Some(username) = &settings.username {
@@ -183,12 +183,12 @@ impl Sync {
         operation: &'static str,
         future: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, SyncError> {
-        match tokio::time::timeout(self.settings.timeout, future).await {
+        match tokio::time::timeout(self.settings.connection.timeout, future).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) => Err(SyncError::Redis { operation, source }),
             Err(_) => Err(SyncError::Timeout {
                 operation,
-                timeout: self.settings.timeout,
+                timeout: self.settings.connection.timeout,
             }),
         }
     }
@@ -197,8 +197,8 @@ impl Sync {
     /// first sync completed.
     async fn connected(&self, established: &mut bool) -> Result<Infallible, SyncError> {
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.settings.timeout))
-            .set_response_timeout(Some(self.settings.timeout));
+            .set_connection_timeout(Some(self.settings.connection.timeout))
+            .set_response_timeout(Some(self.settings.connection.timeout));
         let mut connection = self
             .timed(
                 SYNC_CONNECT,
@@ -220,7 +220,7 @@ impl Sync {
         self.revocations.refresh_gauges();
         *established = true;
         tracing::info!(
-            url = %self.settings.url,
+            url = %self.settings.connection.url,
             "revocation: in step with Redis"
         );
 

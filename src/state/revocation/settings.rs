@@ -88,16 +88,43 @@ impl fmt::Debug for AdminToken {
     }
 }
 
+/// A Redis connection as compiled from a `redis` block, shared by
+/// `revocation.redis` and `rate_limit.redis`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RedisSettings {
+pub struct RedisConnection {
     /// As configured (it holds no password).
     pub url: String,
     pub username: Option<String>,
     pub password: Option<String>,
     password_source: Option<String>,
     pub key_prefix: String,
-    pub reconcile_interval: Duration,
     pub timeout: Duration,
+}
+
+impl fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl RedisConnection {
+    fn describe(&self) -> String {
+        format!(
+            "redis {} user {:?} password from {} prefix {:?} timeout {}",
+            self.url,
+            self.username,
+            self.password_source.as_deref().unwrap_or("(none)"),
+            self.key_prefix,
+            humantime::format_duration(self.timeout),
+        )
+    }
+}
+
+/// `revocation.redis`: the connection, and how the list keeps in step.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub connection: RedisConnection,
+    pub reconcile_interval: Duration,
     pub max_staleness: Option<Duration>,
 }
 
@@ -110,13 +137,9 @@ impl fmt::Debug for RedisSettings {
 impl RedisSettings {
     fn describe(&self) -> String {
         format!(
-            "redis {} user {:?} password from {} prefix {:?} reconcile {} timeout {} max_staleness {}",
-            self.url,
-            self.username,
-            self.password_source.as_deref().unwrap_or("(none)"),
-            self.key_prefix,
+            "{} reconcile {} max_staleness {}",
+            self.connection.describe(),
             humantime::format_duration(self.reconcile_interval),
-            humantime::format_duration(self.timeout),
             self.max_staleness.map_or_else(
                 || "(none)".into(),
                 |d| humantime::format_duration(d).to_string()
@@ -174,7 +197,7 @@ pub fn compile(
     }
     let redis = config
         .redis
-        .map(|redis| redis_settings("revocation.redis", redis, base_dir, env))
+        .map(|redis| revocation_redis(redis, base_dir, env))
         .transpose()?;
     Ok(Some(RevocationSettings {
         dir: config.dir.map(|dir| base_dir.join(dir)),
@@ -248,15 +271,75 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
         .expect("SHA-256 is 32 bytes")
 }
 
-/// A Redis block compiled; `section` names it in errors. Shared by
-/// `revocation.redis` and `rate_limit.redis` (which has no reconcile or
-/// staleness settings, and passes their defaults).
-pub fn redis_settings(
-    section: &'static str,
+/// The connection part of a `redis` block, as written: what
+/// `revocation.redis` and `rate_limit.redis` have in common.
+pub struct RedisConnectionConfig {
+    pub url: String,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub key_prefix: String,
+    pub timeout: Duration,
+}
+
+/// `revocation.redis` compiled.
+fn revocation_redis(
     config: RevocationRedisConfig,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RedisSettings, SettingsError> {
+    const SECTION: &str = "revocation.redis";
+    at_least(
+        SECTION,
+        "reconcile_interval",
+        config.reconcile_interval,
+        Duration::from_secs(1),
+        "1s",
+    )?;
+    if let Some(max) = config.max_staleness {
+        at_least(SECTION, "max_staleness", max, Duration::from_secs(1), "1s")?;
+    }
+    let connection = RedisConnectionConfig {
+        url: config.url,
+        username: config.username,
+        password_env: config.password_env,
+        password_file: config.password_file,
+        key_prefix: config.key_prefix,
+        timeout: config.timeout,
+    };
+    Ok(RedisSettings {
+        connection: redis_connection(SECTION, connection, base_dir, env)?,
+        reconcile_interval: config.reconcile_interval,
+        max_staleness: config.max_staleness,
+    })
+}
+
+fn at_least(
+    section: &'static str,
+    field: &'static str,
+    value: Duration,
+    min: Duration,
+    min_text: &'static str,
+) -> Result<(), SettingsError> {
+    if value < min {
+        Err(SettingsError::TooShort {
+            section,
+            field,
+            value: humantime::format_duration(value).to_string(),
+            min: min_text,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// A Redis connection compiled; `section` names it in errors.
+pub fn redis_connection(
+    section: &'static str,
+    config: RedisConnectionConfig,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RedisConnection, SettingsError> {
     let url_error = |problem| SettingsError::RedisUrl {
         section,
         url: config.url.clone(),
@@ -308,42 +391,20 @@ pub fn redis_settings(
     if prefix.is_empty() || prefix.len() > 128 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(SettingsError::KeyPrefix(section, prefix.clone()));
     }
-    let at_least = |field, value: Duration, min: Duration, min_text| {
-        if value < min {
-            Err(SettingsError::TooShort {
-                section,
-                field,
-                value: humantime::format_duration(value).to_string(),
-                min: min_text,
-            })
-        } else {
-            Ok(())
-        }
-    };
     at_least(
-        "reconcile_interval",
-        config.reconcile_interval,
-        Duration::from_secs(1),
-        "1s",
-    )?;
-    at_least(
+        section,
         "timeout",
         config.timeout,
         Duration::from_millis(100),
         "100ms",
     )?;
-    if let Some(max) = config.max_staleness {
-        at_least("max_staleness", max, Duration::from_secs(1), "1s")?;
-    }
-    Ok(RedisSettings {
+    Ok(RedisConnection {
         url: config.url,
         username: config.username,
         password,
         password_source,
         key_prefix: config.key_prefix,
-        reconcile_interval: config.reconcile_interval,
         timeout: config.timeout,
-        max_staleness: config.max_staleness,
     })
 }
 
@@ -445,7 +506,10 @@ mod tests {
         )
         .unwrap();
         let redis = settings.redis.as_ref().unwrap();
-        assert_eq!(redis.password.as_deref(), Some("hunter2-password"));
+        assert_eq!(
+            redis.connection.password.as_deref(),
+            Some("hunter2-password")
+        );
         assert_eq!(redis.reconcile_interval, Duration::from_secs(30));
         let described = format!("{} {:?}", settings.describe(), settings);
         assert!(!described.contains("hunter2"), "{described}");
