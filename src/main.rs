@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use jwtgate::telemetry::logging::{self, LogFormat};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: jwtgate::memory::Allocator = jwtgate::memory::Allocator;
 
 #[derive(Parser)]
 #[command(
