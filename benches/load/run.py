@@ -841,15 +841,19 @@ def wrk_line(rec: dict) -> str:
 
 def run_rounds(rounds: int, workloads: list[Workload], measure, describe, records: list[dict], save,
                others: dict, out: Path) -> None:
-    """Every workload once per round, in order, `rounds` times: slow drift of the
-    machine then spreads over all workloads instead of landing on one.
+    """Every workload once per round, `rounds` times: slow drift of the machine
+    then spreads over all workloads instead of landing on one. Even rounds run
+    the workloads in reverse order, so in each pair of rounds a workload and
+    the one it is compared with (listed next to each other) each go first
+    once, and a drift over a round cancels in their ratio instead of always
+    favouring the one measured first.
 
     `measure(workload, label)` returns one record; it is tagged with its round
     and workload, appended to `records`, logged with `describe(record)` and
     saved at once, so an interrupted run keeps what it measured.
     """
     for rnd in range(1, rounds + 1):
-        for w in workloads:
+        for w in (workloads if rnd % 2 else workloads[::-1]):
             rec = measure(w, f"r{rnd}-{w.name}")
             rec.update(round=rnd, workload=w.name)
             records.append(rec)
