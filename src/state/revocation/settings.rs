@@ -101,15 +101,12 @@ pub struct RedisConnection {
     pub timeout: Duration,
 }
 
+/// What a log line may show of the connection: never the password, only
+/// where it comes from.
 impl fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
-impl RedisConnection {
-    fn describe(&self) -> String {
-        format!(
+        write!(
+            f,
             "redis {} user {:?} password from {} prefix {:?} timeout {}",
             self.url,
             self.username,
@@ -130,21 +127,16 @@ pub struct RedisSettings {
 
 impl fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
-impl RedisSettings {
-    fn describe(&self) -> String {
-        format!(
-            "{} reconcile {} max_staleness {}",
-            self.connection.describe(),
+        write!(
+            f,
+            "{:?} reconcile {} max_staleness ",
+            self.connection,
             humantime::format_duration(self.reconcile_interval),
-            self.max_staleness.map_or_else(
-                || "(none)".into(),
-                |d| humantime::format_duration(d).to_string()
-            ),
-        )
+        )?;
+        match self.max_staleness {
+            Some(d) => write!(f, "{}", humantime::format_duration(d)),
+            None => f.write_str("(none)"),
+        }
     }
 }
 
@@ -173,7 +165,7 @@ impl RevocationSettings {
             tokens.join(", "),
             self.redis
                 .as_ref()
-                .map_or_else(|| "no redis".into(), RedisSettings::describe)
+                .map_or_else(|| "no redis".into(), |redis| format!("{redis:?}"))
         )
     }
 }
