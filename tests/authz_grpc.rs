@@ -3,7 +3,7 @@
 //! grpcio, with stubs compiled at test time by grpcio-tools from the
 //! test-only subset of Envoy's protos in tests/authz_grpc/proto (Envoy's
 //! packages, names and field numbers). scripts/test installs both into
-//! .tools/venv. Allowed (identity headers in `ok_response`, spoofable ones
+//! the tools virtualenv. Allowed (identity headers in `ok_response`, spoofable ones
 //! removed), refused (401 and 403 with their challenge in
 //! `denied_response`), keys unavailable, the shared secret as call
 //! metadata; metrics and the access log as for the HTTP listener.
@@ -94,8 +94,7 @@ async fn gateway(extra: &str, env: &[(&str, &str)]) -> (Gateway, SocketAddr) {
 }
 
 fn python() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".tools/venv/bin/python");
+    let python = common::venv_bin("python");
     let probe = Command::new(&python)
         .args(["-c", "import grpc, grpc_tools"])
         .output();

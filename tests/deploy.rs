@@ -25,7 +25,7 @@
 //! it does not reproduce: the seccomp profile, and the container's own
 //! network namespace (listen addresses are moved to loopback ports).
 //!
-//! hadolint, kubectl and kubernetes-validate come from `.tools/venv`, which
+//! hadolint, kubectl and kubernetes-validate come from the tools virtualenv, which
 //! `scripts/setup` fills (scripts/test calls it); a missing tool fails.
 
 mod common;
@@ -61,9 +61,9 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A tool scripts/setup installs into `.tools/venv`.
+/// A tool scripts/setup installs into the tools virtualenv.
 fn tool(name: &str) -> PathBuf {
-    let path = repo().join(".tools/venv/bin").join(name);
+    let path = common::venv_bin(name);
     assert!(
         path.is_file(),
         "{} is missing: run scripts/test (or scripts/setup with the pip: arguments scripts/test gives it) first",

@@ -37,6 +37,17 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys")
 }
 
+/// A program in the virtualenv scripts/setup fills from PyPI: under
+/// `$JWTGATE_TOOLS` when set (CI gives it a folder of its own), else the
+/// repository's `.tools`.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let tools = std::env::var_os("JWTGATE_TOOLS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools"),
+        PathBuf::from,
+    );
+    tools.join("venv/bin").join(name)
+}
+
 // ---------------------------------------------------------------------------
 // Recording upstream
 // ---------------------------------------------------------------------------
