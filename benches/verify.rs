@@ -40,8 +40,8 @@ use pingora::http::RequestHeader;
 use serde_json::{Map, Value, json};
 
 use jwtgate::auth::IssuerVerifier;
-use jwtgate::auth::cache::{CacheSettings, TokenCache};
 use jwtgate::auth::policy::RoutePolicy;
+use jwtgate::auth::token_cache::{CacheSettings, TokenCache};
 use jwtgate::jose::Algorithm;
 use jwtgate::keys::{KeySet, KeyStore, VerifyingKey, jwks};
 use jwtgate::mint::Signer;
@@ -330,7 +330,7 @@ routes:
 "#;
     let path = fixtures().join("bench.yaml");
     let config = jwtgate::config::parse(&path, CONFIG, &|_| None).unwrap();
-    let compiled = jwtgate::config::compile_reusing(&path, config, &|_| None).unwrap();
+    let compiled = jwtgate::assemble::compile_reusing(&path, config, &|_| None).unwrap();
     let snapshot = compiled.snapshot;
     let counter = |name: &str| prometheus::IntCounter::new(name, name).unwrap();
     let settings = compiled
@@ -443,7 +443,7 @@ routes:
     );
     let path = Path::new("bench.yaml");
     let config = jwtgate::config::parse(path, &yaml, &|_| None).unwrap();
-    let snapshot = jwtgate::config::compile(path, config).unwrap();
+    let snapshot = jwtgate::assemble::compile(path, config).unwrap();
     let route = snapshot.routes[0].clone();
     let token = token(Algorithm::RS256);
     let identity = route

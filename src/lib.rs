@@ -8,6 +8,7 @@
 //! `state` (the revocation list) ← `pipeline` ← the adapters.
 
 pub mod admin;
+pub mod assemble;
 pub mod auth;
 pub mod authz;
 pub mod clock;
@@ -19,9 +20,6 @@ pub mod memory;
 pub mod mint;
 pub mod pipeline;
 pub mod proxy;
-pub mod reload;
-pub mod runtime;
-pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;

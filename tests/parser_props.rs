@@ -12,8 +12,8 @@ use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jwtgate::auth::cache::{CacheSettings, TokenCache};
 use jwtgate::auth::policy::RoutePolicy;
+use jwtgate::auth::token_cache::{CacheSettings, TokenCache};
 use jwtgate::auth::verify::Failure;
 use jwtgate::auth::{IssuerVerifier, Reason, VerifiedToken, claims, json::JsonObject, token};
 use jwtgate::jose::{Algorithm, AlgorithmSet};

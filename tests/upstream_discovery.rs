@@ -528,7 +528,7 @@ routes:
 "#;
     let path = std::path::Path::new("gateway.yaml");
     let config = jwtgate::config::parse(path, yaml, &|_| None).expect("valid config");
-    let snapshot = jwtgate::config::compile(path, config).expect("compiles");
+    let snapshot = jwtgate::assemble::compile(path, config).expect("compiles");
     let upstream = &snapshot.routes[0].upstream;
     let choose = || {
         for _ in 0..1000 {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jwtgate::auth::cache::{CacheSettings, TokenCache};
+use jwtgate::auth::token_cache::{CacheSettings, TokenCache};
 use jwtgate::auth::json::JsonRef;
 use jwtgate::auth::policy::{ClaimRequirement, RoutePolicy};
 use jwtgate::auth::verify::{Explain, Failure, TokenTypeRule, VerifierId};

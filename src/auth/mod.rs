@@ -3,7 +3,6 @@
 //! compiled policy and returns a decision, so it can be unit-tested,
 //! benchmarked and fuzzed on its own.
 
-pub mod cache;
 pub mod claims;
 pub mod explain;
 pub mod extract;
@@ -12,6 +11,7 @@ pub mod json;
 pub mod policy;
 mod reason;
 pub mod token;
+pub mod token_cache;
 pub mod verify;
 
 pub use reason::{Reason, Rejection, RejectionKind};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::cache::TokenCache;
 use super::claims;
+use super::token_cache::TokenCache;
 use super::verify::{self, Explain, Failure, IssuerVerifier, VerifiedToken, VerifyRequest};
 use super::{Reason, Rejection};
 

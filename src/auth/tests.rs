@@ -558,18 +558,18 @@ fn jti_can_be_required() {
 }
 
 fn cache() -> (
-    super::cache::TokenCache,
+    super::token_cache::TokenCache,
     prometheus::IntCounter,
     prometheus::IntCounter,
 ) {
     let hits = prometheus::IntCounter::new("hits", "hits").unwrap();
     let misses = prometheus::IntCounter::new("misses", "misses").unwrap();
-    let settings = super::cache::CacheSettings {
+    let settings = super::token_cache::CacheSettings {
         max_entries: 100,
         max_bytes: 1 << 20,
         ttl: std::time::Duration::from_secs(300),
     };
-    let cache = super::cache::TokenCache::new(&settings, hits.clone(), misses.clone());
+    let cache = super::token_cache::TokenCache::new(&settings, hits.clone(), misses.clone());
     (cache, hits, misses)
 }
 
@@ -658,12 +658,12 @@ fn the_cache_is_bounded_in_bytes() {
     let hits = prometheus::IntCounter::new("hits", "hits").unwrap();
     let misses = prometheus::IntCounter::new("misses", "misses").unwrap();
     let max_bytes = 64 * 1024;
-    let settings = super::cache::CacheSettings {
+    let settings = super::token_cache::CacheSettings {
         max_entries: 100_000,
         max_bytes,
         ttl: std::time::Duration::from_secs(300),
     };
-    let cache = super::cache::TokenCache::new(&settings, hits, misses);
+    let cache = super::token_cache::TokenCache::new(&settings, hits, misses);
     let roles: Vec<String> = (0..100).map(|i| format!("role-{i:04}")).collect();
     let mut weight = 0;
     for i in 0..300 {

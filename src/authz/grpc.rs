@@ -31,8 +31,8 @@ use super::{
     AuthzServer, answer, client_address, identity_headers, secret_matches, unauthenticated,
 };
 use super::{Logged, ORIGINAL_MISSING, Original, SECRET_MISSING, Shared};
-use crate::auth::cache::TokenCache;
-use crate::config::Snapshot;
+use crate::auth::token_cache::TokenCache;
+use crate::pipeline::Snapshot;
 use crate::pipeline::{Decision, RequestView, Scheme};
 use crate::proxy::headers::{REQUEST_ID, request_id_in, request_id_text};
 use crate::proxy::reject;

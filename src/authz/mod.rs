@@ -30,12 +30,12 @@ use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 
 use self::settings::{AuthzSettings, SharedSecret};
-use crate::auth::cache::TokenCache;
 use crate::auth::claims;
+use crate::auth::token_cache::TokenCache;
 use crate::clock::SharedClock;
 use crate::config::schema::AuthzConvention;
-use crate::config::{ClaimHeader, Snapshot};
 use crate::pipeline::client::ClientAddress;
+use crate::pipeline::{ClaimHeader, Snapshot};
 use crate::pipeline::{Decision, Pipeline, Refusal, RequestView, Scheme, TargetForm};
 use crate::proxy::headers::{REQUEST_ID, request_id, request_id_text};
 use crate::proxy::reject;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use jwtgate::auth::policy::RoutePolicy;
 use jwtgate::config::schema::{AuthMode, HttpsOnly, MatchConfig};
-use jwtgate::config::{CompiledRoute, HttpsState, Snapshot};
 use jwtgate::keys::fetch::{Locator, discovery_url};
+use jwtgate::pipeline::{CompiledRoute, HttpsState, Snapshot};
 use jwtgate::tls::EXPIRY_WARNING_SECS;
 use serde_json::Value;
 
@@ -16,11 +16,11 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     // summary shows each route's match as written.
     let compiled = jwtgate::config::load(path).and_then(|config| {
         let matches: Vec<String> = config.routes.iter().map(|r| matcher(&r.matcher)).collect();
-        jwtgate::config::compile_reusing(path, config, &|_| None)
+        jwtgate::assemble::compile_reusing(path, config, &|_| None)
             .map(|compiled| (compiled, matches))
     });
     let (
-        jwtgate::config::Compiled {
+        jwtgate::assemble::Compiled {
             bootstrap,
             snapshot,
         },

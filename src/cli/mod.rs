@@ -45,15 +45,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // First, so that a SIGHUP during startup does not kill the process.
     jwtgate::shutdown::survive_hangup().context("cannot install the SIGHUP handler")?;
     let path = args.config.config;
-    let compiled = jwtgate::config::load_compiled(&path)?;
+    let compiled = jwtgate::assemble::load_compiled(&path)?;
     for warning in &compiled.snapshot.warnings {
         tracing::warn!("{warning}");
     }
-    let options = jwtgate::server::RunOptions {
+    let options = jwtgate::assemble::server::RunOptions {
         config_path: path,
         watch: args.watch,
     };
-    jwtgate::server::run(compiled, options, jwtgate::clock::system())?;
+    jwtgate::assemble::server::run(compiled, options, jwtgate::clock::system())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -308,7 +308,7 @@ impl Explain for Printer<'_> {
 /// Remote issuers have no keys until fetched: fetch each once, as the
 /// gateway would at startup, and say how it went.
 fn fetch_remote_keys(
-    snapshot: &jwtgate::config::Snapshot,
+    snapshot: &jwtgate::pipeline::Snapshot,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
     let metrics = std::sync::Arc::new(jwtgate::telemetry::Metrics::new());
@@ -410,7 +410,7 @@ fn verify(config_path: &Path, route_name: &str, token: &str) -> anyhow::Result<E
         .iter()
         .find(|route| route.name.value == route_name)
         .map(|route| Probe::new(&route.matcher, token));
-    let snapshot = jwtgate::config::compile(config_path, config)?;
+    let snapshot = jwtgate::assemble::compile(config_path, config)?;
     let (Some(probe), Some(route)) = (probe, snapshot.routes.iter().find(|r| r.name == route_name))
     else {
         let names: Vec<&str> = snapshot.routes.iter().map(|r| r.name.as_str()).collect();

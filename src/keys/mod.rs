@@ -3,7 +3,7 @@
 //! the seam through which later key sources (remote JWKS) replace them
 //! without locks on the request path.
 
-pub mod cache;
+pub mod disk;
 pub mod fetch;
 pub mod jwks;
 pub mod remote;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::cache::{CachedJwks, DiskCache};
+use super::disk::{CachedJwks, DiskCache};
 use super::fetch::{FetchError, FetchSettings, Fetcher, Locator};
 use super::{KeyError, KeyStore, jwks};
 use crate::clock::SharedClock;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::router::Router;
-use crate::config::CompiledRoute;
 use crate::config::schema::{AuthMode, CorsConfig};
+use crate::pipeline::CompiledRoute;
 
 // Names as `&'static str`: Pingora keeps them as written, without a copy.
 const ORIGIN: &str = "origin";

@@ -9,7 +9,7 @@ use super::cors::CorsPolicy;
 use super::limits::LimitExceeded;
 use crate::auth::{Rejection, VerifiedToken};
 use crate::config::schema::AuthMode;
-use crate::config::{CompiledRoute, Snapshot};
+use crate::pipeline::{CompiledRoute, Snapshot};
 use crate::state::rate_limit::Limited;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{ALLOW, ANONYMOUS, DENY, WOULD_DENY};

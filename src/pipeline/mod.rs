@@ -16,6 +16,7 @@ pub mod cors;
 mod decision;
 pub mod limits;
 pub mod router;
+mod snapshot;
 mod view;
 
 use std::sync::Arc;
@@ -26,18 +27,18 @@ use prometheus::Histogram;
 pub use decision::{
     Decision, Denial, HTTPS_REQUIRED, RATE_LIMITED, Refusal, TOKEN_CHECK, UpstreamRewrite,
 };
+pub use snapshot::{ClaimHeader, CompiledRoute, ForwardPlan, HttpsState, Snapshot, Upstream};
 pub use view::{RequestView, Scheme, TargetForm};
 
 use self::canonical::{RequestTarget, TargetError};
 use self::router::Lookup;
 use self::view::Headers;
-use crate::auth::cache::TokenCache;
 use crate::auth::extract;
+use crate::auth::token_cache::TokenCache;
 use crate::auth::verify::{Explain, Failure};
 use crate::auth::{Reason, Rejection, VerifiedToken};
 use crate::clock::SharedClock;
 use crate::config::schema::{AuthMode, HttpsOnly};
-use crate::config::{CompiledRoute, Snapshot};
 use crate::keys::KeyStore;
 use crate::state::rate_limit::{self, Limited, RateKey, RateLimit, RateLimits};
 use crate::state::revocation::RevocationList;

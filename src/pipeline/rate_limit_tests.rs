@@ -59,7 +59,7 @@ impl Harness {
         let config = crate::config::parse(&path, CONFIG, &|_| None).expect("the config parses");
         let clock = ManualClock::at(NOW);
         Self {
-            snapshot: crate::config::compile(&path, config).expect("the config compiles"),
+            snapshot: crate::assemble::compile(&path, config).expect("the config compiles"),
             pipeline: Pipeline::new(clock.clone(), None).without_refetch(),
             clock,
             runtime: tokio::runtime::Builder::new_current_thread()

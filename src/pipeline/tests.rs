@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::auth::Reason;
 use crate::auth::RejectionKind;
-use crate::auth::cache::TokenCache;
+use crate::auth::token_cache::TokenCache;
 use crate::clock::ManualClock;
 use crate::jose::Algorithm;
 use crate::mint::Signer;
@@ -102,7 +102,7 @@ fn fixtures() -> PathBuf {
 fn snapshot() -> Snapshot {
     let path = fixtures().join("pipeline.yaml");
     let config = crate::config::parse(&path, CONFIG, &|_| None).expect("the test config parses");
-    crate::config::compile(&path, config).expect("the test config compiles")
+    crate::assemble::compile(&path, config).expect("the test config compiles")
 }
 
 struct Harness {
@@ -619,7 +619,7 @@ fn would_deny_is_counted_with_the_reason_required_would_give() {
 #[test]
 fn a_cache_hit_fails_the_same_check_as_a_fresh_verification() {
     let cache = TokenCache::new(
-        &crate::auth::cache::CacheSettings {
+        &crate::auth::token_cache::CacheSettings {
             max_entries: 100,
             max_bytes: 1 << 20,
             ttl: std::time::Duration::from_secs(600),

@@ -13,15 +13,15 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
+use super::handshake;
 use super::headers::{self, Forwarding};
 use super::preflight::preflight_response;
 use super::reject::{self, ProxyFailure};
-use super::upstream_tls;
 use crate::auth::VerifiedToken;
-use crate::auth::cache::TokenCache;
+use crate::auth::token_cache::TokenCache;
 use crate::clock::SharedClock;
-use crate::config::{CompiledRoute, Snapshot};
 use crate::pipeline::client::ClientAddress;
+use crate::pipeline::{CompiledRoute, Snapshot};
 use crate::pipeline::{
     Decision, Pipeline, Refusal, RequestView, Scheme, TargetForm, UpstreamRewrite,
 };
@@ -344,7 +344,7 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(route) = &ctx.route {
-            upstream_tls::log_failed_handshake(route, peer, &ctx.request_id, &e);
+            handshake::log_failed_handshake(route, peer, &ctx.request_id, &e);
         }
         // Set the endpoint aside for a while, and try each endpoint of the
         // route once before giving up.

@@ -11,7 +11,7 @@ use pingora::http::RequestHeader;
 use crate::auth::VerifiedToken;
 use crate::auth::claims;
 use crate::auth::extract::split_pair;
-use crate::config::CompiledRoute;
+use crate::pipeline::CompiledRoute;
 use crate::pipeline::Scheme;
 use crate::pipeline::client::ClientAddress;
 
@@ -328,7 +328,7 @@ routes:
         );
         let path = std::path::Path::new("test.yaml");
         let config = crate::config::parse(path, &yaml, &|_| None).unwrap();
-        let snapshot = crate::config::compile(path, config).unwrap();
+        let snapshot = crate::assemble::compile(path, config).unwrap();
         let mut request = RequestHeader::build("GET", b"/", None).unwrap();
         for name in [
             "x-user-id",

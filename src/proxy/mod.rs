@@ -4,12 +4,12 @@
 //! happened.
 
 mod gateway;
+mod handshake;
 pub mod headers;
 pub mod keepalive;
 pub mod preflight;
 pub mod reject;
 pub mod request_id;
 pub mod sni;
-mod upstream_tls;
 
 pub use gateway::{Gateway, RequestCtx};

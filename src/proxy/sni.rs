@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::config::Snapshot;
+use crate::pipeline::Snapshot;
 
 #[derive(Debug)]
 pub struct SniResolver {

@@ -12,8 +12,8 @@ use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::upstreams::peer::HttpPeer;
 
 use super::discovery::Origin;
-use crate::config::UpstreamTls;
 use crate::config::schema::{HealthCheckConfig, HealthCheckProtocol};
+use crate::upstream::tls::UpstreamTls;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HealthCheckError {

@@ -10,6 +10,7 @@
 pub mod discovery;
 pub mod health;
 pub mod pools;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -24,8 +25,8 @@ use pingora::lb::{Backend, Backends};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use tokio::sync::Notify;
 
-use crate::config::UpstreamTls;
 use crate::config::schema::{DnsConfig, HealthCheckConfig, UpstreamConfig};
+use crate::upstream::tls::UpstreamTls;
 use discovery::{Address, AddressError, Discovery, Dns, Origin, Resolved};
 use health::{HealthCheckError, MIN_INTERVAL, Probe};
 

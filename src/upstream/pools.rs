@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::UpstreamPool;
 use crate::clock::SharedClock;
-use crate::config::Snapshot;
+use crate::pipeline::Snapshot;
 use crate::telemetry::Metrics;
 
 /// How often the loop looks at endpoints set aside, at the longest.

@@ -9,7 +9,6 @@
 //! one mutex, so the file's order is memory's order. Disk writes block:
 //! callers on an async runtime run them on a blocking thread.
 
-pub mod api;
 pub mod journal;
 pub mod list;
 pub mod settings;

@@ -11,19 +11,18 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use serde_saphyr::Spanned;
 
-use super::load::ConfigError;
-use super::schema::{
-    AuthMode, ClearTextMode, GatewayConfig, HstsConfig, HttpsOnly, IssuerConfig, RouteConfig,
-};
-use super::upstream_tls::{self, UpstreamTls};
 use crate::auth::IssuerVerifier;
-use crate::auth::cache::CacheSettings;
 use crate::auth::extract::TokenSources;
 use crate::auth::header::normalize_typ;
 use crate::auth::policy::{ClaimRequirement, RoutePolicy};
+use crate::auth::token_cache::CacheSettings;
 use crate::auth::verify::TokenTypeRule;
 use crate::auth::verify::VerifierId;
 use crate::authz::settings::AuthzSettings;
+use crate::config::ConfigError;
+use crate::config::schema::{
+    AuthMode, ClearTextMode, GatewayConfig, HstsConfig, HttpsOnly, IssuerConfig, RouteConfig,
+};
 use crate::jose::{AlgorithmSet, KeyFamily};
 use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
 use crate::keys::remote::{RefreshPolicy, RemoteIdentity, RemoteSource};
@@ -33,12 +32,14 @@ use crate::pipeline::client::{CidrError, TrustedProxies};
 use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::limits::RequestLimits;
 use crate::pipeline::router::Router;
+use crate::pipeline::{ClaimHeader, CompiledRoute, ForwardPlan, HttpsState, Snapshot, Upstream};
 use crate::state::rate_limit::RouteRateLimits;
 use crate::state::rate_limit_sync::{self, RateLimitSettings};
 use crate::state::revocation::settings::{self as revocation, RevocationSettings};
 use crate::telemetry::metrics::RouteSeries;
 use crate::tls::{CertificateFiles, Certificates};
 use crate::upstream::discovery::Dns;
+use crate::upstream::tls as upstream_tls;
 use crate::upstream::{PoolError, UpstreamPool};
 
 /// A compiled config: what only a restart can change, and what a reload
@@ -197,112 +198,6 @@ impl Bootstrap {
             .map(|(field, old, new)| format!("{field}: {old} → {new}"))
             .collect()
     }
-}
-
-/// Everything the gateway serves from, immutable once built; a reload
-/// compiles a new one and swaps it in whole.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub realm: String,
-    pub max_token_bytes: usize,
-    pub issuers: Vec<Arc<IssuerVerifier>>,
-    pub startup_grace: Duration,
-    /// Issuers whose keys are fetched, and how.
-    pub remote: Vec<RemoteSource>,
-    pub routes: Vec<Arc<CompiledRoute>>,
-    pub router: Router<Arc<CompiledRoute>>,
-    /// How ambiguous request paths are handled.
-    pub paths: PathRules,
-    /// Lower-case names of every header any route fills from claims: removed
-    /// from client requests on every route, authenticated or not, so a
-    /// backend can trust them wherever they appear.
-    pub identity_headers: Vec<http::HeaderName>,
-    /// Things that work but deserve a look (`jwtgate check` prints them).
-    pub warnings: Vec<String>,
-    pub trusted_proxies: TrustedProxies,
-    pub limits: RequestLimits,
-    /// The TLS listener's certificates and headers; `None` without
-    /// `listen.https`.
-    pub https: Option<HttpsState>,
-    /// `listen.http.mode: redirect`: every clear-text request gets a 308 to
-    /// HTTPS.
-    pub redirect_clear_text: bool,
-}
-
-/// What the TLS listener serves with, read again on every reload.
-#[derive(Debug)]
-pub struct HttpsState {
-    pub certificates: Certificates,
-    /// The `Strict-Transport-Security` value, built once; `None`: not sent.
-    pub hsts: Option<http::HeaderValue>,
-    /// What follows the host in a redirect's `https://` URL: `:port`, or
-    /// nothing for 443.
-    pub redirect_port: String,
-}
-
-#[derive(Debug)]
-pub struct CompiledRoute {
-    pub name: String,
-    pub mode: AuthMode,
-    pub policy: RoutePolicy,
-    pub sources: TokenSources,
-    pub upstream: Upstream,
-    pub forward: ForwardPlan,
-    /// `None`: no CORS handling, and nothing spent on it per request.
-    pub cors: Option<CorsPolicy>,
-    /// This route's metric series, resolved once per snapshot.
-    pub series: RouteSeries,
-    /// What a clear-text request gets instead of the upstream.
-    pub https_only: Option<HttpsOnly>,
-    pub rate_limits: RouteRateLimits,
-    /// No upstream: decided only for the authorization listener; the
-    /// proxy answers 404 as if the route did not exist.
-    pub authz_only: bool,
-}
-
-#[derive(Debug)]
-pub struct Upstream {
-    /// The endpoints: the pool compiled with this snapshot, or the running
-    /// one it replaced by on applying the snapshot (see
-    /// [`crate::upstream::pools`]).
-    pool: ArcSwap<UpstreamPool>,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub write_timeout: Duration,
-    /// `None`: clear text.
-    pub tls: Option<UpstreamTls>,
-}
-
-impl Upstream {
-    pub fn pool(&self) -> arc_swap::Guard<Arc<UpstreamPool>> {
-        self.pool.load()
-    }
-
-    /// Serves from `running`, a pool with the same settings that a
-    /// previous snapshot started.
-    pub fn use_pool(&self, running: Arc<UpstreamPool>) {
-        self.pool.store(running);
-    }
-}
-
-#[derive(Debug)]
-pub struct ForwardPlan {
-    /// Claim path → header to set on the upstream request.
-    pub claims: Vec<ClaimHeader>,
-    pub strip_authorization: bool,
-    /// Lower-case; client headers starting with it are removed.
-    pub reserved_prefix: String,
-}
-
-/// A claim forwarded as a header.
-#[derive(Debug, Clone)]
-pub struct ClaimHeader {
-    pub claim: String,
-    pub name: http::HeaderName,
-    /// The name as it goes on the wire (lower case, as HTTP/2 requires):
-    /// built once, so each request shares these bytes rather than
-    /// spelling the name afresh.
-    pub sent_as: bytes::Bytes,
 }
 
 /// Finds the key store a running gateway already has for a remote issuer.
@@ -1034,7 +929,7 @@ fn compile_route<'a>(
     let upstream = match &route.upstream {
         Some(upstream) => upstream,
         None => {
-            no_upstream = super::schema::UpstreamConfig::none();
+            no_upstream = crate::config::schema::UpstreamConfig::none();
             &no_upstream
         }
     };
@@ -1146,7 +1041,7 @@ mod tests {
     fn bootstrap(text: &str) -> Bootstrap {
         let path = Path::new("gateway.yaml");
         let routes = "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    auth: { mode: off }\n";
-        let config = super::super::parse(path, &format!("{text}{routes}"), &|_| None).unwrap();
+        let config = crate::config::parse(path, &format!("{text}{routes}"), &|_| None).unwrap();
         compile_reusing(path, config, &|_| None).unwrap().bootstrap
     }
 

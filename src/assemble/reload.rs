@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::assemble::Bootstrap;
+use crate::assemble::runtime::{KeyChanges, KeyRefreshers};
 use crate::auth::IssuerVerifier;
 use crate::auth::verify::TokenTypeRule;
 use crate::clock::SharedClock;
-use crate::config::{self, Bootstrap, ConfigError, Snapshot};
+use crate::config::{self, ConfigError};
 use crate::keys::fetch::FetchError;
-use crate::runtime::{KeyChanges, KeyRefreshers};
+use crate::pipeline::Snapshot;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{HTTPS_LISTENER, RELOAD_ERROR, RELOAD_SUCCESS};
 use crate::tls::EXPIRY_WARNING_SECS;
@@ -191,7 +193,7 @@ impl Reloader {
 
     fn swap(&self) -> Result<Reloaded, ReloadError> {
         let config = config::load(&self.path)?;
-        let compiled = config::compile_reusing(&self.path, config, &|identity| {
+        let compiled = crate::assemble::compile_reusing(&self.path, config, &|identity| {
             self.refreshers.existing(identity)
         })?;
         let changes = self.bootstrap.changes(&compiled.bootstrap);

@@ -11,11 +11,13 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+mod revocations;
+
+use crate::assemble::reload::{Reloader, Trigger};
 use crate::clock::SharedClock;
-use crate::config::Snapshot;
-use crate::reload::{Reloader, Trigger};
+use crate::pipeline::Snapshot;
 use crate::shutdown::Drain;
-use crate::state::revocation::{self, Revocations};
+use crate::state::revocation::Revocations;
 use crate::telemetry::Metrics;
 
 pub struct Admin {
@@ -129,9 +131,9 @@ impl ServeHttp for Admin {
                 )
             }
             "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            revocation::api::PATH if self.revocations.is_some() => {
+            revocations::PATH if self.revocations.is_some() => {
                 let revocations = self.revocations.as_ref().expect("checked");
-                revocation::api::handle(revocations, &self.snapshot.load(), session).await
+                revocations::handle(revocations, &self.snapshot.load(), session).await
             }
             "/-/reload" if session.req_header().method == http::Method::POST => self.reload().await,
             "/-/reload" => {

@@ -7,7 +7,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use super::headers;
 use super::reject::ProxyFailure;
-use crate::config::CompiledRoute;
+use crate::pipeline::CompiledRoute;
 
 /// Logs a failed handshake with `peer` (one line per address tried, since
 /// each has its own certificate). Other connection failures are left to

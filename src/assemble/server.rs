@@ -4,10 +4,10 @@
 //! not Pingora's (see [`crate::shutdown`]): on SIGTERM the proxy drains while
 //! admin and echo keep serving, and Pingora is told to stop only once the
 //! drain is over; SIGINT stops everything at once; SIGHUP reloads the config
-//! (see [`crate::reload`]).
+//! (see [`crate::assemble::reload`]).
 //!
 //! State comes in three lifetimes: the [`Bootstrap`] settings are read here
-//! once; the [`crate::config::Snapshot`] sits behind an `ArcSwap` a reload
+//! once; the [`crate::pipeline::Snapshot`] sits behind an `ArcSwap` a reload
 //! replaces; key stores, refreshers, the token cache and the metrics are
 //! created here and live as long as the process.
 
@@ -25,16 +25,17 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
-use crate::auth::cache::TokenCache;
+use crate::assemble::reload::{self, Reloader, Trigger, WatchError};
+use crate::assemble::runtime::KeyRefreshers;
+use crate::assemble::{Bootstrap, Compiled};
+use crate::auth::token_cache::TokenCache;
 use crate::clock::SharedClock;
-use crate::config::{Bootstrap, Compiled, Snapshot};
 use crate::echo::Echo;
 use crate::keys::fetch::FetchError;
+use crate::pipeline::Snapshot;
 use crate::proxy::Gateway;
 use crate::proxy::keepalive::KeepAlive;
 use crate::proxy::sni::SniResolver;
-use crate::reload::{self, Reloader, Trigger, WatchError};
-use crate::runtime::KeyRefreshers;
 use crate::shutdown::Drain;
 use crate::state::rate_limit::RateLimits;
 use crate::state::rate_limit_sync::SyncService;

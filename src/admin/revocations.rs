@@ -13,9 +13,9 @@ use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::settings::{AdminToken, sha256};
-use super::{Change, Entry, Kind, Revocations};
-use crate::config::Snapshot;
+use crate::pipeline::Snapshot;
+use crate::state::revocation::settings::{AdminToken, sha256};
+use crate::state::revocation::{Change, Entry, Kind, Revocations};
 
 pub const PATH: &str = "/revocations";
 
@@ -456,7 +456,7 @@ mod tests {
     use super::*;
 
     fn token(name: &str, value: &str) -> AdminToken {
-        let settings = super::super::settings::compile(
+        let settings = crate::state::revocation::settings::compile(
             Some(
                 serde_saphyr::from_str(&format!("admin_tokens: [{{ name: {name}, env: T }}]"))
                     .unwrap(),

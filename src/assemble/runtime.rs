@@ -16,11 +16,11 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 
 use crate::clock::SharedClock;
-use crate::config::Snapshot;
 use crate::keys::KeyStore;
-use crate::keys::cache::DiskCache;
+use crate::keys::disk::DiskCache;
 use crate::keys::fetch::FetchError;
 use crate::keys::remote::{Refresher, RemoteIdentity};
+use crate::pipeline::Snapshot;
 use crate::telemetry::Metrics;
 
 /// Every remote issuer's refresher, across reloads.
@@ -77,7 +77,7 @@ impl KeyRefreshers {
     }
 
     /// The key store already filled for `identity`, for
-    /// [`crate::config::compile_reusing`].
+    /// [`crate::assemble::compile_reusing`].
     pub fn existing(&self, identity: &RemoteIdentity) -> Option<Arc<KeyStore>> {
         let running = self.running.lock().expect("not poisoned");
         running
@@ -199,7 +199,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::config::{compile_reusing, parse};
+    use crate::assemble::compile_reusing;
+    use crate::config::parse;
 
     /// A config whose remote issuers (named in `issuers`) fetch from a
     /// closed port, so every attempt fails fast and is counted.

@@ -1,0 +1,130 @@
+//! What a decision is made against: the compiled, immutable config
+//! snapshot (routes, issuers, the router, header plans), built by
+//! [`crate::assemble::compile`] and swapped whole by a reload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::canonical::PathRules;
+use super::client::TrustedProxies;
+use super::cors::CorsPolicy;
+use super::limits::RequestLimits;
+use super::router::Router;
+use crate::auth::IssuerVerifier;
+use crate::auth::extract::TokenSources;
+use crate::auth::policy::RoutePolicy;
+use crate::config::schema::{AuthMode, HttpsOnly};
+use crate::keys::remote::RemoteSource;
+use crate::state::rate_limit::RouteRateLimits;
+use crate::telemetry::metrics::RouteSeries;
+use crate::tls::Certificates;
+use crate::upstream::UpstreamPool;
+use crate::upstream::tls::UpstreamTls;
+
+/// Everything the gateway serves from, immutable once built; a reload
+/// compiles a new one and swaps it in whole.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub realm: String,
+    pub max_token_bytes: usize,
+    pub issuers: Vec<Arc<IssuerVerifier>>,
+    pub startup_grace: Duration,
+    /// Issuers whose keys are fetched, and how.
+    pub remote: Vec<RemoteSource>,
+    pub routes: Vec<Arc<CompiledRoute>>,
+    pub router: Router<Arc<CompiledRoute>>,
+    /// How ambiguous request paths are handled.
+    pub paths: PathRules,
+    /// Lower-case names of every header any route fills from claims: removed
+    /// from client requests on every route, authenticated or not, so a
+    /// backend can trust them wherever they appear.
+    pub identity_headers: Vec<http::HeaderName>,
+    /// Things that work but deserve a look (`jwtgate check` prints them).
+    pub warnings: Vec<String>,
+    pub trusted_proxies: TrustedProxies,
+    pub limits: RequestLimits,
+    /// The TLS listener's certificates and headers; `None` without
+    /// `listen.https`.
+    pub https: Option<HttpsState>,
+    /// `listen.http.mode: redirect`: every clear-text request gets a 308 to
+    /// HTTPS.
+    pub redirect_clear_text: bool,
+}
+
+/// What the TLS listener serves with, read again on every reload.
+#[derive(Debug)]
+pub struct HttpsState {
+    pub certificates: Certificates,
+    /// The `Strict-Transport-Security` value, built once; `None`: not sent.
+    pub hsts: Option<http::HeaderValue>,
+    /// What follows the host in a redirect's `https://` URL: `:port`, or
+    /// nothing for 443.
+    pub redirect_port: String,
+}
+
+#[derive(Debug)]
+pub struct CompiledRoute {
+    pub name: String,
+    pub mode: AuthMode,
+    pub policy: RoutePolicy,
+    pub sources: TokenSources,
+    pub upstream: Upstream,
+    pub forward: ForwardPlan,
+    /// `None`: no CORS handling, and nothing spent on it per request.
+    pub cors: Option<CorsPolicy>,
+    /// This route's metric series, resolved once per snapshot.
+    pub series: RouteSeries,
+    /// What a clear-text request gets instead of the upstream.
+    pub https_only: Option<HttpsOnly>,
+    pub rate_limits: RouteRateLimits,
+    /// No upstream: decided only for the authorization listener; the
+    /// proxy answers 404 as if the route did not exist.
+    pub authz_only: bool,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    /// The endpoints: the pool compiled with this snapshot, or the running
+    /// one it replaced by on applying the snapshot (see
+    /// [`crate::upstream::pools`]).
+    pub pool: ArcSwap<UpstreamPool>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    /// `None`: clear text.
+    pub tls: Option<UpstreamTls>,
+}
+
+impl Upstream {
+    pub fn pool(&self) -> arc_swap::Guard<Arc<UpstreamPool>> {
+        self.pool.load()
+    }
+
+    /// Serves from `running`, a pool with the same settings that a
+    /// previous snapshot started.
+    pub fn use_pool(&self, running: Arc<UpstreamPool>) {
+        self.pool.store(running);
+    }
+}
+
+#[derive(Debug)]
+pub struct ForwardPlan {
+    /// Claim path → header to set on the upstream request.
+    pub claims: Vec<ClaimHeader>,
+    pub strip_authorization: bool,
+    /// Lower-case; client headers starting with it are removed.
+    pub reserved_prefix: String,
+}
+
+/// A claim forwarded as a header.
+#[derive(Debug, Clone)]
+pub struct ClaimHeader {
+    pub claim: String,
+    pub name: http::HeaderName,
+    /// The name as it goes on the wire (lower case, as HTTP/2 requires):
+    /// built once, so each request shares these bytes rather than
+    /// spelling the name afresh.
+    pub sent_as: bytes::Bytes,
+}
