@@ -330,7 +330,7 @@ routes:
 "#;
     let path = fixtures().join("bench.yaml");
     let config = jwtgate::config::parse(&path, CONFIG, &|_| None).unwrap();
-    let compiled = jwtgate::assemble::compile_reusing(&path, config, &|_| None).unwrap();
+    let compiled = jwtgate::assemble::compile_reusing(&path, config, &()).unwrap();
     let snapshot = compiled.snapshot;
     let counter = |name: &str| prometheus::IntCounter::new(name, name).unwrap();
     let settings = compiled

@@ -528,11 +528,10 @@ routes:
 "#;
     let path = std::path::Path::new("gateway.yaml");
     let config = jwtgate::config::parse(path, yaml, &|_| None).expect("valid config");
-    let snapshot = jwtgate::assemble::compile(path, config).expect("compiles");
-    let upstream = &snapshot.routes[0].upstream;
+    let compiled = jwtgate::assemble::compile_reusing(path, config, &()).expect("compiles");
+    let pool = &compiled.upstreams[0].as_ref().expect("an upstream").pool;
     let choose = || {
         for _ in 0..1000 {
-            let pool = upstream.pool();
             std::hint::black_box(pool.select().expect("an endpoint"));
         }
     };
@@ -544,12 +543,12 @@ routes:
     assert_eq!(allocations(choose), 0, "all endpoints ready");
 
     // An endpoint set aside: the round robin steps past it.
-    upstream.pool().eject("10.0.0.2:80".parse().unwrap());
+    pool.eject("10.0.0.2:80".parse().unwrap());
     choose();
     assert_eq!(allocations(choose), 0, "one endpoint set aside");
     // Every endpoint set aside: the scan, then failing open.
     for addr in ["10.0.0.1:80", "10.0.0.3:80"] {
-        upstream.pool().eject(addr.parse().unwrap());
+        pool.eject(addr.parse().unwrap());
     }
     choose();
     assert_eq!(allocations(choose), 0, "every endpoint set aside");

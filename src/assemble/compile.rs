@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use serde_saphyr::Spanned;
 
 use crate::auth::IssuerVerifier;
@@ -22,6 +21,7 @@ use crate::authz::settings::AuthzSettings;
 use crate::config::ConfigError;
 use crate::config::schema::{
     AuthMode, ClearTextMode, GatewayConfig, HstsConfig, HttpsOnly, IssuerConfig, RouteConfig,
+    UpstreamConfig,
 };
 use crate::jose::{AlgorithmSet, KeyFamily};
 use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
@@ -32,7 +32,7 @@ use crate::pipeline::client::{CidrError, TrustedProxies};
 use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::limits::RequestLimits;
 use crate::pipeline::router::Router;
-use crate::pipeline::{ClaimHeader, CompiledRoute, ForwardPlan, HttpsState, Snapshot, Upstream};
+use crate::pipeline::{ClaimHeader, CompiledRoute, ForwardPlan, HttpsState, Snapshot};
 use crate::state::rate_limit::RouteRateLimits;
 use crate::state::rate_limit_sync::{self, RateLimitSettings};
 use crate::state::revocation::settings::{self as revocation, RevocationSettings};
@@ -40,7 +40,7 @@ use crate::telemetry::metrics::RouteSeries;
 use crate::tls::{CertificateFiles, Certificates};
 use crate::upstream::discovery::Dns;
 use crate::upstream::tls as upstream_tls;
-use crate::upstream::{PoolError, UpstreamPool};
+use crate::upstream::{PoolIdentity, RouteUpstream, UpstreamPool};
 
 /// A compiled config: what only a restart can change, and what a reload
 /// swaps.
@@ -48,6 +48,9 @@ use crate::upstream::{PoolError, UpstreamPool};
 pub struct Compiled {
     pub bootstrap: Bootstrap,
     pub snapshot: Snapshot,
+    /// Each route's upstream, in the order of [`Snapshot::routes`]; `None`
+    /// for a route only the authorization listener serves.
+    pub upstreams: Vec<Option<RouteUpstream>>,
 }
 
 /// The settings read once at startup: listeners, threads, the drain, where
@@ -200,13 +203,29 @@ impl Bootstrap {
     }
 }
 
-/// Finds the key store a running gateway already has for a remote issuer.
-pub type ExistingKeys<'a> = &'a dyn Fn(&RemoteIdentity) -> Option<Arc<KeyStore>>;
+/// The live things a running gateway already has, that a new config keeps
+/// where its settings for them are unchanged: remote issuers' key stores,
+/// by issuer identity, and upstream pools, by route and settings. At
+/// startup there are none (`&()`).
+pub trait Running {
+    fn key_store(&self, identity: &RemoteIdentity) -> Option<Arc<KeyStore>>;
+    fn upstream_pool(&self, identity: &PoolIdentity) -> Option<Arc<UpstreamPool>>;
+}
+
+impl Running for () {
+    fn key_store(&self, _: &RemoteIdentity) -> Option<Arc<KeyStore>> {
+        None
+    }
+
+    fn upstream_pool(&self, _: &PoolIdentity) -> Option<Arc<UpstreamPool>> {
+        None
+    }
+}
 
 /// The snapshot of a config, with new, empty key stores for remote
 /// issuers: for what serves nothing (`token verify`, tests, benches).
 pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigError> {
-    compile_reusing(path, config, &|_| None).map(|compiled| compiled.snapshot)
+    compile_reusing(path, config, &()).map(|compiled| compiled.snapshot)
 }
 
 /// Compiles a config, taking each remote issuer's key store from
@@ -217,7 +236,7 @@ pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigErr
 pub fn compile_reusing(
     path: &Path,
     config: GatewayConfig,
-    existing: ExistingKeys<'_>,
+    running: &dyn Running,
 ) -> Result<Compiled, ConfigError> {
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let err_at = |span: Option<&Spanned<String>>, message: String| {
@@ -299,7 +318,7 @@ pub fn compile_reusing(
             ));
         }
         issuer_names.push(name);
-        let (verifier, source) = compile_issuer(issuer, base_dir, existing, &mut warnings)
+        let (verifier, source) = compile_issuer(issuer, base_dir, running, &mut warnings)
             .map_err(|message| err_at(Some(&issuer.name), format!("issuer {name:?}: {message}")))?;
         remote.extend(source);
         issuers.push(verifier);
@@ -312,6 +331,7 @@ pub fn compile_reusing(
     let identity_headers = identity_headers(&config.routes)
         .map_err(|(route, message)| err_at(Some(&route.name), message))?;
     let mut routes = Vec::with_capacity(config.routes.len());
+    let mut upstreams = Vec::with_capacity(config.routes.len());
     let mut router = Router::default();
     let mut route_names = HashSet::new();
     for route in &config.routes {
@@ -346,14 +366,21 @@ pub fn compile_reusing(
                 ),
             ));
         }
-        let compiled = compile_route(route, &issuer_names, &issuers, base_dir, &dns).map_err(
-            |(span, message)| {
-                err_at(
-                    Some(span.unwrap_or(&route.name)),
-                    format!("route {name:?}: {message}"),
-                )
-            },
-        )?;
+        let (compiled, upstream) = compile_route(
+            route,
+            routes.len(),
+            &issuer_names,
+            &issuers,
+            base_dir,
+            &dns,
+            running,
+        )
+        .map_err(|(span, message)| {
+            err_at(
+                Some(span.unwrap_or(&route.name)),
+                format!("route {name:?}: {message}"),
+            )
+        })?;
         let compiled = Arc::new(compiled);
         let methods = route
             .matcher
@@ -383,6 +410,7 @@ pub fn compile_reusing(
             compiled.clone(),
         );
         routes.push(compiled);
+        upstreams.push(upstream);
     }
 
     let keys_cache_dir = config.keys_cache_dir.map(|dir| resolve(base_dir, &dir));
@@ -445,6 +473,7 @@ pub fn compile_reusing(
     Ok(Compiled {
         bootstrap,
         snapshot,
+        upstreams,
     })
 }
 
@@ -589,7 +618,7 @@ fn listener_addresses(config: &GatewayConfig) -> Result<(), String> {
 fn compile_issuer(
     issuer: &IssuerConfig,
     base_dir: &Path,
-    existing: ExistingKeys<'_>,
+    running: &dyn Running,
     warnings: &mut Vec<String>,
 ) -> Result<(Arc<IssuerVerifier>, Option<RemoteSource>), String> {
     if issuer.issuer.is_empty() {
@@ -673,8 +702,9 @@ fn compile_issuer(
             refresh,
             refetch: Some(refetch),
         };
-        let keys =
-            existing(&identity).unwrap_or_else(|| Arc::new(KeyStore::remote(refetch.0, refetch.1)));
+        let keys = running
+            .key_store(&identity)
+            .unwrap_or_else(|| Arc::new(KeyStore::remote(refetch.0, refetch.1)));
         let verifier = Arc::new(verifier(issuer, algorithms, keys.clone()));
         let source = RemoteSource {
             name: identity.name,
@@ -855,11 +885,13 @@ type RouteError<'a> = (Option<&'a Spanned<String>>, String);
 
 fn compile_route<'a>(
     route: &'a RouteConfig,
+    index: usize,
     issuer_names: &[&str],
     issuers: &[Arc<IssuerVerifier>],
     base_dir: &Path,
     dns: &Dns,
-) -> Result<CompiledRoute, RouteError<'a>> {
+    running: &dyn Running,
+) -> Result<(CompiledRoute, Option<RouteUpstream>), RouteError<'a>> {
     let prefix = &route.matcher.path_prefix;
     if !prefix.starts_with('/') {
         return Err((None, format!("path_prefix {prefix:?} must start with /")));
@@ -925,23 +957,12 @@ fn compile_route<'a>(
         query: auth.token_query.clone(),
     };
 
-    let no_upstream;
-    let upstream = match &route.upstream {
-        Some(upstream) => upstream,
-        None => {
-            no_upstream = crate::config::schema::UpstreamConfig::none();
-            &no_upstream
-        }
-    };
-    if upstream.addrs.is_empty() && route.upstream.is_some() {
-        return Err((None, PoolError::NoAddress.to_string()));
-    }
-    let tls = upstream_tls::compile(upstream, base_dir).map_err(|e| (None, e.to_string()))?;
-    let pool = match route.upstream {
-        Some(_) => UpstreamPool::compile(&route.name.value, upstream, dns, tls.as_ref())
-            .map_err(|e| (None, e.to_string()))?,
-        None => UpstreamPool::without_endpoints(&route.name.value, dns),
-    };
+    let upstream = route
+        .upstream
+        .as_ref()
+        .map(|upstream| route_upstream(&route.name.value, upstream, base_dir, dns, running))
+        .transpose()
+        .map_err(|e| (None, e))?;
 
     let forward = ForwardPlan {
         claims: route
@@ -969,18 +990,12 @@ fn compile_route<'a>(
         .transpose()
         .map_err(|e| (None, e.to_string()))?;
 
-    Ok(CompiledRoute {
+    let compiled = CompiledRoute {
         name: route.name.value.clone(),
+        index,
         mode: auth.mode,
         policy,
         sources,
-        upstream: Upstream {
-            pool: ArcSwap::from_pointee(pool),
-            connect_timeout: upstream.connect_timeout,
-            read_timeout: upstream.read_timeout,
-            write_timeout: upstream.write_timeout,
-            tls,
-        },
         forward,
         cors,
         series: RouteSeries::new(issuers.len()),
@@ -988,6 +1003,32 @@ fn compile_route<'a>(
         rate_limits: RouteRateLimits::compile(&route.name.value, auth.mode, &route.rate_limits)
             .map_err(|e| (None, e.to_string()))?,
         authz_only: route.upstream.is_none(),
+    };
+    Ok((compiled, upstream))
+}
+
+/// A route's upstream: the running pool when one has the same settings,
+/// else a new one (IP addresses are endpoints at once; names are resolved
+/// when the runtime starts it).
+fn route_upstream(
+    route: &str,
+    config: &UpstreamConfig,
+    base_dir: &Path,
+    dns: &Dns,
+    running: &dyn Running,
+) -> Result<RouteUpstream, String> {
+    let tls = upstream_tls::compile(config, base_dir).map_err(|e| e.to_string())?;
+    let pool =
+        UpstreamPool::compile(route, config, dns, tls.as_ref()).map_err(|e| e.to_string())?;
+    let pool = running
+        .upstream_pool(pool.identity())
+        .unwrap_or_else(|| Arc::new(pool));
+    Ok(RouteUpstream {
+        pool,
+        connect_timeout: config.connect_timeout,
+        read_timeout: config.read_timeout,
+        write_timeout: config.write_timeout,
+        tls,
     })
 }
 
@@ -1042,7 +1083,7 @@ mod tests {
         let path = Path::new("gateway.yaml");
         let routes = "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    auth: { mode: off }\n";
         let config = crate::config::parse(path, &format!("{text}{routes}"), &|_| None).unwrap();
-        compile_reusing(path, config, &|_| None).unwrap().bootstrap
+        compile_reusing(path, config, &()).unwrap().bootstrap
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 
-pub use compile::{Bootstrap, Compiled, ExistingKeys, compile, compile_reusing};
+pub use compile::{Bootstrap, Compiled, Running, compile, compile_reusing};
 
 use std::path::Path;
 
@@ -17,7 +17,7 @@ use crate::pipeline::Snapshot;
 /// Loads and compiles a config file: what `run` does at startup.
 pub fn load_compiled(path: &Path) -> Result<Compiled, ConfigError> {
     let config = load(path)?;
-    compile_reusing(path, config, &|_| None)
+    compile_reusing(path, config, &())
 }
 
 /// The snapshot of a config file, for commands that serve nothing.

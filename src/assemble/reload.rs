@@ -15,12 +15,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-
+use super::compile::compile_reusing;
+use super::runtime::{KeyChanges, Runtime};
 use crate::assemble::Bootstrap;
-use crate::assemble::runtime::{KeyChanges, KeyRefreshers};
-use crate::auth::IssuerVerifier;
-use crate::auth::verify::TokenTypeRule;
 use crate::clock::SharedClock;
 use crate::config::{self, ConfigError};
 use crate::keys::fetch::FetchError;
@@ -28,7 +25,7 @@ use crate::pipeline::Snapshot;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{HTTPS_LISTENER, RELOAD_ERROR, RELOAD_SUCCESS};
 use crate::tls::EXPIRY_WARNING_SECS;
-use crate::upstream::pools::{PoolChanges, UpstreamPools};
+use crate::upstream::pools::PoolChanges;
 
 /// What asked for a reload, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,9 +100,7 @@ pub struct Reloader {
     path: PathBuf,
     /// What the process was started with; a reload may not change it.
     bootstrap: Bootstrap,
-    snapshot: Arc<ArcSwap<Snapshot>>,
-    refreshers: Arc<KeyRefreshers>,
-    pools: Arc<UpstreamPools>,
+    runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
     clock: SharedClock,
     /// Held for a whole reload: two at once could each keep a key store
@@ -117,18 +112,14 @@ impl Reloader {
     pub fn new(
         path: PathBuf,
         bootstrap: Bootstrap,
-        snapshot: Arc<ArcSwap<Snapshot>>,
-        refreshers: Arc<KeyRefreshers>,
-        pools: Arc<UpstreamPools>,
+        runtime: Arc<Runtime>,
         metrics: Arc<Metrics>,
         clock: SharedClock,
     ) -> Self {
         Self {
             path,
             bootstrap,
-            snapshot,
-            refreshers,
-            pools,
+            runtime,
             metrics,
             clock,
             serial: Mutex::new(()),
@@ -142,7 +133,7 @@ impl Reloader {
     /// The files a change of which is worth a reload: the config, and the
     /// certificate and key files the running config serves.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        let snapshot = self.snapshot.load();
+        let snapshot = self.runtime.snapshot.load();
         let mut files = vec![self.path.clone()];
         if let Some(https) = &snapshot.https {
             files.extend(https.certificates.files().map(Path::to_path_buf));
@@ -193,9 +184,7 @@ impl Reloader {
 
     fn swap(&self) -> Result<Reloaded, ReloadError> {
         let config = config::load(&self.path)?;
-        let compiled = crate::assemble::compile_reusing(&self.path, config, &|identity| {
-            self.refreshers.existing(identity)
-        })?;
+        let compiled = compile_reusing(&self.path, config, self.runtime.as_ref())?;
         let changes = self.bootstrap.changes(&compiled.bootstrap);
         if !changes.is_empty() {
             return Err(ReloadError::RestartNeeded {
@@ -203,59 +192,36 @@ impl Reloader {
                 changes,
             });
         }
-        let mut snapshot = compiled.snapshot;
-        self.keep_unchanged_verifiers(&mut snapshot);
-        for warning in &snapshot.warnings {
+        for warning in &compiled.snapshot.warnings {
             tracing::warn!("{warning}");
         }
-        warn_expiring_certificates(&snapshot, self.clock.now_unix());
-        let (remote_keys, retired) =
-            self.refreshers
-                .apply(&snapshot)
-                .map_err(|source| ReloadError::KeyRefresh {
-                    file: self.path.clone(),
-                    source,
-                })?;
-        // Unchanged upstreams keep their running pool (endpoints, health);
-        // new ones resolve their names before the snapshot serves.
-        let (upstreams, retired_pools) = self.pools.apply(&snapshot);
-        let reloaded = Reloaded {
-            issuers: snapshot.issuers.len(),
-            routes: snapshot.routes.len(),
-            remote_keys,
-            upstreams,
-        };
-        let previous = self.snapshot.swap(Arc::new(snapshot));
-        record_certificate_expiry(&self.metrics, &self.snapshot.load());
-        self.refreshers.stop(retired);
-        self.pools.stop(retired_pools);
+        warn_expiring_certificates(&compiled.snapshot, self.clock.now_unix());
+        let previous = self.runtime.snapshot.load_full();
+        let (issuers, routes) = (
+            compiled.snapshot.issuers.len(),
+            compiled.snapshot.routes.len(),
+        );
+        let applied = self
+            .runtime
+            .serve(compiled)
+            .map_err(|source| ReloadError::KeyRefresh {
+                file: self.path.clone(),
+                source,
+            })?;
+        record_certificate_expiry(&self.metrics, &self.runtime.snapshot.load());
         self.forget_issuer_gauges(&previous);
-        Ok(reloaded)
-    }
-
-    /// An issuer whose rules and key store are those of a running one keeps
-    /// the running verifier, and with it the token cache's entries for it
-    /// (they record the verifier's id): a reload that changes only routes
-    /// costs no verification. The snapshot's remote key sources need no
-    /// change: they name the key store, which `same_verifier` requires to be
-    /// the running one already.
-    fn keep_unchanged_verifiers(&self, snapshot: &mut Snapshot) {
-        let running = self.snapshot.load();
-        for verifier in &mut snapshot.issuers {
-            if let Some(old) = running
-                .issuers
-                .iter()
-                .find(|old| same_verifier(old, verifier))
-            {
-                *verifier = old.clone();
-            }
-        }
+        Ok(Reloaded {
+            issuers,
+            routes,
+            remote_keys: applied.remote_keys,
+            upstreams: applied.upstreams,
+        })
     }
 
     /// Key gauges of issuers the new config no longer has would otherwise
     /// report their last values forever.
     fn forget_issuer_gauges(&self, previous: &Snapshot) {
-        let current = self.snapshot.load();
+        let current = self.runtime.snapshot.load();
         for issuer in &previous.issuers {
             let name = issuer.name.as_str();
             if !current.issuers.iter().any(|i| i.name == name) {
@@ -289,50 +255,6 @@ pub fn record_certificate_expiry(metrics: &Metrics, snapshot: &Snapshot) {
         })
     });
     metrics.record_certificate_expiry(HTTPS_LISTENER, hosts);
-}
-
-/// Whether `new` verifies exactly as `old` does: the same key store and
-/// every rule equal. Every field is named, so a field added to
-/// [`IssuerVerifier`] can't be forgotten here.
-fn same_verifier(old: &IssuerVerifier, new: &IssuerVerifier) -> bool {
-    let IssuerVerifier {
-        id: _,
-        name,
-        issuer,
-        algorithms,
-        audiences,
-        check_audience,
-        leeway_secs,
-        require_exp,
-        max_lifetime_secs,
-        require_sub,
-        require_jti,
-        token_type:
-            TokenTypeRule {
-                typ,
-                claim,
-                claim_values,
-            },
-        scope_claim,
-        keys,
-        required,
-    } = new;
-    Arc::ptr_eq(keys, &old.keys)
-        && *name == old.name
-        && *issuer == old.issuer
-        && *algorithms == old.algorithms
-        && *audiences == old.audiences
-        && *check_audience == old.check_audience
-        && *leeway_secs == old.leeway_secs
-        && *require_exp == old.require_exp
-        && *max_lifetime_secs == old.max_lifetime_secs
-        && *require_sub == old.require_sub
-        && *require_jti == old.require_jti
-        && *typ == old.token_type.typ
-        && *claim == old.token_type.claim
-        && *claim_values == old.token_type.claim_values
-        && *scope_claim == old.scope_claim
-        && *required == old.required
 }
 
 /// How long the directory must stay quiet before a burst of events (an

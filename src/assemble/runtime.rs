@@ -1,10 +1,11 @@
 //! The runtime lifetime: state that outlives any one config. Each remote
 //! issuer's key store and the refresher that fills it are kept here, keyed
-//! by the issuer's [`RemoteIdentity`]; a reload hands the stores it can keep
-//! to the new snapshot, starts refreshers for issuers that are new (or
-//! whose key source changed) and stops those of issuers that are gone. The
-//! verified-token cache and the metrics live as long, in the proxy and the
-//! server.
+//! by the issuer's [`RemoteIdentity`], and each route's upstream pool, keyed
+//! by its route and settings; a compiled config is handed the stores and
+//! pools it can keep (see [`Running`]), and serving it starts refreshers
+//! and pools that are new and stops those no longer used. The
+//! verified-token cache and the metrics live as long, in the pipeline and
+//! the server.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,19 +16,177 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 
+use arc_swap::ArcSwap;
+
+use super::compile::{Compiled, Running};
+use crate::auth::IssuerVerifier;
+use crate::auth::verify::TokenTypeRule;
 use crate::clock::SharedClock;
 use crate::keys::KeyStore;
 use crate::keys::disk::DiskCache;
 use crate::keys::fetch::FetchError;
 use crate::keys::remote::{Refresher, RemoteIdentity};
 use crate::pipeline::Snapshot;
+use crate::proxy::Serving;
 use crate::telemetry::Metrics;
+use crate::upstream::pools::{PoolChanges, UpstreamPools};
+use crate::upstream::{PoolIdentity, UpstreamPool};
+
+/// The live things of a running gateway, and the config they serve.
+pub struct Runtime {
+    pub keys: Arc<KeyRefreshers>,
+    pub upstreams: Arc<UpstreamPools>,
+    /// The config decisions are made against, for every adapter.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The same config, with each route's upstream, for the proxy.
+    pub serving: Arc<ArcSwap<Serving>>,
+}
+
+/// What serving a new config did to the live things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub remote_keys: KeyChanges,
+    pub upstreams: PoolChanges,
+}
+
+impl Running for Runtime {
+    fn key_store(&self, identity: &RemoteIdentity) -> Option<Arc<KeyStore>> {
+        self.keys.existing(identity)
+    }
+
+    fn upstream_pool(&self, identity: &PoolIdentity) -> Option<Arc<UpstreamPool>> {
+        self.upstreams.existing(identity)
+    }
+}
+
+impl Runtime {
+    /// Starts the refreshers and pools of the first config, each key store
+    /// with its disk copy installed and each upstream name resolved, before
+    /// any listener opens.
+    pub fn start(
+        compiled: Compiled,
+        keys: KeyRefreshers,
+        upstreams: UpstreamPools,
+    ) -> Result<Self, FetchError> {
+        let keys = Arc::new(keys);
+        let upstreams = Arc::new(upstreams);
+        let (_, nothing_retired) = keys.apply(&compiled.snapshot)?;
+        keys.stop(nothing_retired);
+        let (_, nothing_retired) = upstreams.apply(&compiled.upstreams);
+        upstreams.stop(nothing_retired);
+        let (snapshot, serving) = views(compiled);
+        Ok(Self {
+            keys,
+            upstreams,
+            snapshot: Arc::new(ArcSwap::new(snapshot)),
+            serving: Arc::new(ArcSwap::new(serving)),
+        })
+    }
+
+    /// Serves `compiled` in place of the running config: its new key
+    /// stores get refreshers and its new pools start, then both views of
+    /// the config are swapped, then what only the old config used stops.
+    /// Fails before changing anything.
+    pub fn serve(&self, compiled: Compiled) -> Result<Applied, FetchError> {
+        let mut snapshot = compiled.snapshot;
+        self.keep_unchanged_verifiers(&mut snapshot);
+        let (remote_keys, retired_keys) = self.keys.apply(&snapshot)?;
+        // Unchanged upstreams keep their running pool (endpoints, health);
+        // new ones resolve their names before the config serves.
+        let (upstreams, retired_pools) = self.upstreams.apply(&compiled.upstreams);
+        let (snapshot, serving) = views(Compiled {
+            snapshot,
+            ..compiled
+        });
+        self.serving.store(serving);
+        self.snapshot.store(snapshot);
+        self.keys.stop(retired_keys);
+        self.upstreams.stop(retired_pools);
+        Ok(Applied {
+            remote_keys,
+            upstreams,
+        })
+    }
+
+    /// An issuer whose rules and key store are those of a running one keeps
+    /// the running verifier, and with it the token cache's entries for it
+    /// (they record the verifier's id): a reload that changes only routes
+    /// costs no verification. The snapshot's remote key sources need no
+    /// change: they name the key store, which `same_verifier` requires to be
+    /// the running one already.
+    fn keep_unchanged_verifiers(&self, snapshot: &mut Snapshot) {
+        let running = self.snapshot.load();
+        for verifier in &mut snapshot.issuers {
+            if let Some(old) = running
+                .issuers
+                .iter()
+                .find(|old| same_verifier(old, verifier))
+            {
+                *verifier = old.clone();
+            }
+        }
+    }
+}
+
+/// The config as every adapter reads it, and as the proxy does.
+fn views(compiled: Compiled) -> (Arc<Snapshot>, Arc<Serving>) {
+    let snapshot = Arc::new(compiled.snapshot);
+    let serving = Arc::new(Serving {
+        snapshot: snapshot.clone(),
+        upstreams: compiled.upstreams,
+    });
+    (snapshot, serving)
+}
+
+/// Whether `new` verifies exactly as `old` does: the same key store and
+/// every rule equal. Every field is named, so a field added to
+/// [`IssuerVerifier`] can't be forgotten here.
+fn same_verifier(old: &IssuerVerifier, new: &IssuerVerifier) -> bool {
+    let IssuerVerifier {
+        id: _,
+        name,
+        issuer,
+        algorithms,
+        audiences,
+        check_audience,
+        leeway_secs,
+        require_exp,
+        max_lifetime_secs,
+        require_sub,
+        require_jti,
+        token_type:
+            TokenTypeRule {
+                typ,
+                claim,
+                claim_values,
+            },
+        scope_claim,
+        keys,
+        required,
+    } = new;
+    Arc::ptr_eq(keys, &old.keys)
+        && *name == old.name
+        && *issuer == old.issuer
+        && *algorithms == old.algorithms
+        && *audiences == old.audiences
+        && *check_audience == old.check_audience
+        && *leeway_secs == old.leeway_secs
+        && *require_exp == old.require_exp
+        && *max_lifetime_secs == old.max_lifetime_secs
+        && *require_sub == old.require_sub
+        && *require_jti == old.require_jti
+        && *typ == old.token_type.typ
+        && *claim == old.token_type.claim
+        && *claim_values == old.token_type.claim_values
+        && *scope_claim == old.scope_claim
+        && *required == old.required
+}
 
 /// Every remote issuer's refresher, across reloads.
 pub struct KeyRefreshers {
     /// Touched only by startup and by reloads, which are serialized: never
     /// on the request path.
-    running: Mutex<Vec<Running>>,
+    running: Mutex<Vec<RunningRefresher>>,
     commands: mpsc::UnboundedSender<Command>,
     /// Taken by the background service when it starts; commands sent
     /// before then wait in the channel.
@@ -38,7 +197,7 @@ pub struct KeyRefreshers {
     next_task: std::sync::atomic::AtomicU64,
 }
 
-struct Running {
+struct RunningRefresher {
     identity: RemoteIdentity,
     keys: Arc<KeyStore>,
     task: u64,
@@ -133,7 +292,7 @@ impl KeyRefreshers {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // Only fails once the service has stopped: the process is ending.
             let _ = self.commands.send(Command::Start(task, refresher));
-            next.push(Running {
+            next.push(RunningRefresher {
                 identity,
                 keys,
                 task,
@@ -200,6 +359,19 @@ mod tests {
 
     use super::*;
     use crate::assemble::compile_reusing;
+
+    /// The refreshers' stores, for a config compiled beside them.
+    struct Lookup<'a>(&'a KeyRefreshers);
+
+    impl Running for Lookup<'_> {
+        fn key_store(&self, identity: &RemoteIdentity) -> Option<Arc<KeyStore>> {
+            self.0.existing(identity)
+        }
+
+        fn upstream_pool(&self, _: &PoolIdentity) -> Option<Arc<UpstreamPool>> {
+            None
+        }
+    }
     use crate::config::parse;
 
     /// A config whose remote issuers (named in `issuers`) fetch from a
@@ -214,7 +386,7 @@ mod tests {
         yaml.push_str("routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n");
         let path = Path::new("gateway.yaml");
         let config = parse(path, &yaml, &|_| None).unwrap();
-        compile_reusing(path, config, &|identity| refreshers.existing(identity))
+        compile_reusing(path, config, &Lookup(refreshers))
             .unwrap()
             .snapshot
     }

@@ -24,10 +24,10 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use super::{Bootstrap, Compiled};
 use crate::admin::Admin;
 use crate::assemble::reload::{self, Reloader, Trigger, WatchError};
-use crate::assemble::runtime::KeyRefreshers;
-use crate::assemble::{Bootstrap, Compiled};
+use crate::assemble::runtime::{KeyRefreshers, Runtime};
 use crate::auth::token_cache::TokenCache;
 use crate::clock::SharedClock;
 use crate::echo::Echo;
@@ -205,10 +205,7 @@ fn add_grpc_authz(
 
 /// Runs until SIGTERM's drain is over or SIGINT; fails only at startup.
 pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Result<(), ServerError> {
-    let Compiled {
-        bootstrap,
-        snapshot,
-    } = compiled;
+    let bootstrap = compiled.bootstrap.clone();
     check_addresses_free(&bootstrap)?;
     let conf = ServerConf {
         threads: bootstrap
@@ -232,30 +229,30 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
 
     let metrics = Arc::new(Metrics::new());
     metrics.config_last_reload.set(clock.now_unix());
-    reload::record_certificate_expiry(&metrics, &snapshot);
-    reload::warn_expiring_certificates(&snapshot, clock.now_unix());
-    let refreshers = Arc::new(KeyRefreshers::new(
-        bootstrap.keys_cache_dir.clone(),
-        metrics.clone(),
-        clock.clone(),
-    ));
-    // The first snapshot's stores are all new: this starts every refresher,
-    // each with its disk copy installed, before the listeners open.
-    let (_, nothing_retired) = refreshers.apply(&snapshot)?;
-    refreshers.stop(nothing_retired);
-    // Always there, even with no remote issuer yet: a reload may add one.
+    reload::record_certificate_expiry(&metrics, &compiled.snapshot);
+    reload::warn_expiring_certificates(&compiled.snapshot, clock.now_unix());
+    // Every remote issuer's refresher starts, with its disk copy installed,
+    // and every route's upstream names are resolved, before the listeners
+    // open; the refresh and pool loops run in the background (the refresh
+    // service is there even with no remote issuer yet: a reload may add one).
+    let runtime = Arc::new(Runtime::start(
+        compiled,
+        KeyRefreshers::new(
+            bootstrap.keys_cache_dir.clone(),
+            metrics.clone(),
+            clock.clone(),
+        ),
+        UpstreamPools::new(metrics.clone(), clock.clone()),
+    )?);
     server.add_service(background_service(
         "jwtgate key refresh",
-        refreshers.service(),
+        runtime.keys.service(),
     ));
-
+    server.add_service(background_service(
+        "jwtgate upstreams",
+        runtime.upstreams.service(),
+    ));
     let revocations = open_revocations(&mut server, &bootstrap, &metrics, &clock)?;
-    // Every route's upstream pool, its names resolved before the listeners
-    // open; the pools' loops run in the background.
-    let pools = Arc::new(UpstreamPools::new(metrics.clone(), clock.clone()));
-    let (_, nothing_retired) = pools.apply(&snapshot);
-    pools.stop(nothing_retired);
-    server.add_service(background_service("jwtgate upstreams", pools.service()));
 
     let token_cache = bootstrap.token_cache.as_ref().map(|settings| {
         TokenCache::new(
@@ -265,13 +262,11 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         )
     });
     let drain = Drain::new();
-    let shared = Arc::new(ArcSwap::from_pointee(snapshot));
+    let shared = runtime.snapshot.clone();
     let reloader = Arc::new(Reloader::new(
         options.config_path,
         bootstrap.clone(),
-        shared.clone(),
-        refreshers,
-        pools,
+        runtime.clone(),
         metrics.clone(),
         clock.clone(),
     ));
@@ -315,9 +310,14 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
     }
     let mut proxy_app = pingora::proxy::http_proxy(
         &server.configuration,
-        Gateway::new(shared.clone(), metrics.clone(), clock.clone(), token_cache)
-            .with_revocations(revocations.as_ref().map(|r| r.list().clone()))
-            .with_rate_limits(rate_limits),
+        Gateway::new(
+            runtime.serving.clone(),
+            metrics.clone(),
+            clock.clone(),
+            token_cache,
+        )
+        .with_revocations(revocations.as_ref().map(|r| r.list().clone()))
+        .with_rate_limits(rate_limits),
     );
     if bootstrap.h2c {
         // Pingora looks for the HTTP/2 preface only on clear-text

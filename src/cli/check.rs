@@ -16,13 +16,13 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     // summary shows each route's match as written.
     let compiled = jwtgate::config::load(path).and_then(|config| {
         let matches: Vec<String> = config.routes.iter().map(|r| matcher(&r.matcher)).collect();
-        jwtgate::assemble::compile_reusing(path, config, &|_| None)
-            .map(|compiled| (compiled, matches))
+        jwtgate::assemble::compile_reusing(path, config, &()).map(|compiled| (compiled, matches))
     });
     let (
         jwtgate::assemble::Compiled {
             bootstrap,
             snapshot,
+            upstreams,
         },
         matches,
     ) = match compiled {
@@ -101,13 +101,12 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     outln!("routes ({}):", snapshot.routes.len());
-    for (route, matched) in snapshot.routes.iter().zip(&matches) {
-        let upstreams = if route.authz_only {
-            "(none: listen.authz only)".to_string()
-        } else {
-            route.upstream.pool().addrs().join(",")
+    for ((route, matched), upstream) in snapshot.routes.iter().zip(&matches).zip(&upstreams) {
+        let addrs = match upstream {
+            Some(upstream) => upstream.pool.addrs().join(","),
+            None => "(none: listen.authz only)".to_string(),
         };
-        outln!("  {:<12} {matched} → {upstreams}", route.name);
+        outln!("  {:<12} {matched} → {addrs}", route.name);
         outln!("  {:<12} {}", "", policy(&snapshot, route));
     }
     for warning in snapshot.warnings.iter().chain(&warnings) {

@@ -772,23 +772,6 @@ impl Default for DnsConfig {
     }
 }
 
-impl UpstreamConfig {
-    /// What a route without `upstream` compiles from: no address, and
-    /// nothing that would ever be connected to.
-    pub fn none() -> Self {
-        Self {
-            addrs: Vec::new(),
-            connect_timeout: default_connect_timeout(),
-            read_timeout: default_read_timeout(),
-            write_timeout: default_read_timeout(),
-            tls: None,
-            resolve_interval: default_resolve_interval(),
-            eject_for: default_eject_for(),
-            health_check: None,
-        }
-    }
-}
-
 /// How jwtgate speaks TLS to a route's upstream. The files are read when
 /// the config is loaded, so a reload picks up rotated ones.
 #[derive(Debug, Deserialize)]

@@ -27,7 +27,7 @@ use prometheus::Histogram;
 pub use decision::{
     Decision, Denial, HTTPS_REQUIRED, RATE_LIMITED, Refusal, TOKEN_CHECK, UpstreamRewrite,
 };
-pub use snapshot::{ClaimHeader, CompiledRoute, ForwardPlan, HttpsState, Snapshot, Upstream};
+pub use snapshot::{ClaimHeader, CompiledRoute, ForwardPlan, HttpsState, Snapshot};
 pub use view::{RequestView, Scheme, TargetForm};
 
 use self::canonical::{RequestTarget, TargetError};

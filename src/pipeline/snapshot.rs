@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-
 use super::canonical::PathRules;
 use super::client::TrustedProxies;
 use super::cors::CorsPolicy;
@@ -20,8 +18,6 @@ use crate::keys::remote::RemoteSource;
 use crate::state::rate_limit::RouteRateLimits;
 use crate::telemetry::metrics::RouteSeries;
 use crate::tls::Certificates;
-use crate::upstream::UpstreamPool;
-use crate::upstream::tls::UpstreamTls;
 
 /// Everything the gateway serves from, immutable once built; a reload
 /// compiles a new one and swaps it in whole.
@@ -67,10 +63,12 @@ pub struct HttpsState {
 #[derive(Debug)]
 pub struct CompiledRoute {
     pub name: String,
+    /// Its place in [`Snapshot::routes`]: adapters keep what they need per
+    /// route (the proxy its upstream) in tables of the same order.
+    pub index: usize,
     pub mode: AuthMode,
     pub policy: RoutePolicy,
     pub sources: TokenSources,
-    pub upstream: Upstream,
     pub forward: ForwardPlan,
     /// `None`: no CORS handling, and nothing spent on it per request.
     pub cors: Option<CorsPolicy>,
@@ -82,31 +80,6 @@ pub struct CompiledRoute {
     /// No upstream: decided only for the authorization listener; the
     /// proxy answers 404 as if the route did not exist.
     pub authz_only: bool,
-}
-
-#[derive(Debug)]
-pub struct Upstream {
-    /// The endpoints: the pool compiled with this snapshot, or the running
-    /// one it replaced by on applying the snapshot (see
-    /// [`crate::upstream::pools`]).
-    pub pool: ArcSwap<UpstreamPool>,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub write_timeout: Duration,
-    /// `None`: clear text.
-    pub tls: Option<UpstreamTls>,
-}
-
-impl Upstream {
-    pub fn pool(&self) -> arc_swap::Guard<Arc<UpstreamPool>> {
-        self.pool.load()
-    }
-
-    /// Serves from `running`, a pool with the same settings that a
-    /// previous snapshot started.
-    pub fn use_pool(&self, running: Arc<UpstreamPool>) {
-        self.pool.store(running);
-    }
 }
 
 #[derive(Debug)]

@@ -28,26 +28,40 @@ use crate::pipeline::{
 use crate::telemetry::Metrics;
 use crate::telemetry::logging::{ACCESS_TARGET, Truncated};
 use crate::telemetry::metrics::NO_ROUTE;
+use crate::upstream::RouteUpstream;
 
-/// The proxy. Holds the current config snapshot behind an atomic pointer,
-/// so a request takes one lock-free load and works from that snapshot to
-/// its end.
+/// What the proxy serves from: the config snapshot decisions are made
+/// against, and where each of its routes' requests go, in the order of
+/// [`Snapshot::routes`]. A reload replaces both at once.
+pub struct Serving {
+    pub snapshot: Arc<Snapshot>,
+    pub upstreams: Vec<Option<RouteUpstream>>,
+}
+
+impl Serving {
+    fn upstream(&self, route: &CompiledRoute) -> Option<&RouteUpstream> {
+        self.upstreams.get(route.index)?.as_ref()
+    }
+}
+
+/// The proxy. Holds what it serves from behind an atomic pointer, so a
+/// request takes one lock-free load and works from that config to its end.
 pub struct Gateway {
-    snapshot: Arc<ArcSwap<Snapshot>>,
+    serving: Arc<ArcSwap<Serving>>,
     metrics: Arc<Metrics>,
     pipeline: Pipeline,
 }
 
 impl Gateway {
     pub fn new(
-        snapshot: Arc<ArcSwap<Snapshot>>,
+        serving: Arc<ArcSwap<Serving>>,
         metrics: Arc<Metrics>,
         clock: SharedClock,
         cache: Option<TokenCache>,
     ) -> Self {
         let pipeline = Pipeline::new(clock, cache).timed(metrics.verify_duration.clone());
         Self {
-            snapshot,
+            serving,
             metrics,
             pipeline,
         }
@@ -73,7 +87,7 @@ pub struct RequestCtx {
     /// For the access log's latency: unread (and so not taken) when the
     /// access log is filtered out.
     started: Option<Instant>,
-    snapshot: Option<Arc<Snapshot>>,
+    serving: Option<Arc<Serving>>,
     route: Option<Arc<CompiledRoute>>,
     /// Shared by the upstream request, the response and the logs.
     request_id: HeaderValue,
@@ -266,7 +280,7 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
             started: access_log_enabled().then(Instant::now),
-            snapshot: None,
+            serving: None,
             route: None,
             request_id: HeaderValue::from_static(""),
             identity: None,
@@ -285,8 +299,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        let snapshot = self.snapshot.load_full();
-        ctx.snapshot = Some(snapshot.clone());
+        let serving = self.serving.load_full();
+        let snapshot = serving.snapshot.clone();
+        ctx.serving = Some(serving);
         ctx.request_id = headers::request_id(session.req_header());
         ctx.client_address = client_address(session, &snapshot);
         ctx.scheme = scheme(session);
@@ -312,9 +327,16 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        let route = ctx.route.as_ref().expect("routed in request_filter");
-        let upstream = &route.upstream;
-        let Some(endpoint) = upstream.pool().select() else {
+        // Only a routed request with an upstream gets past request_filter.
+        let Some(upstream) = ctx
+            .serving
+            .as_ref()
+            .zip(ctx.route.as_ref())
+            .and_then(|(serving, route)| serving.upstream(route))
+        else {
+            return Err(Error::explain(ErrorType::InternalError, "no upstream").into_in());
+        };
+        let Some(endpoint) = upstream.pool.select() else {
             // A name that has not resolved yet: nothing to connect to.
             return Err(Error::explain(
                 ErrorType::ConnectNoRoute,
@@ -348,7 +370,12 @@ impl ProxyHttp for Gateway {
         }
         // Set the endpoint aside for a while, and try each endpoint of the
         // route once before giving up.
-        let pool = ctx.route.as_ref().map(|route| route.upstream.pool());
+        let pool = ctx
+            .serving
+            .as_ref()
+            .zip(ctx.route.as_ref())
+            .and_then(|(serving, route)| serving.upstream(route))
+            .map(|upstream| &upstream.pool);
         if let (Some(pool), Some(addr)) = (&pool, ctx.upstream_addr) {
             pool.eject(addr);
         }
@@ -385,7 +412,7 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let (Some(snapshot), Some(route)) = (&ctx.snapshot, &ctx.route) else {
+        let (Some(serving), Some(route)) = (&ctx.serving, &ctx.route) else {
             return Ok(());
         };
         if let Some(target) = &ctx.upstream.target {
@@ -398,7 +425,7 @@ impl ProxyHttp for Gateway {
             upstream_request,
             &Forwarding {
                 route,
-                identity_headers: &snapshot.identity_headers,
+                identity_headers: &serving.snapshot.identity_headers,
                 identity: ctx.identity.as_deref(),
                 request_id: &ctx.request_id,
                 client: ctx.client_address,
@@ -418,8 +445,8 @@ impl ProxyHttp for Gateway {
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.cors.as_ref()) {
             policy.decorate(&session.req_header().headers, upstream_response);
         }
-        if let Some(snapshot) = &ctx.snapshot {
-            add_hsts(ctx, snapshot, upstream_response);
+        if let Some(serving) = &ctx.serving {
+            add_hsts(ctx, &serving.snapshot, upstream_response);
         }
         Ok(())
     }
@@ -480,8 +507,9 @@ impl Gateway {
         let identity = ctx.identity.as_ref().or(ctx.denied_identity.as_ref());
         let issuer = identity.map(|i| i.issuer).or(ctx.issuer);
         let issuer = ctx
-            .snapshot
+            .serving
             .as_ref()
+            .map(|serving| &serving.snapshot)
             .zip(issuer)
             .map(|(snapshot, i)| snapshot.issuers[i].name.as_str());
         let user_agent = request

@@ -12,4 +12,4 @@ pub mod reject;
 pub mod request_id;
 pub mod sni;
 
-pub use gateway::{Gateway, RequestCtx};
+pub use gateway::{Gateway, RequestCtx, Serving};

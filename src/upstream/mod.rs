@@ -59,6 +59,19 @@ pub struct PoolIdentity {
     tls: Option<u64>,
 }
 
+/// Where a route's requests go: its pool of endpoints, handed out by the
+/// runtime (a reload that leaves the settings alone keeps the running
+/// pool), and how to connect to them.
+#[derive(Debug)]
+pub struct RouteUpstream {
+    pub pool: Arc<UpstreamPool>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    /// `None`: clear text.
+    pub tls: Option<UpstreamTls>,
+}
+
 /// One chosen endpoint: where to connect, and which configured address it
 /// came from (for the TLS server name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,22 +122,6 @@ impl UpstreamPool {
         if config.addrs.is_empty() {
             return Err(PoolError::NoAddress);
         }
-        Self::build(route, config, dns, tls)
-    }
-
-    /// The pool of a route that has no upstream (decided only for the
-    /// authorization listener): no endpoint, nothing to resolve or check.
-    pub fn without_endpoints(route: &str, dns: &Dns) -> Self {
-        Self::build(route, &UpstreamConfig::none(), dns, None)
-            .expect("the settings of no upstream are valid")
-    }
-
-    fn build(
-        route: &str,
-        config: &UpstreamConfig,
-        dns: &Dns,
-        tls: Option<&UpstreamTls>,
-    ) -> Result<Self, PoolError> {
         let addrs = config
             .addrs
             .iter()

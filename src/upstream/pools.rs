@@ -15,9 +15,8 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 
-use super::UpstreamPool;
+use super::{PoolIdentity, RouteUpstream, UpstreamPool};
 use crate::clock::SharedClock;
-use crate::pipeline::Snapshot;
 use crate::telemetry::Metrics;
 
 /// How often the loop looks at endpoints set aside, at the longest.
@@ -61,29 +60,33 @@ impl UpstreamPools {
         }
     }
 
-    /// Makes `snapshot`'s routes use the running pool where their upstream
-    /// settings are unchanged, and starts the others, resolving their names
-    /// first (blocking, bounded by `dns.timeout` per name: call it off the
-    /// request path). The pools no route uses any more are returned, to be
-    /// stopped once the snapshot serves.
-    pub fn apply(&self, snapshot: &Snapshot) -> (PoolChanges, RetiredPools) {
+    /// The running pool built from `identity`'s settings, for a config
+    /// being compiled to keep.
+    pub fn existing(&self, identity: &PoolIdentity) -> Option<Arc<UpstreamPool>> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .iter()
+            .find(|pool| pool.identity() == identity)
+            .cloned()
+    }
+
+    /// Runs the pools of `upstreams` (a compiled config's, by route): those
+    /// already running keep running, with their endpoints and health; the
+    /// others start, their names resolved first (blocking, bounded by
+    /// `dns.timeout` per name: call it off the request path). The pools no
+    /// route uses any more are returned, to be stopped once the config
+    /// serves.
+    pub fn apply(&self, upstreams: &[Option<RouteUpstream>]) -> (PoolChanges, RetiredPools) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut changes = PoolChanges::default();
-        let mut next = Vec::with_capacity(snapshot.routes.len());
-        for route in &snapshot.routes {
-            let compiled = route.upstream.pool();
-            if let Some(index) = running
-                .iter()
-                .position(|pool| pool.identity() == compiled.identity())
-            {
-                let kept = running.swap_remove(index);
-                route.upstream.use_pool(kept.clone());
-                next.push(kept);
+        let mut next = Vec::with_capacity(upstreams.len());
+        for upstream in upstreams.iter().flatten() {
+            let pool = &upstream.pool;
+            if let Some(index) = running.iter().position(|p| Arc::ptr_eq(p, pool)) {
+                next.push(running.swap_remove(index));
                 changes.kept += 1;
                 continue;
             }
-            let pool = Arc::clone(&compiled);
-            drop(compiled);
             pool.resolved.count_failures_in(
                 self.metrics
                     .upstream_resolve_failures
@@ -93,12 +96,12 @@ impl UpstreamPools {
                 if let Some(previous) = running.iter().find(|p| p.route() == pool.route()) {
                     pool.resolved.adopt(&previous.resolved);
                 }
-                resolve_first(&pool);
+                resolve_first(pool);
             }
-            publish(&pool, &self.metrics);
+            publish(pool, &self.metrics);
             // Only fails once the service has stopped: the process is ending.
             let _ = self.commands.send(Command::Start(pool.clone()));
-            next.push(pool);
+            next.push(pool.clone());
             changes.started += 1;
         }
         let retired: Vec<_> = running.drain(..).collect();
