@@ -14,15 +14,7 @@
 
 use std::borrow::Cow;
 
-/// What to do with a path form that backends read in different ways.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub enum Handling {
-    /// Answer 400.
-    #[default]
-    Reject,
-    /// Let it through; see each rule for how it is routed and forwarded.
-    Keep,
-}
+pub use crate::config::schema::Handling;
 
 /// The gateway's choices for each ambiguous path form.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
