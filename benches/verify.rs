@@ -48,7 +48,7 @@ use jwtgate::mint::Signer;
 use jwtgate::pipeline::canonical::{PathRules, RequestTarget};
 use jwtgate::pipeline::client::ClientAddress;
 use jwtgate::pipeline::router::Router;
-use jwtgate::pipeline::{Decision, Pipeline, RequestView, Scheme, TargetForm};
+use jwtgate::pipeline::{Adapter, Decision, Pipeline, RequestView, Scheme, TargetForm};
 use jwtgate::proxy::headers::{self, Forwarding};
 
 const ISS: &str = "https://issuer.bench";
@@ -358,6 +358,7 @@ routes:
         headers: &headers,
         client: None,
         scheme: Scheme::Http,
+        adapter: Adapter::Proxy,
     };
     // Keys are local: the decision never waits, so one poll completes it.
     let decide = || {

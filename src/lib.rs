@@ -8,11 +8,13 @@
 //! `state` (the revocation list) ← `pipeline` ← the adapters.
 
 pub mod admin;
+pub mod answers;
 pub mod assemble;
 pub mod auth;
 pub mod authz;
 pub mod clock;
 pub mod config;
+pub mod digest;
 pub mod echo;
 pub mod jose;
 pub mod keys;

@@ -96,6 +96,9 @@ pub struct Certificates {
     wildcard: HashMap<String, usize>,
 }
 
+/// Reads a file the config names.
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>;
+
 /// What a certificate entry is read from.
 pub struct CertificateFiles<'a> {
     pub hosts: &'a [String],
@@ -107,6 +110,7 @@ impl Certificates {
     /// Reads and checks every entry; `entries` must not be empty.
     pub fn load<'a>(
         entries: impl IntoIterator<Item = CertificateFiles<'a>>,
+        read: ReadFile<'_>,
     ) -> Result<Self, (usize, LoadError)> {
         let mut loaded = Vec::new();
         let mut exact = HashMap::new();
@@ -125,7 +129,7 @@ impl Certificates {
                 }
                 hosts.push(host);
             }
-            let certificate = load_pair(hosts, files.cert, files.key)
+            let certificate = load_pair(hosts, files.cert, files.key, read)
                 .map_err(|e| (index, LoadError::Certificate(e)))?;
             loaded.push(certificate);
         }
@@ -243,8 +247,8 @@ fn check_dns_name(name: &str, as_written: &str) -> Result<(), HostError> {
     Ok(())
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, CertificateError> {
-    std::fs::read(path).map_err(|source| CertificateError::Read {
+fn read_file(read: ReadFile<'_>, path: &Path) -> Result<Vec<u8>, CertificateError> {
+    read(path).map_err(|source| CertificateError::Read {
         path: path.to_path_buf(),
         source,
     })
@@ -254,8 +258,9 @@ fn load_pair(
     hosts: Vec<String>,
     cert_path: PathBuf,
     key_path: PathBuf,
+    read: ReadFile<'_>,
 ) -> Result<LoadedCertificate, CertificateError> {
-    let pem = read(&cert_path)?;
+    let pem = read_file(read, &cert_path)?;
     let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CertificateError::BadCertificate {
@@ -274,7 +279,7 @@ fn load_pair(
             });
         }
     };
-    let key_pem = read(&key_path)?;
+    let key_pem = read_file(read, &key_path)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => CertificateError::NoKey {
             path: key_path.clone(),

@@ -47,7 +47,7 @@ fn config(trusted: &str, redis: Option<&str>) -> String {
     let mut yaml = BASE.replace("{TRUSTED}", trusted);
     if let Some(url) = redis {
         yaml.push_str(&format!(
-            "rate_limit: {{ redis: {{ url: \"{url}\", key_prefix: jwtgate-rl-test, sync_interval: 50ms }} }}\n"
+            "redis: {{ url: \"{url}\" }}\nrate_limit: {{ redis: {{ key_prefix: jwtgate-rl-test, sync_interval: 50ms }} }}\n"
         ));
     }
     yaml

@@ -465,7 +465,12 @@ async fn unknown_kid_flood_is_rate_limited() {
     let misses_before = gateway.metric(MISSES, &[]).await;
 
     let tokens: Vec<String> = (0..FLOOD)
-        .map(|_| foreign_token(&idp.issuer(), &jwtgate::proxy::request_id::new_request_id()))
+        .map(|_| {
+            foreign_token(
+                &idp.issuer(),
+                &jwtgate::answers::request_id::new_request_id(),
+            )
+        })
         .collect();
     let mut statuses = Vec::new();
     for chunk in tokens.chunks(AT_ONCE) {

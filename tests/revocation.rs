@@ -47,15 +47,16 @@ routes:
 "#;
 
 /// `BASE` plus a `revocation` block: the list kept in `dir`, the admin
-/// token from the environment, and Redis when given.
-fn config(dir: &Path, redis: Option<&str>) -> String {
+/// token from the environment, and when given, the gateway's `redis`
+/// connection and how the list is shared through it (`revocation.redis`).
+fn config(dir: &Path, redis: Option<(&str, &str)>) -> String {
     let mut yaml = format!(
         "{BASE}revocation:\n  dir: \"{}\"\n  admin_tokens: [{{ name: test-admin, env: {} }}]\n",
         dir.display(),
         ADMIN_ENV.0
     );
-    if let Some(redis) = redis {
-        yaml.push_str(&format!("  redis: {redis}\n"));
+    if let Some((connection, sharing)) = redis {
+        yaml.push_str(&format!("  redis: {sharing}\nredis: {connection}\n"));
     }
     yaml
 }
@@ -380,15 +381,16 @@ async fn without_admin_tokens_the_api_is_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_revocations_through_redis_and_survive_its_outage() {
     let mut redis = Redis::start().await;
-    let redis_block = format!(
-        "{{ url: \"{}\", key_prefix: \"jwtgate-test\", reconcile_interval: 2s }}",
-        redis.url()
+    let connection = format!("{{ url: \"{}\" }}", redis.url());
+    let redis_block = (
+        connection.as_str(),
+        "{ key_prefix: jwtgate-test, reconcile_interval: 2s }",
     );
     let upstream = Upstream::start();
     let (_keep_a, dir_a) = state_dir();
     let (_keep_b, dir_b) = state_dir();
-    let yaml_b = config(&dir_b, Some(&redis_block));
-    let a = gateway(&upstream, &config(&dir_a, Some(&redis_block))).await;
+    let yaml_b = config(&dir_b, Some(redis_block));
+    let a = gateway(&upstream, &config(&dir_a, Some(redis_block))).await;
     let mut b = gateway(&upstream, &yaml_b).await;
     let first = token(ISS, json!({ "jti": "shared-1" }));
     for gateway in [&a, &b] {
@@ -472,13 +474,11 @@ async fn two_replicas_share_revocations_through_redis_and_survive_its_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_jti_entries_disappear_from_memory_disk_and_redis() {
     let redis = Redis::start().await;
-    let redis_block = format!(
-        "{{ url: \"{}\", key_prefix: \"jwtgate-expiry\" }}",
-        redis.url()
-    );
+    let connection = format!("{{ url: \"{}\" }}", redis.url());
+    let redis_block = (connection.as_str(), "{ key_prefix: jwtgate-expiry }");
     let upstream = Upstream::start();
     let (_keep, dir) = state_dir();
-    let gateway = gateway(&upstream, &config(&dir, Some(&redis_block))).await;
+    let gateway = gateway(&upstream, &config(&dir, Some(redis_block))).await;
     gateway
         .wait_for_log(|log| log.contains("in step with Redis"))
         .await;
@@ -543,13 +543,14 @@ async fn expired_jti_entries_disappear_from_memory_disk_and_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_staleness_fails_readiness_while_redis_is_away() {
     let mut redis = Redis::start().await;
-    let redis_block = format!(
-        "{{ url: \"{}\", key_prefix: \"jwtgate-stale\", max_staleness: 1s, timeout: 200ms }}",
-        redis.url()
+    let connection = format!("{{ url: \"{}\", timeout: 200ms }}", redis.url());
+    let redis_block = (
+        connection.as_str(),
+        "{ key_prefix: jwtgate-stale, max_staleness: 1s }",
     );
     let upstream = Upstream::start();
     let (_keep, dir) = state_dir();
-    let gateway = gateway(&upstream, &config(&dir, Some(&redis_block))).await;
+    let gateway = gateway(&upstream, &config(&dir, Some(redis_block))).await;
     let readyz = || async {
         let response = gateway
             .client()
@@ -653,10 +654,43 @@ fn tls_files(dir: &Path) {
         "-extfile",
         "ext",
     ]);
+    // The gateway's own certificate, for a server that asks for one (an
+    // extension makes it X.509 v3, the only version rustls accepts).
+    std::fs::write(dir.join("client-ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    run(&[
+        &["req"],
+        &ec[..],
+        &[
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=jwtgate",
+        ],
+    ]
+    .concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "client-ext",
+    ]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_share_through_redis_over_tls_with_a_password() {
+async fn replicas_share_through_redis_over_mutual_tls_with_a_password() {
     let certs = tempfile::tempdir().unwrap();
     tls_files(certs.path());
     let port = free_port();
@@ -681,7 +715,7 @@ async fn replicas_share_through_redis_over_tls_with_a_password() {
             "--tls-ca-cert-file",
             &file("ca.pem"),
             "--tls-auth-clients",
-            "no",
+            "yes",
         ])
         .args([
             "--requirepass",
@@ -706,23 +740,21 @@ async fn replicas_share_through_redis_over_tls_with_a_password() {
     }
     let _server = Kill(&mut server);
 
-    let redis_block = format!(
-        "{{ url: \"rediss://localhost:{port}\", password_env: JWTGATE_TEST_REDIS_PASSWORD, key_prefix: tls }}"
+    // The server checks the gateway's client certificate, the gateway the
+    // server's against the test CA: both from `redis.tls`.
+    let connection = format!(
+        "{{ url: \"rediss://localhost:{port}\", password: {{ env: JWTGATE_TEST_REDIS_PASSWORD }}, tls: {{ ca_file: \"{}\", client_cert: \"{}\", client_key: \"{}\" }} }}",
+        file("ca.pem"),
+        file("client.pem"),
+        file("client.key")
     );
+    let redis_block = (connection.as_str(), "{ key_prefix: tls }");
     let upstream = Upstream::start();
     let (_keep_a, dir_a) = state_dir();
     let (_keep_b, dir_b) = state_dir();
-    let ca = file("ca.pem");
-    // rustls reads the roots it trusts from SSL_CERT_FILE when set.
-    let env = [
-        ADMIN_ENV,
-        ("JWTGATE_TEST_REDIS_PASSWORD", password),
-        ("SSL_CERT_FILE", ca.as_str()),
-    ];
-    let a =
-        Gateway::start_with_env(&config(&dir_a, Some(&redis_block)), &upstream, &[], &env).await;
-    let b =
-        Gateway::start_with_env(&config(&dir_b, Some(&redis_block)), &upstream, &[], &env).await;
+    let env = [ADMIN_ENV, ("JWTGATE_TEST_REDIS_PASSWORD", password)];
+    let a = Gateway::start_with_env(&config(&dir_a, Some(redis_block)), &upstream, &[], &env).await;
+    let b = Gateway::start_with_env(&config(&dir_b, Some(redis_block)), &upstream, &[], &env).await;
     for gateway in [&a, &b] {
         let log = gateway
             .wait_for_log(|log| log.contains("in step with Redis"))

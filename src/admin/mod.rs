@@ -13,19 +13,34 @@ use pingora::protocols::http::ServerSession;
 
 mod revocations;
 
-use crate::assemble::reload::{Reloader, Trigger};
 use crate::clock::SharedClock;
 use crate::pipeline::Snapshot;
 use crate::shutdown::Drain;
 use crate::state::revocation::Revocations;
 use crate::telemetry::Metrics;
 
+/// What `POST /-/reload` asks of whoever can read and compile the config
+/// again (the assembler's reloader): blocking, so it is called on a
+/// blocking thread.
+pub trait Reload: Send + Sync {
+    /// What changed, as the answer's JSON; or why nothing did.
+    fn reload(&self) -> Result<serde_json::Value, ReloadRefused>;
+}
+
+/// A reload that changed nothing.
+pub struct ReloadRefused {
+    /// The config asks for what only a restart can do (as opposed to a
+    /// config that does not load).
+    pub needs_restart: bool,
+    pub message: String,
+}
+
 pub struct Admin {
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     clock: SharedClock,
     drain: Drain,
-    reloader: Arc<Reloader>,
+    reloader: Arc<dyn Reload>,
     started: std::time::Instant,
     revocations: Option<Arc<Revocations>>,
 }
@@ -36,7 +51,7 @@ impl Admin {
         metrics: Arc<Metrics>,
         clock: SharedClock,
         drain: Drain,
-        reloader: Arc<Reloader>,
+        reloader: Arc<dyn Reload>,
     ) -> Self {
         Self {
             snapshot,
@@ -74,18 +89,18 @@ impl Admin {
     /// not hold up this listener's runtime.
     async fn reload(&self) -> Response<Vec<u8>> {
         let reloader = self.reloader.clone();
-        let outcome = tokio::task::spawn_blocking(move || reloader.reload(Trigger::Admin)).await;
+        let outcome = tokio::task::spawn_blocking(move || reloader.reload()).await;
         let (status, body) = match outcome {
-            Ok(Ok(reloaded)) => (StatusCode::OK, reloaded.to_json()),
+            Ok(Ok(reloaded)) => (StatusCode::OK, reloaded),
             // A restart-only change is a request the running process can't
             // honour; anything else is a config that does not load.
-            Ok(Err(error)) => (
-                if error.needs_restart() {
+            Ok(Err(refused)) => (
+                if refused.needs_restart {
                     StatusCode::CONFLICT
                 } else {
                     StatusCode::INTERNAL_SERVER_ERROR
                 },
-                serde_json::json!({ "result": "error", "error": error.to_string() }),
+                serde_json::json!({ "result": "error", "error": refused.message }),
             ),
             Err(panicked) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -105,13 +120,14 @@ impl Admin {
         for issuer in &self.snapshot.load().issuers {
             let name = issuer.name.as_str();
             self.metrics
-                .jwks_keys
+                .keys
+                .keys
                 .with_label_values(&[name])
                 .set(issuer.keys.current().len() as i64);
             if issuer.keys.is_remote() {
                 let last = issuer.keys.last_success();
                 let age = if last == 0 { -1 } else { now - last };
-                self.metrics.jwks_age.with_label_values(&[name]).set(age);
+                self.metrics.keys.age.with_label_values(&[name]).set(age);
             }
         }
     }

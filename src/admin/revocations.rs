@@ -13,8 +13,9 @@ use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::digest::sha256;
 use crate::pipeline::Snapshot;
-use crate::state::revocation::settings::{AdminToken, sha256};
+use crate::state::revocation::tokens::AdminToken;
 use crate::state::revocation::{Change, Entry, Kind, Revocations};
 
 pub const PATH: &str = "/revocations";
@@ -456,17 +457,11 @@ mod tests {
     use super::*;
 
     fn token(name: &str, value: &str) -> AdminToken {
-        let settings = crate::state::revocation::settings::compile(
-            Some(
-                serde_saphyr::from_str(&format!("admin_tokens: [{{ name: {name}, env: T }}]"))
-                    .unwrap(),
-            ),
-            std::path::Path::new("."),
-            &|_| Some(value.to_string()),
-        )
-        .unwrap()
-        .unwrap();
-        settings.admin_tokens[0].clone()
+        AdminToken {
+            name: name.into(),
+            digest: sha256(value.as_bytes()),
+            source: "env T".into(),
+        }
     }
 
     #[test]

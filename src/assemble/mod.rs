@@ -6,8 +6,9 @@ pub mod compile;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod sources;
 
-pub use compile::{Bootstrap, Compiled, Running, compile, compile_reusing};
+pub use compile::{Bootstrap, Compiled, Running, compile, compile_reusing, compile_with};
 
 use std::path::Path;
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::compile::compile_reusing;
 use super::runtime::{KeyChanges, Runtime};
+use crate::admin::ReloadRefused;
 use crate::assemble::Bootstrap;
 use crate::clock::SharedClock;
 use crate::config::{self, ConfigError};
@@ -150,10 +151,11 @@ impl Reloader {
         match &outcome {
             Ok(reloaded) => {
                 self.metrics
-                    .config_reloads
+                    .config
+                    .reloads
                     .with_label_values(&[RELOAD_SUCCESS])
                     .inc();
-                self.metrics.config_last_reload.set(self.clock.now_unix());
+                self.metrics.config.last_reload.set(self.clock.now_unix());
                 tracing::info!(
                     trigger = trigger.as_str(),
                     issuers = reloaded.issuers,
@@ -170,7 +172,8 @@ impl Reloader {
             }
             Err(error) => {
                 self.metrics
-                    .config_reloads
+                    .config
+                    .reloads
                     .with_label_values(&[RELOAD_ERROR])
                     .inc();
                 tracing::error!(
@@ -225,10 +228,21 @@ impl Reloader {
         for issuer in &previous.issuers {
             let name = issuer.name.as_str();
             if !current.issuers.iter().any(|i| i.name == name) {
-                let _ = self.metrics.jwks_keys.remove_label_values(&[name]);
-                let _ = self.metrics.jwks_age.remove_label_values(&[name]);
+                self.metrics.keys.forget(name);
             }
         }
+    }
+}
+
+/// `POST /-/reload` on the admin listener.
+impl crate::admin::Reload for Reloader {
+    fn reload(&self) -> Result<serde_json::Value, ReloadRefused> {
+        Reloader::reload(self, Trigger::Admin)
+            .map(|reloaded| reloaded.to_json())
+            .map_err(|error| ReloadRefused {
+                needs_restart: error.needs_restart(),
+                message: error.to_string(),
+            })
     }
 }
 
@@ -254,7 +268,9 @@ pub fn record_certificate_expiry(metrics: &Metrics, snapshot: &Snapshot) {
                 .map(|host| (host.as_str(), entry.not_after))
         })
     });
-    metrics.record_certificate_expiry(HTTPS_LISTENER, hosts);
+    metrics
+        .config
+        .record_certificate_expiry(HTTPS_LISTENER, hosts);
 }
 
 /// How long the directory must stay quiet before a burst of events (an

@@ -28,7 +28,7 @@ use crate::keys::fetch::FetchError;
 use crate::keys::remote::{Refresher, RemoteIdentity};
 use crate::pipeline::Snapshot;
 use crate::proxy::Serving;
-use crate::telemetry::Metrics;
+use crate::telemetry::metrics::KeyMetrics;
 use crate::upstream::pools::{PoolChanges, UpstreamPools};
 use crate::upstream::{PoolIdentity, UpstreamPool};
 
@@ -192,7 +192,7 @@ pub struct KeyRefreshers {
     /// before then wait in the channel.
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
     cache: Option<DiskCache>,
-    metrics: Arc<Metrics>,
+    metrics: KeyMetrics,
     clock: SharedClock,
     next_task: std::sync::atomic::AtomicU64,
 }
@@ -222,7 +222,7 @@ pub struct KeyChanges {
 pub struct Retired(Vec<u64>);
 
 impl KeyRefreshers {
-    pub fn new(keys_cache_dir: Option<PathBuf>, metrics: Arc<Metrics>, clock: SharedClock) -> Self {
+    pub fn new(keys_cache_dir: Option<PathBuf>, metrics: KeyMetrics, clock: SharedClock) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
         Self {
             running: Mutex::default(),
@@ -359,6 +359,7 @@ mod tests {
 
     use super::*;
     use crate::assemble::compile_reusing;
+    use crate::telemetry::Metrics;
 
     /// The refreshers' stores, for a config compiled beside them.
     struct Lookup<'a>(&'a KeyRefreshers);
@@ -393,7 +394,8 @@ mod tests {
 
     fn fetches(metrics: &Metrics, issuer: &str) -> u64 {
         metrics
-            .jwks_fetches
+            .keys
+            .fetches
             .with_label_values(&[issuer, "network"])
             .get()
     }
@@ -411,7 +413,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let refreshers = Arc::new(KeyRefreshers::new(
             None,
-            metrics.clone(),
+            metrics.keys.clone(),
             crate::clock::system(),
         ));
         let (stop, shutdown) = tokio::sync::watch::channel(false);

@@ -15,30 +15,32 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora::protocols::ALPN;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server};
-use pingora::services::background::background_service;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 
+use super::reload::{self, Reloader, Trigger, WatchError};
+use super::runtime::{KeyRefreshers, Runtime};
 use super::{Bootstrap, Compiled};
 use crate::admin::Admin;
-use crate::assemble::reload::{self, Reloader, Trigger, WatchError};
-use crate::assemble::runtime::{KeyRefreshers, Runtime};
 use crate::auth::token_cache::TokenCache;
+use crate::authz::{self, AuthzServer};
 use crate::clock::SharedClock;
 use crate::echo::Echo;
 use crate::keys::fetch::FetchError;
-use crate::pipeline::Snapshot;
+use crate::pipeline::{Pipeline, Snapshot};
 use crate::proxy::Gateway;
 use crate::proxy::keepalive::KeepAlive;
 use crate::proxy::sni::SniResolver;
 use crate::shutdown::Drain;
-use crate::state::rate_limit::RateLimits;
-use crate::state::rate_limit_sync::SyncService;
+use crate::state::rate_limit::{self, RateLimits};
+use crate::state::redis::Redis;
 use crate::state::revocation::{RevocationError, Revocations};
 use crate::telemetry::Metrics;
 use crate::upstream::pools::UpstreamPools;
@@ -92,6 +94,8 @@ pub enum ServerError {
     Watch(#[from] WatchError),
     #[error(transparent)]
     Revocation(#[from] RevocationError),
+    #[error("cannot use redis.url: {0}")]
+    Redis(redis::RedisError),
 }
 
 /// How the server was asked to run.
@@ -136,99 +140,81 @@ fn check_addresses_free(bootstrap: &Bootstrap) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// The revocation list with its disk copy loaded (before any listener
-/// opens, so before `/readyz` can say ready), and its sweeper and Redis
-/// sync added as a background service.
-fn open_revocations(
+/// A task of jwtgate's own run as a Pingora background service: started
+/// with the server, aborted when it stops.
+struct Task<F>(F);
+
+#[async_trait]
+impl<F, T> BackgroundService for Task<F>
+where
+    F: Fn() -> T + Send + Sync,
+    T: Future<Output = ()> + Send + 'static,
+{
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let task = tokio::spawn((self.0)());
+        let _ = shutdown.changed().await;
+        task.abort();
+    }
+}
+
+fn add_task<F, T>(server: &mut Server, name: &str, task: F)
+where
+    F: Fn() -> T + Send + Sync + 'static,
+    T: Future<Output = ()> + Send + 'static,
+{
+    server.add_service(background_service(name, Task(task)));
+}
+
+/// The state shared across replicas: the Redis connection when there is
+/// one, the revocation list with its disk copy loaded (before any listener
+/// opens, so before `/readyz` can say ready) and the rate-limit counters,
+/// with their sweeper and Redis sessions as background tasks.
+fn shared_state(
     server: &mut Server,
     bootstrap: &Bootstrap,
     metrics: &Metrics,
     clock: &SharedClock,
-) -> Result<Option<Arc<Revocations>>, RevocationError> {
-    let Some(settings) = &bootstrap.revocation else {
-        return Ok(None);
+) -> Result<(Option<Arc<Revocations>>, Arc<RateLimits>), ServerError> {
+    let redis = bootstrap
+        .redis
+        .clone()
+        .map(|settings| Redis::new(settings).map(Arc::new))
+        .transpose()
+        .map_err(ServerError::Redis)?;
+    let revocations = match &bootstrap.revocation {
+        None => None,
+        Some(settings) => {
+            let revocations =
+                Arc::new(Revocations::open(settings.clone(), metrics, clock.clone())?);
+            let (list, redis) = (revocations.clone(), redis.clone());
+            add_task(server, "jwtgate revocation", move || {
+                list.clone().run(redis.clone())
+            });
+            Some(revocations)
+        }
     };
-    let revocations = Arc::new(Revocations::open(settings.clone(), metrics, clock.clone())?);
-    server.add_service(background_service(
-        "jwtgate revocation",
-        revocations.service(),
-    ));
-    Ok(Some(revocations))
-}
-
-/// The rate-limit counters, with their Redis sync added as a background
-/// service when budgets are shared.
-fn rate_limits(server: &mut Server, bootstrap: &Bootstrap, clock: &SharedClock) -> Arc<RateLimits> {
     let settings = &bootstrap.rate_limit;
     let limits = Arc::new(settings.counters());
-    if let Some(shared) = &settings.redis {
-        server.add_service(background_service(
-            "jwtgate rate-limit sync",
-            SyncService {
-                limits: limits.clone(),
-                settings: shared.clone(),
-                clock: clock.clone(),
-            },
-        ));
+    for collector in limits.collectors() {
+        metrics.register(collector);
     }
-    limits
-}
-
-/// Envoy's gRPC `ext_authz` as a background service with the proxy's
-/// thread count: each call is a decision like the proxy's.
-#[allow(clippy::too_many_arguments)]
-fn add_grpc_authz(
-    server: &mut Server,
-    addr: std::net::SocketAddr,
-    settings: &crate::authz::settings::AuthzSettings,
-    shared: &Arc<ArcSwap<Snapshot>>,
-    metrics: &Arc<Metrics>,
-    clock: &SharedClock,
-    token_cache: &Option<TokenCache>,
-    revocations: &Option<Arc<Revocations>>,
-    rate_limits: &Arc<RateLimits>,
-) {
-    let mut service = background_service(
-        "jwtgate authz grpc",
-        crate::authz::grpc::service(
-            addr,
-            settings.clone(),
-            (shared.clone(), metrics.clone(), clock.clone()),
-            token_cache.clone(),
-            revocations.as_ref().map(|r| r.list().clone()),
-            rate_limits.clone(),
-        ),
-    );
-    service.threads = Some(server.configuration.threads);
-    server.add_service(service);
+    if let (Some(shared), Some(redis)) = (&settings.redis, &redis) {
+        let (limits, shared, redis, clock) =
+            (limits.clone(), shared.clone(), redis.clone(), clock.clone());
+        add_task(server, "jwtgate rate-limit sync", move || {
+            rate_limit::sync::run(limits.clone(), shared.clone(), redis.clone(), clock.clone())
+        });
+    }
+    Ok((revocations, limits))
 }
 
 /// Runs until SIGTERM's drain is over or SIGINT; fails only at startup.
 pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Result<(), ServerError> {
     let bootstrap = compiled.bootstrap.clone();
     check_addresses_free(&bootstrap)?;
-    let conf = ServerConf {
-        threads: bootstrap
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        // The drain has run before Pingora hears of the stop (see
-        // `crate::shutdown`): nothing is left worth waiting for.
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(0),
-        // Pingora writes a pid file only when it daemonizes and uses the
-        // upgrade socket only for a SIGQUIT hand-over of listeners; jwtgate
-        // does neither (its own signal watch never asks for an upgrade),
-        // so no path is named: the process writes nothing but
-        // `keys_cache_dir`, and runs on a read-only root filesystem.
-        pid_file: String::new(),
-        upgrade_sock: String::new(),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-
+    let mut server = pingora_server(&bootstrap);
     let metrics = Arc::new(Metrics::new());
-    metrics.config_last_reload.set(clock.now_unix());
+    metrics.config.last_reload.set(clock.now_unix());
     reload::record_certificate_expiry(&metrics, &compiled.snapshot);
     reload::warn_expiring_certificates(&compiled.snapshot, clock.now_unix());
     // Every remote issuer's refresher starts, with its disk copy installed,
@@ -239,10 +225,10 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         compiled,
         KeyRefreshers::new(
             bootstrap.keys_cache_dir.clone(),
-            metrics.clone(),
+            metrics.keys.clone(),
             clock.clone(),
         ),
-        UpstreamPools::new(metrics.clone(), clock.clone()),
+        UpstreamPools::new(metrics.upstreams.clone(), clock.clone()),
     )?);
     server.add_service(background_service(
         "jwtgate key refresh",
@@ -252,17 +238,23 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         "jwtgate upstreams",
         runtime.upstreams.service(),
     ));
-    let revocations = open_revocations(&mut server, &bootstrap, &metrics, &clock)?;
-
+    let (revocations, rate_limits) = shared_state(&mut server, &bootstrap, &metrics, &clock)?;
+    // One decision pipeline for every adapter: one token cache, one
+    // revocation list, one budget per client whoever decides.
     let token_cache = bootstrap.token_cache.as_ref().map(|settings| {
         TokenCache::new(
             settings,
-            metrics.token_cache_hits.clone(),
-            metrics.token_cache_misses.clone(),
+            metrics.token_cache.hits.clone(),
+            metrics.token_cache.misses.clone(),
         )
     });
+    let pipeline = Arc::new(
+        Pipeline::new(clock.clone(), token_cache)
+            .timed(metrics.requests.verify_duration.clone())
+            .with_revocations(revocations.as_ref().map(|r| r.list().clone()))
+            .with_rate_limits(rate_limits),
+    );
     let drain = Drain::new();
-    let shared = runtime.snapshot.clone();
     let reloader = Arc::new(Reloader::new(
         options.config_path,
         bootstrap.clone(),
@@ -285,58 +277,33 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         .signal_watch(bootstrap.grace_period, bootstrap.graceful_shutdown_timeout)
         .on_hangup(on_hangup);
 
-    let rate_limits = rate_limits(&mut server, &bootstrap, &clock);
+    let shared = runtime.snapshot.clone();
     if let Some(settings) = &bootstrap.authz {
-        server.add_service(crate::authz::service(
-            settings.clone(),
-            (shared.clone(), metrics.clone(), clock.clone()),
-            token_cache.clone(),
-            revocations.as_ref().map(|r| r.list().clone()),
-            rate_limits.clone(),
-        ));
+        let authz = || {
+            AuthzServer::new(
+                settings.clone(),
+                shared.clone(),
+                metrics.requests.clone(),
+                pipeline.clone(),
+            )
+        };
+        server.add_service(authz::service(authz()));
         if let Some(addr) = settings.grpc_addr {
-            add_grpc_authz(
-                &mut server,
-                addr,
-                settings,
-                &shared,
-                &metrics,
-                &clock,
-                &token_cache,
-                &revocations,
-                &rate_limits,
-            );
+            // Each call is a decision like the proxy's: the proxy's threads.
+            let mut grpc =
+                background_service("jwtgate authz grpc", authz::grpc::service(addr, authz()));
+            grpc.threads = Some(server.configuration.threads);
+            server.add_service(grpc);
         }
     }
-    let mut proxy_app = pingora::proxy::http_proxy(
-        &server.configuration,
-        Gateway::new(
-            runtime.serving.clone(),
-            metrics.clone(),
-            clock.clone(),
-            token_cache,
-        )
-        .with_revocations(revocations.as_ref().map(|r| r.list().clone()))
-        .with_rate_limits(rate_limits),
+    add_proxy(
+        &mut server,
+        &bootstrap,
+        &runtime,
+        &metrics,
+        pipeline,
+        &drain,
     );
-    if bootstrap.h2c {
-        // Pingora looks for the HTTP/2 preface only on clear-text
-        // connections; on TLS, ALPN decides.
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        proxy_app.server_options = Some(options);
-    }
-    let mut proxy = Service::new(
-        "jwtgate proxy".to_string(),
-        KeepAlive::new(proxy_app, drain.clone()),
-    );
-    if let Some(addr) = &bootstrap.listen_http {
-        proxy.add_listener(clear_text_listener(addr));
-    }
-    if let Some(addr) = &bootstrap.listen_https {
-        proxy.add_listener(tls_listener(addr, bootstrap.https_h2, shared.clone()));
-    }
-    server.add_service(drain.own_listener(proxy));
 
     let mut admin = Service::new(
         "jwtgate admin".to_string(),
@@ -371,4 +338,64 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
     });
     tracing::info!("jwtgate stopped");
     Ok(())
+}
+
+/// Pingora's server, its signal handling and drain left to jwtgate.
+fn pingora_server(bootstrap: &Bootstrap) -> Server {
+    let conf = ServerConf {
+        threads: bootstrap
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        // The drain has run before Pingora hears of the stop (see
+        // `crate::shutdown`): nothing is left worth waiting for.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(0),
+        // Pingora writes a pid file only when it daemonizes and uses the
+        // upgrade socket only for a SIGQUIT hand-over of listeners; jwtgate
+        // does neither (its own signal watch never asks for an upgrade),
+        // so no path is named: the process writes nothing but
+        // `keys_cache_dir`, and runs on a read-only root filesystem.
+        pid_file: String::new(),
+        upgrade_sock: String::new(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    server
+}
+
+/// The proxy on its clear-text and TLS listeners, with jwtgate's own
+/// keep-alive handling and drain.
+fn add_proxy(
+    server: &mut Server,
+    bootstrap: &Bootstrap,
+    runtime: &Runtime,
+    metrics: &Arc<Metrics>,
+    pipeline: Arc<Pipeline>,
+    drain: &Drain,
+) {
+    let gateway = Gateway::new(runtime.serving.clone(), metrics.requests.clone(), pipeline);
+    let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    if bootstrap.h2c {
+        // Pingora looks for the HTTP/2 preface only on clear-text
+        // connections; on TLS, ALPN decides.
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        proxy_app.server_options = Some(options);
+    }
+    let mut proxy = Service::new(
+        "jwtgate proxy".to_string(),
+        KeepAlive::new(proxy_app, drain.clone()),
+    );
+    if let Some(addr) = &bootstrap.listen_http {
+        proxy.add_listener(clear_text_listener(addr));
+    }
+    if let Some(addr) = &bootstrap.listen_https {
+        proxy.add_listener(tls_listener(
+            addr,
+            bootstrap.https_h2,
+            runtime.snapshot.clone(),
+        ));
+    }
+    server.add_service(drain.own_listener(proxy));
 }

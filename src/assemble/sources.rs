@@ -8,6 +8,8 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+pub use crate::config::resolve_path;
+
 pub trait Sources {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     fn var(&self, name: &str) -> Option<String>;
@@ -133,14 +135,5 @@ impl dyn Sources + '_ {
                 source: io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"),
             },
         })
-    }
-}
-
-/// Relative paths in the config are relative to the config file.
-pub fn resolve_path(base_dir: &Path, file: &Path) -> PathBuf {
-    if file.is_absolute() {
-        file.to_path_buf()
-    } else {
-        base_dir.join(file)
     }
 }

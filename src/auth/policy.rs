@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use super::claims;
 use super::token_cache::TokenCache;
-use super::verify::{self, Explain, Failure, IssuerVerifier, VerifiedToken, VerifyRequest};
+use super::verify::{
+    self, Explain, Failure, IssuerVerifier, UNNAMED_CHECK, VerifiedToken, VerifyRequest,
+};
 use super::{Reason, Rejection};
 
 #[derive(Debug, Clone)]
@@ -99,6 +101,7 @@ impl RoutePolicy {
             .map_err(|rejection| Failure {
                 rejection,
                 issuer: Some(verified.issuer),
+                check: UNNAMED_CHECK,
                 keys_seen: None,
                 refused: Some(verified.clone()),
             })?;

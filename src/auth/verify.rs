@@ -178,25 +178,39 @@ pub struct VerifyRequest<'a> {
     pub max_token_bytes: usize,
 }
 
-/// A failed verification: the rejection, and the issuer it was attributed
-/// to when one was identified (for the `issuer` metric label).
+/// Why authentication refused (or, in audit mode, would have refused): the
+/// one refusal a decision carries, whoever asked.
 #[derive(Debug, Clone)]
 pub struct Failure {
+    /// What the client is told, and the precise reason for metric and log.
     pub rejection: Rejection,
+    /// The issuer the failure is attributed to, once one was identified
+    /// (for the `issuer` metric label).
     pub issuer: Option<usize>,
+    /// The check that failed, as `jwtgate token verify` names it: `token`
+    /// (extraction), `structure`, `issuer`, `algorithm`, `key`, `signature`,
+    /// `token type`, `exp`, `nbf`, `iat`, `lifetime`, `sub`, `aud`, `aud
+    /// (route)`, `scopes`, `claim`, `revocation`. The pipeline names it from
+    /// what the checks reported.
+    pub check: &'static str,
     /// When the issuer's keys were consulted: their generation. Only a key
     /// set that has changed since can turn an unknown `kid` into a known one.
     pub keys_seen: Option<u64>,
-    /// A token that verified but that the route's policy refused (403): its
-    /// identity is genuine, so the access log may name its `sub`.
+    /// A token that verified but that the route's policy refused (403, or
+    /// revoked): its identity is genuine, so the access log may name its
+    /// `sub`. Never forwarded.
     pub refused: Option<Arc<VerifiedToken>>,
 }
+
+/// [`Failure::check`] before the pipeline has named it.
+pub const UNNAMED_CHECK: &str = "verify";
 
 impl Failure {
     fn token(reason: Reason, issuer: Option<usize>) -> Self {
         Self {
             rejection: Rejection::invalid_token(reason),
             issuer,
+            check: UNNAMED_CHECK,
             keys_seen: None,
             refused: None,
         }
@@ -244,6 +258,7 @@ pub fn verify(
         return Err(Failure {
             rejection: Rejection::unavailable(),
             issuer: Some(index),
+            check: UNNAMED_CHECK,
             keys_seen: Some(key_generation),
             refused: None,
         });

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -28,17 +27,12 @@ use tonic::server::{Grpc, UnaryService};
 
 use super::envoy::{self, CheckRequest, CheckResponse, code};
 use super::{
-    AuthzServer, answer, client_address, identity_headers, secret_matches, unauthenticated,
+    Asked, AuthzServer, ORIGINAL_MISSING, Original, SECRET_MISSING, answers, client_address,
+    no_original, secret_matches, unauthenticated,
 };
-use super::{Logged, ORIGINAL_MISSING, Original, SECRET_MISSING, Shared};
-use crate::auth::token_cache::TokenCache;
-use crate::pipeline::Snapshot;
-use crate::pipeline::{Decision, RequestView, Scheme};
-use crate::proxy::headers::{REQUEST_ID, request_id_in, request_id_text};
-use crate::proxy::reject;
-use crate::state::rate_limit::RateLimits;
-use crate::state::revocation::RevocationList;
-use crate::telemetry::metrics::NO_ROUTE;
+use crate::answers::Answer;
+use crate::answers::request_id::{REQUEST_ID, request_id_in, request_id_text};
+use crate::pipeline::{Adapter, Decision, Scheme, Snapshot};
 
 /// The one method served; anything else is `UNIMPLEMENTED`.
 pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -51,20 +45,10 @@ pub struct GrpcAuthz {
 }
 
 /// Builds the listener. The address is already bound once by the startup
-/// check, so it parses; the decision state is the proxy's (cache,
-/// revocations, rate-limit counters), as for the HTTP listener.
-pub fn service(
-    addr: SocketAddr,
-    settings: super::settings::AuthzSettings,
-    (snapshot, metrics, clock): Shared,
-    cache: Option<TokenCache>,
-    revocations: Option<Arc<RevocationList>>,
-    rate_limits: Arc<RateLimits>,
-) -> GrpcAuthz {
-    let mut server = AuthzServer::new(settings, snapshot, metrics, clock, cache)
-        .with_revocations(revocations)
-        .with_rate_limits(rate_limits);
-    server.adapter = super::ADAPTER_GRPC;
+/// check, so it parses; the decision state is the proxy's, as for the HTTP
+/// listener.
+pub fn service(addr: SocketAddr, mut server: AuthzServer) -> GrpcAuthz {
+    server.adapter = Adapter::AuthzGrpc;
     GrpcAuthz {
         addr,
         server: Arc::new(server),
@@ -212,15 +196,15 @@ fn denial_code(status: u16) -> i32 {
 
 /// A denial: the HTTP listener's status, headers and body. `Content-Length`
 /// is left to Envoy, which frames the body itself.
-fn denied((header, body): (pingora::http::ResponseHeader, Bytes)) -> (CheckResponse, u16, usize) {
-    let status = header.status.as_u16();
-    let headers = header
-        .headers
+fn denied(answer: &Answer) -> CheckResponse {
+    let status = answer.status().as_u16();
+    let headers = answer
+        .headers()
         .iter()
         .filter(|(name, _)| *name != http::header::CONTENT_LENGTH)
         .map(|(name, value)| header_option(name.as_str(), value.as_bytes()))
         .collect();
-    let response = CheckResponse {
+    CheckResponse {
         status: Some(envoy::Status {
             code: denial_code(status),
             message: String::new(),
@@ -230,11 +214,10 @@ fn denied((header, body): (pingora::http::ResponseHeader, Bytes)) -> (CheckRespo
                 code: i32::from(status),
             }),
             headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
+            body: String::from_utf8_lossy(answer.body()).into_owned(),
         }),
         ok_response: None,
-    };
-    (response, status, body.len())
+    }
 }
 
 /// `OK`: the route's identity headers set over whatever the client sent,
@@ -247,7 +230,9 @@ fn allowed(decision: &Decision<'_>, snapshot: &Snapshot) -> CheckResponse {
     } = decision
     {
         headers.extend(
-            identity_headers(identity, &route.forward.claims)
+            route
+                .forward
+                .identity_values(identity)
                 .map(|(header, value)| header_option(header.name.as_str(), value.as_bytes())),
         );
     }
@@ -297,80 +282,51 @@ impl AuthzServer {
         let client = source_ip(&check)
             .or(peer)
             .map(|ip| client_address(ip, &headers, &snapshot));
-        let user_agent = headers.get(http::header::USER_AGENT);
-        let refused = |reason| Logged {
+        let asked = Asked {
+            request_id,
             client,
-            user_agent,
-            reason: Some(reason),
-            ..Logged::default()
+            user_agent: headers.get(http::header::USER_AGENT),
+            started,
         };
-
         // The secret travels as call metadata (`initial_metadata` of
         // Envoy's `grpc_service`).
         if let Some(secret) = &self.settings.secret
             && !secret_matches(secret, metadata)
         {
-            let response = unauthenticated(request_id);
-            return self.finish_check(response, &refused(SECRET_MISSING), request_id, started);
+            let answer = self.finish(unauthenticated(request_id), &asked, SECRET_MISSING);
+            return denied(&answer);
         }
-        let original = http.and_then(|http| {
-            Some(Original {
-                method: Method::from_bytes(http.method.as_bytes()).ok()?,
-                target: http.path.as_bytes(),
-                host: (!http.host.is_empty()).then_some(http.host.as_bytes()),
-                scheme: if http.scheme.eq_ignore_ascii_case("https") {
-                    Scheme::Https
-                } else {
-                    Scheme::Http
-                },
-            })
-        });
-        let Some(original) = original else {
-            let response = reject::refused(
-                400,
-                "bad_request",
-                "the decision request does not describe the original request",
-                request_id,
-            );
-            return self.finish_check(response, &refused(ORIGINAL_MISSING), request_id, started);
+        let Some(original) = http.and_then(original) else {
+            let answer = self.finish(no_original(request_id), &asked, ORIGINAL_MISSING);
+            return denied(&answer);
         };
-        let view = RequestView {
-            method: &original.method,
-            raw_target: original.target,
-            target: original.target_form(),
-            headers: &headers,
-            client,
-            scheme: original.scheme,
-        };
+        let view = original.view(&headers, client, self.adapter);
         let decision = self.pipeline.decide(&snapshot, &view).await;
-        decision.record(&snapshot, &self.metrics);
-        let (response, status, body_len) = match &decision {
-            Decision::Allow { .. }
-            | Decision::Anonymous { .. }
-            | Decision::WouldDeny { .. }
-            | Decision::Preflight { .. } => (allowed(&decision, &snapshot), 200, 0),
-            _ => denied(answer(&decision, &snapshot, request_id)),
-        };
-
-        let logged = Logged::decided(&decision, &snapshot, &original, client, user_agent);
-        self.account(&decision, &logged, request_id, status, body_len, started);
-        response
+        match answers::refusal(&decision, &snapshot.realm, request_id) {
+            Some(refused) => {
+                denied(&self.account(&decision, &snapshot, &original, &asked, refused))
+            }
+            None => {
+                let ok = Answer::new(bytes::Bytes::new());
+                self.account(&decision, &snapshot, &original, &asked, ok);
+                allowed(&decision, &snapshot)
+            }
+        }
     }
+}
 
-    /// A denial given before the pipeline was asked: counted without a
-    /// route, logged with why.
-    fn finish_check(
-        &self,
-        response: (pingora::http::ResponseHeader, Bytes),
-        logged: &Logged<'_>,
-        request_id: &str,
-        started: Instant,
-    ) -> CheckResponse {
-        let (response, status, body_len) = denied(response);
-        self.metrics.count_request(NO_ROUTE, None, status);
-        self.access_log(logged, request_id, status, body_len, started);
-        response
-    }
+/// The original request, from the message's HTTP attributes.
+fn original(http: &envoy::HttpRequest) -> Option<Original<'_>> {
+    Some(Original {
+        method: Method::from_bytes(http.method.as_bytes()).ok()?,
+        target: http.path.as_bytes(),
+        host: (!http.host.is_empty()).then_some(http.host.as_bytes()),
+        scheme: if http.scheme.eq_ignore_ascii_case("https") {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        },
+    })
 }
 
 #[cfg(test)]

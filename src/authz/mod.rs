@@ -4,8 +4,8 @@
 //! headers the front proxy sends, asks the same [`Pipeline`] the proxy
 //! asks, and answers in the words front proxies understand: `200` with the
 //! identity headers to copy upstream, or the proxy's own rejection (RFC 6750
-//! status, challenge and JSON body, built by [`crate::proxy::reject`]) for
-//! the front proxy to pass to the client.
+//! status, challenge and JSON body, built by [`crate::answers`]) for the
+//! front proxy to pass to the client.
 //!
 //! The headers describing the original request are believed here, and only
 //! here: this listener serves the front proxy, never clients, which is why
@@ -22,35 +22,21 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response};
 use pingora::apps::http_app::{HttpServer, ServeHttp};
-use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 
 use self::settings::{AuthzSettings, SharedSecret};
-use crate::auth::claims;
-use crate::auth::token_cache::TokenCache;
-use crate::clock::SharedClock;
+use crate::answers::request_id::{REQUEST_ID_NAME, request_id_in, request_id_text};
+use crate::answers::{self, Answer};
 use crate::config::schema::AuthzConvention;
+use crate::digest::sha256;
 use crate::pipeline::client::ClientAddress;
-use crate::pipeline::{ClaimHeader, Snapshot};
-use crate::pipeline::{Decision, Pipeline, Refusal, RequestView, Scheme, TargetForm};
-use crate::proxy::headers::{REQUEST_ID, request_id, request_id_text};
-use crate::proxy::reject;
-use crate::state::rate_limit::RateLimits;
-use crate::state::revocation::RevocationList;
-use crate::state::revocation::settings::sha256;
-use crate::telemetry::Metrics;
-use crate::telemetry::logging::{ACCESS_TARGET, Truncated};
+use crate::pipeline::{Adapter, Decision, Pipeline, RequestView, Scheme, Snapshot, TargetForm};
+use crate::telemetry::access::{self, AccessRecord};
 use crate::telemetry::metrics::NO_ROUTE;
-
-/// The access log's `adapter` for decision requests.
-pub const ADAPTER: &str = "authz";
-
-/// The access log's `adapter` for Envoy's gRPC `Authorization/Check`.
-pub const ADAPTER_GRPC: &str = "authz_grpc";
+use crate::telemetry::metrics::RequestMetrics;
 
 /// The access log's `reason` for a decision request without the shared
 /// secret: it never reached the pipeline.
@@ -63,63 +49,37 @@ pub const ORIGINAL_MISSING: &str = "authz_original_request_missing";
 pub struct AuthzServer {
     settings: AuthzSettings,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    metrics: Arc<Metrics>,
-    pipeline: Pipeline,
+    metrics: RequestMetrics,
+    /// The proxy's own: a token verified through either is a cache hit on
+    /// the other, and a client's rate-limit budget is one whichever decides.
+    pipeline: Arc<Pipeline>,
     /// What the access log names this listener.
-    adapter: &'static str,
+    adapter: Adapter,
 }
 
 impl AuthzServer {
-    /// Shares the proxy's token cache, so a token verified through either
-    /// listener is a hit on the other.
     pub fn new(
         settings: AuthzSettings,
         snapshot: Arc<ArcSwap<Snapshot>>,
-        metrics: Arc<Metrics>,
-        clock: SharedClock,
-        cache: Option<TokenCache>,
+        metrics: RequestMetrics,
+        pipeline: Arc<Pipeline>,
     ) -> Self {
-        let pipeline = Pipeline::new(clock, cache).timed(metrics.verify_duration.clone());
         Self {
             settings,
             snapshot,
             metrics,
             pipeline,
-            adapter: ADAPTER,
+            adapter: Adapter::Authz,
         }
     }
-
-    pub fn with_rate_limits(mut self, limits: Arc<RateLimits>) -> Self {
-        self.pipeline = self.pipeline.with_rate_limits(limits);
-        self
-    }
-
-    pub fn with_revocations(mut self, list: Option<Arc<RevocationList>>) -> Self {
-        self.pipeline = self.pipeline.with_revocations(list);
-        self
-    }
 }
-
-/// Shared state the listener reads: the snapshot, the metrics, the clock.
-pub type Shared = (Arc<ArcSwap<Snapshot>>, Arc<Metrics>, SharedClock);
 
 /// The listener as a Pingora service of its own, on its own address, with
 /// as many threads as the proxy (`server.threads`): its work is the same
 /// decision the proxy makes, for every request the front proxy serves.
-pub fn service(
-    settings: AuthzSettings,
-    (snapshot, metrics, clock): Shared,
-    cache: Option<TokenCache>,
-    revocations: Option<Arc<RevocationList>>,
-    rate_limits: Arc<RateLimits>,
-) -> Service<HttpServer<AuthzServer>> {
-    let addr = settings.addr.clone();
-    // The proxy's own counters: a client's budget is one, whichever
-    // adapter its requests are decided by.
-    let app = AuthzServer::new(settings, snapshot, metrics, clock, cache)
-        .with_revocations(revocations)
-        .with_rate_limits(rate_limits);
-    let mut service = Service::new("jwtgate authz".to_string(), HttpServer::new_app(app));
+pub fn service(server: AuthzServer) -> Service<HttpServer<AuthzServer>> {
+    let addr = server.settings.addr.clone();
+    let mut service = Service::new("jwtgate authz".to_string(), HttpServer::new_app(server));
     service.add_tcp(&addr);
     service
 }
@@ -189,6 +149,24 @@ impl<'a> Original<'a> {
         })
     }
 
+    /// The original request as the pipeline reads it.
+    fn view<'v>(
+        &'v self,
+        headers: &'v HeaderMap,
+        client: Option<ClientAddress>,
+        adapter: Adapter,
+    ) -> RequestView<'v> {
+        RequestView {
+            method: &self.method,
+            raw_target: self.target,
+            target: self.target_form(),
+            headers,
+            client,
+            scheme: self.scheme,
+            adapter,
+        }
+    }
+
     fn target_form(&self) -> TargetForm<'a> {
         if self.target.first() != Some(&b'/') {
             return TargetForm::Unsupported;
@@ -245,65 +223,42 @@ fn secret_matches(secret: &SharedSecret, headers: &HeaderMap) -> bool {
     verify_slices_are_equal(&sha256(presented.as_bytes()), &secret.digest).is_ok()
 }
 
-/// What the access log says about one decision request.
-#[derive(Default)]
-struct Logged<'a> {
-    method: Option<&'a Method>,
-    path: Option<&'a [u8]>,
-    route: Option<&'a str>,
-    sub: Option<&'a str>,
-    issuer: Option<&'a str>,
-    outcome: Option<&'static str>,
-    reason: Option<&'static str>,
-    client: Option<ClientAddress>,
-    user_agent: Option<&'a HeaderValue>,
-}
-
-impl<'a> Logged<'a> {
-    /// What the access log says of a decided request, on either transport.
-    fn decided(
-        decision: &'a Decision<'a>,
-        snapshot: &'a Snapshot,
-        original: &'a Original<'a>,
-        client: Option<ClientAddress>,
-        user_agent: Option<&'a HeaderValue>,
-    ) -> Self {
-        let identity = match decision {
-            Decision::Allow { identity, .. } => Some(identity),
-            _ => decision
-                .denial()
-                .and_then(|denial| denial.refused_identity.as_ref()),
-        };
-        let issuer = identity
-            .map(|i| i.issuer)
-            .or_else(|| decision.denial().and_then(|d| d.issuer));
-        Self {
-            method: Some(&original.method),
-            path: Some(original.path()),
-            route: decision.route().map(|r| r.name.as_str()),
-            sub: identity.and_then(|i| i.subject()),
-            issuer: issuer.map(|i| snapshot.issuers[i].name.as_str()),
-            outcome: decision.outcome(),
-            reason: decision.reason(),
-            client,
-            user_agent,
-        }
+/// What the access log says of a decided request, on either transport.
+fn decided<'a>(
+    decision: &'a Decision<'a>,
+    snapshot: &'a Snapshot,
+    original: &'a Original<'a>,
+) -> AccessRecord<'a> {
+    let identity = match decision {
+        Decision::Allow { identity, .. } => Some(identity),
+        _ => decision
+            .failure()
+            .and_then(|failure| failure.refused.as_ref()),
+    };
+    let issuer = identity
+        .map(|i| i.issuer)
+        .or_else(|| decision.failure().and_then(|f| f.issuer));
+    AccessRecord {
+        method: Some(original.method.as_str()),
+        path: Some(original.path()),
+        route: decision.route().map(|r| r.name.as_str()),
+        sub: identity.and_then(|i| i.subject()),
+        issuer: issuer.map(|i| snapshot.issuers[i].name.as_str()),
+        outcome: decision.outcome(),
+        reason: decision.reason(),
+        ..AccessRecord::default()
     }
 }
 
 /// The client behind the front proxy at `peer`: its `X-Forwarded-For` is
 /// believed only from a trusted proxy, as on the proxy listener.
-fn client_address(peer: IpAddr, headers: &http::HeaderMap, snapshot: &Snapshot) -> ClientAddress {
-    let forwarded_for = headers
-        .get_all(&crate::proxy::headers::FORWARDED_FOR_NAME)
-        .iter()
-        .map(HeaderValue::as_bytes);
-    ClientAddress::resolve(peer, forwarded_for, &snapshot.trusted_proxies)
+fn client_address(peer: IpAddr, headers: &HeaderMap, snapshot: &Snapshot) -> ClientAddress {
+    ClientAddress::from_headers(peer, headers, &snapshot.trusted_proxies)
 }
 
 /// The answer to a decision request without the shared secret.
-fn unauthenticated(request_id: &str) -> (ResponseHeader, Bytes) {
-    reject::refused(
+fn unauthenticated(request_id: &str) -> Answer {
+    answers::refused(
         403,
         "forbidden",
         "the decision request is not authenticated",
@@ -311,79 +266,55 @@ fn unauthenticated(request_id: &str) -> (ResponseHeader, Bytes) {
     )
 }
 
-/// The identity headers an allowed request carries upstream: each claim
-/// the route forwards that the token has, rendered as a header value.
-fn identity_headers<'a>(
-    identity: &'a crate::auth::VerifiedToken,
-    forward: &'a [ClaimHeader],
-) -> impl Iterator<Item = (&'a ClaimHeader, String)> + 'a {
-    forward.iter().filter_map(move |header| {
-        // header_value() refuses anything invalid in a header.
-        let value =
-            claims::lookup(&identity.claims, &header.claim).and_then(claims::header_value)?;
-        Some((header, value))
-    })
+/// The answer to a decision request that doesn't say which request it asks
+/// about.
+fn no_original(request_id: &str) -> Answer {
+    answers::refused(
+        400,
+        "bad_request",
+        "the decision request does not describe the original request",
+        request_id,
+    )
 }
 
 /// The answer to an allowed request: `200`, no body, the identity headers
 /// the route forwards.
-fn allowed(
-    identity: Option<&crate::auth::VerifiedToken>,
-    forward: &[ClaimHeader],
-    request_id: &str,
-) -> (ResponseHeader, Bytes) {
-    let mut header = ResponseHeader::build(200, Some(4 + forward.len())).expect("valid status");
-    let _ = header.insert_header(http::header::CONTENT_LENGTH, "0");
-    let _ = header.insert_header(http::header::CACHE_CONTROL, "no-store");
-    let _ = header.insert_header(REQUEST_ID, request_id);
-    if let Some(identity) = identity {
-        for (claim, value) in identity_headers(identity, forward) {
-            let _ = header.insert_header(claim.sent_as.clone(), value);
+fn allowed(decision: &Decision<'_>, request_id: &str) -> Answer {
+    let mut answer = Response::new(bytes::Bytes::new());
+    let headers = answer.headers_mut();
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID_NAME.clone(), id);
+    }
+    if let Decision::Allow {
+        route, identity, ..
+    } = decision
+    {
+        for (claim, value) in route.forward.identity_values(identity) {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(claim.name.clone(), value);
+            }
         }
     }
-    (header, Bytes::new())
+    answer
 }
 
-/// The decision in the words front proxies read: the same builders, so
-/// the same status, challenge and body, as the proxy's own answers.
-fn answer(
-    decision: &Decision<'_>,
-    snapshot: &Snapshot,
-    request_id: &str,
-) -> (ResponseHeader, Bytes) {
-    match decision {
-        Decision::Allow {
-            route, identity, ..
-        } => allowed(Some(identity), &route.forward.claims, request_id),
-        // The front proxy forwards these as it would an allowed one, and
-        // sends the identity headers it copies empty, so none arrive. A
-        // preflight carries no credentials: the upstream (or the front
-        // proxy) answers it with its own CORS policy.
-        Decision::Anonymous { .. } | Decision::WouldDeny { .. } | Decision::Preflight { .. } => {
-            allowed(None, &[], request_id)
-        }
-        Decision::Deny { denial, .. } => {
-            reject::rejection(&denial.rejection, &snapshot.realm, request_id)
-        }
-        Decision::Refuse(Refusal::Limit(exceeded)) => {
-            let (error, description) = exceeded.error();
-            reject::refused(exceeded.status(), error, description, request_id)
-        }
-        Decision::Refuse(Refusal::Target(_)) => reject::bad_target(request_id),
-        Decision::Refuse(Refusal::MethodNotAllowed { allow }) => {
-            reject::method_not_allowed(allow, request_id)
-        }
-        Decision::RateLimited { limited, .. } => reject::rate_limited(limited, request_id),
-        Decision::NoRoute => reject::not_found(request_id),
-        Decision::HttpsRequired { location, .. } => match location {
-            Some(location) => reject::https_redirect(location, request_id),
-            None => reject::https_forbidden(request_id),
-        },
-    }
+/// The decision in the words front proxies read: `200` for what the proxy
+/// would forward (identity headers only for `Allow`; the front proxy sends
+/// the ones it copies empty otherwise, so none arrive), the proxy's own
+/// answer for the rest. A preflight carries no credentials: the upstream
+/// (or the front proxy) answers it with its own CORS policy.
+fn answer(decision: &Decision<'_>, snapshot: &Snapshot, request_id: &str) -> Answer {
+    answers::refusal(decision, &snapshot.realm, request_id)
+        .unwrap_or_else(|| allowed(decision, request_id))
 }
 
-fn into_response((header, body): (ResponseHeader, Bytes)) -> Response<Vec<u8>> {
-    Response::from_parts(header.as_owned_parts(), body.to_vec())
+fn into_response(answer: Answer) -> Response<Vec<u8>> {
+    answer.map(|body| body.to_vec())
 }
 
 #[async_trait]
@@ -392,77 +323,60 @@ impl ServeHttp for AuthzServer {
         let started = Instant::now();
         let snapshot = self.snapshot.load_full();
         let request = session.req_header();
-        let id = request_id(request);
+        let id = request_id_in(&request.headers);
         let request_id = request_id_text(&id);
         let headers = &request.headers;
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|peer| client_address(peer.ip(), headers, &snapshot));
-        let user_agent = headers.get(http::header::USER_AGENT);
-        let refused = |reason| Logged {
+        let asked = Asked {
+            request_id,
             client,
-            user_agent,
-            reason: Some(reason),
-            ..Logged::default()
+            user_agent: headers.get(http::header::USER_AGENT),
+            started,
         };
-
         if let Some(secret) = &self.settings.secret
             && !secret_matches(secret, headers)
         {
-            let response = unauthenticated(request_id);
-            let logged = refused(SECRET_MISSING);
-            return self.finish(response, &logged, request_id, started);
+            let answer = unauthenticated(request_id);
+            return into_response(self.finish(answer, &asked, SECRET_MISSING));
         }
         let original = Original::read(&self.settings, &request.method, request.raw_path(), headers);
         let Some(original) = original else {
-            let response = reject::refused(
-                400,
-                "bad_request",
-                "the decision request does not describe the original request",
-                request_id,
-            );
-            let logged = refused(ORIGINAL_MISSING);
-            return self.finish(response, &logged, request_id, started);
+            let answer = no_original(request_id);
+            return into_response(self.finish(answer, &asked, ORIGINAL_MISSING));
         };
-        let view = RequestView {
-            method: &original.method,
-            raw_target: original.target,
-            target: original.target_form(),
-            headers,
-            client,
-            scheme: original.scheme,
-        };
+        let view = original.view(headers, client, self.adapter);
         let decision = self.pipeline.decide(&snapshot, &view).await;
-        decision.record(&snapshot, &self.metrics);
-        let response = answer(&decision, &snapshot, request_id);
-
-        let status = response.0.status.as_u16();
-        let body_len = response.1.len();
-        let logged = Logged::decided(&decision, &snapshot, &original, client, user_agent);
-        self.account(&decision, &logged, request_id, status, body_len, started);
-        into_response(response)
+        let answer = answer(&decision, &snapshot, request_id);
+        into_response(self.account(&decision, &snapshot, &original, &asked, answer))
     }
 }
 
-/// The access log's bound on client-chosen text, as on the proxy.
-const LOGGED_TEXT_BYTES: usize = 256;
+/// What every decision request has, decided or not: for the access log.
+struct Asked<'a> {
+    request_id: &'a str,
+    client: Option<ClientAddress>,
+    user_agent: Option<&'a HeaderValue>,
+    started: Instant,
+}
 
 impl AuthzServer {
     /// An answer given before the pipeline was asked: counted without a
     /// route, logged with why.
-    fn finish(
-        &self,
-        response: (ResponseHeader, Bytes),
-        logged: &Logged<'_>,
-        request_id: &str,
-        started: Instant,
-    ) -> Response<Vec<u8>> {
-        let status = response.0.status.as_u16();
-        let body_len = response.1.len();
+    fn finish(&self, answer: Answer, asked: &Asked<'_>, reason: &'static str) -> Answer {
+        let status = answer.status().as_u16();
         self.metrics.count_request(NO_ROUTE, None, status);
-        self.access_log(logged, request_id, status, body_len, started);
-        into_response(response)
+        self.log(
+            AccessRecord {
+                reason: Some(reason),
+                ..AccessRecord::default()
+            },
+            asked,
+            &answer,
+        );
+        answer
     }
 
     /// Counts a decided request under its route and logs it, as the proxy
@@ -470,66 +384,39 @@ impl AuthzServer {
     fn account(
         &self,
         decision: &Decision<'_>,
-        logged: &Logged<'_>,
-        request_id: &str,
-        status: u16,
-        body_len: usize,
-        started: Instant,
-    ) {
+        snapshot: &Snapshot,
+        original: &Original<'_>,
+        asked: &Asked<'_>,
+        answer: Answer,
+    ) -> Answer {
+        decision.record(snapshot, &self.metrics);
         let route = decision.route();
         self.metrics.count_request(
             route.map_or(NO_ROUTE, |r| r.name.as_str()),
             route.map(|r| &r.series),
-            status,
+            answer.status().as_u16(),
         );
-        self.access_log(logged, request_id, status, body_len, started);
+        self.log(decided(decision, snapshot, original), asked, &answer);
+        answer
     }
 
     /// The proxy's access-log line, field for field, with `adapter=authz`
     /// (or `authz_grpc`): `method` and `path` are the original request's.
-    fn access_log(
-        &self,
-        logged: &Logged<'_>,
-        request_id: &str,
-        status: u16,
-        bytes_out: usize,
-        started: Instant,
-    ) {
-        if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+    fn log(&self, record: AccessRecord<'_>, asked: &Asked<'_>, answer: &Answer) {
+        if !access::enabled() {
             return;
         }
-        let user_agent = logged
-            .user_agent
-            .map(|ua| String::from_utf8_lossy(ua.as_bytes()));
-        let path = logged.path.map(String::from_utf8_lossy);
-        let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
-        tracing::info!(
-            target: ACCESS_TARGET,
-            request_id = %request_id,
-            method = logged.method.map(tracing::field::display),
-            path = path
-                .as_deref()
-                .map(|p| tracing::field::display(Truncated::new(p, LOGGED_TEXT_BYTES))),
-            route = logged.route,
-            status,
-            sub = logged
-                .sub
-                .map(|sub| tracing::field::display(Truncated::new(sub, LOGGED_TEXT_BYTES))),
-            issuer = logged.issuer,
-            outcome = logged.outcome,
-            reason = logged.reason,
-            client = logged.client.map(|c| tracing::field::display(c.client)),
-            user_agent = user_agent
-                .as_deref()
-                .map(|ua| tracing::field::display(Truncated::new(ua, LOGGED_TEXT_BYTES))),
-            bytes_in = 0u64,
-            bytes_out = bytes_out as u64,
-            upstream = None::<&str>,
-            latency_ms,
-            error = None::<&str>,
-            adapter = self.adapter,
-            "request"
-        );
+        AccessRecord {
+            request_id: asked.request_id,
+            status: Some(answer.status().as_u16()),
+            client: asked.client.map(|c| c.client),
+            user_agent: asked.user_agent.map(HeaderValue::as_bytes),
+            bytes_out: answer.body().len() as u64,
+            started: Some(asked.started),
+            adapter: self.adapter.as_str(),
+            ..record
+        }
+        .write();
     }
 }
 

@@ -21,7 +21,7 @@ use jwtgate::config::schema::{AuthMode, MatchConfig};
 use jwtgate::jose::Algorithm;
 use jwtgate::keys::remote::Refresher;
 use jwtgate::mint::Signer;
-use jwtgate::pipeline::{Decision, Pipeline, RequestView, Scheme, TargetForm};
+use jwtgate::pipeline::{Adapter, Decision, Pipeline, RequestView, Scheme, TargetForm};
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -221,7 +221,7 @@ fn mint(args: MintArgs) -> anyhow::Result<ExitCode> {
     claims.extend(extra);
     let fixed_jti = claims.contains_key("jti");
 
-    let run_id = jwtgate::proxy::request_id::new_request_id().replace('-', "");
+    let run_id = jwtgate::answers::request_id::new_request_id().replace('-', "");
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     for index in 0..args.count.get() {
@@ -311,7 +311,7 @@ fn fetch_remote_keys(
     snapshot: &jwtgate::pipeline::Snapshot,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {
-    let metrics = std::sync::Arc::new(jwtgate::telemetry::Metrics::new());
+    let metrics = jwtgate::telemetry::Metrics::new().keys;
     for source in &snapshot.remote {
         let refresher = Refresher::new(
             source.clone(),
@@ -374,6 +374,7 @@ impl Probe {
             // A token is judged the same over either scheme; HTTPS also
             // passes a route that clear text may not reach.
             scheme: Scheme::Https,
+            adapter: Adapter::Cli,
         }
     }
 
@@ -472,15 +473,15 @@ fn verify(config_path: &Path, route_name: &str, token: &str) -> anyhow::Result<E
             );
             Ok(ExitCode::SUCCESS)
         }
-        Decision::WouldDeny { denial, .. } => {
-            print_rejection(&denial.rejection, "REJECTED (not enforced)");
+        Decision::WouldDeny { failure, .. } => {
+            print_rejection(&failure.rejection, "REJECTED (not enforced)");
             outln!(
                 "the route is in audit mode: jwtgate forwards the request without identity headers and counts it as would_deny"
             );
             Ok(ExitCode::FAILURE)
         }
-        Decision::Deny { denial, .. } => {
-            print_rejection(&denial.rejection, "REJECTED");
+        Decision::Deny { failure, .. } => {
+            print_rejection(&failure.rejection, "REJECTED");
             Ok(ExitCode::FAILURE)
         }
         Decision::Anonymous { .. } => {

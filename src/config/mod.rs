@@ -7,3 +7,12 @@ mod load;
 pub mod schema;
 
 pub use load::{ConfigError, load, parse};
+
+/// Relative paths in the config are relative to the config file.
+pub fn resolve_path(base_dir: &std::path::Path, file: &std::path::Path) -> std::path::PathBuf {
+    if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        base_dir.join(file)
+    }
+}

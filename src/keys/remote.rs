@@ -15,7 +15,7 @@ use super::fetch::{FetchError, FetchSettings, Fetcher, Locator};
 use super::{KeyError, KeyStore, jwks};
 use crate::clock::SharedClock;
 use crate::jose::AlgorithmSet;
-use crate::telemetry::Metrics;
+use crate::telemetry::metrics::KeyMetrics;
 
 /// Used when the JWKS response says nothing about caching.
 const DEFAULT_REFRESH: Duration = Duration::from_secs(10 * 60);
@@ -158,7 +158,7 @@ pub struct Refresher {
     source: RemoteSource,
     fetcher: Fetcher,
     cache: Option<DiskCache>,
-    metrics: Arc<Metrics>,
+    metrics: KeyMetrics,
     clock: SharedClock,
 }
 
@@ -172,7 +172,7 @@ impl Refresher {
     pub fn new(
         source: RemoteSource,
         cache: Option<DiskCache>,
-        metrics: Arc<Metrics>,
+        metrics: KeyMetrics,
         clock: SharedClock,
     ) -> Result<Self, FetchError> {
         let fetcher = Fetcher::new(source.fetch.clone())?;
@@ -225,14 +225,12 @@ impl Refresher {
             let wait = match outcome {
                 Ok(refreshed) => {
                     backoff = FIRST_BACKOFF;
-                    self.metrics
-                        .record_jwks_fetch(&self.source.name, FETCH_SUCCESS);
+                    self.metrics.record_fetch(&self.source.name, FETCH_SUCCESS);
                     tracing::debug!(issuer = %self.source.name, keys = refreshed.keys, "keys refreshed");
                     jittered(refreshed.ttl)
                 }
                 Err(error) => {
-                    self.metrics
-                        .record_jwks_fetch(&self.source.name, error.label());
+                    self.metrics.record_fetch(&self.source.name, error.label());
                     self.on_failure(&error);
                     let wait = jittered(backoff);
                     backoff = self.source.refresh.next_backoff(backoff);
@@ -400,7 +398,7 @@ mod tests {
         Refresher::new(
             source,
             cache,
-            Arc::new(Metrics::new()),
+            crate::telemetry::Metrics::new().keys.clone(),
             ManualClock::at(NOW),
         )
         .unwrap()

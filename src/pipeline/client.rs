@@ -7,6 +7,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+/// `X-Forwarded-For`, looked up on every request: parsed once.
+pub static FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
 /// One CIDR range, e.g. `10.0.0.0/8`, `fd00::/8`, or a single address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -146,6 +149,15 @@ impl ClientAddress {
     ///
     /// `forwarded_for` holds the header's values in arrival order; several
     /// header lines read as one comma-separated list.
+    /// [`Self::resolve`] with the `X-Forwarded-For` of `headers`.
+    pub fn from_headers(peer: IpAddr, headers: &http::HeaderMap, trusted: &TrustedProxies) -> Self {
+        let forwarded_for = headers
+            .get_all(&FORWARDED_FOR)
+            .iter()
+            .map(http::HeaderValue::as_bytes);
+        Self::resolve(peer, forwarded_for, trusted)
+    }
+
     pub fn resolve<'a>(
         peer: IpAddr,
         forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,

@@ -96,16 +96,18 @@ pub struct CorsPolicy {
 /// Why a preflight was refused; the answer carries no CORS headers, so the
 /// browser blocks the actual request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum PreflightRefusal {
     Origin,
     Method,
 }
 
-impl Refusal {
+impl PreflightRefusal {
     pub fn description(self) -> &'static str {
         match self {
-            Refusal::Origin => "this origin may not call this route",
-            Refusal::Method => "this method is not allowed for cross-origin requests on this route",
+            PreflightRefusal::Origin => "this origin may not call this route",
+            PreflightRefusal::Method => {
+                "this method is not allowed for cross-origin requests on this route"
+            }
         }
     }
 }
@@ -247,10 +249,10 @@ impl CorsPolicy {
         &self,
         request: &HeaderMap,
         response: &mut impl ResponseHeaders,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), PreflightRefusal> {
         let allow_origin = self
             .allow_origin(request.get(ORIGIN))
-            .ok_or(Refusal::Origin)?;
+            .ok_or(PreflightRefusal::Origin)?;
         let requested = request
             .get(REQUEST_METHOD)
             .map_or(&[][..], HeaderValue::as_bytes);
@@ -259,7 +261,7 @@ impl CorsPolicy {
             .iter()
             .any(|m| m.as_str().as_bytes() == requested)
         {
-            return Err(Refusal::Method);
+            return Err(PreflightRefusal::Method);
         }
         response.set(ALLOW_ORIGIN, allow_origin);
         response.set(ALLOW_METHODS, self.allow_methods.clone());
@@ -740,7 +742,7 @@ mod tests {
         ]);
         assert_eq!(
             policy.preflight(&other_origin, &mut response),
-            Err(Refusal::Origin)
+            Err(PreflightRefusal::Origin)
         );
         let other_method = request(&[
             ("origin", "https://a.example"),
@@ -748,7 +750,7 @@ mod tests {
         ]);
         assert_eq!(
             policy.preflight(&other_method, &mut response),
-            Err(Refusal::Method)
+            Err(PreflightRefusal::Method)
         );
         // Methods are case-sensitive (Fetch), and `patch` is not normalized.
         let lower = request(&[
@@ -757,7 +759,7 @@ mod tests {
         ]);
         assert_eq!(
             policy.preflight(&lower, &mut response),
-            Err(Refusal::Method)
+            Err(PreflightRefusal::Method)
         );
         assert!(response.is_empty());
     }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use super::canonical::TargetError;
 use super::cors::CorsPolicy;
 use super::limits::LimitExceeded;
-use crate::auth::{Rejection, VerifiedToken};
+use crate::auth::VerifiedToken;
+use crate::auth::verify::Failure;
 use crate::config::schema::AuthMode;
 use crate::pipeline::{CompiledRoute, Snapshot};
 use crate::state::rate_limit::Limited;
-use crate::telemetry::Metrics;
+use crate::telemetry::metrics::RequestMetrics;
 use crate::telemetry::metrics::{ALLOW, ANONYMOUS, DENY, WOULD_DENY};
 
 /// What to do with a request. `'s` is the config snapshot it was decided
@@ -32,16 +33,17 @@ pub enum Decision<'s> {
         upstream: UpstreamRewrite,
     },
     /// An `audit` route: `required` would have refused, but the request is
-    /// forwarded, without identity headers.
+    /// forwarded, without identity headers. It carries the failure
+    /// `required` would have reported.
     WouldDeny {
         route: &'s Arc<CompiledRoute>,
         upstream: UpstreamRewrite,
-        denial: Denial,
+        failure: Failure,
     },
     /// Refused by the route's authentication (400, 401, 403 or 503).
     Deny {
         route: &'s Arc<CompiledRoute>,
-        denial: Denial,
+        failure: Failure,
     },
     /// A CORS preflight for a route with a CORS policy: jwtgate answers it,
     /// without a token.
@@ -69,24 +71,6 @@ pub enum Decision<'s> {
 
 /// The access log's `reason` for a request refused by a rate limit.
 pub const RATE_LIMITED: &str = "rate_limited";
-
-/// Why authentication refused (or, in audit mode, would have refused).
-#[derive(Debug, Clone)]
-pub struct Denial {
-    /// What the client is told, and the precise reason for metric and log.
-    pub rejection: Rejection,
-    /// The issuer the failure is attributed to, once one was identified.
-    pub issuer: Option<usize>,
-    /// The check that failed, as `jwtgate token verify` names it:
-    /// `token` (extraction), `structure`, `issuer`, `algorithm`, `key`,
-    /// `signature`, `token type`, `exp`, `nbf`, `iat`, `lifetime`, `sub`,
-    /// `aud`, `aud (route)`, `scopes`, `claim`.
-    pub check: &'static str,
-    /// A token that verified but that the route's policy refused: its
-    /// identity is genuine, so the access log may name its `sub`. Never
-    /// forwarded.
-    pub refused_identity: Option<Arc<VerifiedToken>>,
-}
 
 /// The access log's `reason` for a clear-text request answered with a
 /// redirect or a refusal instead of being served.
@@ -160,8 +144,8 @@ impl<'s> Decision<'s> {
     /// log's `reason`.
     pub fn reason(&self) -> Option<&'static str> {
         match self {
-            Decision::WouldDeny { denial, .. } | Decision::Deny { denial, .. } => {
-                Some(denial.rejection.reason.as_str())
+            Decision::WouldDeny { failure, .. } | Decision::Deny { failure, .. } => {
+                Some(failure.rejection.reason.as_str())
             }
             Decision::Refuse(refusal) => Some(refusal.as_str()),
             Decision::HttpsRequired { .. } => Some(HTTPS_REQUIRED),
@@ -170,25 +154,28 @@ impl<'s> Decision<'s> {
         }
     }
 
-    pub fn denial(&self) -> Option<&Denial> {
+    /// Why authentication refused, or would have on an audit route.
+    pub fn failure(&self) -> Option<&Failure> {
         match self {
-            Decision::WouldDeny { denial, .. } | Decision::Deny { denial, .. } => Some(denial),
+            Decision::WouldDeny { failure, .. } | Decision::Deny { failure, .. } => Some(failure),
             _ => None,
         }
     }
 
     /// Counts the decision in `jwtgate_auth_decisions_total`. Every adapter
     /// calls this, so a reason is labelled the same whoever asked.
-    pub fn record(&self, snapshot: &Snapshot, metrics: &Metrics) {
+    pub fn record(&self, snapshot: &Snapshot, metrics: &RequestMetrics) {
         let (Some(route), Some(outcome)) = (self.route(), self.outcome()) else {
             return;
         };
         let issuer = match self {
             Decision::Allow { identity, .. } => Some(identity.issuer),
-            _ => self.denial().and_then(|denial| denial.issuer),
+            _ => self.failure().and_then(|failure| failure.issuer),
         };
         let issuer = issuer.map(|i| (i, snapshot.issuers[i].name.as_str()));
-        let reason = self.denial().map(|denial| denial.rejection.reason.as_str());
+        let reason = self
+            .failure()
+            .map(|failure| failure.rejection.reason.as_str());
         metrics.record_route_decision(&route.name, &route.series, issuer, outcome, reason);
     }
 }

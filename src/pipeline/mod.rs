@@ -24,18 +24,16 @@ use std::time::Instant;
 
 use prometheus::Histogram;
 
-pub use decision::{
-    Decision, Denial, HTTPS_REQUIRED, RATE_LIMITED, Refusal, TOKEN_CHECK, UpstreamRewrite,
-};
+pub use decision::{Decision, HTTPS_REQUIRED, RATE_LIMITED, Refusal, TOKEN_CHECK, UpstreamRewrite};
 pub use snapshot::{ClaimHeader, CompiledRoute, ForwardPlan, HttpsState, Snapshot};
-pub use view::{RequestView, Scheme, TargetForm};
+pub use view::{Adapter, RequestView, Scheme, TargetForm};
 
 use self::canonical::{RequestTarget, TargetError};
 use self::router::Lookup;
 use self::view::Headers;
 use crate::auth::extract;
 use crate::auth::token_cache::TokenCache;
-use crate::auth::verify::{Explain, Failure};
+use crate::auth::verify::{Explain, Failure, UNNAMED_CHECK};
 use crate::auth::{Reason, Rejection, VerifiedToken};
 use crate::clock::SharedClock;
 use crate::config::schema::{AuthMode, HttpsOnly};
@@ -127,12 +125,20 @@ impl Pipeline {
         if let Some((route, policy)) =
             cors::preflight_route(&snapshot.router, host, path, view.method, view.headers)
         {
+            if route.authz_only && view.adapter.forwards() {
+                return Decision::NoRoute;
+            }
             if let Some(required) = route_https_only(snapshot, route, host, view) {
                 return required;
             }
             return Decision::Preflight { route, policy };
         }
         let route = match snapshot.router.lookup(host, path, view.method) {
+            // A route without an upstream is the authorization listeners'
+            // only: to the proxy it does not exist.
+            Lookup::Route(route) if route.authz_only && view.adapter.forwards() => {
+                return Decision::NoRoute;
+            }
             Lookup::Route(route) => route,
             Lookup::MethodNotAllowed { allow } => {
                 return Decision::Refuse(Refusal::MethodNotAllowed { allow });
@@ -173,12 +179,12 @@ impl Pipeline {
                 upstream: upstream(),
             },
             // Audit decides exactly as `required`, then lets it through.
-            Err(denial) if route.mode == AuthMode::Audit => Decision::WouldDeny {
+            Err(failure) if route.mode == AuthMode::Audit => Decision::WouldDeny {
                 route,
                 upstream: upstream(),
-                denial,
+                failure,
             },
-            Err(denial) => Decision::Deny { route, denial },
+            Err(failure) => Decision::Deny { route, failure },
         }
     }
 
@@ -256,7 +262,7 @@ impl Pipeline {
         view: &RequestView<'_>,
         query: Option<&str>,
         explain: &mut (impl Explain + Send),
-    ) -> Result<Option<Arc<VerifiedToken>>, Denial> {
+    ) -> Result<Option<Arc<VerifiedToken>>, Failure> {
         let headers = Headers(view.headers);
         let token = match extract::extract(&headers, query, &route.sources) {
             Ok(Some(token)) => token,
@@ -285,14 +291,12 @@ impl Pipeline {
         }
         outcome.map(Some).map_err(|failure| {
             debug_assert!(checks.failed.is_some(), "a check failed silently");
-            Denial {
-                rejection: failure.rejection,
-                issuer: failure.issuer,
+            Failure {
                 // Every failing check reports itself (the unit tests hold each
                 // to it); the fallback keeps one that forgets from panicking a
                 // request in a release build.
-                check: checks.failed.unwrap_or("verify"),
-                refused_identity: failure.refused,
+                check: checks.failed.unwrap_or(UNNAMED_CHECK),
+                ..failure
             }
         })
     }
@@ -342,6 +346,7 @@ impl Pipeline {
                 Err(Failure {
                     rejection: Rejection::invalid_token(Reason::Revoked),
                     issuer: Some(verified.issuer),
+                    check: UNNAMED_CHECK,
                     keys_seen: None,
                     refused: Some(verified),
                 })
@@ -351,13 +356,14 @@ impl Pipeline {
 }
 
 /// A refusal before any token was verified: none sent, or not usable.
-fn unauthenticated(rejection: Rejection, explain: &mut impl Explain) -> Denial {
+fn unauthenticated(rejection: Rejection, explain: &mut impl Explain) -> Failure {
     explain.failed(TOKEN_CHECK, rejection.reason);
-    Denial {
+    Failure {
         rejection,
         issuer: None,
         check: TOKEN_CHECK,
-        refused_identity: None,
+        keys_seen: None,
+        refused: None,
     }
 }
 

@@ -84,6 +84,7 @@ impl Harness {
             headers: &map,
             client: Some(ClientAddress::direct(ip)),
             scheme: Scheme::Https,
+            adapter: Adapter::Proxy,
         };
         self.runtime
             .block_on(self.pipeline.decide(&self.snapshot, &view))

@@ -10,9 +10,10 @@ use super::client::TrustedProxies;
 use super::cors::CorsPolicy;
 use super::limits::RequestLimits;
 use super::router::Router;
-use crate::auth::IssuerVerifier;
+use crate::auth::claims;
 use crate::auth::extract::TokenSources;
 use crate::auth::policy::RoutePolicy;
+use crate::auth::{IssuerVerifier, VerifiedToken};
 use crate::config::schema::{AuthMode, HttpsOnly};
 use crate::keys::remote::RemoteSource;
 use crate::state::rate_limit::RouteRateLimits;
@@ -89,6 +90,22 @@ pub struct ForwardPlan {
     pub strip_authorization: bool,
     /// Lower-case; client headers starting with it are removed.
     pub reserved_prefix: String,
+}
+
+impl ForwardPlan {
+    /// The identity headers a verified token gives the upstream: each claim
+    /// the route forwards that the token has, rendered as a header value
+    /// (anything that can't be one is left out).
+    pub fn identity_values<'a>(
+        &'a self,
+        identity: &'a VerifiedToken,
+    ) -> impl Iterator<Item = (&'a ClaimHeader, String)> + 'a {
+        self.claims.iter().filter_map(move |header| {
+            let value =
+                claims::lookup(&identity.claims, &header.claim).and_then(claims::header_value)?;
+            Some((header, value))
+        })
+    }
 }
 
 /// A claim forwarded as a header.

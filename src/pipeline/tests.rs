@@ -191,6 +191,7 @@ impl Request {
             headers: &self.headers,
             client: None,
             scheme: Scheme::Http,
+            adapter: Adapter::Proxy,
         }
     }
 }
@@ -235,9 +236,9 @@ fn unsigned(header: &str) -> String {
 }
 
 /// The denial of a `Deny`, with its route's name; panics on anything else.
-fn denied<'d>(decision: &'d Decision<'_>) -> (&'d str, &'d Denial) {
+fn denied<'d>(decision: &'d Decision<'_>) -> (&'d str, &'d Failure) {
     match decision {
-        Decision::Deny { route, denial } => (route.name.as_str(), denial),
+        Decision::Deny { route, failure } => (route.name.as_str(), failure),
         other => panic!("expected a denial, got {other:?}"),
     }
 }
@@ -421,11 +422,11 @@ fn every_reason_jwtgate_produces_is_decided_with_its_check() {
     let mut covered: Vec<Reason> = Vec::new();
     for (reason, request, check, issuer) in &cases {
         let decision = harness.decide(request);
-        let (_, denial) = denied(&decision);
-        assert_eq!(denial.rejection.reason, *reason, "{decision:?}");
-        assert_eq!(denial.check, *check, "the check failing {reason}");
+        let (_, failure) = denied(&decision);
+        assert_eq!(failure.rejection.reason, *reason, "{decision:?}");
+        assert_eq!(failure.check, *check, "the check failing {reason}");
         assert_eq!(
-            denial.issuer.map(|i| harness.issuer(i)),
+            failure.issuer.map(|i| harness.issuer(i)),
             *issuer,
             "the issuer of {reason}"
         );
@@ -513,7 +514,7 @@ fn off_reads_no_token_and_counts_no_decision() {
     );
     assert_eq!(decision.outcome(), None, "an off route decides nothing");
     let metrics = Metrics::new();
-    decision.record(&harness.snapshot, &metrics);
+    decision.record(&harness.snapshot, &metrics.requests);
     assert!(
         !String::from_utf8(metrics.render())
             .unwrap()
@@ -523,11 +524,11 @@ fn off_reads_no_token_and_counts_no_decision() {
 }
 
 /// The `WouldDeny` of an audit route; panics on anything else.
-fn would_deny<'d>(decision: &'d Decision<'_>) -> &'d Denial {
+fn would_deny<'d>(decision: &'d Decision<'_>) -> &'d Failure {
     match decision {
-        Decision::WouldDeny { route, denial, .. } => {
+        Decision::WouldDeny { route, failure, .. } => {
             assert_eq!(route.name, "audit");
-            denial
+            failure
         }
         other => panic!("expected would_deny, got {other:?}"),
     }
@@ -543,25 +544,25 @@ fn audit_decides_as_required_and_forwards_either_way() {
     );
 
     let missing = harness.decide(&Request::get("/audit"));
-    let denial = would_deny(&missing);
-    assert_eq!(denial.rejection.reason, Reason::MissingToken);
+    let failure = would_deny(&missing);
+    assert_eq!(failure.rejection.reason, Reason::MissingToken);
     assert_eq!(missing.outcome(), Some("would_deny"));
     assert_eq!(missing.reason(), Some("missing_token"));
 
     let invalid = harness.decide(&Request::get("/audit").bearer(&token(json!({ "aud": "x" }))));
-    let denial = would_deny(&invalid);
+    let failure = would_deny(&invalid);
     assert_eq!(
-        (denial.rejection.reason, denial.check),
+        (failure.rejection.reason, failure.check),
         (Reason::WrongAudience, "aud")
     );
 
     let unscoped = token(json!({ "scope": "orders:write" }));
     let insufficient = harness.decide(&Request::get("/audit").bearer(&unscoped));
-    let denial = would_deny(&insufficient);
-    assert_eq!(denial.rejection.reason, Reason::InsufficientScope);
+    let failure = would_deny(&insufficient);
+    assert_eq!(failure.rejection.reason, Reason::InsufficientScope);
     assert_eq!(
-        denial
-            .refused_identity
+        failure
+            .refused
             .as_ref()
             .and_then(|identity| identity.subject()),
         Some("alice"),
@@ -587,9 +588,13 @@ fn audit_never_blocks_on_missing_keys() {
         json!({}),
     );
     let decision = harness.decide(&Request::get("/audit").bearer(&remote));
-    let denial = would_deny(&decision);
-    assert_eq!(denial.rejection.reason, Reason::JwksUnavailable);
-    assert_eq!(denial.rejection.status(), 503, "what required would answer");
+    let failure = would_deny(&decision);
+    assert_eq!(failure.rejection.reason, Reason::JwksUnavailable);
+    assert_eq!(
+        failure.rejection.status(),
+        503,
+        "what required would answer"
+    );
 }
 
 #[test]
@@ -599,14 +604,14 @@ fn would_deny_is_counted_with_the_reason_required_would_give() {
     let unscoped = token(json!({ "scope": "orders:write" }));
     harness
         .decide(&Request::get("/audit").bearer(&unscoped))
-        .record(&harness.snapshot, &metrics);
+        .record(&harness.snapshot, &metrics.requests);
     harness
         .decide(&Request::get("/scoped").bearer(&unscoped))
-        .record(&harness.snapshot, &metrics);
+        .record(&harness.snapshot, &metrics.requests);
     harness
         .decide(&Request::get("/audit"))
-        .record(&harness.snapshot, &metrics);
-    let count = |labels: &[&str]| metrics.auth_decisions.with_label_values(labels).get();
+        .record(&harness.snapshot, &metrics.requests);
+    let count = |labels: &[&str]| metrics.requests.decisions(labels);
     assert_eq!(
         count(&["audit", "main", "would_deny", "insufficient_scope"]),
         1
@@ -632,9 +637,9 @@ fn a_cache_hit_fails_the_same_check_as_a_fresh_verification() {
     assert!(matches!(harness.decide(&request), Decision::Allow { .. }));
     harness.clock.advance(3600);
     let decision = harness.decide(&request);
-    let (_, denial) = denied(&decision);
+    let (_, failure) = denied(&decision);
     assert_eq!(
-        (denial.rejection.reason, denial.check),
+        (failure.rejection.reason, failure.check),
         (Reason::Expired, "exp")
     );
 }

@@ -26,6 +26,39 @@ pub struct RequestView<'a> {
     /// The scheme the client used to reach jwtgate: `Http` is redirected or
     /// refused where the listener or the route requires HTTPS.
     pub scheme: Scheme,
+    /// Who asks: a route without an upstream is decided for the
+    /// authorization listeners only.
+    pub adapter: Adapter,
+}
+
+/// The adapter a request came through, as the access log's `adapter` names
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapter {
+    Proxy,
+    /// The HTTP authorization listener (NGINX, Traefik, Caddy, Envoy HTTP).
+    Authz,
+    /// Envoy's gRPC `ext_authz`.
+    AuthzGrpc,
+    /// `jwtgate token verify`.
+    Cli,
+}
+
+impl Adapter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Adapter::Proxy => "proxy",
+            Adapter::Authz => "authz",
+            Adapter::AuthzGrpc => "authz_grpc",
+            Adapter::Cli => "cli",
+        }
+    }
+
+    /// Whether the adapter forwards the request to the route's upstream
+    /// itself (rather than answering a front proxy that does).
+    pub fn forwards(self) -> bool {
+        self == Adapter::Proxy
+    }
 }
 
 /// The forms of request-target jwtgate routes (RFC 9112 §3.2).

@@ -1,33 +1,29 @@
-use crate::state::rate_limit::RateLimits;
-use crate::state::revocation::RevocationList;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::authority::{RawTargetAuthority, raw_target_authority};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
+use super::failure::{self, ProxyFailure};
 use super::handshake;
 use super::headers::{self, Forwarding};
-use super::preflight::preflight_response;
-use super::reject::{self, ProxyFailure};
+use crate::answers::request_id::{REQUEST_ID, request_id_in, request_id_text};
+use crate::answers::{self, Answer};
 use crate::auth::VerifiedToken;
-use crate::auth::token_cache::TokenCache;
-use crate::clock::SharedClock;
 use crate::pipeline::client::ClientAddress;
-use crate::pipeline::{CompiledRoute, Snapshot};
 use crate::pipeline::{
-    Decision, Pipeline, Refusal, RequestView, Scheme, TargetForm, UpstreamRewrite,
+    Adapter, Decision, Pipeline, RequestView, Scheme, TargetForm, UpstreamRewrite,
 };
-use crate::telemetry::Metrics;
-use crate::telemetry::logging::{ACCESS_TARGET, Truncated};
+use crate::pipeline::{CompiledRoute, Snapshot};
+use crate::telemetry::access::{self, AccessRecord};
 use crate::telemetry::metrics::NO_ROUTE;
+use crate::telemetry::metrics::RequestMetrics;
 use crate::upstream::RouteUpstream;
 
 /// What the proxy serves from: the config snapshot decisions are made
@@ -48,37 +44,23 @@ impl Serving {
 /// request takes one lock-free load and works from that config to its end.
 pub struct Gateway {
     serving: Arc<ArcSwap<Serving>>,
-    metrics: Arc<Metrics>,
-    pipeline: Pipeline,
+    metrics: RequestMetrics,
+    pipeline: Arc<Pipeline>,
 }
 
 impl Gateway {
+    /// The proxy deciding with `pipeline`, the one every adapter shares
+    /// (its token cache, revocations and rate-limit counters).
     pub fn new(
         serving: Arc<ArcSwap<Serving>>,
-        metrics: Arc<Metrics>,
-        clock: SharedClock,
-        cache: Option<TokenCache>,
+        metrics: RequestMetrics,
+        pipeline: Arc<Pipeline>,
     ) -> Self {
-        let pipeline = Pipeline::new(clock, cache).timed(metrics.verify_duration.clone());
         Self {
             serving,
             metrics,
             pipeline,
         }
-    }
-
-    pub fn with_revocations(mut self, list: Option<Arc<RevocationList>>) -> Self {
-        self.pipeline = self.pipeline.with_revocations(list);
-        self
-    }
-
-    /// Counts rate limits in `limits`, whose metrics it registers.
-    pub fn with_rate_limits(mut self, limits: Arc<RateLimits>) -> Self {
-        for collector in limits.collectors() {
-            self.metrics.register(collector);
-        }
-        self.pipeline = self.pipeline.with_rate_limits(limits);
-        self
     }
 }
 
@@ -126,14 +108,14 @@ impl RequestCtx {
 }
 
 impl Gateway {
-    /// Asks the pipeline about the request. `Some(response)` ends the
+    /// Asks the pipeline about the request. `Some(answer)` ends the
     /// request here; `None` lets it through to the upstream.
     async fn decide(
         &self,
         session: &Session,
         snapshot: &Snapshot,
         ctx: &mut RequestCtx,
-    ) -> Option<(ResponseHeader, Bytes)> {
+    ) -> Option<Answer> {
         let request = session.req_header();
         let view = RequestView {
             method: &request.method,
@@ -142,70 +124,43 @@ impl Gateway {
             headers: &request.headers,
             client: ctx.client_address,
             scheme: ctx.scheme,
+            adapter: Adapter::Proxy,
         };
         let decision = self.pipeline.decide(snapshot, &view).await;
-        // A route without an upstream is the authorization listener's only.
-        let decision = match decision.route() {
-            Some(route) if route.authz_only => Decision::NoRoute,
-            _ => decision,
-        };
         decision.record(snapshot, &self.metrics);
         ctx.outcome = decision.outcome();
         ctx.reason = decision.reason();
         ctx.route = decision.route().cloned();
-        let request_id = headers::request_id_text(&ctx.request_id);
+        let request_id = request_id_text(&ctx.request_id);
+        let answer = match &decision {
+            Decision::Preflight { policy, .. } => {
+                ctx.cors_preflight = true;
+                Some(answers::preflight(policy, &request.headers, request_id))
+            }
+            _ => answers::refusal(&decision, &snapshot.realm, request_id),
+        };
         match decision {
             Decision::Allow {
                 identity, upstream, ..
             } => {
                 ctx.identity = Some(identity);
                 ctx.upstream = upstream;
-                None
             }
-            Decision::Anonymous { upstream, .. } => {
-                ctx.upstream = upstream;
-                None
-            }
+            Decision::Anonymous { upstream, .. } => ctx.upstream = upstream,
             Decision::WouldDeny {
-                upstream, denial, ..
+                upstream, failure, ..
             } => {
-                ctx.issuer = denial.issuer;
-                ctx.denied_identity = denial.refused_identity;
+                ctx.issuer = failure.issuer;
+                ctx.denied_identity = failure.refused;
                 ctx.upstream = upstream;
-                None
             }
-            Decision::Deny { denial, .. } => {
-                let response = reject::rejection(&denial.rejection, &snapshot.realm, request_id);
-                ctx.issuer = denial.issuer;
-                ctx.denied_identity = denial.refused_identity;
-                Some(response)
+            Decision::Deny { failure, .. } => {
+                ctx.issuer = failure.issuer;
+                ctx.denied_identity = failure.refused;
             }
-            Decision::Preflight { policy, .. } => {
-                ctx.cors_preflight = true;
-                Some(preflight_response(policy, &request.headers, request_id))
-            }
-            Decision::Refuse(Refusal::Limit(exceeded)) => {
-                let (error, description) = exceeded.error();
-                Some(reject::refused(
-                    exceeded.status(),
-                    error,
-                    description,
-                    request_id,
-                ))
-            }
-            Decision::Refuse(Refusal::Target(_)) => Some(reject::bad_target(request_id)),
-            Decision::Refuse(Refusal::MethodNotAllowed { allow }) => {
-                Some(reject::method_not_allowed(allow, request_id))
-            }
-            Decision::RateLimited { limited, .. } => {
-                Some(reject::rate_limited(&limited, request_id))
-            }
-            Decision::NoRoute => Some(reject::not_found(request_id)),
-            Decision::HttpsRequired { location, .. } => Some(match location {
-                Some(location) => reject::https_redirect(&location, request_id),
-                None => reject::https_forbidden(request_id),
-            }),
+            _ => {}
         }
+        answer
     }
 }
 
@@ -260,15 +215,9 @@ fn add_hsts(ctx: &RequestCtx, snapshot: &Snapshot, response: &mut ResponseHeader
 /// proxy, its `X-Forwarded-For`.
 fn client_address(session: &Session, snapshot: &Snapshot) -> Option<ClientAddress> {
     let peer = session.client_addr()?.as_inet()?.ip();
-    let forwarded_for = session
-        .req_header()
-        .headers
-        .get_all(&headers::FORWARDED_FOR_NAME)
-        .iter()
-        .map(|value| value.as_bytes());
-    Some(ClientAddress::resolve(
+    Some(ClientAddress::from_headers(
         peer,
-        forwarded_for,
+        &session.req_header().headers,
         &snapshot.trusted_proxies,
     ))
 }
@@ -279,7 +228,7 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
-            started: access_log_enabled().then(Instant::now),
+            started: access::enabled().then(Instant::now),
             serving: None,
             route: None,
             request_id: HeaderValue::from_static(""),
@@ -302,13 +251,15 @@ impl ProxyHttp for Gateway {
         let serving = self.serving.load_full();
         let snapshot = serving.snapshot.clone();
         ctx.serving = Some(serving);
-        ctx.request_id = headers::request_id(session.req_header());
+        ctx.request_id = request_id_in(&session.req_header().headers);
         ctx.client_address = client_address(session, &snapshot);
         ctx.scheme = scheme(session);
-        let response = self.decide(session, &snapshot, ctx).await;
-        let Some((mut header, body)) = response else {
+        let answer = self.decide(session, &snapshot, ctx).await;
+        let Some(answer) = answer else {
             return Ok(false);
         };
+        let (parts, body) = answer.into_parts();
+        let mut header = ResponseHeader::from(parts);
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.cors.as_ref())
             && !ctx.cors_preflight
         {
@@ -395,7 +346,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
         FailToProxy {
-            error_code: reject::answer_failure(
+            error_code: failure::answer_failure(
                 session,
                 e,
                 &mut ctx.request_id,
@@ -441,7 +392,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let _ = upstream_response.insert_header(headers::REQUEST_ID, ctx.request_id.clone());
+        let _ = upstream_response.insert_header(REQUEST_ID, ctx.request_id.clone());
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.cors.as_ref()) {
             policy.decorate(&session.req_header().headers, upstream_response);
         }
@@ -460,7 +411,7 @@ impl ProxyHttp for Gateway {
             "{} {} route={route} request_id={}",
             request.method,
             request.uri.path(),
-            headers::request_id_text(&ctx.request_id)
+            request_id_text(&ctx.request_id)
         )
     }
 
@@ -480,71 +431,46 @@ impl ProxyHttp for Gateway {
     }
 }
 
-fn access_log_enabled() -> bool {
-    tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
-}
-
-/// The longest path the access log prints: a client can't flood the log
-/// with a 64 KiB request target.
-const LOGGED_PATH_BYTES: usize = 256;
-/// The same bound for other client-chosen text: user agent, `sub`.
-const LOGGED_TEXT_BYTES: usize = 256;
-
 impl Gateway {
-    /// One line per request (target `jwtgate::access`). A field the request
-    /// did not have is left empty: `null` in JSON logs, `-` in text.
+    /// One line per request (target `jwtgate::access`).
     fn access_log(&self, session: &Session, error: Option<&Error>, ctx: &RequestCtx) {
         // The fields below cost lookups and formatting: none of it when the
         // access log is filtered out (RUST_LOG=warn, as under load tests).
-        if !access_log_enabled() {
+        if !access::enabled() {
             return;
         }
         let request = session.req_header();
-        // None when no response was sent (the client went away first).
-        let status = session
-            .response_written()
-            .map(|response| response.status.as_u16());
         let identity = ctx.identity.as_ref().or(ctx.denied_identity.as_ref());
         let issuer = identity.map(|i| i.issuer).or(ctx.issuer);
         let issuer = ctx
             .serving
             .as_ref()
-            .map(|serving| &serving.snapshot)
             .zip(issuer)
-            .map(|(snapshot, i)| snapshot.issuers[i].name.as_str());
-        let user_agent = request
-            .headers
-            .get(http::header::USER_AGENT)
-            .map(|ua| String::from_utf8_lossy(ua.as_bytes()));
-        // Whole microseconds, printed as milliseconds: 1.234.
-        let latency_ms = ctx
-            .started
-            .map(|started| started.elapsed().as_micros() as f64 / 1000.0);
-        tracing::info!(
-            target: ACCESS_TARGET,
-            request_id = %headers::request_id_text(&ctx.request_id),
-            method = %request.method,
-            // Never the query: a route may take its token there.
-            path = %Truncated::new(request.uri.path(), LOGGED_PATH_BYTES),
-            route = ctx.route.as_ref().map(|r| r.name.as_str()),
-            status,
-            sub = identity
-                .and_then(|i| i.subject())
-                .map(|sub| display(Truncated::new(sub, LOGGED_TEXT_BYTES))),
+            .map(|(serving, i)| serving.snapshot.issuers[i].name.as_str());
+        AccessRecord {
+            request_id: request_id_text(&ctx.request_id),
+            method: Some(request.method.as_str()),
+            path: Some(request.uri.path().as_bytes()),
+            route: ctx.route.as_ref().map(|r| r.name.as_str()),
+            status: session
+                .response_written()
+                .map(|response| response.status.as_u16()),
+            sub: identity.and_then(|i| i.subject()),
             issuer,
-            outcome = ctx.outcome,
-            reason = ctx.reason,
-            client = ctx.client_ip().map(display),
-            user_agent = user_agent
-                .as_deref()
-                .map(|ua| display(Truncated::new(ua, LOGGED_TEXT_BYTES))),
-            bytes_in = session.body_bytes_read() as u64,
-            bytes_out = session.body_bytes_sent() as u64,
-            upstream = ctx.upstream_addr.map(display),
-            latency_ms,
-            error = error.map(|e| ProxyFailure::of(e).as_str()),
-            adapter = "proxy",
-            "request"
-        );
+            outcome: ctx.outcome,
+            reason: ctx.reason,
+            client: ctx.client_ip(),
+            user_agent: request
+                .headers
+                .get(http::header::USER_AGENT)
+                .map(HeaderValue::as_bytes),
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+            upstream: ctx.upstream_addr,
+            started: ctx.started,
+            error: error.map(|e| ProxyFailure::of(e).as_str()),
+            adapter: Adapter::Proxy.as_str(),
+        }
+        .write();
     }
 }

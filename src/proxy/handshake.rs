@@ -5,8 +5,8 @@
 use pingora::Error;
 use pingora::upstreams::peer::HttpPeer;
 
-use super::headers;
-use super::reject::ProxyFailure;
+use super::failure::ProxyFailure;
+use crate::answers::request_id::request_id_text;
 use crate::pipeline::CompiledRoute;
 
 /// Logs a failed handshake with `peer` (one line per address tried, since
@@ -25,7 +25,7 @@ pub fn log_failed_handshake(
         route = %route.name,
         upstream = %peer._address,
         server_name = %peer.sni,
-        request_id = %headers::request_id_text(request_id),
+        request_id = %request_id_text(request_id),
         reason = %Reason {
             chain: &error.to_string(),
             client_certificate: peer.client_cert_key.is_some(),

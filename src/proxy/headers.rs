@@ -8,44 +8,12 @@ use std::net::IpAddr;
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 
+use crate::answers::request_id::REQUEST_ID;
 use crate::auth::VerifiedToken;
-use crate::auth::claims;
 use crate::auth::extract::split_pair;
 use crate::pipeline::CompiledRoute;
 use crate::pipeline::Scheme;
 use crate::pipeline::client::ClientAddress;
-
-pub const REQUEST_ID: &str = "x-request-id";
-/// Looked up on every request: parsed once, not per lookup.
-pub static REQUEST_ID_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
-const MAX_REQUEST_ID_LEN: usize = 128;
-
-/// Keeps a client's `X-Request-Id` when it looks like an id (visible ASCII,
-/// bounded length), so traces join up across hops; otherwise makes one.
-/// A header value, so each header it goes into shares it rather than
-/// copying it.
-pub fn request_id(request: &RequestHeader) -> HeaderValue {
-    request_id_in(&request.headers)
-}
-
-/// [`request_id`] from a header map of any origin (the gRPC decision
-/// request carries the original request's headers as a map).
-pub fn request_id_in(headers: &http::HeaderMap) -> HeaderValue {
-    headers
-        .get(&REQUEST_ID_NAME)
-        .filter(|v| {
-            let v = v.as_bytes();
-            !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.iter().all(|b| b.is_ascii_graphic())
-        })
-        .cloned()
-        .unwrap_or_else(super::request_id::new_request_id_header)
-}
-
-/// The request id as text, for logs and JSON bodies. Both kinds of id are
-/// visible ASCII; empty before one is assigned.
-pub fn request_id_text(id: &HeaderValue) -> &str {
-    id.to_str().unwrap_or_default()
-}
 
 /// What the upstream request needs beyond the client's own headers.
 pub struct Forwarding<'a> {
@@ -99,13 +67,9 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
     }
 
     if let Some(identity) = forwarding.identity {
-        for header in &plan.claims {
-            let value =
-                claims::lookup(&identity.claims, &header.claim).and_then(claims::header_value);
-            if let Some(value) = value {
-                // header_value() already refused anything invalid in a header.
-                let _ = upstream.insert_header(header.sent_as.clone(), value);
-            }
+        for (header, value) in plan.identity_values(identity) {
+            // header_value() already refused anything invalid in a header.
+            let _ = upstream.insert_header(header.sent_as.clone(), value);
         }
     }
 
@@ -120,8 +84,7 @@ const FORWARDED_PORT: &str = "x-forwarded-port";
 /// Headers only a trusted proxy may pass on; anyone else's are removed.
 const ONLY_FROM_TRUSTED: [&str; 4] = [FORWARDED_HOST, FORWARDED_PORT, "forwarded", "x-real-ip"];
 
-/// Looked up on every request: parsed once, not per lookup.
-pub static FORWARDED_FOR_NAME: http::HeaderName = http::HeaderName::from_static(FORWARDED_FOR);
+use crate::pipeline::client::FORWARDED_FOR as FORWARDED_FOR_NAME;
 static FORWARDED_PROTO_NAME: http::HeaderName = http::HeaderName::from_static(FORWARDED_PROTO);
 
 /// `X_Forwarded_For` and the like: no proxy writes them, but CGI/WSGI-style

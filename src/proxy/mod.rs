@@ -3,13 +3,13 @@
 //! upstream request's headers; picks an upstream, and counts and logs what
 //! happened.
 
+mod failure;
 mod gateway;
 mod handshake;
 pub mod headers;
 pub mod keepalive;
-pub mod preflight;
-pub mod reject;
-pub mod request_id;
+mod response_headers;
 pub mod sni;
 
+pub use failure::ProxyFailure;
 pub use gateway::{Gateway, RequestCtx, Serving};

@@ -1,9 +1,8 @@
-//! Runtime state: the revocation list, shared across replicas, and the
-//! Redis connection that keeps it in step; the rate-limit counters, each
-//! replica's own. It outlives every config snapshot; the request path reads
-//! only the local copy.
+//! Runtime state that outlives every config snapshot: the revocation list,
+//! shared across replicas, and the rate-limit counters, whose budgets may
+//! be shared too, both through the one Redis layer in [`redis`]. The
+//! request path reads only the local copies.
 
 pub mod rate_limit;
-pub mod rate_limit_sync;
 pub mod redis;
 pub mod revocation;

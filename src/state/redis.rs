@@ -1,48 +1,69 @@
-//! Sharing the revocation list through Redis. The request path never
-//! talks to Redis: this task keeps the local copy in step and the local
-//! copy is what is enforced.
-//!
-//! Layout under `key_prefix` (`P`):
-//! - `P:entry:<kind>:<sha256 of iss and value, hex>`: the entry as JSON;
-//!   a `jti` entry's key expires (`EXAT`) when the entry lapses.
-//! - `P:changes`: a pub/sub channel; each change is published there after
-//!   it is written, tagged with the replica it came from.
-//! - `P:seeded`: set once a replica has written its whole list; missing
-//!   means Redis lost its data (or is new), and the next replica to connect
-//!   writes its list back rather than forget what it enforces.
-//!
-//! Each connection: subscribe first (nothing published after that is
-//! missed), push the changes queued while Redis was away, seed if needed,
-//! then reconcile (the whole list, read with `SCAN`, replaces the local
-//! copy, but for changes still queued). Then: apply messages as they come,
-//! push new local changes, `PING` every second (the sync age), reconcile
-//! every `reconcile_interval`. Any failure drops the connection and tries
-//! again with a growing delay; the local copy stays enforced meanwhile.
+//! The one Redis layer: the connection settings every shared piece of
+//! state uses (the revocation list, rate-limit budgets), and the connection
+//! manager that opens connections with those settings, bounds every command
+//! by the timeout, and keeps a session going across outages with a growing
+//! pause between attempts. The request path never talks to Redis: each user
+//! keeps a local copy that is enforced while Redis is away.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::fmt::Write as _;
-use std::sync::Arc;
+use std::fmt;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
-use serde::{Deserialize, Serialize};
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, TlsCertificates};
 
-use crate::state::revocation::settings::{RedisConnection, RedisSettings, sha256};
-use crate::state::revocation::{
-    Change, Entry, Kind, Revocations, SYNC_CONNECT, SYNC_HEARTBEAT, SYNC_MESSAGE, SYNC_PUSH,
-    SYNC_RECONCILE,
-};
-
-const HEARTBEAT: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-const SCAN_BATCH: usize = 1000;
 
+/// `redis` compiled: where Redis is and how to log in. Restart-only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// As configured (it holds no password).
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Where the password was read from, for descriptions.
+    pub password_source: Option<String>,
+    /// `rediss://` only; `None` there: the system's root certificates.
+    pub tls: Option<RedisTls>,
+    pub timeout: Duration,
+}
+
+/// The PEM files of `redis.tls`, read when the config was loaded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    pub ca: Option<Vec<u8>>,
+    /// Certificate chain and private key, for Redis servers that ask for a
+    /// client certificate.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+    /// Where they were read from, for descriptions.
+    pub files: Vec<String>,
+}
+
+/// What a log line or a refused reload may show of the settings: never the
+/// password or a key, only where they come from.
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "redis {} user {:?} password from {} timeout {}",
+            self.url,
+            self.username,
+            self.password_source.as_deref().unwrap_or("(none)"),
+            humantime::format_duration(self.timeout),
+        )?;
+        if let Some(tls) = &self.tls {
+            write!(f, " tls [{}]", tls.files.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an exchange with Redis failed; `operation` is the step it failed
+/// in, as the user's metrics label it.
 #[derive(Debug, thiserror::Error)]
-enum SyncError {
+pub enum RedisFailure {
     #[error("{operation}: {source}")]
     Redis {
         operation: &'static str,
@@ -53,394 +74,177 @@ enum SyncError {
         operation: &'static str,
         timeout: Duration,
     },
-    #[error("{0}")]
-    Local(#[from] crate::state::revocation::RevocationError),
-    #[error("the subscription ended")]
-    SubscriptionEnded,
+    #[error("{operation}: the subscription ended")]
+    SubscriptionEnded { operation: &'static str },
+    /// A failure on this side while handling what Redis sent.
+    #[error("{operation}: {detail}")]
+    Local {
+        operation: &'static str,
+        detail: String,
+    },
 }
 
-impl SyncError {
-    fn operation(&self) -> &'static str {
+impl RedisFailure {
+    pub fn operation(&self) -> &'static str {
         match self {
-            SyncError::Redis { operation, .. } | SyncError::Timeout { operation, .. } => operation,
-            SyncError::Local(_) => SYNC_RECONCILE,
-            SyncError::SubscriptionEnded => SYNC_MESSAGE,
+            Self::Redis { operation, .. }
+            | Self::Timeout { operation, .. }
+            | Self::SubscriptionEnded { operation }
+            | Self::Local { operation, .. } => operation,
         }
     }
 }
 
-/// What goes over the channel.
-#[derive(Debug, Serialize, Deserialize)]
-struct Message {
-    /// The replica that made the change; it skips its own messages.
-    origin: u64,
-    change: Change,
+/// One connection's life, run again after each failure by
+/// [`Redis::keep_connected`].
+pub trait Session: Sync {
+    /// Names the user in log lines (`revocation`, `rate limits`).
+    const NAME: &'static str;
+    /// What the local copy does while Redis is away, for the warning.
+    const MEANWHILE: &'static str;
+
+    /// Runs until the connection fails. `established`: set once the
+    /// session is in step, so a failure after it starts the backoff anew.
+    fn run(
+        &self,
+        redis: &Redis,
+        established: &mut bool,
+    ) -> impl Future<Output = Result<Infallible, RedisFailure>> + Send;
+
+    /// Called after each failure, before the pause.
+    fn failed(&self, failure: &RedisFailure);
 }
 
-struct Keys {
-    prefix: String,
-    channel: String,
-    seeded: String,
-}
-
-impl Keys {
-    fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.to_string(),
-            channel: format!("{prefix}:changes"),
-            seeded: format!("{prefix}:seeded"),
-        }
-    }
-
-    fn entry(&self, kind: Kind, iss: &str, value: &str) -> String {
-        let mut input = Vec::with_capacity(iss.len() + value.len() + 1);
-        input.extend_from_slice(iss.as_bytes());
-        input.push(0);
-        input.extend_from_slice(value.as_bytes());
-        let mut key = format!("{}:entry:{}:", self.prefix, kind.as_str());
-        for byte in sha256(&input) {
-            let _ = write!(key, "{byte:02x}");
-        }
-        key
-    }
-
-    fn pattern(&self) -> String {
-        format!("{}:entry:*", self.prefix)
-    }
-}
-
-/// Keeps `revocations` in step with Redis until the task is aborted.
-pub async fn run(revocations: Arc<Revocations>, settings: RedisSettings) {
-    // rustls is built with two providers here; `rediss://` needs one chosen.
-    pingora::tls::install_default_crypto_provider();
-    let client = match client(&settings.connection) {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!("revocation: cannot use revocation.redis.url: {error}");
-            return;
-        }
-    };
-    let sync = Sync {
-        keys: Keys::new(&settings.connection.key_prefix),
-        origin: origin(),
-        revocations,
-        settings,
-        client,
-    };
-    let mut backoff = MIN_BACKOFF;
-    // Warn once per outage, not once per attempt.
-    let mut warned = false;
-    loop {
-        let mut established = false;
-        let Err(error) = sync.connected(&mut established).await;
-        sync.revocations.sync_error(error.operation());
-        if established {
-            backoff = MIN_BACKOFF;
-            warned = false;
-        }
-        if !warned {
-            tracing::warn!(
-                "revocation: Redis unreachable ({error}); enforcing the local copy, retrying"
-            );
-            warned = true;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-/// A process-unique tag for this replica's messages.
-fn origin() -> u64 {
-    let mut bytes = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
-    u64::from_le_bytes(bytes)
-}
-
-/// A client for `settings`' URL with its credentials set.
-pub(crate) fn client(settings: &RedisConnection) -> redis::RedisResult<Client> {
-    let info = settings.url.as_str().into_connection_info()?;
-    let mut redis_info = info.redis_settings().clone();
-    if let Some(username) = &settings.username {
-        redis_info = redis_info.set_username(username);
-    }
-    if let Some(password) = &settings.password {
-        redis_info = redis_info.set_password(password);
-    }
-    Client::open(info.set_redis_settings(redis_info))
-}
-
-struct Sync {
-    keys: Keys,
-    origin: u64,
-    revocations: Arc<Revocations>,
+/// The connection manager.
+pub struct Redis {
     settings: RedisSettings,
     client: Client,
 }
 
-impl Sync {
-    async fn timed<T>(
+impl Redis {
+    pub fn new(settings: RedisSettings) -> redis::RedisResult<Self> {
+        // rustls is built with two providers here; `rediss://` needs one
+        // chosen, and it must be the one the rest of the process uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let info = settings.url.as_str().into_connection_info()?;
+        let mut redis_info = info.redis_settings().clone();
+        if let Some(username) = &settings.username {
+            redis_info = redis_info.set_username(username);
+        }
+        if let Some(password) = &settings.password {
+            redis_info = redis_info.set_password(password);
+        }
+        let info = info.set_redis_settings(redis_info);
+        let client = match &settings.tls {
+            None => Client::open(info)?,
+            Some(tls) => Client::build_with_tls(
+                info,
+                TlsCertificates {
+                    client_tls: tls
+                        .client
+                        .as_ref()
+                        .map(|(cert, key)| redis::ClientTlsConfig {
+                            client_cert: cert.clone(),
+                            client_key: key.clone(),
+                        }),
+                    root_cert: tls.ca.clone(),
+                },
+            )?,
+        };
+        Ok(Self { settings, client })
+    }
+
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    /// `future`, bounded by the configured timeout.
+    pub async fn timed<T>(
         &self,
         operation: &'static str,
         future: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, SyncError> {
-        match tokio::time::timeout(self.settings.connection.timeout, future).await {
+    ) -> Result<T, RedisFailure> {
+        let timeout = self.settings.timeout;
+        match tokio::time::timeout(timeout, future).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(source)) => Err(SyncError::Redis { operation, source }),
-            Err(_) => Err(SyncError::Timeout {
-                operation,
-                timeout: self.settings.connection.timeout,
-            }),
+            Ok(Err(source)) => Err(RedisFailure::Redis { operation, source }),
+            Err(_) => Err(RedisFailure::Timeout { operation, timeout }),
         }
     }
 
-    /// One connection's life; returns when it fails. `established`: the
-    /// first sync completed.
-    async fn connected(&self, established: &mut bool) -> Result<Infallible, SyncError> {
+    /// A connection for commands, every command bounded by the timeout.
+    pub async fn connect(
+        &self,
+        operation: &'static str,
+    ) -> Result<MultiplexedConnection, RedisFailure> {
+        let timeout = Some(self.settings.timeout);
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.settings.connection.timeout))
-            .set_response_timeout(Some(self.settings.connection.timeout));
-        let mut connection = self
-            .timed(
-                SYNC_CONNECT,
-                self.client
-                    .get_multiplexed_async_connection_with_config(&config),
-            )
-            .await?;
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        self.timed(
+            operation,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+    }
+
+    /// The messages published on `channel` from now on.
+    pub async fn subscribe(
+        &self,
+        operation: &'static str,
+        channel: &str,
+    ) -> Result<impl Stream<Item = redis::Msg> + Send + use<>, RedisFailure> {
         let mut pubsub = self
-            .timed(SYNC_CONNECT, self.client.get_async_pubsub())
+            .timed(operation, self.client.get_async_pubsub())
             .await?;
-        self.timed(SYNC_CONNECT, pubsub.subscribe(&self.keys.channel))
-            .await?;
-        let mut messages = pubsub.into_on_message();
+        self.timed(operation, pubsub.subscribe(channel)).await?;
+        Ok(pubsub.into_on_message())
+    }
 
-        self.push_pending(&mut connection).await?;
-        self.seed_if_lost(&mut connection).await?;
-        self.reconcile(&mut connection).await?;
-        self.revocations.mark_synced();
-        self.revocations.refresh_gauges();
-        *established = true;
-        tracing::info!(
-            url = %self.settings.connection.url,
-            "revocation: in step with Redis"
-        );
-
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        let mut reconcile = tokio::time::interval(self.settings.reconcile_interval);
-        reconcile.tick().await;
+    /// Runs `session` for as long as the calling task lives: after each
+    /// failure it pauses, from a quarter second doubling up to five, and
+    /// connects again. One warning per outage, not one per attempt.
+    pub async fn keep_connected<S: Session>(&self, session: &S) {
+        let mut backoff = MIN_BACKOFF;
+        let mut warned = false;
         loop {
-            tokio::select! {
-                message = messages.next() => {
-                    let message = message.ok_or(SyncError::SubscriptionEnded)?;
-                    self.receive(&message).await?;
-                }
-                () = self.revocations.changed() => self.push_pending(&mut connection).await?,
-                _ = heartbeat.tick() => {
-                    let _: String = self
-                        .timed(SYNC_HEARTBEAT, redis::cmd("PING").query_async(&mut connection))
-                        .await?;
-                    // Changes queued while a push failed mid-way go now.
-                    self.push_pending(&mut connection).await?;
-                    self.revocations.mark_synced();
-                }
-                _ = reconcile.tick() => {
-                    self.reconcile(&mut connection).await?;
-                    self.revocations.mark_synced();
-                }
+            let mut established = false;
+            let Err(failure) = session.run(self, &mut established).await;
+            session.failed(&failure);
+            if established {
+                backoff = MIN_BACKOFF;
+                warned = false;
             }
+            if !warned {
+                tracing::warn!(
+                    "{}: Redis unreachable ({failure}); {}, retrying",
+                    S::NAME,
+                    S::MEANWHILE
+                );
+                warned = true;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
+}
 
-    async fn receive(&self, message: &redis::Msg) -> Result<(), SyncError> {
-        let parsed = message
-            .get_payload::<String>()
-            .ok()
-            .and_then(|payload| serde_json::from_str::<Message>(&payload).ok());
-        let Some(parsed) = parsed else {
-            self.revocations.sync_error(SYNC_MESSAGE);
-            tracing::warn!("revocation: ignored a message on the channel that is not a change");
-            return Ok(());
-        };
-        if parsed.origin == self.origin {
-            return Ok(());
-        }
-        self.apply(vec![parsed.change]).await
-    }
+/// The next message, or the end of the subscription as a failure.
+pub async fn next_message(
+    messages: &mut (impl Stream<Item = redis::Msg> + Unpin),
+    operation: &'static str,
+) -> Result<redis::Msg, RedisFailure> {
+    messages
+        .next()
+        .await
+        .ok_or(RedisFailure::SubscriptionEnded { operation })
+}
 
-    async fn apply(&self, changes: Vec<Change>) -> Result<(), SyncError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let revocations = self.revocations.clone();
-        let applied = tokio::task::spawn_blocking(move || revocations.apply_remote(&changes))
-            .await
-            .expect("apply_remote does not panic")?;
-        if applied > 0 {
-            tracing::debug!(applied, "revocation: changes from Redis applied");
-        }
-        Ok(())
-    }
-
-    fn write(&self, pipe: &mut redis::Pipeline, change: &Change) {
-        let (kind, iss, value) = change.target();
-        let key = self.keys.entry(kind, iss, value);
-        match change {
-            Change::Put(entry) => {
-                let json = serde_json::to_string(entry).expect("an entry serializes");
-                let set = pipe.cmd("SET").arg(&key).arg(json);
-                if entry.kind == Kind::Jti {
-                    set.arg("EXAT").arg(entry.at.max(1));
-                }
-            }
-            Change::Lift { .. } => {
-                pipe.cmd("DEL").arg(&key);
-            }
-        }
-    }
-
-    async fn push_pending(&self, connection: &mut MultiplexedConnection) -> Result<(), SyncError> {
-        let pending = self.revocations.pending();
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let now = self.revocations.now();
-        let mut pipe = redis::pipe();
-        for change in &pending {
-            // A `jti` that lapsed while queued: Redis would keep nothing.
-            if let Change::Put(entry) = change
-                && entry.kind == Kind::Jti
-                && entry.at <= now
-            {
-                continue;
-            }
-            self.write(&mut pipe, change);
-            let message = Message {
-                origin: self.origin,
-                change: change.clone(),
-            };
-            pipe.cmd("PUBLISH")
-                .arg(&self.keys.channel)
-                .arg(serde_json::to_string(&message).expect("a message serializes"))
-                .ignore();
-        }
-        let _: redis::Value = self.timed(SYNC_PUSH, pipe.query_async(connection)).await?;
-        let revocations = self.revocations.clone();
-        let count = pending.len();
-        tokio::task::spawn_blocking(move || revocations.pushed(count))
-            .await
-            .expect("pushed does not panic")?;
-        tracing::info!(count, "revocation: local changes pushed to Redis");
-        Ok(())
-    }
-
-    /// Redis without the seeded marker lost what it had: write the whole
-    /// local list back, so no replica forgets an entry by adopting an
-    /// empty Redis.
-    async fn seed_if_lost(&self, connection: &mut MultiplexedConnection) -> Result<(), SyncError> {
-        let seeded: Option<String> = self
-            .timed(
-                SYNC_RECONCILE,
-                redis::cmd("GET")
-                    .arg(&self.keys.seeded)
-                    .query_async(connection),
-            )
-            .await?;
-        if seeded.is_some() {
-            return Ok(());
-        }
-        let now = self.revocations.now();
-        let entries: Vec<Entry> = self
-            .revocations
-            .list()
-            .entries()
-            .into_iter()
-            .filter(|e| e.kind != Kind::Jti || e.at > now)
-            .collect();
-        for chunk in entries.chunks(SCAN_BATCH) {
-            let mut pipe = redis::pipe();
-            for entry in chunk {
-                self.write(&mut pipe, &Change::Put(entry.clone()));
-            }
-            let _: redis::Value = self
-                .timed(SYNC_RECONCILE, pipe.query_async(connection))
-                .await?;
-        }
-        let _: redis::Value = self
-            .timed(
-                SYNC_RECONCILE,
-                redis::cmd("SET")
-                    .arg(&self.keys.seeded)
-                    .arg(now)
-                    .query_async(connection),
-            )
-            .await?;
-        tracing::warn!(
-            entries = entries.len(),
-            "revocation: Redis had no revocation data; wrote the local list to it"
-        );
-        Ok(())
-    }
-
-    /// Makes the local list what Redis holds, but for changes still queued.
-    async fn reconcile(&self, connection: &mut MultiplexedConnection) -> Result<(), SyncError> {
-        let mut remote: HashMap<(Kind, String, String), i64> = HashMap::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .timed(
-                    SYNC_RECONCILE,
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(self.keys.pattern())
-                        .arg("COUNT")
-                        .arg(SCAN_BATCH)
-                        .query_async(connection),
-                )
-                .await?;
-            if !keys.is_empty() {
-                let values: Vec<Option<String>> = self
-                    .timed(
-                        SYNC_RECONCILE,
-                        redis::cmd("MGET").arg(&keys).query_async(connection),
-                    )
-                    .await?;
-                for value in values.into_iter().flatten() {
-                    match serde_json::from_str::<Entry>(&value) {
-                        Ok(entry) => {
-                            remote.insert((entry.kind, entry.iss, entry.value), entry.at);
-                        }
-                        Err(_) => self.revocations.sync_error(SYNC_RECONCILE),
-                    }
-                }
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        let now = self.revocations.now();
-        let mut changes = Vec::new();
-        for local in self.revocations.list().entries() {
-            match remote.remove(&(local.kind, local.iss.clone(), local.value.clone())) {
-                Some(at) if at == local.at => {}
-                Some(at) => changes.push(Change::Put(Entry { at, ..local })),
-                // A `jti` Redis let lapse a moment before our sweeper did.
-                None if local.kind == Kind::Jti && local.at <= now => {}
-                None => changes.push(Change::Lift {
-                    kind: local.kind,
-                    iss: local.iss,
-                    value: local.value,
-                }),
-            }
-        }
-        changes.extend(remote.into_iter().map(|((kind, iss, value), at)| {
-            Change::Put(Entry {
-                kind,
-                iss,
-                value,
-                at,
-            })
-        }));
-        self.apply(changes).await
-    }
+/// A process-unique tag for this replica's messages, which it skips when
+/// they come back to it.
+pub fn origin() -> u64 {
+    let mut bytes = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
+    u64::from_le_bytes(bytes)
 }

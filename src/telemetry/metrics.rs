@@ -23,6 +23,16 @@ pub const NO_ROUTE: &str = "_none";
 pub const NO_ISSUER: &str = "_none";
 pub const NO_REASON: &str = "none";
 
+/// Whether `name` may name something in a metric label or a log line:
+/// 1-64 ASCII letters, digits, `-`, `_` or `.` (rate limits, admin tokens).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 /// Verification takes microseconds; buckets from 5 µs to 100 ms.
 const VERIFY_BUCKETS: [f64; 14] = [
     5e-6, 10e-6, 25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
@@ -33,22 +43,63 @@ const UPSTREAM_BUCKETS: [f64; 14] = [
     100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0, 5.0, 30.0,
 ];
 
+/// Every metric the process exposes: the registry `/metrics` renders, and
+/// the narrow handle each consumer is given (state with metrics of its own,
+/// the revocation list and the rate-limit counters, registers them here).
 pub struct Metrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub auth_decisions: IntCounterVec,
+    /// What the adapters and the pipeline record per request.
+    pub requests: RequestMetrics,
+    /// Remote issuers' key sets, for the refreshers and `/metrics`.
+    pub keys: KeyMetrics,
+    /// Upstream endpoints, for the pools.
+    pub upstreams: UpstreamMetrics,
+    pub token_cache: CacheMetrics,
+    /// Reloads and the certificates they load.
+    pub config: ConfigMetrics,
+}
+
+/// `jwtgate_requests_total`, `jwtgate_auth_decisions_total`,
+/// `jwtgate_verify_duration_seconds`, `jwtgate_upstream_duration_seconds`.
+#[derive(Clone)]
+pub struct RequestMetrics {
+    requests: IntCounterVec,
+    auth_decisions: IntCounterVec,
     pub verify_duration: Histogram,
-    pub upstream_duration: HistogramVec,
-    pub upstream_healthy: IntGaugeVec,
-    pub upstream_resolve_failures: IntCounterVec,
-    pub jwks_keys: IntGaugeVec,
-    pub jwks_fetches: IntCounterVec,
-    pub jwks_age: IntGaugeVec,
-    pub token_cache_hits: IntCounter,
-    pub token_cache_misses: IntCounter,
-    pub config_reloads: IntCounterVec,
-    pub config_last_reload: IntGauge,
-    pub tls_certificate_expiry: IntGaugeVec,
+    upstream_duration: HistogramVec,
+}
+
+/// `jwtgate_jwks_keys`, `jwtgate_jwks_fetch_total`, `jwtgate_jwks_age_seconds`.
+#[derive(Clone)]
+pub struct KeyMetrics {
+    pub keys: IntGaugeVec,
+    pub fetches: IntCounterVec,
+    pub age: IntGaugeVec,
+}
+
+/// `jwtgate_upstream_healthy{route,addr}` and
+/// `jwtgate_upstream_resolve_failures_total{route}`: addresses are the
+/// resolved endpoints of configured upstreams, never client input.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    pub healthy: IntGaugeVec,
+    pub resolve_failures: IntCounterVec,
+}
+
+/// `jwtgate_token_cache_hits_total`, `jwtgate_token_cache_misses_total`.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    pub hits: IntCounter,
+    pub misses: IntCounter,
+}
+
+/// `jwtgate_config_reloads_total`, `jwtgate_config_last_reload_timestamp_seconds`,
+/// `jwtgate_tls_certificate_expiry_timestamp_seconds`.
+#[derive(Clone)]
+pub struct ConfigMetrics {
+    pub reloads: IntCounterVec,
+    pub last_reload: IntGauge,
+    certificate_expiry: IntGaugeVec,
 }
 
 /// `listener` of `jwtgate_tls_certificate_expiry_timestamp_seconds`: the
@@ -59,157 +110,171 @@ pub const HTTPS_LISTENER: &str = "https";
 pub const RELOAD_SUCCESS: &str = "success";
 pub const RELOAD_ERROR: &str = "error";
 
-/// `jwtgate_upstream_healthy{route,addr}` and
-/// `jwtgate_upstream_resolve_failures_total{route}`: addresses are the
-/// resolved endpoints of configured upstreams, never client input.
-fn upstream_metrics() -> (IntGaugeVec, IntCounterVec) {
-    let healthy = IntGaugeVec::new(
-        Opts::new(
-            "jwtgate_upstream_healthy",
-            "Whether an upstream endpoint gets traffic (1) or not (0: failing its health checks, or set aside after a refused connection), by route and resolved address.",
-        ),
-        &["route", "addr"],
-    )
-    .expect("valid metric");
-    let resolve_failures = IntCounterVec::new(
-        Opts::new(
-            "jwtgate_upstream_resolve_failures_total",
-            "Resolutions of an upstream DNS name that failed (the last good addresses were kept), by route.",
-        ),
-        &["route"],
-    )
-    .expect("valid metric");
-    (healthy, resolve_failures)
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric names");
+    metric
 }
 
-impl Metrics {
-    pub fn new() -> Self {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
+fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    registered(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn histograms(registry: &Registry, opts: HistogramOpts, labels: &[&str]) -> HistogramVec {
+    registered(
+        registry,
+        HistogramVec::new(opts, labels).expect("valid metric"),
+    )
+}
+
+impl RequestMetrics {
+    fn new(registry: &Registry) -> Self {
+        let verify_duration = HistogramOpts::new(
+            "jwtgate_verify_duration_seconds",
+            "Time to verify a token and apply the route's policy.",
+        )
+        .buckets(VERIFY_BUCKETS.to_vec());
+        let upstream_duration = HistogramOpts::new(
+            "jwtgate_upstream_duration_seconds",
+            "Time from choosing an upstream to the end of the response, by route.",
+        )
+        .buckets(UPSTREAM_BUCKETS.to_vec());
+        Self {
+            requests: counters(
+                registry,
                 "jwtgate_requests_total",
                 "Requests handled, by route and response status.",
+                &["route", "status"],
             ),
-            &["route", "status"],
-        )
-        .expect("valid metric");
-        let auth_decisions = IntCounterVec::new(
-            Opts::new(
+            auth_decisions: counters(
+                registry,
                 "jwtgate_auth_decisions_total",
                 "Authentication decisions, by route, issuer, outcome (allow, deny, anonymous, would_deny) and reason.",
+                &["route", "issuer", "outcome", "reason"],
             ),
-            &["route", "issuer", "outcome", "reason"],
-        )
-        .expect("valid metric");
-        let verify_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "jwtgate_verify_duration_seconds",
-                "Time to verify a token and apply the route's policy.",
-            )
-            .buckets(VERIFY_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "jwtgate_upstream_duration_seconds",
-                "Time from choosing an upstream to the end of the response, by route.",
-            )
-            .buckets(UPSTREAM_BUCKETS.to_vec()),
-            &["route"],
-        )
-        .expect("valid metric");
-        let jwks_keys = IntGaugeVec::new(
-            Opts::new("jwtgate_jwks_keys", "Usable verification keys, by issuer."),
-            &["issuer"],
-        )
-        .expect("valid metric");
-        let jwks_fetches = IntCounterVec::new(
-            Opts::new(
+            verify_duration: registered(
+                registry,
+                Histogram::with_opts(verify_duration).expect("valid metric"),
+            ),
+            upstream_duration: histograms(registry, upstream_duration, &["route"]),
+        }
+    }
+}
+
+impl KeyMetrics {
+    fn new(registry: &Registry) -> Self {
+        Self {
+            keys: gauges(
+                registry,
+                "jwtgate_jwks_keys",
+                "Usable verification keys, by issuer.",
+                &["issuer"],
+            ),
+            fetches: counters(
+                registry,
                 "jwtgate_jwks_fetch_total",
                 "JWKS fetch attempts for remote issuers, by result (success, network, http_status, too_large, invalid_json, invalid_discovery, issuer_mismatch, insecure, client, invalid_jwks).",
+                &["issuer", "result"],
             ),
-            &["issuer", "result"],
-        )
-        .expect("valid metric");
-        let jwks_age = IntGaugeVec::new(
-            Opts::new(
+            age: gauges(
+                registry,
                 "jwtgate_jwks_age_seconds",
                 "Seconds since the last successful JWKS fetch of a remote issuer (-1: never).",
+                &["issuer"],
             ),
-            &["issuer"],
-        )
-        .expect("valid metric");
-        let token_cache_hits = IntCounter::new(
-            "jwtgate_token_cache_hits_total",
-            "Tokens found in the verified-token cache (signature check skipped).",
-        )
-        .expect("valid metric");
-        let token_cache_misses = IntCounter::new(
-            "jwtgate_token_cache_misses_total",
-            "Tokens not in the verified-token cache (fully verified).",
-        )
-        .expect("valid metric");
-        let config_reloads = IntCounterVec::new(
-            Opts::new(
-                "jwtgate_config_reloads_total",
-                "Config reloads (SIGHUP, POST /-/reload, --watch), by result (success, error).",
+        }
+    }
+
+    /// `result` is `success` or a refresh error's label.
+    pub fn record_fetch(&self, issuer: &str, result: &'static str) {
+        self.fetches.with_label_values(&[issuer, result]).inc();
+    }
+
+    /// An issuer the config no longer has would otherwise report its last
+    /// values forever.
+    pub fn forget(&self, issuer: &str) {
+        let _ = self.keys.remove_label_values(&[issuer]);
+        let _ = self.age.remove_label_values(&[issuer]);
+    }
+}
+
+impl UpstreamMetrics {
+    fn new(registry: &Registry) -> Self {
+        Self {
+            healthy: gauges(
+                registry,
+                "jwtgate_upstream_healthy",
+                "Whether an upstream endpoint gets traffic (1) or not (0: failing its health checks, or set aside after a refused connection), by route and resolved address.",
+                &["route", "addr"],
             ),
+            resolve_failures: counters(
+                registry,
+                "jwtgate_upstream_resolve_failures_total",
+                "Resolutions of an upstream DNS name that failed (the last good addresses were kept), by route.",
+                &["route"],
+            ),
+        }
+    }
+}
+
+impl CacheMetrics {
+    fn new(registry: &Registry) -> Self {
+        let counter =
+            |name, help| registered(registry, IntCounter::new(name, help).expect("valid metric"));
+        Self {
+            hits: counter(
+                "jwtgate_token_cache_hits_total",
+                "Tokens found in the verified-token cache (signature check skipped).",
+            ),
+            misses: counter(
+                "jwtgate_token_cache_misses_total",
+                "Tokens not in the verified-token cache (fully verified).",
+            ),
+        }
+    }
+}
+
+impl ConfigMetrics {
+    fn new(registry: &Registry) -> Self {
+        let reloads = counters(
+            registry,
+            "jwtgate_config_reloads_total",
+            "Config reloads (SIGHUP, POST /-/reload, --watch), by result (success, error).",
             &["result"],
-        )
-        .expect("valid metric");
+        );
         // Both series exist from the start, so a rate() over them works
         // before the first reload.
         for result in [RELOAD_SUCCESS, RELOAD_ERROR] {
-            config_reloads.with_label_values(&[result]);
+            reloads.with_label_values(&[result]);
         }
-        let config_last_reload = IntGauge::new(
+        let last_reload = IntGauge::new(
             "jwtgate_config_last_reload_timestamp_seconds",
             "Unix time the config being served was loaded (at startup, then at each successful reload).",
         )
         .expect("valid metric");
-        let tls_certificate_expiry = IntGaugeVec::new(
-            Opts::new(
+        Self {
+            reloads,
+            last_reload: registered(registry, last_reload),
+            certificate_expiry: gauges(
+                registry,
                 "jwtgate_tls_certificate_expiry_timestamp_seconds",
                 "Unix time the certificate a listener serves for a host expires (its notAfter), as loaded at startup or the last successful reload.",
+                &["listener", "host"],
             ),
-            &["listener", "host"],
-        )
-        .expect("valid metric");
-        let (upstream_healthy, upstream_resolve_failures) = upstream_metrics();
-        for collector in [
-            Box::new(upstream_healthy.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(upstream_resolve_failures.clone()),
-            Box::new(requests.clone()),
-            Box::new(auth_decisions.clone()),
-            Box::new(verify_duration.clone()),
-            Box::new(upstream_duration.clone()),
-            Box::new(jwks_keys.clone()),
-            Box::new(jwks_fetches.clone()),
-            Box::new(jwks_age.clone()),
-            Box::new(token_cache_hits.clone()),
-            Box::new(token_cache_misses.clone()),
-            Box::new(config_reloads.clone()),
-            Box::new(config_last_reload.clone()),
-            Box::new(tls_certificate_expiry.clone()),
-        ] {
-            registry.register(collector).expect("unique metric names");
-        }
-        Self {
-            registry,
-            requests,
-            auth_decisions,
-            verify_duration,
-            upstream_duration,
-            upstream_healthy,
-            upstream_resolve_failures,
-            jwks_keys,
-            jwks_fetches,
-            jwks_age,
-            token_cache_hits,
-            token_cache_misses,
-            config_reloads,
-            config_last_reload,
-            tls_certificate_expiry,
         }
     }
 
@@ -221,36 +286,28 @@ impl Metrics {
         listener: &str,
         hosts: impl IntoIterator<Item = (&'a str, i64)>,
     ) {
-        self.tls_certificate_expiry.reset();
+        self.certificate_expiry.reset();
         for (host, not_after) in hosts {
-            self.tls_certificate_expiry
+            self.certificate_expiry
                 .with_label_values(&[listener, host])
                 .set(not_after);
         }
     }
+}
 
-    /// `result` is `success` or a [`crate::keys::remote::RefreshError`]
-    /// label.
-    pub fn record_jwks_fetch(&self, issuer: &str, result: &'static str) {
-        self.jwks_fetches.with_label_values(&[issuer, result]).inc();
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        Self {
+            requests: RequestMetrics::new(&registry),
+            keys: KeyMetrics::new(&registry),
+            upstreams: UpstreamMetrics::new(&registry),
+            token_cache: CacheMetrics::new(&registry),
+            config: ConfigMetrics::new(&registry),
+            registry,
+        }
     }
 
-    /// `reason` is a rejection reason's label (`auth::Reason::as_str`): taken
-    /// as a label, not the enum, so telemetry imports nothing it could be
-    /// imported back from.
-    pub fn record_decision(
-        &self,
-        route: &str,
-        issuer: &str,
-        outcome: &str,
-        reason: Option<&'static str>,
-    ) {
-        self.auth_decisions
-            .with_label_values(&[route, issuer, outcome, reason.unwrap_or(NO_REASON)])
-            .inc();
-    }
-
-    /// The Prometheus text exposition of every metric.
     /// Adds a collector owned elsewhere (runtime state with its own metrics).
     pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
         self.registry
@@ -258,6 +315,7 @@ impl Metrics {
             .expect("unique metric names");
     }
 
+    /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         TextEncoder::new()
@@ -299,7 +357,7 @@ impl RouteSeries {
     }
 }
 
-impl Metrics {
+impl RequestMetrics {
     /// Counts a response in `jwtgate_requests_total{route, status}`.
     pub fn count_request(&self, route: &str, series: Option<&RouteSeries>, status: u16) {
         let slot = series.and_then(|series| {
@@ -325,7 +383,27 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// [`Metrics::record_decision`] for a route whose series are at hand:
+    /// `reason` is a rejection reason's label (`auth::Reason::as_str`): taken
+    /// as a label, not the enum, so telemetry imports nothing it could be
+    /// imported back from.
+    pub fn record_decision(
+        &self,
+        route: &str,
+        issuer: &str,
+        outcome: &str,
+        reason: Option<&'static str>,
+    ) {
+        self.auth_decisions
+            .with_label_values(&[route, issuer, outcome, reason.unwrap_or(NO_REASON)])
+            .inc();
+    }
+
+    /// The decisions counted so far with exactly these labels.
+    pub fn decisions(&self, labels: &[&str]) -> u64 {
+        self.auth_decisions.with_label_values(labels).get()
+    }
+
+    /// [`RequestMetrics::record_decision`] for a route whose series are at hand:
     /// the common outcomes (allow with its issuer, anonymous) from their
     /// slots, the rest by label.
     pub fn record_route_decision(
@@ -378,15 +456,25 @@ mod tests {
     fn route_series_count_the_series_label_lookups_name() {
         let metrics = Metrics::new();
         let series = RouteSeries::new(2);
-        metrics.count_request("api", Some(&series), 200);
-        metrics.count_request("api", Some(&series), 200);
+        metrics.requests.count_request("api", Some(&series), 200);
+        metrics.requests.count_request("api", Some(&series), 200);
         // Not among the common statuses: looked up by label.
-        metrics.count_request("api", Some(&series), 418);
-        metrics.count_request(NO_ROUTE, None, 404);
-        metrics.observe_upstream("api", &series, 0.001);
-        metrics.record_route_decision("api", &series, Some((1, "second")), ALLOW, None);
-        metrics.record_route_decision("api", &series, None, ANONYMOUS, None);
-        metrics.record_route_decision("api", &series, Some((0, "first")), DENY, Some("expired"));
+        metrics.requests.count_request("api", Some(&series), 418);
+        metrics.requests.count_request(NO_ROUTE, None, 404);
+        metrics.requests.observe_upstream("api", &series, 0.001);
+        metrics
+            .requests
+            .record_route_decision("api", &series, Some((1, "second")), ALLOW, None);
+        metrics
+            .requests
+            .record_route_decision("api", &series, None, ANONYMOUS, None);
+        metrics.requests.record_route_decision(
+            "api",
+            &series,
+            Some((0, "first")),
+            DENY,
+            Some("expired"),
+        );
 
         let text = exposition(&metrics);
         assert_eq!(
@@ -415,8 +503,10 @@ mod tests {
         let metrics = Metrics::new();
         for _ in 0..2 {
             let series = RouteSeries::new(1);
-            metrics.count_request("api", Some(&series), 200);
-            metrics.record_route_decision("api", &series, Some((0, "demo")), ALLOW, None);
+            metrics.requests.count_request("api", Some(&series), 200);
+            metrics
+                .requests
+                .record_route_decision("api", &series, Some((0, "demo")), ALLOW, None);
         }
         let text = exposition(&metrics);
         assert!(text.contains(r#"jwtgate_requests_total{route="api",status="200"} 2"#));
@@ -431,7 +521,7 @@ mod tests {
     fn unused_slots_add_no_series() {
         let metrics = Metrics::new();
         let series = RouteSeries::new(3);
-        metrics.count_request("api", Some(&series), 204);
+        metrics.requests.count_request("api", Some(&series), 204);
         let text = exposition(&metrics);
         assert_eq!(series_lines(&text, "jwtgate_requests_total").len(), 1);
         assert!(series_lines(&text, "jwtgate_auth_decisions_total").is_empty());

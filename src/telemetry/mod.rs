@@ -1,5 +1,6 @@
 //! Metrics and logs: what operators see of every decision.
 
+pub mod access;
 pub mod logging;
 pub mod metrics;
 

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::{PoolIdentity, RouteUpstream, UpstreamPool};
 use crate::clock::SharedClock;
-use crate::telemetry::Metrics;
+use crate::telemetry::metrics::UpstreamMetrics;
 
 /// How often the loop looks at endpoints set aside, at the longest.
 const EJECTION_TICK: Duration = Duration::from_secs(1);
@@ -27,7 +27,7 @@ pub struct UpstreamPools {
     running: Mutex<Vec<Arc<UpstreamPool>>>,
     commands: mpsc::UnboundedSender<Command>,
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
-    metrics: Arc<Metrics>,
+    metrics: UpstreamMetrics,
     clock: SharedClock,
 }
 
@@ -49,7 +49,7 @@ pub struct PoolChanges {
 pub struct RetiredPools(Vec<Arc<UpstreamPool>>);
 
 impl UpstreamPools {
-    pub fn new(metrics: Arc<Metrics>, clock: SharedClock) -> Self {
+    pub fn new(metrics: UpstreamMetrics, clock: SharedClock) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
         Self {
             running: Mutex::default(),
@@ -89,7 +89,7 @@ impl UpstreamPools {
             }
             pool.resolved.count_failures_in(
                 self.metrics
-                    .upstream_resolve_failures
+                    .resolve_failures
                     .with_label_values(&[pool.route()]),
             );
             if pool.is_dynamic() {
@@ -148,7 +148,7 @@ fn resolve_first(pool: &Arc<UpstreamPool>) {
 }
 
 /// Sets `jwtgate_upstream_healthy` for every endpoint of `pool`.
-fn publish(pool: &UpstreamPool, metrics: &Metrics) {
+fn publish(pool: &UpstreamPool, metrics: &UpstreamMetrics) {
     let route = pool.route();
     let mut addr = String::new();
     for endpoint in pool.endpoints().iter() {
@@ -156,7 +156,7 @@ fn publish(pool: &UpstreamPool, metrics: &Metrics) {
         addr.clear();
         let _ = write!(addr, "{}", endpoint.addr);
         metrics
-            .upstream_healthy
+            .healthy
             .with_label_values(&[route, addr.as_str()])
             .set(i64::from(pool.is_ready(endpoint)));
     }
@@ -164,7 +164,7 @@ fn publish(pool: &UpstreamPool, metrics: &Metrics) {
 
 /// Removes the series of `pool`'s endpoints that no running pool of the
 /// same route still has.
-fn forget(pool: &UpstreamPool, running: &[Arc<UpstreamPool>], metrics: &Metrics) {
+fn forget(pool: &UpstreamPool, running: &[Arc<UpstreamPool>], metrics: &UpstreamMetrics) {
     let route = pool.route();
     let successors: Vec<_> = running.iter().filter(|p| p.route() == route).collect();
     for endpoint in pool.endpoints().iter() {
@@ -172,7 +172,7 @@ fn forget(pool: &UpstreamPool, running: &[Arc<UpstreamPool>], metrics: &Metrics)
             continue;
         }
         let _ = metrics
-            .upstream_healthy
+            .healthy
             .remove_label_values(&[route, &endpoint.addr.to_string()]);
     }
 }
@@ -220,7 +220,7 @@ impl BackgroundService for UpstreamPoolService {
 }
 
 /// One pool's background work, until its task is aborted.
-async fn run(pool: Arc<UpstreamPool>, metrics: Arc<Metrics>, clock: SharedClock) {
+async fn run(pool: Arc<UpstreamPool>, metrics: UpstreamMetrics, clock: SharedClock) {
     let now = Instant::now();
     // A pool whose names did not resolve yet tries again at once.
     let mut resolve_at = if pool.is_empty() {
@@ -246,7 +246,7 @@ async fn run(pool: Arc<UpstreamPool>, metrics: Arc<Metrics>, clock: SharedClock)
         let endpoints = pool.endpoints();
         for gone in published.difference(&endpoints) {
             let _ = metrics
-                .upstream_healthy
+                .healthy
                 .remove_label_values(&[pool.route(), &gone.addr.to_string()]);
         }
         published = endpoints;

@@ -18,7 +18,9 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{CertKey, WrappedX509, parse_x509};
 use rustls_pki_types::pem::{self, PemObject};
 
+use crate::config::resolve_path;
 use crate::config::schema::{UpstreamConfig, UpstreamTlsConfig};
+use crate::tls::ReadFile;
 
 /// Concurrent requests one HTTP/2 connection to an upstream may carry
 /// (Pingora's default is 1, which would open a connection per concurrent
@@ -146,6 +148,7 @@ pub enum UpstreamTlsError {
 pub fn compile(
     upstream: &UpstreamConfig,
     base_dir: &Path,
+    read: ReadFile<'_>,
 ) -> Result<Option<UpstreamTls>, UpstreamTlsError> {
     let Some(config) = upstream.tls.as_ref().filter(|tls| tls.enabled) else {
         return Ok(None);
@@ -159,8 +162,8 @@ pub fn compile(
     config.h2.hash(&mut group);
     let ca = match &config.ca_file {
         Some(file) => {
-            let path = resolve(base_dir, file);
-            let certificates = certificates("ca_file", &path)?;
+            let path = resolve_path(base_dir, file);
+            let certificates = certificates("ca_file", &path, read)?;
             trust_anchors(&path, &certificates)?;
             certificates.hash(&mut group);
             Some(Arc::from(wrap(certificates)))
@@ -175,9 +178,9 @@ pub fn compile(
     let client_cert = match (&config.client_cert, &config.client_key) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
-            let cert = resolve(base_dir, cert);
-            let key = resolve(base_dir, key);
-            let identity = client_identity(&cert, &key)?;
+            let cert = resolve_path(base_dir, cert);
+            let key = resolve_path(base_dir, key);
+            let identity = client_identity(&cert, &key, read)?;
             // The chain names the key (they were just checked to match), so
             // hashing the public half keeps key material out of the key.
             for certificate in identity.certificates() {
@@ -263,8 +266,9 @@ fn host_of(addr: &str) -> &str {
 fn certificates(
     field: &'static str,
     path: &Path,
+    read: ReadFile<'_>,
 ) -> Result<Vec<CertificateDer<'static>>, UpstreamTlsError> {
-    let text = read(field, path)?;
+    let text = read_file(read, field, path)?;
     let mut certificates = Vec::new();
     for item in CertificateDer::pem_slice_iter(&text) {
         let certificate = item.map_err(|e| UpstreamTlsError::BadPem {
@@ -339,9 +343,13 @@ impl ClientIdentity {
 /// at connect time: the key bytes re-read as DER (Pingora unwraps that), a
 /// rustls client config built from the pair, which refuses a key that
 /// doesn't match the leaf certificate.
-fn client_identity(cert: &Path, key: &Path) -> Result<ClientIdentity, UpstreamTlsError> {
-    let chain = certificates("client_cert", cert)?;
-    let key_text = read("client_key", key)?;
+fn client_identity(
+    cert: &Path,
+    key: &Path,
+    read: ReadFile<'_>,
+) -> Result<ClientIdentity, UpstreamTlsError> {
+    let chain = certificates("client_cert", cert, read)?;
+    let key_text = read_file(read, "client_key", key)?;
     let private_key = PrivateKeyDer::from_pem_slice(&key_text).map_err(|e| match e {
         pem::Error::NoItemsFound => UpstreamTlsError::NoKey {
             path: key.to_path_buf(),
@@ -375,8 +383,12 @@ fn client_identity(cert: &Path, key: &Path) -> Result<ClientIdentity, UpstreamTl
     }
 }
 
-fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, UpstreamTlsError> {
-    std::fs::read(path).map_err(|source| UpstreamTlsError::Read {
+fn read_file(
+    read: ReadFile<'_>,
+    field: &'static str,
+    path: &Path,
+) -> Result<Vec<u8>, UpstreamTlsError> {
+    read(path).map_err(|source| UpstreamTlsError::Read {
         field,
         path: path.to_path_buf(),
         source,
@@ -400,15 +412,6 @@ fn pem_error(error: pem::Error) -> String {
 fn system_roots_exist() -> bool {
     static EXIST: OnceLock<bool> = OnceLock::new();
     *EXIST.get_or_init(|| pingora::tls::load_native_certs().is_ok_and(|roots| !roots.is_empty()))
-}
-
-/// Relative paths in the config are relative to the config file.
-fn resolve(base_dir: &Path, file: &Path) -> PathBuf {
-    if file.is_absolute() {
-        file.to_path_buf()
-    } else {
-        base_dir.join(file)
-    }
 }
 
 #[cfg(test)]

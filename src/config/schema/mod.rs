@@ -58,6 +58,9 @@ pub struct GatewayConfig {
     /// Where rate-limit counters are kept. Restart-only.
     #[serde(default)]
     pub rate_limit: RateLimitStateConfig,
+    /// The Redis server shared state goes through. Restart-only.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
 }
 
 /// What to do with request paths a backend could read differently from

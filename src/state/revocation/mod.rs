@@ -3,30 +3,30 @@
 //! (and after a cache hit), its disk copy ([`journal`]), the queue of
 //! changes waiting for Redis, and the sync status Redis reports into.
 //!
-//! Changes arrive three ways: the admin API ([`api`]), Redis (another
-//! replica's change, or a reconcile), and the sweeper (lapsed `jti`
-//! entries). Each is applied to memory and appended to the journal under
+//! Changes arrive three ways: the admin API (`/revocations` on the admin
+//! listener), Redis (another replica's change, or a reconcile: [`sync`]),
+//! and the sweeper (lapsed `jti` entries). Each is applied to memory and appended to the journal under
 //! one mutex, so the file's order is memory's order. Disk writes block:
 //! callers on an async runtime run them on a blocking thread.
 
 pub mod journal;
 pub mod list;
-pub mod settings;
+pub mod sync;
+pub mod tokens;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use tokio::sync::Notify;
 
 use self::journal::{Journal, JournalError};
 pub use self::list::{Change, Entry, Kind, RevocationList};
-use self::settings::RevocationSettings;
+use self::tokens::AdminToken;
 use crate::clock::SharedClock;
+use crate::state::redis::Redis;
 use crate::telemetry::Metrics;
 
 /// How often lapsed `jti` entries are looked for (a scan happens only when
@@ -41,6 +41,24 @@ pub const SYNC_PUSH: &str = "push";
 pub const SYNC_RECONCILE: &str = "reconcile";
 pub const SYNC_HEARTBEAT: &str = "heartbeat";
 pub const SYNC_MESSAGE: &str = "message";
+
+/// `revocation` compiled. Restart-only: the list, its files and its Redis
+/// session live as long as the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationSettings {
+    pub dir: Option<PathBuf>,
+    pub admin_tokens: Vec<AdminToken>,
+    /// `None`: this replica's own list, shared with nobody.
+    pub redis: Option<RevocationSharing>,
+}
+
+/// `revocation.redis`: how the list is shared through the gateway's Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationSharing {
+    pub key_prefix: String,
+    pub reconcile_interval: Duration,
+    pub max_staleness: Option<Duration>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RevocationError {
@@ -368,42 +386,35 @@ impl Revocations {
         }
     }
 
-    /// The sweeper and, with Redis, the sync task.
-    pub fn service(self: &Arc<Self>) -> RevocationService {
-        RevocationService(self.clone())
+    /// The sweeper and, when the list is shared, the Redis session, for
+    /// as long as the calling task lives.
+    pub async fn run(self: Arc<Self>, redis: Option<Arc<Redis>>) {
+        let sync = match (self.settings.redis.clone(), redis) {
+            (Some(sharing), Some(redis)) => {
+                Some(tokio::spawn(sync::run(self.clone(), sharing, redis)))
+            }
+            _ => None,
+        };
+        // Aborts the session when this task is aborted or dropped.
+        let _sync = sync.map(AbortOnDrop);
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            let revocations = self.clone();
+            let swept = tokio::task::spawn_blocking(move || revocations.sweep()).await;
+            if let Ok(Err(error)) = swept {
+                tracing::error!("revocation: {error}");
+            }
+        }
     }
 }
 
-/// Runs on Pingora's background runtime for the life of the process.
-pub struct RevocationService(Arc<Revocations>);
+/// A spawned task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
-#[async_trait]
-impl BackgroundService for RevocationService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let revocations = self.0.clone();
-        let sweeper = tokio::spawn({
-            let revocations = revocations.clone();
-            async move {
-                let mut every = tokio::time::interval(SWEEP_EVERY);
-                loop {
-                    every.tick().await;
-                    let revocations = revocations.clone();
-                    let swept = tokio::task::spawn_blocking(move || revocations.sweep()).await;
-                    if let Ok(Err(error)) = swept {
-                        tracing::error!("revocation: {error}");
-                    }
-                }
-            }
-        });
-        let sync = revocations.settings.redis.clone().map(|settings| {
-            let revocations = revocations.clone();
-            tokio::spawn(async move { crate::state::redis::run(revocations, settings).await })
-        });
-        let _ = shutdown.changed().await;
-        sweeper.abort();
-        if let Some(sync) = sync {
-            sync.abort();
-        }
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -516,17 +527,11 @@ mod tests {
         let clock = ManualClock::at(1_000);
         let metrics = Metrics::new();
         let mut settings = settings(dir.path());
-        settings.redis = settings::compile(
-            Some(
-                serde_saphyr::from_str("redis: { url: 'redis://127.0.0.1:1', max_staleness: 5s }")
-                    .unwrap(),
-            ),
-            dir.path(),
-            &|_| None,
-        )
-        .unwrap()
-        .unwrap()
-        .redis;
+        settings.redis = Some(RevocationSharing {
+            key_prefix: "jwtgate:revocation".into(),
+            reconcile_interval: Duration::from_secs(30),
+            max_staleness: Some(Duration::from_secs(5)),
+        });
         let revocations = Revocations::open(settings.clone(), &metrics, clock.clone()).unwrap();
         revocations.apply_local(jti("a", 2_000)).unwrap();
         assert_eq!(revocations.pending(), vec![jti("a", 2_000)]);

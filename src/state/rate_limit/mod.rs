@@ -18,6 +18,8 @@
 //! are half of them forgotten (each then starts again with a full burst),
 //! which keeps memory bounded for any number of distinct keys.
 
+pub mod sync;
+
 use std::hash::BuildHasher;
 use std::sync::{Mutex, PoisonError};
 
@@ -30,7 +32,8 @@ use crate::auth::claims;
 use crate::auth::json::{JsonObject, JsonRef};
 use crate::clock::NANOS_PER_SEC;
 use crate::config::schema::{AuthMode, RateLimitConfig};
-use crate::state::revocation::settings::sha256;
+use crate::digest::sha256;
+use crate::telemetry::metrics::valid_name;
 
 const SHARDS: usize = 64;
 
@@ -161,12 +164,7 @@ impl RateLimit {
         config: &RateLimitConfig,
     ) -> Result<Self, RateLimitError> {
         let name = &config.name;
-        let valid_name = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !valid_name {
+        if !valid_name(name) {
             return Err(RateLimitError::Name {
                 index,
                 name: name.clone(),

@@ -6,9 +6,35 @@
 //! seeds do.
 
 use std::sync::OnceLock;
-
-use http::HeaderValue;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+pub const REQUEST_ID: &str = "x-request-id";
+/// Looked up on every request: parsed once, not per lookup.
+pub static REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The request's id: the client's `X-Request-Id` when it looks like an id
+/// (visible ASCII, bounded length), so traces join up across hops;
+/// otherwise a new one. A header value, so each header it goes into
+/// shares it rather than copying it.
+pub fn request_id_in(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(&REQUEST_ID_NAME)
+        .filter(|v| {
+            let v = v.as_bytes();
+            !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.iter().all(|b| b.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(new_request_id_header)
+}
+
+/// The request id as text, for logs and JSON bodies. Both kinds of id are
+/// visible ASCII; empty before one is assigned.
+pub fn request_id_text(id: &HeaderValue) -> &str {
+    id.to_str().unwrap_or_default()
+}
 
 struct Generator {
     seed: [u64; 2],

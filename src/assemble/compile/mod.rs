@@ -1,0 +1,147 @@
+//! Config → what the gateway serves from: the restart-only [`Bootstrap`],
+//! the immutable [`Snapshot`] decisions are made against (names resolved to
+//! indices, keys parsed into ready-to-verify form, header plans and the
+//! route table built once, so the request path only reads), and each
+//! route's upstream. Files, environment variables and host names are read
+//! through the [`Sources`] passed in; live things (key stores, upstream
+//! pools) come from the [`Running`] gateway when it has them.
+
+mod authz;
+mod bootstrap;
+mod issuers;
+mod listeners;
+mod routes;
+mod shared;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_saphyr::Spanned;
+
+pub use self::bootstrap::Bootstrap;
+use super::sources::{Sources, System, resolve_path};
+use crate::config::ConfigError;
+use crate::config::schema::GatewayConfig;
+use crate::keys::KeyStore;
+use crate::keys::remote::RemoteIdentity;
+use crate::pipeline::Snapshot;
+use crate::upstream::{PoolIdentity, RouteUpstream, UpstreamPool};
+
+/// A compiled config: what only a restart can change, and what a reload
+/// swaps.
+#[derive(Debug)]
+pub struct Compiled {
+    pub bootstrap: Bootstrap,
+    pub snapshot: Snapshot,
+    /// Each route's upstream, in the order of [`Snapshot::routes`]; `None`
+    /// for a route only the authorization listener serves.
+    pub upstreams: Vec<Option<RouteUpstream>>,
+}
+
+/// The live things a running gateway already has, that a new config keeps
+/// where its settings for them are unchanged: remote issuers' key stores,
+/// by issuer identity, and upstream pools, by route and settings. At
+/// startup there are none (`&()`).
+pub trait Running {
+    fn key_store(&self, identity: &RemoteIdentity) -> Option<Arc<KeyStore>>;
+    fn upstream_pool(&self, identity: &PoolIdentity) -> Option<Arc<UpstreamPool>>;
+}
+
+impl Running for () {
+    fn key_store(&self, _: &RemoteIdentity) -> Option<Arc<KeyStore>> {
+        None
+    }
+
+    fn upstream_pool(&self, _: &PoolIdentity) -> Option<Arc<UpstreamPool>> {
+        None
+    }
+}
+
+/// The snapshot of a config, with new, empty key stores for remote
+/// issuers: for what serves nothing (`token verify`, tests, benches).
+pub fn compile(path: &Path, config: GatewayConfig) -> Result<Snapshot, ConfigError> {
+    compile_reusing(path, config, &()).map(|compiled| compiled.snapshot)
+}
+
+/// [`compile_with`] on this machine's files and environment.
+pub fn compile_reusing(
+    path: &Path,
+    config: GatewayConfig,
+    running: &dyn Running,
+) -> Result<Compiled, ConfigError> {
+    compile_with(path, config, running, &System)
+}
+
+/// Compiles the config read from `path`, keeping what `running` has where
+/// the settings are unchanged (that is how a reload keeps keys and pools).
+/// Local keys, certificates and secrets are read afresh from `sources`, so
+/// a reload also picks up a rotated file.
+pub fn compile_with(
+    path: &Path,
+    config: GatewayConfig,
+    running: &dyn Running,
+    sources: &dyn Sources,
+) -> Result<Compiled, ConfigError> {
+    let mut cx = Context {
+        path,
+        base_dir: path.parent().unwrap_or(Path::new(".")),
+        sources,
+        running,
+        warnings: Vec::new(),
+    };
+    let served = listeners::compile(&config, &mut cx)?;
+    let (issuers, remote) = issuers::compile(&config.issuers, &mut cx)?;
+    let routes = routes::compile(&config, &issuers, served.https.is_some(), &mut cx)?;
+    let bootstrap = bootstrap::compile(&config, &remote, &mut cx)?;
+    let snapshot = Snapshot {
+        realm: config.server.realm,
+        max_token_bytes: config.tokens.max_bytes,
+        startup_grace: config.admin.startup_grace,
+        remote,
+        issuers,
+        routes: routes.routes,
+        router: routes.router,
+        paths: served.paths,
+        identity_headers: routes.identity_headers,
+        warnings: cx.warnings,
+        trusted_proxies: served.trusted_proxies,
+        limits: served.limits,
+        https: served.https,
+        redirect_clear_text: served.redirect_clear_text,
+    };
+    Ok(Compiled {
+        bootstrap,
+        snapshot,
+        upstreams: routes.upstreams,
+    })
+}
+
+/// What every part of compiling shares: where the config is, what it may
+/// read and keep, and the warnings it collects.
+struct Context<'a> {
+    path: &'a Path,
+    base_dir: &'a Path,
+    sources: &'a dyn Sources,
+    running: &'a dyn Running,
+    warnings: Vec<String>,
+}
+
+impl Context<'_> {
+    /// An error about the config, at `span`'s line and column when given.
+    fn error(&self, span: Option<&Spanned<String>>, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(
+            self.path,
+            span.map(|s| (s.referenced.line(), s.referenced.column())),
+            message,
+        )
+    }
+
+    /// A path from the config: relative ones are relative to the config
+    /// file.
+    fn file(&self, path: &Path) -> PathBuf {
+        resolve_path(self.base_dir, path)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,360 @@
+//! `routes`: each route's policy, token sources, forwarding plan, CORS
+//! and rate limits, the route table, and where each route's requests go.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_saphyr::Spanned;
+
+use super::Context;
+use crate::auth::IssuerVerifier;
+use crate::auth::extract::TokenSources;
+use crate::auth::policy::{ClaimRequirement, RoutePolicy};
+use crate::config::ConfigError;
+use crate::config::schema::{
+    AuthConfig, AuthMode, GatewayConfig, HttpsOnly, RouteConfig, UpstreamConfig,
+};
+use crate::pipeline::canonical;
+use crate::pipeline::cors::CorsPolicy;
+use crate::pipeline::router::Router;
+use crate::pipeline::{ClaimHeader, CompiledRoute, ForwardPlan};
+use crate::state::rate_limit::RouteRateLimits;
+use crate::telemetry::metrics::RouteSeries;
+use crate::upstream::discovery::Dns;
+use crate::upstream::tls as upstream_tls;
+use crate::upstream::{RouteUpstream, UpstreamPool};
+
+/// The routes of a snapshot, and the proxy's side of each.
+pub(super) struct Routes {
+    pub routes: Vec<Arc<CompiledRoute>>,
+    pub router: Router<Arc<CompiledRoute>>,
+    pub upstreams: Vec<Option<RouteUpstream>>,
+    pub identity_headers: Vec<http::HeaderName>,
+}
+
+/// What compiling one route needs from the rest of the config.
+struct Shared<'a> {
+    issuers: &'a [Arc<IssuerVerifier>],
+    issuer_index: HashMap<&'a str, usize>,
+    dns: Dns,
+    https: bool,
+    authz: bool,
+}
+
+type RouteError<'a> = (Option<&'a Spanned<String>>, String);
+
+pub(super) fn compile(
+    config: &GatewayConfig,
+    issuers: &[Arc<IssuerVerifier>],
+    https: bool,
+    cx: &mut Context<'_>,
+) -> Result<Routes, ConfigError> {
+    if config.routes.is_empty() {
+        return Err(cx.error(None, "no routes are defined"));
+    }
+    let shared = Shared {
+        issuers,
+        issuer_index: issuers
+            .iter()
+            .enumerate()
+            .map(|(i, issuer)| (issuer.name.as_str(), i))
+            .collect(),
+        dns: Dns::compile(&config.dns).map_err(|e| cx.error(None, e.to_string()))?,
+        https,
+        authz: config.listen.authz.is_some(),
+    };
+    let identity_headers = identity_headers(&config.routes)
+        .map_err(|(route, message)| cx.error(Some(&route.name), message))?;
+    let count = config.routes.len();
+    let mut routes = Routes {
+        routes: Vec::with_capacity(count),
+        router: Router::default(),
+        upstreams: Vec::with_capacity(count),
+        identity_headers,
+    };
+    let mut names = HashSet::new();
+    for route in &config.routes {
+        let name = route.name.value.as_str();
+        if !names.insert(name) {
+            return Err(cx.error(
+                Some(&route.name),
+                format!("route {name:?} is defined twice"),
+            ));
+        }
+        reachable(route, &shared).map_err(|message| cx.error(Some(&route.name), message))?;
+        let (compiled, upstream) =
+            compile_route(route, routes.routes.len(), &shared, cx).map_err(|(span, message)| {
+                cx.error(
+                    Some(span.unwrap_or(&route.name)),
+                    format!("route {name:?}: {message}"),
+                )
+            })?;
+        let compiled = Arc::new(compiled);
+        let methods = methods(route).map_err(|method| {
+            cx.error(
+                Some(&route.name),
+                format!("route {name:?}: match.methods: {method:?} is not an HTTP method"),
+            )
+        })?;
+        routes.router.add(
+            route.matcher.host.as_deref(),
+            &route.matcher.path_prefix,
+            methods,
+            compiled.clone(),
+        );
+        routes.routes.push(compiled);
+        routes.upstreams.push(upstream);
+    }
+    Ok(routes)
+}
+
+fn compile_route<'a>(
+    route: &'a RouteConfig,
+    index: usize,
+    shared: &Shared<'_>,
+    cx: &mut Context<'_>,
+) -> Result<(CompiledRoute, Option<RouteUpstream>), RouteError<'a>> {
+    let name = route.name.value.as_str();
+    if let Some(parameter) = &route.auth.token_query {
+        cx.warnings.push(format!(
+            "route {name:?} accepts tokens in the query parameter {parameter:?}: URLs end up in logs, browser histories and Referer headers (RFC 6750 §5.3)"
+        ));
+    }
+    if let Some(upstream) = &route.upstream {
+        cx.warnings.extend(upstream_tls::warning(name, upstream));
+    }
+    check_match(route)?;
+    let auth = &route.auth;
+    let policy = policy(auth, shared)?;
+    let sources = TokenSources {
+        header: auth
+            .token_header
+            .as_ref()
+            .map(|h| header_name(h).map(|n| n.as_str().to_string()))
+            .transpose()
+            .map_err(|e| (None, e))?,
+        cookie: auth.token_cookie.clone(),
+        query: auth.token_query.clone(),
+    };
+    let upstream = route
+        .upstream
+        .as_ref()
+        .map(|upstream| route_upstream(name, upstream, shared, cx))
+        .transpose()
+        .map_err(|e| (None, e))?;
+    let cors = route
+        .cors
+        .as_ref()
+        .map(|cors| CorsPolicy::compile(cors, auth.mode, sources.header.as_deref()))
+        .transpose()
+        .map_err(|e| (None, e.to_string()))?;
+    let compiled = CompiledRoute {
+        name: name.to_string(),
+        index,
+        mode: auth.mode,
+        policy,
+        sources,
+        forward: forward_plan(route).map_err(|e| (None, e))?,
+        cors,
+        series: RouteSeries::new(shared.issuers.len()),
+        https_only: route.matcher.https_only,
+        rate_limits: RouteRateLimits::compile(name, auth.mode, &route.rate_limits)
+            .map_err(|e| (None, e.to_string()))?,
+        authz_only: route.upstream.is_none(),
+    };
+    Ok((compiled, upstream))
+}
+
+/// Whether anything can serve the route: an upstream or the authorization
+/// listener, and the TLS listener when it is served over HTTPS only.
+fn reachable(route: &RouteConfig, shared: &Shared<'_>) -> Result<(), String> {
+    let name = &route.name.value;
+    if route.upstream.is_none() && !shared.authz {
+        return Err(format!(
+            "route {name:?} has no upstream: only the authorization listener serves such a route, and listen.authz is not set"
+        ));
+    }
+    if let (Some(https_only), false) = (route.matcher.https_only, shared.https) {
+        return Err(format!(
+            "route {name:?}: match.https_only is {} but listen.https is not set: no request could reach this route",
+            https_only_name(https_only)
+        ));
+    }
+    Ok(())
+}
+
+fn check_match(route: &RouteConfig) -> Result<(), RouteError<'_>> {
+    let prefix = &route.matcher.path_prefix;
+    if !prefix.starts_with('/') {
+        return Err((None, format!("path_prefix {prefix:?} must start with /")));
+    }
+    if let Some(host) = &route.matcher.host
+        && !matches!(canonical::host_key(host.as_bytes()), Ok(Some(_)))
+    {
+        return Err((
+            None,
+            format!("match.host {host:?} is not a host name or address (e.g. api.example.com)"),
+        ));
+    }
+    Ok(())
+}
+
+/// `match.methods`, upper-cased; `Err` names the one that is no method.
+fn methods(route: &RouteConfig) -> Result<Option<Vec<http::Method>>, &String> {
+    let Some(methods) = &route.matcher.methods else {
+        return Ok(None);
+    };
+    methods
+        .iter()
+        .map(|m| {
+            m.to_ascii_uppercase()
+                .parse::<http::Method>()
+                .map_err(|_| m)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// The route's issuers (every issuer when it names none), audiences,
+/// scopes and claim rules.
+fn policy<'a>(auth: &'a AuthConfig, shared: &Shared<'_>) -> Result<RoutePolicy, RouteError<'a>> {
+    let issuer_indices: Vec<usize> = if auth.issuers.is_empty() {
+        (0..shared.issuers.len()).collect()
+    } else {
+        auth.issuers
+            .iter()
+            .map(|name| {
+                shared
+                    .issuer_index
+                    .get(name.value.as_str())
+                    .copied()
+                    .ok_or_else(|| {
+                        (
+                            Some(name),
+                            format!("issuer {:?} is not defined", name.value),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if auth.mode != AuthMode::Off && issuer_indices.is_empty() {
+        return Err((
+            None,
+            "auth is required but no issuers are configured (set auth.mode: off for a public route)"
+                .into(),
+        ));
+    }
+    let claims = auth
+        .claims
+        .iter()
+        .map(|rule| ClaimRequirement {
+            claim: rule.claim.clone(),
+            any_of: rule.any_of.clone(),
+            all_of: rule.all_of.clone(),
+        })
+        .collect();
+    Ok(RoutePolicy::new(
+        issuer_indices,
+        auth.audiences.clone(),
+        auth.scopes.all_of.clone(),
+        auth.scopes.any_of.clone(),
+        claims,
+    ))
+}
+
+fn forward_plan(route: &RouteConfig) -> Result<ForwardPlan, String> {
+    Ok(ForwardPlan {
+        claims: route
+            .forward
+            .claims
+            .iter()
+            .map(|(claim, header)| {
+                let name = header_name(header)?;
+                Ok(ClaimHeader {
+                    claim: claim.clone(),
+                    sent_as: bytes::Bytes::copy_from_slice(name.as_str().as_bytes()),
+                    name,
+                })
+            })
+            .collect::<Result<_, String>>()?,
+        strip_authorization: route.forward.strip_authorization,
+        reserved_prefix: spoof_form(&route.forward.reserved_prefix),
+    })
+}
+
+/// A route's upstream: the running pool when one has the same settings,
+/// else a new one (IP addresses are endpoints at once; names are resolved
+/// when the runtime starts it).
+fn route_upstream(
+    route: &str,
+    config: &UpstreamConfig,
+    shared: &Shared<'_>,
+    cx: &Context<'_>,
+) -> Result<RouteUpstream, String> {
+    let sources = cx.sources;
+    let tls = upstream_tls::compile(config, cx.base_dir, &|path| sources.read(path))
+        .map_err(|e| e.to_string())?;
+    let pool = UpstreamPool::compile(route, config, &shared.dns, tls.as_ref())
+        .map_err(|e| e.to_string())?;
+    let pool = cx
+        .running
+        .upstream_pool(pool.identity())
+        .unwrap_or_else(|| Arc::new(pool));
+    Ok(RouteUpstream {
+        pool,
+        connect_timeout: config.connect_timeout,
+        read_timeout: config.read_timeout,
+        write_timeout: config.write_timeout,
+        tls,
+    })
+}
+
+fn https_only_name(https_only: HttpsOnly) -> &'static str {
+    match https_only {
+        HttpsOnly::Redirect => "redirect",
+        HttpsOnly::Forbid => "forbid",
+    }
+}
+
+fn header_name(name: &str) -> Result<http::HeaderName, String> {
+    http::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a valid header name"))
+}
+
+/// The union of every claim header across routes, in the spelling spoofed
+/// copies are matched in (see [`spoof_form`]). Hop-by-hop and framing
+/// headers can't be identity headers: overwriting them would break HTTP.
+fn identity_headers(
+    routes: &[RouteConfig],
+) -> Result<Vec<http::HeaderName>, (&RouteConfig, String)> {
+    const FORBIDDEN: [&str; 8] = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+        "authorization",
+        "cookie",
+    ];
+    let mut names = Vec::new();
+    for route in routes {
+        for header in route.forward.claims.values() {
+            let name = header_name(header).map_err(|e| (route, e))?;
+            if FORBIDDEN.contains(&name.as_str()) {
+                return Err((route, format!("{:?} cannot carry a claim", name.as_str())));
+            }
+            names.push(header_name(&spoof_form(name.as_str())).expect("still a header name"));
+        }
+    }
+    names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    Ok(names)
+}
+
+/// How a client's header is compared with the identity headers: lower
+/// case, `_` read as `-`, since CGI/WSGI-style backends read `X_User_Id` as
+/// `X-User-Id`. Both sides must be in this form, configured names included.
+fn spoof_form(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}

@@ -1,0 +1,311 @@
+//! Compiling against a made-up machine: files and variables from
+//! [`Fixed`], so nothing here reads the real environment or disk.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::assemble::sources::Fixed;
+use crate::digest::sha256;
+
+const ROUTES: &str =
+    "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    auth: { mode: off }\n";
+const TOKEN: (&str, &str) = ("ADMIN", "0123456789abcdef-long-enough");
+
+/// Compiles `text` (with one public route appended) as `/etc/jwtgate/gateway.yaml`.
+fn compile_text(text: &str, sources: &Fixed) -> Result<Compiled, String> {
+    let path = Path::new("/etc/jwtgate/gateway.yaml");
+    let config = crate::config::parse(path, &format!("{text}{ROUTES}"), &|_| None)
+        .map_err(|e| e.to_string())?;
+    compile_with(path, config, &(), sources).map_err(|e| e.to_string())
+}
+
+fn bootstrap(text: &str) -> Bootstrap {
+    compile_text(text, &Fixed::default()).unwrap().bootstrap
+}
+
+#[test]
+fn restart_only_changes_are_each_named_with_both_values() {
+    let running = bootstrap("");
+    assert!(running.changes(&bootstrap("")).is_empty());
+    // Settings a reload may change are no restart-only change.
+    let reloadable =
+        "server: { realm: other, trusted_proxies: [10.0.0.0/8] }\ntokens: { max_bytes: 4096 }\n";
+    assert!(running.changes(&bootstrap(reloadable)).is_empty());
+
+    let changed = bootstrap(
+        "listen: { http: \"127.0.0.1:8000\" }\nserver: { threads: 3, grace_period: 1s }\nkeys_cache_dir: /var/cache/jwtgate\ntoken_cache: { ttl: 1m }\n",
+    );
+    assert_eq!(
+        running.changes(&changed),
+        [
+            "listen.http: 127.0.0.1:8080 → 127.0.0.1:8000",
+            "server.threads: (one per core) → 3",
+            "server.grace_period: 5s → 1s",
+            "keys_cache_dir: (none) → /var/cache/jwtgate",
+            "token_cache.ttl: 5m → 1m",
+        ]
+    );
+    let cache_off = bootstrap("token_cache: { enabled: false }\n");
+    assert_eq!(
+        running.changes(&cache_off),
+        ["token_cache.enabled: true → false"]
+    );
+}
+
+#[test]
+fn a_changed_revocation_block_needs_a_restart_and_names_no_secret() {
+    let sources = Fixed::default().var("PW", "hunter2-password");
+    let with_redis = "redis: { url: 'redis://r:6379', password: { env: PW } }\nrevocation: { dir: /var/lib/j, redis: {} }\n";
+    let shared = compile_text(with_redis, &sources).unwrap().bootstrap;
+    let changes = bootstrap("").changes(&shared);
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(
+        changes[0].starts_with("redis: (none) → redis redis://r:6379"),
+        "{changes:?}"
+    );
+    assert!(
+        changes[1].starts_with("revocation: (none) → dir /var/lib/j tokens [] shared"),
+        "{changes:?}"
+    );
+    assert!(!changes.concat().contains("hunter2"), "{changes:?}");
+    assert!(changes[0].contains("env PW"), "{changes:?}");
+    let again = compile_text(with_redis, &sources).unwrap().bootstrap;
+    assert!(shared.changes(&again).is_empty());
+}
+
+#[test]
+fn files_and_variables_come_from_the_sources_given() {
+    let jwks = include_str!("../../../deploy/dev-keys/jwks.json");
+    let sources = Fixed::default()
+        .file("/etc/jwtgate/keys/jwks.json", jwks)
+        .var("SECRET", "0123456789abcdef0123456789abcdef");
+    let issuers = "issuers:\n  - { name: local, issuer: https://i, jwks_file: keys/jwks.json, algorithms: [RS256], audiences: [api] }\n  - { name: hmac, issuer: https://h, hmac_secret_env: SECRET, algorithms: [HS256], audiences: [api] }\n";
+    let compiled = compile_text(issuers, &sources).unwrap();
+    assert_eq!(compiled.snapshot.issuers.len(), 2);
+    assert!(compiled.snapshot.issuers[0].keys.is_ready());
+
+    let missing = compile_text(issuers, &Fixed::default().var("SECRET", "x")).unwrap_err();
+    assert!(
+        missing.contains("cannot read jwks_file /etc/jwtgate/keys/jwks.json"),
+        "{missing}"
+    );
+    let unset = compile_text(
+        issuers,
+        &Fixed::default().file("/etc/jwtgate/keys/jwks.json", jwks),
+    )
+    .unwrap_err();
+    assert!(
+        unset.contains("environment variable SECRET (hmac_secret_env) is not set"),
+        "{unset}"
+    );
+}
+
+fn revocation(yaml: &str, sources: &Fixed) -> Result<RevocationSettings, String> {
+    let redis = "redis: { url: 'redis://cache:6379' }\n";
+    let text = format!("{redis}revocation: {yaml}\n");
+    compile_text(&text, sources).map(|c| c.bootstrap.revocation.unwrap())
+}
+
+use crate::state::revocation::RevocationSettings;
+
+#[test]
+fn tokens_come_from_env_or_file_and_are_kept_as_digests() {
+    let sources = Fixed::default().var(TOKEN.0, TOKEN.1);
+    let settings = revocation(
+        "{ admin_tokens: [{ name: idp-logout, env: ADMIN }], dir: state }",
+        &sources,
+    )
+    .unwrap();
+    assert_eq!(settings.admin_tokens[0].name, "idp-logout");
+    assert_eq!(settings.admin_tokens[0].digest, sha256(TOKEN.1.as_bytes()));
+    assert_eq!(settings.dir.unwrap(), Path::new("/etc/jwtgate/state"));
+    let shown = format!("{:?} {}", settings.admin_tokens, TOKEN.1);
+    assert_eq!(shown.matches(TOKEN.1).count(), 1, "never in Debug: {shown}");
+
+    let sources = Fixed::default().file("/run/token", format!("{}\n", TOKEN.1));
+    let settings = revocation(
+        "{ admin_tokens: [{ name: ops, file: /run/token }] }",
+        &sources,
+    )
+    .unwrap();
+    assert_eq!(settings.admin_tokens[0].digest, sha256(TOKEN.1.as_bytes()));
+}
+
+#[test]
+fn bad_revocation_settings_are_refused_with_the_field_and_value() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "{ admin_tokens: [{ name: a, env: ADMIN, file: x }] }",
+            "revocation.admin_tokens[0] (\"a\"): give exactly one of env or file",
+        ),
+        (
+            "{ admin_tokens: [{ name: a, env: NOPE }] }",
+            "environment variable NOPE is not set",
+        ),
+        (
+            "{ admin_tokens: [{ name: 'a b', env: ADMIN }] }",
+            "name \"a b\" must be",
+        ),
+        (
+            "{ admin_tokens: [{ name: a, env: ADMIN }, { name: a, env: ADMIN }] }",
+            "the name \"a\" is used twice",
+        ),
+        (
+            "{ admin_tokens: [{ name: a, env: SHORT }] }",
+            "the token is 5 bytes",
+        ),
+        (
+            "{ redis: { reconcile_interval: 10ms } }",
+            "revocation.redis.reconcile_interval: 10ms must be at least 1s",
+        ),
+        (
+            "{ redis: { key_prefix: 'a b' } }",
+            "revocation.redis.key_prefix: \"a b\"",
+        ),
+        ("{ redis: { nope: 1 } }", "unknown field"),
+    ];
+    let sources = Fixed::default().var(TOKEN.0, TOKEN.1).var("SHORT", "short");
+    for (yaml, expected) in cases {
+        let error = revocation(yaml, &sources).unwrap_err();
+        assert!(error.contains(expected), "{yaml}: {error}");
+    }
+}
+
+fn redis(yaml: &str, sources: &Fixed) -> Result<crate::state::redis::RedisSettings, String> {
+    let text = format!("redis: {yaml}\nrate_limit: {{ redis: {{}} }}\n");
+    compile_text(&text, sources).map(|c| c.bootstrap.redis.unwrap())
+}
+
+#[test]
+fn one_redis_connection_keeps_its_password_out_of_descriptions() {
+    let sources = Fixed::default().var("PW", "hunter2-password");
+    let settings = redis(
+        "{ url: 'rediss://cache:6380/2', password: { env: PW }, timeout: 1s }",
+        &sources,
+    )
+    .unwrap();
+    assert_eq!(settings.password.as_deref(), Some("hunter2-password"));
+    assert_eq!(settings.timeout, Duration::from_secs(1));
+    // rediss:// without a tls block: TLS with the system's roots.
+    assert!(settings.tls.as_ref().is_some_and(|tls| tls.ca.is_none()));
+    let described = format!("{settings:?}");
+    assert!(!described.contains("hunter2"), "{described}");
+    assert!(described.contains("env PW"), "{described}");
+}
+
+#[test]
+fn redis_tls_files_are_read_when_the_config_is() {
+    let sources = Fixed::default()
+        .file("/etc/jwtgate/ca.pem", "CA")
+        .file("/etc/jwtgate/client.pem", "CERT")
+        .file("/etc/jwtgate/client.key", "KEY");
+    let settings = redis(
+        "{ url: 'rediss://cache:6380', tls: { ca_file: ca.pem, client_cert: client.pem, client_key: client.key } }",
+        &sources,
+    )
+    .unwrap();
+    let tls = settings.tls.unwrap();
+    assert_eq!(tls.ca.as_deref(), Some(&b"CA"[..]));
+    assert_eq!(tls.client, Some((b"CERT".to_vec(), b"KEY".to_vec())));
+    assert!(
+        !format!(
+            "{:?}",
+            redis(
+                "{ url: 'rediss://c:1', tls: { ca_file: ca.pem } }",
+                &sources
+            )
+            .unwrap()
+        )
+        .contains("CA\"")
+    );
+}
+
+#[test]
+fn bad_redis_settings_name_the_field() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "{ url: 'http://x:6379' }",
+            "redis.url: \"http://x:6379\" must start with redis://",
+        ),
+        ("{ url: 'redis://:secret@x:6379' }", "holds credentials"),
+        (
+            "{ url: 'redis://x', password: { env: NOPE } }",
+            "redis.password: environment variable NOPE is not set",
+        ),
+        (
+            "{ url: 'redis://x', password: { env: A, file: b } }",
+            "redis.password: give exactly one of env or file",
+        ),
+        (
+            "{ url: 'redis://x', timeout: 1ms }",
+            "redis.timeout: 1ms must be at least 100ms",
+        ),
+        (
+            "{ url: 'redis://x', tls: { ca_file: ca.pem } }",
+            "redis.tls is set but redis.url starts with redis://",
+        ),
+        (
+            "{ url: 'rediss://x', tls: { client_cert: c.pem } }",
+            "client_cert and redis.tls.client_key go together",
+        ),
+        (
+            "{ url: 'rediss://x', tls: { ca_file: missing.pem } }",
+            "redis.tls.ca_file: cannot read /etc/jwtgate/missing.pem",
+        ),
+        ("{ url: 'redis://x', nope: 1 }", "unknown field"),
+    ];
+    for (yaml, expected) in cases {
+        let error = redis(yaml, &Fixed::default()).unwrap_err();
+        assert!(error.contains(expected), "{yaml}: {error}");
+    }
+}
+
+#[test]
+fn the_old_per_feature_connection_says_where_it_went() {
+    for (section, field) in [
+        ("revocation", "url: 'redis://r:6379'"),
+        ("rate_limit", "password_env: PW"),
+    ] {
+        let text = format!("{section}:\n  redis:\n    {field}\n");
+        let error = compile_text(&text, &Fixed::default()).unwrap_err();
+        assert!(error.contains("gateway.yaml:3:"), "{error}");
+        assert!(
+            error.contains("is now the top-level `redis:` block"),
+            "{error}"
+        );
+    }
+    let error = compile_text("rate_limit: { redis: {} }\n", &Fixed::default()).unwrap_err();
+    assert!(
+        error.contains(
+            "rate_limit.redis shares through Redis, but there is no top-level redis block"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn rate_limit_settings_are_checked_naming_the_field() {
+    let text = "redis: { url: 'redis://cache:6379' }\nrate_limit: { redis: {} }\n";
+    let settings = compile_text(text, &Fixed::default())
+        .unwrap()
+        .bootstrap
+        .rate_limit;
+    let shared = settings.redis.as_ref().unwrap();
+    assert_eq!(shared.sync_interval, Duration::from_millis(200));
+    assert_eq!(shared.key_prefix, "jwtgate:ratelimit");
+    assert_eq!(settings.max_keys, 1 << 20);
+    let cases = [
+        ("max_keys: 3", "rate_limit.max_keys: 3 must be at least 64"),
+        (
+            "redis: { sync_interval: 1ms }",
+            "rate_limit.redis.sync_interval: 1ms must be at least 10ms",
+        ),
+        ("redis: { nope: 1 }", "unknown field"),
+    ];
+    for (yaml, expected) in cases {
+        let text = format!("redis: {{ url: 'redis://x' }}\nrate_limit: {{ {yaml} }}\n");
+        let error = compile_text(&text, &Fixed::default()).unwrap_err();
+        assert!(error.contains(expected), "{yaml}: {error}");
+    }
+}
