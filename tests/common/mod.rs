@@ -1,13 +1,14 @@
 //! Test harness for the integration tests: a recording upstream, the real
-//! `jwtgate` binary started on OS-chosen loopback ports, token builders, a
-//! raw HTTP/1.1 client (for request lines reqwest would normalize) and a
-//! Prometheus text reader.
+//! `jwtgate` binary started on OS-chosen loopback ports, token builders,
+//! gateway configs built from their shared parts, a raw HTTP/1.1 client (for
+//! request lines reqwest would normalize) and a Prometheus text reader.
 //!
 //! Every test gets its own upstream and gateway process, so tests can run in
 //! parallel without sharing ports, metrics or request logs.
 
 #![allow(dead_code)]
 
+mod config;
 mod gateway;
 mod prometheus;
 mod raw_http;
@@ -21,7 +22,7 @@ use std::sync::Mutex;
 
 // Each test crate uses the part of the harness its tests need.
 #[allow(unused_imports)]
-pub use self::{gateway::*, prometheus::*, raw_http::*, tokens::*, upstream::*};
+pub use self::{config::*, gateway::*, prometheus::*, raw_http::*, tokens::*, upstream::*};
 
 /// The realm every challenge carries with the default config.
 pub const REALM: &str = "jwtgate";

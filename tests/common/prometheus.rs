@@ -2,6 +2,12 @@
 
 use std::collections::BTreeMap;
 
+/// Requests answered, by `route` and `status`.
+pub const REQUESTS: &str = "jwtgate_requests_total";
+
+/// Authentication decisions, by `route`, `issuer`, `outcome` and `reason`.
+pub const DECISIONS: &str = "jwtgate_auth_decisions_total";
+
 /// One sample line: metric name, labels, value.
 pub fn parse_sample(line: &str) -> Option<(String, BTreeMap<String, String>, f64)> {
     let line = line.trim();
@@ -77,4 +83,24 @@ pub fn relevant_lines(text: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The labels of a deny decision on `route` for `reason`.
+pub fn deny<'a>(route: &'a str, issuer: &'a str, reason: &'a str) -> [(&'static str, &'a str); 4] {
+    [
+        ("route", route),
+        ("issuer", issuer),
+        ("outcome", "deny"),
+        ("reason", reason),
+    ]
+}
+
+/// In `text`: the decisions with `labels`, and all decisions. A rejection
+/// test reads both before and after its request: exactly one decision, the
+/// expected one, may have been added.
+pub fn decisions(text: &str, labels: &[(&str, &str)]) -> (f64, f64) {
+    (
+        metric_value(text, DECISIONS, labels),
+        metric_value(text, DECISIONS, &[]),
+    )
 }

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jwtgate::jose::Algorithm;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::fixtures;
 
@@ -40,6 +40,50 @@ pub fn merge_claims(mut base: Value, extra: Value) -> Value {
         }
     }
     base
+}
+
+/// Valid claims from `iss` for `sub`: audience `api`, issued now, five
+/// minutes to live.
+pub fn claims(iss: &str, sub: &str) -> Value {
+    let now = now();
+    json!({ "iss": iss, "sub": sub, "aud": "api", "iat": now, "exp": now + 300 })
+}
+
+/// `claims(iss, sub)` with `extra` merged over it (a `null` removes a claim).
+pub fn claims_with(iss: &str, sub: &str, extra: Value) -> Value {
+    merge_claims(claims(iss, sub), extra)
+}
+
+/// An RS256 token over `claims` from the key the fixture JWKS publishes as
+/// `rsa-1`, which every issuer of the test configs trusts.
+pub fn rs256(claims: Value) -> String {
+    sign(Algorithm::RS256, "rsa.pem", "rsa-1", claims)
+}
+
+/// The token most tests send: valid for `iss` and `sub` as [`claims`] makes
+/// it, with `extra` claims set over it (a `null` removes one).
+pub fn token(iss: &str, sub: &str, extra: Value) -> String {
+    rs256(claims_with(iss, sub, extra))
+}
+
+/// What `jwtgate token mint` is given for the README's demo token (the
+/// demo issuer of the repository's gateway.yaml), with the key file `key`
+/// and `scope`.
+pub fn demo_token_args<'a>(key: &'a str, scope: &'a str) -> [&'a str; 12] {
+    [
+        "--key",
+        key,
+        "--kid",
+        "demo-rs256",
+        "--iss",
+        "https://issuer.jwtgate.example",
+        "--aud",
+        "echo-api",
+        "--sub",
+        "alice",
+        "--scope",
+        scope,
+    ]
 }
 
 /// The fixture key file and JWKS `kid` that sign `alg` for the test issuers.
