@@ -1,7 +1,8 @@
 //! Test harness for the integration tests: a recording upstream, the real
 //! `jwtgate` binary started on OS-chosen loopback ports, token builders,
-//! gateway configs built from their shared parts, a raw HTTP/1.1 client (for
-//! request lines reqwest would normalize) and a Prometheus text reader.
+//! gateway configs built from their shared parts, a test PKI, stub servers,
+//! nginx and Caddy processes, a raw HTTP/1.1 client (for request lines
+//! reqwest would normalize) and a Prometheus text reader.
 //!
 //! Every test gets its own upstream and gateway process, so tests can run in
 //! parallel without sharing ports, metrics or request logs.
@@ -9,9 +10,12 @@
 #![allow(dead_code)]
 
 mod config;
+mod daemon;
 mod gateway;
+mod pki;
 mod prometheus;
 mod raw_http;
+mod stubs;
 mod tokens;
 mod upstream;
 
@@ -22,7 +26,10 @@ use std::sync::Mutex;
 
 // Each test crate uses the part of the harness its tests need.
 #[allow(unused_imports)]
-pub use self::{config::*, gateway::*, prometheus::*, raw_http::*, tokens::*, upstream::*};
+pub use self::{
+    config::*, daemon::*, gateway::*, pki::*, prometheus::*, raw_http::*, stubs::*, tokens::*,
+    upstream::*,
+};
 
 /// The realm every challenge carries with the default config.
 pub const REALM: &str = "jwtgate";

@@ -66,36 +66,34 @@ pub async fn raw_request(addr: SocketAddr, head: &str) -> RawResponse {
 }
 
 fn parse_response(bytes: &[u8]) -> RawResponse {
-    let split = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(bytes)));
-    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let mut response = parse_head(bytes)
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(bytes)));
+    let chunked = response
+        .headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        response.body = dechunk(&response.body);
+    }
+    response
+}
+
+/// The status and headers of a response once `bytes` holds its whole head,
+/// and the bytes after the head as its body (as they came, not de-chunked).
+pub fn parse_head(bytes: &[u8]) -> Option<RawResponse> {
+    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&bytes[..split]);
     let mut lines = head.split("\r\n");
-    let status_line = lines.next().expect("status line");
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let raw_body = &bytes[split + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked {
-        dechunk(raw_body)
-    } else {
-        raw_body.to_vec()
-    };
-    RawResponse {
+    Some(RawResponse {
         status,
         headers,
-        body,
-    }
+        body: bytes[split + 4..].to_vec(),
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::{Arc, Mutex};
 
@@ -45,14 +46,79 @@ impl Recorded {
     }
 }
 
-/// A real HTTP/1.1 server on 127.0.0.1 that records every request and
-/// answers 200 with a small JSON body. It runs on its own thread and
-/// runtime, so it keeps serving whatever the test's runtime is doing.
-pub struct Upstream {
+/// A TCP server on its own thread and current-thread runtime, so it keeps
+/// serving whatever the test's runtime is doing: every connection goes to
+/// `serve`, on a task of its own. Stopped and joined when dropped.
+pub struct TcpServer {
     addr: SocketAddr,
-    log: Arc<Mutex<Vec<Recorded>>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TcpServer {
+    /// Binds `addr` (port 0: one the OS picks) and starts serving; `name`
+    /// and the port name the thread.
+    pub fn start<S, F>(name: &str, addr: SocketAddr, serve: S) -> Self
+    where
+        S: Fn(tokio::net::TcpStream) -> F + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let listener =
+            StdTcpListener::bind(addr).unwrap_or_else(|e| panic!("bind the {name} on {addr}: {e}"));
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("server address");
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("{name}-{}", addr.port()))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("server runtime");
+                runtime.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    loop {
+                        tokio::select! {
+                            _ = &mut stopped => break,
+                            accepted = listener.accept() => {
+                                if let Ok((stream, _)) = accepted {
+                                    tokio::spawn(serve(stream));
+                                }
+                            }
+                        }
+                    }
+                });
+            })
+            .expect("spawn the server thread");
+        Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1 that records every request and
+/// answers 200 with a small JSON body.
+pub struct Upstream {
+    server: TcpServer,
+    log: Arc<Mutex<Vec<Recorded>>>,
 }
 
 impl Upstream {
@@ -63,57 +129,28 @@ impl Upstream {
     /// [`Upstream::start`] on a chosen address (another loopback IP, or the
     /// port of an upstream that was stopped).
     pub fn start_on(addr: SocketAddr) -> Self {
-        let listener = StdTcpListener::bind(addr).expect("bind upstream");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("upstream addr");
         let log: Arc<Mutex<Vec<Recorded>>> = Arc::default();
-        let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
-        let thread_log = log.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("upstream-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("upstream runtime");
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    loop {
-                        let stream = tokio::select! {
-                            _ = &mut stop => break,
-                            accepted = listener.accept() => match accepted {
-                                Ok((stream, _)) => stream,
-                                Err(_) => continue,
-                            },
-                        };
-                        let log = thread_log.clone();
-                        tokio::spawn(async move {
-                            let service = service_fn(move |request: Request<Incoming>| {
-                                let log = log.clone();
-                                async move { Ok::<_, Infallible>(record(&log, request)) }
-                            });
-                            // hyper's own cap (100 fields) is below what
-                            // jwtgate forwards at its limit plus what it adds.
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .max_headers(256)
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        });
-                    }
+        let server_log = log.clone();
+        let server = TcpServer::start("upstream", addr, move |stream| {
+            let log = server_log.clone();
+            async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let log = log.clone();
+                    async move { Ok::<_, Infallible>(record(&log, request)) }
                 });
-            })
-            .expect("spawn upstream thread");
-        Self {
-            addr,
-            log,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
+                // hyper's own cap (100 fields) is below what jwtgate
+                // forwards at its limit plus what it adds.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .max_headers(256)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+        });
+        Self { server, log }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// A copy of every request received so far.
@@ -162,15 +199,4 @@ fn record(log: &Mutex<Vec<Recorded>>, request: Request<Incoming>) -> Response<Fu
         .header("x-upstream", "recording")
         .body(Full::new(Bytes::from(body)))
         .expect("valid response")
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
