@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Upstream, fixtures, free_port, metric_value, relevant_lines};
+use serde_json::Value;
+
+use super::{
+    DECISIONS, REQUESTS, Upstream, fixtures, free_port, http_client, metric_value, poll,
+    relevant_lines,
+};
 
 /// The real `jwtgate` binary running `jwtgate run -c <tmp>/gateway.yaml`.
 pub struct Gateway {
@@ -103,10 +108,7 @@ impl Gateway {
             .stderr(Stdio::from(stderr))
             .spawn()
             .expect("spawn jwtgate");
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("http client");
+        let client = http_client();
         let mut gateway = Self {
             child,
             dir,
@@ -185,21 +187,62 @@ impl Gateway {
 
     /// `GET path` on the proxy, with `Authorization: Bearer token` if given.
     pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        self.get_with(path, token, &[]).await
+    }
+
+    /// [`Gateway::get`] with more request headers.
+    pub async fn get_with(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut request = self.client.get(self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         request.send().await.expect("request to the gateway")
+    }
+
+    /// The status of [`Gateway::get`].
+    pub async fn status(&self, path: &str, token: Option<&str>) -> u16 {
+        self.get(path, token).await.status().as_u16()
+    }
+
+    /// `GET path` on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.admin(reqwest::Method::GET, path).await
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.client
+            .request(method.clone(), self.admin_url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path} on the admin listener: {e}"))
+    }
+
+    /// `POST /-/reload`: the status and the body of the answer.
+    pub async fn reload(&self) -> (u16, String) {
+        let response = self.admin(reqwest::Method::POST, "/-/reload").await;
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("reload body"))
+    }
+
+    /// [`Gateway::reload`], its JSON answer parsed.
+    pub async fn reload_json(&self) -> (u16, Value) {
+        let (status, body) = self.reload().await;
+        let json = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("reload answer is not JSON ({e}): {body}"));
+        (status, json)
     }
 
     /// The Prometheus text from the admin `/metrics`.
     pub async fn metrics(&self) -> String {
-        let response = self
-            .client
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics");
+        let response = self.admin_get("/metrics").await;
         assert_eq!(response.status(), 200, "/metrics status");
         response.text().await.expect("metrics body")
     }
@@ -212,23 +255,70 @@ impl Gateway {
     /// Waits until the metric reads exactly `expected`: some counters (the
     /// per-status request count) are updated in the logging phase, after
     /// the response was sent. Panics with the metrics text when it does not
-    /// get there.
+    /// get there within ten seconds.
     pub async fn expect_metric(&self, name: &str, labels: &[(&str, &str)], expected: f64) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let limit = Duration::from_secs(10);
+        self.expect_metric_within(name, labels, expected, limit)
+            .await;
+    }
+
+    /// [`Gateway::expect_metric`], bounded by `limit`.
+    pub async fn expect_metric_within(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        expected: f64,
+        limit: Duration,
+    ) {
+        let wanted = expected.to_string();
+        self.wait_for_metric(name, labels, limit, &wanted, |value| value == expected)
+            .await;
+    }
+
+    /// Waits until the metric is at least `min`, for up to 30 seconds (a
+    /// remote issuer's fetches are retried with backoff).
+    pub async fn expect_metric_at_least(&self, name: &str, labels: &[(&str, &str)], min: f64) {
+        let wanted = format!("at least {min}");
+        let limit = Duration::from_secs(30);
+        self.wait_for_metric(name, labels, limit, &wanted, |value| value >= min)
+            .await;
+    }
+
+    /// Waits until the requests of `route` answered with `status` number
+    /// `count`, as [`Gateway::expect_metric`] does.
+    pub async fn expect_requests(&self, route: &str, status: &str, count: f64) {
+        let labels = [("route", route), ("status", status)];
+        self.expect_metric(REQUESTS, &labels, count).await;
+    }
+
+    /// Waits until the decisions with `labels` number `count`, as
+    /// [`Gateway::expect_metric`] does.
+    pub async fn expect_decisions(&self, labels: &[(&str, &str)], count: f64) {
+        self.expect_metric(DECISIONS, labels, count).await;
+    }
+
+    /// Polls the metric until `done` holds for its value; panics after
+    /// `limit`, saying it was to be `wanted`.
+    async fn wait_for_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        limit: Duration,
+        wanted: &str,
+        done: impl Fn(f64) -> bool,
+    ) {
+        poll(limit, POLL, || async {
             let text = self.metrics().await;
             let value = metric_value(&text, name, labels);
-            if value == expected {
-                return;
+            if done(value) {
+                return Ok(());
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "{name}{labels:?} is {value}, expected {expected}; metrics:\n{}",
-                    relevant_lines(&text)
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
+            Err(format!(
+                "{name}{labels:?} is {value}, expected {wanted} within {limit:?}; metrics:\n{}",
+                relevant_lines(&text)
+            ))
+        })
+        .await
     }
 
     /// Everything the process wrote to stderr and stdout so far.
@@ -252,6 +342,25 @@ impl Gateway {
         find(&log).unwrap_or_else(|| panic!("no access-log line for {request_id}:\n{log}"))
     }
 
+    /// [`Gateway::access_line`], once asserted to contain each of `fields`.
+    pub async fn expect_access_line(&self, request_id: &str, fields: &[&str]) -> String {
+        let line = self.access_line(request_id).await;
+        for field in fields {
+            assert!(line.contains(field), "{field} not in {line}");
+        }
+        line
+    }
+
+    /// The first log line containing `needle`, once there is one (waiting as
+    /// [`Gateway::wait_for_log`] does); panics with the log when none comes.
+    pub async fn log_line(&self, needle: &str) -> String {
+        let log = self.wait_for_log(|log| log.contains(needle)).await;
+        log.lines()
+            .find(|line| line.contains(needle))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{log}"))
+    }
+
     /// Polls [`Gateway::log`] until `done` holds for it or ten seconds pass,
     /// and returns the log as last read (the access log is written after the
     /// response). Never fails itself: the caller asserts on what it got.
@@ -273,6 +382,11 @@ impl Gateway {
         self.child.id()
     }
 
+    /// Sends the process signal `name` (`TERM`, `HUP`, ...) with `kill -s`.
+    pub fn signal(&self, name: &str) {
+        send_signal(self.pid(), name);
+    }
+
     /// Waits up to `limit` for the process to exit; `None` if it still runs.
     pub async fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
@@ -288,7 +402,17 @@ impl Gateway {
     }
 }
 
-fn fill(template: &str, proxy_port: u16, admin_port: u16, upstream: SocketAddr) -> String {
+/// `kill -s NAME pid`.
+pub fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {name} {pid}: {status}");
+}
+
+/// `template` with the ports and addresses [`Gateway::start`] fills in.
+pub fn fill(template: &str, proxy_port: u16, admin_port: u16, upstream: SocketAddr) -> String {
     template
         .replace("{PROXY}", &proxy_port.to_string())
         .replace("{ADMIN}", &admin_port.to_string())

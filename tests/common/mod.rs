@@ -1,8 +1,21 @@
-//! Test harness for the integration tests: a recording upstream, the real
-//! `jwtgate` binary started on OS-chosen loopback ports, token builders,
-//! gateway configs built from their shared parts, a test PKI, stub servers,
-//! nginx and Caddy processes, a raw HTTP/1.1 client (for request lines
-//! reqwest would normalize) and a Prometheus text reader.
+//! Test harness for the integration tests, shared by every `tests/*.rs`
+//! crate so each test file holds its scenario and not a copy of the setup:
+//!
+//! - `gateway`: the real `jwtgate` binary on OS-chosen loopback ports, and
+//!   what tests ask of it (requests, reloads, signals, metrics, log lines);
+//! - `upstream`: the recording upstream, and the thread-and-runtime server
+//!   under it that misbehaving upstreams use too;
+//! - `config`: gateway configs built from the shared parts (listeners, the
+//!   fixture-key issuer), and `jwtgate check` and friends on a config file;
+//! - `tokens`: tokens signed by the fixture keys;
+//! - `pki`: CAs and certificates made with `openssl`;
+//! - `stubs`: a stub JWKS (any JSON) endpoint, and closed addresses;
+//! - `daemon`: nginx and Caddy beside the gateway;
+//! - `raw_http`, `prometheus`, `wait`: a raw HTTP/1.1 client, the metrics
+//!   text reader, bounded polling.
+//!
+//! `idp.rs` (the test OpenID provider) and `redis.rs` (a real redis-server)
+//! are included only by the crates that need them.
 //!
 //! Every test gets its own upstream and gateway process, so tests can run in
 //! parallel without sharing ports, metrics or request logs.
@@ -18,6 +31,7 @@ mod raw_http;
 mod stubs;
 mod tokens;
 mod upstream;
+mod wait;
 
 use std::collections::BTreeSet;
 use std::net::TcpListener as StdTcpListener;
@@ -28,7 +42,7 @@ use std::sync::Mutex;
 #[allow(unused_imports)]
 pub use self::{
     config::*, daemon::*, gateway::*, pki::*, prometheus::*, raw_http::*, stubs::*, tokens::*,
-    upstream::*,
+    upstream::*, wait::*,
 };
 
 /// The realm every challenge carries with the default config.
@@ -59,4 +73,13 @@ pub async fn start(config: &str) -> (Upstream, Gateway) {
     let upstream = Upstream::start();
     let gateway = Gateway::start(config, &upstream).await;
     (upstream, gateway)
+}
+
+/// A client that ignores proxy settings from the environment: the tests
+/// talk to loopback only.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client")
 }
