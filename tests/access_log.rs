@@ -8,20 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use jwtgate::jose::Algorithm;
 use serde_json::{Value, json};
 
-const CONFIG: &str = r#"
-server: { threads: 2 }
-listen: { http: "127.0.0.1:{PROXY}" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-issuers:
-  - name: main
-    issuer: https://issuer.test
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_file: "{FIXTURES}/jwks.json"
-routes:
+const ROUTES: &str = r#"
   - name: reader
     match: { path_prefix: /read }
     upstream: { addrs: ["{UPSTREAM}"] }
@@ -32,7 +21,9 @@ routes:
     auth: { mode: off }
 "#;
 
-const ISS: &str = "https://issuer.test";
+fn config() -> String {
+    Config::main(ISS).routes(ROUTES)
+}
 
 /// Every field of an access-log line, in both formats.
 const FIELDS: [&str; 18] = [
@@ -56,14 +47,15 @@ const FIELDS: [&str; 18] = [
     "message",
 ];
 
-fn token(sub: &str, scope: &str) -> String {
-    let now = now();
-    sign(
-        Algorithm::RS256,
-        "rsa.pem",
-        "rsa-1",
-        json!({ "iss": ISS, "sub": sub, "aud": "api", "scope": scope, "iat": now, "exp": now + 300 }),
-    )
+fn token_of(sub: &str, scope: &str) -> String {
+    token(ISS, sub, json!({ "scope": scope }))
+}
+
+/// A gateway logging JSON lines.
+async fn start_json() -> (Upstream, Gateway) {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start_with_args(&config(), &upstream, &["--log-format", "json"]).await;
+    (upstream, gateway)
 }
 
 /// Sends a request tagged with `request_id` and waits for its access line.
@@ -145,13 +137,13 @@ fn assert_latency_rounded(latency: &str) {
 
 #[tokio::test]
 async fn text_lines_carry_every_field_with_dashes_for_absent_ones() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     let logged = Logged { gateway: &gateway };
     let body = "twelve bytes";
     let response = gateway
         .client()
         .post(gateway.url("/read/items?access_token=not-for-the-log"))
-        .bearer_auth(token("alice", "read"))
+        .bearer_auth(token_of("alice", "read"))
         .header("x-request-id", "text-allowed")
         .header("user-agent", "probe/1.0 (tab\there)")
         .body(body)
@@ -193,12 +185,8 @@ async fn text_lines_carry_every_field_with_dashes_for_absent_ones() {
 
     // A request without a token: no identity, no upstream.
     let response = gateway
-        .client()
-        .get(gateway.url("/read/items"))
-        .header("x-request-id", "text-missing")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/read/items", None, &[("x-request-id", "text-missing")])
+        .await;
     assert_eq!(response.status(), 401);
     let line = logged.line("text-missing").await;
     let fields = text_fields(&line);
@@ -213,18 +201,14 @@ async fn text_lines_carry_every_field_with_dashes_for_absent_ones() {
 
 #[tokio::test]
 async fn json_lines_carry_every_field_with_null_for_absent_ones() {
-    let upstream = Upstream::start();
-    let gateway = Gateway::start_with_args(CONFIG, &upstream, &["--log-format", "json"]).await;
+    let (upstream, gateway) = start_json().await;
     let logged = Logged { gateway: &gateway };
-    let response = gateway
-        .client()
-        .get(gateway.url("/read/a?q=1"))
-        .bearer_auth(token("bob", "read"))
-        .header("x-request-id", "json-allowed")
-        .header("user-agent", "probe/2.0")
-        .send()
-        .await
-        .unwrap();
+    let headers = [
+        ("x-request-id", "json-allowed"),
+        ("user-agent", "probe/2.0"),
+    ];
+    let bob = token_of("bob", "read");
+    let response = gateway.get_with("/read/a?q=1", Some(&bob), &headers).await;
     assert_eq!(response.status(), 200);
     let answer = response.bytes().await.unwrap();
 
@@ -283,17 +267,16 @@ async fn json_lines_carry_every_field_with_null_for_absent_ones() {
 
 #[tokio::test]
 async fn a_request_refused_by_the_route_policy_logs_its_subject() {
-    let upstream = Upstream::start();
-    let gateway = Gateway::start_with_args(CONFIG, &upstream, &["--log-format", "json"]).await;
+    let (upstream, gateway) = start_json().await;
     let logged = Logged { gateway: &gateway };
+    let carol = token_of("carol", "write");
     let response = gateway
-        .client()
-        .get(gateway.url("/read/x"))
-        .bearer_auth(token("carol", "write"))
-        .header("x-request-id", "json-forbidden")
-        .send()
-        .await
-        .unwrap();
+        .get_with(
+            "/read/x",
+            Some(&carol),
+            &[("x-request-id", "json-forbidden")],
+        )
+        .await;
     assert_eq!(response.status(), 403);
     let line: Value = serde_json::from_str(&logged.line("json-forbidden").await).unwrap();
     assert_eq!(line["status"], 403, "{line}");
@@ -303,17 +286,12 @@ async fn a_request_refused_by_the_route_policy_logs_its_subject() {
     assert_eq!(line["upstream"], Value::Null, "never sent upstream: {line}");
 
     // An invalid token's claims are not trusted: no sub.
-    let mut forged = token("mallory", "read");
+    let mut forged = token_of("mallory", "read");
     forged.truncate(forged.len() - 4);
     forged.push_str("AAAA");
     let response = gateway
-        .client()
-        .get(gateway.url("/read/x"))
-        .bearer_auth(&forged)
-        .header("x-request-id", "json-forged")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/read/x", Some(&forged), &[("x-request-id", "json-forged")])
+        .await;
     assert_eq!(response.status(), 401);
     let line: Value = serde_json::from_str(&logged.line("json-forged").await).unwrap();
     assert_eq!(line["reason"], "bad_signature", "{line}");
@@ -323,18 +301,15 @@ async fn a_request_refused_by_the_route_policy_logs_its_subject() {
 
 #[tokio::test]
 async fn long_paths_and_user_agents_are_cut() {
-    let (_upstream, gateway) = start(CONFIG).await;
+    let (_upstream, gateway) = start(&config()).await;
     let logged = Logged { gateway: &gateway };
     let path = format!("/public/{}", "p".repeat(2000));
     let agent = format!("agent-{}", "u".repeat(1000));
-    let response = gateway
-        .client()
-        .get(gateway.url(&path))
-        .header("x-request-id", "text-long")
-        .header("user-agent", &agent)
-        .send()
-        .await
-        .unwrap();
+    let headers = [
+        ("x-request-id", "text-long"),
+        ("user-agent", agent.as_str()),
+    ];
+    let response = gateway.get_with(&path, None, &headers).await;
     assert_eq!(response.status(), 200);
     let line = logged.line("text-long").await;
     let fields = text_fields(&line);

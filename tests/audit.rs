@@ -7,20 +7,11 @@
 mod common;
 
 use common::*;
-use jwtgate::jose::Algorithm;
-use serde_json::json;
+use serde_json::{Value, json};
 
-const CONFIG: &str = r#"
-server: { threads: 2 }
-listen: { http: "127.0.0.1:{PROXY}" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-issuers:
-  - name: main
-    issuer: https://issuer.audit.test
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_file: "{FIXTURES}/jwks.json"
-routes:
+const ISS: &str = "https://issuer.audit.test";
+
+const ROUTES: &str = r#"
   - name: legacy
     match: { path_prefix: /legacy }
     upstream: { addrs: ["{UPSTREAM}"] }
@@ -33,40 +24,35 @@ routes:
     forward: { claims: { sub: X-User-Id } }
 "#;
 
-const ISS: &str = "https://issuer.audit.test";
-
-fn token(extra: serde_json::Value) -> String {
-    let now = now();
-    let claims = merge_claims(
-        json!({ "iss": ISS, "sub": "alice", "aud": "api", "scope": "orders:read",
-                "iat": now, "exp": now + 300 }),
-        extra,
-    );
-    sign(Algorithm::RS256, "rsa.pem", "rsa-1", claims)
+fn config() -> String {
+    Config::main(ISS).routes(ROUTES)
 }
 
-const DECISIONS: &str = "jwtgate_auth_decisions_total";
+/// Alice's token with `orders:read`, and `extra` set over it.
+fn alice(extra: Value) -> String {
+    rs256(merge_claims(
+        claims_with(ISS, "alice", json!({ "scope": "orders:read" })),
+        extra,
+    ))
+}
 
 /// Sends `GET path` tagged `request_id` with an optional bearer token and a
 /// spoofed identity header; returns the status.
 async fn send(gateway: &Gateway, path: &str, request_id: &str, token: Option<&str>) -> u16 {
-    let mut request = gateway
-        .client()
-        .get(gateway.url(path))
-        .header("x-request-id", request_id)
-        .header("x-user-id", "mallory");
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request.send().await.expect("request").status().as_u16()
+    let headers = [("x-request-id", request_id), ("x-user-id", "mallory")];
+    gateway
+        .get_with(path, token, &headers)
+        .await
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]
 async fn audit_forwards_what_required_refuses_and_counts_it() {
-    let (upstream, gateway) = start(CONFIG).await;
-    let valid = token(json!({}));
-    let expired = token(json!({ "exp": now() - 600, "iat": now() - 900 }));
-    let unscoped = token(json!({ "scope": "orders:write" }));
+    let (upstream, gateway) = start(&config()).await;
+    let valid = alice(json!({}));
+    let expired = alice(json!({ "exp": now() - 600, "iat": now() - 900 }));
+    let unscoped = alice(json!({ "scope": "orders:write" }));
 
     // (request id, token, the reason required would refuse with)
     let refused: [(&str, Option<&str>, &str); 4] = [
@@ -88,8 +74,7 @@ async fn audit_forwards_what_required_refuses_and_counts_it() {
             seen.headers
         );
         gateway
-            .expect_metric(
-                DECISIONS,
+            .expect_decisions(
                 &[
                     ("route", "legacy"),
                     ("outcome", "would_deny"),
@@ -98,16 +83,21 @@ async fn audit_forwards_what_required_refuses_and_counts_it() {
                 1.0,
             )
             .await;
-        let line = gateway.access_line(id).await;
-        assert!(line.contains(&format!("reason=\"{reason}\"")), "{line}");
-        assert!(line.contains("outcome=\"would_deny\""), "{line}");
-        assert!(line.contains("status=200"), "{line}");
+        gateway
+            .expect_access_line(
+                id,
+                &[
+                    &format!("reason=\"{reason}\""),
+                    "outcome=\"would_deny\"",
+                    "status=200",
+                ],
+            )
+            .await;
     }
 
     // The unscoped token is genuine: its issuer labels the count.
     gateway
-        .expect_metric(
-            DECISIONS,
+        .expect_decisions(
             &[
                 ("route", "legacy"),
                 ("issuer", "main"),
@@ -125,8 +115,7 @@ async fn audit_forwards_what_required_refuses_and_counts_it() {
     );
     assert_eq!(upstream.last().header("x-user-id"), Some("alice"));
     gateway
-        .expect_metric(
-            DECISIONS,
+        .expect_decisions(
             &[
                 ("route", "legacy"),
                 ("outcome", "allow"),
@@ -135,9 +124,9 @@ async fn audit_forwards_what_required_refuses_and_counts_it() {
             1.0,
         )
         .await;
-    let line = gateway.access_line("valid").await;
-    assert!(line.contains("outcome=\"allow\""), "{line}");
-    assert!(line.contains("reason=-"), "{line}");
+    gateway
+        .expect_access_line("valid", &["outcome=\"allow\"", "reason=-"])
+        .await;
 
     // Nothing on the audit route was counted as a real denial.
     assert_eq!(
@@ -150,8 +139,8 @@ async fn audit_forwards_what_required_refuses_and_counts_it() {
 
 #[tokio::test]
 async fn required_beside_audit_still_refuses() {
-    let (upstream, gateway) = start(CONFIG).await;
-    let unscoped = token(json!({ "scope": "orders:write" }));
+    let (upstream, gateway) = start(&config()).await;
+    let unscoped = alice(json!({ "scope": "orders:write" }));
 
     assert_eq!(
         send(&gateway, "/enforced/a", "enf-missing", None).await,
@@ -164,8 +153,7 @@ async fn required_beside_audit_still_refuses() {
     assert_eq!(upstream.count(), 0, "nothing reached the upstream");
     for reason in ["missing_token", "insufficient_scope"] {
         gateway
-            .expect_metric(
-                DECISIONS,
+            .expect_decisions(
                 &[
                     ("route", "enforced"),
                     ("outcome", "deny"),
@@ -175,9 +163,9 @@ async fn required_beside_audit_still_refuses() {
             )
             .await;
     }
-    let line = gateway.access_line("enf-unscoped").await;
-    assert!(line.contains("outcome=\"deny\""), "{line}");
-    assert!(line.contains("status=403"), "{line}");
+    gateway
+        .expect_access_line("enf-unscoped", &["outcome=\"deny\"", "status=403"])
+        .await;
 
     // The same token on the audit route is let through.
     assert_eq!(
@@ -191,14 +179,8 @@ async fn required_beside_audit_still_refuses() {
 // `jwtgate token verify` runs the same pipeline and honours the route's mode
 // ---------------------------------------------------------------------------
 
-const CLI_CONFIG: &str = r#"
-issuers:
-  - name: main
-    issuer: https://issuer.audit.test
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_file: "{FIXTURES}/jwks.json"
-routes:
+/// Routes to an upstream nothing listens on: `jwtgate` only reads them.
+const CLI_ROUTES: &str = r#"
   - name: legacy
     match: { path_prefix: /legacy }
     upstream: { addrs: ["127.0.0.1:9"] }
@@ -221,33 +203,19 @@ routes:
     auth: { issuers: [main] }
 "#;
 
-struct Verified {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn token_verify(route: &str, token: &str) -> Verified {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("gateway.yaml");
-    let yaml = CLI_CONFIG.replace("{FIXTURES}", &fixtures().display().to_string());
-    std::fs::write(&config, yaml).expect("write config");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-        .args(["token", "verify", "-c"])
-        .arg(&config)
-        .args(["--route", route, token])
-        .output()
-        .expect("run jwtgate token verify");
-    Verified {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+fn token_verify(route: &str, token: &str) -> Ran {
+    let config = Config::main(ISS).routes(CLI_ROUTES);
+    jwtgate_on(
+        &config,
+        &["token", "verify"],
+        &["--route", route, token],
+        &[],
+    )
 }
 
 #[test]
 fn verify_on_an_audit_route_says_the_rejection_is_not_enforced() {
-    let expired = token(json!({ "exp": now() - 600, "iat": now() - 900 }));
+    let expired = alice(json!({ "exp": now() - 600, "iat": now() - 900 }));
     let out = token_verify("legacy", &expired);
     assert!(!out.success, "the token fails: {}", out.stdout);
     assert!(
@@ -268,7 +236,7 @@ fn verify_on_an_audit_route_says_the_rejection_is_not_enforced() {
     );
     assert!(out.stdout.contains("audit mode"), "{}", out.stdout);
 
-    let out = token_verify("legacy", &token(json!({})));
+    let out = token_verify("legacy", &alice(json!({})));
     assert!(out.success, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("ACCEPTED"), "{}", out.stdout);
 }
@@ -284,10 +252,10 @@ fn verify_on_an_off_route_checks_nothing() {
 #[test]
 fn verify_asks_with_the_routes_host_and_first_method() {
     // Only a POST to api.audit.test reaches `writes`; its scope rule applies.
-    let out = token_verify("writes", &token(json!({ "scope": "orders:write" })));
+    let out = token_verify("writes", &alice(json!({ "scope": "orders:write" })));
     assert!(out.success, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("ACCEPTED"), "{}", out.stdout);
-    let out = token_verify("writes", &token(json!({})));
+    let out = token_verify("writes", &alice(json!({})));
     assert!(!out.success);
     assert!(
         out.stdout.contains("REJECTED: 403 insufficient_scope"),
@@ -296,7 +264,7 @@ fn verify_asks_with_the_routes_host_and_first_method() {
     );
 
     // A route an earlier one always takes is said to be unreachable.
-    let out = token_verify("shadowed", &token(json!({})));
+    let out = token_verify("shadowed", &alice(json!({})));
     assert!(!out.success);
     assert!(
         out.stderr
@@ -308,19 +276,12 @@ fn verify_asks_with_the_routes_host_and_first_method() {
 
 #[test]
 fn check_shows_an_audit_route_with_its_policy() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("gateway.yaml");
-    let yaml = CLI_CONFIG.replace("{FIXTURES}", &fixtures().display().to_string());
-    std::fs::write(&config, yaml).expect("write config");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-        .args(["check", "-c"])
-        .arg(&config)
-        .output()
-        .expect("run jwtgate check");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    let out = check(&Config::main(ISS).routes(CLI_ROUTES));
+    assert!(out.success, "{}", out.stdout);
     assert!(
-        stdout.contains("auth audit · issuers [main] · scopes all of [orders:read]"),
-        "{stdout}"
+        out.stdout
+            .contains("auth audit · issuers [main] · scopes all of [orders:read]"),
+        "{}",
+        out.stdout
     );
 }

@@ -14,32 +14,12 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use jwtgate::jose::Algorithm;
 use serde_json::{Value, json};
 
-const CONFIG: &str = r#"
-server: { threads: 2, trusted_proxies: ["10.0.0.0/8"] }
-listen:
-  http: "127.0.0.1:{PROXY}"
-  authz: {AUTHZ}
-admin: { addr: "127.0.0.1:{ADMIN}" }
-issuers:
-  - name: main
-    issuer: https://issuer.test
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_file: "{FIXTURES}/jwks.json"
-  - name: down
-    issuer: https://down.test
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_uri: http://127.0.0.1:9/jwks
-    fetch: { allow_http: true, connect_timeout: 200ms, timeout: 500ms }
-    required: false
-routes:
+const ROUTES: &str = r#"
   - name: reader
     match: { path_prefix: /read }
     auth: { issuers: [main], scopes: { all_of: [read] } }
@@ -52,24 +32,12 @@ routes:
     auth: { issuers: [down] }
 "#;
 
-fn token(sub: &str, scope: &str) -> String {
-    let now = now();
-    sign(
-        Algorithm::RS256,
-        "rsa.pem",
-        "rsa-1",
-        json!({ "iss": "https://issuer.test", "sub": sub, "aud": "api", "scope": scope, "iat": now, "exp": now + 300 }),
-    )
+fn token_of(sub: &str, scope: &str) -> String {
+    token(ISS, sub, json!({ "scope": scope }))
 }
 
 fn down_token() -> String {
-    let now = now();
-    sign(
-        Algorithm::RS256,
-        "rsa.pem",
-        "rsa-1",
-        json!({ "iss": "https://down.test", "sub": "dave", "aud": "api", "iat": now, "exp": now + 300 }),
-    )
+    token("https://down.test", "dave", json!({}))
 }
 
 /// A gateway with the gRPC listener on a free port (and `extra` in
@@ -77,19 +45,16 @@ fn down_token() -> String {
 async fn gateway(extra: &str, env: &[(&str, &str)]) -> (Gateway, SocketAddr) {
     let (http, grpc) = (free_port(), free_port());
     let authz = format!("{{ addr: \"127.0.0.1:{http}\", grpc_addr: \"127.0.0.1:{grpc}\"{extra} }}");
-    let upstream = Upstream::start();
-    let config = CONFIG.replace("{AUTHZ}", &authz);
-    let gateway = Gateway::start_with_env(&config, &upstream, &[], env).await;
+    let config = Config::main(ISS)
+        .server(r#"trusted_proxies: ["10.0.0.0/8"]"#)
+        .listen(&format!(
+            "\n  http: \"127.0.0.1:{{PROXY}}\"\n  authz: {authz}"
+        ))
+        .issuers(DOWN_ISSUER)
+        .routes(ROUTES);
+    let gateway = Gateway::start_with_env(&config, &Upstream::start(), &[], env).await;
     let addr = SocketAddr::from(([127, 0, 0, 1], grpc));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on {addr}; log:\n{}",
-            gateway.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_listener(addr, &|| gateway.log());
     (gateway, addr)
 }
 
@@ -197,8 +162,8 @@ fn status(answer: &Value) -> i64 {
 #[tokio::test]
 async fn check_allows_and_refuses_as_the_http_listener() {
     let (gateway, addr) = gateway("", &[]).await;
-    let alice = format!("Bearer {}", token("alice", "read"));
-    let bob = format!("Bearer {}", token("bob", "write"));
+    let alice = format!("Bearer {}", token_of("alice", "read"));
+    let bob = format!("Bearer {}", token_of("bob", "write"));
     let answers = check(
         addr,
         &[
@@ -306,36 +271,29 @@ async fn check_allows_and_refuses_as_the_http_listener() {
 
     // Counted and logged as the HTTP listener's decisions, the adapter
     // named, the client the source address Envoy reported.
-    let line = gateway.access_line("grpc-allow").await;
-    for field in [
-        "adapter=\"authz_grpc\"",
-        "method=\"GET\"",
-        "path=\"/read/orders\"",
-        "route=\"reader\"",
-        "status=200",
-        "outcome=\"allow\"",
-        "client=\"192.0.2.7\"",
-        "sub=\"alice\"",
-    ] {
-        assert!(line.contains(field), "{field} not in {line}");
-    }
+    let line = gateway
+        .expect_access_line(
+            "grpc-allow",
+            &[
+                "adapter=\"authz_grpc\"",
+                "method=\"GET\"",
+                "path=\"/read/orders\"",
+                "route=\"reader\"",
+                "status=200",
+                "outcome=\"allow\"",
+                "client=\"192.0.2.7\"",
+                "sub=\"alice\"",
+            ],
+        )
+        .await;
     assert!(!line.contains(&alice[7..]), "{line}");
-    let line = gateway.access_line("grpc-403").await;
-    assert!(line.contains("reason=\"insufficient_scope\""), "{line}");
     gateway
-        .expect_metric(
-            "jwtgate_auth_decisions_total",
-            &[("route", "reader"), ("outcome", "allow")],
-            1.0,
-        )
+        .expect_access_line("grpc-403", &["reason=\"insufficient_scope\""])
         .await;
     gateway
-        .expect_metric(
-            "jwtgate_requests_total",
-            &[("route", "unavailable"), ("status", "503")],
-            1.0,
-        )
+        .expect_decisions(&[("route", "reader"), ("outcome", "allow")], 1.0)
         .await;
+    gateway.expect_requests("unavailable", "503", 1.0).await;
 }
 
 /// A trusted source's X-Forwarded-For names the client, as on the HTTP
@@ -344,7 +302,7 @@ async fn check_allows_and_refuses_as_the_http_listener() {
 #[tokio::test]
 async fn raw_headers_forwarded_for_and_a_missing_request() {
     let (gateway, addr) = gateway("", &[]).await;
-    let alice = format!("Bearer {}", token("alice", "read"));
+    let alice = format!("Bearer {}", token_of("alice", "read"));
     let mut raw = request("grpc-raw", "GET", "/read/x", json!({}));
     let http = &mut raw["attributes"]["request"]["http"];
     http.as_object_mut().unwrap().remove("headers");
@@ -362,8 +320,9 @@ async fn raw_headers_forwarded_for_and_a_missing_request() {
         header(&options(&answers[0]["ok_response"]["headers"]), "x-user-id"),
         Some("alice")
     );
-    let line = gateway.access_line("grpc-raw").await;
-    assert!(line.contains("client=\"203.0.113.9\""), "{line}");
+    gateway
+        .expect_access_line("grpc-raw", &["client=\"203.0.113.9\""])
+        .await;
 
     let missing = &answers[1];
     assert_eq!(status(missing), 3, "{missing}");
@@ -421,23 +380,15 @@ fn base64(bytes: &[u8]) -> String {
 /// `jwtgate check` names the gRPC listener.
 #[test]
 fn check_prints_the_grpc_listener() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(
-        &path,
+    let out = common::check(
         "listen:\n  authz: { addr: \"127.0.0.1:9191\", grpc_addr: \"127.0.0.1:9192\" }\nroutes:\n  - name: only\n    auth: { mode: off }\n",
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .expect("run jwtgate check");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    );
+    assert!(out.success, "{}", out.stdout);
     assert!(
-        stdout.contains("authz grpc 127.0.0.1:9192 (Envoy Authorization/Check)"),
-        "{stdout}"
+        out.stdout
+            .contains("authz grpc 127.0.0.1:9192 (Envoy Authorization/Check)"),
+        "{}",
+        out.stdout
     );
 }
 
@@ -458,11 +409,7 @@ async fn sigterm_stops_with_a_connection_open() {
     assert_eq!(status(&answers[0]), OK, "{}", answers[0]);
     let mut held = std::net::TcpStream::connect(addr).unwrap();
     held.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
-    let status = Command::new("kill")
-        .args(["-s", "TERM", &gateway.pid().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    gateway.signal("TERM");
     match gateway.wait_for_exit(Duration::from_secs(60)).await {
         Some(status) => assert!(status.success(), "{status}; log:\n{}", gateway.log()),
         None => panic!("jwtgate did not exit; log:\n{}", gateway.log()),

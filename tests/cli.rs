@@ -3,6 +3,8 @@
 //! binary and asserts on its exit status and output; nothing here listens on
 //! or connects to a socket.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -1051,20 +1053,10 @@ fn verify_with_an_unknown_route_lists_the_routes() {
 #[test]
 fn verify_the_documented_demo_token_against_the_repository_config() {
     // The flow from gateway.yaml's header comment.
-    let token = mint(&[
-        "--key",
+    let token = mint(&common::demo_token_args(
         concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/dev-keys/rs256.pem"),
-        "--kid",
-        "demo-rs256",
-        "--iss",
-        "https://issuer.jwtgate.example",
-        "--aud",
-        "echo-api",
-        "--sub",
-        "alice",
-        "--scope",
         "echo:read",
-    ]);
+    ));
     let verify_repo = |route: &str| {
         output(repo_jwtgate().args([
             "token",

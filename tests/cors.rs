@@ -10,7 +10,7 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -21,23 +21,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use jwtgate::jose::Algorithm;
 use serde_json::{Value, json};
 
 const APP: &str = "https://app.example";
 
 /// `{ORIGIN}` is a second allowed origin: the test page's, for Chromium.
-const CONFIG: &str = r#"
-server: { threads: 2 }
-listen: { http: "127.0.0.1:{PROXY}" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-issuers:
-  - name: main
-    issuer: https://issuer.test
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_file: "{FIXTURES}/jwks.json"
-routes:
+const ROUTES: &str = r#"
   - name: api
     match: { path_prefix: /api }
     upstream: { addrs: ["{UPSTREAM}"] }
@@ -68,23 +57,12 @@ routes:
     auth: { mode: off }
 "#;
 
-const REQUESTS: &str = "jwtgate_requests_total";
-
 fn config(origin: &str) -> String {
-    CONFIG.replace("{ORIGIN}", origin)
+    Config::main(ISS).routes(&ROUTES.replace("{ORIGIN}", origin))
 }
 
-fn token(scope: &str) -> String {
-    let now = now();
-    sign(
-        Algorithm::RS256,
-        "rsa.pem",
-        "rsa-1",
-        json!({
-            "iss": "https://issuer.test", "sub": "alice", "aud": "api",
-            "scope": scope, "iat": now, "exp": now + 300,
-        }),
-    )
+fn token_of(scope: &str) -> String {
+    token(ISS, "alice", json!({ "scope": scope }))
 }
 
 // ---------------------------------------------------------------------------
@@ -248,9 +226,7 @@ async fn allowed_preflight_is_answered_without_a_token_and_never_forwarded() {
     assert_eq!(bare.header("access-control-allow-headers"), None);
 
     assert_eq!(upstream.count(), 0, "a preflight reached the upstream");
-    gateway
-        .expect_metric(REQUESTS, &[("route", "api"), ("status", "204")], 3.0)
-        .await;
+    gateway.expect_requests("api", "204", 3.0).await;
 }
 
 #[tokio::test]
@@ -345,7 +321,7 @@ async fn plain_options_goes_through_authentication() {
     assert_eq!(refused.header("access-control-allow-origin"), Some(APP));
     assert_eq!(upstream.count(), 0);
 
-    let token = token("read");
+    let token = token_of("read");
     let bearer = format!("Bearer {token}");
     let admitted = curl(
         "OPTIONS",
@@ -364,7 +340,7 @@ async fn plain_options_goes_through_authentication() {
 #[tokio::test]
 async fn actual_responses_carry_cors_headers_for_allowed_origins_only() {
     let (upstream, gateway) = start(&config("http://127.0.0.1:1")).await;
-    let token = token("read");
+    let token = token_of("read");
     let bearer = format!("Bearer {token}");
 
     let allowed = curl(
@@ -461,7 +437,7 @@ async fn jwtgate_rejections_on_a_cors_route_are_readable_cross_origin() {
     assert_eq!(invalid.json()["error"], "invalid_token");
 
     // 403: valid token, missing scope.
-    let bearer = format!("Bearer {}", token("write"));
+    let bearer = format!("Bearer {}", token_of("write"));
     let forbidden = curl(
         "GET",
         &gateway.url("/api/orders"),
@@ -489,12 +465,9 @@ async fn jwtgate_rejections_on_a_cors_route_are_readable_cross_origin() {
 
 #[tokio::test]
 async fn a_failed_upstream_answer_is_readable_cross_origin() {
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let closed = closed_addr();
     let open_route = "match: { path_prefix: /open }\n    upstream: { addrs: [\"{UPSTREAM}\"] }";
-    assert!(CONFIG.contains(open_route));
+    assert!(ROUTES.contains(open_route));
     let config = config("http://127.0.0.1:1").replace(
         open_route,
         &format!("match: {{ path_prefix: /open }}\n    upstream: {{ addrs: [\"{closed}\"] }}"),
@@ -549,7 +522,7 @@ async fn upstream_cors_headers_are_replaced_and_vary_is_merged() {
     let cors_aware = start_cors_aware_upstream().await;
     let template = config("http://127.0.0.1:1").replace("{UPSTREAM}", &cors_aware.to_string());
     let gateway = Gateway::start(&template, &upstream).await;
-    let bearer = format!("Bearer {}", token("read"));
+    let bearer = format!("Bearer {}", token_of("read"));
 
     let response = curl(
         "GET",
@@ -582,17 +555,6 @@ async fn upstream_cors_headers_are_replaced_and_vary_is_merged() {
 // ---------------------------------------------------------------------------
 // Config errors
 // ---------------------------------------------------------------------------
-
-fn check(config: &str) -> Output {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, config).expect("write config");
-    Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .expect("run jwtgate check")
-}
 
 #[test]
 fn bad_cors_blocks_are_refused_at_load_naming_field_and_value() {
@@ -632,8 +594,8 @@ fn bad_cors_blocks_are_refused_at_load_naming_field_and_value() {
         ),
     ] {
         let out = check(&route(cors));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{cors} was accepted");
+        let stderr = &out.stderr;
+        assert!(!out.success, "{cors} was accepted");
         assert!(stderr.contains(expected), "{cors}: {stderr}");
         assert!(
             expected.starts_with("unknown") || stderr.contains("route \"api\""),
@@ -789,7 +751,7 @@ async fn chromium_result(url: String) -> Value {
 async fn chromium_fetch_with_a_bearer_token_from_an_allowed_origin() {
     let mut page_server = PageServer::bind();
     let (upstream, gateway) = start(&config(&page_server.origin())).await;
-    let token = token("read");
+    let token = token_of("read");
     page_server.serve(page(&gateway, &token));
 
     let result = chromium_result(format!("{}/", page_server.origin())).await;
@@ -843,7 +805,7 @@ async fn chromium_fetch_from_a_disallowed_origin_fails_in_the_browser() {
     let allowed = PageServer::bind();
     let mut other = PageServer::bind();
     let (upstream, gateway) = start(&config(&allowed.origin())).await;
-    other.serve(page(&gateway, &token("read")));
+    other.serve(page(&gateway, &token_of("read")));
 
     let result = chromium_result(format!("{}/", other.origin())).await;
 
@@ -856,7 +818,5 @@ async fn chromium_fetch_from_a_disallowed_origin_fails_in_the_browser() {
         0,
         "the browser's request reached the upstream"
     );
-    gateway
-        .expect_metric(REQUESTS, &[("route", "api"), ("status", "403")], 2.0)
-        .await;
+    gateway.expect_requests("api", "403", 2.0).await;
 }

@@ -15,14 +15,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
-use jwtgate::jose::Algorithm;
 use serde_json::{Value, json};
 
 const DASHBOARD: &str = "deploy/grafana/jwtgate.json";
@@ -599,78 +597,34 @@ fn every_alert_has_severity_summary_description_and_a_unit_test() {
 // Against a running gateway
 // ---------------------------------------------------------------------------
 
-/// A minimal JWKS endpoint: answers every request with the fixture JWK Set
-/// and closes. Its thread ends with the test process.
-fn serve_jwks() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the JWKS server");
-    let addr = listener.local_addr().expect("JWKS server address");
-    let body = fixture_bytes("jwks.json");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
-                head.push(byte[0]);
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=300\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(&body);
-        }
+/// A self-signed certificate for the TLS listener.
+fn certificate() -> Pki {
+    let pki = Pki::new();
+    pki.self_signed(&Cert {
+        key: "gateway.key",
+        cert: "gateway.crt",
+        cn: "gateway.test",
+        days: 30,
+        extensions: &["subjectAltName=DNS:gateway.test"],
     });
-    addr
+    pki
 }
 
-/// A self-signed certificate for the TLS listener, made with openssl.
-fn certificate(dir: &Path) {
-    let output = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("gateway.key"))
-        .arg("-out")
-        .arg(dir.join("gateway.crt"))
-        .args([
-            "-days",
-            "30",
-            "-subj",
-            "/CN=gateway.test",
-            "-addext",
-            "subjectAltName=DNS:gateway.test",
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl ({e}): install Debian's openssl"));
-    assert!(
-        output.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+/// A local issuer, a remote one and a failing remote one, and a TLS
+/// listener.
+fn config() -> String {
+    Config::new()
+        .default_server()
+        .https(
+            &[r#"{ hosts: [gateway.test], cert: "{CERTS}/gateway.crt", key: "{CERTS}/gateway.key" }"#],
+            &[],
+        )
+        .issuer("local", "https://local.test")
+        .issuers(REMOTE_ISSUERS)
+        .routes(ROUTES)
 }
 
-const CONFIG: &str = r#"
-listen:
-  http: "127.0.0.1:{PROXY}"
-  https:
-    addr: "127.0.0.1:{HTTPS}"
-    certificates:
-      - { hosts: [gateway.test], cert: "{CERTS}/gateway.crt", key: "{CERTS}/gateway.key" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-issuers:
-  - name: local
-    issuer: https://local.test
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_file: "{FIXTURES}/jwks.json"
+const REMOTE_ISSUERS: &str = r#"
   - name: remote
     issuer: https://remote.test
     jwks_uri: "http://{JWKS}/jwks.json"
@@ -685,20 +639,16 @@ issuers:
     algorithms: [RS256]
     audiences: [api]
     required: false
-routes:
+"#;
+
+const ROUTES: &str = r#"
   - name: api
     match: { path_prefix: /api }
     upstream: { addrs: ["{UPSTREAM}"] }
 "#;
 
-fn token(issuer: &str) -> String {
-    let now = now();
-    sign(
-        Algorithm::RS256,
-        "rsa.pem",
-        "rsa-1",
-        json!({ "iss": issuer, "aud": "api", "sub": "dashboards", "iat": now, "exp": now + 600 }),
-    )
+fn token_of(issuer: &str) -> String {
+    token(issuer, "dashboards", json!({ "exp": now() + 600 }))
 }
 
 /// Series name → every label name it has, from a Prometheus text exposition.
@@ -804,16 +754,15 @@ fn check_against_scrape(
 struct Driven {
     gateway: Gateway,
     _upstream: Upstream,
-    _certs: tempfile::TempDir,
+    _certs: Pki,
 }
 
 async fn driven_gateway() -> Driven {
-    let certs = tempfile::tempdir().expect("tempdir");
-    certificate(certs.path());
+    let certs = certificate();
     let jwks = serve_jwks();
-    let config = CONFIG
+    let config = config()
         .replace("{HTTPS}", &free_port().to_string())
-        .replace("{CERTS}", &certs.path().display().to_string())
+        .replace("{CERTS}", &certs.dir().display().to_string())
         .replace("{JWKS}", &jwks.to_string());
     let (upstream, gateway) = start(&config).await;
     let driven = Driven {
@@ -849,27 +798,21 @@ async fn driven_gateway() -> Driven {
     }
     reload(gateway).await;
     for issuer in ["https://local.test", "https://remote.test"] {
-        let response = gateway.get("/api/orders", Some(&token(issuer))).await;
+        let response = gateway.get("/api/orders", Some(&token_of(issuer))).await;
         assert_eq!(response.status(), 200, "a token of {issuer}");
     }
     let denied = gateway.get("/api/orders", None).await;
     assert_eq!(denied.status(), 401);
     // The request counters are written after the response is sent.
     gateway
-        .expect_metric("jwtgate_requests_total", &[("route", "api")], 3.0)
+        .expect_metric(REQUESTS, &[("route", "api")], 3.0)
         .await;
     driven
 }
 
 async fn reload(gateway: &Gateway) {
-    let response = gateway
-        .client()
-        .post(gateway.admin_url("/-/reload"))
-        .send()
-        .await
-        .expect("POST /-/reload");
-    let status = response.status();
-    assert_eq!(status, 200, "{}", response.text().await.unwrap_or_default());
+    let (status, body) = gateway.reload().await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
@@ -880,7 +823,7 @@ async fn every_metric_the_dashboard_and_the_rules_use_is_exported() {
     for (name, labels) in [
         ("jwtgate_config_reloads_total", [("result", "success")]),
         ("jwtgate_jwks_fetch_total", [("result", "invalid_jwks")]),
-        ("jwtgate_auth_decisions_total", [("outcome", "deny")]),
+        (DECISIONS, [("outcome", "deny")]),
         (
             "jwtgate_tls_certificate_expiry_timestamp_seconds",
             [("host", "gateway.test")],
@@ -1024,10 +967,7 @@ impl Prometheus {
                      (scripts/test does)"
                 )
             });
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("http client");
+        let client = http_client();
         let mut prometheus = Self {
             child,
             addr,

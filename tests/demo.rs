@@ -2,23 +2,18 @@
 //! three lines (run, mint a demo token, curl it) against the real binary and
 //! its built-in echo upstream, plus JSON logs that never contain the token.
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{demo_token_args, free_port, http_client};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_jwtgate");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Demo {
     child: Child,
@@ -58,7 +53,7 @@ impl Demo {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let client = client();
+        let client = http_client();
         let runtime = runtime();
         while Instant::now() < deadline {
             let ready = runtime.block_on(async {
@@ -88,11 +83,6 @@ impl Drop for Demo {
     }
 }
 
-/// No proxies from the environment: tests only talk to loopback.
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -116,24 +106,11 @@ fn mint(args: &[&str]) -> String {
 }
 
 fn demo_token(scope: &str) -> String {
-    mint(&[
-        "--key",
-        "deploy/dev-keys/rs256.pem",
-        "--kid",
-        "demo-rs256",
-        "--iss",
-        "https://issuer.jwtgate.example",
-        "--aud",
-        "echo-api",
-        "--sub",
-        "alice",
-        "--scope",
-        scope,
-    ])
+    mint(&demo_token_args("deploy/dev-keys/rs256.pem", scope))
 }
 
 async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
-    let client = client();
+    let client = http_client();
     let mut request = client.get(url);
     for (name, value) in headers {
         request = request.header(*name, *value);

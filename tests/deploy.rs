@@ -32,8 +32,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Read;
+
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -872,11 +872,7 @@ fn quote(text: impl AsRef<std::ffi::OsStr>) -> String {
 /// Secrets an overlay expects the operator to create (deploy/README.md
 /// says how), made here: a self-signed certificate for the TLS listener's
 /// host names, random HMAC secrets.
-fn operator_secrets(
-    name: &str,
-    config: &GatewayConfig,
-    dir: &Path,
-) -> BTreeMap<&'static str, Files> {
+fn operator_secrets(name: &str, config: &GatewayConfig) -> BTreeMap<&'static str, Files> {
     let mut secrets = BTreeMap::new();
     if name != "production" {
         return secrets;
@@ -888,31 +884,25 @@ fn operator_secrets(
         .expect("production serves HTTPS");
     let hosts = &https.certificates[0].hosts;
     let san: Vec<String> = hosts.iter().map(|h| format!("DNS:{h}")).collect();
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    output(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args(["-nodes", "-days", "90", "-subj"])
-            .arg(format!("/CN={}", hosts[0]))
-            .arg("-addext")
-            .arg(format!("subjectAltName={}", san.join(",")))
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    );
+    let pki = common::Pki::new();
+    pki.self_signed(&common::Cert {
+        key: "tls.key",
+        cert: "tls.crt",
+        cn: &hosts[0],
+        days: 90,
+        extensions: &[&format!("subjectAltName={}", san.join(","))],
+    });
     secrets.insert(
         "jwtgate-tls",
         Files::from([
-            ("tls.crt".to_string(), fs::read(&cert).unwrap()),
-            ("tls.key".to_string(), fs::read(&key).unwrap()),
+            (
+                "tls.crt".to_string(),
+                fs::read(pki.path("tls.crt")).unwrap(),
+            ),
+            (
+                "tls.key".to_string(),
+                fs::read(pki.path("tls.key")).unwrap(),
+            ),
         ]),
     );
     let mut random = [0u8; 32];
@@ -957,8 +947,7 @@ fn each_overlays_config_passes_check_in_its_pod() {
     for name in OVERLAYS {
         let built = overlay(name);
         let config = built.config();
-        let keys = tempfile::tempdir().unwrap();
-        let mut pod = PodFs::new(&built, &operator_secrets(name, &config, keys.path()));
+        let mut pod = PodFs::new(&built, &operator_secrets(name, &config));
         pod.hosts = cluster_names(&config)
             .iter()
             .map(|host| format!("127.0.0.1 {host}"))
@@ -1010,30 +999,6 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Serves `body` as `application/json` to every request on a loopback port,
-/// from a thread that lives as long as the test process.
-fn serve_json(body: Vec<u8>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
-                head.push(byte[0]);
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(&body);
-        }
-    });
-    addr
 }
 
 fn token(alg: Algorithm, key: &str, kid: Option<&str>, iss: &str, scope: &str) -> String {
@@ -1158,7 +1123,7 @@ async fn the_demo_pod_runs_reloads_and_drains_as_its_manifest_says() {
     // the files. The new version adds an issuer whose keys are fetched, so
     // the key cache (the emptyDir) is written by the unprivileged process.
     let jwks = fs::read(repo().join("deploy/dev-keys/jwks.json")).unwrap();
-    let jwks_server = serve_json(jwks);
+    let jwks_server = common::serve_json(jwks, "");
     // Edited as text, as an operator edits the ConfigMap: new first items
     // of the `issuers` and `routes` lists.
     let updated = built

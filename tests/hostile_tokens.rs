@@ -26,11 +26,28 @@ use serde_json::{Value, json};
 /// `sub`), two token-type guarded ones (`typ` header, Cognito-style claim),
 /// and an HMAC one. Routes: plain, scoped, typed, and one reading tokens
 /// from the query string.
-const CONFIG: &str = r#"
-server: { threads: 2 }
-listen: { http: "127.0.0.1:{PROXY}" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-issuers:
+fn config() -> String {
+    Config::new()
+        .issuers(MAIN_ISSUER)
+        .issuer_with(
+            "typed",
+            TYPED_ISS,
+            &[
+                "leeway: 30s",
+                "require_sub: true",
+                "token_type: { typ: [at+jwt] }",
+            ],
+        )
+        .issuer_with(
+            "cognito",
+            COGNITO_ISS,
+            &["token_type: { claim: token_use, values: [access] }"],
+        )
+        .issuers(HMAC_ISSUER)
+        .routes(ROUTES)
+}
+
+const MAIN_ISSUER: &str = r#"
   - name: main
     issuer: https://main.hostile.test
     algorithms: [RS256, PS256, ES256, ES384, EdDSA]
@@ -39,26 +56,17 @@ issuers:
     max_lifetime: 1h
     require_sub: true
     jwks_file: "{FIXTURES}/jwks.json"
-  - name: typed
-    issuer: https://typed.hostile.test
-    algorithms: [RS256]
-    audiences: [api]
-    leeway: 30s
-    require_sub: true
-    token_type: { typ: [at+jwt] }
-    jwks_file: "{FIXTURES}/jwks.json"
-  - name: cognito
-    issuer: https://cognito.hostile.test
-    algorithms: [RS256]
-    audiences: [api]
-    token_type: { claim: token_use, values: [access] }
-    jwks_file: "{FIXTURES}/jwks.json"
+"#;
+
+const HMAC_ISSUER: &str = r#"
   - name: hmac
     issuer: https://hmac.hostile.test
     algorithms: [HS256]
     audiences: [api]
     hmac_secret_file: "{FIXTURES}/hs256.secret"
-routes:
+"#;
+
+const ROUTES: &str = r#"
   - name: api
     match: { path_prefix: /api }
     upstream: { addrs: ["{UPSTREAM}"] }
@@ -86,7 +94,6 @@ const HMAC_ISS: &str = "https://hmac.hostile.test";
 /// Where the `jku` and `x5u` headers point: a port nothing listens on.
 const JKU: &str = "http://127.0.0.1:1/jwks.json";
 
-const DECISIONS: &str = "jwtgate_auth_decisions_total";
 /// The `issuer` label when no issuer was identified.
 const NO_ISSUER: &str = "_none";
 /// Shortest token segment the leak checks look for: shorter ones (`e30`)
@@ -1640,15 +1647,9 @@ async fn expect_rejected(gateway: &Gateway, upstream: &Upstream, case: &Case) ->
         )
         .await;
     }
-    let labels = [
-        ("route", case.route.name),
-        ("issuer", expect.issuer),
-        ("outcome", "deny"),
-        ("reason", expect.reason),
-    ];
+    let labels = deny(case.route.name, expect.issuer, expect.reason);
     let before_text = gateway.metrics().await;
-    let before = metric_value(&before_text, DECISIONS, &labels);
-    let before_all = metric_value(&before_text, DECISIONS, &[]);
+    let (before, before_all) = decisions(&before_text, &labels);
     let upstream_before = upstream.count();
 
     let response = request(gateway, case.route, &case.via, &case.token)
@@ -1675,10 +1676,9 @@ async fn expect_rejected(gateway: &Gateway, upstream: &Upstream, case: &Case) ->
         status == expect.status,
         format!("status {status}, expected {}", expect.status),
     );
-    let decisions = metric_value(&after_text, DECISIONS, &labels) - before;
-    let all_decisions = metric_value(&after_text, DECISIONS, &[]) - before_all;
+    let (after, after_all) = decisions(&after_text, &labels);
     check(
-        (decisions, all_decisions) == (1.0, 1.0),
+        (after - before, after_all - before_all) == (1.0, 1.0),
         format!(
             "expected one decision {{issuer={:?}, reason={:?}}}; changed: {}",
             expect.issuer,
@@ -1811,7 +1811,7 @@ async fn hostile_tokens_are_refused_precisely_and_never_reach_the_upstream() {
         cases.len()
     );
 
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
 
     // Controls: the same keys, issuers and routes accept genuine tokens, so
     // each rejection below is down to its attack alone.

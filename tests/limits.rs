@@ -8,36 +8,22 @@ use common::*;
 
 /// Small caps, so requests at the edge are easy to build. The protected
 /// route shows the limits come before authentication: no token is sent.
-const SMALL: &str = r#"
-server: { threads: 2 }
-listen: { http: "127.0.0.1:{PROXY}" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-limits: { max_uri_bytes: 64, max_headers: 8, max_header_bytes: 400 }
-issuers:
-  - name: main
-    issuer: https://issuer.test
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_file: "{FIXTURES}/jwks.json"
-routes:
-  - name: open
-    upstream: { addrs: ["{UPSTREAM}"] }
-    auth: { mode: off }
+fn small() -> String {
+    Config::main(ISS)
+        .section("limits: { max_uri_bytes: 64, max_headers: 8, max_header_bytes: 400 }")
+        .routes(&format!("{OPEN_ROUTE}{PROTECTED}"))
+}
+
+const PROTECTED: &str = r#"
   - name: protected
     match: { path_prefix: /protected }
     upstream: { addrs: ["{UPSTREAM}"] }
 "#;
 
 /// No `limits` block: the defaults.
-const DEFAULTS: &str = r#"
-server: { threads: 2 }
-listen: { http: "127.0.0.1:{PROXY}" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-routes:
-  - name: open
-    upstream: { addrs: ["{UPSTREAM}"] }
-    auth: { mode: off }
-"#;
+fn defaults() -> String {
+    Config::new().routes(OPEN_ROUTE)
+}
 
 /// `raw_request` adds `Connection: close`: one more field, counted as
 /// `connection: close` plus its line end.
@@ -145,7 +131,7 @@ fn assert_refused(response: &RawResponse, status: u16, error: &str, request_id: 
 
 #[tokio::test]
 async fn the_request_target_is_capped_at_max_uri_bytes() {
-    let (upstream, gateway) = start(SMALL).await;
+    let (upstream, gateway) = start(&small()).await;
 
     let at_cap = Head::new(target("/x", 64), "uri-at-cap");
     assert_admitted(&at_cap.send(&gateway).await, 200);
@@ -164,22 +150,18 @@ async fn the_request_target_is_capped_at_max_uri_bytes() {
     );
     assert_eq!(upstream.count(), 1, "refused requests reached the upstream");
 
-    let line = gateway.access_line("uri-over").await;
-    assert!(line.contains("status=414"), "{line}");
-    assert!(line.contains("uri_too_long"), "{line}");
-    assert!(line.contains("client=\"127.0.0.1\""), "{line}");
     gateway
-        .expect_metric(
-            "jwtgate_requests_total",
-            &[("route", "_none"), ("status", "414")],
-            2.0,
+        .expect_access_line(
+            "uri-over",
+            &["status=414", "uri_too_long", "client=\"127.0.0.1\""],
         )
         .await;
+    gateway.expect_requests("_none", "414", 2.0).await;
 }
 
 #[tokio::test]
 async fn header_fields_are_capped_at_max_headers() {
-    let (upstream, gateway) = start(SMALL).await;
+    let (upstream, gateway) = start(&small()).await;
 
     let at_cap = Head::new("/x", "count-at-cap").with_field_count(8);
     assert_admitted(&at_cap.send(&gateway).await, 200);
@@ -202,21 +184,15 @@ async fn header_fields_are_capped_at_max_headers() {
         "a refused request reached the upstream"
     );
 
-    let line = gateway.access_line("count-over").await;
-    assert!(line.contains("status=431"), "{line}");
-    assert!(line.contains("too_many_headers"), "{line}");
     gateway
-        .expect_metric(
-            "jwtgate_requests_total",
-            &[("route", "_none"), ("status", "431")],
-            1.0,
-        )
+        .expect_access_line("count-over", &["status=431", "too_many_headers"])
         .await;
+    gateway.expect_requests("_none", "431", 1.0).await;
 }
 
 #[tokio::test]
 async fn header_bytes_are_capped_at_max_header_bytes() {
-    let (upstream, gateway) = start(SMALL).await;
+    let (upstream, gateway) = start(&small()).await;
 
     let at_cap = Head::new("/x", "bytes-at-cap").with_header_bytes(400);
     assert_eq!(at_cap.header_bytes(), 400);
@@ -244,21 +220,12 @@ async fn header_bytes_are_capped_at_max_header_bytes() {
         "a refused request reached the upstream"
     );
 
-    let line = gateway.access_line("bytes-over").await;
-    assert!(line.contains("status=431"), "{line}");
-    assert!(line.contains("headers_too_large"), "{line}");
-    // Refused before any token was looked at: no auth decision was counted.
-    assert_eq!(
-        gateway.metric("jwtgate_auth_decisions_total", &[]).await,
-        0.0
-    );
     gateway
-        .expect_metric(
-            "jwtgate_requests_total",
-            &[("route", "_none"), ("status", "431")],
-            2.0,
-        )
+        .expect_access_line("bytes-over", &["status=431", "headers_too_large"])
         .await;
+    // Refused before any token was looked at: no auth decision was counted.
+    assert_eq!(gateway.metric(DECISIONS, &[]).await, 0.0);
+    gateway.expect_requests("_none", "431", 2.0).await;
 }
 
 /// The defaults (nginx's `large_client_header_buffers 4 8k`: 8 KiB target,
@@ -266,7 +233,7 @@ async fn header_bytes_are_capped_at_max_header_bytes() {
 /// (256 fields, about 1 MiB of request head, a 65534-byte target) lie above.
 #[tokio::test]
 async fn the_defaults_answer_below_pingoras_own_limits() {
-    let (upstream, gateway) = start(DEFAULTS).await;
+    let (upstream, gateway) = start(&defaults()).await;
 
     let cases = [
         (Head::new(target("/x", 8192), "d-uri-at"), 200, ""),
@@ -308,7 +275,7 @@ async fn the_defaults_answer_below_pingoras_own_limits() {
 /// before jwtgate sees the request (the README says so).
 #[tokio::test]
 async fn above_pingoras_limits_its_parser_refuses_first() {
-    let (upstream, gateway) = start(DEFAULTS).await;
+    let (upstream, gateway) = start(&defaults()).await;
     let too_many = Head::new("/x", "p-count").with_field_count(257);
     assert_eq!(too_many.send(&gateway).await.status, 400);
     let too_long = Head::new(target("/x", 65535), "p-uri");
@@ -318,7 +285,6 @@ async fn above_pingoras_limits_its_parser_refuses_first() {
 
 #[test]
 fn limits_above_pingoras_or_zero_are_config_errors_naming_them() {
-    let dir = tempfile::tempdir().unwrap();
     for (limits, message) in [
         (
             "{ max_headers: 257 }",
@@ -334,19 +300,10 @@ fn limits_above_pingoras_or_zero_are_config_errors_naming_them() {
         ),
         ("{ max_body_bytes: 10 }", "unknown field `max_body_bytes`"),
     ] {
-        let config = dir.path().join("gateway.yaml");
-        let yaml = format!(
+        let out = check(&format!(
             "limits: {limits}\nroutes:\n  - name: open\n    upstream: {{ addrs: [\"127.0.0.1:9\"] }}\n    auth: {{ mode: off }}\n"
-        );
-        std::fs::write(&config, yaml).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-            .args(["check", "-c"])
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run jwtgate check");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{limits}: {stderr}");
-        assert!(stderr.contains(message), "{limits}: {stderr}");
+        ));
+        assert_eq!(out.code, Some(1), "{limits}: {}", out.stderr);
+        assert!(out.stderr.contains(message), "{limits}: {}", out.stderr);
     }
 }

@@ -7,23 +7,10 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
-use jwtgate::jose::Algorithm;
 use serde_json::json;
 
-const CONFIG: &str = r#"
-server: { threads: 2 }
-listen: { http: "127.0.0.1:{PROXY}" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-issuers:
-  - name: main
-    issuer: https://issuer.test
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_file: "{FIXTURES}/jwks.json"
-routes:
+const ROUTES: &str = r#"
   - name: admin-host
     match: { host: Admin.Example, path_prefix: / }
     upstream: { addrs: ["{UPSTREAM}"] }
@@ -48,16 +35,8 @@ routes:
     auth: { mode: off }
 "#;
 
-const REQUESTS: &str = "jwtgate_requests_total";
-
-fn token(sub: &str) -> String {
-    let now = now();
-    sign(
-        Algorithm::RS256,
-        "rsa.pem",
-        "rsa-1",
-        json!({ "iss": "https://issuer.test", "sub": sub, "aud": "api", "iat": now, "exp": now + 300 }),
-    )
+fn config() -> String {
+    Config::main(ISS).routes(ROUTES)
 }
 
 /// `METHOD target HTTP/1.1` with `headers` (each `Name: value`), verbatim.
@@ -88,7 +67,7 @@ fn assert_bad_target(response: &RawResponse, context: &str) {
 
 #[tokio::test]
 async fn path_tricks_are_refused_or_reach_the_protected_route() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     // (request-target, the access-log reason of a 400, or None for a 401 on
     // the protected route)
     let cases: &[(&str, Option<&str>)] = &[
@@ -159,18 +138,14 @@ async fn path_tricks_are_refused_or_reach_the_protected_route() {
         assert_eq!(upstream.count(), 0, "{context} reached the upstream");
     }
     gateway
-        .expect_metric(
-            REQUESTS,
-            &[("route", "_none"), ("status", "400")],
-            refused as f64,
-        )
+        .expect_requests("_none", "400", refused as f64)
         .await;
 }
 
 #[tokio::test]
 async fn the_upstream_receives_the_canonical_path_and_the_original_query() {
-    let (upstream, gateway) = start(CONFIG).await;
-    let token = token("alice");
+    let (upstream, gateway) = start(&config()).await;
+    let token = token(ISS, "alice", json!({}));
     let bearer = format!("Authorization: Bearer {token}");
     for (target, auth, forwarded) in [
         (
@@ -202,7 +177,7 @@ async fn the_upstream_receives_the_canonical_path_and_the_original_query() {
 
 #[tokio::test]
 async fn hosts_match_without_case_port_or_trailing_dot() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     for host in [
         "admin.example",
         "admin.example.",
@@ -220,7 +195,7 @@ async fn hosts_match_without_case_port_or_trailing_dot() {
     }
     assert_eq!(upstream.count(), 0);
 
-    let token = token("alice");
+    let token = token(ISS, "alice", json!({}));
     let response = send(
         &gateway,
         "GET",
@@ -247,7 +222,7 @@ async fn hosts_match_without_case_port_or_trailing_dot() {
 
 #[tokio::test]
 async fn absolute_form_is_routed_by_its_own_authority() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     // No Host header: the authority in the request line decides.
     for target in [
         "http://admin.example/x",
@@ -270,7 +245,7 @@ async fn absolute_form_is_routed_by_its_own_authority() {
     assert_eq!(upstream.count(), 0);
 
     // Upstream: origin form, the canonical path and query, Host = authority.
-    let token = token("alice");
+    let token = token(ISS, "alice", json!({}));
     let response = send(
         &gateway,
         "GET",
@@ -303,7 +278,7 @@ async fn absolute_form_is_routed_by_its_own_authority() {
 
 #[tokio::test]
 async fn a_host_that_disagrees_or_repeats_is_refused() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     for headers in [
         &["Host: other.example", "Host: admin.example"][..],
         &["Host: admin.example", "Host: admin.example"][..],
@@ -326,7 +301,7 @@ async fn a_host_that_disagrees_or_repeats_is_refused() {
 
 #[tokio::test]
 async fn a_method_the_route_lacks_is_405_with_allow() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     // `/admin` admits GET and POST; `/` would admit DELETE, but the longest
     // prefix decides.
     for (method, target, allow) in [
@@ -354,9 +329,7 @@ async fn a_method_the_route_lacks_is_405_with_allow() {
         assert!(line.contains("method_not_allowed"), "{context}: {line}");
     }
     assert_eq!(upstream.count(), 0);
-    gateway
-        .expect_metric(REQUESTS, &[("route", "_none"), ("status", "405")], 4.0)
-        .await;
+    gateway.expect_requests("_none", "405", 4.0).await;
 
     // Among the routes of one prefix, the first admitting the method wins.
     let response = send(&gateway, "GET", "/reports/q3", &["Host: gateway.test"]).await;
@@ -382,7 +355,7 @@ paths:
 
 #[tokio::test]
 async fn kept_forms_are_routed_and_forwarded_as_documented() {
-    let (upstream, gateway) = start(&format!("{CONFIG}{KEEP}")).await;
+    let (upstream, gateway) = start(&format!("{}{KEEP}", config())).await;
     // Kept escapes are no separators: routed as a name under `/`.
     for (target, forwarded) in [
         ("/admin%2fusers", "/admin%2Fusers"),
@@ -403,7 +376,7 @@ async fn kept_forms_are_routed_and_forwarded_as_documented() {
     )
     .await;
     assert_eq!(response.status, 401, "{}", response.text());
-    let token = token("alice");
+    let token = token(ISS, "alice", json!({}));
     let response = send(
         &gateway,
         "GET",
@@ -431,46 +404,28 @@ async fn kept_forms_are_routed_and_forwarded_as_documented() {
     assert_eq!(upstream.count(), 5);
 }
 
-fn check(yaml: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gateway.yaml");
-    std::fs::write(
-        &config,
-        yaml.replace("{FIXTURES}", &fixtures().display().to_string())
-            .replace("{PROXY}", "18080")
-            .replace("{ADMIN}", "19090")
-            .replace("{UPSTREAM}", "127.0.0.1:18081"),
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-        .args(["check", "-c"])
-        .arg(&config)
-        .output()
-        .expect("run jwtgate check");
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+fn checked(yaml: &str) -> (bool, String) {
+    let out = check(yaml);
+    (out.success, out.text())
 }
 
 #[test]
 fn bad_paths_and_host_settings_are_config_errors() {
-    let (ok, out) = check(&format!("{CONFIG}{KEEP}"));
+    let (ok, out) = checked(&format!("{}{KEEP}", config()));
     assert!(ok, "{out}");
-    let (ok, out) = check(&format!("{CONFIG}\npaths: {{ encoded_slash: decode }}\n"));
+    let (ok, out) = checked(&format!(
+        "{}\npaths: {{ encoded_slash: decode }}\n",
+        config()
+    ));
     assert!(!ok);
     assert!(
         out.contains("paths.encoded_slash: \"decode\" is neither reject nor keep"),
         "{out}"
     );
-    let (ok, out) = check(&format!("{CONFIG}\npaths: {{ slashes: keep }}\n"));
+    let (ok, out) = checked(&format!("{}\npaths: {{ slashes: keep }}\n", config()));
     assert!(!ok);
     assert!(out.contains("slashes"), "{out}");
-    let (ok, out) = check(&CONFIG.replace("host: Admin.Example", "host: \"admin example\""));
+    let (ok, out) = checked(&config().replace("host: Admin.Example", "host: \"admin example\""));
     assert!(!ok);
     assert!(
         out.contains("match.host") && out.contains("admin example"),

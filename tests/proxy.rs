@@ -12,11 +12,14 @@ use serde_json::{Value, json};
 
 /// One config for every test: three issuers (every asymmetric algorithm,
 /// every HMAC algorithm, and an RS256-only one) and routes for each policy.
-const CONFIG: &str = r#"
-server: { threads: 2 }
-listen: { http: "127.0.0.1:{PROXY}" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-issuers:
+fn config() -> String {
+    Config::new()
+        .issuers(MAIN_AND_HMAC)
+        .issuer("rs-only", RS_ONLY_ISS)
+        .routes(ROUTES)
+}
+
+const MAIN_AND_HMAC: &str = r#"
   - name: main
     issuer: https://issuer.test
     algorithms: [RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA]
@@ -28,12 +31,9 @@ issuers:
     algorithms: [HS256, HS384, HS512]
     audiences: [api]
     hmac_secret_file: "{FIXTURES}/hs256.secret"
-  - name: rs-only
-    issuer: https://rs-only.test
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_file: "{FIXTURES}/jwks.json"
-routes:
+"#;
+
+const ROUTES: &str = r#"
   - name: api
     match: { path_prefix: /api, methods: [GET, POST] }
     upstream: { addrs: ["{UPSTREAM}"] }
@@ -90,31 +90,11 @@ routes:
     forward: { claims: { sub: X-User-Id } }
 "#;
 
-const MAIN_ISS: &str = "https://issuer.test";
 const HMAC_ISS: &str = "https://hmac.test";
 const RS_ONLY_ISS: &str = "https://rs-only.test";
 
-const DECISIONS: &str = "jwtgate_auth_decisions_total";
-const REQUESTS: &str = "jwtgate_requests_total";
-
-/// Valid claims for `iss`: audience `api`, issued now, five minutes to live.
-fn claims(iss: &str, sub: &str) -> Value {
-    let now = now();
-    json!({ "iss": iss, "sub": sub, "aud": "api", "iat": now, "exp": now + 300 })
-}
-
-/// `claims(iss, sub)` with `extra` merged over it (a `null` removes a claim).
-fn claims_with(iss: &str, sub: &str, extra: Value) -> Value {
-    merge_claims(claims(iss, sub), extra)
-}
-
-/// An RS256 token from the main issuer's `rsa-1` key.
-fn rs256(claims: Value) -> String {
-    sign(Algorithm::RS256, "rsa.pem", "rsa-1", claims)
-}
-
 fn main_token(sub: &str) -> String {
-    rs256(claims(MAIN_ISS, sub))
+    rs256(claims(ISS, sub))
 }
 
 // ---------------------------------------------------------------------------
@@ -199,15 +179,8 @@ async fn assert_rejected(
     secrets: &[&str],
     expected: Rejected<'_>,
 ) {
-    let deny_labels = [
-        ("route", route),
-        ("issuer", expected.issuer),
-        ("outcome", "deny"),
-        ("reason", expected.reason),
-    ];
-    let before_text = gateway.metrics().await;
-    let before = metric_value(&before_text, DECISIONS, &deny_labels);
-    let before_all = metric_value(&before_text, DECISIONS, &[]);
+    let deny_labels = deny(route, expected.issuer, expected.reason);
+    let (before, before_all) = decisions(&gateway.metrics().await, &deny_labels);
     let upstream_before = upstream.count();
 
     let response = request.send().await.expect("request to the gateway");
@@ -226,8 +199,7 @@ async fn assert_rejected(
     assert_no_secrets(&body, &headers, secrets, &context);
 
     let after_text = gateway.metrics().await;
-    let after = metric_value(&after_text, DECISIONS, &deny_labels);
-    let after_all = metric_value(&after_text, DECISIONS, &[]);
+    let (after, after_all) = decisions(&after_text, &deny_labels);
     assert_eq!(
         (after - before, after_all - before_all),
         (1.0, 1.0),
@@ -357,14 +329,10 @@ fn assert_no_secrets(
 
 #[tokio::test]
 async fn accepts_every_configured_algorithm() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     for alg in Algorithm::ALL {
         let (key, kid) = key_for(alg);
-        let iss = if key == "hs256.secret" {
-            HMAC_ISS
-        } else {
-            MAIN_ISS
-        };
+        let iss = if key == "hs256.secret" { HMAC_ISS } else { ISS };
         let sub = format!("user-{alg}");
         let token = sign(alg, key, kid, claims(iss, &sub));
         let before = upstream.count();
@@ -379,8 +347,7 @@ async fn accepts_every_configured_algorithm() {
         assert_eq!(seen.header_all("x-user-id"), [sub.as_str()], "{alg}");
     }
     gateway
-        .expect_metric(
-            DECISIONS,
+        .expect_decisions(
             &[
                 ("route", "api"),
                 ("issuer", "main"),
@@ -391,8 +358,7 @@ async fn accepts_every_configured_algorithm() {
         )
         .await;
     gateway
-        .expect_metric(
-            DECISIONS,
+        .expect_decisions(
             &[
                 ("route", "api"),
                 ("issuer", "hmac"),
@@ -402,9 +368,7 @@ async fn accepts_every_configured_algorithm() {
             3.0,
         )
         .await;
-    gateway
-        .expect_metric(REQUESTS, &[("route", "api"), ("status", "200")], 12.0)
-        .await;
+    gateway.expect_requests("api", "200", 12.0).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -413,7 +377,7 @@ async fn accepts_every_configured_algorithm() {
 
 #[tokio::test]
 async fn rejects_bad_signatures_and_algorithm_attacks() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
 
     // A valid token with one claim changed after signing.
     let genuine = main_token("alice");
@@ -430,7 +394,7 @@ async fn rejects_bad_signatures_and_algorithm_attacks() {
                 Algorithm::RS256,
                 "rsa-impostor.pem",
                 "rsa-1",
-                claims(MAIN_ISS, "mallory"),
+                claims(ISS, "mallory"),
             ),
         ),
         ("tampered claims", parts.join(".")),
@@ -478,7 +442,7 @@ async fn rejects_bad_signatures_and_algorithm_attacks() {
         (
             "HS256 with main's iss",
             "api",
-            hs256_token(header, &claims(MAIN_ISS, "mallory").to_string(), &jwks),
+            hs256_token(header, &claims(ISS, "mallory").to_string(), &jwks),
             invalid_token("alg_not_allowed", "main"),
         ),
         // And the HMAC issuer does not take the public key as its secret.
@@ -508,7 +472,7 @@ async fn rejects_bad_signatures_and_algorithm_attacks() {
                 Algorithm::PS256,
                 "rsa-rs256-only.pem",
                 "rsa-rs256-only",
-                claims(MAIN_ISS, "alice"),
+                claims(ISS, "alice"),
             ),
             invalid_token("alg_not_allowed", "main"),
         ),
@@ -520,7 +484,7 @@ async fn rejects_bad_signatures_and_algorithm_attacks() {
         Algorithm::RS256,
         "rsa-rs256-only.pem",
         "rsa-rs256-only",
-        claims(MAIN_ISS, "pinned"),
+        claims(ISS, "pinned"),
     );
     let response = gateway.get("/api/x", Some(&rs256_pinned)).await;
     assert_eq!(response.status(), 200);
@@ -528,7 +492,7 @@ async fn rejects_bad_signatures_and_algorithm_attacks() {
     let allowed = upstream.count();
 
     // alg none: without a signature the token is not even well-formed...
-    let none_claims = claims(MAIN_ISS, "mallory").to_string();
+    let none_claims = claims(ISS, "mallory").to_string();
     assert_bearer_rejected(
         &gateway,
         &upstream,
@@ -564,7 +528,7 @@ async fn rejects_bad_signatures_and_algorithm_attacks() {
 
 #[tokio::test]
 async fn enforces_exp_nbf_and_iat_with_leeway() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     let now = now();
 
     for (case, extra, expected) in [
@@ -590,7 +554,7 @@ async fn enforces_exp_nbf_and_iat_with_leeway() {
             invalid_token("issued_in_future", "main"),
         ),
     ] {
-        let token = rs256(claims_with(MAIN_ISS, "alice", extra));
+        let token = rs256(claims_with(ISS, "alice", extra));
         assert_bearer_rejected(&gateway, &upstream, case, "api", &token, expected).await;
     }
 
@@ -601,7 +565,7 @@ async fn enforces_exp_nbf_and_iat_with_leeway() {
         ("nbf in 10s", json!({ "nbf": now + 10 })),
         ("iat in 10s", json!({ "iat": now + 10 })),
     ] {
-        let token = rs256(claims_with(MAIN_ISS, case, extra));
+        let token = rs256(claims_with(ISS, case, extra));
         let response = gateway.get("/api/x", Some(&token)).await;
         assert_eq!(response.status(), 200, "{case}");
         assert_eq!(upstream.last().header("x-user-id"), Some(case));
@@ -615,22 +579,18 @@ async fn enforces_exp_nbf_and_iat_with_leeway() {
 
 #[tokio::test]
 async fn rejects_wrong_issuer_audience_kid_and_malformed_tokens() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
 
     for (case, token, expected) in [
         (
             "wrong aud",
-            rs256(claims_with(
-                MAIN_ISS,
-                "alice",
-                json!({ "aud": "other-api" }),
-            )),
+            rs256(claims_with(ISS, "alice", json!({ "aud": "other-api" }))),
             invalid_token("wrong_audience", "main"),
         ),
         (
             "wrong aud list",
             rs256(claims_with(
-                MAIN_ISS,
+                ISS,
                 "alice",
                 json!({ "aud": ["other-api", "api-2"] }),
             )),
@@ -653,7 +613,7 @@ async fn rejects_wrong_issuer_audience_kid_and_malformed_tokens() {
                 Algorithm::RS256,
                 "rsa.pem",
                 "no-such-kid",
-                claims(MAIN_ISS, "alice"),
+                claims(ISS, "alice"),
             ),
             invalid_token("unknown_kid", "main"),
         ),
@@ -681,7 +641,7 @@ async fn rejects_wrong_issuer_audience_kid_and_malformed_tokens() {
 
     // Over 8 KiB: refused by size before any decoding.
     let huge = rs256(claims_with(
-        MAIN_ISS,
+        ISS,
         "alice",
         json!({ "padding": "x".repeat(9 * 1024) }),
     ));
@@ -721,13 +681,13 @@ async fn rejects_wrong_issuer_audience_kid_and_malformed_tokens() {
 /// the generic "invalid token", not a 403's "insufficient scope".
 #[tokio::test]
 async fn missing_registered_claims_are_invalid_tokens() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     for (case, claim, issuer) in [
         ("missing exp", "exp", "main"),
         ("missing aud", "aud", "main"),
         ("missing iss", "iss", "_none"),
     ] {
-        let token = rs256(claims_with(MAIN_ISS, "alice", json!({ claim: null })));
+        let token = rs256(claims_with(ISS, "alice", json!({ claim: null })));
         assert_bearer_rejected(
             &gateway,
             &upstream,
@@ -746,7 +706,7 @@ async fn missing_registered_claims_are_invalid_tokens() {
 
 #[tokio::test]
 async fn rejection_responses_follow_rfc6750() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     let client = gateway.client();
     let api = gateway.url("/api/x");
     let token = main_token("alice");
@@ -789,7 +749,7 @@ async fn rejection_responses_follow_rfc6750() {
     .await;
 
     // insufficient_scope names the scope the route needs.
-    let no_read = rs256(claims_with(MAIN_ISS, "alice", json!({ "scope": "write" })));
+    let no_read = rs256(claims_with(ISS, "alice", json!({ "scope": "write" })));
     assert_bearer_rejected(
         &gateway,
         &upstream,
@@ -869,18 +829,16 @@ async fn rejection_responses_follow_rfc6750() {
         assert_eq!(json["error"], "not_found", "{context}");
         assert_no_secrets(&body, &headers, &[&token], &context);
     }
-    gateway
-        .expect_metric(REQUESTS, &[("route", "_none"), ("status", "404")], 2.0)
-        .await;
+    gateway.expect_requests("_none", "404", 2.0).await;
     assert_eq!(upstream.count(), 0);
 }
 
 #[tokio::test]
 async fn gateway_log_never_contains_tokens() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     let good = main_token("alice");
     let expired = rs256(claims_with(
-        MAIN_ISS,
+        ISS,
         "alice",
         json!({ "exp": now() - 3600, "iat": now() - 7200 }),
     ));
@@ -888,18 +846,17 @@ async fn gateway_log_never_contains_tokens() {
         Algorithm::RS256,
         "rsa-impostor.pem",
         "rsa-1",
-        claims(MAIN_ISS, "m"),
+        claims(ISS, "m"),
     );
     let tokens = [good.as_str(), &expired, &bad, "garbage-token-text"];
     for (i, token) in tokens.iter().enumerate() {
         gateway
-            .client()
-            .get(gateway.url("/api/x"))
-            .bearer_auth(token)
-            .header("x-request-id", format!("log-test-{i}"))
-            .send()
-            .await
-            .unwrap();
+            .get_with(
+                "/api/x",
+                Some(token),
+                &[("x-request-id", format!("log-test-{i}").as_str())],
+            )
+            .await;
     }
     assert_eq!(upstream.count(), 1);
     // The access log is written after the response: wait for all four
@@ -923,9 +880,9 @@ async fn gateway_log_never_contains_tokens() {
 
 #[tokio::test]
 async fn forwards_claims_and_replaces_spoofed_identity_headers() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     let token = rs256(claims_with(
-        MAIN_ISS,
+        ISS,
         "alice",
         json!({
             "scope": "read write",
@@ -987,14 +944,12 @@ async fn forwards_claims_and_replaces_spoofed_identity_headers() {
     // A token without the claims: the spoofed headers are removed, not kept.
     let plain = main_token("bob");
     let response = gateway
-        .client()
-        .get(gateway.url("/api/x"))
-        .bearer_auth(&plain)
-        .header("X-User-Scopes", "admin")
-        .header("X-User-Roles", "admin")
-        .send()
-        .await
-        .unwrap();
+        .get_with(
+            "/api/x",
+            Some(&plain),
+            &[("X-User-Scopes", "admin"), ("X-User-Roles", "admin")],
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let seen = upstream.last();
     assert_eq!(seen.header_all("x-user-id"), ["bob"]);
@@ -1004,8 +959,8 @@ async fn forwards_claims_and_replaces_spoofed_identity_headers() {
 
 #[tokio::test]
 async fn claims_that_would_inject_headers_are_not_forwarded() {
-    let (upstream, gateway) = start(CONFIG).await;
-    let token = rs256(claims(MAIN_ISS, "alice\r\nX-Admin: true"));
+    let (upstream, gateway) = start(&config()).await;
+    let token = rs256(claims(ISS, "alice\r\nX-Admin: true"));
     let response = gateway.get("/api/x", Some(&token)).await;
     assert_eq!(response.status(), 200);
     let seen = upstream.last();
@@ -1015,17 +970,13 @@ async fn claims_that_would_inject_headers_are_not_forwarded() {
 
 #[tokio::test]
 async fn authorization_is_stripped_or_kept_as_configured() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     let token = main_token("alice");
 
     // strip_authorization: true, token in the configured header: removed too.
     let response = gateway
-        .client()
-        .get(gateway.url("/api/x"))
-        .header("x-token", &token)
-        .send()
-        .await
-        .unwrap();
+        .get_with("/api/x", None, &[("x-token", token.as_str())])
+        .await;
     assert_eq!(response.status(), 200);
     let seen = upstream.last();
     assert_eq!(seen.header("x-user-id"), Some("alice"));
@@ -1034,12 +985,12 @@ async fn authorization_is_stripped_or_kept_as_configured() {
 
     // Token in the configured cookie.
     let response = gateway
-        .client()
-        .get(gateway.url("/api/x"))
-        .header("cookie", format!("theme=dark; at={token}"))
-        .send()
-        .await
-        .unwrap();
+        .get_with(
+            "/api/x",
+            None,
+            &[("cookie", format!("theme=dark; at={token}").as_str())],
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let seen = upstream.last();
     assert_eq!(seen.header("x-user-id"), Some("alice"));
@@ -1048,12 +999,12 @@ async fn authorization_is_stripped_or_kept_as_configured() {
 
     // The scheme is case-insensitive.
     let response = gateway
-        .client()
-        .get(gateway.url("/api/x"))
-        .header("authorization", format!("bearer {token}"))
-        .send()
-        .await
-        .unwrap();
+        .get_with(
+            "/api/x",
+            None,
+            &[("authorization", format!("bearer {token}").as_str())],
+        )
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(upstream.last().header("x-user-id"), Some("alice"));
 
@@ -1071,19 +1022,20 @@ async fn authorization_is_stripped_or_kept_as_configured() {
 
 #[tokio::test]
 async fn request_id_and_forwarded_for() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     let token = main_token("alice");
 
     // A client's request id is kept end to end.
     let response = gateway
-        .client()
-        .get(gateway.url("/api/x"))
-        .bearer_auth(&token)
-        .header("x-request-id", "trace-abc-123")
-        .header("x-forwarded-for", "203.0.113.9")
-        .send()
-        .await
-        .unwrap();
+        .get_with(
+            "/api/x",
+            Some(&token),
+            &[
+                ("x-request-id", "trace-abc-123"),
+                ("x-forwarded-for", "203.0.113.9"),
+            ],
+        )
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers().get("x-request-id").unwrap(),
@@ -1118,12 +1070,8 @@ async fn request_id_and_forwarded_for() {
 
     // A rejection carries the client's request id too.
     let response = gateway
-        .client()
-        .get(gateway.url("/api/x"))
-        .header("x-request-id", "trace-rejected-1")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/api/x", None, &[("x-request-id", "trace-rejected-1")])
+        .await;
     assert_eq!(response.status(), 401);
     assert_eq!(
         response.headers().get("x-request-id").unwrap(),
@@ -1134,12 +1082,8 @@ async fn request_id_and_forwarded_for() {
 
     // On a public route as well.
     let response = gateway
-        .client()
-        .get(gateway.url("/public/x"))
-        .header("x-request-id", "trace-public-1")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/public/x", None, &[("x-request-id", "trace-public-1")])
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers().get("x-request-id").unwrap(),
@@ -1153,13 +1097,8 @@ async fn request_id_and_forwarded_for() {
     // A client id that does not look like an id is replaced, on both sides.
     for bad in ["has spaces in it", &"x".repeat(200)] {
         let response = gateway
-            .client()
-            .get(gateway.url("/api/x"))
-            .bearer_auth(&token)
-            .header("x-request-id", bad)
-            .send()
-            .await
-            .unwrap();
+            .get_with("/api/x", Some(&token), &[("x-request-id", bad)])
+            .await;
         assert_eq!(response.status(), 200);
         let id = response.headers()["x-request-id"]
             .to_str()
@@ -1173,8 +1112,8 @@ async fn request_id_and_forwarded_for() {
 
 #[tokio::test]
 async fn scope_and_claim_rules() {
-    let (upstream, gateway) = start(CONFIG).await;
-    let token = |extra: Value| rs256(claims_with(MAIN_ISS, "alice", extra));
+    let (upstream, gateway) = start(&config()).await;
+    let token = |extra: Value| rs256(claims_with(ISS, "alice", extra));
 
     // all_of [read]
     for (case, extra) in [
@@ -1250,24 +1189,23 @@ async fn scope_and_claim_rules() {
 
 #[tokio::test]
 async fn optional_mode() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     let client = gateway.client();
 
     // No token: through, anonymously, and a spoofed identity is removed.
-    let response = client
-        .get(gateway.url("/maybe/x"))
-        .header("X-User-Id", "mallory")
-        .header("x-jwt-sub", "mallory")
-        .send()
-        .await
-        .unwrap();
+    let response = gateway
+        .get_with(
+            "/maybe/x",
+            None,
+            &[("X-User-Id", "mallory"), ("x-jwt-sub", "mallory")],
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let seen = upstream.last();
     assert!(!seen.has_header("x-user-id"), "{:?}", seen.headers);
     assert!(!seen.has_header("x-jwt-sub"), "{:?}", seen.headers);
     gateway
-        .expect_metric(
-            DECISIONS,
+        .expect_decisions(
             &[
                 ("route", "maybe"),
                 ("issuer", "_none"),
@@ -1278,30 +1216,23 @@ async fn optional_mode() {
         .await;
 
     // Another route's identity header is removed here as well.
-    let response = client
-        .get(gateway.url("/maybe/x"))
-        .header("X-User-Roles", "admin")
-        .send()
-        .await
-        .unwrap();
+    let response = gateway
+        .get_with("/maybe/x", None, &[("X-User-Roles", "admin")])
+        .await;
     assert_eq!(response.status(), 200);
     assert!(!upstream.last().has_header("x-user-roles"));
 
     // Valid token: identity forwarded, replacing the spoofed value.
     let token = main_token("alice");
-    let response = client
-        .get(gateway.url("/maybe/x"))
-        .bearer_auth(&token)
-        .header("X-User-Id", "mallory")
-        .send()
-        .await
-        .unwrap();
+    let response = gateway
+        .get_with("/maybe/x", Some(&token), &[("X-User-Id", "mallory")])
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(upstream.last().header_all("x-user-id"), ["alice"]);
 
     // Invalid token: rejected, not downgraded to anonymous.
     let expired = rs256(claims_with(
-        MAIN_ISS,
+        ISS,
         "alice",
         json!({ "exp": now() - 3600, "iat": now() - 7200 }),
     ));
@@ -1336,16 +1267,18 @@ async fn optional_mode() {
 
 #[tokio::test]
 async fn off_mode() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     let response = gateway
-        .client()
-        .get(gateway.url("/public/page?q=1"))
-        .header("X-User-Id", "mallory")
-        .header("X-User-Scopes", "admin")
-        .header("X-JWT-Sub", "mallory")
-        .send()
-        .await
-        .unwrap();
+        .get_with(
+            "/public/page?q=1",
+            None,
+            &[
+                ("X-User-Id", "mallory"),
+                ("X-User-Scopes", "admin"),
+                ("X-JWT-Sub", "mallory"),
+            ],
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let seen = upstream.last();
     assert_eq!(seen.path, "/public/page?q=1");
@@ -1370,7 +1303,7 @@ async fn off_mode() {
 
 #[tokio::test]
 async fn dot_segments_and_double_slashes_cannot_bypass_auth() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     let targets = [
         "/public/../admin",
         "/public/../admin/secret",
@@ -1401,8 +1334,7 @@ async fn dot_segments_and_double_slashes_cannot_bypass_auth() {
         assert_eq!(upstream.count(), 0, "{target} reached the upstream");
     }
     gateway
-        .expect_metric(
-            DECISIONS,
+        .expect_decisions(
             &[
                 ("route", "admin"),
                 ("outcome", "deny"),
@@ -1444,11 +1376,11 @@ async fn dot_segments_and_double_slashes_cannot_bypass_auth() {
 
 #[tokio::test]
 async fn metrics_count_every_decision_and_status() {
-    let (upstream, gateway) = start(CONFIG).await;
+    let (upstream, gateway) = start(&config()).await;
     let now = now();
     let expired = |sub: &str| {
         rs256(claims_with(
-            MAIN_ISS,
+            ISS,
             sub,
             json!({ "iat": now - 7200, "exp": now - 3600 }),
         ))
@@ -1457,7 +1389,7 @@ async fn metrics_count_every_decision_and_status() {
         Algorithm::RS256,
         "rsa-impostor.pem",
         "rsa-1",
-        claims(MAIN_ISS, "mallory"),
+        claims(ISS, "mallory"),
     );
     let hmac = sign(
         Algorithm::HS256,
@@ -1465,7 +1397,7 @@ async fn metrics_count_every_decision_and_status() {
         "hmac",
         claims(HMAC_ISS, "svc"),
     );
-    let no_scope = rs256(claims(MAIN_ISS, "alice"));
+    let no_scope = rs256(claims(ISS, "alice"));
 
     let traffic: Vec<(&str, Option<String>, u16)> = vec![
         ("/api/a", Some(expired("e1")), 401),
@@ -1495,9 +1427,7 @@ async fn metrics_count_every_decision_and_status() {
         ("maybe", "200", 1.0),
         ("_none", "404", 1.0),
     ] {
-        gateway
-            .expect_metric(REQUESTS, &[("route", route), ("status", status)], count)
-            .await;
+        gateway.expect_requests(route, status, count).await;
     }
     let text = gateway.metrics().await;
     assert_eq!(metric_value(&text, REQUESTS, &[]), traffic.len() as f64);
@@ -1561,21 +1491,9 @@ async fn metrics_count_every_decision_and_status() {
     }
 
     // Admin endpoints.
-    let client = gateway.client();
-    let healthz = client
-        .get(gateway.admin_url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(healthz.status(), 200);
-    let readyz = client
-        .get(gateway.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(readyz.status(), 200);
-    let unknown = client.get(gateway.admin_url("/nope")).send().await.unwrap();
-    assert_eq!(unknown.status(), 404);
+    for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
+        assert_eq!(gateway.admin_get(path).await.status(), status, "{path}");
+    }
     // The admin endpoints are not served on the proxy listener.
     let proxied = gateway.get("/metrics", None).await;
     assert_eq!(proxied.status(), 404);
@@ -1584,25 +1502,28 @@ async fn metrics_count_every_decision_and_status() {
 // ---------------------------------------------------------------------------
 // Upstream pools
 
+/// Two pools: the recording upstream and `{SECOND}`, and one whose first
+/// address, `{DEAD}`, refuses connections.
+const POOLS: &str = r#"
+  - name: pool
+    match: { path_prefix: /pool }
+    upstream: { addrs: ["{UPSTREAM}", "{SECOND}"] }
+    auth: { mode: off }
+  - name: flaky
+    match: { path_prefix: /flaky }
+    upstream: { addrs: ["{DEAD}", "{UPSTREAM}"], connect_timeout: 1s }
+    auth: { mode: off }
+"#;
+
 #[tokio::test]
 async fn upstreams_are_used_round_robin_and_a_dead_one_is_skipped() {
     let first = Upstream::start();
     let second = Upstream::start();
     let dead = format!("127.0.0.1:{}", free_port());
-    let template = format!(
-        r#"listen: {{ http: "127.0.0.1:{{PROXY}}" }}
-admin: {{ addr: "127.0.0.1:{{ADMIN}}" }}
-routes:
-  - name: pool
-    match: {{ path_prefix: /pool }}
-    upstream: {{ addrs: ["{{UPSTREAM}}", "{second}"] }}
-    auth: {{ mode: off }}
-  - name: flaky
-    match: {{ path_prefix: /flaky }}
-    upstream: {{ addrs: ["{dead}", "{{UPSTREAM}}"], connect_timeout: 1s }}
-    auth: {{ mode: off }}
-"#,
-        second = second.addr(),
+    let template = Config::new().default_server().routes(
+        &POOLS
+            .replace("{SECOND}", &second.addr().to_string())
+            .replace("{DEAD}", &dead),
     );
     let gateway = Gateway::start(&template, &first).await;
 
@@ -1622,30 +1543,14 @@ routes:
 async fn a_query_token_stays_out_of_error_logs() {
     let upstream = Upstream::start();
     let dead = format!("127.0.0.1:{}", free_port());
-    let template = format!(
-        r#"listen: {{ http: "127.0.0.1:{{PROXY}}" }}
-admin: {{ addr: "127.0.0.1:{{ADMIN}}" }}
-issuers:
-  - name: main
-    issuer: {MAIN_ISS}
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_file: "{{FIXTURES}}/jwks.json"
-routes:
-  - name: down
-    match: {{ path_prefix: /down }}
-    upstream: {{ addrs: ["{dead}"], connect_timeout: 1s }}
-    auth: {{ token_query: access_token }}
-"#
-    );
+    let template = Config::main(ISS).default_server().routes(&format!(
+        "  - name: down\n    match: {{ path_prefix: /down }}\n    upstream: {{ addrs: [\"{dead}\"], connect_timeout: 1s }}\n    auth: {{ token_query: access_token }}"
+    ));
     let gateway = Gateway::start(&template, &upstream).await;
     let token = main_token("alice");
     let response = gateway
-        .client()
-        .get(gateway.url(&format!("/down/x?access_token={token}&page=2")))
-        .send()
-        .await
-        .unwrap();
+        .get_with(&format!("/down/x?access_token={token}&page=2"), None, &[])
+        .await;
     assert_eq!(response.status(), 502, "the upstream is down");
 
     // Pingora logs the failed request; it must not carry the query.

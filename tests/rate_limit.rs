@@ -11,26 +11,13 @@ mod common;
 #[path = "common/redis.rs"]
 mod redis;
 
-use std::time::{Duration, Instant};
-
 use common::*;
-use jwtgate::jose::Algorithm;
 use redis::Redis;
 use serde_json::json;
 
 const ISS: &str = "https://issuer.ratelimit.test";
 
-const BASE: &str = r#"
-server: { threads: 2, trusted_proxies: {TRUSTED} }
-listen: { http: "127.0.0.1:{PROXY}" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-issuers:
-  - name: main
-    issuer: https://issuer.ratelimit.test
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_file: "{FIXTURES}/jwks.json"
-routes:
+const ROUTES: &str = r#"
   - name: refresh
     match: { path_prefix: /oauth/token }
     upstream: { addrs: ["{UPSTREAM}"] }
@@ -44,7 +31,9 @@ routes:
 "#;
 
 fn config(trusted: &str, redis: Option<&str>) -> String {
-    let mut yaml = BASE.replace("{TRUSTED}", trusted);
+    let mut yaml = Config::main(ISS)
+        .server(&format!("trusted_proxies: {trusted}"))
+        .routes(ROUTES);
     if let Some(url) = redis {
         yaml.push_str(&format!(
             "redis: {{ url: \"{url}\" }}\nrate_limit: {{ redis: {{ key_prefix: jwtgate-rl-test, sync_interval: 50ms }} }}\n"
@@ -53,42 +42,20 @@ fn config(trusted: &str, redis: Option<&str>) -> String {
     yaml
 }
 
-fn token(sub: &str) -> String {
-    let now = now();
-    sign(
-        Algorithm::RS256,
-        "rsa.pem",
-        "rsa-1",
-        json!({ "iss": ISS, "sub": sub, "aud": "api", "iat": now - 10, "exp": now + 3600 }),
-    )
-}
-
-async fn status(gateway: &Gateway, path: &str, token: Option<&str>) -> u16 {
-    gateway.get(path, token).await.status().as_u16()
+/// A token for `sub` that lasts the whole test: these limits are per hour.
+fn token_of(sub: &str) -> String {
+    token(ISS, sub, json!({ "iat": now() - 10, "exp": now() + 3600 }))
 }
 
 /// Polls until `name` reaches at least `at_least`; panics after a generous
 /// bound (that it happens is asserted, never how fast).
 async fn until_metric(gateway: &Gateway, name: &str, at_least: f64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = gateway.metrics().await;
-        if metric_value(&text, name, &[]) >= at_least {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never reached {at_least}:\n{}",
-            relevant_lines(&text)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gateway.expect_metric_at_least(name, &[], at_least).await;
 }
 
 #[tokio::test]
 async fn a_refresh_endpoint_is_limited_per_client_with_a_429_and_ratelimit_headers() {
-    let upstream = Upstream::start();
-    let gateway = Gateway::start(&config("[]", None), &upstream).await;
+    let (upstream, gateway) = start(&config("[]", None)).await;
     let head = |id: &str| {
         format!("POST /oauth/token HTTP/1.1\nHost: gw.test\nX-Request-Id: {id}\nContent-Length: 0")
     };
@@ -125,22 +92,19 @@ async fn a_refresh_endpoint_is_limited_per_client_with_a_429_and_ratelimit_heade
             1.0,
         )
         .await;
-    let line = gateway.access_line("rl-refused").await;
-    assert!(line.contains("status=429"), "{line}");
-    assert!(line.contains("reason=\"rate_limited\""), "{line}");
+    gateway
+        .expect_access_line("rl-refused", &["status=429", "reason=\"rate_limited\""])
+        .await;
     // Not an authentication decision.
     assert_eq!(
-        gateway
-            .metric("jwtgate_auth_decisions_total", &[("route", "refresh")])
-            .await,
+        gateway.metric(DECISIONS, &[("route", "refresh")]).await,
         0.0
     );
 }
 
 #[tokio::test]
 async fn a_spoofed_x_forwarded_for_buys_no_new_budget() {
-    let upstream = Upstream::start();
-    let gateway = Gateway::start(&config("[]", None), &upstream).await;
+    let (upstream, gateway) = start(&config("[]", None)).await;
     let spoofed = |n: u32| {
         format!(
             "POST /oauth/token HTTP/1.1\nHost: gw.test\nX-Forwarded-For: 198.51.100.{n}\nX-Real-IP: 198.51.100.{n}\nContent-Length: 0"
@@ -164,8 +128,7 @@ async fn a_spoofed_x_forwarded_for_buys_no_new_budget() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
-    let upstream = Upstream::start();
-    let gateway = Gateway::start(&config("[127.0.0.0/8]", None), &upstream).await;
+    let (_upstream, gateway) = start(&config("[127.0.0.0/8]", None)).await;
     // The client is the right-most untrusted hop; what it claims left of
     // that is not believed either.
     let from = |chain: &str| {
@@ -195,11 +158,10 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
 
 #[tokio::test]
 async fn an_api_is_limited_per_subject() {
-    let upstream = Upstream::start();
-    let gateway = Gateway::start(&config("[]", None), &upstream).await;
-    let (alice, bob) = (token("alice"), token("bob"));
-    assert_eq!(status(&gateway, "/api/a", Some(&alice)).await, 200);
-    assert_eq!(status(&gateway, "/api/b", Some(&alice)).await, 200);
+    let (upstream, gateway) = start(&config("[]", None)).await;
+    let (alice, bob) = (token_of("alice"), token_of("bob"));
+    assert_eq!(gateway.status("/api/a", Some(&alice)).await, 200);
+    assert_eq!(gateway.status("/api/b", Some(&alice)).await, 200);
     let refused = gateway.get("/api/c", Some(&alice)).await;
     assert_eq!(refused.status(), 429);
     assert_eq!(
@@ -208,9 +170,12 @@ async fn an_api_is_limited_per_subject() {
     );
     // A new token for the same subject is the same budget; another subject
     // has its own; no token is refused by authentication, not the limit.
-    assert_eq!(status(&gateway, "/api/d", Some(&token("alice"))).await, 429);
-    assert_eq!(status(&gateway, "/api/e", Some(&bob)).await, 200);
-    assert_eq!(status(&gateway, "/api/f", None).await, 401);
+    assert_eq!(
+        gateway.status("/api/d", Some(&token_of("alice"))).await,
+        429
+    );
+    assert_eq!(gateway.status("/api/e", Some(&bob)).await, 200);
+    assert_eq!(gateway.status("/api/f", None).await, 401);
     assert_eq!(upstream.count(), 3);
     gateway
         .expect_metric(
@@ -235,14 +200,14 @@ async fn two_replicas_share_a_budget_through_redis_enforce_alone_while_it_is_awa
 
     // Each step waits for the one sync message the step before caused,
     // so the test asserts sharing, never how fast it is.
-    let alice = token("alice");
-    assert_eq!(status(&a, "/api/x", Some(&alice)).await, 200);
+    let alice = token_of("alice");
+    assert_eq!(a.status("/api/x", Some(&alice)).await, 200);
     until_metric(&b, "jwtgate_rate_limit_redis_adopted_total", 1.0).await;
     // B knows A spent half of alice's budget: one request is left.
-    assert_eq!(status(&b, "/api/x", Some(&alice)).await, 200);
+    assert_eq!(b.status("/api/x", Some(&alice)).await, 200);
     until_metric(&a, "jwtgate_rate_limit_redis_adopted_total", 1.0).await;
-    assert_eq!(status(&a, "/api/x", Some(&alice)).await, 429);
-    assert_eq!(status(&b, "/api/x", Some(&alice)).await, 429);
+    assert_eq!(a.status("/api/x", Some(&alice)).await, 429);
+    assert_eq!(b.status("/api/x", Some(&alice)).await, 429);
     let keys = redis.cli(&["--scan", "--pattern", "jwtgate-rl-test:tat:*"]);
     assert_eq!(keys.lines().count(), 1, "one shared key for alice: {keys}");
     let ttl: i64 = redis
@@ -259,11 +224,11 @@ async fn two_replicas_share_a_budget_through_redis_enforce_alone_while_it_is_awa
     // Without Redis, A enforces each limit on its own: nobody is refused
     // for Redis being away, and a fresh subject still gets no more than
     // its budget.
-    let carol = token("carol");
-    assert_eq!(status(&a, "/api/x", Some(&carol)).await, 200);
-    assert_eq!(status(&a, "/api/x", Some(&carol)).await, 200);
-    assert_eq!(status(&a, "/api/x", Some(&carol)).await, 429);
-    assert_eq!(status(&a, "/api/x", Some(&alice)).await, 429);
+    let carol = token_of("carol");
+    assert_eq!(a.status("/api/x", Some(&carol)).await, 200);
+    assert_eq!(a.status("/api/x", Some(&carol)).await, 200);
+    assert_eq!(a.status("/api/x", Some(&carol)).await, 429);
+    assert_eq!(a.status("/api/x", Some(&alice)).await, 429);
 
     // Redis returns (empty): both replicas reconnect and share again.
     redis.restart().await;
@@ -271,12 +236,12 @@ async fn two_replicas_share_a_budget_through_redis_enforce_alone_while_it_is_awa
         .await;
     b.expect_metric("jwtgate_rate_limit_redis_connected", &[], 1.0)
         .await;
-    let dave = token("dave");
-    assert_eq!(status(&a, "/api/x", Some(&dave)).await, 200);
+    let dave = token_of("dave");
+    assert_eq!(a.status("/api/x", Some(&dave)).await, 200);
     until_metric(&b, "jwtgate_rate_limit_redis_adopted_total", 2.0).await;
-    assert_eq!(status(&b, "/api/x", Some(&dave)).await, 200);
+    assert_eq!(b.status("/api/x", Some(&dave)).await, 200);
     until_metric(&a, "jwtgate_rate_limit_redis_adopted_total", 2.0).await;
-    assert_eq!(status(&a, "/api/x", Some(&dave)).await, 429);
+    assert_eq!(a.status("/api/x", Some(&dave)).await, 429);
     assert_eq!(
         upstream.count(),
         6,
@@ -284,25 +249,13 @@ async fn two_replicas_share_a_budget_through_redis_enforce_alone_while_it_is_awa
     );
 }
 
-async fn reload(gateway: &Gateway) -> (u16, String) {
-    let response = gateway
-        .client()
-        .post(gateway.admin_url("/-/reload"))
-        .send()
-        .await
-        .expect("POST /-/reload");
-    let status = response.status().as_u16();
-    (status, response.text().await.expect("reload body"))
-}
-
 #[tokio::test]
 async fn a_reload_keeps_the_counters_and_a_changed_rate_limit_block_needs_a_restart() {
-    let upstream = Upstream::start();
-    let gateway = Gateway::start(&config("[]", None), &upstream).await;
-    let alice = token("alice");
-    assert_eq!(status(&gateway, "/api/x", Some(&alice)).await, 200);
-    assert_eq!(status(&gateway, "/api/x", Some(&alice)).await, 200);
-    assert_eq!(status(&gateway, "/api/x", Some(&alice)).await, 429);
+    let (upstream, gateway) = start(&config("[]", None)).await;
+    let alice = token_of("alice");
+    assert_eq!(gateway.status("/api/x", Some(&alice)).await, 200);
+    assert_eq!(gateway.status("/api/x", Some(&alice)).await, 200);
+    assert_eq!(gateway.status("/api/x", Some(&alice)).await, 429);
 
     // Same route and limit names, a larger burst and one more route: the
     // budget alice spent is still spent, and the new burst applies to it.
@@ -316,15 +269,15 @@ async fn a_reload_keeps_the_counters_and_a_changed_rate_limit_block_needs_a_rest
             "routes:\n  - name: extra\n    match: { path_prefix: /extra }\n    upstream: { addrs: [\"{UPSTREAM}\"] }\n    auth: { mode: off }\n",
         );
     std::fs::write(gateway.config_path(), gateway.render(&grown, &upstream)).expect("write");
-    let (code, body) = reload(&gateway).await;
+    let (code, body) = gateway.reload().await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(
-        status(&gateway, "/extra", None).await,
+        gateway.status("/extra", None).await,
         200,
         "the new config is served"
     );
-    assert_eq!(status(&gateway, "/api/x", Some(&alice)).await, 200);
-    assert_eq!(status(&gateway, "/api/x", Some(&alice)).await, 429);
+    assert_eq!(gateway.status("/api/x", Some(&alice)).await, 200);
+    assert_eq!(gateway.status("/api/x", Some(&alice)).await, 429);
 
     let restart_only = format!("{grown}rate_limit: {{ max_keys: 4096 }}\n");
     std::fs::write(
@@ -332,7 +285,7 @@ async fn a_reload_keeps_the_counters_and_a_changed_rate_limit_block_needs_a_rest
         gateway.render(&restart_only, &upstream),
     )
     .expect("write");
-    let (code, body) = reload(&gateway).await;
+    let (code, body) = gateway.reload().await;
     assert_ne!(code, 200, "{body}");
     assert!(body.contains("rate_limit: max_keys 1048576"), "{body}");
     assert!(body.contains("needs a restart"), "{body}");

@@ -15,32 +15,20 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use idp::Idp;
-use jwtgate::jose::Algorithm;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 const RELOADS: &str = "jwtgate_config_reloads_total";
-const DECISIONS: &str = "jwtgate_auth_decisions_total";
 const CACHE_HITS: &str = "jwtgate_token_cache_hits_total";
 
-/// One issuer and two routes; `{AUDIENCE}`, `{SCOPE}`, `{CLAIMS}`,
-/// `{ROUTE}` and `{PREFIX}` vary between the two configs.
-const TEMPLATE: &str = r#"
-server: { threads: 2 }
-listen: { http: "127.0.0.1:{PROXY}" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-issuers:
-  - name: main
-    issuer: https://issuer.test
-    algorithms: [RS256]
-    audiences: [{AUDIENCE}]
-    jwks_file: "{FIXTURES}/jwks.json"
-routes:
+/// One issuer and two routes; `{SCOPE}`, `{CLAIMS}`, `{ROUTE}` and
+/// `{PREFIX}` vary between the two configs.
+const ROUTES: &str = r#"
   - name: orders
     match: { path_prefix: /orders }
     upstream: { addrs: ["{UPSTREAM}"] }
@@ -56,8 +44,8 @@ routes:
 /// Config A: `/orders` needs `read`; `/legacy` exists; `sub` and `role`
 /// go to X-User-Id and X-User-Role.
 fn config_a() -> String {
-    TEMPLATE
-        .replace("{AUDIENCE}", "api")
+    Config::main(ISS)
+        .routes(ROUTES)
         .replace("{SCOPE}", "read")
         .replace("{CLAIMS}", "{ sub: X-User-Id, role: X-User-Role }")
         .replace("{ROUTE}", "legacy")
@@ -67,31 +55,23 @@ fn config_a() -> String {
 /// Config B: `/orders` needs `write`; `/reports` instead of `/legacy`;
 /// `sub` and `email` go to X-Subject and X-Email.
 fn config_b() -> String {
-    TEMPLATE
-        .replace("{AUDIENCE}", "api")
+    Config::main(ISS)
+        .routes(ROUTES)
         .replace("{SCOPE}", "write")
         .replace("{CLAIMS}", "{ sub: X-Subject, email: X-Email }")
         .replace("{ROUTE}", "reports")
         .replace("{PREFIX}", "/reports")
 }
 
-fn token(scope: &str, audience: &str) -> String {
-    let now = now();
-    sign(
-        Algorithm::RS256,
-        "rsa.pem",
-        "rsa-1",
-        json!({
-            "iss": "https://issuer.test",
-            "aud": audience,
-            "sub": "user-1",
-            "role": "clerk",
-            "email": "user-1@example.test",
-            "scope": scope,
-            "iat": now,
-            "exp": now + 3600,
-        }),
-    )
+fn token_of(scope: &str, audience: &str) -> String {
+    let identity = json!({
+        "aud": audience,
+        "role": "clerk",
+        "email": "user-1@example.test",
+        "scope": scope,
+        "exp": now() + 3600,
+    });
+    token(ISS, "user-1", identity)
 }
 
 /// Replaces the gateway's config file with `template` (filled in with its
@@ -106,63 +86,19 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::rename(&temporary, path).expect("rename config");
 }
 
-async fn post_reload(gateway: &Gateway) -> (u16, Value) {
-    let response = gateway
-        .client()
-        .post(gateway.admin_url("/-/reload"))
-        .send()
-        .await
-        .expect("POST /-/reload");
-    let status = response.status().as_u16();
-    let body = response.text().await.expect("reload body");
-    let json = serde_json::from_str(&body)
-        .unwrap_or_else(|e| panic!("reload answer is not JSON ({e}): {body}"));
-    (status, json)
-}
-
-async fn status_of(gateway: &Gateway, path: &str, token: Option<&str>) -> u16 {
-    gateway.get(path, token).await.status().as_u16()
-}
-
 /// Polls until `GET path` answers `wanted`.
 async fn wait_for_status(gateway: &Gateway, path: &str, token: Option<&str>, wanted: u16) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let status = status_of(gateway, path, token).await;
+    poll(DEADLINE, POLL, || async {
+        let status = gateway.status(path, token).await;
         if status == wanted {
-            return;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
+        Err(format!(
             "GET {path} is still {status}, not {wanted}, after {DEADLINE:?}; log:\n{}",
             gateway.log()
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-async fn wait_for_metric(gateway: &Gateway, name: &str, labels: &[(&str, &str)], wanted: f64) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let value = gateway.metric(name, labels).await;
-        if value == wanted {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}{labels:?} is {value}, not {wanted}; log:\n{}",
-            gateway.log()
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-fn send_sighup(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -HUP {pid} failed");
+        ))
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------
@@ -239,8 +175,8 @@ const RELOAD_COUNT: usize = 100;
 async fn reloading_100_times_under_load_fails_no_request() {
     let upstream = Upstream::start();
     let gateway = Arc::new(Gateway::start(&config_a(), &upstream).await);
-    let read_only = Arc::new(token("read", "api"));
-    let read_write = Arc::new(token("read write", "api"));
+    let read_only = Arc::new(token_of("read", "api"));
+    let read_write = Arc::new(token_of("read write", "api"));
     let reloading = Arc::new(AtomicBool::new(true));
 
     let clients: Vec<_> = (0..CLIENTS)
@@ -282,13 +218,13 @@ async fn reloading_100_times_under_load_fails_no_request() {
             (config_a(), 404)
         };
         write_config(&gateway, &upstream, &template);
-        let (status, body) = post_reload(&gateway).await;
+        let (status, body) = gateway.reload_json().await;
         assert_eq!(status, 200, "reload {i}: {body}");
         assert_eq!(body["result"], "success", "{body}");
         // Once the answer is in, the new config serves.
         let probe = format!("/reports/probe-{i}");
         assert_eq!(
-            status_of(&gateway, &probe, Some(&read_write)).await,
+            gateway.status(&probe, Some(&read_write)).await,
             reports,
             "after reload {i}"
         );
@@ -362,17 +298,17 @@ async fn a_cached_token_is_judged_by_the_new_audience_at_once() {
     };
     let upstream = Upstream::start();
     let gateway = Gateway::start(&with_audience("api"), &upstream).await;
-    let for_api = token("read", "api");
-    let for_other = token("read", "other");
+    let for_api = token_of("read", "api");
+    let for_other = token_of("read", "other");
 
     // Verified, then served from the cache.
-    assert_eq!(status_of(&gateway, "/orders/1", Some(&for_api)).await, 200);
-    assert_eq!(status_of(&gateway, "/orders/2", Some(&for_api)).await, 200);
+    assert_eq!(gateway.status("/orders/1", Some(&for_api)).await, 200);
+    assert_eq!(gateway.status("/orders/2", Some(&for_api)).await, 200);
     let hits = gateway.metric("jwtgate_token_cache_hits_total", &[]).await;
     assert!(hits >= 1.0, "the second request was not a cache hit");
 
     write_config(&gateway, &upstream, &with_audience("other"));
-    assert_eq!(post_reload(&gateway).await.0, 200);
+    assert_eq!(gateway.reload_json().await.0, 200);
     let refused = gateway.get("/orders/3", Some(&for_api)).await;
     assert_eq!(
         refused.status(),
@@ -380,28 +316,19 @@ async fn a_cached_token_is_judged_by_the_new_audience_at_once() {
         "a cached token passed the old audience rule"
     );
     gateway
-        .expect_metric(DECISIONS, &[("reason", "wrong_audience")], 1.0)
+        .expect_decisions(&[("reason", "wrong_audience")], 1.0)
         .await;
-    assert_eq!(
-        status_of(&gateway, "/orders/4", Some(&for_other)).await,
-        200
-    );
-    assert_eq!(
-        status_of(&gateway, "/orders/5", Some(&for_other)).await,
-        200
-    );
+    assert_eq!(gateway.status("/orders/4", Some(&for_other)).await, 200);
+    assert_eq!(gateway.status("/orders/5", Some(&for_other)).await, 200);
 
     // And back.
     write_config(&gateway, &upstream, &with_audience("api"));
-    assert_eq!(post_reload(&gateway).await.0, 200);
-    assert_eq!(
-        status_of(&gateway, "/orders/6", Some(&for_other)).await,
-        401
-    );
+    assert_eq!(gateway.reload_json().await.0, 200);
+    assert_eq!(gateway.status("/orders/6", Some(&for_other)).await, 401);
     gateway
-        .expect_metric(DECISIONS, &[("reason", "wrong_audience")], 2.0)
+        .expect_decisions(&[("reason", "wrong_audience")], 2.0)
         .await;
-    assert_eq!(status_of(&gateway, "/orders/7", Some(&for_api)).await, 200);
+    assert_eq!(gateway.status("/orders/7", Some(&for_api)).await, 200);
 }
 
 // ---------------------------------------------------------------------------
@@ -412,17 +339,19 @@ async fn a_cached_token_is_judged_by_the_new_audience_at_once() {
 async fn sighup_reloads_and_a_broken_config_leaves_the_running_one_serving() {
     let upstream = Upstream::start();
     let gateway = Gateway::start(&config_a(), &upstream).await;
-    let token = token("read write", "api");
-    assert_eq!(status_of(&gateway, "/reports/1", Some(&token)).await, 404);
+    let token = token_of("read write", "api");
+    assert_eq!(gateway.status("/reports/1", Some(&token)).await, 404);
     let before = gateway
         .metric("jwtgate_config_last_reload_timestamp_seconds", &[])
         .await;
     assert!(before > 0.0, "the startup load sets the timestamp");
 
     write_config(&gateway, &upstream, &config_b());
-    send_sighup(gateway.pid());
-    wait_for_metric(&gateway, RELOADS, &[("result", "success")], 1.0).await;
-    assert_eq!(status_of(&gateway, "/reports/2", Some(&token)).await, 200);
+    gateway.signal("HUP");
+    gateway
+        .expect_metric_within(RELOADS, &[("result", "success")], 1.0, DEADLINE)
+        .await;
+    assert_eq!(gateway.status("/reports/2", Some(&token)).await, 200);
     let after = gateway
         .metric("jwtgate_config_last_reload_timestamp_seconds", &[])
         .await;
@@ -432,22 +361,18 @@ async fn sighup_reloads_and_a_broken_config_leaves_the_running_one_serving() {
     let path = gateway.config_path();
     let broken = "routes:\n  - name: x\n    match: { path_prefix: /x\n    upstream: 1\n";
     std::fs::write(&path, broken).expect("write config");
-    send_sighup(gateway.pid());
-    wait_for_metric(&gateway, RELOADS, &[("result", "error")], 1.0).await;
-    let log = gateway
-        .wait_for_log(|log| log.contains("config reload failed"))
+    gateway.signal("HUP");
+    gateway
+        .expect_metric_within(RELOADS, &[("result", "error")], 1.0, DEADLINE)
         .await;
-    let line = log
-        .lines()
-        .find(|line| line.contains("config reload failed"))
-        .unwrap_or_else(|| panic!("no reload failure in the log:\n{log}"));
+    let line = gateway.log_line("config reload failed").await;
     let located = format!("{}:4:13:", path.display());
     assert!(line.contains(&located), "no {located} in: {line}");
     assert!(line.contains("still serving the previous config"), "{line}");
-    assert_eq!(status_of(&gateway, "/reports/3", Some(&token)).await, 200);
+    assert_eq!(gateway.status("/reports/3", Some(&token)).await, 200);
 
     // The same through the admin endpoint: the error is in the answer.
-    let (status, body) = post_reload(&gateway).await;
+    let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["result"], "error");
     let error = body["error"].as_str().expect("error message");
@@ -455,27 +380,26 @@ async fn sighup_reloads_and_a_broken_config_leaves_the_running_one_serving() {
     gateway
         .expect_metric(RELOADS, &[("result", "error")], 2.0)
         .await;
-    assert_eq!(status_of(&gateway, "/reports/4", Some(&token)).await, 200);
-    let readyz = gateway.client().get(gateway.admin_url("/readyz")).send();
-    assert_eq!(readyz.await.expect("GET /readyz").status(), 200);
+    assert_eq!(gateway.status("/reports/4", Some(&token)).await, 200);
+    assert_eq!(gateway.admin_get("/readyz").await.status(), 200);
 }
 
 #[tokio::test]
 async fn a_restart_only_change_is_refused_whole() {
     let upstream = Upstream::start();
     let gateway = Gateway::start(&config_a(), &upstream).await;
-    let token = token("read write", "api");
+    let token = token_of("read write", "api");
 
     // Config B would also add /reports: nothing of it may apply.
     let moved = config_b().replace("127.0.0.1:{PROXY}", &format!("127.0.0.1:{}", free_port()));
     write_config(&gateway, &upstream, &moved);
-    let (status, body) = post_reload(&gateway).await;
+    let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 409, "{body}");
     let error = body["error"].as_str().expect("error message");
     assert!(error.contains("listen.http"), "{error}");
     assert!(error.contains("needs a restart"), "{error}");
-    assert_eq!(status_of(&gateway, "/reports/1", Some(&token)).await, 404);
-    assert_eq!(status_of(&gateway, "/legacy/1", Some(&token)).await, 200);
+    assert_eq!(gateway.status("/reports/1", Some(&token)).await, 404);
+    assert_eq!(gateway.status("/legacy/1", Some(&token)).await, 200);
     gateway
         .expect_metric(RELOADS, &[("result", "error")], 1.0)
         .await;
@@ -502,8 +426,8 @@ async fn a_restart_only_change_is_refused_whole() {
 async fn watch_follows_a_rewrite_and_a_configmap_symlink_swap() {
     let upstream = Upstream::start();
     let gateway = Gateway::start_with_run_args(&config_a(), &upstream, &["--watch"]).await;
-    let token = token("read write", "api");
-    assert_eq!(status_of(&gateway, "/reports/1", Some(&token)).await, 404);
+    let token = token_of("read write", "api");
+    assert_eq!(gateway.status("/reports/1", Some(&token)).await, 404);
 
     // An editor's save.
     write_config(&gateway, &upstream, &config_b());
@@ -535,7 +459,7 @@ async fn watch_follows_a_rewrite_and_a_configmap_symlink_swap() {
     version("..2026_01_01_00_01_00.000000002", &config_b());
     swap_link("..data", "..2026_01_01_00_01_00.000000002");
     wait_for_status(&gateway, "/reports/4", Some(&token), 200).await;
-    assert_eq!(status_of(&gateway, "/legacy/1", Some(&token)).await, 404);
+    assert_eq!(gateway.status("/legacy/1", Some(&token)).await, 404);
     let log = gateway.log();
     assert!(log.contains("trigger=\"watched file change\""), "{log}");
 }
@@ -545,24 +469,15 @@ async fn watch_follows_a_rewrite_and_a_configmap_symlink_swap() {
 // ---------------------------------------------------------------------------
 
 fn remote_config(issuer: &str, scope: &str, audience: &str) -> String {
-    format!(
-        r#"listen: {{ http: "127.0.0.1:{{PROXY}}" }}
-admin: {{ addr: "127.0.0.1:{{ADMIN}}" }}
-issuers:
-  - name: idp
-    issuer: "{issuer}"
-    discovery: true
-    fetch: {{ allow_http: true }}
-    algorithms: [RS256, ES256, PS256]
-    audiences: ["{audience}"]
-routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: {{ addrs: ["{{UPSTREAM}}"] }}
-    auth: {{ scopes: {{ all_of: ["{scope}"] }} }}
-    forward: {{ claims: {{ sub: X-User-Id }} }}
-"#
-    )
+    Config::new()
+        .default_server()
+        .issuers(&idp::issuer_yaml(
+            issuer,
+            "{ allow_http: true }",
+            audience,
+            &[],
+        ))
+        .routes(&idp::api_route(scope, "{ sub: X-User-Id }"))
 }
 
 #[tokio::test]
@@ -584,21 +499,22 @@ async fn a_remote_issuer_keeps_its_keys_across_reloads() {
         .enumerate()
     {
         write_config(&gateway, &upstream, &config(scope));
-        let (status, body) = post_reload(&gateway).await;
+        let (status, body) = gateway.reload_json().await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             body["remote_issuers"],
             json!({ "kept": 1, "started": 0, "stopped": 0 }),
             "{body}"
         );
-        let readyz = gateway.client().get(gateway.admin_url("/readyz")).send();
         assert_eq!(
-            readyz.await.expect("GET /readyz").status(),
+            gateway.admin_get("/readyz").await.status(),
             200,
             "reload {i}"
         );
         assert_eq!(
-            status_of(&gateway, &format!("/api/orders/{i}"), Some(&token)).await,
+            gateway
+                .status(&format!("/api/orders/{i}"), Some(&token))
+                .await,
             200,
             "reload {i}; log:\n{}",
             gateway.log()
@@ -608,7 +524,7 @@ async fn a_remote_issuer_keeps_its_keys_across_reloads() {
         hits = now;
     }
     gateway
-        .expect_metric(DECISIONS, &[("reason", "jwks_unavailable")], 0.0)
+        .expect_decisions(&[("reason", "jwks_unavailable")], 0.0)
         .await;
 
     // The key store is the same, the issuer's rules are not: the token,
@@ -616,18 +532,15 @@ async fn a_remote_issuer_keeps_its_keys_across_reloads() {
     // accepted again under the first rules.
     let elsewhere = remote_config(&issuer, "orders:read", "urn:jwtgate:elsewhere");
     write_config(&gateway, &upstream, &elsewhere);
-    assert_eq!(post_reload(&gateway).await.0, 200);
-    assert_eq!(
-        status_of(&gateway, "/api/orders/x", Some(&token)).await,
-        401
-    );
+    assert_eq!(gateway.reload_json().await.0, 200);
+    assert_eq!(gateway.status("/api/orders/x", Some(&token)).await, 401);
     gateway
-        .expect_metric(DECISIONS, &[("reason", "wrong_audience")], 1.0)
+        .expect_decisions(&[("reason", "wrong_audience")], 1.0)
         .await;
     write_config(&gateway, &upstream, &config("orders:read"));
-    assert_eq!(post_reload(&gateway).await.0, 200);
+    assert_eq!(gateway.reload_json().await.0, 200);
     for path in ["/api/orders/y", "/api/orders/z"] {
-        assert_eq!(status_of(&gateway, path, Some(&token)).await, 200);
+        assert_eq!(gateway.status(path, Some(&token)).await, 200);
     }
     let hits = gateway.metric("jwtgate_token_cache_hits_total", &[]).await;
     assert!(hits >= 1.0, "the token was never served from the cache");
@@ -640,19 +553,15 @@ async fn a_remote_issuer_keeps_its_keys_across_reloads() {
         "fetch: { allow_http: true, timeout: 3s }",
     );
     write_config(&gateway, &upstream, &moved);
-    let (status, body) = post_reload(&gateway).await;
+    let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["remote_issuers"],
         json!({ "kept": 0, "started": 1, "stopped": 1 }),
         "{body}"
     );
-    let readyz = gateway.client().get(gateway.admin_url("/readyz")).send();
-    assert_eq!(readyz.await.expect("GET /readyz").status(), 200);
-    assert_eq!(
-        status_of(&gateway, "/api/orders/moved", Some(&token)).await,
-        200
-    );
+    assert_eq!(gateway.admin_get("/readyz").await.status(), 200);
+    assert_eq!(gateway.status("/api/orders/moved", Some(&token)).await, 200);
 
     // Another key location is another source: nothing to carry over, and
     // with the provider down there is nothing to fetch.
@@ -662,10 +571,10 @@ async fn a_remote_issuer_keeps_its_keys_across_reloads() {
     );
     assert_ne!(elsewhere, config("orders:read"));
     write_config(&gateway, &upstream, &elsewhere);
-    let (status, body) = post_reload(&gateway).await;
+    let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        status_of(&gateway, "/api/orders/elsewhere", Some(&token)).await,
+        gateway.status("/api/orders/elsewhere", Some(&token)).await,
         503
     );
 }

@@ -27,34 +27,22 @@ const AUDIENCE: &str = idp::RESOURCE;
 const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
 const FETCHES: &str = "jwtgate_jwks_fetch_total";
-const DECISIONS: &str = "jwtgate_auth_decisions_total";
 
 /// The gateway config of these tests: one discovery issuer, one route that
 /// needs `orders:read` and forwards `sub` and `client_id`. `refresh` and
 /// `fetch` are YAML flow mappings.
 fn config(issuer: &str, refresh: &str, fetch: &str, keys_cache_dir: Option<&Path>) -> String {
-    let cache = keys_cache_dir
-        .map(|dir| format!("keys_cache_dir: \"{}\"\n", dir.display()))
-        .unwrap_or_default();
-    format!(
-        r#"listen: {{ http: "127.0.0.1:{{PROXY}}" }}
-admin: {{ addr: "127.0.0.1:{{ADMIN}}" }}
-{cache}issuers:
-  - name: idp
-    issuer: "{issuer}"
-    discovery: true
-    fetch: {fetch}
-    algorithms: [RS256, ES256, PS256]
-    audiences: ["{AUDIENCE}"]
-    refresh: {refresh}
-routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: {{ addrs: ["{{UPSTREAM}}"] }}
-    auth: {{ scopes: {{ all_of: ["orders:read"] }} }}
-    forward: {{ claims: {{ sub: X-User-Id, client_id: X-Client-Id }} }}
-"#
-    )
+    let mut config = Config::new().default_server();
+    if let Some(dir) = keys_cache_dir {
+        config = config.section(&format!("keys_cache_dir: \"{}\"", dir.display()));
+    }
+    let refresh = format!("refresh: {refresh}");
+    config
+        .issuers(&idp::issuer_yaml(issuer, fetch, AUDIENCE, &[&refresh]))
+        .routes(&idp::api_route(
+            "orders:read",
+            "{ sub: X-User-Id, client_id: X-Client-Id }",
+        ))
 }
 
 const HTTP: &str = "{ allow_http: true }";
@@ -85,32 +73,16 @@ async fn readyz(gateway: &Gateway) -> u16 {
 
 /// Polls `/readyz` until it says 200.
 async fn wait_ready(gateway: &Gateway) {
-    let deadline = Instant::now() + DEADLINE;
-    while readyz(gateway).await != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "/readyz did not become 200 within {DEADLINE:?}; log:\n{}",
-            gateway.log()
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Polls until the metric is at least `min`.
-async fn wait_metric_at_least(gateway: &Gateway, name: &str, labels: &[(&str, &str)], min: f64) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let value = gateway.metric(name, labels).await;
-        if value >= min {
-            return;
+    poll(DEADLINE, POLL, || async {
+        match readyz(gateway).await {
+            200 => Ok(()),
+            _ => Err(format!(
+                "/readyz did not become 200 within {DEADLINE:?}; log:\n{}",
+                gateway.log()
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{name}{labels:?} is {value}, expected at least {min} within {DEADLINE:?}; log:\n{}",
-            gateway.log()
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    })
+    .await
 }
 
 /// Status of `GET /api/orders` with the token.
@@ -139,20 +111,17 @@ fn kid_of(token: &str) -> String {
 /// An RS256 token for `issuer` signed with the fixture key under `kid`:
 /// well-formed and within its lifetime, but signed by no key of that issuer.
 fn foreign_token(issuer: &str, kid: &str) -> String {
-    let now = now();
+    let extra = json!({
+        "aud": AUDIENCE,
+        "client_id": "jwtgate-test",
+        "scope": "orders:read",
+        "exp": now() + 600,
+    });
     sign(
         Algorithm::RS256,
         "rsa.pem",
         kid,
-        json!({
-            "iss": issuer,
-            "aud": AUDIENCE,
-            "sub": "intruder",
-            "client_id": "jwtgate-test",
-            "scope": "orders:read",
-            "iat": now,
-            "exp": now + 600,
-        }),
+        claims_with(issuer, "intruder", extra),
     )
 }
 
@@ -214,7 +183,7 @@ async fn discovery_end_to_end_with_a_real_idp() {
     assert_eq!(jwt_part(&writer, 1)["scope"], "orders:write");
     assert_eq!(status(&gateway, &writer).await, 403);
     gateway
-        .expect_metric(DECISIONS, &[("reason", "insufficient_scope")], 1.0)
+        .expect_decisions(&[("reason", "insufficient_scope")], 1.0)
         .await;
     assert_eq!(upstream.count(), 1, "the 403 never reached the upstream");
 }
@@ -331,13 +300,10 @@ async fn idp_outage_serves_the_last_good_keys() {
         );
     }
     // The keys are refreshed about every second: the next attempt fails.
-    wait_metric_at_least(
-        &gateway,
-        FETCHES,
-        &[("issuer", "idp"), ("result", "network")],
-        1.0,
-    )
-    .await;
+    let network_failures = [("issuer", "idp"), ("result", "network")];
+    gateway
+        .expect_metric_at_least(FETCHES, &network_failures, 1.0)
+        .await;
     for token in &tokens {
         assert_eq!(
             status(&gateway, token).await,
@@ -424,19 +390,12 @@ async fn unreachable_idp_without_cache_is_unavailable() {
     let body: Value = response.json().await.expect("JSON body");
     assert_eq!(body["error"], "temporarily_unavailable", "{body}");
     gateway
-        .expect_metric(
-            DECISIONS,
-            &[("issuer", "idp"), ("reason", "jwks_unavailable")],
-            1.0,
-        )
+        .expect_decisions(&[("issuer", "idp"), ("reason", "jwks_unavailable")], 1.0)
         .await;
-    wait_metric_at_least(
-        &gateway,
-        FETCHES,
-        &[("issuer", "idp"), ("result", "network")],
-        1.0,
-    )
-    .await;
+    let network_failures = [("issuer", "idp"), ("result", "network")];
+    gateway
+        .expect_metric_at_least(FETCHES, &network_failures, 1.0)
+        .await;
     assert_eq!(readyz(&gateway).await, 503);
     assert_eq!(
         gateway
@@ -494,8 +453,7 @@ async fn unknown_kid_flood_is_rate_limited() {
         "every random kid is refused with 401: {statuses:?}"
     );
     gateway
-        .expect_metric(
-            DECISIONS,
+        .expect_decisions(
             &[("issuer", "idp"), ("reason", "unknown_kid")],
             FLOOD as f64,
         )
@@ -556,11 +514,7 @@ async fn slow_idp_bounds_the_unknown_kid_wait() {
         });
     assert_eq!(response.status(), 401);
     gateway
-        .expect_metric(
-            DECISIONS,
-            &[("issuer", "idp"), ("reason", "unknown_kid")],
-            1.0,
-        )
+        .expect_decisions(&[("issuer", "idp"), ("reason", "unknown_kid")], 1.0)
         .await;
     // The request did ask for a refetch: it was the wait that was bounded.
     let deadline = Instant::now() + DEADLINE;

@@ -13,45 +13,39 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use jwtgate::jose::Algorithm;
 use redis::Redis;
 use serde_json::{Value, json};
 
 const ISS: &str = "https://issuer.revoke.test";
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 const ADMIN_ENV: (&str, &str) = ("JWTGATE_TEST_ADMIN", ADMIN_TOKEN);
-const DECISIONS: &str = "jwtgate_auth_decisions_total";
 
-const BASE: &str = r#"
-server: { threads: 2 }
-listen: { http: "127.0.0.1:{PROXY}" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-issuers:
-  - name: main
-    issuer: https://issuer.revoke.test
-    algorithms: [RS256]
-    audiences: [api]
-    leeway: 0s
-    jwks_file: "{FIXTURES}/jwks.json"
-  - name: strict
-    issuer: https://strict.revoke.test
-    algorithms: [RS256]
-    audiences: [api]
-    require_jti: true
-    jwks_file: "{FIXTURES}/jwks.json"
-routes:
+/// `main` and `strict` (which needs `jti`), and one route trusting both.
+fn base() -> String {
+    Config::new()
+        .issuer_with("main", ISS, &["leeway: 0s"])
+        .issuer_with(
+            "strict",
+            "https://strict.revoke.test",
+            &["require_jti: true"],
+        )
+        .routes(ROUTES)
+}
+
+const ROUTES: &str = r#"
   - name: api
     match: { path_prefix: /api }
     upstream: { addrs: ["{UPSTREAM}"] }
     auth: { issuers: [main, strict] }
 "#;
 
-/// `BASE` plus a `revocation` block: the list kept in `dir`, the admin
+/// [`base`] plus a `revocation` block: the list kept in `dir`, the admin
 /// token from the environment, and when given, the gateway's `redis`
 /// connection and how the list is shared through it (`revocation.redis`).
 fn config(dir: &Path, redis: Option<(&str, &str)>) -> String {
     let mut yaml = format!(
-        "{BASE}revocation:\n  dir: \"{}\"\n  admin_tokens: [{{ name: test-admin, env: {} }}]\n",
+        "{}revocation:\n  dir: \"{}\"\n  admin_tokens: [{{ name: test-admin, env: {} }}]\n",
+        base(),
         dir.display(),
         ADMIN_ENV.0
     );
@@ -65,14 +59,15 @@ async fn gateway(upstream: &Upstream, yaml: &str) -> Gateway {
     Gateway::start_with_env(yaml, upstream, &[], &[ADMIN_ENV]).await
 }
 
-fn token(iss: &str, extra: Value) -> String {
-    let now = now();
-    let claims = merge_claims(
-        json!({ "iss": iss, "sub": "alice", "aud": "api", "iat": now - 10, "exp": now + 300,
-                "jti": "jti-default" }),
-        extra,
+/// Alice's token from `iss`, with `extra` set over it: issued ten seconds
+/// ago, `jti` `jti-default`.
+fn token_from(iss: &str, extra: Value) -> String {
+    let alice = claims_with(
+        iss,
+        "alice",
+        json!({ "iat": now() - 10, "jti": "jti-default" }),
     );
-    sign(Algorithm::RS256, "rsa.pem", "rsa-1", claims)
+    rs256(merge_claims(alice, extra))
 }
 
 async fn status(gateway: &Gateway, token: &str) -> u16 {
@@ -84,19 +79,21 @@ async fn status(gateway: &Gateway, token: &str) -> u16 {
 /// long it took, for the test's output.
 async fn until_status(gateway: &Gateway, token: &str, expected: u16, what: &str) -> Duration {
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(20);
-    loop {
-        let got = status(gateway, token).await;
-        if got == expected {
-            return started.elapsed();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: still {got}, expected {expected}; log:\n{}",
-            gateway.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || async {
+            let got = status(gateway, token).await;
+            if got == expected {
+                return Ok(started.elapsed());
+            }
+            Err(format!(
+                "{what}: still {got}, expected {expected}; log:\n{}",
+                gateway.log()
+            ))
+        },
+    )
+    .await
 }
 
 async fn api(
@@ -170,8 +167,8 @@ async fn a_cached_token_is_refused_right_after_revocation_and_after_a_restart() 
     let upstream = Upstream::start();
     let yaml = config(&dir, None);
     let gateway = gateway(&upstream, &yaml).await;
-    let revoked = token(ISS, json!({ "jti": "t-1" }));
-    let other = token(ISS, json!({ "jti": "t-2" }));
+    let revoked = token_from(ISS, json!({ "jti": "t-1" }));
+    let other = token_from(ISS, json!({ "jti": "t-2" }));
 
     assert_eq!(status(&gateway, &revoked).await, 200);
     assert_eq!(status(&gateway, &revoked).await, 200);
@@ -195,11 +192,7 @@ async fn a_cached_token_is_refused_right_after_revocation_and_after_a_restart() 
     assert!(!response.text().await.unwrap().contains("revoked"));
     assert_eq!(status(&gateway, &other).await, 200);
     gateway
-        .expect_metric(
-            DECISIONS,
-            &[("outcome", "deny"), ("reason", "revoked")],
-            1.0,
-        )
+        .expect_decisions(&[("outcome", "deny"), ("reason", "revoked")], 1.0)
         .await;
     gateway
         .expect_metric("jwtgate_revocation_entries", &[("kind", "jti")], 1.0)
@@ -217,17 +210,12 @@ async fn a_cached_token_is_refused_right_after_revocation_and_after_a_restart() 
     assert_eq!((code, &body["revoked"]), (200, &json!(true)), "{body}");
 
     // The audit log names the admin token, never its value.
-    let log = gateway
-        .wait_for_log(|log| log.contains("revocation added"))
-        .await;
-    let line = log
-        .lines()
-        .find(|l| l.contains("revocation added"))
-        .expect("audit line");
+    let line = gateway.log_line("revocation added").await;
     assert!(
         line.contains("test-admin") && line.contains("t-1"),
         "{line}"
     );
+    let log = gateway.log();
     assert!(!log.contains(ADMIN_TOKEN), "{log}");
 
     // A single instance keeps the list across a restart.
@@ -243,10 +231,10 @@ async fn subject_and_session_cut_offs_spare_later_logins_and_can_be_lifted() {
     let upstream = Upstream::start();
     let gateway = gateway(&upstream, &config(&dir, None)).await;
     let now = now();
-    let old = token(ISS, json!({ "jti": "a", "iat": now - 100 }));
-    let fresh = token(ISS, json!({ "jti": "b", "iat": now }));
-    let no_iat = token(ISS, json!({ "jti": "c", "iat": null }));
-    let bob = token(ISS, json!({ "jti": "d", "sub": "bob", "iat": now - 100 }));
+    let old = token_from(ISS, json!({ "jti": "a", "iat": now - 100 }));
+    let fresh = token_from(ISS, json!({ "jti": "b", "iat": now }));
+    let no_iat = token_from(ISS, json!({ "jti": "c", "iat": null }));
+    let bob = token_from(ISS, json!({ "jti": "d", "sub": "bob", "iat": now - 100 }));
 
     let cut_off = (now - 50).to_string();
     let (ok, stdout, stderr) = cli(
@@ -276,8 +264,8 @@ async fn subject_and_session_cut_offs_spare_later_logins_and_can_be_lifted() {
     assert!(!ok && stderr.starts_with("404"), "{stderr}");
 
     // A session: only that session's tokens.
-    let session = token(ISS, json!({ "jti": "e", "sid": "s-1" }));
-    let other_session = token(ISS, json!({ "jti": "f", "sid": "s-2" }));
+    let session = token_from(ISS, json!({ "jti": "e", "sid": "s-1" }));
+    let other_session = token_from(ISS, json!({ "jti": "f", "sid": "s-2" }));
     let (code, body) = revoke(&gateway, json!({ "sid": "s-1", "issuer": "main" })).await;
     assert_eq!(code, 201, "{body}");
     assert_eq!(status(&gateway, &session).await, 401);
@@ -361,17 +349,17 @@ async fn the_admin_api_needs_a_token_and_explains_bad_requests() {
     );
 
     // An issuer with require_jti refuses tokens it could not revoke.
-    let without = token("https://strict.revoke.test", json!({ "jti": null }));
+    let without = token_from("https://strict.revoke.test", json!({ "jti": null }));
     assert_eq!(status(&gateway, &without).await, 401);
     gateway
-        .expect_metric(DECISIONS, &[("reason", "missing_claim")], 1.0)
+        .expect_decisions(&[("reason", "missing_claim")], 1.0)
         .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_admin_tokens_the_api_is_off() {
     let upstream = Upstream::start();
-    let yaml = format!("{BASE}revocation: {{}}\n");
+    let yaml = format!("{}revocation: {{}}\n", base());
     let gateway = gateway(&upstream, &yaml).await;
     let (code, body) = api(&gateway, reqwest::Method::GET, "", None, Some(ADMIN_TOKEN)).await;
     assert_eq!(code, 404, "{body}");
@@ -392,7 +380,7 @@ async fn two_replicas_share_revocations_through_redis_and_survive_its_outage() {
     let yaml_b = config(&dir_b, Some(redis_block));
     let a = gateway(&upstream, &config(&dir_a, Some(redis_block))).await;
     let mut b = gateway(&upstream, &yaml_b).await;
-    let first = token(ISS, json!({ "jti": "shared-1" }));
+    let first = token_from(ISS, json!({ "jti": "shared-1" }));
     for gateway in [&a, &b] {
         assert_eq!(status(gateway, &first).await, 200);
     }
@@ -419,7 +407,7 @@ async fn two_replicas_share_revocations_through_redis_and_survive_its_outage() {
     redis.stop();
     b = gateway(&upstream, &yaml_b).await;
     assert_eq!(status(&b, &first).await, 401);
-    let ready = b.client().get(b.admin_url("/readyz")).send().await.unwrap();
+    let ready = b.admin_get("/readyz").await;
     assert_eq!(
         ready.status(),
         200,
@@ -427,7 +415,7 @@ async fn two_replicas_share_revocations_through_redis_and_survive_its_outage() {
     );
 
     // Revoke through A while Redis is down: kept locally, pushed later.
-    let second = token(ISS, json!({ "jti": "shared-2" }));
+    let second = token_from(ISS, json!({ "jti": "shared-2" }));
     let (code, body) = revoke(
         &a,
         json!({ "jti": "shared-2", "issuer": "main", "exp": now() + 300 }),
@@ -452,7 +440,7 @@ async fn two_replicas_share_revocations_through_redis_and_survive_its_outage() {
     assert_eq!(keys.lines().count(), 2, "{keys}");
 
     // A lifted cut-off is lifted everywhere.
-    let old = token(
+    let old = token_from(
         ISS,
         json!({ "jti": "x", "sub": "carol", "iat": now() - 100 }),
     );
@@ -551,25 +539,21 @@ async fn max_staleness_fails_readiness_while_redis_is_away() {
     let upstream = Upstream::start();
     let (_keep, dir) = state_dir();
     let gateway = gateway(&upstream, &config(&dir, Some(redis_block))).await;
-    let readyz = || async {
-        let response = gateway
-            .client()
-            .get(gateway.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    };
-    let until_ready = |want: u16| async move {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (code, body) = readyz().await;
-            if code == want {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "/readyz {code}: {body}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let until_ready = |want: u16| {
+        let gateway = &gateway;
+        poll(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            move || async move {
+                let response = gateway.admin_get("/readyz").await;
+                let code = response.status().as_u16();
+                let body = response.text().await.unwrap();
+                if code == want {
+                    return Ok(body);
+                }
+                Err(format!("/readyz {code}: {body}"))
+            },
+        )
     };
     until_ready(200).await;
     redis.stop();
@@ -591,111 +575,46 @@ async fn max_staleness_fails_readiness_while_redis_is_away() {
     until_ready(200).await;
 }
 
-/// A CA and a `localhost` server certificate made by `openssl`, in `dir`.
-fn tls_files(dir: &Path) {
-    let run = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl must be installed");
-        assert!(output.status.success(), "openssl {args:?}: {output:?}");
+/// The CA that signs redis-server's certificate.
+const REDIS_CA: Cert = Cert {
+    key: "ca.key",
+    cert: "ca.pem",
+    cn: "revocation test CA",
+    days: 2,
+    extensions: &[],
+};
+
+/// A CA, a `localhost` server certificate and the gateway's client
+/// certificate, made by `openssl`.
+fn tls_files() -> Pki {
+    let pki = Pki::new();
+    pki.self_signed(&REDIS_CA);
+    let server = Cert {
+        key: "redis.key",
+        cert: "redis.pem",
+        cn: "localhost",
+        days: 2,
+        extensions: &["subjectAltName=DNS:localhost"],
     };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"],
-        &ec[..],
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=revocation test CA",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"],
-        &ec[..],
-        &[
-            "-keyout",
-            "redis.key",
-            "-out",
-            "redis.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    ]
-    .concat());
-    std::fs::write(dir.join("ext"), "subjectAltName=DNS:localhost\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "redis.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "redis.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-    ]);
-    // The gateway's own certificate, for a server that asks for one (an
-    // extension makes it X.509 v3, the only version rustls accepts).
-    std::fs::write(dir.join("client-ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    run(&[
-        &["req"],
-        &ec[..],
-        &[
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=jwtgate",
-        ],
-    ]
-    .concat());
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "client.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "client-ext",
-    ]);
+    pki.signed(&server, &REDIS_CA, None);
+    // An extension makes it X.509 v3, the only version rustls accepts.
+    let client = Cert {
+        key: "client.key",
+        cert: "client.pem",
+        cn: "jwtgate",
+        days: 2,
+        extensions: &["extendedKeyUsage=clientAuth"],
+    };
+    pki.signed(&client, &REDIS_CA, None);
+    pki
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_through_redis_over_mutual_tls_with_a_password() {
-    let certs = tempfile::tempdir().unwrap();
-    tls_files(certs.path());
+    let certs = tls_files();
     let port = free_port();
     let password = "redis-password-0123456789";
-    let file = |name: &str| certs.path().join(name).display().to_string();
+    let file = |name: &str| certs.path(name).display().to_string();
     let mut server = Command::new("redis-server")
         .args([
             "--bind",
@@ -726,7 +645,7 @@ async fn replicas_share_through_redis_over_mutual_tls_with_a_password() {
             "no",
         ])
         .arg("--dir")
-        .arg(certs.path())
+        .arg(certs.dir())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -761,7 +680,7 @@ async fn replicas_share_through_redis_over_mutual_tls_with_a_password() {
             .await;
         assert!(log.contains("in step with Redis"), "{log}");
     }
-    let revoked = token(ISS, json!({ "jti": "over-tls" }));
+    let revoked = token_from(ISS, json!({ "jti": "over-tls" }));
     assert_eq!(status(&b, &revoked).await, 200);
     let (code, body) = revoke(
         &a,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 /// A bound on waits for things that happen within moments on an idle
 /// machine; generous because the machine may be far from idle.
@@ -23,17 +23,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// Long enough that a test reaching the end of it has gone wrong.
 const FOREVER: &str = "1h";
 
-const CONFIG: &str = r#"
-server: { threads: 2, grace_period: {GRACE}, graceful_shutdown_timeout: {TIMEOUT} }
-listen: { http: "127.0.0.1:{PROXY}" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-issuers:
-  - name: main
-    issuer: https://issuer.test
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_file: "{FIXTURES}/jwks.json"
-routes:
+/// A route to the held upstream and one to the recording upstream.
+const ROUTES: &str = r#"
   - name: held
     match: { path_prefix: /held }
     upstream: { addrs: ["{HELD}"] }
@@ -45,10 +36,26 @@ routes:
 "#;
 
 fn config(held: &HeldUpstream, grace: &str, timeout: &str) -> String {
-    CONFIG
-        .replace("{HELD}", &held.addr().to_string())
-        .replace("{GRACE}", grace)
-        .replace("{TIMEOUT}", timeout)
+    Config::main(ISS)
+        .server(&format!(
+            "grace_period: {grace}, graceful_shutdown_timeout: {timeout}"
+        ))
+        .routes(&ROUTES.replace("{HELD}", &held.addr().to_string()))
+}
+
+/// A held upstream, and a gateway in front of it and of a recording
+/// upstream, with the given `grace_period` and `graceful_shutdown_timeout`.
+async fn start_held(grace: &str, timeout: &str) -> (HeldUpstream, Upstream, Gateway) {
+    let held = HeldUpstream::start();
+    let (upstream, gateway) = start(&config(&held, grace, timeout)).await;
+    (held, upstream, gateway)
+}
+
+/// A new connection to the proxy listener.
+async fn connect(gateway: &Gateway) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(gateway.proxy_addr())
+        .await
+        .expect("connect")
 }
 
 // ---------------------------------------------------------------------------
@@ -57,21 +64,18 @@ fn config(held: &HeldUpstream, grace: &str, timeout: &str) -> String {
 
 #[tokio::test]
 async fn during_the_grace_period_readyz_fails_and_new_connections_are_served() {
-    let held = HeldUpstream::start();
-    let (_upstream, mut gateway) = start(&config(&held, FOREVER, FOREVER)).await;
+    let (held, _upstream, mut gateway) = start_held(FOREVER, FOREVER).await;
     let in_flight = tokio::spawn(exchange(gateway.proxy_addr(), "GET /held HTTP/1.1"));
     held.wait_for_arrival().await;
 
-    send_signal(gateway.pid(), "TERM");
+    gateway.signal("TERM");
     wait_for_line(&gateway, "SIGTERM received: draining").await;
 
-    let readyz = gateway.client().get(gateway.admin_url("/readyz")).send();
-    let readyz = readyz.await.expect("GET /readyz");
+    let readyz = gateway.admin_get("/readyz").await;
     assert_eq!(readyz.status(), 503);
     let body = readyz.text().await.expect("readyz body");
     assert!(body.contains("draining"), "{body}");
-    let healthz = gateway.client().get(gateway.admin_url("/healthz")).send();
-    assert_eq!(healthz.await.expect("GET /healthz").status(), 200);
+    assert_eq!(gateway.admin_get("/healthz").await.status(), 200);
 
     // A new connection, on a request that asks for keep-alive: served, and
     // closed after the response so the client reconnects elsewhere.
@@ -99,7 +103,7 @@ async fn during_the_grace_period_readyz_fails_and_new_connections_are_served() {
         gateway.log()
     );
     // SIGINT cuts a drain short.
-    send_signal(gateway.pid(), "INT");
+    gateway.signal("INT");
     let status = exit_status(&mut gateway).await;
     assert!(status.success(), "{status}");
     assert!(gateway.log().contains("SIGINT received while draining"));
@@ -107,14 +111,11 @@ async fn during_the_grace_period_readyz_fails_and_new_connections_are_served() {
 
 #[tokio::test]
 async fn after_the_grace_period_only_requests_in_flight_finish_then_it_exits_0() {
-    let held = HeldUpstream::start();
     // The timeout is an hour: exiting within PATIENCE means jwtgate left as
     // soon as the last request was done.
-    let (_upstream, mut gateway) = start(&config(&held, "1s", FOREVER)).await;
+    let (held, _upstream, mut gateway) = start_held("1s", FOREVER).await;
 
-    let mut idle = tokio::net::TcpStream::connect(gateway.proxy_addr())
-        .await
-        .expect("connect");
+    let mut idle = connect(&gateway).await;
     let first = exchange_on(&mut idle, "GET /fast/keepalive HTTP/1.1").await;
     let first = first.expect("keep-alive request");
     assert_eq!(first.status, 200, "{first:?}");
@@ -123,7 +124,7 @@ async fn after_the_grace_period_only_requests_in_flight_finish_then_it_exits_0()
     let in_flight = tokio::spawn(exchange(gateway.proxy_addr(), "GET /held HTTP/1.1"));
     held.wait_for_arrival().await;
 
-    send_signal(gateway.pid(), "TERM");
+    gateway.signal("TERM");
     wait_for_line(&gateway, "grace period over").await;
 
     let refused = tokio::net::TcpStream::connect(gateway.proxy_addr()).await;
@@ -139,8 +140,7 @@ async fn after_the_grace_period_only_requests_in_flight_finish_then_it_exits_0()
         "idle connection left open"
     );
     // The admin listener still answers until the process exits.
-    let readyz = gateway.client().get(gateway.admin_url("/readyz")).send();
-    assert_eq!(readyz.await.expect("GET /readyz").status(), 503);
+    assert_eq!(gateway.admin_get("/readyz").await.status(), 503);
     assert!(gateway.wait_for_exit(Duration::ZERO).await.is_none());
 
     held.release();
@@ -159,12 +159,11 @@ async fn after_the_grace_period_only_requests_in_flight_finish_then_it_exits_0()
 
 #[tokio::test]
 async fn a_request_outlasting_graceful_shutdown_timeout_is_cut_and_it_exits_0() {
-    let held = HeldUpstream::start();
-    let (_upstream, mut gateway) = start(&config(&held, "0s", "1s")).await;
+    let (held, _upstream, mut gateway) = start_held("0s", "1s").await;
     let in_flight = tokio::spawn(exchange(gateway.proxy_addr(), "GET /held HTTP/1.1"));
     held.wait_for_arrival().await;
 
-    send_signal(gateway.pid(), "TERM");
+    gateway.signal("TERM");
     let status = exit_status(&mut gateway).await;
     assert!(status.success(), "{status}");
 
@@ -183,11 +182,8 @@ async fn a_request_outlasting_graceful_shutdown_timeout_is_cut_and_it_exits_0() 
 
 #[tokio::test]
 async fn one_connection_carries_request_after_request() {
-    let held = HeldUpstream::start();
-    let (upstream, gateway) = start(&config(&held, "1s", "1s")).await;
-    let mut connection = tokio::net::TcpStream::connect(gateway.proxy_addr())
-        .await
-        .expect("connect");
+    let (_held, upstream, gateway) = start_held("1s", "1s").await;
+    let mut connection = connect(&gateway).await;
     for n in 0..3 {
         let answer = exchange_on(&mut connection, &format!("GET /fast/{n} HTTP/1.1"))
             .await
@@ -205,11 +201,8 @@ async fn one_connection_carries_request_after_request() {
 
 #[tokio::test]
 async fn a_request_arriving_in_pieces_on_an_idle_connection_is_served() {
-    let held = HeldUpstream::start();
-    let (upstream, gateway) = start(&config(&held, "1s", "1s")).await;
-    let mut connection = tokio::net::TcpStream::connect(gateway.proxy_addr())
-        .await
-        .expect("connect");
+    let (_held, upstream, gateway) = start_held("1s", "1s").await;
+    let mut connection = connect(&gateway).await;
     // The gateway waits for a request's first byte by reading it and
     // handing it back to the request parser: the byte must not be lost,
     // on a fresh connection or on a kept-alive one.
@@ -225,22 +218,17 @@ async fn a_request_arriving_in_pieces_on_an_idle_connection_is_served() {
 
 #[tokio::test]
 async fn connections_the_client_closed_do_not_hold_up_the_drain() {
-    let held = HeldUpstream::start();
     // The timeout is an hour: exiting within PATIENCE means no closed
     // connection was still counted as open.
-    let (_upstream, mut gateway) = start(&config(&held, "0s", FOREVER)).await;
-    let mut used = tokio::net::TcpStream::connect(gateway.proxy_addr())
-        .await
-        .expect("connect");
+    let (_held, _upstream, mut gateway) = start_held("0s", FOREVER).await;
+    let mut used = connect(&gateway).await;
     let answer = exchange_on(&mut used, "GET /fast/once HTTP/1.1").await;
     assert_eq!(answer.expect("exchange").status, 200);
-    let silent = tokio::net::TcpStream::connect(gateway.proxy_addr())
-        .await
-        .expect("connect");
+    let silent = connect(&gateway).await;
     drop(used);
     drop(silent);
 
-    send_signal(gateway.pid(), "TERM");
+    gateway.signal("TERM");
     let status = exit_status(&mut gateway).await;
     assert!(status.success(), "{status}");
     let log = gateway.log();
@@ -253,12 +241,11 @@ async fn connections_the_client_closed_do_not_hold_up_the_drain() {
 
 #[tokio::test]
 async fn sigint_stops_at_once_without_draining() {
-    let held = HeldUpstream::start();
-    let (_upstream, mut gateway) = start(&config(&held, FOREVER, FOREVER)).await;
+    let (held, _upstream, mut gateway) = start_held(FOREVER, FOREVER).await;
     let in_flight = tokio::spawn(exchange(gateway.proxy_addr(), "GET /held HTTP/1.1"));
     held.wait_for_arrival().await;
 
-    send_signal(gateway.pid(), "INT");
+    gateway.signal("INT");
     // Both phases last an hour: exiting at all means no drain took place.
     let status = exit_status(&mut gateway).await;
     assert!(status.success(), "{status}");
@@ -275,12 +262,11 @@ async fn sigint_stops_at_once_without_draining() {
 
 #[tokio::test]
 async fn sighup_reloads_and_keeps_serving() {
-    let held = HeldUpstream::start();
-    let (_upstream, mut gateway) = start(&config(&held, FOREVER, FOREVER)).await;
+    let (_held, _upstream, mut gateway) = start_held(FOREVER, FOREVER).await;
     let line = "config reloaded from";
 
     for sent in 1..=2 {
-        send_signal(gateway.pid(), "HUP");
+        gateway.signal("HUP");
         let log = gateway
             .wait_for_log(|log| log.matches(line).count() == sent)
             .await;
@@ -294,8 +280,7 @@ async fn sighup_reloads_and_keeps_serving() {
     );
     let response = gateway.get("/fast/after-hup", None).await;
     assert_eq!(response.status(), 200);
-    let readyz = gateway.client().get(gateway.admin_url("/readyz")).send();
-    assert_eq!(readyz.await.expect("GET /readyz").status(), 200);
+    assert_eq!(gateway.admin_get("/readyz").await.status(), 200);
 }
 
 /// The config file is a FIFO: opening it for writing returns only once
@@ -313,11 +298,12 @@ async fn a_sighup_during_startup_does_not_kill_it() {
         .expect("run mkfifo");
     assert!(made.success(), "mkfifo failed: {made}");
     let (proxy, admin) = (free_port(), free_port());
-    let yaml = config(&held, FOREVER, FOREVER)
-        .replace("{PROXY}", &proxy.to_string())
-        .replace("{ADMIN}", &admin.to_string())
-        .replace("{UPSTREAM}", &upstream.addr().to_string())
-        .replace("{FIXTURES}", &fixtures().display().to_string());
+    let yaml = fill(
+        &config(&held, FOREVER, FOREVER),
+        proxy,
+        admin,
+        upstream.addr(),
+    );
     let mut process = Process::spawn(&fifo, dir.path());
 
     let writer_path = fifo.clone();
@@ -346,10 +332,7 @@ async fn a_sighup_during_startup_does_not_kill_it() {
 
     let admin_url = format!("http://127.0.0.1:{admin}/healthz");
     let deadline = Instant::now() + PATIENCE;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let client = http_client();
     loop {
         if let Some(status) = process.child.try_wait().expect("query jwtgate") {
             panic!(
@@ -382,28 +365,15 @@ async fn a_sighup_during_startup_does_not_kill_it() {
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// `kill -s NAME pid`.
-fn send_signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .args(["-s", name, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -s {name} {pid}: {status}");
-}
-
 async fn wait_for_line(gateway: &Gateway, needle: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    poll(PATIENCE, Duration::from_millis(50), || async {
         let log = gateway.log();
-        if log.contains(needle) {
-            return;
+        match log.contains(needle) {
+            true => Ok(()),
+            false => Err(format!("no {needle:?} in the log:\n{log}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the log:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 async fn exit_status(gateway: &mut Gateway) -> ExitStatus {
@@ -413,27 +383,9 @@ async fn exit_status(gateway: &mut Gateway) -> ExitStatus {
     }
 }
 
-/// A response read off the wire.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    /// Lower-case names.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// One request on a new connection. `Err` when the connection ends without
 /// a complete response.
-async fn exchange(addr: SocketAddr, head: &str) -> Result<Answer, String> {
+async fn exchange(addr: SocketAddr, head: &str) -> Result<RawResponse, String> {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -442,7 +394,10 @@ async fn exchange(addr: SocketAddr, head: &str) -> Result<Answer, String> {
 
 /// Sends `head` (no `Connection` header unless it has one) and reads one
 /// response, by its `Content-Length`.
-async fn exchange_on(stream: &mut tokio::net::TcpStream, head: &str) -> Result<Answer, String> {
+async fn exchange_on(
+    stream: &mut tokio::net::TcpStream,
+    head: &str,
+) -> Result<RawResponse, String> {
     let request = format!("{head}\r\nHost: gateway.test\r\n\r\n");
     stream
         .write_all(request.as_bytes())
@@ -451,7 +406,7 @@ async fn exchange_on(stream: &mut tokio::net::TcpStream, head: &str) -> Result<A
     let mut bytes = Vec::new();
     let read = async {
         loop {
-            if let Some(answer) = parse(&bytes).filter(complete) {
+            if let Some(answer) = parse_head(&bytes).filter(complete) {
                 return Ok(answer);
             }
             let mut chunk = [0u8; 4096];
@@ -475,24 +430,8 @@ async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
     matches!(read, Ok(Ok(0)) | Ok(Err(_)))
 }
 
-fn parse(bytes: &[u8]) -> Option<Answer> {
-    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&bytes[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Some(Answer {
-        status,
-        headers,
-        body: bytes[end + 4..].to_vec(),
-    })
-}
-
 /// Every response in these tests has a `Content-Length`.
-fn complete(answer: &Answer) -> bool {
+fn complete(answer: &RawResponse) -> bool {
     answer
         .header("content-length")
         .and_then(|n| n.parse::<usize>().ok())
@@ -502,73 +441,50 @@ fn complete(answer: &Answer) -> bool {
 /// An upstream that tells the test when a request arrives and answers
 /// `200 held` only once the test releases it.
 struct HeldUpstream {
-    addr: SocketAddr,
+    server: TcpServer,
     arrivals: tokio::sync::Mutex<mpsc::UnboundedReceiver<()>>,
     release: Arc<watch::Sender<bool>>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl HeldUpstream {
     fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind held upstream");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("held upstream addr");
         let (arrived, arrivals) = mpsc::unbounded_channel();
         let release = Arc::new(watch::channel(false).0);
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let thread_release = release.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("held upstream runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                loop {
-                    let mut stream = tokio::select! {
-                        _ = &mut stopped => break,
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => stream,
-                            Err(_) => continue,
-                        },
-                    };
-                    let arrived = arrived.clone();
-                    let mut released = thread_release.subscribe();
-                    tokio::spawn(async move {
-                        let mut head = Vec::new();
-                        let mut chunk = [0u8; 1024];
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => head.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let _ = arrived.send(());
-                        if released.wait_for(|released| *released).await.is_err() {
-                            return;
-                        }
-                        let _ = stream
-                            .write_all(
-                                b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\
-                                  connection: close\r\n\r\nheld",
-                            )
-                            .await;
-                    });
+        let server_release = release.clone();
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = TcpServer::start("held-upstream", loopback, move |mut stream| {
+            let arrived = arrived.clone();
+            let mut released = server_release.subscribe();
+            async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
                 }
-            });
+                let _ = arrived.send(());
+                if released.wait_for(|released| *released).await.is_err() {
+                    return;
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\
+                          connection: close\r\n\r\nheld",
+                    )
+                    .await;
+            }
         });
         Self {
-            addr,
+            server,
             arrivals: tokio::sync::Mutex::new(arrivals),
             release,
-            stop: Some(stop),
-            thread: Some(thread),
         }
     }
 
     fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Returns once a request has reached this upstream through the gateway.
@@ -583,17 +499,6 @@ impl HeldUpstream {
     /// Lets every held request, and every later one, be answered.
     fn release(&self) {
         self.release.send_replace(true);
-    }
-}
-
-impl Drop for HeldUpstream {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

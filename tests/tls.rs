@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, Upstream, free_port, raw_request};
+use common::{CA, Cert, Config, Gateway, ISS, Upstream, check, free_port, raw_request};
 use serde_json::Value;
 
 const EXPIRY: &str = "jwtgate_tls_certificate_expiry_timestamp_seconds";
@@ -37,19 +37,17 @@ fn run(program: &str, args: &[&str]) -> Output {
         })
 }
 
-fn openssl(args: &[&str]) {
-    let output = run("openssl", args);
-    assert!(
-        output.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+/// The CA of every test here: `ca.crt` and `ca.key`.
+const TEST_CA: Cert = Cert {
+    key: "ca.key",
+    cert: "ca.crt",
+    cn: "jwtgate test CA",
+    days: 30,
+    extensions: CA,
+};
 
 /// A CA and the leaf certificates it signs, in a temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-}
+struct Pki(common::Pki);
 
 /// A leaf certificate's files.
 #[derive(Clone)]
@@ -61,34 +59,17 @@ struct Leaf {
 
 impl Pki {
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pki = Self { dir };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            pki.path("ca.key").to_str().unwrap(),
-            "-out",
-            pki.path("ca.crt").to_str().unwrap(),
-            "-days",
-            "30",
-            "-subj",
-            "/CN=jwtgate test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        pki
+        let pki = common::Pki::new();
+        pki.self_signed(&TEST_CA);
+        Self(pki)
+    }
+
+    fn dir(&self) -> String {
+        self.0.dir().display().to_string()
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.0.path(name)
     }
 
     fn ca(&self) -> PathBuf {
@@ -102,54 +83,26 @@ impl Pki {
     /// `name.crt` and `name.key`: a P-256 leaf for `dns_names`, valid for
     /// `days`, with serial number `serial` (hex).
     fn leaf(&self, name: &str, dns_names: &[&str], days: u32, serial: &str) -> Leaf {
-        let key = self.path(&format!("{name}.key"));
-        let csr = self.path(&format!("{name}.csr"));
-        let cert = self.path(&format!("{name}.crt"));
-        let ext = self.path(&format!("{name}.ext"));
         let sans: Vec<String> = dns_names.iter().map(|n| format!("DNS:{n}")).collect();
-        std::fs::write(
-            &ext,
-            format!(
-                "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-                sans.join(",")
-            ),
-        )
-        .expect("write extensions");
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            csr.to_str().unwrap(),
-            "-subj",
-            &format!("/CN={}", dns_names[0]),
-        ]);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            csr.to_str().unwrap(),
-            "-CA",
-            self.ca().to_str().unwrap(),
-            "-CAkey",
-            self.path("ca.key").to_str().unwrap(),
-            "-set_serial",
-            &format!("0x{serial}"),
-            "-days",
-            &days.to_string(),
-            "-out",
-            cert.to_str().unwrap(),
-            "-extfile",
-            ext.to_str().unwrap(),
-        ]);
+        let san = format!("subjectAltName={}", sans.join(","));
+        let (key, cert) = (format!("{name}.key"), format!("{name}.crt"));
+        let extensions = [
+            san.as_str(),
+            "basicConstraints=CA:FALSE",
+            "keyUsage=digitalSignature",
+            "extendedKeyUsage=serverAuth",
+        ];
+        let leaf = Cert {
+            key: &key,
+            cert: &cert,
+            cn: dns_names[0],
+            days,
+            extensions: &extensions,
+        };
+        self.0.signed(&leaf, &TEST_CA, Some(serial));
         Leaf {
-            cert,
-            key,
+            cert: self.path(&cert),
+            key: self.path(&key),
             serial: serial.to_string(),
         }
     }
@@ -201,7 +154,7 @@ async fn start_with_run_args(
     let https = free_port();
     let config = template
         .replace("{HTTPS}", &https.to_string())
-        .replace("{PKI}", &pki.dir.path().display().to_string());
+        .replace("{PKI}", &pki.dir());
     let gateway = Gateway::start_with_run_args(&config, upstream, run_args).await;
     wait_for_port(https).await;
     (gateway, https)
@@ -222,22 +175,28 @@ async fn wait_for_port(port: u16) {
 
 /// Two hosts with their own certificate, a wildcard on the second, a public
 /// route and one that needs a token.
-const TWO_HOSTS: &str = r#"
-listen:
-  http: "127.0.0.1:{PROXY}"
-  https:
-    addr: "127.0.0.1:{HTTPS}"
-    certificates:
-      - { hosts: [a.test], cert: "{PKI}/a.crt", key: "{PKI}/a.key" }
-      - { hosts: [b.test, "*.b.test"], cert: "{PKI}/b.crt", key: "{PKI}/b.key" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-issuers:
-  - name: main
-    issuer: https://issuer.test
-    algorithms: [RS256]
-    audiences: [api]
-    jwks_file: "{FIXTURES}/jwks.json"
-routes:
+fn two_hosts() -> String {
+    Config::main(ISS)
+        .default_server()
+        .https(
+            &[
+                r#"{ hosts: [a.test], cert: "{PKI}/a.crt", key: "{PKI}/a.key" }"#,
+                r#"{ hosts: [b.test, "*.b.test"], cert: "{PKI}/b.crt", key: "{PKI}/b.key" }"#,
+            ],
+            &[],
+        )
+        .routes(PRIVATE_AND_PUBLIC)
+}
+
+/// [`two_hosts`] with `settings` on its clear-text listener.
+fn two_hosts_with_http(settings: &str) -> String {
+    two_hosts().replace(
+        "  http: \"127.0.0.1:{PROXY}\"\n",
+        &format!("  http: {{ addr: \"127.0.0.1:{{PROXY}}\", {settings} }}\n"),
+    )
+}
+
+const PRIVATE_AND_PUBLIC: &str = r#"
   - name: private
     match: { path_prefix: /private }
     upstream: { addrs: ["{UPSTREAM}"] }
@@ -251,6 +210,15 @@ fn two_host_pki() -> (Pki, Leaf, Leaf) {
     let a = pki.leaf("a", &["a.test"], 90, "0a01");
     let b = pki.leaf("b", &["b.test", "*.b.test"], 90, "0b01");
     (pki, a, b)
+}
+
+/// A gateway running `config` (made of [`two_hosts`]) with the two hosts'
+/// certificates, in front of a new recording upstream; and the TLS port.
+async fn start_two_hosts(config: &str) -> (Pki, Upstream, Gateway, u16) {
+    let (pki, _, _) = two_host_pki();
+    let upstream = Upstream::start();
+    let (gateway, https) = start(config, &upstream, &pki).await;
+    (pki, upstream, gateway, https)
 }
 
 /// curl through the TLS listener, with the test CA and `host` resolved to
@@ -345,9 +313,7 @@ fn serial_hex(serial: &str) -> String {
 
 #[tokio::test]
 async fn curl_gets_http2_and_http1_over_tls_and_the_upstream_hears_https() {
-    let (pki, _, _) = two_host_pki();
-    let upstream = Upstream::start();
-    let (gateway, https) = start(TWO_HOSTS, &upstream, &pki).await;
+    let (pki, upstream, gateway, https) = start_two_hosts(&two_hosts()).await;
 
     let (status, version, _) = curl(&pki, "a.test", https, "/h2", &[]);
     assert_eq!((status, version.as_str()), (200, "2"), "ALPN h2 by default");
@@ -373,13 +339,11 @@ async fn curl_gets_http2_and_http1_over_tls_and_the_upstream_hears_https() {
 
 #[tokio::test]
 async fn h2_false_offers_only_http1_in_alpn() {
-    let (pki, _, _) = two_host_pki();
-    let upstream = Upstream::start();
-    let config = TWO_HOSTS.replace(
+    let config = two_hosts().replace(
         "    addr: \"127.0.0.1:{HTTPS}\"\n",
         "    addr: \"127.0.0.1:{HTTPS}\"\n    h2: false\n",
     );
-    let (_gateway, https) = start(&config, &upstream, &pki).await;
+    let (pki, _upstream, _gateway, https) = start_two_hosts(&config).await;
     let (status, version, _) = curl(&pki, "a.test", https, "/", &["--http2"]);
     assert_eq!((status, version.as_str()), (200, "1.1"));
 }
@@ -414,9 +378,7 @@ fn s_client(port: u16, version: &str) -> (bool, String) {
 
 #[tokio::test]
 async fn tls_1_0_and_1_1_are_refused_and_1_2_and_1_3_accepted() {
-    let (pki, _, _) = two_host_pki();
-    let upstream = Upstream::start();
-    let (_gateway, https) = start(TWO_HOSTS, &upstream, &pki).await;
+    let (_pki, _upstream, _gateway, https) = start_two_hosts(&two_hosts()).await;
 
     for (version, name) in [("-tls1", "TLSv1"), ("-tls1_1", "TLSv1.1")] {
         let (ok, text) = s_client(https, version);
@@ -440,7 +402,7 @@ async fn tls_1_0_and_1_1_are_refused_and_1_2_and_1_3_accepted() {
 async fn sni_picks_each_hosts_certificate_and_the_first_for_any_other_name() {
     let (pki, a, b) = two_host_pki();
     let upstream = Upstream::start();
-    let (_gateway, https) = start(TWO_HOSTS, &upstream, &pki).await;
+    let (_gateway, https) = start(&two_hosts(), &upstream, &pki).await;
     let client = tls_client(&pki, &["a.test", "b.test", "x.b.test"], https);
 
     for (host, leaf) in [("a.test", &a), ("b.test", &b), ("x.b.test", &b)] {
@@ -483,13 +445,8 @@ async fn sni_picks_each_hosts_certificate_and_the_first_for_any_other_name() {
 
 #[tokio::test]
 async fn redirect_mode_answers_clear_text_with_308_to_the_same_path_over_https() {
-    let (pki, _, _) = two_host_pki();
-    let upstream = Upstream::start();
-    let config = TWO_HOSTS.replace(
-        "  http: \"127.0.0.1:{PROXY}\"\n",
-        "  http: { addr: \"127.0.0.1:{PROXY}\", mode: redirect }\n",
-    );
-    let (gateway, https) = start(&config, &upstream, &pki).await;
+    let config = two_hosts_with_http("mode: redirect");
+    let (pki, upstream, gateway, https) = start_two_hosts(&config).await;
 
     let response = raw_request(
         gateway.proxy_addr(),
@@ -526,13 +483,13 @@ async fn off_mode_opens_no_clear_text_listener() {
     let upstream = Upstream::start();
     let off = free_port();
     // The harness waits for {PROXY}: here it is the TLS listener.
-    let config = TWO_HOSTS
+    let config = two_hosts()
         .replace(
             "  http: \"127.0.0.1:{PROXY}\"\n",
             &format!("  http: {{ addr: \"127.0.0.1:{off}\", mode: off }}\n"),
         )
         .replace("127.0.0.1:{HTTPS}", "127.0.0.1:{PROXY}")
-        .replace("{PKI}", &pki.dir.path().display().to_string());
+        .replace("{PKI}", &pki.dir());
     let gateway = Gateway::start(&config, &upstream).await;
     let (status, _, _) = curl(&pki, "a.test", gateway.proxy_addr().port(), "/", &[]);
     assert_eq!(status, 200);
@@ -544,13 +501,8 @@ async fn off_mode_opens_no_clear_text_listener() {
 
 #[tokio::test]
 async fn h2c_prior_knowledge_is_served_only_when_turned_on() {
-    let (pki, _, _) = two_host_pki();
-    let upstream = Upstream::start();
-    let config = TWO_HOSTS.replace(
-        "  http: \"127.0.0.1:{PROXY}\"\n",
-        "  http: { addr: \"127.0.0.1:{PROXY}\", h2c: true }\n",
-    );
-    let (gateway, _) = start(&config, &upstream, &pki).await;
+    let config = two_hosts_with_http("h2c: true");
+    let (pki, upstream, gateway, _) = start_two_hosts(&config).await;
     let h2c = |gateway: &Gateway| {
         run(
             "curl",
@@ -573,7 +525,7 @@ async fn h2c_prior_knowledge_is_served_only_when_turned_on() {
     assert_eq!(gateway.get("/h1", None).await.status(), 200);
 
     let upstream = Upstream::start();
-    let (gateway, _) = start(TWO_HOSTS, &upstream, &pki).await;
+    let (gateway, _) = start(&two_hosts(), &upstream, &pki).await;
     let output = h2c(&gateway);
     assert_ne!(
         String::from_utf8_lossy(&output.stdout),
@@ -582,18 +534,21 @@ async fn h2c_prior_knowledge_is_served_only_when_turned_on() {
     );
 }
 
-const HTTPS_ONLY: &str = r#"
-listen:
-  http: "127.0.0.1:{PROXY}"
-  https:
-    addr: "127.0.0.1:{HTTPS}"
-    certificates:
-      - { hosts: [a.test], cert: "{PKI}/a.crt", key: "{PKI}/a.key" }
-    hsts: { max_age: 180d, include_subdomains: true }
-    # Clients come in through 443 (a load balancer's port).
-    redirect_port: 443
-admin: { addr: "127.0.0.1:{ADMIN}" }
-routes:
+fn https_only() -> String {
+    Config::new()
+        .default_server()
+        .https(
+            &[r#"{ hosts: [a.test], cert: "{PKI}/a.crt", key: "{PKI}/a.key" }"#],
+            &[
+                "hsts: { max_age: 180d, include_subdomains: true }",
+                // Clients come in through 443 (a load balancer's port).
+                "redirect_port: 443",
+            ],
+        )
+        .routes(HTTPS_ONLY_ROUTES)
+}
+
+const HTTPS_ONLY_ROUTES: &str = r#"
   - name: login
     match: { path_prefix: /login, https_only: redirect }
     upstream: { addrs: ["{UPSTREAM}"] }
@@ -613,7 +568,7 @@ async fn https_only_routes_redirect_or_forbid_clear_text_and_serve_tls() {
     let pki = Pki::new();
     pki.leaf("a", &["a.test"], 90, "0a02");
     let upstream = Upstream::start();
-    let (gateway, https) = start(HTTPS_ONLY, &upstream, &pki).await;
+    let (gateway, https) = start(&https_only(), &upstream, &pki).await;
 
     let response = raw_request(
         gateway.proxy_addr(),
@@ -680,20 +635,6 @@ async fn https_only_routes_redirect_or_forbid_clear_text_and_serve_tls() {
 // Certificates reloaded
 // ---------------------------------------------------------------------------
 
-async fn post_reload(gateway: &Gateway) -> (u16, Value) {
-    let response = gateway
-        .client()
-        .post(gateway.admin_url("/-/reload"))
-        .send()
-        .await
-        .expect("POST /-/reload");
-    let status = response.status().as_u16();
-    let body = response.text().await.expect("reload body");
-    let json = serde_json::from_str(&body)
-        .unwrap_or_else(|e| panic!("reload answer is not JSON ({e}): {body}"));
-    (status, json)
-}
-
 /// The serial of the certificate a new connection to `a.test` gets.
 async fn current_serial(client: &reqwest::Client, https: u16) -> String {
     let response = client
@@ -747,15 +688,17 @@ async fn wait_for_requests(done: &AtomicUsize, at_least: usize) {
     }
 }
 
-const ONE_HOST: &str = r#"
-listen:
-  http: "127.0.0.1:{PROXY}"
-  https:
-    addr: "127.0.0.1:{HTTPS}"
-    certificates:
-      - { hosts: [a.test], cert: "{PKI}/live/tls.crt", key: "{PKI}/live/tls.key" }
-admin: { addr: "127.0.0.1:{ADMIN}" }
-routes:
+fn one_host() -> String {
+    Config::new()
+        .default_server()
+        .https(
+            &[r#"{ hosts: [a.test], cert: "{PKI}/live/tls.crt", key: "{PKI}/live/tls.key" }"#],
+            &[],
+        )
+        .routes(PUBLIC)
+}
+
+const PUBLIC: &str = r#"
   - name: public
     upstream: { addrs: ["{UPSTREAM}"] }
     auth: { mode: off }
@@ -781,7 +724,7 @@ async fn rewritten_certificate_files_are_served_after_a_reload_with_no_failed_re
     let new = pki.leaf("new", &["a.test"], 60, "02e2");
     install(&pki, &old);
     let upstream = Upstream::start();
-    let (gateway, https) = start(ONE_HOST, &upstream, &pki).await;
+    let (gateway, https) = start(&one_host(), &upstream, &pki).await;
     let client = tls_client(&pki, &["a.test"], https);
     assert_eq!(
         current_serial(&client, https).await,
@@ -800,7 +743,7 @@ async fn rewritten_certificate_files_are_served_after_a_reload_with_no_failed_re
     let loader = load(client.clone(), https, stop.clone(), done.clone());
     wait_for_requests(&done, 20).await;
     install(&pki, &new);
-    let (status, body) = post_reload(&gateway).await;
+    let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 200, "{body}");
     stop.store(true, Ordering::SeqCst);
     let (requests, failures, after) = loader.await.expect("load task");
@@ -863,7 +806,7 @@ async fn a_secrets_data_symlink_swap_is_picked_up_by_the_watcher_under_load() {
     let old = pki.leaf("old", &["a.test"], 90, "03f3");
     let new = pki.leaf("new", &["a.test"], 90, "04a4");
     let mut secret = SecretVolume::new(pki.path("secret"), &old);
-    let config = ONE_HOST.replace("{PKI}/live/", "{PKI}/secret/");
+    let config = one_host().replace("{PKI}/live/", "{PKI}/secret/");
     let upstream = Upstream::start();
     let (gateway, https) = start_with_run_args(&config, &upstream, &pki, &["--watch"]).await;
     let client = tls_client(&pki, &["a.test"], https);
@@ -916,12 +859,12 @@ async fn a_bad_pair_fails_the_reload_and_the_old_certificate_keeps_serving() {
     let other = pki.leaf("other", &["a.test"], 90, "06c6");
     install(&pki, &old);
     let upstream = Upstream::start();
-    let (gateway, https) = start(ONE_HOST, &upstream, &pki).await;
+    let (gateway, https) = start(&one_host(), &upstream, &pki).await;
     let client = tls_client(&pki, &["a.test"], https);
 
     // The new certificate with the old key.
     std::fs::copy(&other.cert, pki.path("live/tls.crt")).expect("copy");
-    let (status, body) = post_reload(&gateway).await;
+    let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 500, "{body}");
     let error = body["error"].as_str().expect("error text");
     assert!(
@@ -942,7 +885,7 @@ async fn a_bad_pair_fails_the_reload_and_the_old_certificate_keeps_serving() {
     // A key file that is not there.
     std::fs::copy(&old.cert, pki.path("live/tls.crt")).expect("copy");
     std::fs::remove_file(pki.path("live/tls.key")).expect("remove");
-    let (status, body) = post_reload(&gateway).await;
+    let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 500, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("cannot read"),
@@ -959,7 +902,7 @@ async fn a_bad_pair_fails_the_reload_and_the_old_certificate_keeps_serving() {
     // An expired pair is only a warning: the reload takes it, and logs why.
     let expired = pki.leaf("expired", &["a.test"], 0, "0e0e");
     install(&pki, &expired);
-    let (status, body) = post_reload(&gateway).await;
+    let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 200, "{body}");
     let log = gateway
         .wait_for_log(|log| log.contains("(hosts a.test) expired at"))
@@ -974,29 +917,15 @@ async fn a_bad_pair_fails_the_reload_and_the_old_certificate_keeps_serving() {
 // jwtgate check, and config errors
 // ---------------------------------------------------------------------------
 
-/// `jwtgate check` on `config` (with `{PKI}` filled in): success, and
-/// stdout and stderr together.
-fn check(pki: &Pki, config: &str) -> (bool, String) {
-    let path = pki.path("gateway.yaml");
-    let config = config
-        .replace("{PKI}", &pki.dir.path().display().to_string())
-        .replace("{PROXY}", "18080")
-        .replace("{HTTPS}", "18443")
-        .replace("{ADMIN}", "19090")
-        .replace("{UPSTREAM}", "127.0.0.1:1");
-    std::fs::write(&path, config).expect("write config");
-    let output = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-        .args(["check", "-c", path.to_str().unwrap()])
-        .output()
-        .expect("run jwtgate check");
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+/// `jwtgate check` on `config` (with `{PKI}` and `{HTTPS}` filled in):
+/// success, and stdout and stderr together.
+fn checked(pki: &Pki, config: &str) -> (bool, String) {
+    let out = check(
+        &config
+            .replace("{PKI}", &pki.dir())
+            .replace("{HTTPS}", "18443"),
+    );
+    (out.success, out.text())
 }
 
 #[test]
@@ -1006,7 +935,7 @@ fn check_lists_certificates_and_warns_only_within_30_days_of_expiry() {
     let later = pki.leaf("later", &["a.test"], 90, "08e8");
 
     install(&pki, &later);
-    let (ok, text) = check(&pki, ONE_HOST);
+    let (ok, text) = checked(&pki, &one_host());
     assert!(ok, "{text}");
     assert!(text.contains("certificates (1):"), "{text}");
     assert!(
@@ -1016,9 +945,9 @@ fn check_lists_certificates_and_warns_only_within_30_days_of_expiry() {
     assert!(!text.contains("warning"), "{text}");
 
     // A host the certificate does not name: a warning, not an error.
-    let (ok, text) = check(
+    let (ok, text) = checked(
         &pki,
-        &ONE_HOST.replace("hosts: [a.test]", "hosts: [a.test, c.test]"),
+        &one_host().replace("hosts: [a.test]", "hosts: [a.test, c.test]"),
     );
     assert!(ok, "{text}");
     assert!(
@@ -1030,7 +959,7 @@ fn check_lists_certificates_and_warns_only_within_30_days_of_expiry() {
     assert!(!text.contains("\"a.test\" is not among"), "{text}");
 
     install(&pki, &soon);
-    let (ok, text) = check(&pki, ONE_HOST);
+    let (ok, text) = checked(&pki, &one_host());
     assert!(ok, "an expiring certificate is no error: {text}");
     assert!(
         text.contains("warning: the certificate in")
@@ -1041,7 +970,7 @@ fn check_lists_certificates_and_warns_only_within_30_days_of_expiry() {
     // Valid for no time at all: expired as soon as it exists.
     let expired = pki.leaf("expired", &["a.test"], 0, "0d0d");
     install(&pki, &expired);
-    let (ok, text) = check(&pki, ONE_HOST);
+    let (ok, text) = checked(&pki, &one_host());
     assert!(ok, "an expired certificate is no error: {text}");
     assert!(
         text.contains("live/tls.crt (hosts a.test) expired at")
@@ -1057,7 +986,7 @@ fn check_refuses_a_key_that_is_not_the_certificates() {
     let b = pki.leaf("b", &["a.test"], 90, "0a0a");
     install(&pki, &a);
     std::fs::copy(&b.key, pki.path("live/tls.key")).unwrap();
-    let (ok, text) = check(&pki, ONE_HOST);
+    let (ok, text) = checked(&pki, &one_host());
     assert!(!ok, "{text}");
     assert!(
         text.contains("listen.https.certificates[0]: ")
@@ -1114,12 +1043,12 @@ fn config_errors_name_the_field_and_value() {
         ),
     ];
     for (config, expected) in cases {
-        let (ok, text) = check(&pki, &config);
+        let (ok, text) = checked(&pki, &config);
         assert!(!ok, "accepted:\n{config}");
         assert!(text.contains(expected), "{expected:?} not in:\n{text}");
     }
     // The plain string form of listen.http still works beside listen.https.
-    let (ok, text) = check(
+    let (ok, text) = checked(
         &pki,
         &with_a(&format!(
             "  http: \"127.0.0.1:{{PROXY}}\"\n{}",
@@ -1139,17 +1068,17 @@ async fn serve_and_redirect_switch_on_reload_while_listeners_need_a_restart() {
     let leaf = pki.leaf("a", &["a.test"], 90, "0c0c");
     install(&pki, &leaf);
     let upstream = Upstream::start();
-    let (gateway, https) = start(ONE_HOST, &upstream, &pki).await;
+    let (gateway, https) = start(&one_host(), &upstream, &pki).await;
     let render = |listen_http: &str, https_port: u16| {
         gateway
-            .render(ONE_HOST, &upstream)
+            .render(&one_host(), &upstream)
             .replace("  http: \"127.0.0.1:", "  http: { addr: \"127.0.0.1:")
             .replace(
                 &format!("{}\"\n", gateway.proxy_addr().port()),
                 &format!("{}\"{listen_http} }}\n", gateway.proxy_addr().port()),
             )
             .replace("{HTTPS}", &https_port.to_string())
-            .replace("{PKI}", &pki.dir.path().display().to_string())
+            .replace("{PKI}", &pki.dir())
     };
     let write = |text: String| {
         let temporary = gateway.config_path().with_extension("tmp");
@@ -1160,12 +1089,12 @@ async fn serve_and_redirect_switch_on_reload_while_listeners_need_a_restart() {
     assert_eq!(clear_text().await.status, 200);
 
     write(render(", mode: redirect", https));
-    let (status, body) = post_reload(&gateway).await;
+    let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(clear_text().await.status, 308);
 
     write(render(", mode: off", https));
-    let (status, body) = post_reload(&gateway).await;
+    let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 409, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains(&format!(
@@ -1176,7 +1105,7 @@ async fn serve_and_redirect_switch_on_reload_while_listeners_need_a_restart() {
     );
 
     write(render("", free_port()));
-    let (status, body) = post_reload(&gateway).await;
+    let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 409, "{body}");
     assert!(
         body["error"]

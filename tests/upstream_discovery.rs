@@ -10,9 +10,9 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Gateway, Upstream};
+use common::{Config, Gateway, Upstream, closed_addr, poll};
 use serde_json::Value;
 
 const NAME: &str = "backend.test";
@@ -200,11 +200,17 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !done().await {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(Duration::from_secs(15), Duration::from_millis(50), || {
+        let done = done();
+        async move {
+            if done.await {
+                Ok(())
+            } else {
+                Err(what.to_string())
+            }
+        }
+    })
+    .await
 }
 
 /// `jwtgate_upstream_healthy` of one endpoint; `None` when there is no
@@ -227,19 +233,27 @@ async fn get_ok(gateway: &Gateway, path: &str) {
     assert_eq!(response.status(), 200, "GET {path}");
 }
 
+/// One public route, `route`, to `upstream` (a flow mapping); `dns` answers
+/// for upstream names.
 fn dns_config(dns: &DnsServer, route: &str, upstream: &str) -> String {
+    Config::new()
+        .default_server()
+        .section(&format!(
+            "dns: {{ servers: [\"{}\"], timeout: 1s }}",
+            dns.addr
+        ))
+        .routes(&public_route(route, upstream))
+}
+
+fn public_route(name: &str, upstream: &str) -> String {
     format!(
-        r#"listen: {{ http: "127.0.0.1:{{PROXY}}" }}
-admin: {{ addr: "127.0.0.1:{{ADMIN}}" }}
-dns: {{ servers: ["{dns}"], timeout: 1s }}
-routes:
-  - name: {route}
-    match: {{ path_prefix: / }}
-    upstream: {upstream}
-    auth: {{ mode: off }}
-"#,
-        dns = dns.addr
+        "  - name: {name}\n    match: {{ path_prefix: / }}\n    upstream: {upstream}\n    auth: {{ mode: off }}"
     )
+}
+
+/// An upstream named `NAME` on `port`, resolved again every 100 ms.
+fn resolved(port: u16) -> String {
+    format!(r#"{{ addrs: ["{NAME}:{port}"], resolve_interval: 100ms }}"#)
 }
 
 #[tokio::test]
@@ -247,7 +261,7 @@ async fn a_name_whose_addresses_change_is_followed_without_a_reload() {
     let (a, b) = upstreams_sharing_a_port();
     let port = a.addr().port();
     let dns = DnsServer::start(&[A]);
-    let upstream = format!(r#"{{ addrs: ["{NAME}:{port}"], resolve_interval: 100ms }}"#);
+    let upstream = resolved(port);
     let gateway = Gateway::start(&dns_config(&dns, "moving", &upstream), &a).await;
 
     // Resolved before the listeners opened: the first request has a place
@@ -299,7 +313,7 @@ async fn a_failed_resolution_keeps_the_last_good_addresses() {
     let (a, _b) = upstreams_sharing_a_port();
     let port = a.addr().port();
     let dns = DnsServer::start(&[A]);
-    let upstream = format!(r#"{{ addrs: ["{NAME}:{port}"], resolve_interval: 100ms }}"#);
+    let upstream = resolved(port);
     let gateway = Gateway::start(&dns_config(&dns, "kept", &upstream), &a).await;
     get_ok(&gateway, "/before").await;
 
@@ -331,15 +345,7 @@ async fn a_failed_resolution_keeps_the_last_good_addresses() {
         gateway.render(&dns_config(&dns, "kept", &changed), &a),
     )
     .expect("write the config");
-    let body: Value = gateway
-        .client()
-        .post(gateway.admin_url("/-/reload"))
-        .send()
-        .await
-        .expect("POST /-/reload")
-        .json()
-        .await
-        .expect("reload answer");
+    let (_, body) = gateway.reload_json().await;
     assert_eq!(body["upstreams"]["started"], 1, "{body}");
     get_ok(&gateway, "/after-reload").await;
     assert_eq!(served(&a), 3);
@@ -350,7 +356,7 @@ async fn a_name_that_never_resolved_answers_502_until_it_does() {
     let (a, _b) = upstreams_sharing_a_port();
     let port = a.addr().port();
     let dns = DnsServer::start(&[]);
-    let upstream = format!(r#"{{ addrs: ["{NAME}:{port}"], resolve_interval: 100ms }}"#);
+    let upstream = resolved(port);
     let gateway = Gateway::start(&dns_config(&dns, "late", &upstream), &a).await;
 
     let response = gateway.get("/early", None).await;
@@ -364,16 +370,9 @@ async fn a_name_that_never_resolved_answers_502_until_it_does() {
 }
 
 fn health_config(upstream: &str) -> String {
-    format!(
-        r#"listen: {{ http: "127.0.0.1:{{PROXY}}" }}
-admin: {{ addr: "127.0.0.1:{{ADMIN}}" }}
-routes:
-  - name: checked
-    match: {{ path_prefix: / }}
-    upstream: {upstream}
-    auth: {{ mode: off }}
-"#
-    )
+    Config::new()
+        .default_server()
+        .routes(&public_route("checked", upstream))
 }
 
 #[tokio::test]
@@ -447,13 +446,7 @@ async fn an_upstream_whose_every_endpoint_fails_its_checks_still_gets_traffic() 
     assert_eq!(served(&a), 1, "fails open to the upstream");
 
     // An unchanged upstream keeps its pool, health state included.
-    let response = gateway
-        .client()
-        .post(gateway.admin_url("/-/reload"))
-        .send()
-        .await
-        .expect("POST /-/reload");
-    let body: Value = response.json().await.expect("reload answer");
+    let (_, body) = gateway.reload_json().await;
     assert_eq!(body["upstreams"]["kept"], 1, "{body}");
     assert_eq!(body["upstreams"]["started"], 0, "{body}");
     assert_eq!(healthy(&gateway, "checked", a.addr()).await, Some(0.0));
@@ -465,13 +458,7 @@ async fn an_upstream_whose_every_endpoint_fails_its_checks_still_gets_traffic() 
         gateway.render(&health_config(&fixed), &a),
     )
     .expect("write the config");
-    let response = gateway
-        .client()
-        .post(gateway.admin_url("/-/reload"))
-        .send()
-        .await
-        .expect("POST /-/reload");
-    let body: Value = response.json().await.expect("reload answer");
+    let (_, body) = gateway.reload_json().await;
     assert_eq!(
         (&body["upstreams"]["started"], &body["upstreams"]["stopped"]),
         (&Value::from(1), &Value::from(1)),
@@ -486,10 +473,7 @@ async fn an_upstream_whose_every_endpoint_fails_its_checks_still_gets_traffic() 
 #[tokio::test]
 async fn a_refused_connection_sets_the_endpoint_aside_for_eject_for() {
     let a = Upstream::start();
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let closed = closed_addr();
     let upstream = format!(
         r#"{{ addrs: ["{}", "{closed}"], eject_for: 1s }}"#,
         a.addr()

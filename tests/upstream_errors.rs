@@ -10,25 +10,26 @@ use std::time::Duration;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 
 /// A public route to a healthy upstream and one to the address under test.
 fn config(failing: SocketAddr, upstream_options: &str) -> String {
-    format!(
-        r#"listen: {{ http: "127.0.0.1:{{PROXY}}" }}
-admin: {{ addr: "127.0.0.1:{{ADMIN}}" }}
-routes:
-  - name: ok
-    match: {{ path_prefix: /ok }}
-    upstream: {{ addrs: ["{{UPSTREAM}}"] }}
-    auth: {{ mode: off }}
-  - name: failing
-    match: {{ path_prefix: /failing }}
-    upstream: {{ addrs: ["{failing}"]{upstream_options} }}
-    auth: {{ mode: off }}
-"#
-    )
+    let routes = ROUTES
+        .replace("{FAILING}", &failing.to_string())
+        .replace("{OPTIONS}", upstream_options);
+    Config::new().default_server().routes(&routes)
 }
+
+const ROUTES: &str = r#"
+  - name: ok
+    match: { path_prefix: /ok }
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { mode: off }
+  - name: failing
+    match: { path_prefix: /failing }
+    upstream: { addrs: ["{FAILING}"]{OPTIONS} }
+    auth: { mode: off }
+"#;
 
 async fn gateway_in_front_of(failing: SocketAddr, upstream_options: &str) -> (Upstream, Gateway) {
     let healthy = Upstream::start();
@@ -52,53 +53,21 @@ enum Misbehaviour {
 }
 
 /// A TCP server on 127.0.0.1 that misbehaves the same way on every
-/// connection, on its own thread and runtime.
+/// connection.
 struct RawUpstream {
     addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: TcpServer,
 }
 
 impl RawUpstream {
     fn start(misbehaviour: Misbehaviour) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind raw upstream");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("raw upstream addr");
-        let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("raw upstream runtime");
-            runtime.block_on(async move {
-                let listener = TcpListener::from_std(listener).expect("tokio listener");
-                loop {
-                    tokio::select! {
-                        _ = &mut stop => break,
-                        accepted = listener.accept() => {
-                            if let Ok((stream, _)) = accepted {
-                                tokio::spawn(misbehave(stream, misbehaviour));
-                            }
-                        }
-                    }
-                }
-            });
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = TcpServer::start("raw-upstream", loopback, move |stream| {
+            misbehave(stream, misbehaviour)
         });
         Self {
-            addr,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for RawUpstream {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            addr: server.addr(),
+            _server: server,
         }
     }
 }
@@ -136,26 +105,14 @@ async fn drain(stream: &mut TcpStream) {
     while matches!(stream.read(&mut chunk).await, Ok(n) if n > 0) {}
 }
 
-/// A loopback address where nothing listens: bound, then released.
-fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    addr
-}
-
 /// Sends `GET path` with our own request id and checks everything a
 /// failed request must carry: `status`, the JSON body with `error`, the id
 /// in the body and header, `no-store`, an access-log line naming `kind`,
 /// and the status counted.
 async fn assert_failure(gateway: &Gateway, request_id: &str, status: u16, error: &str, kind: &str) {
     let response = gateway
-        .client()
-        .get(gateway.url("/failing/resource"))
-        .header("x-request-id", request_id)
-        .send()
-        .await
-        .expect("the gateway answers");
+        .get_with("/failing/resource", None, &[("x-request-id", request_id)])
+        .await;
     assert_eq!(response.status(), status);
     let header = |name: &str| {
         response
@@ -179,22 +136,24 @@ async fn assert_failure(gateway: &Gateway, request_id: &str, status: u16, error:
         "{text}"
     );
 
-    let line = gateway.access_line(request_id).await;
-    assert!(line.contains(&format!("status={status}")), "{line}");
-    assert!(line.contains(&format!("error=\"{kind}\"")), "{line}");
-    assert!(line.contains("route=\"failing\""), "{line}");
     gateway
-        .expect_metric(
-            "jwtgate_requests_total",
-            &[("route", "failing"), ("status", &status.to_string())],
-            1.0,
+        .expect_access_line(
+            request_id,
+            &[
+                &format!("status={status}"),
+                &format!("error=\"{kind}\""),
+                "route=\"failing\"",
+            ],
         )
+        .await;
+    gateway
+        .expect_requests("failing", &status.to_string(), 1.0)
         .await;
 }
 
 #[tokio::test]
 async fn a_refused_connection_answers_502() {
-    let (_healthy, gateway) = gateway_in_front_of(closed_port(), "").await;
+    let (_healthy, gateway) = gateway_in_front_of(closed_addr(), "").await;
     assert_failure(
         &gateway,
         "refused-1",
@@ -207,18 +166,11 @@ async fn a_refused_connection_answers_502() {
 
 #[tokio::test]
 async fn every_address_refusing_answers_502() {
-    let template = format!(
-        r#"listen: {{ http: "127.0.0.1:{{PROXY}}" }}
-admin: {{ addr: "127.0.0.1:{{ADMIN}}" }}
-routes:
-  - name: failing
-    match: {{ path_prefix: /failing }}
-    upstream: {{ addrs: ["{}", "{}"] }}
-    auth: {{ mode: off }}
-"#,
-        closed_port(),
-        closed_port()
-    );
+    let both = format!("\"{}\", \"{}\"", closed_addr(), closed_addr());
+    let failing = "  - name: failing\n    match: { path_prefix: /failing }\n    upstream: { addrs: [BOTH] }\n    auth: { mode: off }";
+    let template = Config::new()
+        .default_server()
+        .routes(&failing.replace("BOTH", &both));
     let gateway = Gateway::start(&template, &Upstream::start()).await;
     assert_failure(
         &gateway,
@@ -235,7 +187,7 @@ routes:
 
 #[tokio::test]
 async fn a_generated_request_id_is_in_the_header_and_the_body() {
-    let (_healthy, gateway) = gateway_in_front_of(closed_port(), "").await;
+    let (_healthy, gateway) = gateway_in_front_of(closed_addr(), "").await;
     let response = gateway.get("/failing/x", None).await;
     assert_eq!(response.status(), 502);
     let id = response
@@ -247,8 +199,9 @@ async fn a_generated_request_id_is_in_the_header_and_the_body() {
         .to_owned();
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["request_id"], id.as_str());
-    let line = gateway.access_line(&id).await;
-    assert!(line.contains("error=\"upstream_refused\""), "{line}");
+    gateway
+        .expect_access_line(&id, &["error=\"upstream_refused\""])
+        .await;
 }
 
 #[tokio::test]
@@ -361,9 +314,9 @@ async fn an_upstream_failing_mid_response_closes_the_client_connection() {
     assert_eq!(response.header("content-length"), Some("100"));
     assert!(response.body.len() < 100, "{}", response.text());
 
-    let line = gateway.access_line("midway-1").await;
-    assert!(line.contains("status=200"), "{line}");
-    assert!(line.contains("error=\"upstream_reset\""), "{line}");
+    gateway
+        .expect_access_line("midway-1", &["status=200", "error=\"upstream_reset\""])
+        .await;
     let log = gateway.log();
     assert!(
         log.lines().any(|l| l.contains("midway-1")
@@ -380,7 +333,7 @@ async fn an_upstream_failing_mid_response_closes_the_client_connection() {
 async fn an_unparsable_request_leaks_no_token_even_at_debug_level() {
     let upstream = Upstream::start();
     let gateway = Gateway::start_with_env(
-        &config(closed_port(), ""),
+        &config(closed_addr(), ""),
         &upstream,
         &[],
         &[("RUST_LOG", "debug")],
@@ -408,7 +361,7 @@ async fn an_unparsable_request_leaks_no_token_even_at_debug_level() {
 #[tokio::test]
 async fn requests_pingora_cannot_parse_get_its_bare_400() {
     let upstream = Upstream::start();
-    let gateway = Gateway::start(&config(closed_port(), ""), &upstream).await;
+    let gateway = Gateway::start(&config(closed_addr(), ""), &upstream).await;
     // Pingora parses at most 256 headers.
     let too_many_headers: String = (0..300).map(|i| format!("\r\nX-H{i}: v")).collect();
     for head in [
@@ -448,14 +401,9 @@ async fn requests_pingora_cannot_parse_get_its_bare_400() {
         .collect();
     assert_eq!(access_lines.len(), 1, "{log}");
     gateway
-        .expect_metric("jwtgate_requests_total", &[("status", "200")], 1.0)
+        .expect_metric(REQUESTS, &[("status", "200")], 1.0)
         .await;
-    assert_eq!(
-        gateway
-            .metric("jwtgate_requests_total", &[("status", "400")])
-            .await,
-        0.0
-    );
+    assert_eq!(gateway.metric(REQUESTS, &[("status", "400")]).await, 0.0);
 }
 
 /// Writes `request` on a fresh connection, half-closes it if asked, and
@@ -504,9 +452,9 @@ async fn a_malformed_request_body_answers_400_with_our_body() {
     let body = json_body(&answer);
     assert_eq!(body["error"], "bad_request", "{text}");
     assert_eq!(body["request_id"], "chunks-1", "{text}");
-    let line = gateway.access_line("chunks-1").await;
-    assert!(line.contains("status=400"), "{line}");
-    assert!(line.contains("error=\"client_bad_request\""), "{line}");
+    gateway
+        .expect_access_line("chunks-1", &["status=400", "error=\"client_bad_request\""])
+        .await;
 }
 
 #[tokio::test]
@@ -521,9 +469,9 @@ async fn a_client_leaving_mid_body_is_logged_without_an_answer() {
     )
     .await;
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
-    let line = gateway.access_line("gone-1").await;
-    assert!(line.contains("status=- "), "{line}");
-    assert!(line.contains("error=\"client_disconnected\""), "{line}");
+    gateway
+        .expect_access_line("gone-1", &["status=- ", "error=\"client_disconnected\""])
+        .await;
 }
 
 /// Pingora gives a client 60 seconds (not configurable) between reads of
@@ -543,8 +491,9 @@ async fn a_client_stalling_its_body_gets_408() {
     let text = String::from_utf8_lossy(&answer).into_owned();
     assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
     assert_eq!(json_body(&answer)["error"], "request_timeout", "{text}");
-    let line = gateway.access_line("stall-1").await;
-    assert!(line.contains("error=\"client_timeout\""), "{line}");
+    gateway
+        .expect_access_line("stall-1", &["error=\"client_timeout\""])
+        .await;
 }
 
 /// Pingora stops reading a request head past 1 MiB. The head here is never
@@ -553,7 +502,7 @@ async fn a_client_stalling_its_body_gets_408() {
 #[tokio::test]
 async fn an_oversized_request_head_gets_pingoras_bare_400() {
     let upstream = Upstream::start();
-    let gateway = Gateway::start(&config(closed_port(), ""), &upstream).await;
+    let gateway = Gateway::start(&config(closed_addr(), ""), &upstream).await;
     let mut head = b"GET /ok/x HTTP/1.1\r\nHost: test\r\nX-Big: ".to_vec();
     head.resize(1024 * 1024, b'a');
     let answer = exchange(&gateway, &head, false).await;
@@ -567,7 +516,7 @@ async fn an_oversized_request_head_gets_pingoras_bare_400() {
 #[tokio::test]
 async fn connect_gets_pingoras_bare_405() {
     let upstream = Upstream::start();
-    let gateway = Gateway::start(&config(closed_port(), ""), &upstream).await;
+    let gateway = Gateway::start(&config(closed_addr(), ""), &upstream).await;
     let response = raw_request(
         gateway.proxy_addr(),
         "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443",
@@ -582,7 +531,7 @@ async fn connect_gets_pingoras_bare_405() {
 #[tokio::test]
 async fn a_client_leaving_mid_head_gets_no_answer_and_an_error_line() {
     let upstream = Upstream::start();
-    let gateway = Gateway::start(&config(closed_port(), ""), &upstream).await;
+    let gateway = Gateway::start(&config(closed_addr(), ""), &upstream).await;
     let answer = exchange(&gateway, b"GET /ok/x HTTP/1.1\r\nHost: te", true).await;
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
     let log = gateway
@@ -619,7 +568,7 @@ async fn an_upstream_failing_after_100_continue_still_gets_an_answer() {
         json_body(final_answer.as_bytes())["request_id"],
         "continue-1"
     );
-    let line = gateway.access_line("continue-1").await;
-    assert!(line.contains("status=502"), "{line}");
-    assert!(line.contains("error=\"upstream_reset\""), "{line}");
+    gateway
+        .expect_access_line("continue-1", &["status=502", "error=\"upstream_reset\""])
+        .await;
 }

@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::net::TcpListener as StdTcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,136 +16,76 @@ use common::*;
 // Certificates
 // ---------------------------------------------------------------------------
 
-/// Runs `openssl` with `args` in `dir`; panics with its output on failure.
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl must be installed (scripts/test installs it)");
-    assert!(
-        output.status.success(),
-        "openssl {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// A CA, and leaf certificates it signs, as PEM files in a directory of
-/// their own. Keys are P-256, certificates valid for two days.
-struct Pki {
-    dir: tempfile::TempDir,
+/// their own: `{name}.pem` and its key `{name}.key`. Keys are P-256,
+/// certificates valid for two days.
+struct Pki(common::Pki);
+
+/// The file names of the certificate `name`: key, certificate.
+fn files(name: &str) -> (String, String) {
+    (format!("{name}.key"), format!("{name}.pem"))
 }
 
 impl Pki {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path(name)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+    fn dir(&self) -> &Path {
+        self.0.dir()
     }
 
     /// A self-signed CA `{name}.pem` with its key `{name}.key`.
     fn ca(&self, name: &str) {
-        openssl(
-            self.dir.path(),
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={name}"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        );
+        let (key, cert) = files(name);
+        self.0.self_signed(&Cert {
+            key: &key,
+            cert: &cert,
+            cn: name,
+            days: 2,
+            extensions: CA,
+        });
     }
 
     /// A leaf `{name}.pem` / `{name}.key` signed by the CA `ca`, with the
     /// given subjectAltName and extendedKeyUsage.
     fn leaf(&self, name: &str, ca: &str, san: &str, usage: &str) {
-        let extensions = format!(
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\nsubjectAltName={san}\n"
-        );
-        std::fs::write(self.path(&format!("{name}.ext")), extensions).expect("extensions");
-        openssl(
-            self.dir.path(),
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
+        let (key, cert) = files(name);
+        let (ca_key, ca_cert) = files(ca);
+        let usage = format!("extendedKeyUsage={usage}");
+        let san = format!("subjectAltName={san}");
+        let leaf = Cert {
+            key: &key,
+            cert: &cert,
+            cn: name,
+            days: 2,
+            extensions: &[
+                "basicConstraints=critical,CA:FALSE",
+                "keyUsage=critical,digitalSignature",
+                &usage,
+                &san,
             ],
-        );
-        openssl(
-            self.dir.path(),
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                &format!("{ca}.pem"),
-                "-CAkey",
-                &format!("{ca}.key"),
-                "-set_serial",
-                &format!("0x{:x}", rand_serial()),
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-                "-out",
-                &format!("{name}.pem"),
-            ],
-        );
+        };
+        let issuer = Cert {
+            key: &ca_key,
+            cert: &ca_cert,
+            ..leaf
+        };
+        let serial = format!("{:x}", rand_serial());
+        self.0.signed(&leaf, &issuer, Some(&serial));
     }
 
     /// A self-signed server certificate `{name}.pem` / `{name}.key`.
     fn self_signed(&self, name: &str, san: &str) {
-        openssl(
-            self.dir.path(),
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={name}"),
-                "-addext",
-                &format!("subjectAltName={san}"),
-            ],
-        );
+        let (key, cert) = files(name);
+        let san = format!("subjectAltName={san}");
+        self.0.self_signed(&Cert {
+            key: &key,
+            cert: &cert,
+            cn: name,
+            days: 2,
+            extensions: &[&san],
+        });
     }
 }
 
@@ -166,7 +105,7 @@ fn rand_serial() -> u64 {
 /// `api.test` and 127.0.0.1 (and ::1), a client CA `client-ca` with a client
 /// certificate `client`, and a CA `other-ca` that signed nothing here.
 fn pki() -> Pki {
-    let pki = Pki::new();
+    let pki = Pki(common::Pki::new());
     pki.ca("ca");
     pki.leaf(
         "server",
@@ -193,27 +132,31 @@ struct NginxTls {
     certificate: Option<&'static str>,
 }
 
-/// nginx terminating TLS on a free loopback port and passing requests to
-/// `upstream` with what it saw of the connection as `X-Tls-*` headers.
-/// Everything it writes stays in its temporary directory; it is killed when
-/// dropped.
-struct Nginx {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
+impl NginxTls {
+    const MTLS: Self = Self {
+        mtls: true,
+        certificate: None,
+    };
 }
 
-fn nginx_binary() -> PathBuf {
-    // Debian puts it in /usr/sbin, which a normal user's PATH lacks.
-    let candidates = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default();
-    candidates
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("nginx"))
-        .find(|candidate| candidate.is_file())
-        .expect("nginx must be installed (scripts/test installs it: Debian nginx-light)")
+/// nginx terminating TLS on a free loopback port and passing requests to
+/// `upstream` with what it saw of the connection as `X-Tls-*` headers.
+fn start_nginx(pki: &Pki, upstream: &Upstream, tls: NginxTls) -> Daemon {
+    for _ in 0..3 {
+        if let Some(nginx) = try_start_nginx(pki, upstream, &tls) {
+            return nginx;
+        }
+    }
+    panic!("nginx did not start after 3 attempts (ports in use)");
+}
+
+/// The usual PKI, a recording upstream, and nginx serving TLS as `tls`
+/// says in front of it.
+fn behind_nginx(tls: NginxTls) -> (Pki, Upstream, Daemon) {
+    let pki = pki();
+    let upstream = Upstream::start();
+    let nginx = start_nginx(&pki, &upstream, tls);
+    (pki, upstream, nginx)
 }
 
 /// Whether the IPv6 loopback exists here: nginx listens on it too when it
@@ -222,123 +165,57 @@ fn ipv6_loopback() -> bool {
     StdTcpListener::bind("[::1]:0").is_ok()
 }
 
-impl Nginx {
-    fn start(pki: &Pki, upstream: &Upstream, tls: NginxTls) -> Self {
-        for _ in 0..3 {
-            if let Some(nginx) = Self::try_start(pki, upstream, &tls) {
-                return nginx;
-            }
-        }
-        panic!("nginx did not start after 3 attempts (ports in use)");
+/// `None` when the port was taken before nginx bound it.
+fn try_start_nginx(pki: &Pki, upstream: &Upstream, tls: &NginxTls) -> Option<Daemon> {
+    let dir = tempfile::tempdir().expect("nginx tempdir");
+    let port = free_port();
+    let certificate = tls.certificate.unwrap_or("server");
+    let mut listen = format!("        listen 127.0.0.1:{port} ssl http2;\n");
+    if ipv6_loopback() {
+        listen.push_str(&format!("        listen [::1]:{port} ssl http2;\n"));
     }
-
-    /// `None` when the port was taken before nginx bound it.
-    fn try_start(pki: &Pki, upstream: &Upstream, tls: &NginxTls) -> Option<Self> {
-        let dir = tempfile::tempdir().expect("nginx tempdir");
-        let port = free_port();
-        let root = dir.path().display().to_string();
-        let certificate = tls.certificate.unwrap_or("server");
-        let mut listen = format!("listen 127.0.0.1:{port} ssl http2;\n");
-        if ipv6_loopback() {
-            listen.push_str(&format!("        listen [::1]:{port} ssl http2;\n"));
-        }
-        let client_auth = if tls.mtls {
-            format!(
-                "ssl_client_certificate {};\n        ssl_verify_client on;\n        # Refuse in the handshake, not with nginx's HTTP 400.\n        ssl_conf_command VerifyMode Require;",
-                pki.path("client-ca.pem").display()
-            )
-        } else {
-            String::new()
-        };
-        let conf = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {root}/access.log;
-    client_body_temp_path {root}/body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    server {{
-        {listen}
-        ssl_certificate {cert};
+    let client_auth = if tls.mtls {
+        format!(
+            "        ssl_client_certificate {};\n        ssl_verify_client on;\n        # Refuse in the handshake, not with nginx's HTTP 400.\n        ssl_conf_command VerifyMode Require;\n",
+            pki.path("client-ca.pem").display()
+        )
+    } else {
+        String::new()
+    };
+    let server = format!(
+        r#"{listen}        ssl_certificate {cert};
         ssl_certificate_key {key};
-        {client_auth}
-        location / {{
+{client_auth}        location / {{
             proxy_pass http://{upstream};
             proxy_set_header X-Tls-Sni "$ssl_server_name";
             proxy_set_header X-Tls-Protocol "$server_protocol";
             proxy_set_header X-Tls-Client-Verify "$ssl_client_verify";
             proxy_set_header X-Tls-Client-Subject "$ssl_client_s_dn";
-        }}
-    }}
-}}
-"#,
-            cert = pki.path(&format!("{certificate}.pem")).display(),
-            key = pki.path(&format!("{certificate}.key")).display(),
-            upstream = upstream.addr(),
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("write nginx.conf");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr");
-        let child = Command::new(nginx_binary())
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn nginx");
-        let mut nginx = Self { child, dir, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                let log = nginx.log();
-                if log.contains("Address already in use") {
-                    return None;
-                }
-                panic!("nginx exited during startup ({status}):\n{log}");
+        }}"#,
+        cert = pki.path(&format!("{certificate}.pem")).display(),
+        key = pki.path(&format!("{certificate}.key")).display(),
+        upstream = upstream.addr(),
+    );
+    let conf = nginx_conf(dir.path(), &server);
+    let mut nginx = Daemon::nginx(&conf, dir, port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = nginx.child.try_wait() {
+            let log = nginx.log();
+            if log.contains("Address already in use") {
+                return None;
             }
-            if std::net::TcpStream::connect(nginx.addr()).is_ok() {
-                return Some(nginx);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen within 20s:\n{}",
-                nginx.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            panic!("nginx exited during startup ({status}):\n{log}");
         }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn port(&self) -> u16 {
-        self.port
-    }
-
-    fn log(&self) -> String {
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!("{}{}", read("stderr.log"), read("error.log"))
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if std::net::TcpStream::connect(nginx.addr()).is_ok() {
+            return Some(nginx);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not listen within 20s:\n{}",
+            nginx.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -348,22 +225,22 @@ impl Drop for Nginx {
 
 /// One public route to `addr` with `tls` as its `upstream.tls` block.
 fn config(addr: &str, tls: &str) -> String {
-    format!(
-        r#"listen: {{ http: "127.0.0.1:{{PROXY}}" }}
-admin: {{ addr: "127.0.0.1:{{ADMIN}}" }}
-routes:
-  - name: backend
-    upstream:
-      addrs: ["{addr}"]
-      tls: {tls}
-    auth: {{ mode: off }}
-"#
-    )
+    let backend = format!(
+        "  - name: backend\n    upstream:\n      addrs: [\"{addr}\"]\n      tls: {tls}\n    auth: {{ mode: off }}"
+    );
+    Config::new().default_server().routes(&backend)
+}
+
+/// A gateway in front of `nginx`, by the name `localhost`, with `tls` as
+/// the route's `upstream.tls` block.
+async fn gateway_to(nginx: &Daemon, tls: &str, upstream: &Upstream) -> Gateway {
+    let addr = format!("localhost:{}", nginx.port());
+    Gateway::start(&config(&addr, tls), upstream).await
 }
 
 /// `tls` with `{PKI}` standing for the certificates' directory.
 fn tls_block(pki: &Pki, tls: &str) -> String {
-    tls.replace("{PKI}", &pki.dir.path().display().to_string())
+    tls.replace("{PKI}", &pki.dir().display().to_string())
 }
 
 /// What a request got, and the gateway's log once its access line is in.
@@ -409,15 +286,9 @@ fn assert_no_key_material(log: &str, pki: &Pki) {
 
 #[tokio::test]
 async fn a_verified_upstream_gets_the_request_with_its_host_name_as_sni() {
-    let pki = pki();
-    let upstream = Upstream::start();
-    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
+    let (pki, upstream, nginx) = behind_nginx(NginxTls::default());
     let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/ca.pem" }"#);
-    let gateway = Gateway::start(
-        &config(&format!("localhost:{}", nginx.port()), &tls),
-        &upstream,
-    )
-    .await;
+    let gateway = gateway_to(&nginx, &tls, &upstream).await;
 
     let outcome = request(&gateway, "/hello?x=1").await;
     assert_eq!(outcome.status, 200, "{}\n{}", outcome.body, nginx.log());
@@ -434,9 +305,7 @@ async fn a_verified_upstream_gets_the_request_with_its_host_name_as_sni() {
 
 #[tokio::test]
 async fn an_ip_address_is_verified_without_sni_unless_sni_is_set() {
-    let pki = pki();
-    let upstream = Upstream::start();
-    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
+    let (pki, upstream, nginx) = behind_nginx(NginxTls::default());
     let addr = nginx.addr().to_string();
 
     let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/ca.pem" }"#);
@@ -457,15 +326,9 @@ async fn an_ip_address_is_verified_without_sni_unless_sni_is_set() {
 
 #[tokio::test]
 async fn an_upstream_signed_by_another_ca_gets_nothing_and_the_client_a_502() {
-    let pki = pki();
-    let upstream = Upstream::start();
-    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
+    let (pki, upstream, nginx) = behind_nginx(NginxTls::default());
     let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/other-ca.pem" }"#);
-    let gateway = Gateway::start(
-        &config(&format!("localhost:{}", nginx.port()), &tls),
-        &upstream,
-    )
-    .await;
+    let gateway = gateway_to(&nginx, &tls, &upstream).await;
 
     let outcome = request(&gateway, "/wrong-ca").await;
     assert_eq!(outcome.status, 502, "{}", outcome.body);
@@ -479,29 +342,24 @@ async fn an_upstream_signed_by_another_ca_gets_nothing_and_the_client_a_502() {
         "{}",
         outcome.access_line
     );
-    let log = gateway
-        .wait_for_log(|log| log.contains("TLS handshake with the upstream failed"))
+    let line = gateway
+        .log_line("TLS handshake with the upstream failed")
         .await;
-    let line = log
-        .lines()
-        .find(|l| l.contains("TLS handshake with the upstream failed"))
-        .unwrap_or_else(|| panic!("no handshake failure line:\n{log}"));
-    assert!(
-        line.contains("reason=certificate verify failed: unknown issuer"),
-        "{line}"
-    );
-    assert!(line.contains("route=backend"), "{line}");
-    assert!(line.contains("server_name=localhost"), "{line}");
+    for field in [
+        "reason=certificate verify failed: unknown issuer",
+        "route=backend",
+        "server_name=localhost",
+    ] {
+        assert!(line.contains(field), "{field} not in {line}");
+    }
     // The client's body says nothing about certificates.
     assert!(!outcome.body.contains("certificate"), "{}", outcome.body);
-    assert_no_key_material(&log, &pki);
+    assert_no_key_material(&gateway.log(), &pki);
 }
 
 #[tokio::test]
 async fn a_certificate_for_another_name_is_refused() {
-    let pki = pki();
-    let upstream = Upstream::start();
-    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
+    let (pki, upstream, nginx) = behind_nginx(NginxTls::default());
     let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/ca.pem", sni: billing.test }"#);
     let gateway = Gateway::start(&config(&nginx.addr().to_string(), &tls), &upstream).await;
 
@@ -519,25 +377,12 @@ async fn a_certificate_for_another_name_is_refused() {
 
 #[tokio::test]
 async fn mtls_presents_the_configured_client_certificate() {
-    let pki = pki();
-    let upstream = Upstream::start();
-    let nginx = Nginx::start(
-        &pki,
-        &upstream,
-        NginxTls {
-            mtls: true,
-            ..NginxTls::default()
-        },
-    );
+    let (pki, upstream, nginx) = behind_nginx(NginxTls::MTLS);
     let tls = tls_block(
         &pki,
         r#"{ ca_file: "{PKI}/ca.pem", client_cert: "{PKI}/client.pem", client_key: "{PKI}/client.key" }"#,
     );
-    let gateway = Gateway::start(
-        &config(&format!("localhost:{}", nginx.port()), &tls),
-        &upstream,
-    )
-    .await;
+    let gateway = gateway_to(&nginx, &tls, &upstream).await;
 
     let outcome = request(&gateway, "/mtls").await;
     assert_eq!(outcome.status, 200, "{}\n{}", outcome.body, nginx.log());
@@ -549,22 +394,9 @@ async fn mtls_presents_the_configured_client_certificate() {
 
 #[tokio::test]
 async fn an_upstream_requiring_a_client_certificate_refuses_a_gateway_without_one() {
-    let pki = pki();
-    let upstream = Upstream::start();
-    let nginx = Nginx::start(
-        &pki,
-        &upstream,
-        NginxTls {
-            mtls: true,
-            ..NginxTls::default()
-        },
-    );
+    let (pki, upstream, nginx) = behind_nginx(NginxTls::MTLS);
     let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/ca.pem" }"#);
-    let gateway = Gateway::start(
-        &config(&format!("localhost:{}", nginx.port()), &tls),
-        &upstream,
-    )
-    .await;
+    let gateway = gateway_to(&nginx, &tls, &upstream).await;
 
     let outcome = request(&gateway, "/no-client-cert").await;
     assert_eq!(outcome.status, 502, "{}\n{}", outcome.body, gateway.log());
@@ -579,7 +411,7 @@ async fn verify_false_reaches_a_self_signed_upstream_and_is_warned_about() {
     let pki = pki();
     pki.self_signed("self-signed", "DNS:localhost,IP:127.0.0.1");
     let upstream = Upstream::start();
-    let nginx = Nginx::start(
+    let nginx = start_nginx(
         &pki,
         &upstream,
         NginxTls {
@@ -587,11 +419,7 @@ async fn verify_false_reaches_a_self_signed_upstream_and_is_warned_about() {
             ..NginxTls::default()
         },
     );
-    let gateway = Gateway::start(
-        &config(&format!("localhost:{}", nginx.port()), "{ verify: false }"),
-        &upstream,
-    )
-    .await;
+    let gateway = gateway_to(&nginx, "{ verify: false }", &upstream).await;
 
     let outcome = request(&gateway, "/unverified").await;
     assert_eq!(outcome.status, 200, "{}", outcome.body);
@@ -604,24 +432,17 @@ async fn verify_false_reaches_a_self_signed_upstream_and_is_warned_about() {
     assert!(warning.contains("route \"backend\""), "{warning}");
 
     // With verification on (system roots), the same upstream is refused.
-    let verified = Gateway::start(
-        &config(&format!("localhost:{}", nginx.port()), "{}"),
-        &upstream,
-    )
-    .await;
+    let verified = gateway_to(&nginx, "{}", &upstream).await;
     assert_eq!(request(&verified, "/verified").await.status, 502);
     assert_eq!(upstream.count(), 1);
 }
 
 #[tokio::test]
 async fn h2_is_spoken_to_the_upstream_only_when_asked() {
-    let pki = pki();
-    let upstream = Upstream::start();
-    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
-    let addr = format!("localhost:{}", nginx.port());
+    let (pki, upstream, nginx) = behind_nginx(NginxTls::default());
 
     let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/ca.pem", h2: true }"#);
-    let gateway = Gateway::start(&config(&addr, &tls), &upstream).await;
+    let gateway = gateway_to(&nginx, &tls, &upstream).await;
     for path in ["/h2/one", "/h2/two"] {
         let outcome = request(&gateway, path).await;
         assert_eq!(outcome.status, 200, "{}", outcome.body);
@@ -632,36 +453,25 @@ async fn h2_is_spoken_to_the_upstream_only_when_asked() {
     drop(gateway);
 
     let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/ca.pem", h2: false }"#);
-    let gateway = Gateway::start(&config(&addr, &tls), &upstream).await;
+    let gateway = gateway_to(&nginx, &tls, &upstream).await;
     assert_eq!(request(&gateway, "/h1").await.status, 200);
     assert_eq!(upstream.last().header("x-tls-protocol"), Some("HTTP/1.1"));
 }
 
 #[tokio::test]
 async fn a_reload_reads_the_ca_file_again_and_leaves_pooled_connections_behind() {
-    let pki = pki();
-    let upstream = Upstream::start();
-    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
+    let (pki, upstream, nginx) = behind_nginx(NginxTls::default());
     let trusted = pki.path("trusted.pem");
     std::fs::copy(pki.path("ca.pem"), &trusted).expect("copy CA");
     let tls = tls_block(&pki, r#"{ ca_file: "{PKI}/trusted.pem" }"#);
-    let gateway = Gateway::start(
-        &config(&format!("localhost:{}", nginx.port()), &tls),
-        &upstream,
-    )
-    .await;
+    let gateway = gateway_to(&nginx, &tls, &upstream).await;
     // A kept-alive connection, verified against the first CA, is now pooled.
     assert_eq!(request(&gateway, "/before").await.status, 200);
 
     // The CA file is replaced by one that did not sign the upstream.
     std::fs::copy(pki.path("other-ca.pem"), &trusted).expect("replace CA");
-    let response = gateway
-        .client()
-        .post(gateway.admin_url("/-/reload"))
-        .send()
-        .await
-        .expect("POST /-/reload");
-    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let (status, body) = gateway.reload().await;
+    assert_eq!(status, 200, "{body}");
 
     let outcome = request(&gateway, "/after").await;
     assert_eq!(outcome.status, 502, "{}", outcome.body);
@@ -682,14 +492,7 @@ async fn a_reload_presents_a_rotated_client_certificate() {
     // A client certificate from a CA nginx does not trust.
     pki.leaf("stranger", "other-ca", "DNS:jwtgate.test", "clientAuth");
     let upstream = Upstream::start();
-    let nginx = Nginx::start(
-        &pki,
-        &upstream,
-        NginxTls {
-            mtls: true,
-            ..NginxTls::default()
-        },
-    );
+    let nginx = start_nginx(&pki, &upstream, NginxTls::MTLS);
     let (cert, key) = (pki.path("current.pem"), pki.path("current.key"));
     std::fs::copy(pki.path("stranger.pem"), &cert).expect("copy certificate");
     std::fs::copy(pki.path("stranger.key"), &key).expect("copy key");
@@ -697,11 +500,7 @@ async fn a_reload_presents_a_rotated_client_certificate() {
         &pki,
         r#"{ ca_file: "{PKI}/ca.pem", client_cert: "{PKI}/current.pem", client_key: "{PKI}/current.key" }"#,
     );
-    let gateway = Gateway::start(
-        &config(&format!("localhost:{}", nginx.port()), &tls),
-        &upstream,
-    )
-    .await;
+    let gateway = gateway_to(&nginx, &tls, &upstream).await;
     // nginx completes the handshake with a certificate it can't verify and
     // answers 400 itself; jwtgate passes that answer on.
     assert_eq!(request(&gateway, "/stranger").await.status, 400);
@@ -709,13 +508,8 @@ async fn a_reload_presents_a_rotated_client_certificate() {
 
     std::fs::copy(pki.path("client.pem"), &cert).expect("rotate certificate");
     std::fs::copy(pki.path("client.key"), &key).expect("rotate key");
-    let response = gateway
-        .client()
-        .post(gateway.admin_url("/-/reload"))
-        .send()
-        .await
-        .expect("POST /-/reload");
-    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let (status, body) = gateway.reload().await;
+    assert_eq!(status, 200, "{body}");
 
     let outcome = request(&gateway, "/rotated").await;
     assert_eq!(outcome.status, 200, "{}", outcome.body);
@@ -729,34 +523,11 @@ async fn a_reload_presents_a_rotated_client_certificate() {
 // Config errors, through `jwtgate check`
 // ---------------------------------------------------------------------------
 
-/// `jwtgate check` on `config` written into `dir`: its exit success and
-/// everything it printed.
-fn check(dir: &Path, config: &str) -> (bool, String) {
-    let path = dir.join("gateway.yaml");
-    // `check` binds nothing: any ports do.
-    let config = config
-        .replace("{PROXY}", "18080")
-        .replace("{ADMIN}", "19090");
-    std::fs::write(&path, config).expect("write config");
-    let output = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .expect("run jwtgate check");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
-
 #[test]
 fn check_refuses_unusable_tls_files_naming_the_field_and_file() {
     let pki = pki();
     pki.leaf("other-client", "client-ca", "DNS:other.test", "clientAuth");
     std::fs::write(pki.path("garbage.pem"), "not a certificate\n").expect("write");
-    let dir = pki.dir.path();
     let cases = [
         (
             r#"{ ca_file: "{PKI}/missing.pem" }"#,
@@ -790,7 +561,8 @@ fn check_refuses_unusable_tls_files_naming_the_field_and_file() {
     ];
     for (tls, expected) in cases {
         let config = config("127.0.0.1:8443", &tls_block(&pki, tls));
-        let (ok, output) = check(dir, &config);
+        let out = check(&config);
+        let (ok, output) = (out.success, out.text());
         let expected = tls_block(&pki, expected);
         assert!(!ok, "check accepted {tls}:\n{output}");
         assert!(
@@ -807,79 +579,74 @@ fn check_refuses_unusable_tls_files_naming_the_field_and_file() {
         &pki,
         r#"{ ca_file: "{PKI}/ca.pem", client_cert: "{PKI}/client.pem", client_key: "{PKI}/client.key", h2: true }"#,
     );
-    let (ok, output) = check(dir, &config("127.0.0.1:8443", &tls));
-    assert!(ok, "{output}");
-    let (ok, output) = check(dir, &config("127.0.0.1:8443", "{ verify: false }"));
-    assert!(ok, "{output}");
-    assert!(output.contains("upstream.tls.verify is false"), "{output}");
+    let out = check(&config("127.0.0.1:8443", &tls));
+    assert!(out.success, "{}", out.text());
+    let out = check(&config("127.0.0.1:8443", "{ verify: false }"));
+    assert!(out.success, "{}", out.text());
+    assert!(
+        out.text().contains("upstream.tls.verify is false"),
+        "{}",
+        out.text()
+    );
 }
 
 /// `jwtgate_upstream_healthy` of `route`'s endpoint `addr`, once it reads
 /// `expected`; panics with the metrics after ten seconds.
 async fn wait_for_health(gateway: &Gateway, addr: &str, expected: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = gateway.metrics().await;
-        let value = text
-            .lines()
-            .filter_map(parse_sample)
-            .find(|(name, labels, _)| {
-                name == "jwtgate_upstream_healthy"
-                    && labels.get("addr").map(String::as_str) == Some(addr)
-            })
-            .map(|(_, _, value)| value);
-        if value == Some(expected) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{addr} health is {value:?}, expected {expected}:\n{}",
-            relevant_lines(&text)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let text = gateway.metrics().await;
+            let value = text
+                .lines()
+                .filter_map(parse_sample)
+                .find(|(name, labels, _)| {
+                    name == "jwtgate_upstream_healthy"
+                        && labels.get("addr").map(String::as_str) == Some(addr)
+                })
+                .map(|(_, _, value)| value);
+            if value == Some(expected) {
+                return Ok(());
+            }
+            Err(format!(
+                "{addr} health is {value:?}, expected {expected}:\n{}",
+                relevant_lines(&text)
+            ))
+        },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn an_http_health_check_of_a_tls_upstream_connects_as_the_proxy_does() {
-    let pki = pki();
-    let upstream = Upstream::start();
-    let nginx = Nginx::start(&pki, &upstream, NginxTls::default());
+    let (pki, upstream, nginx) = behind_nginx(NginxTls::default());
     let checked = |ca: &str| {
-        format!(
-            r#"listen: {{ http: "127.0.0.1:{{PROXY}}" }}
-admin: {{ addr: "127.0.0.1:{{ADMIN}}" }}
-routes:
-  - name: backend
-    upstream:
-      addrs: ["localhost:{port}"]
-      tls: {{ ca_file: "{dir}/{ca}.pem" }}
-      health_check: {{ protocol: http, path: /healthz, interval: 100ms, unhealthy_threshold: 1 }}
-    auth: {{ mode: off }}
-"#,
-            port = nginx.port(),
-            dir = pki.dir.path().display(),
-        )
+        let tls = format!("{{ ca_file: \"{}/{ca}.pem\" }}", pki.dir().display());
+        let backend = format!(
+            "  - name: backend\n    upstream:\n      addrs: [\"localhost:{}\"]\n      tls: {tls}\n      health_check: {{ protocol: http, path: /healthz, interval: 100ms, unhealthy_threshold: 1 }}\n    auth: {{ mode: off }}",
+            nginx.port()
+        );
+        Config::new().default_server().routes(&backend)
     };
     let endpoint = format!("127.0.0.1:{}", nginx.port());
 
     let gateway = Gateway::start(&checked("ca"), &upstream).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let check = loop {
-        if let Some(check) = upstream
-            .requests()
-            .into_iter()
-            .find(|r| r.path == "/healthz")
-        {
-            break check;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no health check went through nginx:\n{}",
-            gateway.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let check = poll(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let requests = upstream.requests();
+            match requests.into_iter().find(|r| r.path == "/healthz") {
+                Some(check) => Ok(check),
+                None => Err(format!(
+                    "no health check went through nginx:\n{}",
+                    gateway.log()
+                )),
+            }
+        },
+    )
+    .await;
     wait_for_health(&gateway, &endpoint, 1.0).await;
     // Over TLS, with the configured host as SNI (a clear-text check would
     // get nginx's 400 and fail).

@@ -366,6 +366,28 @@ impl Drop for Idp {
     }
 }
 
+/// The gateway's issuer `idp` for the IdP at `issuer`, as YAML list items:
+/// found by discovery, fetched as `fetch` (a flow mapping) says, the
+/// algorithms the IdP signs with and tokens for `audience`; `settings` (a
+/// `key: value` each) are added to it.
+pub fn issuer_yaml(issuer: &str, fetch: &str, audience: &str, settings: &[&str]) -> String {
+    let mut yaml = format!(
+        "  - name: idp\n    issuer: \"{issuer}\"\n    discovery: true\n    fetch: {fetch}\n    algorithms: [RS256, ES256, PS256]\n    audiences: [\"{audience}\"]\n"
+    );
+    for setting in settings {
+        yaml.push_str(&format!("    {setting}\n"));
+    }
+    yaml
+}
+
+/// A route `/api` to the recording upstream for tokens with `scope`,
+/// forwarding `claims` (a flow mapping of claim to header).
+pub fn api_route(scope: &str, claims: &str) -> String {
+    format!(
+        "  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: {{ addrs: [\"{{UPSTREAM}}\"] }}\n    auth: {{ scopes: {{ all_of: [\"{scope}\"] }} }}\n    forward: {{ claims: {claims} }}\n"
+    )
+}
+
 /// A private JWK from `node server.mjs genkey <alg> <kid>` (RS256, PS256 or
 /// ES256).
 pub fn genkey(alg: &str, kid: &str) -> Value {
