@@ -38,7 +38,7 @@ use crate::pipeline::{Pipeline, Snapshot};
 use crate::proxy::Gateway;
 use crate::proxy::keepalive::KeepAlive;
 use crate::proxy::sni::SniResolver;
-use crate::shutdown::Drain;
+use crate::shutdown::{Drain, SignalWatch};
 use crate::state::rate_limit::{self, RateLimits};
 use crate::state::redis::Redis;
 use crate::state::revocation::{RevocationError, Revocations};
@@ -241,13 +241,11 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
     let (revocations, rate_limits) = shared_state(&mut server, &bootstrap, &metrics, &clock)?;
     // One decision pipeline for every adapter: one token cache, one
     // revocation list, one budget per client whoever decides.
-    let token_cache = bootstrap.token_cache.as_ref().map(|settings| {
-        TokenCache::new(
-            settings,
-            metrics.token_cache.hits.clone(),
-            metrics.token_cache.misses.clone(),
-        )
-    });
+    let cache = &metrics.token_cache;
+    let token_cache = bootstrap
+        .token_cache
+        .as_ref()
+        .map(|settings| TokenCache::new(settings, cache.hits.clone(), cache.misses.clone()));
     let pipeline = Arc::new(
         Pipeline::new(clock.clone(), token_cache)
             .timed(metrics.requests.verify_duration.clone())
@@ -262,27 +260,13 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         metrics.clone(),
         clock.clone(),
     ));
-    if options.watch {
-        reload::watch(reloader.clone())?;
-    }
-    let on_hangup = {
-        let reloader = reloader.clone();
-        move || {
-            let reloader = reloader.clone();
-            // The outcome is logged and counted by reload itself.
-            tokio::task::spawn_blocking(move || reloader.reload(Trigger::Hangup));
-        }
-    };
-    let signal_watch = drain
-        .signal_watch(bootstrap.grace_period, bootstrap.graceful_shutdown_timeout)
-        .on_hangup(on_hangup);
-
-    let shared = runtime.snapshot.clone();
+    let signal_watch = signals(&drain, &bootstrap, &reloader, options.watch)?;
     if let Some(settings) = &bootstrap.authz {
         let authz = || {
+            let snapshot = runtime.snapshot.clone();
             AuthzServer::new(
                 settings.clone(),
-                shared.clone(),
+                snapshot,
                 metrics.requests.clone(),
                 pipeline.clone(),
             )
@@ -304,22 +288,8 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         pipeline,
         &drain,
     );
-
-    let mut admin = Service::new(
-        "jwtgate admin".to_string(),
-        Admin::new(shared, metrics, clock, drain, reloader).with_revocations(revocations),
-    );
-    admin.threads = Some(SIDE_SERVICE_THREADS);
-    admin.add_tcp(&bootstrap.admin_addr);
-    server.add_service(admin);
-
-    if let Some(addr) = &bootstrap.echo_addr {
-        let mut echo = Service::new("jwtgate echo upstream".to_string(), Echo);
-        echo.threads = Some(SIDE_SERVICE_THREADS);
-        echo.add_tcp(addr);
-        server.add_service(echo);
-    }
-
+    let admin = Admin::new(runtime.snapshot.clone(), metrics, clock, drain, reloader);
+    add_side_services(&mut server, &bootstrap, admin.with_revocations(revocations));
     tracing::info!(
         proxy = bootstrap.listen_http.as_deref().unwrap_or("-"),
         https = bootstrap.listen_https.as_deref().unwrap_or("-"),
@@ -338,6 +308,43 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
     });
     tracing::info!("jwtgate stopped");
     Ok(())
+}
+
+/// jwtgate's own signal handling: SIGTERM drains, SIGHUP (and, with
+/// `--watch`, a changed file) reloads.
+fn signals(
+    drain: &Drain,
+    bootstrap: &Bootstrap,
+    reloader: &Arc<Reloader>,
+    watch: bool,
+) -> Result<SignalWatch, ServerError> {
+    if watch {
+        reload::watch(reloader.clone())?;
+    }
+    let reloader = reloader.clone();
+    let on_hangup = move || {
+        let reloader = reloader.clone();
+        // The outcome is logged and counted by reload itself.
+        tokio::task::spawn_blocking(move || reloader.reload(Trigger::Hangup));
+    };
+    Ok(drain
+        .signal_watch(bootstrap.grace_period, bootstrap.graceful_shutdown_timeout)
+        .on_hangup(on_hangup))
+}
+
+/// The admin listener and, when configured, the echo upstream: light work,
+/// on threads of their own so they answer while the proxy is busy.
+fn add_side_services(server: &mut Server, bootstrap: &Bootstrap, admin: Admin) {
+    let mut admin = Service::new("jwtgate admin".to_string(), admin);
+    admin.threads = Some(SIDE_SERVICE_THREADS);
+    admin.add_tcp(&bootstrap.admin_addr);
+    server.add_service(admin);
+    if let Some(addr) = &bootstrap.echo_addr {
+        let mut echo = Service::new("jwtgate echo upstream".to_string(), Echo);
+        echo.threads = Some(SIDE_SERVICE_THREADS);
+        echo.add_tcp(addr);
+        server.add_service(echo);
+    }
 }
 
 /// Pingora's server, its signal handling and drain left to jwtgate.

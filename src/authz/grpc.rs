@@ -16,7 +16,6 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora::server::ShutdownWatch;
@@ -27,11 +26,11 @@ use tonic::server::{Grpc, UnaryService};
 
 use super::envoy::{self, CheckRequest, CheckResponse, code};
 use super::{
-    Asked, AuthzServer, ORIGINAL_MISSING, Original, SECRET_MISSING, answers, client_address,
-    no_original, secret_matches, unauthenticated,
+    Asked, AuthzServer, ORIGINAL_MISSING, Original, SECRET_MISSING, answers, no_original,
+    secret_matches, unauthenticated,
 };
 use crate::answers::Answer;
-use crate::answers::request_id::{REQUEST_ID, request_id_in, request_id_text};
+use crate::answers::request_id::REQUEST_ID;
 use crate::pipeline::{Adapter, Decision, Scheme, Snapshot};
 
 /// The one method served; anything else is `UNIMPLEMENTED`.
@@ -269,7 +268,6 @@ impl AuthzServer {
         metadata: &HeaderMap,
         check: CheckRequest,
     ) -> CheckResponse {
-        let started = Instant::now();
         let snapshot = self.snapshot.load_full();
         let http = check
             .attributes
@@ -277,17 +275,8 @@ impl AuthzServer {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
         let headers = http.map(original_headers).unwrap_or_default();
-        let id = request_id_in(&headers);
-        let request_id = request_id_text(&id);
-        let client = source_ip(&check)
-            .or(peer)
-            .map(|ip| client_address(ip, &headers, &snapshot));
-        let asked = Asked {
-            request_id,
-            client,
-            user_agent: headers.get(http::header::USER_AGENT),
-            started,
-        };
+        let asked = Asked::new(&headers, source_ip(&check).or(peer), &snapshot);
+        let request_id = asked.request_id();
         // The secret travels as call metadata (`initial_metadata` of
         // Envoy's `grpc_service`).
         if let Some(secret) = &self.settings.secret
@@ -300,7 +289,7 @@ impl AuthzServer {
             let answer = self.finish(no_original(request_id), &asked, ORIGINAL_MISSING);
             return denied(&answer);
         };
-        let view = original.view(&headers, client, self.adapter);
+        let view = original.view(&headers, asked.client, self.adapter);
         let decision = self.pipeline.decide(&snapshot, &view).await;
         match answers::refusal(&decision, &snapshot.realm, request_id) {
             Some(refused) => {

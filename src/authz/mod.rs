@@ -320,22 +320,12 @@ fn into_response(answer: Answer) -> Response<Vec<u8>> {
 #[async_trait]
 impl ServeHttp for AuthzServer {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let started = Instant::now();
         let snapshot = self.snapshot.load_full();
         let request = session.req_header();
-        let id = request_id_in(&request.headers);
-        let request_id = request_id_text(&id);
         let headers = &request.headers;
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|peer| client_address(peer.ip(), headers, &snapshot));
-        let asked = Asked {
-            request_id,
-            client,
-            user_agent: headers.get(http::header::USER_AGENT),
-            started,
-        };
+        let peer = session.client_addr().and_then(|a| a.as_inet());
+        let asked = Asked::new(headers, peer.map(|peer| peer.ip()), &snapshot);
+        let request_id = asked.request_id();
         if let Some(secret) = &self.settings.secret
             && !secret_matches(secret, headers)
         {
@@ -347,19 +337,36 @@ impl ServeHttp for AuthzServer {
             let answer = no_original(request_id);
             return into_response(self.finish(answer, &asked, ORIGINAL_MISSING));
         };
-        let view = original.view(headers, client, self.adapter);
+        let view = original.view(headers, asked.client, self.adapter);
         let decision = self.pipeline.decide(&snapshot, &view).await;
         let answer = answer(&decision, &snapshot, request_id);
         into_response(self.account(&decision, &snapshot, &original, &asked, answer))
     }
 }
 
-/// What every decision request has, decided or not: for the access log.
+/// What every decision request has, decided or not: its id, its client
+/// (the original request's) and, for the access log, when it came.
 struct Asked<'a> {
-    request_id: &'a str,
+    id: HeaderValue,
     client: Option<ClientAddress>,
     user_agent: Option<&'a HeaderValue>,
     started: Instant,
+}
+
+impl<'a> Asked<'a> {
+    /// `headers` are the original request's; `peer` is who sent it.
+    fn new(headers: &'a HeaderMap, peer: Option<IpAddr>, snapshot: &Snapshot) -> Self {
+        Self {
+            id: request_id_in(headers),
+            client: peer.map(|ip| client_address(ip, headers, snapshot)),
+            user_agent: headers.get(http::header::USER_AGENT),
+            started: Instant::now(),
+        }
+    }
+
+    fn request_id(&self) -> &str {
+        request_id_text(&self.id)
+    }
 }
 
 impl AuthzServer {
@@ -407,7 +414,7 @@ impl AuthzServer {
             return;
         }
         AccessRecord {
-            request_id: asked.request_id,
+            request_id: asked.request_id(),
             status: Some(answer.status().as_u16()),
             client: asked.client.map(|c| c.client),
             user_agent: asked.user_agent.map(HeaderValue::as_bytes),

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use jwtgate::assemble::Bootstrap;
 use jwtgate::auth::policy::RoutePolicy;
 use jwtgate::config::schema::{AuthMode, HttpsOnly, MatchConfig};
 use jwtgate::keys::fetch::{Locator, discovery_url};
@@ -33,39 +34,7 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     outln!("{}: OK", path.display());
-    outln!(
-        "listen {}{} · admin {}{}",
-        bootstrap
-            .listen_http
-            .as_deref()
-            .unwrap_or("(clear text off)"),
-        bootstrap
-            .listen_https
-            .as_deref()
-            .map(|a| format!(" · https {a}"))
-            .unwrap_or_default(),
-        bootstrap.admin_addr,
-        bootstrap
-            .echo_addr
-            .as_deref()
-            .map(|a| format!(" · echo upstream {a}"))
-            .unwrap_or_default()
-    );
-    if let Some(authz) = &bootstrap.authz {
-        outln!(
-            "authz {} ({}{})",
-            authz.addr,
-            authz.convention.as_str(),
-            if authz.secret.is_some() {
-                ", shared secret required"
-            } else {
-                ""
-            }
-        );
-        if let Some(grpc) = authz.grpc_addr {
-            outln!("authz grpc {grpc} (Envoy Authorization/Check)");
-        }
-    }
+    listeners(&bootstrap);
     let mut warnings = Vec::new();
     if let Some(https) = &snapshot.https {
         certificates(https);
@@ -113,6 +82,44 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
         outln!("warning: {warning}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where it listens: the proxy, admin and echo, and the authorization
+/// listeners.
+fn listeners(bootstrap: &Bootstrap) {
+    outln!(
+        "listen {}{} · admin {}{}",
+        bootstrap
+            .listen_http
+            .as_deref()
+            .unwrap_or("(clear text off)"),
+        bootstrap
+            .listen_https
+            .as_deref()
+            .map(|a| format!(" · https {a}"))
+            .unwrap_or_default(),
+        bootstrap.admin_addr,
+        bootstrap
+            .echo_addr
+            .as_deref()
+            .map(|a| format!(" · echo upstream {a}"))
+            .unwrap_or_default()
+    );
+    if let Some(authz) = &bootstrap.authz {
+        outln!(
+            "authz {} ({}{})",
+            authz.addr,
+            authz.convention.as_str(),
+            if authz.secret.is_some() {
+                ", shared secret required"
+            } else {
+                ""
+            }
+        );
+        if let Some(grpc) = authz.grpc_addr {
+            outln!("authz grpc {grpc} (Envoy Authorization/Check)");
+        }
+    }
 }
 
 /// One line per certificate: hosts, files, notAfter. Compiling the config

@@ -21,7 +21,9 @@ use jwtgate::config::schema::{AuthMode, MatchConfig};
 use jwtgate::jose::Algorithm;
 use jwtgate::keys::remote::Refresher;
 use jwtgate::mint::Signer;
-use jwtgate::pipeline::{Adapter, Decision, Pipeline, RequestView, Scheme, TargetForm};
+use jwtgate::pipeline::{
+    Adapter, CompiledRoute, Decision, Pipeline, RequestView, Scheme, Snapshot, TargetForm,
+};
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -456,6 +458,16 @@ fn verify(config_path: &Path, route_name: &str, token: &str) -> anyhow::Result<E
             route.name
         );
     }
+    verdict(decision, route, &snapshot, &probe)
+}
+
+/// What `token verify` says of a decision, and its exit code.
+fn verdict(
+    decision: Decision<'_>,
+    route: &CompiledRoute,
+    snapshot: &Snapshot,
+    probe: &Probe,
+) -> anyhow::Result<ExitCode> {
     match decision {
         Decision::Allow { identity, .. } => {
             outln!(

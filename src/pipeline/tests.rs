@@ -243,17 +243,31 @@ fn denied<'d>(decision: &'d Decision<'_>) -> (&'d str, &'d Failure) {
     }
 }
 
-#[test]
-fn every_reason_jwtgate_produces_is_decided_with_its_check() {
-    let harness = Harness::new();
+/// A token of the `remote` issuer, whose keys nobody fetches here.
+fn remote_token() -> String {
+    signed(
+        Algorithm::RS256,
+        "rsa.pem",
+        "rsa-1",
+        "JWT",
+        REMOTE,
+        json!({}),
+    )
+}
+
+/// A request that is refused: (reason, request, the check it fails, the
+/// issuer it is attributed to).
+type Case = (Reason, Request, &'static str, Option<&'static str>);
+
+/// A request for every reason jwtgate produces.
+fn reason_cases() -> Vec<Case> {
     let tampered = {
         let good = token(json!({}));
         let (rest, _) = good.rsplit_once('.').expect("three segments");
         format!("{rest}.{}", b64("not the signature"))
     };
     let too_large = token(json!({ "padding": "x".repeat(5000) }));
-    // (reason, request, the check it fails, the issuer it is attributed to)
-    let cases: Vec<(Reason, Request, &str, Option<&str>)> = vec![
+    let mut cases = vec![
         (
             Reason::MissingToken,
             Request::get("/required"),
@@ -331,6 +345,15 @@ fn every_reason_jwtgate_produces_is_decided_with_its_check() {
             "signature",
             Some("main"),
         ),
+    ];
+    cases.extend(claim_cases());
+    cases
+}
+
+/// The cases of tokens whose signature verifies but whose header or
+/// claims are refused.
+fn claim_cases() -> Vec<Case> {
+    vec![
         (
             Reason::WrongTokenType,
             Request::get("/required").bearer(&signed(
@@ -407,20 +430,18 @@ fn every_reason_jwtgate_produces_is_decided_with_its_check() {
         ),
         (
             Reason::JwksUnavailable,
-            Request::get("/required").bearer(&signed(
-                Algorithm::RS256,
-                "rsa.pem",
-                "rsa-1",
-                "JWT",
-                REMOTE,
-                json!({}),
-            )),
+            Request::get("/required").bearer(&remote_token()),
             "key",
             Some("remote"),
         ),
-    ];
+    ]
+}
+
+#[test]
+fn every_reason_jwtgate_produces_is_decided_with_its_check() {
+    let harness = Harness::new();
     let mut covered: Vec<Reason> = Vec::new();
-    for (reason, request, check, issuer) in &cases {
+    for (reason, request, check, issuer) in &reason_cases() {
         let decision = harness.decide(request);
         let (_, failure) = denied(&decision);
         assert_eq!(failure.rejection.reason, *reason, "{decision:?}");
@@ -579,14 +600,7 @@ fn audit_decides_as_required_and_forwards_either_way() {
 #[test]
 fn audit_never_blocks_on_missing_keys() {
     let harness = Harness::new();
-    let remote = signed(
-        Algorithm::RS256,
-        "rsa.pem",
-        "rsa-1",
-        "JWT",
-        REMOTE,
-        json!({}),
-    );
+    let remote = remote_token();
     let decision = harness.decide(&Request::get("/audit").bearer(&remote));
     let failure = would_deny(&decision);
     assert_eq!(failure.rejection.reason, Reason::JwksUnavailable);

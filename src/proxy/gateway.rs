@@ -105,6 +105,12 @@ impl RequestCtx {
     pub fn client_ip(&self) -> Option<IpAddr> {
         self.client_address.map(|address| address.client)
     }
+
+    /// Where the request's route sends it.
+    fn upstream(&self) -> Option<&RouteUpstream> {
+        let (serving, route) = (self.serving.as_ref()?, self.route.as_ref()?);
+        serving.upstream(route)
+    }
 }
 
 impl Gateway {
@@ -279,12 +285,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         // Only a routed request with an upstream gets past request_filter.
-        let Some(upstream) = ctx
-            .serving
-            .as_ref()
-            .zip(ctx.route.as_ref())
-            .and_then(|(serving, route)| serving.upstream(route))
-        else {
+        let Some(upstream) = ctx.upstream() else {
             return Err(Error::explain(ErrorType::InternalError, "no upstream").into_in());
         };
         let Some(endpoint) = upstream.pool.select() else {
@@ -296,7 +297,6 @@ impl ProxyHttp for Gateway {
             .into_up());
         };
         let addr = endpoint.addr;
-        ctx.upstream_addr = Some(addr);
         let mut peer = match &upstream.tls {
             None => HttpPeer::new(addr, false, String::new()),
             Some(tls) => tls.peer(addr, endpoint.origin),
@@ -304,6 +304,7 @@ impl ProxyHttp for Gateway {
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
         peer.options.write_timeout = Some(upstream.write_timeout);
+        ctx.upstream_addr = Some(addr);
         ctx.connect_attempts += 1;
         ctx.upstream_started.get_or_insert_with(Instant::now);
         Ok(Box::new(peer))
@@ -321,12 +322,7 @@ impl ProxyHttp for Gateway {
         }
         // Set the endpoint aside for a while, and try each endpoint of the
         // route once before giving up.
-        let pool = ctx
-            .serving
-            .as_ref()
-            .zip(ctx.route.as_ref())
-            .and_then(|(serving, route)| serving.upstream(route))
-            .map(|upstream| &upstream.pool);
+        let pool = ctx.upstream().map(|upstream| &upstream.pool);
         if let (Some(pool), Some(addr)) = (&pool, ctx.upstream_addr) {
             pool.eject(addr);
         }

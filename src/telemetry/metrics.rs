@@ -110,6 +110,24 @@ pub const HTTPS_LISTENER: &str = "https";
 pub const RELOAD_SUCCESS: &str = "success";
 pub const RELOAD_ERROR: &str = "error";
 
+/// A new counter, gauge or vector of them: every name and help text here
+/// is a constant, so building one cannot fail.
+pub fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("valid metric")
+}
+
+pub fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).expect("valid metric")
+}
+
+pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
 fn registered<M: prometheus::core::Collector + Clone + 'static>(
     registry: &Registry,
     metric: M,
@@ -121,17 +139,11 @@ fn registered<M: prometheus::core::Collector + Clone + 'static>(
 }
 
 fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    registered(
-        registry,
-        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
-    )
+    registered(registry, counter_vec(name, help, labels))
 }
 
 fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    registered(
-        registry,
-        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
-    )
+    registered(registry, gauge_vec(name, help, labels))
 }
 
 fn histograms(registry: &Registry, opts: HistogramOpts, labels: &[&str]) -> HistogramVec {
@@ -233,16 +245,20 @@ impl UpstreamMetrics {
 
 impl CacheMetrics {
     fn new(registry: &Registry) -> Self {
-        let counter =
-            |name, help| registered(registry, IntCounter::new(name, help).expect("valid metric"));
         Self {
-            hits: counter(
-                "jwtgate_token_cache_hits_total",
-                "Tokens found in the verified-token cache (signature check skipped).",
+            hits: registered(
+                registry,
+                counter(
+                    "jwtgate_token_cache_hits_total",
+                    "Tokens found in the verified-token cache (signature check skipped).",
+                ),
             ),
-            misses: counter(
-                "jwtgate_token_cache_misses_total",
-                "Tokens not in the verified-token cache (fully verified).",
+            misses: registered(
+                registry,
+                counter(
+                    "jwtgate_token_cache_misses_total",
+                    "Tokens not in the verified-token cache (fully verified).",
+                ),
             ),
         }
     }
@@ -261,11 +277,10 @@ impl ConfigMetrics {
         for result in [RELOAD_SUCCESS, RELOAD_ERROR] {
             reloads.with_label_values(&[result]);
         }
-        let last_reload = IntGauge::new(
+        let last_reload = gauge(
             "jwtgate_config_last_reload_timestamp_seconds",
             "Unix time the config being served was loaded (at startup, then at each successful reload).",
-        )
-        .expect("valid metric");
+        );
         Self {
             reloads,
             last_reload: registered(registry, last_reload),

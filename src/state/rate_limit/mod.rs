@@ -26,14 +26,14 @@ use std::sync::{Mutex, PoisonError};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use http::{HeaderName, HeaderValue};
 use prometheus::core::Collector;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
 
 use crate::auth::claims;
 use crate::auth::json::{JsonObject, JsonRef};
 use crate::clock::NANOS_PER_SEC;
 use crate::config::schema::{AuthMode, RateLimitConfig};
 use crate::digest::sha256;
-use crate::telemetry::metrics::valid_name;
+use crate::telemetry::metrics::{counter, counter_vec, gauge, valid_name};
 
 const SHARDS: usize = 64;
 
@@ -375,38 +375,28 @@ impl RateLimits {
 
     /// Remembers at most about `max_keys` keys across all limits.
     pub fn new(max_keys: usize) -> Self {
-        let limited = IntCounterVec::new(
-            Opts::new(
-                "jwtgate_rate_limited_total",
-                "Requests refused with 429 by a rate limit, by route and limit.",
-            ),
-            &["route", "limit"],
-        )
-        .expect("valid metric");
-        let sync_errors = IntCounter::new(
-            "jwtgate_rate_limit_redis_errors_total",
-            "Failed rate-limit syncs with Redis; meanwhile each replica enforces its limits on its own.",
-        )
-        .expect("valid metric");
-        let adopted = IntCounter::new(
-            "jwtgate_rate_limit_redis_adopted_total",
-            "Keys whose budget was updated from what other replicas spent.",
-        )
-        .expect("valid metric");
-        let connected = IntGauge::new(
-            "jwtgate_rate_limit_redis_connected",
-            "1 while the rate-limit counters are in step with Redis, else 0.",
-        )
-        .expect("valid metric");
         Self {
             hasher: DefaultHashBuilder::default(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: max_keys.div_ceil(SHARDS).max(1),
             shared: false,
-            limited,
-            sync_errors,
-            adopted,
-            connected,
+            limited: counter_vec(
+                "jwtgate_rate_limited_total",
+                "Requests refused with 429 by a rate limit, by route and limit.",
+                &["route", "limit"],
+            ),
+            sync_errors: counter(
+                "jwtgate_rate_limit_redis_errors_total",
+                "Failed rate-limit syncs with Redis; meanwhile each replica enforces its limits on its own.",
+            ),
+            adopted: counter(
+                "jwtgate_rate_limit_redis_adopted_total",
+                "Keys whose budget was updated from what other replicas spent.",
+            ),
+            connected: gauge(
+                "jwtgate_rate_limit_redis_connected",
+                "1 while the rate-limit counters are in step with Redis, else 0.",
+            ),
         }
     }
 

@@ -124,25 +124,8 @@ impl Session for Sync {
     const NAME: &'static str = "rate limits";
     const MEANWHILE: &'static str = "each replica enforces its limits on its own";
 
+    /// One connection's life; returns when it fails.
     async fn run(&self, redis: &Redis, established: &mut bool) -> Result<Infallible, RedisFailure> {
-        self.connected(redis, established).await
-    }
-
-    fn failed(&self, _: &RedisFailure) {
-        self.limits.connected.set(0);
-        self.limits.sync_errors.inc();
-        // What was allowed while Redis was away stays local.
-        drop(self.limits.take_spent());
-    }
-}
-
-impl Sync {
-    /// One connection's life; returns why it ended.
-    async fn connected(
-        &self,
-        redis: &Redis,
-        established: &mut bool,
-    ) -> Result<Infallible, RedisFailure> {
         let mut connection = redis.connect(SYNC).await?;
         let mut messages = redis.subscribe(SYNC, &self.channel).await?;
         // Spending from before this connection was never reported.
@@ -163,6 +146,15 @@ impl Sync {
         }
     }
 
+    fn failed(&self, _: &RedisFailure) {
+        self.limits.connected.set(0);
+        self.limits.sync_errors.inc();
+        // What was allowed while Redis was away stays local.
+        drop(self.limits.take_spent());
+    }
+}
+
+impl Sync {
     /// Reports what this replica allowed, adopts the shared TATs, and
     /// publishes them for the others.
     async fn settle(

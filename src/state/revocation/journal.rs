@@ -196,12 +196,7 @@ mod tests {
     use super::*;
 
     fn put(value: &str, at: i64) -> Change {
-        Change::Put(Entry {
-            kind: Kind::Jti,
-            iss: "https://i".into(),
-            value: value.into(),
-            at,
-        })
+        Change::test_jti(value, at)
     }
 
     #[test]

@@ -78,6 +78,18 @@ pub enum Change {
 }
 
 impl Change {
+    /// Revokes `value` as a `jti` of the issuer `https://i` until `at`: the
+    /// change the unit tests make most.
+    #[cfg(test)]
+    pub(crate) fn test_jti(value: &str, at: i64) -> Self {
+        Change::Put(Entry {
+            kind: Kind::Jti,
+            iss: "https://i".into(),
+            value: value.into(),
+            at,
+        })
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Change::Put(entry) => entry.kind,

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec};
 use tokio::sync::Notify;
 
 use self::journal::{Journal, JournalError};
@@ -28,6 +28,7 @@ use self::tokens::AdminToken;
 use crate::clock::SharedClock;
 use crate::state::redis::Redis;
 use crate::telemetry::Metrics;
+use crate::telemetry::metrics::{counter_vec, gauge, gauge_vec};
 
 /// How often lapsed `jti` entries are looked for (a scan happens only when
 /// one is due).
@@ -75,32 +76,24 @@ struct RevocationMetrics {
 
 impl RevocationMetrics {
     fn new(metrics: &Metrics, shared: bool) -> Self {
-        let entries = IntGaugeVec::new(
-            Opts::new(
-                "jwtgate_revocation_entries",
-                "Revocation entries in memory, by kind (jti, sub, sid).",
-            ),
+        let entries = gauge_vec(
+            "jwtgate_revocation_entries",
+            "Revocation entries in memory, by kind (jti, sub, sid).",
             &["kind"],
-        )
-        .expect("valid metric");
-        let sync_age = IntGauge::new(
+        );
+        let sync_age = gauge(
             "jwtgate_revocation_sync_age_seconds",
             "Seconds since the revocation list was last known to match Redis (counted from startup until the first sync).",
-        )
-        .expect("valid metric");
-        let sync_errors = IntCounterVec::new(
-            Opts::new(
-                "jwtgate_revocation_sync_errors_total",
-                "Failed exchanges with Redis, by operation (connect, push, reconcile, heartbeat, message).",
-            ),
+        );
+        let sync_errors = counter_vec(
+            "jwtgate_revocation_sync_errors_total",
+            "Failed exchanges with Redis, by operation (connect, push, reconcile, heartbeat, message).",
             &["operation"],
-        )
-        .expect("valid metric");
-        let pending = IntGauge::new(
+        );
+        let pending = gauge(
             "jwtgate_revocation_pending",
             "Revocation changes made here and not yet pushed to Redis.",
-        )
-        .expect("valid metric");
+        );
         metrics.register(Box::new(entries.clone()));
         if shared {
             metrics.register(Box::new(sync_age.clone()));
@@ -432,12 +425,7 @@ mod tests {
     }
 
     fn jti(value: &str, at: i64) -> Change {
-        Change::Put(Entry {
-            kind: Kind::Jti,
-            iss: "https://i".into(),
-            value: value.into(),
-            at,
-        })
+        Change::test_jti(value, at)
     }
 
     #[test]

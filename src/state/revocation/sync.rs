@@ -101,23 +101,8 @@ impl Session for Sync {
     const NAME: &'static str = "revocation";
     const MEANWHILE: &'static str = "enforcing the local copy";
 
+    /// One connection's life; returns when it fails.
     async fn run(&self, redis: &Redis, established: &mut bool) -> Result<Infallible, RedisFailure> {
-        self.connected(redis, established).await
-    }
-
-    fn failed(&self, failure: &RedisFailure) {
-        self.revocations.sync_error(failure.operation());
-    }
-}
-
-impl Sync {
-    /// One connection's life; returns when it fails. `established`: the
-    /// first sync completed.
-    async fn connected(
-        &self,
-        redis: &Redis,
-        established: &mut bool,
-    ) -> Result<Infallible, RedisFailure> {
         let mut connection = redis.connect(SYNC_CONNECT).await?;
         let mut messages = redis.subscribe(SYNC_CONNECT, &self.keys.channel).await?;
         self.push_pending(redis, &mut connection).await?;
@@ -156,6 +141,12 @@ impl Sync {
         }
     }
 
+    fn failed(&self, failure: &RedisFailure) {
+        self.revocations.sync_error(failure.operation());
+    }
+}
+
+impl Sync {
     async fn receive(&self, message: &redis::Msg) -> Result<(), RedisFailure> {
         let parsed = message
             .get_payload::<String>()
