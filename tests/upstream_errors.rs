@@ -474,13 +474,20 @@ async fn a_client_leaving_mid_body_is_logged_without_an_answer() {
         .await;
 }
 
-/// Pingora gives a client 60 seconds (not configurable) between reads of
-/// its request body.
+/// `server.client_body_timeout` bounds a client's pause between two reads
+/// of its request body (Pingora's own default is 60 seconds).
 #[tokio::test]
 async fn a_client_stalling_its_body_gets_408() {
     let upstream = RawUpstream::start(Misbehaviour::Silence);
     // The upstream waits longer than the client is given.
-    let (_healthy, gateway) = gateway_in_front_of(upstream.addr, ", read_timeout: 120s").await;
+    let routes = ROUTES
+        .replace("{FAILING}", &upstream.addr.to_string())
+        .replace("{OPTIONS}", ", read_timeout: 120s");
+    let config = Config::new()
+        .server("client_body_timeout: 1s")
+        .routes(&routes);
+    let healthy = Upstream::start();
+    let gateway = Gateway::start(&config, &healthy).await;
     let answer = exchange(
         &gateway,
         b"POST /failing/x HTTP/1.1\r\nHost: test\r\nX-Request-Id: stall-1\r\n\

@@ -41,6 +41,9 @@ pub struct Snapshot {
     /// Things that work but deserve a look (`jwtgate check` prints them).
     pub warnings: Vec<String>,
     pub trusted_proxies: TrustedProxies,
+    /// `server.client_body_timeout`: the proxy's longest wait between two
+    /// reads of a request body.
+    pub client_body_timeout: Duration,
     pub limits: RequestLimits,
     /// The TLS listener's certificates and headers; `None` without
     /// `listen.https`.

@@ -259,6 +259,8 @@ impl ProxyHttp for Gateway {
         ctx.serving = Some(serving);
         ctx.request_id = request_id_in(&session.req_header().headers);
         ctx.client_address = client_address(session, &snapshot);
+        // HTTP/1 only: Pingora reads an HTTP/2 body without a timeout.
+        session.set_read_timeout(Some(snapshot.client_body_timeout));
         ctx.scheme = scheme(session);
         let answer = self.decide(session, &snapshot, ctx).await;
         let Some(answer) = answer else {

@@ -17,6 +17,7 @@ pub(super) struct Served {
     pub https: Option<HttpsState>,
     pub paths: PathRules,
     pub trusted_proxies: TrustedProxies,
+    pub client_body_timeout: std::time::Duration,
     pub limits: RequestLimits,
     pub redirect_clear_text: bool,
 }
@@ -51,6 +52,13 @@ pub(super) fn compile(config: &GatewayConfig, cx: &mut Context<'_>) -> Result<Se
         limits.max_uri_bytes,
     )
     .map_err(|e| cx.error(None, e.to_string()))?;
+    let client_body_timeout = config.server.client_body_timeout;
+    if client_body_timeout.is_zero() {
+        return Err(cx.error(
+            None,
+            "server.client_body_timeout must be positive (a client must be given time to send its body)",
+        ));
+    }
     let paths = &config.paths;
     Ok(Served {
         https,
@@ -61,6 +69,7 @@ pub(super) fn compile(config: &GatewayConfig, cx: &mut Context<'_>) -> Result<Se
             double_encoding: paths.double_encoding,
         },
         trusted_proxies,
+        client_body_timeout,
         limits,
         redirect_clear_text: config.listen.http.mode == ClearTextMode::Redirect,
     })

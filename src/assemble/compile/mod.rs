@@ -105,6 +105,7 @@ pub fn compile_with(
         identity_headers: routes.identity_headers,
         warnings: cx.warnings,
         trusted_proxies: served.trusted_proxies,
+        client_body_timeout: served.client_body_timeout,
         limits: served.limits,
         https: served.https,
         redirect_clear_text: served.redirect_clear_text,

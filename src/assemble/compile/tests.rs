@@ -309,3 +309,24 @@ fn rate_limit_settings_are_checked_naming_the_field() {
         assert!(error.contains(expected), "{yaml}: {error}");
     }
 }
+
+#[test]
+fn a_client_body_timeout_of_zero_is_refused() {
+    let compiled =
+        compile_text("server: { client_body_timeout: 5s }\n", &Fixed::default()).unwrap();
+    assert_eq!(
+        compiled.snapshot.client_body_timeout,
+        Duration::from_secs(5)
+    );
+    let default = compile_text("", &Fixed::default()).unwrap();
+    assert_eq!(
+        default.snapshot.client_body_timeout,
+        Duration::from_secs(60)
+    );
+    let error =
+        compile_text("server: { client_body_timeout: 0s }\n", &Fixed::default()).unwrap_err();
+    assert!(
+        error.contains("server.client_body_timeout must be positive"),
+        "{error}"
+    );
+}

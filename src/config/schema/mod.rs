@@ -203,6 +203,10 @@ pub struct ServerConfig {
     /// Peers (CIDR ranges) whose forwarding headers are believed; any other
     /// peer's are replaced.
     pub trusted_proxies: Vec<String>,
+    /// The longest a client may pause between two reads of its request
+    /// body before it gets 408 (nginx's `client_body_timeout`).
+    #[serde(deserialize_with = "duration")]
+    pub client_body_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -213,6 +217,7 @@ impl Default for ServerConfig {
             graceful_shutdown_timeout: Duration::from_secs(10),
             realm: "jwtgate".into(),
             trusted_proxies: Vec::new(),
+            client_body_timeout: Duration::from_secs(60),
         }
     }
 }
