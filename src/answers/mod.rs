@@ -167,26 +167,37 @@ pub fn preflight(policy: &CorsPolicy, request: &HeaderMap, request_id: &str) -> 
     }
 }
 
+/// What a failed request's answer says, by status.
+const FAILURES: [(u16, &str, &str); 7] = [
+    (502, "bad_gateway", "the upstream service failed to answer"),
+    (
+        504,
+        "gateway_timeout",
+        "the upstream service did not answer in time",
+    ),
+    (
+        408,
+        "request_timeout",
+        "the request was not received in time",
+    ),
+    (413, "content_too_large", "the request body is too large"),
+    (414, "uri_too_long", "the request target is too long"),
+    (
+        431,
+        "request_header_fields_too_large",
+        "the request headers are too large",
+    ),
+    (503, "service_unavailable", "the service is unavailable"),
+];
+
 /// The answer to a request that failed on its way through: `status` with
 /// the JSON body every jwtgate response has. The description is as generic
 /// as the status; why it failed goes to the log only.
 pub fn failure(status: u16, request_id: &str) -> Answer {
-    let (error, description) = match status {
-        502 => ("bad_gateway", "the upstream service failed to answer"),
-        504 => (
-            "gateway_timeout",
-            "the upstream service did not answer in time",
-        ),
-        408 => ("request_timeout", "the request was not received in time"),
-        413 => ("content_too_large", "the request body is too large"),
-        414 => ("uri_too_long", "the request target is too long"),
-        431 => (
-            "request_header_fields_too_large",
-            "the request headers are too large",
-        ),
-        503 => ("service_unavailable", "the service is unavailable"),
-        400..500 => ("bad_request", "the request could not be handled"),
-        _ => ("internal_error", "the gateway failed to handle the request"),
+    let (error, description) = match FAILURES.iter().find(|(code, ..)| *code == status) {
+        Some((_, error, description)) => (*error, *description),
+        None if (400..500).contains(&status) => ("bad_request", "the request could not be handled"),
+        None => ("internal_error", "the gateway failed to handle the request"),
     };
     // An out-of-range status from a phase would make an invalid response.
     let status = if (400..600).contains(&status) {

@@ -59,31 +59,34 @@ impl Reason {
         Reason::EncryptedToken,
     ];
 
+    /// The labels in the order of the variants (and of [`Self::ALL`]).
+    const LABELS: [&'static str; 22] = [
+        "missing_token",
+        "malformed",
+        "unsupported_alg",
+        "alg_not_allowed",
+        "unknown_kid",
+        "bad_signature",
+        "expired",
+        "not_yet_valid",
+        "issued_in_future",
+        "lifetime_too_long",
+        "wrong_issuer",
+        "wrong_audience",
+        "wrong_token_type",
+        "missing_claim",
+        "claim_mismatch",
+        "insufficient_scope",
+        "revoked",
+        "jwks_unavailable",
+        "too_large",
+        "ambiguous_token",
+        "unsupported_header",
+        "encrypted_token",
+    ];
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::MissingToken => "missing_token",
-            Reason::Malformed => "malformed",
-            Reason::UnsupportedAlg => "unsupported_alg",
-            Reason::AlgNotAllowed => "alg_not_allowed",
-            Reason::UnknownKid => "unknown_kid",
-            Reason::BadSignature => "bad_signature",
-            Reason::Expired => "expired",
-            Reason::NotYetValid => "not_yet_valid",
-            Reason::IssuedInFuture => "issued_in_future",
-            Reason::LifetimeTooLong => "lifetime_too_long",
-            Reason::WrongIssuer => "wrong_issuer",
-            Reason::WrongAudience => "wrong_audience",
-            Reason::WrongTokenType => "wrong_token_type",
-            Reason::MissingClaim => "missing_claim",
-            Reason::ClaimMismatch => "claim_mismatch",
-            Reason::InsufficientScope => "insufficient_scope",
-            Reason::Revoked => "revoked",
-            Reason::JwksUnavailable => "jwks_unavailable",
-            Reason::TooLarge => "too_large",
-            Reason::AmbiguousToken => "ambiguous_token",
-            Reason::UnsupportedHeader => "unsupported_header",
-            Reason::EncryptedToken => "encrypted_token",
-        }
+        Self::LABELS[self as usize]
     }
 }
 
@@ -192,6 +195,17 @@ impl Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_reason_has_its_own_label() {
+        for (i, reason) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, i, "ALL is in the order of the variants");
+        }
+        assert_eq!(Reason::MissingToken.as_str(), "missing_token");
+        assert_eq!(Reason::Expired.as_str(), "expired");
+        assert_eq!(Reason::Revoked.as_str(), "revoked");
+        assert_eq!(Reason::EncryptedToken.as_str(), "encrypted_token");
+    }
 
     #[test]
     fn reason_labels_are_unique_snake_case() {

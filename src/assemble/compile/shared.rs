@@ -81,17 +81,9 @@ fn revocation_settings(
         .redis
         .as_ref()
         .map(|redis| {
-            const SECTION: &str = "revocation.redis";
-            key_prefix(SECTION, &redis.key_prefix)?;
-            at_least(
-                SECTION,
-                "reconcile_interval",
-                redis.reconcile_interval,
-                1000,
-            )?;
-            if let Some(max) = redis.max_staleness {
-                at_least(SECTION, "max_staleness", max, 1000)?;
-            }
+            let mut intervals = vec![("reconcile_interval", redis.reconcile_interval, 1000)];
+            intervals.extend(redis.max_staleness.map(|max| ("max_staleness", max, 1000)));
+            sharing("revocation.redis", &redis.key_prefix, &intervals)?;
             Ok::<_, String>(RevocationSharing {
                 key_prefix: redis.key_prefix.clone(),
                 reconcile_interval: redis.reconcile_interval,
@@ -155,9 +147,8 @@ fn rate_limit_settings(config: &RateLimitStateConfig) -> Result<RateLimitSetting
         .redis
         .as_ref()
         .map(|redis| {
-            const SECTION: &str = "rate_limit.redis";
-            key_prefix(SECTION, &redis.key_prefix)?;
-            at_least(SECTION, "sync_interval", redis.sync_interval, 10)?;
+            let interval = ("sync_interval", redis.sync_interval, 10);
+            sharing("rate_limit.redis", &redis.key_prefix, &[interval])?;
             Ok::<_, String>(SharedBudgets {
                 key_prefix: redis.key_prefix.clone(),
                 sync_interval: redis.sync_interval,
@@ -281,11 +272,16 @@ fn secret_source<'a>(
     }
 }
 
-fn key_prefix(section: &str, prefix: &str) -> Result<(), String> {
+/// How a piece of state is shared through Redis: its key prefix, and each
+/// interval with its least value in milliseconds.
+fn sharing(section: &str, prefix: &str, intervals: &[(&str, Duration, u64)]) -> Result<(), String> {
     if prefix.is_empty() || prefix.len() > 128 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
             "{section}.key_prefix: {prefix:?} must be 1-128 printable characters without spaces"
         ));
+    }
+    for (field, value, min_ms) in intervals {
+        at_least(section, field, *value, *min_ms)?;
     }
     Ok(())
 }

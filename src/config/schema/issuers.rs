@@ -45,21 +45,15 @@ pub struct IssuerConfig {
     #[serde(default)]
     pub token_type: TokenTypeConfig,
     /// Where scopes are read from; default: `scope`, then `scp`, then `scopes`.
-    #[serde(default)]
     pub scope_claim: Option<String>,
     // Key sources: exactly one of these.
-    #[serde(default)]
     pub jwks_file: Option<PathBuf>,
-    #[serde(default)]
     pub jwks: Option<serde_json::Value>,
-    #[serde(default)]
     pub hmac_secret_env: Option<String>,
-    #[serde(default)]
     pub hmac_secret_file: Option<PathBuf>,
     /// Find the JWKS through `{issuer}/.well-known/openid-configuration`.
     #[serde(default)]
     pub discovery: bool,
-    #[serde(default)]
     pub jwks_uri: Option<String>,
     /// How remote keys are fetched (discovery, jwks_uri).
     #[serde(default)]
@@ -81,7 +75,6 @@ pub struct TokenTypeConfig {
     pub typ: Vec<String>,
     /// A claim (name or dotted path) that must hold one of `values`,
     /// e.g. `token_use` / `[access]` (Cognito) or `typ` / `[Bearer]` (Keycloak).
-    #[serde(default)]
     pub claim: Option<String>,
     #[serde(default)]
     pub values: Vec<serde_json::Value>,
@@ -181,21 +174,14 @@ impl Algorithm {
         Algorithm::EdDSA,
     ];
 
+    /// The names in the order of the variants (and of [`Self::ALL`]).
+    const NAMES: [&'static str; 12] = [
+        "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+        "ES384", "EdDSA",
+    ];
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::HS256 => "HS256",
-            Algorithm::HS384 => "HS384",
-            Algorithm::HS512 => "HS512",
-            Algorithm::RS256 => "RS256",
-            Algorithm::RS384 => "RS384",
-            Algorithm::RS512 => "RS512",
-            Algorithm::PS256 => "PS256",
-            Algorithm::PS384 => "PS384",
-            Algorithm::PS512 => "PS512",
-            Algorithm::ES256 => "ES256",
-            Algorithm::ES384 => "ES384",
-            Algorithm::EdDSA => "EdDSA",
-        }
+        Self::NAMES[self as usize]
     }
 }
 

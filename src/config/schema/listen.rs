@@ -38,11 +38,9 @@ pub struct AuthzListenConfig {
     pub path_prefix: String,
     /// A header every decision request must carry with this secret value;
     /// absent: none is asked for.
-    #[serde(default)]
     pub shared_secret: Option<SharedSecretConfig>,
     /// Where Envoy's gRPC `ext_authz` (`Authorization/Check`) is served,
     /// as an IP address and port; absent: not served.
-    #[serde(default)]
     pub grpc_addr: Option<String>,
 }
 
@@ -83,9 +81,7 @@ impl AuthzConvention {
 pub struct SharedSecretConfig {
     #[serde(default = "default_secret_header")]
     pub header: String,
-    #[serde(default)]
     pub env: Option<String>,
-    #[serde(default)]
     pub file: Option<PathBuf>,
 }
 
@@ -161,7 +157,6 @@ pub struct HttpsListenConfig {
     pub certificates: Vec<CertificateConfig>,
     /// `Strict-Transport-Security` on every response over TLS; absent: not
     /// sent.
-    #[serde(default)]
     pub hsts: Option<HstsConfig>,
     /// Offer HTTP/2 in ALPN (`h2`, then `http/1.1`); false: HTTP/1.1 only.
     #[serde(default = "default_true")]
@@ -169,7 +164,6 @@ pub struct HttpsListenConfig {
     /// The port redirects to HTTPS name, when clients reach this listener
     /// through another one (a container port mapping, a load balancer);
     /// absent: the port of `addr`.
-    #[serde(default)]
     pub redirect_port: Option<u16>,
 }
 

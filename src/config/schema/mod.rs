@@ -33,7 +33,6 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub server: ServerConfig,
     /// A built-in echo upstream, for demos and first steps.
-    #[serde(default)]
     pub echo: Option<EchoConfig>,
     #[serde(default)]
     pub tokens: TokenLimits,
@@ -45,7 +44,6 @@ pub struct GatewayConfig {
     pub dns: DnsConfig,
     /// Where the last good JWKS of each remote issuer is kept, so a restart
     /// during an identity-provider outage still has keys. Unset: not kept.
-    #[serde(default)]
     pub keys_cache_dir: Option<PathBuf>,
     #[serde(default)]
     pub token_cache: TokenCacheConfig,
@@ -53,13 +51,11 @@ pub struct GatewayConfig {
     pub paths: PathsConfig,
     #[serde(default)]
     pub limits: RequestLimitsConfig,
-    #[serde(default)]
     pub revocation: Option<RevocationConfig>,
     /// Where rate-limit counters are kept. Restart-only.
     #[serde(default)]
     pub rate_limit: RateLimitStateConfig,
     /// The Redis server shared state goes through. Restart-only.
-    #[serde(default)]
     pub redis: Option<RedisConfig>,
 }
 

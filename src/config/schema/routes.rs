@@ -27,7 +27,6 @@ pub struct RouteConfig {
     pub matcher: MatchConfig,
     /// Absent: the route answers only the authorization listener's
     /// decision requests (needs `listen.authz`); the proxy answers 404.
-    #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
     #[serde(default)]
     pub auth: AuthConfig,
@@ -35,7 +34,6 @@ pub struct RouteConfig {
     pub forward: ForwardConfig,
     /// Cross-origin browser access; absent: jwtgate adds no CORS headers and
     /// preflights are routed like any other request.
-    #[serde(default)]
     pub cors: Option<CorsConfig>,
     /// Request rate limits; empty: none, and nothing spent on them.
     #[serde(default)]
@@ -52,7 +50,6 @@ pub struct RateLimitConfig {
     /// `100/s`, `10/m`, `1000/h`, `5/10s`, `20000/d`.
     pub rate: String,
     /// Requests allowed at once; absent: the rate's count.
-    #[serde(default)]
     pub burst: Option<u64>,
     /// `route`, `client_address`, `header:<name>` or `claim:<dotted path>`.
     #[serde(default = "default_rate_key")]
@@ -152,14 +149,11 @@ pub struct AuthConfig {
     #[serde(default)]
     pub claims: Vec<ClaimRule>,
     /// A header that carries the raw token, besides `Authorization: Bearer`.
-    #[serde(default)]
     pub token_header: Option<String>,
     /// A cookie that carries the raw token.
-    #[serde(default)]
     pub token_cookie: Option<String>,
     /// A query parameter that carries the raw token. Off by default: URLs
     /// end up in logs, histories and Referer headers (RFC 6750 §5.3).
-    #[serde(default)]
     pub token_query: Option<String>,
 }
 

@@ -29,9 +29,7 @@ pub struct RevocationConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminTokenConfig {
     pub name: String,
-    #[serde(default)]
     pub env: Option<String>,
-    #[serde(default)]
     pub file: Option<PathBuf>,
 }
 
@@ -124,16 +122,13 @@ fn default_sync_interval() -> Duration {
 pub struct RedisConfig {
     /// `redis://host:port/db`, or `rediss://` for TLS; no credentials in it.
     pub url: String,
-    #[serde(default)]
     pub username: Option<String>,
     /// Where the password is read: `{ env: NAME }` or `{ file: PATH }`,
     /// never the password itself.
-    #[serde(default)]
     pub password: Option<SecretConfig>,
     /// For `rediss://`: the CA the server's certificate is checked against
     /// (default: the system's roots), and a client certificate for servers
     /// that ask for one.
-    #[serde(default)]
     pub tls: Option<RedisTlsConfig>,
     /// Connect and command timeout.
     #[serde(default = "default_redis_timeout", deserialize_with = "duration")]

@@ -21,7 +21,6 @@ pub struct UpstreamConfig {
     #[serde(default = "default_read_timeout", deserialize_with = "duration")]
     pub write_timeout: Duration,
     /// TLS to the upstream; absent: clear text.
-    #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
     /// How often DNS names in `addrs` are resolved again, in the background.
     #[serde(default = "default_resolve_interval", deserialize_with = "duration")]
@@ -32,7 +31,6 @@ pub struct UpstreamConfig {
     pub eject_for: Duration,
     /// Active health checks; absent: none (connection failures still set an
     /// endpoint aside, see `eject_for`).
-    #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
 }
 
