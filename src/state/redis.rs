@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::fmt;
+use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -102,17 +103,32 @@ pub trait Session: Sync {
     const NAME: &'static str;
     /// What the local copy does while Redis is away, for the warning.
     const MEANWHILE: &'static str;
+    /// The step a failure to connect or subscribe is counted under.
+    const CONNECT: &'static str;
 
-    /// Runs until the connection fails. `established`: set once the
-    /// session is in step, so a failure after it starts the backoff anew.
+    /// The channel the replicas publish on: subscribed to before `run`
+    /// starts, so nothing published from then on is missed.
+    fn channel(&self) -> &str;
+
+    /// Runs on a fresh connection until it fails. `established`: set once
+    /// the session is in step, so a failure after it starts the backoff
+    /// anew.
     fn run(
         &self,
-        redis: &Redis,
+        link: Link<'_>,
         established: &mut bool,
     ) -> impl Future<Output = Result<Infallible, RedisFailure>> + Send;
 
     /// Called after each failure, before the pause.
     fn failed(&self, failure: &RedisFailure);
+}
+
+/// What a session runs on: the manager (for timeouts and settings), a
+/// connection for commands and the messages of its channel.
+pub struct Link<'a> {
+    pub redis: &'a Redis,
+    pub connection: MultiplexedConnection,
+    pub messages: Pin<Box<dyn Stream<Item = redis::Msg> + Send>>,
 }
 
 /// The connection manager.
@@ -210,7 +226,7 @@ impl Redis {
         let mut warned = false;
         loop {
             let mut established = false;
-            let Err(failure) = session.run(self, &mut established).await;
+            let Err(failure) = self.session(session, &mut established).await;
             session.failed(&failure);
             if established {
                 backoff = MIN_BACKOFF;
@@ -230,7 +246,26 @@ impl Redis {
     }
 }
 
-/// The next message, or the end of the subscription as a failure.
+impl Redis {
+    /// One connection's life: connect, subscribe, run.
+    async fn session<S: Session>(
+        &self,
+        session: &S,
+        established: &mut bool,
+    ) -> Result<Infallible, RedisFailure> {
+        let connection = self.connect(S::CONNECT).await?;
+        let messages = self.subscribe(S::CONNECT, session.channel()).await?;
+        let link = Link {
+            redis: self,
+            connection,
+            messages: Box::pin(messages),
+        };
+        session.run(link, established).await
+    }
+}
+
+/// The next message, or the end of the subscription as a failure counted
+/// under `operation`.
 pub async fn next_message(
     messages: &mut (impl Stream<Item = redis::Msg> + Unpin),
     operation: &'static str,

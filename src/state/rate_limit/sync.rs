@@ -24,7 +24,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::{Digest, RateLimits};
 use crate::clock::SharedClock;
-use crate::state::redis::{Redis, RedisFailure, Session, next_message, origin};
+use crate::state::redis::{Link, Redis, RedisFailure, Session, next_message, origin};
 
 /// Keys per script call.
 const BATCH: usize = 500;
@@ -123,11 +123,24 @@ struct Sync {
 impl Session for Sync {
     const NAME: &'static str = "rate limits";
     const MEANWHILE: &'static str = "each replica enforces its limits on its own";
+    const CONNECT: &'static str = SYNC;
 
-    /// One connection's life; returns when it fails.
-    async fn run(&self, redis: &Redis, established: &mut bool) -> Result<Infallible, RedisFailure> {
-        let mut connection = redis.connect(SYNC).await?;
-        let mut messages = redis.subscribe(SYNC, &self.channel).await?;
+    fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Settles every sync interval and adopts what the others settled,
+    /// until the connection fails.
+    async fn run(
+        &self,
+        link: Link<'_>,
+        established: &mut bool,
+    ) -> Result<Infallible, RedisFailure> {
+        let Link {
+            redis,
+            mut connection,
+            mut messages,
+        } = link;
         // Spending from before this connection was never reported.
         drop(self.limits.take_spent());
         self.limits.connected.set(1);

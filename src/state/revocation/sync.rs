@@ -34,7 +34,7 @@ use super::{
     SYNC_MESSAGE, SYNC_PUSH, SYNC_RECONCILE,
 };
 use crate::digest::sha256;
-use crate::state::redis::{Redis, RedisFailure, Session, next_message, origin};
+use crate::state::redis::{Link, Redis, RedisFailure, Session, next_message, origin};
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const SCAN_BATCH: usize = 1000;
@@ -100,11 +100,24 @@ struct Sync {
 impl Session for Sync {
     const NAME: &'static str = "revocation";
     const MEANWHILE: &'static str = "enforcing the local copy";
+    const CONNECT: &'static str = SYNC_CONNECT;
 
-    /// One connection's life; returns when it fails.
-    async fn run(&self, redis: &Redis, established: &mut bool) -> Result<Infallible, RedisFailure> {
-        let mut connection = redis.connect(SYNC_CONNECT).await?;
-        let mut messages = redis.subscribe(SYNC_CONNECT, &self.keys.channel).await?;
+    fn channel(&self) -> &str {
+        &self.keys.channel
+    }
+
+    /// Pushes what waits, seeds an emptied Redis and reconciles, then
+    /// follows the channel until the connection fails.
+    async fn run(
+        &self,
+        link: Link<'_>,
+        established: &mut bool,
+    ) -> Result<Infallible, RedisFailure> {
+        let Link {
+            redis,
+            mut connection,
+            mut messages,
+        } = link;
         self.push_pending(redis, &mut connection).await?;
         self.seed_if_lost(redis, &mut connection).await?;
         self.reconcile(redis, &mut connection).await?;
