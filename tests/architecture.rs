@@ -18,7 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("memory", 0),
     ("jose", 1),
     ("telemetry", 1),
-    ("tls", 1),
+    ("certificates", 1),
     ("keys", 2),
     ("auth", 3),
     ("mint", 3),

@@ -19,13 +19,13 @@ use super::compile::compile_reusing;
 use super::runtime::{KeyChanges, Runtime};
 use crate::admin::ReloadRefused;
 use crate::assemble::Bootstrap;
+use crate::certificates::EXPIRY_WARNING_SECS;
 use crate::clock::SharedClock;
 use crate::config::{self, ConfigError};
 use crate::keys::fetch::FetchError;
 use crate::pipeline::Snapshot;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{HTTPS_LISTENER, RELOAD_ERROR, RELOAD_SUCCESS};
-use crate::tls::EXPIRY_WARNING_SECS;
 use crate::upstream::pools::PoolChanges;
 
 /// What asked for a reload, for the log.

@@ -202,7 +202,12 @@ fn shared_state(
         let (limits, shared, redis, clock) =
             (limits.clone(), shared.clone(), redis.clone(), clock.clone());
         add_task(server, "jwtgate rate-limit sync", move || {
-            rate_limit::sync::run(limits.clone(), shared.clone(), redis.clone(), clock.clone())
+            rate_limit::budget_sync::run(
+                limits.clone(),
+                shared.clone(),
+                redis.clone(),
+                clock.clone(),
+            )
         });
     }
     Ok((revocations, limits))

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use jwtgate::assemble::Bootstrap;
 use jwtgate::auth::policy::RoutePolicy;
+use jwtgate::certificates::EXPIRY_WARNING_SECS;
 use jwtgate::config::schema::{AuthMode, HttpsOnly, MatchConfig};
 use jwtgate::keys::fetch::{Locator, discovery_url};
 use jwtgate::pipeline::{CompiledRoute, HttpsState, Snapshot};
-use jwtgate::tls::EXPIRY_WARNING_SECS;
 use serde_json::Value;
 
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {

@@ -14,11 +14,11 @@ use crate::auth::claims;
 use crate::auth::extract::TokenSources;
 use crate::auth::policy::RoutePolicy;
 use crate::auth::{IssuerVerifier, VerifiedToken};
+use crate::certificates::Certificates;
 use crate::config::schema::{AuthMode, HttpsOnly};
 use crate::keys::remote::RemoteSource;
 use crate::state::rate_limit::RouteRateLimits;
 use crate::telemetry::metrics::RouteSeries;
-use crate::tls::Certificates;
 
 /// Everything the gateway serves from, immutable once built; a reload
 /// compiles a new one and swaps it in whole.

@@ -18,9 +18,9 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{CertKey, WrappedX509, parse_x509};
 use rustls_pki_types::pem::{self, PemObject};
 
+use crate::certificates::ReadFile;
 use crate::config::resolve_path;
 use crate::config::schema::{UpstreamConfig, UpstreamTlsConfig};
-use crate::tls::ReadFile;
 
 /// Concurrent requests one HTTP/2 connection to an upstream may carry
 /// (Pingora's default is 1, which would open a connection per concurrent

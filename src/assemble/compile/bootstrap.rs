@@ -11,7 +11,7 @@ use crate::authz::settings::AuthzSettings;
 use crate::config::ConfigError;
 use crate::config::schema::{ClearTextMode, GatewayConfig};
 use crate::keys::remote::RemoteSource;
-use crate::state::rate_limit::sync::RateLimitSettings;
+use crate::state::rate_limit::budget_sync::RateLimitSettings;
 use crate::state::redis::RedisSettings;
 use crate::state::revocation::RevocationSettings;
 

@@ -2,13 +2,13 @@
 //! the way binding reads them, the TLS listener's certificates and headers,
 //! who the trusted proxies are, and the caps on a request head.
 
+use crate::certificates::{CertificateFiles, Certificates};
 use crate::config::ConfigError;
 use crate::config::schema::{ClearTextMode, GatewayConfig, HstsConfig};
 use crate::pipeline::HttpsState;
 use crate::pipeline::canonical::PathRules;
 use crate::pipeline::client::{CidrError, TrustedProxies};
 use crate::pipeline::limits::RequestLimits;
-use crate::tls::{CertificateFiles, Certificates};
 
 use super::Context;
 

@@ -12,7 +12,7 @@ use crate::config::schema::{
     SecretConfig,
 };
 use crate::digest::sha256;
-use crate::state::rate_limit::sync::{RateLimitSettings, SharedBudgets};
+use crate::state::rate_limit::budget_sync::{RateLimitSettings, SharedBudgets};
 use crate::state::redis::{RedisSettings, RedisTls};
 use crate::state::revocation::tokens::AdminToken;
 use crate::state::revocation::{RevocationSettings, RevocationSharing};

@@ -18,7 +18,7 @@
 //! are half of them forgotten (each then starts again with a full burst),
 //! which keeps memory bounded for any number of distinct keys.
 
-pub mod sync;
+pub mod budget_sync;
 
 use std::hash::BuildHasher;
 use std::sync::{Mutex, PoisonError};

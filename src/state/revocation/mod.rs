@@ -4,14 +4,14 @@
 //! changes waiting for Redis, and the sync status Redis reports into.
 //!
 //! Changes arrive three ways: the admin API (`/revocations` on the admin
-//! listener), Redis (another replica's change, or a reconcile: [`sync`]),
+//! listener), Redis (another replica's change, or a reconcile: [`redis_sync`]),
 //! and the sweeper (lapsed `jti` entries). Each is applied to memory and appended to the journal under
 //! one mutex, so the file's order is memory's order. Disk writes block:
 //! callers on an async runtime run them on a blocking thread.
 
 pub mod journal;
 pub mod list;
-pub mod sync;
+pub mod redis_sync;
 pub mod tokens;
 
 use std::path::PathBuf;
@@ -384,7 +384,7 @@ impl Revocations {
     pub async fn run(self: Arc<Self>, redis: Option<Arc<Redis>>) {
         let sync = match (self.settings.redis.clone(), redis) {
             (Some(sharing), Some(redis)) => {
-                Some(tokio::spawn(sync::run(self.clone(), sharing, redis)))
+                Some(tokio::spawn(redis_sync::run(self.clone(), sharing, redis)))
             }
             _ => None,
         };
