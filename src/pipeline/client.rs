@@ -295,47 +295,30 @@ mod tests {
 
     #[test]
     fn a_trusted_peer_is_walked_past_from_the_right() {
-        let ranges = &["10.0.0.0/8"];
-        // The right-most untrusted entry wins; entries left of it are the
-        // client's own claims.
-        assert_eq!(
-            client("10.0.0.1", &["1.1.1.1, 192.0.2.1, 10.0.0.2"], ranges),
-            ip("192.0.2.1")
-        );
-        // Several header lines are one list, in order.
-        assert_eq!(
-            client("10.0.0.1", &["1.1.1.1", "192.0.2.1", "10.0.0.2"], ranges),
-            ip("192.0.2.1")
-        );
-        // Nothing forwarded: the trusted peer itself.
-        assert_eq!(client("10.0.0.1", &[], ranges), ip("10.0.0.1"));
-        // Every entry trusted: the left-most.
-        assert_eq!(
-            client("10.0.0.1", &["10.0.0.3 , 10.0.0.2"], ranges),
-            ip("10.0.0.3")
-        );
-        // Garbage stops the walk at the last hop believed.
-        assert_eq!(
-            client("10.0.0.1", &["192.0.2.1, unknown, 10.0.0.2"], ranges),
-            ip("10.0.0.2")
-        );
-        assert_eq!(client("10.0.0.1", &["not-an-ip"], ranges), ip("10.0.0.1"));
-        // Empty entries are skipped; ports and brackets are read.
-        assert_eq!(
-            client("10.0.0.1", &["192.0.2.1:4711,, "], ranges),
-            ip("192.0.2.1")
-        );
-        assert_eq!(
-            client("10.0.0.1", &["[2001:db8::1]:4711"], ranges),
-            ip("2001:db8::1")
-        );
-        assert_eq!(
-            client("10.0.0.1", &["[2001:db8::2]"], ranges),
-            ip("2001:db8::2")
-        );
-        assert_eq!(
-            client("10.0.0.1", &["::ffff:192.0.2.1"], ranges),
-            ip("192.0.2.1")
-        );
+        // (X-Forwarded-For lines from 10.0.0.1, a trusted peer; the client)
+        let cases: [(&[&str], &str); 11] = [
+            // The right-most untrusted entry wins; entries left of it are
+            // the client's own claims.
+            (&["1.1.1.1, 192.0.2.1, 10.0.0.2"], "192.0.2.1"),
+            // Several header lines are one list, in order.
+            (&["1.1.1.1", "192.0.2.1", "10.0.0.2"], "192.0.2.1"),
+            // Nothing forwarded: the trusted peer itself.
+            (&[], "10.0.0.1"),
+            // Every entry trusted: the left-most.
+            (&["10.0.0.3 , 10.0.0.2"], "10.0.0.3"),
+            // Garbage stops the walk at the last hop believed.
+            (&["192.0.2.1, unknown, 10.0.0.2"], "10.0.0.2"),
+            (&["not-an-ip"], "10.0.0.1"),
+            // Empty entries are skipped; ports and brackets are read.
+            (&["192.0.2.1:4711,, "], "192.0.2.1"),
+            (&["[2001:db8::1]:4711"], "2001:db8::1"),
+            (&["[2001:db8::2]"], "2001:db8::2"),
+            (&["::ffff:192.0.2.1"], "192.0.2.1"),
+            (&["192.0.2.9"], "192.0.2.9"),
+        ];
+        for (forwarded, expected) in cases {
+            let found = client("10.0.0.1", forwarded, &["10.0.0.0/8"]);
+            assert_eq!(found, ip(expected), "{forwarded:?}");
+        }
     }
 }
