@@ -28,9 +28,10 @@ const START_ATTEMPTS: usize = 3;
 
 impl Gateway {
     /// Starts the gateway with `template`, after replacing `{PROXY}`,
-    /// `{ADMIN}`, `{UPSTREAM}` and `{FIXTURES}`, and waits until both the
-    /// admin and the proxy listener accept. Retries with new ports when a
-    /// port was taken between choosing it and Pingora binding it.
+    /// `{ADMIN}`, `{UPSTREAM}` and `{FIXTURES}`, and waits until the
+    /// gateway process itself listens on both ports and its admin answers
+    /// `/healthz`. Retries with new ports when a port was taken between
+    /// choosing it and the gateway binding it.
     pub async fn start(template: &str, upstream: &Upstream) -> Self {
         Self::start_with_args(template, upstream, &[]).await
     }
@@ -118,27 +119,36 @@ impl Gateway {
         };
 
         let deadline = Instant::now() + STARTUP_LIMIT;
-        let mut healthy = false;
         loop {
-            let log = gateway.log();
-            if log.contains("Address already in use") || log.contains("AddrInUse") {
-                return Err(log);
-            }
-            if let Ok(Some(status)) = gateway.child.try_wait() {
+            if let Some(status) = gateway.child.try_wait().expect("query the jwtgate process") {
+                // Read once it has exited, so the log is complete: a gateway
+                // that found a port taken is retried, not reported as a crash.
+                let log = gateway.log();
+                if port_taken(&log) {
+                    return Err(log);
+                }
                 panic!("jwtgate exited during startup ({status}); config:\n{yaml}\nlog:\n{log}");
             }
-            if !healthy {
+            let log = gateway.log();
+            if port_taken(&log) {
+                return Err(log);
+            }
+            // `free_port` released both ports, so until this process listens
+            // on them either may belong to another listener: another test's
+            // upstream or page server, or another program. Nothing is sent to
+            // a port before it is known to be the gateway's own: a probe would
+            // take that listener for the gateway, and reach its requests log.
+            let listening = listening_ports(gateway.child.id());
+            if listening.contains(&proxy_port) && listening.contains(&admin_port) {
                 let response = gateway
                     .client
                     .get(gateway.admin_url("/healthz"))
                     .timeout(Duration::from_secs(2))
                     .send()
                     .await;
-                healthy = matches!(response, Ok(r) if r.status() == 200);
-            }
-            // The admin and proxy services start independently: wait for both.
-            if healthy && tokio::net::TcpStream::connect(gateway.proxy).await.is_ok() {
-                return Ok(gateway);
+                if matches!(response, Ok(r) if r.status() == 200) {
+                    return Ok(gateway);
+                }
             }
             if Instant::now() > deadline {
                 panic!(
@@ -425,4 +435,56 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether the gateway's log says a port it was given is taken: jwtgate's
+/// own check before it starts (it then exits), or Pingora's bind, which
+/// would go on retrying the port for half a minute.
+fn port_taken(log: &str) -> bool {
+    log.contains("Address already in use")
+        || log.contains("AddrInUse")
+        || log.contains("is in use, will try again")
+}
+
+/// The TCP ports that process `pid` itself listens on: the kernel's table
+/// of listening sockets, kept to the sockets among the process's open files.
+/// A port someone else listens on is not in it, whatever answers there.
+fn listening_ports(pid: u32) -> std::collections::BTreeSet<u16> {
+    let sockets: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let mut ports = std::collections::BTreeSet::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        // After the header: `sl local_address rem_address st ... inode ...`,
+        // the local address as HEXADDR:HEXPORT, state 0A for LISTEN.
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(&"0A"), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            if !inode.parse().is_ok_and(|inode| sockets.contains(&inode)) {
+                continue;
+            }
+            if let Some(port) = local
+                .rsplit_once(':')
+                .and_then(|(_, port)| u16::from_str_radix(port, 16).ok())
+            {
+                ports.insert(port);
+            }
+        }
+    }
+    ports
 }

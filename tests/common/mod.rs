@@ -66,7 +66,9 @@ pub fn venv_bin(name: &str) -> PathBuf {
 
 /// A loopback port the OS considers free right now. Pingora binds its own
 /// sockets, so the port is read back and released; a per-process set makes
-/// sure two gateways of this test binary never get the same one.
+/// sure two gateways of this test binary never get the same one. Released,
+/// it can still be taken by any other listener before the gateway binds it,
+/// which [`Gateway::start`] finds out and retries.
 pub fn free_port() -> u16 {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
