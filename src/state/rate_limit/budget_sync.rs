@@ -133,28 +133,23 @@ impl Session for Sync {
     /// until the connection fails.
     async fn run(
         &self,
-        link: Link<'_>,
+        mut link: Link<'_>,
         established: &mut bool,
     ) -> Result<Infallible, RedisFailure> {
-        let Link {
-            redis,
-            mut connection,
-            mut messages,
-        } = link;
         // Spending from before this connection was never reported.
         drop(self.limits.take_spent());
         self.limits.connected.set(1);
         *established = true;
         tracing::info!(
-            url = %redis.settings().url,
+            url = %link.redis.settings().url,
             "rate limits: sharing budgets through Redis"
         );
         let mut every = tokio::time::interval(self.shared.sync_interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                message = next_message(&mut messages, SYNC) => self.receive(&message?),
-                _ = every.tick() => self.settle(redis, &mut connection).await?,
+                message = next_message(&mut link.messages, SYNC) => self.receive(&message?),
+                _ = every.tick() => self.settle(link.redis, &mut link.connection).await?,
             }
         }
     }
