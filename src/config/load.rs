@@ -41,6 +41,63 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The largest config file jwtgate reads (a config of 10 000 routes takes
+/// about 2 MiB).
+pub const MAX_CONFIG_BYTES: usize = 64 << 20;
+
+/// The YAML parser's node and event limits, sized for configs of some
+/// 200 000 routes of the usual shape (about 25 nodes each; the parser's own
+/// default of 250 000 nodes refused 10 000). What stops a hostile file is
+/// left at the parser's defaults: nesting depth, anchors and aliases and
+/// what they may expand to, scalar bytes.
+const MAX_NODES: usize = 5_000_000;
+const MAX_EVENTS: usize = 2 * MAX_NODES;
+
+fn options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = MAX_NODES;
+    budget.max_events = MAX_EVENTS;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
+/// The parser limit behind `error`, however it is wrapped (a snippet of
+/// the source, an alias being expanded).
+fn budget_breach(error: &serde_saphyr::Error) -> Option<&serde_saphyr::budget::BudgetBreach> {
+    match error {
+        serde_saphyr::Error::Budget { breach, .. } => Some(breach),
+        serde_saphyr::Error::WithSnippet { error, .. }
+        | serde_saphyr::Error::AliasError { error, .. } => budget_breach(error),
+        _ => None,
+    }
+}
+
+/// A parser limit that was reached, in jwtgate's words: which limit, and
+/// that it is fixed (it keeps a hostile file from exhausting memory).
+fn budget_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach::*;
+    let limit = match breach {
+        Nodes { .. } | Events { .. } => {
+            format!("more than {MAX_NODES} YAML nodes (about 200 000 routes)")
+        }
+        Depth { .. } => "YAML nested deeper than 64 levels".into(),
+        Aliases { .. }
+        | Anchors { .. }
+        | AliasAnchorRatio { .. }
+        | RecordedAnchorEvents { .. }
+        | RecordedAnchorBytes { .. } => {
+            "more YAML anchors, aliases or alias expansions than a config needs (an alias bomb?)"
+                .into()
+        }
+        ScalarBytes { .. } => "more than 64 MiB of YAML strings".into(),
+        other => format!("a YAML parser limit ({other:?})"),
+    };
+    format!(
+        "the config has {limit}; jwtgate refuses it whole (a fixed limit, so a hostile file can't exhaust memory)"
+    )
+}
+
 /// Reads and parses a config file; see [`parse`].
 pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
@@ -55,13 +112,28 @@ pub fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<GatewayConfig, ConfigError> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::new(
+            path,
+            None,
+            format!(
+                "the config is {} MiB; jwtgate reads at most {} MiB",
+                text.len() >> 20,
+                MAX_CONFIG_BYTES >> 20
+            ),
+        ));
+    }
     let expanded = interpolate(path, text, env)?;
-    serde_saphyr::from_str::<GatewayConfig>(&expanded).map_err(|e| {
+    serde_saphyr::from_str_with_options::<GatewayConfig>(&expanded, options()).map_err(|e| {
         let position = e
             .location()
             .map(|l| (l.line(), l.column()))
             .filter(|(line, _)| *line > 0);
-        ConfigError::new(path, position, first_line(&e.to_string()))
+        let message = match budget_breach(&e) {
+            Some(breach) => budget_message(breach),
+            None => first_line(&e.to_string()),
+        };
+        ConfigError::new(path, position, message)
     })
 }
 
@@ -248,5 +320,24 @@ mod tests {
         let err = parse(Path::new("g.yaml"), text, &|_| None).unwrap_err();
         assert_eq!(err.position.map(|p| p.0), Some(4), "{err}");
         assert!(err.message.starts_with("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn hostile_yaml_is_refused_in_jwtgates_words() {
+        // The alias bomb is tests/scale.rs's, through `jwtgate check`.
+        let deep = format!(
+            "issuers:\n  - name: x\n    jwks: {}{}\nroutes: []\n",
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        let error = parse(Path::new("deep.yaml"), &deep, &|_| None).unwrap_err();
+        assert!(error.message.contains("nested deeper than 64"), "{error}");
+
+        let huge = "#".repeat(MAX_CONFIG_BYTES + 1);
+        let error = parse(Path::new("huge.yaml"), &huge, &|_| None).unwrap_err();
+        assert!(
+            error.message.contains("jwtgate reads at most 64 MiB"),
+            "{error}"
+        );
     }
 }
