@@ -126,6 +126,7 @@ fn compile_route<'a>(
     check_match(route)?;
     let auth = &route.auth;
     let policy = policy(auth, shared)?;
+    let series = RouteSeries::new(&policy.issuers);
     let sources = TokenSources {
         header: auth
             .token_header
@@ -156,7 +157,7 @@ fn compile_route<'a>(
         sources,
         forward: forward_plan(route).map_err(|e| (None, e))?,
         cors,
-        series: RouteSeries::new(shared.issuers.len()),
+        series,
         https_only: route.matcher.https_only,
         rate_limits: RouteRateLimits::compile(name, auth.mode, &route.rate_limits)
             .map_err(|e| (None, e.to_string()))?,
