@@ -12,12 +12,20 @@ pub use compile::{Bootstrap, Compiled, Running, compile, compile_reusing, compil
 
 use std::path::Path;
 
-use crate::config::{ConfigError, load};
+use self::sources::{Sources, System};
+use crate::config::schema::GatewayConfig;
+use crate::config::{self, ConfigError};
 use crate::pipeline::Snapshot;
+
+/// Reads and parses the config file at `path` through `sources`, its
+/// `${NAME}` references from their variables.
+pub fn load(path: &Path, sources: &dyn Sources) -> Result<GatewayConfig, ConfigError> {
+    config::load(path, sources.read(path), &|name| sources.var(name))
+}
 
 /// Loads and compiles a config file: what `run` does at startup.
 pub fn load_compiled(path: &Path) -> Result<Compiled, ConfigError> {
-    let config = load(path)?;
+    let config = load(path, &System)?;
     compile_reusing(path, config, &())
 }
 

@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use super::compile::compile_reusing;
 use super::runtime::{KeyChanges, Runtime};
+use super::sources::System;
 use crate::admin::ReloadRefused;
 use crate::assemble::Bootstrap;
 use crate::certificates::EXPIRY_WARNING_SECS;
 use crate::clock::SharedClock;
-use crate::config::{self, ConfigError};
+use crate::config::ConfigError;
 use crate::keys::fetch::FetchError;
 use crate::pipeline::Snapshot;
 use crate::telemetry::Metrics;
@@ -186,7 +187,7 @@ impl Reloader {
     }
 
     fn swap(&self) -> Result<Reloaded, ReloadError> {
-        let config = config::load(&self.path)?;
+        let config = super::load(&self.path, &System)?;
         let compiled = compile_reusing(&self.path, config, self.runtime.as_ref())?;
         let changes = self.bootstrap.changes(&compiled.bootstrap);
         if !changes.is_empty() {

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use jwtgate::assemble::Bootstrap;
+use jwtgate::assemble::sources::System;
 use jwtgate::auth::policy::RoutePolicy;
 use jwtgate::certificates::EXPIRY_WARNING_SECS;
 use jwtgate::config::schema::{AuthMode, HttpsOnly, MatchConfig};
@@ -15,7 +16,7 @@ use serde_json::Value;
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     // Loaded and compiled in two steps, as `run` does in one: the route
     // summary shows each route's match as written.
-    let compiled = jwtgate::config::load(path).and_then(|config| {
+    let compiled = jwtgate::assemble::load(path, &System).and_then(|config| {
         let matches: Vec<String> = config.routes.iter().map(|r| matcher(&r.matcher)).collect();
         jwtgate::assemble::compile_reusing(path, config, &()).map(|compiled| (compiled, matches))
     });

@@ -407,7 +407,7 @@ fn print_rejection(rejection: &Rejection, prefix: &str) {
 /// Runs the gateway's own decision pipeline on a request to the route
 /// carrying the token, so the route's mode applies as it would in `run`.
 fn verify(config_path: &Path, route_name: &str, token: &str) -> anyhow::Result<ExitCode> {
-    let config = jwtgate::config::load(config_path)?;
+    let config = jwtgate::assemble::load(config_path, &jwtgate::assemble::sources::System)?;
     let probe = config
         .routes
         .iter()

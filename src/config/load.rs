@@ -98,11 +98,17 @@ fn budget_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
     )
 }
 
-/// Reads and parses a config file; see [`parse`].
-pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(path, None, format!("cannot read: {e}")))?;
-    parse(path, &text, &|name| std::env::var(name).ok())
+/// Parses a config file's bytes, as read by whoever reads files; see
+/// [`parse`].
+pub fn load(
+    path: &Path,
+    read: std::io::Result<Vec<u8>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GatewayConfig, ConfigError> {
+    let bytes = read.map_err(|e| ConfigError::new(path, None, format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ConfigError::new(path, None, "the file is not UTF-8 text"))?;
+    parse(path, &text, env)
 }
 
 /// Parses config text; `env` resolves `${NAME}` references (injectable so
