@@ -293,17 +293,15 @@ async fn revoke(
     let body = entry_json(&entry, name);
     let shared = revocations.settings().redis.is_some();
     let applied = apply(revocations, Change::Put(entry.clone())).await?;
-    tracing::info!(
-        target: "jwtgate::revocation",
+    audit(Audited {
         admin,
-        action = "revoke",
-        kind = kind.as_str(),
-        issuer = name,
-        value = ?entry.value,
-        at = entry.at,
-        changed = applied,
-        "revocation added"
-    );
+        action: "revoke",
+        kind,
+        issuer: name,
+        value: &entry.value,
+        at: Some(entry.at),
+        changed: Some(applied),
+    });
     Ok((
         StatusCode::CREATED,
         json!({ "result": "revoked", "entry": body, "shared": shared }),
@@ -428,16 +426,45 @@ async fn lift(
         value: value.clone(),
     };
     apply(revocations, change).await?;
+    audit(Audited {
+        admin,
+        action: "lift",
+        kind,
+        issuer: name,
+        value: &value,
+        at: None,
+        changed: None,
+    });
+    Ok((StatusCode::OK, json!({ "result": "lifted" })))
+}
+
+/// A change to the list, as the audit log records it.
+struct Audited<'a> {
+    admin: &'a str,
+    action: &'static str,
+    kind: Kind,
+    issuer: &'a str,
+    value: &'a str,
+    /// When a revocation lapses or cuts off; none for a lift.
+    at: Option<i64>,
+    /// Whether a revocation changed the list.
+    changed: Option<bool>,
+}
+
+/// One line per change, naming the admin token that made it.
+fn audit(change: Audited<'_>) {
     tracing::info!(
         target: "jwtgate::revocation",
-        admin,
-        action = "lift",
-        kind = kind.as_str(),
-        issuer = name,
-        value = ?value,
-        "revocation lifted"
+        admin = change.admin,
+        action = change.action,
+        kind = change.kind.as_str(),
+        issuer = change.issuer,
+        value = ?change.value,
+        at = change.at,
+        changed = change.changed,
+        "revocation {}",
+        if change.action == "lift" { "lifted" } else { "added" }
     );
-    Ok((StatusCode::OK, json!({ "result": "lifted" })))
 }
 
 fn reply(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
