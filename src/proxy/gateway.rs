@@ -255,15 +255,15 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let serving = self.serving.load_full();
-        let snapshot = serving.snapshot.clone();
-        ctx.serving = Some(serving);
+        let snapshot = &serving.snapshot;
         ctx.request_id = request_id_in(&session.req_header().headers);
-        ctx.client_address = client_address(session, &snapshot);
+        ctx.client_address = client_address(session, snapshot);
         // HTTP/1 only: Pingora reads an HTTP/2 body without a timeout.
         session.set_read_timeout(Some(snapshot.client_body_timeout));
         ctx.scheme = scheme(session);
-        let answer = self.decide(session, &snapshot, ctx).await;
+        let answer = self.decide(session, snapshot, ctx).await;
         let Some(answer) = answer else {
+            ctx.serving = Some(serving);
             return Ok(false);
         };
         let (parts, body) = answer.into_parts();
@@ -273,7 +273,9 @@ impl ProxyHttp for Gateway {
         {
             policy.decorate(&session.req_header().headers, &mut header);
         }
-        add_hsts(ctx, &snapshot, &mut header);
+        add_hsts(ctx, snapshot, &mut header);
+        // Kept for the later phases and the log; one pointer load per request.
+        ctx.serving = Some(serving);
         session
             .write_response_header(Box::new(header), false)
             .await?;
