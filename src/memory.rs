@@ -35,31 +35,39 @@ fn word_aligned(layout: &Layout) -> bool {
     layout.align() <= WORD_ALIGNED
 }
 
+/// A mimalloc allocation call: size, or size and alignment.
+type Plain = unsafe extern "C" fn(usize) -> *mut c_void;
+type Aligned = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+
+/// A block for `layout` from `plain` where word alignment satisfies it,
+/// from `aligned` otherwise.
+///
+/// # Safety
+/// `plain` and `aligned` are mimalloc's allocation functions, which take
+/// any size and alignment and return null on failure.
+unsafe fn allocate(layout: Layout, plain: Plain, aligned: Aligned) -> *mut u8 {
+    // SAFETY: as the caller promises.
+    unsafe {
+        if word_aligned(&layout) {
+            plain(layout.size()).cast()
+        } else {
+            aligned(layout.size(), layout.align()).cast()
+        }
+    }
+}
+
 // SAFETY: every pointer handed out comes from mimalloc and is freed,
 // reallocated or zeroed by mimalloc; each call satisfies the layout's
 // alignment, by mimalloc's word alignment or by its aligned variant.
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: mimalloc's allocation functions take any size and
-        // alignment and return null on failure, as `GlobalAlloc` expects.
-        unsafe {
-            if word_aligned(&layout) {
-                mi_malloc(layout.size()).cast()
-            } else {
-                mi_malloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        // SAFETY: mimalloc's allocation functions, as `allocate` asks.
+        unsafe { allocate(layout, mi_malloc, mi_malloc_aligned) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
-        unsafe {
-            if word_aligned(&layout) {
-                mi_zalloc(layout.size()).cast()
-            } else {
-                mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        unsafe { allocate(layout, mi_zalloc, mi_zalloc_aligned) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {

@@ -38,7 +38,7 @@ use crate::auth::{Reason, Rejection, VerifiedToken};
 use crate::clock::SharedClock;
 use crate::config::schema::{AuthMode, HttpsOnly};
 use crate::keys::KeyStore;
-use crate::state::rate_limit::{self, Limited, RateKey, RateLimit, RateLimits};
+use crate::state::rate_limit::{self, Limited, RateKey, RateLimits};
 use crate::state::revocation::RevocationList;
 
 /// What outlives a config snapshot and every request: the clock, the
@@ -148,7 +148,7 @@ impl Pipeline {
         if let Some(required) = route_https_only(snapshot, route, host, view) {
             return required;
         }
-        if let Err(limited) = self.limit_before_auth(route, view) {
+        if let Err(limited) = self.limit(route, Known::Request(view)) {
             return Decision::RateLimited { route, limited };
         }
         let upstream = || UpstreamRewrite {
@@ -166,7 +166,7 @@ impl Pipeline {
             .authenticate(snapshot, route, view, query, explain)
             .await
         {
-            Ok(Some(identity)) => match self.limit_identity(route, &identity) {
+            Ok(Some(identity)) => match self.limit(route, Known::Identity(&identity)) {
                 Ok(()) => Decision::Allow {
                     route,
                     identity,
@@ -188,69 +188,45 @@ impl Pipeline {
         }
     }
 
-    /// The route's limits keyed by what is known before authentication
-    /// (client address, a header, the route), so a flood is refused before
-    /// any signature is checked, in every auth mode.
-    fn limit_before_auth<'s>(
-        &self,
-        route: &'s CompiledRoute,
-        view: &RequestView<'_>,
-    ) -> Result<(), Limited<'s>> {
-        let limits = &route.rate_limits.before_auth;
+    /// Takes from the route's limits that `known` can key. Before
+    /// authentication (client address, a header, the route), so a flood is
+    /// refused before any signature is checked, in every auth mode; after
+    /// it, those keyed by a claim of the verified token.
+    fn limit<'s>(&self, route: &'s CompiledRoute, known: Known<'_>) -> Result<(), Limited<'s>> {
+        let limits = match known {
+            Known::Request(_) => &route.rate_limits.before_auth,
+            Known::Identity(_) => &route.rate_limits.after_auth,
+        };
         if limits.is_empty() {
             return Ok(());
         }
         let now = self.clock.now_nanos();
         for limit in limits {
             let client;
-            let key = match &limit.key {
-                RateKey::Route => Some(&[][..]),
-                RateKey::ClientAddress => match view.client {
+            let claim;
+            let key = match (&limit.key, &known) {
+                (RateKey::Route, Known::Request(_)) => Some(&[][..]),
+                (RateKey::ClientAddress, Known::Request(view)) => match view.client {
                     Some(address) => {
                         client = client_key(address.client);
                         Some(&client.0[..client.1])
                     }
                     None => None,
                 },
-                RateKey::Header(name) => view.headers.get(name).map(|value| value.as_bytes()),
-                RateKey::Claim(_) => continue,
+                (RateKey::Header(name), Known::Request(view)) => {
+                    view.headers.get(name).map(|value| value.as_bytes())
+                }
+                (RateKey::Claim(path), Known::Identity(identity)) => {
+                    claim = rate_limit::claim_key(&identity.claims, path);
+                    claim.as_ref().map(|key| key.as_bytes())
+                }
+                _ => continue,
             };
-            self.take(route, limit, key, now)?;
+            self.rate_limits
+                .check(limit, key, now)
+                .inspect_err(|_| self.rate_limits.count_limited(&route.name, limit))?;
         }
         Ok(())
-    }
-
-    /// The route's limits keyed by a claim of the verified token.
-    fn limit_identity<'s>(
-        &self,
-        route: &'s CompiledRoute,
-        identity: &VerifiedToken,
-    ) -> Result<(), Limited<'s>> {
-        let limits = &route.rate_limits.after_auth;
-        if limits.is_empty() {
-            return Ok(());
-        }
-        let now = self.clock.now_nanos();
-        for limit in limits {
-            let RateKey::Claim(path) = &limit.key else {
-                continue;
-            };
-            let key = rate_limit::claim_key(&identity.claims, path);
-            self.take(route, limit, key.as_ref().map(|k| k.as_bytes()), now)?;
-        }
-        Ok(())
-    }
-
-    fn take<'s>(
-        &self,
-        route: &CompiledRoute,
-        limit: &'s RateLimit,
-        key: Option<&[u8]>,
-        now: u64,
-    ) -> Result<(), Limited<'s>> {
-        self.rate_limits
-            .check(limit, key, now)
-            .inspect_err(|_| self.rate_limits.count_limited(&route.name, limit))
     }
 
     /// The route's verdict on the request's token. `Ok(None)`: an
@@ -429,6 +405,13 @@ fn https_required<'s>(
         _ => None,
     };
     Decision::HttpsRequired { route, location }
+}
+
+/// What a rate limit's key can be read from: the request, before
+/// authentication, or the token it verified.
+enum Known<'a> {
+    Request(&'a RequestView<'a>),
+    Identity(&'a VerifiedToken),
 }
 
 /// An address as key bytes, on the stack: IPv4 (and IPv4-mapped IPv6) as

@@ -79,10 +79,7 @@ where
         if event.metadata().target() != ACCESS_TARGET {
             return self.inner.format_event(ctx, writer, event);
         }
-        match self.format {
-            LogFormat::Text => write_text(writer, event),
-            LogFormat::Json => write_json(writer, event),
-        }
+        write_line(writer, event, self.format)
     }
 }
 
@@ -90,36 +87,31 @@ fn timestamp() -> humantime::Rfc3339Timestamp {
     humantime::format_rfc3339_micros(std::time::SystemTime::now())
 }
 
-/// `{"timestamp":…,"level":…,"message":…,<fields>,"target":…}`: the shape of
-/// the other JSON lines, with `null` for each declared field left empty.
-fn write_json(mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+/// One access-log line.
+///
+/// JSON: `{"timestamp":…,"level":…,"message":…,<fields>,"target":…}`, the
+/// shape of the other JSON lines, with `null` for each declared field left
+/// empty.
+///
+/// Text: `<timestamp>  INFO jwtgate::access: request name="value" n=1
+/// absent=-`: strings quoted and escaped (a user agent has spaces, and may
+/// have control characters), numbers bare, an empty field `-`.
+fn write_line(mut writer: Writer<'_>, event: &Event<'_>, format: LogFormat) -> fmt::Result {
     let metadata = event.metadata();
-    write!(
-        writer,
-        "{{\"timestamp\":\"{}\",\"level\":\"{}\"",
-        timestamp(),
-        metadata.level()
-    )?;
-    Fields::write(&mut writer, event, LogFormat::Json)?;
-    writer.write_str(",\"target\":")?;
-    write_json_string(&mut writer, metadata.target())?;
-    writer.write_str("}\n")
-}
-
-/// `<timestamp>  INFO jwtgate::access: request name="value" n=1 absent=-`:
-/// strings quoted and escaped (a user agent has spaces, and may have
-/// control characters), numbers bare, an empty field `-`.
-fn write_text(mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-    let metadata = event.metadata();
-    write!(
-        writer,
-        "{} {:>5} {}:",
-        timestamp(),
-        metadata.level(),
-        metadata.target()
-    )?;
-    Fields::write(&mut writer, event, LogFormat::Text)?;
-    writer.write_char('\n')
+    let (time, level, target) = (timestamp(), metadata.level(), metadata.target());
+    match format {
+        LogFormat::Text => write!(writer, "{time} {level:>5} {target}:")?,
+        LogFormat::Json => write!(writer, "{{\"timestamp\":\"{time}\",\"level\":\"{level}\"")?,
+    }
+    Fields::write(&mut writer, event, format)?;
+    match format {
+        LogFormat::Text => writer.write_char('\n'),
+        LogFormat::Json => {
+            writer.write_str(",\"target\":")?;
+            write_json_string(&mut writer, target)?;
+            writer.write_str("}\n")
+        }
+    }
 }
 
 /// Writes an event's fields in the order they are declared, an empty one

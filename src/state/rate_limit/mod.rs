@@ -44,34 +44,38 @@ pub const MAX_KEYS: usize = 1 << 20;
 /// Counts larger than this make no practical limit and risk overflow.
 const MAX_COUNT: u64 = 1_000_000_000;
 
+/// A route's `rate_limits[index]` that can't be used, and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RateLimitError {
-    #[error("rate_limits[{index}].name: {name:?} must be 1-64 letters, digits, '-', '_' or '.'")]
-    Name { index: usize, name: String },
-    #[error("rate_limits[{index}].name: {name:?} is used twice on this route")]
-    DuplicateName { index: usize, name: String },
+#[error("rate_limits[{index}].{problem}")]
+pub struct RateLimitError {
+    pub index: usize,
+    pub problem: RateLimitProblem,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RateLimitProblem {
+    #[error("name: {0:?} must be 1-64 letters, digits, '-', '_' or '.'")]
+    Name(String),
+    #[error("name: {0:?} is used twice on this route")]
+    DuplicateName(String),
     #[error(
-        "rate_limits[{index}].rate: {rate:?} is not a rate; write requests per period, like \"100/s\", \"10/m\", \"1000/h\", \"5/10s\" or \"20000/d\" (1 to {MAX_COUNT} requests)"
+        "rate: {0:?} is not a rate; write requests per period, like \"100/s\", \"10/m\", \"1000/h\", \"5/10s\" or \"20000/d\" (1 to {MAX_COUNT} requests)"
     )]
-    Rate { index: usize, rate: String },
-    #[error("rate_limits[{index}].burst: {burst} must be at least 1")]
-    Burst { index: usize, burst: u64 },
-    #[error("rate_limits[{index}].burst: {burst} is too large for rate {rate:?}")]
-    BurstTooLarge {
-        index: usize,
-        burst: u64,
-        rate: String,
-    },
+    Rate(String),
+    #[error("burst: {0} must be at least 1")]
+    Burst(u64),
+    #[error("burst: {burst} is too large for rate {rate:?}")]
+    BurstTooLarge { burst: u64, rate: String },
     #[error(
-        "rate_limits[{index}].key: {key:?} is not a key; use route, client_address, header:<name> or claim:<dotted path>"
+        "key: {0:?} is not a key; use route, client_address, header:<name> or claim:<dotted path>"
     )]
-    Key { index: usize, key: String },
-    #[error("rate_limits[{index}].key: {key:?} names no valid header")]
-    HeaderKey { index: usize, key: String },
+    Key(String),
+    #[error("key: {0:?} names no valid header")]
+    HeaderKey(String),
     #[error(
-        "rate_limits[{index}].key: {key:?} needs a verified token, but this route's auth.mode is off (key it by client_address)"
+        "key: {0:?} needs a verified token, but this route's auth.mode is off (key it by client_address)"
     )]
-    ClaimWithoutAuth { index: usize, key: String },
+    ClaimWithoutAuth(String),
 }
 
 /// What a limit counts requests by.
@@ -139,9 +143,9 @@ impl RouteRateLimits {
         let mut names: Vec<&str> = Vec::with_capacity(configs.len());
         for (index, config) in configs.iter().enumerate() {
             if names.contains(&config.name.as_str()) {
-                return Err(RateLimitError::DuplicateName {
+                return Err(RateLimitError {
                     index,
-                    name: config.name.clone(),
+                    problem: RateLimitProblem::DuplicateName(config.name.clone()),
                 });
             }
             names.push(&config.name);
@@ -163,37 +167,30 @@ impl RateLimit {
         index: usize,
         config: &RateLimitConfig,
     ) -> Result<Self, RateLimitError> {
+        let fail = |problem| RateLimitError { index, problem };
         let name = &config.name;
         if !valid_name(name) {
-            return Err(RateLimitError::Name {
-                index,
-                name: name.clone(),
-            });
+            return Err(fail(RateLimitProblem::Name(name.clone())));
         }
-        let (count, period_secs) =
-            parse_rate(&config.rate).ok_or_else(|| RateLimitError::Rate {
-                index,
-                rate: config.rate.clone(),
-            })?;
+        let (count, period_secs) = parse_rate(&config.rate)
+            .ok_or_else(|| fail(RateLimitProblem::Rate(config.rate.clone())))?;
         let interval = period_secs * NANOS_PER_SEC / count;
         let burst = config.burst.unwrap_or(count);
         if burst == 0 {
-            return Err(RateLimitError::Burst { index, burst });
+            return Err(fail(RateLimitProblem::Burst(burst)));
         }
         let tolerance = (burst - 1)
             .checked_mul(interval)
             .filter(|t| *t < u64::MAX / 4)
-            .ok_or_else(|| RateLimitError::BurstTooLarge {
-                index,
-                burst,
-                rate: config.rate.clone(),
+            .ok_or_else(|| {
+                fail(RateLimitProblem::BurstTooLarge {
+                    burst,
+                    rate: config.rate.clone(),
+                })
             })?;
-        let key = parse_key(index, &config.key)?;
+        let key = parse_key(&config.key).map_err(fail)?;
         if matches!(key, RateKey::Claim(_)) && mode == AuthMode::Off {
-            return Err(RateLimitError::ClaimWithoutAuth {
-                index,
-                key: config.key.clone(),
-            });
+            return Err(fail(RateLimitProblem::ClaimWithoutAuth(config.key.clone())));
         }
         let mut identity = Vec::with_capacity(route.len() + name.len() + 1);
         identity.extend_from_slice(route.as_bytes());
@@ -254,27 +251,20 @@ fn digits(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-fn parse_key(index: usize, key: &str) -> Result<RateKey, RateLimitError> {
-    let bad = || RateLimitError::Key {
-        index,
-        key: key.to_string(),
-    };
+fn parse_key(key: &str) -> Result<RateKey, RateLimitProblem> {
     match key {
         "route" => Ok(RateKey::Route),
         "client_address" => Ok(RateKey::ClientAddress),
         _ => match key.split_once(':') {
             Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
                 .map(RateKey::Header)
-                .map_err(|_| RateLimitError::HeaderKey {
-                    index,
-                    key: key.to_string(),
-                }),
+                .map_err(|_| RateLimitProblem::HeaderKey(key.to_string())),
             Some(("claim", path))
                 if !path.is_empty() && !path.starts_with('.') && !path.ends_with('.') =>
             {
                 Ok(RateKey::Claim(path.to_string()))
             }
-            _ => Err(bad()),
+            _ => Err(RateLimitProblem::Key(key.to_string())),
         },
     }
 }
