@@ -2,12 +2,16 @@
 //! the background), checked (active health checks, and endpoints that
 //! refuse a connection set aside for a while), and chosen round robin, on
 //! pingora-load-balancing's `Backends`, health checks and `RoundRobin`.
+//! An upstream of IP addresses without health checks has nothing to
+//! discover or check, and keeps its endpoints in a plain list instead
+//! ([`fixed`]).
 //!
 //! A pool is compiled with its snapshot but lives in the runtime: a reload
 //! whose route has the same upstream settings keeps the running pool, with
 //! its endpoints and their health (see [`pools::UpstreamPools`]).
 
 pub mod discovery;
+mod fixed;
 pub mod health;
 pub mod pools;
 pub mod tls;
@@ -23,11 +27,13 @@ use arc_swap::ArcSwap;
 use pingora::lb::selection::{BackendIter, BackendSelection, RoundRobin};
 use pingora::lb::{Backend, Backends};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
+use prometheus::IntCounter;
 use tokio::sync::Notify;
 
 use crate::config::schema::{DnsConfig, HealthCheckConfig, UpstreamConfig};
 use crate::upstream::tls::UpstreamTls;
 use discovery::{Address, AddressError, Discovery, Dns, Origin, Resolved};
+use fixed::FixedEndpoints;
 use health::{HealthCheckError, MIN_INTERVAL, Probe};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -86,9 +92,7 @@ static NEXT_POOL: AtomicU64 = AtomicU64::new(0);
 pub struct UpstreamPool {
     id: u64,
     identity: PoolIdentity,
-    resolved: Arc<Resolved>,
-    backends: Backends,
-    selector: ArcSwap<RoundRobin>,
+    endpoints: Endpoints,
     resolve_interval: Duration,
     health_interval: Option<Duration>,
     /// Seconds; 0: endpoints are never set aside.
@@ -99,6 +103,20 @@ pub struct UpstreamPool {
     ejected: Mutex<Vec<(SocketAddr, Option<i64>)>>,
     /// Wakes the background loop: an endpoint was set aside.
     wake: Notify,
+}
+
+enum Endpoints {
+    /// IP addresses, no health checks.
+    Fixed(FixedEndpoints),
+    /// Names to resolve, or health checks to run.
+    Balanced(Box<Balanced>),
+}
+
+/// pingora-load-balancing's `Backends`, chosen round robin.
+struct Balanced {
+    resolved: Arc<Resolved>,
+    backends: Backends,
+    selector: ArcSwap<RoundRobin>,
 }
 
 impl fmt::Debug for UpstreamPool {
@@ -142,12 +160,31 @@ impl UpstreamPool {
             .as_ref()
             .map(|check| Probe::compile(route, check, &config.addrs, tls))
             .transpose()?;
-        let resolved = Resolved::new(route.to_string(), addrs, dns.clone());
-        let dynamic = resolved.is_dynamic();
-        let mut backends = Backends::new(Box::new(Discovery(resolved.clone())));
-        if let Some(probe) = probe {
-            backends.set_health_check(Box::new(probe));
-        }
+        let ips: Option<Vec<SocketAddr>> = addrs
+            .iter()
+            .map(|address| match address {
+                Address::Ip(ip) => Some(*ip),
+                Address::Name { .. } => None,
+            })
+            .collect();
+        let (endpoints, dynamic) = match (ips, probe) {
+            (Some(ips), None) => (Endpoints::Fixed(FixedEndpoints::new(ips)), false),
+            (_, probe) => {
+                let resolved = Resolved::new(route.to_string(), addrs, dns.clone());
+                let dynamic = resolved.is_dynamic();
+                let mut backends = Backends::new(Box::new(Discovery(resolved.clone())));
+                if let Some(probe) = probe {
+                    backends.set_health_check(Box::new(probe));
+                }
+                let selector = ArcSwap::from_pointee(RoundRobin::build(&BTreeSet::new()));
+                let balanced = Endpoints::Balanced(Box::new(Balanced {
+                    resolved,
+                    backends,
+                    selector,
+                }));
+                (balanced, dynamic)
+            }
+        };
         let pool = Self {
             id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
             identity: PoolIdentity {
@@ -159,9 +196,7 @@ impl UpstreamPool {
                 dns: dynamic.then(|| dns.settings.clone()),
                 tls: tls.map(UpstreamTls::fingerprint),
             },
-            resolved,
-            backends,
-            selector: ArcSwap::from_pointee(RoundRobin::build(&BTreeSet::new())),
+            endpoints,
             resolve_interval: config.resolve_interval,
             health_interval: config.health_check.as_ref().map(|check| check.interval),
             eject_for: config.eject_for.as_secs() as i64,
@@ -190,43 +225,78 @@ impl UpstreamPool {
     }
 
     pub fn is_dynamic(&self) -> bool {
-        self.resolved.is_dynamic()
+        match &self.endpoints {
+            Endpoints::Fixed(_) => false,
+            Endpoints::Balanced(balanced) => balanced.resolved.is_dynamic(),
+        }
+    }
+
+    /// Counts the failures of resolving this pool's names in `counter`.
+    pub fn count_resolve_failures_in(&self, counter: IntCounter) {
+        if let Endpoints::Balanced(balanced) = &self.endpoints {
+            balanced.resolved.count_failures_in(counter);
+        }
+    }
+
+    /// Starts from `previous`'s last good answers where it resolves the
+    /// same names the same way.
+    pub fn adopt_answers(&self, previous: &UpstreamPool) {
+        if let (Endpoints::Balanced(next), Endpoints::Balanced(previous)) =
+            (&self.endpoints, &previous.endpoints)
+        {
+            next.resolved.adopt(&previous.resolved);
+        }
     }
 
     /// Asks discovery again and, when the endpoints changed, rebuilds the
     /// round robin. A failure leaves the endpoints as they were.
     pub async fn update(&self) -> pingora::Result<()> {
-        self.backends
+        let Endpoints::Balanced(balanced) = &self.endpoints else {
+            return Ok(());
+        };
+        balanced
+            .backends
             .update(|endpoints| {
                 if self.is_dynamic() {
                     tracing::info!(
                         route = %self.identity.route,
-                        endpoints = %Endpoints(&endpoints),
+                        endpoints = %Listed(&endpoints),
                         "upstream endpoints changed"
                     );
                 }
-                self.selector.store(Arc::new(RoundRobin::build(&endpoints)));
+                balanced
+                    .selector
+                    .store(Arc::new(RoundRobin::build(&endpoints)));
             })
             .await
     }
 
-    /// The current endpoints.
-    pub fn endpoints(&self) -> Arc<BTreeSet<Backend>> {
-        self.backends.get_backend()
+    /// Every endpoint, and whether it gets traffic (healthy and not set
+    /// aside).
+    pub fn states(&self) -> Vec<(SocketAddr, bool)> {
+        match &self.endpoints {
+            Endpoints::Fixed(fixed) => fixed.states().collect(),
+            Endpoints::Balanced(balanced) => {
+                let backends = &balanced.backends;
+                backends
+                    .get_backend()
+                    .iter()
+                    .map(|backend| (endpoint(backend).addr, backends.ready(backend)))
+                    .collect()
+            }
+        }
     }
 
     /// How many endpoints there are: how many a request may try.
     pub fn len(&self) -> usize {
-        self.backends.get_backend().len()
+        match &self.endpoints {
+            Endpoints::Fixed(fixed) => fixed.len(),
+            Endpoints::Balanced(balanced) => balanced.backends.get_backend().len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Whether `endpoint` gets traffic: healthy and not set aside.
-    pub fn is_ready(&self, endpoint: &Backend) -> bool {
-        self.backends.ready(endpoint)
     }
 
     /// The next endpoint round robin that is healthy and not set aside.
@@ -235,28 +305,40 @@ impl UpstreamPool {
     /// sure to fail. `None` only before any address resolved. Allocates
     /// nothing.
     pub fn select(&self) -> Option<Endpoint> {
-        let selector = self.selector.load();
+        let balanced = match &self.endpoints {
+            Endpoints::Fixed(fixed) => return Some(fixed.select()),
+            Endpoints::Balanced(balanced) => balanced,
+        };
+        let backends = &balanced.backends;
+        let selector = balanced.selector.load();
         let mut candidates = selector.iter(&[]);
         let first = candidates.next()?;
-        if self.backends.ready(first) {
+        if backends.ready(first) {
             return Some(endpoint(first));
         }
         let first = endpoint(first);
         // The round robin moves on for every request, so a few more steps
         // usually find a ready one; a scan settles it.
-        let endpoints = self.backends.get_backend();
+        let endpoints = backends.get_backend();
         for _ in 0..endpoints.len().min(4) {
             if let Some(next) = candidates.next()
-                && self.backends.ready(next)
+                && backends.ready(next)
             {
                 return Some(endpoint(next));
             }
         }
         endpoints
             .iter()
-            .find(|b| self.backends.ready(b))
+            .find(|b| backends.ready(b))
             .map(endpoint)
             .or(Some(first))
+    }
+
+    fn set_ready(&self, addr: SocketAddr, ready: bool) {
+        match &self.endpoints {
+            Endpoints::Fixed(fixed) => fixed.set_ready(addr, ready),
+            Endpoints::Balanced(balanced) => balanced.backends.set_enable(&backend(addr), ready),
+        }
     }
 
     /// Sets `addr` aside after a connection to it failed, for `eject_for`.
@@ -266,13 +348,23 @@ impl UpstreamPool {
         if self.eject_for == 0 {
             return;
         }
-        self.backends.set_enable(&backend(addr), false);
+        self.set_ready(addr, false);
         let mut ejected = self.ejected.lock().unwrap_or_else(|e| e.into_inner());
         if !ejected.iter().any(|(a, _)| *a == addr) {
             ejected.push((addr, None));
         }
         drop(ejected);
         self.wake.notify_one();
+    }
+
+    /// Whether any endpoint is set aside, so that time alone will change
+    /// the pool.
+    pub fn has_ejections(&self) -> bool {
+        !self
+            .ejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// Gives back the endpoints whose time aside is over at `now` (Unix
@@ -284,21 +376,23 @@ impl UpstreamPool {
             if until > now {
                 return true;
             }
-            self.backends.set_enable(&backend(*addr), true);
+            self.set_ready(*addr, true);
             tracing::info!(route = %self.identity.route, endpoint = %addr, "upstream endpoint gets traffic again");
             false
         });
     }
 
     pub async fn run_health_check(&self) {
-        self.backends.run_health_check(true).await;
+        if let Endpoints::Balanced(balanced) = &self.endpoints {
+            balanced.backends.run_health_check(true).await;
+        }
     }
 }
 
 /// A set of endpoints as `addr,addr`, for the log.
-struct Endpoints<'a>(&'a BTreeSet<Backend>);
+struct Listed<'a>(&'a BTreeSet<Backend>);
 
-impl fmt::Display for Endpoints<'_> {
+impl fmt::Display for Listed<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, endpoint) in self.0.iter().enumerate() {
             if i > 0 {
@@ -440,6 +534,37 @@ mod tests {
     }
 
     #[test]
+    fn health_checked_addresses_are_taken_in_turn_too() {
+        let pool = pool(
+            "{ addrs: [\"10.0.0.1:80\", \"10.0.0.2:80\"], health_check: { protocol: tcp } }",
+        )
+        .unwrap();
+        assert!(matches!(pool.endpoints, Endpoints::Balanced(_)));
+        assert_eq!(pool.len(), 2);
+        let chosen: Vec<_> = (0..4).map(|_| pool.select().unwrap().addr).collect();
+        assert_eq!(chosen[0], chosen[2]);
+        assert_eq!(chosen[1], chosen[3]);
+        assert_ne!(chosen[0], chosen[1]);
+    }
+
+    /// The background loop sleeps without a timer while nothing is set
+    /// aside: that is what this tells it.
+    #[test]
+    fn ejections_are_pending_only_until_settled() {
+        let pool = pool("{ addrs: [\"10.0.0.1:80\"], eject_for: 5s }").unwrap();
+        assert!(matches!(pool.endpoints, Endpoints::Fixed(_)));
+        assert!(!pool.has_ejections());
+        pool.eject(addr("10.0.0.1:80"));
+        assert!(pool.has_ejections());
+        assert_eq!(pool.states(), [(addr("10.0.0.1:80"), false)]);
+        pool.settle_ejections(100);
+        assert!(pool.has_ejections());
+        pool.settle_ejections(105);
+        assert!(!pool.has_ejections());
+        assert_eq!(pool.states(), [(addr("10.0.0.1:80"), true)]);
+    }
+
+    #[test]
     fn a_name_has_no_endpoint_until_resolved() {
         let pool = pool("addrs: [\"backend.invalid:80\"]").unwrap();
         assert!(pool.is_dynamic());
@@ -467,8 +592,7 @@ mod tests {
         let pool = pool("addrs: [\"10.0.0.1:80\", \"10.0.0.2:80\"]").unwrap();
         pool.eject(addr("10.0.0.1:80"));
         pool.eject(addr("10.0.0.2:80"));
-        let endpoints = pool.endpoints();
-        assert!(endpoints.iter().all(|e| !pool.is_ready(e)));
+        assert!(pool.states().iter().all(|(_, ready)| !ready));
         let chosen: Vec<_> = (0..2).map(|_| pool.select().unwrap().addr).collect();
         assert_eq!(chosen, [addr("10.0.0.1:80"), addr("10.0.0.2:80")]);
     }
@@ -477,7 +601,7 @@ mod tests {
     fn eject_for_zero_never_sets_aside() {
         let pool = pool("{ addrs: [\"10.0.0.1:80\", \"10.0.0.2:80\"], eject_for: 0s }").unwrap();
         pool.eject(addr("10.0.0.2:80"));
-        assert!(pool.endpoints().iter().all(|e| pool.is_ready(e)));
+        assert!(pool.states().iter().all(|(_, ready)| *ready));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! `jwtgate_upstream_healthy`.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,14 +88,14 @@ impl UpstreamPools {
                 changes.kept += 1;
                 continue;
             }
-            pool.resolved.count_failures_in(
-                self.metrics
-                    .resolve_failures
-                    .with_label_values(&[pool.route()]),
-            );
             if pool.is_dynamic() {
+                pool.count_resolve_failures_in(
+                    self.metrics
+                        .resolve_failures
+                        .with_label_values(&[pool.route()]),
+                );
                 if let Some(previous) = running.iter().find(|p| p.route() == pool.route()) {
-                    pool.resolved.adopt(&previous.resolved);
+                    pool.adopt_answers(previous);
                 }
                 resolve_first(pool);
             }
@@ -150,15 +151,15 @@ fn resolve_first(pool: &Arc<UpstreamPool>) {
 /// Sets `jwtgate_upstream_healthy` for every endpoint of `pool`.
 fn publish(pool: &UpstreamPool, metrics: &UpstreamMetrics) {
     let route = pool.route();
-    let mut addr = String::new();
-    for endpoint in pool.endpoints().iter() {
+    let mut label = String::new();
+    for (addr, ready) in pool.states() {
         use std::fmt::Write;
-        addr.clear();
-        let _ = write!(addr, "{}", endpoint.addr);
+        label.clear();
+        let _ = write!(label, "{addr}");
         metrics
             .healthy
-            .with_label_values(&[route, addr.as_str()])
-            .set(i64::from(pool.is_ready(endpoint)));
+            .with_label_values(&[route, label.as_str()])
+            .set(i64::from(ready));
     }
 }
 
@@ -166,14 +167,18 @@ fn publish(pool: &UpstreamPool, metrics: &UpstreamMetrics) {
 /// same route still has.
 fn forget(pool: &UpstreamPool, running: &[Arc<UpstreamPool>], metrics: &UpstreamMetrics) {
     let route = pool.route();
-    let successors: Vec<_> = running.iter().filter(|p| p.route() == route).collect();
-    for endpoint in pool.endpoints().iter() {
-        if successors.iter().any(|p| p.endpoints().contains(endpoint)) {
-            continue;
+    let kept: Vec<SocketAddr> = running
+        .iter()
+        .filter(|p| p.route() == route)
+        .flat_map(|p| p.states())
+        .map(|(addr, _)| addr)
+        .collect();
+    for (addr, _) in pool.states() {
+        if !kept.contains(&addr) {
+            let _ = metrics
+                .healthy
+                .remove_label_values(&[route, &addr.to_string()]);
         }
-        let _ = metrics
-            .healthy
-            .remove_label_values(&[route, &endpoint.addr.to_string()]);
     }
 }
 
@@ -219,6 +224,10 @@ impl BackgroundService for UpstreamPoolService {
     }
 }
 
+fn addresses(pool: &UpstreamPool) -> Vec<SocketAddr> {
+    pool.states().into_iter().map(|(addr, _)| addr).collect()
+}
+
 /// One pool's background work, until its task is aborted.
 async fn run(pool: Arc<UpstreamPool>, metrics: UpstreamMetrics, clock: SharedClock) {
     let now = Instant::now();
@@ -229,7 +238,7 @@ async fn run(pool: Arc<UpstreamPool>, metrics: UpstreamMetrics, clock: SharedClo
         now + pool.resolve_interval
     };
     let mut check_at = now;
-    let mut published = pool.endpoints();
+    let mut published = addresses(&pool);
     loop {
         if pool.is_dynamic() && Instant::now() >= resolve_at {
             // Failures are logged and counted by the discovery.
@@ -243,24 +252,33 @@ async fn run(pool: Arc<UpstreamPool>, metrics: UpstreamMetrics, clock: SharedClo
             check_at = Instant::now() + interval;
         }
         pool.settle_ejections(clock.now_unix());
-        let endpoints = pool.endpoints();
-        for gone in published.difference(&endpoints) {
+        let current = addresses(&pool);
+        for gone in published.iter().filter(|addr| !current.contains(addr)) {
             let _ = metrics
                 .healthy
-                .remove_label_values(&[pool.route(), &gone.addr.to_string()]);
+                .remove_label_values(&[pool.route(), &gone.to_string()]);
         }
-        published = endpoints;
+        published = current;
         publish(&pool, &metrics);
 
-        let mut wake = Instant::now() + EJECTION_TICK;
+        // A pool of fixed addresses with nothing set aside has nothing to
+        // do until a connection fails: it sleeps until woken, so that
+        // thousands of idle routes cost no timer.
+        let mut wake = pool.has_ejections().then(|| Instant::now() + EJECTION_TICK);
         if pool.is_dynamic() {
-            wake = wake.min(resolve_at);
+            wake = Some(wake.map_or(resolve_at, |at| at.min(resolve_at)));
         }
         if pool.health_interval.is_some() {
-            wake = wake.min(check_at);
+            wake = Some(wake.map_or(check_at, |at| at.min(check_at)));
         }
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = sleep => {}
             _ = pool.wake.notified() => {}
         }
     }
