@@ -117,6 +117,16 @@ pub fn connection_closed() -> bool {
     })
 }
 
+/// Hands the memory this thread freed back to the system. Loading a
+/// config parses and compiles it into several times its final size, then
+/// frees all but the result: tens of MiB for 10 000 routes, which mimalloc
+/// would otherwise keep in this thread's heap for allocations that may
+/// never come. Called once per load or reload, never per request.
+pub fn release_freed() {
+    // SAFETY: as in `connection_closed`.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

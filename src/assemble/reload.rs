@@ -149,6 +149,7 @@ impl Reloader {
     pub fn reload(&self, trigger: Trigger) -> Result<Reloaded, ReloadError> {
         let _one_at_a_time = self.serial.lock().unwrap_or_else(|e| e.into_inner());
         let outcome = self.swap();
+        crate::memory::release_freed();
         match &outcome {
             Ok(reloaded) => {
                 self.metrics

@@ -75,7 +75,8 @@ pub struct CompiledRoute {
     pub sources: TokenSources,
     pub forward: ForwardPlan,
     /// `None`: no CORS handling, and nothing spent on it per request.
-    pub cors: Option<CorsPolicy>,
+    /// Boxed: most routes have none, and the policy would weigh on each.
+    pub cors: Option<Box<CorsPolicy>>,
     /// This route's metric series, resolved once per snapshot.
     pub series: RouteSeries,
     /// What a clear-text request gets instead of the upstream.

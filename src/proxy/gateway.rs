@@ -350,7 +350,7 @@ impl ProxyHttp for Gateway {
                 session,
                 e,
                 &mut ctx.request_id,
-                ctx.route.as_ref().and_then(|route| route.cors.as_ref()),
+                ctx.route.as_ref().and_then(|route| route.cors.as_deref()),
             )
             .await,
             can_reuse_downstream: false,

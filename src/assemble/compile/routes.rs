@@ -146,7 +146,7 @@ fn compile_route<'a>(
     let cors = route
         .cors
         .as_ref()
-        .map(|cors| CorsPolicy::compile(cors, auth.mode, sources.header.as_deref()))
+        .map(|cors| CorsPolicy::compile(cors, auth.mode, sources.header.as_deref()).map(Box::new))
         .transpose()
         .map_err(|e| (None, e.to_string()))?;
     let compiled = CompiledRoute {
