@@ -70,6 +70,16 @@ fn rs256(extra: Value) -> String {
     sign(Algorithm::RS256, "rsa.pem", "rsa-1", &claims(extra))
 }
 
+/// Signed by a key other than the one the JWKS lists under its kid.
+fn impostor_token() -> String {
+    sign(
+        Algorithm::RS256,
+        "rsa-impostor.pem",
+        "rsa-1",
+        &claims(json!({})),
+    )
+}
+
 fn run(
     policy: &RoutePolicy,
     issuers: &[Arc<IssuerVerifier>],
@@ -88,6 +98,23 @@ fn reason(result: Result<Arc<super::VerifiedToken>, Failure>) -> Reason {
 
 fn open_policy() -> RoutePolicy {
     RoutePolicy::new(vec![0], vec![], vec![], vec![], vec![])
+}
+
+/// Accepted, or the reason for refusing: what most checks compare, so that
+/// each fits on one line.
+fn outcome_for(
+    policy: &RoutePolicy,
+    issuers: &[Arc<IssuerVerifier>],
+    token: &str,
+    now: i64,
+) -> Result<(), Reason> {
+    run(policy, issuers, token, now)
+        .map(|_| ())
+        .map_err(|failure| failure.rejection.reason)
+}
+
+fn outcome(issuers: &[Arc<IssuerVerifier>], token: &str, now: i64) -> Result<(), Reason> {
+    outcome_for(&open_policy(), issuers, token, now)
 }
 
 #[test]
@@ -134,10 +161,7 @@ fn algorithm_must_be_allowed_and_fit_the_key() {
     let issuers = [jwks_issuer(&[Algorithm::RS256])];
     // An allowed-by-nobody algorithm, from a key that is in the JWKS.
     let es = sign(Algorithm::ES256, "ec256.pem", "ec256-1", &claims(json!({})));
-    assert_eq!(
-        reason(run(&open_policy(), &issuers, &es, NOW)),
-        Reason::AlgNotAllowed
-    );
+    assert_eq!(outcome(&issuers, &es, NOW), Err(Reason::AlgNotAllowed));
 
     // RS256 → HS256 confusion: the attacker HMACs with the public key bytes.
     let public_jwks = std::fs::read(fixture("jwks.json")).unwrap();
@@ -146,10 +170,7 @@ fn algorithm_must_be_allowed_and_fit_the_key() {
         .unwrap()
         .sign(&claims(json!({})), Some("rsa-1"), None)
         .unwrap();
-    assert_eq!(
-        reason(run(&open_policy(), &issuers, &forged, NOW)),
-        Reason::AlgNotAllowed
-    );
+    assert_eq!(outcome(&issuers, &forged, NOW), Err(Reason::AlgNotAllowed));
 
     // A key whose JWK says RS256 cannot verify PS256, even when allowed.
     let issuers = [jwks_issuer(&[Algorithm::RS256, Algorithm::PS256])];
@@ -159,93 +180,48 @@ fn algorithm_must_be_allowed_and_fit_the_key() {
         "rsa-rs256-only",
         &claims(json!({})),
     );
-    assert_eq!(
-        reason(run(&open_policy(), &issuers, &ps, NOW)),
-        Reason::AlgNotAllowed
-    );
+    assert_eq!(outcome(&issuers, &ps, NOW), Err(Reason::AlgNotAllowed));
 }
 
 #[test]
 fn signature_and_key_selection() {
     let issuers = [jwks_issuer(&[Algorithm::RS256])];
-    let impostor = sign(
-        Algorithm::RS256,
-        "rsa-impostor.pem",
-        "rsa-1",
-        &claims(json!({})),
-    );
-    assert_eq!(
-        reason(run(&open_policy(), &issuers, &impostor, NOW)),
-        Reason::BadSignature
-    );
+    let impostor = impostor_token();
+    assert_eq!(outcome(&issuers, &impostor, NOW), Err(Reason::BadSignature));
     let unknown = sign(Algorithm::RS256, "rsa.pem", "nope", &claims(json!({})));
-    assert_eq!(
-        reason(run(&open_policy(), &issuers, &unknown, NOW)),
-        Reason::UnknownKid
-    );
+    assert_eq!(outcome(&issuers, &unknown, NOW), Err(Reason::UnknownKid));
     // Without a kid, every key usable with the algorithm is tried.
     let no_kid = Signer::from_file(&fixture("rsa.pem"), Algorithm::RS256)
         .unwrap()
         .sign(&claims(json!({})), None, None)
         .unwrap();
-    assert!(run(&open_policy(), &issuers, &no_kid, NOW).is_ok());
+    assert_eq!(outcome(&issuers, &no_kid, NOW), Ok(()));
 }
 
 #[test]
 fn time_claims_follow_the_clock_with_leeway() {
+    use Reason::*;
     let issuers = [jwks_issuer(&[Algorithm::RS256])];
     let clock = ManualClock::at(NOW);
     let token = rs256(json!({"exp": NOW + 60}));
-    assert!(run(&open_policy(), &issuers, &token, clock.now_unix()).is_ok());
+    let at_clock = || outcome(&issuers, &token, clock.now_unix());
+    assert_eq!(at_clock(), Ok(()));
     clock.advance(60 + 29);
-    assert!(
-        run(&open_policy(), &issuers, &token, clock.now_unix()).is_ok(),
-        "within leeway"
-    );
+    assert_eq!(at_clock(), Ok(()), "within leeway");
     clock.advance(1);
-    assert_eq!(
-        reason(run(&open_policy(), &issuers, &token, clock.now_unix())),
-        Reason::Expired
-    );
+    assert_eq!(at_clock(), Err(Expired));
 
-    let future = rs256(json!({"nbf": NOW + 31}));
-    assert_eq!(
-        reason(run(&open_policy(), &issuers, &future, NOW)),
-        Reason::NotYetValid
-    );
-    assert!(
-        run(
-            &open_policy(),
-            &issuers,
-            &rs256(json!({"nbf": NOW + 30})),
-            NOW
-        )
-        .is_ok()
-    );
-    assert_eq!(
-        reason(run(
-            &open_policy(),
-            &issuers,
-            &rs256(json!({"iat": NOW + 31})),
-            NOW
-        )),
-        Reason::IssuedInFuture
-    );
-    assert_eq!(
-        reason(run(
-            &open_policy(),
-            &issuers,
-            &rs256(json!({"exp": null})),
-            NOW
-        )),
-        Reason::MissingClaim
-    );
-    for bad in [json!("1800000000"), json!(-1), json!(1e300)] {
-        let token = rs256(json!({ "exp": bad }));
-        assert_eq!(
-            reason(run(&open_policy(), &issuers, &token, NOW)),
-            Reason::Malformed
-        );
+    for (extra, expected) in [
+        (json!({"nbf": NOW + 31}), Err(NotYetValid)),
+        (json!({"nbf": NOW + 30}), Ok(())),
+        (json!({"iat": NOW + 31}), Err(IssuedInFuture)),
+        (json!({"exp": null}), Err(MissingClaim)),
+        (json!({"exp": "1800000000"}), Err(Malformed)),
+        (json!({"exp": -1}), Err(Malformed)),
+        (json!({"exp": 1e300}), Err(Malformed)),
+    ] {
+        let token = rs256(extra.clone());
+        assert_eq!(outcome(&issuers, &token, NOW), expected, "{extra}");
     }
 }
 
@@ -261,29 +237,16 @@ fn issuer_and_audience() {
     ];
     for (extra, expected) in cases {
         let token = rs256(extra.clone());
-        assert_eq!(
-            reason(run(&open_policy(), &issuers, &token, NOW)),
-            expected,
-            "{extra}"
-        );
+        assert_eq!(outcome(&issuers, &token, NOW), Err(expected), "{extra}");
     }
-    assert!(
-        run(
-            &open_policy(),
-            &issuers,
-            &rs256(json!({"aud": ["x", "api"]})),
-            NOW
-        )
-        .is_ok()
-    );
+    let any_listed = rs256(json!({"aud": ["x", "api"]}));
+    assert_eq!(outcome(&issuers, &any_listed, NOW), Ok(()));
 
     let route_audience = RoutePolicy::new(vec![0], vec!["orders".into()], vec![], vec![], vec![]);
-    assert_eq!(
-        reason(run(&route_audience, &issuers, &rs256(json!({})), NOW)),
-        Reason::WrongAudience
-    );
+    let for_route = |token: &str| outcome_for(&route_audience, &issuers, token, NOW);
+    assert_eq!(for_route(&rs256(json!({}))), Err(Reason::WrongAudience));
     let both = rs256(json!({"aud": ["api", "orders"]}));
-    assert!(run(&route_audience, &issuers, &both, NOW).is_ok());
+    assert_eq!(for_route(&both), Ok(()));
 }
 
 #[test]
@@ -326,31 +289,11 @@ fn scopes_and_claim_rules_are_403() {
             claims,
         )
     };
-    assert!(
-        run(
-            &policy(&["read", "write"], &[], vec![]),
-            &issuers,
-            &token,
-            NOW
-        )
-        .is_ok()
-    );
-    assert!(
-        run(
-            &policy(&[], &["admin", "write"], vec![]),
-            &issuers,
-            &token,
-            NOW
-        )
-        .is_ok()
-    );
-    let failure = run(
-        &policy(&["read", "admin"], &[], vec![]),
-        &issuers,
-        &token,
-        NOW,
-    )
-    .unwrap_err();
+    let check = |policy: RoutePolicy| outcome_for(&policy, &issuers, &token, NOW);
+    assert_eq!(check(policy(&["read", "write"], &[], vec![])), Ok(()));
+    assert_eq!(check(policy(&[], &["admin", "write"], vec![])), Ok(()));
+    let read_admin = policy(&["read", "admin"], &[], vec![]);
+    let failure = run(&read_admin, &issuers, &token, NOW).unwrap_err();
     assert_eq!(failure.rejection.reason, Reason::InsufficientScope);
     assert_eq!(
         failure.rejection.kind,
@@ -364,21 +307,12 @@ fn scopes_and_claim_rules_are_403() {
         any_of,
         all_of: vec![],
     };
-    let ops = policy(
-        &[],
-        &[],
-        vec![rule("realm_access.roles", vec![json!("ops")])],
-    );
-    assert!(run(&ops, &issuers, &token, NOW).is_ok());
-    let admin = policy(
-        &[],
-        &[],
-        vec![rule("realm_access.roles", vec![json!("admin")])],
-    );
-    assert_eq!(
-        reason(run(&admin, &issuers, &token, NOW)),
-        Reason::ClaimMismatch
-    );
+    let requiring_role = |role: &str| {
+        let roles = rule("realm_access.roles", vec![json!(role)]);
+        check(policy(&[], &[], vec![roles]))
+    };
+    assert_eq!(requiring_role("ops"), Ok(()));
+    assert_eq!(requiring_role("admin"), Err(Reason::ClaimMismatch));
     let missing = policy(&[], &[], vec![rule("department", vec![])]);
     let failure = run(&missing, &issuers, &token, NOW).unwrap_err();
     assert_eq!(failure.rejection.reason, Reason::MissingClaim);
@@ -436,35 +370,28 @@ fn issuer_with(configure: impl FnOnce(&mut IssuerVerifier)) -> Arc<IssuerVerifie
 
 #[test]
 fn lifetime_is_bounded_with_or_without_iat() {
+    let too_long = Err(Reason::LifetimeTooLong);
     let issuers = [issuer_with(|i| i.max_lifetime_secs = Some(3600))];
     let ok = rs256(json!({"iat": NOW, "exp": NOW + 3600}));
-    assert!(run(&open_policy(), &issuers, &ok, NOW).is_ok());
+    assert_eq!(outcome(&issuers, &ok, NOW), Ok(()));
     let long = rs256(json!({"iat": NOW, "exp": NOW + 3601}));
-    assert_eq!(
-        reason(run(&open_policy(), &issuers, &long, NOW)),
-        Reason::LifetimeTooLong
-    );
+    assert_eq!(outcome(&issuers, &long, NOW), too_long);
     // Without iat, what's left of the lifetime counts.
     let no_iat = rs256(json!({"iat": null, "exp": NOW + 7200}));
-    assert_eq!(
-        reason(run(&open_policy(), &issuers, &no_iat, NOW)),
-        Reason::LifetimeTooLong
-    );
-    assert!(run(&open_policy(), &issuers, &no_iat, NOW + 3600).is_ok());
+    assert_eq!(outcome(&issuers, &no_iat, NOW), too_long);
+    assert_eq!(outcome(&issuers, &no_iat, NOW + 3600), Ok(()));
     // No exp at all is an unbounded lifetime.
     let issuers = [issuer_with(|i| {
         i.max_lifetime_secs = Some(3600);
         i.require_exp = false;
     })];
     let forever = rs256(json!({"exp": null}));
-    assert_eq!(
-        reason(run(&open_policy(), &issuers, &forever, NOW)),
-        Reason::LifetimeTooLong
-    );
+    assert_eq!(outcome(&issuers, &forever, NOW), too_long);
 }
 
 #[test]
 fn token_type_guard_by_header_and_claim() {
+    use Reason::*;
     let by_typ = [issuer_with(|i| i.token_type.typ = vec!["at+jwt".into()])];
     let sign_typ = |typ: Option<&str>| {
         Signer::from_file(&fixture("rsa.pem"), Algorithm::RS256)
@@ -472,88 +399,62 @@ fn token_type_guard_by_header_and_claim() {
             .sign(&claims(json!({})), Some("rsa-1"), typ)
             .unwrap()
     };
-    for accepted in ["at+jwt", "AT+JWT", "application/at+jwt"] {
-        assert!(
-            run(&open_policy(), &by_typ, &sign_typ(Some(accepted)), NOW).is_ok(),
-            "{accepted}"
-        );
-    }
-    for refused in [Some("JWT"), Some("refresh+jwt"), None] {
-        assert_eq!(
-            reason(run(&open_policy(), &by_typ, &sign_typ(refused), NOW)),
-            Reason::WrongTokenType,
-            "{refused:?}"
-        );
+    for (typ, expected) in [
+        (Some("at+jwt"), Ok(())),
+        (Some("AT+JWT"), Ok(())),
+        (Some("application/at+jwt"), Ok(())),
+        (Some("JWT"), Err(WrongTokenType)),
+        (Some("refresh+jwt"), Err(WrongTokenType)),
+        (None, Err(WrongTokenType)),
+    ] {
+        assert_eq!(outcome(&by_typ, &sign_typ(typ), NOW), expected, "{typ:?}");
     }
 
     let by_claim = [issuer_with(|i| {
         i.token_type.claim = Some("token_use".into());
         i.token_type.claim_values = vec![json!("access")];
     })];
-    let access = rs256(json!({"token_use": "access"}));
-    assert!(run(&open_policy(), &by_claim, &access, NOW).is_ok());
-    for refused in [
-        json!({"token_use": "refresh"}),
-        json!({"token_use": "id"}),
-        json!({}),
+    for (extra, expected) in [
+        (json!({"token_use": "access"}), Ok(())),
+        (json!({"token_use": "refresh"}), Err(WrongTokenType)),
+        (json!({"token_use": "id"}), Err(WrongTokenType)),
+        (json!({}), Err(WrongTokenType)),
     ] {
-        let token = rs256(refused.clone());
-        assert_eq!(
-            reason(run(&open_policy(), &by_claim, &token, NOW)),
-            Reason::WrongTokenType,
-            "{refused}"
-        );
+        let token = rs256(extra.clone());
+        assert_eq!(outcome(&by_claim, &token, NOW), expected, "{extra}");
     }
 }
 
 #[test]
 fn subject_must_be_a_string_and_can_be_required() {
     let issuers = [jwks_issuer(&[Algorithm::RS256])];
-    for bad in [json!(["alice"]), json!(7), json!("")] {
-        let token = rs256(json!({ "sub": bad }));
-        assert_eq!(
-            reason(run(&open_policy(), &issuers, &token, NOW)),
-            Reason::Malformed
-        );
+    for (sub, expected) in [
+        (json!(["alice"]), Err(Reason::Malformed)),
+        (json!(7), Err(Reason::Malformed)),
+        (json!(""), Err(Reason::Malformed)),
+        (json!(null), Ok(())),
+    ] {
+        let token = rs256(json!({ "sub": sub }));
+        assert_eq!(outcome(&issuers, &token, NOW), expected, "{sub}");
     }
-    assert!(run(&open_policy(), &issuers, &rs256(json!({"sub": null})), NOW).is_ok());
     let strict = [issuer_with(|i| i.require_sub = true)];
-    assert_eq!(
-        reason(run(
-            &open_policy(),
-            &strict,
-            &rs256(json!({"sub": null})),
-            NOW
-        )),
-        Reason::MissingClaim
-    );
+    let no_sub = rs256(json!({"sub": null}));
+    assert_eq!(outcome(&strict, &no_sub, NOW), Err(Reason::MissingClaim));
 }
 
 #[test]
 fn jti_can_be_required() {
     let lax = [jwks_issuer(&[Algorithm::RS256])];
-    assert!(run(&open_policy(), &lax, &rs256(json!({"jti": null})), NOW).is_ok());
+    assert_eq!(outcome(&lax, &rs256(json!({"jti": null})), NOW), Ok(()));
     let strict = [issuer_with(|i| i.require_jti = true)];
-    assert!(run(&open_policy(), &strict, &rs256(json!({"jti": "t-1"})), NOW).is_ok());
-    assert_eq!(
-        reason(run(
-            &open_policy(),
-            &strict,
-            &rs256(json!({"jti": null})),
-            NOW
-        )),
-        Reason::MissingClaim
-    );
-    for bad in [json!(""), json!(7)] {
-        assert_eq!(
-            reason(run(
-                &open_policy(),
-                &strict,
-                &rs256(json!({"jti": bad})),
-                NOW
-            )),
-            Reason::Malformed
-        );
+    for (jti, expected) in [
+        (json!("t-1"), Ok(())),
+        (json!(null), Err(Reason::MissingClaim)),
+        (json!(""), Err(Reason::Malformed)),
+        (json!(7), Err(Reason::Malformed)),
+    ] {
+        let token = rs256(json!({ "jti": jti }));
+        assert_eq!(outcome(&strict, &token, NOW), expected, "{jti}");
     }
 }
 
@@ -623,12 +524,7 @@ fn a_cached_token_passes_no_check_an_uncached_one_would_fail() {
 fn invalid_tokens_are_not_cached() {
     let issuers = [jwks_issuer(&[Algorithm::RS256])];
     let (cache, hits, _) = cache();
-    let impostor = sign(
-        Algorithm::RS256,
-        "rsa-impostor.pem",
-        "rsa-1",
-        &claims(json!({})),
-    );
+    let impostor = impostor_token();
     for _ in 0..3 {
         let failure = open_policy()
             .authorize(&impostor, &issuers, NOW, 8192, Some(&cache), &mut ())

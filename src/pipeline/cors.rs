@@ -512,6 +512,10 @@ mod tests {
         CorsPolicy::compile(config, AuthMode::Required, None).expect("valid cors config")
     }
 
+    fn refused(config: &CorsConfig) -> CorsError {
+        CorsPolicy::compile(config, AuthMode::Required, None).unwrap_err()
+    }
+
     fn request(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
@@ -520,25 +524,44 @@ mod tests {
         map
     }
 
+    /// A preflight from the allowed origin of most tests.
+    fn preflight_request(method: &'static str, headers: &'static str) -> HeaderMap {
+        request(&[
+            ("origin", "https://a.example"),
+            ("access-control-request-method", method),
+            ("access-control-request-headers", headers),
+        ])
+    }
+
+    fn answer(policy: &CorsPolicy, request: &HeaderMap) -> HeaderMap {
+        let mut response = HeaderMap::new();
+        policy.preflight(request, &mut response).unwrap();
+        response
+    }
+
     fn text(map: &HeaderMap, name: &str) -> Option<String> {
         map.get(name).map(|v| v.to_str().unwrap().to_string())
     }
 
+    /// Headers written as `name: value` lines, checked one by one so that a
+    /// failure names the header.
+    fn assert_headers(map: &HeaderMap, expected: &[&str]) {
+        for line in expected {
+            let (name, value) = line.split_once(": ").expect("a `name: value` line");
+            assert_eq!(text(map, name).as_deref(), Some(value), "{name}");
+        }
+    }
+
     #[test]
     fn origins_are_serialized_as_browsers_send_them() {
-        assert_eq!(
-            serialize_origin("HTTPS://App.Example.com:443").unwrap(),
-            "https://app.example.com"
-        );
-        assert_eq!(
-            serialize_origin("http://127.0.0.1:8080").unwrap(),
-            "http://127.0.0.1:8080"
-        );
-        assert_eq!(serialize_origin("http://[::1]:80").unwrap(), "http://[::1]");
-        assert_eq!(
-            serialize_origin("capacitor://localhost").unwrap(),
-            "capacitor://localhost"
-        );
+        for (origin, serialized) in [
+            ("HTTPS://App.Example.com:443", "https://app.example.com"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("http://[::1]:80", "http://[::1]"),
+            ("capacitor://localhost", "capacitor://localhost"),
+        ] {
+            assert_eq!(serialize_origin(origin).unwrap(), serialized, "{origin}");
+        }
     }
 
     #[test]
@@ -557,88 +580,66 @@ mod tests {
             "http://[::1",
             "http://[nope]",
         ] {
-            let err = CorsPolicy::compile(&config(&[bad]), AuthMode::Required, None).unwrap_err();
+            let err = refused(&config(&[bad]));
             assert!(
                 matches!(&err, CorsError::InvalidOrigin { origin, .. } if origin == bad),
                 "{bad}: {err}"
             );
             assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
         }
-        let err = CorsPolicy::compile(&config(&["null"]), AuthMode::Required, None).unwrap_err();
-        assert_eq!(err, CorsError::NullOrigin);
+        assert_eq!(refused(&config(&["null"])), CorsError::NullOrigin);
     }
 
     #[test]
     fn wildcard_origin_is_alone_and_never_with_credentials() {
-        let err = CorsPolicy::compile(&config(&[]), AuthMode::Required, None).unwrap_err();
-        assert_eq!(err, CorsError::NoOrigins);
-        let err = CorsPolicy::compile(
-            &config(&["*", "https://a.example"]),
-            AuthMode::Required,
-            None,
-        )
-        .unwrap_err();
-        assert_eq!(err, CorsError::WildcardAmongOrigins);
+        assert_eq!(refused(&config(&[])), CorsError::NoOrigins);
+        let among = config(&["*", "https://a.example"]);
+        assert_eq!(refused(&among), CorsError::WildcardAmongOrigins);
         let credentials = CorsConfig {
             allow_credentials: true,
             ..config(&["*"])
         };
-        let err = CorsPolicy::compile(&credentials, AuthMode::Required, None).unwrap_err();
+        let err = refused(&credentials);
         assert_eq!(err, CorsError::WildcardWithCredentials);
         assert!(err.to_string().contains("allow_credentials"), "{err}");
     }
 
     #[test]
     fn methods_headers_and_max_age_are_checked() {
-        let base = config(&["https://a.example"]);
-        let cases: Vec<(CorsConfig, &str)> = vec![
+        type Change = fn(&mut CorsConfig);
+        let cases: [(Change, &str); 6] = [
             (
-                CorsConfig {
-                    allowed_methods: vec![],
-                    ..config(&["https://a.example"])
-                },
+                |c| c.allowed_methods = vec![],
                 "cors.allowed_methods must list",
             ),
             (
-                CorsConfig {
-                    allowed_methods: vec!["GE T".into()],
-                    ..config(&["https://a.example"])
-                },
+                |c| c.allowed_methods = vec!["GE T".into()],
                 "cors.allowed_methods: \"GE T\"",
             ),
             (
-                CorsConfig {
-                    allowed_headers: vec!["x bad".into()],
-                    ..config(&["https://a.example"])
-                },
+                |c| c.allowed_headers = vec!["x bad".into()],
                 "cors.allowed_headers: \"x bad\"",
             ),
             (
-                CorsConfig {
-                    exposed_headers: vec!["*".into()],
-                    ..config(&["https://a.example"])
-                },
+                |c| c.exposed_headers = vec!["*".into()],
                 "cors.exposed_headers: wildcards",
             ),
             (
-                CorsConfig {
-                    max_age: Duration::from_millis(1500),
-                    ..config(&["https://a.example"])
-                },
+                |c| c.max_age = Duration::from_millis(1500),
                 "cors.max_age: 1.5s",
             ),
             (
-                CorsConfig {
-                    max_age: Duration::from_secs(2 * 24 * 3600),
-                    ..config(&["https://a.example"])
-                },
+                |c| c.max_age = Duration::from_secs(2 * 24 * 3600),
                 "cors.max_age: 172800s",
             ),
         ];
-        for (config, expected) in cases {
-            let err = CorsPolicy::compile(&config, AuthMode::Required, None).unwrap_err();
+        for (change, expected) in cases {
+            let mut config = config(&["https://a.example"]);
+            change(&mut config);
+            let err = refused(&config);
             assert!(err.to_string().contains(expected), "{err}");
         }
+        let base = config(&["https://a.example"]);
         assert!(CorsPolicy::compile(&base, AuthMode::Off, None).is_ok());
     }
 
@@ -651,36 +652,17 @@ mod tests {
             max_age: Duration::from_secs(600),
             ..config(&["https://a.example"])
         };
-        let policy = policy(&config);
-        let request = request(&[
-            ("origin", "https://a.example"),
-            ("access-control-request-method", "PUT"),
-            (
-                "access-control-request-headers",
-                "authorization,content-type",
-            ),
-        ]);
-        let mut response = HeaderMap::new();
-        policy.preflight(&request, &mut response).unwrap();
-        assert_eq!(
-            text(&response, "access-control-allow-origin").as_deref(),
-            Some("https://a.example")
-        );
-        assert_eq!(
-            text(&response, "access-control-allow-methods").as_deref(),
-            Some("GET, PUT")
-        );
-        assert_eq!(
-            text(&response, "access-control-allow-headers").as_deref(),
-            Some("authorization,content-type")
-        );
-        assert_eq!(
-            text(&response, "access-control-allow-credentials").as_deref(),
-            Some("true")
-        );
-        assert_eq!(
-            text(&response, "access-control-max-age").as_deref(),
-            Some("600")
+        let request = preflight_request("PUT", "authorization,content-type");
+        let response = answer(&policy(&config), &request);
+        assert_headers(
+            &response,
+            &[
+                "access-control-allow-origin: https://a.example",
+                "access-control-allow-methods: GET, PUT",
+                "access-control-allow-headers: authorization,content-type",
+                "access-control-allow-credentials: true",
+                "access-control-max-age: 600",
+            ],
         );
         assert_eq!(text(&response, "vary").as_deref(), Some(PREFLIGHT_VARY));
     }
@@ -691,16 +673,8 @@ mod tests {
             allowed_headers: vec!["x-trace".into()],
             ..config(&["https://a.example"])
         });
-        let request = request(&[
-            ("origin", "https://a.example"),
-            ("access-control-request-method", "GET"),
-            (
-                "access-control-request-headers",
-                "Authorization, x-secret, X-Trace",
-            ),
-        ]);
-        let mut response = HeaderMap::new();
-        policy.preflight(&request, &mut response).unwrap();
+        let request = preflight_request("GET", "Authorization, x-secret, X-Trace");
+        let response = answer(&policy, &request);
         assert_eq!(
             text(&response, "access-control-allow-headers").as_deref(),
             Some("Authorization, X-Trace")
@@ -710,25 +684,16 @@ mod tests {
     #[test]
     fn authorization_is_allowed_only_where_tokens_are_read() {
         let config = config(&["https://a.example"]);
-        let request = request(&[
-            ("origin", "https://a.example"),
-            ("access-control-request-method", "GET"),
-            (
-                "access-control-request-headers",
-                "authorization,x-api-token",
-            ),
-        ]);
+        let request = preflight_request("GET", "authorization,x-api-token");
         let with_header =
             CorsPolicy::compile(&config, AuthMode::Optional, Some("x-api-token")).expect("valid");
-        let mut response = HeaderMap::new();
-        with_header.preflight(&request, &mut response).unwrap();
+        let response = answer(&with_header, &request);
         assert_eq!(
             text(&response, "access-control-allow-headers").as_deref(),
             Some("authorization,x-api-token")
         );
         let public = CorsPolicy::compile(&config, AuthMode::Off, None).expect("valid");
-        let mut response = HeaderMap::new();
-        public.preflight(&request, &mut response).unwrap();
+        let response = answer(&public, &request);
         assert_eq!(text(&response, "access-control-allow-headers"), None);
     }
 
@@ -736,31 +701,22 @@ mod tests {
     fn preflight_refusals() {
         let policy = policy(&config(&["https://a.example"]));
         let mut response = HeaderMap::new();
-        let other_origin = request(&[
-            ("origin", "https://evil.example"),
-            ("access-control-request-method", "GET"),
-        ]);
-        assert_eq!(
-            policy.preflight(&other_origin, &mut response),
-            Err(PreflightRefusal::Origin)
-        );
-        let other_method = request(&[
-            ("origin", "https://a.example"),
-            ("access-control-request-method", "DELETE"),
-        ]);
-        assert_eq!(
-            policy.preflight(&other_method, &mut response),
-            Err(PreflightRefusal::Method)
-        );
-        // Methods are case-sensitive (Fetch), and `patch` is not normalized.
-        let lower = request(&[
-            ("origin", "https://a.example"),
-            ("access-control-request-method", "get"),
-        ]);
-        assert_eq!(
-            policy.preflight(&lower, &mut response),
-            Err(PreflightRefusal::Method)
-        );
+        for (origin, method, refusal) in [
+            ("https://evil.example", "GET", PreflightRefusal::Origin),
+            ("https://a.example", "DELETE", PreflightRefusal::Method),
+            // Methods are case-sensitive (Fetch), and `patch` is not normalized.
+            ("https://a.example", "get", PreflightRefusal::Method),
+        ] {
+            let request = request(&[
+                ("origin", origin),
+                ("access-control-request-method", method),
+            ]);
+            assert_eq!(
+                policy.preflight(&request, &mut response),
+                Err(refusal),
+                "{origin} {method}"
+            );
+        }
         assert!(response.is_empty());
     }
 
@@ -789,21 +745,14 @@ mod tests {
         upstream.insert("access-control-allow-origin", HeaderValue::from_static("*"));
         upstream.insert("vary", HeaderValue::from_static("Accept-Encoding"));
         policy.decorate(&request(&[("origin", "https://a.example")]), &mut upstream);
-        assert_eq!(
-            text(&upstream, "access-control-allow-origin").as_deref(),
-            Some("https://a.example")
-        );
-        assert_eq!(
-            text(&upstream, "access-control-allow-credentials").as_deref(),
-            Some("true")
-        );
-        assert_eq!(
-            text(&upstream, "access-control-expose-headers").as_deref(),
-            Some("www-authenticate, x-request-id")
-        );
-        assert_eq!(
-            text(&upstream, "vary").as_deref(),
-            Some("Accept-Encoding, Origin")
+        assert_headers(
+            &upstream,
+            &[
+                "access-control-allow-origin: https://a.example",
+                "access-control-allow-credentials: true",
+                "access-control-expose-headers: www-authenticate, x-request-id",
+                "vary: Accept-Encoding, Origin",
+            ],
         );
 
         let mut other = HeaderMap::new();
@@ -853,10 +802,7 @@ mod tests {
         let policy = policy(&config(&["*"]));
         let mut response = HeaderMap::new();
         policy.decorate(&request(&[("origin", "https://x.example")]), &mut response);
-        assert_eq!(
-            text(&response, "access-control-allow-origin").as_deref(),
-            Some("*")
-        );
+        assert_headers(&response, &["access-control-allow-origin: *"]);
         assert_eq!(text(&response, "vary"), None);
     }
 }

@@ -110,6 +110,18 @@ fn bearer(sub: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {token}"))
 }
 
+/// The kind of a decision other than a rate limit, so that each step of a
+/// scenario fits on one line; panics on a rate limit or anything else.
+fn kind(decision: &Decision<'_>) -> &'static str {
+    match decision {
+        Decision::Allow { .. } => "allow",
+        Decision::Anonymous { .. } => "anonymous",
+        Decision::WouldDeny { .. } => "would deny",
+        Decision::Deny { .. } => "deny",
+        other => panic!("expected a forward or an authentication refusal, got {other:?}"),
+    }
+}
+
 /// The limit that refused, and its retry delay; panics on anything else.
 fn limited<'d>(decision: &'d Decision<'_>) -> (&'d str, u64) {
     match decision {
@@ -121,34 +133,20 @@ fn limited<'d>(decision: &'d Decision<'_>) -> (&'d str, u64) {
 #[test]
 fn an_open_route_is_limited_per_client_address_and_refills() {
     let h = Harness::new();
+    let login = |client: &str| h.decide("/login", client, &[]);
     for _ in 0..2 {
-        assert!(matches!(
-            h.decide("/login", "192.0.2.1", &[]),
-            Decision::Anonymous { .. }
-        ));
+        assert_eq!(kind(&login("192.0.2.1")), "anonymous");
     }
-    assert_eq!(
-        limited(&h.decide("/login", "192.0.2.1", &[])),
-        ("per-client", 60)
-    );
+    assert_eq!(limited(&login("192.0.2.1")), ("per-client", 60));
     // Another client, or the same one as an IPv4-mapped IPv6 peer, is not
     // a new budget for the first.
-    assert!(matches!(
-        h.decide("/login", "192.0.2.2", &[]),
-        Decision::Anonymous { .. }
-    ));
-    assert_eq!(
-        limited(&h.decide("/login", "::ffff:192.0.2.1", &[])).0,
-        "per-client"
-    );
+    assert_eq!(kind(&login("192.0.2.2")), "anonymous");
+    assert_eq!(limited(&login("::ffff:192.0.2.1")).0, "per-client");
     h.clock.advance(59);
-    assert_eq!(limited(&h.decide("/login", "192.0.2.1", &[])).1, 1);
+    assert_eq!(limited(&login("192.0.2.1")).1, 1);
     h.clock.advance(1);
-    assert!(matches!(
-        h.decide("/login", "192.0.2.1", &[]),
-        Decision::Anonymous { .. }
-    ));
-    assert_eq!(limited(&h.decide("/login", "192.0.2.1", &[])).1, 60);
+    assert_eq!(kind(&login("192.0.2.1")), "anonymous");
+    assert_eq!(limited(&login("192.0.2.1")).1, 60);
     assert_eq!(
         h.pipeline
             .rate_limits()
@@ -162,71 +160,39 @@ fn an_open_route_is_limited_per_client_address_and_refills() {
 #[test]
 fn a_client_limit_runs_before_authentication_and_a_claim_limit_after() {
     let h = Harness::new();
+    let api =
+        |client: &str, headers: &[(&'static str, String)]| h.decide("/api/x", client, headers);
+    let (alice, bob) = ([bearer("alice")], [bearer("bob")]);
     // Three requests without a token use up the client's budget: each is
     // denied by authentication, then the fourth is refused before it.
     for _ in 0..3 {
-        assert!(matches!(
-            h.decide("/api/x", "198.51.100.1", &[]),
-            Decision::Deny { .. }
-        ));
+        assert_eq!(kind(&api("198.51.100.1", &[])), "deny");
     }
-    assert_eq!(
-        limited(&h.decide("/api/x", "198.51.100.1", &[bearer("alice")])).0,
-        "per-client"
-    );
+    assert_eq!(limited(&api("198.51.100.1", &alice)).0, "per-client");
 
     // Per subject: alice's second request is refused, from any address;
     // bob has a budget of his own.
-    let from = "198.51.100.2";
-    assert!(matches!(
-        h.decide("/api/x", from, &[bearer("alice")]),
-        Decision::Allow { .. }
-    ));
-    let refused = h.decide("/api/x", "198.51.100.3", &[bearer("alice")]);
-    assert_eq!(limited(&refused), ("per-user", 3600));
-    assert!(matches!(
-        h.decide("/api/x", "198.51.100.3", &[bearer("bob")]),
-        Decision::Allow { .. }
-    ));
+    assert_eq!(kind(&api("198.51.100.2", &alice)), "allow");
+    assert_eq!(limited(&api("198.51.100.3", &alice)), ("per-user", 3600));
+    assert_eq!(kind(&api("198.51.100.3", &bob)), "allow");
     // A request that fails authentication takes nothing from a subject.
     h.clock.advance(3600);
-    assert!(matches!(
-        h.decide(
-            "/api/x",
-            "198.51.100.4",
-            &[("authorization", "Bearer x.y.z".into())]
-        ),
-        Decision::Deny { .. }
-    ));
-    assert!(matches!(
-        h.decide("/api/x", "198.51.100.4", &[bearer("alice")]),
-        Decision::Allow { .. }
-    ));
+    let forged = [("authorization", "Bearer x.y.z".to_string())];
+    assert_eq!(kind(&api("198.51.100.4", &forged)), "deny");
+    assert_eq!(kind(&api("198.51.100.4", &alice)), "allow");
 }
 
 #[test]
 fn audit_mode_still_enforces_limits_and_a_missing_header_is_one_budget() {
     let h = Harness::new();
-    let key = |k: &str| ("x-api-key", k.to_string());
-    assert!(matches!(
-        h.decide("/audit", "203.0.113.1", &[key("a")]),
-        Decision::WouldDeny { .. }
-    ));
-    assert_eq!(
-        limited(&h.decide("/audit", "203.0.113.2", &[key("a")])).0,
-        "per-key"
-    );
-    assert!(matches!(
-        h.decide("/audit", "203.0.113.1", &[key("b")]),
-        Decision::WouldDeny { .. }
-    ));
+    let audit = |client: &str, key: &[&str]| {
+        let headers: Vec<_> = key.iter().map(|k| ("x-api-key", k.to_string())).collect();
+        h.decide("/audit", client, &headers)
+    };
+    assert_eq!(kind(&audit("203.0.113.1", &["a"])), "would deny");
+    assert_eq!(limited(&audit("203.0.113.2", &["a"])).0, "per-key");
+    assert_eq!(kind(&audit("203.0.113.1", &["b"])), "would deny");
     // Leaving the header out is no way around the limit.
-    assert!(matches!(
-        h.decide("/audit", "203.0.113.1", &[]),
-        Decision::WouldDeny { .. }
-    ));
-    assert_eq!(
-        limited(&h.decide("/audit", "203.0.113.3", &[])).0,
-        "per-key"
-    );
+    assert_eq!(kind(&audit("203.0.113.1", &[])), "would deny");
+    assert_eq!(limited(&audit("203.0.113.3", &[])).0, "per-key");
 }
