@@ -246,7 +246,15 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
-fn keep_or(handling: Handling, refusal: TargetError) -> Result<(), TargetError> {
+/// Refuses `byte` where `rules` refuse it: a backslash or a `;` however it
+/// was written, a slash only %-encoded (a raw one separates segments).
+fn allowed(byte: u8, rules: &PathRules) -> Result<(), TargetError> {
+    let (handling, refusal) = match byte {
+        b'/' => (rules.encoded_slash, TargetError::EncodedSlash),
+        b'\\' => (rules.backslash, TargetError::Backslash),
+        b';' => (rules.semicolon, TargetError::PathParameter),
+        _ => return Ok(()),
+    };
     match handling {
         Handling::Keep => Ok(()),
         Handling::Reject => Err(refusal),
@@ -281,31 +289,20 @@ fn decode(path: &[u8], rules: &PathRules) -> Result<String, TargetError> {
                 i += 2;
                 match value {
                     v if is_unreserved(v) => out.push(v as char),
-                    b'/' => {
-                        keep_or(rules.encoded_slash, TargetError::EncodedSlash)?;
-                        push_escape(&mut out, value);
-                    }
-                    b'\\' => {
-                        keep_or(rules.backslash, TargetError::Backslash)?;
-                        push_escape(&mut out, value);
-                    }
-                    b';' => {
-                        keep_or(rules.semicolon, TargetError::PathParameter)?;
-                        push_escape(&mut out, value);
-                    }
                     0..=0x1f | 0x7f => return Err(TargetError::ControlCharacter),
                     v => {
+                        allowed(v, rules)?;
                         encoded_non_ascii |= v >= 0x80;
                         push_escape(&mut out, v);
                     }
                 }
             }
             b'\\' => {
-                keep_or(rules.backslash, TargetError::Backslash)?;
+                allowed(b, rules)?;
                 push_escape(&mut out, b);
             }
             b';' => {
-                keep_or(rules.semicolon, TargetError::PathParameter)?;
+                allowed(b, rules)?;
                 out.push(';');
             }
             0..=0x1f | 0x7f => return Err(TargetError::ControlCharacter),

@@ -21,10 +21,12 @@ pub struct Cidr {
 pub enum CidrError {
     #[error("{0:?} is not an IP address or CIDR range (like 10.0.0.0/8 or fd00::/8)")]
     NotAnAddress(String),
-    #[error("{text:?}: prefix length must be 0 to {max}")]
-    PrefixLength { text: String, max: u8 },
-    #[error("{text:?} has bits set past its prefix length; the range is {network}")]
-    HostBitsSet { text: String, network: String },
+    /// The range as written, and the longest prefix its family allows.
+    #[error("{0:?}: prefix length must be 0 to {1}")]
+    PrefixLength(String, u8),
+    /// The range as written, and the network it probably meant.
+    #[error("{0:?} has bits set past its prefix length; the range is {1}")]
+    HostBitsSet(String, String),
 }
 
 impl FromStr for Cidr {
@@ -40,23 +42,14 @@ impl FromStr for Cidr {
             .map_err(|_| CidrError::NotAnAddress(text.to_string()))?;
         let max = if network.is_ipv4() { 32 } else { 128 };
         let prefix_len = match prefix {
-            None => max,
+            None => Some(max),
             // `u8::from_str` accepts a leading `+`; a range is written without one.
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|len| *len <= max)
-                .ok_or_else(|| CidrError::PrefixLength {
-                    text: text.to_string(),
-                    max,
-                })?,
-            Some(_) => {
-                return Err(CidrError::PrefixLength {
-                    text: text.to_string(),
-                    max,
-                });
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().ok().filter(|len| *len <= max)
             }
-        };
+            Some(_) => None,
+        }
+        .ok_or_else(|| CidrError::PrefixLength(text.to_string(), max))?;
         let cidr = Cidr {
             network,
             prefix_len,
@@ -65,10 +58,10 @@ impl FromStr for Cidr {
         // guessing which would widen or narrow what is trusted.
         let masked = cidr.masked(network);
         if masked != network {
-            return Err(CidrError::HostBitsSet {
-                text: text.to_string(),
-                network: format!("{masked}/{prefix_len}"),
-            });
+            return Err(CidrError::HostBitsSet(
+                text.to_string(),
+                format!("{masked}/{prefix_len}"),
+            ));
         }
         Ok(cidr)
     }

@@ -535,10 +535,9 @@ mod tests {
 
     #[test]
     fn health_checked_addresses_are_taken_in_turn_too() {
-        let pool = pool(
-            "{ addrs: [\"10.0.0.1:80\", \"10.0.0.2:80\"], health_check: { protocol: tcp } }",
-        )
-        .unwrap();
+        let pool =
+            pool("{ addrs: [\"10.0.0.1:80\", \"10.0.0.2:80\"], health_check: { protocol: tcp } }")
+                .unwrap();
         assert!(matches!(pool.endpoints, Endpoints::Balanced(_)));
         assert_eq!(pool.len(), 2);
         let chosen: Vec<_> = (0..4).map(|_| pool.select().unwrap().addr).collect();
