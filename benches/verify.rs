@@ -48,7 +48,7 @@ use jwtgate::mint::Signer;
 use jwtgate::pipeline::canonical::{PathRules, RequestTarget};
 use jwtgate::pipeline::client::ClientAddress;
 use jwtgate::pipeline::router::Router;
-use jwtgate::pipeline::{Adapter, Decision, Pipeline, RequestView, Scheme, TargetForm};
+use jwtgate::pipeline::{Adapter, Decision, Forwarded, Pipeline, RequestView, Scheme, TargetForm};
 use jwtgate::proxy::headers::{self, Forwarding};
 
 const ISS: &str = "https://issuer.bench";
@@ -371,7 +371,13 @@ routes:
             Poll::Pending => unreachable!("nothing to wait for with local keys"),
         }
     };
-    assert!(matches!(decide(), Decision::Allow { .. }));
+    assert!(matches!(
+        decide(),
+        Decision::Forward {
+            auth: Forwarded::Identity(_),
+            ..
+        }
+    ));
     c.bench_function("pipeline/decide", |b| b.iter(decide));
 }
 

@@ -17,7 +17,7 @@ use serde_json::json;
 use self::request_id::REQUEST_ID_NAME;
 use crate::auth::{Rejection, RejectionKind};
 use crate::pipeline::cors::CorsPolicy;
-use crate::pipeline::{Decision, HTTPS_REQUIRED, Refusal};
+use crate::pipeline::{Decision, Forwarded, HTTPS_REQUIRED, Refusal};
 use crate::state::rate_limit::Limited;
 
 /// An answer of jwtgate's own.
@@ -31,9 +31,18 @@ const RETRY_AFTER_SECS: &str = "10";
 /// preflight, whose answer depends on the adapter (see [`preflight`]).
 pub fn refusal(decision: &Decision<'_>, realm: &str, request_id: &str) -> Option<Answer> {
     Some(match decision {
-        Decision::Allow { .. }
-        | Decision::Anonymous { .. }
-        | Decision::WouldDeny { .. }
+        Decision::Forward {
+            auth: Forwarded::Identity(_),
+            ..
+        }
+        | Decision::Forward {
+            auth: Forwarded::Anonymous,
+            ..
+        }
+        | Decision::Forward {
+            auth: Forwarded::WouldDeny(_),
+            ..
+        }
         | Decision::Preflight { .. } => return None,
         Decision::Deny { failure, .. } => rejection(&failure.rejection, realm, request_id),
         Decision::Refuse(Refusal::Limit(exceeded)) => {

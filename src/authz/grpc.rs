@@ -31,7 +31,7 @@ use super::{
 };
 use crate::answers::Answer;
 use crate::answers::request_id::REQUEST_ID;
-use crate::pipeline::{Adapter, Decision, Scheme, Snapshot};
+use crate::pipeline::{Adapter, Decision, Forwarded, Scheme, Snapshot};
 
 /// The one method served; anything else is `UNIMPLEMENTED`.
 pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -224,8 +224,10 @@ fn denied(answer: &Answer) -> CheckResponse {
 /// client wrote reaches the upstream whatever Envoy is told to strip.
 fn allowed(decision: &Decision<'_>, snapshot: &Snapshot) -> CheckResponse {
     let mut headers = Vec::new();
-    if let Decision::Allow {
-        route, identity, ..
+    if let Decision::Forward {
+        route,
+        auth: Forwarded::Identity(identity),
+        ..
     } = decision
     {
         headers.extend(

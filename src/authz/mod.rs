@@ -33,7 +33,9 @@ use crate::answers::{self, Answer};
 use crate::config::schema::AuthzConvention;
 use crate::digest::sha256;
 use crate::pipeline::client::ClientAddress;
-use crate::pipeline::{Adapter, Decision, Pipeline, RequestView, Scheme, Snapshot, TargetForm};
+use crate::pipeline::{
+    Adapter, Decision, Forwarded, Pipeline, RequestView, Scheme, Snapshot, TargetForm,
+};
 use crate::telemetry::access::{self, AccessRecord};
 use crate::telemetry::metrics::NO_ROUTE;
 use crate::telemetry::metrics::RequestMetrics;
@@ -230,7 +232,10 @@ fn decided<'a>(
     original: &'a Original<'a>,
 ) -> AccessRecord<'a> {
     let identity = match decision {
-        Decision::Allow { identity, .. } => Some(identity),
+        Decision::Forward {
+            auth: Forwarded::Identity(identity),
+            ..
+        } => Some(identity),
         _ => decision
             .failure()
             .and_then(|failure| failure.refused.as_ref()),
@@ -290,8 +295,10 @@ fn allowed(decision: &Decision<'_>, request_id: &str) -> Answer {
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert(REQUEST_ID_NAME.clone(), id);
     }
-    if let Decision::Allow {
-        route, identity, ..
+    if let Decision::Forward {
+        route,
+        auth: Forwarded::Identity(identity),
+        ..
     } = decision
     {
         for (claim, value) in route.forward.identity_values(identity) {

@@ -22,7 +22,8 @@ use jwtgate::jose::Algorithm;
 use jwtgate::keys::remote::Refresher;
 use jwtgate::mint::Signer;
 use jwtgate::pipeline::{
-    Adapter, CompiledRoute, Decision, Pipeline, RequestView, Scheme, Snapshot, TargetForm,
+    Adapter, CompiledRoute, Decision, Forwarded, Pipeline, RequestView, Scheme, Snapshot,
+    TargetForm,
 };
 
 #[derive(Subcommand)]
@@ -469,7 +470,10 @@ fn verdict(
     probe: &Probe,
 ) -> anyhow::Result<ExitCode> {
     match decision {
-        Decision::Allow { identity, .. } => {
+        Decision::Forward {
+            auth: Forwarded::Identity(identity),
+            ..
+        } => {
             outln!(
                 "ACCEPTED: issuer {:?}, sub {}",
                 snapshot.issuers[identity.issuer].name,
@@ -479,13 +483,19 @@ fn verdict(
             );
             Ok(ExitCode::SUCCESS)
         }
-        Decision::Anonymous { .. } if route.mode == AuthMode::Off => {
+        Decision::Forward {
+            auth: Forwarded::Anonymous,
+            ..
+        } if route.mode == AuthMode::Off => {
             outln!(
                 "NOT CHECKED: auth is off on this route; jwtgate forwards its requests without verifying a token and sets no identity headers"
             );
             Ok(ExitCode::SUCCESS)
         }
-        Decision::WouldDeny { failure, .. } => {
+        Decision::Forward {
+            auth: Forwarded::WouldDeny(failure),
+            ..
+        } => {
             print_rejection(&failure.rejection, "REJECTED (not enforced)");
             outln!(
                 "the route is in audit mode: jwtgate forwards the request without identity headers and counts it as would_deny"
@@ -496,7 +506,10 @@ fn verdict(
             print_rejection(&failure.rejection, "REJECTED");
             Ok(ExitCode::FAILURE)
         }
-        Decision::Anonymous { .. } => {
+        Decision::Forward {
+            auth: Forwarded::Anonymous,
+            ..
+        } => {
             outln!("NO TOKEN: the route's token sources found none; forwarded without identity");
             Ok(ExitCode::FAILURE)
         }

@@ -19,26 +19,11 @@ use crate::telemetry::metrics::{ALLOW, ANONYMOUS, DENY, WOULD_DENY};
 /// against: routes and prebuilt header values are borrowed from it.
 #[derive(Debug)]
 pub enum Decision<'s> {
-    /// Forward, with the identity headers of a token that passed every
-    /// check.
-    Allow {
-        route: &'s Arc<CompiledRoute>,
-        identity: Arc<VerifiedToken>,
-        upstream: UpstreamRewrite,
-    },
-    /// Forward without identity: an `off` route, or an `optional` route
-    /// without a token.
-    Anonymous {
+    /// Forward to the route's upstream, as authentication allows.
+    Forward {
         route: &'s Arc<CompiledRoute>,
         upstream: UpstreamRewrite,
-    },
-    /// An `audit` route: `required` would have refused, but the request is
-    /// forwarded, without identity headers. It carries the failure
-    /// `required` would have reported.
-    WouldDeny {
-        route: &'s Arc<CompiledRoute>,
-        upstream: UpstreamRewrite,
-        failure: Failure,
+        auth: Forwarded,
     },
     /// Refused by the route's authentication (400, 401, 403 or 503).
     Deny {
@@ -67,6 +52,19 @@ pub enum Decision<'s> {
     },
     /// No route matches: 404.
     NoRoute,
+}
+
+/// What a forwarded request carries.
+#[derive(Debug)]
+pub enum Forwarded {
+    /// The identity headers of a token that passed every check.
+    Identity(Arc<VerifiedToken>),
+    /// No identity: an `off` route, or an `optional` route without a token.
+    Anonymous,
+    /// An `audit` route: `required` would have refused, but the request is
+    /// forwarded, without identity headers. It carries the failure
+    /// `required` would have reported.
+    WouldDeny(Failure),
 }
 
 /// The access log's `reason` for a request refused by a rate limit.
@@ -117,9 +115,21 @@ impl<'s> Decision<'s> {
     /// The route the request was attributed to, if any.
     pub fn route(&self) -> Option<&'s Arc<CompiledRoute>> {
         match self {
-            Decision::Allow { route, .. }
-            | Decision::Anonymous { route, .. }
-            | Decision::WouldDeny { route, .. }
+            Decision::Forward {
+                route,
+                auth: Forwarded::Identity(_),
+                ..
+            }
+            | Decision::Forward {
+                route,
+                auth: Forwarded::Anonymous,
+                ..
+            }
+            | Decision::Forward {
+                route,
+                auth: Forwarded::WouldDeny(_),
+                ..
+            }
             | Decision::Deny { route, .. }
             | Decision::Preflight { route, .. }
             | Decision::RateLimited { route, .. } => Some(route),
@@ -132,9 +142,19 @@ impl<'s> Decision<'s> {
     /// made (an `off` route, a preflight, a refusal before routing).
     pub fn outcome(&self) -> Option<&'static str> {
         match self {
-            Decision::Allow { .. } => Some(ALLOW),
-            Decision::Anonymous { route, .. } if route.mode != AuthMode::Off => Some(ANONYMOUS),
-            Decision::WouldDeny { .. } => Some(WOULD_DENY),
+            Decision::Forward {
+                auth: Forwarded::Identity(_),
+                ..
+            } => Some(ALLOW),
+            Decision::Forward {
+                route,
+                auth: Forwarded::Anonymous,
+                ..
+            } if route.mode != AuthMode::Off => Some(ANONYMOUS),
+            Decision::Forward {
+                auth: Forwarded::WouldDeny(_),
+                ..
+            } => Some(WOULD_DENY),
             Decision::Deny { .. } => Some(DENY),
             _ => None,
         }
@@ -144,9 +164,11 @@ impl<'s> Decision<'s> {
     /// log's `reason`.
     pub fn reason(&self) -> Option<&'static str> {
         match self {
-            Decision::WouldDeny { failure, .. } | Decision::Deny { failure, .. } => {
-                Some(failure.rejection.reason.as_str())
+            Decision::Forward {
+                auth: Forwarded::WouldDeny(failure),
+                ..
             }
+            | Decision::Deny { failure, .. } => Some(failure.rejection.reason.as_str()),
             Decision::Refuse(refusal) => Some(refusal.as_str()),
             Decision::HttpsRequired { .. } => Some(HTTPS_REQUIRED),
             Decision::RateLimited { .. } => Some(RATE_LIMITED),
@@ -157,7 +179,11 @@ impl<'s> Decision<'s> {
     /// Why authentication refused, or would have on an audit route.
     pub fn failure(&self) -> Option<&Failure> {
         match self {
-            Decision::WouldDeny { failure, .. } | Decision::Deny { failure, .. } => Some(failure),
+            Decision::Forward {
+                auth: Forwarded::WouldDeny(failure),
+                ..
+            }
+            | Decision::Deny { failure, .. } => Some(failure),
             _ => None,
         }
     }
@@ -169,7 +195,10 @@ impl<'s> Decision<'s> {
             return;
         };
         let issuer = match self {
-            Decision::Allow { identity, .. } => Some(identity.issuer),
+            Decision::Forward {
+                auth: Forwarded::Identity(identity),
+                ..
+            } => Some(identity.issuer),
             _ => self.failure().and_then(|failure| failure.issuer),
         };
         let issuer = issuer.map(|i| (i, snapshot.issuers[i].name.as_str()));

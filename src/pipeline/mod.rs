@@ -24,7 +24,9 @@ use std::time::Instant;
 
 use prometheus::Histogram;
 
-pub use decision::{Decision, HTTPS_REQUIRED, RATE_LIMITED, Refusal, TOKEN_CHECK, UpstreamRewrite};
+pub use decision::{
+    Decision, Forwarded, HTTPS_REQUIRED, RATE_LIMITED, Refusal, TOKEN_CHECK, UpstreamRewrite,
+};
 pub use snapshot::{ClaimHeader, CompiledRoute, ForwardPlan, HttpsState, Snapshot};
 pub use view::{Adapter, RequestView, Scheme, TargetForm};
 
@@ -156,9 +158,10 @@ impl Pipeline {
             host: target.authority.map(<[u8]>::to_vec),
         };
         if route.mode == AuthMode::Off {
-            return Decision::Anonymous {
+            return Decision::Forward {
                 route,
                 upstream: upstream(),
+                auth: Forwarded::Anonymous,
             };
         }
         let query = target.query.and_then(|q| std::str::from_utf8(q).ok());
@@ -167,22 +170,23 @@ impl Pipeline {
             .await
         {
             Ok(Some(identity)) => match self.limit(route, Known::Identity(&identity)) {
-                Ok(()) => Decision::Allow {
+                Ok(()) => Decision::Forward {
                     route,
-                    identity,
                     upstream: upstream(),
+                    auth: Forwarded::Identity(identity),
                 },
                 Err(limited) => Decision::RateLimited { route, limited },
             },
-            Ok(None) => Decision::Anonymous {
+            Ok(None) => Decision::Forward {
                 route,
                 upstream: upstream(),
+                auth: Forwarded::Anonymous,
             },
             // Audit decides exactly as `required`, then lets it through.
-            Err(failure) if route.mode == AuthMode::Audit => Decision::WouldDeny {
+            Err(failure) if route.mode == AuthMode::Audit => Decision::Forward {
                 route,
                 upstream: upstream(),
-                failure,
+                auth: Forwarded::WouldDeny(failure),
             },
             Err(failure) => Decision::Deny { route, failure },
         }

@@ -114,9 +114,18 @@ fn bearer(sub: &str) -> (&'static str, String) {
 /// scenario fits on one line; panics on a rate limit or anything else.
 fn kind(decision: &Decision<'_>) -> &'static str {
     match decision {
-        Decision::Allow { .. } => "allow",
-        Decision::Anonymous { .. } => "anonymous",
-        Decision::WouldDeny { .. } => "would deny",
+        Decision::Forward {
+            auth: Forwarded::Identity(_),
+            ..
+        } => "allow",
+        Decision::Forward {
+            auth: Forwarded::Anonymous,
+            ..
+        } => "anonymous",
+        Decision::Forward {
+            auth: Forwarded::WouldDeny(_),
+            ..
+        } => "would deny",
         Decision::Deny { .. } => "deny",
         other => panic!("expected a forward or an authentication refusal, got {other:?}"),
     }

@@ -491,10 +491,10 @@ fn rejections_keep_their_rfc6750_kind() {
 fn required_allows_a_valid_token_with_its_identity() {
     let harness = Harness::new();
     let decision = harness.decide(&Request::get("/required/a").bearer(&token(json!({}))));
-    let Decision::Allow {
+    let Decision::Forward {
         route,
-        identity,
         upstream,
+        auth: Forwarded::Identity(identity),
     } = &decision
     else {
         panic!("expected allow, got {decision:?}");
@@ -512,13 +512,22 @@ fn optional_lets_a_missing_token_through_and_refuses_a_bad_one() {
     let harness = Harness::new();
     let decision = harness.decide(&Request::get("/optional"));
     assert!(
-        matches!(&decision, Decision::Anonymous { route, .. } if route.name == "optional"),
+        matches!(&decision, Decision::Forward { route, auth: Forwarded::Anonymous, .. } if route.name == "optional"),
         "{decision:?}"
     );
     assert_eq!(decision.outcome(), Some("anonymous"));
 
     let decision = harness.decide(&Request::get("/optional").bearer(&token(json!({}))));
-    assert!(matches!(decision, Decision::Allow { .. }), "{decision:?}");
+    assert!(
+        matches!(
+            decision,
+            Decision::Forward {
+                auth: Forwarded::Identity(_),
+                ..
+            }
+        ),
+        "{decision:?}"
+    );
 
     let expired = token(json!({ "exp": NOW - 60 }));
     let decision = harness.decide(&Request::get("/optional").bearer(&expired));
@@ -530,7 +539,7 @@ fn off_reads_no_token_and_counts_no_decision() {
     let harness = Harness::new();
     let decision = harness.decide(&Request::get("/off").bearer("garbage"));
     assert!(
-        matches!(&decision, Decision::Anonymous { route, .. } if route.name == "off"),
+        matches!(&decision, Decision::Forward { route, auth: Forwarded::Anonymous, .. } if route.name == "off"),
         "{decision:?}"
     );
     assert_eq!(decision.outcome(), None, "an off route decides nothing");
@@ -547,7 +556,11 @@ fn off_reads_no_token_and_counts_no_decision() {
 /// The `WouldDeny` of an audit route; panics on anything else.
 fn would_deny<'d>(decision: &'d Decision<'_>) -> &'d Failure {
     match decision {
-        Decision::WouldDeny { route, failure, .. } => {
+        Decision::Forward {
+            route,
+            auth: Forwarded::WouldDeny(failure),
+            ..
+        } => {
             assert_eq!(route.name, "audit");
             failure
         }
@@ -560,7 +573,7 @@ fn audit_decides_as_required_and_forwards_either_way() {
     let harness = Harness::new();
     let decision = harness.decide(&Request::get("/audit").bearer(&token(json!({}))));
     assert!(
-        matches!(&decision, Decision::Allow { route, .. } if route.name == "audit"),
+        matches!(&decision, Decision::Forward { route, auth: Forwarded::Identity(_), .. } if route.name == "audit"),
         "a valid token is allowed with its identity: {decision:?}"
     );
 
@@ -648,7 +661,13 @@ fn a_cache_hit_fails_the_same_check_as_a_fresh_verification() {
     );
     let harness = Harness::with_cache(Some(cache));
     let request = Request::get("/required").bearer(&token(json!({})));
-    assert!(matches!(harness.decide(&request), Decision::Allow { .. }));
+    assert!(matches!(
+        harness.decide(&request),
+        Decision::Forward {
+            auth: Forwarded::Identity(_),
+            ..
+        }
+    ));
     harness.clock.advance(3600);
     let decision = harness.decide(&request);
     let (_, failure) = denied(&decision);
@@ -718,19 +737,29 @@ fn routing_reads_host_and_canonical_path_and_says_what_to_forward() {
     let harness = Harness::new();
     let decision = harness.decide(&Request::get("/x").header("host", "API.pipeline.test:8080"));
     assert!(
-        matches!(&decision, Decision::Anonymous { route, .. } if route.name == "hosted"),
+        matches!(&decision, Decision::Forward { route, auth: Forwarded::Anonymous, .. } if route.name == "hosted"),
         "{decision:?}"
     );
 
     let decision = harness.decide(&Request::get("/off/./a//b?q=1"));
-    let Decision::Anonymous { upstream, .. } = decision else {
+    let Decision::Forward {
+        upstream,
+        auth: Forwarded::Anonymous,
+        ..
+    } = decision
+    else {
         panic!("expected the off route");
     };
     assert_eq!(upstream.target.as_deref(), Some(&b"/off/a/b?q=1"[..]));
     assert_eq!(upstream.host, None);
 
     let decision = harness.decide(&Request::get("http://api.pipeline.test/y"));
-    let Decision::Anonymous { route, upstream } = decision else {
+    let Decision::Forward {
+        route,
+        upstream,
+        auth: Forwarded::Anonymous,
+    } = decision
+    else {
         panic!("expected the hosted route");
     };
     assert_eq!(route.name, "hosted");
@@ -744,7 +773,7 @@ fn a_token_is_found_where_the_route_says() {
     let in_query = format!("/query/a?x=1&access_token={}", token(json!({})));
     let decision = harness.decide(&Request::get(&in_query));
     assert!(
-        matches!(&decision, Decision::Allow { route, .. } if route.name == "query"),
+        matches!(&decision, Decision::Forward { route, auth: Forwarded::Identity(_), .. } if route.name == "query"),
         "{decision:?}"
     );
     let elsewhere = in_query.replacen("/query", "/required", 1);

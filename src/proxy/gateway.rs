@@ -18,7 +18,7 @@ use crate::answers::{self, Answer};
 use crate::auth::VerifiedToken;
 use crate::pipeline::client::ClientAddress;
 use crate::pipeline::{
-    Adapter, Decision, Pipeline, RequestView, Scheme, TargetForm, UpstreamRewrite,
+    Adapter, Decision, Forwarded, Pipeline, RequestView, Scheme, TargetForm, UpstreamRewrite,
 };
 use crate::pipeline::{CompiledRoute, Snapshot};
 use crate::telemetry::access::{self, AccessRecord};
@@ -146,15 +146,23 @@ impl Gateway {
             _ => answers::refusal(&decision, &snapshot.realm, request_id),
         };
         match decision {
-            Decision::Allow {
-                identity, upstream, ..
+            Decision::Forward {
+                upstream,
+                auth: Forwarded::Identity(identity),
+                ..
             } => {
                 ctx.identity = Some(identity);
                 ctx.upstream = upstream;
             }
-            Decision::Anonymous { upstream, .. } => ctx.upstream = upstream,
-            Decision::WouldDeny {
-                upstream, failure, ..
+            Decision::Forward {
+                upstream,
+                auth: Forwarded::Anonymous,
+                ..
+            } => ctx.upstream = upstream,
+            Decision::Forward {
+                upstream,
+                auth: Forwarded::WouldDeny(failure),
+                ..
             } => {
                 ctx.issuer = failure.issuer;
                 ctx.denied_identity = failure.refused;
