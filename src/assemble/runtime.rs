@@ -75,6 +75,8 @@ impl Runtime {
         let (_, nothing_retired) = upstreams.apply(&compiled.upstreams);
         upstreams.stop(nothing_retired);
         let (snapshot, serving) = views(compiled);
+        // Loading and compiling the first config freed more than it kept.
+        crate::memory::release_freed();
         Ok(Self {
             keys,
             upstreams,

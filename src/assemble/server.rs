@@ -235,7 +235,6 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         ),
         UpstreamPools::new(metrics.upstreams.clone(), clock.clone()),
     )?);
-    crate::memory::release_freed();
     server.add_service(background_service(
         "jwtgate key refresh",
         runtime.keys.service(),
