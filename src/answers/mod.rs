@@ -17,7 +17,7 @@ use serde_json::json;
 use self::request_id::REQUEST_ID_NAME;
 use crate::auth::{Rejection, RejectionKind};
 use crate::pipeline::cors::CorsPolicy;
-use crate::pipeline::{Decision, Forwarded, HTTPS_REQUIRED, Refusal};
+use crate::pipeline::{Decision, HTTPS_REQUIRED, Refusal};
 use crate::state::rate_limit::Limited;
 
 /// An answer of jwtgate's own.
@@ -27,23 +27,12 @@ pub type Answer = Response<Bytes>;
 const RETRY_AFTER_SECS: &str = "10";
 
 /// The answer to a decision that refuses the request; `None` for one that
-/// lets it through (`Allow`, `Anonymous`, `WouldDeny`) and for a CORS
-/// preflight, whose answer depends on the adapter (see [`preflight`]).
+/// lets it through (`Forward`, whatever authentication made of it) and for
+/// a CORS preflight, whose answer depends on the adapter (see
+/// [`preflight`]).
 pub fn refusal(decision: &Decision<'_>, realm: &str, request_id: &str) -> Option<Answer> {
     Some(match decision {
-        Decision::Forward {
-            auth: Forwarded::Identity(_),
-            ..
-        }
-        | Decision::Forward {
-            auth: Forwarded::Anonymous,
-            ..
-        }
-        | Decision::Forward {
-            auth: Forwarded::WouldDeny(_),
-            ..
-        }
-        | Decision::Preflight { .. } => return None,
+        Decision::Forward { .. } | Decision::Preflight { .. } => return None,
         Decision::Deny { failure, .. } => rejection(&failure.rejection, realm, request_id),
         Decision::Refuse(Refusal::Limit(exceeded)) => {
             let (error, description) = exceeded.error();

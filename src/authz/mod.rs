@@ -311,9 +311,9 @@ fn allowed(decision: &Decision<'_>, request_id: &str) -> Answer {
 }
 
 /// The decision in the words front proxies read: `200` for what the proxy
-/// would forward (identity headers only for `Allow`; the front proxy sends
-/// the ones it copies empty otherwise, so none arrive), the proxy's own
-/// answer for the rest. A preflight carries no credentials: the upstream
+/// would forward (identity headers only for `Forwarded::Identity`; the
+/// front proxy sends the ones it copies empty otherwise, so none arrive),
+/// the proxy's own answer for the rest. A preflight carries no credentials: the upstream
 /// (or the front proxy) answers it with its own CORS policy.
 fn answer(decision: &Decision<'_>, snapshot: &Snapshot, request_id: &str) -> Answer {
     answers::refusal(decision, &snapshot.realm, request_id)

@@ -115,21 +115,7 @@ impl<'s> Decision<'s> {
     /// The route the request was attributed to, if any.
     pub fn route(&self) -> Option<&'s Arc<CompiledRoute>> {
         match self {
-            Decision::Forward {
-                route,
-                auth: Forwarded::Identity(_),
-                ..
-            }
-            | Decision::Forward {
-                route,
-                auth: Forwarded::Anonymous,
-                ..
-            }
-            | Decision::Forward {
-                route,
-                auth: Forwarded::WouldDeny(_),
-                ..
-            }
+            Decision::Forward { route, .. }
             | Decision::Deny { route, .. }
             | Decision::Preflight { route, .. }
             | Decision::RateLimited { route, .. } => Some(route),
