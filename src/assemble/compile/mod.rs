@@ -91,7 +91,15 @@ pub fn compile_with(
     };
     let served = listeners::compile(&config, &mut cx)?;
     let (issuers, remote) = issuers::compile(&config.issuers, &mut cx)?;
-    let routes = routes::compile(&config, &issuers, served.https.is_some(), &mut cx)?;
+    let mut config = config;
+    let route_configs = std::mem::take(&mut config.routes);
+    let routes = routes::compile(
+        route_configs,
+        &config,
+        &issuers,
+        served.https.is_some(),
+        &mut cx,
+    )?;
     let bootstrap = bootstrap::compile(&config, &remote, &mut cx)?;
     let snapshot = Snapshot {
         realm: config.server.realm,

@@ -43,13 +43,22 @@ struct Shared<'a> {
 
 type RouteError<'a> = (Option<&'a Spanned<String>>, String);
 
+/// Compiles `route_configs` (taken out of `config`), each parsed route
+/// dropped as soon as it is compiled: a reload then holds the parsed routes,
+/// the running config and the new one together only briefly, and the
+/// memory of the parsed ones goes to the compiled ones.
+#[expect(
+    clippy::vec_box,
+    reason = "each parsed route is freed as it is compiled, not with one buffer at the end"
+)]
 pub(super) fn compile(
+    route_configs: Vec<Box<RouteConfig>>,
     config: &GatewayConfig,
     issuers: &[Arc<IssuerVerifier>],
     https: bool,
     cx: &mut Context<'_>,
 ) -> Result<Routes, ConfigError> {
-    if config.routes.is_empty() {
+    if route_configs.is_empty() {
         return Err(cx.error(None, "no routes are defined"));
     }
     let shared = Shared {
@@ -63,19 +72,20 @@ pub(super) fn compile(
         https,
         authz: config.listen.authz.is_some(),
     };
-    let identity_headers = identity_headers(&config.routes)
+    let identity_headers = identity_headers(&route_configs)
         .map_err(|(route, message)| cx.error(Some(&route.name), message))?;
-    let count = config.routes.len();
+    let count = route_configs.len();
     let mut routes = Routes {
         routes: Vec::with_capacity(count),
         router: Router::default(),
         upstreams: Vec::with_capacity(count),
         identity_headers,
     };
-    let mut names = HashSet::new();
-    for route in &config.routes {
+    let mut names = HashSet::with_capacity(count);
+    for route in route_configs {
+        let route = &route;
         let name = route.name.value.as_str();
-        if !names.insert(name) {
+        if !names.insert(name.to_string()) {
             return Err(cx.error(
                 Some(&route.name),
                 format!("route {name:?} is defined twice"),
@@ -326,7 +336,7 @@ fn header_name(name: &str) -> Result<http::HeaderName, String> {
 /// copies are matched in (see [`spoof_form`]). Hop-by-hop and framing
 /// headers can't be identity headers: overwriting them would break HTTP.
 fn identity_headers(
-    routes: &[RouteConfig],
+    routes: &[Box<RouteConfig>],
 ) -> Result<Vec<http::HeaderName>, (&RouteConfig, String)> {
     const FORBIDDEN: [&str; 8] = [
         "host",
@@ -341,7 +351,7 @@ fn identity_headers(
     let mut names = Vec::new();
     for route in routes {
         for header in route.forward.claims.values() {
-            let name = header_name(header).map_err(|e| (route, e))?;
+            let name = header_name(header).map_err(|e| (&**route, e))?;
             if FORBIDDEN.contains(&name.as_str()) {
                 return Err((route, format!("{:?} cannot carry a claim", name.as_str())));
             }

@@ -38,7 +38,9 @@ pub struct GatewayConfig {
     pub tokens: TokenLimits,
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
-    pub routes: Vec<RouteConfig>,
+    /// Each boxed: compiling frees a route as soon as it is compiled,
+    /// rather than one buffer of them all at the end.
+    pub routes: Vec<Box<RouteConfig>>,
     /// Where upstream DNS names are resolved.
     #[serde(default)]
     pub dns: DnsConfig,

@@ -27,14 +27,16 @@ pub struct RouteConfig {
     pub matcher: MatchConfig,
     /// Absent: the route answers only the authorization listener's
     /// decision requests (needs `listen.authz`); the proxy answers 404.
-    pub upstream: Option<UpstreamConfig>,
+    /// Boxed, as `cors`, so that a parsed route stays small: a reload holds
+    /// every parsed route beside two compiled configs.
+    pub upstream: Option<Box<UpstreamConfig>>,
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
     pub forward: ForwardConfig,
     /// Cross-origin browser access; absent: jwtgate adds no CORS headers and
     /// preflights are routed like any other request.
-    pub cors: Option<CorsConfig>,
+    pub cors: Option<Box<CorsConfig>>,
     /// Request rate limits; empty: none, and nothing spent on them.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitConfig>,
