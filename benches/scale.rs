@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Before measuring it prints the heap bytes per route (10 000 routes and
-//! 100 issuers against 10 routes and 100 issuers) and the time one compile
-//! of the large config takes.
+//! 100 issuers against 10 routes and 100 issuers), the time one compile
+//! of the large config takes, and the peak heap of compiling it again
+//! beside the running one (a reload).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -65,6 +66,27 @@ fn report_memory() {
     );
 }
 
+/// What a reload of the 10 000-route config takes at its peak, over the
+/// running config, against what the new compiled config keeps.
+fn report_reload_peak() {
+    let text = generated(10_000);
+    let path = Path::new("big.yaml");
+    let parse = || jwtgate::config::parse(path, &text, &|_| None).expect("the config parses");
+    let running = compile_reusing(path, parse(), &()).expect("the config compiles");
+    let before = heap::allocated();
+    heap::reset_peak();
+    let reloaded = compile_reusing(path, parse(), &()).expect("the config compiles");
+    let kept = heap::allocated() - before;
+    let peak = heap::peak() - before;
+    println!(
+        "reload: peak {:.1} MB over the running config, {:.2} times the {:.1} MB the new one keeps",
+        peak as f64 / 1e6,
+        peak as f64 / kept as f64,
+        kept as f64 / 1e6
+    );
+    drop(black_box((running, reloaded)));
+}
+
 fn bench_lookup(c: &mut Criterion) {
     let method = http::Method::GET;
     let mut group = c.benchmark_group("scale/lookup");
@@ -89,6 +111,7 @@ fn bench_lookup(c: &mut Criterion) {
 
 fn main() {
     report_memory();
+    report_reload_peak();
     let mut criterion = Criterion::default().configure_from_args();
     bench_lookup(&mut criterion);
     criterion.final_summary();

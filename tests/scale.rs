@@ -5,25 +5,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Gateway, Upstream, check, claims_with, rs256};
+use common::{Gateway, Upstream, check, claims_with, generated, rs256};
 use serde_json::json;
-
-/// `benches/load/big_config.py` with `args`.
-fn generated(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/load/big_config.py");
-    let output = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 runs the config generator");
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).expect("the config is text")
-}
 
 #[test]
 fn check_loads_ten_thousand_routes_and_a_hundred_issuers() {

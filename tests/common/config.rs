@@ -212,3 +212,16 @@ pub fn jwtgate_on(yaml: &str, command: &[&str], args: &[&str], env: &[(&str, &st
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// `benches/load/big_config.py` with `args`: a config at platform scale.
+pub fn generated(args: &[&str]) -> String {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/load/big_config.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs the config generator");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).expect("the config is text")
+}
