@@ -264,13 +264,14 @@ async fn run(pool: Arc<UpstreamPool>, metrics: UpstreamMetrics, clock: SharedClo
         // A pool of fixed addresses with nothing set aside has nothing to
         // do until a connection fails: it sleeps until woken, so that
         // thousands of idle routes cost no timer.
-        let mut wake = pool.has_ejections().then(|| Instant::now() + EJECTION_TICK);
-        if pool.is_dynamic() {
-            wake = Some(wake.map_or(resolve_at, |at| at.min(resolve_at)));
-        }
-        if pool.health_interval.is_some() {
-            wake = Some(wake.map_or(check_at, |at| at.min(check_at)));
-        }
+        let wake = [
+            pool.has_ejections().then(|| Instant::now() + EJECTION_TICK),
+            pool.is_dynamic().then_some(resolve_at),
+            pool.health_interval.map(|_| check_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let sleep = async {
             match wake {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
