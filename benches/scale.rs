@@ -23,6 +23,8 @@ use jwtgate::pipeline::router::Router;
 
 #[path = "support/heap.rs"]
 mod heap;
+#[path = "support/reload.rs"]
+mod reload;
 
 #[global_allocator]
 static ALLOCATOR: heap::Counting = heap::Counting;
@@ -69,22 +71,13 @@ fn report_memory() {
 /// What a reload of the 10 000-route config takes at its peak, over the
 /// running config, against what the new compiled config keeps.
 fn report_reload_peak() {
-    let text = generated(10_000);
-    let path = Path::new("big.yaml");
-    let parse = || jwtgate::config::parse(path, &text, &|_| None).expect("the config parses");
-    let running = compile_reusing(path, parse(), &()).expect("the config compiles");
-    let before = heap::allocated();
-    heap::reset_peak();
-    let reloaded = compile_reusing(path, parse(), &()).expect("the config compiles");
-    let kept = heap::allocated() - before;
-    let peak = heap::peak() - before;
+    let (peak, kept) = reload::peak_and_kept(&generated(10_000));
     println!(
         "reload: peak {:.1} MB over the running config, {:.2} times the {:.1} MB the new one keeps",
         peak as f64 / 1e6,
         peak as f64 / kept as f64,
         kept as f64 / 1e6
     );
-    drop(black_box((running, reloaded)));
 }
 
 fn bench_lookup(c: &mut Criterion) {

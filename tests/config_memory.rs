@@ -11,11 +11,10 @@ mod common;
 
 #[path = "../benches/support/heap.rs"]
 mod heap;
-
-use std::path::Path;
+#[path = "../benches/support/reload.rs"]
+mod reload;
 
 use common::generated;
-use jwtgate::assemble::compile_reusing;
 
 #[global_allocator]
 static ALLOCATOR: heap::Counting = heap::Counting;
@@ -27,22 +26,12 @@ fn mib(bytes: isize) -> f64 {
 #[test]
 fn a_reload_takes_about_one_more_compiled_config_at_its_peak() {
     let text = generated(&["--issuers", "100", "--routes", "10000"]);
-    let path = Path::new("big.yaml");
-    let parse = || jwtgate::config::parse(path, &text, &|_| None).expect("the config parses");
-    let running = compile_reusing(path, parse(), &()).expect("the config compiles");
-
-    let before = heap::allocated();
-    heap::reset_peak();
-    let reloaded = compile_reusing(path, parse(), &()).expect("the config compiles");
-    let compiled = heap::allocated() - before;
-    let peak = heap::peak() - before;
-
-    let ratio = peak as f64 / compiled as f64;
+    let (peak, kept) = reload::peak_and_kept(&text);
+    let ratio = peak as f64 / kept as f64;
     assert!(
         ratio <= 1.25,
         "compiling beside the running config peaked at {:.1} MiB over it, {ratio:.2} times the {:.1} MiB the compiled config keeps",
         mib(peak),
-        mib(compiled)
+        mib(kept)
     );
-    drop((running, reloaded));
 }
