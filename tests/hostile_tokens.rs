@@ -2,7 +2,7 @@
 //! each sent to the real `jwtgate` binary in front of a recording upstream.
 //!
 //! Every case must be refused with the exact status, `WWW-Authenticate`
-//! challenge and metric `reason` the README's "Rejections" table promises,
+//! challenge and metric `reason` the "Rejections" table (docs/reference/rejections.md) promises,
 //! count exactly one deny decision, echo nothing of the token back, and
 //! never reach the upstream. Tokens are built at test time (the fixture keys
 //! are test-only); claim-level attacks are validly signed by the real key,

@@ -272,7 +272,7 @@ async fn the_defaults_answer_below_pingoras_own_limits() {
 }
 
 /// Above Pingora's own limits its HTTP parser answers first: a bare 400,
-/// before jwtgate sees the request (the README says so).
+/// before jwtgate sees the request (docs/guides/request-limits.md says so).
 #[tokio::test]
 async fn above_pingoras_limits_its_parser_refuses_first() {
     let (upstream, gateway) = start(&defaults()).await;

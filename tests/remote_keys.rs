@@ -188,7 +188,7 @@ async fn discovery_end_to_end_with_a_real_idp() {
     assert_eq!(upstream.count(), 1, "the 403 never reached the upstream");
 }
 
-/// 2. Key rotation (README recipe): the IdP restarts on the same port with a
+/// 2. Key rotation (docs/guides/identity-providers.md recipe): the IdP restarts on the same port with a
 ///    new signing key while the old one stays published, then retires the
 ///    old one. No token is refused while its key is published.
 #[tokio::test]

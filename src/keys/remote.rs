@@ -61,7 +61,7 @@ pub enum RefreshError {
 pub const FETCH_SUCCESS: &str = "success";
 
 impl RefreshError {
-    /// The `result` label: a closed set, documented in the README.
+    /// The `result` label: a closed set, documented in docs/operations.md.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Fetch(error) => match error {

@@ -57,11 +57,19 @@ pub fn fixtures() -> PathBuf {
 /// `$JWTGATE_TOOLS` when set (CI gives it a folder of its own), else the
 /// repository's `.tools`.
 pub fn venv_bin(name: &str) -> PathBuf {
-    let tools = std::env::var_os("JWTGATE_TOOLS").map_or_else(
+    tools_folder().join("venv/bin").join(name)
+}
+
+/// A Rust tool scripts/setup builds from crates.io (its `cargo:` arguments).
+pub fn cargo_tool_bin(name: &str) -> PathBuf {
+    tools_folder().join("cargo/bin").join(name)
+}
+
+fn tools_folder() -> PathBuf {
+    std::env::var_os("JWTGATE_TOOLS").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools"),
         PathBuf::from,
-    );
-    tools.join("venv/bin").join(name)
+    )
 }
 
 /// A loopback port the OS considers free right now. Pingora binds its own
