@@ -1,5 +1,6 @@
 //! The `jwtgate` command line: `run` (the default), `check`, and `token`
-//! tools for development and load tests.
+//! tools for development and load tests; `health` for container health
+//! checks.
 
 mod cli;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Revoke tokens, subjects or sessions through a running gateway's
     /// admin listener.
     Revoke(cli::revoke::RevokeArgs),
+    /// Ask a running gateway's admin listener whether it is ready (exit 0)
+    /// or not (exit 1): the container image's HEALTHCHECK.
+    Health(cli::health::HealthArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => cli::check::check(&args.config),
         Some(Command::Token(command)) => cli::token::token(command),
         Some(Command::Revoke(args)) => cli::revoke::revoke(args),
+        Some(Command::Health(args)) => cli::health::health(&args),
     };
     match outcome {
         Ok(code) => code,
