@@ -38,7 +38,7 @@ enum Command {
     /// Start the gateway (the default when no command is given).
     Run(cli::RunArgs),
     /// Validate a config file and print a summary of its issuers and routes.
-    Check(cli::ConfigArgs),
+    Check(cli::check::CheckArgs),
     /// Mint, inspect and verify tokens.
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
             watch: false,
         }),
         Some(Command::Run(args)) => cli::run(args),
-        Some(Command::Check(args)) => cli::check::check(&args.config),
+        Some(Command::Check(args)) => cli::check::check(&args),
         Some(Command::Token(command)) => cli::token::token(command),
         Some(Command::Revoke(args)) => cli::revoke::revoke(args),
         Some(Command::Health(args)) => cli::health::health(&args),

@@ -34,6 +34,51 @@ impl Sources for System {
     }
 }
 
+/// This machine, with the files of another one laid out under `root`: the
+/// absolute paths a config names (where a pod mounts its Secrets and
+/// certificates) are read under `root`, while the config file and the files
+/// it names relative to itself (`config_dir`) are read where they are. So a
+/// config rendered from a ConfigMap is checked on a laptop against copies of
+/// the files its pod would see.
+pub struct Rooted {
+    pub root: PathBuf,
+    pub config_dir: PathBuf,
+}
+
+impl Rooted {
+    /// Where `path` is read from. A config given by a relative path makes
+    /// its relative names relative too; by an absolute one, they become
+    /// absolute under `config_dir` and stay there.
+    pub fn locate(&self, path: &Path) -> PathBuf {
+        let beside_config = self.config_dir.is_absolute() && path.starts_with(&self.config_dir);
+        match path.strip_prefix("/") {
+            Ok(inside) if !beside_config => self.root.join(inside),
+            _ => path.to_path_buf(),
+        }
+    }
+}
+
+impl Sources for Rooted {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let located = self.locate(path);
+        std::fs::read(&located).map_err(|e| {
+            if located == path {
+                e
+            } else {
+                io::Error::new(e.kind(), format!("{} under --root: {e}", located.display()))
+            }
+        })
+    }
+
+    fn var(&self, name: &str) -> Option<String> {
+        System.var(name)
+    }
+
+    fn resolve(&self, addr: &str) -> io::Result<Vec<SocketAddr>> {
+        System.resolve(addr)
+    }
+}
+
 /// A made-up machine: the files and variables given, and host names that
 /// are IP addresses or `localhost`.
 #[derive(Debug, Default, Clone)]
@@ -135,5 +180,33 @@ impl dyn Sources + '_ {
                 source: io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooted_reads_absolute_names_under_the_root_and_the_config_dir_in_place() {
+        let rooted = |config_dir: &str| Rooted {
+            root: PathBuf::from("/tmp/pod"),
+            config_dir: PathBuf::from(config_dir),
+        };
+        for config_dir in ["", "rendered", "/home/me/rendered"] {
+            assert_eq!(
+                rooted(config_dir).locate(Path::new("/etc/jwtgate/secrets/hs256.secret")),
+                Path::new("/tmp/pod/etc/jwtgate/secrets/hs256.secret"),
+                "config in {config_dir:?}"
+            );
+        }
+        assert_eq!(
+            rooted("rendered").locate(Path::new("rendered/jwks.json")),
+            Path::new("rendered/jwks.json")
+        );
+        assert_eq!(
+            rooted("/home/me/rendered").locate(Path::new("/home/me/rendered/jwks.json")),
+            Path::new("/home/me/rendered/jwks.json")
+        );
     }
 }

@@ -1,11 +1,12 @@
 //! `jwtgate check`: validate a config the way `run` would, and show what it
 //! means in a few lines.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::Args;
 use jwtgate::assemble::Bootstrap;
-use jwtgate::assemble::sources::System;
+use jwtgate::assemble::sources::{Rooted, Sources, System};
 use jwtgate::auth::policy::RoutePolicy;
 use jwtgate::certificates::EXPIRY_WARNING_SECS;
 use jwtgate::config::schema::{AuthMode, HttpsOnly, MatchConfig};
@@ -13,12 +14,35 @@ use jwtgate::keys::fetch::{Locator, discovery_url};
 use jwtgate::pipeline::{CompiledRoute, HttpsState, Snapshot};
 use serde_json::Value;
 
-pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+use super::ConfigArgs;
+
+/// `check`'s arguments.
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Read the absolute paths the config names (secrets, certificates,
+    /// keys) under this directory, as a container would see them mounted;
+    /// the config and files named relative to it are read where they are.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let path = args.config.config.as_path();
+    let sources: Box<dyn Sources> = match &args.root {
+        Some(root) => Box::new(Rooted {
+            root: root.clone(),
+            config_dir: path.parent().unwrap_or(Path::new("")).to_path_buf(),
+        }),
+        None => Box::new(System),
+    };
     // Loaded and compiled in two steps, as `run` does in one: the route
     // summary shows each route's match as written.
-    let compiled = jwtgate::assemble::load(path, &System).and_then(|config| {
+    let compiled = jwtgate::assemble::load(path, sources.as_ref()).and_then(|config| {
         let matches: Vec<String> = config.routes.iter().map(|r| matcher(&r.matcher)).collect();
-        jwtgate::assemble::compile_reusing(path, config, &()).map(|compiled| (compiled, matches))
+        jwtgate::assemble::compile_with(path, config, &(), sources.as_ref())
+            .map(|compiled| (compiled, matches))
     });
     let (
         jwtgate::assemble::Compiled {
