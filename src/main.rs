@@ -1,13 +1,13 @@
 //! The `jwtgate` command line: `run` (the default), `check`, and `token`
 //! tools for development and load tests; `health` for container health
-//! checks.
+//! checks; `completions` and `man` generated from this definition.
 
 mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use jwtgate::telemetry::logging::{self, LogFormat};
 
 #[global_allocator]
@@ -48,6 +48,10 @@ enum Command {
     /// Ask a running gateway's admin listener whether it is ready (exit 0)
     /// or not (exit 1): the container image's HEALTHCHECK.
     Health(cli::health::HealthArgs),
+    /// Print the completion script for a shell.
+    Completions(cli::completions::CompletionsArgs),
+    /// Write the manual pages (roff).
+    Man(cli::completions::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,8 @@ fn main() -> ExitCode {
         Some(Command::Token(command)) => cli::token::token(command),
         Some(Command::Revoke(args)) => cli::revoke::revoke(args),
         Some(Command::Health(args)) => cli::health::health(&args),
+        Some(Command::Completions(args)) => cli::completions::completions(&args, Cli::command()),
+        Some(Command::Man(args)) => cli::completions::man(&args, Cli::command()),
     };
     match outcome {
         Ok(code) => code,

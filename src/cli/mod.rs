@@ -8,6 +8,7 @@ macro_rules! outln {
 }
 
 pub mod check;
+pub mod completions;
 pub mod health;
 pub mod revoke;
 pub mod token;
