@@ -260,21 +260,25 @@ fn overlay(name: &str) -> Built {
 }
 
 /// The production overlay with the optional ServiceMonitor component, as
-/// deploy/README.md tells to add it.
+/// the Kubernetes guide and its kustomization.yaml tell to add it: a copy
+/// with the `components` lines uncommented.
 fn production_with_service_monitor() -> Built {
+    let overlay = repo().join("deploy/kubernetes/overlays/production");
     let dir = tempfile::tempdir().unwrap();
+    copy_tree(&overlay, dir.path());
     // kustomize takes only relative paths to other kustomizations.
     let up = "../".repeat(dir.path().components().count() - 1);
     let kubernetes =
         Path::new(&up).join(repo().join("deploy/kubernetes").strip_prefix("/").unwrap());
+    let text = fs::read_to_string(overlay.join("kustomization.yaml")).unwrap();
+    let enabled = text.replace(
+        "# components:\n#   - ../../components/servicemonitor\n",
+        "components:\n  - ../../components/servicemonitor\n",
+    );
+    assert_ne!(enabled, text, "the production overlay names the component");
     fs::write(
         dir.path().join("kustomization.yaml"),
-        format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-             resources: [\"{}\"]\ncomponents: [\"{}\"]\n",
-            kubernetes.join("overlays/production").display(),
-            kubernetes.join("components/servicemonitor").display()
-        ),
+        enabled.replace("../../", &format!("{}/", kubernetes.display())),
     )
     .unwrap();
     kustomize(dir.path())
@@ -633,6 +637,35 @@ fn deployments_keep_the_pod_contract() {
         services[0]["spec"]["selector"],
         monitored.one("Deployment")["spec"]["selector"]["matchLabels"]
     );
+}
+
+/// Each overlay brings its own Namespace and puts everything in it: nothing
+/// lands in `default`, where any workload of the cluster may be. The
+/// namespace enforces the "restricted" Pod Security Standard, which the
+/// pod meets, so a change that breaks it is refused by the cluster.
+#[test]
+fn every_object_lands_in_the_overlays_own_namespace() {
+    for built in OVERLAYS
+        .iter()
+        .map(|name| overlay(name))
+        .chain([production_with_service_monitor()])
+    {
+        let namespace = built.one("Namespace");
+        let name = namespace["metadata"]["name"].as_str().unwrap();
+        assert_ne!(name, "default", "{}", built.name);
+        assert_eq!(
+            namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted",
+            "{}",
+            built.name
+        );
+        for resource in built.resources.iter().filter(|r| r["kind"] != "Namespace") {
+            assert_eq!(
+                resource["metadata"]["namespace"], name,
+                "{}: {} {}",
+                built.name, resource["kind"], resource["metadata"]["name"]
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
