@@ -639,6 +639,48 @@ fn deployments_keep_the_pod_contract() {
     );
 }
 
+/// Production's replicas share revocations and rate-limit budgets through
+/// a Redis the operator provides: its URL from the Deployment's
+/// environment, its password from a file of a Secret volume, the
+/// revocation list's disk copy on an emptyDir. (That the config compiles
+/// with them is `each_overlays_config_passes_check_in_its_pod`.)
+#[test]
+fn production_shares_state_through_redis() {
+    let built = overlay("production");
+    let config = built.config();
+    let redis = config.redis.as_ref().expect("production has a redis block");
+    let text = built.config_text();
+    let variable = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("url: \"${"))
+        .and_then(|rest| rest.strip_suffix("}\""))
+        .expect("redis.url is ${VARIABLE}");
+    assert_eq!(built.env().get(variable), Some(&redis.url));
+    assert!(redis.url.starts_with("redis://"), "{}", redis.url);
+
+    let password = redis.password.as_ref().expect("a password");
+    let file = password.file.as_ref().expect("the password is a file");
+    let (dir, _) = file.to_str().unwrap().rsplit_once('/').unwrap();
+    assert!(built.volume_at(dir)["secret"].is_object(), "{dir}");
+
+    let revocation = config.revocation.as_ref().expect("revocation");
+    assert!(revocation.redis.is_some(), "revocation.redis");
+    assert!(!revocation.admin_tokens.is_empty(), "admin tokens");
+    let dir = revocation.dir.as_ref().expect("revocation.dir");
+    assert!(
+        built.volume_at(dir.to_str().unwrap())["emptyDir"].is_object(),
+        "revocation.dir on an emptyDir"
+    );
+    assert!(config.rate_limit.redis.is_some(), "rate_limit.redis");
+    assert!(
+        config
+            .routes
+            .iter()
+            .any(|route| !route.rate_limits.is_empty()),
+        "a route with rate limits to share"
+    );
+}
+
 /// Each overlay brings its own Namespace and puts everything in it: nothing
 /// lands in `default`, where any workload of the cluster may be. The
 /// namespace enforces the "restricted" Pod Security Standard, which the
@@ -938,17 +980,27 @@ fn operator_secrets(name: &str, config: &GatewayConfig) -> BTreeMap<&'static str
             ),
         ]),
     );
+    // The files of jwtgate-secrets the production config names: the HMAC
+    // secret, the Redis password and the revocation API's admin token.
+    let files = [
+        "internal-hs256.secret",
+        "redis-password",
+        "revocation-admin-token",
+    ]
+    .into_iter()
+    .map(|name| (name.to_string(), random_hex().into_bytes()));
+    secrets.insert("jwtgate-secrets", files.collect());
+    secrets
+}
+
+/// 32 random bytes in hex.
+fn random_hex() -> String {
     let mut random = [0u8; 32];
     fs::File::open("/dev/urandom")
         .unwrap()
         .read_exact(&mut random)
         .unwrap();
-    let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    secrets.insert(
-        "jwtgate-secrets",
-        Files::from([("internal-hs256.secret".to_string(), secret.into_bytes())]),
-    );
-    secrets
+    random.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Upstream host names of the config that are not addresses: cluster DNS
