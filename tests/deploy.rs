@@ -2,20 +2,25 @@
 //! container registry:
 //!
 //! - `deploy/Dockerfile` passes hadolint, builds with the toolchain
-//!   Cargo.toml declares, and its build context (after `.dockerignore`) holds
-//!   everything cargo needs;
+//!   Cargo.toml declares, its build context (after `.dockerignore`) holds
+//!   everything cargo needs, and its HEALTHCHECK runs `jwtgate health`;
 //! - every kustomize overlay builds (`kubectl kustomize`) and validates
 //!   against the Kubernetes schemas offline (`kubernetes-validate --strict`),
-//!   and its Deployment keeps the pod contract (non-root, read-only root,
-//!   no capabilities, probes on the admin listener, an emptyDir for the key
-//!   cache, a termination grace period longer than the drain);
+//!   puts everything in its own namespace, and its Deployment keeps the pod
+//!   contract (non-root, read-only root, no capabilities, probes on the
+//!   admin listener, an emptyDir for the key cache, a termination grace
+//!   period longer than the drain); production shares state through Redis;
+//! - checkov finds nothing in the overlays and the Dockerfile but the
+//!   checks skipped on purpose, each with its reason, offline;
 //! - each overlay's `gateway.yaml` passes `jwtgate check` in the filesystem
-//!   its pod sees, with the Deployment's own environment;
+//!   its pod sees, with the Deployment's own environment, and the demo's on
+//!   a laptop with `--root`;
 //! - the demo pod's runtime contract, as a process: jwtgate as the
 //!   Deployment's user, without capabilities, on a read-only view of the
-//!   whole filesystem in which only the emptyDir is writable; its probes;
-//!   its config updated by a `..data` symlink swap, as the kubelet updates a
-//!   ConfigMap, and reloaded without a restart; SIGTERM draining.
+//!   whole filesystem in which only the emptyDir is writable; its probes
+//!   and the image's HEALTHCHECK; its config updated by a `..data` symlink
+//!   swap, as the kubelet updates a ConfigMap, and reloaded without a
+//!   restart; SIGTERM draining.
 //!
 //! The pod's filesystem is built in a private mount namespace (`unshare`, as
 //! root): each ConfigMap and Secret volume is written in the kubelet's layout
@@ -25,7 +30,7 @@
 //! it does not reproduce: the seccomp profile, and the container's own
 //! network namespace (listen addresses are moved to loopback ports).
 //!
-//! hadolint, kubectl and kubernetes-validate come from the tools virtualenv, which
+//! hadolint, kubectl, kubernetes-validate and checkov come from the tools virtualenv, which
 //! `scripts/setup` fills (scripts/test calls it); a missing tool fails.
 
 mod common;
@@ -102,6 +107,30 @@ fn must_be_root() {
 
 fn dockerfile() -> String {
     fs::read_to_string(repo().join("deploy/Dockerfile")).expect("deploy/Dockerfile")
+}
+
+/// The image's HEALTHCHECK command, in exec form: the program and its
+/// arguments.
+fn healthcheck() -> Vec<String> {
+    let joined = dockerfile().replace("\\\n", " ");
+    let line = joined
+        .lines()
+        .find(|line| line.starts_with("HEALTHCHECK "))
+        .expect("the Dockerfile has a HEALTHCHECK");
+    let (_, command) = line
+        .split_once(" CMD ")
+        .unwrap_or_else(|| panic!("HEALTHCHECK without CMD: {line}"));
+    let command: Vec<String> = serde_json::from_str(command.trim())
+        .unwrap_or_else(|e| panic!("HEALTHCHECK CMD is not in exec form ({e}): {line}"));
+    command
+}
+
+/// Distroless has no shell: the HEALTHCHECK runs the binary where the image
+/// puts it, in exec form. What it does in a pod is asserted in
+/// `the_demo_pod_runs_reloads_and_drains_as_its_manifest_says`.
+#[test]
+fn dockerfile_healthcheck_runs_the_binarys_health_command() {
+    assert_eq!(healthcheck(), [IMAGE_BINARY, "health"]);
 }
 
 #[test]
@@ -681,6 +710,156 @@ fn production_shares_state_through_redis() {
     );
 }
 
+/// The Kubernetes guide, which documents every checkov skip.
+const GUIDE: &str = "docs/guides/kubernetes.md";
+
+/// checkov's JSON reports for `files` (one per framework), and whether it
+/// exited 0. It runs in a network namespace of its own, with nothing but
+/// loopback: the scan must need no network, in CI or anywhere.
+fn checkov(files: &[PathBuf]) -> (bool, Vec<Value>) {
+    must_be_root();
+    let mut command = Command::new("unshare");
+    command
+        .args(["--net", "--"])
+        .arg(tool("checkov"))
+        .args(["--framework", "kubernetes", "dockerfile"])
+        .args(["--skip-download", "--output", "json", "--compact"]);
+    for file in files {
+        command.arg("-f").arg(file);
+    }
+    let result = command.output().expect("run checkov");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let parsed: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "checkov printed no JSON ({e}):\n{stdout}{}",
+            String::from_utf8_lossy(&result.stderr)
+        )
+    });
+    let reports = match parsed {
+        Value::Array(reports) => reports,
+        report => vec![report],
+    };
+    (result.status.success(), reports)
+}
+
+fn report<'a>(reports: &'a [Value], framework: &str) -> &'a Value {
+    reports
+        .iter()
+        .find(|r| r["check_type"] == framework)
+        .unwrap_or_else(|| panic!("no {framework} report: {reports:?}"))
+}
+
+fn check_ids(report: &Value, outcome: &str) -> Vec<String> {
+    report["results"][outcome]
+        .as_array()
+        .map(|checks| {
+            checks
+                .iter()
+                .map(|c| format!("{} {}", c["check_id"].as_str().unwrap(), c["resource"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The kustomize output of every overlay (and production with the
+/// ServiceMonitor) in files, and the Dockerfile, as checkov takes them.
+fn scanned_files(dir: &Path, dockerfile: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for (index, built) in OVERLAYS
+        .iter()
+        .map(|name| overlay(name))
+        .chain([production_with_service_monitor()])
+        .enumerate()
+    {
+        let path = dir.join(format!("overlay-{index}.yaml"));
+        fs::write(&path, &built.yaml).unwrap();
+        files.push(path);
+    }
+    // checkov recognizes a Dockerfile by its name.
+    let docker_dir = dir.join("image");
+    fs::create_dir(&docker_dir).unwrap();
+    fs::write(docker_dir.join("Dockerfile"), dockerfile).unwrap();
+    files.push(docker_dir.join("Dockerfile"));
+    files
+}
+
+/// checkov, an IaC scanner, finds nothing in what the overlays render nor
+/// in the image: every check passes but those skipped on purpose, each by
+/// an annotation with its reason, and each explained in the guide.
+#[test]
+fn checkov_passes_every_overlay_and_the_dockerfile() {
+    let dir = tempfile::tempdir().unwrap();
+    let (success, reports) = checkov(&scanned_files(dir.path(), &dockerfile()));
+    let guide = fs::read_to_string(repo().join(GUIDE)).unwrap();
+    for framework in ["kubernetes", "dockerfile"] {
+        let report = report(&reports, framework);
+        let summary = &report["summary"];
+        assert_eq!(summary["parsing_errors"], 0, "{framework}: {summary}");
+        assert!(
+            summary["passed"].as_u64().unwrap() > 0,
+            "{framework}: {summary}"
+        );
+        assert!(
+            check_ids(report, "failed_checks").is_empty(),
+            "{framework}: {:#?}",
+            check_ids(report, "failed_checks")
+        );
+        for skipped in report["results"]["skipped_checks"].as_array().unwrap() {
+            let id = skipped["check_id"].as_str().unwrap();
+            let reason = skipped["check_result"]["suppress_comment"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                reason.len() > 20 && reason != "No comment provided",
+                "{id} on {} is skipped without a reason",
+                skipped["resource"]
+            );
+            assert!(guide.contains(id), "{GUIDE} does not explain skipping {id}");
+        }
+    }
+    assert!(success, "checkov exited non-zero: {reports:#?}");
+}
+
+/// The scan above is worth something only if it fails what it should: the
+/// two findings the deployment files once had, objects in the default
+/// namespace and an image without a HEALTHCHECK.
+#[test]
+fn checkov_fails_the_default_namespace_and_an_image_without_healthcheck() {
+    let dir = tempfile::tempdir().unwrap();
+    let without_healthcheck: String = dockerfile()
+        .replace("\\\n", " ")
+        .lines()
+        .filter(|line| !line.starts_with("HEALTHCHECK "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(
+        without_healthcheck.len() < dockerfile().len(),
+        "no HEALTHCHECK to remove"
+    );
+    let files = scanned_files(dir.path(), &without_healthcheck);
+    let demo = fs::read_to_string(&files[0]).unwrap();
+    let in_default: String = demo
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("namespace: "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_ne!(in_default, demo);
+    fs::write(&files[0], in_default).unwrap();
+
+    let (success, reports) = checkov(&files);
+    assert!(!success, "checkov passed");
+    let kubernetes = check_ids(report(&reports, "kubernetes"), "failed_checks");
+    assert!(
+        kubernetes.iter().any(|c| c.starts_with("CKV_K8S_21 ")),
+        "{kubernetes:?}"
+    );
+    let docker = check_ids(report(&reports, "dockerfile"), "failed_checks");
+    assert!(
+        docker.iter().any(|c| c.starts_with("CKV_DOCKER_2 ")),
+        "{docker:?}"
+    );
+}
+
 /// Each overlay brings its own Namespace and puts everything in it: nothing
 /// lands in `default`, where any workload of the cluster may be. The
 /// namespace enforces the "restricted" Pod Security Standard, which the
@@ -851,6 +1030,19 @@ impl PodFs {
         }
     }
 
+    /// A directory that holds each volume at its mountPath (a link to the
+    /// volume's host directory), for `jwtgate check --root`: the pod's
+    /// files as a laptop would have copies of them.
+    fn root(&self) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for (host, target, _) in &self.volumes {
+            let at = root.path().join(target.trim_start_matches('/'));
+            fs::create_dir_all(at.parent().unwrap()).unwrap();
+            symlink(host, at).unwrap();
+        }
+        root
+    }
+
     fn host_dir(&self, mount_path: &str) -> &Path {
         &self
             .volumes
@@ -944,9 +1136,9 @@ fn quote(text: impl AsRef<std::ffi::OsStr>) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// Secrets an overlay expects the operator to create (deploy/README.md
+/// Secrets an overlay expects the operator to create (the Kubernetes guide
 /// says how), made here: a self-signed certificate for the TLS listener's
-/// host names, random HMAC secrets.
+/// host names, random secrets and tokens.
 fn operator_secrets(name: &str, config: &GatewayConfig) -> BTreeMap<&'static str, Files> {
     let mut secrets = BTreeMap::new();
     if name != "production" {
@@ -1048,6 +1240,52 @@ fn each_overlays_config_passes_check_in_its_pod() {
             "overlay {name}: the pod listens on every address: {stdout}"
         );
     }
+}
+
+/// The demo config, rendered from its ConfigMap, passes `jwtgate check` on
+/// a laptop: no pod, no environment (the listen addresses fall back to
+/// loopback), with `--root` pointing at copies of the pod's mounted files.
+/// Production's upstreams are cluster DNS names, which resolve only in the
+/// cluster (its check in the pod's view is above).
+#[test]
+fn the_demo_config_passes_check_on_a_laptop_with_root() {
+    let built = overlay("demo");
+    let pod = PodFs::new(&built, &BTreeMap::new());
+    let root = pod.root();
+    let (config_dir, file) = built.config_path().rsplit_once('/').map_or_else(
+        || panic!("the config path is absolute"),
+        |(dir, file)| (dir.to_string(), file.to_string()),
+    );
+    // The rendered ConfigMap, wherever it was saved on the laptop.
+    let rendered = pod.host_dir(&config_dir).join(file);
+    let check = |root: Option<&Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jwtgate"));
+        command
+            .arg("check")
+            .arg("-c")
+            .arg(&rendered)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap());
+        if let Some(root) = root {
+            command.arg("--root").arg(root);
+        }
+        command.output().unwrap()
+    };
+
+    let ran = check(Some(root.path()));
+    let stdout = String::from_utf8_lossy(&ran.stdout);
+    assert!(ran.status.success(), "{ran:?}");
+    assert!(stdout.contains("listen 127.0.0.1:8080"), "{stdout}");
+    assert!(stdout.contains("demo-hmac"), "{stdout}");
+
+    // Without --root the HMAC secret is where only the pod has it.
+    let ran = check(None);
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert_eq!(ran.status.code(), Some(1), "{ran:?}");
+    assert!(
+        stderr.contains("/etc/jwtgate/secrets/hs256.secret"),
+        "{stderr}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1175,6 +1413,11 @@ async fn the_demo_pod_runs_reloads_and_drains_as_its_manifest_says() {
         let (status, body) = get_until(&client, &probe_url(probe), None, |s, _| s == 200).await;
         assert_eq!(status, 200, "{probe}: {body}\nlog:\n{}", running.log());
     }
+    // The image's HEALTHCHECK, run as Docker would: in the container, with
+    // its environment, which tells it where the admin listener is.
+    let healthcheck = healthcheck()[1..].to_vec();
+    let health = pod.command(&built, &env, &healthcheck).output().unwrap();
+    assert!(health.status.success(), "HEALTHCHECK: {health:?}");
 
     // Tokens of both demo issuers: the RSA key from the ConfigMap's
     // jwks.json, the HMAC secret from the Secret volume (mode 0440, group
@@ -1311,6 +1554,14 @@ async fn the_demo_pod_runs_reloads_and_drains_as_its_manifest_says() {
     output(Command::new("kill").args(["-TERM", &pid.to_string()]));
     let (status, _) = get_until(&client, &probe_url("readinessProbe"), None, |s, _| s == 503).await;
     assert_eq!(status, 503, "readiness after SIGTERM");
+    let health = pod.command(&built, &env, &healthcheck).output().unwrap();
+    let said = String::from_utf8_lossy(&health.stderr);
+    assert_eq!(
+        health.status.code(),
+        Some(1),
+        "HEALTHCHECK while draining: {health:?}"
+    );
+    assert!(said.contains("503") && said.contains("draining"), "{said}");
     let (status, _) = get_until(&client, &probe_url("livenessProbe"), None, |s, _| s != 0).await;
     assert_eq!(status, 200, "liveness during the drain");
     let (status, _) = get_until(&client, &format!("{proxy}/public"), None, |s, _| s != 0).await;
