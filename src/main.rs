@@ -1,5 +1,5 @@
-//! The `jwtgate` command line: `run` (the default), `check`, and `token`
-//! tools for development and load tests.
+//! The `jwtgate` command line: `run` (the default), `check`, `token`
+//! tools for development and load tests, `revoke`, and `schema`.
 
 mod cli;
 
@@ -44,6 +44,9 @@ enum Command {
     /// Revoke tokens, subjects or sessions through a running gateway's
     /// admin listener.
     Revoke(cli::revoke::RevokeArgs),
+    /// Print the JSON Schema of the config file (for editors and CI), or
+    /// the configuration reference rendered from it.
+    Schema(cli::schema::SchemaArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => cli::check::check(&args.config),
         Some(Command::Token(command)) => cli::token::token(command),
         Some(Command::Revoke(args)) => cli::revoke::revoke(args),
+        Some(Command::Schema(args)) => cli::schema::schema(&args),
     };
     match outcome {
         Ok(code) => code,

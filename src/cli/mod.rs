@@ -8,7 +8,9 @@ macro_rules! outln {
 }
 
 pub mod check;
+mod reference;
 pub mod revoke;
+pub mod schema;
 pub mod token;
 
 use std::io::Write;
