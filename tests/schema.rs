@@ -3,7 +3,8 @@
 //! `docs/reference/` and current; every config in the repository passes the
 //! schema as editors and CI read it (PyPI's `check-jsonschema`, installed by
 //! `scripts/test`) and the loader; what the schema refuses, the loader
-//! refuses too, and the other way round.
+//! refuses too, and the other way round; and each config file names the
+//! schema on its first line, for editors.
 
 mod common;
 
@@ -412,6 +413,28 @@ fn the_schema_refuses_what_the_loader_refuses_and_accepts_what_it_accepts() {
         }
     }
     assert_eq!(refused_by_schema(&accepted), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn every_config_file_names_the_schema_for_editors() {
+    let schema = repo().join(SCHEMA).canonicalize().expect("the schema file");
+    for file in config_files() {
+        let text = std::fs::read_to_string(&file).expect("read config");
+        let first = text.lines().next().unwrap_or_default();
+        let Some(target) = first.strip_prefix("# yaml-language-server: $schema=") else {
+            panic!(
+                "{}: the first line must be `# yaml-language-server: $schema=<path to {SCHEMA}>`, not {first:?}",
+                relative(&file)
+            );
+        };
+        let resolved = file.parent().expect("a file's dir").join(target);
+        assert_eq!(
+            resolved.canonicalize().ok().as_ref(),
+            Some(&schema),
+            "{}: {target} is not {SCHEMA}",
+            relative(&file)
+        );
+    }
 }
 
 #[test]
