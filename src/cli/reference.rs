@@ -49,6 +49,26 @@ so the schema takes it for a duration or string but not for a number, a
 boolean or one of a field's fixed values.
 ";
 
+/// The book's guides for a section, by its path: the reference says what a
+/// field is, a guide when and how to use it.
+#[rustfmt::skip]
+const GUIDES: &[(&str, &str, &str)] = &[
+    ("", "Reloading the config", "../guides/reload.md"),
+    ("issuers[]", "Connecting identity providers", "../guides/identity-providers.md"),
+    ("limits", "Request limits", "../guides/request-limits.md"),
+    ("listen.authz", "As the auth server of another proxy", "../guides/auth-server.md"),
+    ("listen.https", "HTTPS", "../guides/https.md"),
+    ("paths", "Request limits", "../guides/request-limits.md"),
+    ("rate_limit", "Rate limits", "../guides/rate-limits.md"),
+    ("revocation", "Revocation", "../guides/revocation.md"),
+    ("routes[].auth", "Audit mode", "../guides/audit-mode.md"),
+    ("routes[].cors", "CORS", "../guides/cors.md"),
+    ("routes[].rate_limits[]", "Rate limits", "../guides/rate-limits.md"),
+    ("routes[].upstream", "Upstreams", "../guides/upstreams.md"),
+    ("server", "Behind another proxy", "../guides/behind-a-proxy.md"),
+    ("server", "Operations", "../operations.md"),
+];
+
 /// The reference page for `schema`, the JSON Schema `json_schema` makes.
 pub fn render(schema: &Value) -> String {
     let empty = Map::new();
@@ -73,6 +93,14 @@ fn section(out: &mut String, defs: &Map<String, Value>, path: &str, object: &Val
     let about = object.get("description").filter(|_| !path.is_empty());
     if let Some(about) = about.and_then(Value::as_str) {
         let _ = write!(out, "{}\n\n", without_name(&one_line(about), path));
+    }
+    let guides: Vec<String> = GUIDES
+        .iter()
+        .filter(|(section, _, _)| *section == path)
+        .map(|(_, title, link)| format!("[{title}]({link})"))
+        .collect();
+    if !guides.is_empty() {
+        let _ = write!(out, "See also: {}.\n\n", guides.join(", "));
     }
     out.push_str("| field | type | default | description |\n|---|---|---|---|\n");
     let required: Vec<&str> = object
