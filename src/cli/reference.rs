@@ -46,7 +46,10 @@ other fields or on the system (a key source per issuer, addresses that
 resolve, files that exist) is checked by `jwtgate check`. A value that is an
 environment reference (`${NAME:-30s}`) is checked after interpolation only,
 so the schema takes it for a duration or string but not for a number, a
-boolean or one of a field's fixed values.
+boolean or one of a field's fixed values. And the schema wants each value in
+its field's own type, text where a field is text (`realm: \"123\"`) and numbers
+and booleans unquoted, where the loader also takes a number for text, or a
+quoted number or boolean.
 ";
 
 /// The book's guides for a section, by its path: the reference says what a
@@ -73,7 +76,7 @@ const GUIDES: &[(&str, &str, &str)] = &[
 pub fn render(schema: &Value) -> String {
     let empty = Map::new();
     let defs = schema
-        .get("$defs")
+        .get("definitions")
         .and_then(Value::as_object)
         .unwrap_or(&empty);
     let mut out = String::from(HEADER);
@@ -151,6 +154,7 @@ struct Shape<'a> {
 }
 
 fn shape<'a>(defs: &'a Map<String, Value>, schema: &'a Value) -> Shape<'a> {
+    let schema = unwrapped(schema);
     if let Some(name) = reference(schema) {
         if name == "Duration" {
             return plain("duration");
@@ -222,12 +226,22 @@ fn plain(label: &str) -> Shape<'static> {
     }
 }
 
-/// `#/$defs/NAME` → `NAME`.
+/// `#/definitions/NAME` → `NAME`, for a `$ref` on its own or wrapped in
+/// `allOf` beside a field's description.
 fn reference(schema: &Value) -> Option<&str> {
-    schema
+    unwrapped(schema)
         .get("$ref")
         .and_then(Value::as_str)
-        .map(|r| r.trim_start_matches("#/$defs/"))
+        .map(|r| r.trim_start_matches("#/definitions/"))
+}
+
+/// Draft 7 ignores what stands beside a `$ref`, so a field that describes
+/// a referenced type holds it as `allOf: [{$ref}]`.
+fn unwrapped(schema: &Value) -> &Value {
+    match schema.get("allOf").and_then(Value::as_array) {
+        Some(only) if only.len() == 1 => &only[0],
+        _ => schema,
+    }
 }
 
 /// The non-null schemas of an `anyOf` or `oneOf`: an optional field is its
@@ -260,7 +274,7 @@ fn type_name(schema: &Value) -> Option<&str> {
 fn variants<'a>(defs: &'a Map<String, Value>, schema: &'a Value) -> Vec<(String, Option<&'a str>)> {
     let schema = match reference(schema).and_then(|name| defs.get(name)) {
         Some(target) => target,
-        None => schema,
+        None => unwrapped(schema),
     };
     if let Some(values) = schema.get("enum").and_then(Value::as_array) {
         return values.iter().map(|v| (inline(v), None)).collect();

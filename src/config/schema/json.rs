@@ -60,10 +60,12 @@ pub fn duration_text(duration: Duration) -> String {
     }
 }
 
-/// The JSON Schema (draft 2020-12) of `gateway.yaml`, as checked in under
-/// `docs/reference/gateway.schema.json`.
+/// The JSON Schema of `gateway.yaml`, as checked in under
+/// `docs/reference/gateway.schema.json`. Draft 7: the newest the YAML
+/// language server behind editors' YAML support reads (a `$ref` with
+/// siblings, such as a field's description, is wrapped in `allOf` for it).
 pub fn json_schema() -> Value {
-    let generator = SchemaSettings::draft2020_12().into_generator();
+    let generator = SchemaSettings::draft07().into_generator();
     let mut schema = generator.into_root_schema_for::<GatewayConfig>();
     schema.insert("title".into(), "jwtgate gateway.yaml".into());
     let mut value = schema.to_value();
