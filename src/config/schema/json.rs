@@ -74,7 +74,9 @@ pub fn json_schema() -> Value {
 }
 
 /// Descriptions come from `///` comments wrapped at 80 columns: one line
-/// per paragraph reads better in an editor's hover. A default of `null` is
+/// per paragraph reads better in an editor's hover, which renders
+/// `markdownDescription` (the YAML language server's keyword) as Markdown
+/// and shows `description` as plain text. A default of `null` is
 /// an optional field's absence, which the schema already says. A list of
 /// objects that serde defaults gets no default from schemars (the objects
 /// can't be written out), though it is as empty as any other.
@@ -86,6 +88,8 @@ fn tidy(value: &mut Value) {
             }
             if let Some(Value::String(text)) = map.get_mut("description") {
                 *text = unwrap_lines(text);
+                let markdown = Value::String(text.clone());
+                map.insert("markdownDescription".into(), markdown);
             }
             default_empty_lists(map);
             map.values_mut().for_each(tidy);
