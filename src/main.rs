@@ -1,6 +1,7 @@
-//! The `jwtgate` command line: `run` (the default), `check`, and `token`
-//! tools for development and load tests; `health` for container health
-//! checks; `completions` and `man` generated from this definition.
+//! The `jwtgate` command line: `run` (the default), `check`, `token`
+//! tools for development and load tests, `revoke`, and `schema`; `health`
+//! for container health checks; `completions` and `man` generated from
+//! this definition.
 
 mod cli;
 
@@ -52,6 +53,9 @@ enum Command {
     Completions(cli::completions::CompletionsArgs),
     /// Write the manual pages (roff).
     Man(cli::completions::ManArgs),
+    /// Print the JSON Schema of the config file (for editors and CI), or
+    /// the configuration reference rendered from it.
+    Schema(cli::schema::SchemaArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Some(Command::Health(args)) => cli::health::health(&args),
         Some(Command::Completions(args)) => cli::completions::completions(&args, Cli::command()),
         Some(Command::Man(args)) => cli::completions::man(&args, Cli::command()),
+        Some(Command::Schema(args)) => cli::schema::schema(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -10,7 +10,9 @@ macro_rules! outln {
 pub mod check;
 pub mod completions;
 pub mod health;
+mod reference;
 pub mod revoke;
+pub mod schema;
 pub mod token;
 
 use std::io::Write;

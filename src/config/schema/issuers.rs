@@ -1,95 +1,139 @@
 //! `issuers`: who may sign tokens, where their keys are, and the rules
 //! every token of theirs must pass.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
-use super::{default_true, duration, optional_duration};
+use super::json::DurationText;
+use super::{default_true, duration, duration_text, optional_duration};
 
-#[derive(Debug, Deserialize)]
+/// A token issuer. Exactly one key source per issuer: `jwks_file`, `jwks`,
+/// `hmac_secret_env`, `hmac_secret_file`, `discovery` or `jwks_uri`.
+/// Secrets are never written inline, and must be at least 32 bytes. From a
+/// JWK Set, keys with `use` other than `sig`, unsupported `kty`/`crv`, RSA
+/// moduli under 2048 bits, symmetric (`oct`) keys, and keys whose own `alg`
+/// is not allowed are skipped (and listed by `jwtgate check`); a key's
+/// `alg`, when present, is the only algorithm it verifies. A token without
+/// `kid` is checked against every key usable with its `alg`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
+    /// The name routes, metrics and logs use.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
-    /// The exact `iss` value this issuer puts in its tokens.
+    /// The exact `iss` value of its tokens.
     pub issuer: String,
-    /// Required allow-list; tokens with any other `alg` are rejected.
+    /// Allow-list of `alg` values; tokens with any other are rejected. HMAC
+    /// and public-key algorithms can't be mixed in one issuer.
     pub algorithms: Vec<Algorithm>,
-    /// `aud` must contain at least one of these.
+    /// `aud` must contain at least one of these; required unless
+    /// `skip_audience_check`.
     #[serde(default)]
     pub audiences: Vec<String>,
-    /// Explicit opt-out from audience checking (RFC 7519 §4.1.3 says a
-    /// recipient must check `aud`, so this is off by default).
+    /// Explicitly accept any `aud` (RFC 7519 §4.1.3 says a recipient must
+    /// check `aud`, so this is off by default).
     #[serde(default)]
     pub skip_audience_check: bool,
-    #[serde(default = "default_leeway", deserialize_with = "duration")]
+    /// Clock skew allowed for `exp`, `nbf`, `iat`.
+    #[serde(
+        default = "default_leeway",
+        deserialize_with = "duration",
+        serialize_with = "duration_text"
+    )]
+    #[schemars(with = "DurationText")]
     pub leeway: Duration,
-    /// Tokens without `exp` are rejected unless this is false.
+    /// Reject tokens without `exp`.
     #[serde(default = "default_true")]
     pub require_exp: bool,
-    /// Longest accepted token lifetime: `exp - iat` (`exp - now` without `iat`).
+    /// Reject tokens living longer than this: `exp - iat`, or `exp - now`
+    /// without `iat`; a token without `exp` exceeds any maximum. Absent: no
+    /// maximum.
     #[serde(default, deserialize_with = "optional_duration")]
+    #[schemars(with = "DurationText")]
     pub max_lifetime: Option<Duration>,
-    /// Reject tokens without a `sub`.
+    /// Reject tokens without `sub` (a `sub` that isn't a non-empty string
+    /// is always rejected).
     #[serde(default)]
     pub require_sub: bool,
-    /// Reject tokens without a `jti`, so each can be revoked by it.
+    /// Reject tokens without a `jti` (`missing_claim`; a `jti` that isn't a
+    /// non-empty string: `malformed`), so every accepted token can be
+    /// revoked by it.
     #[serde(default)]
     pub require_jti: bool,
     /// What marks an access token of this issuer (refresh and ID tokens
     /// signed by the same keys must not pass as one).
     #[serde(default)]
     pub token_type: TokenTypeConfig,
-    /// Where scopes are read from; default: `scope`, then `scp`, then `scopes`.
+    /// The claim (or dotted path) holding scopes: a space-delimited string
+    /// or an array. Absent: `scope`, then `scp`, then `scopes`.
     pub scope_claim: Option<String>,
     // Key sources: exactly one of these.
+    /// Key source: a JWK Set file.
     pub jwks_file: Option<PathBuf>,
+    /// Key source: an inline JWK Set (`{keys: [...]}`).
     pub jwks: Option<serde_json::Value>,
+    /// Key source: the HMAC secret, from this environment variable.
     pub hmac_secret_env: Option<String>,
+    /// Key source: the HMAC secret, from this file (trailing line endings
+    /// are ignored).
     pub hmac_secret_file: Option<PathBuf>,
-    /// Find the JWKS through `{issuer}/.well-known/openid-configuration`.
+    /// Key source: `true` reads `{issuer}/.well-known/openid-configuration`,
+    /// checks its `issuer` equals ours exactly, and uses its `jwks_uri`.
     #[serde(default)]
     pub discovery: bool,
+    /// Key source: fetch this JWK Set URL directly.
     pub jwks_uri: Option<String>,
-    /// How remote keys are fetched (discovery, jwks_uri).
+    /// How remote keys (`discovery`, `jwks_uri`) are fetched.
     #[serde(default)]
     pub fetch: FetchConfig,
     /// How remote keys are kept fresh.
     #[serde(default)]
     pub refresh: RefreshConfig,
-    /// `/readyz` waits for this issuer's keys; when false, only during
+    /// `/readyz` waits for this issuer's keys; `false`: only during
     /// `admin.startup_grace`.
     #[serde(default = "default_true")]
     pub required: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// What marks an access token of an issuer.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenTypeConfig {
-    /// Accepted `typ` header values, e.g. `[at+jwt]` (RFC 9068).
+    /// Accepted `typ` header values, e.g. `[at+jwt]` (RFC 9068);
+    /// case-insensitive, `application/` optional. Empty: any.
     #[serde(default)]
     pub typ: Vec<String>,
-    /// A claim (name or dotted path) that must hold one of `values`,
-    /// e.g. `token_use` / `[access]` (Cognito) or `typ` / `[Bearer]` (Keycloak).
+    /// A claim (name or dotted path) that must hold one of `values`, e.g.
+    /// `token_use` / `[access]` (Cognito) or `typ` / `[Bearer]` (Keycloak).
     pub claim: Option<String>,
+    /// The values `claim` may hold.
     #[serde(default)]
     pub values: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+/// How an issuer's remote keys are fetched.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FetchConfig {
-    #[serde(deserialize_with = "duration")]
+    /// TCP and TLS connect timeout.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub connect_timeout: Duration,
-    /// For a whole request, body included.
-    #[serde(deserialize_with = "duration")]
+    /// Timeout of a whole request, body included.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
+    /// Larger discovery or JWKS responses are refused.
     pub max_bytes: usize,
-    /// Plain-HTTP discovery and JWKS URLs; for loopback tests only.
+    /// Allow `http://` discovery and JWKS URLs (loopback tests only; HTTPS
+    /// otherwise).
     pub allow_http: bool,
 }
 
@@ -104,22 +148,30 @@ impl Default for FetchConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// How an issuer's remote keys are kept fresh: within bounds, the JWKS's
+/// own `Cache-Control: max-age` says when to fetch it again.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RefreshConfig {
-    /// Bounds on the JWKS's own Cache-Control max-age (10m when absent).
-    #[serde(deserialize_with = "duration")]
+    /// Refresh no more often than this, whatever `Cache-Control` says.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub min_refresh: Duration,
-    #[serde(deserialize_with = "duration")]
+    /// And at least this often (10 min when the JWKS sends no `max-age`).
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub max_refresh: Duration,
     /// When refreshes fail, keep serving the last good keys this long.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub max_stale: Duration,
     /// A token with an unknown `kid` triggers a refetch at most this often.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub unknown_kid_interval: Duration,
     /// How long such a request waits for that refetch.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub unknown_kid_wait: Duration,
 }
 
@@ -182,6 +234,21 @@ impl Algorithm {
 
     pub fn as_str(self) -> &'static str {
         Self::NAMES[self as usize]
+    }
+}
+
+/// The names [`Algorithm`]'s deserializer accepts, exactly.
+impl JsonSchema for Algorithm {
+    fn schema_name() -> Cow<'static, str> {
+        "Algorithm".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A JWS algorithm (RFC 7518, RFC 8037 for EdDSA); case-sensitive.",
+            "enum": Algorithm::NAMES,
+        })
     }
 }
 

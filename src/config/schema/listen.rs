@@ -4,20 +4,26 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{default_true, duration};
+use super::json::DurationText;
+use super::{default_true, duration, duration_text};
 
-#[derive(Debug, Default, Deserialize)]
+/// The proxy's listeners.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
-    /// The clear-text listener: `host:port`, or a map with `addr`, `mode`
-    /// and `h2c`.
+    /// The clear-text proxy listener: `host:port`, or a map with `addr`,
+    /// `mode` and `h2c`.
     #[serde(deserialize_with = "http_listener")]
+    #[schemars(schema_with = "http_listener_schema")]
     pub http: HttpListenConfig,
-    /// The TLS listener; absent: none.
+    /// The TLS listener; without it jwtgate serves clear text only.
     pub https: Option<HttpsListenConfig>,
-    /// The authorization listener front proxies ask; absent: none.
+    /// The authorization listener another proxy asks (NGINX
+    /// `auth_request`, Traefik and Caddy forward auth, Envoy `ext_authz`);
+    /// absent: none. Restart-only.
     pub authz: Option<AuthzListenConfig>,
 }
 
@@ -25,40 +31,50 @@ pub struct ListenConfig {
 /// auth, or Envoy's HTTP `ext_authz` with the proxy's own decision. It
 /// believes the request headers that describe the original request, so it
 /// belongs on an address only the front proxy reaches.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthzListenConfig {
+    /// Its address (`host:port`): an internal one only the front proxy
+    /// reaches, since it believes the headers that describe the original
+    /// request.
     pub addr: String,
-    /// Where the original request's method and target are read from.
+    /// Where the original request is read from; only that convention's
+    /// headers are read.
     #[serde(default)]
     pub convention: AuthzConvention,
-    /// `envoy`: the prefix Envoy's `path_prefix` adds before the original
-    /// path, stripped before routing; empty: none.
+    /// `envoy` only: the `path_prefix` Envoy puts before the original path,
+    /// stripped before routing; empty, or `/…` without a trailing `/`
+    /// (anything else, or a prefix with another convention, is a config
+    /// error).
     #[serde(default)]
     pub path_prefix: String,
-    /// A header every decision request must carry with this secret value;
-    /// absent: none is asked for.
+    /// Require every decision request to carry a secret header; a missing
+    /// or wrong one is answered `403` (error `forbidden`) before anything is
+    /// decided. Absent: none is asked for.
     pub shared_secret: Option<SharedSecretConfig>,
-    /// Where Envoy's gRPC `ext_authz` (`Authorization/Check`) is served,
-    /// as an IP address and port; absent: not served.
+    /// Also serve Envoy's gRPC `ext_authz`
+    /// (`envoy.service.auth.v3.Authorization/Check`, HTTP/2 without TLS) on
+    /// this `IP:port`, an internal one like `addr`; the shared secret, if
+    /// set, is read from the call's metadata. Not an IP address and port, or
+    /// equal to `addr`: config error. Absent: not served.
     pub grpc_addr: Option<String>,
 }
 
 /// How a front proxy describes the request it asks about.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthzConvention {
     /// `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri` (Traefik, Caddy).
     #[default]
     Forwarded,
-    /// `X-Original-Method`, `X-Original-URI` and `Host` (NGINX
-    /// `auth_request`).
+    /// `X-Original-Method`, `X-Original-URI`, `Host` and
+    /// `X-Forwarded-Proto` (NGINX `auth_request`).
     Nginx,
     /// `X-Original-Method` and `X-Original-URL` (ingress-nginx's
     /// `auth-url`, which sends the auth service's own `Host`).
     IngressNginx,
-    /// The check request's own method and path, below `path_prefix`
-    /// (Envoy and Istio HTTP `ext_authz`).
+    /// The check request's own method and path, below `path_prefix`, its
+    /// `Host` and `X-Forwarded-Proto` (Envoy and Istio HTTP `ext_authz`).
     Envoy,
 }
 
@@ -74,14 +90,18 @@ impl AuthzConvention {
     }
 }
 
-/// The shared secret, read from exactly one of an environment variable or
-/// a file (never written in the config itself).
-#[derive(Debug, Deserialize)]
+/// The shared secret, read at startup from exactly one of an environment
+/// variable or a file (never written in the config itself). Empty or
+/// unreadable: config error. Compared by SHA-256 digest in constant time.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SharedSecretConfig {
+    /// The header's name.
     #[serde(default = "default_secret_header")]
     pub header: String,
+    /// The environment variable the secret is read from.
     pub env: Option<String>,
+    /// The file the secret is read from (trailing line endings dropped).
     pub file: Option<PathBuf>,
 }
 
@@ -89,15 +109,19 @@ fn default_secret_header() -> String {
     "x-jwtgate-authz-secret".into()
 }
 
-/// `listen.http`. The plain `host:port` form configs have always used is
+/// `listen.http`, the clear-text listener. The plain `host:port` form is
 /// the map form with only `addr`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpListenConfig {
+    /// Its address, `host:port` (`check` refuses an address that doesn't
+    /// resolve, as `run` would).
     pub addr: String,
+    /// What it does with requests; `redirect` and `off` need
+    /// `listen.https`.
     pub mode: ClearTextMode,
-    /// HTTP/2 with prior knowledge (h2c), as gRPC clients inside a cluster
-    /// speak it; HTTP/1 clients are served as before.
+    /// Also serve HTTP/2 with prior knowledge (h2c, as gRPC clients inside
+    /// a cluster speak it); HTTP/1 clients are served as before.
     pub h2c: bool,
 }
 
@@ -112,13 +136,14 @@ impl Default for HttpListenConfig {
 }
 
 /// What the clear-text listener does with requests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClearTextMode {
-    /// Route them like any other.
+    /// Route them as usual.
     #[default]
     Serve,
-    /// Answer each with a 308 to the same path and query over HTTPS.
+    /// Answer every request with `308` to `https://` the same host (the
+    /// `listen.https` port, or `redirect_port`, unless 443), path and query.
     Redirect,
     /// No clear-text listener at all.
     Off,
@@ -147,44 +172,65 @@ fn http_listener<'de, D: Deserializer<'de>>(deserializer: D) -> Result<HttpListe
     deserializer.deserialize_any(Form)
 }
 
+/// What [`http_listener`] reads: a string, or the map.
+fn http_listener_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "anyOf": [
+            { "type": "string", "description": "`host:port`: the map form with only `addr`." },
+            generator.subschema_for::<HttpListenConfig>(),
+        ]
+    })
+}
+
 /// `listen.https`: TLS 1.2 and 1.3, certificates chosen by SNI.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpsListenConfig {
+    /// Its address, `host:port`.
     pub addr: String,
-    /// One entry per certificate; the first is also served to clients that
-    /// send no SNI or a name no entry lists.
+    /// At least one `{hosts, cert, key}` entry; the first is also served to
+    /// clients that send no SNI or a name no entry lists.
     pub certificates: Vec<CertificateConfig>,
-    /// `Strict-Transport-Security` on every response over TLS; absent: not
-    /// sent.
+    /// Send `Strict-Transport-Security` on every response over TLS (never
+    /// over clear text); absent: not sent.
     pub hsts: Option<HstsConfig>,
     /// Offer HTTP/2 in ALPN (`h2`, then `http/1.1`); false: HTTP/1.1 only.
     #[serde(default = "default_true")]
     pub h2: bool,
-    /// The port redirects to HTTPS name, when clients reach this listener
-    /// through another one (a container port mapping, a load balancer);
-    /// absent: the port of `addr`.
+    /// The port a redirect to HTTPS names (left out when 443): set it when
+    /// clients reach the TLS listener through another port, such as a
+    /// container's port mapping or a load balancer; absent: the port of
+    /// `addr`.
     pub redirect_port: Option<u16>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One certificate of the TLS listener and the names it serves.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
-    /// The SNI names it serves: exact names, or `*.example.com` for any one
-    /// label below `example.com`.
+    /// The SNI names the entry serves: exact names, or `*.example.com` for
+    /// any one label below `example.com`; case-insensitive; a name may
+    /// appear in one entry only. An exact name wins over a wildcard.
     pub hosts: Vec<String>,
-    /// PEM: the certificate, then its intermediates.
+    /// PEM file: the certificate, then its intermediates.
     pub cert: PathBuf,
-    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    /// PEM file: its private key (PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or
+    /// Ed25519). A key that is not the certificate's is a config error.
     pub key: PathBuf,
 }
 
-#[derive(Debug, Deserialize)]
+/// `Strict-Transport-Security`, sent on every response over TLS.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HstsConfig {
-    #[serde(deserialize_with = "duration")]
+    /// `max-age`, in whole seconds.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub max_age: Duration,
+    /// Add `includeSubDomains`.
     pub include_subdomains: bool,
+    /// Add `preload`; needs `include_subdomains: true` and a `max_age` of
+    /// at least a year (what the browsers' preload list demands).
     pub preload: bool,
 }
 

@@ -4,9 +4,13 @@
 //! fields so a typo is an error, never a silently ignored setting.
 //! Defaults live here, in each struct's `impl Default` (a struct whose
 //! fields are all optional) or next to the field they belong to (a struct
-//! with required fields), and are mirrored in the configuration reference.
+//! with required fields). The `///` comments of fields are what users read:
+//! they become the JSON Schema's descriptions (`json.rs`) and the
+//! configuration reference rendered from it, so notes for the code go in
+//! `//` comments.
 
 mod issuers;
+mod json;
 mod listen;
 mod routes;
 mod state;
@@ -15,67 +19,106 @@ mod upstreams;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use issuers::*;
+pub use json::json_schema;
 pub use listen::*;
 pub use routes::*;
 pub use state::*;
 pub use upstreams::*;
 
-#[derive(Debug, Deserialize)]
+use json::DurationText;
+
+/// A jwtgate configuration file (`gateway.yaml`). `${NAME}` is replaced by
+/// the environment variable `NAME` (an error if unset), `${NAME:-default}`
+/// falls back to `default`, `$${` is a literal `${`; comments are not
+/// interpolated. Relative paths are relative to the config file.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// The proxy's listeners: clear text, TLS, and the authorization
+    /// listener.
     #[serde(default)]
     pub listen: ListenConfig,
+    /// The admin listener: `/metrics`, `/healthz`, `/readyz`.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Threads, shutdown, the challenge realm and trusted proxies.
     #[serde(default)]
     pub server: ServerConfig,
-    /// A built-in echo upstream, for demos and first steps.
+    /// Starts the built-in echo upstream (it answers with the request it
+    /// received, as JSON), for demos and first steps.
     pub echo: Option<EchoConfig>,
+    /// Limits on tokens before any decoding.
     #[serde(default)]
     pub tokens: TokenLimits,
+    /// Token issuers: who may sign tokens, where their keys are, and the
+    /// rules every token of theirs must pass.
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
-    /// Each boxed: compiling frees a route as soon as it is compiled,
-    /// rather than one buffer of them all at the end.
+    /// Routes, at least one: what a request is matched by, the
+    /// authentication it needs and where it is forwarded.
+    // Each boxed: compiling frees a route as soon as it is compiled,
+    // rather than one buffer of them all at the end.
     pub routes: Vec<Box<RouteConfig>>,
-    /// Where upstream DNS names are resolved.
+    /// Where upstream DNS names are resolved; default: the system resolver.
     #[serde(default)]
     pub dns: DnsConfig,
     /// Where the last good JWKS of each remote issuer is kept, so a restart
-    /// during an identity-provider outage still has keys. Unset: not kept.
+    /// during an identity-provider outage still has keys; set it in
+    /// production. Unset: not kept.
     pub keys_cache_dir: Option<PathBuf>,
+    /// The verified-token cache: a reused token skips the signature check.
     #[serde(default)]
     pub token_cache: TokenCacheConfig,
+    /// Ambiguous request paths: each form is refused (400) unless kept.
     #[serde(default)]
     pub paths: PathsConfig,
+    /// Caps on the request head, answered 414 / 431 before routing.
     #[serde(default)]
     pub limits: RequestLimitsConfig,
+    /// The revocation list; without it nothing can be revoked.
+    /// Restart-only.
     pub revocation: Option<RevocationConfig>,
-    /// Where rate-limit counters are kept. Restart-only.
+    /// Where the counters of every route's `rate_limits` live; default: in
+    /// memory, per replica. Restart-only.
     #[serde(default)]
     pub rate_limit: RateLimitStateConfig,
-    /// The Redis server shared state goes through. Restart-only.
+    /// The one Redis server shared state goes through: the revocation list
+    /// (`revocation.redis`) and rate-limit budgets (`rate_limit.redis`)
+    /// share one connection setting. A single Redis 6.2 or later, not a
+    /// cluster (one script touches many keys). Restart-only.
     pub redis: Option<RedisConfig>,
 }
 
-/// What to do with request paths a backend could read differently from
-/// jwtgate. Each is refused (400) unless kept here.
-#[derive(Debug, Deserialize)]
+/// Forms of a request path that backends read in different ways. Each is
+/// refused with `400` (reason in the access log) unless set to `keep`, for
+/// a backend that needs it and reads it the one way described here.
+/// Control characters, escapes that aren't UTF-8 and characters outside
+/// the request-line grammar are always refused.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PathsConfig {
-    /// `%2F`; kept: not a separator for routing, forwarded encoded.
+    /// `%2F` in the path. `keep`: it is no separator for routing (`/a%2Fb`
+    /// is one segment) and is forwarded as `%2F`; only for a backend that
+    /// doesn't decode it either.
     #[serde(deserialize_with = "encoded_slash")]
     pub encoded_slash: Handling,
-    /// `\` or `%5C`; kept: a plain character, forwarded as `%5C`.
+    /// `\` or `%5C`. `keep`: a plain character, no separator, forwarded as
+    /// `%5C`; only for a backend that doesn't read it as `/`.
     #[serde(deserialize_with = "backslash")]
     pub backslash: Handling,
-    /// `;` parameters in a segment; kept: forwarded, not routed on.
+    /// `;` (or `%3B`) parameters in a segment (`/a;jsessionid=1`). `keep`:
+    /// forwarded as sent, and routed on the path without them, as servlet
+    /// containers read it (`/admin;x=1` is `/admin`); a dot segment with
+    /// parameters (`/..;/`) is still refused.
     #[serde(deserialize_with = "semicolon")]
     pub semicolon: Handling,
-    /// `%25` and two hex digits; kept: forwarded as is.
+    /// `%25` followed by two hex digits (`%252e`). `keep`: forwarded as is
+    /// and routed as it stands (`/x/%252e` has a segment `%252e`, not a
+    /// dot); only for a backend that decodes at most once.
     #[serde(deserialize_with = "double_encoding")]
     pub double_encoding: Handling,
 }
@@ -122,14 +165,17 @@ impl Default for PathsConfig {
 
 /// Caps on the request head, answered 414 / 431 before routing. The
 /// defaults follow nginx's `large_client_header_buffers 4 8k`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RequestLimitsConfig {
-    /// Every header field counted as `name: value` plus its line end.
+    /// Most header bytes, each field counted as `name: value` plus its line
+    /// end; more: `431`. At most `524288`.
     pub max_header_bytes: usize,
-    /// Header field lines, repeated names counted each time.
+    /// Most header fields (a repeated name counts each time); more: `431`.
+    /// At most `256`.
     pub max_headers: usize,
-    /// The request-target as sent: path and query (or the absolute URL).
+    /// Longest request-target (path and query as sent, or the whole URL in
+    /// absolute form); longer: `414`. At most `65534`.
     pub max_uri_bytes: usize,
 }
 
@@ -143,16 +189,22 @@ impl Default for RequestLimitsConfig {
     }
 }
 
-/// The verified-token cache: a reused token skips the signature check (its
-/// time claims and the route's rules are still checked on every request).
-#[derive(Debug, Deserialize)]
+/// The verified-token cache: a reused token skips parsing and the signature
+/// check (its time claims, issuer, audiences and the route's rules are still
+/// checked on every request).
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenCacheConfig {
+    /// Whether verified tokens are cached at all.
     pub enabled: bool,
+    /// At most this many cached tokens.
     pub max_entries: u64,
+    /// And at most about this much memory, in bytes, counted from each
+    /// entry's parsed claims as held in memory.
     pub max_bytes: u64,
-    /// Entries also expire with their token's `exp`, whichever comes first.
-    #[serde(deserialize_with = "duration")]
+    /// An entry lives at most this long, and never past its token's `exp`.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub ttl: Duration,
 }
 
@@ -167,12 +219,16 @@ impl Default for TokenCacheConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The admin listener: `/metrics`, `/healthz`, `/readyz`, `POST /-/reload`
+/// and, with `revocation.admin_tokens`, `/revocations`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Its address, `host:port`.
     pub addr: String,
     /// Issuers marked `required: false` hold `/readyz` back only this long.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub startup_grace: Duration,
 }
 
@@ -185,25 +241,36 @@ impl Default for AdminConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// How the proxy runs and stops, and whom it believes.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Worker threads for the proxy; default: the number of CPU cores.
+    /// Proxy worker threads; default: the number of CPU cores.
     pub threads: Option<usize>,
-    /// On SIGTERM, keep accepting for this long (lets a load balancer notice).
-    #[serde(deserialize_with = "duration")]
+    /// On SIGTERM, `/readyz` fails and the proxy still accepts and serves
+    /// new connections this long, so load balancers notice.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub grace_period: Duration,
-    /// Then give in-flight requests at most this long to finish.
-    #[serde(deserialize_with = "duration")]
+    /// Then the proxy stops accepting and waits at most this long for open
+    /// connections to finish their requests.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub graceful_shutdown_timeout: Duration,
     /// `realm` in `WWW-Authenticate` challenges.
     pub realm: String,
-    /// Peers (CIDR ranges) whose forwarding headers are believed; any other
-    /// peer's are replaced.
+    /// Peers whose forwarding headers (`X-Forwarded-For` and friends) are
+    /// believed; any other peer's are replaced. CIDR ranges or single
+    /// addresses, IPv4 or IPv6 (`[10.0.0.0/8, "fd00::/8", 192.0.2.7]`); a
+    /// range with bits set past its prefix (`10.0.0.1/8`) is an error, and
+    /// `jwtgate check` warns about a `/0` range (every peer trusted).
     pub trusted_proxies: Vec<String>,
     /// The longest a client may pause between two reads of its request
-    /// body before it gets 408 (nginx's `client_body_timeout`).
-    #[serde(deserialize_with = "duration")]
+    /// body (HTTP/1) before it gets `408` and the access log says
+    /// `client_timeout`, as nginx's `client_body_timeout`; positive.
+    /// Reloadable.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub client_body_timeout: Duration,
 }
 
@@ -220,16 +287,19 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The built-in echo upstream.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EchoConfig {
+    /// The address it listens on, `host:port`.
     pub addr: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// Limits on tokens, checked before any decoding.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenLimits {
-    /// Tokens longer than this are rejected before any decoding.
+    /// Longer tokens are rejected (`too_large`) before any decoding.
     pub max_bytes: usize,
 }
 
@@ -252,18 +322,30 @@ pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(
 }
 
 /// Durations are written the human way: `30s`, `5m`, `250ms`, `1h 30m`.
+/// What this accepts, [`json::DurationText`]'s pattern accepts.
 pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text)
         .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
 }
 
+/// A default duration as a user would write it, for the schema's `default`
+/// (the types are only ever read, so this is the one use of serializing).
+pub(crate) fn duration_text<S: Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&json::duration_text(*duration))
+}
+
 /// What to do with a path form that backends read in different ways.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Handling {
-    /// Answer 400.
+    // Each field of `PathsConfig` says what both values mean for its form.
+    // Answer 400.
     #[default]
     Reject,
-    /// Let it through; see each rule for how it is routed and forwarded.
+    // Let it through; see each rule for how it is routed and forwarded.
     Keep,
 }

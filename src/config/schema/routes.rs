@@ -4,56 +4,81 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use super::{UpstreamConfig, duration};
+use super::json::DurationText;
+use super::{UpstreamConfig, duration, duration_text};
 
 /// A route's answer to a request that came in clear text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HttpsOnly {
-    /// 308 to the same path and query over HTTPS.
+    /// `308` to the same host, path and query over HTTPS.
     Redirect,
-    /// 403, JSON body.
+    /// `403` (error `https_required`), JSON body.
     Forbid,
 }
 
-#[derive(Debug, Deserialize)]
+/// A route: what a request is matched by, the authentication it needs and
+/// where it goes. Every header named in any route's `forward.claims` is
+/// removed from client requests on every route, public ones included, so
+/// a backend can trust it wherever it appears.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// Used by metrics, logs and `token verify --route`.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
+    /// Which requests the route takes.
     #[serde(rename = "match", default)]
     pub matcher: MatchConfig,
-    /// Absent: the route answers only the authorization listener's
-    /// decision requests (needs `listen.authz`); the proxy answers 404.
-    /// Boxed, as `cors`, so that a parsed route stays small: a reload holds
-    /// every parsed route beside two compiled configs.
+    /// Where the proxy sends the route's requests; required unless
+    /// `listen.authz` is set. A route without one is decided only on the
+    /// authorization listener; the proxy answers its requests `404` (a
+    /// shorter prefix's route is not used instead).
+    // Boxed, as `cors`, so that a parsed route stays small: a reload holds
+    // every parsed route beside two compiled configs.
     pub upstream: Option<Box<UpstreamConfig>>,
+    /// The token the route needs and the checks it must pass.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// What is sent to the upstream besides the request.
     #[serde(default)]
     pub forward: ForwardConfig,
     /// Cross-origin browser access; absent: jwtgate adds no CORS headers and
-    /// preflights are routed like any other request.
+    /// routes preflights like any other request.
     pub cors: Option<Box<CorsConfig>>,
-    /// Request rate limits; empty: none, and nothing spent on them.
+    /// Request rate limits; a request over any of them gets `429`. Empty:
+    /// none, and nothing spent on them.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitConfig>,
 }
 
 /// One rate limit of a route: `rate` requests per period, up to `burst` at
 /// once, counted per `key`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// The limit's name in the metric label and the `RateLimit` headers.
+    /// 1-64 letters, digits, `-_.`, unique on the route: the `limit` label
+    /// of `jwtgate_rate_limited_total` and the name in the `RateLimit`
+    /// headers.
     pub name: String,
-    /// `100/s`, `10/m`, `1000/h`, `5/10s`, `20000/d`.
+    /// Requests per period: `100/s`, `10/m`, `1000/h`, `20000/d`, or a
+    /// multiple of the unit, `5/10s` (1 to 1 000 000 000 requests, a period
+    /// up to 366 days).
     pub rate: String,
-    /// Requests allowed at once; absent: the rate's count.
+    /// Requests allowed at once after a quiet spell; at least `1`. Absent:
+    /// the rate's count.
     pub burst: Option<u64>,
-    /// `route`, `client_address`, `header:<name>` or `claim:<dotted path>`.
+    /// What is counted separately: `route` (the route as a whole),
+    /// `client_address` (the client address, never a raw header),
+    /// `header:<name>` (a request header's value; requests without it share
+    /// one budget), `claim:<dotted path>` (a claim of the verified token,
+    /// e.g. `claim:sub`, `claim:client_id`; tokens without it share one
+    /// budget). A `claim:` key on an `auth.mode: off` route is a config
+    /// error.
     #[serde(default = "default_rate_key")]
     pub key: String,
 }
@@ -62,23 +87,33 @@ fn default_rate_key() -> String {
     "route".into()
 }
 
-/// A route's CORS policy: jwtgate answers its preflights and adds the CORS
-/// headers to its responses.
-#[derive(Debug, Deserialize)]
+/// A route's CORS policy: jwtgate answers its preflights (which never need
+/// a token nor reach the upstream) and adds the CORS headers to its
+/// responses.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CorsConfig {
-    /// Exact origins (`scheme://host[:port]`), or `["*"]` for any origin
-    /// (never with credentials).
+    /// Required in a `cors` block: exact origins, `scheme://host[:port]`
+    /// without a path; or `["*"]` for any origin (answered `*`, never with
+    /// `allow_credentials`). `null` is refused.
     pub allowed_origins: Vec<String>,
+    /// Methods a preflight may ask for; upper-cased, compared
+    /// case-sensitively as browsers do.
     pub allowed_methods: Vec<String>,
-    /// Request headers a page may send; on routes that read tokens,
-    /// `Authorization` and `auth.token_header` are always allowed.
+    /// Request headers a page may send; on a route whose `auth.mode` isn't
+    /// `off`, `Authorization` and `auth.token_header` are always allowed.
     pub allowed_headers: Vec<String>,
-    /// Response headers a page may read besides the CORS-safelisted ones.
+    /// Response headers a page may read besides the CORS-safelisted ones
+    /// (`Access-Control-Expose-Headers`), e.g. `[WWW-Authenticate,
+    /// X-Request-Id]`.
     pub exposed_headers: Vec<String>,
+    /// Send `Access-Control-Allow-Credentials: true`, so pages may send
+    /// cookies (needed for `token_cookie` across origins).
     pub allow_credentials: bool,
-    /// How long a browser may cache a preflight's answer.
-    #[serde(deserialize_with = "duration")]
+    /// How long a browser may cache a preflight's answer; whole seconds, at
+    /// most `24h` (Chromium caps at 2h).
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub max_age: Duration,
 }
 
@@ -95,16 +130,27 @@ impl Default for CorsConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Which requests a route takes: the longest matching prefix wins, host
+/// routes before host-less ones.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MatchConfig {
-    /// Exact host (case-insensitive, port ignored); absent: any host.
+    /// Exact host, compared case-insensitively without port or trailing
+    /// dot (on both sides: `Admin.Example.:8443` is `admin.example`); a
+    /// request in absolute form is matched by its own authority. Host
+    /// routes win over host-less ones. Not a host name or address: config
+    /// error. Absent: any host.
     pub host: Option<String>,
+    /// The longest matching prefix wins, on `/` boundaries.
     pub path_prefix: String,
-    /// Absent: any method.
+    /// E.g. `[GET, POST]`; among routes of equal prefix, the first
+    /// admitting the method wins. When the longest matching prefix has
+    /// routes but none admits the method, the answer is `405` with `Allow`
+    /// listing their methods: a shorter prefix's route is never used
+    /// instead. Absent: any method.
     pub methods: Option<Vec<String>>,
-    /// Requests over clear text never reach the upstream: `redirect` (308
-    /// to HTTPS) or `forbid` (403). Absent: both schemes are served.
+    /// A request that came in clear text never reaches the upstream; needs
+    /// `listen.https`. Absent: both schemes are served.
     pub https_only: Option<HttpsOnly>,
 }
 
@@ -119,7 +165,8 @@ impl Default for MatchConfig {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// How a route treats tokens.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
     /// A token is required and must pass every check.
@@ -135,55 +182,75 @@ pub enum AuthMode {
     Audit,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The token a route needs and the checks it must pass.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
+    /// How the route treats tokens; a route without `auth` is `required`.
     #[serde(default)]
     pub mode: AuthMode,
-    /// Issuers whose tokens this route accepts; empty: every configured issuer.
+    /// Issuers whose tokens the route accepts; empty: every issuer.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub issuers: Vec<Spanned<String>>,
-    /// Additionally to the issuer's audiences, `aud` must contain one of these.
+    /// Additionally to the issuer's audiences, `aud` must contain one of
+    /// these.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// Scopes the token must have.
     #[serde(default)]
     pub scopes: ScopeRule,
+    /// Rules on claims, e.g. `{claim: realm_access.roles, any_of: [admin]}`.
     #[serde(default)]
     pub claims: Vec<ClaimRule>,
-    /// A header that carries the raw token, besides `Authorization: Bearer`.
+    /// A header carrying the raw token, besides `Authorization: Bearer`.
     pub token_header: Option<String>,
-    /// A cookie that carries the raw token.
+    /// A cookie carrying the raw token.
     pub token_cookie: Option<String>,
-    /// A query parameter that carries the raw token. Off by default: URLs
-    /// end up in logs, histories and Referer headers (RFC 6750 §5.3).
+    /// A query parameter carrying the raw token. Off by default because
+    /// URLs end up in logs, histories and `Referer` headers (RFC 6750
+    /// §5.3); enabling it logs a warning at startup.
     pub token_query: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Scopes a token must have.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeRule {
+    /// Every one of these.
     #[serde(default)]
     pub all_of: Vec<String>,
+    /// At least one of these.
     #[serde(default)]
     pub any_of: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A rule on one claim; without values it asks only that the claim is
+/// present. An array claim holds each of its elements.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRule {
     /// Claim name, or a dotted path into nested objects (`realm_access.roles`).
     pub claim: String,
+    /// The claim holds at least one of these.
     #[serde(default)]
     pub any_of: Vec<serde_json::Value>,
+    /// The claim holds every one of these.
     #[serde(default)]
     pub all_of: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+/// What is forwarded to the upstream besides the request.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ForwardConfig {
-    /// Claim (name or dotted path) → header sent to the upstream.
+    /// Claim (name or dotted path) → header sent to the upstream; arrays
+    /// are joined with a space, objects sent as JSON. A claim that is
+    /// absent, or whose value can't be a header value, sets no header.
     pub claims: BTreeMap<String, String>,
+    /// Remove the token before forwarding: `Authorization`,
+    /// `token_header`, the `token_cookie` cookie and the `token_query`
+    /// parameter (other cookies and parameters stay).
     pub strip_authorization: bool,
     /// Client-sent headers starting with this prefix are always removed.
     pub reserved_prefix: String,

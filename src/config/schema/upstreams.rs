@@ -4,33 +4,70 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use super::duration;
+use super::json::DurationText;
+use super::{duration, duration_text};
 
-#[derive(Debug, Deserialize)]
+/// Where the proxy sends a route's requests.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// One or more `host:port` (IP address or DNS name), used round robin
-    /// across every address they resolve to.
+    /// One or more `host:port`, an IP address or a DNS name (a Kubernetes
+    /// Service or headless Service), round robin across every address they
+    /// resolve to. No port, or a host that is neither: config error.
     pub addrs: Vec<String>,
-    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    /// Per connection attempt; a failed connect tries the next endpoint.
+    /// With `tls`, the handshake gets its own `connect_timeout` after the
+    /// TCP connect.
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "duration",
+        serialize_with = "duration_text"
+    )]
+    #[schemars(with = "DurationText")]
     pub connect_timeout: Duration,
-    #[serde(default = "default_read_timeout", deserialize_with = "duration")]
+    /// The longest wait for the upstream's next bytes.
+    #[serde(
+        default = "default_read_timeout",
+        deserialize_with = "duration",
+        serialize_with = "duration_text"
+    )]
+    #[schemars(with = "DurationText")]
     pub read_timeout: Duration,
-    #[serde(default = "default_read_timeout", deserialize_with = "duration")]
+    /// The longest wait for the upstream to take the next bytes.
+    #[serde(
+        default = "default_read_timeout",
+        deserialize_with = "duration",
+        serialize_with = "duration_text"
+    )]
+    #[schemars(with = "DurationText")]
     pub write_timeout: Duration,
-    /// TLS to the upstream; absent: clear text.
+    /// TLS to the upstream; absent: clear text. Its files are read at
+    /// startup and on every reload.
     pub tls: Option<UpstreamTlsConfig>,
-    /// How often DNS names in `addrs` are resolved again, in the background.
-    #[serde(default = "default_resolve_interval", deserialize_with = "duration")]
+    /// How often DNS names in `addrs` are resolved again, in the
+    /// background; changed addresses are followed without a reload. At
+    /// least `100ms`.
+    #[serde(
+        default = "default_resolve_interval",
+        deserialize_with = "duration",
+        serialize_with = "duration_text"
+    )]
+    #[schemars(with = "DurationText")]
     pub resolve_interval: Duration,
-    /// How long an endpoint that refused a connection gets no traffic;
-    /// `0s`: never set aside.
-    #[serde(default = "default_eject_for", deserialize_with = "duration")]
+    /// An endpoint that refused a connection (or failed the TLS handshake)
+    /// gets no traffic for this long; `0s`: never set aside. Whole seconds.
+    #[serde(
+        default = "default_eject_for",
+        deserialize_with = "duration",
+        serialize_with = "duration_text"
+    )]
+    #[schemars(with = "DurationText")]
     pub eject_for: Duration,
-    /// Active health checks; absent: none (connection failures still set an
-    /// endpoint aside, see `eject_for`).
+    /// Active health checks of each endpoint; absent: none (connection
+    /// failures still set an endpoint aside, see `eject_for`).
     pub health_check: Option<HealthCheckConfig>,
 }
 
@@ -43,22 +80,32 @@ fn default_eject_for() -> Duration {
 }
 
 /// How each endpoint of an upstream is probed.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// `tcp`: a connection is accepted; `http`: `GET path` answers
-    /// `expected_status` (over TLS when the upstream has `tls`).
+    /// `expected_status` (over TLS with the upstream's `tls` settings).
     pub protocol: HealthCheckProtocol,
+    /// The `http` check's request target; sent with `Host` set to the
+    /// configured address and `User-Agent: jwtgate-health-check`. Must
+    /// start with `/`.
     pub path: String,
+    /// The status the `http` check wants; any other fails it. From 100 to
+    /// 599.
     pub expected_status: u16,
-    #[serde(deserialize_with = "duration")]
+    /// Time between checks of each endpoint; at least `100ms`.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub interval: Duration,
-    /// For the connection and, with `http`, the response.
-    #[serde(deserialize_with = "duration")]
+    /// For the connection and, with `http`, the answer; positive.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
-    /// Consecutive passed checks that make an unhealthy endpoint healthy.
+    /// Consecutive passed checks that make an unhealthy endpoint healthy
+    /// again; at least 1.
     pub healthy_threshold: usize,
-    /// Consecutive failed checks that make a healthy endpoint unhealthy.
+    /// Consecutive failed checks that make a healthy endpoint unhealthy; at
+    /// least 1.
     pub unhealthy_threshold: usize,
 }
 
@@ -76,23 +123,29 @@ impl Default for HealthCheckConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// How a health check probes an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthCheckProtocol {
+    // `HealthCheckConfig::protocol` says what each one checks.
     Tcp,
     Http,
 }
 
 /// Where upstream names are resolved.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DnsConfig {
-    /// Name servers as `ip` or `ip:port` (UDP, then TCP for a truncated
-    /// answer); empty: the system resolver (`/etc/hosts`,
-    /// `/etc/resolv.conf` and its search domains).
+    /// Name servers that resolve upstream names, as `ip` or `ip:port` (UDP,
+    /// TCP for a truncated answer), asked directly with the names as
+    /// written (no search domains, no `/etc/hosts`). Empty: the system
+    /// resolver (`/etc/hosts`, `/etc/resolv.conf` with its search domains,
+    /// as in a pod). Not an IP address: config error.
     pub servers: Vec<String>,
-    /// One resolution of one name, all servers and attempts included.
-    #[serde(deserialize_with = "duration")]
+    /// One resolution of one name, all servers and attempts included;
+    /// positive.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
     pub timeout: Duration,
 }
 
@@ -107,24 +160,29 @@ impl Default for DnsConfig {
 
 /// How jwtgate speaks TLS to a route's upstream. The files are read when
 /// the config is loaded, so a reload picks up rotated ones.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// `false` keeps the block but speaks clear text.
     pub enabled: bool,
     /// The name the upstream's certificate must be valid for, sent as SNI;
-    /// default: the host of each address (an IP address is checked against
-    /// the certificate's IP addresses and sends no SNI).
+    /// default: the host of each address (an address that is an IP is
+    /// checked against the certificate's IP addresses and sends no SNI).
+    /// Not a DNS name or IP address: config error.
     pub sni: Option<String>,
-    /// Check the upstream's certificate chain and name. Turning it off is
-    /// explicit and warned about at startup and on every reload.
+    /// Check the upstream's chain and name. `false` accepts any
+    /// certificate; it is logged as a warning naming the route at startup
+    /// and on every reload, and printed by `jwtgate check`.
     pub verify: bool,
-    /// PEM bundle of the CAs to trust; absent: the system roots.
+    /// PEM bundle of the CAs to trust instead of the system roots
+    /// (`SSL_CERT_FILE` / `SSL_CERT_DIR` or the OS store, read at startup;
+    /// none found is a config error).
     pub ca_file: Option<PathBuf>,
     /// PEM certificate chain (leaf first) presented to an upstream that
     /// requires mTLS; goes with `client_key`.
     pub client_cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `client_cert`.
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `client_cert`; one that
+    /// doesn't match the certificate is a config error.
     pub client_key: Option<PathBuf>,
     /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`); the upstream chooses.
     pub h2: bool,
