@@ -552,3 +552,38 @@ async fn the_listener_answers_while_the_proxy_drains() {
     let status = gateway.wait_for_exit(Duration::from_secs(60)).await;
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
+
+/// A gateway that only decides: no clear-text or TLS proxy listener, the
+/// authorization listener and the admin one.
+#[tokio::test]
+async fn a_gateway_with_only_the_authz_listener_decides() {
+    let upstream = Upstream::start();
+    // The harness waits for {PROXY}: here it is the authorization listener.
+    let config = Config::main(ISS)
+        .listen(
+            "\n  http: { addr: \"127.0.0.1:1\", mode: off }\n  authz: { addr: \"127.0.0.1:{PROXY}\", convention: forwarded }",
+        )
+        .routes(
+            "\n  - name: decided-only\n    auth: { issuers: [main] }\n    forward: { claims: { sub: X-User-Id } }\n",
+        );
+    let gateway = Gateway::start(&config, &upstream).await;
+    let listening = listening_ports(gateway.pid());
+    let expected = [gateway.admin_addr().port(), gateway.proxy_addr().port()];
+    assert_eq!(
+        listening,
+        expected.into_iter().collect(),
+        "{}",
+        gateway.log()
+    );
+    let ask = |extra: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: jwtgate-authz\r\nX-Forwarded-Host: api.test\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Uri: /x{extra}"
+        )
+    };
+    let authz = gateway.proxy_addr();
+    let response = raw_request(authz, &ask(&bearer(&token_of("alice", "")))).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-user-id"), Some("alice"));
+    let response = raw_request(authz, &ask("")).await;
+    assert_eq!(response.status, 401, "{}", response.text());
+}

@@ -129,8 +129,11 @@ fn https_state(config: &GatewayConfig, cx: &mut Context<'_>) -> Result<Option<Ht
                 "listen.http.mode is redirect but listen.https is not set: there is nothing to redirect to"
                     .into(),
             ),
+            // The authorization listener serves on its own: an
+            // authz-only gateway has no proxy listener at all.
+            ClearTextMode::Off if config.listen.authz.is_some() => Ok(None),
             ClearTextMode::Off => Err(
-                "listen.http.mode is off and listen.https is not set: jwtgate would serve nothing"
+                "listen.http.mode is off and listen.https is not set, nor listen.authz: jwtgate would serve nothing"
                     .into(),
             ),
         };

@@ -330,3 +330,21 @@ fn a_client_body_timeout_of_zero_is_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn the_authz_listener_alone_is_something_to_serve() {
+    let off = "listen: { http: { mode: off }";
+    let error = compile_text(&format!("{off} }}\n"), &Fixed::default()).unwrap_err();
+    assert!(
+        error.contains("listen.https is not set, nor listen.authz: jwtgate would serve nothing"),
+        "{error}"
+    );
+    let authz_only = compile_text(
+        &format!("{off}, authz: {{ addr: \"127.0.0.1:9191\" }} }}\n"),
+        &Fixed::default(),
+    )
+    .unwrap();
+    assert_eq!(authz_only.bootstrap.listen_http, None);
+    assert!(authz_only.bootstrap.authz.is_some());
+    assert!(authz_only.snapshot.https.is_none());
+}
