@@ -1738,3 +1738,27 @@ routes:
     );
     assert_plain_words(&out);
 }
+
+/// A duration comes back in the unit it was written in (`180d`), not split
+/// on humantime's calendar (`5months 27days 15h 34m 48s`).
+#[test]
+fn check_prints_durations_as_written() {
+    let pki = common::Pki::new();
+    pki.self_signed(&common::Cert {
+        key: "a.key",
+        cert: "a.crt",
+        cn: "a.test",
+        days: 30,
+        extensions: &["subjectAltName=DNS:a.test"],
+    });
+    let config = TempConfig::new(&format!(
+        "listen:\n  https:\n    addr: 127.0.0.1:18443\n    certificates: [{{ hosts: [a.test], cert: {:?}, key: {:?} }}]\n    hsts: {{ preload: true, max_age: 180d }}\nroutes:\n  - name: r\n    upstream: {{ addrs: [\"127.0.0.1:1\"] }}\n    auth: {{ mode: off }}\n",
+        pki.path("a.crt"),
+        pki.path("a.key")
+    ));
+    let out = check_fails(&config);
+    assert_contains(
+        &out,
+        "a max_age of at least 365d; include_subdomains is false, max_age 180d",
+    );
+}

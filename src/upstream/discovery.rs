@@ -19,7 +19,7 @@ use pingora::lb::{Backend, Extensions};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use prometheus::IntCounter;
 
-use crate::config::schema::DnsConfig;
+use crate::config::schema::{AsWritten, DnsConfig};
 
 /// Which of the upstream's configured `addrs` an endpoint came from: the
 /// TLS server name is chosen by it.
@@ -159,10 +159,7 @@ impl Dns {
         match tokio::time::timeout(self.timeout, lookup).await {
             Ok(Ok(addrs)) if addrs.is_empty() => Err("no address".into()),
             Ok(result) => result,
-            Err(_) => Err(format!(
-                "no answer within {}",
-                humantime::format_duration(self.timeout)
-            )),
+            Err(_) => Err(format!("no answer within {}", AsWritten(self.timeout))),
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::auth::IssuerVerifier;
 use crate::auth::header::normalize_typ;
 use crate::auth::verify::{TokenTypeRule, VerifierId};
 use crate::config::ConfigError;
-use crate::config::schema::IssuerConfig;
+use crate::config::schema::{AsWritten, IssuerConfig};
 use crate::jose::{AlgorithmSet, KeyFamily};
 use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
 use crate::keys::remote::{RefreshPolicy, RemoteIdentity, RemoteSource};
@@ -269,8 +269,8 @@ fn remote_settings(
     if refresh.min_refresh > refresh.max_refresh {
         return Err(format!(
             "refresh.min_refresh ({}) must not exceed refresh.max_refresh ({})",
-            humantime::format_duration(refresh.min_refresh),
-            humantime::format_duration(refresh.max_refresh)
+            AsWritten(refresh.min_refresh),
+            AsWritten(refresh.max_refresh)
         ));
     }
     if fetch.max_bytes < 1024 {

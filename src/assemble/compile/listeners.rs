@@ -4,7 +4,7 @@
 
 use crate::certificates::{CertificateFiles, Certificates};
 use crate::config::ConfigError;
-use crate::config::schema::{ClearTextMode, GatewayConfig, HstsConfig};
+use crate::config::schema::{AsWritten, ClearTextMode, GatewayConfig, HstsConfig};
 use crate::pipeline::HttpsState;
 use crate::pipeline::canonical::PathRules;
 use crate::pipeline::client::{CidrError, TrustedProxies};
@@ -197,9 +197,9 @@ fn hsts_value(hsts: &HstsConfig) -> Result<http::HeaderValue, String> {
     const PRELOAD_MIN_AGE: u64 = 365 * 24 * 60 * 60;
     if hsts.preload && (!hsts.include_subdomains || hsts.max_age.as_secs() < PRELOAD_MIN_AGE) {
         return Err(format!(
-            "listen.https.hsts.preload needs include_subdomains: true and a max_age of at least 1 year; include_subdomains is {}, max_age {}",
+            "listen.https.hsts.preload needs include_subdomains: true and a max_age of at least 365d; include_subdomains is {}, max_age {}",
             hsts.include_subdomains,
-            humantime::format_duration(hsts.max_age)
+            AsWritten(hsts.max_age)
         ));
     }
     let mut value = format!("max-age={}", hsts.max_age.as_secs());

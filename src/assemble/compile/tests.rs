@@ -46,6 +46,9 @@ fn restart_only_changes_are_each_named_with_both_values() {
             "token_cache.ttl: 5m → 1m",
         ]
     );
+    // As written, not on humantime's calendar (`11months 30days 3h 50m 24s`).
+    let long = bootstrap("server: { grace_period: 365d }\n");
+    assert_eq!(running.changes(&long), ["server.grace_period: 5s → 365d"]);
     let cache_off = bootstrap("token_cache: { enabled: false }\n");
     assert_eq!(
         running.changes(&cache_off),

@@ -11,6 +11,7 @@ mod listen;
 mod routes;
 mod state;
 mod upstreams;
+mod written;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use listen::*;
 pub use routes::*;
 pub use state::*;
 pub use upstreams::*;
+pub use written::AsWritten;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
