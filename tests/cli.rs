@@ -361,7 +361,33 @@ fn check_reports_unknown_field_with_file_line_and_column() {
     );
     let out = check_fails(&config);
     assert_contains(&out, &config.at(4, 5));
-    assert_contains(&out, "unknown field `colour`");
+    assert_contains(&out, "routes[0]: unknown field `colour`");
+}
+
+/// `check` refuses `text` with exactly `message`, at `line:column`.
+#[track_caller]
+fn assert_refused_at(text: &str, (line, column): (u32, u32), message: &str) {
+    let config = TempConfig::new(text);
+    let out = check_fails(&config);
+    let expected = format!("{} {message}", config.at(line, column));
+    assert_eq!(out.stderr.trim(), expected, "{}", out.describe());
+}
+
+/// A value of the wrong type names the field's path, the type wanted in
+/// words and the value found; a key written twice says where the first
+/// one is. Neither speaks of the parser's internals.
+#[test]
+fn check_reports_type_errors_and_duplicate_keys_in_words() {
+    assert_refused_at(
+        "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:9\"] }\n    auth: { mode: off }\n  - name: s\n    match: { methods: GET }\n",
+        (6, 23),
+        "routes[1].match.methods: expected a list, got \"GET\"",
+    );
+    assert_refused_at(
+        "issuers: []\nroutes:\n  - name: r\n    auth: { mode: off }\n    upstream: { addrs: [\"127.0.0.1:9\"] }\nissuers: []\n",
+        (6, 1),
+        "duplicate key \"issuers\" (first at line 1)",
+    );
 }
 
 #[test]

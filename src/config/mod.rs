@@ -4,6 +4,7 @@
 //! gateway serves from is [`crate::assemble`]'s job.
 
 mod load;
+pub mod locate;
 pub mod schema;
 
 pub use load::{ConfigError, load, parse};

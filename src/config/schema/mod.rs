@@ -256,8 +256,11 @@ pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(
 /// Durations are written the human way: `30s`, `5m`, `250ms`, `1h 30m`.
 pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    humantime::parse_duration(&text).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "expected a duration (30s, 5m, 250ms, 1h 30m), got {text:?}"
+        ))
+    })
 }
 
 /// What to do with a path form that backends read in different ways.
