@@ -1788,3 +1788,24 @@ fn check_prints_durations_as_written() {
         "a max_age of at least 365d; include_subdomains is false, max_age 180d",
     );
 }
+
+/// An error found while compiling a route or an issuer points at the field
+/// it is about, however deep, not at the entry's `name`.
+#[test]
+fn check_points_at_the_bad_field_deep_in_an_entry() {
+    assert_refused_at(
+        "routes:\n  - name: a\n    match:\n      path_prefix: /a\n      methods: [GET, \"PO ST\"]\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    auth: { mode: off }\n",
+        (5, 22),
+        "route \"a\": match.methods: \"PO ST\" is not an HTTP method",
+    );
+    assert_refused_at(
+        "routes:\n  - name: a\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    auth: { mode: off }\n  - name: b\n    upstream:\n      addrs: [\"127.0.0.1:1\"]\n      health_check:\n        path: /h\n        interval: 10ms\n    auth: { mode: off }\n",
+        (10, 9),
+        "route \"b\": upstream.health_check.interval is 10ms; it must be at least 100ms",
+    );
+    assert_refused_at(
+        "issuers:\n  - name: main\n    issuer: https://i.test\n    algorithms: [RS256]\n    audiences: [api]\n    jwks_uri: https://i.test/jwks\n    fetch: { max_bytes: 10 }\nroutes:\n  - name: a\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n",
+        (7, 14),
+        "issuer \"main\": fetch.max_bytes is 10; it must be at least 1024",
+    );
+}

@@ -230,11 +230,35 @@ fn field_path(text: &str) -> String {
 /// path tracker adds steps the file doesn't have (`?` for a key being
 /// read, `value` inside a value that records its position).
 fn trim_to_text(text: &str, field: &str) -> String {
-    let mut field = field.trim_start_matches('.');
+    let mut field = field.trim_matches('.');
     while !field.is_empty() && locate(text, &steps(field)).is_none() {
         field = &field[..field.rfind(['.', '[']).unwrap_or(0)];
     }
     field.to_string()
+}
+
+/// Where the field a compile error's `message` starts with
+/// (`upstream.addrs: …`, `cors.max_age …`) is, inside the entry `within`
+/// (`routes[2]`) of the config file at `path`: at that field, or the
+/// deepest part of it the file has. `None` when the file (read again:
+/// only an error pays for it) has nothing more precise than the entry.
+pub fn field_position(
+    path: &Path,
+    read: std::io::Result<Vec<u8>>,
+    env: &dyn Fn(&str) -> Option<String>,
+    within: &str,
+    message: &str,
+) -> Option<(u64, u64)> {
+    let text = String::from_utf8(read.ok()?).ok()?;
+    let text = interpolate(path, &text, env).ok()?;
+    let end = message
+        .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c)))
+        .unwrap_or(message.len());
+    let field = trim_to_text(&text, &format!("{within}.{}", &message[..end]));
+    if field.len() <= within.len() {
+        return None;
+    }
+    locate(&text, &steps(&field)).map(|found| found.position)
 }
 
 /// A scalar type the parser wanted, in words.

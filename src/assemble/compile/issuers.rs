@@ -25,7 +25,7 @@ pub(super) fn compile(
     let mut issuers = Vec::with_capacity(configs.len());
     let mut remote = Vec::new();
     let mut names = std::collections::HashSet::new();
-    for issuer in configs {
+    for (index, issuer) in configs.iter().enumerate() {
         let name = issuer.name.value.as_str();
         if !names.insert(name) {
             return Err(cx.error(
@@ -34,7 +34,12 @@ pub(super) fn compile(
             ));
         }
         let (verifier, source) = compile_issuer(issuer, cx).map_err(|message| {
-            cx.error(Some(&issuer.name), format!("issuer {name:?}: {message}"))
+            cx.error_in(
+                &format!("issuers[{index}]"),
+                &issuer.name,
+                &message,
+                format!("issuer {name:?}: {message}"),
+            )
         })?;
         remote.extend(source);
         issuers.push(verifier);
