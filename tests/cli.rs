@@ -823,10 +823,56 @@ fn mint_with_the_wrong_key_type_fails_cleanly() {
         out.describe()
     );
     assert!(
-        out.stderr.contains("rsa.pem") && out.stderr.contains("not a usable EC private key"),
+        out.stderr
+            .contains("rsa.pem holds an RSA key, which does not sign with ES256: use --alg RS256"),
         "{}",
         out.describe()
     );
+}
+
+/// Without --alg, the key says which algorithm: ES256 or ES384 by the EC
+/// key's curve, EdDSA, RS256. A secret file has nothing to say: --alg is
+/// asked for. A wrong --alg names the key's kind and the one to use.
+#[test]
+fn mint_picks_the_algorithm_from_the_key() {
+    for (file, alg) in [
+        ("ec256.pem", "ES256"),
+        ("ec384.pem", "ES384"),
+        ("ed25519.pem", "EdDSA"),
+        ("rsa.pem", "RS256"),
+    ] {
+        let token = mint(&["--key", &key(file), "--iss", ISS]);
+        assert_eq!(decode(&token).0["alg"], alg, "{file}");
+    }
+    for (file, alg, message) in [
+        (
+            "ec256.pem",
+            Some("ES384"),
+            "ec256.pem holds an EC P-256 key, which does not sign with ES384: use --alg ES256",
+        ),
+        (
+            "ed25519.pem",
+            Some("ES256"),
+            "ed25519.pem holds an Ed25519 key, which does not sign with ES256: use --alg EdDSA",
+        ),
+        (
+            "hs256.secret",
+            None,
+            "hs256.secret is not a PEM private key, so the algorithm can't be read from it: give --alg (HS256, HS384 or HS512 for a secret file)",
+        ),
+    ] {
+        let path = key(file);
+        let mut args = vec!["token", "mint", "--key", &path];
+        args.extend(alg.iter().flat_map(|alg| ["--alg", alg]));
+        let out = run(&args);
+        out.assert_failure();
+        assert_contains(&out, message);
+        assert!(
+            !out.stderr.contains("InvalidKeyFormat"),
+            "{}",
+            out.describe()
+        );
+    }
 }
 
 #[test]
