@@ -1855,3 +1855,38 @@ fn check_points_at_the_bad_field_deep_in_an_entry() {
         "issuer \"main\": fetch.max_bytes is 10; it must be at least 1024",
     );
 }
+
+/// A token that is no JWT: what a JWT looks like, and the first part of
+/// this one that is wrong, rather than a count of its segments.
+#[test]
+fn verify_says_what_is_wrong_with_a_token_that_is_not_a_jwt() {
+    let config = verify_config();
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#);
+    let array = URL_SAFE_NO_PAD.encode("[1]");
+    let cases = [
+        (
+            "not.a.token".to_string(),
+            "the first (the header) is not base64url JSON",
+        ),
+        ("garbage".to_string(), "this has no dot"),
+        (
+            format!("{header}.bm90IGpzb24.c2ln"),
+            "the second (the claims) is base64url, but not JSON",
+        ),
+        (
+            format!("{header}.{array}.c2ln"),
+            "the second (the claims) is base64url JSON, but not an object",
+        ),
+    ];
+    for (token, what) in cases {
+        let out = verify(&config, "read", &token);
+        out.assert_failure();
+        let line = fail_line(&out, "structure");
+        assert!(
+            line.ends_with(&format!(
+                "not a well-formed JWT: a JWT has three base64url segments separated by dots; {what}"
+            )),
+            "{token}: {line}"
+        );
+    }
+}
