@@ -1890,3 +1890,44 @@ fn verify_says_what_is_wrong_with_a_token_that_is_not_a_jwt() {
         );
     }
 }
+
+/// `jwtgate revoke` reads the admin token from the variable the docs give
+/// `revocation.admin_tokens`, refuses an empty one before asking the
+/// gateway, and still reads its earlier name with a warning.
+#[test]
+fn revoke_reads_the_documented_variable_and_refuses_an_empty_token() {
+    // Nothing listens on port 9: a request, if one were made, fails.
+    let revoke = |env: &[(&str, &str)]| {
+        let mut command = jwtgate();
+        command
+            .args(["revoke", "--admin", "http://127.0.0.1:9", "show"])
+            .env_remove("JWTGATE_REVOKE_TOKEN")
+            .env_remove("JWTGATE_ADMIN_TOKEN")
+            .envs(env.iter().copied());
+        output(&mut command)
+    };
+    for env in [
+        vec![("JWTGATE_REVOKE_TOKEN", "")],
+        vec![("JWTGATE_REVOKE_TOKEN", " "), ("JWTGATE_ADMIN_TOKEN", "ok")],
+    ] {
+        let out = revoke(&env);
+        out.assert_failure();
+        assert_contains(
+            &out,
+            "the admin token from JWTGATE_REVOKE_TOKEN is empty: give one of the gateway's revocation.admin_tokens",
+        );
+    }
+    let out = revoke(&[]);
+    out.assert_failure();
+    assert_contains(
+        &out,
+        "no admin token: set JWTGATE_REVOKE_TOKEN or pass --token-file",
+    );
+    let out = revoke(&[("JWTGATE_ADMIN_TOKEN", "an-old-token-0123456789")]);
+    out.assert_failure();
+    assert_contains(
+        &out,
+        "warning: JWTGATE_ADMIN_TOKEN is deprecated; set JWTGATE_REVOKE_TOKEN instead",
+    );
+    assert!(!out.stderr.contains("no admin token"), "{}", out.describe());
+}
