@@ -1931,3 +1931,28 @@ fn revoke_reads_the_documented_variable_and_refuses_an_empty_token() {
     );
     assert!(!out.stderr.contains("no admin token"), "{}", out.describe());
 }
+
+/// An upstream name that resolves to nothing is a warning, not an error:
+/// the DNS where the gateway runs may know it. Names under `.invalid`
+/// never resolve (RFC 6761); `localhost` always does.
+#[test]
+fn check_warns_about_an_upstream_name_that_does_not_resolve() {
+    let config = TempConfig::new(
+        "routes:\n  - name: a\n    upstream: { addrs: [\"backend.invalid:8080\", \"localhost:8080\", \"127.0.0.1:9\"] }\n    auth: { mode: off }\n",
+    );
+    let out = output(jwtgate().args(["check", "-c", config.path()]));
+    out.assert_success();
+    let warnings: Vec<&str> = out
+        .lines()
+        .into_iter()
+        .filter(|line| line.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", out.describe());
+    assert!(
+        warnings[0].starts_with(
+            "warning: route \"a\": upstream.addrs: \"backend.invalid:8080\" does not resolve here ("
+        ) && warnings[0].ends_with("the gateway keeps asking, and answers 502 until it does"),
+        "{}",
+        out.describe()
+    );
+}

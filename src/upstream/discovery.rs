@@ -222,6 +222,23 @@ impl Resolved {
         *self.last_good.lock().expect("not poisoned") = answers;
     }
 
+    /// Each name among the addresses that resolves to nothing now, as
+    /// written, with why.
+    pub async fn unresolved(&self) -> Vec<(String, String)> {
+        let lookups = self.addrs.iter().filter_map(|addr| match addr {
+            Address::Name { host, port } => Some(async move {
+                let result = self.dns.resolve(host, *port).await;
+                result.err().map(|why| (format!("{host}:{port}"), why))
+            }),
+            Address::Ip(_) => None,
+        });
+        futures_util::future::join_all(lookups)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     pub fn count_failures_in(&self, counter: IntCounter) {
         let _ = self.failures.set(counter);
     }

@@ -229,6 +229,15 @@ impl UpstreamPool {
         }
     }
 
+    /// Each of this pool's names that resolves to nothing now, with why:
+    /// what `jwtgate check` warns about.
+    pub async fn unresolved_names(&self) -> Vec<(String, String)> {
+        match &self.endpoints {
+            Endpoints::Fixed(_) => Vec::new(),
+            Endpoints::Balanced(balanced) => balanced.resolved.unresolved().await,
+        }
+    }
+
     /// Counts the failures of resolving this pool's names in `counter`.
     pub fn count_resolve_failures_in(&self, counter: IntCounter) {
         if let Endpoints::Balanced(balanced) = &self.endpoints {
