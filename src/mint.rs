@@ -36,8 +36,68 @@ pub enum MintError {
         "the HMAC secret in {path} is {length} bytes; at least {MIN_HMAC_SECRET_BYTES} are required (the gateway refuses shorter secrets)"
     )]
     ShortSecret { path: String, length: usize },
+    #[error(
+        "{path} holds {} key, which does not sign with {algorithm}: use --alg {} (or leave --alg out to pick it from the key)",
+        family_words(*family),
+        default_algorithm(*family)
+    )]
+    WrongAlgorithm {
+        path: String,
+        family: KeyFamily,
+        algorithm: Algorithm,
+    },
+    #[error(
+        "{path} is not a PEM private key, so the algorithm can't be read from it: give --alg (HS256, HS384 or HS512 for a secret file)"
+    )]
+    NoAlgorithm { path: String },
     #[error("signing failed: {0}")]
     Sign(String),
+}
+
+/// The kind of private key in a PEM file: `None` when it is no PEM private
+/// key jwtgate can sign with (an HMAC secret file, say).
+pub fn key_family(bytes: &[u8]) -> Option<KeyFamily> {
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
+        Ed25519KeyPair, RsaKeyPair,
+    };
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject;
+    let der = PrivateKeyDer::from_pem_slice(bytes).ok()?;
+    let der = der.secret_der();
+    let ec = |alg| EcdsaKeyPair::from_private_key_der(alg, der).is_ok();
+    if ec(&ECDSA_P256_SHA256_FIXED_SIGNING) {
+        Some(KeyFamily::EcP256)
+    } else if ec(&ECDSA_P384_SHA384_FIXED_SIGNING) {
+        Some(KeyFamily::EcP384)
+    } else if Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).is_ok() {
+        Some(KeyFamily::Ed25519)
+    } else if RsaKeyPair::from_pkcs8(der).is_ok() || RsaKeyPair::from_der(der).is_ok() {
+        Some(KeyFamily::Rsa)
+    } else {
+        None
+    }
+}
+
+/// The algorithm `token mint` signs with for a key of `family`.
+pub fn default_algorithm(family: KeyFamily) -> Algorithm {
+    match family {
+        KeyFamily::Hmac => Algorithm::HS256,
+        KeyFamily::Rsa => Algorithm::RS256,
+        KeyFamily::EcP256 => Algorithm::ES256,
+        KeyFamily::EcP384 => Algorithm::ES384,
+        KeyFamily::Ed25519 => Algorithm::EdDSA,
+    }
+}
+
+fn family_words(family: KeyFamily) -> &'static str {
+    match family {
+        KeyFamily::Hmac => "an HMAC secret",
+        KeyFamily::Rsa => "an RSA",
+        KeyFamily::EcP256 => "an EC P-256",
+        KeyFamily::EcP384 => "an EC P-384",
+        KeyFamily::Ed25519 => "an Ed25519",
+    }
 }
 
 impl Signer {
@@ -47,10 +107,37 @@ impl Signer {
     /// key: a private key used as a shared secret is a mistake (or the
     /// RS256→HS256 confusion attack), never what a user meant.
     pub fn from_file(path: &Path, algorithm: Algorithm) -> Result<Self, MintError> {
+        Self::from_key_file(path, Some(algorithm))
+    }
+
+    /// [`Signer::from_file`], with `algorithm` `None` meaning the one the
+    /// key's kind signs with (ES256 or ES384 by curve, EdDSA, RS256). A PEM
+    /// key of another kind than `algorithm` signs with is refused, naming
+    /// both.
+    pub fn from_key_file(path: &Path, algorithm: Option<Algorithm>) -> Result<Self, MintError> {
         let bytes = std::fs::read(path).map_err(|source| MintError::Read {
             path: path.display().to_string(),
             source,
         })?;
+        let family = key_family(&bytes);
+        let algorithm = match (algorithm, family) {
+            (None, Some(family)) => default_algorithm(family),
+            (None, None) => {
+                return Err(MintError::NoAlgorithm {
+                    path: path.display().to_string(),
+                });
+            }
+            (Some(algorithm), Some(family))
+                if algorithm.family() != family && algorithm.family() != KeyFamily::Hmac =>
+            {
+                return Err(MintError::WrongAlgorithm {
+                    path: path.display().to_string(),
+                    family,
+                    algorithm,
+                });
+            }
+            (Some(algorithm), _) => algorithm,
+        };
         if algorithm.family() == KeyFamily::Hmac {
             let secret = crate::keys::secret_file_bytes(&bytes);
             if secret.trim_ascii_start().starts_with(b"-----BEGIN ") {

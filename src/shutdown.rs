@@ -34,6 +34,8 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep, timeout_at};
 
+use crate::config::schema::AsWritten;
+
 /// Installs jwtgate's SIGHUP handler, replacing the default action
 /// (terminate). Called before the config is read, so a SIGHUP at any point
 /// of startup is survived; once running, each one reloads. A tokio
@@ -253,7 +255,7 @@ impl SignalWatch {
             "SIGTERM received: draining; /readyz answers 503, responses say \
              Connection: close, new connections are still served for {} \
              (server.grace_period)",
-            humantime::format_duration(self.grace_period)
+            AsWritten(self.grace_period)
         );
         signals.unless_interrupted(sleep(self.grace_period)).await?;
 
@@ -267,7 +269,7 @@ impl SignalWatch {
         tracing::info!(
             "grace period over: the proxy no longer accepts connections; waiting up \
              to {} for {} open connections to finish (server.graceful_shutdown_timeout)",
-            humantime::format_duration(self.graceful_shutdown_timeout),
+            AsWritten(self.graceful_shutdown_timeout),
             drain.open_connections()
         );
 

@@ -42,6 +42,15 @@ const ROUTES: &str = r#"
     match: { path_prefix: /only }
     auth: { issuers: [main] }
     forward: { claims: { sub: X-User-Id } }
+  - name: writer
+    match: { path_prefix: /write, methods: [POST] }
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { mode: off }
+  - name: limited
+    match: { path_prefix: /limited }
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { mode: off }
+    rate_limits: [{ name: per-client, rate: 1/h, key: client_address }]
 "#;
 
 /// The authorization listener is `{AUTHZ}`; nginx and Caddy on loopback are
@@ -88,92 +97,61 @@ fn listening(front: Daemon) -> Daemon {
     front
 }
 
-/// The nginx configuration docs/AUTHZ.md gives, with loopback addresses.
-const NGINX_SERVER: &str = r#"        listen 127.0.0.1:{PORT};
-        location = /_jwtgate {
-            internal;
-            proxy_pass http://{AUTHZ};
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Original-URI $request_uri;
-            proxy_set_header X-Original-Method $request_method;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-For $remote_addr;
-        }
-        location / {
-            auth_request /_jwtgate;
-            auth_request_set $jwtgate_user_id $upstream_http_x_user_id;
-            auth_request_set $jwtgate_challenge $upstream_http_www_authenticate;
-            auth_request_set $jwtgate_retry_after $upstream_http_retry_after;
-            auth_request_set $jwtgate_status $upstream_status;
-            # Every identity header is set from the answer: empty (so not
-            # sent) when jwtgate gave none, whatever the client sent.
-            proxy_set_header X-User-Id $jwtgate_user_id;
-            proxy_pass http://{UPSTREAM};
-            error_page 403 = @jwtgate_forbidden;
-            error_page 500 = @jwtgate_unavailable;
-        }
-        # nginx copies the challenge of a 401 itself, not of a 403.
-        location @jwtgate_forbidden {
-            add_header WWW-Authenticate $jwtgate_challenge always;
-            return 403;
-        }
-        # Any status but 2xx, 401 and 403 is an error to nginx (500).
-        location @jwtgate_unavailable {
-            add_header Retry-After $jwtgate_retry_after always;
-            return 503;
-        }"#;
+/// The page that documents each front proxy's configuration.
+const AUTHZ_DOC: &str = "docs/guides/auth-server.md";
+
+/// The fenced `lang` block that follows `heading` in [`AUTHZ_DOC`]: the
+/// front proxies here run the configuration the page gives, not a copy
+/// that could drift from it.
+fn documented(heading: &str, lang: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(AUTHZ_DOC);
+    let doc = std::fs::read_to_string(&path).expect("read the authz page");
+    let section = &doc[doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("{AUTHZ_DOC} has no {heading:?}"))..];
+    let fence = format!("```{lang}\n");
+    let start = section
+        .find(&fence)
+        .unwrap_or_else(|| panic!("no {lang} block under {heading:?}"))
+        + fence.len();
+    let end = start + section[start..].find("```").expect("a closed block");
+    section[start..end].to_string()
+}
+
+/// `text` with `from`, which the documented block must contain, replaced.
+fn swap(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} is not in:\n{text}");
+    text.replace(from, to)
+}
 
 fn start_nginx(authz: SocketAddr, upstream: &Upstream) -> Daemon {
     let dir = tempfile::tempdir().expect("nginx tempdir");
     let port = free_port();
-    let server = NGINX_SERVER
-        .replace("{PORT}", &port.to_string())
-        .replace("{AUTHZ}", &authz.to_string())
-        .replace("{UPSTREAM}", &upstream.addr().to_string());
+    let locations = documented("## NGINX `auth_request`", "nginx");
+    let locations = swap(&locations, "jwtgate-authz:9191", &authz.to_string());
+    let locations = swap(
+        &locations,
+        "http://backend;",
+        &format!("http://{};", upstream.addr()),
+    );
+    let server = format!("listen 127.0.0.1:{port};\n{locations}");
     listening(Daemon::nginx(&nginx_conf(dir.path(), &server), dir, port))
 }
 
-/// The Caddyfile docs/AUTHZ.md gives, with loopback addresses. Debian 12's
-/// Caddy (2.6) has `forward_auth`, but its `copy_headers` sends the
-/// placeholder's own text upstream when jwtgate's answer lacks the header;
-/// this is what `forward_auth` expands to, with the copy made only when the
-/// header is there.
+/// The Caddyfile docs/guides/auth-server.md gives, on a loopback port without HTTPS.
+/// Debian 12's Caddy (2.6) has `forward_auth`, but its `copy_headers` sends
+/// the placeholder's own text upstream when jwtgate's answer lacks the
+/// header, which is why the page spells out what `forward_auth` expands to.
 fn caddyfile(port: u16, authz: SocketAddr, upstream: SocketAddr) -> String {
-    format!(
-        r#"{{
-    admin off
-    auto_https off
-}}
-http://:{port} {{
-    bind 127.0.0.1
-    route {{
-        # Whatever the client sent under an identity header's name goes
-        # first: only jwtgate's answer may set it.
-        request_header -X-User-Id
-        reverse_proxy {authz} {{
-            method GET
-            rewrite /
-            header_up X-Forwarded-Method {{method}}
-            header_up X-Forwarded-Uri {{uri}}
-            @identified {{
-                status 2xx
-                header X-User-Id *
-            }}
-            handle_response @identified {{
-                request_header X-User-Id {{http.reverse_proxy.header.X-User-Id}}
-            }}
-            @allowed status 2xx
-            handle_response @allowed {{
-                request_header -X-User-Id
-            }}
-        }}
-        reverse_proxy {upstream}
-    }}
-}}
-"#
-    )
+    let site = documented("## Caddy `forward_auth`", "caddyfile");
+    let site = swap(
+        &site,
+        "api.example.com {",
+        &format!("http://:{port} {{\n    bind 127.0.0.1"),
+    );
+    let site = swap(&site, "jwtgate-authz:9191", &authz.to_string());
+    let site = swap(&site, "backend:8080", &upstream.to_string());
+    format!("{{\n    admin off\n    auto_https off\n}}\n{site}")
 }
 
 fn start_caddy(authz: SocketAddr, upstream: &Upstream) -> Daemon {
@@ -212,6 +190,10 @@ async fn front_proxy_contract(front: SocketAddr, upstream: &Upstream, bodies_pas
     let seen = upstream.last();
     assert_eq!(seen.path, "/read/report");
     assert_eq!(seen.header_all("x-user-id"), ["alice"], "{seen:?}");
+    assert!(
+        !seen.has_header("authorization"),
+        "the token reached the backend: {seen:?}"
+    );
 
     let response = raw_request(front, &get("/public/page", "")).await;
     assert_eq!(response.status, 200, "{}", response.text());
@@ -254,6 +236,41 @@ async fn front_proxy_contract(front: SocketAddr, upstream: &Upstream, bodies_pas
     let response = raw_request(front, &get("/down/x", &bearer(&down_token()))).await;
     assert_eq!(response.status, 503, "{}", response.text());
     assert_eq!(response.header("retry-after"), Some("10"));
+    assert_eq!(response.header("allow"), None);
+    assert_eq!(
+        upstream.count(),
+        before,
+        "a refused request reached the upstream"
+    );
+    refusals_keep_their_status(front, upstream).await;
+}
+
+/// jwtgate's other refusals reach the client with jwtgate's status, not
+/// the front proxy's own error, and with `Allow` and `Retry-After` only
+/// when jwtgate sent them.
+async fn refusals_keep_their_status(front: SocketAddr, upstream: &Upstream) {
+    let response = raw_request(front, &get("/limited/x", "")).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let before = upstream.count();
+    let cases = [
+        ("/read/a%2Fb", 400, None),
+        ("/nowhere", 404, None),
+        ("/write/x", 405, Some("POST")),
+    ];
+    for (path, status, allow) in cases {
+        let response = raw_request(front, &get(path, "")).await;
+        assert_eq!(response.status, status, "{path}: {}", response.text());
+        assert_eq!(response.header("allow"), allow, "{path}: {response:?}");
+        assert_eq!(response.header("retry-after"), None, "{path}: {response:?}");
+    }
+    let response = raw_request(front, &get("/limited/x", "")).await;
+    assert_eq!(response.status, 429, "{}", response.text());
+    let retry_after: u64 = response
+        .header("retry-after")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After in seconds: {response:?}"));
+    assert!(retry_after > 0, "{response:?}");
+    assert_eq!(response.header("allow"), None);
     assert_eq!(
         upstream.count(),
         before,
@@ -551,4 +568,39 @@ async fn the_listener_answers_while_the_proxy_drains() {
     gateway.signal("INT");
     let status = gateway.wait_for_exit(Duration::from_secs(60)).await;
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
+
+/// A gateway that only decides: no clear-text or TLS proxy listener, the
+/// authorization listener and the admin one.
+#[tokio::test]
+async fn a_gateway_with_only_the_authz_listener_decides() {
+    let upstream = Upstream::start();
+    // The harness waits for {PROXY}: here it is the authorization listener.
+    let config = Config::main(ISS)
+        .listen(
+            "\n  http: { addr: \"127.0.0.1:1\", mode: off }\n  authz: { addr: \"127.0.0.1:{PROXY}\", convention: forwarded }",
+        )
+        .routes(
+            "\n  - name: decided-only\n    auth: { issuers: [main] }\n    forward: { claims: { sub: X-User-Id } }\n",
+        );
+    let gateway = Gateway::start(&config, &upstream).await;
+    let listening = listening_ports(gateway.pid());
+    let expected = [gateway.admin_addr().port(), gateway.proxy_addr().port()];
+    assert_eq!(
+        listening,
+        expected.into_iter().collect(),
+        "{}",
+        gateway.log()
+    );
+    let ask = |extra: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: jwtgate-authz\r\nX-Forwarded-Host: api.test\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Uri: /x{extra}"
+        )
+    };
+    let authz = gateway.proxy_addr();
+    let response = raw_request(authz, &ask(&bearer(&token_of("alice", "")))).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-user-id"), Some("alice"));
+    let response = raw_request(authz, &ask("")).await;
+    assert_eq!(response.status, 401, "{}", response.text());
 }

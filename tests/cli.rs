@@ -361,7 +361,33 @@ fn check_reports_unknown_field_with_file_line_and_column() {
     );
     let out = check_fails(&config);
     assert_contains(&out, &config.at(4, 5));
-    assert_contains(&out, "unknown field `colour`");
+    assert_contains(&out, "routes[0]: unknown field `colour`");
+}
+
+/// `check` refuses `text` with exactly `message`, at `line:column`.
+#[track_caller]
+fn assert_refused_at(text: &str, (line, column): (u32, u32), message: &str) {
+    let config = TempConfig::new(text);
+    let out = check_fails(&config);
+    let expected = format!("{} {message}", config.at(line, column));
+    assert_eq!(out.stderr.trim(), expected, "{}", out.describe());
+}
+
+/// A value of the wrong type names the field's path, the type wanted in
+/// words and the value found; a key written twice says where the first
+/// one is. Neither speaks of the parser's internals.
+#[test]
+fn check_reports_type_errors_and_duplicate_keys_in_words() {
+    assert_refused_at(
+        "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:9\"] }\n    auth: { mode: off }\n  - name: s\n    match: { methods: GET }\n",
+        (6, 23),
+        "routes[1].match.methods: expected a list, got \"GET\"",
+    );
+    assert_refused_at(
+        "issuers: []\nroutes:\n  - name: r\n    auth: { mode: off }\n    upstream: { addrs: [\"127.0.0.1:9\"] }\nissuers: []\n",
+        (6, 1),
+        "duplicate key \"issuers\" (first at line 1)",
+    );
 }
 
 #[test]
@@ -797,10 +823,56 @@ fn mint_with_the_wrong_key_type_fails_cleanly() {
         out.describe()
     );
     assert!(
-        out.stderr.contains("rsa.pem") && out.stderr.contains("not a usable EC private key"),
+        out.stderr
+            .contains("rsa.pem holds an RSA key, which does not sign with ES256: use --alg RS256"),
         "{}",
         out.describe()
     );
+}
+
+/// Without --alg, the key says which algorithm: ES256 or ES384 by the EC
+/// key's curve, EdDSA, RS256. A secret file has nothing to say: --alg is
+/// asked for. A wrong --alg names the key's kind and the one to use.
+#[test]
+fn mint_picks_the_algorithm_from_the_key() {
+    for (file, alg) in [
+        ("ec256.pem", "ES256"),
+        ("ec384.pem", "ES384"),
+        ("ed25519.pem", "EdDSA"),
+        ("rsa.pem", "RS256"),
+    ] {
+        let token = mint(&["--key", &key(file), "--iss", ISS]);
+        assert_eq!(decode(&token).0["alg"], alg, "{file}");
+    }
+    for (file, alg, message) in [
+        (
+            "ec256.pem",
+            Some("ES384"),
+            "ec256.pem holds an EC P-256 key, which does not sign with ES384: use --alg ES256",
+        ),
+        (
+            "ed25519.pem",
+            Some("ES256"),
+            "ed25519.pem holds an Ed25519 key, which does not sign with ES256: use --alg EdDSA",
+        ),
+        (
+            "hs256.secret",
+            None,
+            "hs256.secret is not a PEM private key, so the algorithm can't be read from it: give --alg (HS256, HS384 or HS512 for a secret file)",
+        ),
+    ] {
+        let path = key(file);
+        let mut args = vec!["token", "mint", "--key", &path];
+        args.extend(alg.iter().flat_map(|alg| ["--alg", alg]));
+        let out = run(&args);
+        out.assert_failure();
+        assert_contains(&out, message);
+        assert!(
+            !out.stderr.contains("InvalidKeyFormat"),
+            "{}",
+            out.describe()
+        );
+    }
 }
 
 #[test]
@@ -1737,4 +1809,150 @@ routes:
         out.describe()
     );
     assert_plain_words(&out);
+}
+
+/// A duration comes back in the unit it was written in (`180d`), not split
+/// on humantime's calendar (`5months 27days 15h 34m 48s`).
+#[test]
+fn check_prints_durations_as_written() {
+    let pki = common::Pki::new();
+    pki.self_signed(&common::Cert {
+        key: "a.key",
+        cert: "a.crt",
+        cn: "a.test",
+        days: 30,
+        extensions: &["subjectAltName=DNS:a.test"],
+    });
+    let config = TempConfig::new(&format!(
+        "listen:\n  https:\n    addr: 127.0.0.1:18443\n    certificates: [{{ hosts: [a.test], cert: {:?}, key: {:?} }}]\n    hsts: {{ preload: true, max_age: 180d }}\nroutes:\n  - name: r\n    upstream: {{ addrs: [\"127.0.0.1:1\"] }}\n    auth: {{ mode: off }}\n",
+        pki.path("a.crt"),
+        pki.path("a.key")
+    ));
+    let out = check_fails(&config);
+    assert_contains(
+        &out,
+        "a max_age of at least 365d; include_subdomains is false, max_age 180d",
+    );
+}
+
+/// An error found while compiling a route or an issuer points at the field
+/// it is about, however deep, not at the entry's `name`.
+#[test]
+fn check_points_at_the_bad_field_deep_in_an_entry() {
+    assert_refused_at(
+        "routes:\n  - name: a\n    match:\n      path_prefix: /a\n      methods: [GET, \"PO ST\"]\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    auth: { mode: off }\n",
+        (5, 22),
+        "route \"a\": match.methods: \"PO ST\" is not an HTTP method",
+    );
+    assert_refused_at(
+        "routes:\n  - name: a\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    auth: { mode: off }\n  - name: b\n    upstream:\n      addrs: [\"127.0.0.1:1\"]\n      health_check:\n        path: /h\n        interval: 10ms\n    auth: { mode: off }\n",
+        (10, 9),
+        "route \"b\": upstream.health_check.interval is 10ms; it must be at least 100ms",
+    );
+    assert_refused_at(
+        "issuers:\n  - name: main\n    issuer: https://i.test\n    algorithms: [RS256]\n    audiences: [api]\n    jwks_uri: https://i.test/jwks\n    fetch: { max_bytes: 10 }\nroutes:\n  - name: a\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n",
+        (7, 14),
+        "issuer \"main\": fetch.max_bytes is 10; it must be at least 1024",
+    );
+}
+
+/// A token that is no JWT: what a JWT looks like, and the first part of
+/// this one that is wrong, rather than a count of its segments.
+#[test]
+fn verify_says_what_is_wrong_with_a_token_that_is_not_a_jwt() {
+    let config = verify_config();
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#);
+    let array = URL_SAFE_NO_PAD.encode("[1]");
+    let cases = [
+        (
+            "not.a.token".to_string(),
+            "the first (the header) is not base64url JSON",
+        ),
+        ("garbage".to_string(), "this has no dot"),
+        (
+            format!("{header}.bm90IGpzb24.c2ln"),
+            "the second (the claims) is base64url, but not JSON",
+        ),
+        (
+            format!("{header}.{array}.c2ln"),
+            "the second (the claims) is base64url JSON, but not an object",
+        ),
+    ];
+    for (token, what) in cases {
+        let out = verify(&config, "read", &token);
+        out.assert_failure();
+        let line = fail_line(&out, "structure");
+        assert!(
+            line.ends_with(&format!(
+                "not a well-formed JWT: a JWT has three base64url segments separated by dots; {what}"
+            )),
+            "{token}: {line}"
+        );
+    }
+}
+
+/// `jwtgate revoke` reads the admin token from the variable the docs give
+/// `revocation.admin_tokens`, refuses an empty one before asking the
+/// gateway, and still reads its earlier name with a warning.
+#[test]
+fn revoke_reads_the_documented_variable_and_refuses_an_empty_token() {
+    // Nothing listens on port 9: a request, if one were made, fails.
+    let revoke = |env: &[(&str, &str)]| {
+        let mut command = jwtgate();
+        command
+            .args(["revoke", "--admin", "http://127.0.0.1:9", "show"])
+            .env_remove("JWTGATE_REVOKE_TOKEN")
+            .env_remove("JWTGATE_ADMIN_TOKEN")
+            .envs(env.iter().copied());
+        output(&mut command)
+    };
+    for env in [
+        vec![("JWTGATE_REVOKE_TOKEN", "")],
+        vec![("JWTGATE_REVOKE_TOKEN", " "), ("JWTGATE_ADMIN_TOKEN", "ok")],
+    ] {
+        let out = revoke(&env);
+        out.assert_failure();
+        assert_contains(
+            &out,
+            "the admin token from JWTGATE_REVOKE_TOKEN is empty: give one of the gateway's revocation.admin_tokens",
+        );
+    }
+    let out = revoke(&[]);
+    out.assert_failure();
+    assert_contains(
+        &out,
+        "no admin token: set JWTGATE_REVOKE_TOKEN or pass --token-file",
+    );
+    let out = revoke(&[("JWTGATE_ADMIN_TOKEN", "an-old-token-0123456789")]);
+    out.assert_failure();
+    assert_contains(
+        &out,
+        "warning: JWTGATE_ADMIN_TOKEN is deprecated; set JWTGATE_REVOKE_TOKEN instead",
+    );
+    assert!(!out.stderr.contains("no admin token"), "{}", out.describe());
+}
+
+/// An upstream name that resolves to nothing is a warning, not an error:
+/// the DNS where the gateway runs may know it. Names under `.invalid`
+/// never resolve (RFC 6761); `localhost` always does.
+#[test]
+fn check_warns_about_an_upstream_name_that_does_not_resolve() {
+    let config = TempConfig::new(
+        "routes:\n  - name: a\n    upstream: { addrs: [\"backend.invalid:8080\", \"localhost:8080\", \"127.0.0.1:9\"] }\n    auth: { mode: off }\n",
+    );
+    let out = output(jwtgate().args(["check", "-c", config.path()]));
+    out.assert_success();
+    let warnings: Vec<&str> = out
+        .lines()
+        .into_iter()
+        .filter(|line| line.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", out.describe());
+    assert!(
+        warnings[0].starts_with(
+            "warning: route \"a\": upstream.addrs: \"backend.invalid:8080\" does not resolve here ("
+        ) && warnings[0].ends_with("the gateway keeps asking, and answers 502 until it does"),
+        "{}",
+        out.describe()
+    );
 }

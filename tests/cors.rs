@@ -586,7 +586,7 @@ fn bad_cors_blocks_are_refused_at_load_naming_field_and_value() {
         ),
         (
             "{ allowed_origins: [\"https://app.example\"], max_age: 3d }",
-            "cors.max_age: 259200s is longer than 24h",
+            "cors.max_age: 3d is longer than 24h",
         ),
         (
             "{ allowed_origins: [\"https://app.example\"], allow_origins: [] }",

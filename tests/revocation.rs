@@ -137,7 +137,8 @@ fn cli(gateway: &Gateway, args: &[&str]) -> (bool, String, String) {
         .arg("--admin")
         .arg(gateway.admin_url(""))
         .args(args)
-        .env("JWTGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("JWTGATE_REVOKE_TOKEN", ADMIN_TOKEN)
+        .env_remove("JWTGATE_ADMIN_TOKEN")
         .output()
         .expect("run jwtgate revoke");
     (

@@ -7,6 +7,8 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
 use super::Reason;
@@ -47,6 +49,49 @@ pub fn summary(reason: Reason) -> &'static str {
             "the token is encrypted (JWE); only signed tokens (JWS) are verified"
         }
     }
+}
+
+/// Which part of a token that is no JWT is wrong, the first one found.
+fn malformed(token: &str) -> String {
+    const SHAPE: &str = "a JWT has three base64url segments separated by dots";
+    let segments: Vec<&str> = token.split('.').collect();
+    if segments.len() != 3 {
+        let what = match token.trim() {
+            "" => "this is empty".to_string(),
+            _ if segments.len() == 1 => "this has no dot".to_string(),
+            _ => format!("this has {}", segments.len()),
+        };
+        return format!("{SHAPE}; {what}");
+    }
+    let names = [
+        "the first (the header)",
+        "the second (the claims)",
+        "the third (the signature)",
+    ];
+    for (index, (segment, name)) in segments.iter().zip(names).enumerate() {
+        let decoded = Some(segment)
+            .filter(|segment| !segment.is_empty())
+            .and_then(|segment| URL_SAFE_NO_PAD.decode(segment).ok());
+        let Some(bytes) = decoded else {
+            let what = if segment.is_empty() {
+                "is empty"
+            } else if index < 2 {
+                "is not base64url JSON"
+            } else {
+                "is not unpadded base64url"
+            };
+            return format!("{SHAPE}; {name} {what}");
+        };
+        if index < 2 && JsonObject::parse(&bytes).is_err() {
+            let what = match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Object(_)) => "is a JSON object with a member name twice",
+                Ok(_) => "is base64url JSON, but not an object",
+                Err(_) => "is base64url, but not JSON",
+            };
+            return format!("{SHAPE}; {name} {what}");
+        }
+    }
+    "the header has no alg, or an alg, kid or typ that is not a string".into()
 }
 
 /// A key type as people name it.
@@ -173,10 +218,7 @@ impl<'a> FailureDetail<'a> {
             Reason::EncryptedToken => Some(
                 "five dot-separated segments: a JWE, which needs the recipient's private key to read".into(),
             ),
-            Reason::Malformed => Some(format!(
-                "{} dot-separated segment(s); a signed JWT has three, each unpadded base64url, the first two JSON objects",
-                self.token.split('.').count()
-            )),
+            Reason::Malformed => Some(malformed(self.token)),
             Reason::UnsupportedHeader => {
                 Some("the header has crit, or b64: false (RFC 7797)".into())
             }

@@ -12,6 +12,7 @@ use jwtgate::certificates::EXPIRY_WARNING_SECS;
 use jwtgate::config::schema::{AuthMode, HttpsOnly, MatchConfig};
 use jwtgate::keys::fetch::{Locator, discovery_url};
 use jwtgate::pipeline::{CompiledRoute, HttpsState, Snapshot};
+use jwtgate::upstream::RouteUpstream;
 use serde_json::Value;
 
 use super::ConfigArgs;
@@ -103,10 +104,38 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         outln!("  {:<12} {matched} → {addrs}", route.name);
         outln!("  {:<12} {}", "", policy(&snapshot, route));
     }
-    for warning in snapshot.warnings.iter().chain(&warnings) {
+    let unresolved = unresolved_upstreams(&upstreams)?;
+    for warning in snapshot.warnings.iter().chain(&warnings).chain(&unresolved) {
         outln!("warning: {warning}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A warning per upstream name that resolves to nothing here, through the
+/// resolver the gateway would use (`dns`). Not an error: where the gateway
+/// runs, its DNS may answer what this machine's does not.
+fn unresolved_upstreams(upstreams: &[Option<RouteUpstream>]) -> anyhow::Result<Vec<String>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let lookups = upstreams.iter().flatten().map(|upstream| async move {
+        let route = upstream.pool.route();
+        upstream
+            .pool
+            .unresolved_names()
+            .await
+            .into_iter()
+            .map(move |(addr, why)| {
+                format!(
+                    "route {route:?}: upstream.addrs: {addr:?} does not resolve here ({why}); the gateway keeps asking, and answers 502 until it does"
+                )
+            })
+    });
+    Ok(runtime
+        .block_on(futures_util::future::join_all(lookups))
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 /// Where it listens: the proxy, admin and echo, and the authorization

@@ -21,7 +21,7 @@ pub struct RevokeArgs {
         global = true
     )]
     admin: String,
-    /// A file holding the admin token (else JWTGATE_ADMIN_TOKEN).
+    /// A file holding the admin token (else JWTGATE_REVOKE_TOKEN).
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
     #[command(subcommand)]
@@ -107,14 +107,42 @@ impl ShowKind {
     }
 }
 
+/// The variable the admin token is read from: the name the documentation
+/// gives it in `revocation.admin_tokens`, so one variable serves both.
+const TOKEN_VAR: &str = "JWTGATE_REVOKE_TOKEN";
+/// The name `jwtgate revoke` read before; still read when [`TOKEN_VAR`] is
+/// unset, with a warning.
+const OLD_TOKEN_VAR: &str = "JWTGATE_ADMIN_TOKEN";
+
 fn admin_token(args: &RevokeArgs) -> anyhow::Result<String> {
-    if let Some(path) = &args.token_file {
+    let (token, source) = if let Some(path) = &args.token_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read --token-file {}", path.display()))?;
-        return Ok(text.trim_end_matches(['\r', '\n']).to_string());
+        let token = text.trim_end_matches(['\r', '\n']).to_string();
+        (token, format!("--token-file {}", path.display()))
+    } else if let Some(token) = var(TOKEN_VAR)? {
+        (token, TOKEN_VAR.to_string())
+    } else if let Some(token) = var(OLD_TOKEN_VAR)? {
+        eprintln!("warning: {OLD_TOKEN_VAR} is deprecated; set {TOKEN_VAR} instead");
+        (token, OLD_TOKEN_VAR.to_string())
+    } else {
+        bail!("no admin token: set {TOKEN_VAR} or pass --token-file");
+    };
+    if token.trim().is_empty() {
+        bail!(
+            "the admin token from {source} is empty: give one of the gateway's revocation.admin_tokens"
+        );
     }
-    std::env::var("JWTGATE_ADMIN_TOKEN")
-        .context("no admin token: set JWTGATE_ADMIN_TOKEN or pass --token-file")
+    Ok(token)
+}
+
+/// An environment variable, `None` when unset.
+fn var(name: &str) -> anyhow::Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{name} is not UTF-8 text"),
+    }
 }
 
 pub fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {

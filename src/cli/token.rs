@@ -56,9 +56,10 @@ pub struct MintArgs {
     #[arg(long, value_name = "FILE")]
     key: PathBuf,
     /// Signing algorithm: RS256, RS384, RS512, PS256, PS384, PS512, ES256,
-    /// ES384, EdDSA, HS256, HS384 or HS512.
-    #[arg(long, default_value = "RS256")]
-    alg: String,
+    /// ES384, EdDSA, HS256, HS384 or HS512 [default: the key's own: RS256,
+    /// ES256 or ES384 by curve, EdDSA; needed for an HMAC secret].
+    #[arg(long)]
+    alg: Option<String>,
     /// `kid` header, naming the key in the issuer's JWKS.
     #[arg(long)]
     kid: Option<String>,
@@ -188,13 +189,17 @@ fn extra_claims(args: &MintArgs) -> anyhow::Result<Map<String, Value>> {
 }
 
 fn mint(args: MintArgs) -> anyhow::Result<ExitCode> {
-    let alg: Algorithm = args
+    let alg: Option<Algorithm> = args
         .alg
-        .parse()
-        .map_err(|_| anyhow::anyhow!("unsupported algorithm {:?}", args.alg))?;
+        .as_deref()
+        .map(|alg| {
+            alg.parse()
+                .map_err(|_| anyhow::anyhow!("unsupported algorithm {alg:?}"))
+        })
+        .transpose()?;
     // Refuse bad options before touching the key file.
     let extra = extra_claims(&args)?;
-    let signer = Signer::from_file(&args.key, alg)?;
+    let signer = Signer::from_key_file(&args.key, alg)?;
     let now = jwtgate::clock::system().now_unix();
 
     let mut claims = Map::new();

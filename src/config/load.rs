@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::locate::{locate, steps};
 use super::schema::GatewayConfig;
 
 /// A configuration error a user can act on: where, and what.
@@ -130,17 +131,161 @@ pub fn parse(
         ));
     }
     let expanded = interpolate(path, text, env)?;
-    serde_saphyr::from_str_with_options::<GatewayConfig>(&expanded, options()).map_err(|e| {
-        let position = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .filter(|(line, _)| *line > 0);
-        let message = match budget_breach(&e) {
-            Some(breach) => budget_message(breach),
-            None => first_line(&e.to_string()),
-        };
-        ConfigError::new(path, position, message)
-    })
+    serde_saphyr::from_str_with_options::<GatewayConfig>(&expanded, options())
+        .map_err(|e| parse_error(path, &expanded, &e))
+}
+
+/// A parse error in jwtgate's words: the field it is at, what was expected
+/// there and what was found, where the parser's own text would name its
+/// internals (`invalid u64`, `expected sequence start`, its options).
+fn parse_error(path: &Path, text: &str, error: &serde_saphyr::Error) -> ConfigError {
+    let position = error
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .filter(|(line, _)| *line > 0);
+    if let Some(breach) = budget_breach(error) {
+        return ConfigError::new(path, position, budget_message(breach));
+    }
+    let field = field_path(text);
+    let found = || {
+        locate(text, &steps(&field)).map_or_else(|| "something else".into(), |found| found.value)
+    };
+    use serde_saphyr::Error::*;
+    let message = match innermost(error) {
+        DuplicateMappingKey { key: Some(key), .. } => {
+            let first = locate(text, &steps(&format!("{field}.{key}")))
+                .map(|found| format!(" (first at line {})", found.position.0))
+                .unwrap_or_default();
+            // The path is the mapping's: the key is named on its own.
+            return ConfigError::new(
+                path,
+                position,
+                format!("{}duplicate key {key:?}{first}", prefix(&field)),
+            );
+        }
+        SerdeUnknownField {
+            field: name,
+            expected,
+            ..
+        } => {
+            // The path ends at the unknown field; the message names it.
+            let parent = field.rfind(['.', '[']).map_or("", |end| &field[..end]);
+            return ConfigError::new(
+                path,
+                position,
+                format!(
+                    "{}unknown field `{name}`, expected one of {}",
+                    prefix(parent),
+                    expected.join(", ")
+                ),
+            );
+        }
+        DuplicateMappingKey { key: None, .. } => "a key appears twice in this mapping".into(),
+        InvalidScalar { ty, .. } => {
+            format!("expected {}, got {}", scalar_words(ty, &field), found())
+        }
+        Unexpected { expected, .. } => {
+            format!("expected {}, got {}", node_words(expected), found())
+        }
+        SerdeInvalidType { expected, .. } => format!("expected {expected}, got {}", found()),
+        NullIntoString { .. } => "expected text, got nothing".into(),
+        _ => first_line(&error.to_string()),
+    };
+    ConfigError::new(path, position, format!("{}{message}", prefix(&field)))
+}
+
+/// `field: ` before a message, or nothing at the top level.
+fn prefix(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!("{field}: ")
+    }
+}
+
+/// The error a snippet or an alias wraps.
+fn innermost(error: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    match error {
+        serde_saphyr::Error::WithSnippet { error, .. }
+        | serde_saphyr::Error::AliasError { error, .. } => innermost(error),
+        other => other,
+    }
+}
+
+/// The path of the field a parse fails at (`routes[2].match.methods`),
+/// found by parsing once more with the path tracked: only a config that
+/// fails pays for tracking it.
+fn field_path(text: &str) -> String {
+    let mut field = String::new();
+    let _ = serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
+        serde_path_to_error::deserialize::<_, GatewayConfig>(de).map_err(|error| {
+            field = error.path().to_string();
+            error.into_inner()
+        })
+    });
+    trim_to_text(text, &field)
+}
+
+/// `field` without its last steps until it names a node of `text`: the
+/// path tracker adds steps the file doesn't have (`?` for a key being
+/// read, `value` inside a value that records its position).
+fn trim_to_text(text: &str, field: &str) -> String {
+    let mut field = field.trim_matches('.');
+    while !field.is_empty() && locate(text, &steps(field)).is_none() {
+        field = &field[..field.rfind(['.', '[']).unwrap_or(0)];
+    }
+    field.to_string()
+}
+
+/// Where the field a compile error's `message` starts with
+/// (`upstream.addrs: …`, `cors.max_age …`) is, inside the entry `within`
+/// (`routes[2]`) of the config file at `path`: at that field, or the
+/// deepest part of it the file has. `None` when the file (read again:
+/// only an error pays for it) has nothing more precise than the entry.
+pub fn field_position(
+    path: &Path,
+    read: std::io::Result<Vec<u8>>,
+    env: &dyn Fn(&str) -> Option<String>,
+    within: &str,
+    message: &str,
+) -> Option<(u64, u64)> {
+    let text = String::from_utf8(read.ok()?).ok()?;
+    let text = interpolate(path, &text, env).ok()?;
+    let end = message
+        .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c)))
+        .unwrap_or(message.len());
+    let field = trim_to_text(&text, &format!("{within}.{}", &message[..end]));
+    if field.len() <= within.len() {
+        return None;
+    }
+    locate(&text, &steps(&field)).map(|found| found.position)
+}
+
+/// A scalar type the parser wanted, in words.
+fn scalar_words(ty: &str, field: &str) -> String {
+    let words = match ty {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" | "i8" | "i16" | "i32" | "i64" | "i128"
+        | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "bool" => "true or false",
+        "char" => "a single character",
+        other => other,
+    };
+    if field.ends_with("_bytes") {
+        format!("{words} (bytes)")
+    } else {
+        words.to_string()
+    }
+}
+
+/// A node the parser wanted, in words.
+fn node_words(expected: &str) -> &str {
+    match expected {
+        "sequence start" => "a list",
+        "mapping start" | "empty mapping start" => "a map",
+        "scalar" | "string scalar" => "a single value",
+        other => other,
+    }
 }
 
 /// serde-saphyr renders "error: line L column C: message" and a source
@@ -325,7 +470,70 @@ mod tests {
             "routes:\n  - name: r\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n    colour: blue\n";
         let err = parse(Path::new("g.yaml"), text, &|_| None).unwrap_err();
         assert_eq!(err.position.map(|p| p.0), Some(4), "{err}");
-        assert!(err.message.starts_with("unknown field `colour`"), "{err}");
+        assert!(
+            err.message.starts_with("routes[0]: unknown field `colour`"),
+            "{err}"
+        );
+    }
+
+    fn refused(text: &str) -> ConfigError {
+        parse(Path::new("g.yaml"), text, &|_| None).unwrap_err()
+    }
+
+    #[test]
+    fn a_type_error_names_the_field_the_type_in_words_and_the_value() {
+        let route =
+            "routes:\n  - name: a\n    upstream: { addrs: [\"127.0.0.1:1\"] }\n  - name: b\n";
+        let cases = [
+            (
+                "issuers:\n  - name: i\n    fetch: { max_bytes: ten }\n",
+                (3, 25),
+                "issuers[0].fetch.max_bytes: expected a whole number (bytes), got \"ten\"",
+            ),
+            (
+                &format!("{route}    upstream: {{ addrs: x }}\n"),
+                (5, 24),
+                "routes[1].upstream.addrs: expected a list, got \"x\"",
+            ),
+            (
+                &format!("{route}    auth: required\n"),
+                (5, 11),
+                "routes[1].auth: expected a map, got \"required\"",
+            ),
+            (
+                "server: { threads: many }\n",
+                (1, 20),
+                "server.threads: expected a whole number, got \"many\"",
+            ),
+            (
+                &format!("{route}    upstream: {{ addrs: [], connect_timeout: soon }}\n"),
+                (5, 45),
+                "routes[1].upstream.connect_timeout: expected a duration (30s, 5m, 250ms, 1h 30m), got \"soon\"",
+            ),
+            (
+                "routes:\n  - name: ~\n",
+                (2, 11),
+                "routes[0].name: expected text, got nothing",
+            ),
+        ];
+        for (text, position, message) in cases {
+            let error = refused(text);
+            assert_eq!(error.message, message, "{text}");
+            assert_eq!(error.position, Some(position), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_duplicate_key_says_where_the_first_one_is() {
+        let error = refused("issuers: []\nroutes: []\nissuers: []\n");
+        assert_eq!(error.message, "duplicate key \"issuers\" (first at line 1)");
+        assert_eq!(error.position, Some((3, 1)));
+        let error = refused("routes:\n  - name: a\n    auth: { mode: off }\n    name: b\n");
+        assert_eq!(
+            error.message,
+            "routes[0]: duplicate key \"name\" (first at line 2)"
+        );
+        assert_eq!(error.position, Some((4, 5)));
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! gateway serves from is [`crate::assemble`]'s job.
 
 mod load;
+pub mod locate;
 pub mod schema;
 
-pub use load::{ConfigError, load, parse};
+pub use load::{ConfigError, field_position, load, parse};
 
 /// Relative paths in the config are relative to the config file.
 pub fn resolve_path(base_dir: &std::path::Path, file: &std::path::Path) -> std::path::PathBuf {

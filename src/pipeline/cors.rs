@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::router::Router;
-use crate::config::schema::{AuthMode, CorsConfig};
+use crate::config::schema::{AsWritten, AuthMode, CorsConfig};
 use crate::pipeline::CompiledRoute;
 
 // Names as `&'static str`: Pingora keeps them as written, without a copy.
@@ -64,9 +64,9 @@ pub enum CorsError {
     InvalidHeader { field: &'static str, value: String },
     #[error("cors.{field}: wildcards are not supported; list each name")]
     Wildcard { field: &'static str },
-    #[error("cors.max_age: {0:?} must be whole seconds")]
+    #[error("cors.max_age: {} must be whole seconds", AsWritten(*.0))]
     FractionalMaxAge(Duration),
-    #[error("cors.max_age: {0:?} is longer than 24h, the most any browser honours")]
+    #[error("cors.max_age: {} is longer than 24h, the most any browser honours", AsWritten(*.0))]
     MaxAgeTooLong(Duration),
 }
 
@@ -626,11 +626,11 @@ mod tests {
             ),
             (
                 |c| c.max_age = Duration::from_millis(1500),
-                "cors.max_age: 1.5s",
+                "cors.max_age: 1500ms",
             ),
             (
                 |c| c.max_age = Duration::from_secs(2 * 24 * 3600),
-                "cors.max_age: 172800s",
+                "cors.max_age: 2d",
             ),
         ];
         for (change, expected) in cases {

@@ -14,6 +14,8 @@ use futures_util::{Stream, StreamExt};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, TlsCertificates};
 
+use crate::config::schema::AsWritten;
+
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -52,7 +54,7 @@ impl fmt::Debug for RedisSettings {
             self.url,
             self.username,
             self.password_source.as_deref().unwrap_or("(none)"),
-            humantime::format_duration(self.timeout),
+            AsWritten(self.timeout),
         )?;
         if let Some(tls) = &self.tls {
             write!(f, " tls [{}]", tls.files.join(", "))?;

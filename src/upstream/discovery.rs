@@ -19,7 +19,7 @@ use pingora::lb::{Backend, Extensions};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use prometheus::IntCounter;
 
-use crate::config::schema::DnsConfig;
+use crate::config::schema::{AsWritten, DnsConfig};
 
 /// Which of the upstream's configured `addrs` an endpoint came from: the
 /// TLS server name is chosen by it.
@@ -159,10 +159,7 @@ impl Dns {
         match tokio::time::timeout(self.timeout, lookup).await {
             Ok(Ok(addrs)) if addrs.is_empty() => Err("no address".into()),
             Ok(result) => result,
-            Err(_) => Err(format!(
-                "no answer within {}",
-                humantime::format_duration(self.timeout)
-            )),
+            Err(_) => Err(format!("no answer within {}", AsWritten(self.timeout))),
         }
     }
 }
@@ -223,6 +220,23 @@ impl Resolved {
         }
         let answers = previous.last_good.lock().expect("not poisoned").clone();
         *self.last_good.lock().expect("not poisoned") = answers;
+    }
+
+    /// Each name among the addresses that resolves to nothing now, as
+    /// written, with why.
+    pub async fn unresolved(&self) -> Vec<(String, String)> {
+        let lookups = self.addrs.iter().filter_map(|addr| match addr {
+            Address::Name { host, port } => Some(async move {
+                let result = self.dns.resolve(host, *port).await;
+                result.err().map(|why| (format!("{host}:{port}"), why))
+            }),
+            Address::Ip(_) => None,
+        });
+        futures_util::future::join_all(lookups)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     pub fn count_failures_in(&self, counter: IntCounter) {

@@ -12,7 +12,7 @@ use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::upstreams::peer::HttpPeer;
 
 use super::discovery::Origin;
-use crate::config::schema::{HealthCheckConfig, HealthCheckProtocol};
+use crate::config::schema::{AsWritten, HealthCheckConfig, HealthCheckProtocol};
 use crate::upstream::tls::UpstreamTls;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl Probe {
     ) -> Result<Self, HealthCheckError> {
         if config.interval < MIN_INTERVAL {
             return Err(HealthCheckError::Interval(
-                humantime::format_duration(config.interval).to_string(),
+                AsWritten(config.interval).to_string(),
             ));
         }
         if config.timeout.is_zero() {

@@ -30,7 +30,7 @@ use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use prometheus::IntCounter;
 use tokio::sync::Notify;
 
-use crate::config::schema::{DnsConfig, HealthCheckConfig, UpstreamConfig};
+use crate::config::schema::{AsWritten, DnsConfig, HealthCheckConfig, UpstreamConfig};
 use crate::upstream::tls::UpstreamTls;
 use discovery::{Address, AddressError, Discovery, Dns, Origin, Resolved};
 use fixed::FixedEndpoints;
@@ -147,13 +147,11 @@ impl UpstreamPool {
             .collect::<Result<Vec<_>, _>>()?;
         if config.resolve_interval < MIN_INTERVAL {
             return Err(PoolError::ResolveInterval(
-                humantime::format_duration(config.resolve_interval).to_string(),
+                AsWritten(config.resolve_interval).to_string(),
             ));
         }
         if config.eject_for.subsec_nanos() != 0 {
-            return Err(PoolError::EjectFor(
-                humantime::format_duration(config.eject_for).to_string(),
-            ));
+            return Err(PoolError::EjectFor(AsWritten(config.eject_for).to_string()));
         }
         let probe = config
             .health_check
@@ -228,6 +226,15 @@ impl UpstreamPool {
         match &self.endpoints {
             Endpoints::Fixed(_) => false,
             Endpoints::Balanced(balanced) => balanced.resolved.is_dynamic(),
+        }
+    }
+
+    /// Each of this pool's names that resolves to nothing now, with why:
+    /// what `jwtgate check` warns about.
+    pub async fn unresolved_names(&self) -> Vec<(String, String)> {
+        match &self.endpoints {
+            Endpoints::Fixed(_) => Vec::new(),
+            Endpoints::Balanced(balanced) => balanced.resolved.unresolved().await,
         }
     }
 
@@ -475,7 +482,7 @@ mod tests {
         );
         assert_eq!(
             error("{ addrs: [\"10.0.0.1:80\"], eject_for: 1500ms }"),
-            "upstream.eject_for is 1s 500ms; it must be 0s (off) or whole seconds"
+            "upstream.eject_for is 1500ms; it must be 0s (off) or whole seconds"
         );
         let check = |settings: &str| {
             error(&format!(

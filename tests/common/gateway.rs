@@ -449,7 +449,7 @@ fn port_taken(log: &str) -> bool {
 /// The TCP ports that process `pid` itself listens on: the kernel's table
 /// of listening sockets, kept to the sockets among the process's open files.
 /// A port someone else listens on is not in it, whatever answers there.
-fn listening_ports(pid: u32) -> std::collections::BTreeSet<u16> {
+pub fn listening_ports(pid: u32) -> std::collections::BTreeSet<u16> {
     let sockets: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
         .flatten()

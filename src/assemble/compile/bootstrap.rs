@@ -9,7 +9,7 @@ use super::{Context, authz, shared};
 use crate::auth::token_cache::CacheSettings;
 use crate::authz::settings::AuthzSettings;
 use crate::config::ConfigError;
-use crate::config::schema::{ClearTextMode, GatewayConfig};
+use crate::config::schema::{AsWritten, ClearTextMode, GatewayConfig};
 use crate::keys::remote::RemoteSource;
 use crate::state::rate_limit::budget_sync::RateLimitSettings;
 use crate::state::redis::RedisSettings;
@@ -67,7 +67,7 @@ impl Bootstrap {
                 .as_ref()
                 .map_or_else(|| none.to_string(), ToString::to_string)
         }
-        let duration = |d: Duration| humantime::format_duration(d).to_string();
+        let duration = |d: Duration| AsWritten(d).to_string();
         let mut settings = vec![
             ("listen.http", or(&self.listen_http, "(off)")),
             ("listen.http.h2c", self.h2c.to_string()),
@@ -130,14 +130,13 @@ fn describe_revocation(settings: &RevocationSettings) -> String {
     let shared = settings.redis.as_ref().map_or_else(
         || "not shared".to_string(),
         |redis| {
-            let staleness = redis.max_staleness.map_or_else(
-                || "(none)".into(),
-                |d| humantime::format_duration(d).to_string(),
-            );
+            let staleness = redis
+                .max_staleness
+                .map_or_else(|| "(none)".into(), |d| AsWritten(d).to_string());
             format!(
                 "shared (key_prefix {}, reconcile_interval {}, max_staleness {staleness})",
                 redis.key_prefix,
-                humantime::format_duration(redis.reconcile_interval)
+                AsWritten(redis.reconcile_interval)
             )
         },
     );
@@ -151,7 +150,7 @@ fn describe_rate_limit(settings: &RateLimitSettings) -> String {
             format!(
                 "shared (key_prefix {}, sync_interval {})",
                 redis.key_prefix,
-                humantime::format_duration(redis.sync_interval)
+                AsWritten(redis.sync_interval)
             )
         },
     );
@@ -171,7 +170,7 @@ pub(super) fn compile(
                 "token_cache: max_entries, max_bytes and ttl must be positive (or set enabled: false); max_entries is {}, max_bytes {}, ttl {}",
                 cache.max_entries,
                 cache.max_bytes,
-                humantime::format_duration(cache.ttl)
+                AsWritten(cache.ttl)
             ),
         ));
     }

@@ -8,7 +8,7 @@ use crate::auth::IssuerVerifier;
 use crate::auth::header::normalize_typ;
 use crate::auth::verify::{TokenTypeRule, VerifierId};
 use crate::config::ConfigError;
-use crate::config::schema::IssuerConfig;
+use crate::config::schema::{AsWritten, IssuerConfig};
 use crate::jose::{AlgorithmSet, KeyFamily};
 use crate::keys::fetch::{FetchSettings, Locator, scheme_allowed};
 use crate::keys::remote::{RefreshPolicy, RemoteIdentity, RemoteSource};
@@ -25,7 +25,7 @@ pub(super) fn compile(
     let mut issuers = Vec::with_capacity(configs.len());
     let mut remote = Vec::new();
     let mut names = std::collections::HashSet::new();
-    for issuer in configs {
+    for (index, issuer) in configs.iter().enumerate() {
         let name = issuer.name.value.as_str();
         if !names.insert(name) {
             return Err(cx.error(
@@ -34,7 +34,12 @@ pub(super) fn compile(
             ));
         }
         let (verifier, source) = compile_issuer(issuer, cx).map_err(|message| {
-            cx.error(Some(&issuer.name), format!("issuer {name:?}: {message}"))
+            cx.error_in(
+                &format!("issuers[{index}]"),
+                &issuer.name,
+                &message,
+                format!("issuer {name:?}: {message}"),
+            )
         })?;
         remote.extend(source);
         issuers.push(verifier);
@@ -269,8 +274,8 @@ fn remote_settings(
     if refresh.min_refresh > refresh.max_refresh {
         return Err(format!(
             "refresh.min_refresh ({}) must not exceed refresh.max_refresh ({})",
-            humantime::format_duration(refresh.min_refresh),
-            humantime::format_duration(refresh.max_refresh)
+            AsWritten(refresh.min_refresh),
+            AsWritten(refresh.max_refresh)
         ));
     }
     if fetch.max_bytes < 1024 {

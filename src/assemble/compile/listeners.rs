@@ -4,7 +4,7 @@
 
 use crate::certificates::{CertificateFiles, Certificates};
 use crate::config::ConfigError;
-use crate::config::schema::{ClearTextMode, GatewayConfig, HstsConfig};
+use crate::config::schema::{AsWritten, ClearTextMode, GatewayConfig, HstsConfig};
 use crate::pipeline::HttpsState;
 use crate::pipeline::canonical::PathRules;
 use crate::pipeline::client::{CidrError, TrustedProxies};
@@ -129,8 +129,11 @@ fn https_state(config: &GatewayConfig, cx: &mut Context<'_>) -> Result<Option<Ht
                 "listen.http.mode is redirect but listen.https is not set: there is nothing to redirect to"
                     .into(),
             ),
+            // The authorization listener serves on its own: an
+            // authz-only gateway has no proxy listener at all.
+            ClearTextMode::Off if config.listen.authz.is_some() => Ok(None),
             ClearTextMode::Off => Err(
-                "listen.http.mode is off and listen.https is not set: jwtgate would serve nothing"
+                "listen.http.mode is off and listen.https is not set, nor listen.authz: jwtgate would serve nothing"
                     .into(),
             ),
         };
@@ -194,9 +197,9 @@ fn hsts_value(hsts: &HstsConfig) -> Result<http::HeaderValue, String> {
     const PRELOAD_MIN_AGE: u64 = 365 * 24 * 60 * 60;
     if hsts.preload && (!hsts.include_subdomains || hsts.max_age.as_secs() < PRELOAD_MIN_AGE) {
         return Err(format!(
-            "listen.https.hsts.preload needs include_subdomains: true and a max_age of at least 1 year; include_subdomains is {}, max_age {}",
+            "listen.https.hsts.preload needs include_subdomains: true and a max_age of at least 365d; include_subdomains is {}, max_age {}",
             hsts.include_subdomains,
-            humantime::format_duration(hsts.max_age)
+            AsWritten(hsts.max_age)
         ));
     }
     let mut value = format!("max-age={}", hsts.max_age.as_secs());

@@ -145,6 +145,30 @@ impl Context<'_> {
         )
     }
 
+    /// An error about the entry `within` (`routes[2]`) whose `detail`
+    /// starts with the field it is about (`cors.max_age: …`): at that
+    /// field's line and column when the file has it, else at `fallback`.
+    fn error_in(
+        &self,
+        within: &str,
+        fallback: &Spanned<String>,
+        detail: &str,
+        message: String,
+    ) -> ConfigError {
+        let sources = self.sources;
+        let position = crate::config::field_position(
+            self.path,
+            sources.read(self.path),
+            &|name| sources.var(name),
+            within,
+            detail,
+        );
+        match position {
+            Some(position) => ConfigError::new(self.path, Some(position), message),
+            None => self.error(Some(fallback), message),
+        }
+    }
+
     /// A path from the config: relative ones are relative to the config
     /// file.
     fn file(&self, path: &Path) -> PathBuf {

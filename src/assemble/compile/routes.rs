@@ -79,8 +79,15 @@ pub(super) fn compile(
         https,
         authz: config.listen.authz.is_some(),
     };
-    let identity_headers = identity_headers(&route_configs)
-        .map_err(|(route, message)| cx.error(Some(&route.name), message))?;
+    let identity_headers =
+        identity_headers(&route_configs).map_err(|(index, claim, message)| {
+            cx.error_in(
+                &format!("routes[{index}]"),
+                &route_configs[index].name,
+                &format!("forward.claims.{claim}"),
+                message,
+            )
+        })?;
     let count = route_configs.len();
     let mut routes = Routes {
         routes: Vec::with_capacity(count),
@@ -102,17 +109,21 @@ pub(super) fn compile(
             ));
         }
         reachable(route, &shared).map_err(|message| cx.error(Some(&route.name), message))?;
+        let within = format!("routes[{index}]");
         let (compiled, upstream) =
             compile_route(route, routes.routes.len(), &shared, cx).map_err(|(span, message)| {
-                cx.error(
-                    Some(span.unwrap_or(&route.name)),
-                    format!("route {name:?}: {message}"),
-                )
+                let full = format!("route {name:?}: {message}");
+                match span {
+                    Some(span) => cx.error(Some(span), full),
+                    None => cx.error_in(&within, &route.name, &message, full),
+                }
             })?;
         let compiled = Arc::new(compiled);
-        let methods = methods(route).map_err(|method| {
-            cx.error(
-                Some(&route.name),
+        let methods = methods(route).map_err(|(i, method)| {
+            cx.error_in(
+                &within,
+                &route.name,
+                &format!("match.methods[{i}]"),
                 format!("route {name:?}: match.methods: {method:?} is not an HTTP method"),
             )
         })?;
@@ -207,7 +218,10 @@ fn reachable(route: &RouteConfig, shared: &Shared<'_>) -> Result<(), String> {
 fn check_match(route: &RouteConfig) -> Result<(), RouteError<'_>> {
     let prefix = &route.matcher.path_prefix;
     if !prefix.starts_with('/') {
-        return Err((None, format!("path_prefix {prefix:?} must start with /")));
+        return Err((
+            None,
+            format!("match.path_prefix {prefix:?} must start with /"),
+        ));
     }
     if let Some(host) = &route.matcher.host
         && !matches!(canonical::host_key(host.as_bytes()), Ok(Some(_)))
@@ -220,17 +234,19 @@ fn check_match(route: &RouteConfig) -> Result<(), RouteError<'_>> {
     Ok(())
 }
 
-/// `match.methods`, upper-cased; `Err` names the one that is no method.
-fn methods(route: &RouteConfig) -> Result<Option<Vec<http::Method>>, &String> {
+/// `match.methods`, upper-cased; `Err` names the one that is no method,
+/// and its index.
+fn methods(route: &RouteConfig) -> Result<Option<Vec<http::Method>>, (usize, &String)> {
     let Some(methods) = &route.matcher.methods else {
         return Ok(None);
     };
     methods
         .iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
             m.to_ascii_uppercase()
                 .parse::<http::Method>()
-                .map_err(|_| m)
+                .map_err(|_| (i, m))
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
@@ -347,7 +363,7 @@ fn header_name(name: &str) -> Result<http::HeaderName, String> {
 /// headers can't be identity headers: overwriting them would break HTTP.
 fn identity_headers(
     routes: &[Box<RouteConfig>],
-) -> Result<Vec<http::HeaderName>, (&RouteConfig, String)> {
+) -> Result<Vec<http::HeaderName>, (usize, &str, String)> {
     const FORBIDDEN: [&str; 8] = [
         "host",
         "content-length",
@@ -359,11 +375,15 @@ fn identity_headers(
         "cookie",
     ];
     let mut names = Vec::new();
-    for route in routes {
-        for header in route.forward.claims.values() {
-            let name = header_name(header).map_err(|e| (&**route, e))?;
+    for (index, route) in routes.iter().enumerate() {
+        for (claim, header) in &route.forward.claims {
+            let name = header_name(header).map_err(|e| (index, claim.as_str(), e))?;
             if FORBIDDEN.contains(&name.as_str()) {
-                return Err((route, format!("{:?} cannot carry a claim", name.as_str())));
+                return Err((
+                    index,
+                    claim,
+                    format!("{:?} cannot carry a claim", name.as_str()),
+                ));
             }
             names.push(header_name(&spoof_form(name.as_str())).expect("still a header name"));
         }

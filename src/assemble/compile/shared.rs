@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::assemble::sources::{SecretSource, Sources};
 use crate::config::schema::{
-    AdminTokenConfig, RateLimitStateConfig, RedisConfig, RedisTlsConfig, RevocationConfig,
-    SecretConfig,
+    AdminTokenConfig, AsWritten, RateLimitStateConfig, RedisConfig, RedisTlsConfig,
+    RevocationConfig, SecretConfig,
 };
 use crate::digest::sha256;
 use crate::state::rate_limit::budget_sync::{RateLimitSettings, SharedBudgets};
@@ -291,8 +291,8 @@ fn at_least(section: &str, field: &str, value: Duration, min_ms: u64) -> Result<
     if value < min {
         return Err(format!(
             "{section}.{field}: {} must be at least {}",
-            humantime::format_duration(value),
-            humantime::format_duration(min)
+            AsWritten(value),
+            AsWritten(min)
         ));
     }
     Ok(())

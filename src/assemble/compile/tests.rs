@@ -46,6 +46,9 @@ fn restart_only_changes_are_each_named_with_both_values() {
             "token_cache.ttl: 5m → 1m",
         ]
     );
+    // As written, not on humantime's calendar (`11months 30days 3h 50m 24s`).
+    let long = bootstrap("server: { grace_period: 365d }\n");
+    assert_eq!(running.changes(&long), ["server.grace_period: 5s → 365d"]);
     let cache_off = bootstrap("token_cache: { enabled: false }\n");
     assert_eq!(
         running.changes(&cache_off),
@@ -329,4 +332,22 @@ fn a_client_body_timeout_of_zero_is_refused() {
         error.contains("server.client_body_timeout must be positive"),
         "{error}"
     );
+}
+
+#[test]
+fn the_authz_listener_alone_is_something_to_serve() {
+    let off = "listen: { http: { mode: off }";
+    let error = compile_text(&format!("{off} }}\n"), &Fixed::default()).unwrap_err();
+    assert!(
+        error.contains("listen.https is not set, nor listen.authz: jwtgate would serve nothing"),
+        "{error}"
+    );
+    let authz_only = compile_text(
+        &format!("{off}, authz: {{ addr: \"127.0.0.1:9191\" }} }}\n"),
+        &Fixed::default(),
+    )
+    .unwrap();
+    assert_eq!(authz_only.bootstrap.listen_http, None);
+    assert!(authz_only.bootstrap.authz.is_some());
+    assert!(authz_only.snapshot.https.is_none());
 }

@@ -5,7 +5,6 @@
 //! function, accepting what that function accepts.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -41,22 +40,6 @@ impl JsonSchema for DurationText {
             "pattern": pattern,
             "examples": ["250ms", "30s", "5m", "1h 30m", "365d"],
         })
-    }
-}
-
-/// `duration` as a user would write it: the largest unit that writes it
-/// whole (`24h` stays in hours: days read better only beyond one).
-pub fn duration_text(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    if duration.subsec_nanos() != 0 {
-        return format!("{}ms", duration.as_millis());
-    }
-    match seconds {
-        0 => "0s".into(),
-        s if s % 86_400 == 0 && s > 86_400 => format!("{}d", s / 86_400),
-        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
     }
 }
 
@@ -131,24 +114,4 @@ fn unwrap_lines(text: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_written_in_their_largest_whole_unit() {
-        let cases = [
-            (Duration::from_millis(200), "200ms"),
-            (Duration::from_secs(30), "30s"),
-            (Duration::from_secs(600), "10m"),
-            (Duration::from_secs(86_400), "24h"),
-            (Duration::from_secs(365 * 86_400), "365d"),
-        ];
-        for (duration, text) in cases {
-            assert_eq!(duration_text(duration), text);
-            assert_eq!(humantime::parse_duration(text).unwrap(), duration);
-        }
-    }
 }

@@ -117,8 +117,9 @@ pub struct HttpListenConfig {
     /// Its address, `host:port` (`check` refuses an address that doesn't
     /// resolve, as `run` would).
     pub addr: String,
-    /// What it does with requests; `redirect` and `off` need
-    /// `listen.https`.
+    /// What it does with requests; `redirect` needs `listen.https`, and
+    /// `off` needs `listen.https`, or `listen.authz` for a gateway that
+    /// only decides for another proxy.
     pub mode: ClearTextMode,
     /// Also serve HTTP/2 with prior knowledge (h2c, as gRPC clients inside
     /// a cluster speak it); HTTP/1 clients are served as before.
@@ -145,7 +146,8 @@ pub enum ClearTextMode {
     /// Answer every request with `308` to `https://` the same host (the
     /// `listen.https` port, or `redirect_port`, unless 443), path and query.
     Redirect,
-    /// No clear-text listener at all.
+    /// No clear-text listener at all (needs `listen.https`, or
+    /// `listen.authz` for a gateway that only decides).
     Off,
 }
 

@@ -15,6 +15,7 @@ mod listen;
 mod routes;
 mod state;
 mod upstreams;
+mod written;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub use listen::*;
 pub use routes::*;
 pub use state::*;
 pub use upstreams::*;
+pub use written::AsWritten;
 
 use json::DurationText;
 
@@ -325,8 +327,11 @@ pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(
 /// What this accepts, [`json::DurationText`]'s pattern accepts.
 pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    humantime::parse_duration(&text).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "expected a duration (30s, 5m, 250ms, 1h 30m), got {text:?}"
+        ))
+    })
 }
 
 /// A default duration as a user would write it, for the schema's `default`
@@ -335,7 +340,7 @@ pub(crate) fn duration_text<S: Serializer>(
     duration: &Duration,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&json::duration_text(*duration))
+    serializer.collect_str(&AsWritten(*duration))
 }
 
 /// What to do with a path form that backends read in different ways.

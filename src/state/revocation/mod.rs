@@ -26,6 +26,7 @@ use self::journal::{Journal, JournalError};
 pub use self::list::{Change, Entry, Kind, RevocationList};
 use self::tokens::AdminToken;
 use crate::clock::SharedClock;
+use crate::config::schema::AsWritten;
 use crate::state::redis::Redis;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{counter_vec, gauge, gauge_vec};
@@ -362,7 +363,7 @@ impl Revocations {
         (age > max.as_secs() as i64).then(|| {
             format!(
                 "revocation list out of step with Redis for {age}s (max_staleness {})",
-                humantime::format_duration(max)
+                AsWritten(max)
             )
         })
     }
