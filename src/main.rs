@@ -60,7 +60,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let clock = jwtgate::clock::system();
+    logging::init(
+        cli.log_format,
+        std::sync::Arc::new(move || clock.now_unix()),
+    );
     let outcome = match cli.command {
         // `-c` before a command would be read here and never reach the
         // command: say so rather than use the command's default file.

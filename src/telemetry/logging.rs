@@ -13,9 +13,14 @@ use clap::ValueEnum;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use super::client_errors::{ClientErrorCounters, ClientErrorLayer, Now};
 
 /// The `tracing` target of the one-line-per-request access log.
 pub const ACCESS_TARGET: &str = "jwtgate::access";
@@ -28,8 +33,9 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber; also routes Pingora's `log` records into
-/// it. Safe to call more than once (later calls are no-ops).
-pub fn init(format: LogFormat) {
+/// it. Safe to call more than once (later calls are no-ops). `now` is the
+/// clock that spaces the summaries of clients' connection errors.
+pub fn init(format: LogFormat, now: Now) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn"))
         // Pingora's debug line for a request it can't parse quotes the raw
@@ -39,20 +45,32 @@ pub fn init(format: LogFormat) {
                 .parse()
                 .expect("a valid static directive"),
         );
+    // Its own filter, not `RUST_LOG`'s: the errors are counted whatever
+    // the log shows.
+    let client_errors = ClientErrorLayer::new(ClientErrorCounters::global(), now)
+        .with_filter(ClientErrorLayer::targets());
     // Colour codes only help a person at a terminal; in a file or a log
     // collector they are garbage bytes around every level.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(client_errors);
     let _ = match format {
-        LogFormat::Text => builder
-            .map_event_format(|inner| AccessLines { format, inner })
+        LogFormat::Text => registry
+            .with(
+                lines
+                    .map_event_format(|inner| AccessLines { format, inner })
+                    .with_filter(filter),
+            )
             .try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .map_event_format(|inner| AccessLines { format, inner })
+        LogFormat::Json => registry
+            .with(
+                lines
+                    .json()
+                    .flatten_event(true)
+                    .map_event_format(|inner| AccessLines { format, inner })
+                    .with_filter(filter),
+            )
             .try_init(),
     };
 }
@@ -317,7 +335,7 @@ impl<W: fmt::Write + ?Sized> fmt::Write for JsonEscaped<'_, W> {
 /// Writes through with `"`, `\` and control characters escaped, so a value
 /// can neither end its quotes early nor start a new line or a terminal
 /// escape sequence.
-struct TextEscaped<'a, W: ?Sized>(&'a mut W);
+pub(super) struct TextEscaped<'a, W: ?Sized>(pub(super) &'a mut W);
 
 impl<W: fmt::Write + ?Sized> fmt::Write for TextEscaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {

@@ -4,6 +4,7 @@
 
 use std::sync::OnceLock;
 
+use super::client_errors::ClientErrorCounters;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -313,14 +314,19 @@ impl ConfigMetrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        Self {
+        let metrics = Self {
             requests: RequestMetrics::new(&registry),
             keys: KeyMetrics::new(&registry),
             upstreams: UpstreamMetrics::new(&registry),
             token_cache: CacheMetrics::new(&registry),
             config: ConfigMetrics::new(&registry),
             registry,
+        };
+        // Counted by the log layer, which is the process's, not a registry's.
+        for collector in ClientErrorCounters::global().collectors() {
+            metrics.register(collector);
         }
+        metrics
     }
 
     /// Adds a collector owned elsewhere (runtime state with its own metrics).
