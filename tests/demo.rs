@@ -1,6 +1,8 @@
 //! The repository's own `gateway.yaml` works out of the box: the README's
 //! three lines (run, mint a demo token, curl it) against the real binary and
-//! its built-in echo upstream, plus JSON logs that never contain the token.
+//! its built-in echo upstream, plus JSON logs that never contain the token;
+//! and `scripts/run --https`, its certificate and the README's curl over
+//! HTTPS.
 
 mod common;
 
@@ -26,12 +28,32 @@ impl Demo {
     /// Starts `jwtgate --log-format json run -c gateway.yaml` with its three
     /// listeners moved to free ports through the file's `${VAR:-default}`s.
     fn start() -> Demo {
+        let mut command = Command::new(BIN);
+        command.args(["--log-format", "json", "run", "-c", "gateway.yaml"]);
+        Demo::spawn(command)
+    }
+
+    /// `scripts/run --https` on the debug binary (`JWTGATE_BIN`), its
+    /// certificate made in `tls_dir`, HTTPS on `https`.
+    fn start_https(tls_dir: &Path, https: &str) -> Demo {
+        let mut command = Command::new("scripts/run");
+        command
+            .arg("--https")
+            .env("JWTGATE_BIN", BIN)
+            .env("JWTGATE_DEMO_TLS", tls_dir)
+            .env("JWTGATE_HTTPS_LISTEN", https);
+        let demo = Demo::spawn(command);
+        let https: std::net::SocketAddr = https.parse().unwrap();
+        common::wait_for_listener(https, &|| demo.log());
+        demo
+    }
+
+    fn spawn(mut command: Command) -> Demo {
         let log = tempfile::NamedTempFile::new().unwrap();
         let proxy = format!("127.0.0.1:{}", free_port());
         let admin = format!("127.0.0.1:{}", free_port());
         let echo = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(BIN)
-            .args(["--log-format", "json", "run", "-c", "gateway.yaml"])
+        let child = command
             .current_dir(REPO)
             .env("JWTGATE_LISTEN", &proxy)
             .env("JWTGATE_ADMIN", &admin)
@@ -90,19 +112,19 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn mint(args: &[&str]) -> String {
-    let output = Command::new(BIN)
-        .args(["token", "mint"])
-        .args(args)
-        .current_dir(REPO)
-        .output()
-        .unwrap();
+/// Runs `command` in the repository; it must succeed: what it printed.
+fn stdout_of(command: &mut Command) -> String {
+    let output = command.current_dir(REPO).output().unwrap();
     assert!(
         output.status.success(),
-        "{}",
+        "{command:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+fn mint(args: &[&str]) -> String {
+    stdout_of(Command::new(BIN).args(["token", "mint"]).args(args))
 }
 
 fn demo_token(scope: &str) -> String {
@@ -231,5 +253,126 @@ fn a_taken_port_is_a_clear_startup_error() {
     assert!(
         stderr.contains(&format!("cannot listen on {addr} (listen.http)")),
         "{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// HTTPS in one command
+// ---------------------------------------------------------------------------
+
+fn repo_file(name: &str) -> String {
+    std::fs::read_to_string(Path::new(REPO).join(name))
+        .unwrap_or_else(|e| panic!("read {name}: {e}"))
+}
+
+/// The default of `${variable:-default}` in `text`.
+fn default_of<'a>(text: &'a str, variable: &str) -> &'a str {
+    let pattern = format!("${{{variable}:-");
+    let start = text
+        .find(&pattern)
+        .unwrap_or_else(|| panic!("{variable} has no default"))
+        + pattern.len();
+    &text[start..start + text[start..].find('}').expect("closing brace")]
+}
+
+/// `scripts/demo-cert` with its certificates in `dir`: the CA's path it
+/// printed.
+fn demo_cert(dir: &Path) -> String {
+    stdout_of(Command::new("scripts/demo-cert").env("JWTGATE_DEMO_TLS", dir))
+}
+
+/// curl over HTTPS as the README has it, trusting `ca`, with `localhost`
+/// on loopback: (HTTP version, response headers, body).
+fn curl_https(ca: &str, port: &str, token: &str) -> (String, String, Value) {
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let url = format!("https://localhost:{port}/echo");
+    let bearer = format!("Authorization: Bearer {token}");
+    let body = tempfile::NamedTempFile::new().unwrap();
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--http2", "--cacert", ca])
+        .args(["--resolve", &resolve, "-H", &bearer, "--dump-header", "-"])
+        .args(["--output", body.path().to_str().unwrap()])
+        .args(["--write-out", "%{http_version}", &url])
+        .output()
+        .expect("cannot run curl; scripts/test installs it (Debian package curl)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "curl {url} failed: {}{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (headers, version) = text
+        .rsplit_once("\r\n\r\n")
+        .expect("headers, then the version");
+    let body = serde_json::from_slice(&std::fs::read(body.path()).unwrap()).unwrap();
+    (version.to_string(), headers.to_ascii_lowercase(), body)
+}
+
+#[test]
+fn scripts_run_https_serves_the_demo_over_http2_with_hsts() {
+    let tls = tempfile::tempdir().unwrap();
+    let https = format!("127.0.0.1:{}", free_port());
+    let demo = Demo::start_https(tls.path(), &https);
+    let ca = tls.path().join("ca.crt").display().to_string();
+    assert!(
+        demo.log().contains(&format!("--cacert {ca}")),
+        "scripts/run does not say which CA to trust:\n{}",
+        demo.log()
+    );
+
+    let token = demo_token("echo:read");
+    let port = https.rsplit_once(':').unwrap().1;
+    let (version, headers, echoed) = curl_https(&ca, port, &token);
+    assert_eq!(version, "2", "{headers}");
+    assert!(headers.starts_with("http/2 200"), "{headers}");
+    assert!(
+        headers.contains("\r\nstrict-transport-security: max-age="),
+        "{headers}"
+    );
+    assert_eq!(echoed["headers"]["x-user-id"], serde_json::json!(["alice"]));
+    assert_eq!(
+        echoed["headers"]["x-forwarded-proto"],
+        serde_json::json!(["https"])
+    );
+
+    // Run again, the certificate is kept: a client trusting the CA still does.
+    let leaf = std::fs::read(tls.path().join("localhost.crt")).unwrap();
+    assert_eq!(demo_cert(tls.path()), ca);
+    assert_eq!(
+        std::fs::read(tls.path().join("localhost.crt")).unwrap(),
+        leaf
+    );
+    let (version, _, _) = curl_https(&ca, port, &token);
+    assert_eq!(version, "2");
+}
+
+#[test]
+fn the_readmes_https_curl_matches_what_scripts_run_https_makes() {
+    let run = repo_file("scripts/run");
+    let dir = default_of(&run, "JWTGATE_DEMO_TLS");
+    assert_eq!(
+        dir,
+        default_of(&repo_file("scripts/demo-cert"), "JWTGATE_DEMO_TLS"),
+        "scripts/run and scripts/demo-cert look for the certificate in different places"
+    );
+    let addr = default_of(&run, "JWTGATE_HTTPS_LISTEN");
+    let port = addr.rsplit_once(':').unwrap().1;
+    let readme = repo_file("README.md");
+    let run_it = &readme[readme
+        .find("## Run it")
+        .expect("README has a Run it section")..];
+    let run_it = &run_it[..run_it[3..]
+        .find("\n## ")
+        .map_or(run_it.len(), |end| end + 3)];
+    assert!(
+        run_it.contains("\nscripts/run --https\n"),
+        "README's Run it does not show scripts/run --https:\n{run_it}"
+    );
+    let curl = format!(
+        "\ncurl --cacert {dir}/ca.crt -H \"Authorization: Bearer $TOKEN\" https://localhost:{port}/echo\n"
+    );
+    assert!(
+        run_it.contains(&curl),
+        "README's Run it lacks{curl}(scripts/run's defaults):\n{run_it}"
     );
 }
