@@ -151,11 +151,22 @@ async fn start_with_run_args(
     pki: &Pki,
     run_args: &[&str],
 ) -> (Gateway, u16) {
+    start_with_env(template, upstream, pki, run_args, &[]).await
+}
+
+/// [`start_with_run_args`] with extra environment variables.
+async fn start_with_env(
+    template: &str,
+    upstream: &Upstream,
+    pki: &Pki,
+    run_args: &[&str],
+    env: &[(&str, &str)],
+) -> (Gateway, u16) {
     let https = free_port();
     let config = template
         .replace("{HTTPS}", &https.to_string())
         .replace("{PKI}", &pki.dir());
-    let gateway = Gateway::start_with_run_args(&config, upstream, run_args).await;
+    let gateway = Gateway::start_full(&config, upstream, &[], run_args, env).await;
     wait_for_port(https).await;
     (gateway, https)
 }
@@ -437,6 +448,115 @@ async fn sni_picks_each_hosts_certificate_and_the_first_for_any_other_name() {
             "{servername:?} got another certificate:\n{text}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Clients that would flood the log
+// ---------------------------------------------------------------------------
+
+/// Connections of each kind in the flood test.
+const FLOOD: usize = 300;
+
+/// `openssl s_client` connecting by address and naming it in SNI, as wrk
+/// and many HTTP libraries do; it completes the handshake (rustls ignores
+/// the SNI and serves the first certificate), sends nothing and closes.
+fn s_client_with_ip_sni(port: u16) {
+    let output = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "127.0.0.1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("cannot run openssl; scripts/test installs it (Debian package openssl)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("subject=CN = a.test"),
+        "the handshake with an IP address as SNI failed:\n{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The start of a TLS record holding a ClientHello, then the connection
+/// closed: a client dropping mid-handshake.
+fn partial_client_hello(port: u16) {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+}
+
+/// Runs `connect` `FLOOD` times, from a few threads at once.
+fn flood(port: u16, connect: fn(u16)) {
+    const THREADS: usize = 4;
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(move || (0..FLOOD / THREADS).for_each(|_| connect(port)));
+        }
+    });
+}
+
+/// The WARN and ERROR lines the gateway wrote once it was listening (the
+/// test issuer's key set has keys it warns of at startup).
+fn loud_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .skip_while(|line| !line.contains("jwtgate listening"))
+        .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .collect()
+}
+
+#[tokio::test]
+async fn clients_that_fail_tls_are_counted_and_summed_up_not_logged_each() {
+    let (pki, _, _) = two_host_pki();
+    let upstream = Upstream::start();
+    // The debug lines shown, to see that every event was kept, only quieter.
+    let env = [("RUST_LOG", "info,jwtgate::client_errors=debug")];
+    let (gateway, https) = start_with_env(&two_hosts(), &upstream, &pki, &[], &env).await;
+    let ignored_sni = ("jwtgate_tls_ignored_sni_total", [("reason", "ip_address")]);
+    let dropped = (
+        "jwtgate_tls_handshake_failures_total",
+        [("reason", "peer_closed")],
+    );
+    // Waiting for the port was one connection closed before its handshake.
+    let dropped_before = 1.0;
+    gateway
+        .expect_metric(dropped.0, &dropped.1, dropped_before)
+        .await;
+    tokio::task::spawn_blocking(move || {
+        flood(https, s_client_with_ip_sni);
+        flood(https, partial_client_hello);
+    })
+    .await
+    .unwrap();
+    gateway
+        .expect_metric(ignored_sni.0, &ignored_sni.1, FLOOD as f64)
+        .await;
+    let dropped_after = dropped_before + FLOOD as f64;
+    gateway
+        .expect_metric(dropped.0, &dropped.1, dropped_after)
+        .await;
+
+    let log = gateway.log();
+    let debug = |needle: &str| {
+        log.lines()
+            .filter(|line| line.contains("DEBUG jwtgate::client_errors") && line.contains(needle))
+            .count()
+    };
+    assert_eq!(debug("Illegal SNI extension: ignoring IP address"), FLOOD);
+    assert_eq!(debug("tls handshake eof"), dropped_after as usize);
+    let loud = loud_lines(&log);
+    // The first failure's summary at once; the rest wait for the minute.
+    assert!(
+        !loud.is_empty() && loud.len() <= 3,
+        "{} WARN/ERROR lines:\n{}",
+        loud.len(),
+        loud.join("\n")
+    );
+    assert!(
+        loud.iter()
+            .all(|line| line.contains("WARN jwtgate::client_errors") && line.contains("counts=")),
+        "{}",
+        loud.join("\n")
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -61,7 +61,9 @@ impl Gateway {
         Self::start_full(template, upstream, &[], run_args, &[]).await
     }
 
-    async fn start_full(
+    /// Every way to start: arguments before and after `run`, and extra
+    /// environment variables.
+    pub async fn start_full(
         template: &str,
         upstream: &Upstream,
         args: &[&str],
