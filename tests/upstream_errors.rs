@@ -455,6 +455,7 @@ async fn a_malformed_request_body_answers_400_with_our_body() {
     gateway
         .expect_access_line("chunks-1", &["status=400", "error=\"client_bad_request\""])
         .await;
+    assert_no_error_line(&gateway);
 }
 
 #[tokio::test]
@@ -472,6 +473,17 @@ async fn a_client_leaving_mid_body_is_logged_without_an_answer() {
     gateway
         .expect_access_line("gone-1", &["status=- ", "error=\"client_disconnected\""])
         .await;
+    assert_no_error_line(&gateway);
+}
+
+/// What a client did wrong is in its access-log line; an ERROR line per
+/// request besides would let any client write them at will.
+fn assert_no_error_line(gateway: &Gateway) {
+    let log = gateway.log();
+    assert!(
+        !log.lines().any(|line| line.contains("Fail to proxy")),
+        "{log}"
+    );
 }
 
 /// `server.client_body_timeout` bounds a client's pause between two reads
@@ -501,6 +513,7 @@ async fn a_client_stalling_its_body_gets_408() {
     gateway
         .expect_access_line("stall-1", &["error=\"client_timeout\""])
         .await;
+    assert_no_error_line(&gateway);
 }
 
 /// Pingora stops reading a request head past 1 MiB. The head here is never

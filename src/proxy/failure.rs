@@ -91,6 +91,15 @@ impl ProxyFailure {
         }
     }
 
+    /// Whether the client caused it. Its access-log line says so (`error`);
+    /// an error line besides would let any client write one per request.
+    pub fn is_client(self) -> bool {
+        matches!(
+            self,
+            Self::ClientDisconnected | Self::ClientTimeout | Self::ClientBadRequest
+        )
+    }
+
     /// The status to answer `error` with; `None` when the client can't be
     /// answered any more.
     pub fn status(self, error: &Error) -> Option<u16> {

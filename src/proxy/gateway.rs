@@ -345,6 +345,12 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// Pingora writes an ERROR line for every request that failed; one the
+    /// client failed is in the access log already, with its `error`.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
+        ProxyFailure::of(error).is_client()
+    }
+
     /// Pingora's default answers with its own bare status page; ours has
     /// the JSON body, `X-Request-Id`, and 504 for timeouts.
     async fn fail_to_proxy(
