@@ -197,6 +197,12 @@ pub fn classify(target: &str, message: &str) -> Option<Outcome> {
         "pingora_core::apps" if message.starts_with("H2 handshake error") => {
             Kind::Connection(ConnectionReason::H2Handshake)
         }
+        // The admin, echo and authorization listeners.
+        "pingora_core::apps::http_app"
+            if message.starts_with("HTTP server fails to read from downstream") =>
+        {
+            Kind::Connection(connection_reason(message))
+        }
         // Pingora's line for a request head it could not read names the
         // downstream session's type; its line for a request that failed
         // on its way upstream names the tries instead, and stays.
@@ -716,6 +722,11 @@ mod tests {
                 "H2 handshake error  HandshakeError context: while h2 handshaking with client cause: Broken pipe (os error 32)"
             ),
             Kind::Connection(H2Handshake)
+        );
+        let admin = "HTTP server fails to read from downstream:  ConnectionClosed context: while reading request headers";
+        assert_eq!(
+            counted("pingora_core::apps::http_app", admin),
+            Kind::Connection(PeerClosed)
         );
         // A request that failed on its way upstream is the operator's to see.
         let upstream = "Fail to proxy: Upstream ConnectRefused context: x, status: 502, tries: 1, retry: false, GET /, Host: a";
