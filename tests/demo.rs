@@ -348,14 +348,18 @@ fn scripts_run_https_serves_the_demo_over_http2_with_hsts() {
 
 #[test]
 fn the_readmes_https_curl_matches_what_scripts_run_https_makes() {
-    let run = repo_file("scripts/run");
-    let dir = default_of(&run, "JWTGATE_DEMO_TLS");
+    let config = repo_file("gateway-https.yaml");
+    let dir = default_of(&config, "JWTGATE_DEMO_TLS");
     assert_eq!(
         dir,
         default_of(&repo_file("scripts/demo-cert"), "JWTGATE_DEMO_TLS"),
-        "scripts/run and scripts/demo-cert look for the certificate in different places"
+        "gateway-https.yaml and scripts/demo-cert look for the certificate in different places"
     );
-    let addr = default_of(&run, "JWTGATE_HTTPS_LISTEN");
+    let addr = default_of(&config, "JWTGATE_HTTPS_LISTEN");
+    assert_eq!(
+        addr,
+        default_of(&repo_file("scripts/run"), "JWTGATE_HTTPS_LISTEN")
+    );
     let port = addr.rsplit_once(':').unwrap().1;
     let readme = repo_file("README.md");
     let run_it = &readme[readme
@@ -373,6 +377,30 @@ fn the_readmes_https_curl_matches_what_scripts_run_https_makes() {
     );
     assert!(
         run_it.contains(&curl),
-        "README's Run it lacks{curl}(scripts/run's defaults):\n{run_it}"
+        "README's Run it lacks{curl}(gateway-https.yaml's defaults):\n{run_it}"
+    );
+}
+
+/// A config's text below its header comment.
+fn body(config: &str) -> &str {
+    let start = config.find("\nlisten:\n").expect("a listen section");
+    &config[start + 1..]
+}
+
+#[test]
+fn the_https_demo_config_is_the_demo_config_with_an_https_listener() {
+    let https = repo_file("gateway-https.yaml");
+    let mut in_listener = false;
+    let without: String = https
+        .split_inclusive('\n')
+        .filter(|line| {
+            in_listener = *line == "  https:\n" || (in_listener && line.starts_with("    "));
+            !in_listener
+        })
+        .collect();
+    assert_eq!(
+        body(&without),
+        body(&repo_file("gateway.yaml")),
+        "gateway-https.yaml differs from gateway.yaml beyond listen.https: copy gateway.yaml's change"
     );
 }

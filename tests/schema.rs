@@ -442,6 +442,14 @@ fn every_config_file_names_the_schema_for_editors() {
 
 #[test]
 fn configs_outside_deploy_pass_jwtgate_check() {
+    // gateway-https.yaml serves the certificate scripts/demo-cert makes.
+    let demo_tls = tempfile::tempdir().expect("tempdir");
+    let made = Command::new("scripts/demo-cert")
+        .current_dir(repo())
+        .env("JWTGATE_DEMO_TLS", demo_tls.path())
+        .output()
+        .expect("run scripts/demo-cert");
+    assert!(made.status.success(), "scripts/demo-cert: {made:?}");
     // The deploy overlays name files at the pod's paths; tests/deploy.rs
     // checks them in the pod's filesystem.
     for file in config_files() {
@@ -454,6 +462,7 @@ fn configs_outside_deploy_pass_jwtgate_check() {
         for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("JWTGATE_")) {
             command.env_remove(name);
         }
+        command.env("JWTGATE_DEMO_TLS", demo_tls.path());
         let output = command.output().expect("run jwtgate check");
         assert!(output.status.success(), "{}: {output:?}", relative(&file));
     }
