@@ -250,7 +250,9 @@ fn bench_configs(dir: &Path) -> Vec<PathBuf> {
 
 /// Whole configs in the documentation: fenced YAML blocks with a top-level
 /// `routes:`, each written to a file of its own.
-fn documented_configs(dir: &Path) -> Vec<PathBuf> {
+/// The whole configs the README and the book show: YAML blocks with a
+/// top-level `routes:`, named by their page and place.
+fn documented_configs_text() -> Vec<(String, String)> {
     let mut pages = vec![repo().join("README.md")];
     let mut dirs = vec![repo().join("docs")];
     while let Some(dir) = dirs.pop() {
@@ -263,19 +265,29 @@ fn documented_configs(dir: &Path) -> Vec<PathBuf> {
             }
         }
     }
-    let mut files = Vec::new();
+    let mut configs = Vec::new();
     for page in pages {
         let text = std::fs::read_to_string(&page).expect("read page");
         for (i, block) in yaml_blocks(&text).into_iter().enumerate() {
             if block.lines().any(|line| line.starts_with("routes:")) {
-                let name = relative(&page).replace('/', "_");
-                let path = dir.join(format!("{name}-{i}.yaml"));
-                std::fs::write(&path, block).expect("write documented config");
-                files.push(path);
+                let name = format!("{}-{i}", relative(&page).replace('/', "_"));
+                configs.push((name, block));
             }
         }
     }
-    files
+    configs
+}
+
+/// [`documented_configs_text`], written to files in `dir`.
+fn documented_configs(dir: &Path) -> Vec<PathBuf> {
+    documented_configs_text()
+        .into_iter()
+        .map(|(name, block)| {
+            let path = dir.join(format!("{name}.yaml"));
+            std::fs::write(&path, block).expect("write documented config");
+            path
+        })
+        .collect()
 }
 
 fn yaml_blocks(markdown: &str) -> Vec<String> {
@@ -436,6 +448,21 @@ fn every_config_file_names_the_schema_for_editors() {
             Some(&schema),
             "{}: {target} is not {SCHEMA}",
             relative(&file)
+        );
+    }
+}
+
+/// A config copied from the docs keeps the line, naming the file
+/// `jwtgate schema > gateway.schema.json` writes beside it.
+#[test]
+fn every_documented_config_names_the_schema_for_editors() {
+    let documented = documented_configs_text();
+    assert!(documented.len() >= 5, "{documented:?}");
+    for (name, block) in documented {
+        assert_eq!(
+            block.lines().next(),
+            Some("# yaml-language-server: $schema=gateway.schema.json"),
+            "{name}"
         );
     }
 }

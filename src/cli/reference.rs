@@ -41,6 +41,11 @@ that starts with this line, the path relative to the config file:
 # yaml-language-server: $schema=docs/reference/gateway.schema.json
 ```
 
+For a config of your own, `jwtgate schema > gateway.schema.json` writes the
+schema of the jwtgate you run beside it, and the line becomes
+`# yaml-language-server: $schema=gateway.schema.json`. The whole configs in
+this book start with that line, so a copy keeps it.
+
 The schema checks each field's name, type and allowed values; what depends on
 other fields or on the system (a key source per issuer, addresses that
 resolve, files that exist) is checked by `jwtgate check`. A value that is an
