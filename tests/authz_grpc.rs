@@ -12,7 +12,7 @@ mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -58,24 +58,10 @@ async fn gateway(extra: &str, env: &[(&str, &str)]) -> (Gateway, SocketAddr) {
     (gateway, addr)
 }
 
-fn python() -> PathBuf {
-    let python = common::venv_bin("python");
-    let probe = Command::new(&python)
-        .args(["-c", "import grpc, grpc_tools"])
-        .output();
-    match probe {
-        Ok(output) if output.status.success() => python,
-        _ => panic!(
-            "{} with grpcio and grpcio-tools is required (scripts/test installs them)",
-            python.display()
-        ),
-    }
-}
-
 /// The gRPC client's answers to `calls` (see tests/authz_grpc/check.py).
 fn check(addr: SocketAddr, calls: &[Value]) -> Vec<Value> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/authz_grpc");
-    let mut child = Command::new(python())
+    let mut child = Command::new(grpc_python())
         .arg(dir.join("check.py"))
         .arg(dir.join("proto"))
         .arg(addr.to_string())

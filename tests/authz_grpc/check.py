@@ -14,38 +14,15 @@ stdout is a JSON list with, for each call, the CheckResponse as JSON
 import json
 import os
 import sys
-import tempfile
 
-
-def compile_protos(proto_dir, out_dir):
-    from grpc_tools import protoc
-    import grpc_tools
-
-    protos = [
-        os.path.relpath(os.path.join(root, name), proto_dir)
-        for root, _, names in os.walk(proto_dir)
-        for name in names
-        if name.endswith(".proto")
-    ]
-    well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    args = [
-        "protoc",
-        f"-I{proto_dir}",
-        f"-I{well_known}",
-        f"--python_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        *protos,
-    ]
-    if protoc.main(args) != 0:
-        sys.exit(f"protoc failed on {protos}")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+import grpc_stubs  # noqa: E402
 
 
 def main():
     proto_dir, target = sys.argv[1], sys.argv[2]
     calls = json.load(sys.stdin)
-    with tempfile.TemporaryDirectory() as out_dir:
-        compile_protos(proto_dir, out_dir)
-        sys.path.insert(0, out_dir)
+    with grpc_stubs.importable(proto_dir):
         import grpc
         from google.protobuf import json_format
         from envoy.service.auth.v3 import external_auth_pb2 as pb

@@ -70,9 +70,21 @@ impl Gateway {
         run_args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_before(template, upstream.addr(), args, run_args, env).await
+    }
+
+    /// [`Gateway::start_full`] with `{UPSTREAM}` standing for `upstream`,
+    /// a server other than the recording one.
+    pub async fn start_before(
+        template: &str,
+        upstream: SocketAddr,
+        args: &[&str],
+        run_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(template, upstream.addr(), args, run_args, env).await {
+            match Self::try_start(template, upstream, args, run_args, env).await {
                 Ok(gateway) => return gateway,
                 Err(log) => last_log = log,
             }

@@ -11,6 +11,7 @@
 //! - `pki`: CAs and certificates made with `openssl`;
 //! - `stubs`: a stub JWKS (any JSON) endpoint, and closed addresses;
 //! - `daemon`: nginx and Caddy beside the gateway;
+//! - `grpc`: a grpcio upstream and client (unary and streaming calls);
 //! - `raw_http`, `prometheus`, `wait`: a raw HTTP/1.1 client, the metrics
 //!   text reader, bounded polling.
 //!
@@ -25,6 +26,7 @@
 mod config;
 mod daemon;
 mod gateway;
+mod grpc;
 mod pki;
 mod prometheus;
 mod raw_http;
@@ -41,8 +43,8 @@ use std::sync::Mutex;
 // Each test crate uses the part of the harness its tests need.
 #[allow(unused_imports)]
 pub use self::{
-    config::*, daemon::*, gateway::*, pki::*, prometheus::*, raw_http::*, stubs::*, tokens::*,
-    upstream::*, wait::*,
+    config::*, daemon::*, gateway::*, grpc::*, pki::*, prometheus::*, raw_http::*, stubs::*,
+    tokens::*, upstream::*, wait::*,
 };
 
 /// The realm every challenge carries with the default config.

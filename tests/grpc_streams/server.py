@@ -1,0 +1,86 @@
+"""Test-only: the gRPC upstream behind jwtgate (grpcio, over TLS, since
+jwtgate speaks HTTP/2 to an upstream only when ALPN offers it).
+
+Usage: server.py CERT KEY
+
+Serves jwtgate.test.Streams (proto/) on a loopback port the OS picks, and
+writes one JSON line per event to stdout:
+  {"event": "listening", "port": N}
+  {"event": "start", "method": M, "headers": [names of the call metadata]}
+  {"event": "end", "method": M, "how": "completed" | "cancelled"}
+Values of the metadata are never written: they carry the client's token.
+"""
+
+import os
+import sys
+import threading
+import time
+from concurrent import futures
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "common"))
+import grpc_stubs  # noqa: E402
+from grpc_stubs import report  # noqa: E402
+
+
+def main():
+    cert_path, key_path = sys.argv[1], sys.argv[2]
+    _keep = grpc_stubs.importable(os.path.join(HERE, "proto"))
+    import grpc
+    from jwtgate.test import streams_pb2 as pb
+    from jwtgate.test import streams_pb2_grpc as pb_grpc
+
+    def started(method, context):
+        names = sorted({key for key, _ in context.invocation_metadata()})
+        report(event="start", method=method, headers=names)
+        # Set however the call ends: completed, cancelled by the client or
+        # reset by jwtgate.
+        ended = threading.Event()
+        context.add_callback(ended.set)
+        return ended
+
+    class Streams(pb_grpc.StreamsServicer):
+        def Unary(self, request, context):
+            started("Unary", context)
+            report(event="end", method="Unary", how="completed")
+            return pb.Note(text=request.text)
+
+        def Ticks(self, request, context):
+            ended = started("Ticks", context)
+            seq = 0
+            while request.count == 0 or seq < request.count:
+                if ended.wait(request.interval_ms / 1000):
+                    report(event="end", method="Ticks", how="cancelled")
+                    return
+                seq += 1
+                yield pb.Tick(seq=seq)
+            report(event="end", method="Ticks", how="completed")
+
+        def Echo(self, request_iterator, context):
+            started("Echo", context)
+            try:
+                for note in request_iterator:
+                    yield pb.Note(text=note.text)
+            except grpc.RpcError:
+                report(event="end", method="Echo", how="cancelled")
+                return
+            how = "completed" if context.is_active() else "cancelled"
+            report(event="end", method="Echo", how=how)
+
+    with open(cert_path, "rb") as f:
+        cert = f.read()
+    with open(key_path, "rb") as f:
+        key = f.read()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    pb_grpc.add_StreamsServicer_to_server(Streams(), server)
+    credentials = grpc.ssl_server_credentials([(key, cert)])
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    report(event="listening", port=port)
+    # Runs until the test kills it.
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()
