@@ -16,7 +16,7 @@ pub mod tokens;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec};
@@ -27,6 +27,7 @@ pub use self::list::{Change, Entry, Kind, RevocationList};
 use self::tokens::AdminToken;
 use crate::clock::SharedClock;
 use crate::config::schema::AsWritten;
+use crate::state::live::LiveConnections;
 use crate::state::redis::Redis;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{counter_vec, gauge, gauge_vec};
@@ -140,6 +141,8 @@ pub struct Revocations {
     pushed: Notify,
     /// When the list last matched Redis; startup until the first sync.
     synced_at: AtomicI64,
+    /// The long-lived connections a revocation ends at once.
+    live: OnceLock<Arc<LiveConnections>>,
 }
 
 /// What [`Revocations::apply_local`] did.
@@ -200,9 +203,32 @@ impl Revocations {
             metrics,
             pushed: Notify::new(),
             synced_at: AtomicI64::new(now),
+            live: OnceLock::new(),
         };
         revocations.refresh_gauges();
         Ok(revocations)
+    }
+
+    /// From now on, every revocation applied (here or from Redis) also ends
+    /// the open long-lived connections it matches.
+    pub fn end_connections_in(&self, live: Arc<LiveConnections>) {
+        let _ = self.live.set(live);
+    }
+
+    /// Ends the armed connections `change` revokes. Local and remote
+    /// changes both come through here, so a revocation made on another
+    /// replica ends this replica's connections too.
+    fn end_connections(&self, change: &Change) {
+        if let (Change::Put(entry), Some(live)) = (change, self.live.get()) {
+            let ended = live.revoke(entry);
+            if ended > 0 {
+                tracing::info!(
+                    kind = entry.kind.as_str(),
+                    ended,
+                    "revocation: open long-lived connections ended"
+                );
+            }
+        }
     }
 
     /// What the request path reads.
@@ -227,6 +253,7 @@ impl Revocations {
     pub fn apply_local(&self, change: Change) -> Result<Applied, RevocationError> {
         let mut durable = self.durable();
         let changed = self.list.apply(&change);
+        self.end_connections(&change);
         if let Some(journal) = &mut durable.journal {
             journal.append(std::slice::from_ref(&change))?;
         }
@@ -264,6 +291,9 @@ impl Revocations {
         }
         self.compact_if_mostly_dead(&mut durable)?;
         drop(durable);
+        for change in &applied {
+            self.end_connections(change);
+        }
         if !applied.is_empty() {
             self.refresh_gauges();
         }
@@ -559,5 +589,38 @@ mod tests {
         assert!(revocations.not_ready().unwrap().contains("for 6s"));
         revocations.mark_synced();
         assert_eq!(revocations.not_ready(), None);
+    }
+
+    #[tokio::test]
+    async fn local_and_remote_revocations_end_matching_live_connections() {
+        use crate::state::live::{ConnectionKind, Deadline, LiveConnections, TokenKeys};
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::at(1_000);
+        let metrics = Metrics::new();
+        let revocations = Revocations::open(settings(dir.path()), &metrics, clock.clone()).unwrap();
+        let live = LiveConnections::new(&metrics, clock);
+        revocations.end_connections_in(live.clone());
+        let token = |jti: &str| TokenKeys {
+            iss: "https://i".into(),
+            jti: Some(jti.into()),
+            ..TokenKeys::default()
+        };
+        let here = live.arm(
+            Deadline::default(),
+            &token("a"),
+            "ws",
+            ConnectionKind::WebSocket,
+        );
+        let there = live.arm(
+            Deadline::default(),
+            &token("b"),
+            "ws",
+            ConnectionKind::WebSocket,
+        );
+        revocations.apply_local(jti("a", 2_000)).unwrap();
+        assert!(here.fired().is_some());
+        assert!(there.fired().is_none());
+        revocations.apply_remote(&[jti("b", 2_000)]).unwrap();
+        assert!(there.fired().is_some(), "a change from another replica");
     }
 }
