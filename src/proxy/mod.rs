@@ -10,6 +10,7 @@ pub mod headers;
 pub mod keepalive;
 mod response_headers;
 pub mod sni;
+pub mod streams;
 
 pub use failure::ProxyFailure;
 pub use gateway::{Gateway, RequestCtx, Serving};
