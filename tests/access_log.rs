@@ -26,7 +26,7 @@ fn config() -> String {
 }
 
 /// Every field of an access-log line, in both formats.
-const FIELDS: [&str; 18] = [
+const FIELDS: [&str; 19] = [
     "request_id",
     "method",
     "path",
@@ -43,6 +43,7 @@ const FIELDS: [&str; 18] = [
     "upstream",
     "latency_ms",
     "error",
+    "ended",
     "adapter",
     "message",
 ];

@@ -39,6 +39,7 @@ use crate::proxy::Gateway;
 use crate::proxy::keepalive::KeepAlive;
 use crate::proxy::sni::SniResolver;
 use crate::shutdown::{Drain, SignalWatch};
+use crate::state::live::LiveConnections;
 use crate::state::rate_limit::{self, RateLimits};
 use crate::state::redis::Redis;
 use crate::state::revocation::{RevocationError, Revocations};
@@ -168,13 +169,14 @@ where
 /// The state shared across replicas: the Redis connection when there is
 /// one, the revocation list with its disk copy loaded (before any listener
 /// opens, so before `/readyz` can say ready) and the rate-limit counters,
-/// with their sweeper and Redis sessions as background tasks.
+/// with their sweeper and Redis sessions as background tasks; and the
+/// table of long-lived connections revocations end.
 fn shared_state(
     server: &mut Server,
     bootstrap: &Bootstrap,
     metrics: &Metrics,
     clock: &SharedClock,
-) -> Result<(Option<Arc<Revocations>>, Arc<RateLimits>), ServerError> {
+) -> Result<SharedState, ServerError> {
     let redis = bootstrap
         .redis
         .clone()
@@ -210,8 +212,20 @@ fn shared_state(
             )
         });
     }
-    Ok((revocations, limits))
+    // Connections that outlive their request, ended by their token's expiry
+    // or by a revocation from any source.
+    let live = LiveConnections::new(metrics, clock.clone());
+    if let Some(revocations) = &revocations {
+        revocations.end_connections_in(live.clone());
+    }
+    Ok((revocations, limits, live))
 }
+
+type SharedState = (
+    Option<Arc<Revocations>>,
+    Arc<RateLimits>,
+    Arc<LiveConnections>,
+);
 
 /// Runs until SIGTERM's drain is over or SIGINT; fails only at startup.
 pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Result<(), ServerError> {
@@ -243,7 +257,7 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         "jwtgate upstreams",
         runtime.upstreams.service(),
     ));
-    let (revocations, rate_limits) = shared_state(&mut server, &bootstrap, &metrics, &clock)?;
+    let (revocations, rate_limits, live) = shared_state(&mut server, &bootstrap, &metrics, &clock)?;
     // One decision pipeline for every adapter: one token cache, one
     // revocation list, one budget per client whoever decides.
     let cache = &metrics.token_cache;
@@ -291,10 +305,21 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         &runtime,
         &metrics,
         pipeline,
+        live,
         &drain,
     );
     let admin = Admin::new(runtime.snapshot.clone(), metrics, clock, drain, reloader);
     add_side_services(&mut server, &bootstrap, admin.with_revocations(revocations));
+    log_listening(&bootstrap);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(signal_watch),
+    });
+    tracing::info!("jwtgate stopped");
+    Ok(())
+}
+
+/// Where each listener is, once they are all set up.
+fn log_listening(bootstrap: &Bootstrap) {
     tracing::info!(
         proxy = bootstrap.listen_http.as_deref().unwrap_or("-"),
         https = bootstrap.listen_https.as_deref().unwrap_or("-"),
@@ -308,11 +333,6 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
             .map(tracing::field::display),
         "jwtgate listening"
     );
-    server.run(RunArgs {
-        shutdown_signal: Box::new(signal_watch),
-    });
-    tracing::info!("jwtgate stopped");
-    Ok(())
 }
 
 /// jwtgate's own signal handling: SIGTERM drains, SIGHUP (and, with
@@ -384,9 +404,11 @@ fn add_proxy(
     runtime: &Runtime,
     metrics: &Arc<Metrics>,
     pipeline: Arc<Pipeline>,
+    live: Arc<LiveConnections>,
     drain: &Drain,
 ) {
-    let gateway = Gateway::new(runtime.serving.clone(), metrics.requests.clone(), pipeline);
+    let gateway = Gateway::new(runtime.serving.clone(), metrics.requests.clone(), pipeline)
+        .with_live_connections(live);
     let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
     if bootstrap.h2c {
         // Pingora looks for the HTTP/2 preface only on clear-text

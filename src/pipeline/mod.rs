@@ -27,7 +27,7 @@ use prometheus::Histogram;
 pub use decision::{
     Decision, Forwarded, HTTPS_REQUIRED, RATE_LIMITED, Refusal, TOKEN_CHECK, UpstreamRewrite,
 };
-pub use snapshot::{ClaimHeader, CompiledRoute, ForwardPlan, HttpsState, Snapshot};
+pub use snapshot::{ClaimHeader, CompiledRoute, ForwardPlan, HttpsState, LongLived, Snapshot};
 pub use view::{Adapter, RequestView, Scheme, TargetForm};
 
 use self::canonical::{RequestTarget, TargetError};

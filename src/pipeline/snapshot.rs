@@ -85,6 +85,24 @@ pub struct CompiledRoute {
     /// No upstream: decided only for the authorization listener; the
     /// proxy answers 404 as if the route did not exist.
     pub authz_only: bool,
+    /// When a connection that outlives its request is ended.
+    pub long_lived: LongLived,
+}
+
+/// `auth.long_lived` compiled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LongLived {
+    /// End at the token's expiry and on its revocation.
+    pub end_with_token: bool,
+    pub max_lifetime: Option<Duration>,
+}
+
+impl LongLived {
+    /// Whether anything could end such a connection; when not, none is
+    /// armed and the route's requests cost nothing more.
+    pub fn arms(&self) -> bool {
+        self.end_with_token || self.max_lifetime.is_some()
+    }
 }
 
 #[derive(Debug)]

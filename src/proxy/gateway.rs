@@ -13,6 +13,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use super::failure::{self, ProxyFailure};
 use super::handshake;
 use super::headers::{self, Forwarding};
+use super::live::{self, LiveRequest};
 use crate::answers::request_id::{REQUEST_ID, request_id_in, request_id_text};
 use crate::answers::{self, Answer};
 use crate::auth::VerifiedToken;
@@ -21,6 +22,7 @@ use crate::pipeline::{
     Adapter, Decision, Forwarded, Pipeline, RequestView, Scheme, TargetForm, UpstreamRewrite,
 };
 use crate::pipeline::{CompiledRoute, Snapshot};
+use crate::state::live::{ConnectionKind, LiveConnections};
 use crate::telemetry::access::{self, AccessRecord};
 use crate::telemetry::metrics::NO_ROUTE;
 use crate::telemetry::metrics::RequestMetrics;
@@ -46,6 +48,8 @@ pub struct Gateway {
     serving: Arc<ArcSwap<Serving>>,
     metrics: RequestMetrics,
     pipeline: Arc<Pipeline>,
+    /// Where long-lived requests are armed; `None`: none is.
+    live: Option<Arc<LiveConnections>>,
 }
 
 impl Gateway {
@@ -60,7 +64,26 @@ impl Gateway {
             serving,
             metrics,
             pipeline,
+            live: None,
         }
+    }
+
+    /// Arms requests that outlive themselves (WebSockets, streams,
+    /// uploads) in `live`, so they end with their token.
+    pub fn with_live_connections(mut self, live: Arc<LiveConnections>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// Arms the request as a long-lived `kind` if its route ends such
+    /// requests.
+    fn arm(&self, session: &Session, ctx: &mut RequestCtx, kind: ConnectionKind) {
+        let (Some(live), Some(serving), Some(route)) = (&self.live, &ctx.serving, &ctx.route)
+        else {
+            return;
+        };
+        let identity = ctx.identity.as_deref();
+        ctx.live = live::arm(live, session, &serving.snapshot, route, identity, kind);
     }
 }
 
@@ -97,6 +120,11 @@ pub struct RequestCtx {
     upstream_addr: Option<std::net::SocketAddr>,
     /// Whether the client came over TLS; set in `request_filter`.
     scheme: Scheme,
+    /// Set when the request outlives itself on a route that ends such
+    /// requests with their token; boxed, as most requests have none.
+    live: Option<Box<LiveRequest>>,
+    /// How an armed request was ended, for the access log.
+    ended: Option<&'static str>,
 }
 
 impl RequestCtx {
@@ -258,6 +286,8 @@ impl ProxyHttp for Gateway {
             denied_identity: None,
             upstream_addr: None,
             scheme: Scheme::Http,
+            live: None,
+            ended: None,
         }
     }
 
@@ -271,7 +301,11 @@ impl ProxyHttp for Gateway {
         ctx.scheme = scheme(session);
         let answer = self.decide(session, snapshot, ctx).await;
         let Some(answer) = answer else {
+            let arms = ctx.route.as_ref().is_some_and(|r| r.long_lived.arms());
             ctx.serving = Some(serving);
+            if arms && live::is_upload(session.req_header()) {
+                self.arm(session, ctx, ConnectionKind::Upload);
+            }
             return Ok(false);
         };
         let (parts, body) = answer.into_parts();
@@ -347,8 +381,11 @@ impl ProxyHttp for Gateway {
 
     /// Pingora writes an ERROR line for every request that failed; one the
     /// client failed is in the access log already, with its `error`.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, error: &Error) -> bool {
+        // An armed request jwtgate ended is no failure: the access log says
+        // why it ended.
         ProxyFailure::of(error).is_client()
+            || ctx.live.as_ref().is_some_and(|live| live.fired().is_some())
     }
 
     /// Pingora's default answers with its own bare status page; ours has
@@ -359,6 +396,12 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
+        if let Some(code) = self.answer_ended(session, ctx).await {
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
         FailToProxy {
             error_code: failure::answer_failure(
                 session,
@@ -413,7 +456,40 @@ impl ProxyHttp for Gateway {
         if let Some(serving) = &ctx.serving {
             add_hsts(ctx, &serving.snapshot, upstream_response);
         }
+        let arms = ctx.route.as_ref().is_some_and(|r| r.long_lived.arms());
+        if arms
+            && ctx.live.is_none()
+            && let Some(kind) = live::long_lived_response(session.req_header(), upstream_response)
+        {
+            self.arm(session, ctx, kind);
+        }
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        match &mut ctx.live {
+            Some(live) => live.client_bytes(session, body, end_of_stream).await,
+            None => Ok(()),
+        }
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(live) = &mut ctx.live {
+            live.upstream_bytes(body.as_ref())?;
+        }
+        Ok(None)
     }
 
     /// What Pingora prints in its error logs. Its default includes the query
@@ -430,6 +506,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
+        if let Some(live) = ctx.live.take() {
+            ctx.ended = live.end(session).map(|reason| reason.as_str());
+        }
         let status = session
             .response_written()
             .map_or(0, |response| response.status.as_u16());
@@ -446,6 +525,27 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// Answers an upload whose token ended before its response began:
+    /// `401`; the status written, 0 when nothing could be, `None` when the
+    /// request was not ended by jwtgate.
+    async fn answer_ended(&self, session: &mut Session, ctx: &RequestCtx) -> Option<u16> {
+        let live = ctx.live.as_ref().filter(|live| live.fired().is_some())?;
+        if session.response_written().is_some() {
+            return Some(0);
+        }
+        let serving = ctx.serving.as_ref()?;
+        let (parts, body) = live
+            .refusal(&serving.snapshot, &ctx.request_id)?
+            .into_parts();
+        let status = parts.status.as_u16();
+        let header = ResponseHeader::from(parts);
+        let written = session
+            .as_downstream_mut()
+            .write_error_response(header, body)
+            .await;
+        Some(if written.is_ok() { status } else { 0 })
+    }
+
     /// One line per request (target `jwtgate::access`).
     fn access_log(&self, session: &Session, error: Option<&Error>, ctx: &RequestCtx) {
         // The fields below cost lookups and formatting: none of it when the
@@ -482,7 +582,12 @@ impl Gateway {
             bytes_out: session.body_bytes_sent() as u64,
             upstream: ctx.upstream_addr,
             started: ctx.started,
-            error: error.map(|e| ProxyFailure::of(e).as_str()),
+            // How an armed request ended says it all; the error it ended
+            // with would only look like the client's or upstream's fault.
+            error: error
+                .filter(|_| ctx.ended.is_none())
+                .map(|e| ProxyFailure::of(e).as_str()),
+            ended: ctx.ended,
             adapter: Adapter::Proxy.as_str(),
         }
         .write();

@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use super::deadline_io::DeadlineIo;
 use crate::memory;
 use crate::shutdown::Drain;
 
@@ -94,7 +95,7 @@ impl<A> KeepAlive<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    async fn serve_http1(&self, mut stream: Stream, draining: ShutdownWatch) {
+    async fn serve_http1(&self, stream: Stream, draining: ShutdownWatch) {
         // One idle timer and one subscription to the listener's closing for
         // the whole connection, not one of each per request: registering a
         // timer and a waiter costs every request, and a kept-alive
@@ -103,17 +104,19 @@ where
         let mut listener_closed = pin!(closing.wait_for(|closing| *closing));
         let mut idle = pin!(tokio::time::sleep(IDLE_TIMEOUT));
         let mut idle_since = Instant::now();
+        // Wrapped once per connection, so a long-lived request on it can be
+        // ended while idle (`DeadlineIo`).
+        let mut io = DeadlineIo::new(stream);
         loop {
             let waiting = Waiting {
                 idle: idle.as_mut(),
                 idle_since,
                 listener_closed: listener_closed.as_mut(),
             };
-            stream = match next_request(stream, waiting).await {
-                Some(stream) => stream,
-                None => return,
-            };
-            let mut session = ServerSession::new_http1(stream);
+            if !next_request(&mut io, waiting).await {
+                return;
+            }
+            let mut session = ServerSession::new_http1(io);
             // As Pingora does: no keep-alive once the drain has begun, so
             // the client reconnects elsewhere.
             let keepalive = (!*draining.borrow()).then_some(IDLE_TIMEOUT.as_secs());
@@ -121,7 +124,10 @@ where
             let Some(reused) = self.app.process_new_http(session, &draining).await else {
                 return;
             };
-            stream = reused.consume().0;
+            io = match DeadlineIo::of(reused.consume().0) {
+                Ok(io) => io,
+                Err(_) => unreachable!("Pingora hands back the stream it was given"),
+            };
             idle_since = Instant::now();
         }
     }
@@ -136,33 +142,29 @@ struct Waiting<'a, C> {
     listener_closed: Pin<&'a mut C>,
 }
 
-/// The stream once a request is arriving on it; `None` when the client
-/// closed, the connection sat idle for [`IDLE_TIMEOUT`], or the listener
-/// closed.
-async fn next_request<C: Future>(stream: Stream, mut waiting: Waiting<'_, C>) -> Option<Stream> {
-    if !stream.as_any().is::<TcpStream>() {
+/// Whether a request is arriving on `io`; false when the client closed,
+/// the connection sat idle for [`IDLE_TIMEOUT`], or the listener closed.
+async fn next_request<C: Future>(io: &mut DeadlineIo, mut waiting: Waiting<'_, C>) -> bool {
+    let Some(tcp) = io.tcp() else {
         // A TLS stream cannot be read ahead of the request parser; the
         // parser's own keep-alive wait applies.
-        return Some(stream);
-    }
-    let Ok(mut tcp) = stream.into_any().downcast::<TcpStream>() else {
-        unreachable!("checked to be a TCP stream above");
+        return true;
     };
     let deadline = waiting.idle_since + IDLE_TIMEOUT;
     loop {
         tokio::select! {
             // The request first: a connection that has one is not idle.
             biased;
-            arriving = poll_fn(|cx| read_ahead(&mut tcp, cx)) => return arriving.then_some(tcp),
+            arriving = poll_fn(|cx| read_ahead(tcp, cx)) => return arriving,
             () = waiting.idle.as_mut() => {
                 // The timer was armed at an earlier request: the idle time
                 // counts from the end of the last one.
                 if Instant::now() >= deadline {
-                    return None;
+                    return false;
                 }
                 waiting.idle.as_mut().reset(deadline);
             }
-            _ = waiting.listener_closed.as_mut() => return None,
+            _ = waiting.listener_closed.as_mut() => return false,
         }
     }
 }
@@ -225,11 +227,12 @@ mod tests {
         armed_at: Instant,
         idle_since: Instant,
         listener_closed: impl Future<Output = ()>,
-    ) -> Option<Stream> {
+    ) -> Option<Box<DeadlineIo>> {
         let idle = pin!(tokio::time::sleep_until(armed_at + IDLE_TIMEOUT));
         let closed = pin!(listener_closed);
+        let mut io = DeadlineIo::new(stream);
         next_request(
-            stream,
+            &mut io,
             Waiting {
                 idle,
                 idle_since,
@@ -237,6 +240,7 @@ mod tests {
             },
         )
         .await
+        .then_some(io)
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,14 +3,17 @@
 //! upstream request's headers; picks an upstream, and counts and logs what
 //! happened.
 
+mod deadline_io;
 mod failure;
 mod gateway;
 mod handshake;
 pub mod headers;
 pub mod keepalive;
+mod live;
 mod response_headers;
 pub mod sni;
 pub mod streams;
+mod websocket;
 
 pub use failure::ProxyFailure;
 pub use gateway::{Gateway, RequestCtx, Serving};

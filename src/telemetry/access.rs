@@ -43,6 +43,9 @@ pub struct AccessRecord<'a> {
     /// When the request started; `None` when the log was off then.
     pub started: Option<Instant>,
     pub error: Option<&'static str>,
+    /// How jwtgate ended a connection that outlived its request
+    /// (`expired`, `revoked`, `reload`, `max_lifetime`).
+    pub ended: Option<&'static str>,
     pub adapter: &'static str,
 }
 
@@ -77,6 +80,7 @@ impl AccessRecord<'_> {
             upstream = self.upstream.map(display),
             latency_ms,
             error = self.error,
+            ended = self.ended,
             adapter = self.adapter,
             "request"
         );

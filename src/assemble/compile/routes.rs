@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
@@ -12,12 +13,12 @@ use crate::auth::extract::TokenSources;
 use crate::auth::policy::{ClaimRequirement, RoutePolicy};
 use crate::config::ConfigError;
 use crate::config::schema::{
-    AuthConfig, AuthMode, GatewayConfig, HttpsOnly, RouteConfig, UpstreamConfig,
+    AuthConfig, AuthMode, GatewayConfig, HttpsOnly, LongLivedConfig, RouteConfig, UpstreamConfig,
 };
 use crate::pipeline::canonical;
 use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::router::Router;
-use crate::pipeline::{ClaimHeader, CompiledRoute, ForwardPlan};
+use crate::pipeline::{ClaimHeader, CompiledRoute, ForwardPlan, LongLived};
 use crate::state::rate_limit::RouteRateLimits;
 use crate::telemetry::metrics::RouteSeries;
 use crate::upstream::discovery::Dns;
@@ -193,8 +194,31 @@ fn compile_route<'a>(
         rate_limits: RouteRateLimits::compile(name, auth.mode, &route.rate_limits)
             .map_err(|e| (None, e.to_string()))?,
         authz_only: route.upstream.is_none(),
+        long_lived: long_lived(&auth.long_lived, auth.mode).map_err(|e| (None, e))?,
     };
     Ok((compiled, upstream))
+}
+
+/// `auth.long_lived`: ending with the token is the default where a token
+/// is required; an audit route never ends anything.
+fn long_lived(config: &LongLivedConfig, mode: AuthMode) -> Result<LongLived, String> {
+    if config.max_lifetime == Some(Duration::ZERO) {
+        return Err("auth.long_lived.max_lifetime must be longer than 0s".into());
+    }
+    let end_with_token = match (config.end_with_token, mode) {
+        (Some(true), AuthMode::Off) => {
+            return Err(
+                "auth.long_lived.end_with_token needs a token: the route's auth.mode is off".into(),
+            );
+        }
+        (_, AuthMode::Audit) => false,
+        (Some(end), _) => end,
+        (None, mode) => mode == AuthMode::Required,
+    };
+    Ok(LongLived {
+        end_with_token,
+        max_lifetime: config.max_lifetime,
+    })
 }
 
 /// Whether anything can serve the route: an upstream or the authorization

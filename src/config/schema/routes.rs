@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use super::json::DurationText;
-use super::{UpstreamConfig, duration, duration_text};
+use super::{UpstreamConfig, duration, duration_text, optional_duration};
 
 /// A route's answer to a request that came in clear text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -211,6 +211,31 @@ pub struct AuthConfig {
     /// URLs end up in logs, histories and `Referer` headers (RFC 6750
     /// §5.3); enabling it logs a warning at startup.
     pub token_query: Option<String>,
+    /// What ends a connection that outlives its request (a WebSocket after
+    /// its `101`, a streamed response such as server-sent events, a
+    /// streamed upload) once the token that opened it no longer holds.
+    #[serde(default)]
+    pub long_lived: LongLivedConfig,
+}
+
+/// When jwtgate ends a connection that outlives its request. Ordinary
+/// requests are not affected: they were checked when they arrived.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LongLivedConfig {
+    /// End the connection (HTTP/1) when its token expires (its `exp` plus
+    /// the issuer's leeway) or when its `jti`, `sub` or `sid` is revoked: a
+    /// WebSocket gets a close frame `1008` ("token expired" / "token
+    /// revoked"), a stream is cut and its connection closed, an upload not
+    /// yet answered gets `401`. Absent: on for `required` routes, off for
+    /// the others; an `audit` route never ends a connection for its token,
+    /// and `true` on an `off` route is a config error.
+    pub end_with_token: Option<bool>,
+    /// The longest such a connection may stay open, whatever its token,
+    /// e.g. `1h`. Absent: no limit but the token's.
+    #[serde(deserialize_with = "optional_duration")]
+    #[schemars(with = "DurationText")]
+    pub max_lifetime: Option<Duration>,
 }
 
 /// Scopes a token must have.

@@ -1,0 +1,371 @@
+//! Connections that outlive their request, through the real binary: a
+//! WebSocket between a Python `websockets` client and a `websockets` echo
+//! server ends with close 1008 at its token's expiry and at once when the
+//! token is revoked through the admin API; a server-sent events stream read
+//! by curl is cut at expiry; an ordinary request on the same route arms
+//! nothing; a route with `end_with_token: false` keeps its WebSocket.
+
+mod common;
+
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ISS: &str = "https://issuer.live.test";
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+const ADMIN_ENV: (&str, &str) = ("JWTGATE_TEST_ADMIN", ADMIN_TOKEN);
+
+/// The echo server: prints its port, then one line per connection that
+/// ends, with the close code and reason it received.
+const ECHO_SERVER: &str = r#"
+import asyncio, sys
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
+
+async def echo(ws):
+    try:
+        async for message in ws:
+            await ws.send(message)
+    except ConnectionClosed:
+        pass  # the close code below says how
+    finally:
+        code = ws.close_code if ws.close_code is not None else 1006
+        print(f"closed {code} {ws.close_reason or ''}".strip(), flush=True)
+
+async def main():
+    async with serve(echo, "127.0.0.1", 0) as server:
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+
+asyncio.run(main())
+"#;
+
+/// The client: connects with the token, has one message echoed, prints
+/// `ready`, then sends a message every 200 ms for `seconds` and prints how
+/// the connection ended (`open` when it never did) with the Unix time.
+const CLIENT: &str = r#"
+import json, sys, time
+from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed
+
+url, token, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+with connect(url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10) as ws:
+    ws.send("hello")
+    assert ws.recv(timeout=10) == "hello"
+    print("ready", flush=True)
+    end, outcome = time.time() + seconds, {"ended": False}
+    try:
+        while time.time() < end:
+            ws.send("ping")
+            assert ws.recv(timeout=1) == "ping"
+            time.sleep(0.2)
+    except ConnectionClosed as closed:
+        frame = closed.rcvd
+        outcome = {"ended": True, "code": frame.code if frame else 1006,
+                   "reason": frame.reason if frame else ""}
+    except TimeoutError:
+        # Not answered: the connection is going away; see how it closes.
+        try:
+            ws.recv(timeout=10)
+        except ConnectionClosed as closed:
+            frame = closed.rcvd
+            outcome = {"ended": True, "code": frame.code if frame else 1006,
+                       "reason": frame.reason if frame else ""}
+    outcome["at"] = time.time()
+    print(json.dumps(outcome), flush=True)
+"#;
+
+struct Python {
+    child: Child,
+    stdout: std::io::BufReader<ChildStdout>,
+    _dir: tempfile::TempDir,
+}
+
+impl Python {
+    fn run(script: &str, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("script.py");
+        std::fs::write(&path, script).expect("write the script");
+        let python = venv_bin("python");
+        let mut child = Command::new(&python)
+            .arg(&path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {} (scripts/test installs it): {e}", python.display()));
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Self {
+            child,
+            stdout,
+            _dir: dir,
+        }
+    }
+
+    /// The next line the script prints; blocks the calling thread.
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read the script");
+        assert!(!line.is_empty(), "the script ended without a word");
+        line.trim_end().to_string()
+    }
+
+    async fn next_line(mut self) -> (Self, String) {
+        tokio::task::spawn_blocking(move || {
+            let line = self.line();
+            (self, line)
+        })
+        .await
+        .expect("reader thread")
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A websockets client through `gateway` on `path`, once its first message
+/// came back.
+async fn client(gateway: &Gateway, path: &str, token: &str, seconds: u32) -> Python {
+    let url = format!("ws://{}{path}", gateway.proxy_addr());
+    let client = Python::run(CLIENT, &[&url, token, &seconds.to_string()]);
+    let (client, ready) = client.next_line().await;
+    assert_eq!(ready, "ready");
+    client
+}
+
+async fn outcome(client: Python) -> Value {
+    let (_client, line) = client.next_line().await;
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+/// An upstream serving `/events` as server-sent events, one every 200 ms
+/// for 30 s, and anything else as a small JSON body with a length.
+fn events_upstream() -> TcpServer {
+    TcpServer::start(
+        "events",
+        "127.0.0.1:0".parse().unwrap(),
+        |mut stream| async move {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            if !head.starts_with(b"GET /events") {
+                let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+                .await;
+                let _ = stream.read(&mut byte).await;
+                return;
+            }
+            let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+            for _ in 0..150 {
+                if stream.write_all(b"c\r\ndata: tick\n\n\r\n").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        },
+    )
+}
+
+fn token_until(exp: i64, jti: &str) -> String {
+    token(
+        ISS,
+        "alice",
+        json!({ "exp": exp, "iat": now() - 1, "jti": jti }),
+    )
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+async fn start(echo: u16, events: &TcpServer) -> Gateway {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let routes = format!(
+        r#"
+  - name: ws
+    match: {{ path_prefix: /ws }}
+    upstream: {{ addrs: ["127.0.0.1:{echo}"] }}
+  - name: keep
+    match: {{ path_prefix: /keep }}
+    upstream: {{ addrs: ["127.0.0.1:{echo}"] }}
+    auth: {{ long_lived: {{ end_with_token: false }} }}
+  - name: events
+    match: {{ path_prefix: / }}
+    upstream: {{ addrs: ["{}"] }}
+"#,
+        events.addr()
+    );
+    let yaml = format!(
+        "{}revocation:\n  dir: \"{}\"\n  admin_tokens: [{{ name: test-admin, env: {} }}]\n",
+        Config::new()
+            .issuer_with("main", ISS, &["leeway: 0s"])
+            .routes(&routes),
+        dir.display(),
+        ADMIN_ENV.0
+    );
+    Gateway::start_with_env(&yaml, &Upstream::start(), &[], &[ADMIN_ENV]).await
+}
+
+async fn echo_server() -> (Python, u16) {
+    let (echo, port) = Python::run(ECHO_SERVER, &[]).next_line().await;
+    (echo, port.parse().expect("the echo server's port"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_ends_with_1008_at_expiry_unless_its_route_keeps_it() {
+    let (echo, port) = echo_server().await;
+    let events = events_upstream();
+    let gateway = start(port, &events).await;
+    let exp = now() + 2;
+    let ending = client(&gateway, "/ws", &token_until(exp, "ws-1"), 15).await;
+    let kept = client(&gateway, "/keep", &token_until(exp, "ws-2"), 5).await;
+
+    let ended = outcome(ending).await;
+    assert_eq!(ended["ended"], true, "{ended}");
+    assert_eq!(ended["code"], 1008, "{ended}");
+    assert_eq!(ended["reason"], "token expired", "{ended}");
+    assert!(
+        ended["at"].as_f64().unwrap() >= exp as f64,
+        "not before exp: {ended}"
+    );
+    let (_echo, upstream_saw) = echo.next_line().await;
+    assert_eq!(upstream_saw, "closed 1008 token expired");
+
+    let kept = outcome(kept).await;
+    assert_eq!(kept["ended"], false, "past its token's exp: {kept}");
+
+    gateway
+        .expect_metric(
+            "jwtgate_connections_ended_total",
+            &[("route", "ws"), ("reason", "expired")],
+            1.0,
+        )
+        .await;
+    gateway
+        .expect_metric(
+            "jwtgate_long_lived_connections",
+            &[("route", "ws"), ("kind", "websocket")],
+            0.0,
+        )
+        .await;
+    gateway.log_line("ended=\"expired\"").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_ends_its_websocket_at_once() {
+    let (echo, port) = echo_server().await;
+    let events = events_upstream();
+    let gateway = start(port, &events).await;
+    let ws = client(
+        &gateway,
+        "/ws",
+        &token_until(now() + 3600, "ws-revoked"),
+        15,
+    )
+    .await;
+    gateway
+        .expect_metric(
+            "jwtgate_long_lived_connections",
+            &[("route", "ws"), ("kind", "websocket")],
+            1.0,
+        )
+        .await;
+
+    let revoked_at = unix_now();
+    let response = gateway
+        .client()
+        .post(gateway.admin_url("/revocations"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "jti": "ws-revoked", "issuer": "main", "exp": now() + 3600 }))
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(response.status().as_u16(), 201);
+
+    let ended = outcome(ws).await;
+    assert_eq!(ended["code"], 1008, "{ended}");
+    assert_eq!(ended["reason"], "token revoked", "{ended}");
+    let after = ended["at"].as_f64().unwrap() - revoked_at;
+    assert!(after < 1.0, "ended {after:.3}s after the revocation");
+    let (_echo, upstream_saw) = echo.next_line().await;
+    assert_eq!(upstream_saw, "closed 1008 token revoked");
+    gateway
+        .expect_metric(
+            "jwtgate_connections_ended_total",
+            &[("route", "ws"), ("reason", "revoked")],
+            1.0,
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_is_cut_at_expiry_and_ordinary_requests_arm_nothing() {
+    let (_echo, port) = echo_server().await;
+    let events = events_upstream();
+    let gateway = start(port, &events).await;
+
+    // Ordinary requests on the route a stream is armed on.
+    let plain = token_until(now() + 3600, "plain");
+    for _ in 0..3 {
+        assert_eq!(gateway.status("/plain", Some(&plain)).await, 200);
+    }
+    let metrics = gateway.metrics().await;
+    assert!(
+        !metrics.contains("jwtgate_long_lived_connections{"),
+        "an ordinary request was armed:\n{metrics}"
+    );
+
+    let exp = now() + 2;
+    let token = token_until(exp, "sse");
+    let url = gateway.url("/events");
+    let curl = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "-N", "--max-time", "20", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .args(["-H", "X-Request-Id: sse-expiry"])
+            .arg(url)
+            .output()
+            .expect("run curl (scripts/test installs it)")
+    })
+    .await
+    .expect("curl thread");
+    let body = String::from_utf8_lossy(&curl.stdout);
+    assert!(body.contains("data: tick"), "the stream began: {body}");
+    // 18: the chunked body ended without its last chunk; 28 would be
+    // curl's own time limit, long after the token's exp.
+    assert_eq!(curl.status.code(), Some(18), "{curl:?}");
+    assert!(now() < exp + 15, "cut at expiry, not by curl's time limit");
+    gateway
+        .expect_access_line(
+            "sse-expiry",
+            &["route=\"events\"", "ended=\"expired\"", "error=-"],
+        )
+        .await;
+    gateway
+        .expect_metric(
+            "jwtgate_connections_ended_total",
+            &[("route", "events"), ("reason", "expired")],
+            1.0,
+        )
+        .await;
+    // The connection of the ordinary requests is still served.
+    assert_eq!(gateway.status("/plain", Some(&plain)).await, 200);
+}
