@@ -38,6 +38,7 @@ use crate::pipeline::{Pipeline, Snapshot};
 use crate::proxy::Gateway;
 use crate::proxy::keepalive::KeepAlive;
 use crate::proxy::sni::SniResolver;
+use crate::proxy::streams::StreamDeadlines;
 use crate::shutdown::{Drain, SignalWatch};
 use crate::state::live::LiveConnections;
 use crate::state::rate_limit::{self, RateLimits};
@@ -419,7 +420,7 @@ fn add_proxy(
     }
     let mut proxy = Service::new(
         "jwtgate proxy".to_string(),
-        KeepAlive::new(proxy_app, drain.clone()),
+        KeepAlive::new(StreamDeadlines::new(proxy_app), drain.clone()),
     );
     if let Some(addr) = &bootstrap.listen_http {
         proxy.add_listener(clear_text_listener(addr));

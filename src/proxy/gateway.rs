@@ -10,10 +10,12 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
+use self::log::Served;
 use super::failure::{self, ProxyFailure};
 use super::handshake;
 use super::headers::{self, Forwarding};
 use super::live::{self, LiveRequest};
+use super::streams;
 use crate::answers::request_id::{REQUEST_ID, request_id_in, request_id_text};
 use crate::answers::{self, Answer};
 use crate::auth::VerifiedToken;
@@ -23,10 +25,13 @@ use crate::pipeline::{
 };
 use crate::pipeline::{CompiledRoute, Snapshot};
 use crate::state::live::{ConnectionKind, LiveConnections};
-use crate::telemetry::access::{self, AccessRecord};
+use crate::telemetry::access;
 use crate::telemetry::metrics::NO_ROUTE;
 use crate::telemetry::metrics::RequestMetrics;
 use crate::upstream::RouteUpstream;
+
+mod h2;
+mod log;
 
 /// What the proxy serves from: the config snapshot decisions are made
 /// against, and where each of its routes' requests go, in the order of
@@ -303,8 +308,8 @@ impl ProxyHttp for Gateway {
         let Some(answer) = answer else {
             let arms = ctx.route.as_ref().is_some_and(|r| r.long_lived.arms());
             ctx.serving = Some(serving);
-            if arms && live::is_upload(session.req_header()) {
-                self.arm(session, ctx, ConnectionKind::Upload);
+            if arms {
+                self.arm_request(session, ctx);
             }
             return Ok(false);
         };
@@ -457,11 +462,8 @@ impl ProxyHttp for Gateway {
             add_hsts(ctx, &serving.snapshot, upstream_response);
         }
         let arms = ctx.route.as_ref().is_some_and(|r| r.long_lived.arms());
-        if arms
-            && ctx.live.is_none()
-            && let Some(kind) = live::long_lived_response(session.req_header(), upstream_response)
-        {
-            self.arm(session, ctx, kind);
+        if arms && ctx.live.is_none() {
+            self.arm_response(session, upstream_response, ctx);
         }
         Ok(())
     }
@@ -509,18 +511,7 @@ impl ProxyHttp for Gateway {
         if let Some(live) = ctx.live.take() {
             ctx.ended = live.end(session).map(|reason| reason.as_str());
         }
-        let status = session
-            .response_written()
-            .map_or(0, |response| response.status.as_u16());
-        let route = ctx.route.as_deref();
-        let name = route.map_or(NO_ROUTE, |r| r.name.as_str());
-        self.metrics
-            .count_request(name, route.map(|r| &r.series), status);
-        if let (Some(started), Some(route)) = (ctx.upstream_started, route) {
-            let seconds = started.elapsed().as_secs_f64();
-            self.metrics.observe_upstream(name, &route.series, seconds);
-        }
-        self.access_log(session, error, ctx);
+        log::record(&self.metrics, &Served::of(session), error, ctx);
     }
 }
 
@@ -530,6 +521,9 @@ impl Gateway {
     /// request was not ended by jwtgate.
     async fn answer_ended(&self, session: &mut Session, ctx: &RequestCtx) -> Option<u16> {
         let live = ctx.live.as_ref().filter(|live| live.fired().is_some())?;
+        if session.is_http2() {
+            return Some(streams::end_with_trailers(session, live.fired()?).await);
+        }
         if session.response_written().is_some() {
             return Some(0);
         }
@@ -544,52 +538,5 @@ impl Gateway {
             .write_error_response(header, body)
             .await;
         Some(if written.is_ok() { status } else { 0 })
-    }
-
-    /// One line per request (target `jwtgate::access`).
-    fn access_log(&self, session: &Session, error: Option<&Error>, ctx: &RequestCtx) {
-        // The fields below cost lookups and formatting: none of it when the
-        // access log is filtered out (RUST_LOG=warn, as under load tests).
-        if !access::enabled() {
-            return;
-        }
-        let request = session.req_header();
-        let identity = ctx.identity.as_ref().or(ctx.denied_identity.as_ref());
-        let issuer = identity.map(|i| i.issuer).or(ctx.issuer);
-        let issuer = ctx
-            .serving
-            .as_ref()
-            .zip(issuer)
-            .map(|(serving, i)| serving.snapshot.issuers[i].name.as_str());
-        AccessRecord {
-            request_id: request_id_text(&ctx.request_id),
-            method: Some(request.method.as_str()),
-            path: Some(request.uri.path().as_bytes()),
-            route: ctx.route.as_ref().map(|r| r.name.as_str()),
-            status: session
-                .response_written()
-                .map(|response| response.status.as_u16()),
-            sub: identity.and_then(|i| i.subject()),
-            issuer,
-            outcome: ctx.outcome,
-            reason: ctx.reason,
-            client: ctx.client_ip(),
-            user_agent: request
-                .headers
-                .get(http::header::USER_AGENT)
-                .map(HeaderValue::as_bytes),
-            bytes_in: session.body_bytes_read() as u64,
-            bytes_out: session.body_bytes_sent() as u64,
-            upstream: ctx.upstream_addr,
-            started: ctx.started,
-            // How an armed request ended says it all; the error it ended
-            // with would only look like the client's or upstream's fault.
-            error: error
-                .filter(|_| ctx.ended.is_none())
-                .map(|e| ProxyFailure::of(e).as_str()),
-            ended: ctx.ended,
-            adapter: Adapter::Proxy.as_str(),
-        }
-        .write();
     }
 }

@@ -12,6 +12,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::deadline_io::DeadlineIo;
+use super::streams::{self, OnDrop};
 use super::websocket::{self, FrameTracker};
 use crate::answers::request_id::request_id_text;
 use crate::answers::{self, Answer};
@@ -80,7 +81,7 @@ pub fn long_lived_response(
 }
 
 /// Arms the request's HTTP/1 connection; `None` on HTTP/2 (whose streams
-/// are ended elsewhere) or when nothing could end it.
+/// are armed by [`arm_stream`]) or when nothing could end it.
 pub fn arm(
     live: &Arc<LiveConnections>,
     session: &Session,
@@ -90,6 +91,43 @@ pub fn arm(
     kind: ConnectionKind,
 ) -> Option<Box<LiveRequest>> {
     let io = DeadlineIo::in_session(session)?;
+    let armed = armed(live, snapshot, route, identity, kind)?;
+    let upgraded = kind == ConnectionKind::WebSocket;
+    io.arm(armed.switch().clone(), upgraded);
+    Some(Box::new(LiveRequest {
+        armed,
+        frames: upgraded.then(Frames::default),
+    }))
+}
+
+/// Arms the HTTP/2 stream this task serves (a gRPC call, an event
+/// stream); `on_drop` logs it if it has to be dropped. `None` when nothing
+/// could end it.
+pub fn arm_stream(
+    live: &Arc<LiveConnections>,
+    snapshot: &Snapshot,
+    route: &CompiledRoute,
+    identity: Option<&VerifiedToken>,
+    on_drop: OnDrop,
+) -> Option<Box<LiveRequest>> {
+    let armed = armed(live, snapshot, route, identity, ConnectionKind::Stream)?;
+    streams::arm_stream(armed.switch().clone(), on_drop).then(|| {
+        Box::new(LiveRequest {
+            armed,
+            frames: None,
+        })
+    })
+}
+
+/// The request of `route` in the table, until its token ends (if the route
+/// ends requests with their token) or its lifetime does.
+fn armed(
+    live: &Arc<LiveConnections>,
+    snapshot: &Snapshot,
+    route: &CompiledRoute,
+    identity: Option<&VerifiedToken>,
+    kind: ConnectionKind,
+) -> Option<Armed> {
     let settings = route.long_lived;
     let token = identity.filter(|_| settings.end_with_token);
     let (expires_at, keys) = match token {
@@ -121,13 +159,7 @@ pub fn arm(
         expires_at,
         max_lifetime: settings.max_lifetime,
     };
-    let armed = live.arm(deadline, &keys, &route.name, kind);
-    let upgraded = kind == ConnectionKind::WebSocket;
-    io.arm(armed.switch().clone(), upgraded);
-    Some(Box::new(LiveRequest {
-        armed,
-        frames: upgraded.then(Frames::default),
-    }))
+    Some(live.arm(deadline, &keys, &route.name, kind))
 }
 
 impl LiveRequest {
@@ -142,10 +174,13 @@ impl LiveRequest {
         match (&mut self.frames, body) {
             (Some(frames), Some(body)) => frames.to_client.feed(body),
             (None, _) if self.armed.fired().is_some() => {
-                return Error::e_explain(
+                // The client's side is what ended: on HTTP/2 Pingora then
+                // resets the upstream's stream too, so it stops sending.
+                let ended = Error::explain(
                     ErrorType::Custom("long-lived connection ended"),
                     "the token no longer holds",
                 );
+                return Err(ended.into_down());
             }
             _ => {}
         }
@@ -163,6 +198,10 @@ impl LiveRequest {
         end_of_stream: bool,
     ) -> Result<()> {
         let Some(frames) = &mut self.frames else {
+            // An HTTP/2 stream ends on data either way: the client's too.
+            if session.is_http2() {
+                return self.upstream_bytes(None);
+            }
             return Ok(());
         };
         if let Some(body) = body {

@@ -7,7 +7,7 @@
 //! stream runs in a task-local slot a hook arms with the connection's
 //! [`KillSwitch`], polled next to the request. Once the switch fires:
 //!
-//! - while data flows, the body filters return [`stream_ended`], and
+//! - while data flows, either way, the body filters return an error, and
 //!   `fail_to_proxy` ends the stream with `grpc-status: 16`
 //!   (UNAUTHENTICATED) trailers ([`end_with_trailers`]);
 //! - a stream with nothing to carry for [`GRACE`] is dropped: h2 resets it
@@ -36,7 +36,6 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::v2::server::H2Options;
 use pingora::proxy::Session;
 use pingora::server::ShutdownWatch;
-use pingora::{Error, ErrorType, Result};
 use tokio::time::Sleep;
 
 use crate::state::live::{EndReason, KillSwitch};
@@ -80,25 +79,25 @@ pub fn arm_stream(switch: Arc<KillSwitch>, dropped: OnDrop) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether a response is one to arm on HTTP/2: gRPC (the request's
-/// `content-type` is `application/grpc` or one of its `+proto`, `+json`
-/// forms) or a stream of server-sent events. A reply with a known end is
-/// left alone.
-pub fn is_stream(session: &Session, response: &ResponseHeader) -> bool {
-    let starts_with = |headers: &HeaderMap, prefix: &[u8]| {
-        headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|value| value.as_bytes().starts_with(prefix))
-    };
-    session.is_http2()
-        && (starts_with(&session.req_header().headers, b"application/grpc")
-            || starts_with(&response.headers, b"text/event-stream"))
+/// Whether the request is a gRPC call over HTTP/2: its `content-type` is
+/// `application/grpc` or one of its `+proto`, `+json` forms. Armed from
+/// its start, since a server-streaming call may send nothing, not even
+/// its headers, for a long time.
+pub fn is_grpc(session: &Session) -> bool {
+    session.is_http2() && content_type_is(&session.req_header().headers, b"application/grpc")
 }
 
-/// The error a body filter returns once an armed stream's switch fired:
-/// it stops the copy, and `fail_to_proxy` then ends the stream.
-pub fn stream_ended(reason: EndReason) -> Box<Error> {
-    Error::explain(ErrorType::Custom("token no longer valid"), reason.message())
+/// Whether a response over HTTP/2 is a stream of server-sent events; any
+/// other reply is left alone, since an HTTP/2 response often has no length
+/// without being long-lived.
+pub fn is_event_stream(session: &Session, response: &ResponseHeader) -> bool {
+    session.is_http2() && content_type_is(&response.headers, b"text/event-stream")
+}
+
+fn content_type_is(headers: &HeaderMap, prefix: &[u8]) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(prefix))
 }
 
 /// Ends an HTTP/2 stream for `reason` with gRPC trailers
@@ -109,8 +108,8 @@ pub fn stream_ended(reason: EndReason) -> Box<Error> {
 pub async fn end_with_trailers(session: &mut Session, reason: EndReason) -> u16 {
     let downstream = session.as_downstream_mut();
     if downstream.response_written().is_none() {
-        let mut header = ResponseHeader::build(StatusCode::OK, Some(1))
-            .expect("a 200 header builds");
+        let mut header =
+            ResponseHeader::build(StatusCode::OK, Some(1)).expect("a 200 header builds");
         let _ = header.insert_header(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),

@@ -57,14 +57,17 @@ def main():
             report(event="end", method="Ticks", how="completed")
 
         def Echo(self, request_iterator, context):
-            started("Echo", context)
+            ended = started("Echo", context)
             try:
                 for note in request_iterator:
                     yield pb.Note(text=note.text)
             except grpc.RpcError:
                 report(event="end", method="Echo", how="cancelled")
                 return
-            how = "completed" if context.is_active() else "cancelled"
+            # A reset can end the request stream as its end would; the call
+            # has then terminated already, while a completed one terminates
+            # only once this returns.
+            how = "cancelled" if ended.wait(0.2) else "completed"
             report(event="end", method="Echo", how=how)
 
     with open(cert_path, "rb") as f:

@@ -1,0 +1,100 @@
+//! What the proxy counts and logs of each request, after it is over: in
+//! Pingora's `logging` phase, or, for an HTTP/2 stream dropped when its
+//! token ended, from the copy `super::h2` keeps, since `logging` never runs
+//! for it.
+
+use http::HeaderValue;
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::RequestCtx;
+use crate::answers::request_id::request_id_text;
+use crate::pipeline::Adapter;
+use crate::proxy::failure::ProxyFailure;
+use crate::telemetry::access::{self, AccessRecord};
+use crate::telemetry::metrics::{NO_ROUTE, RequestMetrics};
+
+/// What the session says of a request that is over.
+pub(super) struct Served<'a> {
+    pub request: &'a RequestHeader,
+    /// `None`: no response was sent.
+    pub status: Option<u16>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl<'a> Served<'a> {
+    pub fn of(session: &'a Session) -> Self {
+        Self {
+            request: session.req_header(),
+            status: session
+                .response_written()
+                .map(|response| response.status.as_u16()),
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+        }
+    }
+}
+
+/// Counts the request, times its upstream and writes its access-log line.
+pub(super) fn record(
+    metrics: &RequestMetrics,
+    served: &Served,
+    error: Option<&Error>,
+    ctx: &RequestCtx,
+) {
+    let route = ctx.route.as_deref();
+    let name = route.map_or(NO_ROUTE, |r| r.name.as_str());
+    metrics.count_request(name, route.map(|r| &r.series), served.status.unwrap_or(0));
+    if let (Some(started), Some(route)) = (ctx.upstream_started, route) {
+        let seconds = started.elapsed().as_secs_f64();
+        metrics.observe_upstream(name, &route.series, seconds);
+    }
+    access_log(served, error, ctx);
+}
+
+/// One line per request (target `jwtgate::access`).
+fn access_log(served: &Served, error: Option<&Error>, ctx: &RequestCtx) {
+    // The fields below cost lookups and formatting: none of it when the
+    // access log is filtered out (RUST_LOG=warn, as under load tests).
+    if !access::enabled() {
+        return;
+    }
+    let request = served.request;
+    let identity = ctx.identity.as_ref().or(ctx.denied_identity.as_ref());
+    let issuer = identity.map(|i| i.issuer).or(ctx.issuer);
+    let issuer = ctx
+        .serving
+        .as_ref()
+        .zip(issuer)
+        .map(|(serving, i)| serving.snapshot.issuers[i].name.as_str());
+    AccessRecord {
+        request_id: request_id_text(&ctx.request_id),
+        method: Some(request.method.as_str()),
+        path: Some(request.uri.path().as_bytes()),
+        route: ctx.route.as_ref().map(|r| r.name.as_str()),
+        status: served.status,
+        sub: identity.and_then(|i| i.subject()),
+        issuer,
+        outcome: ctx.outcome,
+        reason: ctx.reason,
+        client: ctx.client_ip(),
+        user_agent: request
+            .headers
+            .get(http::header::USER_AGENT)
+            .map(HeaderValue::as_bytes),
+        bytes_in: served.bytes_in,
+        bytes_out: served.bytes_out,
+        upstream: ctx.upstream_addr,
+        started: ctx.started,
+        // How an armed request ended says it all; the error it ended
+        // with would only look like the client's or upstream's fault.
+        error: error
+            .filter(|_| ctx.ended.is_none())
+            .map(|e| ProxyFailure::of(e).as_str()),
+        ended: ctx.ended,
+        adapter: Adapter::Proxy.as_str(),
+    }
+    .write();
+}
