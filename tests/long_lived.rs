@@ -233,16 +233,28 @@ async fn start(echo: u16, events: &TcpServer) -> Gateway {
     Gateway::start_with_env(&yaml, &Upstream::start(), &[], &[ADMIN_ENV]).await
 }
 
-async fn echo_server() -> (Python, u16) {
+/// The echo server, the events upstream and a gateway in front of both.
+async fn setup() -> (Python, TcpServer, Gateway) {
     let (echo, port) = Python::run(ECHO_SERVER, &[]).next_line().await;
-    (echo, port.parse().expect("the echo server's port"))
+    let events = events_upstream();
+    let gateway = start(port.parse().expect("the echo server's port"), &events).await;
+    (echo, events, gateway)
+}
+
+/// One connection of `route` was ended for `reason`.
+async fn expect_ended(gateway: &Gateway, route: &str, reason: &str) {
+    gateway
+        .expect_metric(
+            "jwtgate_connections_ended_total",
+            &[("route", route), ("reason", reason)],
+            1.0,
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_ends_with_1008_at_expiry_unless_its_route_keeps_it() {
-    let (echo, port) = echo_server().await;
-    let events = events_upstream();
-    let gateway = start(port, &events).await;
+    let (echo, _events, gateway) = setup().await;
     let exp = now() + 2;
     let ending = client(&gateway, "/ws", &token_until(exp, "ws-1"), 15).await;
     let kept = client(&gateway, "/keep", &token_until(exp, "ws-2"), 5).await;
@@ -261,13 +273,7 @@ async fn a_websocket_ends_with_1008_at_expiry_unless_its_route_keeps_it() {
     let kept = outcome(kept).await;
     assert_eq!(kept["ended"], false, "past its token's exp: {kept}");
 
-    gateway
-        .expect_metric(
-            "jwtgate_connections_ended_total",
-            &[("route", "ws"), ("reason", "expired")],
-            1.0,
-        )
-        .await;
+    expect_ended(&gateway, "ws", "expired").await;
     gateway
         .expect_metric(
             "jwtgate_long_lived_connections",
@@ -280,9 +286,7 @@ async fn a_websocket_ends_with_1008_at_expiry_unless_its_route_keeps_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_ends_its_websocket_at_once() {
-    let (echo, port) = echo_server().await;
-    let events = events_upstream();
-    let gateway = start(port, &events).await;
+    let (echo, _events, gateway) = setup().await;
     let ws = client(
         &gateway,
         "/ws",
@@ -316,20 +320,12 @@ async fn a_revoked_token_ends_its_websocket_at_once() {
     assert!(after < 1.0, "ended {after:.3}s after the revocation");
     let (_echo, upstream_saw) = echo.next_line().await;
     assert_eq!(upstream_saw, "closed 1008 token revoked");
-    gateway
-        .expect_metric(
-            "jwtgate_connections_ended_total",
-            &[("route", "ws"), ("reason", "revoked")],
-            1.0,
-        )
-        .await;
+    expect_ended(&gateway, "ws", "revoked").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stream_is_cut_at_expiry_and_ordinary_requests_arm_nothing() {
-    let (_echo, port) = echo_server().await;
-    let events = events_upstream();
-    let gateway = start(port, &events).await;
+    let (_echo, _events, gateway) = setup().await;
 
     // Ordinary requests on the route a stream is armed on.
     let plain = token_until(now() + 3600, "plain");
@@ -368,22 +364,14 @@ async fn an_event_stream_is_cut_at_expiry_and_ordinary_requests_arm_nothing() {
             &["route=\"events\"", "ended=\"expired\"", "error=-"],
         )
         .await;
-    gateway
-        .expect_metric(
-            "jwtgate_connections_ended_total",
-            &[("route", "events"), ("reason", "expired")],
-            1.0,
-        )
-        .await;
+    expect_ended(&gateway, "events", "expired").await;
     // The connection of the ordinary requests is still served.
     assert_eq!(gateway.status("/plain", Some(&plain)).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_still_going_at_expiry_gets_401() {
-    let (_echo, port) = echo_server().await;
-    let events = events_upstream();
-    let gateway = start(port, &events).await;
+    let (_echo, _events, gateway) = setup().await;
     let token = token_until(now() + 2, "upload");
     let mut client = tokio::net::TcpStream::connect(gateway.proxy_addr())
         .await
@@ -404,11 +392,5 @@ async fn an_upload_still_going_at_expiry_gets_401() {
     gateway
         .expect_access_line("upload-expiry", &["status=401", "ended=\"expired\""])
         .await;
-    gateway
-        .expect_metric(
-            "jwtgate_connections_ended_total",
-            &[("route", "events"), ("reason", "expired")],
-            1.0,
-        )
-        .await;
+    expect_ended(&gateway, "events", "expired").await;
 }
