@@ -2,8 +2,9 @@
 //! WebSocket between a Python `websockets` client and a `websockets` echo
 //! server ends with close 1008 at its token's expiry and at once when the
 //! token is revoked through the admin API; a server-sent events stream read
-//! by curl is cut at expiry; an ordinary request on the same route arms
-//! nothing; a route with `end_with_token: false` keeps its WebSocket.
+//! by curl is cut at expiry, and an upload still going then gets `401`; an
+//! ordinary request on the same route arms nothing; a route with
+//! `end_with_token: false` keeps its WebSocket.
 
 mod common;
 
@@ -147,7 +148,8 @@ async fn outcome(client: Python) -> Value {
 }
 
 /// An upstream serving `/events` as server-sent events, one every 200 ms
-/// for 30 s, and anything else as a small JSON body with a length.
+/// for 30 s, taking `POST /upload` bodies without ever answering, and
+/// anything else as a small JSON body with a length.
 fn events_upstream() -> TcpServer {
     TcpServer::start(
         "events",
@@ -160,6 +162,13 @@ fn events_upstream() -> TcpServer {
                     return;
                 }
                 head.push(byte[0]);
+            }
+            if head.starts_with(b"POST /upload") {
+                // Takes the body in and never answers: the upload is still
+                // going when its token ends.
+                let mut sink = [0u8; 1024];
+                while stream.read(&mut sink).await.unwrap_or(0) > 0 {}
+                return;
             }
             if !head.starts_with(b"GET /events") {
                 let _ = stream
@@ -224,16 +233,28 @@ async fn start(echo: u16, events: &TcpServer) -> Gateway {
     Gateway::start_with_env(&yaml, &Upstream::start(), &[], &[ADMIN_ENV]).await
 }
 
-async fn echo_server() -> (Python, u16) {
+/// The echo server, the events upstream and a gateway in front of both.
+async fn setup() -> (Python, TcpServer, Gateway) {
     let (echo, port) = Python::run(ECHO_SERVER, &[]).next_line().await;
-    (echo, port.parse().expect("the echo server's port"))
+    let events = events_upstream();
+    let gateway = start(port.parse().expect("the echo server's port"), &events).await;
+    (echo, events, gateway)
+}
+
+/// One connection of `route` was ended for `reason`.
+async fn expect_ended(gateway: &Gateway, route: &str, reason: &str) {
+    gateway
+        .expect_metric(
+            "jwtgate_connections_ended_total",
+            &[("route", route), ("reason", reason)],
+            1.0,
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_ends_with_1008_at_expiry_unless_its_route_keeps_it() {
-    let (echo, port) = echo_server().await;
-    let events = events_upstream();
-    let gateway = start(port, &events).await;
+    let (echo, _events, gateway) = setup().await;
     let exp = now() + 2;
     let ending = client(&gateway, "/ws", &token_until(exp, "ws-1"), 15).await;
     let kept = client(&gateway, "/keep", &token_until(exp, "ws-2"), 5).await;
@@ -252,13 +273,7 @@ async fn a_websocket_ends_with_1008_at_expiry_unless_its_route_keeps_it() {
     let kept = outcome(kept).await;
     assert_eq!(kept["ended"], false, "past its token's exp: {kept}");
 
-    gateway
-        .expect_metric(
-            "jwtgate_connections_ended_total",
-            &[("route", "ws"), ("reason", "expired")],
-            1.0,
-        )
-        .await;
+    expect_ended(&gateway, "ws", "expired").await;
     gateway
         .expect_metric(
             "jwtgate_long_lived_connections",
@@ -271,9 +286,7 @@ async fn a_websocket_ends_with_1008_at_expiry_unless_its_route_keeps_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_ends_its_websocket_at_once() {
-    let (echo, port) = echo_server().await;
-    let events = events_upstream();
-    let gateway = start(port, &events).await;
+    let (echo, _events, gateway) = setup().await;
     let ws = client(
         &gateway,
         "/ws",
@@ -307,20 +320,12 @@ async fn a_revoked_token_ends_its_websocket_at_once() {
     assert!(after < 1.0, "ended {after:.3}s after the revocation");
     let (_echo, upstream_saw) = echo.next_line().await;
     assert_eq!(upstream_saw, "closed 1008 token revoked");
-    gateway
-        .expect_metric(
-            "jwtgate_connections_ended_total",
-            &[("route", "ws"), ("reason", "revoked")],
-            1.0,
-        )
-        .await;
+    expect_ended(&gateway, "ws", "revoked").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stream_is_cut_at_expiry_and_ordinary_requests_arm_nothing() {
-    let (_echo, port) = echo_server().await;
-    let events = events_upstream();
-    let gateway = start(port, &events).await;
+    let (_echo, _events, gateway) = setup().await;
 
     // Ordinary requests on the route a stream is armed on.
     let plain = token_until(now() + 3600, "plain");
@@ -359,13 +364,33 @@ async fn an_event_stream_is_cut_at_expiry_and_ordinary_requests_arm_nothing() {
             &["route=\"events\"", "ended=\"expired\"", "error=-"],
         )
         .await;
-    gateway
-        .expect_metric(
-            "jwtgate_connections_ended_total",
-            &[("route", "events"), ("reason", "expired")],
-            1.0,
-        )
-        .await;
+    expect_ended(&gateway, "events", "expired").await;
     // The connection of the ordinary requests is still served.
     assert_eq!(gateway.status("/plain", Some(&plain)).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_still_going_at_expiry_gets_401() {
+    let (_echo, _events, gateway) = setup().await;
+    let token = token_until(now() + 2, "upload");
+    let mut client = tokio::net::TcpStream::connect(gateway.proxy_addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Request-Id: upload-expiry\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    // Nothing more is sent: the body is still coming when the token ends.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), client.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed before the bound")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("error=\"invalid_token\""), "{answer}");
+    gateway
+        .expect_access_line("upload-expiry", &["status=401", "ended=\"expired\""])
+        .await;
+    expect_ended(&gateway, "events", "expired").await;
 }

@@ -57,7 +57,8 @@ pub fn is_upload(request: &RequestHeader) -> bool {
 }
 
 /// What the response makes of the request, if it outlives it: a `101`
-/// upgrade, server-sent events, or a body with no announced end.
+/// upgrade, or a body with no announced end (server-sent events, a long
+/// download, any chunked or close-delimited body).
 pub fn long_lived_response(
     request: &RequestHeader,
     response: &ResponseHeader,
@@ -73,11 +74,9 @@ pub fn long_lived_response(
     {
         return None;
     }
-    let headers = &response.headers;
-    let events = headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
-    (events || !headers.contains_key(header::CONTENT_LENGTH)).then_some(ConnectionKind::Stream)
+    // Server-sent events never carry a length, so one lookup covers them
+    // too: an ordinary response pays for no more.
+    (!response.headers.contains_key(header::CONTENT_LENGTH)).then_some(ConnectionKind::Stream)
 }
 
 /// Arms the request's HTTP/1 connection; `None` on HTTP/2 (whose streams
@@ -246,5 +245,61 @@ impl LiveRequest {
             &snapshot.realm,
             request_id_text(request_id),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut request = RequestHeader::build(method, b"/x", None).unwrap();
+        for (name, value) in headers {
+            request.insert_header(name.to_string(), *value).unwrap();
+        }
+        request
+    }
+
+    fn response(status: u16, headers: &[(&str, &str)]) -> ResponseHeader {
+        let mut response = ResponseHeader::build(status, None).unwrap();
+        for (name, value) in headers {
+            response.insert_header(name.to_string(), *value).unwrap();
+        }
+        response
+    }
+
+    #[test]
+    fn only_what_outlives_its_request_is_armed() {
+        let get = request("GET", &[]);
+        let kind = |req: &RequestHeader, res| long_lived_response(req, &res);
+        assert_eq!(
+            kind(&get, response(101, &[])),
+            Some(ConnectionKind::WebSocket)
+        );
+        let events = [("content-type", "text/event-stream")];
+        assert_eq!(
+            kind(&get, response(200, &events)),
+            Some(ConnectionKind::Stream)
+        );
+        let chunked = [("transfer-encoding", "chunked")];
+        assert_eq!(
+            kind(&get, response(200, &chunked)),
+            Some(ConnectionKind::Stream)
+        );
+        assert_eq!(kind(&get, response(200, &[("content-length", "2")])), None);
+        assert_eq!(kind(&get, response(204, &[])), None);
+        assert_eq!(kind(&get, response(304, &[])), None);
+        assert_eq!(kind(&request("HEAD", &[]), response(200, &[])), None);
+
+        assert!(!is_upload(&get));
+        assert!(!is_upload(&request("POST", &[("content-length", "1000")])));
+        assert!(is_upload(&request(
+            "POST",
+            &[("content-length", "1048576")]
+        )));
+        assert!(is_upload(&request(
+            "PUT",
+            &[("transfer-encoding", "chunked")]
+        )));
     }
 }

@@ -423,3 +423,43 @@ fn identity_headers(
 fn spoof_form(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(end_with_token: Option<bool>, max_lifetime: Option<Duration>) -> LongLivedConfig {
+        LongLivedConfig {
+            end_with_token,
+            max_lifetime,
+        }
+    }
+
+    #[test]
+    fn long_lived_connections_end_with_the_token_on_required_routes_by_default() {
+        let hour = Some(Duration::from_secs(3600));
+        let compiled = |c, mode| long_lived(&c, mode);
+        assert!(
+            compiled(config(None, None), AuthMode::Required)
+                .unwrap()
+                .end_with_token
+        );
+        for mode in [AuthMode::Optional, AuthMode::Off, AuthMode::Audit] {
+            let settings = compiled(config(None, None), mode).unwrap();
+            assert!(!settings.arms(), "{mode:?}");
+        }
+        assert!(
+            compiled(config(Some(true), None), AuthMode::Optional)
+                .unwrap()
+                .end_with_token
+        );
+        // An audit route forwards what required would refuse: it ends
+        // nothing for its token, but a lifetime still holds.
+        let audit = compiled(config(Some(true), hour), AuthMode::Audit).unwrap();
+        assert_eq!((audit.end_with_token, audit.max_lifetime), (false, hour));
+        let kept = compiled(config(Some(false), None), AuthMode::Required).unwrap();
+        assert!(!kept.arms(), "nothing to end it: nothing armed");
+        assert!(compiled(config(Some(true), None), AuthMode::Off).is_err());
+        assert!(compiled(config(None, Some(Duration::ZERO)), AuthMode::Required).is_err());
+    }
+}
