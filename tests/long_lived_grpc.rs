@@ -187,11 +187,25 @@ async fn busy_streams_end_unauthenticated_when_the_token_expires() {
         }
         assert_eq!((ends[2].code.as_str(), ends[2].received), ("OK", 1));
         assert_eq!((ends[3].code.as_str(), ends[3].received), ("OK", 20));
+        // The upstream's side of each ended stream was reset too.
+        expect_upstream_ends(&grpc.upstream, "Ticks", "cancelled", i + 1).await;
+        expect_upstream_ends(&grpc.upstream, "Echo", "cancelled", i + 1).await;
     }
     let labels = [("route", "streams"), ("reason", "expired")];
     grpc.gateway
         .expect_metric("jwtgate_connections_ended_total", &labels, 4.0)
         .await;
+    // Ended with trailers, each stream's line says so beside its 200.
+    let ended = |line: &&str| {
+        line.contains("ended=\"expired\"")
+            && line.contains("status=200")
+            && line.contains("sub=\"bob\"")
+    };
+    let log = grpc
+        .gateway
+        .wait_for_log(|log| log.lines().filter(ended).count() == 4)
+        .await;
+    assert_eq!(log.lines().filter(ended).count(), 4, "{log}");
 }
 
 #[tokio::test]
