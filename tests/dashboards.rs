@@ -645,6 +645,10 @@ const ROUTES: &str = r#"
   - name: api
     match: { path_prefix: /api }
     upstream: { addrs: ["{UPSTREAM}"] }
+  - name: uploads
+    match: { path_prefix: /uploads }
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { long_lived: { max_lifetime: 1s } }
 "#;
 
 fn token_of(issuer: &str) -> String {
@@ -807,7 +811,34 @@ async fn driven_gateway() -> Driven {
     gateway
         .expect_metric(REQUESTS, &[("route", "api")], 3.0)
         .await;
+    stalled_upload(gateway).await;
     driven
+}
+
+/// An upload that never finishes, ended by its route's `max_lifetime`: the
+/// long-lived connection metrics' series.
+async fn stalled_upload(gateway: &Gateway) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut client = tokio::net::TcpStream::connect(gateway.proxy_addr())
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        token_of("https://local.test")
+    );
+    client.write_all(head.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), client.read_to_end(&mut answer))
+        .await
+        .expect("the upload ended by its route's max_lifetime")
+        .expect("read");
+    gateway
+        .expect_metric(
+            "jwtgate_connections_ended_total",
+            &[("route", "uploads"), ("reason", "max_lifetime")],
+            1.0,
+        )
+        .await;
 }
 
 async fn reload(gateway: &Gateway) {

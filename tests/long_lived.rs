@@ -4,9 +4,12 @@
 //! token is revoked through the admin API; a server-sent events stream read
 //! by curl is cut at expiry, and an upload still going then gets `401`; an
 //! ordinary request on the same route arms nothing; a route with
-//! `end_with_token: false` keeps its WebSocket.
+//! `end_with_token: false` keeps its WebSocket; a revocation made on another
+//! replica ends it through a real `redis-server`.
 
 mod common;
+#[path = "common/redis.rs"]
+mod redis;
 
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -205,7 +208,10 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-async fn start(echo: u16, events: &TcpServer) -> Gateway {
+/// A gateway in front of the echo server (routes `ws` and `keep`) and the
+/// events upstream (`events`), with a revocation list shared through the
+/// Redis at `redis` when given.
+async fn start(echo: u16, events: &TcpServer, redis: Option<&str>) -> Gateway {
     let dir = tempfile::tempdir().unwrap().keep();
     let routes = format!(
         r#"
@@ -222,7 +228,7 @@ async fn start(echo: u16, events: &TcpServer) -> Gateway {
 "#,
         events.addr()
     );
-    let yaml = format!(
+    let mut yaml = format!(
         "{}revocation:\n  dir: \"{}\"\n  admin_tokens: [{{ name: test-admin, env: {} }}]\n",
         Config::new()
             .issuer_with("main", ISS, &["leeway: 0s"])
@@ -230,15 +236,43 @@ async fn start(echo: u16, events: &TcpServer) -> Gateway {
         dir.display(),
         ADMIN_ENV.0
     );
+    if let Some(url) = redis {
+        yaml.push_str(&format!(
+            "  redis: {{ key_prefix: jwtgate-live, reconcile_interval: 2s }}\nredis: {{ url: \"{url}\" }}\n"
+        ));
+    }
     Gateway::start_with_env(&yaml, &Upstream::start(), &[], &[ADMIN_ENV]).await
 }
 
 /// The echo server, the events upstream and a gateway in front of both.
 async fn setup() -> (Python, TcpServer, Gateway) {
+    setup_with(None).await
+}
+
+/// [`setup`], sharing revocations through the Redis at `redis`.
+async fn setup_with(redis: Option<&str>) -> (Python, TcpServer, Gateway) {
     let (echo, port) = Python::run(ECHO_SERVER, &[]).next_line().await;
     let events = events_upstream();
-    let gateway = start(port.parse().expect("the echo server's port"), &events).await;
+    let gateway = start(
+        port.parse().expect("the echo server's port"),
+        &events,
+        redis,
+    )
+    .await;
     (echo, events, gateway)
+}
+
+/// Revokes through `gateway`'s admin API.
+async fn revoke(gateway: &Gateway, entry: Value) {
+    let response = gateway
+        .client()
+        .post(gateway.admin_url("/revocations"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&entry)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(response.status().as_u16(), 201, "{entry}");
 }
 
 /// One connection of `route` was ended for `reason`.
@@ -303,15 +337,11 @@ async fn a_revoked_token_ends_its_websocket_at_once() {
         .await;
 
     let revoked_at = unix_now();
-    let response = gateway
-        .client()
-        .post(gateway.admin_url("/revocations"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({ "jti": "ws-revoked", "issuer": "main", "exp": now() + 3600 }))
-        .send()
-        .await
-        .expect("revoke");
-    assert_eq!(response.status().as_u16(), 201);
+    revoke(
+        &gateway,
+        json!({ "jti": "ws-revoked", "issuer": "main", "exp": now() + 3600 }),
+    )
+    .await;
 
     let ended = outcome(ws).await;
     assert_eq!(ended["code"], 1008, "{ended}");
@@ -393,4 +423,27 @@ async fn an_upload_still_going_at_expiry_gets_401() {
         .expect_access_line("upload-expiry", &["status=401", "ended=\"expired\""])
         .await;
     expect_ended(&gateway, "events", "expired").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_another_replica_ends_the_websocket_through_redis() {
+    let redis = redis::Redis::start().await;
+    let (echo, events, b) = setup_with(Some(&redis.url())).await;
+    // A only takes the revocation: its WebSocket routes lead nowhere.
+    let a = start(0, &events, Some(&redis.url())).await;
+    for gateway in [&a, &b] {
+        gateway
+            .wait_for_log(|log| log.contains("in step with Redis"))
+            .await;
+    }
+    let ws = client(&b, "/ws", &token_until(now() + 3600, "ws-elsewhere"), 15).await;
+
+    // A cut-off for the subject, made on the other replica.
+    revoke(&a, json!({ "sub": "alice", "issuer": "main" })).await;
+    let ended = outcome(ws).await;
+    assert_eq!(ended["code"], 1008, "{ended}");
+    assert_eq!(ended["reason"], "token revoked", "{ended}");
+    let (_echo, upstream_saw) = echo.next_line().await;
+    assert_eq!(upstream_saw, "closed 1008 token revoked");
+    expect_ended(&b, "ws", "revoked").await;
 }
