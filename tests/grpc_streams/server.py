@@ -30,45 +30,50 @@ def main():
     from jwtgate.test import streams_pb2 as pb
     from jwtgate.test import streams_pb2_grpc as pb_grpc
 
-    def started(method, context):
-        names = sorted({key for key, _ in context.invocation_metadata()})
-        report(event="start", method=method, headers=names)
-        # Set however the call ends: completed, cancelled by the client or
-        # reset by jwtgate.
-        ended = threading.Event()
-        context.add_callback(ended.set)
-        return ended
+    class Call:
+        """One call's end, reported by grpcio's termination callback: a
+        handler cut off by a reset may never run again (grpcio stops
+        iterating it), so only the callback is sure to see every end."""
+
+        def __init__(self, method, context):
+            names = sorted({key for key, _ in context.invocation_metadata()})
+            report(event="start", method=method, headers=names)
+            self.method = method
+            self.completed = False
+            self.ended = threading.Event()
+            context.add_callback(self._on_end)
+
+        def _on_end(self):
+            how = "completed" if self.completed else "cancelled"
+            report(event="end", method=self.method, how=how)
+            self.ended.set()
 
     class Streams(pb_grpc.StreamsServicer):
         def Unary(self, request, context):
-            started("Unary", context)
-            report(event="end", method="Unary", how="completed")
+            Call("Unary", context).completed = True
             return pb.Note(text=request.text)
 
         def Ticks(self, request, context):
-            ended = started("Ticks", context)
+            call = Call("Ticks", context)
             seq = 0
             while request.count == 0 or seq < request.count:
-                if ended.wait(request.interval_ms / 1000):
-                    report(event="end", method="Ticks", how="cancelled")
+                if call.ended.wait(request.interval_ms / 1000):
                     return
                 seq += 1
                 yield pb.Tick(seq=seq)
-            report(event="end", method="Ticks", how="completed")
+            call.completed = True
 
         def Echo(self, request_iterator, context):
-            ended = started("Echo", context)
+            call = Call("Echo", context)
             try:
                 for note in request_iterator:
                     yield pb.Note(text=note.text)
             except grpc.RpcError:
-                report(event="end", method="Echo", how="cancelled")
                 return
             # A reset can end the request stream as its end would; the call
             # has then terminated already, while a completed one terminates
             # only once this returns.
-            how = "cancelled" if ended.wait(0.2) else "completed"
-            report(event="end", method="Echo", how=how)
+            call.completed = not call.ended.wait(0.2)
 
     with open(cert_path, "rb") as f:
         cert = f.read()
