@@ -219,10 +219,15 @@ where
         if let Poll::Ready(done) = request.as_mut().poll(cx) {
             return Poll::Ready(Ok(done));
         }
-        let Some(armed) = STREAM.with(|slot| slot.get().cloned()) else {
-            return Poll::Pending;
-        };
-        let Poll::Ready(reason) = armed.switch.poll_fired(cx) else {
+        // Borrowed in place: a poll of an armed, live stream copies nothing.
+        let fired = STREAM.with(|slot| {
+            let armed = slot.get()?;
+            match armed.switch.poll_fired(cx) {
+                Poll::Ready(reason) => Some((Arc::clone(armed), reason)),
+                Poll::Pending => None,
+            }
+        });
+        let Some((armed, reason)) = fired else {
             return Poll::Pending;
         };
         // One timer, made only for a stream whose switch fired.
