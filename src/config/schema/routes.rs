@@ -213,7 +213,8 @@ pub struct AuthConfig {
     pub token_query: Option<String>,
     /// What ends a connection that outlives its request (a WebSocket after
     /// its `101`, a streamed response such as server-sent events, a
-    /// streamed upload) once the token that opened it no longer holds.
+    /// streamed upload, a gRPC stream) once the token that opened it no
+    /// longer holds.
     #[serde(default)]
     pub long_lived: LongLivedConfig,
 }
@@ -223,11 +224,13 @@ pub struct AuthConfig {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LongLivedConfig {
-    /// End the connection (HTTP/1) when its token expires (its `exp` plus
-    /// the issuer's leeway) or when its `jti`, `sub` or `sid` is revoked: a
-    /// WebSocket gets a close frame `1008` ("token expired" / "token
-    /// revoked"), a stream is cut and its connection closed, an upload not
-    /// yet answered gets `401`. Absent: on for `required` routes, off for
+    /// End the connection or HTTP/2 stream when its token expires (its
+    /// `exp` plus the issuer's leeway) or when its `jti`, `sub` or `sid` is
+    /// revoked: a WebSocket gets a close frame `1008` ("token expired" /
+    /// "token revoked"), a stream is cut and its connection closed, an
+    /// upload not yet answered gets `401`, a gRPC stream ends with
+    /// `grpc-status: 16` (UNAUTHENTICATED), or is reset (CANCELLED) when
+    /// nothing flows. Absent: on for `required` routes, off for
     /// the others; an `audit` route never ends a connection for its token,
     /// and `true` on an `off` route is a config error.
     pub end_with_token: Option<bool>,
