@@ -236,6 +236,14 @@ async fn idle_streams_are_reset_cancelled_when_the_token_expires() {
     grpc.gateway
         .expect_metric("jwtgate_connections_ended_total", &labels, 4.0)
         .await;
+    // Dropped, each stream left the table of open ones.
+    grpc.gateway
+        .expect_metric(
+            "jwtgate_long_lived_connections",
+            &[("route", "streams")],
+            0.0,
+        )
+        .await;
     // Pingora never logs a dropped stream: jwtgate writes its line.
     let line = grpc.gateway.log_line("ended=\"expired\"").await;
     for field in ["route=\"streams\"", "sub=\"carol\""] {
@@ -257,6 +265,11 @@ async fn a_revoked_token_ends_its_streams_within_a_second() {
     let client = GrpcClient::start(&target, &calls);
     client.received(0, 2).await;
     client.received(1, 1).await;
+    client.received(2, 1).await;
+    let open = [("route", "streams"), ("kind", "stream")];
+    grpc.gateway
+        .expect_metric("jwtgate_long_lived_connections", &open, 3.0)
+        .await;
     let sent = unix_now();
     let response = grpc
         .gateway
