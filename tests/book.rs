@@ -63,23 +63,8 @@ fn link_check(inputs: &[PathBuf], root: &Path) -> Command {
 /// Every Markdown file of the repository outside the book (READMEs of
 /// folders), whose relative links must resolve too.
 fn markdown_outside_the_book() -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let skip = ["target", "node_modules", ".git", ".tools", "docs"];
-    let mut folders = vec![repo().to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder).expect("read a folder") {
-            let path = entry.expect("folder entry").path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if path.is_dir() {
-                if !skip.contains(&name.as_str()) {
-                    folders.push(path);
-                }
-            } else if name.ends_with(".md") {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
+    let mut found = common::repository_files(&["*.md"]);
+    found.retain(|path| !path.starts_with(repo().join("docs")));
     found
 }
 

@@ -97,29 +97,12 @@ fn the_schema_describes_every_field_and_refuses_unknown_ones() {
     );
 }
 
-/// Directories that hold no configs of the repository's own.
-const NOT_SEARCHED: &[&str] = &["target", "node_modules", ".git", ".tools"];
-
 /// Every jwtgate config file in the repository, found by looking rather than
 /// listed, so a new example is covered when it is added: YAML files with a
 /// top-level `routes:` (the one field every config has).
 fn config_files() -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut dirs = vec![repo().to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("read dir") {
-            let path = entry.expect("dir entry").path();
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            if path.is_dir() {
-                if !NOT_SEARCHED.contains(&name.as_ref()) {
-                    dirs.push(path);
-                }
-            } else if (name.ends_with(".yaml") || name.ends_with(".yml")) && is_config(&path) {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
+    let mut found = common::repository_files(&["*.yaml", "*.yml"]);
+    found.retain(|path| is_config(path));
     found
 }
 

@@ -62,6 +62,36 @@ pub fn venv_bin(name: &str) -> PathBuf {
     tools_folder().join("venv/bin").join(name)
 }
 
+/// The repository's files matching `patterns` (git pathspecs), tracked or
+/// new, sorted: not what a local run writes under an ignored folder
+/// (`target/`, `benches/load/results/`, `.tools/`).
+pub fn repository_files(patterns: &[&str]) -> Vec<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let listed = std::process::Command::new("git")
+        .args([
+            "ls-files",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "-z",
+            "--",
+        ])
+        .args(patterns)
+        .current_dir(repo)
+        .output()
+        .expect("run git ls-files");
+    assert!(listed.status.success(), "git ls-files: {listed:?}");
+    let mut found: Vec<PathBuf> = listed
+        .stdout
+        .split(|byte| *byte == 0)
+        .filter(|name| !name.is_empty())
+        .map(|name| repo.join(String::from_utf8_lossy(name).as_ref()))
+        .filter(|path| path.is_file())
+        .collect();
+    found.sort();
+    found
+}
+
 /// A Rust tool scripts/setup builds from crates.io (its `cargo:` arguments).
 pub fn cargo_tool_bin(name: &str) -> PathBuf {
     tools_folder().join("cargo/bin").join(name)
