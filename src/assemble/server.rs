@@ -418,10 +418,13 @@ fn add_proxy(
         options.h2c = true;
         proxy_app.server_options = Some(options);
     }
-    let mut proxy = Service::new(
-        "jwtgate proxy".to_string(),
-        KeepAlive::new(StreamDeadlines::new(proxy_app), drain.clone()),
-    );
+    let mut proxy = Service::new("jwtgate proxy".to_string(), {
+        // HTTP/2 streams run inside StreamDeadlines; HTTP/1 requests
+        // go to the proxy directly, without its per-request future.
+        let proxy_app = Arc::new(proxy_app);
+        let streams = Arc::new(StreamDeadlines::new(Arc::clone(&proxy_app)));
+        KeepAlive::with_h2(proxy_app, streams, drain.clone())
+    });
     if let Some(addr) = &bootstrap.listen_http {
         proxy.add_listener(clear_text_listener(addr));
     }

@@ -37,9 +37,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// `app` with its client connections counted by the drain, and HTTP/1
 /// connections served one request at a time by a task of their own, with
 /// the wait between requests done here. HTTP/2 (negotiated or prior
-/// knowledge) goes to `app` unchanged.
-pub struct KeepAlive<A> {
+/// knowledge) goes to `h2`: `app` itself, or `app` wrapped for what only
+/// HTTP/2 streams need, so HTTP/1 requests don't pay for the wrapper.
+pub struct KeepAlive<A, H = A> {
     app: Arc<A>,
+    h2: Arc<H>,
     drain: Drain,
     /// Set once the listener has closed: idle connections then end.
     closing: watch::Sender<bool>,
@@ -47,8 +49,17 @@ pub struct KeepAlive<A> {
 
 impl<A> KeepAlive<A> {
     pub fn new(app: A, drain: Drain) -> Self {
+        let app = Arc::new(app);
+        Self::with_h2(Arc::clone(&app), app, drain)
+    }
+}
+
+impl<A, H> KeepAlive<A, H> {
+    /// HTTP/1 connections to `app`, HTTP/2 ones to `h2`.
+    pub fn with_h2(app: Arc<A>, h2: Arc<H>, drain: Drain) -> Self {
         Self {
-            app: Arc::new(app),
+            app,
+            h2,
             drain,
             closing: watch::channel(false).0,
         }
@@ -56,9 +67,10 @@ impl<A> KeepAlive<A> {
 }
 
 #[async_trait]
-impl<A> ServerApp for KeepAlive<A>
+impl<A, H> ServerApp for KeepAlive<A, H>
 where
     A: HttpServerApp + Send + Sync + 'static,
+    H: HttpServerApp + Send + Sync + 'static,
 {
     async fn process_new(
         self: &Arc<Self>,
@@ -69,7 +81,7 @@ where
         let draining = self.drain.draining_watch();
         if is_http2(&stream, self.app.server_options()) {
             let _open = open;
-            let reused = ServerApp::process_new(&self.app, stream, &draining).await;
+            let reused = ServerApp::process_new(&self.h2, stream, &draining).await;
             memory::connection_closed();
             return reused;
         }
@@ -91,7 +103,7 @@ where
     }
 }
 
-impl<A> KeepAlive<A>
+impl<A, H> KeepAlive<A, H>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {

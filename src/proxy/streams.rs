@@ -138,10 +138,8 @@ pub struct StreamDeadlines<A> {
 }
 
 impl<A> StreamDeadlines<A> {
-    pub fn new(inner: A) -> Self {
-        Self {
-            inner: Arc::new(inner),
-        }
+    pub fn new(inner: Arc<A>) -> Self {
+        Self { inner }
     }
 }
 
@@ -155,6 +153,8 @@ where
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        // KeepAlive sends only HTTP/2 connections here; an HTTP/1 session
+        // that still comes is served as it is.
         if !session.is_http2() {
             return self.inner.process_new_http(session, shutdown).await;
         }
