@@ -474,10 +474,7 @@ fn scoped_config(echo: u16, scope: &str, extra: &str) -> String {
 /// Writes `template` as `gateway`'s config and reloads it through the admin
 /// API: the answer's `connections` (ended, would_end).
 async fn reload_with(gateway: &Gateway, upstream: &Upstream, template: &str) -> (u64, u64) {
-    let path = gateway.config_path();
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, gateway.render(template, upstream)).expect("write config");
-    std::fs::rename(&temporary, &path).expect("rename config");
+    gateway.write_config(template, upstream);
     let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 200, "{body}");
     let count = |field: &str| body["connections"][field].as_u64().expect("a count");
