@@ -89,6 +89,23 @@ impl Gateway {
         };
         let identity = ctx.identity.as_ref();
         ctx.live = live::arm(live, session, &serving.snapshot, route, identity, kind);
+        self.catch_up(ctx);
+    }
+
+    /// See [`live::LiveRequest::catch_up`]: one pointer load per armed
+    /// request, none for an ordinary one.
+    fn catch_up(&self, ctx: &RequestCtx) {
+        let (Some(armed), Some(serving), Some(route)) = (&ctx.live, &ctx.serving, &ctx.route)
+        else {
+            return;
+        };
+        let current = self.serving.load();
+        armed.catch_up(
+            &serving.snapshot,
+            &current.snapshot,
+            route,
+            ctx.identity.as_ref(),
+        );
     }
 }
 

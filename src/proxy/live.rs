@@ -19,7 +19,7 @@ use crate::answers::{self, Answer};
 use crate::auth::VerifiedToken;
 use crate::auth::json::JsonRef;
 use crate::auth::{Reason, Rejection};
-use crate::pipeline::{CompiledRoute, Snapshot};
+use crate::pipeline::{CompiledRoute, Snapshot, reconsider};
 use crate::state::live::{
     Armed, ConnectionKind, Deadline, EndReason, Holder, LiveConnections, TokenKeys,
 };
@@ -175,6 +175,26 @@ fn armed(
 impl LiveRequest {
     pub fn fired(&self) -> Option<EndReason> {
         self.armed.fired()
+    }
+
+    /// Decides the request again if a reload swapped `current` in after it
+    /// was decided under `decided`: that reload's walk of the live table may
+    /// have come before the request was armed. The reload either saw it in
+    /// the table or swapped before this look, so none escapes both.
+    pub fn catch_up(
+        &self,
+        decided: &Snapshot,
+        current: &Snapshot,
+        route: &CompiledRoute,
+        identity: Option<&Arc<VerifiedToken>>,
+    ) {
+        if std::ptr::eq(decided, current) {
+            return;
+        }
+        let iss = identity.map_or("", |token| decided.issuers[token.issuer].issuer.as_str());
+        let token = identity.map(|token| &**token);
+        self.armed
+            .reconsider(reconsider::on_reload(current, &route.name, token, iss));
     }
 
     /// The upstream's bytes on their way to the client. A stream whose

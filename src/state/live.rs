@@ -354,6 +354,7 @@ impl LiveConnections {
             timer,
             open,
             route,
+            enforce,
         }
     }
 
@@ -440,18 +441,34 @@ impl LiveConnections {
         };
         let mut done = Reconsidered::default();
         for (switch, route, holder) in armed {
-            match verdict(&route, holder.token.as_deref(), &holder.iss) {
-                Verdict::Keep => {}
-                Verdict::End if holder.enforce => {
-                    done.ended += usize::from(switch.fire(EndReason::Reload));
-                }
-                Verdict::End | Verdict::WouldEnd => {
-                    let first = self.would_end(&switch, &route, EndReason::Reload);
-                    done.would_end += usize::from(first);
-                }
-            }
+            let verdict = verdict(&route, holder.token.as_deref(), &holder.iss);
+            let one = self.apply(&switch, &route, holder.enforce, verdict);
+            done.ended += one.ended;
+            done.would_end += one.would_end;
         }
         done
+    }
+
+    /// Ends a connection a reload's `verdict` refuses, or on an `audit`
+    /// route counts it.
+    fn apply(
+        &self,
+        switch: &KillSwitch,
+        route: &str,
+        enforce: bool,
+        verdict: Verdict,
+    ) -> Reconsidered {
+        let (ended, would_end) = match verdict {
+            Verdict::Keep => (false, false),
+            Verdict::End if enforce => (switch.fire(EndReason::Reload), false),
+            Verdict::End | Verdict::WouldEnd => {
+                (false, self.would_end(switch, route, EndReason::Reload))
+            }
+        };
+        Reconsidered {
+            ended: usize::from(ended),
+            would_end: usize::from(would_end),
+        }
     }
 
     /// The open armed connections, by route and kind (for tests and the
@@ -504,6 +521,7 @@ pub struct Armed {
     timer: Option<tokio::task::AbortHandle>,
     open: IntGauge,
     route: Arc<str>,
+    enforce: bool,
 }
 
 impl Armed {
@@ -517,6 +535,14 @@ impl Armed {
 
     pub fn would_have_ended(&self) -> Option<EndReason> {
         self.switch.would_have_ended()
+    }
+
+    /// Applies the verdict of a reload whose walk of the table may have
+    /// come before this connection was in it (see
+    /// [`LiveConnections::reconsider`]).
+    pub fn reconsider(&self, verdict: Verdict) -> Reconsidered {
+        self.registry
+            .apply(&self.switch, &self.route, self.enforce, verdict)
     }
 }
 
@@ -748,15 +774,24 @@ mod tests {
                 would_end: 0
             }
         );
+        // One armed after a reload's walk is decided on its own.
+        assert_eq!(kept.reconsider(Verdict::Keep), Reconsidered::default());
+        assert_eq!(kept.fired(), None);
+        assert_eq!(kept.reconsider(Verdict::End).ended, 1);
+        assert_eq!(kept.fired(), Some(EndReason::Reload));
         drop((kept, refused, watched));
         let text = String::from_utf8(metrics.render()).unwrap();
         for series in [
             "jwtgate_connections_ended_total{reason=\"reload\",route=\"refused\"} 1",
+            "jwtgate_connections_ended_total{reason=\"reload\",route=\"kept\"} 1",
             "jwtgate_connections_would_end_total{reason=\"reload\",route=\"watched\"} 1",
         ] {
             assert!(text.contains(series), "{series} in {text}");
         }
-        assert!(!text.contains("route=\"kept\"} 1"), "{text}");
+        assert!(
+            !text.contains("ended_total{reason=\"reload\",route=\"watched\"}"),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

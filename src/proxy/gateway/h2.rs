@@ -50,6 +50,7 @@ impl Gateway {
         let on_drop = self.dropped_stream(session, ctx);
         let identity = ctx.identity.as_ref();
         ctx.live = live::arm_stream(connections, &serving.snapshot, route, identity, on_drop);
+        self.catch_up(ctx);
     }
 
     /// What is counted and logged if the HTTP/2 stream of this request is
