@@ -26,7 +26,7 @@ fn config() -> String {
 }
 
 /// Every field of an access-log line, in both formats.
-const FIELDS: [&str; 19] = [
+const FIELDS: [&str; 20] = [
     "request_id",
     "method",
     "path",
@@ -44,6 +44,7 @@ const FIELDS: [&str; 19] = [
     "latency_ms",
     "error",
     "ended",
+    "would_end",
     "adapter",
     "message",
 ];

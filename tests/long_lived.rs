@@ -5,7 +5,9 @@
 //! by curl is cut at expiry, and an upload still going then gets `401`; an
 //! ordinary request on the same route arms nothing; a route with
 //! `end_with_token: false` keeps its WebSocket; a revocation made on another
-//! replica ends it through a real `redis-server`.
+//! replica ends it through a real `redis-server`; a reload after which its
+//! route requires a scope the token lacks ends it, unless the route opts
+//! out, and an `audit` route only counts `would_end`.
 
 mod common;
 #[path = "common/redis.rs"]
@@ -446,4 +448,100 @@ async fn a_revocation_on_another_replica_ends_the_websocket_through_redis() {
     let (_echo, upstream_saw) = echo.next_line().await;
     assert_eq!(upstream_saw, "closed 1008 token revoked");
     expect_ended(&b, "ws", "revoked").await;
+}
+
+/// Routes to the echo server on `echo`, each requiring `scope`: `ws`,
+/// `optout` (which keeps its connections across reloads) and `watch` (in
+/// `audit` mode); then `extra`.
+fn scoped_config(echo: u16, scope: &str, extra: &str) -> String {
+    let route = |name: &str, auth: &str| {
+        format!(
+            "  - name: {name}\n    match: {{ path_prefix: /{name} }}\n    upstream: {{ addrs: [\"127.0.0.1:{echo}\"] }}\n    auth: {{ scopes: {{ all_of: [{scope}] }}{auth} }}\n"
+        )
+    };
+    let routes = [
+        route("ws", ""),
+        route("optout", ", long_lived: { end_on_reload: false }"),
+        route("watch", ", mode: audit"),
+        extra.to_string(),
+    ]
+    .concat();
+    Config::new()
+        .issuer_with("main", ISS, &["leeway: 0s"])
+        .routes(&routes)
+}
+
+/// Writes `template` as `gateway`'s config and reloads it through the admin
+/// API: the answer's `connections` (ended, would_end).
+async fn reload_with(gateway: &Gateway, upstream: &Upstream, template: &str) -> (u64, u64) {
+    gateway.write_config(template, upstream);
+    let (status, body) = gateway.reload_json().await;
+    assert_eq!(status, 200, "{body}");
+    let count = |field: &str| body["connections"][field].as_u64().expect("a count");
+    (count("ended"), count("would_end"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_ends_the_websockets_its_routes_now_refuse() {
+    let (echo, port) = Python::run(ECHO_SERVER, &[]).next_line().await;
+    let echo_port: u16 = port.parse().expect("the echo server's port");
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&scoped_config(echo_port, "a", ""), &upstream).await;
+    let token = token(
+        ISS,
+        "alice",
+        json!({ "scope": "a", "exp": now() + 3600, "jti": "reloaded" }),
+    );
+    let ws = client(&gateway, "/ws", &token, 30).await;
+    let kept = client(&gateway, "/optout", &token, 10).await;
+    let watched = client(&gateway, "/watch", &token, 10).await;
+
+    // A route added, the scope unchanged: nothing to end.
+    let unrelated = "  - name: other\n    match: { path_prefix: /other }\n    upstream: { addrs: [\"{UPSTREAM}\"] }\n    auth: { mode: off }\n";
+    let unchanged = scoped_config(echo_port, "a", unrelated);
+    assert_eq!(reload_with(&gateway, &upstream, &unchanged).await, (0, 0));
+
+    // Every route now requires scope b, which the token lacks.
+    let stricter = scoped_config(echo_port, "b", unrelated);
+    assert_eq!(reload_with(&gateway, &upstream, &stricter).await, (1, 1));
+    let ended = outcome(ws).await;
+    assert_eq!(ended["ended"], true, "{ended}");
+    assert_eq!(ended["code"], 1008, "{ended}");
+    assert_eq!(ended["reason"], "token no longer accepted", "{ended}");
+    let (_echo, upstream_saw) = echo.next_line().await;
+    assert_eq!(upstream_saw, "closed 1008 token no longer accepted");
+    expect_ended(&gateway, "ws", "reload").await;
+    // The opted-out and the audit route's connections are still open
+    // after the reload, and then end on their own.
+    for route in ["optout", "watch"] {
+        let open = gateway
+            .metric(
+                "jwtgate_long_lived_connections",
+                &[("route", route), ("kind", "websocket")],
+            )
+            .await;
+        assert_eq!(open, 1.0, "{route} kept its connection");
+    }
+    for client in [kept, watched] {
+        let outcome = outcome(client).await;
+        assert_eq!(outcome["ended"], false, "{outcome}");
+    }
+    gateway
+        .expect_metric(
+            "jwtgate_connections_would_end_total",
+            &[("route", "watch"), ("reason", "reload")],
+            1.0,
+        )
+        .await;
+    let metrics = gateway.metrics().await;
+    for route in ["optout", "watch"] {
+        assert!(
+            !metrics.contains(&format!(
+                "jwtgate_connections_ended_total{{reason=\"reload\",route=\"{route}\"}}"
+            )),
+            "{route} ended nothing:\n{metrics}"
+        );
+    }
+    gateway.log_line("ended=\"reload\"").await;
+    gateway.log_line("would_end=\"reload\"").await;
 }

@@ -12,7 +12,6 @@ mod common;
 mod idp;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -72,18 +71,6 @@ fn token_of(scope: &str, audience: &str) -> String {
         "exp": now() + 3600,
     });
     token(ISS, "user-1", identity)
-}
-
-/// Replaces the gateway's config file with `template` (filled in with its
-/// ports) in one rename, so a reload never reads half a file.
-fn write_config(gateway: &Gateway, upstream: &Upstream, template: &str) {
-    write_atomically(&gateway.config_path(), &gateway.render(template, upstream));
-}
-
-fn write_atomically(path: &Path, text: &str) {
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, text).expect("write config");
-    std::fs::rename(&temporary, path).expect("rename config");
 }
 
 /// Polls until `GET path` answers `wanted`.
@@ -217,7 +204,7 @@ async fn reloading_100_times_under_load_fails_no_request() {
         } else {
             (config_a(), 404)
         };
-        write_config(&gateway, &upstream, &template);
+        gateway.write_config(&template, &upstream);
         let (status, body) = gateway.reload_json().await;
         assert_eq!(status, 200, "reload {i}: {body}");
         assert_eq!(body["result"], "success", "{body}");
@@ -307,7 +294,7 @@ async fn a_cached_token_is_judged_by_the_new_audience_at_once() {
     let hits = gateway.metric("jwtgate_token_cache_hits_total", &[]).await;
     assert!(hits >= 1.0, "the second request was not a cache hit");
 
-    write_config(&gateway, &upstream, &with_audience("other"));
+    gateway.write_config(&with_audience("other"), &upstream);
     assert_eq!(gateway.reload_json().await.0, 200);
     let refused = gateway.get("/orders/3", Some(&for_api)).await;
     assert_eq!(
@@ -322,7 +309,7 @@ async fn a_cached_token_is_judged_by_the_new_audience_at_once() {
     assert_eq!(gateway.status("/orders/5", Some(&for_other)).await, 200);
 
     // And back.
-    write_config(&gateway, &upstream, &with_audience("api"));
+    gateway.write_config(&with_audience("api"), &upstream);
     assert_eq!(gateway.reload_json().await.0, 200);
     assert_eq!(gateway.status("/orders/6", Some(&for_other)).await, 401);
     gateway
@@ -346,7 +333,7 @@ async fn sighup_reloads_and_a_broken_config_leaves_the_running_one_serving() {
         .await;
     assert!(before > 0.0, "the startup load sets the timestamp");
 
-    write_config(&gateway, &upstream, &config_b());
+    gateway.write_config(&config_b(), &upstream);
     gateway.signal("HUP");
     gateway
         .expect_metric_within(RELOADS, &[("result", "success")], 1.0, DEADLINE)
@@ -392,7 +379,7 @@ async fn a_restart_only_change_is_refused_whole() {
 
     // Config B would also add /reports: nothing of it may apply.
     let moved = config_b().replace("127.0.0.1:{PROXY}", &format!("127.0.0.1:{}", free_port()));
-    write_config(&gateway, &upstream, &moved);
+    gateway.write_config(&moved, &upstream);
     let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 409, "{body}");
     let error = body["error"].as_str().expect("error message");
@@ -430,7 +417,7 @@ async fn watch_follows_a_rewrite_and_a_configmap_symlink_swap() {
     assert_eq!(gateway.status("/reports/1", Some(&token)).await, 404);
 
     // An editor's save.
-    write_config(&gateway, &upstream, &config_b());
+    gateway.write_config(&config_b(), &upstream);
     wait_for_status(&gateway, "/reports/2", Some(&token), 200).await;
 
     // The layout a ConfigMap volume has: gateway.yaml → ..data/gateway.yaml,
@@ -498,7 +485,7 @@ async fn a_remote_issuer_keeps_its_keys_across_reloads() {
         .into_iter()
         .enumerate()
     {
-        write_config(&gateway, &upstream, &config(scope));
+        gateway.write_config(&config(scope), &upstream);
         let (status, body) = gateway.reload_json().await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(
@@ -531,13 +518,13 @@ async fn a_remote_issuer_keeps_its_keys_across_reloads() {
     // verified and cached under the old audience, is refused at once, then
     // accepted again under the first rules.
     let elsewhere = remote_config(&issuer, "orders:read", "urn:jwtgate:elsewhere");
-    write_config(&gateway, &upstream, &elsewhere);
+    gateway.write_config(&elsewhere, &upstream);
     assert_eq!(gateway.reload_json().await.0, 200);
     assert_eq!(gateway.status("/api/orders/x", Some(&token)).await, 401);
     gateway
         .expect_decisions(&[("reason", "wrong_audience")], 1.0)
         .await;
-    write_config(&gateway, &upstream, &config("orders:read"));
+    gateway.write_config(&config("orders:read"), &upstream);
     assert_eq!(gateway.reload_json().await.0, 200);
     for path in ["/api/orders/y", "/api/orders/z"] {
         assert_eq!(gateway.status(path, Some(&token)).await, 200);
@@ -552,7 +539,7 @@ async fn a_remote_issuer_keeps_its_keys_across_reloads() {
         "fetch: { allow_http: true }",
         "fetch: { allow_http: true, timeout: 3s }",
     );
-    write_config(&gateway, &upstream, &moved);
+    gateway.write_config(&moved, &upstream);
     let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -570,7 +557,7 @@ async fn a_remote_issuer_keeps_its_keys_across_reloads() {
         &format!("issuer: \"{issuer}\"\n    jwks_uri: \"{issuer}/elsewhere/jwks\""),
     );
     assert_ne!(elsewhere, config("orders:read"));
-    write_config(&gateway, &upstream, &elsewhere);
+    gateway.write_config(&elsewhere, &upstream);
     let (status, body) = gateway.reload_json().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(

@@ -24,7 +24,8 @@ use crate::certificates::EXPIRY_WARNING_SECS;
 use crate::clock::SharedClock;
 use crate::config::ConfigError;
 use crate::keys::fetch::FetchError;
-use crate::pipeline::Snapshot;
+use crate::pipeline::{Snapshot, reconsider};
+use crate::state::live::{LiveConnections, Reconsidered};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{HTTPS_LISTENER, RELOAD_ERROR, RELOAD_SUCCESS};
 use crate::upstream::pools::PoolChanges;
@@ -75,6 +76,8 @@ pub struct Reloaded {
     pub routes: usize,
     pub remote_keys: KeyChanges,
     pub upstreams: PoolChanges,
+    /// Long-lived connections whose routes now refuse their tokens.
+    pub connections: Reconsidered,
 }
 
 impl Reloaded {
@@ -94,6 +97,10 @@ impl Reloaded {
                 "started": self.upstreams.started,
                 "stopped": self.upstreams.stopped,
             },
+            "connections": {
+                "ended": self.connections.ended,
+                "would_end": self.connections.would_end,
+            },
         })
     }
 }
@@ -105,6 +112,8 @@ pub struct Reloader {
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
     clock: SharedClock,
+    /// Decided again after each reload.
+    live: Option<Arc<LiveConnections>>,
     /// Held for a whole reload: two at once could each keep a key store
     /// the other retires.
     serial: Mutex<()>,
@@ -124,8 +133,16 @@ impl Reloader {
             runtime,
             metrics,
             clock,
+            live: None,
             serial: Mutex::new(()),
         }
+    }
+
+    /// Ends, after each reload, the long-lived connections in `live` that
+    /// the new config's routes refuse.
+    pub fn with_live_connections(mut self, live: Arc<LiveConnections>) -> Self {
+        self.live = Some(live);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -168,6 +185,8 @@ impl Reloader {
                     upstreams_kept = reloaded.upstreams.kept,
                     upstreams_started = reloaded.upstreams.started,
                     upstreams_stopped = reloaded.upstreams.stopped,
+                    connections_ended = reloaded.connections.ended,
+                    connections_would_end = reloaded.connections.would_end,
                     "config reloaded from {}",
                     self.path.display()
                 );
@@ -213,13 +232,25 @@ impl Reloader {
                 file: self.path.clone(),
                 source,
             })?;
-        record_certificate_expiry(&self.metrics, &self.runtime.snapshot.load());
+        let current = self.runtime.snapshot.load_full();
+        record_certificate_expiry(&self.metrics, &current);
         self.forget_issuer_gauges(&previous);
+        // Once the new config serves: a connection opened meanwhile was
+        // decided by it already.
+        let connections = self
+            .live
+            .as_ref()
+            .map_or_else(Reconsidered::default, |live| {
+                live.reconsider(|route, token, iss| {
+                    reconsider::on_reload(&current, route, token, iss)
+                })
+            });
         Ok(Reloaded {
             issuers,
             routes,
             remote_keys: applied.remote_keys,
             upstreams: applied.upstreams,
+            connections,
         })
     }
 

@@ -273,13 +273,16 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
             .with_rate_limits(rate_limits),
     );
     let drain = Drain::new();
-    let reloader = Arc::new(Reloader::new(
-        options.config_path,
-        bootstrap.clone(),
-        runtime.clone(),
-        metrics.clone(),
-        clock.clone(),
-    ));
+    let reloader = Arc::new(
+        Reloader::new(
+            options.config_path,
+            bootstrap.clone(),
+            runtime.clone(),
+            metrics.clone(),
+            clock.clone(),
+        )
+        .with_live_connections(live.clone()),
+    );
     let signal_watch = signals(&drain, &bootstrap, &reloader, options.watch)?;
     if let Some(settings) = &bootstrap.authz {
         let authz = || {

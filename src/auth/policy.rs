@@ -108,6 +108,28 @@ impl RoutePolicy {
         Ok(verified)
     }
 
+    /// Whether this route, as a reload left it, still admits `token`,
+    /// verified under an earlier config by the issuer whose `iss` is `iss`:
+    /// that issuer must still be one of the route's, and what a config can
+    /// change (audiences, scopes, claim rules) must still pass. The
+    /// signature is not checked again (a key rotation is no reason to end
+    /// a connection), nor the time claims (its timer ends it at expiry).
+    pub fn readmit(
+        &self,
+        token: &VerifiedToken,
+        iss: &str,
+        issuers: &[Arc<IssuerVerifier>],
+    ) -> Result<(), Rejection> {
+        let issuer = self
+            .issuers
+            .iter()
+            .filter_map(|&i| issuers.get(i))
+            .find(|issuer| issuer.issuer == iss)
+            .ok_or(Rejection::invalid_token(Reason::WrongIssuer))?;
+        verify::audiences_hold(token, issuer, &self.audiences).map_err(Rejection::invalid_token)?;
+        self.admit(token, issuer, &mut ())
+    }
+
     fn admit(
         &self,
         token: &VerifiedToken,

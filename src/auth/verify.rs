@@ -338,6 +338,24 @@ pub fn revalidate(
     Ok(())
 }
 
+/// The audience checks of a token verified under an earlier config, by
+/// `issuer` and a route's `audiences` as a reload left them. Its signature
+/// and time claims are not checked again: the one was proven, the other is
+/// its connection's timer's business.
+pub fn audiences_hold(
+    token: &VerifiedToken,
+    issuer: &IssuerVerifier,
+    audiences: &[String],
+) -> Result<(), Reason> {
+    if issuer.check_audience {
+        Audience::of(&token.claims)?.check(&issuer.audiences)?;
+    }
+    if !audiences.is_empty() {
+        Audience::of(&token.claims)?.check(audiences)?;
+    }
+    Ok(())
+}
+
 fn select_issuer(
     parsed: &ParsedToken<'_>,
     issuers: &[Arc<IssuerVerifier>],

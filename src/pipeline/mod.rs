@@ -15,6 +15,7 @@ pub mod client;
 pub mod cors;
 mod decision;
 pub mod limits;
+pub mod reconsider;
 pub mod router;
 mod snapshot;
 mod view;

@@ -94,6 +94,11 @@ pub struct CompiledRoute {
 pub struct LongLived {
     /// End at the token's expiry and on its revocation.
     pub end_with_token: bool,
+    /// End when a reload makes the route refuse the token.
+    pub end_on_reload: bool,
+    /// `false` on an `audit` route: what would end a connection for its
+    /// token is only counted (`would_end`).
+    pub enforce: bool,
     pub max_lifetime: Option<Duration>,
 }
 
@@ -101,7 +106,7 @@ impl LongLived {
     /// Whether anything could end such a connection; when not, none is
     /// armed and the route's requests cost nothing more.
     pub fn arms(&self) -> bool {
-        self.end_with_token || self.max_lifetime.is_some()
+        self.end_with_token || self.end_on_reload || self.max_lifetime.is_some()
     }
 }
 

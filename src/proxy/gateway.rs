@@ -24,7 +24,7 @@ use crate::pipeline::{
     Adapter, Decision, Forwarded, Pipeline, RequestView, Scheme, TargetForm, UpstreamRewrite,
 };
 use crate::pipeline::{CompiledRoute, Snapshot};
-use crate::state::live::{ConnectionKind, LiveConnections};
+use crate::state::live::{ConnectionKind, EndReason, LiveConnections};
 use crate::telemetry::access;
 use crate::telemetry::metrics::NO_ROUTE;
 use crate::telemetry::metrics::RequestMetrics;
@@ -87,8 +87,25 @@ impl Gateway {
         else {
             return;
         };
-        let identity = ctx.identity.as_deref();
+        let identity = ctx.identity.as_ref();
         ctx.live = live::arm(live, session, &serving.snapshot, route, identity, kind);
+        self.catch_up(ctx);
+    }
+
+    /// See [`live::LiveRequest::catch_up`]: one pointer load per armed
+    /// request, none for an ordinary one.
+    fn catch_up(&self, ctx: &RequestCtx) {
+        let (Some(armed), Some(serving), Some(route)) = (&ctx.live, &ctx.serving, &ctx.route)
+        else {
+            return;
+        };
+        let current = self.serving.load();
+        armed.catch_up(
+            &serving.snapshot,
+            &current.snapshot,
+            route,
+            ctx.identity.as_ref(),
+        );
     }
 }
 
@@ -130,6 +147,8 @@ pub struct RequestCtx {
     live: Option<Box<LiveRequest>>,
     /// How an armed request was ended, for the access log.
     ended: Option<&'static str>,
+    /// Why an `audit` route would have ended it, for the access log.
+    would_end: Option<&'static str>,
 }
 
 impl RequestCtx {
@@ -293,6 +312,7 @@ impl ProxyHttp for Gateway {
             scheme: Scheme::Http,
             live: None,
             ended: None,
+            would_end: None,
         }
     }
 
@@ -509,7 +529,9 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
         if let Some(live) = ctx.live.take() {
-            ctx.ended = live.end(session).map(|reason| reason.as_str());
+            let (ended, would_end) = live.end(session);
+            ctx.ended = ended.map(EndReason::as_str);
+            ctx.would_end = would_end.map(EndReason::as_str);
         }
         log::record(&self.metrics, &Served::of(session), error, ctx);
     }

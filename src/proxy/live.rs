@@ -19,8 +19,10 @@ use crate::answers::{self, Answer};
 use crate::auth::VerifiedToken;
 use crate::auth::json::JsonRef;
 use crate::auth::{Reason, Rejection};
-use crate::pipeline::{CompiledRoute, Snapshot};
-use crate::state::live::{Armed, ConnectionKind, Deadline, EndReason, LiveConnections, TokenKeys};
+use crate::pipeline::{CompiledRoute, Snapshot, reconsider};
+use crate::state::live::{
+    Armed, ConnectionKind, Deadline, EndReason, Holder, LiveConnections, TokenKeys,
+};
 
 /// A request body at least this large is armed as an upload, as is one
 /// streamed without a length.
@@ -86,7 +88,7 @@ pub fn arm(
     session: &Session,
     snapshot: &Snapshot,
     route: &CompiledRoute,
-    identity: Option<&VerifiedToken>,
+    identity: Option<&Arc<VerifiedToken>>,
     kind: ConnectionKind,
 ) -> Option<Box<LiveRequest>> {
     let io = DeadlineIo::in_session(session)?;
@@ -106,7 +108,7 @@ pub fn arm_stream(
     live: &Arc<LiveConnections>,
     snapshot: &Snapshot,
     route: &CompiledRoute,
-    identity: Option<&VerifiedToken>,
+    identity: Option<&Arc<VerifiedToken>>,
     on_drop: OnDrop,
 ) -> Option<Box<LiveRequest>> {
     let armed = armed(live, snapshot, route, identity, ConnectionKind::Stream)?;
@@ -119,12 +121,13 @@ pub fn arm_stream(
 }
 
 /// The request of `route` in the table, until its token ends (if the route
-/// ends requests with their token) or its lifetime does.
+/// ends requests with their token), a reload makes its route refuse it (if
+/// the route ends requests then) or its lifetime ends.
 fn armed(
     live: &Arc<LiveConnections>,
     snapshot: &Snapshot,
     route: &CompiledRoute,
-    identity: Option<&VerifiedToken>,
+    identity: Option<&Arc<VerifiedToken>>,
     kind: ConnectionKind,
 ) -> Option<Armed> {
     let settings = route.long_lived;
@@ -151,19 +154,47 @@ fn armed(
         None => (None, TokenKeys::default()),
     };
     let revocable = keys.jti.is_some() || keys.sub.is_some() || keys.sid.is_some();
-    if expires_at.is_none() && settings.max_lifetime.is_none() && !revocable {
+    let ends = expires_at.is_some() || settings.max_lifetime.is_some() || revocable;
+    if !ends && !settings.end_on_reload {
         return None;
     }
     let deadline = Deadline {
         expires_at,
         max_lifetime: settings.max_lifetime,
     };
-    Some(live.arm(deadline, &keys, &route.name, kind))
+    let iss = identity.map(|token| snapshot.issuers[token.issuer].issuer.as_str());
+    let holder = Holder {
+        // Held even where a reload ends nothing: the next one may.
+        token: identity.cloned(),
+        iss: iss.unwrap_or_default().into(),
+        enforce: settings.enforce,
+    };
+    Some(live.arm(deadline, &keys, &route.name, kind, holder))
 }
 
 impl LiveRequest {
     pub fn fired(&self) -> Option<EndReason> {
         self.armed.fired()
+    }
+
+    /// Decides the request again if a reload swapped `current` in after it
+    /// was decided under `decided`: that reload's walk of the live table may
+    /// have come before the request was armed. The reload either saw it in
+    /// the table or swapped before this look, so none escapes both.
+    pub fn catch_up(
+        &self,
+        decided: &Snapshot,
+        current: &Snapshot,
+        route: &CompiledRoute,
+        identity: Option<&Arc<VerifiedToken>>,
+    ) {
+        if std::ptr::eq(decided, current) {
+            return;
+        }
+        let iss = identity.map_or("", |token| decided.issuers[token.issuer].issuer.as_str());
+        let token = identity.map(|token| &**token);
+        self.armed
+            .reconsider(reconsider::on_reload(current, &route.name, token, iss));
     }
 
     /// The upstream's bytes on their way to the client. A stream whose
@@ -223,12 +254,13 @@ impl LiveRequest {
     }
 
     /// The request is over: the connection is unarmed for the next one on
-    /// it; how it was ended, if it was.
-    pub fn end(self, session: &Session) -> Option<EndReason> {
+    /// it; how it was ended, if it was, and on an `audit` route why it
+    /// would have been.
+    pub fn end(self, session: &Session) -> (Option<EndReason>, Option<EndReason>) {
         if let Some(io) = DeadlineIo::in_session(session) {
             io.disarm();
         }
-        self.armed.fired()
+        (self.armed.fired(), self.armed.would_have_ended())
     }
 
     /// What an upload whose token ended before any response gets: `401`

@@ -46,6 +46,9 @@ pub struct AccessRecord<'a> {
     /// How jwtgate ended a connection that outlived its request
     /// (`expired`, `revoked`, `reload`, `max_lifetime`).
     pub ended: Option<&'static str>,
+    /// On an `audit` route, why jwtgate would first have ended such a
+    /// connection, which it left open (`expired`, `revoked`, `reload`).
+    pub would_end: Option<&'static str>,
     pub adapter: &'static str,
 }
 
@@ -81,6 +84,7 @@ impl AccessRecord<'_> {
             latency_ms,
             error = self.error,
             ended = self.ended,
+            would_end = self.would_end,
             adapter = self.adapter,
             "request"
         );

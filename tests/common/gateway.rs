@@ -193,6 +193,16 @@ impl Gateway {
         )
     }
 
+    /// Replaces the config file with `template` (filled in as
+    /// [`Gateway::render`] does) in one rename, so a reload never reads half
+    /// a file.
+    pub fn write_config(&self, template: &str, upstream: &Upstream) {
+        let path = self.config_path();
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, self.render(template, upstream)).expect("write config");
+        std::fs::rename(&temporary, &path).expect("rename config");
+    }
+
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
     }

@@ -200,23 +200,29 @@ fn compile_route<'a>(
 }
 
 /// `auth.long_lived`: ending with the token is the default where a token
-/// is required; an audit route never ends anything.
+/// is required (an audit route, deciding as `required` would, only counts
+/// what it would end); ending on a reload, wherever there is auth.
 fn long_lived(config: &LongLivedConfig, mode: AuthMode) -> Result<LongLived, String> {
     if config.max_lifetime == Some(Duration::ZERO) {
         return Err("auth.long_lived.max_lifetime must be longer than 0s".into());
     }
+    let needs_token = |setting: &str| {
+        format!("auth.long_lived.{setting} needs a token: the route's auth.mode is off")
+    };
     let end_with_token = match (config.end_with_token, mode) {
-        (Some(true), AuthMode::Off) => {
-            return Err(
-                "auth.long_lived.end_with_token needs a token: the route's auth.mode is off".into(),
-            );
-        }
-        (_, AuthMode::Audit) => false,
+        (Some(true), AuthMode::Off) => return Err(needs_token("end_with_token")),
         (Some(end), _) => end,
-        (None, mode) => mode == AuthMode::Required,
+        (None, mode) => matches!(mode, AuthMode::Required | AuthMode::Audit),
+    };
+    let end_on_reload = match (config.end_on_reload, mode) {
+        (Some(true), AuthMode::Off) => return Err(needs_token("end_on_reload")),
+        (_, AuthMode::Off) => false,
+        (end, _) => end.unwrap_or(true),
     };
     Ok(LongLived {
         end_with_token,
+        end_on_reload,
+        enforce: mode != AuthMode::Audit,
         max_lifetime: config.max_lifetime,
     })
 }
@@ -428,9 +434,14 @@ fn spoof_form(name: &str) -> String {
 mod tests {
     use super::*;
 
-    fn config(end_with_token: Option<bool>, max_lifetime: Option<Duration>) -> LongLivedConfig {
+    fn config(
+        end_with_token: Option<bool>,
+        end_on_reload: Option<bool>,
+        max_lifetime: Option<Duration>,
+    ) -> LongLivedConfig {
         LongLivedConfig {
             end_with_token,
+            end_on_reload,
             max_lifetime,
         }
     }
@@ -439,27 +450,29 @@ mod tests {
     fn long_lived_connections_end_with_the_token_on_required_routes_by_default() {
         let hour = Some(Duration::from_secs(3600));
         let compiled = |c, mode| long_lived(&c, mode);
+        let required = compiled(config(None, None, None), AuthMode::Required).unwrap();
+        assert!(required.end_with_token && required.end_on_reload && required.enforce);
+        let optional = compiled(config(None, None, None), AuthMode::Optional).unwrap();
+        assert!(!optional.end_with_token && optional.end_on_reload);
+        let off = compiled(config(None, None, None), AuthMode::Off).unwrap();
         assert!(
-            compiled(config(None, None), AuthMode::Required)
+            !off.arms(),
+            "nothing could end a connection of an off route"
+        );
+        assert!(
+            compiled(config(Some(true), None, None), AuthMode::Optional)
                 .unwrap()
                 .end_with_token
         );
-        for mode in [AuthMode::Optional, AuthMode::Off, AuthMode::Audit] {
-            let settings = compiled(config(None, None), mode).unwrap();
-            assert!(!settings.arms(), "{mode:?}");
-        }
-        assert!(
-            compiled(config(Some(true), None), AuthMode::Optional)
-                .unwrap()
-                .end_with_token
-        );
-        // An audit route forwards what required would refuse: it ends
-        // nothing for its token, but a lifetime still holds.
-        let audit = compiled(config(Some(true), hour), AuthMode::Audit).unwrap();
-        assert_eq!((audit.end_with_token, audit.max_lifetime), (false, hour));
-        let kept = compiled(config(Some(false), None), AuthMode::Required).unwrap();
+        // An audit route decides as required would, but ends nothing for
+        // its token: it only counts; a lifetime still holds.
+        let audit = compiled(config(None, None, hour), AuthMode::Audit).unwrap();
+        assert!(audit.end_with_token && audit.end_on_reload && !audit.enforce);
+        assert_eq!(audit.max_lifetime, hour);
+        let kept = compiled(config(Some(false), Some(false), None), AuthMode::Required).unwrap();
         assert!(!kept.arms(), "nothing to end it: nothing armed");
-        assert!(compiled(config(Some(true), None), AuthMode::Off).is_err());
-        assert!(compiled(config(None, Some(Duration::ZERO)), AuthMode::Required).is_err());
+        assert!(compiled(config(Some(true), None, None), AuthMode::Off).is_err());
+        assert!(compiled(config(None, Some(true), None), AuthMode::Off).is_err());
+        assert!(compiled(config(None, None, Some(Duration::ZERO)), AuthMode::Required).is_err());
     }
 }

@@ -231,9 +231,18 @@ pub struct LongLivedConfig {
     /// upload not yet answered gets `401`, a gRPC stream ends with
     /// `grpc-status: 16` (UNAUTHENTICATED), or is reset (CANCELLED) when
     /// nothing flows. Absent: on for `required` routes, off for
-    /// the others; an `audit` route never ends a connection for its token,
-    /// and `true` on an `off` route is a config error.
+    /// the others (on for `audit` routes, which never end a connection for
+    /// its token but count `would_end`); `true` on an `off` route is a
+    /// config error.
     pub end_with_token: Option<bool>,
+    /// End the connection or HTTP/2 stream, as a revocation does (reason
+    /// "token no longer accepted"), when a reload leaves its route
+    /// refusing its token: the route removed, the token's issuer no longer
+    /// one of the route's, a scope, claim rule or audience it now fails,
+    /// or a token now required where it had none. Its signature and `exp`
+    /// are not checked again. Absent: `true` on every route with auth;
+    /// `true` on an `off` route is a config error.
+    pub end_on_reload: Option<bool>,
     /// The longest such a connection may stay open, whatever its token,
     /// e.g. `1h`. Absent: no limit but the token's.
     #[serde(deserialize_with = "optional_duration")]

@@ -48,8 +48,9 @@ impl Gateway {
             return;
         };
         let on_drop = self.dropped_stream(session, ctx);
-        let identity = ctx.identity.as_deref();
+        let identity = ctx.identity.as_ref();
         ctx.live = live::arm_stream(connections, &serving.snapshot, route, identity, on_drop);
+        self.catch_up(ctx);
     }
 
     /// What is counted and logged if the HTTP/2 stream of this request is
@@ -78,6 +79,7 @@ impl Gateway {
             scheme: ctx.scheme,
             live: None,
             ended: None,
+            would_end: None,
         };
         Box::new(move |reason| {
             copy.ended = Some(reason.as_str());

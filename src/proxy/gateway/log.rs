@@ -94,6 +94,7 @@ fn access_log(served: &Served, error: Option<&Error>, ctx: &RequestCtx) {
             .filter(|_| ctx.ended.is_none())
             .map(|e| ProxyFailure::of(e).as_str()),
         ended: ctx.ended,
+        would_end: ctx.would_end,
         adapter: Adapter::Proxy.as_str(),
     }
     .write();

@@ -593,7 +593,7 @@ mod tests {
 
     #[tokio::test]
     async fn local_and_remote_revocations_end_matching_live_connections() {
-        use crate::state::live::{ConnectionKind, Deadline, LiveConnections, TokenKeys};
+        use crate::state::live::{ConnectionKind, Deadline, Holder, LiveConnections, TokenKeys};
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::at(1_000);
         let metrics = Metrics::new();
@@ -610,12 +610,14 @@ mod tests {
             &token("a"),
             "ws",
             ConnectionKind::WebSocket,
+            Holder::enforced(None),
         );
         let there = live.arm(
             Deadline::default(),
             &token("b"),
             "ws",
             ConnectionKind::WebSocket,
+            Holder::enforced(None),
         );
         revocations.apply_local(jti("a", 2_000)).unwrap();
         assert!(here.fired().is_some());
