@@ -474,8 +474,10 @@ async fn an_upstream_whose_every_endpoint_fails_its_checks_still_gets_traffic() 
 async fn a_refused_connection_sets_the_endpoint_aside_for_eject_for() {
     let a = Upstream::start();
     let closed = closed_addr();
+    // Long enough that a loaded machine still reads the endpoint set aside
+    // after the requests; short enough to wait out at the end.
     let upstream = format!(
-        r#"{{ addrs: ["{}", "{closed}"], eject_for: 1s }}"#,
+        r#"{{ addrs: ["{}", "{closed}"], eject_for: 4s }}"#,
         a.addr()
     );
     let gateway = Gateway::start(&health_config(&upstream), &a).await;
