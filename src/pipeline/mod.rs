@@ -470,4 +470,6 @@ fn refetchable<'a>(snapshot: &'a Snapshot, failure: &Failure) -> Option<(&'a Key
 #[cfg(test)]
 mod rate_limit_tests;
 #[cfg(test)]
+mod support_tests;
+#[cfg(test)]
 mod tests;

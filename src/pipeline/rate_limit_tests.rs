@@ -2,20 +2,15 @@
 //! key runs relative to authentication, and what a refusal carries.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::json;
 
 use super::client::ClientAddress;
+use super::support_tests::{MAIN, NOW, compiled, rs256};
 use super::*;
 use crate::clock::ManualClock;
-use crate::jose::Algorithm;
-use crate::mint::Signer;
-
-const NOW: i64 = 1_800_000_000;
-const MAIN: &str = "https://main.pipeline.test";
 
 const CONFIG: &str = r#"
 listen: { http: "127.0.0.1:0" }
@@ -55,11 +50,9 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        let path = fixtures().join("pipeline.yaml");
-        let config = crate::config::parse(&path, CONFIG, &|_| None).expect("the config parses");
         let clock = ManualClock::at(NOW);
         Self {
-            snapshot: crate::assemble::compile(&path, config).expect("the config compiles"),
+            snapshot: compiled(CONFIG),
             pipeline: Pipeline::new(clock.clone(), None).without_refetch(),
             clock,
             runtime: tokio::runtime::Builder::new_current_thread()
@@ -91,23 +84,11 @@ impl Harness {
     }
 }
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys")
-}
-
 fn bearer(sub: &str) -> (&'static str, String) {
     let claims = json!({
         "iss": MAIN, "sub": sub, "aud": "api", "iat": NOW, "exp": NOW + 7200,
     });
-    let token = Signer::from_file(&fixtures().join("rsa.pem"), Algorithm::RS256)
-        .expect("a fixture key")
-        .sign(
-            claims.as_object().expect("an object"),
-            Some("rsa-1"),
-            Some("JWT"),
-        )
-        .expect("signing works");
-    ("authorization", format!("Bearer {token}"))
+    ("authorization", format!("Bearer {}", rs256(&claims)))
 }
 
 /// The kind of a decision other than a rate limit, so that each step of a

@@ -44,17 +44,12 @@ pub fn on_reload(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::sync::Arc;
 
     use serde_json::json;
 
     use super::*;
-    use crate::jose::Algorithm;
-    use crate::mint::Signer;
-
-    const NOW: i64 = 1_800_000_000;
-    const MAIN: &str = "https://main.pipeline.test";
+    use crate::pipeline::support_tests::{MAIN, NOW, compiled, rs256};
 
     /// One route, `ws`, whose `AUTH` each case fills; `main` and `other`
     /// verify with the fixture JWKS.
@@ -69,10 +64,7 @@ routes:
 "#;
 
     fn snapshot(auth: &str) -> Snapshot {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/r.yaml");
-        let text = CONFIG.replace("AUTH", auth);
-        let config = crate::config::parse(&path, &text, &|_| None).expect("the config parses");
-        crate::assemble::compile(&path, config).expect("the config compiles")
+        compiled(&CONFIG.replace("AUTH", auth))
     }
 
     /// A token with scope `a` and `tenant: acme`, as `snapshot`'s route
@@ -82,11 +74,7 @@ routes:
             "iss": MAIN, "sub": "alice", "aud": "api", "iat": NOW, "exp": NOW + 300,
             "scope": "a", "tenant": "acme",
         });
-        let key = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/rsa.pem");
-        let token = Signer::from_file(&key, Algorithm::RS256)
-            .expect("a fixture key")
-            .sign(claims.as_object().expect("an object"), Some("rsa-1"), None)
-            .expect("signing works");
+        let token = rs256(&claims);
         snapshot.routes[0]
             .policy
             .authorize(&token, &snapshot.issuers, NOW, 8192, None, &mut ())

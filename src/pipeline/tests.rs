@@ -19,8 +19,7 @@ use crate::jose::Algorithm;
 use crate::mint::Signer;
 use crate::telemetry::Metrics;
 
-const NOW: i64 = 1_800_000_000;
-const MAIN: &str = "https://main.pipeline.test";
+use super::support_tests::{MAIN, NOW};
 const TYPED: &str = "https://typed.pipeline.test";
 const REMOTE: &str = "https://remote.pipeline.test";
 
