@@ -619,7 +619,8 @@ fn config() -> String {
             &[r#"{ hosts: [gateway.test], cert: "{CERTS}/gateway.crt", key: "{CERTS}/gateway.key" }"#],
             &[],
         )
-        .issuer("local", "https://local.test")
+        // No leeway: a token of this issuer ends when its `exp` says.
+        .issuer_with("local", "https://local.test", &["leeway: 0s"])
         .issuers(REMOTE_ISSUERS)
         .routes(ROUTES)
 }
@@ -649,6 +650,10 @@ const ROUTES: &str = r#"
     match: { path_prefix: /uploads }
     upstream: { addrs: ["{UPSTREAM}"] }
     auth: { long_lived: { max_lifetime: 1s } }
+  - name: audited-uploads
+    match: { path_prefix: /audited-uploads }
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { mode: audit, long_lived: { max_lifetime: 4s } }
 "#;
 
 fn token_of(issuer: &str) -> String {
@@ -811,27 +816,24 @@ async fn driven_gateway() -> Driven {
     gateway
         .expect_metric(REQUESTS, &[("route", "api")], 3.0)
         .await;
-    stalled_upload(gateway).await;
+    stalled_uploads(gateway).await;
     driven
 }
 
-/// An upload that never finishes, ended by its route's `max_lifetime`: the
-/// long-lived connection metrics' series.
-async fn stalled_upload(gateway: &Gateway) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut client = tokio::net::TcpStream::connect(gateway.proxy_addr())
-        .await
-        .expect("connect");
-    let head = format!(
-        "POST /uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-        token_of("https://local.test")
+/// Uploads that never finish, ended by their routes' `max_lifetime`: the
+/// long-lived connection metrics' series. The one on the `audit` route has
+/// a token that expires first, which only counts `would_end`.
+async fn stalled_uploads(gateway: &Gateway) {
+    let lasting = token_of("https://local.test");
+    let brief = token(
+        "https://local.test",
+        "dashboards",
+        json!({ "exp": now() + 2 }),
     );
-    client.write_all(head.as_bytes()).await.expect("send");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), client.read_to_end(&mut answer))
-        .await
-        .expect("the upload ended by its route's max_lifetime")
-        .expect("read");
+    tokio::join!(
+        stalled_upload(gateway, "/uploads", &lasting),
+        stalled_upload(gateway, "/audited-uploads", &brief),
+    );
     gateway
         .expect_metric(
             "jwtgate_connections_ended_total",
@@ -839,6 +841,29 @@ async fn stalled_upload(gateway: &Gateway) {
             1.0,
         )
         .await;
+    gateway
+        .expect_metric(
+            "jwtgate_connections_would_end_total",
+            &[("route", "audited-uploads"), ("reason", "expired")],
+            1.0,
+        )
+        .await;
+}
+
+async fn stalled_upload(gateway: &Gateway, path: &str, token: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut client = tokio::net::TcpStream::connect(gateway.proxy_addr())
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    );
+    client.write_all(head.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), client.read_to_end(&mut answer))
+        .await
+        .expect("the upload ended by its route's max_lifetime")
+        .expect("read");
 }
 
 async fn reload(gateway: &Gateway) {
