@@ -59,6 +59,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    jwtgate::memory::disable_transparent_huge_pages();
     let cli = Cli::parse();
     let clock = jwtgate::clock::system();
     logging::init(

@@ -1,7 +1,9 @@
 //! Configs at platform scale: 10 000 routes and 100 issuers, made by the
 //! same generator the benches use (`benches/load/big_config.py`), load
 //! through `jwtgate check` and reload under load without a failed request;
-//! hostile YAML is refused in jwtgate's words.
+//! hostile YAML is refused in jwtgate's words. And the process runs without
+//! transparent huge pages, which would hold many idle connections' memory
+//! 2 MiB at a time.
 
 mod common;
 
@@ -116,4 +118,30 @@ async fn ten_thousand_routes_reload_under_load_without_a_failed_request() {
         failed.len(),
         statuses.len()
     );
+}
+
+/// The `THP_enabled` line of the process's status: 0 when transparent huge
+/// pages are off for it.
+fn huge_pages_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .expect("a kernel that reports THP_enabled")
+        .trim()
+        .to_owned()
+}
+
+/// Huge pages would keep each idle connection's touched buffer pages
+/// resident 2 MiB at a time; the operator can still ask for them.
+#[tokio::test]
+async fn the_gateway_runs_without_transparent_huge_pages_unless_asked() {
+    use common::{Config, ISS, OPEN_ROUTE};
+    let upstream = Upstream::start();
+    let config = Config::main(ISS).routes(OPEN_ROUTE);
+    let gateway = Gateway::start(&config, &upstream).await;
+    assert_eq!(huge_pages_enabled(gateway.pid()), "0");
+    let asked =
+        Gateway::start_with_env(&config, &upstream, &[], &[("MIMALLOC_ALLOW_THP", "1")]).await;
+    assert_eq!(huge_pages_enabled(asked.pid()), "1");
 }
