@@ -169,7 +169,7 @@ fn armed(
         iss: iss.unwrap_or_default().into(),
         enforce: settings.enforce,
     };
-    Some(live.arm(deadline, &keys, &route.name, kind, holder))
+    Some(live.arm(deadline, keys, &route.name, kind, holder))
 }
 
 impl LiveRequest {

@@ -607,14 +607,14 @@ mod tests {
         };
         let here = live.arm(
             Deadline::default(),
-            &token("a"),
+            token("a"),
             "ws",
             ConnectionKind::WebSocket,
             Holder::enforced(None),
         );
         let there = live.arm(
             Deadline::default(),
-            &token("b"),
+            token("b"),
             "ws",
             ConnectionKind::WebSocket,
             Holder::enforced(None),
