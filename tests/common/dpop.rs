@@ -266,3 +266,40 @@ fn run(args: &[&str], stdin: Option<&str>) -> Result<Value, String> {
         )
     })
 }
+
+/// RFC 9449's examples, as test vectors: one ES256 key, its proof for the
+/// token request (Figure 4) and for a resource request with an access token
+/// (Figure 13), the key's thumbprint (§6.1) and the token's `ath` (§7.1).
+/// Their `iat`s are in 2019: a verifier takes them with its clock set to
+/// [`rfc9449::TOKEN_REQUEST_IAT`] or [`rfc9449::RESOURCE_IAT`].
+pub mod rfc9449 {
+    pub const TOKEN_REQUEST_PROOF: &str = concat!(
+        "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0",
+        "VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10",
+        "NnY5VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiItQndDM0VTYzZhY2MybFRjIiwiaHRtIjoi",
+        "UE9TVCIsImh0dSI6Imh0dHBzOi8vc2VydmVyLmV4YW1wbGUuY29tL3Rva2VuIiwiaWF0IjoxNTYyMjYyNjE2fQ.2-",
+        "GxA6T8lP4vfrg8v-FdWP0A0zdrj8igiMLvqRMUvwnQg4PtFLbdLXiOSsX0x7NVY-FNyJK70nfbV37xRZT3Lg",
+    );
+    pub const TOKEN_REQUEST_HTM: &str = "POST";
+    pub const TOKEN_REQUEST_HTU: &str = "https://server.example.com/token";
+    pub const TOKEN_REQUEST_IAT: i64 = 1_562_262_616;
+
+    pub const RESOURCE_PROOF: &str = concat!(
+        "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0",
+        "VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10",
+        "NnY5VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiJlMWozVl9iS2ljOC1MQUVCIiwiaHRtIjoi",
+        "R0VUIiwiaHR1IjoiaHR0cHM6Ly9yZXNvdXJjZS5leGFtcGxlLm9yZy9wcm90ZWN0ZWRyZXNvdXJjZSIsImlhdCI6",
+        "MTU2MjI2MjYxOCwiYXRoIjoiZlVIeU8ycjJaM0RaNTNFc05yV0JiMHhXWG9hTnk1OUlpS0NBcWtzbVFFbyJ9.2oW9",
+        "RP35yRqzhrtNP86L-Ey71EOptxRimPPToA1plemAgR6pxHF8y6-yqyVnmcw6Fy1dqd-jfxSYoMxhAJpLjA",
+    );
+    pub const RESOURCE_HTM: &str = "GET";
+    pub const RESOURCE_HTU: &str = "https://resource.example.org/protectedresource";
+    pub const RESOURCE_IAT: i64 = 1_562_262_618;
+    /// The access token the resource request carries (`Authorization: DPoP …`).
+    pub const ACCESS_TOKEN: &str = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
+    pub const ATH: &str = "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo";
+
+    /// The RFC 7638 thumbprint of both proofs' key: a token bound to it has
+    /// this `cnf.jkt`.
+    pub const JKT: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+}
