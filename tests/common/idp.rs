@@ -55,8 +55,8 @@ pub fn client_secret(client_id: &str) -> String {
 
 const LISTENING: &str = "IDP_LISTENING ";
 const STARTUP_LIMIT: Duration = Duration::from_secs(20);
-const SETUP_HINT: &str = "the remote-key tests need Node.js (>= 20) on PATH and the test IdP's \
-     packages: run `npm ci --prefix tests/idp` from the repository root";
+const SETUP_HINT: &str = "the tests with the IdP or DPoP proofs need Node.js (>= 20) on PATH \
+     and the test IdP's packages: run `npm ci --prefix tests/idp` from the repository root";
 
 /// `tests/idp`.
 pub fn idp_dir() -> PathBuf {
