@@ -19,15 +19,44 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "dpop.rs"]
+pub mod dpop;
+
+#[path = "idp_bound.rs"]
+mod bound;
+
+// Each test crate uses the part it needs.
+#[allow(unused_imports)]
+pub use bound::{ClientAuth, Reply, TokenRequest, access_token};
+#[allow(unused_imports)]
+pub use dpop::{DpopKey, Proof, Tamper};
+
 pub const CLIENT_ID: &str = "jwtgate-test";
 pub const CLIENT_SECRET: &str = "jwtgate-test-secret";
 /// The resource indicator every token is requested for; it becomes `aud`.
 pub const RESOURCE: &str = "urn:jwtgate:test-api";
+/// Tokens for this resource are opaque: introspected, not verified.
+pub const OPAQUE_RESOURCE: &str = "urn:jwtgate:opaque-api";
+/// Its tokens are bound to the DPoP key of the proof sent with the token
+/// request (`cnf.jkt`); a request without a proof is refused.
+pub const DPOP_CLIENT: &str = "dpop-client";
+/// Its tokens are bound to the certificate it presents (`cnf["x5t#S256"]`).
+pub const MTLS_CLIENT: &str = "mtls-client";
+/// A resource server's client: it may introspect any token, and get none.
+pub const INTROSPECTOR: &str = "gateway-introspector";
+/// The request header carrying the client certificate (URL-encoded PEM) to
+/// the IdP, which listens on plain HTTP: it stands in for a TLS terminator.
+pub const CLIENT_CERT_HEADER: &str = "x-client-cert";
+
+/// The secret of each of the IdP's clients.
+pub fn client_secret(client_id: &str) -> String {
+    format!("{client_id}-secret")
+}
 
 const LISTENING: &str = "IDP_LISTENING ";
 const STARTUP_LIMIT: Duration = Duration::from_secs(20);
-const SETUP_HINT: &str = "the remote-key tests need Node.js (>= 20) on PATH and the test IdP's \
-     packages: run `npm ci --prefix tests/idp` from the repository root";
+const SETUP_HINT: &str = "the tests with the IdP or DPoP proofs need Node.js (>= 20) on PATH \
+     and the test IdP's packages: run `npm ci --prefix tests/idp` from the repository root";
 
 /// `tests/idp`.
 pub fn idp_dir() -> PathBuf {
@@ -145,6 +174,8 @@ impl Idp {
             "IDP_ACCESS_TOKEN_TTL",
             "IDP_JWKS_CACHE_CONTROL",
             "IDP_JWKS_DELAY_MS",
+            "IDP_OPAQUE_RESOURCE",
+            "IDP_DPOP_NONCES",
         ] {
             command.env_remove(name);
         }
@@ -264,30 +295,7 @@ impl Idp {
     /// A client-credentials access token (a JWT, `aud` = [`RESOURCE`]).
     /// An empty `scope` requests none (the token then has no `scope` claim).
     pub async fn token(&self, scope: &str) -> String {
-        let mut fields = vec![("grant_type", "client_credentials"), ("resource", RESOURCE)];
-        if !scope.is_empty() {
-            fields.push(("scope", scope));
-        }
-        let url = format!("{}/token", self.issuer().trim_end_matches('/'));
-        let response = self
-            .client
-            .post(&url)
-            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form_urlencoded(&fields))
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {url}: {e}; IdP stderr:\n{}", self.stderr()));
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        assert_eq!(status, 200, "POST {url}: {text}");
-        let body: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("token response is not JSON ({e}): {text}"));
-        body["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no access_token in {text}"))
-            .to_string()
+        access_token(&self.issue(&TokenRequest::new(CLIENT_ID, scope)).await)
     }
 
     /// `(discovery, jwks, token)` requests received since start or the last
@@ -430,19 +438,21 @@ pub fn write_keys(dir: &Path, keys: &[Value]) -> PathBuf {
 
 /// `application/x-www-form-urlencoded`, without pulling in a form encoder.
 fn form_urlencoded(fields: &[(&str, &str)]) -> String {
-    fn encode(text: &str) -> String {
-        text.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    }
     fields
         .iter()
-        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .map(|(name, value)| format!("{}={}", percent_encode(name), percent_encode(value)))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// Every byte but RFC 3986's unreserved characters as `%XX`.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

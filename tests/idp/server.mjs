@@ -66,13 +66,39 @@ if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) {
 const RESOURCE = env.IDP_RESOURCE || 'urn:jwtgate:test-api';
 // Optional extra resource indicators (comma separated), e.g. to mint tokens with a "wrong" aud.
 const EXTRA_RESOURCES = (env.IDP_EXTRA_RESOURCES || '').split(',').map((s) => s.trim()).filter(Boolean);
-const RESOURCES = new Set([RESOURCE, ...EXTRA_RESOURCES]);
+// Tokens for this resource are opaque (introspected, revocable), not JWTs.
+const OPAQUE_RESOURCE = env.IDP_OPAQUE_RESOURCE || 'urn:jwtgate:opaque-api';
+const RESOURCES = new Set([RESOURCE, ...EXTRA_RESOURCES, OPAQUE_RESOURCE]);
 const CLIENT_ID = 'jwtgate-test';
 const CLIENT_SECRET = 'jwtgate-test-secret';
 const SCOPES = 'orders:read orders:write';
 const ACCESS_TOKEN_TTL = Number.parseInt(env.IDP_ACCESS_TOKEN_TTL || '600', 10); // seconds
 const JWKS_CACHE_CONTROL = env.IDP_JWKS_CACHE_CONTROL || 'max-age=60';
 const JWKS_DELAY_MS = Number.parseInt(env.IDP_JWKS_DELAY_MS || '0', 10) || 0;
+// With IDP_DPOP_NONCES=1 the token endpoint demands a server nonce in every DPoP proof (RFC
+// 9449 §8); off by default so a proof needs no round trip.
+const DPOP_NONCES = env.IDP_DPOP_NONCES === '1';
+// Stands in for a TLS-terminating proxy: the IdP listens on plain HTTP, so the client
+// certificate of a certificate-bound token request (RFC 8705) arrives as a URL-encoded PEM in
+// this request header. Test-only: anyone can set it.
+const CLIENT_CERT_HEADER = 'x-client-cert';
+
+// Further clients beside jwtgate-test, each with the secret `<client_id>-secret`:
+//   dpop-client           its tokens are DPoP-bound (cnf.jkt); the token request needs a proof
+//   mtls-client           its tokens are certificate-bound (cnf["x5t#S256"])
+//   gateway-introspector  a resource server: it may only introspect
+const secretOf = (clientId) => `${clientId}-secret`;
+const tokenClient = (clientId, metadata) => ({
+  client_id: clientId,
+  client_secret: secretOf(clientId),
+  // client_secret_post is accepted too: oidc-provider treats basic/post as interchangeable.
+  token_endpoint_auth_method: 'client_secret_basic',
+  grant_types: ['client_credentials'],
+  response_types: [],
+  redirect_uris: [],
+  scope: SCOPES,
+  ...metadata,
+});
 
 function loadKeys() {
   if (!env.IDP_KEYS_FILE) {
@@ -118,24 +144,50 @@ const DISCOVERY_PATH = '/.well-known/openid-configuration';
 
 const provider = new Provider(ISSUER, {
   jwks: { keys: KEYS },
-  clients: [{
-    client_id: CLIENT_ID,
-    client_secret: CLIENT_SECRET,
-    // client_secret_post is accepted too: oidc-provider treats basic/post as interchangeable.
-    token_endpoint_auth_method: 'client_secret_basic',
-    grant_types: ['client_credentials'],
-    response_types: [],
-    redirect_uris: [],
-    scope: SCOPES,
+  clients: [
     // The client metadata default is RS256, which oidc-provider refuses when
     // no RS256 key is published; follow the signing key instead.
-    id_token_signed_response_alg: SIGNING_KEY.alg,
-  }],
+    { ...tokenClient(CLIENT_ID), client_secret: CLIENT_SECRET, id_token_signed_response_alg: SIGNING_KEY.alg },
+    tokenClient('dpop-client', { dpop_bound_access_tokens: true, id_token_signed_response_alg: SIGNING_KEY.alg }),
+    tokenClient('mtls-client', {
+      tls_client_certificate_bound_access_tokens: true,
+      id_token_signed_response_alg: SIGNING_KEY.alg,
+    }),
+    {
+      client_id: 'gateway-introspector',
+      client_secret: secretOf('gateway-introspector'),
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: [],
+      response_types: [],
+      redirect_uris: [],
+      id_token_signed_response_alg: SIGNING_KEY.alg,
+    },
+  ],
+  // The proof algorithms a gateway must accept (RFC 9449 leaves the list to the deployment).
+  enabledJWA: { dPoPSigningAlgValues: ['ES256', 'EdDSA', 'Ed25519', 'PS256', 'RS256'] },
   scopes: ['openid', 'offline_access', ...SCOPES.split(' ')],
   routes: ROUTES,
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    dPoP: {
+      enabled: true,
+      nonceSecret: DPOP_NONCES ? randomBytes(32) : undefined,
+      requireNonce: () => DPOP_NONCES,
+    },
+    mTLS: {
+      enabled: true,
+      certificateBoundAccessTokens: true,
+      // oidc-provider computes x5t#S256 from this PEM itself.
+      getCertificate: (ctx) => {
+        const pem = ctx.get(CLIENT_CERT_HEADER);
+        return pem ? decodeURIComponent(pem) : undefined;
+      },
+    },
+    // RFC 7662 and RFC 7009 for opaque tokens. The default policies apply: a confidential
+    // client may introspect any token, and revoke only its own.
+    introspection: { enabled: true },
+    revocation: { enabled: true },
     resourceIndicators: {
       enabled: true,
       // no `resource` parameter -> no resource server -> opaque (non-JWT) access token
@@ -149,7 +201,7 @@ const provider = new Provider(ISSUER, {
           scope: SCOPES, // requested scopes outside this list are silently dropped by oidc-provider
           audience: resourceIndicator,
           accessTokenTTL: ACCESS_TOKEN_TTL,
-          accessTokenFormat: 'jwt',
+          accessTokenFormat: resourceIndicator === OPAQUE_RESOURCE ? 'opaque' : 'jwt',
           jwt: { sign: SIGNING_KEY }, // first key of the key set signs
         };
       },

@@ -1,0 +1,335 @@
+//! The test IdP's sender-constrained and opaque tokens, and the DPoP proof
+//! maker, checked on their own before gateway tests rely on them: a
+//! DPoP-bound token carries the RFC 7638 thumbprint of the client's key, a
+//! certificate-bound one the SHA-256 thumbprint openssl computes of the
+//! certificate, an opaque one introspects active until it is revoked, and
+//! the proofs (good and deliberately bad) are what they claim to be.
+//!
+//! Needs Node.js, `npm ci --prefix tests/idp` and openssl; without them
+//! every test here fails with a message saying so.
+
+mod common;
+#[path = "common/idp.rs"]
+mod idp;
+
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{Cert, Pki};
+use idp::dpop::{self, ALGS};
+use idp::{
+    ClientAuth, DPOP_CLIENT, DpopKey, INTROSPECTOR, Idp, IdpConfig, MTLS_CLIENT, OPAQUE_RESOURCE,
+    Proof, RESOURCE, Tamper, TokenRequest, access_token, client_secret,
+};
+use serde_json::{Value, json};
+
+/// The claims of a JWT, unverified: the IdP's signature is what the
+/// remote-key tests cover.
+fn claims(jwt: &str) -> Value {
+    jose_part(jwt, 1)
+}
+
+/// The base64url SHA-256 of `cert`'s DER, computed by openssl alone.
+fn openssl_thumbprint(pki: &Pki, cert: &str) -> String {
+    let der = pki.path("cert.der");
+    pki.openssl(&["x509", "-in", cert, "-outform", "DER", "-out", "cert.der"]);
+    let output = Command::new("openssl")
+        .args(["dgst", "-sha256", "-binary"])
+        .arg(&der)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run openssl dgst");
+    assert!(output.status.success(), "openssl dgst: {output:?}");
+    assert_eq!(output.stdout.len(), 32, "a SHA-256 digest");
+    URL_SAFE_NO_PAD.encode(&output.stdout)
+}
+
+#[tokio::test]
+async fn dpop_bound_tokens_carry_the_thumbprint_of_the_clients_key() {
+    let idp = Idp::start().await;
+    for alg in ALGS {
+        let key = DpopKey::generate(alg);
+        let token = idp.dpop_bound_token(&key, "orders:read").await;
+        let claims = claims(&token);
+        assert_eq!(claims["cnf"]["jkt"], key.jkt.as_str(), "{alg}: {claims}");
+        assert_eq!(claims["client_id"], DPOP_CLIENT);
+        assert_eq!(claims["aud"], RESOURCE);
+        assert_eq!(claims["scope"], "orders:read");
+        assert_eq!(key.public_jwk.get("d"), None, "{alg}: a public JWK");
+        assert_eq!(dpop::thumbprint(&key.public_jwk), key.jkt);
+    }
+}
+
+/// jose's thumbprint is RFC 7638's: its §3.1 example.
+#[test]
+fn the_thumbprint_is_rfc_7638s() {
+    let jwk = json!({
+        "kty": "RSA",
+        "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29"
+    });
+    assert_eq!(
+        dpop::thumbprint(&jwk),
+        "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+    );
+}
+
+#[tokio::test]
+async fn the_dpop_client_gets_no_token_without_a_proof() {
+    let idp = Idp::start().await;
+    let reply = idp
+        .try_issue(&TokenRequest::new(DPOP_CLIENT, "orders:read"), None)
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(reply.body["error"], "invalid_grant");
+
+    // A proof for another URI is refused by oidc-provider too.
+    let key = DpopKey::generate("ES256");
+    let elsewhere = Proof::new("POST", &idp.endpoint("/elsewhere"));
+    let request = TokenRequest::new(DPOP_CLIENT, "orders:read")
+        .dpop(&key)
+        .proof(elsewhere);
+    let reply = idp.try_issue(&request, None).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(reply.body["error"], "invalid_dpop_proof");
+}
+
+#[tokio::test]
+async fn with_nonces_the_token_endpoint_demands_one_and_binds_the_token() {
+    let idp = Idp::start_with(IdpConfig {
+        env: vec![("IDP_DPOP_NONCES".into(), "1".into())],
+        ..IdpConfig::default()
+    })
+    .await;
+    let key = DpopKey::generate("ES256");
+    let request = TokenRequest::new(DPOP_CLIENT, "orders:read").dpop(&key);
+    let first = idp.try_issue(&request, None).await;
+    assert_eq!(first.status, 400, "{}", first.body);
+    assert_eq!(first.body["error"], "use_dpop_nonce");
+    let nonce = first.dpop_nonce.expect("a DPoP-Nonce header");
+
+    let second = idp.try_issue(&request, Some(&nonce)).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(
+        claims(&access_token(&second.body))["cnf"]["jkt"],
+        key.jkt.as_str()
+    );
+    // What `dpop_bound_token` does in one call.
+    let token = idp.dpop_bound_token(&key, "").await;
+    assert_eq!(claims(&token)["cnf"]["jkt"], key.jkt.as_str());
+}
+
+#[tokio::test]
+async fn certificate_bound_tokens_carry_the_certificates_thumbprint() {
+    let idp = Idp::start().await;
+    let pki = Pki::new();
+    let client = Cert {
+        key: "client.key",
+        cert: "client.pem",
+        cn: "orders-client",
+        days: 2,
+        extensions: &["extendedKeyUsage=clientAuth"],
+    };
+    pki.self_signed(&client);
+    let pem = std::fs::read_to_string(pki.path("client.pem")).expect("client.pem");
+
+    let token = idp.cert_bound_token(&pem, "orders:read").await;
+    let claims = claims(&token);
+    assert_eq!(
+        claims["cnf"]["x5t#S256"],
+        openssl_thumbprint(&pki, "client.pem").as_str(),
+        "{claims}"
+    );
+    assert_eq!(claims["client_id"], MTLS_CLIENT);
+    assert_eq!(claims["cnf"].get("jkt"), None);
+
+    let without = idp
+        .try_issue(&TokenRequest::new(MTLS_CLIENT, "orders:read"), None)
+        .await;
+    assert_eq!(without.status, 400, "{}", without.body);
+}
+
+#[tokio::test]
+async fn opaque_tokens_introspect_active_until_revoked() {
+    let idp = Idp::start().await;
+    let token = idp.opaque_token("orders:read").await;
+    assert!(!token.contains('.'), "opaque, not a JWT: {token}");
+
+    let active = idp.introspect(&token).await;
+    assert_eq!(active["active"], true, "{active}");
+    assert_eq!(active["aud"], OPAQUE_RESOURCE);
+    assert_eq!(active["scope"], "orders:read");
+    assert_eq!(active["iss"], idp.issuer());
+    assert_eq!(active["token_type"], "Bearer");
+    assert!(active["exp"].as_u64() > active["iat"].as_u64(), "{active}");
+
+    let secret = client_secret(INTROSPECTOR);
+    let post = idp
+        .introspect_as(&token, (INTROSPECTOR, &secret, ClientAuth::Post))
+        .await;
+    assert_eq!((post.status, &post.body), (200, &active));
+    let wrong = idp
+        .introspect_as(&token, (INTROSPECTOR, "wrong", ClientAuth::Basic))
+        .await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+
+    idp.revoke(&token).await;
+    assert_eq!(idp.introspect(&token).await, json!({ "active": false }));
+    assert_eq!(
+        idp.introspect("never-issued").await,
+        json!({ "active": false })
+    );
+}
+
+#[tokio::test]
+async fn a_dpop_bound_opaque_token_introspects_with_its_jkt() {
+    let idp = Idp::start().await;
+    let key = DpopKey::generate("EdDSA");
+    let request = TokenRequest::new(DPOP_CLIENT, "orders:read")
+        .resource(OPAQUE_RESOURCE)
+        .dpop(&key);
+    let response = idp.issue(&request).await;
+    assert_eq!(response["token_type"], "DPoP");
+    let introspection = idp.introspect(&access_token(&response)).await;
+    assert_eq!(introspection["active"], true, "{introspection}");
+    assert_eq!(introspection["cnf"]["jkt"], key.jkt.as_str());
+    assert_eq!(introspection["token_type"], "DPoP");
+}
+
+#[test]
+fn proofs_verify_with_jose_and_say_what_they_were_asked() {
+    for alg in ALGS {
+        let key = DpopKey::generate(alg);
+        let proofs = key.proofs(&[
+            Proof::new("GET", "https://api.example/orders").token("the-token"),
+            Proof::new("POST", "https://api.example/pay")
+                .nonce("n-1")
+                .jti("jti-1")
+                .iat_offset(-3600),
+        ]);
+        let first = dpop::verify(&proofs[0]).unwrap_or_else(|e| panic!("{alg}: {e}"));
+        assert_eq!(first.header["typ"], "dpop+jwt");
+        assert_eq!(first.header["alg"], alg);
+        assert_eq!(first.header["jwk"], key.public_jwk);
+        assert_eq!(first.jkt, key.jkt);
+        assert_eq!(first.claims["htm"], "GET");
+        assert_eq!(first.claims["htu"], "https://api.example/orders");
+        assert_eq!(first.claims["ath"], sha256_base64url(b"the-token"));
+        assert_eq!(first.claims["ath"], dpop::ath("the-token"));
+        assert!(first.claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
+        assert_eq!(first.claims.get("nonce"), None);
+
+        let second = dpop::verify(&proofs[1]).unwrap_or_else(|e| panic!("{alg}: {e}"));
+        assert_eq!(second.claims["htm"], "POST");
+        assert_eq!(second.claims["nonce"], "n-1");
+        assert_eq!(second.claims["jti"], "jti-1");
+        assert_eq!(second.claims.get("ath"), None);
+        let iat = |v: &dpop::Verified| v.claims["iat"].as_i64().expect("iat");
+        // Made in one run moments apart: an hour back is far beyond that.
+        assert!(
+            (iat(&first) - 3600 - iat(&second)).abs() < 600,
+            "{alg}: iat"
+        );
+    }
+}
+
+#[test]
+fn deliberately_bad_proofs_are_bad_in_exactly_their_way() {
+    let key = DpopKey::generate("ES256");
+    let base = Proof::new("GET", "https://api.example/orders").token("the-token");
+    let proofs = key.proofs(&Tamper::ALL.map(|tamper| base.clone().tamper(tamper)));
+    for (tamper, proof) in Tamper::ALL.into_iter().zip(&proofs) {
+        let header = jose_part(proof, 0);
+        let verdict = dpop::verify(proof);
+        match tamper {
+            Tamper::PrivateJwk => {
+                assert_eq!(header["jwk"]["d"], key.private_jwk["d"]);
+                assert!(verdict.unwrap_err().contains("public key"));
+            }
+            Tamper::AlgNone => {
+                assert_eq!(header["alg"], "none");
+                assert!(proof.ends_with('.'), "an empty signature: {proof}");
+                assert!(verdict.unwrap_err().contains("alg"));
+            }
+            Tamper::Hs256 => {
+                assert_eq!(header["alg"], "HS256");
+                assert_eq!(header["jwk"], key.public_jwk);
+                assert!(verdict.unwrap_err().contains("alg"));
+            }
+            Tamper::OtherKey => {
+                assert_eq!(header["jwk"], key.public_jwk);
+                assert!(
+                    verdict
+                        .unwrap_err()
+                        .contains("signature verification failed")
+                );
+            }
+            Tamper::WrongTyp => {
+                assert_eq!(header["typ"], "JWT");
+                assert!(verdict.unwrap_err().contains("typ"));
+            }
+            Tamper::NoAth => {
+                let verified = verdict.expect("only ath is missing");
+                assert_eq!(verified.claims.get("ath"), None);
+                assert_eq!(verified.claims["htu"], "https://api.example/orders");
+            }
+        }
+    }
+
+    // Overrides for the rest: a claim removed, a header member replaced.
+    let proof = key.proof(
+        &base
+            .clone()
+            .claims(json!({ "jti": null, "htm": "DELETE" }))
+            .header(json!({ "typ": "at+jwt" })),
+    );
+    assert_eq!(jose_part(&proof, 0)["typ"], "at+jwt");
+    let claims = jose_part(&proof, 1);
+    assert_eq!(
+        (claims.get("jti"), &claims["htm"]),
+        (None, &json!("DELETE"))
+    );
+}
+
+/// Part `index` (0: header, 1: claims) of a compact JWS, decoded.
+fn jose_part(jws: &str, index: usize) -> Value {
+    let part = jws.split('.').nth(index).expect("a compact JWS");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON")
+}
+
+fn sha256_base64url(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// The RFC's own proofs verify with jose, and their key, `ath` and claims
+/// are what the RFC says: the vectors gateway tests replay with a fixed
+/// clock.
+#[test]
+fn rfc_9449s_examples_verify_with_jose() {
+    use dpop::rfc9449::*;
+    let cases = [
+        (
+            TOKEN_REQUEST_PROOF,
+            TOKEN_REQUEST_HTM,
+            TOKEN_REQUEST_HTU,
+            TOKEN_REQUEST_IAT,
+        ),
+        (RESOURCE_PROOF, RESOURCE_HTM, RESOURCE_HTU, RESOURCE_IAT),
+    ];
+    for (proof, htm, htu, iat) in cases {
+        let verified = dpop::verify(proof).unwrap_or_else(|e| panic!("{htu}: {e}"));
+        assert_eq!(verified.jkt, JKT);
+        assert_eq!(dpop::thumbprint(&verified.header["jwk"]), JKT);
+        assert_eq!(verified.claims["htm"], htm);
+        assert_eq!(verified.claims["htu"], htu);
+        assert_eq!(verified.claims["iat"], iat);
+    }
+    assert_eq!(dpop::ath(ACCESS_TOKEN), ATH);
+    assert_eq!(sha256_base64url(ACCESS_TOKEN.as_bytes()), ATH);
+    assert_eq!(jose_part(RESOURCE_PROOF, 1)["ath"], ATH);
+    assert_eq!(jose_part(TOKEN_REQUEST_PROOF, 1).get("ath"), None);
+}
