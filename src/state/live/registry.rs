@@ -68,6 +68,7 @@ pub(super) struct Registration {
     id: u64,
     keys: Vec<Key>,
     timer: Option<AbortHandle>,
+    open: IntGauge,
 }
 
 struct Listed {
@@ -122,7 +123,7 @@ impl LiveConnections {
         );
         let open = gauge_vec(
             "jwtgate_long_lived_connections",
-            "Open long-lived connections, by route and kind (websocket, stream, upload).",
+            "Open long-lived connections (those open for more than 250 ms), by route and kind (websocket, stream, upload).",
             &["route", "kind"],
         );
         metrics.register(Box::new(ended.clone()));
@@ -161,8 +162,6 @@ impl LiveConnections {
         let due = self.due(deadline);
         let soon = due[0].is_some_and(|(delay, _)| delay < REGISTER_AFTER);
         let route: Arc<str> = route.into();
-        let open = self.open.with_label_values(&[&*route, kind.as_str()]);
-        open.inc();
         let enforce = holder.enforce;
         let recipe = Recipe {
             keys,
@@ -184,7 +183,6 @@ impl LiveConnections {
         Armed {
             switch,
             registry: Arc::clone(self),
-            open,
             route,
             enforce,
         }
@@ -256,6 +254,10 @@ impl LiveConnections {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let keys = listed_keys(&recipe.keys);
         let timer = self.start_timer(switch, &recipe);
+        let open = self
+            .open
+            .with_label_values(&[&*recipe.route, recipe.kind.as_str()]);
+        open.inc();
         {
             let mut table = self.table();
             for key in &keys {
@@ -274,7 +276,12 @@ impl LiveConnections {
                 },
             );
         }
-        *stage = Stage::Registered(Registration { id, keys, timer });
+        *stage = Stage::Registered(Registration {
+            id,
+            keys,
+            timer,
+            open,
+        });
     }
 
     /// One task that sleeps until each due end, counted from arming.
@@ -494,7 +501,6 @@ fn listed_keys(keys: &TokenKeys) -> Vec<Key> {
 pub struct Armed {
     switch: Arc<KillSwitch>,
     registry: Arc<LiveConnections>,
-    open: IntGauge,
     route: Arc<str>,
     enforce: bool,
 }
@@ -538,8 +544,8 @@ impl Drop for Armed {
                 timer.abort();
             }
             self.registry.remove(registration.id, &registration.keys);
+            registration.open.dec();
         }
-        self.open.dec();
         if let Some(reason) = self.switch.fired() {
             self.registry
                 .ended
