@@ -38,6 +38,18 @@ pub const PROOF_ALGORITHMS: [Algorithm; 4] = [
     Algorithm::RS256,
 ];
 
+/// A route's configured proof algorithms as a set; the first one that
+/// isn't in [`PROOF_ALGORITHMS`] is the error.
+pub fn proof_algorithms(configured: &[Algorithm]) -> Result<AlgorithmSet, Algorithm> {
+    match configured
+        .iter()
+        .find(|alg| !PROOF_ALGORITHMS.contains(alg))
+    {
+        Some(refused) => Err(*refused),
+        None => Ok(configured.iter().copied().collect()),
+    }
+}
+
 /// A proof longer than this is refused before it is decoded: the largest
 /// honest one, an RS256 proof with a 4096-bit key, an `ath` and a nonce, is
 /// under 2 KiB.

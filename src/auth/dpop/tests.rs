@@ -331,6 +331,17 @@ fn none_hmac_and_algorithms_off_the_list_are_refused() {
     assert!(verify_proof(&rs256, &request(), NOW).is_ok());
 }
 
+#[test]
+fn a_routes_algorithms_are_proof_algorithms() {
+    let set = proof_algorithms(&[Algorithm::ES256, Algorithm::EdDSA]).unwrap();
+    assert!(set.contains(Algorithm::ES256) && !set.contains(Algorithm::RS256));
+    assert_eq!(
+        proof_algorithms(&[Algorithm::ES256, Algorithm::HS256]),
+        Err(Algorithm::HS256)
+    );
+    assert_eq!(proof_algorithms(&[Algorithm::ES384]), Err(Algorithm::ES384));
+}
+
 fn client_rs256() -> Client {
     client("rsa.pem", "rsa-1", Algorithm::RS256)
 }

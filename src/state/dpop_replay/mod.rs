@@ -40,23 +40,13 @@ use redis::aio::MultiplexedConnection;
 
 use super::redis::Redis;
 use crate::auth::dpop::DpopFailure;
+pub use crate::config::schema::OnRedisError;
 use crate::digest::{hex, sha256};
 
 const SHARDS: usize = 64;
 
 /// The default bound: about 17 000 proofs a second with a 60 s window.
 pub const DEFAULT_MAX_ENTRIES: usize = 1 << 20;
-
-/// What a Redis that is slow or away means for a proof.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnRedisError {
-    /// Refuse it: no replayed proof passes while Redis is away.
-    #[default]
-    FailClosed,
-    /// Accept what this replica's own table accepts: a proof replayed on
-    /// another replica passes while Redis is away.
-    LocalOnly,
-}
 
 /// How proofs are shared through Redis.
 #[derive(Debug, Clone)]
