@@ -10,7 +10,8 @@ mod redis_server;
 use std::time::Duration;
 
 use common::poll;
-use jwtgate::auth::dpop::DpopFailure;
+use jwtgate::auth::dpop::{DpopFailure, IatWindow, VerifiedProof};
+use jwtgate::jose::Algorithm;
 use jwtgate::state::dpop_replay::{DpopReplay, OnRedisError, SharedReplay};
 use jwtgate::state::redis::{Redis, RedisSettings};
 use redis_server::Redis as RedisServer;
@@ -66,6 +67,20 @@ async fn a_proof_is_accepted_once_across_replicas() {
         Err(DpopFailure::Replayed)
     );
     assert_eq!(b.check("another-key", "jti-1", UNTIL, NOW).await, Ok(()));
+    let proof = VerifiedProof {
+        jkt: JKT.into(),
+        jti: "jti-1".into(),
+        iat: NOW,
+        algorithm: Algorithm::ES256,
+    };
+    let window = IatWindow {
+        past_secs: 60,
+        future_secs: 5,
+    };
+    assert_eq!(
+        b.check_proof(&proof, window, NOW + 1).await,
+        Err(DpopFailure::Replayed)
+    );
 
     // Redis holds digests that expire with the window, never a jti.
     let keys = server.cli(&["KEYS", "jwtgate:dpop:*"]);

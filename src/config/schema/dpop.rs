@@ -72,7 +72,8 @@ impl Default for IatWindowConfig {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DpopNonceConfig {
-    /// Whether proofs without a current nonce are refused.
+    /// Whether proofs without a current nonce are refused; `false`: nonces
+    /// are offered in `DPoP-Nonce` but not demanded.
     pub required: bool,
     /// How often a new nonce is issued; the previous one is still
     /// accepted for one more period. At least `1s`.

@@ -28,7 +28,9 @@
 //! refuses with `dpop_replay_unavailable` (503), since a replica alone can't
 //! tell a proof replayed on another one; `LocalOnly` accepts what the local
 //! table accepts. A lost connection is replaced in the background, one
-//! attempt at a time, never on the request path.
+//! attempt at a time, never on the request path. A proof refused that way
+//! stays in the local table: sent again, it is `dpop_replayed` (a client
+//! makes a new proof for each attempt anyway).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,7 +41,7 @@ use hashbrown::HashTable;
 use redis::aio::MultiplexedConnection;
 
 use super::redis::Redis;
-use crate::auth::dpop::DpopFailure;
+use crate::auth::dpop::{DpopFailure, IatWindow, VerifiedProof};
 pub use crate::config::schema::OnRedisError;
 use crate::digest::{hex, sha256};
 
@@ -125,6 +127,17 @@ impl DpopReplay {
             None => true,
             Some(shared) => shared.connect().await,
         }
+    }
+
+    /// [`DpopReplay::check`] for a verified proof and the route's window.
+    pub async fn check_proof(
+        &self,
+        proof: &VerifiedProof,
+        window: IatWindow,
+        now: i64,
+    ) -> Result<(), DpopFailure> {
+        self.check(&proof.jkt, &proof.jti, window.last_accepted(proof.iat), now)
+            .await
     }
 
     /// Accepts a proof of key `jkt` with `jti` the first time it is seen
