@@ -9,7 +9,8 @@ use std::fmt::Write;
 /// dropped, an empty path made `/`, percent-encodings of unreserved
 /// characters decoded and the others upper-cased, dot segments removed,
 /// query and fragment dropped. `None` for what is no absolute `http` or
-/// `https` URI with a host, or names a user (`user@host`).
+/// `https` URI with a host, or names a user (`user@host`). Normalizing
+/// twice gives what normalizing once gave.
 pub fn normalize_htu(uri: &str) -> Option<String> {
     let (scheme, rest) = uri.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
@@ -35,7 +36,9 @@ pub fn normalize_htu(uri: &str) -> Option<String> {
         Some(colon) => (&authority[..colon], &authority[colon + 1..]),
         None => (authority, ""),
     };
-    if host.is_empty() {
+    // A name has no `:`, `[` or `]`; an IPv6 literal is bracketed whole.
+    let literal = host.starts_with('[') && host.ends_with(']');
+    if host.is_empty() || (!literal && host.contains([':', '[', ']'])) {
         return None;
     }
     let mut out = format!("{scheme}://{}", host.to_ascii_lowercase());

@@ -506,6 +506,9 @@ fn htu_normalization() {
         ("https://h:99999/", None),
         ("https://h:-1/", None),
         ("https://u:p@h/", None),
+        ("https://a:b:80/", None),
+        ("https://[::1/", None),
+        ("https://a]:80/", None),
     ];
     for (uri, normalized) in cases {
         assert_eq!(normalize_htu(uri).as_deref(), normalized, "{uri}");
@@ -671,4 +674,26 @@ fn the_clock_in_the_nonce_source_is_shared() {
     let at_zero = nonces.current();
     clock.advance(25);
     assert!(!nonces.accepts(&at_zero));
+}
+
+proptest::proptest! {
+    /// Normalizing is idempotent, and a query or fragment never matters:
+    /// what is compared is a fixed point, whatever the client wrote.
+    #[test]
+    fn htu_normalization_is_a_fixed_point(
+        scheme in "(?i:https?)",
+        host in "[A-Za-z0-9.:\\[\\]-]{0,12}",
+        port in proptest::option::of("[0-9]{0,6}"),
+        path in "(/([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2}|%|\\.|\\.\\.){0,4}){0,5}",
+        tail in "([?#][ -~]{0,8})?",
+    ) {
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        let uri = format!("{scheme}://{host}{port}{path}");
+        let normalized = normalize_htu(&uri);
+        if let Some(once) = &normalized {
+            let twice = normalize_htu(once);
+            proptest::prop_assert_eq!(twice.as_ref(), Some(once), "{}", uri);
+        }
+        proptest::prop_assert_eq!(normalize_htu(&format!("{uri}{tail}")), normalized);
+    }
 }
