@@ -21,6 +21,12 @@ const UNTIL: i64 = NOW + 60;
 const JKT: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
 
 async fn replica(server: &RedisServer, on_error: OnRedisError) -> DpopReplay {
+    let replay = unconnected(server, on_error);
+    assert!(replay.connect().await, "connects to {}", server.url());
+    replay
+}
+
+fn unconnected(server: &RedisServer, on_error: OnRedisError) -> DpopReplay {
     let redis = Redis::new(RedisSettings {
         url: server.url(),
         username: None,
@@ -30,7 +36,7 @@ async fn replica(server: &RedisServer, on_error: OnRedisError) -> DpopReplay {
         timeout: Duration::from_secs(2),
     })
     .unwrap();
-    let replay = DpopReplay::shared(
+    DpopReplay::shared(
         1000,
         redis,
         SharedReplay {
@@ -40,9 +46,7 @@ async fn replica(server: &RedisServer, on_error: OnRedisError) -> DpopReplay {
             budget: Duration::from_millis(500),
             on_error,
         },
-    );
-    assert!(replay.connect().await, "connects to {}", server.url());
-    replay
+    )
 }
 
 #[tokio::test]
@@ -144,6 +148,28 @@ async fn a_lost_redis_follows_the_policy_until_it_is_back() {
     // Back (empty: no persistence): both reconnect in the background and
     // share proofs again.
     server.run().await;
+    shared_again(&closed, &local).await;
+}
+
+#[tokio::test]
+async fn a_redis_down_at_start_is_connected_to_once_it_is_up() {
+    let mut server = RedisServer::start().await;
+    server.stop();
+    let closed = unconnected(&server, OnRedisError::FailClosed);
+    let local = unconnected(&server, OnRedisError::LocalOnly);
+    assert!(!closed.connect().await);
+    assert!(!local.connect().await);
+    assert_eq!(
+        closed.check(JKT, "early", UNTIL, NOW).await,
+        Err(DpopFailure::ReplayUnavailable)
+    );
+    assert_eq!(local.check(JKT, "early", UNTIL, NOW).await, Ok(()));
+    server.run().await;
+    shared_again(&closed, &local).await;
+}
+
+/// Waits until a proof `closed` accepts is refused by `local` through Redis.
+async fn shared_again(closed: &DpopReplay, local: &DpopReplay) {
     let mut attempt = 0;
     poll(Duration::from_secs(20), Duration::from_millis(100), || {
         attempt += 1;

@@ -40,7 +40,7 @@ use arc_swap::ArcSwapOption;
 use hashbrown::HashTable;
 use redis::aio::MultiplexedConnection;
 
-use super::redis::Redis;
+use super::redis::{MAX_BACKOFF, MIN_BACKOFF, Redis, RedisFailure};
 use crate::auth::dpop::{DpopFailure, IatWindow, VerifiedProof};
 pub use crate::config::schema::OnRedisError;
 use crate::digest::{hex, sha256};
@@ -123,10 +123,14 @@ impl DpopReplay {
     /// (or no Redis is configured); on failure, later proofs follow
     /// `on_error` while a connection is tried again in the background.
     pub async fn connect(&self) -> bool {
-        match &self.shared {
-            None => true,
-            Some(shared) => shared.connect().await,
+        let Some(shared) = &self.shared else {
+            return true;
+        };
+        let connected = shared.connect().await.is_ok();
+        if !connected {
+            shared.reconnect();
         }
+        connected
     }
 
     /// [`DpopReplay::check`] for a verified proof and the route's window.
@@ -218,17 +222,10 @@ impl Shard {
 }
 
 impl Shared {
-    async fn connect(&self) -> bool {
-        match self.redis.connect("dpop replay connect").await {
-            Ok(connection) => {
-                self.connection.store(Some(Arc::new(connection)));
-                true
-            }
-            Err(failure) => {
-                tracing::warn!("DPoP replay cache: Redis unreachable ({failure})");
-                false
-            }
-        }
+    async fn connect(&self) -> Result<(), RedisFailure> {
+        let connection = self.redis.connect("dpop replay connect").await?;
+        self.connection.store(Some(Arc::new(connection)));
+        Ok(())
     }
 
     /// `SET key 1 NX PX ttl` within the budget: `Some(true)` when the key
@@ -256,15 +253,42 @@ impl Shared {
         }
     }
 
-    /// Opens a new connection in the background, one attempt at a time.
+    /// Opens a new connection in the background: one task at a time,
+    /// pausing from a quarter second doubling up to five between attempts,
+    /// one warning per outage; it gives up once the cache is dropped.
     fn reconnect(self: &Arc<Self>) {
         if self.connecting.swap(true, Ordering::AcqRel) {
             return;
         }
-        let shared = Arc::clone(self);
+        let shared = Arc::downgrade(self);
         tokio::spawn(async move {
-            shared.connect().await;
-            shared.connecting.store(false, Ordering::Release);
+            let mut backoff = MIN_BACKOFF;
+            let mut warned = false;
+            while let Some(this) = shared.upgrade() {
+                match this.connect().await {
+                    Ok(()) => {
+                        if warned {
+                            tracing::info!("DPoP replay cache: Redis reachable again");
+                        }
+                        this.connecting.store(false, Ordering::Release);
+                        return;
+                    }
+                    Err(failure) if !warned => {
+                        tracing::warn!(
+                            "DPoP replay cache: Redis unreachable ({failure}); {}, retrying",
+                            match this.settings.on_error {
+                                OnRedisError::FailClosed => "refusing proofs (fail_closed)",
+                                OnRedisError::LocalOnly => "checking proofs locally (local_only)",
+                            }
+                        );
+                        warned = true;
+                    }
+                    Err(_) => {}
+                }
+                drop(this);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
         });
     }
 }
