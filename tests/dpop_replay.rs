@@ -174,8 +174,6 @@ async fn shared_again(closed: &DpopReplay, local: &DpopReplay) {
     poll(Duration::from_secs(20), Duration::from_millis(100), || {
         attempt += 1;
         let jti = format!("after-{attempt}");
-        let closed = &closed;
-        let local = &local;
         async move {
             closed
                 .check(JKT, &jti, UNTIL, NOW)

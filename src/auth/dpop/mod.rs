@@ -8,7 +8,7 @@
 //! [`DpopFailure`]. What it cannot know alone is left to the caller: that
 //! the request carried exactly one `DPoP` header, that the proof's `jti`
 //! is new (the replay cache in `state::dpop_replay`), and that the token's
-//! `cnf.jkt` is [`VerifiedProof::jkt`].
+//! `cnf.jkt` is [`VerifiedProof::jkt`] ([`check_binding`]).
 
 mod htu;
 mod jwk;
@@ -331,6 +331,27 @@ fn check_claims(
         }
     }
     Ok((jti.to_owned(), iat))
+}
+
+/// A verified token's key binding (`cnf.jkt`, RFC 9449 §6.1) against the
+/// proof it came with, if any: a bound token needs a proof of its key, and
+/// a proof (sent only with the `DPoP` scheme) needs a token bound to its
+/// key. A token bound otherwise (a certificate's `x5t#S256`) isn't judged
+/// here.
+pub fn check_binding(
+    claims: &JsonObject,
+    proof: Option<&VerifiedProof>,
+) -> Result<(), DpopFailure> {
+    let jkt = claims
+        .get("cnf")
+        .and_then(JsonRef::as_object)
+        .and_then(|cnf| cnf.get("jkt"));
+    match (jkt, proof) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(DpopFailure::MissingProof),
+        (Some(JsonRef::String(jkt)), Some(proof)) if jkt == proof.jkt => Ok(()),
+        (_, Some(_)) => Err(DpopFailure::KeyMismatch),
+    }
 }
 
 /// `ath`: the base64url SHA-256 of the access token's ASCII (RFC 9449 §4.2).

@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::auth::json::JsonObject;
 use crate::clock::ManualClock;
 
 const NOW: i64 = 1_700_000_000;
@@ -640,6 +641,46 @@ fn nonces_rotate_and_the_previous_one_stays_good() {
     let b = NonceSource::with_secret(b"a shared secret", Duration::from_secs(60), clock);
     assert!(b.accepts(&a.current()));
     assert!(!format!("{a:?}").contains("secret"));
+}
+
+#[test]
+fn a_token_bound_to_a_key_needs_a_proof_of_that_key() {
+    let client = es256();
+    let proof = verify_proof(
+        &proof(&client, &header(&client), &claims()),
+        &request(),
+        NOW,
+    )
+    .unwrap();
+    let token = |claims: Value| JsonObject::parse(claims.to_string().as_bytes()).unwrap();
+    let bound = token(json!({"sub": "a", "cnf": {"jkt": proof.jkt}}));
+    let bound_elsewhere = token(json!({"cnf": {"jkt": RFC_JKT}}));
+    let unbound = token(json!({"sub": "a"}));
+    let certificate_bound =
+        token(json!({"cnf": {"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}}));
+    assert_eq!(check_binding(&bound, Some(&proof)), Ok(()));
+    assert_eq!(check_binding(&bound, None), Err(DpopFailure::MissingProof));
+    assert_eq!(
+        check_binding(&bound_elsewhere, Some(&proof)),
+        Err(DpopFailure::KeyMismatch),
+        "a stolen token with the thief's own proof"
+    );
+    assert_eq!(check_binding(&unbound, None), Ok(()));
+    assert_eq!(
+        check_binding(&unbound, Some(&proof)),
+        Err(DpopFailure::KeyMismatch)
+    );
+    assert_eq!(check_binding(&certificate_bound, None), Ok(()));
+    assert_eq!(
+        check_binding(&certificate_bound, Some(&proof)),
+        Err(DpopFailure::KeyMismatch)
+    );
+    let odd = token(json!({"cnf": {"jkt": 7}}));
+    assert_eq!(check_binding(&odd, None), Err(DpopFailure::MissingProof));
+    assert_eq!(
+        check_binding(&odd, Some(&proof)),
+        Err(DpopFailure::KeyMismatch)
+    );
 }
 
 #[test]
