@@ -10,3 +10,13 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
         .try_into()
         .expect("SHA-256 is 32 bytes")
 }
+
+/// `bytes` as lower-case hex, for digests in Redis keys and messages.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}

@@ -4,6 +4,7 @@
 //! benchmarked and fuzzed on its own.
 
 pub mod claims;
+pub mod dpop;
 pub mod explain;
 pub mod extract;
 pub mod header;

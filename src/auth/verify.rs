@@ -557,7 +557,7 @@ impl<'a> Audience<'a> {
 
 /// A NumericDate (RFC 7519 §2): a non-negative, finite JSON number of
 /// seconds. Fractions are truncated; strings, NaN and negatives are malformed.
-fn numeric_date(claims: &JsonObject, name: &str) -> Result<Option<i64>, Reason> {
+pub(crate) fn numeric_date(claims: &JsonObject, name: &str) -> Result<Option<i64>, Reason> {
     let Some(value) = claims.get(name) else {
         return Ok(None);
     };

@@ -111,11 +111,50 @@ fn to_key(jwk: Jwk, allowed: AlgorithmSet) -> Result<VerifyingKey, Skip> {
         }
     };
     let algorithms = usable_algorithms(family, jwk.alg.as_deref(), allowed)?;
-    let kid = jwk.kid;
+    let members = PublicJwk {
+        family,
+        n: jwk.n.as_deref(),
+        e: jwk.e.as_deref(),
+        x: jwk.x.as_deref(),
+        y: jwk.y.as_deref(),
+    };
+    public_key(&members, jwk.kid, algorithms)
+}
+
+/// The public members of a JWK of a known family, as the JWK spells them.
+#[derive(Debug, Clone, Copy)]
+pub struct PublicJwk<'a> {
+    pub family: KeyFamily,
+    pub n: Option<&'a str>,
+    pub e: Option<&'a str>,
+    pub x: Option<&'a str>,
+    pub y: Option<&'a str>,
+}
+
+/// A verifying key for `algorithms` (all of `jwk.family`) from a JWK's
+/// public members: the same checks (RSA modulus size, EC coordinate
+/// lengths, point on the curve) whether the JWK came from an issuer's JWKS
+/// or a DPoP proof's header.
+pub fn verifying_key(
+    jwk: &PublicJwk<'_>,
+    kid: Option<String>,
+    algorithms: AlgorithmSet,
+) -> Result<VerifyingKey, KeyError> {
+    public_key(jwk, kid, algorithms).map_err(|skip| match skip {
+        Skip::Inapplicable(why) | Skip::Refused(why) => KeyError(why),
+    })
+}
+
+fn public_key(
+    jwk: &PublicJwk<'_>,
+    kid: Option<String>,
+    algorithms: AlgorithmSet,
+) -> Result<VerifyingKey, Skip> {
+    let family = jwk.family;
     let key = match family {
         KeyFamily::Rsa => {
-            let n = decode(jwk.n.as_deref(), "n")?;
-            let e = decode(jwk.e.as_deref(), "e")?;
+            let n = decode(jwk.n, "n")?;
+            let e = decode(jwk.e, "e")?;
             let n = strip_leading_zeros(&n);
             let bits = n.len() * 8 - n.first().map_or(0, |b| b.leading_zeros() as usize);
             if bits < MIN_RSA_MODULUS_BITS {
@@ -132,8 +171,8 @@ fn to_key(jwk: Jwk, allowed: AlgorithmSet) -> Result<VerifyingKey, Skip> {
         }
         KeyFamily::EcP256 | KeyFamily::EcP384 => {
             let coordinate_len = if family == KeyFamily::EcP256 { 32 } else { 48 };
-            let x = decode(jwk.x.as_deref(), "x")?;
-            let y = decode(jwk.y.as_deref(), "y")?;
+            let x = decode(jwk.x, "x")?;
+            let y = decode(jwk.y, "y")?;
             if x.len() != coordinate_len || y.len() != coordinate_len {
                 return Err(Skip::Refused(format!(
                     "EC coordinates must be {coordinate_len} bytes each"
@@ -155,13 +194,13 @@ fn to_key(jwk: Jwk, allowed: AlgorithmSet) -> Result<VerifyingKey, Skip> {
             })
         }
         KeyFamily::Ed25519 => {
-            let x = decode(jwk.x.as_deref(), "x")?;
+            let x = decode(jwk.x, "x")?;
             VerifyingKey::public(kid, family, algorithms, |_| {
                 ParsedPublicKey::new(&signature::ED25519, &x)
                     .map_err(|e| KeyError(format!("invalid Ed25519 key: {e}")))
             })
         }
-        KeyFamily::Hmac => unreachable!("oct keys are refused above"),
+        KeyFamily::Hmac => return Err(Skip::Refused("not a public key".into())),
     };
     key.map_err(Skip::from)
 }

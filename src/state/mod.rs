@@ -3,6 +3,7 @@
 //! be shared too, both through the one Redis layer in [`redis`]. The
 //! request path reads only the local copies.
 
+pub mod dpop_replay;
 pub mod live;
 pub mod rate_limit;
 pub mod redis;

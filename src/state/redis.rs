@@ -16,8 +16,8 @@ use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, TlsCertificates};
 
 use crate::config::schema::AsWritten;
 
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(250);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// `redis` compiled: where Redis is and how to log in. Restart-only.
 #[derive(Clone, PartialEq, Eq)]

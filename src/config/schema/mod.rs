@@ -9,6 +9,7 @@
 //! configuration reference rendered from it, so notes for the code go in
 //! `//` comments.
 
+mod dpop;
 mod issuers;
 mod json;
 mod listen;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use dpop::*;
 pub use issuers::*;
 pub use json::json_schema;
 pub use listen::*;

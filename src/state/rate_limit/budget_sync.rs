@@ -24,6 +24,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::{Digest, RateLimits};
 use crate::clock::SharedClock;
+use crate::digest::hex;
 use crate::state::redis::{Link, Redis, RedisFailure, Session, next_message, origin};
 
 /// Keys per script call.
@@ -91,14 +92,6 @@ pub async fn run(
         clock,
     };
     redis.keep_connected(&sync).await;
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(text, "{byte:02x}");
-    }
-    text
 }
 
 fn unhex(text: &str) -> Option<Digest> {
