@@ -48,6 +48,13 @@ pub fn summary(reason: Reason) -> &'static str {
         Reason::EncryptedToken => {
             "the token is encrypted (JWE); only signed tokens (JWS) are verified"
         }
+        Reason::Dpop(_) => "the DPoP proof sent with the token failed a check",
+        Reason::CertificateMismatch => {
+            "the token is bound to a client certificate this connection did not present"
+        }
+        Reason::SenderConstraintRequired => {
+            "the route requires a token bound to a key or a client certificate"
+        }
     }
 }
 

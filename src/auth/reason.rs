@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use super::dpop::DpopFailure;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     MissingToken,
@@ -31,6 +33,16 @@ pub enum Reason {
     UnsupportedHeader,
     /// A JWE (five segments): encrypted tokens are not supported.
     EncryptedToken,
+    /// A DPoP proof, or the token's binding to the proof's key, failed a
+    /// check (RFC 9449); its own label says which.
+    Dpop(DpopFailure),
+    /// A certificate-bound token (`cnf["x5t#S256"]`, RFC 8705) came
+    /// without the certificate it is bound to.
+    CertificateMismatch,
+    /// The route's `auth.sender_constraint` asks for a token bound to a
+    /// key or a certificate, and this one is bound to neither the way it
+    /// asks.
+    SenderConstraintRequired,
 }
 
 impl Reason {
@@ -86,7 +98,53 @@ impl Reason {
     ];
 
     pub fn as_str(self) -> &'static str {
-        Self::LABELS[self as usize]
+        match self {
+            Reason::Dpop(failure) => failure.as_str(),
+            Reason::CertificateMismatch => "certificate_mismatch",
+            Reason::SenderConstraintRequired => "sender_constraint_required",
+            token => Self::LABELS[token.token_index()],
+        }
+    }
+
+    /// The place of a reason about the token itself in [`Self::ALL`].
+    fn token_index(self) -> usize {
+        match self {
+            Reason::MissingToken => 0,
+            Reason::Malformed => 1,
+            Reason::UnsupportedAlg => 2,
+            Reason::AlgNotAllowed => 3,
+            Reason::UnknownKid => 4,
+            Reason::BadSignature => 5,
+            Reason::Expired => 6,
+            Reason::NotYetValid => 7,
+            Reason::IssuedInFuture => 8,
+            Reason::LifetimeTooLong => 9,
+            Reason::WrongIssuer => 10,
+            Reason::WrongAudience => 11,
+            Reason::WrongTokenType => 12,
+            Reason::MissingClaim => 13,
+            Reason::ClaimMismatch => 14,
+            Reason::InsufficientScope => 15,
+            Reason::Revoked => 16,
+            Reason::JwksUnavailable => 17,
+            Reason::TooLarge => 18,
+            Reason::AmbiguousToken => 19,
+            Reason::UnsupportedHeader => 20,
+            Reason::EncryptedToken => 21,
+            Reason::Dpop(_) | Reason::CertificateMismatch | Reason::SenderConstraintRequired => {
+                unreachable!("not a reason about the token itself")
+            }
+        }
+    }
+
+    /// Every reason about how the token was sent rather than the token
+    /// itself: DPoP proofs, certificate binding, the route's sender
+    /// constraint.
+    pub fn sender_reasons() -> impl Iterator<Item = Reason> {
+        DpopFailure::ALL
+            .into_iter()
+            .map(Reason::Dpop)
+            .chain([Reason::CertificateMismatch, Reason::SenderConstraintRequired])
     }
 }
 
@@ -107,8 +165,14 @@ pub enum RejectionKind {
     InvalidToken,
     /// 403 `insufficient_scope`, with the scopes the route needs.
     InsufficientScope { required: Option<String> },
-    /// 503: keys cannot be obtained; not the client's fault.
+    /// 503: keys cannot be obtained, or a DPoP proof can't be checked
+    /// against the replay cache; not the client's fault.
     Unavailable,
+    /// 401 `invalid_dpop_proof` (RFC 9449 §7.1).
+    InvalidDpopProof,
+    /// 401 `use_dpop_nonce` (RFC 9449 §8): retry with the nonce in the
+    /// `DPoP-Nonce` header.
+    UseDpopNonce,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,9 +217,36 @@ impl Rejection {
         }
     }
 
+    /// How a failed DPoP check is answered (RFC 9449 §7.1, §8).
+    pub fn dpop(failure: DpopFailure) -> Self {
+        let kind = match failure.error_code() {
+            Some("use_dpop_nonce") => RejectionKind::UseDpopNonce,
+            Some("invalid_request") => RejectionKind::InvalidRequest,
+            Some("invalid_token") => RejectionKind::InvalidToken,
+            Some(_) => RejectionKind::InvalidDpopProof,
+            None => RejectionKind::Unavailable,
+        };
+        Self {
+            reason: Reason::Dpop(failure),
+            kind,
+        }
+    }
+
+    /// Whether the client's DPoP proof is what the answer is about: its
+    /// error goes in the `DPoP` challenge rather than the `Bearer` one.
+    pub fn is_about_the_proof(&self) -> bool {
+        matches!(
+            self.kind,
+            RejectionKind::InvalidDpopProof | RejectionKind::UseDpopNonce
+        ) || matches!(self.reason, Reason::Dpop(_))
+    }
+
     pub fn status(&self) -> u16 {
         match self.kind {
-            RejectionKind::NoToken | RejectionKind::InvalidToken => 401,
+            RejectionKind::NoToken
+            | RejectionKind::InvalidToken
+            | RejectionKind::InvalidDpopProof
+            | RejectionKind::UseDpopNonce => 401,
             RejectionKind::InvalidRequest => 400,
             RejectionKind::InsufficientScope { .. } => 403,
             RejectionKind::Unavailable => 503,
@@ -174,9 +265,23 @@ impl Rejection {
             (RejectionKind::InvalidRequest, _) => "malformed request",
             (RejectionKind::InvalidToken, Reason::Expired) => "token expired",
             (RejectionKind::InvalidToken, Reason::NotYetValid) => "token not yet valid",
+            (RejectionKind::InvalidToken, Reason::Dpop(DpopFailure::MissingProof)) => {
+                "proof of possession required"
+            }
+            (RejectionKind::InvalidToken, Reason::Dpop(_) | Reason::CertificateMismatch) => {
+                "token bound to another key"
+            }
+            (RejectionKind::InvalidToken, Reason::SenderConstraintRequired) => {
+                "sender-constrained token required"
+            }
             (RejectionKind::InvalidToken, _) => "invalid token",
             (RejectionKind::InsufficientScope { .. }, _) => "insufficient scope",
+            (RejectionKind::Unavailable, Reason::Dpop(_)) => {
+                "proof replay check temporarily unavailable"
+            }
             (RejectionKind::Unavailable, _) => "token keys temporarily unavailable",
+            (RejectionKind::InvalidDpopProof, _) => "invalid DPoP proof",
+            (RejectionKind::UseDpopNonce, _) => "DPoP nonce required",
         }
     }
 
@@ -188,6 +293,8 @@ impl Rejection {
             RejectionKind::InvalidToken => Some("invalid_token"),
             RejectionKind::InsufficientScope { .. } => Some("insufficient_scope"),
             RejectionKind::Unavailable => Some("temporarily_unavailable"),
+            RejectionKind::InvalidDpopProof => Some("invalid_dpop_proof"),
+            RejectionKind::UseDpopNonce => Some("use_dpop_nonce"),
         }
     }
 }
@@ -199,8 +306,12 @@ mod tests {
     #[test]
     fn each_reason_has_its_own_label() {
         for (i, reason) in Reason::ALL.into_iter().enumerate() {
-            assert_eq!(reason as usize, i, "ALL is in the order of the variants");
+            assert_eq!(reason.token_index(), i, "ALL is in the order of the variants");
         }
+        assert_eq!(
+            Reason::Dpop(DpopFailure::Replayed).as_str(),
+            "dpop_replayed"
+        );
         assert_eq!(Reason::MissingToken.as_str(), "missing_token");
         assert_eq!(Reason::Expired.as_str(), "expired");
         assert_eq!(Reason::Revoked.as_str(), "revoked");
@@ -210,7 +321,7 @@ mod tests {
     #[test]
     fn reason_labels_are_unique_snake_case() {
         let mut seen = std::collections::HashSet::new();
-        for reason in Reason::ALL {
+        for reason in Reason::ALL.into_iter().chain(Reason::sender_reasons()) {
             let label = reason.as_str();
             assert!(seen.insert(label), "duplicate label {label}");
             assert!(label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));

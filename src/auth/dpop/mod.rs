@@ -320,7 +320,7 @@ fn check_claims(
     }
     if let Some(nonces) = expect.nonces {
         let nonce = string("nonce")?.ok_or(DpopFailure::NonceRequired)?;
-        if !nonces.accepts(nonce) {
+        if !nonces.accepts(nonce, now) {
             return Err(DpopFailure::BadNonce);
         }
     }

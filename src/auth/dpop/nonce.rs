@@ -18,7 +18,6 @@ use aws_lc_rs::{constant_time, hmac, rand};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::clock::SharedClock;
 
 /// Bytes of the HMAC a nonce carries: 128 bits, beyond guessing.
 const TAG_BYTES: usize = 16;
@@ -29,7 +28,6 @@ const NONCE_BYTES: usize = 8 + TAG_BYTES;
 pub struct NonceSource {
     key: hmac::Key,
     rotate_secs: i64,
-    clock: SharedClock,
 }
 
 /// Never the key.
@@ -41,31 +39,30 @@ impl fmt::Debug for NonceSource {
 
 impl NonceSource {
     /// Nonces under a random key of this process's own.
-    pub fn new(rotate_every: Duration, clock: SharedClock) -> Self {
+    pub fn new(rotate_every: Duration) -> Self {
         let mut secret = [0u8; 32];
         rand::fill(&mut secret).expect("system randomness");
-        Self::with_secret(&secret, rotate_every, clock)
+        Self::with_secret(&secret, rotate_every)
     }
 
     /// Nonces under `secret`: replicas given the same one accept each
     /// other's.
-    pub fn with_secret(secret: &[u8], rotate_every: Duration, clock: SharedClock) -> Self {
+    pub fn with_secret(secret: &[u8], rotate_every: Duration) -> Self {
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
             rotate_secs: i64::try_from(rotate_every.as_secs())
                 .unwrap_or(i64::MAX)
                 .max(1),
-            clock,
         }
     }
 
-    /// The nonce to send in `DPoP-Nonce` now.
-    pub fn current(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.nonce_of(self.period()))
+    /// The nonce to send in `DPoP-Nonce` at `now` (Unix seconds).
+    pub fn current(&self, now: i64) -> String {
+        URL_SAFE_NO_PAD.encode(self.nonce_of(self.period(now)))
     }
 
-    /// Whether `nonce` is this or the previous period's.
-    pub fn accepts(&self, nonce: &str) -> bool {
+    /// Whether `nonce` is the period's of `now` or the previous one's.
+    pub fn accepts(&self, nonce: &str, now: i64) -> bool {
         // Checked before decoding: a nonce is of one length only.
         if nonce.len() != NONCE_BYTES.div_ceil(3) * 4 {
             return false;
@@ -76,15 +73,15 @@ impl NonceSource {
         let Ok(period) = <[u8; 8]>::try_from(&bytes[..8]).map(i64::from_be_bytes) else {
             return false;
         };
-        let now = self.period();
+        let now = self.period(now);
         if period != now && period != now - 1 {
             return false;
         }
         constant_time::verify_slices_are_equal(&self.nonce_of(period), &bytes).is_ok()
     }
 
-    fn period(&self) -> i64 {
-        self.clock.now_unix().div_euclid(self.rotate_secs)
+    fn period(&self, now: i64) -> i64 {
+        now.div_euclid(self.rotate_secs)
     }
 
     fn nonce_of(&self, period: i64) -> [u8; NONCE_BYTES] {
