@@ -60,6 +60,11 @@ pub enum HandshakeReason {
     Protocol,
     /// It did not finish within Pingora's 60 s.
     Timeout,
+    /// `listen.https.client_certs` requires a certificate and it sent none.
+    ClientCertMissing,
+    /// Its certificate does not chain to `listen.https.client_certs.ca`
+    /// (or has expired, or is not for client authentication).
+    ClientCertRefused,
     Other,
 }
 
@@ -82,13 +87,15 @@ pub enum ConnectionReason {
 }
 
 impl HandshakeReason {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 9] = [
         Self::NoSharedVersion,
         Self::NoSharedCipher,
         Self::PeerClosed,
         Self::BadCertificate,
         Self::Protocol,
         Self::Timeout,
+        Self::ClientCertMissing,
+        Self::ClientCertRefused,
         Self::Other,
     ];
 
@@ -100,6 +107,8 @@ impl HandshakeReason {
             Self::BadCertificate => "bad_certificate",
             Self::Protocol => "protocol",
             Self::Timeout => "timeout",
+            Self::ClientCertMissing => "client_cert_missing",
+            Self::ClientCertRefused => "client_cert_refused",
             Self::Other => "other",
         }
     }
@@ -562,6 +571,9 @@ mod tests {
                 "peer misbehaved: IllegalMiddleboxChangeCipherSpec",
                 Protocol,
             ),
+            ("peer sent no certificates", ClientCertMissing),
+            ("invalid peer certificate: UnknownIssuer", ClientCertRefused),
+            ("invalid peer certificate: Expired", ClientCertRefused),
             ("something new", Other),
         ] {
             assert_eq!(

@@ -39,6 +39,13 @@ pub(super) fn handshake_reason(message: &str) -> HandshakeReason {
             HandshakeReason::Protocol
         };
     }
+    // rustls' words for what the client certificate verifier refused.
+    if message.contains("peer sent no certificates") {
+        return HandshakeReason::ClientCertMissing;
+    }
+    if message.contains("invalid peer certificate: ") {
+        return HandshakeReason::ClientCertRefused;
+    }
     let protocol = [
         "received corrupt message",
         "received unexpected message",
