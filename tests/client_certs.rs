@@ -399,7 +399,7 @@ async fn each_request_on_a_connection_carries_its_thumbprint_over_http1_http2_an
 }
 
 #[tokio::test]
-async fn a_reload_turns_client_certificates_on_for_the_next_handshake() {
+async fn a_reload_turns_client_certificates_on_and_refuses_a_bad_ca_file() {
     let (pki, upstream) = (Pki::new(), Upstream::start());
     let (gateway, port) = start(&https_config(""), &pki, &upstream).await;
     assert_eq!(
@@ -419,6 +419,22 @@ async fn a_reload_turns_client_certificates_on_for_the_next_handshake() {
     assert!(said.contains("alert certificate required"), "{said}");
     assert_eq!(
         served(&curl(&pki, port, Some("alice"), "alice", &[], &["/"])),
+        ["200 2"]
+    );
+
+    // A CA file that holds no certificate fails the reload, naming it; the
+    // running settings go on.
+    std::fs::write(pki.path("not-a-ca.pem"), "hello\n").unwrap();
+    gateway.write_config(&config.replace("clients-ca.crt", "not-a-ca.pem"), &upstream);
+    let (status, body) = gateway.reload().await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("listen.https.client_certs.ca") && body.contains("holds no PEM certificate"),
+        "{body}"
+    );
+    refused(&curl(&pki, port, None, "still", &[], &["/"]));
+    assert_eq!(
+        served(&curl(&pki, port, Some("alice"), "alice-again", &[], &["/"])),
         ["200 2"]
     );
 }
