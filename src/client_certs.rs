@@ -101,9 +101,13 @@ impl ClientCertAuthority {
             ClientCertMode::Optional => builder.allow_unauthenticated(),
             ClientCertMode::Required => builder,
         };
+        // Only fails without roots (checked above) or with CRLs (none given).
         let verifier = builder
             .build()
-            .map_err(|e| bad(1, format!("no usable trust anchor: {e}")))?;
+            .map_err(|e| CertificateError::BadCertificate {
+                path: ca_path.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(Self {
             ca_path,
             mode,

@@ -155,13 +155,13 @@ fn original_headers(http: &envoy::HttpRequest) -> HeaderMap {
     map
 }
 
-/// The downstream address Envoy saw, else the caller's own.
 /// `attributes.source.certificate` (URL-encoded PEM), when Envoy sent one.
 fn source_certificate(check: &CheckRequest) -> Option<&str> {
     let certificate = &check.attributes.as_ref()?.source.as_ref()?.certificate;
     (!certificate.is_empty()).then_some(certificate.as_str())
 }
 
+/// The downstream address Envoy saw, else the caller's own.
 fn source_ip(check: &CheckRequest) -> Option<IpAddr> {
     let address = check
         .attributes
