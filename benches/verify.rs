@@ -358,6 +358,7 @@ routes:
         headers: &headers,
         client: None,
         scheme: Scheme::Http,
+        client_cert_thumbprint: None,
         adapter: Adapter::Proxy,
     };
     // Keys are local: the decision never waits, so one poll completes it.
@@ -485,6 +486,7 @@ routes:
                         ),
                         client,
                         scheme: Scheme::Http,
+                        client_cert_header: None,
                     },
                 )
             },

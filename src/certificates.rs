@@ -247,7 +247,8 @@ fn check_dns_name(name: &str, as_written: &str) -> Result<(), HostError> {
     Ok(())
 }
 
-fn read_file(read: ReadFile<'_>, path: &Path) -> Result<Vec<u8>, CertificateError> {
+/// A certificate file's bytes; unreadable: an error naming it.
+pub fn read_file(read: ReadFile<'_>, path: &Path) -> Result<Vec<u8>, CertificateError> {
     read(path).map_err(|source| CertificateError::Read {
         path: path.to_path_buf(),
         source,

@@ -13,6 +13,7 @@ pub mod assemble;
 pub mod auth;
 pub mod authz;
 pub mod certificates;
+pub mod client_certs;
 pub mod clock;
 pub mod config;
 pub mod digest;

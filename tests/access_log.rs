@@ -26,7 +26,7 @@ fn config() -> String {
 }
 
 /// Every field of an access-log line, in both formats.
-const FIELDS: [&str; 20] = [
+const FIELDS: [&str; 21] = [
     "request_id",
     "method",
     "path",
@@ -37,6 +37,7 @@ const FIELDS: [&str; 20] = [
     "outcome",
     "reason",
     "client",
+    "client_cert",
     "user_agent",
     "bytes_in",
     "bytes_out",

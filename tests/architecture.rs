@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("jose", 1),
     ("telemetry", 1),
     ("certificates", 1),
+    ("client_certs", 1),
     ("keys", 2),
     ("auth", 3),
     ("mint", 3),

@@ -12,8 +12,6 @@ mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -56,35 +54,6 @@ async fn gateway(extra: &str, env: &[(&str, &str)]) -> (Gateway, SocketAddr) {
     let addr = SocketAddr::from(([127, 0, 0, 1], grpc));
     wait_for_listener(addr, &|| gateway.log());
     (gateway, addr)
-}
-
-/// The gRPC client's answers to `calls` (see tests/authz_grpc/check.py).
-fn check(addr: SocketAddr, calls: &[Value]) -> Vec<Value> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/authz_grpc");
-    let mut child = Command::new(grpc_python())
-        .arg(dir.join("check.py"))
-        .arg(dir.join("proto"))
-        .arg(addr.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the gRPC client");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(calls).unwrap().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "gRPC client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answers: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(answers.len(), calls.len());
-    answers
 }
 
 /// A `CheckRequest` as Envoy's filter fills it in.
@@ -150,7 +119,7 @@ async fn check_allows_and_refuses_as_the_http_listener() {
     let (gateway, addr) = gateway("", &[]).await;
     let alice = format!("Bearer {}", token_of("alice", "read"));
     let bob = format!("Bearer {}", token_of("bob", "write"));
-    let answers = check(
+    let answers = check_grpc(
         addr,
         &[
             call(request(
@@ -297,7 +266,7 @@ async fn raw_headers_forwarded_for_and_a_missing_request() {
         { "key": "x-forwarded-for", "raw_value": base64(b"203.0.113.9, 10.1.1.1") },
     ] });
     raw["attributes"]["source"]["address"]["socket_address"]["address"] = json!("10.2.2.2");
-    let answers = check(
+    let answers = check_grpc(
         addr,
         &[call(raw), call(json!({ "attributes": { "request": {} } }))],
     );
@@ -336,7 +305,7 @@ async fn the_shared_secret_is_call_metadata() {
     )
     .await;
     let public = request("grpc-secret", "GET", "/public/x", json!({}));
-    let answers = check(
+    let answers = check_grpc(
         addr,
         &[
             call(public.clone()),
@@ -383,7 +352,7 @@ fn check_prints_the_grpc_listener() {
 #[tokio::test]
 async fn sigterm_stops_with_a_connection_open() {
     let (mut gateway, addr) = gateway("", &[]).await;
-    let answers = check(
+    let answers = check_grpc(
         addr,
         &[call(request(
             "grpc-before-stop",

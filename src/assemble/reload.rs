@@ -150,12 +150,14 @@ impl Reloader {
     }
 
     /// The files a change of which is worth a reload: the config, and the
-    /// certificate and key files the running config serves.
+    /// certificate and key files the running config serves, and the CA
+    /// bundle client certificates are checked against.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let snapshot = self.runtime.snapshot.load();
         let mut files = vec![self.path.clone()];
         if let Some(https) = &snapshot.https {
             files.extend(https.certificates.files().map(Path::to_path_buf));
+            files.extend(https.client_certs.iter().map(|c| c.file().to_path_buf()));
         }
         files
     }

@@ -36,6 +36,7 @@ use crate::echo::Echo;
 use crate::keys::fetch::FetchError;
 use crate::pipeline::{Pipeline, Snapshot};
 use crate::proxy::Gateway;
+use crate::proxy::client_certs::{SnapshotClientVerifier, Thumbprints};
 use crate::proxy::keepalive::KeepAlive;
 use crate::proxy::sni::SniResolver;
 use crate::proxy::streams::StreamDeadlines;
@@ -68,11 +69,14 @@ const TLS_L4_READ_BUFFER: usize = 16 * 1024;
 
 /// The TLS listener: TLS 1.2 and 1.3 (Pingora's rustls acceptor offers
 /// nothing else), certificates chosen per handshake by [`SniResolver`],
-/// ALPN `h2` then `http/1.1` unless HTTP/2 is turned off.
+/// client certificates asked for and checked as the snapshot says by
+/// [`SnapshotClientVerifier`] and hashed once per connection by
+/// [`Thumbprints`], ALPN `h2` then `http/1.1` unless HTTP/2 is turned off.
 fn tls_listener(addr: &str, h2: bool, snapshot: Arc<ArcSwap<Snapshot>>) -> ListenerConfig {
     // With a resolver set, Pingora reads no certificate files itself.
-    let mut settings = TlsSettings::intermediate("", "").expect("plain settings");
-    settings.set_cert_resolver(Arc::new(SniResolver::new(snapshot)));
+    let mut settings = TlsSettings::with_callbacks(Box::new(Thumbprints)).expect("plain settings");
+    settings.set_cert_resolver(Arc::new(SniResolver::new(snapshot.clone())));
+    settings.set_client_cert_verifier(Arc::new(SnapshotClientVerifier::new(snapshot)));
     settings.set_alpn(if h2 { ALPN::H2H1 } else { ALPN::H1 });
     ListenerConfig::tcp(addr)
         .tls(settings)

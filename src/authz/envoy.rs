@@ -38,6 +38,11 @@ pub struct AttributeContext {
 pub struct Peer {
     #[prost(message, optional, tag = "1")]
     pub address: Option<Address>,
+    /// The peer's client certificate, URL-encoded PEM; empty without one
+    /// (Envoy fills it for `source` when the downstream connection is
+    /// mutual TLS and `include_peer_certificate` is set).
+    #[prost(string, tag = "5")]
+    pub certificate: String,
 }
 
 /// `envoy.config.core.v3.Address` (only its `socket_address` case).

@@ -31,6 +31,7 @@ use super::{
 };
 use crate::answers::Answer;
 use crate::answers::request_id::REQUEST_ID;
+use crate::client_certs;
 use crate::pipeline::{Adapter, Decision, Forwarded, Scheme, Snapshot};
 
 /// The one method served; anything else is `UNIMPLEMENTED`.
@@ -152,6 +153,12 @@ fn original_headers(http: &envoy::HttpRequest) -> HeaderMap {
         map.insert(REQUEST_ID, id);
     }
     map
+}
+
+/// `attributes.source.certificate` (URL-encoded PEM), when Envoy sent one.
+fn source_certificate(check: &CheckRequest) -> Option<&str> {
+    let certificate = &check.attributes.as_ref()?.source.as_ref()?.certificate;
+    (!certificate.is_empty()).then_some(certificate.as_str())
 }
 
 /// The downstream address Envoy saw, else the caller's own.
@@ -277,7 +284,11 @@ impl AuthzServer {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
         let headers = http.map(original_headers).unwrap_or_default();
-        let asked = Asked::new(&headers, source_ip(&check).or(peer), &snapshot);
+        let mut asked = Asked::new(&headers, source_ip(&check).or(peer), &snapshot);
+        // Envoy writes the certificate it saw itself, where no client can.
+        if let Some(certificate) = source_certificate(&check) {
+            asked.client_cert = client_certs::from_escaped_pem(certificate);
+        }
         let request_id = asked.request_id();
         // The secret travels as call metadata (`initial_metadata` of
         // Envoy's `grpc_service`).
@@ -291,7 +302,7 @@ impl AuthzServer {
             let answer = self.finish(no_original(request_id), &asked, ORIGINAL_MISSING);
             return denied(&answer);
         };
-        let view = original.view(&headers, asked.client, self.adapter);
+        let view = original.view(&headers, &asked, self.adapter);
         let decision = self.pipeline.decide(&snapshot, &view).await;
         match answers::refusal(&decision, &snapshot.realm, request_id) {
             Some(refused) => {

@@ -30,9 +30,10 @@ use pingora::services::listening::Service;
 use self::settings::{AuthzSettings, SharedSecret};
 use crate::answers::request_id::{REQUEST_ID_NAME, request_id_in, request_id_text};
 use crate::answers::{self, Answer};
+use crate::client_certs::Thumbprint;
 use crate::config::schema::AuthzConvention;
 use crate::digest::sha256;
-use crate::pipeline::client::ClientAddress;
+use crate::pipeline::client::{ClientAddress, client_cert};
 use crate::pipeline::{
     Adapter, Decision, Forwarded, Pipeline, RequestView, Scheme, Snapshot, TargetForm,
 };
@@ -155,7 +156,7 @@ impl<'a> Original<'a> {
     fn view<'v>(
         &'v self,
         headers: &'v HeaderMap,
-        client: Option<ClientAddress>,
+        asked: &Asked<'_>,
         adapter: Adapter,
     ) -> RequestView<'v> {
         RequestView {
@@ -163,8 +164,9 @@ impl<'a> Original<'a> {
             raw_target: self.target,
             target: self.target_form(),
             headers,
-            client,
+            client: asked.client,
             scheme: self.scheme,
+            client_cert_thumbprint: asked.client_cert,
             adapter,
         }
     }
@@ -344,7 +346,7 @@ impl ServeHttp for AuthzServer {
             let answer = no_original(request_id);
             return into_response(self.finish(answer, &asked, ORIGINAL_MISSING));
         };
-        let view = original.view(headers, asked.client, self.adapter);
+        let view = original.view(headers, &asked, self.adapter);
         let decision = self.pipeline.decide(&snapshot, &view).await;
         let answer = answer(&decision, &snapshot, request_id);
         into_response(self.account(&decision, &snapshot, &original, &asked, answer))
@@ -356,6 +358,9 @@ impl ServeHttp for AuthzServer {
 struct Asked<'a> {
     id: HeaderValue,
     client: Option<ClientAddress>,
+    /// The client certificate the front proxy says the original request
+    /// came with (`server.client_cert_header`, from a trusted proxy).
+    client_cert: Option<Thumbprint>,
     user_agent: Option<&'a HeaderValue>,
     started: Instant,
 }
@@ -363,9 +368,11 @@ struct Asked<'a> {
 impl<'a> Asked<'a> {
     /// `headers` are the original request's; `peer` is who sent it.
     fn new(headers: &'a HeaderMap, peer: Option<IpAddr>, snapshot: &Snapshot) -> Self {
+        let client = peer.map(|ip| client_address(ip, headers, snapshot));
         Self {
             id: request_id_in(headers),
-            client: peer.map(|ip| client_address(ip, headers, snapshot)),
+            client,
+            client_cert: client_cert(client, None, snapshot.client_cert_header.as_ref(), headers),
             user_agent: headers.get(http::header::USER_AGENT),
             started: Instant::now(),
         }
@@ -424,6 +431,7 @@ impl AuthzServer {
             request_id: asked.request_id(),
             status: Some(answer.status().as_u16()),
             client: asked.client.map(|c| c.client),
+            client_cert: asked.client_cert.as_ref().map(Thumbprint::as_str),
             user_agent: asked.user_agent.map(HeaderValue::as_bytes),
             bytes_out: answer.body().len() as u64,
             started: Some(asked.started),

@@ -9,6 +9,7 @@ use jwtgate::assemble::Bootstrap;
 use jwtgate::assemble::sources::{Rooted, Sources, System};
 use jwtgate::auth::policy::RoutePolicy;
 use jwtgate::certificates::EXPIRY_WARNING_SECS;
+use jwtgate::client_certs::ClientCertMode;
 use jwtgate::config::schema::{AuthMode, HttpsOnly, MatchConfig};
 use jwtgate::keys::fetch::{Locator, discovery_url};
 use jwtgate::pipeline::{CompiledRoute, HttpsState, Snapshot};
@@ -190,6 +191,18 @@ fn certificates(https: &HttpsState) {
             entry.cert_path.display(),
             entry.key_path.display(),
             if i == 0 { " · default" } else { "" }
+        );
+    }
+    if let Some(client_certs) = &https.client_certs {
+        let mode = match client_certs.mode {
+            ClientCertMode::Optional => "optional",
+            ClientCertMode::Required => "required",
+        };
+        let roots = client_certs.roots;
+        outln!(
+            "client certificates: {mode}, chaining to {} ({roots} CA certificate{})",
+            client_certs.ca_path.display(),
+            if roots == 1 { "" } else { "s" }
         );
     }
 }

@@ -382,6 +382,7 @@ impl Probe {
             // A token is judged the same over either scheme; HTTPS also
             // passes a route that clear text may not reach.
             scheme: Scheme::Https,
+            client_cert_thumbprint: None,
             adapter: Adapter::Cli,
         }
     }

@@ -7,6 +7,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+use crate::client_certs::{self, HeaderFormat, Thumbprint};
+
 /// `X-Forwarded-For`, looked up on every request: parsed once.
 pub static FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 
@@ -109,6 +111,36 @@ impl TrustedProxies {
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.0.iter().any(|range| range.contains(ip))
+    }
+}
+
+/// `server.client_cert_header`: the header a TLS-terminating front proxy
+/// writes the client's certificate in.
+#[derive(Debug, Clone)]
+pub struct ClientCertHeader {
+    pub name: http::HeaderName,
+    pub format: HeaderFormat,
+}
+
+/// The certificate a request is attributed to: from a trusted proxy that
+/// sent `header`, the one it names (`None` when the value names none, or
+/// the header came twice); otherwise the one presented on the TLS
+/// connection itself (`tls`), if any.
+pub fn client_cert(
+    client: Option<ClientAddress>,
+    tls: Option<Thumbprint>,
+    header: Option<&ClientCertHeader>,
+    headers: &http::HeaderMap,
+) -> Option<Thumbprint> {
+    let trusted = client.is_some_and(|c| c.peer_trusted);
+    let Some(header) = header.filter(|_| trusted) else {
+        return tls;
+    };
+    let mut values = headers.get_all(&header.name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => tls,
+        (Some(value), None) => client_certs::from_header(value.as_bytes(), header.format),
+        (Some(_), Some(_)) => None,
     }
 }
 
@@ -270,6 +302,44 @@ mod tests {
             let error = text.parse::<Cidr>().unwrap_err().to_string();
             assert!(error.starts_with(expected), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn a_forwarded_certificate_counts_from_a_trusted_peer_only() {
+        let header = ClientCertHeader {
+            name: http::HeaderName::from_static("x-forwarded-client-cert"),
+            format: HeaderFormat::Xfcc,
+        };
+        let (forwarded, tls) = (
+            Thumbprint::from_sha256(&[7; 32]),
+            Thumbprint::of_der(b"tls"),
+        );
+        let xfcc = format!("Hash={}", "07".repeat(32));
+        let mut headers = http::HeaderMap::new();
+        headers.insert(&header.name, xfcc.parse().unwrap());
+        let ranges = trusted(&["10.0.0.0/8"]);
+        let from = |peer: &str| Some(ClientAddress::from_headers(ip(peer), &headers, &ranges));
+        let cert = |peer: &str, headers: &http::HeaderMap| {
+            client_cert(from(peer), Some(tls), Some(&header), headers)
+        };
+        assert_eq!(cert("10.1.1.1", &headers), Some(forwarded));
+        assert_eq!(
+            cert("192.0.2.1", &headers),
+            Some(tls),
+            "untrusted: TLS only"
+        );
+        assert_eq!(client_cert(None, None, Some(&header), &headers), None);
+        assert_eq!(cert("10.1.1.1", &http::HeaderMap::new()), Some(tls));
+        let mut twice = headers.clone();
+        twice.append(&header.name, xfcc.parse().unwrap());
+        assert_eq!(cert("10.1.1.1", &twice), None, "two values: neither");
+        let mut garbage = http::HeaderMap::new();
+        garbage.insert(&header.name, "Hash=zz".parse().unwrap());
+        assert_eq!(cert("10.1.1.1", &garbage), None);
+        assert_eq!(
+            client_cert(from("10.1.1.1"), Some(tls), None, &headers),
+            Some(tls)
+        );
     }
 
     #[test]

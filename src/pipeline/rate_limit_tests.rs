@@ -77,6 +77,7 @@ impl Harness {
             headers: &map,
             client: Some(ClientAddress::direct(ip)),
             scheme: Scheme::Https,
+            client_cert_thumbprint: None,
             adapter: Adapter::Proxy,
         };
         self.runtime

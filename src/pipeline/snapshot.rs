@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::canonical::PathRules;
-use super::client::TrustedProxies;
+use super::client::{ClientCertHeader, TrustedProxies};
 use super::cors::CorsPolicy;
 use super::limits::RequestLimits;
 use super::router::Router;
@@ -15,6 +15,7 @@ use crate::auth::extract::TokenSources;
 use crate::auth::policy::RoutePolicy;
 use crate::auth::{IssuerVerifier, VerifiedToken};
 use crate::certificates::Certificates;
+use crate::client_certs::ClientCertAuthority;
 use crate::config::schema::{AuthMode, HttpsOnly};
 use crate::keys::remote::RemoteSource;
 use crate::state::rate_limit::RouteRateLimits;
@@ -41,6 +42,8 @@ pub struct Snapshot {
     /// Things that work but deserve a look (`jwtgate check` prints them).
     pub warnings: Vec<String>,
     pub trusted_proxies: TrustedProxies,
+    /// `server.client_cert_header`, believed from `trusted_proxies` only.
+    pub client_cert_header: Option<ClientCertHeader>,
     /// `server.client_body_timeout`: the proxy's longest wait between two
     /// reads of a request body.
     pub client_body_timeout: Duration,
@@ -62,6 +65,9 @@ pub struct HttpsState {
     /// What follows the host in a redirect's `https://` URL: `:port`, or
     /// nothing for 443.
     pub redirect_port: String,
+    /// `listen.https.client_certs`: the CAs client certificates are
+    /// checked against, and whether one is required.
+    pub client_certs: Option<ClientCertAuthority>,
 }
 
 #[derive(Debug)]

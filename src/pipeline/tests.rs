@@ -190,6 +190,7 @@ impl Request {
             headers: &self.headers,
             client: None,
             scheme: Scheme::Http,
+            client_cert_thumbprint: None,
             adapter: Adapter::Proxy,
         }
     }

@@ -6,6 +6,7 @@ use http::{HeaderMap, Method};
 
 use super::client::ClientAddress;
 use crate::auth::extract::HeaderSource;
+use crate::client_certs::Thumbprint;
 
 /// A request as the decision pipeline sees it.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +27,11 @@ pub struct RequestView<'a> {
     /// The scheme the client used to reach jwtgate: `Http` is redirected or
     /// refused where the listener or the route requires HTTPS.
     pub scheme: Scheme,
+    /// The client certificate the request came with (RFC 8705 §3): the one
+    /// presented in the TLS handshake, hashed once per connection, or, from
+    /// a trusted proxy, the one `server.client_cert_header` names. What a
+    /// token's `cnf["x5t#S256"]` is compared with.
+    pub client_cert_thumbprint: Option<Thumbprint>,
     /// Who asks: a route without an upstream is decided for the
     /// authorization listeners only.
     pub adapter: Adapter,

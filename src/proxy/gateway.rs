@@ -11,6 +11,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use self::log::Served;
+use super::client_certs::presented;
 use super::failure::{self, ProxyFailure};
 use super::handshake;
 use super::headers::{self, Forwarding};
@@ -19,7 +20,8 @@ use super::streams;
 use crate::answers::request_id::{REQUEST_ID, request_id_in, request_id_text};
 use crate::answers::{self, Answer};
 use crate::auth::VerifiedToken;
-use crate::pipeline::client::ClientAddress;
+use crate::client_certs::Thumbprint;
+use crate::pipeline::client::{ClientAddress, client_cert};
 use crate::pipeline::{
     Adapter, Decision, Forwarded, Pipeline, RequestView, Scheme, TargetForm, UpstreamRewrite,
 };
@@ -149,6 +151,8 @@ pub struct RequestCtx {
     ended: Option<&'static str>,
     /// Why an `audit` route would have ended it, for the access log.
     would_end: Option<&'static str>,
+    /// The client certificate the request is attributed to.
+    client_cert: Option<Thumbprint>,
 }
 
 impl RequestCtx {
@@ -182,6 +186,7 @@ impl Gateway {
             headers: &request.headers,
             client: ctx.client_address,
             scheme: ctx.scheme,
+            client_cert_thumbprint: ctx.client_cert,
             adapter: Adapter::Proxy,
         };
         let decision = self.pipeline.decide(snapshot, &view).await;
@@ -313,6 +318,7 @@ impl ProxyHttp for Gateway {
             live: None,
             ended: None,
             would_end: None,
+            client_cert: None,
         }
     }
 
@@ -324,6 +330,12 @@ impl ProxyHttp for Gateway {
         // HTTP/1 only: Pingora reads an HTTP/2 body without a timeout.
         session.set_read_timeout(Some(snapshot.client_body_timeout));
         ctx.scheme = scheme(session);
+        ctx.client_cert = client_cert(
+            ctx.client_address,
+            presented(session),
+            snapshot.client_cert_header.as_ref(),
+            &session.req_header().headers,
+        );
         let answer = self.decide(session, snapshot, ctx).await;
         let Some(answer) = answer else {
             let arms = ctx.route.as_ref().is_some_and(|r| r.long_lived.arms());
@@ -463,6 +475,7 @@ impl ProxyHttp for Gateway {
                 request_id: &ctx.request_id,
                 client: ctx.client_address,
                 scheme: ctx.scheme,
+                client_cert_header: serving.snapshot.client_cert_header.as_ref(),
             },
         );
         Ok(())

@@ -13,7 +13,7 @@ use crate::auth::VerifiedToken;
 use crate::auth::extract::split_pair;
 use crate::pipeline::CompiledRoute;
 use crate::pipeline::Scheme;
-use crate::pipeline::client::ClientAddress;
+use crate::pipeline::client::{ClientAddress, ClientCertHeader};
 
 /// What the upstream request needs beyond the client's own headers.
 pub struct Forwarding<'a> {
@@ -26,6 +26,9 @@ pub struct Forwarding<'a> {
     /// How the client reached jwtgate: `X-Forwarded-Proto` unless a trusted
     /// proxy said otherwise.
     pub scheme: Scheme,
+    /// `server.client_cert_header`: only a trusted proxy's reaches the
+    /// upstream.
+    pub client_cert_header: Option<&'a ClientCertHeader>,
 }
 
 pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
@@ -46,7 +49,11 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
             let name = name.as_str();
             is_reserved(name, forwarding.identity_headers, &plan.reserved_prefix)
                 || is_forwarding_with_underscores(name)
-                || (!trusted && ONLY_FROM_TRUSTED.contains(&name))
+                || (!trusted
+                    && (ONLY_FROM_TRUSTED.contains(&name)
+                        || forwarding
+                            .client_cert_header
+                            .is_some_and(|header| header.name == name)))
         })
         .cloned()
         .collect();
@@ -312,6 +319,7 @@ routes:
                 request_id: &HeaderValue::from_static("id"),
                 client: None,
                 scheme: Scheme::Http,
+                client_cert_header: None,
             },
         );
         let left: Vec<&str> = request.headers.keys().map(|n| n.as_str()).collect();

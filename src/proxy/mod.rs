@@ -3,6 +3,7 @@
 //! upstream request's headers; picks an upstream, and counts and logs what
 //! happened.
 
+pub mod client_certs;
 mod deadline_io;
 mod failure;
 mod gateway;

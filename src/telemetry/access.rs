@@ -36,6 +36,9 @@ pub struct AccessRecord<'a> {
     pub outcome: Option<&'static str>,
     pub reason: Option<&'static str>,
     pub client: Option<IpAddr>,
+    /// The `x5t#S256` thumbprint of the client certificate the request came
+    /// with (TLS handshake or trusted front proxy).
+    pub client_cert: Option<&'a str>,
     pub user_agent: Option<&'a [u8]>,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -77,6 +80,7 @@ impl AccessRecord<'_> {
             outcome = self.outcome,
             reason = self.reason,
             client = self.client.map(display),
+            client_cert = self.client_cert,
             user_agent = bounded(user_agent.as_deref()),
             bytes_in = self.bytes_in,
             bytes_out = self.bytes_out,

@@ -22,6 +22,9 @@ use tracing_subscriber::layer::{Context, Layer};
 use super::logging::{TextEscaped, Truncated};
 use super::metrics::counter_vec;
 
+mod reasons;
+use reasons::{connection_reason, handshake_reason};
+
 /// The `tracing` target of the debug lines and of the summary.
 pub const TARGET: &str = "jwtgate::client_errors";
 
@@ -57,6 +60,11 @@ pub enum HandshakeReason {
     Protocol,
     /// It did not finish within Pingora's 60 s.
     Timeout,
+    /// `listen.https.client_certs` requires a certificate and it sent none.
+    ClientCertMissing,
+    /// Its certificate does not chain to `listen.https.client_certs.ca`
+    /// (or has expired, or is not for client authentication).
+    ClientCertRefused,
     Other,
 }
 
@@ -79,13 +87,15 @@ pub enum ConnectionReason {
 }
 
 impl HandshakeReason {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 9] = [
         Self::NoSharedVersion,
         Self::NoSharedCipher,
         Self::PeerClosed,
         Self::BadCertificate,
         Self::Protocol,
         Self::Timeout,
+        Self::ClientCertMissing,
+        Self::ClientCertRefused,
         Self::Other,
     ];
 
@@ -97,6 +107,8 @@ impl HandshakeReason {
             Self::BadCertificate => "bad_certificate",
             Self::Protocol => "protocol",
             Self::Timeout => "timeout",
+            Self::ClientCertMissing => "client_cert_missing",
+            Self::ClientCertRefused => "client_cert_refused",
             Self::Other => "other",
         }
     }
@@ -236,95 +248,6 @@ fn rustls(module: &str, message: &str) -> Option<Outcome> {
         Some(reason) => Outcome::Count(Kind::IgnoredSni(reason)),
         None => Outcome::Quiet,
     })
-}
-
-/// Pingora writes the error chain ending with rustls's reason (or the I/O
-/// error tokio-rustls turned a closed connection into).
-fn handshake_reason(message: &str) -> HandshakeReason {
-    if closed(message) {
-        return HandshakeReason::PeerClosed;
-    }
-    if let Some(why) = after(message, "peer is incompatible: ") {
-        let cipher = ["CipherSuites", "KxGroups", "SignatureSchemes", "EcPoint"];
-        if cipher.iter().any(|name| why.contains(name)) {
-            return HandshakeReason::NoSharedCipher;
-        }
-        // Clients older than TLS 1.2 send no signature_algorithms.
-        let version = [
-            "Version",
-            "Tls12",
-            "Tls13",
-            "SignatureAlgorithmsExtensionRequired",
-        ];
-        if version.iter().any(|name| why.contains(name)) {
-            return HandshakeReason::NoSharedVersion;
-        }
-        return HandshakeReason::Other;
-    }
-    if let Some(alert) = after(message, "received fatal alert: ") {
-        let certificate = ["Certificate", "UnknownCA", "AccessDenied"];
-        return if certificate.iter().any(|name| alert.contains(name)) {
-            HandshakeReason::BadCertificate
-        } else if alert.starts_with("ProtocolVersion") {
-            HandshakeReason::NoSharedVersion
-        } else if alert.starts_with("HandshakeFailure") || alert.starts_with("InsufficientSecurity")
-        {
-            HandshakeReason::NoSharedCipher
-        } else {
-            HandshakeReason::Protocol
-        };
-    }
-    let protocol = [
-        "received corrupt message",
-        "received unexpected message",
-        "peer misbehaved",
-        "peer sent excess record size",
-        "cannot decrypt peer's message",
-    ];
-    if protocol.iter().any(|text| message.contains(text)) {
-        return HandshakeReason::Protocol;
-    }
-    if timed_out(message) {
-        return HandshakeReason::Timeout;
-    }
-    HandshakeReason::Other
-}
-
-fn connection_reason(message: &str) -> ConnectionReason {
-    if timed_out(message) {
-        ConnectionReason::Timeout
-    } else if closed(message) {
-        ConnectionReason::PeerClosed
-    } else {
-        ConnectionReason::Other
-    }
-}
-
-/// The peer went away: an end of file where more was due, a reset, a
-/// broken pipe, or TLS ended without its `close_notify`.
-fn closed(message: &str) -> bool {
-    [
-        "ConnectionClosed",
-        "handshake eof",
-        "unexpected end of file",
-        "close_notify",
-        "os error 104",
-        "os error 32",
-        "Connection reset",
-        "Broken pipe",
-    ]
-    .iter()
-    .any(|text| message.contains(text))
-}
-
-fn timed_out(message: &str) -> bool {
-    message.contains("Timedout") || message.contains("timed out")
-}
-
-fn after<'a>(message: &'a str, marker: &str) -> Option<&'a str> {
-    message
-        .rfind(marker)
-        .map(|start| &message[start + marker.len()..])
 }
 
 /// The three metrics, every `reason` made up front so each series exists
@@ -648,6 +571,9 @@ mod tests {
                 "peer misbehaved: IllegalMiddleboxChangeCipherSpec",
                 Protocol,
             ),
+            ("peer sent no certificates", ClientCertMissing),
+            ("invalid peer certificate: UnknownIssuer", ClientCertRefused),
+            ("invalid peer certificate: Expired", ClientCertRefused),
             ("something new", Other),
         ] {
             assert_eq!(

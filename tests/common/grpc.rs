@@ -356,3 +356,33 @@ impl GrpcClient {
         ends
     }
 }
+
+/// A real gRPC client's answers to `calls` (see tests/authz_grpc/check.py:
+/// Envoy's `Authorization/Check`, each answer as JSON), one per call.
+pub fn check_grpc(addr: SocketAddr, calls: &[Value]) -> Vec<Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/authz_grpc");
+    let mut child = Command::new(grpc_python())
+        .arg(dir.join("check.py"))
+        .arg(dir.join("proto"))
+        .arg(addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the gRPC client");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(calls).unwrap().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "gRPC client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answers.len(), calls.len());
+    answers
+}

@@ -3,11 +3,14 @@
 //! who the trusted proxies are, and the caps on a request head.
 
 use crate::certificates::{CertificateFiles, Certificates};
+use crate::client_certs::ClientCertAuthority;
 use crate::config::ConfigError;
-use crate::config::schema::{AsWritten, ClearTextMode, GatewayConfig, HstsConfig};
+use crate::config::schema::{
+    AsWritten, ClearTextMode, GatewayConfig, HstsConfig, HttpsListenConfig,
+};
 use crate::pipeline::HttpsState;
 use crate::pipeline::canonical::PathRules;
-use crate::pipeline::client::{CidrError, TrustedProxies};
+use crate::pipeline::client::{CidrError, ClientCertHeader, TrustedProxies};
 use crate::pipeline::limits::RequestLimits;
 
 use super::Context;
@@ -17,6 +20,7 @@ pub(super) struct Served {
     pub https: Option<HttpsState>,
     pub paths: PathRules,
     pub trusted_proxies: TrustedProxies,
+    pub client_cert_header: Option<ClientCertHeader>,
     pub client_body_timeout: std::time::Duration,
     pub limits: RequestLimits,
     pub redirect_clear_text: bool,
@@ -25,6 +29,14 @@ pub(super) struct Served {
 pub(super) fn compile(config: &GatewayConfig, cx: &mut Context<'_>) -> Result<Served, ConfigError> {
     listener_addresses(config, cx).map_err(|message| cx.error(None, message))?;
     let https = https_state(config, cx).map_err(|message| cx.error(None, message))?;
+    let https = match (https, &config.listen.https) {
+        (Some(mut state), Some(listen)) => {
+            state.client_certs = client_certs(listen, cx)?;
+            Some(state)
+        }
+        (https, _) => https,
+    };
+    let client_cert_header = client_cert_header(config, cx)?;
     if config.tokens.max_bytes < 64 {
         return Err(cx.error(
             None,
@@ -69,6 +81,7 @@ pub(super) fn compile(config: &GatewayConfig, cx: &mut Context<'_>) -> Result<Se
             double_encoding: paths.double_encoding,
         },
         trusted_proxies,
+        client_cert_header,
         client_body_timeout,
         limits,
         redirect_clear_text: config.listen.http.mode == ClearTextMode::Redirect,
@@ -187,6 +200,52 @@ fn https_state(config: &GatewayConfig, cx: &mut Context<'_>) -> Result<Option<Ht
         } else {
             format!(":{port}")
         },
+        client_certs: None,
+    }))
+}
+
+/// `listen.https.client_certs`: the CA bundle read and checked, so that
+/// `check`, startup and a reload refuse one no handshake could use.
+fn client_certs(
+    https: &HttpsListenConfig,
+    cx: &Context<'_>,
+) -> Result<Option<ClientCertAuthority>, ConfigError> {
+    let Some(client_certs) = &https.client_certs else {
+        return Ok(None);
+    };
+    let sources = cx.sources;
+    ClientCertAuthority::load(cx.file(&client_certs.ca), client_certs.mode, &|path| {
+        sources.read(path)
+    })
+    .map(Some)
+    .map_err(|e| cx.error_at_field("listen.https", format!("listen.https.client_certs.ca: {e}")))
+}
+
+/// `server.client_cert_header`: a header name a request can carry.
+fn client_cert_header(
+    config: &GatewayConfig,
+    cx: &mut Context<'_>,
+) -> Result<Option<ClientCertHeader>, ConfigError> {
+    let Some(header) = &config.server.client_cert_header else {
+        return Ok(None);
+    };
+    let name = http::HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| {
+        cx.error_at_field(
+            "server",
+            format!(
+                "server.client_cert_header.name: {:?} is not a header name",
+                header.name
+            ),
+        )
+    })?;
+    if config.server.trusted_proxies.is_empty() {
+        cx.warnings.push(format!(
+            "server.client_cert_header is set but server.trusted_proxies is empty: {name} is believed from no peer, so it is never read"
+        ));
+    }
+    Ok(Some(ClientCertHeader {
+        name,
+        format: header.format,
     }))
 }
 

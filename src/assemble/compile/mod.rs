@@ -113,6 +113,7 @@ pub fn compile_with(
         identity_headers: routes.identity_headers,
         warnings: cx.warnings,
         trusted_proxies: served.trusted_proxies,
+        client_cert_header: served.client_cert_header,
         client_body_timeout: served.client_body_timeout,
         limits: served.limits,
         https: served.https,
@@ -155,18 +156,31 @@ impl Context<'_> {
         detail: &str,
         message: String,
     ) -> ConfigError {
+        match self.field_position(within, detail) {
+            Some(position) => ConfigError::new(self.path, Some(position), message),
+            None => self.error(Some(fallback), message),
+        }
+    }
+
+    /// An error whose message starts with the field it is about
+    /// (`listen.https.client_certs.ca: …`), at that field's line and column
+    /// when the file has it.
+    fn error_at_field(&self, within: &str, message: String) -> ConfigError {
+        let detail = message.strip_prefix(within).unwrap_or(&message);
+        let detail = detail.strip_prefix('.').unwrap_or(detail);
+        let position = self.field_position(within, detail);
+        ConfigError::new(self.path, position, message)
+    }
+
+    fn field_position(&self, within: &str, detail: &str) -> Option<(u64, u64)> {
         let sources = self.sources;
-        let position = crate::config::field_position(
+        crate::config::field_position(
             self.path,
             sources.read(self.path),
             &|name| sources.var(name),
             within,
             detail,
-        );
-        match position {
-            Some(position) => ConfigError::new(self.path, Some(position), message),
-            None => self.error(Some(fallback), message),
-        }
+        )
     }
 
     /// A path from the config: relative ones are relative to the config

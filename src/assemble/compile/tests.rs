@@ -351,3 +351,28 @@ fn the_authz_listener_alone_is_something_to_serve() {
     assert!(authz_only.bootstrap.authz.is_some());
     assert!(authz_only.snapshot.https.is_none());
 }
+
+#[test]
+fn a_client_cert_header_needs_a_header_name_and_trusted_proxies_to_be_read() {
+    let header = "client_cert_header: { name: X-SSL-Client-Cert, format: escaped_pem }";
+    let trusted = format!("server: {{ trusted_proxies: [10.0.0.0/8], {header} }}\n");
+    let compiled = compile_text(&trusted, &Fixed::default()).unwrap();
+    let compiled_header = compiled.snapshot.client_cert_header.as_ref().unwrap();
+    assert_eq!(compiled_header.name.as_str(), "x-ssl-client-cert");
+    assert!(compiled.snapshot.warnings.is_empty());
+
+    let untrusted = compile_text(&format!("server: {{ {header} }}\n"), &Fixed::default()).unwrap();
+    assert_eq!(
+        untrusted.snapshot.warnings,
+        [
+            "server.client_cert_header is set but server.trusted_proxies is empty: x-ssl-client-cert is believed from no peer, so it is never read"
+        ]
+    );
+
+    let bad = "server: { client_cert_header: { name: \"x ssl\", format: xfcc } }\n";
+    let error = compile_text(bad, &Fixed::default()).unwrap_err();
+    assert!(
+        error.contains("server.client_cert_header.name: \"x ssl\" is not a header name"),
+        "{error}"
+    );
+}

@@ -204,6 +204,38 @@ pub struct HttpsListenConfig {
     /// container's port mapping or a load balancer; absent: the port of
     /// `addr`.
     pub redirect_port: Option<u16>,
+    /// Ask clients for a certificate in the handshake (mutual TLS, RFC
+    /// 8705): the thumbprint of the one presented is what a
+    /// certificate-bound token's `cnf["x5t#S256"]` names. Applies to every
+    /// host of the listener. Absent: no certificate is asked for.
+    /// Reloadable, as the certificates are.
+    pub client_certs: Option<ClientCertsConfig>,
+}
+
+/// `listen.https.client_certs`: which CAs client certificates must chain
+/// to, and whether one is required.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertsConfig {
+    /// PEM file: the CA certificates a client certificate must chain to
+    /// (intermediates the client sends are used to build the chain). No
+    /// certificate in it, or one that can't be parsed: config error.
+    pub ca: PathBuf,
+    /// `required`: a handshake without a certificate that chains to `ca`
+    /// fails. `optional`: a client without a certificate is served, one
+    /// with a certificate that does not chain to `ca` is refused at the
+    /// handshake.
+    pub mode: ClientCertMode,
+}
+
+/// Whether the TLS listener demands a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertMode {
+    /// Clients without a certificate are served too.
+    Optional,
+    /// Every client must present a certificate that chains to `ca`.
+    Required,
 }
 
 /// One certificate of the TLS listener and the names it serves.

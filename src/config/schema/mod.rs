@@ -269,6 +269,12 @@ pub struct ServerConfig {
     /// range with bits set past its prefix (`10.0.0.1/8`) is an error, and
     /// `jwtgate check` warns about a `/0` range (every peer trusted).
     pub trusted_proxies: Vec<String>,
+    /// The header a TLS-terminating front proxy puts the client's
+    /// certificate in, believed only from `trusted_proxies` (from any other
+    /// peer it is ignored and removed before the upstream); from a trusted
+    /// proxy it stands for the certificate of the TLS connection. Absent:
+    /// only certificates presented to `listen.https` count. Reloadable.
+    pub client_cert_header: Option<ClientCertHeaderConfig>,
     /// The longest a client may pause between two reads of its request
     /// body (HTTP/1) before it gets `408` and the access log says
     /// `client_timeout`, as nginx's `client_body_timeout`; positive.
@@ -286,9 +292,35 @@ impl Default for ServerConfig {
             graceful_shutdown_timeout: Duration::from_secs(10),
             realm: "jwtgate".into(),
             trusted_proxies: Vec::new(),
+            client_cert_header: None,
             client_body_timeout: Duration::from_secs(60),
         }
     }
+}
+
+/// `server.client_cert_header`: where a front proxy writes the client
+/// certificate it saw.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertHeaderConfig {
+    /// The header's name (`x-forwarded-client-cert` for Envoy; for NGINX,
+    /// the one its `proxy_set_header` names, such as `x-ssl-client-cert`).
+    pub name: String,
+    /// How the header writes the certificate.
+    pub format: ClientCertHeaderFormat,
+}
+
+/// How a front proxy writes a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertHeaderFormat {
+    /// Envoy's `x-forwarded-client-cert`: the `Hash=` (hex SHA-256) or
+    /// `Cert=` (URL-encoded PEM) of the last element, the one the proxy
+    /// next to jwtgate appended.
+    Xfcc,
+    /// A URL-encoded PEM certificate, as NGINX's
+    /// `$ssl_client_escaped_cert` writes it.
+    EscapedPem,
 }
 
 /// The built-in echo upstream.

@@ -80,6 +80,7 @@ impl Gateway {
             live: None,
             ended: None,
             would_end: None,
+            client_cert: ctx.client_cert,
         };
         Box::new(move |reason| {
             copy.ended = Some(reason.as_str());

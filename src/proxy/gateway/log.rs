@@ -10,6 +10,7 @@ use pingora::proxy::Session;
 
 use super::RequestCtx;
 use crate::answers::request_id::request_id_text;
+use crate::client_certs::Thumbprint;
 use crate::pipeline::Adapter;
 use crate::proxy::failure::ProxyFailure;
 use crate::telemetry::access::{self, AccessRecord};
@@ -80,6 +81,7 @@ fn access_log(served: &Served, error: Option<&Error>, ctx: &RequestCtx) {
         outcome: ctx.outcome,
         reason: ctx.reason,
         client: ctx.client_ip(),
+        client_cert: ctx.client_cert.as_ref().map(Thumbprint::as_str),
         user_agent: request
             .headers
             .get(http::header::USER_AGENT)
