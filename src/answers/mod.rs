@@ -17,6 +17,7 @@ use serde_json::json;
 use self::request_id::REQUEST_ID_NAME;
 use crate::auth::{Rejection, RejectionKind};
 use crate::pipeline::cors::CorsPolicy;
+use crate::pipeline::sender::{self, SenderPolicy};
 use crate::pipeline::{Decision, HTTPS_REQUIRED, Refusal};
 use crate::state::rate_limit::Limited;
 
@@ -33,7 +34,9 @@ const RETRY_AFTER_SECS: &str = "10";
 pub fn refusal(decision: &Decision<'_>, realm: &str, request_id: &str) -> Option<Answer> {
     Some(match decision {
         Decision::Forward { .. } | Decision::Preflight { .. } => return None,
-        Decision::Deny { failure, .. } => rejection(&failure.rejection, realm, request_id),
+        Decision::Deny { failure, route } => {
+            rejection(&failure.rejection, realm, Some(&route.sender), request_id)
+        }
         Decision::Refuse(Refusal::Limit(exceeded)) => {
             let (error, description) = exceeded.error();
             refused(exceeded.status(), error, description, request_id)
@@ -65,10 +68,17 @@ pub fn refusal(decision: &Decision<'_>, realm: &str, request_id: &str) -> Option
     })
 }
 
-/// A rejection by the route's authentication, with its challenge (or
+/// A rejection by the route's authentication, with its challenges (or
 /// `Retry-After` when keys are unavailable, which is no fault of the
-/// client's credentials).
-pub fn rejection(rejection: &Rejection, realm: &str, request_id: &str) -> Answer {
+/// client's credentials): `Bearer` and, where the route takes DPoP
+/// proofs, `DPoP` with the algorithms it accepts (RFC 9449 §7.1); the
+/// error goes in the challenge of what failed.
+pub fn rejection(
+    rejection: &Rejection,
+    realm: &str,
+    sender: Option<&SenderPolicy>,
+    request_id: &str,
+) -> Answer {
     let description = rejection.description();
     let error = rejection.error_code().unwrap_or("unauthorized");
     let mut answer = refused(rejection.status(), error, description, request_id);
@@ -80,24 +90,41 @@ pub fn rejection(rejection: &Rejection, realm: &str, request_id: &str) -> Answer
         );
         return answer;
     }
-    let mut challenge = format!("Bearer realm=\"{}\"", quoted(realm));
+    let realm = format!("realm=\"{}\"", quoted(realm));
+    let mut error = String::new();
     if let Some(code) = rejection.error_code() {
-        challenge.push_str(&format!(
-            ", error=\"{code}\", error_description=\"{description}\""
-        ));
+        error = format!(", error=\"{code}\", error_description=\"{description}\"");
     }
     if let RejectionKind::InsufficientScope {
         required: Some(scope),
     } = &rejection.kind
     {
-        challenge.push_str(&format!(", scope=\"{}\"", quoted(scope)));
+        error.push_str(&format!(", scope=\"{}\"", quoted(scope)));
     }
-    insert(
-        answer.headers_mut(),
-        http::header::WWW_AUTHENTICATE,
-        &challenge,
-    );
+    let in_dpop = sender.is_some_and(|policy| sender::error_in_dpop_challenge(rejection, policy));
+    let headers = answer.headers_mut();
+    if sender.is_none_or(SenderPolicy::accepts_bearer) {
+        let bearer_error = if in_dpop { "" } else { &error };
+        append(headers, &format!("Bearer {realm}{bearer_error}"));
+    }
+    if let Some(policy) = sender.filter(|policy| policy.accepts_dpop()) {
+        let dpop_error = if in_dpop { error.as_str() } else { "" };
+        append(
+            headers,
+            &format!("DPoP {realm}, {}{dpop_error}", policy.algs),
+        );
+    }
+    if let RejectionKind::UseDpopNonce { nonce } = &rejection.kind {
+        insert(headers, HeaderName::from_static("dpop-nonce"), nonce);
+    }
     answer
+}
+
+/// One more `WWW-Authenticate` challenge.
+fn append(headers: &mut http::HeaderMap, challenge: &str) {
+    if let Ok(value) = http::HeaderValue::from_str(challenge) {
+        headers.append(http::header::WWW_AUTHENTICATE, value);
+    }
 }
 
 /// A request over a rate limit: 429 with when to retry, in `Retry-After`

@@ -41,6 +41,7 @@ use crate::proxy::keepalive::KeepAlive;
 use crate::proxy::sni::SniResolver;
 use crate::proxy::streams::StreamDeadlines;
 use crate::shutdown::{Drain, SignalWatch};
+use crate::state::dpop_replay::DpopReplay;
 use crate::state::live::LiveConnections;
 use crate::state::rate_limit::{self, RateLimits};
 use crate::state::redis::Redis;
@@ -223,13 +224,38 @@ fn shared_state(
     if let Some(revocations) = &revocations {
         revocations.end_connections_in(live.clone());
     }
-    Ok((revocations, limits, live))
+    let settings = &bootstrap.dpop_replay;
+    let replay = match (&settings.shared, &bootstrap.redis) {
+        (Some(shared), Some(redis)) => {
+            // A connection of its own: a proof's check must not queue behind
+            // the revocation and rate-limit sessions' traffic.
+            let redis = Redis::new(redis.clone()).map_err(ServerError::Redis)?;
+            let replay = Arc::new(DpopReplay::shared(
+                settings.max_entries,
+                redis,
+                shared.clone(),
+            ));
+            // Connected before the first proofs, when Redis is there; when
+            // it is not, proofs follow `on_error` while it is tried again.
+            let connecting = replay.clone();
+            add_task(server, "jwtgate dpop replay", move || {
+                let replay = connecting.clone();
+                async move {
+                    replay.connect().await;
+                }
+            });
+            replay
+        }
+        _ => Arc::new(DpopReplay::local(settings.max_entries)),
+    };
+    Ok((revocations, limits, live, replay))
 }
 
 type SharedState = (
     Option<Arc<Revocations>>,
     Arc<RateLimits>,
     Arc<LiveConnections>,
+    Arc<DpopReplay>,
 );
 
 /// Runs until SIGTERM's drain is over or SIGINT; fails only at startup.
@@ -262,7 +288,8 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         "jwtgate upstreams",
         runtime.upstreams.service(),
     ));
-    let (revocations, rate_limits, live) = shared_state(&mut server, &bootstrap, &metrics, &clock)?;
+    let (revocations, rate_limits, live, dpop_replay) =
+        shared_state(&mut server, &bootstrap, &metrics, &clock)?;
     // One decision pipeline for every adapter: one token cache, one
     // revocation list, one budget per client whoever decides.
     let cache = &metrics.token_cache;
@@ -274,7 +301,8 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         Pipeline::new(clock.clone(), token_cache)
             .timed(metrics.requests.verify_duration.clone())
             .with_revocations(revocations.as_ref().map(|r| r.list().clone()))
-            .with_rate_limits(rate_limits),
+            .with_rate_limits(rate_limits)
+            .with_dpop_replay(dpop_replay),
     );
     let drain = Drain::new();
     let reloader = Arc::new(

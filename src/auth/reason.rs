@@ -141,10 +141,10 @@ impl Reason {
     /// itself: DPoP proofs, certificate binding, the route's sender
     /// constraint.
     pub fn sender_reasons() -> impl Iterator<Item = Reason> {
-        DpopFailure::ALL
-            .into_iter()
-            .map(Reason::Dpop)
-            .chain([Reason::CertificateMismatch, Reason::SenderConstraintRequired])
+        DpopFailure::ALL.into_iter().map(Reason::Dpop).chain([
+            Reason::CertificateMismatch,
+            Reason::SenderConstraintRequired,
+        ])
     }
 }
 
@@ -170,9 +170,9 @@ pub enum RejectionKind {
     Unavailable,
     /// 401 `invalid_dpop_proof` (RFC 9449 §7.1).
     InvalidDpopProof,
-    /// 401 `use_dpop_nonce` (RFC 9449 §8): retry with the nonce in the
-    /// `DPoP-Nonce` header.
-    UseDpopNonce,
+    /// 401 `use_dpop_nonce` (RFC 9449 §8): retry with `nonce`, sent in
+    /// the `DPoP-Nonce` header.
+    UseDpopNonce { nonce: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,18 +217,25 @@ impl Rejection {
         }
     }
 
-    /// How a failed DPoP check is answered (RFC 9449 §7.1, §8).
-    pub fn dpop(failure: DpopFailure) -> Self {
-        let kind = match failure.error_code() {
-            Some("use_dpop_nonce") => RejectionKind::UseDpopNonce,
-            Some("invalid_request") => RejectionKind::InvalidRequest,
-            Some("invalid_token") => RejectionKind::InvalidToken,
-            Some(_) => RejectionKind::InvalidDpopProof,
-            None => RejectionKind::Unavailable,
+    /// How a failed DPoP check is answered (RFC 9449 §7.1, §8); `nonce`:
+    /// the one to retry with, where the failure asks for one.
+    pub fn dpop(failure: DpopFailure, nonce: Option<String>) -> Self {
+        let kind = match (failure.error_code(), nonce) {
+            (Some("use_dpop_nonce"), Some(nonce)) => RejectionKind::UseDpopNonce { nonce },
+            (code, _) => Self::dpop_kind(code),
         };
         Self {
             reason: Reason::Dpop(failure),
             kind,
+        }
+    }
+
+    fn dpop_kind(code: Option<&str>) -> RejectionKind {
+        match code {
+            Some("invalid_request") => RejectionKind::InvalidRequest,
+            Some("invalid_token") => RejectionKind::InvalidToken,
+            Some(_) => RejectionKind::InvalidDpopProof,
+            None => RejectionKind::Unavailable,
         }
     }
 
@@ -237,7 +244,7 @@ impl Rejection {
     pub fn is_about_the_proof(&self) -> bool {
         matches!(
             self.kind,
-            RejectionKind::InvalidDpopProof | RejectionKind::UseDpopNonce
+            RejectionKind::InvalidDpopProof | RejectionKind::UseDpopNonce { .. }
         ) || matches!(self.reason, Reason::Dpop(_))
     }
 
@@ -246,7 +253,7 @@ impl Rejection {
             RejectionKind::NoToken
             | RejectionKind::InvalidToken
             | RejectionKind::InvalidDpopProof
-            | RejectionKind::UseDpopNonce => 401,
+            | RejectionKind::UseDpopNonce { .. } => 401,
             RejectionKind::InvalidRequest => 400,
             RejectionKind::InsufficientScope { .. } => 403,
             RejectionKind::Unavailable => 503,
@@ -281,7 +288,7 @@ impl Rejection {
             }
             (RejectionKind::Unavailable, _) => "token keys temporarily unavailable",
             (RejectionKind::InvalidDpopProof, _) => "invalid DPoP proof",
-            (RejectionKind::UseDpopNonce, _) => "DPoP nonce required",
+            (RejectionKind::UseDpopNonce { .. }, _) => "DPoP nonce required",
         }
     }
 
@@ -294,7 +301,7 @@ impl Rejection {
             RejectionKind::InsufficientScope { .. } => Some("insufficient_scope"),
             RejectionKind::Unavailable => Some("temporarily_unavailable"),
             RejectionKind::InvalidDpopProof => Some("invalid_dpop_proof"),
-            RejectionKind::UseDpopNonce => Some("use_dpop_nonce"),
+            RejectionKind::UseDpopNonce { .. } => Some("use_dpop_nonce"),
         }
     }
 }
@@ -306,7 +313,11 @@ mod tests {
     #[test]
     fn each_reason_has_its_own_label() {
         for (i, reason) in Reason::ALL.into_iter().enumerate() {
-            assert_eq!(reason.token_index(), i, "ALL is in the order of the variants");
+            assert_eq!(
+                reason.token_index(),
+                i,
+                "ALL is in the order of the variants"
+            );
         }
         assert_eq!(
             Reason::Dpop(DpopFailure::Replayed).as_str(),

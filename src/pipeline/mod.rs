@@ -17,6 +17,7 @@ mod decision;
 pub mod limits;
 pub mod reconsider;
 pub mod router;
+pub mod sender;
 mod snapshot;
 mod view;
 
@@ -41,6 +42,7 @@ use crate::auth::{Reason, Rejection, VerifiedToken};
 use crate::clock::SharedClock;
 use crate::config::schema::{AuthMode, HttpsOnly};
 use crate::keys::KeyStore;
+use crate::state::dpop_replay::{DEFAULT_MAX_ENTRIES, DpopReplay};
 use crate::state::rate_limit::{self, Limited, RateKey, RateLimits};
 use crate::state::revocation::RevocationList;
 
@@ -53,6 +55,8 @@ pub struct Pipeline {
     refetch: bool,
     revocations: Option<Arc<RevocationList>>,
     rate_limits: Arc<RateLimits>,
+    /// The DPoP proofs seen within their window, so each is accepted once.
+    dpop_replay: Arc<DpopReplay>,
 }
 
 impl Pipeline {
@@ -66,7 +70,15 @@ impl Pipeline {
             refetch: true,
             revocations: None,
             rate_limits: Arc::default(),
+            dpop_replay: Arc::new(DpopReplay::local(DEFAULT_MAX_ENTRIES)),
         }
+    }
+
+    /// Remembers DPoP proofs in `replay` (by default each pipeline has a
+    /// table of its own with the default bound).
+    pub fn with_dpop_replay(mut self, replay: Arc<DpopReplay>) -> Self {
+        self.dpop_replay = replay;
+        self
     }
 
     /// Counts rate limits in `limits` (by default each pipeline has its
@@ -165,9 +177,8 @@ impl Pipeline {
                 auth: Forwarded::Anonymous,
             };
         }
-        let query = target.query.and_then(|q| std::str::from_utf8(q).ok());
         match self
-            .authenticate(snapshot, route, view, query, explain)
+            .authenticate(snapshot, route, view, &target, explain)
             .await
         {
             Ok(Some(identity)) => match self.limit(route, Known::Identity(&identity)) {
@@ -241,12 +252,13 @@ impl Pipeline {
         snapshot: &Snapshot,
         route: &CompiledRoute,
         view: &RequestView<'_>,
-        query: Option<&str>,
+        target: &RequestTarget<'_>,
         explain: &mut (impl Explain + Send),
     ) -> Result<Option<Arc<VerifiedToken>>, Failure> {
         let headers = Headers(view.headers);
-        let token = match extract::extract(&headers, query, &route.sources) {
-            Ok(Some(token)) => token,
+        let query = target.query.and_then(|q| std::str::from_utf8(q).ok());
+        let credential = match extract::extract(&headers, query, &route.sources) {
+            Ok(Some(credential)) => credential,
             Ok(None) if route.mode == AuthMode::Optional => return Ok(None),
             Ok(None) => return Err(unauthenticated(Rejection::no_token(), explain)),
             Err(reason) => {
@@ -257,6 +269,7 @@ impl Pipeline {
             inner: explain,
             failed: None,
         };
+        let token = credential.token;
         let mut outcome = self.authorize(snapshot, route, token, &mut checks);
         if let Err(failure) = &outcome
             && self.refetch
@@ -270,7 +283,7 @@ impl Pipeline {
                 outcome = self.authorize(snapshot, route, token, &mut checks);
             }
         }
-        outcome.map(Some).map_err(|failure| {
+        let verified = outcome.map_err(|failure| {
             debug_assert!(checks.failed.is_some(), "a check failed silently");
             Failure {
                 // Every failing check reports itself (the unit tests hold each
@@ -279,7 +292,52 @@ impl Pipeline {
                 check: checks.failed.unwrap_or(UNNAMED_CHECK),
                 ..failure
             }
-        })
+        })?;
+        self.check_sender(route, view, target, credential, verified, explain)
+            .await
+            .map(Some)
+    }
+
+    /// The proof of possession a bound token needs, and the route's sender
+    /// constraint; a DPoP proof that passes is remembered, so it passes
+    /// once.
+    async fn check_sender(
+        &self,
+        route: &CompiledRoute,
+        view: &RequestView<'_>,
+        target: &RequestTarget<'_>,
+        credential: extract::Credential<'_>,
+        verified: Arc<VerifiedToken>,
+        explain: &mut (impl Explain + Send),
+    ) -> Result<Arc<VerifiedToken>, Failure> {
+        let now = self.clock.now_unix();
+        let policy = &route.sender;
+        let checked = sender::check(policy, view, target, credential, &verified, now);
+        let remembered = match checked {
+            Ok(Some(proof)) => self
+                .dpop_replay
+                .check_proof(&proof, policy.window, now)
+                .await
+                .map_err(|failure| Rejection::dpop(failure, None)),
+            Ok(None) => Ok(()),
+            Err(rejection) => Err(rejection),
+        };
+        match remembered {
+            Ok(()) => {
+                explain.passed(SENDER_CHECK, &|| "proof of possession".into());
+                Ok(verified)
+            }
+            Err(rejection) => {
+                explain.failed(SENDER_CHECK, rejection.reason);
+                Err(Failure {
+                    rejection,
+                    issuer: Some(verified.issuer),
+                    check: SENDER_CHECK,
+                    keys_seen: None,
+                    refused: Some(verified),
+                })
+            }
+        }
     }
 
     fn authorize(
@@ -335,6 +393,10 @@ impl Pipeline {
         }
     }
 }
+
+/// The check a proof of possession (DPoP, a client certificate) or the
+/// route's sender constraint failed.
+pub const SENDER_CHECK: &str = "sender";
 
 /// A refusal before any token was verified: none sent, or not usable.
 fn unauthenticated(rejection: Rejection, explain: &mut impl Explain) -> Failure {
@@ -469,6 +531,8 @@ fn refetchable<'a>(snapshot: &'a Snapshot, failure: &Failure) -> Option<(&'a Key
 
 #[cfg(test)]
 mod rate_limit_tests;
+#[cfg(test)]
+mod sender_tests;
 #[cfg(test)]
 mod support_tests;
 #[cfg(test)]

@@ -10,6 +10,7 @@ use super::client::{ClientCertHeader, TrustedProxies};
 use super::cors::CorsPolicy;
 use super::limits::RequestLimits;
 use super::router::Router;
+use super::sender::SenderPolicy;
 use crate::auth::claims;
 use crate::auth::extract::TokenSources;
 use crate::auth::policy::RoutePolicy;
@@ -93,6 +94,8 @@ pub struct CompiledRoute {
     pub authz_only: bool,
     /// When a connection that outlives its request is ended.
     pub long_lived: LongLived,
+    /// Which proofs of possession the route takes and requires.
+    pub sender: SenderPolicy,
 }
 
 /// `auth.long_lived` compiled.

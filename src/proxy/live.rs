@@ -275,6 +275,7 @@ impl LiveRequest {
         Some(answers::rejection(
             &Rejection::invalid_token(reason),
             &snapshot.realm,
+            None,
             request_id_text(request_id),
         ))
     }

@@ -14,6 +14,7 @@ use crate::keys::remote::RemoteSource;
 use crate::state::rate_limit::budget_sync::RateLimitSettings;
 use crate::state::redis::RedisSettings;
 use crate::state::revocation::RevocationSettings;
+use shared::DpopReplaySettings;
 
 /// The settings read once at startup. A reload that changes any of them is
 /// refused (see [`Bootstrap::changes`]).
@@ -39,6 +40,7 @@ pub struct Bootstrap {
     /// `None`: no `revocation` block, nothing is ever revoked.
     pub revocation: Option<RevocationSettings>,
     pub rate_limit: RateLimitSettings,
+    pub dpop_replay: DpopReplaySettings,
     /// `None`: no authorization listener.
     pub authz: Option<AuthzSettings>,
 }
@@ -107,6 +109,7 @@ impl Bootstrap {
                 or(&self.revocation.as_ref().map(describe_revocation), "(none)"),
             ),
             ("rate_limit", describe_rate_limit(&self.rate_limit)),
+            ("dpop_replay", self.dpop_replay.describe()),
             (
                 "listen.authz",
                 or(&self.authz.as_ref().map(AuthzSettings::describe), "(off)"),
@@ -184,6 +187,7 @@ pub(super) fn compile(
         config.redis.as_ref(),
         config.revocation.as_ref(),
         &config.rate_limit,
+        &config.dpop_replay,
         cx.base_dir,
         cx.sources,
     )
@@ -211,6 +215,7 @@ pub(super) fn compile(
         redis: shared.redis,
         revocation: shared.revocation,
         rate_limit: shared.rate_limit,
+        dpop_replay: shared.dpop_replay,
         authz,
     })
 }

@@ -11,6 +11,7 @@ mod bootstrap;
 mod issuers;
 mod listeners;
 mod routes;
+mod sender;
 mod shared;
 
 use std::path::{Path, PathBuf};

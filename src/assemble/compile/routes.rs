@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::Context;
+use super::sender;
 use crate::auth::IssuerVerifier;
 use crate::auth::extract::TokenSources;
 use crate::auth::policy::{ClaimRequirement, RoutePolicy};
@@ -195,6 +196,7 @@ fn compile_route<'a>(
             .map_err(|e| (None, e.to_string()))?,
         authz_only: route.upstream.is_none(),
         long_lived: long_lived(&auth.long_lived, auth.mode).map_err(|e| (None, e))?,
+        sender: sender::compile(auth, cx.base_dir, cx.sources).map_err(|e| (None, e))?,
     };
     Ok((compiled, upstream))
 }

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use crate::assemble::sources::{SecretSource, Sources};
 use crate::config::schema::{
-    AdminTokenConfig, AsWritten, RateLimitStateConfig, RedisConfig, RedisTlsConfig,
-    RevocationConfig, SecretConfig,
+    AdminTokenConfig, AsWritten, DpopReplayConfig, RateLimitStateConfig, RedisConfig,
+    RedisTlsConfig, RevocationConfig, SecretConfig,
 };
 use crate::digest::sha256;
+use crate::state::dpop_replay::SharedReplay;
 use crate::state::rate_limit::budget_sync::{RateLimitSettings, SharedBudgets};
 use crate::state::redis::{RedisSettings, RedisTls};
 use crate::state::revocation::tokens::AdminToken;
@@ -24,12 +25,39 @@ pub(super) struct Shared {
     pub redis: Option<RedisSettings>,
     pub revocation: Option<RevocationSettings>,
     pub rate_limit: RateLimitSettings,
+    pub dpop_replay: DpopReplaySettings,
+}
+
+/// `dpop_replay` compiled: the bound of this replica's table, and how
+/// proofs are shared through Redis, if they are.
+#[derive(Debug, Clone)]
+pub struct DpopReplaySettings {
+    pub max_entries: usize,
+    pub shared: Option<SharedReplay>,
+}
+
+impl DpopReplaySettings {
+    pub fn describe(&self) -> String {
+        let shared = self.shared.as_ref().map_or_else(
+            || "not shared".to_string(),
+            |shared| {
+                format!(
+                    "shared (key_prefix {}, budget {}, on_error {:?})",
+                    shared.key_prefix,
+                    AsWritten(shared.budget),
+                    shared.on_error
+                )
+            },
+        );
+        format!("max_entries {} {shared}", self.max_entries)
+    }
 }
 
 pub(super) fn compile(
     redis: Option<&RedisConfig>,
     revocation: Option<&RevocationConfig>,
     rate_limit: &RateLimitStateConfig,
+    dpop_replay: &DpopReplayConfig,
     base_dir: &Path,
     sources: &dyn Sources,
 ) -> Result<Shared, String> {
@@ -40,12 +68,14 @@ pub(super) fn compile(
         .map(|config| revocation_settings(config, base_dir, sources))
         .transpose()?;
     let rate_limit = rate_limit_settings(rate_limit)?;
+    let dpop_replay = dpop_replay_settings(dpop_replay)?;
     let sharing = [
         (
             "revocation.redis",
             revocation.as_ref().is_some_and(|r| r.redis.is_some()),
         ),
         ("rate_limit.redis", rate_limit.redis.is_some()),
+        ("dpop_replay.redis", dpop_replay.shared.is_some()),
     ];
     if redis.is_none()
         && let Some((field, _)) = sharing.iter().find(|(_, shared)| *shared)
@@ -58,6 +88,35 @@ pub(super) fn compile(
         redis,
         revocation,
         rate_limit,
+        dpop_replay,
+    })
+}
+
+fn dpop_replay_settings(config: &DpopReplayConfig) -> Result<DpopReplaySettings, String> {
+    if config.max_entries < 64 {
+        return Err(format!(
+            "dpop_replay.max_entries: {} is too few to remember proofs by; use at least 64",
+            config.max_entries
+        ));
+    }
+    let shared = config
+        .redis
+        .as_ref()
+        .map(|redis| {
+            if redis.budget.is_zero() {
+                return Err("dpop_replay.redis.budget must be longer than 0s".to_string());
+            }
+            sharing("dpop_replay.redis", &redis.key_prefix, &[])?;
+            Ok(SharedReplay {
+                key_prefix: redis.key_prefix.clone(),
+                budget: redis.budget,
+                on_error: redis.on_error,
+            })
+        })
+        .transpose()?;
+    Ok(DpopReplaySettings {
+        max_entries: config.max_entries,
+        shared,
     })
 }
 

@@ -18,7 +18,6 @@ use aws_lc_rs::{constant_time, hmac, rand};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-
 /// Bytes of the HMAC a nonce carries: 128 bits, beyond guessing.
 const TAG_BYTES: usize = 16;
 /// The period number, big-endian, then the tag.

@@ -616,7 +616,10 @@ fn nonces_rotate_and_the_previous_one_stays_good() {
     now += 1;
     let second = nonces.current(now);
     assert_ne!(second, first);
-    assert!(nonces.accepts(&first, now), "the previous period's is accepted");
+    assert!(
+        nonces.accepts(&first, now),
+        "the previous period's is accepted"
+    );
     assert!(nonces.accepts(&second, now));
     now += 300;
     assert!(!nonces.accepts(&first, now), "two periods back is refused");

@@ -1,7 +1,5 @@
-//! DPoP (RFC 9449): what a route accepts as proofs, and the replay cache
-//! shared by every route. Not read by the gateway yet: the route's
-//! `auth.dpop` and the top-level `dpop_replay` are added to the config
-//! with the pipeline that enforces them.
+//! DPoP (RFC 9449): what a route accepts as proofs (`auth.dpop`), and the
+//! replay cache shared by every route (`dpop_replay`).
 
 use std::time::Duration;
 
@@ -9,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::json::DurationText;
-use super::{Algorithm, duration, duration_text};
+use super::{Algorithm, SecretConfig, duration, duration_text};
 
 /// A route's DPoP proofs (RFC 9449): the algorithms a proof may be signed
 /// with, how far its `iat` may be from now, and server nonces.
@@ -66,27 +64,30 @@ impl Default for IatWindowConfig {
     }
 }
 
-/// `dpop.nonce`: a proof must carry a nonce the gateway issued (in a
-/// `DPoP-Nonce` header, with a `401` and `error="use_dpop_nonce"` to a
-/// proof without a current one).
+/// `dpop.nonce`: a proof must carry a nonce the gateway issued (RFC 9449
+/// §8): one without a current one gets `401` with `error="use_dpop_nonce"`
+/// and the nonce to use in a `DPoP-Nonce` header.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DpopNonceConfig {
-    /// Whether proofs without a current nonce are refused; `false`: nonces
-    /// are offered in `DPoP-Nonce` but not demanded.
-    pub required: bool,
     /// How often a new nonce is issued; the previous one is still
     /// accepted for one more period. At least `1s`.
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     #[schemars(with = "DurationText")]
     pub rotate_every: Duration,
+    /// The secret nonces are made with (at least 16 bytes), the same on
+    /// every replica, so a nonce one replica issued is good on the others.
+    /// Absent: a random one per process, which behind a load balancer
+    /// without affinity sends clients back for a new nonce whenever they
+    /// reach another replica; a reload also starts a new one.
+    pub secret: Option<SecretConfig>,
 }
 
 impl Default for DpopNonceConfig {
     fn default() -> Self {
         Self {
-            required: true,
             rotate_every: Duration::from_secs(5 * 60),
+            secret: None,
         }
     }
 }
@@ -172,7 +173,7 @@ mod tests {
         assert_eq!(written.algorithms, [Algorithm::ES256]);
         assert_eq!(written.iat_window.future, Duration::from_secs(2));
         let nonce = written.nonce.unwrap();
-        assert!(nonce.required);
+        assert!(nonce.secret.is_none());
         assert_eq!(nonce.rotate_every, Duration::from_secs(60));
 
         let replay: DpopReplayConfig =

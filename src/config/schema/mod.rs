@@ -95,6 +95,11 @@ pub struct GatewayConfig {
     /// share one connection setting. A single Redis 6.2 or later, not a
     /// cluster (one script touches many keys). Restart-only.
     pub redis: Option<RedisConfig>,
+    /// The DPoP proofs seen, so each is accepted once: this replica's
+    /// bound, and whether they are shared with other replicas through
+    /// `redis`. Restart-only.
+    #[serde(default)]
+    pub dpop_replay: DpopReplayConfig,
 }
 
 /// Forms of a request path that backends read in different ways. Each is

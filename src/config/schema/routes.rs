@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use super::json::DurationText;
-use super::{UpstreamConfig, duration, duration_text, optional_duration};
+use super::{DpopConfig, UpstreamConfig, duration, duration_text, optional_duration};
 
 /// A route's answer to a request that came in clear text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -217,6 +217,34 @@ pub struct AuthConfig {
     /// longer holds.
     #[serde(default)]
     pub long_lived: LongLivedConfig,
+    /// Whether a token must be bound to its sender. `none`: a bearer token
+    /// is enough, though a token bound to a key (`cnf.jkt`) or a client
+    /// certificate (`cnf["x5t#S256"]`) still needs its proof, on every
+    /// route. `dpop`: only a token bound to the key of the request's DPoP
+    /// proof (RFC 9449). `mtls`: only a token bound to the client
+    /// certificate of the connection (RFC 8705). `any`: either.
+    #[serde(default)]
+    pub sender_constraint: SenderConstraint,
+    /// What this route accepts as DPoP proofs (`Authorization: DPoP` with
+    /// a `DPoP` header): their algorithms, how old their `iat` may be, and
+    /// server nonces.
+    #[serde(default)]
+    pub dpop: DpopConfig,
+}
+
+/// `auth.sender_constraint`: which proof of possession a route requires.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SenderConstraint {
+    /// A bearer token is enough; a bound token still needs its proof.
+    #[default]
+    None,
+    /// A token bound to a DPoP key, with a proof of that key.
+    Dpop,
+    /// A token bound to the client certificate of the connection.
+    Mtls,
+    /// A token bound either way, with its proof.
+    Any,
 }
 
 /// When jwtgate ends a connection that outlives its request. Ordinary
