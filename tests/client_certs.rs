@@ -8,10 +8,15 @@
 //! believed from trusted proxies only: NGINX over mutual TLS, the
 //! authorization listener (HTTP and Envoy gRPC `attributes.source.certificate`).
 //!
+//! Certificate-bound tokens issued by the real IdP (`tests/idp`) pass only
+//! on a connection presenting that certificate.
+//!
 //! Every certificate is made at test time with `openssl`; every thumbprint
 //! the tests expect is computed by `openssl dgst`, not by jwtgate.
 
 mod common;
+#[path = "common/idp.rs"]
+mod idp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -666,4 +671,86 @@ async fn the_authorization_listener_reads_the_forwarded_certificate_from_trusted
         line.contains(&expected) && line.contains("adapter=\"authz_grpc\""),
         "{line}"
     );
+}
+
+/// The IdP as the only issuer, a TLS listener asking for client
+/// certificates, a route taking any token and one taking only tokens bound
+/// to the connection's certificate.
+fn bound_config(issuer: &str) -> String {
+    let routes = r#"
+  - name: api
+    match: { path_prefix: /api }
+    upstream: { addrs: ["{UPSTREAM}"] }
+  - name: mtls
+    match: { path_prefix: /mtls }
+    upstream: { addrs: ["{UPSTREAM}"] }
+    auth: { sender_constraint: mtls }
+"#;
+    Config::new()
+        .default_server()
+        .https(
+            &[r#"{ hosts: [api.test], cert: "{PKI}/api.crt", key: "{PKI}/api.key" }"#],
+            &[r#"client_certs: { ca: "{PKI}/clients-ca.crt", mode: optional }"#],
+        )
+        .issuers(&idp::issuer_yaml(
+            issuer,
+            "{ allow_http: true }",
+            idp::RESOURCE,
+            &[],
+        ))
+        .routes(routes)
+}
+
+/// RFC 8705 §3: the token's `cnf["x5t#S256"]` must be the certificate of
+/// the connection it comes on; a stolen token is useless without the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_bound_token_passes_only_with_its_certificate() {
+    let pki = Pki::new();
+    let idp = idp::Idp::start().await;
+    let upstream = Upstream::start();
+    let (gateway, port) = start(&bound_config(&idp.issuer()), &pki, &upstream).await;
+    let pem = |name: &str| std::fs::read_to_string(pki.path(name)).expect("a certificate");
+    let alices = idp.cert_bound_token(&pem("alice.crt"), "orders:read").await;
+    let mallorys = idp
+        .cert_bound_token(&pem("mallory.crt"), "orders:read")
+        .await;
+    let bearer = idp.token("orders:read").await;
+    let with = |token: &str| format!("Authorization: Bearer {token}");
+    let ask = |client: Option<&str>, token: &str, path: &str| {
+        let header = with(token);
+        served(&curl(
+            &pki,
+            port,
+            client,
+            "bound",
+            &["--header", &header],
+            &[path],
+        ))[0]
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    // Wait for the IdP's keys: until then every token is refused alike.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ask(Some("alice"), &bearer, "/api/x") != "200" {
+        assert!(std::time::Instant::now() < deadline, "{}", gateway.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ask(Some("alice"), &alices, "/api/x"), "200");
+    assert_eq!(ask(Some("alice"), &alices, "/mtls/x"), "200");
+    // Without a certificate, or with another one than it is bound to.
+    assert_eq!(ask(None, &alices, "/api/x"), "401");
+    assert_eq!(ask(Some("alice"), &mallorys, "/api/x"), "401");
+    gateway
+        .expect_decisions(&[("route", "api"), ("reason", "certificate_mismatch")], 2.0)
+        .await;
+    // A plain bearer token where the route requires a bound one.
+    assert_eq!(ask(Some("alice"), &bearer, "/mtls/x"), "401");
+    gateway
+        .expect_decisions(
+            &[("route", "mtls"), ("reason", "sender_constraint_required")],
+            1.0,
+        )
+        .await;
 }

@@ -256,6 +256,7 @@ pub fn verify_proof(
 ) -> Result<VerifiedProof, DpopFailure> {
     let parsed = token::parse(proof, expect.max_bytes).map_err(|reason| match reason {
         Reason::TooLarge => DpopFailure::TooLarge,
+        _ if unsecured(proof) => DpopFailure::AlgNotAllowed,
         _ => DpopFailure::Malformed,
     })?;
     if parsed.header.typ() != Some("dpop+jwt") {
@@ -286,6 +287,22 @@ pub fn verify_proof(
         iat,
         algorithm,
     })
+}
+
+/// Whether `proof` is an unsecured JWS (RFC 7515 appendix A.5: `alg:
+/// none` and an empty signature), which the strict parser refuses as
+/// malformed before its `alg` is read: it is refused for its algorithm.
+fn unsecured(proof: &str) -> bool {
+    let Some(header) = proof
+        .strip_suffix('.')
+        .and_then(|rest| rest.split('.').next())
+    else {
+        return false;
+    };
+    let mut json = Vec::new();
+    decode_segment(header, &mut json).is_ok()
+        && JsonObject::parse(&json)
+            .is_ok_and(|header| matches!(header.get("alg"), Some(JsonRef::String("none"))))
 }
 
 /// The claims of a proof whose signature verified; its `jti` and `iat`.

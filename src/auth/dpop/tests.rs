@@ -298,6 +298,12 @@ fn none_hmac_and_algorithms_off_the_list_are_refused() {
         URL_SAFE_NO_PAD.encode(claims().to_string())
     );
     assert_eq!(refused(&unsigned, &request()), DpopFailure::AlgNotAllowed);
+    // As RFC 7515 writes one: with an empty signature.
+    let (input, _) = unsigned.rsplit_once('.').unwrap();
+    assert_eq!(
+        refused(&format!("{input}."), &request()),
+        DpopFailure::AlgNotAllowed
+    );
 
     let secret = fixture("hs256.secret");
     let hmac_header = json!({"typ": "dpop+jwt", "alg": "HS256",
