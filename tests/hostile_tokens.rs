@@ -214,7 +214,7 @@ impl Expect {
         }
     }
 
-    /// The exact `WWW-Authenticate` value.
+    /// The exact `Bearer` challenge.
     fn challenge(&self) -> String {
         let mut value = format!("Bearer realm=\"{REALM}\"");
         if let Some(error) = self.error() {
@@ -1695,13 +1695,14 @@ async fn expect_rejected(gateway: &Gateway, upstream: &Upstream, case: &Case) ->
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect::<Vec<_>>()
     };
+    // Bearer with the error, then DPoP (RFC 9449 §7.1): the routes take
+    // DPoP proofs too, and none of these attacks is about one.
     let challenge = header("www-authenticate");
+    let dpop = format!("DPoP realm=\"{REALM}\", algs=\"ES256 EdDSA PS256 RS256\"");
+    let expected = [expect.challenge(), dpop];
     check(
-        challenge == [expect.challenge()],
-        format!(
-            "WWW-Authenticate {challenge:?}, expected {:?}",
-            expect.challenge()
-        ),
+        challenge == expected,
+        format!("WWW-Authenticate {challenge:?}, expected {expected:?}"),
     );
     check(
         header("cache-control") == ["no-store"],
