@@ -191,7 +191,8 @@ impl CorsPolicy {
 
         let mut allowed_headers = header_names("allowed_headers", &config.allowed_headers)?;
         if auth_mode != AuthMode::Off {
-            let token_headers = std::iter::once("authorization").chain(token_header);
+            // A browser sending a DPoP-bound token sends its proof too.
+            let token_headers = ["authorization", "dpop"].into_iter().chain(token_header);
             for name in token_headers {
                 let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                     CorsError::InvalidHeader {
@@ -695,6 +696,12 @@ mod tests {
         let public = CorsPolicy::compile(&config, AuthMode::Off, None).expect("valid");
         let response = answer(&public, &request);
         assert_eq!(text(&response, "access-control-allow-headers"), None);
+        // A DPoP-bound token comes with its proof.
+        let dpop = preflight_request("GET", "authorization,dpop");
+        assert_eq!(
+            text(&answer(&with_header, &dpop), "access-control-allow-headers").as_deref(),
+            Some("authorization,dpop")
+        );
     }
 
     #[test]
