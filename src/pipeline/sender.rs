@@ -174,3 +174,80 @@ pub fn error_in_dpop_challenge(rejection: &Rejection, policy: &SenderPolicy) -> 
         || !policy.accepts_bearer()
         || matches!(rejection.kind, RejectionKind::UseDpopNonce { .. })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use http::Method;
+
+    use super::*;
+    use crate::pipeline::canonical::PathRules;
+    use crate::pipeline::client::ClientAddress;
+    use crate::pipeline::view::TargetForm;
+
+    /// The `htu` of `GET /orders/../api?x=1` with `headers`, from a peer
+    /// that is a trusted proxy or not, over `scheme`.
+    fn htu_of(headers: &[(&str, &str)], trusted: bool, scheme: Scheme) -> String {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let path = b"/orders/../api?x=1";
+        let view = RequestView {
+            method: &Method::GET,
+            raw_target: path,
+            target: TargetForm::Origin {
+                path_and_query: path,
+            },
+            headers: &map,
+            client: Some(ClientAddress {
+                peer,
+                peer_trusted: trusted,
+                client: peer,
+            }),
+            scheme,
+            client_cert_thumbprint: None,
+            adapter: Adapter::Proxy,
+        };
+        let hosts = map.get_all("host").iter().map(|v| v.as_bytes());
+        let target = RequestTarget::new(None, path, hosts, &PathRules::default()).unwrap();
+        htu(&view, &target)
+    }
+
+    #[test]
+    fn the_htu_is_what_the_client_used_and_forwarding_headers_count_from_trusted_proxies() {
+        let forwarded = [
+            ("host", "gateway.internal:8080"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "api.example.com"),
+        ];
+        assert_eq!(
+            htu_of(&forwarded, true, Scheme::Http),
+            "https://api.example.com/api"
+        );
+        // From anyone else the headers are the client's own words.
+        assert_eq!(
+            htu_of(&forwarded, false, Scheme::Http),
+            "http://gateway.internal:8080/api"
+        );
+        assert_eq!(
+            htu_of(&[("host", "api.example.com")], false, Scheme::Https),
+            "https://api.example.com/api"
+        );
+        // Two values: which one the client used is unknown, so neither.
+        let twice = [
+            ("host", "api.example.com"),
+            ("x-forwarded-host", "a.example"),
+            ("x-forwarded-host", "b.example"),
+        ];
+        assert_eq!(
+            htu_of(&twice, true, Scheme::Https),
+            "https://api.example.com/api"
+        );
+    }
+}
