@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::Reason;
 use super::claims;
+use super::dpop::DpopFailure;
 use super::json::{JsonObject, JsonRef};
 use super::policy::RoutePolicy;
 use super::token::{self, ParsedToken};
@@ -47,6 +48,12 @@ pub fn summary(reason: Reason) -> &'static str {
         }
         Reason::EncryptedToken => {
             "the token is encrypted (JWE); only signed tokens (JWS) are verified"
+        }
+        Reason::Dpop(DpopFailure::MissingProof) => {
+            "the token is bound to a key (cnf.jkt) and came without a DPoP proof of that key"
+        }
+        Reason::Dpop(DpopFailure::KeyMismatch) => {
+            "the token is bound to another key than the DPoP proof's (or to none)"
         }
         Reason::Dpop(_) => "the DPoP proof sent with the token failed a check",
         Reason::CertificateMismatch => {
