@@ -389,6 +389,18 @@ async fn envoy_http_ext_authz_contract() {
         "the query is never logged: {line}"
     );
     gateway.expect_requests("reader", "401", 1.0).await;
+    // Counted under the authorization listener, apart from proxied
+    // traffic, refusals with their reasons.
+    gateway
+        .expect_adapter_requests("authz", ["reader", "401", "missing_token"], 1.0)
+        .await;
+    let no_secret = ["_none", "403", "authz_secret_mismatch"];
+    gateway
+        .expect_adapter_requests("authz", no_secret, 2.0)
+        .await;
+    let proxied = [("adapter", "proxy"), ("status", "404")];
+    gateway.expect_metric(REQUESTS, &proxied, 1.0).await;
+    assert_eq!(gateway.metric(REQUESTS, &[("adapter", "proxy")]).await, 1.0);
 }
 
 /// The conventions are not mixed: a listener set up for Traefik and Caddy

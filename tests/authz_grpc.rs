@@ -249,6 +249,19 @@ async fn check_allows_and_refuses_as_the_http_listener() {
         .expect_decisions(&[("route", "reader"), ("outcome", "allow")], 1.0)
         .await;
     gateway.expect_requests("unavailable", "503", 1.0).await;
+    // Under their adapter, refusals with their reasons; nothing was proxied.
+    for counted in [
+        ["reader", "200", "none"],
+        ["reader", "401", "missing_token"],
+        ["reader", "403", "insufficient_scope"],
+        ["unavailable", "503", "jwks_unavailable"],
+    ] {
+        gateway
+            .expect_adapter_requests("authz_grpc", counted, 1.0)
+            .await;
+    }
+    let proxied = gateway.metric(REQUESTS, &[("adapter", "proxy")]).await;
+    assert_eq!(proxied, 0.0);
 }
 
 /// A trusted source's X-Forwarded-For names the client, as on the HTTP
@@ -292,6 +305,10 @@ async fn raw_headers_forwarded_for_and_a_missing_request() {
         "{}",
         relevant_lines(&log)
     );
+    let missing = ["_none", "400", "authz_original_request_missing"];
+    gateway
+        .expect_adapter_requests("authz_grpc", missing, 1.0)
+        .await;
 }
 
 /// The shared secret travels as call metadata (Envoy's

@@ -101,6 +101,9 @@ const KEYWORDS: &[&str] = &[
     "unless",
     "bool",
     "offset",
+    // Without a label list: `/ ignoring (x) group_left b`.
+    "group_left",
+    "group_right",
     "inf",
     "nan",
     "start",
@@ -271,10 +274,11 @@ fn the_promql_reader_finds_metrics_wherever_promql_puts_them() {
         r#"histogram_quantile(0.99, sum by (le) (rate(a_bucket{x="y}", z=~'w'}[5m])))
            / on (job) group_left (route) b offset 5m > bool 1e-3
            and sum without (pod) (rate(c:recorded[1h:1m])) # d_comment
-           or label_replace(e, "dst", "$1", "src", "(f)") unless Inf"#,
+           or label_replace(e, "dst", "$1", "src", "(f)") unless Inf
+           / ignoring (pod) group_left g"#,
     );
     let names: Vec<&str> = reads.selectors.iter().map(|s| s.metric.as_str()).collect();
-    assert_eq!(names, ["a_bucket", "b", "c:recorded", "e"]);
+    assert_eq!(names, ["a_bucket", "b", "c:recorded", "e", "g"]);
     assert_eq!(reads.selectors[0].labels, ["x", "z"]);
     assert_eq!(reads.grouping, ["le", "job", "route"]);
 }
@@ -654,6 +658,11 @@ const ROUTES: &str = r#"
     match: { path_prefix: /audited-uploads }
     upstream: { addrs: ["{UPSTREAM}"] }
     auth: { mode: audit, long_lived: { max_lifetime: 4s } }
+  # Nothing listens there: its requests fail (upstream_refused).
+  - name: down
+    match: { path_prefix: /down }
+    upstream: { addrs: ["127.0.0.1:{DOWN}"] }
+    auth: { mode: off }
 "#;
 
 fn token_of(issuer: &str) -> String {
@@ -759,7 +768,8 @@ fn check_against_scrape(
 /// A gateway with a local, a remote and a failing remote issuer and a TLS
 /// listener, driven until every metric the dashboard and the rules read
 /// exists: a token of each working issuer allowed and proxied, a request
-/// without one denied, a reload, a failed JWKS fetch.
+/// without one denied, one to an upstream that refuses, a reload, a failed
+/// JWKS fetch.
 struct Driven {
     gateway: Gateway,
     _upstream: Upstream,
@@ -772,7 +782,8 @@ async fn driven_gateway() -> Driven {
     let config = config()
         .replace("{HTTPS}", &free_port().to_string())
         .replace("{CERTS}", &certs.dir().display().to_string())
-        .replace("{JWKS}", &jwks.to_string());
+        .replace("{JWKS}", &jwks.to_string())
+        .replace("{DOWN}", &free_port().to_string());
     let (upstream, gateway) = start(&config).await;
     let driven = Driven {
         gateway,
@@ -812,9 +823,14 @@ async fn driven_gateway() -> Driven {
     }
     let denied = gateway.get("/api/orders", None).await;
     assert_eq!(denied.status(), 401);
+    let failed = gateway.get("/down/x", None).await;
+    assert_eq!(failed.status(), 502);
     // The request counters are written after the response is sent.
     gateway
         .expect_metric(REQUESTS, &[("route", "api")], 3.0)
+        .await;
+    gateway
+        .expect_metric(REQUESTS, &[("error", "upstream_refused")], 1.0)
         .await;
     stalled_uploads(gateway).await;
     driven
@@ -880,6 +896,8 @@ async fn every_metric_the_dashboard_and_the_rules_use_is_exported() {
         ("jwtgate_config_reloads_total", [("result", "success")]),
         ("jwtgate_jwks_fetch_total", [("result", "invalid_jwks")]),
         (DECISIONS, [("outcome", "deny")]),
+        (REQUESTS, [("reason", "missing_token")]),
+        (REQUESTS, [("error", "upstream_refused")]),
         (
             "jwtgate_tls_certificate_expiry_timestamp_seconds",
             [("host", "gateway.test")],
@@ -923,7 +941,7 @@ async fn every_metric_the_dashboard_and_the_rules_use_is_exported() {
 fn the_scrape_check_reports_unknown_metrics_and_labels() {
     let scraped = scraped_series(
         "# TYPE jwtgate_requests_total counter\n\
-         jwtgate_requests_total{route=\"api\",status=\"200\"} 3\n\
+         jwtgate_requests_total{adapter=\"proxy\",route=\"api\",status=\"200\",reason=\"none\",error=\"none\"} 3\n\
          jwtgate_verify_duration_seconds_bucket{le=\"0.001\"} 1\n",
     );
     let query = |expr: &str| Query {
@@ -933,6 +951,7 @@ fn the_scrape_check_reports_unknown_metrics_and_labels() {
     let (problems, _) = check_against_scrape(
         &[
             query(r#"sum by (route) (rate(jwtgate_requests_total{job="x",status="200"}[5m]))"#),
+            query(r#"sum by (adapter) (rate(jwtgate_requests_total{reason!="none"}[5m]))"#),
             query(
                 "histogram_quantile(0.9, sum by (le) (rate(jwtgate_verify_duration_seconds_bucket[5m])))",
             ),
@@ -945,7 +964,7 @@ fn the_scrape_check_reports_unknown_metrics_and_labels() {
         &[
             query("rate(jwtgate_request_total[5m])"),
             query("jwtgate_verify_duration_seconds"),
-            query(r#"jwtgate_requests_total{reason="x"}"#),
+            query(r#"jwtgate_requests_total{kind="x"}"#),
             query("sum by (issuer) (jwtgate_requests_total)"),
         ],
         &scraped,

@@ -157,6 +157,7 @@ async fn the_request_target_is_capped_at_max_uri_bytes() {
         )
         .await;
     gateway.expect_requests("_none", "414", 2.0).await;
+    gateway.expect_refusals("414", "uri_too_long", 2.0).await;
 }
 
 #[tokio::test]

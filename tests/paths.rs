@@ -140,6 +140,15 @@ async fn path_tricks_are_refused_or_reach_the_protected_route() {
     gateway
         .expect_requests("_none", "400", refused as f64)
         .await;
+    // Each under its reason, as the access log has it.
+    let mut by_reason = std::collections::BTreeMap::<&str, f64>::new();
+    for reason in cases.iter().filter_map(|(_, reason)| *reason) {
+        *by_reason.entry(reason).or_default() += 1.0;
+    }
+    assert!(by_reason["encoded_slash"] >= 3.0, "{by_reason:?}");
+    for (reason, count) in by_reason {
+        gateway.expect_refusals("400", reason, count).await;
+    }
 }
 
 #[tokio::test]
@@ -330,6 +339,9 @@ async fn a_method_the_route_lacks_is_405_with_allow() {
     }
     assert_eq!(upstream.count(), 0);
     gateway.expect_requests("_none", "405", 4.0).await;
+    gateway
+        .expect_refusals("405", "method_not_allowed", 4.0)
+        .await;
 
     // Among the routes of one prefix, the first admitting the method wins.
     let response = send(&gateway, "GET", "/reports/q3", &["Host: gateway.test"]).await;

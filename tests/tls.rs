@@ -590,6 +590,8 @@ async fn redirect_mode_answers_clear_text_with_308_to_the_same_path_over_https()
     let response = raw_request(gateway.proxy_addr(), "GET / HTTP/1.0").await;
     assert_eq!(response.status, 403, "{}", response.text());
     assert_eq!(response.json()["error"], "https_required");
+    gateway.expect_refusals("308", "https_required", 1.0).await;
+    gateway.expect_refusals("403", "https_required", 1.0).await;
 
     // Over TLS the same request is served.
     let (status, _, _) = curl(&pki, "a.test", https, "/orders/7", &[]);

@@ -146,9 +146,16 @@ async fn assert_failure(gateway: &Gateway, request_id: &str, status: u16, error:
             ],
         )
         .await;
-    gateway
-        .expect_requests("failing", &status.to_string(), 1.0)
-        .await;
+    // Counted under the failure's kind, not as a refusal.
+    let status = status.to_string();
+    let labels = [
+        ("adapter", "proxy"),
+        ("route", "failing"),
+        ("status", status.as_str()),
+        ("reason", "none"),
+        ("error", kind),
+    ];
+    gateway.expect_metric(REQUESTS, &labels, 1.0).await;
 }
 
 #[tokio::test]
@@ -473,6 +480,9 @@ async fn a_client_leaving_mid_body_is_logged_without_an_answer() {
     gateway
         .expect_access_line("gone-1", &["status=- ", "error=\"client_disconnected\""])
         .await;
+    // No status was sent: counted as 0, with who failed.
+    let labels = [("status", "0"), ("error", "client_disconnected")];
+    gateway.expect_metric(REQUESTS, &labels, 1.0).await;
     assert_no_error_line(&gateway);
 }
 

@@ -38,8 +38,7 @@ use crate::pipeline::{
     Adapter, Decision, Forwarded, Pipeline, RequestView, Scheme, Snapshot, TargetForm,
 };
 use crate::telemetry::access::{self, AccessRecord};
-use crate::telemetry::metrics::NO_ROUTE;
-use crate::telemetry::metrics::RequestMetrics;
+use crate::telemetry::metrics::{NO_ROUTE, RequestLabels, RequestMetrics};
 
 /// The access log's `reason` for a decision request without the shared
 /// secret: it never reached the pipeline.
@@ -387,8 +386,8 @@ impl AuthzServer {
     /// An answer given before the pipeline was asked: counted without a
     /// route, logged with why.
     fn finish(&self, answer: Answer, asked: &Asked<'_>, reason: &'static str) -> Answer {
-        let status = answer.status().as_u16();
-        self.metrics.count_request(NO_ROUTE, None, status);
+        let labels = self.labels(&answer, Some(reason));
+        self.metrics.count_request(NO_ROUTE, None, labels);
         self.log(
             AccessRecord {
                 reason: Some(reason),
@@ -415,10 +414,21 @@ impl AuthzServer {
         self.metrics.count_request(
             route.map_or(NO_ROUTE, |r| r.name.as_str()),
             route.map(|r| &r.series),
-            answer.status().as_u16(),
+            self.labels(&answer, decision.refusal()),
         );
         self.log(decided(decision, snapshot, original), asked, &answer);
         answer
+    }
+
+    /// The `jwtgate_requests_total` labels of an answer: the front proxy
+    /// forwards what jwtgate allows, so none has an `error`.
+    fn labels(&self, answer: &Answer, reason: Option<&'static str>) -> RequestLabels {
+        RequestLabels {
+            adapter: self.adapter.as_str(),
+            status: answer.status().as_u16(),
+            reason,
+            error: None,
+        }
     }
 
     /// The proxy's access-log line, field for field, with `adapter=authz`

@@ -56,6 +56,18 @@ pub enum TargetError {
 }
 
 impl TargetError {
+    pub const ALL: [TargetError; 9] = [
+        TargetError::EncodedSlash,
+        TargetError::Backslash,
+        TargetError::PathParameter,
+        TargetError::DoubleEncoding,
+        TargetError::ControlCharacter,
+        TargetError::InvalidUtf8,
+        TargetError::InvalidTarget,
+        TargetError::DuplicateHost,
+        TargetError::InvalidHost,
+    ];
+
     /// The access-log `reason` for this refusal.
     pub fn reason(self) -> &'static str {
         match self {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::canonical::TargetError;
 use super::cors::CorsPolicy;
 use super::limits::LimitExceeded;
+use crate::auth::Reason;
 use crate::auth::VerifiedToken;
 use crate::auth::verify::Failure;
 use crate::config::schema::AuthMode;
@@ -74,6 +75,21 @@ pub const RATE_LIMITED: &str = "rate_limited";
 /// redirect or a refusal instead of being served.
 pub const HTTPS_REQUIRED: &str = "https_required";
 
+/// The access log's `reason` for a method the matching routes don't serve.
+pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+
+/// Every [`Decision::refusal`] there is: the closed set of the `reason`
+/// label of `jwtgate_requests_total` (besides `none`).
+pub fn refusal_reasons() -> impl Iterator<Item = &'static str> {
+    let auth = Reason::ALL.into_iter().chain(Reason::sender_reasons());
+    LimitExceeded::ALL
+        .map(LimitExceeded::as_str)
+        .into_iter()
+        .chain(TargetError::ALL.map(TargetError::reason))
+        .chain([METHOD_NOT_ALLOWED, HTTPS_REQUIRED, RATE_LIMITED])
+        .chain(auth.map(Reason::as_str))
+}
+
 /// The check name of a failure to find a usable token in the request.
 pub const TOKEN_CHECK: &str = "token";
 
@@ -95,7 +111,7 @@ impl Refusal<'_> {
         match self {
             Refusal::Limit(exceeded) => exceeded.as_str(),
             Refusal::Target(error) => error.reason(),
-            Refusal::MethodNotAllowed { .. } => "method_not_allowed",
+            Refusal::MethodNotAllowed { .. } => METHOD_NOT_ALLOWED,
         }
     }
 }
@@ -159,6 +175,16 @@ impl<'s> Decision<'s> {
             Decision::HttpsRequired { .. } => Some(HTTPS_REQUIRED),
             Decision::RateLimited { .. } => Some(RATE_LIMITED),
             _ => None,
+        }
+    }
+
+    /// Why jwtgate answered the request itself instead of serving it: the
+    /// `reason` of `jwtgate_requests_total`. Unlike [`Self::reason`], not
+    /// an audit route's would-be refusal, which was served.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            Decision::Forward { .. } => None,
+            _ => self.reason(),
         }
     }
 

@@ -45,6 +45,12 @@ pub enum LimitExceeded {
 }
 
 impl LimitExceeded {
+    pub const ALL: [LimitExceeded; 3] = [
+        LimitExceeded::UriTooLong,
+        LimitExceeded::TooManyHeaders,
+        LimitExceeded::HeadersTooLarge,
+    ];
+
     pub fn status(self) -> u16 {
         match self {
             LimitExceeded::UriTooLong => 414,

@@ -27,7 +27,8 @@ use std::time::Instant;
 use prometheus::Histogram;
 
 pub use decision::{
-    Decision, Forwarded, HTTPS_REQUIRED, RATE_LIMITED, Refusal, TOKEN_CHECK, UpstreamRewrite,
+    Decision, Forwarded, HTTPS_REQUIRED, METHOD_NOT_ALLOWED, RATE_LIMITED, Refusal, TOKEN_CHECK,
+    UpstreamRewrite, refusal_reasons,
 };
 pub use snapshot::{ClaimHeader, CompiledRoute, ForwardPlan, HttpsState, LongLived, Snapshot};
 pub use view::{Adapter, RequestView, Scheme, TargetForm};

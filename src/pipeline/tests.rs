@@ -453,6 +453,7 @@ fn every_reason_jwtgate_produces_is_decided_with_its_check() {
         );
         assert_eq!(decision.outcome(), Some("deny"));
         assert_eq!(decision.reason(), Some(reason.as_str()));
+        assert_eq!(decision.refusal(), decision.reason());
         covered.push(*reason);
     }
     // `revoked` is part of the vocabulary, but nothing revokes tokens yet.
@@ -582,6 +583,8 @@ fn audit_decides_as_required_and_forwards_either_way() {
     assert_eq!(failure.rejection.reason, Reason::MissingToken);
     assert_eq!(missing.outcome(), Some("would_deny"));
     assert_eq!(missing.reason(), Some("missing_token"));
+    // Forwarded: the request counter has no refusal to count.
+    assert_eq!(missing.refusal(), None);
 
     let invalid = harness.decide(&Request::get("/audit").bearer(&token(json!({ "aud": "x" }))));
     let failure = would_deny(&invalid);
@@ -684,6 +687,7 @@ fn answers_before_authentication() {
     let long = format!("/required/{}", "a".repeat(2100));
     let decision = harness.decide(&Request::get(&long).bearer("ignored"));
     assert_eq!(decision.reason(), Some("uri_too_long"), "{decision:?}");
+    assert_eq!(decision.refusal(), Some("uri_too_long"));
     assert!(matches!(
         decision,
         Decision::Refuse(Refusal::Limit(limits::LimitExceeded::UriTooLong))
@@ -783,4 +787,14 @@ fn a_token_is_found_where_the_route_says() {
         Reason::MissingToken,
         "the query is no token source unless the route says so"
     );
+}
+
+/// The `adapter` label of `jwtgate_requests_total`: every adapter that
+/// counts requests has a slot in the route series, the CLI none.
+#[test]
+fn adapters_that_count_requests_have_their_label() {
+    use crate::telemetry::metrics::ADAPTERS;
+    let counted = [Adapter::Proxy, Adapter::Authz, Adapter::AuthzGrpc];
+    assert_eq!(counted.map(Adapter::as_str), ADAPTERS);
+    assert!(!ADAPTERS.contains(&Adapter::Cli.as_str()));
 }

@@ -45,6 +45,20 @@ pub enum ProxyFailure {
 }
 
 impl ProxyFailure {
+    pub const ALL: [ProxyFailure; 11] = [
+        Self::UpstreamRefused,
+        Self::UpstreamConnectTimeout,
+        Self::UpstreamConnectFailed,
+        Self::UpstreamTlsFailed,
+        Self::UpstreamReset,
+        Self::UpstreamTimeout,
+        Self::UpstreamBadResponse,
+        Self::ClientDisconnected,
+        Self::ClientTimeout,
+        Self::ClientBadRequest,
+        Self::Internal,
+    ];
+
     /// Sorts a Pingora error by who failed and how.
     pub fn of(error: &Error) -> Self {
         use ErrorType::*;
@@ -242,6 +256,53 @@ mod tests {
             let failure = ProxyFailure::of(&error);
             assert_eq!(failure.as_str(), kind, "{error}");
             assert_eq!(failure.status(&error), status, "{error}");
+        }
+    }
+
+    /// The `error` label of `jwtgate_requests_total`: a closed set of
+    /// snake_case words, upstream failures told apart by their prefix (what
+    /// the dashboard and the alert select them by).
+    #[test]
+    fn failure_labels_are_unique_snake_case_and_prefixed_by_who_failed() {
+        let labels: Vec<&str> = ProxyFailure::ALL.map(ProxyFailure::as_str).into();
+        let unique: std::collections::BTreeSet<_> = labels.iter().collect();
+        assert_eq!(unique.len(), labels.len(), "{labels:?}");
+        for failure in ProxyFailure::ALL {
+            let label = failure.as_str();
+            assert!(crate::telemetry::metrics::is_snake_case(label), "{label}");
+            let upstream = !failure.is_client() && failure != ProxyFailure::Internal;
+            assert_eq!(label.starts_with("upstream_"), upstream, "{label}");
+            assert_eq!(label.starts_with("client_"), failure.is_client(), "{label}");
+        }
+    }
+
+    /// The `reason` label of `jwtgate_requests_total`, from every adapter:
+    /// the pipeline's refusals and the authorization listener's own, each
+    /// a distinct snake_case word, none mistakable for an `error`.
+    #[test]
+    fn request_reasons_are_one_closed_set() {
+        use crate::authz::{ORIGINAL_MISSING, SECRET_MISSING};
+        use crate::telemetry::metrics::{NO_REASON, is_snake_case};
+        let reasons: Vec<&str> = crate::pipeline::refusal_reasons()
+            .chain([SECRET_MISSING, ORIGINAL_MISSING])
+            .collect();
+        let unique: std::collections::BTreeSet<_> = reasons.iter().collect();
+        assert_eq!(unique.len(), reasons.len(), "{reasons:?}");
+        for reason in &reasons {
+            assert!(is_snake_case(reason), "{reason}");
+            assert_ne!(*reason, NO_REASON);
+            assert!(
+                !reason.starts_with("upstream_") && !reason.starts_with("client_"),
+                "{reason}"
+            );
+        }
+        for expected in [
+            "method_not_allowed",
+            "encoded_slash",
+            "uri_too_long",
+            "https_required",
+        ] {
+            assert!(reasons.contains(&expected), "{expected}");
         }
     }
 }

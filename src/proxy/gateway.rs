@@ -127,6 +127,8 @@ pub struct RequestCtx {
     /// Why jwtgate refused, or on an audit route would have refused, for
     /// the access log.
     reason: Option<&'static str>,
+    /// Why jwtgate answered the request itself, for the request counter.
+    refusal: Option<&'static str>,
     /// The target and `Host` to send upstream when they differ from the
     /// client's.
     upstream: UpstreamRewrite,
@@ -193,6 +195,7 @@ impl Gateway {
         decision.record(snapshot, &self.metrics);
         ctx.outcome = decision.outcome();
         ctx.reason = decision.reason();
+        ctx.refusal = decision.refusal();
         ctx.route = decision.route().cloned();
         let request_id = request_id_text(&ctx.request_id);
         let answer = match &decision {
@@ -306,6 +309,7 @@ impl ProxyHttp for Gateway {
             identity: None,
             outcome: None,
             reason: None,
+            refusal: None,
             upstream: UpstreamRewrite::default(),
             upstream_started: None,
             connect_attempts: 0,

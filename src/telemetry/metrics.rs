@@ -19,10 +19,15 @@ pub const ANONYMOUS: &str = "anonymous";
 pub const WOULD_DENY: &str = "would_deny";
 
 /// `route` for requests that matched no route; `issuer` when none was
-/// identified; `reason` for allowed requests.
+/// identified; `reason` for allowed requests, and `reason` and `error` of
+/// `jwtgate_requests_total` for requests answered without either.
 pub const NO_ROUTE: &str = "_none";
 pub const NO_ISSUER: &str = "_none";
 pub const NO_REASON: &str = "none";
+
+/// `adapter` of `jwtgate_requests_total`: the listener that took the
+/// request (`pipeline::Adapter::as_str` of each adapter that counts them).
+pub const ADAPTERS: [&str; 3] = ["proxy", "authz", "authz_grpc"];
 
 /// Whether `name` may name something in a metric label or a log line:
 /// 1-64 ASCII letters, digits, `-`, `_` or `.` (rate limits, admin tokens).
@@ -32,6 +37,18 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Whether `label` is a snake_case word, as every value of a closed label
+/// set is: what the label-set tests of each vocabulary check.
+#[cfg(test)]
+pub fn is_snake_case(label: &str) -> bool {
+    label.starts_with(|c: char| c.is_ascii_lowercase())
+        && !label.ends_with('_')
+        && !label.contains("__")
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Verification takes microseconds; buckets from 5 µs to 100 ms.
@@ -170,8 +187,8 @@ impl RequestMetrics {
             requests: counters(
                 registry,
                 "jwtgate_requests_total",
-                "Requests handled, by route and response status.",
-                &["route", "status"],
+                "Requests handled, by adapter (proxy, authz, authz_grpc), route, response status, why jwtgate refused (reason) and how it failed on the way through (error); none for neither.",
+                &["adapter", "route", "status", "reason", "error"],
             ),
             auth_decisions: counters(
                 registry,
@@ -352,6 +369,22 @@ const COMMON_STATUSES: [u16; 14] = [
     200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 500, 502, 503, 504,
 ];
 
+type StatusSlots = [OnceLock<IntCounter>; COMMON_STATUSES.len()];
+
+/// The labels of a request besides its route: which adapter took it, the
+/// status it was answered, why jwtgate refused it (`reason`: the access
+/// log's, for refusals before routing, by authentication, by a rate limit
+/// or for clear text) and how it failed on its way through (`error`: the
+/// access log's, for upstream and client failures). Every value is a
+/// `&'static str` of a closed set: `adapter` one of [`ADAPTERS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLabels {
+    pub adapter: &'static str,
+    pub status: u16,
+    pub reason: Option<&'static str>,
+    pub error: Option<&'static str>,
+}
+
 /// One route's metric series, resolved on first use and then reused: a
 /// label lookup hashes every label value and takes the vector's lock, per
 /// request. Lives in the route of a config snapshot, so a reload starts
@@ -360,7 +393,10 @@ const COMMON_STATUSES: [u16; 14] = [
 /// give.
 #[derive(Debug)]
 pub struct RouteSeries {
-    requests_by_status: [OnceLock<IntCounter>; COMMON_STATUSES.len()],
+    /// Per adapter of [`ADAPTERS`], the answered requests (no reason, no
+    /// error) of each common status: allocated when the adapter first
+    /// counts one, as most configs serve a route through one adapter.
+    requests_by_status: [OnceLock<Box<StatusSlots>>; ADAPTERS.len()],
     upstream_duration: OnceLock<Histogram>,
     /// `jwtgate_auth_decisions_total{outcome="allow"}` of each issuer the
     /// route accepts: their indices, and a slot each. A slot per issuer of
@@ -395,16 +431,33 @@ impl RouteSeries {
 }
 
 impl RequestMetrics {
-    /// Counts a response in `jwtgate_requests_total{route, status}`.
-    pub fn count_request(&self, route: &str, series: Option<&RouteSeries>, status: u16) {
-        let slot = series.and_then(|series| {
-            let i = COMMON_STATUSES.iter().position(|&s| s == status)?;
-            Some(&series.requests_by_status[i])
-        });
+    /// Counts a response in `jwtgate_requests_total`. An answered request
+    /// of a common status comes from the route's slot; a refusal or a
+    /// failure is looked up by label, as is any request without a route.
+    pub fn count_request(&self, route: &str, series: Option<&RouteSeries>, labels: RequestLabels) {
+        let RequestLabels {
+            adapter,
+            status,
+            reason,
+            error,
+        } = labels;
+        let slot = series
+            .filter(|_| reason.is_none() && error.is_none())
+            .and_then(|series| {
+                let a = ADAPTERS.iter().position(|&known| known == adapter)?;
+                let i = COMMON_STATUSES.iter().position(|&s| s == status)?;
+                let slots = series.requests_by_status[a].get_or_init(Default::default);
+                Some(&slots[i])
+            });
         // itoa formats on the stack: counting a request allocates nothing.
         let by_label = || {
-            self.requests
-                .with_label_values(&[route, itoa::Buffer::new().format(status)])
+            self.requests.with_label_values(&[
+                adapter,
+                route,
+                itoa::Buffer::new().format(status),
+                reason.unwrap_or(NO_REASON),
+                error.unwrap_or(NO_REASON),
+            ])
         };
         match slot {
             Some(slot) => slot.get_or_init(by_label).inc(),
@@ -483,6 +536,23 @@ mod tests {
         String::from_utf8(metrics.render()).expect("text exposition is UTF-8")
     }
 
+    /// A proxied request answered with `status`.
+    fn answered(status: u16) -> RequestLabels {
+        RequestLabels {
+            adapter: "proxy",
+            status,
+            reason: None,
+            error: None,
+        }
+    }
+
+    /// The `jwtgate_requests_total` lines of the exposition.
+    fn request_series(metrics: &Metrics) -> Vec<String> {
+        let text = exposition(metrics);
+        let lines = series_lines(&text, "jwtgate_requests_total");
+        lines.into_iter().map(str::to_owned).collect()
+    }
+
     fn series_lines<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
         text.lines()
             .filter(|line| line.starts_with(name) && line[name.len()..].starts_with('{'))
@@ -493,11 +563,19 @@ mod tests {
     fn route_series_count_the_series_label_lookups_name() {
         let metrics = Metrics::new();
         let series = RouteSeries::new(&[0, 1]);
-        metrics.requests.count_request("api", Some(&series), 200);
-        metrics.requests.count_request("api", Some(&series), 200);
+        metrics
+            .requests
+            .count_request("api", Some(&series), answered(200));
+        metrics
+            .requests
+            .count_request("api", Some(&series), answered(200));
         // Not among the common statuses: looked up by label.
-        metrics.requests.count_request("api", Some(&series), 418);
-        metrics.requests.count_request(NO_ROUTE, None, 404);
+        metrics
+            .requests
+            .count_request("api", Some(&series), answered(418));
+        metrics
+            .requests
+            .count_request(NO_ROUTE, None, answered(404));
         metrics.requests.observe_upstream("api", &series, 0.001);
         metrics
             .requests
@@ -517,9 +595,9 @@ mod tests {
         assert_eq!(
             series_lines(&text, "jwtgate_requests_total"),
             [
-                r#"jwtgate_requests_total{route="_none",status="404"} 1"#,
-                r#"jwtgate_requests_total{route="api",status="200"} 2"#,
-                r#"jwtgate_requests_total{route="api",status="418"} 1"#,
+                r#"jwtgate_requests_total{adapter="proxy",error="none",reason="none",route="_none",status="404"} 1"#,
+                r#"jwtgate_requests_total{adapter="proxy",error="none",reason="none",route="api",status="200"} 2"#,
+                r#"jwtgate_requests_total{adapter="proxy",error="none",reason="none",route="api",status="418"} 1"#,
             ]
         );
         assert_eq!(
@@ -540,13 +618,17 @@ mod tests {
         let metrics = Metrics::new();
         for _ in 0..2 {
             let series = RouteSeries::new(&[0]);
-            metrics.requests.count_request("api", Some(&series), 200);
+            metrics
+                .requests
+                .count_request("api", Some(&series), answered(200));
             metrics
                 .requests
                 .record_route_decision("api", &series, Some((0, "demo")), ALLOW, None);
         }
         let text = exposition(&metrics);
-        assert!(text.contains(r#"jwtgate_requests_total{route="api",status="200"} 2"#));
+        assert!(text.contains(
+            r#"jwtgate_requests_total{adapter="proxy",error="none",reason="none",route="api",status="200"} 2"#
+        ));
         assert!(text.contains(
             r#"jwtgate_auth_decisions_total{issuer="demo",outcome="allow",reason="none",route="api"} 2"#
         ));
@@ -558,10 +640,66 @@ mod tests {
     fn unused_slots_add_no_series() {
         let metrics = Metrics::new();
         let series = RouteSeries::new(&[0, 1, 2]);
-        metrics.requests.count_request("api", Some(&series), 204);
+        metrics
+            .requests
+            .count_request("api", Some(&series), answered(204));
         let text = exposition(&metrics);
         assert_eq!(series_lines(&text, "jwtgate_requests_total").len(), 1);
         assert!(series_lines(&text, "jwtgate_auth_decisions_total").is_empty());
         assert!(!text.contains("jwtgate_upstream_duration_seconds_count"));
+    }
+
+    /// Each adapter has slots of its own, and a refusal or a failure of a
+    /// common status is not counted in the answered requests' slot.
+    #[test]
+    fn adapters_reasons_and_errors_count_apart() {
+        let metrics = Metrics::new();
+        let series = RouteSeries::new(&[0]);
+        let count = |labels| metrics.requests.count_request("api", Some(&series), labels);
+        count(answered(200));
+        count(RequestLabels {
+            adapter: "authz",
+            ..answered(200)
+        });
+        count(RequestLabels {
+            adapter: "authz_grpc",
+            ..answered(200)
+        });
+        count(RequestLabels {
+            reason: Some("expired"),
+            ..answered(401)
+        });
+        count(answered(401));
+        count(RequestLabels {
+            error: Some("upstream_refused"),
+            ..answered(502)
+        });
+        // An adapter without slots (the CLI counts nothing, but would
+        // count by label).
+        count(RequestLabels {
+            adapter: "other",
+            ..answered(200)
+        });
+        assert_eq!(
+            request_series(&metrics),
+            [
+                r#"jwtgate_requests_total{adapter="authz",error="none",reason="none",route="api",status="200"} 1"#,
+                r#"jwtgate_requests_total{adapter="authz_grpc",error="none",reason="none",route="api",status="200"} 1"#,
+                r#"jwtgate_requests_total{adapter="other",error="none",reason="none",route="api",status="200"} 1"#,
+                r#"jwtgate_requests_total{adapter="proxy",error="none",reason="expired",route="api",status="401"} 1"#,
+                r#"jwtgate_requests_total{adapter="proxy",error="none",reason="none",route="api",status="200"} 1"#,
+                r#"jwtgate_requests_total{adapter="proxy",error="none",reason="none",route="api",status="401"} 1"#,
+                r#"jwtgate_requests_total{adapter="proxy",error="upstream_refused",reason="none",route="api",status="502"} 1"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn adapter_labels_are_unique_snake_case() {
+        let unique: std::collections::BTreeSet<_> = ADAPTERS.iter().collect();
+        assert_eq!(unique.len(), ADAPTERS.len());
+        for adapter in ADAPTERS {
+            assert!(valid_name(adapter) && is_snake_case(adapter), "{adapter}");
+        }
     }
 }

@@ -318,6 +318,30 @@ impl Gateway {
             .await;
     }
 
+    /// Waits until the proxied requests answered with `status` that jwtgate
+    /// refused for `reason` (the access log's) number `count`, on any route.
+    pub async fn expect_refusals(&self, status: &str, reason: &str, count: f64) {
+        let labels = [("adapter", "proxy"), ("status", status), ("reason", reason)];
+        self.expect_metric(REQUESTS, &labels, count).await;
+    }
+
+    /// Waits until the requests `adapter` answered on `route` with
+    /// `status`, refused for `reason` (`none`: not refused), number `count`.
+    pub async fn expect_adapter_requests(
+        &self,
+        adapter: &str,
+        [route, status, reason]: [&str; 3],
+        count: f64,
+    ) {
+        let labels = [
+            ("adapter", adapter),
+            ("route", route),
+            ("status", status),
+            ("reason", reason),
+        ];
+        self.expect_metric(REQUESTS, &labels, count).await;
+    }
+
     /// Waits until the requests of `route` answered with `status` number
     /// `count`, as [`Gateway::expect_metric`] does.
     pub async fn expect_requests(&self, route: &str, status: &str, count: f64) {

@@ -68,6 +68,7 @@ impl Gateway {
             identity: ctx.identity.clone(),
             outcome: ctx.outcome,
             reason: ctx.reason,
+            refusal: ctx.refusal,
             upstream: UpstreamRewrite::default(),
             upstream_started: ctx.upstream_started,
             connect_attempts: ctx.connect_attempts,

@@ -14,7 +14,7 @@ use crate::client_certs::Thumbprint;
 use crate::pipeline::Adapter;
 use crate::proxy::failure::ProxyFailure;
 use crate::telemetry::access::{self, AccessRecord};
-use crate::telemetry::metrics::{NO_ROUTE, RequestMetrics};
+use crate::telemetry::metrics::{NO_ROUTE, RequestLabels, RequestMetrics};
 
 /// What the session says of a request that is over.
 pub(super) struct Served<'a> {
@@ -47,7 +47,14 @@ pub(super) fn record(
 ) {
     let route = ctx.route.as_deref();
     let name = route.map_or(NO_ROUTE, |r| r.name.as_str());
-    metrics.count_request(name, route.map(|r| &r.series), served.status.unwrap_or(0));
+    let error = failure(error, ctx);
+    let labels = RequestLabels {
+        adapter: Adapter::Proxy.as_str(),
+        status: served.status.unwrap_or(0),
+        reason: ctx.refusal,
+        error: error.map(ProxyFailure::as_str),
+    };
+    metrics.count_request(name, route.map(|r| &r.series), labels);
     if let (Some(started), Some(route)) = (ctx.upstream_started, route) {
         let seconds = started.elapsed().as_secs_f64();
         metrics.observe_upstream(name, &route.series, seconds);
@@ -55,8 +62,15 @@ pub(super) fn record(
     access_log(served, error, ctx);
 }
 
+/// How the request failed on its way through, if it did. How an armed
+/// request ended says it all; the error it ended with would only look like
+/// the client's or upstream's fault.
+fn failure(error: Option<&Error>, ctx: &RequestCtx) -> Option<ProxyFailure> {
+    error.filter(|_| ctx.ended.is_none()).map(ProxyFailure::of)
+}
+
 /// One line per request (target `jwtgate::access`).
-fn access_log(served: &Served, error: Option<&Error>, ctx: &RequestCtx) {
+fn access_log(served: &Served, error: Option<ProxyFailure>, ctx: &RequestCtx) {
     // The fields below cost lookups and formatting: none of it when the
     // access log is filtered out (RUST_LOG=warn, as under load tests).
     if !access::enabled() {
@@ -90,11 +104,7 @@ fn access_log(served: &Served, error: Option<&Error>, ctx: &RequestCtx) {
         bytes_out: served.bytes_out,
         upstream: ctx.upstream_addr,
         started: ctx.started,
-        // How an armed request ended says it all; the error it ended
-        // with would only look like the client's or upstream's fault.
-        error: error
-            .filter(|_| ctx.ended.is_none())
-            .map(|e| ProxyFailure::of(e).as_str()),
+        error: error.map(ProxyFailure::as_str),
         ended: ctx.ended,
         would_end: ctx.would_end,
         adapter: Adapter::Proxy.as_str(),
