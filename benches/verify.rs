@@ -791,7 +791,8 @@ fn print_ratios(ratios: &Ratios) {
             );
         }
     }
-    let lookups = (estimate("route/lookup/1"), estimate("route/lookup/10000"));
+    // criterion names the directory of group "route/lookup" route_lookup.
+    let lookups = (estimate("route_lookup/1"), estimate("route_lookup/10000"));
     if let (Some(one), Some(many)) = lookups {
         println!("route lookup: 10 000 routes / 1 route = {:.2}", many / one);
     }
