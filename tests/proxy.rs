@@ -228,7 +228,10 @@ async fn assert_rejected(
         .iter()
         .map(|v| v.to_str().unwrap().to_string())
         .collect();
-    assert_eq!(www_authenticate, [challenge(&expected)], "{context}");
+    // The routes here take DPoP proofs too (RFC 9449 §7.1), and none of
+    // these refusals is about one.
+    let dpop = format!("DPoP realm=\"{REALM}\", algs=\"ES256 EdDSA PS256 RS256\"");
+    assert_eq!(www_authenticate, [challenge(&expected), dpop], "{context}");
     assert_eq!(json["error_description"], expected.description, "{context}");
 }
 
