@@ -1412,6 +1412,9 @@ def parse_args(argv):
     p.add_argument("--memory-only", action="store_true",
                    help="with --scale: only the memory readings (HTTP/1.1, h2c, TLS h2), not the maximum rate and "
                    "latency runs")
+    p.add_argument("--bare-h2", action="append", default=[], metavar="OPTIONS",
+                   help="with --scale: also read bare Pingora's HTTP/2 memory with these HTTP/2 settings of "
+                   "examples/bare_proxy.rs, e.g. \"--h2-window 16384\" (repeatable: one row per protocol each)")
     p.add_argument("--rate", type=float, default=None, metavar="REQ_PER_S",
                    help="with --scale: the fixed rate of the latency runs (default: half of jwtgate's measured "
                    "1-thread maximum)")
@@ -1439,8 +1442,11 @@ def parse_args(argv):
         p.error("--target needs --token-file (tokens minted by your issuer for that gateway)")
     if args.scale and args.target:
         p.error("--scale starts its own proxies on loopback; it does not go with --target")
-    if not args.scale and (args.rate is not None or args.idle_connections is not None or args.memory_only):
-        p.error("--rate, --idle-connections and --memory-only go with --scale")
+    if not args.scale and (args.rate is not None or args.idle_connections is not None or args.memory_only
+                           or args.bare_h2):
+        p.error("--rate, --idle-connections, --memory-only and --bare-h2 go with --scale")
+    if args.bare_h2 and args.no_compare:
+        p.error("--bare-h2 adds bare Pingora rows; it does not go with --no-compare")
     if args.idle_connections is None:
         args.idle_connections = 10000
     if args.idle_connections < 1:

@@ -202,18 +202,23 @@ def h2_starters(args, procs, binary: Path, nginx: str, upstream: str, cert: http
                                       extra_listen=https.nginx_listen(cert, h2c_port, tls_port))
         return proc, f"127.0.0.1:{h2c_port if protocol == 'h2c' else tls_port}", None
 
-    def bare(threads, out, tmp, max_connections, protocol):
-        tls = f"127.0.0.1:{h.free_ports(1)[0]}"
-        proc, listen = h.start_bare_pingora(procs, out, upstream, threads,
-                                            ("--h2c", "--tls", tls, "--cert", cert.cert, "--key", cert.key))
-        return proc, listen if protocol == "h2c" else tls, None
+    def bare(settings: tuple = ()):
+        def start(threads, out, tmp, max_connections, protocol):
+            tls = f"127.0.0.1:{h.free_ports(1)[0]}"
+            proc, listen = h.start_bare_pingora(procs, out, upstream, threads, (
+                "--h2c", "--tls", tls, "--cert", cert.cert, "--key", cert.key, *settings))
+            return proc, listen if protocol == "h2c" else tls, None
+
+        return start
 
     starters = {"jwtgate": jwtgate(binary, "cache-on")}
     if args.baseline_binary:
         starters["jwtgate-baseline"] = jwtgate(args.baseline_binary.resolve(), "baseline")
     if not args.no_compare:
-        starters[h.BARE] = bare
+        starters[h.BARE] = bare()
         starters[h.NGINX_PROXY] = nginx_proxy
+    for variant in args.bare_h2:
+        starters[f"{h.BARE} {variant}"] = bare(tuple(variant.split()))
     return starters
 
 
@@ -403,32 +408,44 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def open_idle_connections(host: str, port: int, request: bytes, count: int):
-    """`count` connections that each sent `request` and read a 200; the rest closed and counted by reason."""
-    gate = asyncio.Semaphore(OPEN_CONCURRENCY)
+async def open_counted(count: int, attempt, errors: tuple, concurrency: int = OPEN_CONCURRENCY):
+    """Runs `attempt()` `count` times, `concurrency` at a time: it returns (status, connection, writer) or raises
+    one of `errors`. Returns the connections that got a 200, and the rest counted by reason (their writers closed)."""
+    gate = asyncio.Semaphore(concurrency)
     failures: Counter = Counter()
 
     async def one():
         async with gate:
-            writer = None
+            writers = []
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), OPEN_TIMEOUT_S)
-                writer.write(request)
-                status = await asyncio.wait_for(read_response(reader), OPEN_TIMEOUT_S)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                    ValueError, IndexError) as exc:
+                status, conn, writer = await attempt(writers)
+            except errors as exc:
                 failures[type(exc).__name__ + (f": {exc}" if str(exc) else "")] += 1
-                if writer is not None:
-                    writer.close()
+                for w in writers:
+                    w.close()
                 return None
             if status != 200:
                 failures[f"status {status}"] += 1
                 writer.close()
                 return None
-            return reader, writer
+            return conn
 
     opened = await asyncio.gather(*(one() for _ in range(count)))
     return [c for c in opened if c is not None], failures
+
+
+async def open_idle_connections(host: str, port: int, request: bytes, count: int):
+    """`count` connections that each sent `request` and read a 200; the rest closed and counted by reason."""
+
+    async def attempt(writers):
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), OPEN_TIMEOUT_S)
+        writers.append(writer)
+        writer.write(request)
+        status = await asyncio.wait_for(read_response(reader), OPEN_TIMEOUT_S)
+        return status, (reader, writer), writer
+
+    return await open_counted(count, attempt, (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
+                                               asyncio.LimitOverrunError, ValueError, IndexError))
 
 
 def socket_inodes(pgid: int) -> set[str]:
@@ -778,8 +795,11 @@ def measure_all_memory(args, out: Path, tmp: Path, procs, proxies: list[Proxy], 
         memory.append(measure_memory(inst, p.routes[-1], args.idle_connections))
         procs.stop(inst.proc)
         save(memory)
+    # --bare-h2 variants: bare Pingora's rows again, with those HTTP/2 settings
+    bare = next((p for p in proxies if p.name == h.BARE), None)
+    variants = [Proxy(name, None, bare.routes) for name in starters if bare and name.startswith(f"{h.BARE} ")]
     for protocol in H2_PROTOCOLS:
-        for p in (p for p in proxies if p.name in starters):
+        for p in [p for p in proxies if p.name in starters] + variants:
             (tmp / f"memory-{p.name}-{protocol}").mkdir(parents=True)
             proc, listen, admin = starters[p.name](1, out / "memory", tmp / f"memory-{p.name}-{protocol}",
                                                    max_connections, protocol)
