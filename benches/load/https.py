@@ -186,12 +186,13 @@ KINDS = {
 def workloads(endpoints: dict, one_file: Path, gateways: dict) -> list[TlsWorkload]:
     """Per kind, jwtgate (one token, cache hits) then each proxy it is compared with, side by side.
 
-    `endpoints` maps a proxy's name to its TLS address; `gateways` to its Popen.
+    `endpoints` maps a proxy's name to its TLS address (jwtgate's first, then --baseline-binary's, then the
+    others); `gateways` to its Popen.
     """
     out = []
     for kind, what in KINDS.items():
         for proxy, addr in endpoints.items():
-            token = one_file if proxy in ("jwtgate", "haproxy") else None
+            token = one_file if proxy in ("jwtgate", "jwtgate-baseline", "haproxy") else None
             path = "/api" if token else "/off"
             out.append(TlsWorkload(f"tls-{kind}-{proxy}", kind, proxy, f"https://localhost:{addr.rsplit(':', 1)[1]}"
                                    f"{path}", token, gateways[proxy],

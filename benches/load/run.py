@@ -1590,8 +1590,11 @@ def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, com
         if args.baseline_binary:
             baseline = args.baseline_binary.resolve()
             meta["versions"]["baseline"] = tool_version([str(baseline), "--version"])
-            gw_base, listen_base, admin_base = start_gateway(procs, baseline, out, "baseline", upstream,
-                                                             args.gateway_threads, cache=True)
+            if tls:
+                tls["jwtgate-baseline"] = f"127.0.0.1:{free_ports(1)[0]}"
+            gw_base, listen_base, admin_base = start_gateway(
+                procs, baseline, out, "baseline", upstream, args.gateway_threads, cache=True,
+                https=(tls["jwtgate-baseline"], cert.cert, cert.key) if tls else None)
             log(f"baseline jwtgate ({baseline}): {listen_base} (admin {admin_base})")
             meta["endpoints"]["gateway_baseline"] = listen_base
             log_tags[id(gw_base)] = "baseline"
@@ -1681,6 +1684,8 @@ def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, com
     https_rows: list[dict] = []
     if tls:
         gateways = {"jwtgate": gw_on}
+        if args.baseline_binary:
+            gateways["jwtgate-baseline"] = gw_base
         if compare_proxies:
             gateways.update({BARE: bare, NGINX_PROXY: nginx_proxy, "haproxy": hap})
         https_workloads = https.workloads(tls, one_file, gateways)
