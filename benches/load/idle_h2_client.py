@@ -23,13 +23,15 @@ import json
 import ssl
 import sys
 import time
-from collections import Counter
 
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 
-OPEN_TIMEOUT_S = 30.0
+import scale  # the harness's connection opening, so both clients count failures alike
+
+OPEN_TIMEOUT_S = scale.OPEN_TIMEOUT_S
 
 
 class Conn:
@@ -71,34 +73,20 @@ async def open_all(host: str, port: int, tls: bool, path: str, headers, count: i
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         ctx.set_alpn_protocols(["h2"])
-    gate = asyncio.Semaphore(concurrency)
-    failures: Counter = Counter()
     authority = f"{host}:{port}"
 
-    async def one():
-        async with gate:
-            writer = None
-            try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port, ssl=ctx, server_hostname="localhost" if tls else None),
-                    OPEN_TIMEOUT_S)
-                if tls and writer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2":
-                    raise ConnectionError("ALPN did not select h2")
-                conn = Conn(reader, writer)
-                status = await asyncio.wait_for(conn.get(authority, path, headers), OPEN_TIMEOUT_S)
-            except (OSError, asyncio.TimeoutError, ssl.SSLError, h2.exceptions.ProtocolError, ValueError) as exc:
-                failures[type(exc).__name__ + (f": {exc}" if str(exc) else "")] += 1
-                if writer is not None:
-                    writer.close()
-                return None
-            if status != 200:
-                failures[f"status {status}"] += 1
-                writer.close()
-                return None
-            return conn
+    async def attempt(writers):
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=ctx, server_hostname="localhost" if tls else None),
+            OPEN_TIMEOUT_S)
+        writers.append(writer)
+        if tls and writer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2":
+            raise ConnectionError("ALPN did not select h2")
+        conn = Conn(reader, writer)
+        return await asyncio.wait_for(conn.get(authority, path, headers), OPEN_TIMEOUT_S), conn, writer
 
-    opened = await asyncio.gather(*(one() for _ in range(count)))
-    return [c for c in opened if c is not None], failures
+    return await scale.open_counted(count, attempt, (OSError, asyncio.TimeoutError, ssl.SSLError,
+                                                     h2.exceptions.ProtocolError, ValueError), concurrency)
 
 
 async def main_async(args) -> None:
