@@ -132,7 +132,7 @@ def h2load_argv(h2load: str, w: TlsWorkload, args) -> list[str]:
     return argv + [w.url]
 
 
-def run_h2load(h2load: str, args, procs, w: TlsWorkload, others: dict, out: Path, label: str) -> dict:
+def run_h2load(h2load: str, args, procs, w: TlsWorkload, out: Path, label: str) -> dict:
     """One h2load run; the proxy's CPU per request (its process group's user + system time)."""
     log_path = out / "h2load" / f"{label}.txt"
     log_path.parent.mkdir(exist_ok=True)
@@ -205,7 +205,7 @@ def run_https(args, procs, ws: list[TlsWorkload], others: dict, out: Path, save)
     h2load = h2load_path()
     records: list[dict] = []
     h.log(f"HTTPS: {args.rounds} rounds × {len(ws)} h2load runs")
-    h.run_rounds(args.rounds, ws, lambda w, label: run_h2load(h2load, args, procs, w, others, out, label),
+    h.run_rounds(args.rounds, ws, lambda w, label: run_h2load(h2load, args, procs, w, out, label),
                  h2load_line, records, lambda: save(records), others, out)
     return records
 
