@@ -5,12 +5,20 @@
 //!
 //! cargo build --release --example bare_proxy
 //! target/release/examples/bare_proxy --listen 127.0.0.1:8080 --upstream 127.0.0.1:9000 --threads 2
+//!
+//! `--h2c` and `--tls ADDR --cert PEM --key PEM` (ALPN h2, then http/1.1)
+//! add what the load harness's HTTP/2 and HTTPS readings need, with
+//! Pingora's defaults; the `--h2-*` options change one HTTP/2 setting each,
+//! to measure what it does to memory and CPU before jwtgate takes it.
 
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use clap::Parser;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
+use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 
@@ -28,6 +36,61 @@ struct Args {
     /// Worker threads (Pingora's `threads`); compare at jwtgate's `server.threads`.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Also serve HTTP/2 with prior knowledge on `--listen`.
+    #[arg(long)]
+    h2c: bool,
+    /// A TLS listener (needs `--cert` and `--key`).
+    #[arg(long, requires_all = ["cert", "key"])]
+    tls: Option<SocketAddr>,
+    #[arg(long)]
+    cert: Option<String>,
+    #[arg(long)]
+    key: Option<String>,
+    /// HTTP/2: initial stream and connection flow-control windows, bytes.
+    #[arg(long)]
+    h2_window: Option<u32>,
+    /// HTTP/2: SETTINGS_MAX_FRAME_SIZE, bytes.
+    #[arg(long)]
+    h2_max_frame: Option<u32>,
+    /// HTTP/2: the most a stream may queue to send, bytes.
+    #[arg(long)]
+    h2_max_send_buffer: Option<usize>,
+    /// HTTP/2: SETTINGS_HEADER_TABLE_SIZE (HPACK decoder table), bytes.
+    #[arg(long)]
+    h2_header_table: Option<u32>,
+    /// HTTP/2: SETTINGS_MAX_CONCURRENT_STREAMS.
+    #[arg(long)]
+    h2_max_streams: Option<u32>,
+}
+
+impl Args {
+    /// Pingora's HTTP/2 defaults with the settings given on the command line.
+    fn h2_options(&self) -> Option<pingora::protocols::http::v2::server::H2Options> {
+        let mut options = default_h2_options();
+        let mut changed = false;
+        if let Some(window) = self.h2_window {
+            options.initial_window_size(window);
+            options.initial_connection_window_size(window);
+            changed = true;
+        }
+        if let Some(max) = self.h2_max_frame {
+            options.max_frame_size(max);
+            changed = true;
+        }
+        if let Some(max) = self.h2_max_send_buffer {
+            options.max_send_buffer_size(max);
+            changed = true;
+        }
+        if let Some(size) = self.h2_header_table {
+            options.header_table_size(size);
+            changed = true;
+        }
+        if let Some(max) = self.h2_max_streams {
+            options.max_concurrent_streams(max);
+            changed = true;
+        }
+        changed.then_some(options)
+    }
 }
 
 struct BareProxy {
@@ -68,7 +131,20 @@ fn main() {
             upstream: args.upstream,
         },
     );
+    if let Some(app) = proxy.app_logic_mut() {
+        if args.h2c {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
+        app.h2_options = args.h2_options();
+    }
     proxy.add_tcp(&args.listen.to_string());
+    if let (Some(addr), Some(cert), Some(key)) = (args.tls, &args.cert, &args.key) {
+        let mut tls = TlsSettings::intermediate(cert, key).expect("the certificate and key load");
+        tls.enable_h2();
+        proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+    }
     server.add_service(proxy);
     server.run_forever();
 }

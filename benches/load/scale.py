@@ -13,7 +13,11 @@ served from the verified-token cache) beside a bare Pingora proxy and nginx
    and through each proxy at the same rate and connection count, interleaved
    rounds;
 3. memory: RSS idle, while N keep-alive client connections that each made one
-   request sit idle, and a few seconds after the client closed them.
+   request sit idle, and a few seconds after the client closed them: over
+   HTTP/1.1, and over HTTP/2 with prior knowledge (h2c) and over TLS (ALPN
+   h2), whose client is idle_h2_client.py (the pinned `h2` package, in the
+   tools virtualenv); jwtgate's HTTP/2 listeners beside nginx's `http2` ones
+   and bare Pingora's, with the same client and counts.
 
 Process start and stop, ports, the upstream and the proxies, wrk, CPU
 accounting and the interleaved rounds are run.py's; this module only adds what
@@ -35,6 +39,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import https
 import run as h
 
 THREADS = (1, 2)
@@ -90,6 +95,12 @@ class Instance:
     proc: subprocess.Popen
     listen: str
     admin: str | None
+
+
+# The HTTP/2 memory readings: each proxy's listener for that protocol.
+H2_PROTOCOLS = {"h2c": "HTTP/2, prior knowledge (h2c)", "h2": "HTTP/2 over TLS (ALPN h2)"}
+H2_CLIENT = h.HERE / "idle_h2_client.py"
+H2_REQUIREMENT = "h2==4.4.1"  # as scripts/test installs it
 
 
 # --------------------------------------------------------------------------
@@ -167,6 +178,59 @@ def proxy_set(args, procs, binary: Path, nginx: str, upstream: str, one_token: P
                   [Route(h.NGINX_PROXY, "/off", None, "nginx proxy_pass, no auth")]),
         ]
     return proxies
+
+
+def h2_starters(args, procs, binary: Path, nginx: str, upstream: str, cert: https.Certificate) -> dict:
+    """Per proxy name, (threads, out, tmp, max_connections, protocol) -> (Popen, the protocol's address, admin).
+
+    jwtgate with `listen.http.h2c` and `listen.https`; nginx with `listen … http2` and `listen … ssl http2`;
+    bare Pingora with `--h2c` and `--tls`: each measured on one listener, the other idle.
+    """
+
+    def jwtgate(gateway_binary, tag):
+        def start(threads, out, tmp, max_connections, protocol):
+            tls = f"127.0.0.1:{h.free_ports(1)[0]}"
+            proc, listen, admin = h.start_gateway(procs, gateway_binary, out, f"{tag}-{protocol}", upstream, threads,
+                                                  cache=True, h2c=True, https=(tls, cert.cert, cert.key))
+            return proc, listen if protocol == "h2c" else tls, admin
+
+        return start
+
+    def nginx_proxy(threads, out, tmp, max_connections, protocol):
+        h2c_port, tls_port = h.free_ports(2)
+        proc, _ = h.start_nginx_proxy(procs, nginx, tmp, out, upstream, threads, worker_connections=max_connections,
+                                      extra_listen=https.nginx_listen(cert, h2c_port, tls_port))
+        return proc, f"127.0.0.1:{h2c_port if protocol == 'h2c' else tls_port}", None
+
+    def bare(settings: tuple = ()):
+        def start(threads, out, tmp, max_connections, protocol):
+            tls = f"127.0.0.1:{h.free_ports(1)[0]}"
+            proc, listen = h.start_bare_pingora(procs, out, upstream, threads, (
+                "--h2c", "--tls", tls, "--cert", cert.cert, "--key", cert.key, *settings))
+            return proc, listen if protocol == "h2c" else tls, None
+
+        return start
+
+    starters = {"jwtgate": jwtgate(binary, "cache-on")}
+    if args.baseline_binary:
+        starters["jwtgate-baseline"] = jwtgate(args.baseline_binary.resolve(), "baseline")
+    if not args.no_compare:
+        starters[h.BARE] = bare()
+        starters[h.NGINX_PROXY] = nginx_proxy
+    for variant in args.bare_h2:
+        starters[f"{h.BARE} {variant}"] = bare(tuple(variant.split()))
+    return starters
+
+
+def tools_python() -> str:
+    """The tools virtualenv's Python, which has the pinned `h2` for idle_h2_client.py."""
+    tools = Path(os.environ.get("JWTGATE_TOOLS") or h.REPO / ".tools")
+    python = tools / "venv" / "bin" / "python"
+    if not os.access(python, os.X_OK) or subprocess.run([str(python), "-c", "import h2"],
+                                                        capture_output=True).returncode != 0:
+        raise h.HarnessError(f"the HTTP/2 memory readings need Python's h2 in {tools}/venv: "
+                             f"scripts/setup pymod:h2={H2_REQUIREMENT} (scripts/test installs it)")
+    return str(python)
 
 
 def start_instance(proxy: Proxy, threads: int, out: Path, tmp: Path, max_connections: int) -> Instance:
@@ -344,32 +408,44 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def open_idle_connections(host: str, port: int, request: bytes, count: int):
-    """`count` connections that each sent `request` and read a 200; the rest closed and counted by reason."""
-    gate = asyncio.Semaphore(OPEN_CONCURRENCY)
+async def open_counted(count: int, attempt, errors: tuple, concurrency: int = OPEN_CONCURRENCY):
+    """Runs `attempt()` `count` times, `concurrency` at a time: it returns (status, connection, writer) or raises
+    one of `errors`. Returns the connections that got a 200, and the rest counted by reason (their writers closed)."""
+    gate = asyncio.Semaphore(concurrency)
     failures: Counter = Counter()
 
     async def one():
         async with gate:
-            writer = None
+            writers = []
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), OPEN_TIMEOUT_S)
-                writer.write(request)
-                status = await asyncio.wait_for(read_response(reader), OPEN_TIMEOUT_S)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                    ValueError, IndexError) as exc:
+                status, conn, writer = await attempt(writers)
+            except errors as exc:
                 failures[type(exc).__name__ + (f": {exc}" if str(exc) else "")] += 1
-                if writer is not None:
-                    writer.close()
+                for w in writers:
+                    w.close()
                 return None
             if status != 200:
                 failures[f"status {status}"] += 1
                 writer.close()
                 return None
-            return reader, writer
+            return conn
 
     opened = await asyncio.gather(*(one() for _ in range(count)))
     return [c for c in opened if c is not None], failures
+
+
+async def open_idle_connections(host: str, port: int, request: bytes, count: int):
+    """`count` connections that each sent `request` and read a 200; the rest closed and counted by reason."""
+
+    async def attempt(writers):
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), OPEN_TIMEOUT_S)
+        writers.append(writer)
+        writer.write(request)
+        status = await asyncio.wait_for(read_response(reader), OPEN_TIMEOUT_S)
+        return status, (reader, writer), writer
+
+    return await open_counted(count, attempt, (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
+                                               asyncio.LimitOverrunError, ValueError, IndexError))
 
 
 def socket_inodes(pgid: int) -> set[str]:
@@ -443,6 +519,36 @@ def hold_idle_connections(inst: Instance, route: Route, count: int) -> dict:
     return asyncio.run(hold())
 
 
+def hold_idle_h2(python: str, inst: Instance, route: Route, count: int, protocol: str, log_path: Path) -> dict:
+    """As hold_idle_connections, over HTTP/2: idle_h2_client.py holds them in a process of its own."""
+    argv = [python, str(H2_CLIENT), "--addr", inst.listen, "--count", str(count), "--path", route.path,
+            "--concurrency", str(OPEN_CONCURRENCY)]
+    if protocol == "h2":
+        argv.append("--tls")
+    if route.token_file:
+        argv += ["--authorization", bearer(route.token_file)]
+    with open(log_path, "ab") as log:
+        client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                                  start_new_session=True, preexec_fn=h._die_with_parent(signal.SIGTERM))
+    try:
+        line = client.stdout.readline()
+        if not line:
+            raise h.HarnessError(f"idle_h2_client.py exited with {client.wait()}{h._tail(log_path)}")
+        opened = json.loads(line)
+        time.sleep(QUIET_S)
+        held = memory_reading(inst)
+        client.stdin.write("close\n")
+        client.stdin.flush()
+        closed = json.loads(client.stdout.readline() or "{}")
+        client.wait(timeout=OPEN_TIMEOUT_S)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    return {"ok": opened["ok"], "failures": opened["failures"], "open_s": opened["open_s"],
+            "closed_by_proxy_before_reading": closed.get("closed_by_proxy_before_reading", 0), "held": held}
+
+
 def wait_for_release(inst: Instance) -> float | None:
     """Seconds until the proxy closed every client connection, or None if it still held some at the timeout."""
     t0 = time.monotonic()
@@ -453,16 +559,27 @@ def wait_for_release(inst: Instance) -> float | None:
     return None
 
 
-def measure_memory(inst: Instance, route: Route, count: int) -> dict:
-    url = f"http://{inst.listen}{route.path}"
-    auth = {"Authorization": bearer(route.token_file)} if route.token_file else {}
-    status, _ = h.http_get(url, auth)  # the first request's one-time work belongs to "idle", not to a connection
-    if status != 200:
-        raise h.HarnessError(f"memory ({inst.proxy.name}): GET {url} answered {status}, expected 200")
+def measure_memory(inst: Instance, route: Route, count: int, protocol: str = "http1", python: str | None = None,
+                   client_log: Path | None = None) -> dict:
+    """`protocol`: http1, or h2c / h2 (held by idle_h2_client.py, run with `python`)."""
+    # The first request's one-time work belongs to "idle", not to a connection.
+    if protocol == "http1":
+        url = f"http://{inst.listen}{route.path}"
+        auth = {"Authorization": bearer(route.token_file)} if route.token_file else {}
+        status, _ = h.http_get(url, auth)
+        if status != 200:
+            raise h.HarnessError(f"memory ({inst.proxy.name}): GET {url} answered {status}, expected 200")
+    else:
+        first = hold_idle_h2(python, inst, route, 1, protocol, client_log)
+        if first["ok"] != 1:
+            raise h.HarnessError(f"memory ({inst.proxy.name}, {protocol}): the first request failed: "
+                                 f"{first['failures']}")
     time.sleep(QUIET_S)
     idle = memory_reading(inst)
-    h.log(f"memory {inst.proxy.name}: idle {idle['rss_kib'] / 1024:.1f} MiB; opening {count:,} connections")
-    held = hold_idle_connections(inst, route, count)
+    h.log(f"memory {inst.proxy.name} ({protocol}): idle {idle['rss_kib'] / 1024:.1f} MiB; "
+          f"opening {count:,} connections")
+    held = (hold_idle_connections(inst, route, count) if protocol == "http1"
+            else hold_idle_h2(python, inst, route, count, protocol, client_log))
     released_after_s = wait_for_release(inst)
     time.sleep(AFTER_CLOSE_S)
     after = memory_reading(inst)
@@ -471,6 +588,7 @@ def measure_memory(inst: Instance, route: Route, count: int) -> dict:
     row = {
         "proxy": inst.proxy.name,
         "workload": route.workload,
+        "protocol": protocol,
         "path": route.path,
         "threads": inst.threads,
         "connections": count,
@@ -488,7 +606,7 @@ def measure_memory(inst: Instance, route: Route, count: int) -> dict:
     }
     if inst.proxy.name.startswith("jwtgate"):
         row["targets"] = memory_targets(row)
-    h.log(f"memory {inst.proxy.name}: {held['ok']:,} connections held: {row['held_rss_kib'] / 1024:.1f} MiB "
+    h.log(f"memory {inst.proxy.name} ({protocol}): {held['ok']:,} connections held: {row['held_rss_kib'] / 1024:.1f} MiB "
           f"({row['kib_per_idle_connection']} KiB each); after close {row['after_close_rss_kib'] / 1024:.1f} MiB")
     return row
 
@@ -586,7 +704,7 @@ def latency_md(rows: list[dict], latency: dict, meta: dict) -> list[str]:
 
 def memory_md(rows: list[dict], count: int) -> list[str]:
     lines = [
-        "## Memory: idle, with idle keep-alive connections, after they close",
+        "## Memory: idle, with idle keep-alive connections, after they close (HTTP/1.1, h2c, TLS h2)",
         "",
         f"RSS (VmRSS summed over the proxy's processes) of a freshly started proxy with 1 worker thread: idle "
         f"after one request; then with {count:,} keep-alive client connections that each made one request and "
@@ -596,16 +714,17 @@ def memory_md(rows: list[dict], count: int) -> list[str]:
         f"{TARGET_IDLE_MIB:g} MiB, ≤ {TARGET_KIB_PER_CONNECTION:g} KiB per idle connection, memory returned "
         f"after close (kept ≤ {TARGET_KEPT_SHARE:.0%}); reported only.",
         "",
-        "| proxy (route) | idle MiB | held MiB | KiB per idle connection | after close MiB | kept "
+        "| proxy (route) | protocol | idle MiB | held MiB | KiB per idle connection | after close MiB | kept "
         "| connections 200 / proxy-side at reading | targets |",
-        "|---|--:|--:|--:|--:|--:|--:|---|",
+        "|---|---|--:|--:|--:|--:|--:|--:|---|",
     ]
     for r in rows:
         kept, per_connection = r["kept_after_close_share"], r["kib_per_idle_connection"]
         targets = "; ".join(f"{t['target']}: {_met(t['met'])}" for t in r.get("targets", [])) or "–"
         name = r["proxy"] if r["proxy"] == r["workload"] else f"{r['proxy']} ({r['workload']})"
+        protocol = {"http1": "HTTP/1.1", "h2c": "h2c", "h2": "TLS h2"}[r.get("protocol", "http1")]
         lines.append(
-            f"| {name} | {_mib(r['idle_rss_kib'])} | {_mib(r['held_rss_kib'])} "
+            f"| {name} | {protocol} | {_mib(r['idle_rss_kib'])} | {_mib(r['held_rss_kib'])} "
             f"| {'–' if per_connection is None else format(per_connection, '.1f')} "
             f"| {_mib(r['after_close_rss_kib'])} | {'–' if kept is None else format(kept, '.0%')} "
             f"| {r['connections_ok']:,} / {r['proxy_side_connections_at_reading']:,} | {targets} |"
@@ -625,13 +744,13 @@ def scale_findings(throughput_summary: list[dict], latency_rows: list[dict], mem
                          "it could not keep up")
     for r in memory_rows:
         if r["failures"]:
-            notes.append(f"**memory, {r['workload']}: {count - r['connections_ok']:,} of {count:,} connections "
+            notes.append(f"**memory, {r['workload']} ({r.get('protocol', 'http1')}): {count - r['connections_ok']:,} of {count:,} connections "
                          f"failed**: {r['failures']}")
         if r["closed_by_proxy_before_reading"]:
-            notes.append(f"**memory, {r['workload']}: the proxy closed {r['closed_by_proxy_before_reading']:,} "
+            notes.append(f"**memory, {r['workload']} ({r.get('protocol', 'http1')}): the proxy closed {r['closed_by_proxy_before_reading']:,} "
                          "idle connections before the reading**")
         if r["released_after_s"] is None:
-            notes.append(f"memory, {r['workload']}: the proxy still held client connections "
+            notes.append(f"memory, {r['workload']} ({r.get('protocol', 'http1')}): the proxy still held client connections "
                          f"{RELEASE_TIMEOUT_S:g} s after the client closed them")
     return notes
 
@@ -647,11 +766,13 @@ def write_summary(path: Path, meta: dict, throughput: list[dict], latency: dict,
         f"Linux {meta['machine']['kernel']}; load average at start {meta['machine']['loadavg_start']}",
         f"- {v['jwtgate']} (release build of git {v['git']}), `RUST_LOG=warn`; upstream "
         f"{v['nginx'].replace('nginx version: ', '')}, 1 worker, `return 200 \"ok\\n\"`; all on 127.0.0.1",
-        f"- {v['wrk']}; {v['oha']}",
+        f"- {v['wrk']}; {v['oha']}; {v['h2']} (the HTTP/2 memory client, idle_h2_client.py)",
         "",
     ]
-    lines += throughput_md(throughput, meta)
-    lines += latency_md(latency["rows"], latency, meta)
+    if throughput:
+        lines += throughput_md(throughput, meta)
+    if latency:
+        lines += latency_md(latency["rows"], latency, meta)
     lines += memory_md(memory, meta["options"]["idle_connections"])
     lines += ["## Findings", ""] + [f"- {n}" for n in notes]
     lines += ["", "Files: `results.json` (every run's raw numbers), `wrk/` and `oha/` (raw output), the configs "
@@ -663,15 +784,46 @@ def write_summary(path: Path, meta: dict, throughput: list[dict], latency: dict,
 # the mode
 
 
+def measure_all_memory(args, out: Path, tmp: Path, procs, proxies: list[Proxy], starters: dict, python: str,
+                       save) -> list[dict]:
+    """Each proxy freshly started and alone, over HTTP/1.1, then h2c, then TLS h2; one row each."""
+    memory: list[dict] = []
+    max_connections = args.idle_connections + FD_HEADROOM
+    (out / "memory").mkdir(parents=True, exist_ok=True)
+    for p in proxies:
+        inst = start_instance(p, 1, out / "memory", tmp / f"memory-{p.name}", max_connections)
+        memory.append(measure_memory(inst, p.routes[-1], args.idle_connections))
+        procs.stop(inst.proc)
+        save(memory)
+    # --bare-h2 variants: bare Pingora's rows again, with those HTTP/2 settings
+    bare = next((p for p in proxies if p.name == h.BARE), None)
+    variants = [Proxy(name, None, bare.routes) for name in starters if bare and name.startswith(f"{h.BARE} ")]
+    for protocol in H2_PROTOCOLS:
+        for p in [p for p in proxies if p.name in starters] + variants:
+            (tmp / f"memory-{p.name}-{protocol}").mkdir(parents=True)
+            proc, listen, admin = starters[p.name](1, out / "memory", tmp / f"memory-{p.name}-{protocol}",
+                                                   max_connections, protocol)
+            inst = Instance(p, 1, proc, listen, admin)
+            memory.append(measure_memory(inst, p.routes[-1], args.idle_connections, protocol, python,
+                                         out / "memory" / "idle_h2_client.log"))
+            procs.stop(inst.proc)
+            save(memory)
+    return memory
+
+
 def run(args, out: Path, tmp: Path, procs, started, command: str) -> int:
     raise_open_files_limit(args.idle_connections)  # before any process starts, so all inherit it
     h.ensure_packages(need_nginx=True)
-    oha = ensure_oha()
+    python = tools_python()
+    cert = https.make_certificate(tmp)
+    oha = None if args.memory_only else ensure_oha()
     binary = h.build_jwtgate(args.skip_build, bare_proxy=not args.no_compare)
     nginx = h.find_nginx()
     meta = h.run_meta(args, out, started, command, "scale")
     meta["versions"].update(jwtgate=h.tool_version([str(binary), "--version"]), git=h.git_revision(),
-                            nginx=h.tool_version([nginx, "-v"]), oha=h.tool_version([oha, "--version"]))
+                            nginx=h.tool_version([nginx, "-v"]),
+                            oha=h.tool_version([oha, "--version"]) if oha else "not run (--memory-only)",
+                            h2=h.tool_version([python, "-c", "import h2; print('Python h2', h2.__version__)"]))
     if args.baseline_binary:
         meta["versions"]["baseline"] = h.tool_version([str(args.baseline_binary), "--version"])
 
@@ -687,55 +839,59 @@ def run(args, out: Path, tmp: Path, procs, started, command: str) -> int:
     def save():
         results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
-    # 1. maximum rate
-    instances = {(p.name, t): start_instance(p, t, out / f"threads-{t}", tmp / f"threads-{t}", 4096)
-                 for t in THREADS for p in proxies}
-    workloads = [workload_for(instances[(p.name, t)], route, f"{route.workload}-{t}t")
-                 for t in THREADS for p in proxies for route in p.routes]
-    h.preflight(workloads, strict=True)
-    wrk_records: list[dict] = []
-    results["throughput"] = {"rounds": wrk_records}
-    h.log(f"maximum rate: {args.rounds} rounds × {len(workloads)} wrk runs × {args.duration}s")
-    h.run_rounds(args.rounds, workloads, lambda w, label: h.run_wrk(args, procs, w, others, out, label),
-                 h.wrk_line, wrk_records, save, others, out)
-    wrk_summary = h.summarize(workloads, wrk_records)
-    throughput = throughput_table(proxies, wrk_summary, wrk_records)
-    results["throughput"].update(summary=wrk_summary, table=throughput)
-    save()
-
-    # 2. latency at a fixed rate, through the 1-thread instances
-    rate, rate_source = fixed_rate(args, throughput)
-    targets = [h.Workload("direct", "straight to the upstream nginx", f"http://{upstream}/api", "2xx")]
-    targets += [workload_for(instances[(p.name, 1)], route, route.workload) for p in proxies for route in p.routes]
-    oha_records: list[dict] = []
-    results["latency"] = {"rate": rate, "rate_source": rate_source, "rounds": oha_records}
-    h.log(f"latency at {rate:,.0f} req/s ({rate_source}): {args.rounds} rounds × {len(targets)} oha runs")
-    h.run_rounds(args.rounds, targets,
-                 lambda w, label: run_oha(oha, args, procs, w, rate, upstream_proc, out, label),
-                 oha_line, oha_records, save, others, out)
-    latency_rows = latency_table(targets, oha_records)
-    for row in latency_rows:
-        row["rate"] = rate
-    results["latency"]["rows"] = latency_rows
-    save()
-    for inst in instances.values():
-        procs.stop(inst.proc)
-
-    # 3. memory, each proxy freshly started and alone
-    memory = []
-    results["memory"] = memory
-    for p in proxies:
-        inst = start_instance(p, 1, out / "memory", tmp / f"memory-{p.name}", args.idle_connections + FD_HEADROOM)
-        memory.append(measure_memory(inst, p.routes[-1], args.idle_connections))
-        procs.stop(inst.proc)
+    wrk_summary, throughput, latency_rows = [], [], []
+    if not args.memory_only:
+        # 1. maximum rate
+        instances = {(p.name, t): start_instance(p, t, out / f"threads-{t}", tmp / f"threads-{t}", 4096)
+                     for t in THREADS for p in proxies}
+        workloads = [workload_for(instances[(p.name, t)], route, f"{route.workload}-{t}t")
+                     for t in THREADS for p in proxies for route in p.routes]
+        h.preflight(workloads, strict=True)
+        wrk_records: list[dict] = []
+        results["throughput"] = {"rounds": wrk_records}
+        h.log(f"maximum rate: {args.rounds} rounds × {len(workloads)} wrk runs × {args.duration}s")
+        h.run_rounds(args.rounds, workloads, lambda w, label: h.run_wrk(args, procs, w, others, out, label),
+                     h.wrk_line, wrk_records, save, others, out)
+        wrk_summary = h.summarize(workloads, wrk_records)
+        throughput = throughput_table(proxies, wrk_summary, wrk_records)
+        results["throughput"].update(summary=wrk_summary, table=throughput)
         save()
+
+        # 2. latency at a fixed rate, through the 1-thread instances
+        rate, rate_source = fixed_rate(args, throughput)
+        targets = [h.Workload("direct", "straight to the upstream nginx", f"http://{upstream}/api", "2xx")]
+        targets += [workload_for(instances[(p.name, 1)], route, route.workload) for p in proxies
+                    for route in p.routes]
+        oha_records: list[dict] = []
+        results["latency"] = {"rate": rate, "rate_source": rate_source, "rounds": oha_records}
+        h.log(f"latency at {rate:,.0f} req/s ({rate_source}): {args.rounds} rounds × {len(targets)} oha runs")
+        h.run_rounds(args.rounds, targets,
+                     lambda w, label: run_oha(oha, args, procs, w, rate, upstream_proc, out, label),
+                     oha_line, oha_records, save, others, out)
+        latency_rows = latency_table(targets, oha_records)
+        for row in latency_rows:
+            row["rate"] = rate
+        results["latency"]["rows"] = latency_rows
+        save()
+        for inst in instances.values():
+            procs.stop(inst.proc)
+
+    # 3. memory
+    def save_memory(rows):
+        results["memory"] = rows
+        save()
+
+    starters = h2_starters(args, procs, binary, nginx, upstream, cert)
+    memory = measure_all_memory(args, out, tmp, procs, proxies, starters, python, save_memory)
 
     notes = scale_findings(wrk_summary, latency_rows, memory, args.idle_connections)
     # wrk closes its connections with requests in flight when a run ends, which
     # Pingora logs; oha waits for its last responses and the memory client
     # closes idle connections, so neither causes such lines.
     wrk_closes = {p.log_file: args.connections * args.rounds * len(p.routes) for p in proxies if p.log_file}
-    for sub, bounds in (("threads-1", wrk_closes), ("threads-2", wrk_closes), ("memory", {})):
+    subs = (("memory", {}),) if args.memory_only else (("threads-1", wrk_closes), ("threads-2", wrk_closes),
+                                                       ("memory", {}))
+    for sub, bounds in subs:
         notes += [f"{sub}: {n}" for n in h.gateway_log_findings(out / sub, bounds)]
     meta["finished_at"] = dt.datetime.now().isoformat(timespec="seconds")
     results["findings"] = notes

@@ -79,19 +79,22 @@ where
     ) -> Option<Stream> {
         let open = self.drain.open_connection();
         let draining = self.drain.draining_watch();
-        if is_http2(&stream, self.app.server_options()) {
-            let _open = open;
-            let reused = ServerApp::process_new(&self.h2, stream, &draining).await;
-            memory::connection_closed();
-            return reused;
-        }
+        let http2 = is_http2(&stream, self.app.server_options());
         // Pingora's task for this connection was sized for its TLS handshake
         // (about 9 KiB, whatever the listener); ending it here and carrying
-        // on in a task sized for this loop keeps that off idle connections.
+        // on in a task sized for what follows keeps that off idle
+        // connections, HTTP/1 and HTTP/2 alike.
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let _open = open;
-            this.serve_http1(stream, draining).await;
+            if http2 {
+                // Pingora serves an HTTP/2 connection to its end and hands
+                // nothing back for reuse (only a custom protocol would, and
+                // jwtgate's listeners offer none).
+                ServerApp::process_new(&this.h2, stream, &draining).await;
+            } else {
+                this.serve_http1(stream, draining).await;
+            }
             memory::connection_closed();
         });
         None
