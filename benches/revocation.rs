@@ -48,6 +48,7 @@ fn token(jti: &str) -> VerifiedToken {
         iat: Some(1_700_000_000),
         key_generation: 0,
         verifier: VerifierId::fresh(),
+        bound: false,
     }
 }
 

@@ -134,6 +134,10 @@ pub struct VerifiedToken {
     pub key_generation: u64,
     /// The verifier whose rules it passed: once they change, neither.
     pub verifier: VerifierId,
+    /// Whether it names a key or a certificate it is bound to (`cnf`,
+    /// RFC 9449 and 8705): read once with the claims, so a plain bearer
+    /// token's requests pay nothing for sender constraints.
+    pub bound: bool,
 }
 
 impl VerifiedToken {
@@ -290,6 +294,7 @@ pub fn verify(
     });
 
     let times = validate_claims(&parsed, issuer, &request, explain).map_err(fail)?;
+    let bound = parsed.claims.contains_key("cnf");
     Ok(VerifiedToken {
         issuer: index,
         algorithm: alg,
@@ -299,6 +304,7 @@ pub fn verify(
         iat: times.iat,
         key_generation,
         verifier: issuer.id,
+        bound,
     })
 }
 

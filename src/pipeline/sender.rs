@@ -68,9 +68,8 @@ pub fn check(
     token: &VerifiedToken,
     now: i64,
 ) -> Result<Option<VerifiedProof>, Rejection> {
-    // A plain bearer token where one is enough: one claim lookup.
-    let unbound = !token.claims.contains_key("cnf");
-    if unbound && !presented.dpop && policy.constraint == SenderConstraint::None {
+    // A plain bearer token where one is enough: nothing more to check.
+    if !token.bound && !presented.dpop && policy.constraint == SenderConstraint::None {
         return Ok(None);
     }
     let proof = match presented.dpop {

@@ -425,6 +425,7 @@ mod tests {
             iat,
             key_generation: 0,
             verifier: crate::auth::verify::VerifierId::fresh(),
+            bound: false,
         }
     }
 
