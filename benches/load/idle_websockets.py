@@ -374,8 +374,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except h.HarnessError as exc:
-        h.log(f"error: {exc}")
-        sys.exit(2)
+    h.exit_with(main)

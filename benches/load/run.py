@@ -101,6 +101,16 @@ except OSError:  # pragma: no cover
     _LIBC = None
 
 
+def exit_with(main) -> None:
+    """Runs a bench script's `main` and exits with its status; a harness
+    error is one line and status 2, not a traceback."""
+    try:
+        sys.exit(main())
+    except HarnessError as exc:
+        log(f"error: {exc}")
+        sys.exit(2)
+
+
 def _die_with_parent(sig: int):
     """preexec_fn: the child gets `sig` if this harness dies (even SIGKILL)."""
 

@@ -580,6 +580,16 @@ mod tests {
         }
     }
 
+    /// `live.arm` on route `api`, ended by its token.
+    fn arm(
+        live: &Arc<LiveConnections>,
+        deadline: Deadline,
+        keys: TokenKeys,
+        kind: ConnectionKind,
+    ) -> Armed {
+        live.arm(deadline, keys, "api", kind, Holder::enforced(None))
+    }
+
     /// A WebSocket whose token expires 5 s after the clock's 1_000, on a
     /// route with a minute's lifetime.
     fn websocket(live: &Arc<LiveConnections>, route: &str, holder: Holder) -> Armed {
@@ -634,13 +644,7 @@ mod tests {
             expires_at: Some(2_000),
             max_lifetime: Some(Duration::from_secs(3)),
         };
-        let armed = live.arm(
-            deadline,
-            keys(),
-            "api",
-            ConnectionKind::Stream,
-            Holder::enforced(None),
-        );
+        let armed = arm(&live, deadline, keys(), ConnectionKind::Stream);
         let reason = poll_fn(|cx| armed.switch().poll_fired(cx)).await;
         assert_eq!(reason, EndReason::MaxLifetime);
     }
@@ -649,23 +653,11 @@ mod tests {
     async fn revocations_end_the_connections_they_match() {
         let live = LiveConnections::new(&Metrics::new(), ManualClock::at(1_000));
         let none = Deadline::default();
-        let a = live.arm(
-            none,
-            keys(),
-            "api",
-            ConnectionKind::WebSocket,
-            Holder::enforced(None),
-        );
+        let a = arm(&live, none, keys(), ConnectionKind::WebSocket);
         let mut other = keys();
         other.jti = Some("t2".into());
         other.iat = Some(2_000);
-        let b = live.arm(
-            none,
-            other,
-            "api",
-            ConnectionKind::Stream,
-            Holder::enforced(None),
-        );
+        let b = arm(&live, none, other, ConnectionKind::Stream);
         assert_eq!(live.open().len(), 2);
 
         // Another issuer's jti of the same value matches nothing.
@@ -703,13 +695,7 @@ mod tests {
             expires_at: None,
             max_lifetime: Some(REGISTER_AFTER / 2),
         };
-        let armed = live.arm(
-            deadline,
-            keys(),
-            "api",
-            ConnectionKind::Upload,
-            Holder::enforced(None),
-        );
+        let armed = arm(&live, deadline, keys(), ConnectionKind::Upload);
         let (_, timer) = registration(&armed).expect("registered at once");
         let timer = timer.expect("a deadline starts a timer");
         assert_eq!(live.table().by_id.len(), 1);
@@ -729,13 +715,7 @@ mod tests {
             max_lifetime: None,
         };
         for _ in 0..3 {
-            let armed = live.arm(
-                deadline,
-                keys(),
-                "api",
-                ConnectionKind::Stream,
-                Holder::enforced(None),
-            );
+            let armed = arm(&live, deadline, keys(), ConnectionKind::Stream);
             assert!(registration(&armed).is_none(), "pending");
             assert_eq!(live.open().len(), 1, "a pending one counts as open");
         }
@@ -758,13 +738,7 @@ mod tests {
         let lasting = websocket(&live, "api", Holder::enforced(None));
         let mut other = keys();
         other.jti = Some("t2".into());
-        let revoked_pending = live.arm(
-            Deadline::default(),
-            other,
-            "api",
-            ConnectionKind::Stream,
-            Holder::enforced(None),
-        );
+        let revoked_pending = arm(&live, Deadline::default(), other, ConnectionKind::Stream);
         assert_eq!(live.revoke(&entry(Kind::Jti, "t2", 5_000)), 1);
         assert_eq!(revoked_pending.fired(), Some(EndReason::Revoked));
         tokio::time::sleep(REGISTER_AFTER + Duration::from_millis(1)).await;
