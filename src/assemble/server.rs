@@ -47,6 +47,7 @@ use crate::state::rate_limit::{self, RateLimits};
 use crate::state::redis::Redis;
 use crate::state::revocation::{RevocationError, Revocations};
 use crate::telemetry::Metrics;
+use crate::telemetry::traces;
 use crate::upstream::pools::UpstreamPools;
 
 /// Admin and echo are light; two threads each is plenty and leaves the
@@ -264,6 +265,7 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
     check_addresses_free(&bootstrap)?;
     let mut server = pingora_server(&bootstrap);
     let metrics = Arc::new(Metrics::new());
+    start_tracing(&mut server, &bootstrap, &metrics);
     metrics.config.last_reload.set(clock.now_unix());
     reload::record_certificate_expiry(&metrics, &compiled.snapshot);
     reload::warn_expiring_certificates(&compiled.snapshot, clock.now_unix());
@@ -352,6 +354,27 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
     });
     tracing::info!("jwtgate stopped");
     Ok(())
+}
+
+/// Installs the tracer, before any request or key fetch can open a span,
+/// and runs its export loop in the background.
+fn start_tracing(server: &mut Server, bootstrap: &Bootstrap, metrics: &Metrics) {
+    let Some(exporting) = bootstrap.tracing.as_ref().and_then(traces::install) else {
+        return;
+    };
+    for collector in exporting.metrics().collectors() {
+        metrics.register(collector);
+    }
+    // The loop owns the queue's receiving end: it is started once.
+    let exporting = std::sync::Mutex::new(Some(exporting));
+    add_task(server, "jwtgate traces", move || {
+        let exporting = exporting.lock().ok().and_then(|mut slot| slot.take());
+        async move {
+            if let Some(exporting) = exporting {
+                exporting.run().await;
+            }
+        }
+    });
 }
 
 /// Where each listener is, once they are all set up.

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::claims;
 use super::token_cache::TokenCache;
 use super::verify::{
-    self, Explain, Failure, IssuerVerifier, UNNAMED_CHECK, VerifiedToken, VerifyRequest,
+    self, Explain, Failure, IssuerVerifier, Note, UNNAMED_CHECK, VerifiedToken, VerifyRequest,
 };
 use super::{Reason, Rejection};
 
@@ -84,6 +84,9 @@ impl RoutePolicy {
                 })
             })
         });
+        if cache.is_some() {
+            explain.noted(Note::CacheHit(cached.is_some()));
+        }
         let verified = match cached {
             Some(hit) => {
                 verify::revalidate(&hit, issuers, request, explain)?;

@@ -156,6 +156,21 @@ impl VerifiedToken {
 pub trait Explain {
     fn passed(&mut self, _check: &'static str, _detail: &dyn Fn() -> String) {}
     fn failed(&mut self, _check: &'static str, _reason: Reason) {}
+    /// A fact of the decision a trace records.
+    fn noted(&mut self, _note: Note<'_>) {}
+}
+
+/// What a decision learned on its way, for a trace's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note<'a> {
+    /// Whether the token was in the verified-token cache.
+    CacheHit(bool),
+    /// The algorithm the token's signature is checked with.
+    Algorithm(Algorithm),
+    /// The `kid` of the key that verified the signature.
+    Kid(&'a str),
+    /// Whether the revocation list names the token.
+    Revoked(bool),
 }
 
 /// Reports a failed check to `explain` on its way out.
@@ -254,6 +269,7 @@ pub fn verify(
     explain.passed("algorithm", &|| {
         format!("{alg} is in the issuer's allow-list")
     });
+    explain.noted(Note::Algorithm(alg));
 
     let key_generation = issuer.keys.generation();
     let keys = issuer.keys.current();
@@ -285,6 +301,9 @@ pub fn verify(
         .find(|key| key.verify(alg, parsed.signing_input, parsed.signature()))
         .ok_or(Reason::BadSignature);
     let key = checked(explain, "signature", key).map_err(fail)?;
+    if let Some(kid) = &key.kid {
+        explain.noted(Note::Kid(kid));
+    }
     explain.passed("signature", &|| {
         let family = super::explain::family_name(key.family);
         match &key.kid {

@@ -284,33 +284,36 @@ impl AuthzServer {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
         let headers = http.map(original_headers).unwrap_or_default();
-        let mut asked = Asked::new(&headers, source_ip(&check).or(peer), &snapshot);
+        let peer = source_ip(&check).or(peer);
+        let mut asked = Asked::new(&headers, peer, &snapshot, self.adapter);
         // Envoy writes the certificate it saw itself, where no client can.
         if let Some(certificate) = source_certificate(&check) {
             asked.client_cert = client_certs::from_escaped_pem(certificate);
         }
-        let request_id = asked.request_id();
         // The secret travels as call metadata (`initial_metadata` of
         // Envoy's `grpc_service`).
         if let Some(secret) = &self.settings.secret
             && !secret_matches(secret, metadata)
         {
-            let answer = self.finish(unauthenticated(request_id), &asked, SECRET_MISSING);
+            let refused = unauthenticated(asked.request_id());
+            let answer = self.finish(refused, &mut asked, SECRET_MISSING);
             return denied(&answer);
         }
         let Some(original) = http.and_then(original) else {
-            let answer = self.finish(no_original(request_id), &asked, ORIGINAL_MISSING);
+            let refused = no_original(asked.request_id());
+            let answer = self.finish(refused, &mut asked, ORIGINAL_MISSING);
             return denied(&answer);
         };
-        let view = original.view(&headers, &asked, self.adapter);
-        let decision = self.pipeline.decide(&snapshot, &view).await;
-        match answers::refusal(&decision, &snapshot.realm, request_id) {
+        let decision = self
+            .decide(&snapshot, &original, &headers, &mut asked)
+            .await;
+        match answers::refusal(&decision, &snapshot.realm, asked.request_id()) {
             Some(refused) => {
-                denied(&self.account(&decision, &snapshot, &original, &asked, refused))
+                denied(&self.account(&decision, &snapshot, &original, &mut asked, refused))
             }
             None => {
                 let ok = Answer::new(bytes::Bytes::new());
-                self.account(&decision, &snapshot, &original, &asked, ok);
+                self.account(&decision, &snapshot, &original, &mut asked, ok);
                 allowed(&decision, &snapshot)
             }
         }

@@ -39,6 +39,7 @@ use crate::pipeline::{
 };
 use crate::telemetry::access::{self, AccessRecord};
 use crate::telemetry::metrics::{NO_ROUTE, RequestLabels, RequestMetrics};
+use crate::telemetry::traces::{self, RequestHead, RequestTrace};
 
 /// The access log's `reason` for a decision request without the shared
 /// secret: it never reached the pipeline.
@@ -332,23 +333,52 @@ impl ServeHttp for AuthzServer {
         let request = session.req_header();
         let headers = &request.headers;
         let peer = session.client_addr().and_then(|a| a.as_inet());
-        let asked = Asked::new(headers, peer.map(|peer| peer.ip()), &snapshot);
-        let request_id = asked.request_id();
+        let peer = peer.map(|peer| peer.ip());
+        let mut asked = Asked::new(headers, peer, &snapshot, self.adapter);
         if let Some(secret) = &self.settings.secret
             && !secret_matches(secret, headers)
         {
-            let answer = unauthenticated(request_id);
-            return into_response(self.finish(answer, &asked, SECRET_MISSING));
+            let answer = unauthenticated(asked.request_id());
+            return into_response(self.finish(answer, &mut asked, SECRET_MISSING));
         }
         let original = Original::read(&self.settings, &request.method, request.raw_path(), headers);
         let Some(original) = original else {
-            let answer = no_original(request_id);
-            return into_response(self.finish(answer, &asked, ORIGINAL_MISSING));
+            let answer = no_original(asked.request_id());
+            return into_response(self.finish(answer, &mut asked, ORIGINAL_MISSING));
         };
-        let view = original.view(headers, &asked, self.adapter);
-        let decision = self.pipeline.decide(&snapshot, &view).await;
-        let answer = answer(&decision, &snapshot, request_id);
-        into_response(self.account(&decision, &snapshot, &original, &asked, answer))
+        let decision = self.decide(&snapshot, &original, headers, &mut asked).await;
+        let answer = answer(&decision, &snapshot, asked.request_id());
+        into_response(self.account(&decision, &snapshot, &original, &mut asked, answer))
+    }
+}
+
+impl AuthzServer {
+    /// Asks the pipeline about the original request, telling the trace
+    /// what it is.
+    async fn decide<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        original: &Original<'_>,
+        headers: &HeaderMap,
+        asked: &mut Asked<'_>,
+    ) -> Decision<'s> {
+        let view = original.view(headers, asked, self.adapter);
+        if let Some(trace) = &mut asked.trace {
+            trace.request_head(RequestHead {
+                method: original.method.as_str(),
+                path: original.path(),
+                https: original.scheme == Scheme::Https,
+                http2: false,
+                client: asked.client.map(|c| c.client),
+                user_agent: asked.user_agent.map(HeaderValue::as_bytes),
+                host: original
+                    .host
+                    .or(headers.get(http::header::HOST).map(HeaderValue::as_bytes)),
+            });
+        }
+        self.pipeline
+            .decide_traced(snapshot, &view, asked.trace.as_deref_mut())
+            .await
     }
 }
 
@@ -362,18 +392,31 @@ struct Asked<'a> {
     client_cert: Option<Thumbprint>,
     user_agent: Option<&'a HeaderValue>,
     started: Instant,
+    /// The decision's spans, when tracing is on.
+    trace: Option<Box<RequestTrace>>,
 }
 
 impl<'a> Asked<'a> {
     /// `headers` are the original request's; `peer` is who sent it.
-    fn new(headers: &'a HeaderMap, peer: Option<IpAddr>, snapshot: &Snapshot) -> Self {
+    fn new(
+        headers: &'a HeaderMap,
+        peer: Option<IpAddr>,
+        snapshot: &Snapshot,
+        adapter: Adapter,
+    ) -> Self {
         let client = peer.map(|ip| client_address(ip, headers, snapshot));
+        // The front proxy is the peer: its trace context is the original
+        // request's, continued when the front proxy is trusted.
+        let trusted = client.is_some_and(|c| c.peer_trusted);
+        let trace =
+            traces::installed().map(|tracing| tracing.request(headers, trusted, adapter.as_str()));
         Self {
             id: request_id_in(headers),
             client,
             client_cert: client_cert(client, None, snapshot.client_cert_header.as_ref(), headers),
             user_agent: headers.get(http::header::USER_AGENT),
             started: Instant::now(),
+            trace,
         }
     }
 
@@ -385,7 +428,7 @@ impl<'a> Asked<'a> {
 impl AuthzServer {
     /// An answer given before the pipeline was asked: counted without a
     /// route, logged with why.
-    fn finish(&self, answer: Answer, asked: &Asked<'_>, reason: &'static str) -> Answer {
+    fn finish(&self, answer: Answer, asked: &mut Asked<'_>, reason: &'static str) -> Answer {
         let labels = self.labels(&answer, Some(reason));
         self.metrics.count_request(NO_ROUTE, None, labels);
         self.log(
@@ -406,7 +449,7 @@ impl AuthzServer {
         decision: &Decision<'_>,
         snapshot: &Snapshot,
         original: &Original<'_>,
-        asked: &Asked<'_>,
+        asked: &mut Asked<'_>,
         answer: Answer,
     ) -> Answer {
         decision.record(snapshot, &self.metrics);
@@ -433,7 +476,13 @@ impl AuthzServer {
 
     /// The proxy's access-log line, field for field, with `adapter=authz`
     /// (or `authz_grpc`): `method` and `path` are the original request's.
-    fn log(&self, record: AccessRecord<'_>, asked: &Asked<'_>, answer: &Answer) {
+    fn log(&self, record: AccessRecord<'_>, asked: &mut Asked<'_>, answer: &Answer) {
+        let status = answer.status().as_u16();
+        let trace = asked.trace.take();
+        let ids = trace.as_ref().map(|trace| trace.ids());
+        if let Some(trace) = trace {
+            trace.finish(Some(status), None);
+        }
         if !access::enabled() {
             return;
         }
@@ -446,6 +495,7 @@ impl AuthzServer {
             bytes_out: answer.body().len() as u64,
             started: Some(asked.started),
             adapter: self.adapter.as_str(),
+            trace: ids,
             ..record
         }
         .write();

@@ -9,7 +9,7 @@ pub mod jwks;
 pub mod remote;
 mod store;
 
-pub use store::KeyStore;
+pub use store::{KeySource, KeyStore};
 
 use aws_lc_rs::{hmac, signature};
 

@@ -11,11 +11,12 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::disk::{CachedJwks, DiskCache};
-use super::fetch::{FetchError, FetchSettings, Fetcher, Locator};
-use super::{KeyError, KeyStore, jwks};
+use super::fetch::{FetchError, FetchSettings, Fetcher, Locator, discovery_url};
+use super::{KeyError, KeySource, KeyStore, jwks};
 use crate::clock::SharedClock;
 use crate::jose::AlgorithmSet;
 use crate::telemetry::metrics::KeyMetrics;
+use crate::telemetry::traces::BackgroundSpan;
 
 /// Used when the JWKS response says nothing about caching.
 const DEFAULT_REFRESH: Duration = Duration::from_secs(10 * 60);
@@ -208,6 +209,7 @@ impl Refresher {
                 let count = parsed.keys.len();
                 self.source.keys.replace(parsed.keys);
                 self.source.keys.record_success(cached.fetched_at);
+                self.source.keys.mark(KeySource::Disk);
                 tracing::info!(issuer = %name, keys = count, age_secs = age, "loaded cached keys");
             }
             Ok(_) => tracing::warn!(issuer = %name, "cached JWKS has no usable key; not used"),
@@ -255,15 +257,52 @@ impl Refresher {
     }
 
     async fn refresh(&self, state: &mut RefreshState) -> Result<Refreshed, RefreshError> {
-        let name = &self.source.name;
-        let uri = match &state.jwks_uri {
-            Some(uri) => uri.clone(),
-            None => {
-                let uri = self.fetcher.jwks_uri(&self.source.locator).await?;
+        let uri = match (&state.jwks_uri, &self.source.locator) {
+            (Some(uri), _) => uri.clone(),
+            (None, Locator::JwksUri(uri)) => uri.clone(),
+            (None, locator @ Locator::Discovery { issuer }) => {
+                let discovered = async { Ok(self.fetcher.jwks_uri(locator).await?) };
+                let url = discovery_url(issuer);
+                let uri = self.traced("oidc discovery", &url, discovered).await?;
                 state.jwks_uri = Some(uri.clone());
                 uri
             }
         };
+        let url = uri.clone();
+        self.traced("jwks fetch", &url, self.fetch_keys(uri, state))
+            .await
+    }
+
+    /// Runs `fetch` in a span of a trace of its own, when tracing is on.
+    async fn traced<T>(
+        &self,
+        name: &'static str,
+        url: &str,
+        fetch: impl Future<Output = Result<T, RefreshError>>,
+    ) -> Result<T, RefreshError> {
+        let attributes = [
+            ("jwtgate.issuer", self.source.name.as_str()),
+            ("url.full", url),
+        ];
+        let span = BackgroundSpan::start(name, &attributes);
+        let result = fetch.await;
+        if let Some(mut span) = span {
+            if let Err(RefreshError::Fetch(FetchError::Status { status, .. })) = &result {
+                span.status_code(*status);
+            }
+            span.finish(result.as_ref().err().map(|e| (e.label(), e.to_string())));
+        }
+        result
+    }
+
+    /// Fetches the key set at `uri` and installs it, unless it is the one
+    /// installed already.
+    async fn fetch_keys(
+        &self,
+        uri: String,
+        state: &mut RefreshState,
+    ) -> Result<Refreshed, RefreshError> {
+        let name = &self.source.name;
         let fetched = match self.fetcher.get_json(&uri).await {
             Ok(fetched) => fetched,
             Err(e) => {
@@ -302,6 +341,7 @@ impl Refresher {
         };
         let now = self.clock.now_unix();
         store.record_success(now);
+        store.mark(KeySource::Fresh);
         self.persist(&uri, fetched.document, now);
         let ttl = self.source.refresh.refresh_after(fetched.max_age);
         Ok(Refreshed { ttl, keys })
@@ -334,6 +374,7 @@ impl Refresher {
             store.clear();
             tracing::error!(issuer = %name, age_secs = age, "cannot refresh keys and the last good keys passed max_stale; dropping them: {error}");
         } else {
+            store.mark(KeySource::Stale);
             tracing::warn!(issuer = %name, age_secs = age, "cannot refresh keys; serving the last good keys (stale-if-error): {error}");
         }
     }

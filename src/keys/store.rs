@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
@@ -29,7 +29,37 @@ pub struct KeyStore {
     generation: AtomicU64,
     /// Unix seconds of the last refresh attempt that succeeded (0: never).
     last_success: AtomicI64,
+    /// Where the current keys came from, a [`KeySource`].
+    source: AtomicU8,
     on_demand: Option<OnDemand>,
+}
+
+/// Where an issuer's current keys came from, as a trace tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum KeySource {
+    /// A file, an inline JWKS or a secret in the config.
+    Local,
+    /// The identity provider, at the last refresh.
+    Fresh,
+    /// The identity provider, before refreshes started failing
+    /// (stale-if-error).
+    Stale,
+    /// The on-disk copy, loaded at startup.
+    Disk,
+}
+
+impl KeySource {
+    const ALL: [KeySource; 4] = [Self::Local, Self::Fresh, Self::Stale, Self::Disk];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Fresh => "fresh",
+            Self::Stale => "stale",
+            Self::Disk => "disk",
+        }
+    }
 }
 
 /// Single-flight, rate-limited refetches requested by the request path.
@@ -57,6 +87,7 @@ impl KeyStore {
             current: ArcSwap::from_pointee(keys),
             generation: AtomicU64::new(next_generation()),
             last_success: AtomicI64::new(0),
+            source: AtomicU8::new(KeySource::Local as u8),
             on_demand: None,
         }
     }
@@ -69,6 +100,7 @@ impl KeyStore {
             current: ArcSwap::from_pointee(KeySet::default()),
             generation: AtomicU64::new(next_generation()),
             last_success: AtomicI64::new(0),
+            source: AtomicU8::new(KeySource::Fresh as u8),
             on_demand: Some(OnDemand {
                 state: Default::default(),
                 wake: Notify::new(),
@@ -97,6 +129,20 @@ impl KeyStore {
         self.current.store(other.current.load_full());
         self.generation.store(next_generation(), Ordering::Release);
         self.record_success(other.last_success());
+        self.mark(other.source());
+    }
+
+    /// Says where the current keys came from.
+    pub fn mark(&self, source: KeySource) {
+        self.source.store(source as u8, Ordering::Relaxed);
+    }
+
+    pub fn source(&self) -> KeySource {
+        let stored = self.source.load(Ordering::Relaxed);
+        KeySource::ALL
+            .into_iter()
+            .find(|source| *source as u8 == stored)
+            .unwrap_or(KeySource::Fresh)
     }
 
     /// Which key set is current; read it before [`KeyStore::current`] so a

@@ -19,6 +19,7 @@ pub mod reconsider;
 pub mod router;
 pub mod sender;
 mod snapshot;
+mod traced;
 mod view;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub use decision::{
     UpstreamRewrite, refusal_reasons,
 };
 pub use snapshot::{ClaimHeader, CompiledRoute, ForwardPlan, HttpsState, LongLived, Snapshot};
+pub use traced::DecisionNotes;
 pub use view::{Adapter, RequestView, Scheme, TargetForm};
 
 use self::canonical::{RequestTarget, TargetError};
@@ -38,7 +40,7 @@ use self::router::Lookup;
 use self::view::Headers;
 use crate::auth::extract;
 use crate::auth::token_cache::TokenCache;
-use crate::auth::verify::{Explain, Failure, UNNAMED_CHECK};
+use crate::auth::verify::{Explain, Failure, Note, UNNAMED_CHECK};
 use crate::auth::{Reason, Rejection, VerifiedToken};
 use crate::clock::SharedClock;
 use crate::config::schema::{AuthMode, HttpsOnly};
@@ -378,10 +380,12 @@ impl Pipeline {
         let iss = &snapshot.issuers[verified.issuer].issuer;
         match list.check(iss, &verified) {
             None => {
+                explain.noted(Note::Revoked(false));
                 explain.passed("revocation", &|| "not revoked".into());
                 Ok(verified)
             }
             Some(_) => {
+                explain.noted(Note::Revoked(true));
                 explain.failed("revocation", Reason::Revoked);
                 Err(Failure {
                     rejection: Rejection::invalid_token(Reason::Revoked),
@@ -425,6 +429,10 @@ impl<E: Explain> Explain for FailedCheck<'_, E> {
     fn failed(&mut self, check: &'static str, reason: Reason) {
         self.failed = Some(check);
         self.inner.failed(check, reason);
+    }
+
+    fn noted(&mut self, note: Note<'_>) {
+        self.inner.noted(note);
     }
 }
 

@@ -30,10 +30,12 @@ use crate::state::live::{ConnectionKind, EndReason, LiveConnections};
 use crate::telemetry::access;
 use crate::telemetry::metrics::NO_ROUTE;
 use crate::telemetry::metrics::RequestMetrics;
+use crate::telemetry::traces::RequestTrace;
 use crate::upstream::RouteUpstream;
 
 mod h2;
 mod log;
+mod trace;
 
 /// What the proxy serves from: the config snapshot decisions are made
 /// against, and where each of its routes' requests go, in the order of
@@ -155,6 +157,8 @@ pub struct RequestCtx {
     would_end: Option<&'static str>,
     /// The client certificate the request is attributed to.
     client_cert: Option<Thumbprint>,
+    /// The request's spans, when tracing is on; boxed, as they are large.
+    trace: Option<Box<RequestTrace>>,
 }
 
 impl RequestCtx {
@@ -191,7 +195,9 @@ impl Gateway {
             client_cert_thumbprint: ctx.client_cert,
             adapter: Adapter::Proxy,
         };
-        let decision = self.pipeline.decide(snapshot, &view).await;
+        let decision = (self.pipeline)
+            .decide_traced(snapshot, &view, ctx.trace.as_deref_mut())
+            .await;
         decision.record(snapshot, &self.metrics);
         ctx.outcome = decision.outcome();
         ctx.reason = decision.reason();
@@ -323,6 +329,7 @@ impl ProxyHttp for Gateway {
             ended: None,
             would_end: None,
             client_cert: None,
+            trace: None,
         }
     }
 
@@ -340,6 +347,7 @@ impl ProxyHttp for Gateway {
             snapshot.client_cert_header.as_ref(),
             &session.req_header().headers,
         );
+        trace::start(session, ctx);
         let answer = self.decide(session, snapshot, ctx).await;
         let Some(answer) = answer else {
             let arms = ctx.route.as_ref().is_some_and(|r| r.long_lived.arms());
@@ -368,7 +376,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         // Only a routed request with an upstream gets past request_filter.
@@ -393,6 +401,11 @@ impl ProxyHttp for Gateway {
         peer.options.write_timeout = Some(upstream.write_timeout);
         ctx.upstream_addr = Some(addr);
         ctx.connect_attempts += 1;
+        if let Some(trace) = &mut ctx.trace {
+            let host = Some(peer.sni.as_str()).filter(|sni| !sni.is_empty());
+            let method = session.req_header().method.as_str();
+            trace.upstream_call(method, addr, host, peer.is_tls());
+        }
         ctx.upstream_started.get_or_insert_with(Instant::now);
         Ok(Box::new(peer))
     }
@@ -482,6 +495,7 @@ impl ProxyHttp for Gateway {
                 client_cert_header: serving.snapshot.client_cert_header.as_ref(),
             },
         );
+        trace::carry_on(ctx, upstream_request);
         Ok(())
     }
 
@@ -492,6 +506,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let _ = upstream_response.insert_header(REQUEST_ID, ctx.request_id.clone());
+        if let Some(trace) = &mut ctx.trace {
+            trace.upstream_status(upstream_response.status.as_u16());
+        }
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.cors.as_ref()) {
             policy.decorate(&session.req_header().headers, upstream_response);
         }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use tracing::field::{DisplayValue, display};
 
 use super::logging::{ACCESS_TARGET, Truncated};
+use super::traces::TraceIds;
 
 /// The longest client-chosen text the access log prints (path, user agent,
 /// `sub`): a client can't flood the log with a 64 KiB request target.
@@ -53,6 +54,8 @@ pub struct AccessRecord<'a> {
     /// connection, which it left open (`expired`, `revoked`, `reload`).
     pub would_end: Option<&'static str>,
     pub adapter: &'static str,
+    /// The request's trace and server span, when tracing is on.
+    pub trace: Option<TraceIds>,
 }
 
 /// Client-chosen text, cut at [`LOGGED_TEXT_BYTES`].
@@ -90,6 +93,8 @@ impl AccessRecord<'_> {
             ended = self.ended,
             would_end = self.would_end,
             adapter = self.adapter,
+            trace_id = self.trace.map(|ids| display(ids.trace_id)),
+            span_id = self.trace.map(|ids| display(ids.span_id)),
             "request"
         );
     }

@@ -4,5 +4,6 @@ pub mod access;
 pub mod client_errors;
 pub mod logging;
 pub mod metrics;
+pub mod traces;
 
 pub use metrics::Metrics;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Context, authz, shared};
+use super::{Context, authz, shared, telemetry};
 use crate::auth::token_cache::CacheSettings;
 use crate::authz::settings::AuthzSettings;
 use crate::config::ConfigError;
@@ -14,6 +14,7 @@ use crate::keys::remote::RemoteSource;
 use crate::state::rate_limit::budget_sync::RateLimitSettings;
 use crate::state::redis::RedisSettings;
 use crate::state::revocation::RevocationSettings;
+use crate::telemetry::traces::TraceSettings;
 use shared::DpopReplaySettings;
 
 /// The settings read once at startup. A reload that changes any of them is
@@ -43,6 +44,8 @@ pub struct Bootstrap {
     pub dpop_replay: DpopReplaySettings,
     /// `None`: no authorization listener.
     pub authz: Option<AuthzSettings>,
+    /// `None`: no traces.
+    pub tracing: Option<TraceSettings>,
 }
 
 impl Bootstrap {
@@ -113,6 +116,10 @@ impl Bootstrap {
             (
                 "listen.authz",
                 or(&self.authz.as_ref().map(AuthzSettings::describe), "(off)"),
+            ),
+            (
+                "telemetry.tracing",
+                or(&self.tracing.as_ref().map(telemetry::describe), "(off)"),
             ),
         ]);
         settings
@@ -194,6 +201,8 @@ pub(super) fn compile(
     .map_err(|message| cx.error(None, message))?;
     let authz = authz::compile(config.listen.authz.as_ref(), cx.base_dir, cx.sources)
         .map_err(|error| cx.error(None, error.to_string()))?;
+    let tracing = telemetry::compile(&config.telemetry)
+        .map_err(|message| cx.error_at_field("telemetry.tracing", message))?;
     let http_off = config.listen.http.mode == ClearTextMode::Off;
     let https = config.listen.https.as_ref();
     Ok(Bootstrap {
@@ -217,5 +226,6 @@ pub(super) fn compile(
         rate_limit: shared.rate_limit,
         dpop_replay: shared.dpop_replay,
         authz,
+        tracing,
     })
 }

@@ -15,6 +15,7 @@ mod json;
 mod listen;
 mod routes;
 mod state;
+mod telemetry;
 mod upstreams;
 mod written;
 
@@ -30,6 +31,7 @@ pub use json::json_schema;
 pub use listen::*;
 pub use routes::*;
 pub use state::*;
+pub use telemetry::*;
 pub use upstreams::*;
 pub use written::AsWritten;
 
@@ -100,6 +102,9 @@ pub struct GatewayConfig {
     /// `redis`. Restart-only.
     #[serde(default)]
     pub dpop_replay: DpopReplayConfig,
+    /// Traces over OTLP. Restart-only.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// Forms of a request path that backends read in different ways. Each is

@@ -82,6 +82,8 @@ impl Gateway {
             ended: None,
             would_end: None,
             client_cert: ctx.client_cert,
+            // The stream's span ends with the request's own context.
+            trace: None,
         };
         Box::new(move |reason| {
             copy.ended = Some(reason.as_str());
@@ -91,7 +93,7 @@ impl Gateway {
                 bytes_in: 0,
                 bytes_out: 0,
             };
-            log::record(&metrics, &served, None, &copy);
+            log::record(&metrics, &served, None, &mut copy);
         })
     }
 }

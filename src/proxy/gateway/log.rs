@@ -15,6 +15,7 @@ use crate::pipeline::Adapter;
 use crate::proxy::failure::ProxyFailure;
 use crate::telemetry::access::{self, AccessRecord};
 use crate::telemetry::metrics::{NO_ROUTE, RequestLabels, RequestMetrics};
+use crate::telemetry::traces::TraceIds;
 
 /// What the session says of a request that is over.
 pub(super) struct Served<'a> {
@@ -38,12 +39,13 @@ impl<'a> Served<'a> {
     }
 }
 
-/// Counts the request, times its upstream and writes its access-log line.
+/// Counts the request, times its upstream, writes its access-log line and
+/// ends its spans.
 pub(super) fn record(
     metrics: &RequestMetrics,
     served: &Served,
     error: Option<&Error>,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
 ) {
     let route = ctx.route.as_deref();
     let name = route.map_or(NO_ROUTE, |r| r.name.as_str());
@@ -59,7 +61,11 @@ pub(super) fn record(
         let seconds = started.elapsed().as_secs_f64();
         metrics.observe_upstream(name, &route.series, seconds);
     }
-    access_log(served, error, ctx);
+    let trace = ctx.trace.take();
+    access_log(served, error, ctx, trace.as_ref().map(|trace| trace.ids()));
+    if let Some(trace) = trace {
+        trace.finish(served.status, error.map(ProxyFailure::as_str));
+    }
 }
 
 /// How the request failed on its way through, if it did. How an armed
@@ -70,7 +76,12 @@ fn failure(error: Option<&Error>, ctx: &RequestCtx) -> Option<ProxyFailure> {
 }
 
 /// One line per request (target `jwtgate::access`).
-fn access_log(served: &Served, error: Option<ProxyFailure>, ctx: &RequestCtx) {
+fn access_log(
+    served: &Served,
+    error: Option<ProxyFailure>,
+    ctx: &RequestCtx,
+    trace: Option<TraceIds>,
+) {
     // The fields below cost lookups and formatting: none of it when the
     // access log is filtered out (RUST_LOG=warn, as under load tests).
     if !access::enabled() {
@@ -108,6 +119,7 @@ fn access_log(served: &Served, error: Option<ProxyFailure>, ctx: &RequestCtx) {
         ended: ctx.ended,
         would_end: ctx.would_end,
         adapter: Adapter::Proxy.as_str(),
+        trace,
     }
     .write();
 }

@@ -1,0 +1,213 @@
+//! OpenTelemetry traces: the process's tracer, the W3C trace context a
+//! request brings and carries on, and the export queue.
+//!
+//! Installed once at startup (tracing is restart-only), so the request
+//! path and the key refreshers reach it without threading it through every
+//! constructor. With tracing off nothing here runs: [`installed`] is
+//! `None` and every adapter skips its span.
+
+mod export;
+mod request;
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
+
+pub use export::{Exporting, TraceMetrics};
+pub use request::{RequestHead, RequestTrace, SpanName, TraceIds};
+
+/// How spans reach the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+/// Whose incoming `traceparent` is continued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming {
+    /// From trusted proxies only.
+    Trusted,
+    Always,
+    Never,
+}
+
+/// `telemetry.tracing`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceSettings {
+    /// For `HttpProtobuf`, the full URL (`…/v1/traces`).
+    pub endpoint: String,
+    pub protocol: Protocol,
+    /// Names and values already checked as valid HTTP headers.
+    pub headers: BTreeMap<String, String>,
+    pub service_name: String,
+    pub resource_attributes: BTreeMap<String, String>,
+    pub sampling_ratio: f64,
+    pub incoming: Incoming,
+    pub max_queue_spans: usize,
+    pub max_batch_spans: usize,
+    pub batch_interval: Duration,
+    pub export_timeout: Duration,
+}
+
+/// The process's tracer and what it was told to trust.
+pub struct Tracing {
+    tracer: SdkTracer,
+    incoming: Incoming,
+    // Owns the span processor: spans end into its queue while it lives.
+    _provider: SdkTracerProvider,
+}
+
+static INSTALLED: OnceLock<Tracing> = OnceLock::new();
+
+/// The tracer, once [`install`] ran; `None`: tracing is off.
+pub fn installed() -> Option<&'static Tracing> {
+    INSTALLED.get()
+}
+
+/// Installs the tracer for `settings` and returns the export loop, which
+/// the caller runs in the background. `None` if one was installed already
+/// (a second server in one process keeps the first's).
+pub fn install(settings: &TraceSettings) -> Option<Exporting> {
+    let resource = Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .with_attributes(
+            settings
+                .resource_attributes
+                .iter()
+                .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
+        )
+        .build();
+    let (queue, exporting) = export::queue(settings, resource.clone());
+    let ratio = Sampler::TraceIdRatioBased(settings.sampling_ratio);
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(queue)
+        .with_sampler(Sampler::ParentBased(Box::new(ratio)))
+        .with_resource(resource)
+        .build();
+    let tracing = Tracing {
+        tracer: provider.tracer("jwtgate"),
+        incoming: settings.incoming,
+        _provider: provider,
+    };
+    INSTALLED.set(tracing).ok()?;
+    Some(exporting)
+}
+
+impl Tracing {
+    /// A tracer that exports nowhere, for unit tests of what spans carry.
+    #[cfg(test)]
+    fn detached(
+        incoming: Incoming,
+        processor: impl opentelemetry_sdk::trace::SpanProcessor + 'static,
+    ) -> Self {
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .build();
+        Self {
+            tracer: provider.tracer("jwtgate"),
+            incoming,
+            _provider: provider,
+        }
+    }
+
+    /// The server span of a request whose headers are `headers`, from a
+    /// peer that is (`trusted_peer`) or isn't one of the trusted proxies,
+    /// taken by `adapter` (`proxy`, `authz`, `authz_grpc`).
+    pub fn request(
+        &self,
+        headers: &HeaderMap,
+        trusted_peer: bool,
+        adapter: &'static str,
+    ) -> Box<RequestTrace> {
+        let continued = match self.incoming {
+            Incoming::Always => true,
+            Incoming::Trusted => trusted_peer,
+            Incoming::Never => false,
+        };
+        let parent = if continued && headers.contains_key(TRACEPARENT) {
+            TraceContextPropagator::new().extract(&Headers(headers))
+        } else {
+            Context::new()
+        };
+        let builder = self
+            .tracer
+            .span_builder("request")
+            .with_kind(SpanKind::Server)
+            .with_start_time(SystemTime::now())
+            .with_attributes([KeyValue::new("jwtgate.adapter", adapter)]);
+        let server = self.tracer.build_with_context(builder, &parent);
+        Box::new(RequestTrace::new(server, &self.tracer))
+    }
+
+    /// A span of a task of jwtgate's own (a key fetch): the root of a
+    /// trace of its own.
+    pub fn background(&self, name: &'static str, attributes: Vec<KeyValue>) -> BackgroundSpan {
+        let builder = self
+            .tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Client)
+            .with_attributes(attributes);
+        BackgroundSpan(self.tracer.build_with_context(builder, &Context::new()))
+    }
+}
+
+/// A background task's span; ends when finished (or dropped).
+pub struct BackgroundSpan(Span);
+
+impl BackgroundSpan {
+    /// The span of `name` with `attributes`, when tracing is on.
+    pub fn start(name: &'static str, attributes: &[(&'static str, &str)]) -> Option<Self> {
+        let tracing = installed()?;
+        let attributes = attributes
+            .iter()
+            .map(|(key, value)| KeyValue::new(*key, value.to_string()))
+            .collect();
+        Some(tracing.background(name, attributes))
+    }
+
+    pub fn status_code(&mut self, status: u16) {
+        self.0.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+    }
+
+    /// Ends the span; `error`: how the task failed (`error.type`), and in
+    /// words (the status description).
+    pub fn finish(mut self, error: Option<(&'static str, String)>) {
+        if let Some((kind, description)) = error {
+            self.0.set_attribute(KeyValue::new("error.type", kind));
+            self.0.set_status(Status::error(description));
+        }
+        self.0.end();
+    }
+}
+
+/// The W3C trace-context headers.
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+
+/// A request's headers as the propagator reads them.
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|name| name.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
