@@ -22,10 +22,11 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
-use super::{Digest, RateLimits};
+use super::{Digest, RateLimits, Spent};
 use crate::clock::SharedClock;
 use crate::digest::hex;
 use crate::state::redis::{Link, Redis, RedisFailure, Session, next_message, origin};
+use crate::telemetry::traces;
 
 /// Keys per script call.
 const BATCH: usize = 500;
@@ -171,6 +172,17 @@ impl Sync {
                 .await?;
             return Ok(());
         }
+        let settled = self.settle_spent(spent, redis, connection);
+        traces::traced("rate_limit settle", &[], RedisFailure::operation, settled).await
+    }
+
+    /// Settles what was spent since the last interval, key by key.
+    async fn settle_spent(
+        &self,
+        spent: Vec<Spent>,
+        redis: &Redis,
+        connection: &mut MultiplexedConnection,
+    ) -> Result<(), RedisFailure> {
         let mut by_key: HashMap<Digest, u64> = HashMap::with_capacity(spent.len());
         for entry in spent {
             *by_key.entry(entry.digest).or_default() += entry.spent;

@@ -35,6 +35,7 @@ use super::{
 };
 use crate::digest::sha256;
 use crate::state::redis::{Link, Redis, RedisFailure, Session, next_message, origin};
+use crate::telemetry::traces;
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const SCAN_BATCH: usize = 1000;
@@ -147,7 +148,9 @@ impl Session for Sync {
                     self.revocations.mark_synced();
                 }
                 _ = reconcile.tick() => {
-                    self.reconcile(redis, &mut connection).await?;
+                    let reconciled = self.reconcile(redis, &mut connection);
+                    traces::traced("revocation reconcile", &[], RedisFailure::operation, reconciled)
+                        .await?;
                     self.revocations.mark_synced();
                 }
             }

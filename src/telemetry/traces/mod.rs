@@ -192,6 +192,23 @@ impl BackgroundSpan {
     }
 }
 
+/// Runs `task` in a span `name` of a trace of its own, when tracing is
+/// on: a background sync or fetch. A failure sets `error.type` to
+/// `kind(error)` and the span's status to the error's text.
+pub async fn traced<T, E: std::fmt::Display>(
+    name: &'static str,
+    attributes: &[(&'static str, &str)],
+    kind: impl FnOnce(&E) -> &'static str,
+    task: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let span = BackgroundSpan::start(name, attributes);
+    let result = task.await;
+    if let Some(span) = span {
+        span.finish(result.as_ref().err().map(|e| (kind(e), e.to_string())));
+    }
+    result
+}
+
 /// The W3C trace-context headers.
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
