@@ -750,27 +750,51 @@ async fn the_authorization_listener_has_server_spans() {
 // A collector that is down or slow
 // ---------------------------------------------------------------------------
 
-/// Sends `count` allowed requests one after the other; each must succeed,
-/// its context propagated all the same.
-async fn requests_succeed(gateway: &Gateway, upstream: &Upstream, count: usize) {
+/// A gateway exporting to `endpoint` with `settings`: `requests` allowed
+/// requests one after the other each succeed, their context propagated all
+/// the same, and spans dropped for `reason` are counted.
+async fn spans_not_requests(endpoint: &str, settings: &[&str], requests: usize, reason: &str) {
+    let upstream = Upstream::start();
+    let yaml = config(endpoint, settings, None).routes(ROUTES);
+    let gateway = gateway(&yaml, &upstream).await;
     let token = token_of("frank");
-    for i in 0..count {
-        proxied(gateway, upstream, &format!("burst-{i}"), &token, &[]).await;
+    for i in 0..requests {
+        proxied(&gateway, &upstream, &format!("burst-{i}"), &token, &[]).await;
     }
+    assert_eq!(upstream.count(), requests);
+    gateway
+        .expect_metric_at_least(DROPPED, &[("reason", reason)], 1.0)
+        .await;
 }
 
 /// An endpoint where nothing listens: requests are served as ever and the
 /// spans that could not be exported are counted.
 #[tokio::test]
 async fn an_unreachable_collector_costs_spans_not_requests() {
-    let upstream = Upstream::start();
     let endpoint = format!("http://{}", closed_addr());
-    let yaml = config(&endpoint, &["export_timeout: 1s"], None).routes(ROUTES);
-    let gateway = gateway(&yaml, &upstream).await;
-    requests_succeed(&gateway, &upstream, 5).await;
-    assert_eq!(upstream.count(), 5);
-    let failed = [("reason", "export_failed")];
-    gateway.expect_metric_at_least(DROPPED, &failed, 1.0).await;
+    spans_not_requests(&endpoint, &["export_timeout: 1s"], 5, "export_failed").await;
+}
+
+/// A collector that refuses every export (HTTP 503): the same, and the
+/// exports did reach it, with their headers.
+#[tokio::test]
+async fn a_refusing_collector_costs_spans_not_requests() {
+    let receiver = Receiver::start_with(Behaviour {
+        delay: None,
+        fail: true,
+    })
+    .await;
+    let settings = ["protocol: http/protobuf", "export_timeout: 1s"];
+    let endpoint = receiver.http_endpoint();
+    spans_not_requests(&endpoint, &settings, 3, "export_failed").await;
+    let exports = receiver.exports().await;
+    let (name, value) = EXPORT_HEADER;
+    assert!(!exports.is_empty(), "the exports reached the receiver");
+    for export in &exports {
+        assert!(!export.accepted, "{export:#?}");
+        assert_eq!(export.headers.get(name).map(String::as_str), Some(value));
+    }
+    assert!(receiver.spans().await.is_empty());
 }
 
 /// A collector that answers each export only after five seconds, and a
@@ -780,16 +804,10 @@ async fn an_unreachable_collector_costs_spans_not_requests() {
 async fn a_slow_collector_costs_spans_not_requests() {
     let delay = Some(Duration::from_secs(5));
     let receiver = Receiver::start_with(Behaviour { delay, fail: false }).await;
-    let upstream = Upstream::start();
     let settings = [
         "max_queue_spans: 4",
         "max_batch_spans: 2",
         "export_timeout: 30s",
     ];
-    let yaml = config(&receiver.grpc_endpoint(), &settings, None).routes(ROUTES);
-    let gateway = gateway(&yaml, &upstream).await;
-    requests_succeed(&gateway, &upstream, 20).await;
-    assert_eq!(upstream.count(), 20);
-    let full = [("reason", "queue_full")];
-    gateway.expect_metric_at_least(DROPPED, &full, 1.0).await;
+    spans_not_requests(&receiver.grpc_endpoint(), &settings, 20, "queue_full").await;
 }
