@@ -15,8 +15,9 @@
 //! - `raw_http`, `prometheus`, `wait`: a raw HTTP/1.1 client, the metrics
 //!   text reader, bounded polling.
 //!
-//! `idp.rs` (the test OpenID provider) and `redis.rs` (a real redis-server)
-//! are included only by the crates that need them.
+//! `idp.rs` (the test OpenID provider), `redis.rs` (a real redis-server) and
+//! `otlp.rs` (an OpenTelemetry trace receiver) are included only by the
+//! crates that need them.
 //!
 //! Every test gets its own upstream and gateway process, so tests can run in
 //! parallel without sharing ports, metrics or request logs.
