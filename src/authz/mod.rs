@@ -167,6 +167,7 @@ impl<'a> Original<'a> {
             scheme: self.scheme,
             client_cert_thumbprint: asked.client_cert,
             adapter,
+            exemplar: None,
         }
     }
 

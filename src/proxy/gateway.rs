@@ -190,6 +190,7 @@ impl Gateway {
             scheme: ctx.scheme,
             client_cert_thumbprint: ctx.client_cert,
             adapter: Adapter::Proxy,
+            exemplar: None,
         };
         let decision = self.pipeline.decide(snapshot, &view).await;
         decision.record(snapshot, &self.metrics);

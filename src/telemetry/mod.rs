@@ -2,7 +2,10 @@
 
 pub mod access;
 pub mod client_errors;
+pub mod exemplar;
 pub mod logging;
 pub mod metrics;
+pub mod openmetrics;
 
+pub use exemplar::Exemplar;
 pub use metrics::Metrics;

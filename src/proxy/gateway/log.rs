@@ -57,7 +57,7 @@ pub(super) fn record(
     metrics.count_request(name, route.map(|r| &r.series), labels);
     if let (Some(started), Some(route)) = (ctx.upstream_started, route) {
         let seconds = started.elapsed().as_secs_f64();
-        metrics.observe_upstream(name, &route.series, seconds);
+        metrics.observe_upstream(name, &route.series, seconds, None);
     }
     access_log(served, error, ctx);
 }
