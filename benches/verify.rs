@@ -429,6 +429,7 @@ fn decide<'s>(
         scheme: Scheme::Http,
         client_cert_thumbprint: None,
         adapter: Adapter::Proxy,
+        exemplar: None,
     };
     ready(pipeline.decide(snapshot, black_box(&view)))
 }

@@ -15,7 +15,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -301,7 +300,7 @@ fn dashboard() -> Value {
 const GRAFANA_INTERVALS: &[&str] = &["__rate_interval", "__interval", "__range"];
 
 /// The scrape job of the gateway in these tests, put for `$job`.
-const JOB: &str = "jwtgate";
+const JOB: &str = SCRAPE_JOB;
 
 /// Every PromQL expression of the dashboard: panel targets, annotations and
 /// the variables' `label_values(selector, label)` queries (their selector,
@@ -999,128 +998,6 @@ fn expected_soon_metrics_are_excused_only_until_registered() {
 // Through a real Prometheus
 // ---------------------------------------------------------------------------
 
-/// A Prometheus server (the `prometheus` binary of the Debian package that
-/// brings promtool) scraping one gateway every second and evaluating the
-/// alert rules, on a loopback port, with its storage in a temporary
-/// directory. Killed on drop.
-struct Prometheus {
-    child: std::process::Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-    client: reqwest::Client,
-}
-
-impl Prometheus {
-    async fn start(target: SocketAddr) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("prometheus.yml");
-        let settings = json!({
-            "global": { "scrape_interval": "1s", "evaluation_interval": "1s" },
-            "rule_files": [repo(RULES)],
-            "scrape_configs": [{
-                "job_name": JOB,
-                "static_configs": [{ "targets": [target.to_string()] }],
-            }],
-        });
-        std::fs::write(&config, settings.to_string()).expect("write prometheus.yml");
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run prometheus ({e}): install Debian's `prometheus` package \
-                     (scripts/test does)"
-                )
-            });
-        let client = http_client();
-        let mut prometheus = Self {
-            child,
-            addr,
-            dir,
-            client,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = prometheus.child.try_wait() {
-                panic!("prometheus exited ({status}):\n{}", prometheus.log());
-            }
-            let ready = prometheus
-                .client
-                .get(format!("http://{addr}/-/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if ready {
-                return prometheus;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus was not ready within 60 s:\n{}",
-                prometheus.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
-    }
-
-    async fn api(&self, path_and_query: &str) -> Value {
-        let response = self
-            .client
-            .get(format!("http://{}{path_and_query}", self.addr))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}"));
-        let body: Value = response.json().await.expect("Prometheus answers JSON");
-        assert_eq!(body["status"], "success", "{path_and_query}: {body}");
-        body["data"].clone()
-    }
-
-    /// The instant vector (or scalar) `expr` evaluates to now.
-    async fn query(&self, expr: &str) -> Vec<Value> {
-        let data = self
-            .api(&format!("/api/v1/query?query={}", percent_encode(expr)))
-            .await;
-        match data["resultType"].as_str() {
-            Some("vector") => data["result"].as_array().cloned().unwrap_or_default(),
-            Some("scalar") => vec![data["result"].clone()],
-            other => panic!("{expr} gave a {other:?}: {data}"),
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Everything but RFC 3986's unreserved characters, percent-encoded.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// Each dashboard query, evaluated by Prometheus over a scraped gateway,
 /// returns data (so no label value is misspelt and no vector matching
 /// fails), and each alert rule evaluates without error.
@@ -1128,7 +1005,7 @@ fn percent_encode(text: &str) -> String {
 async fn through_a_real_prometheus_every_panel_has_data_and_every_rule_evaluates() {
     let driven = driven_gateway().await;
     let gateway = &driven.gateway;
-    let prometheus = Prometheus::start(gateway.admin_addr()).await;
+    let prometheus = Prometheus::start(gateway.admin_addr(), &[&repo(RULES)], &[]).await;
 
     // The reload annotation needs a reload Prometheus sees: one after its
     // first scrape, in a later second than the load before it.

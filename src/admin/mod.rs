@@ -1,5 +1,6 @@
 //! The admin listener, on its own address so it can stay off the public
-//! network: `/metrics` (Prometheus text), `/healthz` (the process is alive),
+//! network: `/metrics` (Prometheus text, or OpenMetrics with exemplars when
+//! the scraper asks for it), `/healthz` (the process is alive),
 //! `/readyz` (config loaded and every issuer has usable keys, and not
 //! shutting down), `POST /-/reload` (read the config file again).
 
@@ -11,13 +12,14 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+mod exposition;
 mod revocations;
 
 use crate::clock::SharedClock;
 use crate::pipeline::Snapshot;
 use crate::shutdown::Drain;
 use crate::state::revocation::Revocations;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, openmetrics};
 
 /// What `POST /-/reload` asks of whoever can read and compile the config
 /// again (the assembler's reloader): blocking, so it is called on a
@@ -140,11 +142,14 @@ impl ServeHttp for Admin {
         match path.as_str() {
             "/metrics" => {
                 self.refresh_gauges();
-                reply(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    self.metrics.render(),
-                )
+                let accept = session.req_header().headers.get_all(http::header::ACCEPT);
+                if exposition::wants_openmetrics(accept.iter()) {
+                    let body = self.metrics.render_openmetrics();
+                    reply(StatusCode::OK, openmetrics::CONTENT_TYPE, body)
+                } else {
+                    let body = self.metrics.render();
+                    reply(StatusCode::OK, "text/plain; version=0.0.4", body)
+                }
             }
             "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             revocations::PATH if self.revocations.is_some() => {

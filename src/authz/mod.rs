@@ -168,6 +168,7 @@ impl<'a> Original<'a> {
             scheme: self.scheme,
             client_cert_thumbprint: asked.client_cert,
             adapter,
+            exemplar: asked.trace.as_ref().and_then(|trace| trace.exemplar()),
         }
     }
 

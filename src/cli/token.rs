@@ -384,6 +384,7 @@ impl Probe {
             scheme: Scheme::Https,
             client_cert_thumbprint: None,
             adapter: Adapter::Cli,
+            exemplar: None,
         }
     }
 

@@ -57,6 +57,16 @@ pub enum FetchError {
 pub struct Fetched {
     pub document: Value,
     pub max_age: Option<Duration>,
+    /// The HTTP status it came with (a success).
+    pub status: u16,
+}
+
+/// Where an issuer's keys are, and the status of the discovery document
+/// that said so (`None`: configured, nothing was fetched).
+#[derive(Debug)]
+pub struct Discovered {
+    pub jwks_uri: String,
+    pub status: Option<u16>,
 }
 
 pub struct Fetcher {
@@ -79,10 +89,15 @@ impl Fetcher {
     /// Resolves the JWKS URL: as configured, or through discovery, whose
     /// `issuer` must equal the configured one exactly (OIDC Discovery §4.3),
     /// so a document from elsewhere can't redirect us to foreign keys.
-    pub async fn jwks_uri(&self, locator: &Locator) -> Result<String, FetchError> {
+    pub async fn jwks_uri(&self, locator: &Locator) -> Result<Discovered, FetchError> {
         let issuer = match locator {
             // The scheme is checked by get_json, for every URL it fetches.
-            Locator::JwksUri(uri) => return Ok(uri.clone()),
+            Locator::JwksUri(uri) => {
+                return Ok(Discovered {
+                    jwks_uri: uri.clone(),
+                    status: None,
+                });
+            }
             Locator::Discovery { issuer } => issuer,
         };
         let url = discovery_url(issuer);
@@ -107,7 +122,10 @@ impl Fetcher {
             .get("jwks_uri")
             .and_then(Value::as_str)
             .ok_or_else(|| discovery_error("no \"jwks_uri\"".into()))?;
-        Ok(jwks_uri.to_string())
+        Ok(Discovered {
+            jwks_uri: jwks_uri.to_string(),
+            status: Some(fetched.status),
+        })
     }
 
     pub async fn get_json(&self, url: &str) -> Result<Fetched, FetchError> {
@@ -160,7 +178,11 @@ impl Fetcher {
             url: url.to_string(),
             message: e.to_string(),
         })?;
-        Ok(Fetched { document, max_age })
+        Ok(Fetched {
+            document,
+            max_age,
+            status: status.as_u16(),
+        })
     }
 
     fn check_scheme(&self, url: &str) -> Result<(), FetchError> {
@@ -313,7 +335,7 @@ pub(crate) mod tests {
             issuer: own.clone(),
         };
         assert_eq!(
-            fetcher(true).jwks_uri(&locator).await.unwrap(),
+            fetcher(true).jwks_uri(&locator).await.unwrap().jwks_uri,
             format!("{own}/jwks")
         );
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::disk::{CachedJwks, DiskCache};
-use super::fetch::{FetchError, FetchSettings, Fetcher, Locator, discovery_url};
+use super::fetch::{Discovered, FetchError, FetchSettings, Fetcher, Locator, discovery_url};
 use super::{KeyError, KeySource, KeyStore, jwks};
 use crate::clock::SharedClock;
 use crate::jose::AlgorithmSet;
@@ -167,6 +167,8 @@ pub struct Refresher {
 struct Refreshed {
     ttl: Duration,
     keys: usize,
+    /// The JWKS response's HTTP status.
+    status: u16,
 }
 
 impl Refresher {
@@ -263,21 +265,28 @@ impl Refresher {
             (None, locator @ Locator::Discovery { issuer }) => {
                 let discovered = async { Ok(self.fetcher.jwks_uri(locator).await?) };
                 let url = discovery_url(issuer);
-                let uri = self.traced("oidc discovery", &url, discovered).await?;
+                let status = |d: &Discovered| d.status;
+                let uri = self
+                    .traced("oidc discovery", &url, status, discovered)
+                    .await?
+                    .jwks_uri;
                 state.jwks_uri = Some(uri.clone());
                 uri
             }
         };
         let url = uri.clone();
-        self.traced("jwks fetch", &url, self.fetch_keys(uri, state))
+        let status = |refreshed: &Refreshed| Some(refreshed.status);
+        self.traced("jwks fetch", &url, status, self.fetch_keys(uri, state))
             .await
     }
 
-    /// Runs `fetch` in a span of a trace of its own, when tracing is on.
+    /// Runs `fetch` in a span of a trace of its own, when tracing is on,
+    /// with the HTTP status `status_of` finds in what it fetched.
     async fn traced<T>(
         &self,
         name: &'static str,
         url: &str,
+        status_of: impl FnOnce(&T) -> Option<u16>,
         fetch: impl Future<Output = Result<T, RefreshError>>,
     ) -> Result<T, RefreshError> {
         let attributes = [
@@ -287,8 +296,13 @@ impl Refresher {
         let span = BackgroundSpan::start(name, &attributes);
         let result = fetch.await;
         if let Some(mut span) = span {
-            if let Err(RefreshError::Fetch(FetchError::Status { status, .. })) = &result {
-                span.status_code(*status);
+            let status = match &result {
+                Ok(fetched) => status_of(fetched),
+                Err(RefreshError::Fetch(FetchError::Status { status, .. })) => Some(*status),
+                Err(_) => None,
+            };
+            if let Some(status) = status {
+                span.status_code(status);
             }
             span.finish(result.as_ref().err().map(|e| (e.label(), e.to_string())));
         }
@@ -344,7 +358,11 @@ impl Refresher {
         store.mark(KeySource::Fresh);
         self.persist(&uri, fetched.document, now);
         let ttl = self.source.refresh.refresh_after(fetched.max_age);
-        Ok(Refreshed { ttl, keys })
+        Ok(Refreshed {
+            ttl,
+            keys,
+            status: fetched.status,
+        })
     }
 
     fn persist(&self, jwks_uri: &str, jwks: Value, now: i64) {

@@ -25,8 +25,6 @@ mod view;
 use std::sync::Arc;
 use std::time::Instant;
 
-use prometheus::Histogram;
-
 pub use decision::{
     Decision, Forwarded, HTTPS_REQUIRED, METHOD_NOT_ALLOWED, RATE_LIMITED, Refusal, TOKEN_CHECK,
     UpstreamRewrite, refusal_reasons,
@@ -48,13 +46,15 @@ use crate::keys::KeyStore;
 use crate::state::dpop_replay::{DEFAULT_MAX_ENTRIES, DpopReplay};
 use crate::state::rate_limit::{self, Limited, RateKey, RateLimits};
 use crate::state::revocation::RevocationList;
+use crate::telemetry::Exemplar;
+use crate::telemetry::exemplar::ExemplarHistogram;
 
 /// What outlives a config snapshot and every request: the clock, the
 /// verified-token cache, and the verification timer.
 pub struct Pipeline {
     clock: SharedClock,
     cache: Option<TokenCache>,
-    verify_duration: Option<Histogram>,
+    verify_duration: Option<ExemplarHistogram>,
     refetch: bool,
     revocations: Option<Arc<RevocationList>>,
     rate_limits: Arc<RateLimits>,
@@ -104,7 +104,7 @@ impl Pipeline {
     }
 
     /// Observes each verification (and policy check) into `histogram`.
-    pub fn timed(mut self, histogram: Histogram) -> Self {
+    pub fn timed(mut self, histogram: ExemplarHistogram) -> Self {
         self.verify_duration = Some(histogram);
         self
     }
@@ -273,7 +273,8 @@ impl Pipeline {
             failed: None,
         };
         let token = credential.token;
-        let mut outcome = self.authorize(snapshot, route, token, &mut checks);
+        let exemplar = view.exemplar;
+        let mut outcome = self.authorize(snapshot, route, token, exemplar, &mut checks);
         if let Err(failure) = &outcome
             && self.refetch
             && let Some((keys, seen)) = refetchable(snapshot, failure)
@@ -283,7 +284,7 @@ impl Pipeline {
             // the key), only a changed key set can change the answer.
             keys.refetch().await;
             if keys.generation() != seen {
-                outcome = self.authorize(snapshot, route, token, &mut checks);
+                outcome = self.authorize(snapshot, route, token, exemplar, &mut checks);
             }
         }
         let verified = outcome.map_err(|failure| {
@@ -348,6 +349,7 @@ impl Pipeline {
         snapshot: &Snapshot,
         route: &CompiledRoute,
         token: &str,
+        exemplar: Option<Exemplar>,
         explain: &mut impl Explain,
     ) -> Result<Arc<VerifiedToken>, Failure> {
         let started = Instant::now();
@@ -361,7 +363,7 @@ impl Pipeline {
         );
         let outcome = outcome.and_then(|verified| self.not_revoked(snapshot, verified, explain));
         if let Some(histogram) = &self.verify_duration {
-            histogram.observe(started.elapsed().as_secs_f64());
+            histogram.observe(started.elapsed().as_secs_f64(), exemplar);
         }
         outcome
     }

@@ -79,6 +79,7 @@ impl Harness {
             scheme: Scheme::Https,
             client_cert_thumbprint: None,
             adapter: Adapter::Proxy,
+            exemplar: None,
         };
         self.runtime
             .block_on(self.pipeline.decide(&self.snapshot, &view))

@@ -217,6 +217,7 @@ mod tests {
             scheme,
             client_cert_thumbprint: None,
             adapter: Adapter::Proxy,
+            exemplar: None,
         };
         let hosts = map.get_all("host").iter().map(|v| v.as_bytes());
         let target = RequestTarget::new(None, path, hosts, &PathRules::default()).unwrap();

@@ -100,6 +100,7 @@ impl Sent {
             scheme: Scheme::Https,
             client_cert_thumbprint: self.certificate,
             adapter: Adapter::Proxy,
+            exemplar: None,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()

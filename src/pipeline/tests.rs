@@ -192,6 +192,7 @@ impl Request {
             scheme: Scheme::Http,
             client_cert_thumbprint: None,
             adapter: Adapter::Proxy,
+            exemplar: None,
         }
     }
 }

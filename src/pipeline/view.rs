@@ -7,6 +7,7 @@ use http::{HeaderMap, Method};
 use super::client::ClientAddress;
 use crate::auth::extract::HeaderSource;
 use crate::client_certs::Thumbprint;
+use crate::telemetry::Exemplar;
 
 /// A request as the decision pipeline sees it.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +36,9 @@ pub struct RequestView<'a> {
     /// Who asks: a route without an upstream is decided for the
     /// authorization listeners only.
     pub adapter: Adapter,
+    /// The request's sampled trace, kept as the exemplar of the
+    /// verification time's bucket.
+    pub exemplar: Option<Exemplar>,
 }
 
 /// The adapter a request came through, as the access log's `adapter` names

@@ -194,6 +194,7 @@ impl Gateway {
             scheme: ctx.scheme,
             client_cert_thumbprint: ctx.client_cert,
             adapter: Adapter::Proxy,
+            exemplar: ctx.trace.as_ref().and_then(|trace| trace.exemplar()),
         };
         let decision = (self.pipeline)
             .decide_traced(snapshot, &view, ctx.trace.as_deref_mut())

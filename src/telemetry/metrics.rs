@@ -5,9 +5,10 @@
 use std::sync::OnceLock;
 
 use super::client_errors::ClientErrorCounters;
+use super::exemplar::{Exemplar, ExemplarHistogram, ExemplarHistogramVec};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// `outcome` label values.
@@ -79,12 +80,15 @@ pub struct Metrics {
 
 /// `jwtgate_requests_total`, `jwtgate_auth_decisions_total`,
 /// `jwtgate_verify_duration_seconds`, `jwtgate_upstream_duration_seconds`.
+/// The two histograms keep exemplars for the OpenMetrics exposition.
 #[derive(Clone)]
 pub struct RequestMetrics {
     requests: IntCounterVec,
     auth_decisions: IntCounterVec,
-    pub verify_duration: Histogram,
-    upstream_duration: HistogramVec,
+    /// The pipeline's (`Pipeline::timed`).
+    pub verify_duration: ExemplarHistogram,
+    verify_family: ExemplarHistogramVec,
+    upstream_duration: ExemplarHistogramVec,
 }
 
 /// `jwtgate_jwks_keys`, `jwtgate_jwks_fetch_total`, `jwtgate_jwks_age_seconds`.
@@ -164,11 +168,12 @@ fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGa
     registered(registry, gauge_vec(name, help, labels))
 }
 
-fn histograms(registry: &Registry, opts: HistogramOpts, labels: &[&str]) -> HistogramVec {
-    registered(
-        registry,
-        HistogramVec::new(opts, labels).expect("valid metric"),
-    )
+fn histograms(registry: &Registry, opts: HistogramOpts, labels: &[&str]) -> ExemplarHistogramVec {
+    let family = ExemplarHistogramVec::new(opts, labels).expect("valid metric");
+    registry
+        .register(family.collector())
+        .expect("unique metric names");
+    family
 }
 
 impl RequestMetrics {
@@ -183,6 +188,9 @@ impl RequestMetrics {
             "Time from choosing an upstream to the end of the response, by route.",
         )
         .buckets(UPSTREAM_BUCKETS.to_vec());
+        // A family without labels: its one series exists from the start,
+        // zeros included, as a plain histogram's would.
+        let verify_family = histograms(registry, verify_duration, &[]);
         Self {
             requests: counters(
                 registry,
@@ -196,10 +204,8 @@ impl RequestMetrics {
                 "Authentication decisions, by route, issuer, outcome (allow, deny, anonymous, would_deny) and reason.",
                 &["route", "issuer", "outcome", "reason"],
             ),
-            verify_duration: registered(
-                registry,
-                Histogram::with_opts(verify_duration).expect("valid metric"),
-            ),
+            verify_duration: verify_family.with_label_values(&[]),
+            verify_family,
             upstream_duration: histograms(registry, upstream_duration, &["route"]),
         }
     }
@@ -353,13 +359,25 @@ impl Metrics {
             .expect("unique metric names");
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition (0.0.4) of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
         out
+    }
+
+    /// The OpenMetrics 1.0.0 exposition of every metric, the latency
+    /// histograms' exemplars included.
+    pub fn render_openmetrics(&self) -> Vec<u8> {
+        // Exemplars first: each was recorded after its observation was
+        // counted, so the counts gathered next include it.
+        let exemplars = [
+            self.requests.verify_family.snapshot(),
+            self.requests.upstream_duration.snapshot(),
+        ];
+        super::openmetrics::encode(&self.registry.gather(), &exemplars).into_bytes()
     }
 }
 
@@ -397,7 +415,7 @@ pub struct RouteSeries {
     /// error) of each common status: allocated when the adapter first
     /// counts one, as most configs serve a route through one adapter.
     requests_by_status: [OnceLock<Box<StatusSlots>>; ADAPTERS.len()],
-    upstream_duration: OnceLock<Histogram>,
+    upstream_duration: OnceLock<ExemplarHistogram>,
     /// `jwtgate_auth_decisions_total{outcome="allow"}` of each issuer the
     /// route accepts: their indices, and a slot each. A slot per issuer of
     /// the config would cost every route of a 100-issuer config 1.6 KB.
@@ -465,12 +483,19 @@ impl RequestMetrics {
         }
     }
 
-    /// `jwtgate_upstream_duration_seconds{route}`.
-    pub fn observe_upstream(&self, route: &str, series: &RouteSeries, seconds: f64) {
+    /// `jwtgate_upstream_duration_seconds{route}`, with the request's
+    /// trace as its bucket's exemplar when it has one.
+    pub fn observe_upstream(
+        &self,
+        route: &str,
+        series: &RouteSeries,
+        seconds: f64,
+        exemplar: Option<Exemplar>,
+    ) {
         series
             .upstream_duration
             .get_or_init(|| self.upstream_duration.with_label_values(&[route]))
-            .observe(seconds);
+            .observe(seconds, exemplar);
     }
 
     /// `reason` is a rejection reason's label (`auth::Reason::as_str`): taken
@@ -576,7 +601,9 @@ mod tests {
         metrics
             .requests
             .count_request(NO_ROUTE, None, answered(404));
-        metrics.requests.observe_upstream("api", &series, 0.001);
+        metrics
+            .requests
+            .observe_upstream("api", &series, 0.001, None);
         metrics
             .requests
             .record_route_decision("api", &series, Some((1, "second")), ALLOW, None);

@@ -1,5 +1,6 @@
 //! Small servers the gateway talks to besides the recording upstream: a
-//! JSON endpoint (a stub JWKS), and addresses where nothing listens.
+//! JSON endpoint (a stub JWKS), a fixed body of any type, and addresses
+//! where nothing listens.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -10,6 +11,14 @@ use super::fixture_bytes;
 /// then closes the connection; `headers` (`name: value\r\n` lines) are added
 /// to each answer. Its thread lives as long as the test process.
 pub fn serve_json(body: Vec<u8>, headers: &str) -> SocketAddr {
+    serve_body(
+        body,
+        &format!("content-type: application/json\r\n{headers}"),
+    )
+}
+
+/// [`serve_json`] with the `content-type` in `headers`.
+pub fn serve_body(body: Vec<u8>, headers: &str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the JSON server");
     let addr = listener.local_addr().expect("JSON server address");
     let headers = headers.to_string();
@@ -23,7 +32,7 @@ pub fn serve_json(body: Vec<u8>, headers: &str) -> SocketAddr {
             }
             let _ = write!(
                 stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n",
                 body.len()
             );
             let _ = stream.write_all(&body);

@@ -59,7 +59,8 @@ pub(super) fn record(
     metrics.count_request(name, route.map(|r| &r.series), labels);
     if let (Some(started), Some(route)) = (ctx.upstream_started, route) {
         let seconds = started.elapsed().as_secs_f64();
-        metrics.observe_upstream(name, &route.series, seconds);
+        let exemplar = ctx.trace.as_ref().and_then(|trace| trace.exemplar());
+        metrics.observe_upstream(name, &route.series, seconds, exemplar);
     }
     let trace = ctx.trace.take();
     access_log(served, error, ctx, trace.as_ref().map(|trace| trace.ids()));

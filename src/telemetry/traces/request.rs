@@ -7,11 +7,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
 use http::HeaderValue;
+use http::uri::Authority;
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceId, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::{SdkTracer, Span};
+
+use crate::telemetry::Exemplar;
 
 /// The ids a log line and an exemplar name a request by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +55,16 @@ impl RequestTrace {
         }
     }
 
+    /// The exemplar a latency histogram keeps of this request: only of a
+    /// sampled one, whose trace the collector has.
+    pub fn exemplar(&self) -> Option<Exemplar> {
+        let ids = self.ids();
+        ids.sampled.then(|| Exemplar {
+            trace_id: ids.trace_id.to_bytes(),
+            span_id: ids.span_id.to_bytes(),
+        })
+    }
+
     /// Sets an attribute, built only if the span is sampled.
     pub fn set(&mut self, key: &'static str, value: impl FnOnce() -> Value) {
         if self.server.is_recording() {
@@ -85,9 +98,12 @@ impl RequestTrace {
             let agent = String::from_utf8_lossy(agent).into_owned();
             attributes.push(KeyValue::new("user_agent.original", agent));
         }
-        if let Some(host) = head.host {
-            let host = String::from_utf8_lossy(host).into_owned();
-            attributes.push(KeyValue::new("server.address", host));
+        // `Host` is `name[:port]`: the convention has them apart.
+        if let Some(host) = head.host.and_then(|h| Authority::try_from(h).ok()) {
+            attributes.push(KeyValue::new("server.address", host.host().to_owned()));
+            if let Some(port) = host.port_u16() {
+                attributes.push(KeyValue::new("server.port", i64::from(port)));
+            }
         }
         self.server.set_attributes(attributes);
     }
