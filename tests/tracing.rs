@@ -16,6 +16,8 @@ mod common;
 mod idp;
 #[path = "common/otlp.rs"]
 mod otlp;
+#[path = "common/redis.rs"]
+mod redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -815,4 +817,26 @@ async fn a_slow_collector_costs_spans_not_requests() {
         "export_timeout: 30s",
     ];
     spans_not_requests(&receiver.grpc_endpoint(), &settings, 20, "queue_full").await;
+}
+
+/// With the revocation list shared through Redis, each reconcile is a root
+/// span of its own, so a slow or failing Redis shows beside the requests.
+#[tokio::test]
+async fn a_revocation_reconcile_is_a_root_span() {
+    let redis = redis::Redis::start().await;
+    let receiver = Receiver::start().await;
+    let upstream = Upstream::start();
+    let shared = format!(
+        "revocation:\n  redis: {{ key_prefix: jwtgate-trace, reconcile_interval: 1s }}\nredis: {{ url: \"{}\" }}\n",
+        redis.url()
+    );
+    let yaml = Config::main(ISS)
+        .section(&telemetry(&receiver.grpc_endpoint(), &[]))
+        .section(&shared)
+        .routes(ROUTES);
+    let _gateway = gateway(&yaml, &upstream).await;
+
+    let reconcile = client_span_named(&receiver, "revocation reconcile").await;
+    assert!(reconcile.is_root(), "{reconcile:#?}");
+    assert!(reconcile.attr("error.type").is_none(), "{reconcile:#?}");
 }
