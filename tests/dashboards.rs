@@ -624,6 +624,9 @@ fn config() -> String {
         )
         // No leeway: a token of this issuer ends when its `exp` says.
         .issuer_with("local", "https://local.test", &["leeway: 0s"])
+        // A collector that is not there: the trace counters are exported,
+        // and every span is dropped.
+        .section("telemetry:\n  tracing:\n    endpoint: \"http://127.0.0.1:{DOWN}\"\n    batch_interval: 100ms\n")
         .issuers(REMOTE_ISSUERS)
         .routes(ROUTES)
 }
