@@ -191,13 +191,18 @@ impl Exporting {
     }
 }
 
-fn exporter(settings: &TraceSettings) -> Result<SpanExporter, String> {
+pub(super) fn exporter(settings: &TraceSettings) -> Result<SpanExporter, String> {
     let built = match settings.protocol {
         Protocol::Grpc => {
             let headers: HashMap<String, String> = settings.headers.clone().into_iter().collect();
             let metadata = http::HeaderMap::try_from(&headers).map_err(|e| e.to_string())?;
-            SpanExporter::builder()
-                .with_tonic()
+            let mut builder = SpanExporter::builder().with_tonic();
+            if settings.endpoint.starts_with("https://") {
+                // The system's roots, as the HTTP/protobuf exporter's client.
+                let tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+                builder = builder.with_tls_config(tls);
+            }
+            builder
                 .with_endpoint(settings.endpoint.clone())
                 .with_timeout(settings.export_timeout)
                 .with_metadata(tonic::metadata::MetadataMap::from_headers(metadata))

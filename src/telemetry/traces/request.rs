@@ -15,6 +15,7 @@ use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::{SdkTracer, Span};
 
 use crate::telemetry::Exemplar;
+use crate::telemetry::logging::Truncated;
 
 /// The ids a log line and an exemplar name a request by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +88,7 @@ impl RequestTrace {
         let version = if head.http2 { "2" } else { "1.1" };
         let mut attributes = vec![
             KeyValue::new("http.request.method", head.method.to_owned()),
-            KeyValue::new("url.path", String::from_utf8_lossy(head.path).into_owned()),
+            KeyValue::new("url.path", bounded(head.path)),
             KeyValue::new("url.scheme", if head.https { "https" } else { "http" }),
             KeyValue::new("network.protocol.version", version),
         ];
@@ -95,8 +96,7 @@ impl RequestTrace {
             attributes.push(KeyValue::new("client.address", client.to_string()));
         }
         if let Some(agent) = head.user_agent {
-            let agent = String::from_utf8_lossy(agent).into_owned();
-            attributes.push(KeyValue::new("user_agent.original", agent));
+            attributes.push(KeyValue::new("user_agent.original", bounded(agent)));
         }
         // `Host` is `name[:port]`: the convention has them apart.
         if let Some(host) = head.host.and_then(|h| Authority::try_from(h).ok()) {
@@ -212,6 +212,14 @@ impl RequestTrace {
         }
         self.server.end_with_timestamp(SystemTime::now());
     }
+}
+
+/// The longest client-chosen text a span carries, as in the access log:
+/// a queue of spans with 64 KiB paths would be a queue of megabytes.
+const SPAN_TEXT_BYTES: usize = 256;
+
+fn bounded(text: &[u8]) -> String {
+    Truncated::new(&String::from_utf8_lossy(text), SPAN_TEXT_BYTES).to_string()
 }
 
 /// What a server span is named: `GET route`, or `GET` without one.

@@ -220,3 +220,42 @@ async fn an_unreachable_collector_costs_the_spans_and_says_so() {
     assert_eq!(failed.get(), 1);
     assert_eq!(exported.get(), 0);
 }
+
+#[tokio::test]
+async fn an_https_collector_is_reached_over_tls_with_the_system_roots() {
+    let mut https = settings("https://collector.invalid:4317", 4);
+    assert!(export::exporter(&https).is_ok());
+    https.protocol = Protocol::HttpProtobuf;
+    assert!(export::exporter(&https).is_ok());
+}
+
+#[test]
+fn client_chosen_text_is_bounded_in_a_span() {
+    let collected = Collected::default();
+    let tracing = Tracing::detached(Incoming::Never, collected.clone());
+    let mut trace = tracing.request(&HeaderMap::new(), false, "proxy");
+    let long = vec![b'a'; 10_000];
+    trace.request_head(RequestHead {
+        method: "GET",
+        path: &long,
+        https: false,
+        http2: false,
+        client: None,
+        user_agent: Some(&long),
+        host: Some(b"gateway.test:8443"),
+    });
+    finished(trace, 200, None);
+    let span = &collected.spans()[0];
+    for key in ["url.path", "user_agent.original"] {
+        let value = attribute(span, key).unwrap().as_str().into_owned();
+        assert!(
+            value.len() < 300 && value.ends_with("[10000 bytes]"),
+            "{key}: {value}"
+        );
+    }
+    assert_eq!(
+        attribute(span, "server.address"),
+        Some(Value::from("gateway.test"))
+    );
+    assert_eq!(attribute(span, "server.port"), Some(Value::I64(8443)));
+}
