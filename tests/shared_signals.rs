@@ -60,13 +60,25 @@ impl Transmitter {
     /// A SET with these claims over the usual `iss`, `aud`, `iat`; signed
     /// by the published key unless `foreign`.
     async fn sign(&self, jti: &str, events: Value, extra: Value, foreign: bool) -> String {
+        self.sign_typed(jti, events, extra, foreign, "secevent+jwt")
+            .await
+    }
+
+    async fn sign_typed(
+        &self,
+        jti: &str,
+        events: Value,
+        extra: Value,
+        foreign: bool,
+        typ: &str,
+    ) -> String {
         let claims = merge_claims(
             json!({ "iss": self.base, "aud": [AUDIENCE], "iat": now(), "jti": jti, "events": events }),
             extra,
         );
         self.control(
             "/control/sign",
-            json!({ "claims": claims, "foreign": foreign }),
+            json!({ "claims": claims, "foreign": foreign, "typ": typ }),
         )
         .await
     }
@@ -120,10 +132,23 @@ fn subject_event(uri: String, subject: Value) -> (Value, Value) {
     )
 }
 
-/// The gateway's config: issuer `main`, one route, an in-memory revocation
-/// list (shared through `redis` when given) and the transmitter `idp`.
+/// The gateway's config: issuer `main`, one route, a revocation list (kept
+/// in `dir`, or shared through `redis`, when given) and the transmitter
+/// `idp`.
 fn config(transmitter: &Transmitter, delivery: &str, redis: Option<&str>) -> String {
+    config_in(transmitter, delivery, redis, None)
+}
+
+fn config_in(
+    transmitter: &Transmitter,
+    delivery: &str,
+    redis: Option<&str>,
+    dir: Option<&std::path::Path>,
+) -> String {
     let mut revocation = "revocation: {}\n".to_string();
+    if let Some(dir) = dir {
+        revocation = format!("revocation: {{ dir: \"{}\" }}\n", dir.display());
+    }
     if let Some(url) = redis {
         revocation = format!(
             "revocation: {{ redis: {{ key_prefix: jwtgate-ssf, reconcile_interval: 2s }} }}\nredis: {{ url: \"{url}\" }}\n"
@@ -134,9 +159,14 @@ fn config(transmitter: &Transmitter, delivery: &str, redis: Option<&str>) -> Str
             "delivery: push, push: {{ bearer_secret: {{ env: {} }} }}",
             PUSH_ENV.0
         ),
-        _ => format!(
+        "poll" => format!(
             "delivery: poll, poll: {{ auth: {{ env: {} }}, interval: 200ms }}",
             POLL_ENV.0
+        ),
+        // A poll endpoint that answers 404.
+        broken => format!(
+            "delivery: poll, poll: {{ auth: {{ env: {} }}, interval: 200ms, endpoint: \"{}{broken}\" }}",
+            POLL_ENV.0, transmitter.base
         ),
     };
     format!(
@@ -261,7 +291,17 @@ async fn pushed_events_revoke_sessions_and_subjects_and_bad_sets_change_nothing(
         );
         assert!(body["description"].is_string(), "{body}");
     }
-    assert_eq!(events_total(&gateway, "invalid").await, 5.0);
+    // A JWT that is no SET, though signed by the transmitter.
+    let plain_jwt = transmitter
+        .sign_typed("typ", events.clone(), subject.clone(), false, "JWT")
+        .await;
+    let (code, body) = push(&gateway, &plain_jwt, PUSH_SECRET);
+    assert_eq!(
+        (code, body["err"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    assert_eq!(events_total(&gateway, "invalid").await, 6.0);
     assert_eq!(
         gateway.status("/api/x", Some(&alice)).await,
         200,
@@ -405,4 +445,43 @@ async fn a_set_pushed_to_one_replica_is_enforced_by_the_other() {
     let set = transmitter.sign("shared-1", events, subject, false).await;
     assert_eq!(push(&a, &set, PUSH_SECRET).0, 202);
     until_status(&b, &frank, 401, Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_pushed_revocation_survives_a_restart() {
+    let transmitter = Transmitter::start();
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().expect("revocation dir");
+    let yaml = config_in(&transmitter, "push", None, Some(dir.path()));
+    let grace = token("grace", "g-1");
+    let before = gateway(&upstream, &yaml).await;
+    let (events, subject) = session_revoked("grace", "g-1");
+    let set = transmitter.sign("restart-1", events, subject, false).await;
+    assert_eq!(push(&before, &set, PUSH_SECRET).0, 202);
+    assert_eq!(before.status("/api/x", Some(&grace)).await, 401);
+    drop(before);
+    let after = gateway(&upstream, &yaml).await;
+    assert_eq!(
+        after.status("/api/x", Some(&grace)).await,
+        401,
+        "from the journal"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_poll_endpoint_is_counted_and_retried() {
+    let transmitter = Transmitter::start();
+    let upstream = Upstream::start();
+    let gateway = gateway(&upstream, &config(&transmitter, "/no-such-poll", None)).await;
+    let labels = [("transmitter", "idp"), ("error", "http_status")];
+    gateway
+        .expect_metric_at_least("jwtgate_ssf_poll_errors_total", &labels, 2.0)
+        .await;
+    let network = [("transmitter", "idp"), ("error", "network")];
+    assert_eq!(
+        gateway
+            .metric("jwtgate_ssf_poll_errors_total", &network)
+            .await,
+        0.0
+    );
 }

@@ -199,6 +199,11 @@ impl Receiver {
                         ]);
                     }
                 }
+                if let DeliverySettings::Poll(_) = settings.delivery {
+                    for error in poll::ERRORS {
+                        poll_errors.with_label_values(&[settings.name.as_str(), error]);
+                    }
+                }
                 Arc::new(Transmitter {
                     settings: settings.clone(),
                     keys: Arc::new(KeyStore::remote(

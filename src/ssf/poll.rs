@@ -21,6 +21,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 /// Largest poll answer read.
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
+/// Every `error` label of `jwtgate_ssf_poll_errors_total`.
+pub const ERRORS: [&str; 3] = ["network", "http_status", "invalid_response"];
+
 /// `error` of `jwtgate_ssf_poll_errors_total`: a closed set.
 #[derive(Debug, thiserror::Error)]
 enum PollError {
@@ -35,9 +38,9 @@ enum PollError {
 impl PollError {
     fn label(&self) -> &'static str {
         match self {
-            Self::Network(_) => "network",
-            Self::Status(_) => "http_status",
-            Self::InvalidResponse(_) => "invalid_response",
+            Self::Network(_) => ERRORS[0],
+            Self::Status(_) => ERRORS[1],
+            Self::InvalidResponse(_) => ERRORS[2],
         }
     }
 }
