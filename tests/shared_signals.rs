@@ -448,7 +448,7 @@ async fn a_set_pushed_to_one_replica_is_enforced_by_the_other() {
 }
 
 #[tokio::test]
-async fn a_pushed_revocation_survives_a_restart() {
+async fn a_pushed_revocation_survives_a_restart_and_the_block_is_restart_only() {
     let transmitter = Transmitter::start();
     let upstream = Upstream::start();
     let dir = tempfile::tempdir().expect("revocation dir");
@@ -466,6 +466,12 @@ async fn a_pushed_revocation_survives_a_restart() {
         401,
         "from the journal"
     );
+    // Restart-only: the same block reloads, a changed one is refused.
+    assert_eq!(after.reload().await.0, 200);
+    after.write_config(&yaml.replace(AUDIENCE, "https://other.test"), &upstream);
+    let (code, body) = after.reload().await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("shared_signals"), "{body}");
 }
 
 #[tokio::test]
