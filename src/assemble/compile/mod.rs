@@ -13,6 +13,7 @@ mod listeners;
 mod routes;
 mod sender;
 mod shared;
+mod signals;
 mod telemetry;
 
 use std::path::{Path, PathBuf};

@@ -14,6 +14,7 @@ mod issuers;
 mod json;
 mod listen;
 mod routes;
+mod signals;
 mod state;
 mod telemetry;
 mod upstreams;
@@ -30,6 +31,7 @@ pub use issuers::*;
 pub use json::json_schema;
 pub use listen::*;
 pub use routes::*;
+pub use signals::*;
 pub use state::*;
 pub use telemetry::*;
 pub use upstreams::*;
@@ -88,6 +90,9 @@ pub struct GatewayConfig {
     /// The revocation list; without it nothing can be revoked.
     /// Restart-only.
     pub revocation: Option<RevocationConfig>,
+    /// Security Event Tokens from OpenID Shared Signals (SSF) transmitters,
+    /// applied to the revocation list (which they need). Restart-only.
+    pub shared_signals: Option<SharedSignalsConfig>,
     /// Where the counters of every route's `rate_limits` live; default: in
     /// memory, per replica. Restart-only.
     #[serde(default)]
