@@ -11,15 +11,20 @@ mod request;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::HeaderMap;
+use http::HeaderValue;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt as _, TraceId, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
+use opentelemetry_sdk::trace::{
+    IdGenerator as _, RandomIdGenerator, Sampler, SdkTracer, SdkTracerProvider, Span,
+};
 
 pub use export::{Exporting, TraceMetrics};
 pub use request::{RequestHead, RequestTrace, SpanName, TraceIds};
@@ -58,10 +63,12 @@ pub struct TraceSettings {
     pub export_timeout: Duration,
 }
 
-/// The process's tracer and what it was told to trust.
+/// The process's tracer, what it was told to trust, and how often it
+/// starts a sampled trace.
 pub struct Tracing {
     tracer: SdkTracer,
     incoming: Incoming,
+    ratio: Ratio,
     // Owns the span processor: spans end into its queue while it lives.
     _provider: SdkTracerProvider,
 }
@@ -87,15 +94,17 @@ pub fn install(settings: &TraceSettings) -> Option<Exporting> {
         )
         .build();
     let (queue, exporting) = export::queue(settings, resource.clone());
-    let ratio = Sampler::TraceIdRatioBased(settings.sampling_ratio);
+    // Sampling is decided before the SDK is asked for a span (see
+    // `Tracing::request`): it only ever makes sampled ones.
     let provider = SdkTracerProvider::builder()
         .with_span_processor(queue)
-        .with_sampler(Sampler::ParentBased(Box::new(ratio)))
+        .with_sampler(Sampler::AlwaysOn)
         .with_resource(resource)
         .build();
     let tracing = Tracing {
         tracer: provider.tracer("jwtgate"),
         incoming: settings.incoming,
+        ratio: Ratio::new(settings.sampling_ratio),
         _provider: provider,
     };
     INSTALLED.set(tracing).ok()?;
@@ -107,21 +116,26 @@ impl Tracing {
     #[cfg(test)]
     fn detached(
         incoming: Incoming,
+        ratio: f64,
         processor: impl opentelemetry_sdk::trace::SpanProcessor + 'static,
     ) -> Self {
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
+            .with_sampler(Sampler::AlwaysOn)
             .build();
         Self {
             tracer: provider.tracer("jwtgate"),
             incoming,
+            ratio: Ratio::new(ratio),
             _provider: provider,
         }
     }
 
-    /// The server span of a request whose headers are `headers`, from a
-    /// peer that is (`trusted_peer`) or isn't one of the trusted proxies,
-    /// taken by `adapter` (`proxy`, `authz`, `authz_grpc`).
+    /// The trace of a request whose headers are `headers`, from a peer
+    /// that is (`trusted_peer`) or isn't one of the trusted proxies, taken
+    /// by `adapter` (`proxy`, `authz`, `authz_grpc`). Parent-based: an
+    /// accepted parent's decision stands; without one, the ratio decides.
+    /// Only a sampled request gets a span from the SDK.
     pub fn request(
         &self,
         headers: &HeaderMap,
@@ -133,30 +147,88 @@ impl Tracing {
             Incoming::Trusted => trusted_peer,
             Incoming::Never => false,
         };
-        let parent = if continued && headers.contains_key(TRACEPARENT) {
-            TraceContextPropagator::new().extract(&Headers(headers))
-        } else {
-            Context::new()
+        let parent = continued
+            .then(|| headers.get(TRACEPARENT).is_some())
+            .filter(|&sent| sent)
+            .map(|_| TraceContextPropagator::new().extract(&Headers(headers)))
+            .filter(|parent| parent.span().span_context().is_valid());
+        let sampled = match &parent {
+            Some(parent) => parent.span().span_context().is_sampled(),
+            None => self
+                .ratio
+                .samples(RandomIdGenerator::default().new_trace_id()),
         };
+        if !sampled {
+            let ids = RandomIdGenerator::default();
+            let trace = match &parent {
+                Some(parent) => {
+                    let span = parent.span();
+                    let context = span.span_context();
+                    let state = context.trace_state().header();
+                    let state = (!state.is_empty())
+                        .then(|| HeaderValue::try_from(state).ok())
+                        .flatten();
+                    RequestTrace::unsampled(context.trace_id(), ids.new_span_id(), state)
+                }
+                None => RequestTrace::unsampled(ids.new_trace_id(), ids.new_span_id(), None),
+            };
+            return Box::new(trace);
+        }
         let builder = self
             .tracer
             .span_builder("request")
             .with_kind(SpanKind::Server)
-            .with_start_time(SystemTime::now())
             .with_attributes([KeyValue::new("jwtgate.adapter", adapter)]);
+        let parent = parent.unwrap_or_default();
         let server = self.tracer.build_with_context(builder, &parent);
-        Box::new(RequestTrace::new(server, &self.tracer))
+        Box::new(RequestTrace::sampled_with(server, &self.tracer))
     }
 
     /// A span of a task of jwtgate's own (a key fetch): the root of a
-    /// trace of its own.
-    pub fn background(&self, name: &'static str, attributes: Vec<KeyValue>) -> BackgroundSpan {
+    /// trace of its own, sampled by the ratio like a request without a
+    /// parent.
+    pub fn background(
+        &self,
+        name: &'static str,
+        attributes: Vec<KeyValue>,
+    ) -> Option<BackgroundSpan> {
+        if !self
+            .ratio
+            .samples(RandomIdGenerator::default().new_trace_id())
+        {
+            return None;
+        }
         let builder = self
             .tracer
             .span_builder(name)
             .with_kind(SpanKind::Client)
             .with_attributes(attributes);
-        BackgroundSpan(self.tracer.build_with_context(builder, &Context::new()))
+        Some(BackgroundSpan(
+            self.tracer.build_with_context(builder, &Context::new()),
+        ))
+    }
+}
+
+/// `sampling_ratio` as OpenTelemetry's `TraceIdRatioBased` applies it to
+/// a random trace id: one whose lower 63 bits fall under the bound is
+/// sampled.
+#[derive(Debug, Clone, Copy)]
+struct Ratio {
+    bound: Option<u64>,
+}
+
+impl Ratio {
+    fn new(ratio: f64) -> Self {
+        let bound = (ratio < 1.0).then(|| (ratio.max(0.0) * (1u64 << 63) as f64) as u64);
+        Self { bound }
+    }
+
+    fn samples(self, trace_id: TraceId) -> bool {
+        let Some(bound) = self.bound else {
+            return true;
+        };
+        let low = u64::from_be_bytes(trace_id.to_bytes()[8..].try_into().expect("8 bytes"));
+        (low >> 1) < bound
     }
 }
 
@@ -171,7 +243,7 @@ impl BackgroundSpan {
             .iter()
             .map(|(key, value)| KeyValue::new(*key, value.to_string()))
             .collect();
-        Some(tracing.background(name, attributes))
+        tracing.background(name, attributes)
     }
 
     pub fn status_code(&mut self, status: u16) {

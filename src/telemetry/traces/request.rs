@@ -2,14 +2,13 @@
 //! client span of its upstream call. Attributes are only built for a
 //! sampled request: an unsampled one costs its ids and nothing else.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
 use http::HeaderValue;
 use http::uri::Authority;
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceId, Tracer as _,
+    Span as _, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::{SdkTracer, Span};
@@ -25,34 +24,79 @@ pub struct TraceIds {
     pub sampled: bool,
 }
 
-/// A request's server span, and its upstream call's client span.
-pub struct RequestTrace {
+/// A request's trace: for a sampled request its server span and its
+/// upstream call's client span; for any other only the ids it carries on,
+/// so an unsampled request costs two random numbers and no span.
+pub struct RequestTrace(Kind);
+
+enum Kind {
+    Sampled(Box<Spans>),
+    Unsampled {
+        trace_id: TraceId,
+        span_id: SpanId,
+        /// The accepted parent's `tracestate`, forwarded as it came.
+        state: Option<HeaderValue>,
+    },
+}
+
+/// A sampled request's spans, and the tracer its client span comes from.
+struct Spans {
     server: Span,
     client: Option<Span>,
     tracer: SdkTracer,
 }
 
 impl RequestTrace {
-    pub(super) fn new(server: Span, tracer: &SdkTracer) -> Self {
-        Self {
+    pub(super) fn sampled_with(server: Span, tracer: &SdkTracer) -> Self {
+        Self(Kind::Sampled(Box::new(Spans {
             server,
             client: None,
             tracer: tracer.clone(),
+        })))
+    }
+
+    pub(super) fn unsampled(
+        trace_id: TraceId,
+        span_id: SpanId,
+        state: Option<HeaderValue>,
+    ) -> Self {
+        Self(Kind::Unsampled {
+            trace_id,
+            span_id,
+            state,
+        })
+    }
+
+    fn spans(&mut self) -> Option<&mut Spans> {
+        match &mut self.0 {
+            Kind::Sampled(spans) => Some(spans),
+            Kind::Unsampled { .. } => None,
         }
     }
 
     /// Whether the span is exported: attributes are worth building.
     pub fn sampled(&self) -> bool {
-        self.server.is_recording()
+        matches!(self.0, Kind::Sampled(_))
     }
 
     /// The server span's ids.
     pub fn ids(&self) -> TraceIds {
-        let context = self.server.span_context();
-        TraceIds {
-            trace_id: context.trace_id(),
-            span_id: context.span_id(),
-            sampled: context.is_sampled(),
+        match &self.0 {
+            Kind::Sampled(spans) => {
+                let context = spans.server.span_context();
+                TraceIds {
+                    trace_id: context.trace_id(),
+                    span_id: context.span_id(),
+                    sampled: true,
+                }
+            }
+            Kind::Unsampled {
+                trace_id, span_id, ..
+            } => TraceIds {
+                trace_id: *trace_id,
+                span_id: *span_id,
+                sampled: false,
+            },
         }
     }
 
@@ -68,8 +112,8 @@ impl RequestTrace {
 
     /// Sets an attribute, built only if the span is sampled.
     pub fn set(&mut self, key: &'static str, value: impl FnOnce() -> Value) {
-        if self.server.is_recording() {
-            self.server.set_attribute(KeyValue::new(key, value()));
+        if let Some(spans) = self.spans() {
+            spans.server.set_attribute(KeyValue::new(key, value()));
         }
     }
 
@@ -82,9 +126,9 @@ impl RequestTrace {
 
     /// The request's semantic-convention attributes, from its head.
     pub fn request_head(&mut self, head: RequestHead<'_>) {
-        if !self.sampled() {
+        let Some(spans) = self.spans() else {
             return;
-        }
+        };
         let version = if head.http2 { "2" } else { "1.1" };
         let mut attributes = vec![
             KeyValue::new("http.request.method", head.method.to_owned()),
@@ -105,17 +149,17 @@ impl RequestTrace {
                 attributes.push(KeyValue::new("server.port", i64::from(port)));
             }
         }
-        self.server.set_attributes(attributes);
+        spans.server.set_attributes(attributes);
     }
 
     /// Opens the client span of the upstream call to `peer`.
     /// `host`: the name it was reached by, if not only its address.
     pub fn upstream_call(&mut self, method: &str, peer: SocketAddr, host: Option<&str>, tls: bool) {
-        if !self.sampled() {
+        let Some(spans) = self.spans() else {
             return;
-        }
-        let parent = Context::new().with_remote_span_context(self.server.span_context().clone());
-        let builder = self
+        };
+        let parent = Context::new().with_remote_span_context(spans.server.span_context().clone());
+        let builder = spans
             .tracer
             .span_builder(method.to_owned())
             .with_kind(SpanKind::Client)
@@ -129,10 +173,8 @@ impl RequestTrace {
                 KeyValue::new("jwtgate.upstream.tls", tls),
             ]);
         // A retry to the next address replaces the attempt before it.
-        if let Some(mut earlier) = self
-            .client
-            .replace(self.tracer.build_with_context(builder, &parent))
-        {
+        let client = spans.tracer.build_with_context(builder, &parent);
+        if let Some(mut earlier) = spans.client.replace(client) {
             earlier.set_status(Status::error("connect failed; retried"));
             earlier.end();
         }
@@ -140,7 +182,7 @@ impl RequestTrace {
 
     /// The status the upstream answered.
     pub fn upstream_status(&mut self, status: u16) {
-        if let Some(client) = &mut self.client {
+        if let Some(client) = self.spans().and_then(|spans| spans.client.as_mut()) {
             client.set_attribute(KeyValue::new(
                 "http.response.status_code",
                 i64::from(status),
@@ -152,66 +194,89 @@ impl RequestTrace {
     /// there is one, the server span's otherwise (an unsampled request
     /// still carries its trace on, flagged unsampled).
     pub fn traceparent(&self) -> HeaderValue {
-        let context = match &self.client {
-            Some(client) => client.span_context(),
-            None => self.server.span_context(),
+        let (trace_id, span_id, flags) = match &self.0 {
+            Kind::Sampled(spans) => {
+                let span = spans.client.as_ref().unwrap_or(&spans.server);
+                let context = span.span_context();
+                (context.trace_id(), context.span_id(), context.trace_flags())
+            }
+            Kind::Unsampled {
+                trace_id, span_id, ..
+            } => (*trace_id, *span_id, TraceFlags::NOT_SAMPLED),
         };
-        let mut text = String::with_capacity(55);
-        let _ = write!(
-            text,
-            "00-{}-{}-{:02x}",
-            context.trace_id(),
-            context.span_id(),
-            context.trace_flags().to_u8()
-        );
-        HeaderValue::try_from(text).expect("hex digits and dashes")
+        traceparent(trace_id, span_id, flags)
     }
 
     /// The `tracestate` continued from the client, if any.
     pub fn tracestate(&self) -> Option<HeaderValue> {
-        let state = self.server.span_context().trace_state().header();
-        (!state.is_empty())
-            .then(|| HeaderValue::try_from(state).ok())
-            .flatten()
+        match &self.0 {
+            Kind::Sampled(spans) => {
+                let state = spans.server.span_context().trace_state().header();
+                (!state.is_empty())
+                    .then(|| HeaderValue::try_from(state).ok())
+                    .flatten()
+            }
+            Kind::Unsampled { state, .. } => state.clone(),
+        }
     }
 
     /// Names the server span (`GET route`), once the route is known.
     pub fn name(&mut self, name: SpanName<'_>) {
-        if self.sampled() {
-            self.server.update_name(name.to_string());
+        if let Some(spans) = self.spans() {
+            spans.server.update_name(name.to_string());
         }
     }
 
     /// Ends the spans: `status` is what the client was answered (`None`:
     /// nothing was), `error` how the request failed (the access log's
     /// `error`).
-    pub fn finish(mut self, status: Option<u16>, error: Option<&'static str>) {
-        if let Some(mut client) = self.client.take() {
+    pub fn finish(self, status: Option<u16>, error: Option<&'static str>) {
+        let Kind::Sampled(spans) = self.0 else {
+            return;
+        };
+        let Spans {
+            mut server, client, ..
+        } = *spans;
+        if let Some(mut client) = client {
             if let Some(error) = error {
                 client.set_attribute(KeyValue::new("error.type", error));
                 client.set_status(Status::error(error));
             }
             client.end();
         }
-        if !self.sampled() {
-            return;
-        }
         if let Some(status) = status {
-            self.server.set_attribute(KeyValue::new(
+            server.set_attribute(KeyValue::new(
                 "http.response.status_code",
                 i64::from(status),
             ));
         }
         let failed = error.or_else(|| status.filter(|s| *s >= 500).map(|_| "server_error"));
         if let Some(error) = error {
-            self.server
-                .set_attribute(KeyValue::new("error.type", error));
+            server.set_attribute(KeyValue::new("error.type", error));
         }
         if let Some(failed) = failed {
-            self.server.set_status(Status::error(failed));
+            server.set_status(Status::error(failed));
         }
-        self.server.end_with_timestamp(SystemTime::now());
+        server.end_with_timestamp(SystemTime::now());
     }
+}
+
+/// `00-<trace id>-<span id>-<flags>`, written on the stack: every traced
+/// request sends one upstream, sampled or not.
+fn traceparent(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> HeaderValue {
+    let ids = Exemplar {
+        trace_id: trace_id.to_bytes(),
+        span_id: span_id.to_bytes(),
+    };
+    let flags = if flags.is_sampled() { b"01" } else { b"00" };
+    let mut value = [0u8; 55];
+    value[..3].copy_from_slice(b"00-");
+    value[3..35].copy_from_slice(ids.trace_id_hex().as_str().as_bytes());
+    value[35] = b'-';
+    value[36..52].copy_from_slice(ids.span_id_hex().as_str().as_bytes());
+    value[52] = b'-';
+    value[53..].copy_from_slice(flags);
+    HeaderValue::from_bytes(&value).expect("hex digits and dashes")
 }
 
 /// The longest client-chosen text a span carries, as in the access log:
@@ -251,10 +316,11 @@ pub struct RequestHead<'a> {
 
 impl std::fmt::Debug for RequestTrace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let context: &SpanContext = self.server.span_context();
+        let ids = self.ids();
         f.debug_struct("RequestTrace")
-            .field("trace_id", &context.trace_id())
-            .field("span_id", &context.span_id())
+            .field("trace_id", &ids.trace_id)
+            .field("span_id", &ids.span_id)
+            .field("sampled", &ids.sampled)
             .finish()
     }
 }

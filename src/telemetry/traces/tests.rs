@@ -51,14 +51,14 @@ fn attribute(span: &SpanData, key: &str) -> Option<Value> {
         .map(|kv| kv.value.clone())
 }
 
-fn finished(trace: Box<RequestTrace>, status: u16, error: Option<&'static str>) {
-    (*trace).finish(Some(status), error);
+fn finished(trace: RequestTrace, status: u16, error: Option<&'static str>) {
+    trace.finish(Some(status), error);
 }
 
 #[test]
 fn a_trusted_parent_is_continued_and_carried_upstream() {
     let collected = Collected::default();
-    let tracing = Tracing::detached(Incoming::Trusted, collected.clone());
+    let tracing = Tracing::detached(Incoming::Trusted, 1.0, collected.clone());
     let mut trace = tracing.request(&with_parent("01"), true, "proxy");
     assert_eq!(
         trace.ids().trace_id,
@@ -75,7 +75,7 @@ fn a_trusted_parent_is_continued_and_carried_upstream() {
     assert!(upstream.ends_with("-01"), "{upstream}");
     assert_eq!(trace.tracestate().unwrap(), "vendor=abc");
     let server_span = trace.ids().span_id;
-    finished(trace, 200, None);
+    finished(*trace, 200, None);
 
     let spans = collected.spans();
     let server = spans
@@ -108,7 +108,7 @@ fn a_trusted_parent_is_continued_and_carried_upstream() {
 fn an_untrusted_or_refused_parent_starts_a_new_trace() {
     let parent = TraceId::from_hex(PARENT_TRACE).unwrap();
     for (incoming, trusted_peer) in [(Incoming::Trusted, false), (Incoming::Never, true)] {
-        let tracing = Tracing::detached(incoming, Collected::default());
+        let tracing = Tracing::detached(incoming, 1.0, Collected::default());
         let trace = tracing.request(&with_parent("01"), trusted_peer, "proxy");
         assert_ne!(trace.ids().trace_id, parent, "{incoming:?}");
         assert_eq!(
@@ -117,7 +117,7 @@ fn an_untrusted_or_refused_parent_starts_a_new_trace() {
             "the client's tracestate is not forwarded"
         );
     }
-    let tracing = Tracing::detached(Incoming::Always, Collected::default());
+    let tracing = Tracing::detached(Incoming::Always, 1.0, Collected::default());
     let trace = tracing.request(&with_parent("01"), false, "proxy");
     assert_eq!(trace.ids().trace_id, parent);
 }
@@ -125,7 +125,7 @@ fn an_untrusted_or_refused_parent_starts_a_new_trace() {
 #[test]
 fn an_unsampled_parent_is_followed_and_nothing_is_exported() {
     let collected = Collected::default();
-    let tracing = Tracing::detached(Incoming::Always, collected.clone());
+    let tracing = Tracing::detached(Incoming::Always, 1.0, collected.clone());
     let mut trace = tracing.request(&with_parent("00"), false, "proxy");
     assert!(!trace.sampled());
     trace.set("jwtgate.route", || {
@@ -135,20 +135,20 @@ fn an_unsampled_parent_is_followed_and_nothing_is_exported() {
     let upstream = trace.traceparent();
     assert!(upstream.to_str().unwrap().ends_with("-00"));
     assert!(upstream.to_str().unwrap().contains(PARENT_TRACE));
-    finished(trace, 200, None);
+    finished(*trace, 200, None);
     assert!(collected.spans().is_empty());
 }
 
 #[test]
 fn a_failed_request_is_an_error_span_named_after_its_route() {
     let collected = Collected::default();
-    let tracing = Tracing::detached(Incoming::Never, collected.clone());
+    let tracing = Tracing::detached(Incoming::Never, 1.0, collected.clone());
     let mut trace = tracing.request(&HeaderMap::new(), false, "proxy");
     trace.name(SpanName {
         method: "POST",
         route: Some("orders"),
     });
-    finished(trace, 502, Some("upstream_refused"));
+    finished(*trace, 502, Some("upstream_refused"));
     let spans = collected.spans();
     assert_eq!(spans.len(), 1);
     assert_eq!(spans[0].name, "POST orders");
@@ -178,7 +178,7 @@ fn settings(endpoint: &str, max_queue_spans: usize) -> TraceSettings {
 /// Spans ended into `settings`' queue, with nothing taking them out.
 fn tracer_with_queue(settings: &TraceSettings) -> (Tracing, Exporting) {
     let (queue, exporting) = export::queue(settings, Resource::builder_empty().build());
-    (Tracing::detached(Incoming::Never, queue), exporting)
+    (Tracing::detached(Incoming::Never, 1.0, queue), exporting)
 }
 
 #[test]
@@ -186,7 +186,7 @@ fn a_full_queue_drops_and_counts_instead_of_waiting() {
     let (tracing, exporting) = tracer_with_queue(&settings("http://127.0.0.1:9", 2));
     for _ in 0..5 {
         finished(
-            tracing.request(&HeaderMap::new(), false, "proxy"),
+            *tracing.request(&HeaderMap::new(), false, "proxy"),
             200,
             None,
         );
@@ -206,7 +206,7 @@ async fn an_unreachable_collector_costs_the_spans_and_says_so() {
     let exported = exporting.metrics().exported.clone();
     let running = tokio::spawn(exporting.run());
     finished(
-        tracing.request(&HeaderMap::new(), false, "proxy"),
+        *tracing.request(&HeaderMap::new(), false, "proxy"),
         200,
         None,
     );
@@ -232,7 +232,7 @@ async fn an_https_collector_is_reached_over_tls_with_the_system_roots() {
 #[test]
 fn client_chosen_text_is_bounded_in_a_span() {
     let collected = Collected::default();
-    let tracing = Tracing::detached(Incoming::Never, collected.clone());
+    let tracing = Tracing::detached(Incoming::Never, 1.0, collected.clone());
     let mut trace = tracing.request(&HeaderMap::new(), false, "proxy");
     let long = vec![b'a'; 10_000];
     trace.request_head(RequestHead {
@@ -244,7 +244,7 @@ fn client_chosen_text_is_bounded_in_a_span() {
         user_agent: Some(&long),
         host: Some(b"gateway.test:8443"),
     });
-    finished(trace, 200, None);
+    finished(*trace, 200, None);
     let span = &collected.spans()[0];
     for key in ["url.path", "user_agent.original"] {
         let value = attribute(span, key).unwrap().as_str().into_owned();
@@ -258,4 +258,47 @@ fn client_chosen_text_is_bounded_in_a_span() {
         Some(Value::from("gateway.test"))
     );
     assert_eq!(attribute(span, "server.port"), Some(Value::I64(8443)));
+}
+
+#[test]
+fn without_a_parent_the_ratio_decides_and_an_unsampled_request_has_no_span() {
+    let collected = Collected::default();
+    let never = Tracing::detached(Incoming::Never, 0.0, collected.clone());
+    let trace = never.request(&HeaderMap::new(), false, "proxy");
+    assert!(!trace.sampled());
+    let upstream = trace.traceparent();
+    let upstream = upstream.to_str().unwrap();
+    assert_eq!(upstream.len(), 55);
+    assert!(upstream.starts_with(&format!(
+        "00-{}-{}-",
+        trace.ids().trace_id,
+        trace.ids().span_id
+    )));
+    assert!(upstream.ends_with("-00"), "{upstream}");
+    assert_ne!(trace.ids().trace_id, TraceId::INVALID);
+    finished(*trace, 200, None);
+    assert!(collected.spans().is_empty());
+
+    // A ratio of one half samples about half of 2 000 roots.
+    let half = Tracing::detached(Incoming::Never, 0.5, Collected::default());
+    let sampled = (0..2000)
+        .filter(|_| half.request(&HeaderMap::new(), false, "proxy").sampled())
+        .count();
+    assert!((800..1200).contains(&sampled), "{sampled} of 2000");
+}
+
+#[test]
+fn an_unsampled_continued_parent_keeps_its_trace_and_tracestate() {
+    let tracing = Tracing::detached(Incoming::Always, 1.0, Collected::default());
+    let trace = tracing.request(&with_parent("00"), false, "proxy");
+    assert!(
+        !trace.sampled(),
+        "the parent's decision stands over the ratio"
+    );
+    assert_eq!(
+        trace.ids().trace_id,
+        TraceId::from_hex(PARENT_TRACE).unwrap()
+    );
+    assert_ne!(trace.ids().span_id, SpanId::from_hex(PARENT_SPAN).unwrap());
+    assert_eq!(trace.tracestate().unwrap(), "vendor=abc");
 }
