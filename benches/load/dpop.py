@@ -303,11 +303,7 @@ def main(argv=None) -> int:
     rounds = per_round(records)
     meta["loadavg_end"] = os.getloadavg()
     save(summary, rounds)
-    text = report(summary, rounds, meta)
-    (out / "summary.md").write_text(text + "\n")
-    print(text)
-    h.log(f"results in {out}")
-    return 0
+    return h.publish(out, report(summary, rounds, meta))
 
 
 if __name__ == "__main__":

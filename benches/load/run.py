@@ -101,6 +101,14 @@ except OSError:  # pragma: no cover
     _LIBC = None
 
 
+def publish(out: Path, text: str) -> int:
+    """A bench script's last step: its summary to summary.md and stdout; status 0."""
+    (out / "summary.md").write_text(text + "\n")
+    print(text)
+    log(f"results in {out}")
+    return 0
+
+
 def exit_with(main) -> None:
     """Runs a bench script's `main` and exits with its status; a harness
     error is one line and status 2, not a traceback."""
@@ -558,11 +566,12 @@ routes:
 
 def start_gateway(procs, binary: Path, out: Path, tag: str, upstream: str, threads: int, cache: bool,
                   authz: str | None = None, h2c: bool = False, https: tuple[str, Path, Path] | None = None,
-                  env: dict | None = None):
+                  env: dict | None = None, extra_config: str = ""):
+    """`extra_config`: top-level YAML blocks appended to gateway_yaml's (e.g. tracing.py's `telemetry`)."""
     listen_port, admin_port = free_ports(2)
     listen, admin = f"127.0.0.1:{listen_port}", f"127.0.0.1:{admin_port}"
     cfg = out / f"gateway-{tag}.yaml"
-    cfg.write_text(gateway_yaml(listen, admin, upstream, threads, cache, authz, h2c, https))
+    cfg.write_text(gateway_yaml(listen, admin, upstream, threads, cache, authz, h2c, https) + extra_config)
     check = subprocess.run([str(binary), "check", "-c", str(cfg)], capture_output=True, text=True, timeout=30)
     if check.returncode != 0:
         raise HarnessError(f"jwtgate check -c {cfg} failed:\n{check.stdout}{check.stderr}")
