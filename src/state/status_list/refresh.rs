@@ -1,0 +1,346 @@
+//! Fetching, verifying and keeping an issuer's status lists fresh, off the
+//! request path: one task per issuer fetches each list when due, and keeps
+//! each good Status List Token on disk so a restart while the list server
+//! is down still has its lists.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::decode::{DecodeError, StatusBits};
+use super::{CurrentList, Slot, StatusLists};
+use crate::auth::header::normalize_typ;
+use crate::auth::json::{JsonObject, JsonRef};
+use crate::auth::token;
+use crate::clock::SharedClock;
+use crate::keys::KeyChoice;
+use crate::keys::disk::{DiskCache, file_safe};
+use crate::keys::fetch::{FetchError, Fetcher};
+use crate::telemetry::metrics::StatusListMetrics;
+
+/// `Accept` of a list fetch (draft-ietf-oauth-status-list §8.1).
+const MEDIA_TYPE: &str = "application/statuslist+jwt";
+/// The longest wait after failures.
+const MAX_BACKOFF: u64 = 300;
+
+/// Why a list was not installed; each kind has its own `result` label on
+/// `jwtgate_status_list_fetch_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusListError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("not a JWS")]
+    InvalidToken,
+    #[error("typ is not statuslist+jwt")]
+    WrongType,
+    #[error("no key of the issuer verifies the signature")]
+    BadSignature,
+    #[error("no key of the issuer fits the header's kid and alg")]
+    NoKey,
+    #[error("sub is not the list's URI")]
+    WrongSubject,
+    #[error("the Status List Token has expired")]
+    Expired,
+    #[error("status_list: {0}")]
+    InvalidList(String),
+    #[error("status_list: {0}")]
+    InflatedTooLarge(DecodeError),
+}
+
+impl StatusListError {
+    /// The `result` label: a closed set, in the metric's help.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Fetch(error) => error.label(),
+            Self::InvalidToken => "invalid_token",
+            Self::WrongType => "wrong_type",
+            Self::BadSignature => "bad_signature",
+            Self::NoKey => "no_key",
+            Self::WrongSubject => "wrong_subject",
+            Self::Expired => "expired",
+            Self::InvalidList(_) => "invalid_list",
+            Self::InflatedTooLarge(_) => "inflated_too_large",
+        }
+    }
+}
+
+/// A verified list and how soon its token asks to be fetched again.
+struct Verified {
+    list: CurrentList,
+    ttl: Option<Duration>,
+}
+
+impl StatusLists {
+    /// Verifies a Status List Token fetched from `uri` with the issuer's
+    /// keys (§5.1: `typ`, `sub` = the URI, `exp`), and decodes its list.
+    fn verify(&self, uri: &str, text: &str, now: i64) -> Result<Verified, StatusListError> {
+        let max_bytes = self.settings.fetch.max_bytes;
+        let parsed = token::parse(text, max_bytes).map_err(|_| StatusListError::InvalidToken)?;
+        if parsed.header.typ().map(normalize_typ).as_deref() != Some("statuslist+jwt") {
+            return Err(StatusListError::WrongType);
+        }
+        let alg = parsed
+            .header
+            .algorithm()
+            .filter(|alg| self.algorithms.contains(*alg))
+            .ok_or(StatusListError::NoKey)?;
+        let keys = self.keys.current();
+        let KeyChoice::Candidates(candidates) = keys.select(parsed.header.kid(), alg) else {
+            return Err(StatusListError::NoKey);
+        };
+        let signature = parsed.signature();
+        if !candidates
+            .iter()
+            .any(|key| key.verify(alg, parsed.signing_input, signature))
+        {
+            return Err(StatusListError::BadSignature);
+        }
+        let claims = &parsed.claims;
+        if claims.get("sub").and_then(JsonRef::as_str) != Some(uri) {
+            return Err(StatusListError::WrongSubject);
+        }
+        let exp = seconds(claims, "exp");
+        if exp.is_some_and(|exp| exp <= now) {
+            return Err(StatusListError::Expired);
+        }
+        let ttl = seconds(claims, "ttl")
+            .filter(|ttl| *ttl > 0)
+            .map(|ttl| Duration::from_secs(ttl as u64));
+        let list = claims
+            .get("status_list")
+            .and_then(JsonRef::as_object)
+            .ok_or_else(|| StatusListError::InvalidList("missing".into()))?;
+        let bits = list.get("bits").and_then(JsonRef::as_f64);
+        let lst = list.get("lst").and_then(JsonRef::as_str);
+        let (Some(bits), Some(lst)) = (bits, lst) else {
+            return Err(StatusListError::InvalidList("no bits or lst".into()));
+        };
+        let max = self.settings.max_decompressed_bytes;
+        let bits = StatusBits::decode(bits as u64, lst, max).map_err(|e| match e {
+            DecodeError::TooLarge(_) => StatusListError::InflatedTooLarge(e),
+            e => StatusListError::InvalidList(e.to_string()),
+        })?;
+        Ok(Verified {
+            list: CurrentList {
+                bits,
+                fetched_at: now,
+                exp,
+            },
+            ttl,
+        })
+    }
+
+    /// When to fetch again after a success: the token's `ttl` or the
+    /// response's `max-age`, whichever is sooner, within the bounds, and
+    /// never after the token's `exp`.
+    fn refresh_after(&self, verified: &Verified, max_age: Option<Duration>, now: i64) -> i64 {
+        let settings = &self.settings;
+        let wanted = [verified.ttl, max_age].into_iter().flatten().min();
+        let mut wait = wanted
+            .unwrap_or(settings.max_refresh)
+            .clamp(settings.min_refresh, settings.max_refresh)
+            .as_secs() as i64;
+        if let Some(exp) = verified.list.exp {
+            wait = wait.min((exp - now).max(settings.min_refresh.as_secs() as i64));
+        }
+        wait
+    }
+
+    /// Installs the disk copies of this issuer's lists that still verify,
+    /// before any request. A copy older than `max_age` is not used.
+    pub fn load_cached(&self, cache: &DiskCache, now: i64) {
+        let prefix = format!("{}.status-", file_safe(&self.name));
+        let Ok(entries) = std::fs::read_dir(cache.dir()) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            if !file_name.starts_with(&prefix) || !file_name.ends_with(".json") {
+                continue;
+            }
+            if let Err(e) = self.load_copy(&entry.path(), now) {
+                tracing::warn!(issuer = %self.name, file = %file_name, "status list copy not used: {e}");
+            }
+        }
+    }
+
+    fn load_copy(&self, path: &std::path::Path, now: i64) -> Result<(), String> {
+        let text = std::fs::read(path).map_err(|e| e.to_string())?;
+        let copy: CachedList = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
+        if copy.issuer != self.issuer {
+            return Err(format!("belongs to issuer {:?}", copy.issuer));
+        }
+        if now - copy.fetched_at > self.settings.max_age.as_secs() as i64 {
+            return Err("older than max_age".into());
+        }
+        if !self.settings.allows(&copy.uri) {
+            return Err("its URI is no longer allowed".into());
+        }
+        // Checked as if fetched then, against the keys we have now.
+        let mut verified = self
+            .verify(&copy.uri, &copy.token, now)
+            .map_err(|e| e.to_string())?;
+        verified.list.fetched_at = copy.fetched_at;
+        if !self.register(&copy.uri) {
+            return Err("status_list.max_lists reached".into());
+        }
+        if let Some(slot) = self.table.load().get(copy.uri.as_str()) {
+            slot.list.store(Some(Arc::new(verified.list)));
+            tracing::info!(issuer = %self.name, age_secs = now - copy.fetched_at, "loaded a cached status list");
+        }
+        Ok(())
+    }
+
+    fn persist(&self, cache: &DiskCache, uri: &str, token: &str, now: i64) {
+        let copy = CachedList {
+            issuer: self.issuer.clone(),
+            uri: uri.to_string(),
+            fetched_at: now,
+            token: token.to_string(),
+        };
+        let name = format!(
+            "{}.status-{}.json",
+            file_safe(&self.name),
+            &crate::digest::hex(&crate::digest::sha256(uri.as_bytes()))[..16]
+        );
+        let bytes = serde_json::to_vec_pretty(&copy).expect("strings serialize");
+        if let Err(e) = cache.write(&cache.dir().join(name), &bytes) {
+            tracing::warn!(issuer = %self.name, "cannot persist a status list: {e}");
+        }
+    }
+}
+
+/// A Status List Token as fetched, on disk.
+#[derive(Serialize, Deserialize)]
+struct CachedList {
+    issuer: String,
+    uri: String,
+    fetched_at: i64,
+    token: String,
+}
+
+fn seconds(claims: &JsonObject, name: &str) -> Option<i64> {
+    claims
+        .get(name)
+        .and_then(JsonRef::as_f64)
+        .filter(|v| v.fract() == 0.0 && v.abs() < 1e15)
+        .map(|v| v as i64)
+}
+
+/// An issuer's refresh loop and what it needs.
+pub struct ListRefresher {
+    lists: Arc<StatusLists>,
+    fetcher: Fetcher,
+    cache: Option<DiskCache>,
+    metrics: StatusListMetrics,
+    clock: SharedClock,
+}
+
+impl ListRefresher {
+    pub fn new(
+        lists: Arc<StatusLists>,
+        cache: Option<DiskCache>,
+        metrics: StatusListMetrics,
+        clock: SharedClock,
+    ) -> Result<Self, FetchError> {
+        let fetcher = Fetcher::new(lists.settings.fetch.clone())?;
+        let _ = lists.metrics.set(metrics.clone());
+        Ok(Self {
+            lists,
+            fetcher,
+            cache,
+            metrics,
+            clock,
+        })
+    }
+
+    /// The disk copies, installed at once (before any request).
+    pub fn load_cached(&self) {
+        if let Some(cache) = &self.cache {
+            self.lists.load_cached(cache, self.clock.now_unix());
+        }
+        self.report();
+    }
+
+    /// Fetches every list when due; runs until the process stops (or a
+    /// reload retires this issuer's lists).
+    pub async fn run(&self) {
+        loop {
+            let now = self.clock.now_unix();
+            let mut next = now + self.lists.settings.max_refresh.as_secs() as i64;
+            for slot in self.lists.slots() {
+                if slot.due.load(std::sync::atomic::Ordering::Relaxed) <= now {
+                    self.refresh(&slot).await;
+                }
+                next = next.min(slot.due.load(std::sync::atomic::Ordering::Relaxed));
+            }
+            self.report();
+            let wait = (next - self.clock.now_unix()).max(1) as u64;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                _ = self.lists.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One fetch of one list; the slot's next due time is set either way.
+    pub async fn refresh(&self, slot: &Slot) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let lists = &self.lists;
+        let fetched = self.fetcher.get(&slot.uri, MEDIA_TYPE).await;
+        let now = self.clock.now_unix();
+        let outcome = fetched.map_err(StatusListError::from).and_then(|body| {
+            let text = std::str::from_utf8(&body.bytes)
+                .map_err(|_| StatusListError::InvalidToken)?
+                .trim();
+            let verified = lists.verify(&slot.uri, text, now)?;
+            Ok((verified, body.max_age, text.to_string()))
+        });
+        match outcome {
+            Ok((verified, max_age, text)) => {
+                let wait = lists.refresh_after(&verified, max_age, now);
+                slot.list.store(Some(Arc::new(verified.list)));
+                slot.due.store(now + wait, Relaxed);
+                slot.backoff.store(1, Relaxed);
+                if let Some(cache) = &self.cache {
+                    lists.persist(cache, &slot.uri, &text, now);
+                }
+                self.metrics
+                    .fetches
+                    .with_label_values(&[&lists.name, "success"])
+                    .inc();
+            }
+            Err(error) => {
+                let backoff = slot.backoff.load(Relaxed);
+                let cap = MAX_BACKOFF.min(lists.settings.max_refresh.as_secs()).max(1);
+                slot.backoff.store((backoff * 2).min(cap), Relaxed);
+                slot.due.store(now + backoff as i64, Relaxed);
+                self.metrics
+                    .fetches
+                    .with_label_values(&[&lists.name, error.label()])
+                    .inc();
+                // The URI came from a token, but only an allowed one is
+                // ever fetched: it is the operator's, safe to log.
+                let kept = slot.current().is_some_and(|list| lists.usable(&list, now));
+                tracing::warn!(issuer = %lists.name, uri = %slot.uri, kept_previous = kept, "cannot refresh a status list: {error}");
+            }
+        }
+    }
+
+    fn report(&self) {
+        let name = [self.lists.name.as_str()];
+        let count = self.lists.table.load().len();
+        self.metrics
+            .lists
+            .with_label_values(&name)
+            .set(count as i64);
+        self.metrics
+            .bytes
+            .with_label_values(&name)
+            .set(self.lists.memory_bytes() as i64);
+    }
+}
