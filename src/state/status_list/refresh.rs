@@ -185,13 +185,10 @@ impl StatusLists {
             .verify(&copy.uri, &copy.token, now)
             .map_err(|e| e.to_string())?;
         verified.list.fetched_at = copy.fetched_at;
-        if !self.register(&copy.uri) {
+        if !self.install(&copy.uri, verified.list) {
             return Err("status_list.max_lists reached".into());
         }
-        if let Some(slot) = self.table.load().get(copy.uri.as_str()) {
-            slot.list.store(Some(Arc::new(verified.list)));
-            tracing::info!(issuer = %self.name, age_secs = now - copy.fetched_at, "loaded a cached status list");
-        }
+        tracing::info!(issuer = %self.name, age_secs = now - copy.fetched_at, "loaded a cached status list");
         Ok(())
     }
 

@@ -61,13 +61,12 @@ fn install(lists: &StatusLists, uri: &str, statuses: &[u8], fetched_at: i64) {
     let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(&bytes).unwrap();
     let lst = URL_SAFE_NO_PAD.encode(encoder.finish().unwrap());
-    assert!(lists.register(uri));
-    let slot = lists.table.load().get(uri).cloned().unwrap();
-    slot.list.store(Some(Arc::new(CurrentList {
+    let list = CurrentList {
         bits: StatusBits::decode(1, &lst, 1024).unwrap(),
         fetched_at,
         exp: None,
-    })));
+    };
+    assert!(lists.install(uri, list));
 }
 
 fn reason(result: Result<(), Rejection>) -> Option<Reason> {
