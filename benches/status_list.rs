@@ -102,6 +102,7 @@ fn bench(c: &mut Criterion) {
                 bits: decoded(bits),
                 fetched_at: NOW,
                 exp: None,
+                source: None,
             };
             assert!(lists.install(&format!("{PREFIX}other-{other}"), list));
         }
@@ -110,6 +111,7 @@ fn bench(c: &mut Criterion) {
             bits: decoded(bits),
             fetched_at: NOW,
             exp: None,
+            source: None,
         };
         assert!(lists.install(&uri, list));
         let valid = claims(&uri, ENTRIES / 2 + 1);

@@ -310,3 +310,23 @@ async fn a_stale_list_serves_until_max_age() {
     // Past max_age without a good fetch: no longer used.
     expect_status(&gateway, &aged, 503).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_keeps_the_lists_with_the_issuers_new_keys() {
+    let mut server = ListServer::start(0);
+    server.put("l", json!({ "statuses": [0, 1] })).await;
+    let (_upstream, gateway) = start(&config(&server, "", None)).await;
+    let valid = token_at(&server.uri("l"), 0);
+    expect_status(&gateway, &valid, 200).await;
+    server.stop();
+    // The issuer's keys are read from its file again: a new key store,
+    // which the lists are verified with again rather than fetched.
+    let (status, body) = gateway.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(gateway.status("/", Some(&valid)).await, 200);
+    let invalid = token_at(&server.uri("l"), 1);
+    assert_eq!(
+        refused(&gateway, &invalid).await,
+        (401, "token_invalidated".into())
+    );
+}

@@ -353,6 +353,13 @@ impl KeyRefreshers {
                     continue;
                 }
             };
+            // The same issuer's lists before a reload gave it new keys.
+            let previous = running
+                .iter()
+                .find(|(r, _)| r.name == lists.name && r.issuer == lists.issuer);
+            if let Some((previous, _)) = previous {
+                lists.adopt(previous, self.clock.now_unix());
+            }
             refresher.load_cached();
             let task = self.start(Box::pin(async move { refresher.run().await }));
             next.push((lists.clone(), task));

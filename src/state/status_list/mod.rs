@@ -65,6 +65,9 @@ pub struct CurrentList {
     pub fetched_at: i64,
     /// The Status List Token's `exp`: past it, the list is not used.
     pub exp: Option<i64>,
+    /// The Status List Token it was decoded from, to verify again when a
+    /// reload gives the issuer a new key store; `None`: installed directly.
+    pub source: Option<Arc<str>>,
 }
 
 /// One list URI an issuer's tokens named.

@@ -126,6 +126,7 @@ impl StatusLists {
                 bits,
                 fetched_at: now,
                 exp,
+                source: Some(text.into()),
             },
             ttl,
         })
@@ -180,16 +181,53 @@ impl StatusLists {
         if !self.settings.allows(&copy.uri) {
             return Err("its URI is no longer allowed".into());
         }
-        // Checked as if fetched then, against the keys we have now.
-        let mut verified = self
-            .verify(&copy.uri, &copy.token, now)
-            .map_err(|e| e.to_string())?;
-        verified.list.fetched_at = copy.fetched_at;
-        if !self.install(&copy.uri, verified.list) {
-            return Err("status_list.max_lists reached".into());
+        let newer = self
+            .table
+            .load()
+            .get(copy.uri.as_str())
+            .and_then(|slot| slot.current());
+        if newer.is_some_and(|list| list.fetched_at >= copy.fetched_at) {
+            return Ok(());
         }
+        self.install_verified(&copy.uri, &copy.token, copy.fetched_at, now)
+            .map_err(|e| e.to_string())?;
         tracing::info!(issuer = %self.name, age_secs = now - copy.fetched_at, "loaded a cached status list");
         Ok(())
+    }
+
+    /// Verifies `token` (fetched from `uri` at `fetched_at`) against the
+    /// keys we have now, and serves it.
+    fn install_verified(
+        &self,
+        uri: &str,
+        token: &str,
+        fetched_at: i64,
+        now: i64,
+    ) -> Result<(), StatusListError> {
+        let mut verified = self.verify(uri, token, now)?;
+        verified.list.fetched_at = fetched_at;
+        if !self.install(uri, verified.list) {
+            return Err(StatusListError::InvalidList(
+                "status_list.max_lists reached".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes over the lists of `previous`, the same issuer's before a
+    /// reload gave it a new key store: each is verified again with the new
+    /// keys, so a reload costs no fetch and no 503.
+    pub fn adopt(&self, previous: &StatusLists, now: i64) {
+        for slot in previous.slots() {
+            let Some(list) = slot.current() else { continue };
+            let Some(token) = &list.source else { continue };
+            if !self.settings.allows(&slot.uri) || !self.usable(&list, now) {
+                continue;
+            }
+            if let Err(e) = self.install_verified(&slot.uri, token, list.fetched_at, now) {
+                tracing::warn!(issuer = %self.name, uri = %slot.uri, "status list not kept across the reload: {e}");
+            }
+        }
     }
 
     fn persist(&self, cache: &DiskCache, uri: &str, token: &str, now: i64) {

@@ -65,6 +65,7 @@ fn install(lists: &StatusLists, uri: &str, statuses: &[u8], fetched_at: i64) {
         bits: StatusBits::decode(1, &lst, 1024).unwrap(),
         fetched_at,
         exp: None,
+        source: None,
     };
     assert!(lists.install(uri, list));
 }
