@@ -70,6 +70,13 @@ pub struct CurrentList {
     pub source: Option<Arc<str>>,
 }
 
+impl CurrentList {
+    /// The decoded bits and the token kept to verify them again.
+    pub fn memory_bytes(&self) -> usize {
+        size_of::<Self>() + self.bits.memory_bytes() + self.source.as_ref().map_or(0, |s| s.len())
+    }
+}
+
 /// One list URI an issuer's tokens named.
 #[derive(Debug)]
 pub struct Slot {
@@ -253,13 +260,13 @@ impl StatusLists {
         self.table.load().values().cloned().collect()
     }
 
-    /// Heap bytes of the decoded lists.
+    /// Heap bytes of the lists: decoded bits and the tokens they came from.
     pub fn memory_bytes(&self) -> usize {
         self.table
             .load()
             .values()
             .filter_map(|slot| slot.current())
-            .map(|list| list.bits.memory_bytes())
+            .map(|list| list.memory_bytes())
             .sum()
     }
 }

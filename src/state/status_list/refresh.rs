@@ -16,7 +16,7 @@ use crate::auth::token;
 use crate::clock::SharedClock;
 use crate::keys::KeyChoice;
 use crate::keys::disk::{DiskCache, file_safe};
-use crate::keys::fetch::{FetchError, Fetcher};
+use crate::keys::fetch::{FetchError, FetchedBytes, Fetcher};
 use crate::telemetry::metrics::StatusListMetrics;
 
 /// `Accept` of a list fetch (draft-ietf-oauth-status-list §8.1).
@@ -328,13 +328,26 @@ impl ListRefresher {
         let lists = &self.lists;
         let fetched = self.fetcher.get(&slot.uri, MEDIA_TYPE).await;
         let now = self.clock.now_unix();
-        let outcome = fetched.map_err(StatusListError::from).and_then(|body| {
+        let verify = |body: &FetchedBytes| {
             let text = std::str::from_utf8(&body.bytes)
                 .map_err(|_| StatusListError::InvalidToken)?
                 .trim();
             let verified = lists.verify(&slot.uri, text, now)?;
             Ok((verified, body.max_age, text.to_string()))
+        };
+        let mut outcome = fetched.map_err(StatusListError::from).map(|body| {
+            let outcome = verify(&body);
+            (body, outcome)
         });
+        // Signed by a key the issuer's set doesn't have yet (a rotation):
+        // ask its refresher for the keys, as a token's unknown kid does.
+        if let Ok((body, Err(StatusListError::NoKey))) = &outcome
+            && lists.keys.refetch().await
+        {
+            let again = verify(body);
+            outcome = outcome.map(|(body, _)| (body, again));
+        }
+        let outcome = outcome.and_then(|(_, outcome)| outcome);
         match outcome {
             Ok((verified, max_age, text)) => {
                 let wait = lists.refresh_after(&verified, max_age, now);
