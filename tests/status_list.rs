@@ -330,3 +330,41 @@ async fn a_reload_keeps_the_lists_with_the_issuers_new_keys() {
         (401, "token_invalidated".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_verify_fetches_the_list_the_token_names() {
+    let server = ListServer::start(0);
+    server.put("l", json!({ "statuses": [0, 1] })).await;
+    let yaml = config(&server, "", None);
+    let verify = |token: String| {
+        let yaml = yaml.clone();
+        std::thread::spawn(move || {
+            jwtgate_on(
+                &yaml,
+                &["token", "verify"],
+                &["--route", "api", &token],
+                &[],
+            )
+        })
+        .join()
+        .unwrap()
+    };
+    let accepted = verify(token_at(&server.uri("l"), 0));
+    assert!(accepted.success, "{}", accepted.text());
+    assert!(
+        accepted
+            .stdout
+            .contains("status list: issuer \"main\": fetched"),
+        "{}",
+        accepted.text()
+    );
+    let refused = verify(token_at(&server.uri("l"), 1));
+    assert!(!refused.success, "{}", refused.text());
+    assert!(
+        refused
+            .text()
+            .contains("status list marks the token invalid"),
+        "{}",
+        refused.text()
+    );
+}

@@ -205,6 +205,15 @@ impl StatusLists {
         }
     }
 
+    /// Adds the list `claims` name to those fetched, when it is allowed
+    /// (for `jwtgate token verify`, which fetches before it decides).
+    pub fn register_named(&self, claims: &JsonObject) -> bool {
+        match claimed(claims) {
+            Claimed::Entry { uri, .. } => self.settings.allows(uri) && self.register(uri),
+            Claimed::Nothing | Claimed::Malformed => false,
+        }
+    }
+
     /// Within `max_age` of its fetch and before its `exp`.
     fn usable(&self, list: &CurrentList, now: i64) -> bool {
         now - list.fetched_at <= self.settings.max_age.as_secs() as i64

@@ -309,7 +309,8 @@ impl ListRefresher {
             let mut next = now + self.lists.settings.max_refresh.as_secs() as i64;
             for slot in self.lists.slots() {
                 if slot.due.load(std::sync::atomic::Ordering::Relaxed) <= now {
-                    self.refresh(&slot).await;
+                    // Counted and logged by `refresh`; retried when due.
+                    let _ = self.refresh(&slot).await;
                 }
                 next = next.min(slot.due.load(std::sync::atomic::Ordering::Relaxed));
             }
@@ -323,7 +324,7 @@ impl ListRefresher {
     }
 
     /// One fetch of one list; the slot's next due time is set either way.
-    pub async fn refresh(&self, slot: &Slot) {
+    pub async fn refresh(&self, slot: &Slot) -> Result<(), StatusListError> {
         use std::sync::atomic::Ordering::Relaxed;
         let lists = &self.lists;
         let fetched = self.fetcher.get(&slot.uri, MEDIA_TYPE).await;
@@ -361,6 +362,7 @@ impl ListRefresher {
                     .fetches
                     .with_label_values(&[&lists.name, "success"])
                     .inc();
+                Ok(())
             }
             Err(error) => {
                 let backoff = slot.backoff.load(Relaxed);
@@ -375,6 +377,7 @@ impl ListRefresher {
                 // ever fetched: it is the operator's, safe to log.
                 let kept = slot.current().is_some_and(|list| lists.usable(&list, now));
                 tracing::warn!(issuer = %lists.name, uri = %slot.uri, kept_previous = kept, "cannot refresh a status list: {error}");
+                Err(error)
             }
         }
     }
