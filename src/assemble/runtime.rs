@@ -364,7 +364,22 @@ impl KeyRefreshers {
             let task = self.start(Box::pin(async move { refresher.run().await }));
             next.push((lists.clone(), task));
         }
-        let retired = running.drain(..).map(|(_, task)| task).collect();
+        let mut retired = Vec::new();
+        for (lists, task) in running.drain(..) {
+            // An issuer the config no longer checks lists for would
+            // otherwise report its last values forever.
+            if !next.iter().any(|(kept, _)| kept.name == lists.name) {
+                let _ = self
+                    .status_metrics
+                    .lists
+                    .remove_label_values(&[&lists.name]);
+                let _ = self
+                    .status_metrics
+                    .bytes
+                    .remove_label_values(&[&lists.name]);
+            }
+            retired.push(task);
+        }
         *running = next;
         retired
     }
