@@ -368,3 +368,25 @@ async fn token_verify_fetches_the_list_the_token_names() {
         refused.text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prefetched_list_is_ready_before_any_token_names_it() {
+    let server = ListServer::start(0);
+    server.put("early", json!({ "statuses": [0, 1] })).await;
+    let settings = format!(", prefetch: [\"{}\"]", server.uri("early"));
+    let (_upstream, gateway) = start(&config(&server, &settings, None)).await;
+    let fetched = [("issuer", "main"), ("result", "success")];
+    gateway.expect_metric_at_least(FETCHES, &fetched, 1.0).await;
+    // The first token naming it is decided at once, not answered 503.
+    let invalid = token_at(&server.uri("early"), 1);
+    assert_eq!(
+        refused(&gateway, &invalid).await,
+        (401, "token_invalidated".into())
+    );
+    assert_eq!(
+        gateway
+            .status("/", Some(&token_at(&server.uri("early"), 0)))
+            .await,
+        200
+    );
+}

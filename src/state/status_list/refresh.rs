@@ -395,3 +395,150 @@ impl ListRefresher {
             .set(self.lists.memory_bytes() as i64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::config::schema::StatusListMode;
+    use crate::jose::Algorithm;
+    use crate::keys::fetch::FetchSettings;
+    use crate::keys::{KeyStore, jwks};
+    use crate::state::status_list::StatusListSettings;
+
+    const NOW: i64 = 1_800_000_000;
+    const URI: &str = "https://idp.example/statuslists/1";
+    // One bit per entry, entries 0..16 as in the draft's example.
+    const LST: &str = "eNrbuRgAAhcBXQ";
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/keys")
+            .join(name)
+    }
+
+    fn lists() -> StatusLists {
+        let algorithms: crate::jose::AlgorithmSet = [Algorithm::RS256].into_iter().collect();
+        let text = std::fs::read_to_string(fixture("jwks.json")).unwrap();
+        let document: Value = serde_json::from_str(&text).unwrap();
+        let keys = jwks::parse(&document, algorithms).unwrap();
+        StatusLists::new(
+            "idp".into(),
+            "https://idp.example".into(),
+            algorithms,
+            Arc::new(KeyStore::fixed(keys.keys)),
+            StatusListSettings {
+                mode: StatusListMode::Required,
+                allowed_uris: vec!["https://idp.example/statuslists/".into()],
+                prefetch: Vec::new(),
+                max_lists: 4,
+                max_age: Duration::from_secs(86_400),
+                min_refresh: Duration::from_secs(60),
+                max_refresh: Duration::from_secs(3600),
+                max_decompressed_bytes: 1024,
+                fetch: FetchSettings {
+                    connect_timeout: Duration::from_secs(1),
+                    timeout: Duration::from_secs(1),
+                    max_bytes: 8192,
+                    allow_http: false,
+                },
+            },
+        )
+    }
+
+    fn signed(typ: &str, claims: Value) -> String {
+        let signer = crate::mint::Signer::from_file(&fixture("rsa.pem"), Algorithm::RS256).unwrap();
+        let claims = claims.as_object().unwrap().clone();
+        signer.sign(&claims, Some("rsa-1"), Some(typ)).unwrap()
+    }
+
+    fn claims(extra: Value) -> Value {
+        let mut claims = json!({
+            "sub": URI, "iat": NOW, "exp": NOW + 600,
+            "status_list": { "bits": 1, "lst": LST },
+        });
+        for (name, value) in extra.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        claims
+    }
+
+    fn verify(token: &str) -> Result<Verified, StatusListError> {
+        lists().verify(URI, token, NOW)
+    }
+
+    #[test]
+    fn a_status_list_token_is_checked_before_its_list_is_read() {
+        let good = verify(&signed("statuslist+jwt", claims(json!({})))).unwrap();
+        assert_eq!(good.list.bits.get(0), Some(1));
+        assert_eq!(good.list.exp, Some(NOW + 600));
+        let cases = [
+            (signed("JWT", claims(json!({}))), "wrong_type"),
+            (
+                signed(
+                    "statuslist+jwt",
+                    claims(json!({ "sub": "https://idp.example/x" })),
+                ),
+                "wrong_subject",
+            ),
+            (
+                signed("statuslist+jwt", claims(json!({ "exp": NOW }))),
+                "expired",
+            ),
+            (
+                signed(
+                    "statuslist+jwt",
+                    claims(json!({ "status_list": { "bits": 3, "lst": LST } })),
+                ),
+                "invalid_list",
+            ),
+            (
+                signed("statuslist+jwt", claims(json!({ "status_list": "x" }))),
+                "invalid_list",
+            ),
+            ("not a token".to_string(), "invalid_token"),
+        ];
+        for (token, label) in cases {
+            let error = verify(&token)
+                .err()
+                .unwrap_or_else(|| panic!("{label}: accepted"));
+            assert_eq!(error.label(), label, "{error}");
+        }
+        let mut tampered = signed("statuslist+jwt", claims(json!({})));
+        tampered.push('A');
+        assert!(verify(&tampered).is_err());
+    }
+
+    #[test]
+    fn refresh_follows_ttl_and_max_age_within_bounds_and_never_past_exp() {
+        let lists = lists();
+        let verified = |ttl: Option<u64>, exp: Option<i64>| Verified {
+            list: CurrentList {
+                bits: StatusBits::decode(1, LST, 1024).unwrap(),
+                fetched_at: NOW,
+                exp,
+                source: None,
+            },
+            ttl: ttl.map(Duration::from_secs),
+        };
+        let secs = |s: u64| Some(Duration::from_secs(s));
+        let after = |v: &Verified, max_age| lists.refresh_after(v, max_age, NOW);
+        assert_eq!(after(&verified(Some(300), None), None), 300);
+        assert_eq!(
+            after(&verified(Some(300), None), secs(120)),
+            120,
+            "the sooner"
+        );
+        assert_eq!(after(&verified(Some(5), None), None), 60, "min_refresh");
+        assert_eq!(after(&verified(None, None), None), 3600, "max_refresh");
+        assert_eq!(after(&verified(None, Some(NOW + 600)), None), 600, "exp");
+        assert_eq!(
+            after(&verified(None, Some(NOW + 10)), None),
+            60,
+            "not below min_refresh"
+        );
+    }
+}
