@@ -25,6 +25,7 @@ pub mod mint;
 pub mod pipeline;
 pub mod proxy;
 pub mod shutdown;
+pub mod ssf;
 pub mod state;
 pub mod telemetry;
 pub mod upstream;

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("auth", 3),
     ("mint", 3),
     ("state", 4),
+    ("ssf", 4),
     ("pipeline", 5),
     ("answers", 6),
     ("config", 7),

@@ -9,6 +9,8 @@
 //! metadata; metrics and the access log as for the HTTP listener.
 
 mod common;
+#[path = "common/otlp.rs"]
+mod otlp;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -41,6 +43,11 @@ fn down_token() -> String {
 /// A gateway with the gRPC listener on a free port (and `extra` in
 /// `listen.authz`), and that listener's address.
 async fn gateway(extra: &str, env: &[(&str, &str)]) -> (Gateway, SocketAddr) {
+    gateway_with(extra, env, "").await
+}
+
+/// [`gateway`] with `section` (a top-level block) in its config.
+async fn gateway_with(extra: &str, env: &[(&str, &str)], section: &str) -> (Gateway, SocketAddr) {
     let (http, grpc) = (free_port(), free_port());
     let authz = format!("{{ addr: \"127.0.0.1:{http}\", grpc_addr: \"127.0.0.1:{grpc}\"{extra} }}");
     let config = Config::main(ISS)
@@ -48,6 +55,7 @@ async fn gateway(extra: &str, env: &[(&str, &str)]) -> (Gateway, SocketAddr) {
         .listen(&format!(
             "\n  http: \"127.0.0.1:{{PROXY}}\"\n  authz: {authz}"
         ))
+        .section(section)
         .issuers(DOWN_ISSUER)
         .routes(ROUTES);
     let gateway = Gateway::start_with_env(&config, &Upstream::start(), &[], env).await;
@@ -392,4 +400,36 @@ async fn sigterm_stops_with_a_connection_open() {
         gateway.log()
     );
     drop(held);
+}
+
+/// With tracing on, each `Check` is a server span of the `authz_grpc`
+/// adapter, continuing the trace Envoy's request carries when Envoy is a
+/// trusted proxy (the call's source, 192.0.2.7, is not: a new trace).
+#[tokio::test]
+async fn each_check_is_a_server_span_of_its_own_adapter() {
+    let receiver = otlp::Receiver::start().await;
+    let tracing = format!(
+        "telemetry:\n  tracing: {{ endpoint: \"{}\", batch_interval: 100ms }}\n",
+        receiver.grpc_endpoint()
+    );
+    let (_gateway, addr) = gateway_with("", &[], &tracing).await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let alice = format!("Bearer {}", token_of("alice", "read"));
+    let headers = json!({ "authorization": alice, "traceparent": parent });
+    let answers = check_grpc(
+        addr,
+        &[call(request("grpc-traced", "GET", "/read/x", headers))],
+    );
+    assert_eq!(status(&answers[0]), OK, "{}", answers[0]);
+
+    let span = receiver
+        .wait_for_span(|span| span.kind == otlp::SERVER && span.name == "GET reader")
+        .await;
+    assert_eq!(span.str_attr("jwtgate.adapter"), "authz_grpc", "{span:#?}");
+    assert_eq!(span.str_attr("jwtgate.outcome"), "allow", "{span:#?}");
+    assert_eq!(span.str_attr("url.path"), "/read/x", "{span:#?}");
+    assert_ne!(
+        span.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736",
+        "an untrusted parent"
+    );
 }

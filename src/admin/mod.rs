@@ -2,7 +2,9 @@
 //! network: `/metrics` (Prometheus text, or OpenMetrics with exemplars when
 //! the scraper asks for it), `/healthz` (the process is alive),
 //! `/readyz` (config loaded and every issuer has usable keys, and not
-//! shutting down), `POST /-/reload` (read the config file again).
+//! shutting down), `POST /-/reload` (read the config file again), and
+//! with their blocks `/revocations` and `POST /ssf/events/{name}` (Shared
+//! Signals push delivery).
 
 use std::sync::Arc;
 
@@ -14,10 +16,12 @@ use pingora::protocols::http::ServerSession;
 
 mod exposition;
 mod revocations;
+mod signals;
 
 use crate::clock::SharedClock;
 use crate::pipeline::Snapshot;
 use crate::shutdown::Drain;
+use crate::ssf::Receiver;
 use crate::state::revocation::Revocations;
 use crate::telemetry::{Metrics, openmetrics};
 
@@ -45,6 +49,7 @@ pub struct Admin {
     reloader: Arc<dyn Reload>,
     started: std::time::Instant,
     revocations: Option<Arc<Revocations>>,
+    signals: Option<Arc<Receiver>>,
 }
 
 impl Admin {
@@ -63,6 +68,7 @@ impl Admin {
             reloader,
             started: std::time::Instant::now(),
             revocations: None,
+            signals: None,
         }
     }
 
@@ -70,6 +76,12 @@ impl Admin {
     /// stale copy fail `/readyz`.
     pub fn with_revocations(mut self, revocations: Option<Arc<Revocations>>) -> Self {
         self.revocations = revocations;
+        self
+    }
+
+    /// Serves `/ssf/events/{name}`, Shared Signals push delivery.
+    pub fn with_signals(mut self, signals: Option<Arc<Receiver>>) -> Self {
+        self.signals = signals;
         self
     }
 
@@ -155,6 +167,10 @@ impl ServeHttp for Admin {
             revocations::PATH if self.revocations.is_some() => {
                 let revocations = self.revocations.as_ref().expect("checked");
                 revocations::handle(revocations, &self.snapshot.load(), session).await
+            }
+            path if path.starts_with(signals::PREFIX) && self.signals.is_some() => {
+                let receiver = self.signals.as_ref().expect("checked");
+                signals::handle(receiver, session).await
             }
             "/-/reload" if session.req_header().method == http::Method::POST => self.reload().await,
             "/-/reload" => {

@@ -91,14 +91,7 @@ async fn respond(
         });
     }
     let header = session.req_header();
-    let presented = header
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            let (scheme, token) = value.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
+    let presented = bearer(&header.headers);
     let admin = presented
         .and_then(|token| authenticate(tokens, token))
         .ok_or_else(|| ApiError {
@@ -114,7 +107,7 @@ async fn respond(
     match header.method.clone() {
         Method::GET => lookup(revocations, snapshot, &query),
         Method::POST => {
-            let body = read_body(session).await?;
+            let body = read_body(session, MAX_BODY).await?;
             revoke(revocations, snapshot, &admin, &body).await
         }
         Method::DELETE => lift(revocations, snapshot, &admin, &query).await,
@@ -124,6 +117,17 @@ async fn respond(
             message: "use GET, POST or DELETE".into(),
         }),
     }
+}
+
+/// The bearer token in `Authorization`, if there is one.
+pub(super) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
 }
 
 /// The name of the token presented, if it is one of `tokens`. Both sides
@@ -140,16 +144,20 @@ pub fn authenticate<'a>(tokens: &'a [AdminToken], presented: &str) -> Option<&'a
     found
 }
 
-async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
+/// The request body, refused once over `max` bytes.
+pub(super) async fn read_body(
+    session: &mut ServerSession,
+    max: usize,
+) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY {
+                if body.len() + chunk.len() > max {
                     return Err(ApiError {
                         status: StatusCode::PAYLOAD_TOO_LARGE,
                         code: "too_large",
-                        message: format!("the body is over {MAX_BODY} bytes"),
+                        message: format!("the body is over {max} bytes"),
                     });
                 }
                 body.extend_from_slice(&chunk);

@@ -41,6 +41,7 @@ use crate::proxy::keepalive::KeepAlive;
 use crate::proxy::sni::SniResolver;
 use crate::proxy::streams::StreamDeadlines;
 use crate::shutdown::{Drain, SignalWatch};
+use crate::ssf::{self, KnownIssuer, Receiver};
 use crate::state::dpop_replay::DpopReplay;
 use crate::state::live::LiveConnections;
 use crate::state::rate_limit::{self, RateLimits};
@@ -176,11 +177,13 @@ where
 /// The state shared across replicas: the Redis connection when there is
 /// one, the revocation list with its disk copy loaded (before any listener
 /// opens, so before `/readyz` can say ready) and the rate-limit counters,
-/// with their sweeper and Redis sessions as background tasks; and the
-/// table of long-lived connections revocations end.
+/// with their sweeper and Redis sessions as background tasks; the
+/// table of long-lived connections revocations end; and the Shared
+/// Signals receiver that feeds the revocation list.
 fn shared_state(
     server: &mut Server,
     bootstrap: &Bootstrap,
+    runtime: &Runtime,
     metrics: &Metrics,
     clock: &SharedClock,
 ) -> Result<SharedState, ServerError> {
@@ -249,7 +252,45 @@ fn shared_state(
         }
         _ => Arc::new(DpopReplay::local(settings.max_entries)),
     };
-    Ok((revocations, limits, live, replay))
+    let signals = shared_signals(server, bootstrap, runtime, metrics, clock, &revocations);
+    Ok((revocations, limits, live, replay, signals))
+}
+
+/// The Shared Signals receiver, with a background task per transmitter
+/// (its configuration, keys and, when polled, its poll loop). Compiling
+/// made sure there is a revocation list.
+fn shared_signals(
+    server: &mut Server,
+    bootstrap: &Bootstrap,
+    runtime: &Runtime,
+    metrics: &Metrics,
+    clock: &SharedClock,
+    revocations: &Option<Arc<Revocations>>,
+) -> Option<Arc<Receiver>> {
+    let (settings, revocations) = (bootstrap.shared_signals.as_ref()?, revocations.as_ref()?);
+    // The subject's issuer is checked against the config being served.
+    let snapshot = runtime.snapshot.clone();
+    let known_issuer: KnownIssuer =
+        Arc::new(move |iss: &str| snapshot.load().issuers.iter().any(|i| i.issuer == iss));
+    let receiver = Arc::new(Receiver::new(
+        settings,
+        revocations.clone(),
+        known_issuer,
+        metrics,
+    ));
+    for transmitter in receiver.transmitters() {
+        let (receiver, transmitter) = (receiver.clone(), transmitter.clone());
+        let (keys, clock) = (metrics.keys.clone(), clock.clone());
+        add_task(server, "jwtgate shared signals", move || {
+            ssf::stream::run(
+                receiver.clone(),
+                transmitter.clone(),
+                keys.clone(),
+                clock.clone(),
+            )
+        });
+    }
+    Some(receiver)
 }
 
 type SharedState = (
@@ -257,6 +298,7 @@ type SharedState = (
     Arc<RateLimits>,
     Arc<LiveConnections>,
     Arc<DpopReplay>,
+    Option<Arc<Receiver>>,
 );
 
 /// Runs until SIGTERM's drain is over or SIGINT; fails only at startup.
@@ -291,8 +333,8 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         "jwtgate upstreams",
         runtime.upstreams.service(),
     ));
-    let (revocations, rate_limits, live, dpop_replay) =
-        shared_state(&mut server, &bootstrap, &metrics, &clock)?;
+    let (revocations, rate_limits, live, dpop_replay, receiver) =
+        shared_state(&mut server, &bootstrap, &runtime, &metrics, &clock)?;
     // One decision pipeline for every adapter: one token cache, one
     // revocation list, one budget per client whoever decides.
     let cache = &metrics.token_cache;
@@ -347,8 +389,10 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         live,
         &drain,
     );
-    let admin = Admin::new(runtime.snapshot.clone(), metrics, clock, drain, reloader);
-    add_side_services(&mut server, &bootstrap, admin.with_revocations(revocations));
+    let admin = Admin::new(runtime.snapshot.clone(), metrics, clock, drain, reloader)
+        .with_revocations(revocations)
+        .with_signals(receiver);
+    add_side_services(&mut server, &bootstrap, admin);
     log_listening(&bootstrap);
     server.run(RunArgs {
         shutdown_signal: Box::new(signal_watch),

@@ -5,12 +5,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Context, authz, shared, telemetry};
+use super::{Context, authz, shared, signals, telemetry};
 use crate::auth::token_cache::CacheSettings;
 use crate::authz::settings::AuthzSettings;
 use crate::config::ConfigError;
 use crate::config::schema::{AsWritten, ClearTextMode, GatewayConfig};
 use crate::keys::remote::RemoteSource;
+use crate::ssf::SignalsSettings;
 use crate::state::rate_limit::budget_sync::RateLimitSettings;
 use crate::state::redis::RedisSettings;
 use crate::state::revocation::RevocationSettings;
@@ -40,6 +41,8 @@ pub struct Bootstrap {
     pub redis: Option<RedisSettings>,
     /// `None`: no `revocation` block, nothing is ever revoked.
     pub revocation: Option<RevocationSettings>,
+    /// `None`: no `shared_signals` block.
+    pub shared_signals: Option<SignalsSettings>,
     pub rate_limit: RateLimitSettings,
     pub dpop_replay: DpopReplaySettings,
     /// `None`: no authorization listener.
@@ -110,6 +113,13 @@ impl Bootstrap {
             (
                 "revocation",
                 or(&self.revocation.as_ref().map(describe_revocation), "(none)"),
+            ),
+            (
+                "shared_signals",
+                or(
+                    &self.shared_signals.as_ref().map(|s| format!("{s:?}")),
+                    "(none)",
+                ),
             ),
             ("rate_limit", describe_rate_limit(&self.rate_limit)),
             ("dpop_replay", self.dpop_replay.describe()),
@@ -199,6 +209,13 @@ pub(super) fn compile(
         cx.sources,
     )
     .map_err(|message| cx.error(None, message))?;
+    let shared_signals = signals::compile(
+        config.shared_signals.as_ref(),
+        shared.revocation.is_some(),
+        cx.base_dir,
+        cx.sources,
+    )
+    .map_err(|message| cx.error(None, message))?;
     let authz = authz::compile(config.listen.authz.as_ref(), cx.base_dir, cx.sources)
         .map_err(|error| cx.error(None, error.to_string()))?;
     let tracing = telemetry::compile(&config.telemetry)
@@ -223,6 +240,7 @@ pub(super) fn compile(
         }),
         redis: shared.redis,
         revocation: shared.revocation,
+        shared_signals,
         rate_limit: shared.rate_limit,
         dpop_replay: shared.dpop_replay,
         authz,

@@ -13,6 +13,7 @@ mod listeners;
 mod routes;
 mod sender;
 mod shared;
+mod signals;
 mod status_lists;
 mod telemetry;
 

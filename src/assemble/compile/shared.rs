@@ -319,7 +319,7 @@ fn redis_tls(
     Ok(RedisTls { ca, client, files })
 }
 
-fn secret_source<'a>(
+pub(super) fn secret_source<'a>(
     field: &str,
     secret: &'a SecretConfig,
     base_dir: &Path,

@@ -14,6 +14,7 @@ mod issuers;
 mod json;
 mod listen;
 mod routes;
+mod signals;
 mod state;
 mod status_list;
 mod telemetry;
@@ -31,6 +32,7 @@ pub use issuers::*;
 pub use json::json_schema;
 pub use listen::*;
 pub use routes::*;
+pub use signals::*;
 pub use state::*;
 pub use status_list::*;
 pub use telemetry::*;
@@ -90,6 +92,9 @@ pub struct GatewayConfig {
     /// The revocation list; without it nothing can be revoked.
     /// Restart-only.
     pub revocation: Option<RevocationConfig>,
+    /// Security Event Tokens from OpenID Shared Signals (SSF) transmitters,
+    /// applied to the revocation list (which they need). Restart-only.
+    pub shared_signals: Option<SharedSignalsConfig>,
     /// Where the counters of every route's `rate_limits` live; default: in
     /// memory, per replica. Restart-only.
     #[serde(default)]
