@@ -28,7 +28,8 @@ use crate::keys::fetch::FetchError;
 use crate::keys::remote::{Refresher, RemoteIdentity};
 use crate::pipeline::Snapshot;
 use crate::proxy::Serving;
-use crate::telemetry::metrics::KeyMetrics;
+use crate::state::status_list::{ListRefresher, StatusLists};
+use crate::telemetry::metrics::{KeyMetrics, StatusListMetrics};
 use crate::upstream::pools::{PoolChanges, UpstreamPools};
 use crate::upstream::{PoolIdentity, UpstreamPool};
 
@@ -56,6 +57,16 @@ impl Running for Runtime {
 
     fn upstream_pool(&self, identity: &PoolIdentity) -> Option<Arc<UpstreamPool>> {
         self.upstreams.existing(identity)
+    }
+
+    fn status_lists(&self, compiled: &StatusLists) -> Option<Arc<StatusLists>> {
+        let running = self.snapshot.load();
+        running
+            .status_lists
+            .iter()
+            .flatten()
+            .find(|lists| lists.same_as(compiled))
+            .cloned()
     }
 }
 
@@ -197,6 +208,9 @@ pub struct KeyRefreshers {
     metrics: KeyMetrics,
     clock: SharedClock,
     next_task: std::sync::atomic::AtomicU64,
+    /// Each issuer's status lists whose refresher runs, and its task.
+    status_lists: Mutex<Vec<(Arc<StatusLists>, u64)>>,
+    status_metrics: StatusListMetrics,
 }
 
 struct RunningRefresher {
@@ -205,8 +219,11 @@ struct RunningRefresher {
     task: u64,
 }
 
+/// A refresh loop, to run until stopped.
+type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 enum Command {
-    Start(u64, Arc<Refresher>),
+    Start(u64, Task),
     Stop(u64),
 }
 
@@ -234,7 +251,15 @@ impl KeyRefreshers {
             metrics,
             clock,
             next_task: Default::default(),
+            status_lists: Mutex::default(),
+            status_metrics: crate::telemetry::Metrics::new().status_lists,
         }
+    }
+
+    /// Where status list refreshers count (the process's registry).
+    pub fn with_status_list_metrics(mut self, metrics: StatusListMetrics) -> Self {
+        self.status_metrics = metrics;
+        self
     }
 
     /// The key store already filled for `identity`, for
@@ -289,11 +314,7 @@ impl KeyRefreshers {
                 keys.adopt(&previous.keys);
             }
             refresher.load_cached();
-            let task = self
-                .next_task
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // Only fails once the service has stopped: the process is ending.
-            let _ = self.commands.send(Command::Start(task, refresher));
+            let task = self.start(Box::pin(async move { refresher.run().await }));
             next.push(RunningRefresher {
                 identity,
                 keys,
@@ -301,10 +322,76 @@ impl KeyRefreshers {
             });
             changes.started += 1;
         }
-        let retired: Vec<u64> = running.drain(..).map(|r| r.task).collect();
+        let mut retired: Vec<u64> = running.drain(..).map(|r| r.task).collect();
         changes.stopped = retired.len();
         *running = next;
+        retired.extend(self.apply_status_lists(snapshot));
         Ok((changes, Retired(retired)))
+    }
+
+    /// Starts a refresher for each issuer's lists the snapshot has anew,
+    /// after their disk copies (checked with keys installed just before);
+    /// returns the tasks of lists it no longer has.
+    fn apply_status_lists(&self, snapshot: &Snapshot) -> Vec<u64> {
+        let mut running = self.status_lists.lock().expect("not poisoned");
+        let mut next = Vec::new();
+        for lists in snapshot.status_lists.iter().flatten() {
+            if let Some(index) = running.iter().position(|(r, _)| Arc::ptr_eq(r, lists)) {
+                next.push(running.swap_remove(index));
+                continue;
+            }
+            let refresher = ListRefresher::new(
+                lists.clone(),
+                self.cache.clone(),
+                self.status_metrics.clone(),
+                self.clock.clone(),
+            );
+            let refresher = match refresher {
+                Ok(refresher) => Arc::new(refresher),
+                Err(error) => {
+                    tracing::error!(issuer = %lists.name, "status lists not refreshed: {error}");
+                    continue;
+                }
+            };
+            // The same issuer's lists before a reload gave it new keys.
+            let previous = running
+                .iter()
+                .find(|(r, _)| r.name == lists.name && r.issuer == lists.issuer);
+            if let Some((previous, _)) = previous {
+                lists.adopt(previous, self.clock.now_unix());
+            }
+            refresher.load_cached();
+            let task = self.start(Box::pin(async move { refresher.run().await }));
+            next.push((lists.clone(), task));
+        }
+        let mut retired = Vec::new();
+        for (lists, task) in running.drain(..) {
+            // An issuer the config no longer checks lists for would
+            // otherwise report its last values forever.
+            if !next.iter().any(|(kept, _)| kept.name == lists.name) {
+                let _ = self
+                    .status_metrics
+                    .lists
+                    .remove_label_values(&[&lists.name]);
+                let _ = self
+                    .status_metrics
+                    .bytes
+                    .remove_label_values(&[&lists.name]);
+            }
+            retired.push(task);
+        }
+        *running = next;
+        retired
+    }
+
+    /// Hands `run` to the background service; returns its task id.
+    fn start(&self, run: Task) -> u64 {
+        let task = self
+            .next_task
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Only fails once the service has stopped: the process is ending.
+        let _ = self.commands.send(Command::Start(task, run));
+        task
     }
 
     pub fn stop(&self, retired: Retired) {
@@ -333,8 +420,8 @@ impl BackgroundService for KeyRefreshService {
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Start(id, refresher)) => {
-                        let task = tokio::spawn(async move { refresher.run().await });
+                    Some(Command::Start(id, run)) => {
+                        let task = tokio::spawn(run);
                         tasks.insert(id, task);
                     }
                     Some(Command::Stop(id)) => {

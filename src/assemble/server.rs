@@ -321,7 +321,8 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
             bootstrap.keys_cache_dir.clone(),
             metrics.keys.clone(),
             clock.clone(),
-        ),
+        )
+        .with_status_list_metrics(metrics.status_lists.clone()),
         UpstreamPools::new(metrics.upstreams.clone(), clock.clone()),
     )?);
     server.add_service(background_service(

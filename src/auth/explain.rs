@@ -49,6 +49,15 @@ pub fn summary(reason: Reason) -> &'static str {
         Reason::EncryptedToken => {
             "the token is encrypted (JWE); only signed tokens (JWS) are verified"
         }
+        Reason::TokenInvalidated => "the issuer's status list marks the token invalid",
+        Reason::TokenSuspended => "the issuer's status list marks the token suspended",
+        Reason::TokenStatusUnknown => {
+            "the issuer's status list gives the token a status jwtgate does not accept"
+        }
+        Reason::StatusListNotAllowed => {
+            "the token names a status list outside the issuer's status_list.allowed_uris"
+        }
+        Reason::StatusListUnavailable => "the token's status list is not available",
         Reason::Dpop(DpopFailure::MissingProof) => {
             "the token is bound to a key (cnf.jkt) and came without a DPoP proof of that key"
         }

@@ -33,6 +33,18 @@ pub enum Reason {
     UnsupportedHeader,
     /// A JWE (five segments): encrypted tokens are not supported.
     EncryptedToken,
+    /// The token's Token Status List entry says `INVALID` (0x01).
+    TokenInvalidated,
+    /// The token's Token Status List entry says `SUSPENDED` (0x02).
+    TokenSuspended,
+    /// The entry holds a status jwtgate does not accept (0x03 and up), or
+    /// the token's index is past the end of its list: refused, since no
+    /// one said the token is valid.
+    TokenStatusUnknown,
+    /// The token names a status list outside the issuer's `allowed_uris`.
+    StatusListNotAllowed,
+    /// The token's status list is not available (503 under `required`).
+    StatusListUnavailable,
     /// A DPoP proof, or the token's binding to the proof's key, failed a
     /// check (RFC 9449); its own label says which.
     Dpop(DpopFailure),
@@ -46,7 +58,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 27] = [
         Reason::MissingToken,
         Reason::Malformed,
         Reason::UnsupportedAlg,
@@ -69,10 +81,15 @@ impl Reason {
         Reason::AmbiguousToken,
         Reason::UnsupportedHeader,
         Reason::EncryptedToken,
+        Reason::TokenInvalidated,
+        Reason::TokenSuspended,
+        Reason::TokenStatusUnknown,
+        Reason::StatusListNotAllowed,
+        Reason::StatusListUnavailable,
     ];
 
     /// The labels in the order of the variants (and of [`Self::ALL`]).
-    const LABELS: [&'static str; 22] = [
+    const LABELS: [&'static str; 27] = [
         "missing_token",
         "malformed",
         "unsupported_alg",
@@ -95,6 +112,11 @@ impl Reason {
         "ambiguous_token",
         "unsupported_header",
         "encrypted_token",
+        "token_invalidated",
+        "token_suspended",
+        "token_status_unknown",
+        "status_list_not_allowed",
+        "status_list_unavailable",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -131,6 +153,11 @@ impl Reason {
             Reason::AmbiguousToken => 19,
             Reason::UnsupportedHeader => 20,
             Reason::EncryptedToken => 21,
+            Reason::TokenInvalidated => 22,
+            Reason::TokenSuspended => 23,
+            Reason::TokenStatusUnknown => 24,
+            Reason::StatusListNotAllowed => 25,
+            Reason::StatusListUnavailable => 26,
             Reason::Dpop(_) | Reason::CertificateMismatch | Reason::SenderConstraintRequired => {
                 unreachable!("not a reason about the token itself")
             }
@@ -217,6 +244,14 @@ impl Rejection {
         }
     }
 
+    /// 503: the token's status list can't be consulted.
+    pub fn status_unavailable() -> Self {
+        Self {
+            reason: Reason::StatusListUnavailable,
+            kind: RejectionKind::Unavailable,
+        }
+    }
+
     /// How a failed DPoP check is answered (RFC 9449 §7.1, §8); `nonce`:
     /// the one to retry with, where the failure asks for one.
     pub fn dpop(failure: DpopFailure, nonce: Option<String>) -> Self {
@@ -285,6 +320,9 @@ impl Rejection {
             (RejectionKind::InsufficientScope { .. }, _) => "insufficient scope",
             (RejectionKind::Unavailable, Reason::Dpop(_)) => {
                 "proof replay check temporarily unavailable"
+            }
+            (RejectionKind::Unavailable, Reason::StatusListUnavailable) => {
+                "token status temporarily unavailable"
             }
             (RejectionKind::Unavailable, _) => "token keys temporarily unavailable",
             (RejectionKind::InvalidDpopProof, _) => "invalid DPoP proof",

@@ -25,6 +25,7 @@ use jwtgate::pipeline::{
     Adapter, CompiledRoute, Decision, Forwarded, Pipeline, RequestView, Scheme, Snapshot,
     TargetForm,
 };
+use jwtgate::state::status_list::ListRefresher;
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -336,6 +337,44 @@ fn fetch_remote_keys(
     Ok(())
 }
 
+/// The status list the token names, fetched once from each issuer that
+/// checks lists and allows its URI (no refresher runs here either). The
+/// token is read unverified only to know which list; what it says about
+/// the token is decided with the rest.
+fn fetch_status_lists(
+    snapshot: &jwtgate::pipeline::Snapshot,
+    token: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    let Ok(parsed) = jwtgate::auth::token::parse(token, snapshot.max_token_bytes) else {
+        return Ok(());
+    };
+    let metrics = jwtgate::telemetry::Metrics::new().status_lists;
+    for lists in snapshot.status_lists.iter().flatten() {
+        if !lists.register_named(&parsed.claims) {
+            continue;
+        }
+        let refresher = ListRefresher::new(
+            lists.clone(),
+            None,
+            metrics.clone(),
+            jwtgate::clock::system(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        for slot in lists.slots() {
+            match runtime.block_on(refresher.refresh(&slot)) {
+                Ok(()) => outln!("status list: issuer {:?}: fetched {}", lists.name, slot.uri),
+                Err(error) => outln!(
+                    "status list: issuer {:?}: cannot fetch {}: {error}",
+                    lists.name,
+                    slot.uri
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The request `token verify` asks about: what the route's match admits
 /// (its prefix, its first method or GET, its host), carrying the token as
 /// a bearer.
@@ -435,6 +474,7 @@ fn verify(config_path: &Path, route_name: &str, token: &str) -> anyhow::Result<E
         .enable_all()
         .build()?;
     fetch_remote_keys(&snapshot, &runtime)?;
+    fetch_status_lists(&snapshot, token, &runtime)?;
     outln!(
         "route {:?} (auth {})",
         route.name,

@@ -30,18 +30,13 @@ impl DiskCache {
     }
 
     fn path(&self, issuer_name: &str) -> PathBuf {
-        // Issuer names are config names; keep the file name boring anyway.
-        let safe: String = issuer_name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.dir.join(format!("{safe}.jwks.json"))
+        self.dir
+            .join(format!("{}.jwks.json", file_safe(issuer_name)))
+    }
+
+    /// The directory the copies are kept in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The cached copy for an issuer, if there is one and it belongs to it.
@@ -65,20 +60,39 @@ impl DiskCache {
     }
 
     pub fn store(&self, issuer_name: &str, entry: &CachedJwks) -> Result<(), String> {
+        let bytes = serde_json::to_vec_pretty(entry).expect("JSON values serialize");
+        self.write(&self.path(issuer_name), &bytes)
+    }
+
+    /// Writes `bytes` to `path` (in this cache's directory) atomically and
+    /// privately.
+    pub fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), String> {
         create_private_dir(&self.dir)?;
-        let path = self.path(issuer_name);
         let temporary = path.with_extension(format!("tmp.{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut file = private_file(&temporary)?;
-            file.write_all(&serde_json::to_vec_pretty(entry).expect("JSON values serialize"))?;
+            file.write_all(bytes)?;
             file.sync_all()?;
-            std::fs::rename(&temporary, &path)
+            std::fs::rename(&temporary, path)
         };
         write().map_err(|e| {
             let _ = std::fs::remove_file(&temporary);
             format!("cannot write {}: {e}", path.display())
         })
     }
+}
+
+/// A config name as a boring file name.
+pub fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(unix)]

@@ -51,6 +51,23 @@ pub enum FetchError {
     Client(String),
 }
 
+impl FetchError {
+    /// The `result` label of a failed fetch: a closed set, in the fetch
+    /// metrics' help texts.
+    pub fn label(&self) -> &'static str {
+        match self {
+            FetchError::Http { .. } => "network",
+            FetchError::Status { .. } => "http_status",
+            FetchError::TooLarge { .. } => "too_large",
+            FetchError::NotJson { .. } => "invalid_json",
+            FetchError::Discovery { .. } => "invalid_discovery",
+            FetchError::IssuerMismatch { .. } => "issuer_mismatch",
+            FetchError::Insecure(_) => "insecure",
+            FetchError::Client(_) => "client",
+        }
+    }
+}
+
 /// A fetched JSON document and how long it may be cached (`Cache-Control:
 /// max-age`, when the server says).
 #[derive(Debug)]
@@ -58,6 +75,14 @@ pub struct Fetched {
     pub document: Value,
     pub max_age: Option<Duration>,
     /// The HTTP status it came with (a success).
+    pub status: u16,
+}
+
+/// A fetched body, as [`Fetched`] but not parsed.
+#[derive(Debug)]
+pub struct FetchedBytes {
+    pub bytes: Vec<u8>,
+    pub max_age: Option<Duration>,
     pub status: u16,
 }
 
@@ -129,6 +154,20 @@ impl Fetcher {
     }
 
     pub async fn get_json(&self, url: &str) -> Result<Fetched, FetchError> {
+        let body = self.get(url, "application/json").await?;
+        let document = serde_json::from_slice(&body.bytes).map_err(|e| FetchError::NotJson {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Fetched {
+            document,
+            max_age: body.max_age,
+            status: body.status,
+        })
+    }
+
+    /// The body at `url`, asked for as `accept`, within the size cap.
+    pub async fn get(&self, url: &str, accept: &'static str) -> Result<FetchedBytes, FetchError> {
         self.check_scheme(url)?;
         let http_error = |e: reqwest::Error| FetchError::Http {
             url: url.to_string(),
@@ -137,7 +176,7 @@ impl Fetcher {
         let mut response = self
             .client
             .get(url)
-            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::ACCEPT, accept)
             .send()
             .await
             .map_err(http_error)?;
@@ -164,22 +203,18 @@ impl Fetcher {
                 max,
             });
         }
-        let mut body = Vec::new();
+        let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(http_error)? {
-            if body.len() + chunk.len() > max {
+            if bytes.len() + chunk.len() > max {
                 return Err(FetchError::TooLarge {
                     url: url.to_string(),
                     max,
                 });
             }
-            body.extend_from_slice(&chunk);
+            bytes.extend_from_slice(&chunk);
         }
-        let document = serde_json::from_slice(&body).map_err(|e| FetchError::NotJson {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
-        Ok(Fetched {
-            document,
+        Ok(FetchedBytes {
+            bytes,
             max_age,
             status: status.as_u16(),
         })

@@ -65,16 +65,7 @@ impl RefreshError {
     /// The `result` label: a closed set, documented in docs/operations.md.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::Fetch(error) => match error {
-                FetchError::Http { .. } => "network",
-                FetchError::Status { .. } => "http_status",
-                FetchError::TooLarge { .. } => "too_large",
-                FetchError::NotJson { .. } => "invalid_json",
-                FetchError::Discovery { .. } => "invalid_discovery",
-                FetchError::IssuerMismatch { .. } => "issuer_mismatch",
-                FetchError::Insecure(_) => "insecure",
-                FetchError::Client(_) => "client",
-            },
+            Self::Fetch(error) => error.label(),
             Self::InvalidJwks { .. } | Self::NoUsableKey { .. } => "invalid_jwks",
         }
     }

@@ -361,7 +361,9 @@ impl Pipeline {
             self.cache.as_ref(),
             explain,
         );
-        let outcome = outcome.and_then(|verified| self.not_revoked(snapshot, verified, explain));
+        let outcome = outcome
+            .and_then(|verified| self.not_revoked(snapshot, verified, explain))
+            .and_then(|verified| self.status_valid(snapshot, verified, explain));
         if let Some(histogram) = &self.verify_duration {
             histogram.observe(started.elapsed().as_secs_f64(), exemplar);
         }
@@ -400,6 +402,40 @@ impl Pipeline {
         }
     }
 }
+
+impl Pipeline {
+    /// The token's entry in its issuer's status list, when it names one
+    /// and the issuer checks them.
+    fn status_valid(
+        &self,
+        snapshot: &Snapshot,
+        verified: Arc<VerifiedToken>,
+        explain: &mut impl Explain,
+    ) -> Result<Arc<VerifiedToken>, Failure> {
+        let Some(Some(lists)) = snapshot.status_lists.get(verified.issuer) else {
+            return Ok(verified);
+        };
+        match lists.check(&verified.claims, self.clock.now_unix()) {
+            Ok(()) => {
+                explain.passed(STATUS_CHECK, &|| "status list".into());
+                Ok(verified)
+            }
+            Err(rejection) => {
+                explain.failed(STATUS_CHECK, rejection.reason);
+                Err(Failure {
+                    rejection,
+                    issuer: Some(verified.issuer),
+                    check: STATUS_CHECK,
+                    keys_seen: None,
+                    refused: Some(verified),
+                })
+            }
+        }
+    }
+}
+
+/// The check a token's status list entry failed.
+pub const STATUS_CHECK: &str = "status";
 
 /// The check a proof of possession (DPoP, a client certificate) or the
 /// route's sender constraint failed.

@@ -20,6 +20,7 @@ use crate::client_certs::ClientCertAuthority;
 use crate::config::schema::{AuthMode, HttpsOnly};
 use crate::keys::remote::RemoteSource;
 use crate::state::rate_limit::RouteRateLimits;
+use crate::state::status_list::StatusLists;
 use crate::telemetry::metrics::RouteSeries;
 
 /// Everything the gateway serves from, immutable once built; a reload
@@ -29,6 +30,8 @@ pub struct Snapshot {
     pub realm: String,
     pub max_token_bytes: usize,
     pub issuers: Vec<Arc<IssuerVerifier>>,
+    /// Each issuer's Token Status Lists, by its place in `issuers`.
+    pub status_lists: Vec<Option<Arc<StatusLists>>>,
     pub startup_grace: Duration,
     /// Issuers whose keys are fetched, and how.
     pub remote: Vec<RemoteSource>,

@@ -8,3 +8,4 @@ pub mod live;
 pub mod rate_limit;
 pub mod redis;
 pub mod revocation;
+pub mod status_list;

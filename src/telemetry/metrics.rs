@@ -76,6 +76,19 @@ pub struct Metrics {
     pub token_cache: CacheMetrics,
     /// Reloads and the certificates they load.
     pub config: ConfigMetrics,
+    /// Token Status Lists, for their refreshers and the pipeline.
+    pub status_lists: StatusListMetrics,
+}
+
+/// `jwtgate_status_list_fetch_total`, `jwtgate_status_lists`,
+/// `jwtgate_status_list_bytes`, `jwtgate_status_list_unchecked_total`:
+/// by issuer only, never by list URI (those come from tokens).
+#[derive(Clone)]
+pub struct StatusListMetrics {
+    pub fetches: IntCounterVec,
+    pub lists: IntGaugeVec,
+    pub bytes: IntGaugeVec,
+    pub unchecked: IntCounterVec,
 }
 
 /// `jwtgate_requests_total`, `jwtgate_auth_decisions_total`,
@@ -248,6 +261,37 @@ impl KeyMetrics {
     }
 }
 
+impl StatusListMetrics {
+    fn new(registry: &Registry) -> Self {
+        Self {
+            fetches: counters(
+                registry,
+                "jwtgate_status_list_fetch_total",
+                "Status List Token fetches, by issuer and result (success, network, http_status, too_large, insecure, client, invalid_token, wrong_type, bad_signature, no_key, wrong_subject, expired, invalid_list, inflated_too_large).",
+                &["issuer", "result"],
+            ),
+            lists: gauges(
+                registry,
+                "jwtgate_status_lists",
+                "Status lists an issuer's tokens named and jwtgate keeps, by issuer.",
+                &["issuer"],
+            ),
+            bytes: gauges(
+                registry,
+                "jwtgate_status_list_bytes",
+                "Heap bytes of an issuer's decoded status lists.",
+                &["issuer"],
+            ),
+            unchecked: counters(
+                registry,
+                "jwtgate_status_list_unchecked_total",
+                "Tokens accepted under status_list.mode optional without their list (not fetched yet, or past max_age), by issuer.",
+                &["issuer"],
+            ),
+        }
+    }
+}
+
 impl UpstreamMetrics {
     fn new(registry: &Registry) -> Self {
         Self {
@@ -343,6 +387,7 @@ impl Metrics {
             upstreams: UpstreamMetrics::new(&registry),
             token_cache: CacheMetrics::new(&registry),
             config: ConfigMetrics::new(&registry),
+            status_lists: StatusListMetrics::new(&registry),
             registry,
         };
         // Counted by the log layer, which is the process's, not a registry's.

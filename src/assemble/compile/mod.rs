@@ -14,6 +14,7 @@ mod routes;
 mod sender;
 mod shared;
 mod signals;
+mod status_lists;
 mod telemetry;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use crate::config::schema::GatewayConfig;
 use crate::keys::KeyStore;
 use crate::keys::remote::RemoteIdentity;
 use crate::pipeline::Snapshot;
+use crate::state::status_list::StatusLists;
 use crate::upstream::{PoolIdentity, RouteUpstream, UpstreamPool};
 
 /// A compiled config: what only a restart can change, and what a reload
@@ -48,6 +50,10 @@ pub struct Compiled {
 pub trait Running {
     fn key_store(&self, identity: &RemoteIdentity) -> Option<Arc<KeyStore>>;
     fn upstream_pool(&self, identity: &PoolIdentity) -> Option<Arc<UpstreamPool>>;
+    /// The running lists that check tokens as `compiled` would, if any.
+    fn status_lists(&self, _compiled: &StatusLists) -> Option<Arc<StatusLists>> {
+        None
+    }
 }
 
 impl Running for () {
@@ -94,6 +100,7 @@ pub fn compile_with(
     };
     let served = listeners::compile(&config, &mut cx)?;
     let (issuers, remote) = issuers::compile(&config.issuers, &mut cx)?;
+    let status_lists = status_lists::compile(&config.issuers, &issuers, &mut cx)?;
     let mut config = config;
     let route_configs = std::mem::take(&mut config.routes);
     let routes = routes::compile(
@@ -110,6 +117,7 @@ pub fn compile_with(
         startup_grace: config.admin.startup_grace,
         remote,
         issuers,
+        status_lists,
         routes: routes.routes,
         router: routes.router,
         paths: served.paths,

@@ -376,3 +376,31 @@ fn a_client_cert_header_needs_a_header_name_and_trusted_proxies_to_be_read() {
         "{error}"
     );
 }
+
+#[test]
+fn status_lists_need_an_allow_list_that_covers_what_they_prefetch() {
+    let issuer = |status_list: &str| {
+        format!(
+            "issuers:\n  - name: corp\n    issuer: https://idp.example\n    algorithms: [HS256]\n    audiences: [api]\n    hmac_secret_env: SECRET\n    status_list: {status_list}\n"
+        )
+    };
+    let sources = Fixed::default().var("SECRET", "0123456789abcdef0123456789abcdef");
+    let compiled = |status_list: &str| compile_text(&issuer(status_list), &sources);
+    let error = compiled("{ mode: required }").unwrap_err();
+    assert!(error.contains("allowed_uris must list"), "{error}");
+    let error = compiled("{ allowed_uris: [\"http://idp.example/l/\"] }").unwrap_err();
+    assert!(error.contains("must be an https:// URL"), "{error}");
+    let error = compiled(
+        "{ allowed_uris: [\"https://idp.example/l/\"], prefetch: [\"https://other.example/l/1\"] }",
+    )
+    .unwrap_err();
+    assert!(error.contains("not under allowed_uris"), "{error}");
+    let off = compiled("{ mode: off }").unwrap();
+    assert!(off.snapshot.status_lists[0].is_none(), "off: no lists");
+    let on = compiled(
+        "{ allowed_uris: [\"https://idp.example/l/\"], prefetch: [\"https://idp.example/l/1\"] }",
+    )
+    .unwrap();
+    let lists = on.snapshot.status_lists[0].as_ref().expect("lists");
+    assert_eq!(lists.slots().len(), 1, "the prefetched list is registered");
+}

@@ -100,6 +100,9 @@ pub struct IssuerConfig {
     /// `admin.startup_grace`.
     #[serde(default = "default_true")]
     pub required: bool,
+    /// Token Status Lists: `status.status_list` claims checked against the
+    /// issuer's lists. Absent: the `status` claim is ignored.
+    pub status_list: Option<super::StatusListConfig>,
 }
 
 /// What marks an access token of an issuer.
