@@ -743,6 +743,7 @@ routes:
                         client,
                         scheme: Scheme::Http,
                         client_cert_header: None,
+                        replaces_trace_context: false,
                     },
                 )
             },

@@ -494,6 +494,7 @@ impl ProxyHttp for Gateway {
                 client: ctx.client_address,
                 scheme: ctx.scheme,
                 client_cert_header: serving.snapshot.client_cert_header.as_ref(),
+                replaces_trace_context: ctx.trace.is_some(),
             },
         );
         trace::carry_on(ctx, upstream_request);

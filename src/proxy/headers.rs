@@ -14,6 +14,7 @@ use crate::auth::extract::split_pair;
 use crate::pipeline::CompiledRoute;
 use crate::pipeline::Scheme;
 use crate::pipeline::client::{ClientAddress, ClientCertHeader};
+use crate::telemetry::traces::TRACESTATE;
 
 /// What the upstream request needs beyond the client's own headers.
 pub struct Forwarding<'a> {
@@ -29,6 +30,10 @@ pub struct Forwarding<'a> {
     /// `server.client_cert_header`: only a trusted proxy's reaches the
     /// upstream.
     pub client_cert_header: Option<&'a ClientCertHeader>,
+    /// jwtgate writes the request's trace context (tracing is on): the
+    /// client's `tracestate` goes, and comes back only if its context was
+    /// continued.
+    pub replaces_trace_context: bool,
 }
 
 pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
@@ -49,6 +54,7 @@ pub fn rewrite(upstream: &mut RequestHeader, forwarding: &Forwarding<'_>) {
             let name = name.as_str();
             is_reserved(name, forwarding.identity_headers, &plan.reserved_prefix)
                 || is_forwarding_with_underscores(name)
+                || (forwarding.replaces_trace_context && name == TRACESTATE)
                 || (!trusted
                     && (ONLY_FROM_TRUSTED.contains(&name)
                         || forwarding
@@ -320,6 +326,7 @@ routes:
                 client: None,
                 scheme: Scheme::Http,
                 client_cert_header: None,
+                replaces_trace_context: false,
             },
         );
         let left: Vec<&str> = request.headers.keys().map(|n| n.as_str()).collect();

@@ -33,18 +33,15 @@ pub(super) fn start(session: &Session, ctx: &mut RequestCtx) {
 }
 
 /// The trace context the upstream continues: jwtgate's, never the
-/// client's as it came (an untrusted one was not continued at all).
+/// client's as it came (an untrusted one was not continued at all). The
+/// client's `tracestate` was removed with the headers jwtgate rewrites;
+/// a continued one comes back.
 pub(super) fn carry_on(ctx: &RequestCtx, upstream: &mut RequestHeader) {
     let Some(trace) = &ctx.trace else {
         return;
     };
     let _ = upstream.insert_header(TRACEPARENT, trace.traceparent());
-    match trace.tracestate() {
-        Some(state) => {
-            let _ = upstream.insert_header(TRACESTATE, state);
-        }
-        None => {
-            upstream.remove_header(TRACESTATE);
-        }
+    if let Some(state) = trace.tracestate() {
+        let _ = upstream.insert_header(TRACESTATE, state);
     }
 }
