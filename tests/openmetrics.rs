@@ -159,9 +159,12 @@ async fn a_running_gateways_openmetrics_passes_the_python_parser() {
     let allowed = token(ISS, "alice", json!({ "exp": now() + 600 }));
     assert_eq!(gateway.status("/api/x", Some(&allowed)).await, 200);
     assert_eq!(gateway.status("/api/x", None).await, 401);
-    gateway
-        .expect_metric(REQUESTS, &[("route", "api"), ("status", "200")], 1.0)
-        .await;
+    // Each is counted once its response is out: wait for both.
+    for status in ["200", "401"] {
+        gateway
+            .expect_metric(REQUESTS, &[("route", "api"), ("status", status)], 1.0)
+            .await;
+    }
 
     let response = gateway
         .client()
