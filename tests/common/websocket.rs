@@ -1,6 +1,6 @@
 //! A WebSocket between a Python `websockets` client and a `websockets` echo
 //! server, through the gateway: what the tests of connections that outlive
-//! their request open and watch end.
+//! their request (long_lived.rs, shared_signals.rs) open and watch end.
 
 #![allow(dead_code)]
 
