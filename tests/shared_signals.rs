@@ -4,11 +4,14 @@
 //! (RFC 8935) or polled by jwtgate (RFC 8936). Session and subject events
 //! end the matching tokens; forged or misaddressed SETs and a wrong push
 //! secret change nothing; a replay is counted, not applied twice; two
-//! replicas share what one received through a real `redis-server`.
+//! replicas share what one received through a real `redis-server`; a
+//! pushed `session-revoked` ends an open WebSocket of that session.
 
 mod common;
 #[path = "common/redis.rs"]
 mod redis;
+#[path = "common/websocket.rs"]
+mod websocket;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +20,7 @@ use std::time::Duration;
 use common::*;
 use redis::Redis;
 use serde_json::{Value, json};
+use websocket::{ECHO_SERVER, Python, client, expect_ended, expect_revoked_at_once, unix_now};
 
 const ISS: &str = "https://issuer.ssf.test";
 const AUDIENCE: &str = "https://jwtgate.ssf.test";
@@ -136,7 +140,7 @@ fn subject_event(uri: String, subject: Value) -> (Value, Value) {
 /// in `dir`, or shared through `redis`, when given) and the transmitter
 /// `idp`.
 fn config(transmitter: &Transmitter, delivery: &str, redis: Option<&str>) -> String {
-    config_in(transmitter, delivery, redis, None)
+    config_in(transmitter, delivery, redis, None, ROUTES)
 }
 
 fn config_in(
@@ -144,6 +148,7 @@ fn config_in(
     delivery: &str,
     redis: Option<&str>,
     dir: Option<&std::path::Path>,
+    routes: &str,
 ) -> String {
     let mut revocation = "revocation: {}\n".to_string();
     if let Some(dir) = dir {
@@ -171,7 +176,7 @@ fn config_in(
     };
     format!(
         "{}{revocation}shared_signals:\n  transmitters:\n    - {{ name: idp, issuer: \"{}\", audience: \"{AUDIENCE}\", allow_http: true, {delivery} }}\n",
-        Config::main(ISS).routes(ROUTES),
+        Config::main(ISS).routes(routes),
         transmitter.base
     )
 }
@@ -452,7 +457,7 @@ async fn a_pushed_revocation_survives_a_restart_and_the_block_is_restart_only() 
     let transmitter = Transmitter::start();
     let upstream = Upstream::start();
     let dir = tempfile::tempdir().expect("revocation dir");
-    let yaml = config_in(&transmitter, "push", None, Some(dir.path()));
+    let yaml = config_in(&transmitter, "push", None, Some(dir.path()), ROUTES);
     let grace = token("grace", "g-1");
     let before = gateway(&upstream, &yaml).await;
     let (events, subject) = session_revoked("grace", "g-1");
@@ -490,4 +495,29 @@ async fn a_failing_poll_endpoint_is_counted_and_retried() {
             .await,
         0.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_session_revoked_ends_the_sessions_open_websocket_at_once() {
+    let transmitter = Transmitter::start();
+    let (echo, port) = Python::run(ECHO_SERVER, &[]).next_line().await;
+    let upstream = Upstream::start();
+    let routes = format!(
+        "{ROUTES}  - name: ws\n    match: {{ path_prefix: /ws }}\n    upstream: {{ addrs: [\"127.0.0.1:{port}\"] }}\n    auth: {{ issuers: [main] }}\n"
+    );
+    let yaml = config_in(&transmitter, "push", None, None, &routes);
+    let gateway = gateway(&upstream, &yaml).await;
+    let ws = client(&gateway, "/ws", &token("heidi", "h-1"), 15).await;
+    let open = [("route", "ws"), ("kind", "websocket")];
+    gateway
+        .expect_metric("jwtgate_long_lived_connections", &open, 1.0)
+        .await;
+
+    let (events, subject) = session_revoked("heidi", "h-1");
+    let set = transmitter.sign("live-1", events, subject, false).await;
+    let pushed_at = unix_now();
+    assert_eq!(push(&gateway, &set, PUSH_SECRET).0, 202);
+
+    expect_revoked_at_once(ws, echo, pushed_at).await;
+    expect_ended(&gateway, "ws", "revoked").await;
 }

@@ -16,8 +16,9 @@
 //!   text reader, bounded polling.
 //!
 //! `idp.rs` (the test OpenID provider), `redis.rs` (a real redis-server) and
-//! `otlp.rs` (an OpenTelemetry trace receiver) are included only by the
-//! crates that need them.
+//! `otlp.rs` (an OpenTelemetry trace receiver) and `websocket.rs` (a Python
+//! `websockets` echo server and client) are included only by the crates
+//! that need them.
 //!
 //! Every test gets its own upstream and gateway process, so tests can run in
 //! parallel without sharing ports, metrics or request logs.
