@@ -364,7 +364,8 @@ impl AuthzServer {
         asked: &mut Asked<'_>,
     ) -> Decision<'s> {
         let view = original.view(headers, asked, self.adapter);
-        if let Some(trace) = &mut asked.trace {
+        // An unsampled request's head is never looked at.
+        if let Some(trace) = asked.trace.as_mut().filter(|trace| trace.sampled()) {
             trace.request_head(RequestHead {
                 method: original.method.as_str(),
                 path: original.path(),
@@ -374,7 +375,7 @@ impl AuthzServer {
                 user_agent: asked.user_agent.map(HeaderValue::as_bytes),
                 host: original
                     .host
-                    .or(headers.get(http::header::HOST).map(HeaderValue::as_bytes)),
+                    .or_else(|| headers.get(http::header::HOST).map(HeaderValue::as_bytes)),
             });
         }
         self.pipeline

@@ -16,7 +16,7 @@ use super::{KeyError, KeySource, KeyStore, jwks};
 use crate::clock::SharedClock;
 use crate::jose::AlgorithmSet;
 use crate::telemetry::metrics::KeyMetrics;
-use crate::telemetry::traces::BackgroundSpan;
+use crate::telemetry::traces;
 
 /// Used when the JWKS response says nothing about caching.
 const DEFAULT_REFRESH: Duration = Duration::from_secs(10 * 60);
@@ -284,20 +284,12 @@ impl Refresher {
             ("jwtgate.issuer", self.source.name.as_str()),
             ("url.full", url),
         ];
-        let span = BackgroundSpan::start(name, &attributes);
-        let result = fetch.await;
-        if let Some(mut span) = span {
-            let status = match &result {
-                Ok(fetched) => status_of(fetched),
-                Err(RefreshError::Fetch(FetchError::Status { status, .. })) => Some(*status),
-                Err(_) => None,
-            };
-            if let Some(status) = status {
-                span.status_code(status);
-            }
-            span.finish(result.as_ref().err().map(|e| (e.label(), e.to_string())));
-        }
-        result
+        let status = |result: &Result<T, RefreshError>| match result {
+            Ok(fetched) => status_of(fetched),
+            Err(RefreshError::Fetch(FetchError::Status { status, .. })) => Some(*status),
+            Err(_) => None,
+        };
+        traces::traced(name, &attributes, RefreshError::label, status, fetch).await
     }
 
     /// Fetches the key set at `uri` and installs it, unless it is the one

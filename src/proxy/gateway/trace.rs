@@ -19,6 +19,11 @@ pub(super) fn start(session: &Session, ctx: &mut RequestCtx) {
     let request = session.req_header();
     let trusted = ctx.client_address.is_some_and(|c| c.peer_trusted);
     let mut trace = tracing.request(&request.headers, trusted, Adapter::Proxy.as_str());
+    // An unsampled request's head is never looked at.
+    if !trace.sampled() {
+        ctx.trace = Some(trace);
+        return;
+    }
     let header = |name| request.headers.get(name).map(HeaderValue::as_bytes);
     trace.request_head(RequestHead {
         method: request.method.as_str(),

@@ -173,7 +173,14 @@ impl Sync {
             return Ok(());
         }
         let settled = self.settle_spent(spent, redis, connection);
-        traces::traced("rate_limit settle", &[], RedisFailure::operation, settled).await
+        traces::traced(
+            "rate_limit settle",
+            &[],
+            RedisFailure::operation,
+            |_| None,
+            settled,
+        )
+        .await
     }
 
     /// Settles what was spent since the last interval, key by key.

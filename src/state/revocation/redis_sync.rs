@@ -149,7 +149,7 @@ impl Session for Sync {
                 }
                 _ = reconcile.tick() => {
                     let reconciled = self.reconcile(redis, &mut connection);
-                    traces::traced("revocation reconcile", &[], RedisFailure::operation, reconciled)
+                    traces::traced("revocation reconcile", &[], RedisFailure::operation, |_| None, reconciled)
                         .await?;
                     self.revocations.mark_synced();
                 }

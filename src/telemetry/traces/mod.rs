@@ -265,17 +265,22 @@ impl BackgroundSpan {
 }
 
 /// Runs `task` in a span `name` of a trace of its own, when tracing is
-/// on: a background sync or fetch. A failure sets `error.type` to
-/// `kind(error)` and the span's status to the error's text.
+/// on: a background sync or fetch. `status` is the HTTP status its result
+/// came with, if any; a failure sets `error.type` to `kind(error)` and the
+/// span's status to the error's text.
 pub async fn traced<T, E: std::fmt::Display>(
     name: &'static str,
     attributes: &[(&'static str, &str)],
     kind: impl FnOnce(&E) -> &'static str,
+    status: impl FnOnce(&Result<T, E>) -> Option<u16>,
     task: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
     let span = BackgroundSpan::start(name, attributes);
     let result = task.await;
-    if let Some(span) = span {
+    if let Some(mut span) = span {
+        if let Some(status) = status(&result) {
+            span.status_code(status);
+        }
         span.finish(result.as_ref().err().map(|e| (kind(e), e.to_string())));
     }
     result
