@@ -2,8 +2,10 @@
 //! maker, checked on their own before gateway tests rely on them: a
 //! DPoP-bound token carries the RFC 7638 thumbprint of the client's key, a
 //! certificate-bound one the SHA-256 thumbprint openssl computes of the
-//! certificate, an opaque one introspects active until it is revoked, and
-//! the proofs (good and deliberately bad) are what they claim to be.
+//! certificate, an opaque one introspects active until it is revoked (by a
+//! client secret or a `private_key_jwt` assertion, as JSON or as an RFC 9701
+//! JWS), and the proofs (good and deliberately bad) are what they claim to
+//! be.
 //!
 //! Needs Node.js, `npm ci --prefix tests/idp` and openssl; without them
 //! every test here fails with a message saying so.
@@ -19,8 +21,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{Cert, Pki};
 use idp::dpop::{self, ALGS};
 use idp::{
-    ClientAuth, DPOP_CLIENT, DpopKey, INTROSPECTOR, Idp, IdpConfig, MTLS_CLIENT, OPAQUE_RESOURCE,
-    Proof, RESOURCE, Tamper, TokenRequest, access_token, client_secret,
+    ClientAuth, ClientKey, DPOP_CLIENT, DpopKey, INTROSPECTION_JWT, INTROSPECTOR, INTROSPECTOR_JWT,
+    Idp, IdpConfig, KeyKind, MTLS_CLIENT, OPAQUE_RESOURCE, Proof, RESOURCE, Tamper, TokenRequest,
+    access_token, client_secret,
 };
 use serde_json::{Value, json};
 
@@ -164,6 +167,16 @@ async fn opaque_tokens_introspect_active_until_revoked() {
     assert_eq!(active["scope"], "orders:read");
     assert_eq!(active["iss"], idp.issuer());
     assert_eq!(active["token_type"], "Bearer");
+    assert_eq!(
+        active["sub"],
+        idp::CLIENT_ID,
+        "the client stands in for a user"
+    );
+    assert_eq!(
+        active.get("jti"),
+        None,
+        "the token is its own jti: {active}"
+    );
     assert!(active["exp"].as_u64() > active["iat"].as_u64(), "{active}");
 
     let secret = client_secret(INTROSPECTOR);
@@ -182,6 +195,144 @@ async fn opaque_tokens_introspect_active_until_revoked() {
         idp.introspect("never-issued").await,
         json!({ "active": false })
     );
+}
+
+/// What jwtgate's `private_key_jwt` relies on: oidc-provider takes an
+/// assertion whose `aud` is the issuer identifier (or the token or
+/// introspection endpoint's URL, nothing else), signed by any key type
+/// jwtgate reads, once; a `kid` in the header must be the registered key's.
+#[tokio::test]
+async fn private_key_jwt_introspection_takes_the_issuer_as_audience() {
+    for kind in KeyKind::ALL {
+        let kid = (kind == KeyKind::P384).then_some("introspector-key-1");
+        let key = ClientKey::generate(kind, kid);
+        let idp = Idp::start_with(IdpConfig {
+            introspector_key: Some(key.clone()),
+            ..IdpConfig::default()
+        })
+        .await;
+        let token = idp.opaque_token("orders:read").await;
+        let introspect = |assertion: String| {
+            let token = token.clone();
+            let idp = &idp;
+            async move {
+                idp.introspect_as(
+                    &token,
+                    (INTROSPECTOR_JWT, &assertion, ClientAuth::Assertion),
+                )
+                .await
+            }
+        };
+
+        let issuer = idp.issuer();
+        for aud in [
+            json!(issuer),
+            json!(idp.introspection_url()),
+            json!(idp.token_url()),
+            json!(["urn:elsewhere", issuer]),
+        ] {
+            let reply = introspect(key.assertion(INTROSPECTOR_JWT, aud.clone())).await;
+            assert_eq!(reply.status, 200, "{kind:?}, aud {aud}: {}", reply.body);
+            assert_eq!(reply.body["active"], true, "{kind:?}: {}", reply.body);
+            assert_eq!(reply.body["client_id"], idp::CLIENT_ID);
+        }
+        for aud in [json!(format!("{issuer}/")), json!(idp.revocation_url())] {
+            let reply = introspect(key.assertion(INTROSPECTOR_JWT, aud.clone())).await;
+            assert_eq!(reply.status, 401, "{kind:?}, aud {aud}: {}", reply.body);
+            assert_eq!(reply.body["error"], "invalid_client");
+        }
+        let once = key.assertion(INTROSPECTOR_JWT, json!(issuer));
+        assert_eq!(introspect(once.clone()).await.status, 200, "{kind:?}");
+        assert_eq!(introspect(once).await.status, 401, "{kind:?}: a replay");
+
+        // Another key of the same kind, or a kid the IdP does not know.
+        let stranger = ClientKey::generate(kind, kid);
+        let reply = introspect(stranger.assertion(INTROSPECTOR_JWT, json!(issuer))).await;
+        assert_eq!(reply.status, 401, "{kind:?}: {}", reply.body);
+        let renamed = key.with_kid(Some("another-kid"));
+        let reply = introspect(renamed.assertion(INTROSPECTOR_JWT, json!(issuer))).await;
+        assert_eq!(reply.status, 401, "{kind:?}: {}", reply.body);
+        // Each call above reached the endpoint, refused or not.
+        assert_eq!(idp.introspections().await, 10, "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_public_key_there_is_no_private_key_jwt_client() {
+    let idp = Idp::start().await;
+    let key = ClientKey::generate(KeyKind::P256, None);
+    let token = idp.opaque_token("orders:read").await;
+    let assertion = key.assertion(INTROSPECTOR_JWT, json!(idp.issuer()));
+    let reply = idp
+        .introspect_as(
+            &token,
+            (INTROSPECTOR_JWT, &assertion, ClientAuth::Assertion),
+        )
+        .await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+}
+
+/// RFC 9701 as oidc-provider answers it: asked with the media type, the
+/// introspection response is a JWS (`typ: token-introspection+jwt`, the
+/// IdP's signing key) whose `token_introspection` is the JSON response,
+/// with `iss` the issuer, `aud` the asking client, `iat`, and no `exp`.
+#[tokio::test]
+async fn signed_introspection_responses_wrap_the_json_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for alg in ["RS256", "ES256"] {
+        let keys = idp::write_keys(dir.path(), &[idp::genkey(alg, &format!("{alg}-key"))]);
+        let client_key = ClientKey::generate(KeyKind::Ed25519, None);
+        let idp = Idp::start_with(IdpConfig {
+            keys_file: Some(keys),
+            introspector_key: Some(client_key.clone()),
+            ..IdpConfig::default()
+        })
+        .await;
+        let token = idp.opaque_token("orders:read").await;
+        let plain = idp.introspect(&token).await;
+        assert_eq!(plain["active"], true, "{plain}");
+
+        let secret = client_secret(INTROSPECTOR);
+        let (content_type, signed) = idp
+            .introspect_signed(&token, (INTROSPECTOR, &secret, ClientAuth::Basic))
+            .await;
+        assert!(
+            content_type.starts_with(INTROSPECTION_JWT),
+            "{content_type}"
+        );
+        assert_eq!(signed.header["typ"], "token-introspection+jwt");
+        assert_eq!(signed.header["alg"], alg);
+        assert_eq!(signed.header["kid"], format!("{alg}-key"));
+        assert_eq!(signed.claims["token_introspection"], plain);
+        assert_eq!(signed.claims["iss"], idp.issuer());
+        assert_eq!(signed.claims["aud"], INTROSPECTOR);
+        assert!(signed.claims["iat"].as_u64().is_some(), "{}", signed.claims);
+        assert_eq!(signed.claims.get("exp"), None, "{}", signed.claims);
+        assert!(signed.verify(&idp).await, "{alg}: the IdP's key signed it");
+        let parts: Vec<&str> = signed.jws.split('.').collect();
+        let mut forged = signed.clone();
+        forged.jws = format!("{}.e30.{}", parts[0], parts[2]);
+        assert!(
+            !forged.verify(&idp).await,
+            "another payload does not verify"
+        );
+
+        // The private_key_jwt client gets them too; an inactive token's
+        // response is signed as well.
+        let assertion = client_key.assertion(INTROSPECTOR_JWT, json!(idp.issuer()));
+        let client = (INTROSPECTOR_JWT, assertion.as_str(), ClientAuth::Assertion);
+        let (_, inactive) = idp.introspect_signed("never-issued", client).await;
+        assert_eq!(
+            inactive.claims["token_introspection"],
+            json!({ "active": false })
+        );
+        assert_eq!(inactive.claims["aud"], INTROSPECTOR_JWT);
+        assert!(inactive.verify(&idp).await);
+
+        assert_eq!(idp.introspections().await, 3);
+        idp.reset_stats().await;
+        assert_eq!(idp.introspections().await, 0);
+    }
 }
 
 #[tokio::test]

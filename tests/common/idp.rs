@@ -25,11 +25,18 @@ pub mod dpop;
 #[path = "idp_bound.rs"]
 mod bound;
 
+#[path = "idp_introspection.rs"]
+mod introspection;
+
 // Each test crate uses the part it needs.
 #[allow(unused_imports)]
 pub use bound::{ClientAuth, Reply, TokenRequest, access_token};
 #[allow(unused_imports)]
 pub use dpop::{DpopKey, Proof, Tamper};
+#[allow(unused_imports)]
+pub use introspection::{
+    ClientKey, INTROSPECTION_JWT, INTROSPECTOR_JWT, KeyKind, SignedIntrospection,
+};
 
 pub const CLIENT_ID: &str = "jwtgate-test";
 pub const CLIENT_SECRET: &str = "jwtgate-test-secret";
@@ -104,6 +111,10 @@ pub struct IdpConfig {
     pub jwks_delay_ms: Option<u64>,
     /// `IDP_ISSUER` (`{port}` is replaced by the bound port).
     pub issuer: Option<String>,
+    /// `IDP_INTROSPECTOR_PUBLIC_KEY` and `IDP_INTROSPECTOR_KEY_ID`: the
+    /// key [`INTROSPECTOR_JWT`] authenticates with (`private_key_jwt`);
+    /// without it that client does not exist.
+    pub introspector_key: Option<ClientKey>,
     /// Any further environment variables.
     pub env: Vec<(String, String)>,
 }
@@ -176,6 +187,8 @@ impl Idp {
             "IDP_JWKS_DELAY_MS",
             "IDP_OPAQUE_RESOURCE",
             "IDP_DPOP_NONCES",
+            "IDP_INTROSPECTOR_PUBLIC_KEY",
+            "IDP_INTROSPECTOR_KEY_ID",
         ] {
             command.env_remove(name);
         }
@@ -191,6 +204,12 @@ impl Idp {
         }
         if let Some(issuer) = &config.issuer {
             command.env("IDP_ISSUER", issuer);
+        }
+        if let Some(key) = &config.introspector_key {
+            command.env("IDP_INTROSPECTOR_PUBLIC_KEY", &key.public_pem);
+            if let Some(kid) = &key.kid {
+                command.env("IDP_INTROSPECTOR_KEY_ID", kid);
+            }
         }
         for (name, value) in &config.env {
             command.env(name, value);
@@ -301,9 +320,33 @@ impl Idp {
     /// `(discovery, jwks, token)` requests received since start or the last
     /// [`Idp::reset_stats`].
     pub async fn stats(&self) -> (u64, u64, u64) {
+        let body = self.stats_body().await;
+        let count = |name: &str| {
+            body[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {name:?} in {body}"))
+        };
+        (count("discovery"), count("jwks"), count("token"))
+    }
+
+    /// Requests received at `path` (relative to the issuer) since start or
+    /// the last [`Idp::reset_stats`], whatever their method and outcome.
+    pub async fn requests_to(&self, path: &str) -> u64 {
+        let body = self.stats_body().await;
+        let by_path = body["by_path"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no by_path in {body}"));
+        by_path.get(path).map_or(0, |count| {
+            count
+                .as_u64()
+                .unwrap_or_else(|| panic!("by_path[{path:?}] is not a count: {body}"))
+        })
+    }
+
+    /// `/test/stats`, parsed.
+    async fn stats_body(&self) -> Value {
         let url = format!("{}/test/stats", self.root());
-        let body: Value = self
-            .client
+        self.client
             .get(&url)
             .timeout(Duration::from_secs(10))
             .send()
@@ -311,13 +354,7 @@ impl Idp {
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
             .json()
             .await
-            .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"));
-        let count = |name: &str| {
-            body[name]
-                .as_u64()
-                .unwrap_or_else(|| panic!("no {name:?} in {body}"))
-        };
-        (count("discovery"), count("jwks"), count("token"))
+            .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
     }
 
     pub async fn reset_stats(&self) {

@@ -68,7 +68,12 @@ impl<'a> TokenRequest<'a> {
 pub enum ClientAuth {
     Basic,
     Post,
+    /// `private_key_jwt`: the "secret" is the signed client assertion.
+    Assertion,
 }
+
+/// RFC 7523's `client_assertion_type`.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The IdP's answer: status, `DPoP-Nonce` and the body (`Null` when not
 /// JSON, e.g. revocation's empty `200`).
@@ -213,25 +218,10 @@ impl Idp {
         &self,
         url: &str,
         fields: &[(&str, &str)],
-        (id, secret, how): (&str, &str, ClientAuth),
+        client: (&str, &str, ClientAuth),
         headers: &[(String, String)],
     ) -> Reply {
-        let mut fields = fields.to_vec();
-        let mut request = self.client.post(url);
-        match how {
-            ClientAuth::Basic => request = request.basic_auth(id, Some(secret)),
-            ClientAuth::Post => fields.extend([("client_id", id), ("client_secret", secret)]),
-        }
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let response = request
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form_urlencoded(&fields))
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {url}: {e}; IdP stderr:\n{}", self.stderr()));
+        let response = self.send_form(url, fields, client, headers).await;
         let status = response.status().as_u16();
         let dpop_nonce = response
             .headers()
@@ -245,6 +235,37 @@ impl Idp {
             dpop_nonce,
             body,
         }
+    }
+
+    /// [`Idp::post_form`]'s request; the response as it came.
+    pub(super) async fn send_form(
+        &self,
+        url: &str,
+        fields: &[(&str, &str)],
+        (id, secret, how): (&str, &str, ClientAuth),
+        headers: &[(String, String)],
+    ) -> reqwest::Response {
+        let mut fields = fields.to_vec();
+        let mut request = self.client.post(url);
+        match how {
+            ClientAuth::Basic => request = request.basic_auth(id, Some(secret)),
+            ClientAuth::Post => fields.extend([("client_id", id), ("client_secret", secret)]),
+            ClientAuth::Assertion => fields.extend([
+                ("client_id", id),
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", secret),
+            ]),
+        }
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_urlencoded(&fields))
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}; IdP stderr:\n{}", self.stderr()))
     }
 }
 

@@ -8,7 +8,7 @@
 // stdout carries exactly one line, `IDP_LISTENING <port>`, once the server accepts
 // connections; everything else (ours and oidc-provider's notices) goes to stderr.
 
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 
@@ -87,6 +87,12 @@ const CLIENT_CERT_HEADER = 'x-client-cert';
 //   dpop-client           its tokens are DPoP-bound (cnf.jkt); the token request needs a proof
 //   mtls-client           its tokens are certificate-bound (cnf["x5t#S256"])
 //   gateway-introspector  a resource server: it may only introspect
+// and, when IDP_INTROSPECTOR_PUBLIC_KEY names a PEM public key file (its kid:
+// IDP_INTROSPECTOR_KEY_ID, or none), one without a secret:
+//   introspector-jwt      like gateway-introspector, authenticated by private_key_jwt
+//                         (RFC 7523 client assertions signed by that key's private half)
+// Both introspectors get RFC 9701 JWT responses when they ask with
+// `Accept: application/token-introspection+jwt`, JSON otherwise.
 const secretOf = (clientId) => `${clientId}-secret`;
 const tokenClient = (clientId, metadata) => ({
   client_id: clientId,
@@ -97,6 +103,8 @@ const tokenClient = (clientId, metadata) => ({
   response_types: [],
   redirect_uris: [],
   scope: SCOPES,
+  // Its default, RS256, is refused when no RS256 key is published.
+  introspection_signed_response_alg: SIGNING_KEY.alg,
   ...metadata,
 });
 
@@ -121,6 +129,29 @@ function loadKeys() {
 
 const KEYS = loadKeys();
 const SIGNING_KEY = { alg: KEYS[0].alg, kid: KEYS[0].kid };
+
+// A resource server's client: no grant, it only introspects. Its signed introspection
+// responses use the access tokens' key, so a gateway verifies both with the one JWKS.
+const introspector = (clientId, metadata) => ({
+  client_id: clientId,
+  grant_types: [],
+  response_types: [],
+  redirect_uris: [],
+  id_token_signed_response_alg: SIGNING_KEY.alg,
+  introspection_signed_response_alg: SIGNING_KEY.alg,
+  ...metadata,
+});
+
+// The public key introspector-jwt's assertions are checked with; tests make the pair.
+function privateKeyJwtIntrospectors() {
+  const file = env.IDP_INTROSPECTOR_PUBLIC_KEY;
+  if (!file) return [];
+  const jwk = createPublicKey(readFileSync(file, 'utf8')).export({ format: 'jwk' });
+  // An assertion whose header names a kid only matches a registered key with that kid.
+  if (env.IDP_INTROSPECTOR_KEY_ID) jwk.kid = env.IDP_INTROSPECTOR_KEY_ID;
+  log(`introspector-jwt: private_key_jwt with the ${jwk.kty}${jwk.crv ? ` ${jwk.crv}` : ''} key of ${file}`);
+  return [introspector('introspector-jwt', { token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [jwk] } })];
+}
 
 // ---------------------------------------------------------------------------------------------
 // HTTP server first: with IDP_PORT=0 the issuer (which embeds the port) is only known after bind.
@@ -153,18 +184,18 @@ const provider = new Provider(ISSUER, {
       tls_client_certificate_bound_access_tokens: true,
       id_token_signed_response_alg: SIGNING_KEY.alg,
     }),
-    {
-      client_id: 'gateway-introspector',
+    introspector('gateway-introspector', {
       client_secret: secretOf('gateway-introspector'),
       token_endpoint_auth_method: 'client_secret_basic',
-      grant_types: [],
-      response_types: [],
-      redirect_uris: [],
-      id_token_signed_response_alg: SIGNING_KEY.alg,
-    },
+    }),
+    ...privateKeyJwtIntrospectors(),
   ],
-  // The proof algorithms a gateway must accept (RFC 9449 leaves the list to the deployment).
-  enabledJWA: { dPoPSigningAlgValues: ['ES256', 'EdDSA', 'Ed25519', 'PS256', 'RS256'] },
+  enabledJWA: {
+    // The proof algorithms a gateway must accept (RFC 9449 leaves the list to the deployment).
+    dPoPSigningAlgValues: ['ES256', 'EdDSA', 'Ed25519', 'PS256', 'RS256'],
+    // oidc-provider's default leaves out ES384, which a P-384 client key signs with.
+    clientAuthSigningAlgValues: ['RS256', 'PS256', 'ES256', 'ES384', 'Ed25519', 'EdDSA'],
+  },
   scopes: ['openid', 'offline_access', ...SCOPES.split(' ')],
   routes: ROUTES,
   features: {
@@ -187,6 +218,9 @@ const provider = new Provider(ISSUER, {
     // RFC 7662 and RFC 7009 for opaque tokens. The default policies apply: a confidential
     // client may introspect any token, and revoke only its own.
     introspection: { enabled: true },
+    // RFC 9701: a client with introspection_signed_response_alg asking for
+    // application/token-introspection+jwt gets the response as a JWS.
+    jwtIntrospection: { enabled: true },
     revocation: { enabled: true },
     resourceIndicators: {
       enabled: true,
@@ -207,6 +241,14 @@ const provider = new Provider(ISSUER, {
       },
     },
   },
+  // Opaque tokens are only known through introspection, whose response has no sub without an
+  // end user; a resource server keys identity and revocation on sub, so the client stands in,
+  // as in the JWT access tokens (which oidc-provider gives sub = client_id itself).
+  extraTokenClaims: async (ctx, token) => (
+    token.resourceServer?.accessTokenFormat === 'opaque' && !token.accountId
+      ? { sub: token.clientId }
+      : undefined
+  ),
   ttl: {
     AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL || ACCESS_TOKEN_TTL,
     ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL || ACCESS_TOKEN_TTL,
@@ -260,6 +302,10 @@ handler = (req, res) => {
 };
 
 provider.on('server_error', (ctx, err) => log('server_error', ctx.method, ctx.path, err));
+// A refused client answers only `invalid_client`; the reason is for the test's log.
+for (const event of ['grant.error', 'introspection.error', 'revocation.error']) {
+  provider.on(event, (ctx, err) => log(event, ctx.path, err.message, err.error_detail || '', err.cause?.message || ''));
+}
 
 log(`issuer=${ISSUER} resource(s)=${[...RESOURCES].join(',')} signing kid=${SIGNING_KEY.kid} alg=${SIGNING_KEY.alg}`);
 log(`discovery=${ISSUER.replace(/\/$/, '')}${DISCOVERY_PATH} jwks=${provider.urlFor('jwks')} token=${provider.urlFor('token')}`);
