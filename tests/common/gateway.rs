@@ -246,6 +246,22 @@ impl Gateway {
         self.get(path, token).await.status().as_u16()
     }
 
+    /// Waits until the admin `/readyz` answers 200 (every required issuer's
+    /// keys are in); panics with the log after thirty seconds.
+    pub async fn wait_ready(&self) {
+        let limit = Duration::from_secs(30);
+        poll(limit, POLL, || async {
+            match self.admin_get("/readyz").await.status().as_u16() {
+                200 => Ok(()),
+                status => Err(format!(
+                    "/readyz is still {status} after {limit:?}; log:\n{}",
+                    self.log()
+                )),
+            }
+        })
+        .await
+    }
+
     /// `GET path` on the admin listener.
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
         self.admin(reqwest::Method::GET, path).await

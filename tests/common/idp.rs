@@ -189,6 +189,7 @@ impl Idp {
             "IDP_DPOP_NONCES",
             "IDP_INTROSPECTOR_PUBLIC_KEY",
             "IDP_INTROSPECTOR_KEY_ID",
+            "IDP_INTROSPECTION_DELAY_MS",
         ] {
             command.env_remove(name);
         }

@@ -75,6 +75,8 @@ const SCOPES = 'orders:read orders:write';
 const ACCESS_TOKEN_TTL = Number.parseInt(env.IDP_ACCESS_TOKEN_TTL || '600', 10); // seconds
 const JWKS_CACHE_CONTROL = env.IDP_JWKS_CACHE_CONTROL || 'max-age=60';
 const JWKS_DELAY_MS = Number.parseInt(env.IDP_JWKS_DELAY_MS || '0', 10) || 0;
+// Holds every introspection call this long before answering: concurrent callers then overlap.
+const INTROSPECTION_DELAY_MS = Number.parseInt(env.IDP_INTROSPECTION_DELAY_MS || '0', 10) || 0;
 // With IDP_DPOP_NONCES=1 the token endpoint demands a server nonce in every DPoP proof (RFC
 // 9449 §8); off by default so a proof needs no round trip.
 const DPOP_NONCES = env.IDP_DPOP_NONCES === '1';
@@ -170,7 +172,7 @@ const MOUNT_PATH = new URL(ISSUER).pathname.replace(/\/$/, ''); // '' unless the
 
 // Routes (relative to the issuer path). These are oidc-provider's defaults, spelled out so the
 // request counters below can match on them.
-const ROUTES = { jwks: '/jwks', token: '/token' };
+const ROUTES = { jwks: '/jwks', token: '/token', introspection: '/token/introspection' };
 const DISCOVERY_PATH = '/.well-known/openid-configuration';
 
 const provider = new Provider(ISSUER, {
@@ -283,6 +285,7 @@ provider.use(async (ctx, next) => {
   else if (ctx.path === ROUTES.token && ctx.method === 'POST') stats.token += 1;
 
   if (isJwks && JWKS_DELAY_MS > 0) await sleep(JWKS_DELAY_MS);
+  if (ctx.path === ROUTES.introspection && INTROSPECTION_DELAY_MS > 0) await sleep(INTROSPECTION_DELAY_MS);
   await next();
   if (isJwks && ctx.status === 200) ctx.set('cache-control', JWKS_CACHE_CONTROL);
 });
