@@ -200,8 +200,7 @@ const FORGED: [(&str, &str); 3] = [
     ("x-scope", "orders:admin"),
 ];
 
-/// `GET path` with `token` and the forged identity headers: the status and
-/// the response.
+/// `GET path` with `token` and the forged identity headers.
 async fn get(gateway: &Gateway, path: &str, token: &str) -> reqwest::Response {
     gateway.get_with(path, Some(token), &FORGED).await
 }
@@ -210,7 +209,7 @@ async fn status(gateway: &Gateway, token: &str) -> u16 {
     get(gateway, "/api/orders", token).await.status().as_u16()
 }
 
-/// The `error` of the Bearer challenge of `response`.
+/// The `WWW-Authenticate` challenge of `response` (empty without one).
 fn challenge(response: &reqwest::Response) -> String {
     response
         .headers()
@@ -219,7 +218,8 @@ fn challenge(response: &reqwest::Response) -> String {
         .unwrap_or_default()
 }
 
-/// Neither `tokens` nor the introspection secret is in the gateway's log.
+/// Neither `tokens`, the introspection secret nor a private key is in the
+/// gateway's log.
 fn assert_not_logged(gateway: &Gateway, tokens: &[&str]) {
     let log = gateway.log();
     assert!(!log.is_empty(), "the gateway logged nothing at all");
@@ -228,9 +228,13 @@ fn assert_not_logged(gateway: &Gateway, tokens: &[&str]) {
     }
     let secret = client_secret(INTROSPECTOR);
     assert!(!log.contains(&secret), "the client secret reached the log");
+    assert!(
+        !log.contains("PRIVATE KEY"),
+        "a private key reached the log"
+    );
 }
 
-/// A 503 with `Retry-After`, refused as `introspection_unavailable`.
+/// `token` gets a 503 with a `Retry-After` of at least a second.
 async fn assert_unavailable(gateway: &Gateway, token: &str, what: &str) {
     let response = get(gateway, "/api/orders", token).await;
     assert_eq!(response.status(), 503, "{what}: {}", gateway.log());
