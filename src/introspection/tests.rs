@@ -538,11 +538,36 @@ routes:
     crate::assemble::compile(&path, config).unwrap()
 }
 
+/// `GET /` with `headers`, as the proxy asks.
+fn view(headers: &HeaderMap) -> RequestView<'_> {
+    RequestView {
+        method: &Method::GET,
+        raw_target: b"/",
+        target: TargetForm::Origin {
+            path_and_query: b"/",
+        },
+        headers,
+        client: None,
+        scheme: Scheme::Http,
+        client_cert_thumbprint: None,
+        adapter: Adapter::Proxy,
+        exemplar: None,
+    }
+}
+
+/// The decision's failure, which must be a refusal.
+fn denied<'d>(decision: &'d Decision<'_>) -> &'d crate::auth::verify::Failure {
+    match decision {
+        Decision::Deny { failure, .. } => failure,
+        other => panic!("refused: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn the_pipeline_names_introspection_refusals_and_their_check() {
     let dir = tempfile::tempdir().unwrap();
     let inactive = |_: &str| (200, "application/json", r#"{"active":false}"#.to_string());
-    let (url, _) = endpoint(inactive, 0).await;
+    let (url, asked) = endpoint(inactive, 0).await;
     let cases = [
         (snapshot(&url, dir.path()), Reason::TokenInactive, 401),
         (
@@ -555,23 +580,8 @@ async fn the_pipeline_names_introspection_refusals_and_their_check() {
     let mut headers = HeaderMap::new();
     headers.insert("authorization", "Bearer not-a-jws".parse().unwrap());
     for (snapshot, reason, status) in &cases {
-        let view = RequestView {
-            method: &Method::GET,
-            raw_target: b"/",
-            target: TargetForm::Origin {
-                path_and_query: b"/",
-            },
-            headers: &headers,
-            client: None,
-            scheme: Scheme::Http,
-            client_cert_thumbprint: None,
-            adapter: Adapter::Proxy,
-            exemplar: None,
-        };
-        let decision = pipeline.decide(snapshot, &view).await;
-        let Decision::Deny { failure, .. } = &decision else {
-            panic!("refused: {decision:?}");
-        };
+        let decision = pipeline.decide(snapshot, &view(&headers)).await;
+        let failure = denied(&decision);
         assert_eq!(
             (failure.rejection.reason, failure.check),
             (*reason, "introspection")
@@ -579,4 +589,16 @@ async fn the_pipeline_names_introspection_refusals_and_their_check() {
         assert_eq!(failure.rejection.status(), *status);
         assert_eq!(failure.issuer, Some(0));
     }
+
+    // Over tokens.max_bytes: refused as a JWS would be, and nobody asked.
+    let calls = asked.count();
+    let long = format!("Bearer {}", "x".repeat(10_000));
+    headers.insert("authorization", long.parse().unwrap());
+    let decision = pipeline.decide(&cases[0].0, &view(&headers)).await;
+    let failure = denied(&decision);
+    assert_eq!(
+        (failure.rejection.reason, failure.check),
+        (Reason::TooLarge, "structure")
+    );
+    assert_eq!(asked.count(), calls);
 }

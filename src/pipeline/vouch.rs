@@ -70,6 +70,18 @@ impl Pipeline {
         explain: &mut (impl Explain + Send),
     ) -> Result<Arc<VerifiedToken>, Failure> {
         let started = Instant::now();
+        // As for a JWS: an oversized token is refused before anyone is
+        // asked about it.
+        if token.len() > snapshot.max_token_bytes {
+            explain.failed("structure", Reason::TooLarge);
+            return Err(Failure {
+                rejection: Rejection::invalid_token(Reason::TooLarge),
+                issuer: None,
+                check: "structure",
+                keys_seen: None,
+                refused: None,
+            });
+        }
         let outcome = match self.ask_issuers(snapshot, route, token, explain).await {
             Ok(vouched) => {
                 let now = self.clock.now_unix();
