@@ -41,7 +41,7 @@ fn token(jti: &str) -> VerifiedToken {
     );
     VerifiedToken {
         issuer: 0,
-        algorithm: Algorithm::RS256,
+        algorithm: Some(Algorithm::RS256),
         claims: JsonObject::parse(claims.as_bytes()).expect("claims"),
         exp: Some(1_700_000_300),
         nbf: None,

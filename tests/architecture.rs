@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("mint", 3),
     ("state", 4),
     ("ssf", 4),
+    ("introspection", 4),
     ("pipeline", 5),
     ("answers", 6),
     ("config", 7),

@@ -646,6 +646,13 @@ const REMOTE_ISSUERS: &str = r#"
     algorithms: [RS256]
     audiences: [api]
     required: false
+  # Its introspection endpoint is not there: an opaque token gets 503 and
+  # the call counts as failed (network).
+  - name: opaque
+    issuer: https://opaque.test
+    audiences: [api]
+    fetch: { allow_http: true }
+    introspection: { endpoint: "http://127.0.0.1:{DOWN}/introspect", client_id: gateway, client_secret_env: INTROSPECTION_SECRET }
 "#;
 
 const ROUTES: &str = r#"
@@ -786,7 +793,9 @@ async fn driven_gateway() -> Driven {
         .replace("{CERTS}", &certs.dir().display().to_string())
         .replace("{JWKS}", &jwks.to_string())
         .replace("{DOWN}", &free_port().to_string());
-    let (upstream, gateway) = start(&config).await;
+    let upstream = Upstream::start();
+    let secret = [("INTROSPECTION_SECRET", "s3cret")];
+    let gateway = Gateway::start_with_env(&config, &upstream, &[], &secret).await;
     let driven = Driven {
         gateway,
         _upstream: upstream,
@@ -827,6 +836,8 @@ async fn driven_gateway() -> Driven {
     assert_eq!(denied.status(), 401);
     let failed = gateway.get("/down/x", None).await;
     assert_eq!(failed.status(), 502);
+    let opaque = gateway.get("/api/orders", Some("an-opaque-token")).await;
+    assert_eq!(opaque.status(), 503, "the introspection endpoint is down");
     // The request counters are written after the response is sent.
     gateway
         .expect_metric(REQUESTS, &[("route", "api")], 3.0)
@@ -897,6 +908,10 @@ async fn every_metric_the_dashboard_and_the_rules_use_is_exported() {
     for (name, labels) in [
         ("jwtgate_config_reloads_total", [("result", "success")]),
         ("jwtgate_jwks_fetch_total", [("result", "invalid_jwks")]),
+        (
+            "jwtgate_introspection_requests_total",
+            [("result", "network")],
+        ),
         (DECISIONS, [("outcome", "deny")]),
         (REQUESTS, [("reason", "missing_token")]),
         (REQUESTS, [("error", "upstream_refused")]),

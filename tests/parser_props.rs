@@ -696,7 +696,7 @@ fn new_cache() -> TokenCache {
     TokenCache::new(&settings, hits, misses)
 }
 
-fn outcome(decision: &Decision) -> Result<(usize, Algorithm), Reason> {
+fn outcome(decision: &Decision) -> Result<(usize, Option<Algorithm>), Reason> {
     decision
         .as_ref()
         .map(|v| (v.issuer, v.algorithm))

@@ -22,6 +22,7 @@ use super::compile::{Compiled, Running};
 use crate::auth::IssuerVerifier;
 use crate::auth::verify::TokenTypeRule;
 use crate::clock::SharedClock;
+use crate::introspection::Introspector;
 use crate::keys::KeyStore;
 use crate::keys::disk::DiskCache;
 use crate::keys::fetch::FetchError;
@@ -66,6 +67,16 @@ impl Running for Runtime {
             .iter()
             .flatten()
             .find(|lists| lists.same_as(compiled))
+            .cloned()
+    }
+
+    fn introspector(&self, compiled: &Introspector) -> Option<Arc<Introspector>> {
+        let running = self.snapshot.load();
+        running
+            .introspectors
+            .iter()
+            .flatten()
+            .find(|introspector| introspector.same_as(compiled))
             .cloned()
     }
 }

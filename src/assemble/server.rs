@@ -33,6 +33,7 @@ use crate::auth::token_cache::TokenCache;
 use crate::authz::{self, AuthzServer};
 use crate::clock::SharedClock;
 use crate::echo::Echo;
+use crate::introspection::IntrospectionMetrics;
 use crate::keys::fetch::FetchError;
 use crate::pipeline::{Pipeline, Snapshot};
 use crate::proxy::Gateway;
@@ -345,6 +346,7 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
     let pipeline = Arc::new(
         Pipeline::new(clock.clone(), token_cache)
             .timed(metrics.requests.verify_duration.clone())
+            .with_introspection_metrics(IntrospectionMetrics::registered(&metrics))
             .with_revocations(revocations.as_ref().map(|r| r.list().clone()))
             .with_rate_limits(rate_limits)
             .with_dpop_replay(dpop_replay),

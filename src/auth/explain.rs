@@ -58,6 +58,10 @@ pub fn summary(reason: Reason) -> &'static str {
             "the token names a status list outside the issuer's status_list.allowed_uris"
         }
         Reason::StatusListUnavailable => "the token's status list is not available",
+        Reason::TokenInactive => "the issuer's introspection endpoint says the token is not active",
+        Reason::IntrospectionUnavailable => {
+            "the issuer's introspection endpoint could not be asked about the token"
+        }
         Reason::Dpop(DpopFailure::MissingProof) => {
             "the token is bound to a key (cnf.jkt) and came without a DPoP proof of that key"
         }

@@ -64,12 +64,7 @@ impl RoutePolicy {
         cache: Option<&TokenCache>,
         explain: &mut impl Explain,
     ) -> Result<Arc<VerifiedToken>, Failure> {
-        let request = VerifyRequest {
-            issuers: &self.issuers,
-            audiences: &self.audiences,
-            now,
-            max_token_bytes,
-        };
+        let request = self.verify_request(now, max_token_bytes);
         // A token over the size cap can't have been cached: don't hash it.
         let cache = cache
             .filter(|_| token.len() <= max_token_bytes)
@@ -100,6 +95,43 @@ impl RoutePolicy {
                 verified
             }
         };
+        self.admitted(verified, issuers, explain)
+    }
+
+    /// A token vouched for elsewhere (an introspection answer, judged by
+    /// its issuer's rules): what a cache hit is checked for (the time
+    /// claims, this route's issuers and audiences), then this route's
+    /// rules.
+    pub fn authorize_vouched(
+        &self,
+        vouched: Arc<VerifiedToken>,
+        issuers: &[Arc<IssuerVerifier>],
+        now: i64,
+        explain: &mut impl Explain,
+    ) -> Result<Arc<VerifiedToken>, Failure> {
+        let request = self.verify_request(now, usize::MAX);
+        verify::revalidate(&vouched, issuers, request, explain)?;
+        self.admitted(vouched, issuers, explain)
+    }
+
+    /// What verifying for this route asks beyond the issuer's rules.
+    fn verify_request(&self, now: i64, max_token_bytes: usize) -> VerifyRequest<'_> {
+        VerifyRequest {
+            issuers: &self.issuers,
+            audiences: &self.audiences,
+            now,
+            max_token_bytes,
+        }
+    }
+
+    /// This route's scope and claim rules on a token that passed its
+    /// issuer's: refused, it is still named in the failure (403).
+    fn admitted(
+        &self,
+        verified: Arc<VerifiedToken>,
+        issuers: &[Arc<IssuerVerifier>],
+        explain: &mut impl Explain,
+    ) -> Result<Arc<VerifiedToken>, Failure> {
         self.admit(&verified, &issuers[verified.issuer], explain)
             .map_err(|rejection| Failure {
                 rejection,

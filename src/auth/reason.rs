@@ -45,6 +45,12 @@ pub enum Reason {
     StatusListNotAllowed,
     /// The token's status list is not available (503 under `required`).
     StatusListUnavailable,
+    /// The issuer's introspection endpoint says the opaque token is not
+    /// active (unknown, expired, revoked, or not for this client).
+    TokenInactive,
+    /// No introspection answer could be had for an opaque token (503):
+    /// the endpoint is unreachable, slow, failing or answers nonsense.
+    IntrospectionUnavailable,
     /// A DPoP proof, or the token's binding to the proof's key, failed a
     /// check (RFC 9449); its own label says which.
     Dpop(DpopFailure),
@@ -58,7 +64,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 29] = [
         Reason::MissingToken,
         Reason::Malformed,
         Reason::UnsupportedAlg,
@@ -86,10 +92,12 @@ impl Reason {
         Reason::TokenStatusUnknown,
         Reason::StatusListNotAllowed,
         Reason::StatusListUnavailable,
+        Reason::TokenInactive,
+        Reason::IntrospectionUnavailable,
     ];
 
     /// The labels in the order of the variants (and of [`Self::ALL`]).
-    const LABELS: [&'static str; 27] = [
+    const LABELS: [&'static str; 29] = [
         "missing_token",
         "malformed",
         "unsupported_alg",
@@ -117,6 +125,8 @@ impl Reason {
         "token_status_unknown",
         "status_list_not_allowed",
         "status_list_unavailable",
+        "token_inactive",
+        "introspection_unavailable",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -158,6 +168,8 @@ impl Reason {
             Reason::TokenStatusUnknown => 24,
             Reason::StatusListNotAllowed => 25,
             Reason::StatusListUnavailable => 26,
+            Reason::TokenInactive => 27,
+            Reason::IntrospectionUnavailable => 28,
             Reason::Dpop(_) | Reason::CertificateMismatch | Reason::SenderConstraintRequired => {
                 unreachable!("not a reason about the token itself")
             }
@@ -252,6 +264,14 @@ impl Rejection {
         }
     }
 
+    /// 503: no introspection answer for an opaque token.
+    pub fn introspection_unavailable() -> Self {
+        Self {
+            reason: Reason::IntrospectionUnavailable,
+            kind: RejectionKind::Unavailable,
+        }
+    }
+
     /// How a failed DPoP check is answered (RFC 9449 §7.1, §8); `nonce`:
     /// the one to retry with, where the failure asks for one.
     pub fn dpop(failure: DpopFailure, nonce: Option<String>) -> Self {
@@ -323,6 +343,9 @@ impl Rejection {
             }
             (RejectionKind::Unavailable, Reason::StatusListUnavailable) => {
                 "token status temporarily unavailable"
+            }
+            (RejectionKind::Unavailable, Reason::IntrospectionUnavailable) => {
+                "token introspection temporarily unavailable"
             }
             (RejectionKind::Unavailable, _) => "token keys temporarily unavailable",
             (RejectionKind::InvalidDpopProof, _) => "invalid DPoP proof",

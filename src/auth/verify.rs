@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::Value;
 
 use super::claims;
-use super::json::{Items, JsonObject, JsonRef};
+use super::json::{JsonObject, JsonRef};
+use super::registered::{Audience, Carrier, Window, validate_claims};
 use super::token::{self, ParsedToken};
 use super::{Reason, Rejection};
 use crate::jose::{Algorithm, AlgorithmSet};
@@ -101,13 +102,23 @@ pub struct TokenTypeRule {
 
 impl TokenTypeRule {
     /// `media_type` is the token's `typ`, normalized by the header parser.
-    fn check(&self, media_type: Option<&str>, claims: &JsonObject) -> Result<(), Reason> {
+    pub(crate) fn check(
+        &self,
+        media_type: Option<&str>,
+        claims: &JsonObject,
+    ) -> Result<(), Reason> {
         if !self.typ.is_empty() {
             let media_type = media_type.ok_or(Reason::WrongTokenType)?;
             if !self.typ.iter().any(|accepted| accepted == media_type) {
                 return Err(Reason::WrongTokenType);
             }
         }
+        self.check_claim(claims)
+    }
+
+    /// The claim rule alone: all an introspection answer, which has no
+    /// `typ`, is held to.
+    pub(crate) fn check_claim(&self, claims: &JsonObject) -> Result<(), Reason> {
         if let Some(name) = &self.claim {
             let value = claims::lookup(claims, name).ok_or(Reason::WrongTokenType)?;
             if !self.claim_values.iter().any(|v| claims::holds(value, v)) {
@@ -123,7 +134,8 @@ impl TokenTypeRule {
 pub struct VerifiedToken {
     /// Index of the issuer in the compiled issuer list.
     pub issuer: usize,
-    pub algorithm: Algorithm,
+    /// The signature's algorithm; `None` for an introspected opaque token.
+    pub algorithm: Option<Algorithm>,
     pub claims: JsonObject,
     /// The time claims, parsed once, for re-checks on cache hits.
     pub exp: Option<i64>,
@@ -312,11 +324,15 @@ pub fn verify(
         }
     });
 
-    let times = validate_claims(&parsed, issuer, &request, explain).map_err(fail)?;
+    let carrier = Carrier::Jws {
+        media_type: parsed.header.media_type(),
+    };
+    let times =
+        validate_claims(carrier, &parsed.claims, issuer, &request, explain).map_err(fail)?;
     let bound = parsed.claims.contains_key("cnf");
     Ok(VerifiedToken {
         issuer: index,
-        algorithm: alg,
+        algorithm: Some(alg),
         claims: parsed.claims,
         exp: times.exp,
         nbf: times.nbf,
@@ -409,188 +425,4 @@ fn select_algorithm(
         return Err(Reason::AlgNotAllowed);
     }
     Ok(alg)
-}
-
-/// "Now" give or take the issuer's leeway: the one definition of the time
-/// checks, shared by full verification and cache hits.
-struct Window {
-    now: i64,
-    leeway: i64,
-}
-
-impl Window {
-    /// `exp` has passed (RFC 7519 §4.1.4: now must be before it).
-    fn expired(&self, exp: i64) -> bool {
-        self.now >= exp + self.leeway
-    }
-
-    /// An `nbf` or `iat` still in the future.
-    fn not_yet(&self, at: i64) -> bool {
-        at > self.now + self.leeway
-    }
-}
-
-/// The time claims, which a cache hit must check again.
-struct Times {
-    exp: Option<i64>,
-    nbf: Option<i64>,
-    iat: Option<i64>,
-}
-
-fn validate_claims(
-    parsed: &ParsedToken<'_>,
-    issuer: &IssuerVerifier,
-    request: &VerifyRequest<'_>,
-    explain: &mut impl Explain,
-) -> Result<Times, Reason> {
-    let claims = &parsed.claims;
-    let now = request.now;
-    let leeway = issuer.leeway_secs;
-    let window = Window { now, leeway };
-
-    checked(
-        explain,
-        "token type",
-        issuer.token_type.check(parsed.header.media_type(), claims),
-    )?;
-    if !issuer.token_type.typ.is_empty() || issuer.token_type.claim.is_some() {
-        explain.passed("token type", &|| "an access token for this issuer".into());
-    }
-
-    let exp = checked(explain, "exp", numeric_date(claims, "exp"))?;
-    match exp {
-        Some(exp) if window.expired(exp) => return checked(explain, "exp", Err(Reason::Expired)),
-        Some(exp) => explain.passed("exp", &|| {
-            format!("expires in {}s (leeway {leeway}s)", exp - now)
-        }),
-        None if issuer.require_exp => return checked(explain, "exp", Err(Reason::MissingClaim)),
-        None => explain.passed("exp", &|| "absent; not required by this issuer".into()),
-    }
-    let nbf = checked(explain, "nbf", numeric_date(claims, "nbf"))?;
-    if let Some(nbf) = nbf {
-        if window.not_yet(nbf) {
-            return checked(explain, "nbf", Err(Reason::NotYetValid));
-        }
-        explain.passed("nbf", &|| format!("valid since {}s ago", now - nbf));
-    }
-    let iat = checked(explain, "iat", numeric_date(claims, "iat"))?;
-    if let Some(iat) = iat {
-        if window.not_yet(iat) {
-            return checked(explain, "iat", Err(Reason::IssuedInFuture));
-        }
-        explain.passed("iat", &|| format!("issued {}s ago", now - iat));
-    }
-    if let Some(max) = issuer.max_lifetime_secs {
-        // Without exp a token never expires: longer than any maximum.
-        let lifetime = exp.map(|exp| exp - iat.unwrap_or(now));
-        if lifetime.is_none_or(|lifetime| lifetime > max) {
-            return checked(explain, "lifetime", Err(Reason::LifetimeTooLong));
-        }
-        explain.passed("lifetime", &|| {
-            format!("{}s, within {max}s", lifetime.unwrap_or_default())
-        });
-    }
-
-    // `sub` is forwarded as the identity: it must be a string when present.
-    match claims.get("sub") {
-        Some(JsonRef::String(sub)) if !sub.is_empty() => {}
-        Some(_) => return checked(explain, "sub", Err(Reason::Malformed)),
-        None if issuer.require_sub => return checked(explain, "sub", Err(Reason::MissingClaim)),
-        None => {}
-    }
-    check_jti(claims, issuer, explain)?;
-
-    let audience = checked(explain, "aud", Audience::of(claims))?;
-    if issuer.check_audience {
-        checked(explain, "aud", audience.check(&issuer.audiences))?;
-        explain.passed("aud", &|| {
-            format!(
-                "contains one of the issuer's audiences {:?}",
-                issuer.audiences
-            )
-        });
-    }
-    if !request.audiences.is_empty() {
-        checked(explain, "aud (route)", audience.check(request.audiences))?;
-        explain.passed("aud (route)", &|| {
-            format!(
-                "contains one of the route's audiences {:?}",
-                request.audiences
-            )
-        });
-    }
-    Ok(Times { exp, nbf, iat })
-}
-
-/// `jti` is what a token is revoked by: with `require_jti`, a token without
-/// one (or with one that is not a non-empty string) could never be.
-fn check_jti(
-    claims: &JsonObject,
-    issuer: &IssuerVerifier,
-    explain: &mut impl Explain,
-) -> Result<(), Reason> {
-    if !issuer.require_jti {
-        return Ok(());
-    }
-    match claims.get("jti") {
-        Some(JsonRef::String(jti)) if !jti.is_empty() => {
-            explain.passed("jti", &|| "present, so the token can be revoked".into());
-            Ok(())
-        }
-        Some(_) => checked(explain, "jti", Err(Reason::Malformed)),
-        None => checked(explain, "jti", Err(Reason::MissingClaim)),
-    }
-}
-
-/// `aud` as the token states it: a string or an array of strings
-/// (RFC 7519 §4.1.3); any other type makes the token malformed rather than
-/// merely "for someone else".
-enum Audience<'a> {
-    Absent,
-    One(&'a str),
-    /// Every item checked to be a string.
-    Many(Items<'a>),
-}
-
-impl<'a> Audience<'a> {
-    fn of(claims: &'a JsonObject) -> Result<Self, Reason> {
-        match claims.get("aud") {
-            None => Ok(Self::Absent),
-            Some(JsonRef::String(aud)) => Ok(Self::One(aud)),
-            Some(JsonRef::Array(items)) if items.iter().all(|item| item.as_str().is_some()) => {
-                Ok(Self::Many(items))
-            }
-            Some(_) => Err(Reason::Malformed),
-        }
-    }
-
-    /// One of the token's audiences must be among `accepted`.
-    fn check(&self, accepted: &[String]) -> Result<(), Reason> {
-        let accepts = |aud: &str| accepted.iter().any(|a| a == aud);
-        let found = match self {
-            Self::Absent => return Err(Reason::MissingClaim),
-            Self::One(aud) => accepts(aud),
-            Self::Many(items) => items.iter().filter_map(JsonRef::as_str).any(accepts),
-        };
-        if found {
-            Ok(())
-        } else {
-            Err(Reason::WrongAudience)
-        }
-    }
-}
-
-/// A NumericDate (RFC 7519 §2): a non-negative, finite JSON number of
-/// seconds. Fractions are truncated; strings, NaN and negatives are malformed.
-pub(crate) fn numeric_date(claims: &JsonObject, name: &str) -> Result<Option<i64>, Reason> {
-    let Some(value) = claims.get(name) else {
-        return Ok(None);
-    };
-    let seconds = value.as_f64().ok_or(Reason::Malformed)?;
-    // Beyond year 10000 a date is an attack on our arithmetic, not a date.
-    const MAX_SECONDS: f64 = 253_402_300_799.0;
-    if !seconds.is_finite() || !(0.0..=MAX_SECONDS).contains(&seconds) {
-        return Err(Reason::Malformed);
-    }
-    Ok(Some(seconds as i64))
 }

@@ -28,7 +28,12 @@ pub struct FetchSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{url}: {message}")]
-    Http { url: String, message: String },
+    Http {
+        url: String,
+        message: String,
+        /// The request ran out of time (rather than failing outright).
+        timeout: bool,
+    },
     #[error("{url}: HTTP status {status}")]
     Status { url: String, status: u16 },
     #[error("{url}: response larger than {max} bytes")]
@@ -84,6 +89,7 @@ pub struct FetchedBytes {
     pub bytes: Vec<u8>,
     pub max_age: Option<Duration>,
     pub status: u16,
+    pub content_type: Option<String>,
 }
 
 /// Where an issuer's keys are, and the status of the discovery document
@@ -125,32 +131,31 @@ impl Fetcher {
             }
             Locator::Discovery { issuer } => issuer,
         };
+        let (document, status) = self.discover(issuer).await?;
+        let jwks_uri = discovery_member(issuer, &document, "jwks_uri")?;
+        Ok(Discovered {
+            jwks_uri,
+            status: Some(status),
+        })
+    }
+
+    /// The issuer's discovery document, once its `issuer` is known to
+    /// equal `issuer` exactly (OIDC Discovery §4.3), with its HTTP status.
+    pub async fn discover(&self, issuer: &str) -> Result<(Value, u16), FetchError> {
         let url = discovery_url(issuer);
         let fetched = self.get_json(&url).await?;
-        let discovery_error = |message: String| FetchError::Discovery {
-            url: url.clone(),
-            message,
-        };
         match fetched.document.get("issuer").and_then(Value::as_str) {
-            Some(found) if found == issuer => {}
-            Some(found) => {
-                return Err(FetchError::IssuerMismatch {
-                    url,
-                    found: found.to_string(),
-                    expected: issuer.clone(),
-                });
-            }
-            None => return Err(discovery_error("no \"issuer\"".into())),
+            Some(found) if found == issuer => Ok((fetched.document, fetched.status)),
+            Some(found) => Err(FetchError::IssuerMismatch {
+                url,
+                found: found.to_string(),
+                expected: issuer.to_string(),
+            }),
+            None => Err(FetchError::Discovery {
+                url,
+                message: "no \"issuer\"".into(),
+            }),
         }
-        let jwks_uri = fetched
-            .document
-            .get("jwks_uri")
-            .and_then(Value::as_str)
-            .ok_or_else(|| discovery_error("no \"jwks_uri\"".into()))?;
-        Ok(Discovered {
-            jwks_uri: jwks_uri.to_string(),
-            status: Some(fetched.status),
-        })
     }
 
     pub async fn get_json(&self, url: &str) -> Result<Fetched, FetchError> {
@@ -169,17 +174,47 @@ impl Fetcher {
     /// The body at `url`, asked for as `accept`, within the size cap.
     pub async fn get(&self, url: &str, accept: &'static str) -> Result<FetchedBytes, FetchError> {
         self.check_scheme(url)?;
+        let request = self.client.get(url).header(http::header::ACCEPT, accept);
+        self.send(url, request).await
+    }
+
+    /// The answer to a form posted to `url` (`form`: already encoded),
+    /// with `authorization` when given, asked for as `accept`.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: String,
+        authorization: Option<&str>,
+        accept: &'static str,
+    ) -> Result<FetchedBytes, FetchError> {
+        self.check_scheme(url)?;
+        let mut request = self
+            .client
+            .post(url)
+            .header(http::header::ACCEPT, accept)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form);
+        if let Some(authorization) = authorization {
+            request = request.header(http::header::AUTHORIZATION, authorization);
+        }
+        self.send(url, request).await
+    }
+
+    /// Sends `request`: a success's body within the size cap, or why not.
+    async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<FetchedBytes, FetchError> {
         let http_error = |e: reqwest::Error| FetchError::Http {
             url: url.to_string(),
             message: error_chain(&e),
+            timeout: e.is_timeout(),
         };
-        let mut response = self
-            .client
-            .get(url)
-            .header(http::header::ACCEPT, accept)
-            .send()
-            .await
-            .map_err(http_error)?;
+        let mut response = request.send().await.map_err(http_error)?;
         let status = response.status();
         if !status.is_success() {
             return Err(FetchError::Status {
@@ -193,6 +228,11 @@ impl Fetcher {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .find_map(max_age);
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let max = self.settings.max_bytes;
         if response
             .content_length()
@@ -217,6 +257,7 @@ impl Fetcher {
             bytes,
             max_age,
             status: status.as_u16(),
+            content_type,
         })
     }
 
@@ -233,6 +274,18 @@ impl Fetcher {
 pub fn scheme_allowed(url: &str, allow_http: bool) -> bool {
     let lower = url.to_ascii_lowercase();
     lower.starts_with("https://") || (allow_http && lower.starts_with("http://"))
+}
+
+/// A URL member of a discovery document.
+pub fn discovery_member(issuer: &str, document: &Value, name: &str) -> Result<String, FetchError> {
+    document
+        .get(name)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| FetchError::Discovery {
+            url: discovery_url(issuer),
+            message: format!("no {name:?}"),
+        })
 }
 
 pub fn discovery_url(issuer: &str) -> String {

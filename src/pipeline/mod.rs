@@ -21,9 +21,9 @@ pub mod sender;
 mod snapshot;
 mod traced;
 mod view;
+mod vouch;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 pub use decision::{
     Decision, Forwarded, HTTPS_REQUIRED, METHOD_NOT_ALLOWED, RATE_LIMITED, Refusal, TOKEN_CHECK,
@@ -42,11 +42,10 @@ use crate::auth::verify::{Explain, Failure, Note, UNNAMED_CHECK};
 use crate::auth::{Reason, Rejection, VerifiedToken};
 use crate::clock::SharedClock;
 use crate::config::schema::{AuthMode, HttpsOnly};
-use crate::keys::KeyStore;
+use crate::introspection::IntrospectionMetrics;
 use crate::state::dpop_replay::{DEFAULT_MAX_ENTRIES, DpopReplay};
 use crate::state::rate_limit::{self, Limited, RateKey, RateLimits};
 use crate::state::revocation::RevocationList;
-use crate::telemetry::Exemplar;
 use crate::telemetry::exemplar::ExemplarHistogram;
 
 /// What outlives a config snapshot and every request: the clock, the
@@ -60,6 +59,8 @@ pub struct Pipeline {
     rate_limits: Arc<RateLimits>,
     /// The DPoP proofs seen within their window, so each is accepted once.
     dpop_replay: Arc<DpopReplay>,
+    /// Where introspection calls are counted.
+    introspection_metrics: IntrospectionMetrics,
 }
 
 impl Pipeline {
@@ -74,7 +75,15 @@ impl Pipeline {
             revocations: None,
             rate_limits: Arc::default(),
             dpop_replay: Arc::new(DpopReplay::local(DEFAULT_MAX_ENTRIES)),
+            introspection_metrics: IntrospectionMetrics::new(),
         }
+    }
+
+    /// Counts introspection calls in `metrics` (by default, in counters no
+    /// registry shows).
+    pub fn with_introspection_metrics(mut self, metrics: IntrospectionMetrics) -> Self {
+        self.introspection_metrics = metrics;
+        self
     }
 
     /// Remembers DPoP proofs in `replay` (by default each pipeline has a
@@ -274,19 +283,13 @@ impl Pipeline {
         };
         let token = credential.token;
         let exemplar = view.exemplar;
-        let mut outcome = self.authorize(snapshot, route, token, exemplar, &mut checks);
-        if let Err(failure) = &outcome
-            && self.refetch
-            && let Some((keys, seen)) = refetchable(snapshot, failure)
-        {
-            // Whether or not this request triggered the refetch (it may be
-            // rate-limited, or another request's refetch may have brought
-            // the key), only a changed key set can change the answer.
-            keys.refetch().await;
-            if keys.generation() != seen {
-                outcome = self.authorize(snapshot, route, token, exemplar, &mut checks);
-            }
-        }
+        let outcome = if vouch::introspected(snapshot, route, token) {
+            self.introspect(snapshot, route, token, exemplar, &mut checks)
+                .await
+        } else {
+            self.verify_jws(snapshot, route, token, exemplar, &mut checks)
+                .await
+        };
         let verified = outcome.map_err(|failure| {
             debug_assert!(checks.failed.is_some(), "a check failed silently");
             Failure {
@@ -337,95 +340,6 @@ impl Pipeline {
                     rejection,
                     issuer: Some(verified.issuer),
                     check: SENDER_CHECK,
-                    keys_seen: None,
-                    refused: Some(verified),
-                })
-            }
-        }
-    }
-
-    fn authorize(
-        &self,
-        snapshot: &Snapshot,
-        route: &CompiledRoute,
-        token: &str,
-        exemplar: Option<Exemplar>,
-        explain: &mut impl Explain,
-    ) -> Result<Arc<VerifiedToken>, Failure> {
-        let started = Instant::now();
-        let outcome = route.policy.authorize(
-            token,
-            &snapshot.issuers,
-            self.clock.now_unix(),
-            snapshot.max_token_bytes,
-            self.cache.as_ref(),
-            explain,
-        );
-        let outcome = outcome
-            .and_then(|verified| self.not_revoked(snapshot, verified, explain))
-            .and_then(|verified| self.status_valid(snapshot, verified, explain));
-        if let Some(histogram) = &self.verify_duration {
-            histogram.observe(started.elapsed().as_secs_f64(), exemplar);
-        }
-        outcome
-    }
-
-    /// After the route's policy, as DESIGN's pipeline orders it: a token
-    /// the route would refuse anyway is refused for that (403) first.
-    fn not_revoked(
-        &self,
-        snapshot: &Snapshot,
-        verified: Arc<VerifiedToken>,
-        explain: &mut impl Explain,
-    ) -> Result<Arc<VerifiedToken>, Failure> {
-        let Some(list) = &self.revocations else {
-            return Ok(verified);
-        };
-        let iss = &snapshot.issuers[verified.issuer].issuer;
-        match list.check(iss, &verified) {
-            None => {
-                explain.noted(Note::Revoked(false));
-                explain.passed("revocation", &|| "not revoked".into());
-                Ok(verified)
-            }
-            Some(_) => {
-                explain.noted(Note::Revoked(true));
-                explain.failed("revocation", Reason::Revoked);
-                Err(Failure {
-                    rejection: Rejection::invalid_token(Reason::Revoked),
-                    issuer: Some(verified.issuer),
-                    check: UNNAMED_CHECK,
-                    keys_seen: None,
-                    refused: Some(verified),
-                })
-            }
-        }
-    }
-}
-
-impl Pipeline {
-    /// The token's entry in its issuer's status list, when it names one
-    /// and the issuer checks them.
-    fn status_valid(
-        &self,
-        snapshot: &Snapshot,
-        verified: Arc<VerifiedToken>,
-        explain: &mut impl Explain,
-    ) -> Result<Arc<VerifiedToken>, Failure> {
-        let Some(Some(lists)) = snapshot.status_lists.get(verified.issuer) else {
-            return Ok(verified);
-        };
-        match lists.check(&verified.claims, self.clock.now_unix()) {
-            Ok(()) => {
-                explain.passed(STATUS_CHECK, &|| "status list".into());
-                Ok(verified)
-            }
-            Err(rejection) => {
-                explain.failed(STATUS_CHECK, rejection.reason);
-                Err(Failure {
-                    rejection,
-                    issuer: Some(verified.issuer),
-                    check: STATUS_CHECK,
                     keys_seen: None,
                     refused: Some(verified),
                 })
@@ -560,20 +474,6 @@ fn canonical_target<'a>(
         .iter()
         .map(|host| host.as_bytes());
     RequestTarget::new(authority, path_and_query, hosts, &snapshot.paths)
-}
-
-/// The key store worth refetching for this failure: a remote issuer's, when
-/// the token named a `kid` we don't have (keys may have rotated) or there
-/// are no keys yet, with the key-set generation the failure was decided
-/// against. The store itself bounds and rate-limits the refetch.
-fn refetchable<'a>(snapshot: &'a Snapshot, failure: &Failure) -> Option<(&'a KeyStore, u64)> {
-    let reason = failure.rejection.reason;
-    if reason != Reason::UnknownKid && reason != Reason::JwksUnavailable {
-        return None;
-    }
-    let keys = &snapshot.issuers[failure.issuer?].keys;
-    keys.is_remote()
-        .then_some((keys.as_ref(), failure.keys_seen?))
 }
 
 #[cfg(test)]

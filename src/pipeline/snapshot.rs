@@ -2,6 +2,7 @@
 //! snapshot (routes, issuers, the router, header plans), built by
 //! [`crate::assemble::compile`] and swapped whole by a reload.
 
+use crate::introspection::Introspector;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,12 @@ pub struct Snapshot {
     pub issuers: Vec<Arc<IssuerVerifier>>,
     /// Each issuer's Token Status Lists, by its place in `issuers`.
     pub status_lists: Vec<Option<Arc<StatusLists>>>,
+    /// Each issuer's introspector, by its place in `issuers`: `Some` for
+    /// an issuer whose opaque tokens are introspected.
+    pub introspectors: Vec<Option<Arc<Introspector>>>,
+    /// Whether any issuer introspects: without one, a request never looks
+    /// at the token's shape to decide.
+    pub introspects: bool,
     pub startup_grace: Duration,
     /// Issuers whose keys are fetched, and how.
     pub remote: Vec<RemoteSource>,

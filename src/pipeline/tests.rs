@@ -466,10 +466,15 @@ fn every_reason_jwtgate_produces_is_decided_with_its_check() {
         Reason::StatusListNotAllowed,
         Reason::StatusListUnavailable,
     ];
+    // Introspection reasons need an endpoint: src/introspection/tests.rs.
+    let introspection = [Reason::TokenInactive, Reason::IntrospectionUnavailable];
     let uncovered: Vec<Reason> = Reason::ALL
         .into_iter()
         .filter(|reason| {
-            !covered.contains(reason) && *reason != Reason::Revoked && !status_list.contains(reason)
+            !covered.contains(reason)
+                && *reason != Reason::Revoked
+                && !status_list.contains(reason)
+                && !introspection.contains(reason)
         })
         .collect();
     assert!(uncovered.is_empty(), "no case for {uncovered:?}");

@@ -61,7 +61,7 @@ impl Decision<'_> {
                 issuer.keys.source().as_str().into()
             });
         }
-        let algorithm = identity.map(|i| i.algorithm).or(notes.algorithm);
+        let algorithm = identity.and_then(|i| i.algorithm).or(notes.algorithm);
         if let Some(algorithm) = algorithm {
             trace.set("jwtgate.token.alg", || Value::from(algorithm.to_string()));
         }

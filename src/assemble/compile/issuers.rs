@@ -93,7 +93,13 @@ fn compile_issuer(
         return Ok((verifier, Some(source)));
     }
 
-    let keys = local_keys(issuer, algorithms, cx)?;
+    // An issuer that only introspects verifies no JWT: an empty key set,
+    // and no algorithm a JWT could select it by.
+    let keys = if algorithms.is_empty() {
+        KeySet::default()
+    } else {
+        local_keys(issuer, algorithms, cx)?
+    };
     let verifier = verifier(issuer, algorithms, Arc::new(KeyStore::fixed(keys)));
     Ok((Arc::new(verifier), None))
 }
@@ -165,9 +171,6 @@ fn check(issuer: &IssuerConfig) -> Result<AlgorithmSet, String> {
         return Err("issuer (the exact iss value) must not be empty".into());
     }
     let algorithms: AlgorithmSet = issuer.algorithms.iter().copied().collect();
-    if algorithms.is_empty() {
-        return Err("algorithms must list at least one algorithm".into());
-    }
     if issuer.audiences.is_empty() && !issuer.skip_audience_check {
         return Err(
             "audiences is empty: list the audiences this gateway accepts, or set skip_audience_check: true to accept any"
@@ -183,11 +186,33 @@ fn check(issuer: &IssuerConfig) -> Result<AlgorithmSet, String> {
         issuer.discovery,
         issuer.jwks_uri.is_some(),
     ];
-    if sources.iter().filter(|s| **s).count() != 1 {
-        return Err(
-            "give exactly one key source: discovery: true, jwks_uri, jwks_file, jwks, hmac_secret_env or hmac_secret_file"
-                .into(),
-        );
+    match (
+        sources.iter().filter(|s| **s).count(),
+        &issuer.introspection,
+    ) {
+        (1, _) if algorithms.is_empty() => {
+            return Err("algorithms must list at least one algorithm".into());
+        }
+        (1, _) => {}
+        (0, Some(introspection)) if introspection.jwt_response => {
+            return Err(
+                "introspection.jwt_response: the issuer's signed answers are verified with its keys; give a key source (discovery: true, jwks_uri, ...) and algorithms"
+                    .into(),
+            );
+        }
+        (0, Some(_)) if !algorithms.is_empty() => {
+            return Err(
+                "algorithms are listed, but no key source: give one (discovery: true, jwks_uri, ...), or drop algorithms for an issuer that only introspects"
+                    .into(),
+            );
+        }
+        (0, Some(_)) => {}
+        _ => {
+            return Err(
+                "give exactly one key source: discovery: true, jwks_uri, jwks_file, jwks, hmac_secret_env or hmac_secret_file (an issuer with introspection may have none)"
+                    .into(),
+            );
+        }
     }
     let token_type = &issuer.token_type;
     if token_type.claim.is_some() == token_type.values.is_empty() {
@@ -251,7 +276,8 @@ fn verifier(
         },
         scope_claim: issuer.scope_claim.clone(),
         keys,
-        required: issuer.required,
+        // Without a key source there are no keys to wait for.
+        required: issuer.required && !algorithms.is_empty(),
     }
 }
 

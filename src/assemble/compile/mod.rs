@@ -8,6 +8,7 @@
 
 mod authz;
 mod bootstrap;
+mod introspection;
 mod issuers;
 mod listeners;
 mod routes;
@@ -26,6 +27,7 @@ pub use self::bootstrap::Bootstrap;
 use super::sources::{Sources, System, resolve_path};
 use crate::config::ConfigError;
 use crate::config::schema::GatewayConfig;
+use crate::introspection::Introspector;
 use crate::keys::KeyStore;
 use crate::keys::remote::RemoteIdentity;
 use crate::pipeline::Snapshot;
@@ -52,6 +54,11 @@ pub trait Running {
     fn upstream_pool(&self, identity: &PoolIdentity) -> Option<Arc<UpstreamPool>>;
     /// The running lists that check tokens as `compiled` would, if any.
     fn status_lists(&self, _compiled: &StatusLists) -> Option<Arc<StatusLists>> {
+        None
+    }
+    /// The running introspector that calls and caches as `compiled`
+    /// would, if any.
+    fn introspector(&self, _compiled: &Introspector) -> Option<Arc<Introspector>> {
         None
     }
 }
@@ -101,6 +108,7 @@ pub fn compile_with(
     let served = listeners::compile(&config, &mut cx)?;
     let (issuers, remote) = issuers::compile(&config.issuers, &mut cx)?;
     let status_lists = status_lists::compile(&config.issuers, &issuers, &mut cx)?;
+    let introspectors = introspection::compile(&config.issuers, &mut cx)?;
     let mut config = config;
     let route_configs = std::mem::take(&mut config.routes);
     let routes = routes::compile(
@@ -118,6 +126,8 @@ pub fn compile_with(
         remote,
         issuers,
         status_lists,
+        introspects: introspectors.iter().any(Option::is_some),
+        introspectors,
         routes: routes.routes,
         router: routes.router,
         paths: served.paths,

@@ -404,3 +404,89 @@ fn status_lists_need_an_allow_list_that_covers_what_they_prefetch() {
     let lists = on.snapshot.status_lists[0].as_ref().expect("lists");
     assert_eq!(lists.slots().len(), 1, "the prefetched list is registered");
 }
+
+#[test]
+fn introspecting_issuers_are_checked_naming_the_field() {
+    let issuer = |keys: &str, introspection: &str| {
+        format!(
+            "issuers:\n  - name: opaque\n    issuer: https://idp.example\n    audiences: [api]\n{keys}    introspection: {introspection}\n"
+        )
+    };
+    let key = b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n".to_vec();
+    let sources = Fixed::default()
+        .var("SECRET", "s3cret")
+        .file("/etc/jwtgate/bad.pem", key);
+    let compiled =
+        |keys: &str, introspection: &str| compile_text(&issuer(keys, introspection), &sources);
+
+    let only = compiled("", "{ client_id: gw, client_secret_env: SECRET }").unwrap();
+    let introspector = only.snapshot.introspectors[0]
+        .as_ref()
+        .expect("introspects");
+    assert_eq!(introspector.settings().endpoint, None, "found by discovery");
+    assert!(only.snapshot.introspects);
+    assert!(!only.snapshot.issuers[0].required, "no keys to wait for");
+    let post = "{ client_id: gw, client_auth: client_secret_post, client_secret_env: SECRET, endpoint: \"https://idp.example/i\" }";
+    let post = compiled("", post).unwrap();
+    let settings = post.snapshot.introspectors[0].as_ref().unwrap().settings();
+    assert_eq!(format!("{:?}", settings.credential), "client_secret_post");
+    assert!(!format!("{settings:?}").contains("s3cret"), "{settings:?}");
+
+    let cases = [
+        (
+            "",
+            "{ client_id: gw }",
+            "give client_secret_env or client_secret_file",
+        ),
+        (
+            "",
+            "{ client_id: gw, client_secret_env: UNSET }",
+            "UNSET (client_secret_env) is not set",
+        ),
+        (
+            "",
+            "{ client_id: gw, client_auth: private_key_jwt }",
+            "signs with private_key_file",
+        ),
+        (
+            "",
+            "{ client_id: gw, client_auth: private_key_jwt, private_key_file: bad.pem }",
+            "not a PEM private key",
+        ),
+        (
+            "",
+            "{ client_id: gw, client_secret_env: SECRET, private_key_file: bad.pem }",
+            "private_key_file is for client_auth: private_key_jwt",
+        ),
+        (
+            "",
+            "{ client_id: gw, client_secret_env: SECRET, jwt_response: true }",
+            "jwt_response",
+        ),
+        (
+            "",
+            "{ client_id: gw, client_secret_env: SECRET, endpoint: \"http://idp.example/i\" }",
+            "must be an https:// URL",
+        ),
+        (
+            "",
+            "{ client_id: \"\", client_secret_env: SECRET }",
+            "client_id must not be empty",
+        ),
+        (
+            "",
+            "{ client_id: gw, client_secret_env: SECRET, active_ttl: 0s }",
+            "more than zero",
+        ),
+        (
+            "    algorithms: [RS256]\n",
+            "{ client_id: gw, client_secret_env: SECRET }",
+            "algorithms are listed, but no key source",
+        ),
+    ];
+    for (keys, introspection, expected) in cases {
+        let error = compiled(keys, introspection).unwrap_err();
+        assert!(error.contains(expected), "{introspection}: {error}");
+        assert!(error.contains("issuer \"opaque\""), "{error}");
+    }
+}

@@ -19,8 +19,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::Reason;
 use super::json::{JsonObject, JsonRef};
+use super::registered::numeric_date;
 use super::token::{self, decode_segment};
-use super::verify::numeric_date;
 use crate::digest::sha256;
 use crate::jose::{Algorithm, AlgorithmSet};
 

@@ -15,7 +15,9 @@ use super::json::DurationText;
 use super::{default_true, duration, duration_text, optional_duration};
 
 /// A token issuer. Exactly one key source per issuer: `jwks_file`, `jwks`,
-/// `hmac_secret_env`, `hmac_secret_file`, `discovery` or `jwks_uri`.
+/// `hmac_secret_env`, `hmac_secret_file`, `discovery` or `jwks_uri`; an
+/// issuer with `introspection` may have none, and then takes only opaque
+/// tokens.
 /// Secrets are never written inline, and must be at least 32 bytes. From a
 /// JWK Set, keys with `use` other than `sig`, unsupported `kty`/`crv`, RSA
 /// moduli under 2048 bits, symmetric (`oct`) keys, and keys whose own `alg`
@@ -31,7 +33,9 @@ pub struct IssuerConfig {
     /// The exact `iss` value of its tokens.
     pub issuer: String,
     /// Allow-list of `alg` values; tokens with any other are rejected. HMAC
-    /// and public-key algorithms can't be mixed in one issuer.
+    /// and public-key algorithms can't be mixed in one issuer. Required
+    /// with a key source; an issuer that only introspects has none.
+    #[serde(default)]
     pub algorithms: Vec<Algorithm>,
     /// `aud` must contain at least one of these; required unless
     /// `skip_audience_check`.
@@ -103,6 +107,10 @@ pub struct IssuerConfig {
     /// Token Status Lists: `status.status_list` claims checked against the
     /// issuer's lists. Absent: the `status` claim is ignored.
     pub status_list: Option<super::StatusListConfig>,
+    /// Opaque access tokens of this issuer, checked at its OAuth 2.0 Token
+    /// Introspection endpoint (RFC 7662). JWTs are still verified with its
+    /// keys.
+    pub introspection: Option<super::IntrospectionConfig>,
 }
 
 /// What marks an access token of an issuer.

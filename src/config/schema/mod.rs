@@ -10,6 +10,7 @@
 //! `//` comments.
 
 mod dpop;
+mod introspection;
 mod issuers;
 mod json;
 mod listen;
@@ -28,6 +29,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use dpop::*;
+pub use introspection::*;
 pub use issuers::*;
 pub use json::json_schema;
 pub use listen::*;

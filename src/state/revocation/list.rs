@@ -418,7 +418,7 @@ mod tests {
     fn token(claims: &str, iat: Option<i64>) -> VerifiedToken {
         VerifiedToken {
             issuer: 0,
-            algorithm: crate::jose::Algorithm::HS256,
+            algorithm: Some(crate::jose::Algorithm::HS256),
             claims: crate::auth::json::JsonObject::parse(claims.as_bytes()).unwrap(),
             exp: None,
             nbf: None,

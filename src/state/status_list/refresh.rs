@@ -10,11 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::decode::{DecodeError, StatusBits};
 use super::{CurrentList, Slot, StatusLists};
-use crate::auth::header::normalize_typ;
 use crate::auth::json::{JsonObject, JsonRef};
-use crate::auth::token;
+use crate::auth::signed::{self, SignedError};
 use crate::clock::SharedClock;
-use crate::keys::KeyChoice;
 use crate::keys::disk::{DiskCache, file_safe};
 use crate::keys::fetch::{FetchError, FetchedBytes, Fetcher};
 use crate::telemetry::metrics::StatusListMetrics;
@@ -76,26 +74,19 @@ impl StatusLists {
     /// keys (§5.1: `typ`, `sub` = the URI, `exp`), and decodes its list.
     fn verify(&self, uri: &str, text: &str, now: i64) -> Result<Verified, StatusListError> {
         let max_bytes = self.settings.fetch.max_bytes;
-        let parsed = token::parse(text, max_bytes).map_err(|_| StatusListError::InvalidToken)?;
-        if parsed.header.typ().map(normalize_typ).as_deref() != Some("statuslist+jwt") {
-            return Err(StatusListError::WrongType);
-        }
-        let alg = parsed
-            .header
-            .algorithm()
-            .filter(|alg| self.algorithms.contains(*alg))
-            .ok_or(StatusListError::NoKey)?;
-        let keys = self.keys.current();
-        let KeyChoice::Candidates(candidates) = keys.select(parsed.header.kid(), alg) else {
-            return Err(StatusListError::NoKey);
-        };
-        let signature = parsed.signature();
-        if !candidates
-            .iter()
-            .any(|key| key.verify(alg, parsed.signing_input, signature))
-        {
-            return Err(StatusListError::BadSignature);
-        }
+        let parsed = signed::verify(
+            text,
+            max_bytes,
+            "statuslist+jwt",
+            self.algorithms,
+            &self.keys,
+        )
+        .map_err(|error| match error {
+            SignedError::Malformed => StatusListError::InvalidToken,
+            SignedError::WrongType => StatusListError::WrongType,
+            SignedError::NoKey => StatusListError::NoKey,
+            SignedError::BadSignature => StatusListError::BadSignature,
+        })?;
         let claims = &parsed.claims;
         if claims.get("sub").and_then(JsonRef::as_str) != Some(uri) {
             return Err(StatusListError::WrongSubject);
