@@ -87,14 +87,16 @@ impl Admin {
 
     /// Issuers that hold readiness back, by name; empty means ready. An
     /// issuer without usable keys counts unless it is marked not required
-    /// and the startup grace has passed.
+    /// and the startup grace has passed; one without a key source (it only
+    /// introspects) has none to wait for.
     fn issuers_without_keys(&self) -> Vec<String> {
         let snapshot = self.snapshot.load();
         let in_grace = self.started.elapsed() < snapshot.startup_grace;
         snapshot
             .issuers
             .iter()
-            .filter(|issuer| !issuer.keys.is_ready() && (issuer.required || in_grace))
+            .filter(|issuer| !issuer.algorithms.is_empty() && !issuer.keys.is_ready())
+            .filter(|issuer| issuer.required || in_grace)
             .map(|issuer| issuer.name.clone())
             .collect()
     }
