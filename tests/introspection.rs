@@ -582,7 +582,11 @@ async fn the_routes_scope_rule_holds_for_opaque_tokens() {
 async fn audit_mode_forwards_an_inactive_token_as_would_deny() {
     let (idp, upstream, gateway) = Opaque::new().start().await;
     let inactive = "revoked-or-never-issued-0123456789";
-    let response = get(&gateway, "/audit/orders", inactive).await;
+    let mut headers = FORGED.to_vec();
+    headers.push(("x-request-id", "audit-inactive"));
+    let response = gateway
+        .get_with("/audit/orders", Some(inactive), &headers)
+        .await;
     assert_eq!(response.status(), 200, "{}", gateway.log());
     let seen = upstream.last();
     assert!(
@@ -598,6 +602,16 @@ async fn audit_mode_forwards_an_inactive_token_as_would_deny() {
                 ("reason", "token_inactive"),
             ],
             1.0,
+        )
+        .await;
+    gateway
+        .expect_access_line(
+            "audit-inactive",
+            &[
+                "reason=\"token_inactive\"",
+                "outcome=\"would_deny\"",
+                "status=200",
+            ],
         )
         .await;
 
