@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod digest;
 pub mod echo;
+pub mod identity;
 pub mod introspection;
 pub mod jose;
 pub mod keys;

@@ -176,6 +176,24 @@ impl Signer {
         Ok(Self { algorithm, key })
     }
 
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The public half of the key as a JWK (`kty`, curve or modulus,
+    /// `alg`), with `kid` and `use: sig`: what a verifier needs.
+    pub fn public_jwk(&self, kid: &str) -> Result<Value, MintError> {
+        let jwk =
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&self.key, to_jsonwebtoken(self.algorithm))
+                .map_err(|e| MintError::Sign(e.to_string()))?;
+        let mut jwk = serde_json::to_value(jwk).map_err(|e| MintError::Sign(e.to_string()))?;
+        if let Some(members) = jwk.as_object_mut() {
+            members.insert("kid".into(), Value::from(kid));
+            members.insert("use".into(), Value::from("sig"));
+        }
+        Ok(jwk)
+    }
+
     /// Signs `claims` into a compact JWS with `kid` and `typ` in the header.
     pub fn sign(
         &self,

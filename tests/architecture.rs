@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("state", 4),
     ("ssf", 4),
     ("introspection", 4),
+    ("identity", 4),
     ("pipeline", 5),
     ("answers", 6),
     ("config", 7),

@@ -19,6 +19,7 @@ mod revocations;
 mod signals;
 
 use crate::clock::SharedClock;
+use crate::identity;
 use crate::pipeline::Snapshot;
 use crate::shutdown::Drain;
 use crate::ssf::Receiver;
@@ -128,6 +129,28 @@ impl Admin {
         reply(status, "application/json", body)
     }
 
+    /// The identity tokens' JWK Set or discovery document, from the config
+    /// being served: a reload that rotates keys publishes at once.
+    fn identity_keys(&self, path: &str) -> Response<Vec<u8>> {
+        let snapshot = self.snapshot.load();
+        let Some(tokens) = &snapshot.identity_tokens else {
+            return reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec());
+        };
+        let (content_type, body) = if path == identity::JWKS_PATH {
+            ("application/jwk-set+json", tokens.jwks())
+        } else {
+            ("application/json", tokens.discovery())
+        };
+        let mut response = reply(StatusCode::OK, content_type, body.to_vec());
+        // Verifiers may keep the keys a while; a rotation lists the next
+        // key ahead and keeps the last one, so five minutes is safe.
+        response.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("public, max-age=300"),
+        );
+        response
+    }
+
     fn refresh_gauges(&self) {
         if let Some(revocations) = &self.revocations {
             revocations.refresh_gauges();
@@ -166,6 +189,7 @@ impl ServeHttp for Admin {
                 }
             }
             "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            identity::JWKS_PATH | identity::DISCOVERY_PATH => self.identity_keys(&path),
             revocations::PATH if self.revocations.is_some() => {
                 let revocations = self.revocations.as_ref().expect("checked");
                 revocations::handle(revocations, &self.snapshot.load(), session).await

@@ -229,7 +229,7 @@ fn denied(answer: &Answer) -> CheckResponse {
 /// `OK`: the route's identity headers set over whatever the client sent,
 /// and every other identity header jwtgate fills removed, so none the
 /// client wrote reaches the upstream whatever Envoy is told to strip.
-fn allowed(decision: &Decision<'_>, snapshot: &Snapshot) -> CheckResponse {
+fn allowed(decision: &Decision<'_>, snapshot: &Snapshot, now: i64) -> CheckResponse {
     let mut headers = Vec::new();
     if let Decision::Forward {
         route,
@@ -243,6 +243,9 @@ fn allowed(decision: &Decision<'_>, snapshot: &Snapshot) -> CheckResponse {
                 .identity_values(identity)
                 .map(|(header, value)| header_option(header.name.as_str(), value.as_bytes())),
         );
+        if let Some((name, value)) = snapshot.identity_token(route, identity, now) {
+            headers.push(header_option(name.as_str(), value.as_bytes()));
+        }
     }
     let is_set = |name: &HeaderName| {
         headers
@@ -314,7 +317,7 @@ impl AuthzServer {
             None => {
                 let ok = Answer::new(bytes::Bytes::new());
                 self.account(&decision, &snapshot, &original, &mut asked, ok);
-                allowed(&decision, &snapshot)
+                allowed(&decision, &snapshot, self.pipeline.now())
             }
         }
     }

@@ -100,6 +100,11 @@ impl Pipeline {
         self
     }
 
+    /// The pipeline's clock, in Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.clock.now_unix()
+    }
+
     /// The rate-limit counters, and with them `jwtgate_rate_limited_total`.
     pub fn rate_limits(&self) -> &Arc<RateLimits> {
         &self.rate_limits

@@ -2,6 +2,7 @@
 //! snapshot (routes, issuers, the router, header plans), built by
 //! [`crate::assemble::compile`] and swapped whole by a reload.
 
+use crate::identity::{IdentityTokenPlan, IdentityTokens};
 use crate::introspection::Introspector;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,9 @@ pub struct Snapshot {
     /// Whether any issuer introspects: without one, a request never looks
     /// at the token's shape to decide.
     pub introspects: bool,
+    /// `identity_tokens`: what routes' `forward.identity_token` are signed
+    /// with, and the JWK Set the admin listener publishes.
+    pub identity_tokens: Option<Arc<IdentityTokens>>,
     pub startup_grace: Duration,
     /// Issuers whose keys are fetched, and how.
     pub remote: Vec<RemoteSource>,
@@ -65,6 +69,23 @@ pub struct Snapshot {
     /// `listen.http.mode: redirect`: every clear-text request gets a 308 to
     /// HTTPS.
     pub redirect_clear_text: bool,
+}
+
+impl Snapshot {
+    /// The identity token `route` sends its backend for `identity`, and
+    /// the header it goes in; `None` when the route sends none.
+    pub fn identity_token<'r>(
+        &self,
+        route: &'r CompiledRoute,
+        identity: &Arc<VerifiedToken>,
+        now: i64,
+    ) -> Option<(&'r http::HeaderName, http::HeaderValue)> {
+        let plan = route.forward.identity_token.as_ref()?;
+        let tokens = self.identity_tokens.as_ref()?;
+        let issuer = self.issuers.get(identity.issuer)?;
+        let value = tokens.header_value(plan, route.index, identity, issuer, now)?;
+        Some((&plan.header, value))
+    }
 }
 
 /// What the TLS listener serves with, read again on every reload.
@@ -136,6 +157,8 @@ pub struct ForwardPlan {
     pub strip_authorization: bool,
     /// Lower-case; client headers starting with it are removed.
     pub reserved_prefix: String,
+    /// A token signed by jwtgate for the backend.
+    pub identity_token: Option<IdentityTokenPlan>,
 }
 
 impl ForwardPlan {

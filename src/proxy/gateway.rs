@@ -5,12 +5,12 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::HeaderValue;
-use pingora::http::authority::{RawTargetAuthority, raw_target_authority};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use self::log::Served;
+use self::read::{scheme, target_form};
 use super::client_certs::presented;
 use super::failure::{self, ProxyFailure};
 use super::handshake;
@@ -23,7 +23,7 @@ use crate::auth::VerifiedToken;
 use crate::client_certs::Thumbprint;
 use crate::pipeline::client::{ClientAddress, client_cert};
 use crate::pipeline::{
-    Adapter, Decision, Forwarded, Pipeline, RequestView, Scheme, TargetForm, UpstreamRewrite,
+    Adapter, Decision, Forwarded, Pipeline, RequestView, Scheme, UpstreamRewrite,
 };
 use crate::pipeline::{CompiledRoute, Snapshot};
 use crate::state::live::{ConnectionKind, EndReason, LiveConnections};
@@ -35,6 +35,7 @@ use crate::upstream::RouteUpstream;
 
 mod h2;
 mod log;
+mod read;
 mod trace;
 
 /// What the proxy serves from: the config snapshot decisions are made
@@ -242,41 +243,6 @@ impl Gateway {
             _ => {}
         }
         answer
-    }
-}
-
-/// Origin form (`/path?query`) or absolute form (`http://host/path?query`,
-/// split by Pingora's own classifier, the one that already checked the
-/// authority against `Host`); anything else is for the pipeline to refuse.
-fn target_form(raw: &[u8]) -> TargetForm<'_> {
-    match raw_target_authority(raw) {
-        RawTargetAuthority::None if raw.first() == Some(&b'/') => TargetForm::Origin {
-            path_and_query: raw,
-        },
-        RawTargetAuthority::Absolute {
-            scheme,
-            authority,
-            path_and_query,
-        } if scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https") => {
-            TargetForm::Absolute {
-                authority,
-                path_and_query,
-            }
-        }
-        _ => TargetForm::Unsupported,
-    }
-}
-
-/// HTTPS when the connection (HTTP/1 or HTTP/2) came through the TLS
-/// listener: its digest has the handshake's details.
-fn scheme(session: &Session) -> Scheme {
-    let over_tls = session
-        .digest()
-        .is_some_and(|digest| digest.ssl_digest.is_some());
-    if over_tls {
-        Scheme::Https
-    } else {
-        Scheme::Http
     }
 }
 
@@ -497,6 +463,14 @@ impl ProxyHttp for Gateway {
                 replaces_trace_context: ctx.trace.is_some(),
             },
         );
+        if let Some(identity) = &ctx.identity
+            && let Some((name, value)) =
+                serving
+                    .snapshot
+                    .identity_token(route, identity, self.pipeline.now())
+        {
+            upstream_request.insert_header(name.clone(), value)?;
+        }
         trace::carry_on(ctx, upstream_request);
         Ok(())
     }

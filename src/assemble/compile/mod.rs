@@ -8,6 +8,7 @@
 
 mod authz;
 mod bootstrap;
+mod identity;
 mod introspection;
 mod issuers;
 mod listeners;
@@ -109,6 +110,7 @@ pub fn compile_with(
     let (issuers, remote) = issuers::compile(&config.issuers, &mut cx)?;
     let status_lists = status_lists::compile(&config.issuers, &issuers, &mut cx)?;
     let introspectors = introspection::compile(&config.issuers, &mut cx)?;
+    let identity_tokens = identity::compile(config.identity_tokens.as_ref(), &cx)?;
     let mut config = config;
     let route_configs = std::mem::take(&mut config.routes);
     let routes = routes::compile(
@@ -127,6 +129,7 @@ pub fn compile_with(
         issuers,
         status_lists,
         introspects: introspectors.iter().any(Option::is_some),
+        identity_tokens,
         introspectors,
         routes: routes.routes,
         router: routes.router,

@@ -14,8 +14,10 @@ use crate::auth::extract::TokenSources;
 use crate::auth::policy::{ClaimRequirement, RoutePolicy};
 use crate::config::ConfigError;
 use crate::config::schema::{
-    AuthConfig, AuthMode, GatewayConfig, HttpsOnly, LongLivedConfig, RouteConfig, UpstreamConfig,
+    AuthConfig, AuthMode, GatewayConfig, HttpsOnly, IdentityTokenConfig, LongLivedConfig,
+    RouteConfig, UpstreamConfig,
 };
+use crate::identity::{IdentityTokenPlan, RESERVED_CLAIMS};
 use crate::pipeline::canonical;
 use crate::pipeline::cors::CorsPolicy;
 use crate::pipeline::router::Router;
@@ -48,6 +50,8 @@ struct Shared<'a> {
     dns: Dns,
     https: bool,
     authz: bool,
+    /// `identity_tokens` is set: routes may send identity tokens.
+    signs: bool,
 }
 
 type RouteError<'a> = (Option<&'a Spanned<String>>, String);
@@ -80,6 +84,7 @@ pub(super) fn compile(
         dns: Dns::compile(&config.dns).map_err(|e| cx.error(None, e.to_string()))?,
         https,
         authz: config.listen.authz.is_some(),
+        signs: config.identity_tokens.is_some(),
     };
     let identity_headers =
         identity_headers(&route_configs).map_err(|(index, claim, message)| {
@@ -188,7 +193,7 @@ fn compile_route<'a>(
         mode: auth.mode,
         policy,
         sources,
-        forward: forward_plan(route).map_err(|e| (None, e))?,
+        forward: forward_plan(route, shared.signs).map_err(|e| (None, e))?,
         cors,
         series,
         https_only: route.matcher.https_only,
@@ -331,7 +336,7 @@ fn policy<'a>(auth: &'a AuthConfig, shared: &Shared<'_>) -> Result<RoutePolicy, 
     ))
 }
 
-fn forward_plan(route: &RouteConfig) -> Result<ForwardPlan, String> {
+fn forward_plan(route: &RouteConfig, signs: bool) -> Result<ForwardPlan, String> {
     Ok(ForwardPlan {
         claims: route
             .forward
@@ -348,6 +353,47 @@ fn forward_plan(route: &RouteConfig) -> Result<ForwardPlan, String> {
             .collect::<Result<_, String>>()?,
         strip_authorization: route.forward.strip_authorization,
         reserved_prefix: spoof_form(&route.forward.reserved_prefix),
+        identity_token: route
+            .forward
+            .identity_token
+            .as_ref()
+            .map(|config| identity_token_plan(config, signs))
+            .transpose()?,
+    })
+}
+
+/// `forward.identity_token`, checked: there must be keys to sign with, an
+/// audience, a lifetime, and no claim that would override one jwtgate sets.
+fn identity_token_plan(
+    config: &IdentityTokenConfig,
+    signs: bool,
+) -> Result<IdentityTokenPlan, String> {
+    if !signs {
+        return Err(
+            "forward.identity_token needs the top-level identity_tokens block (issuer and keys)"
+                .into(),
+        );
+    }
+    if config.audience.is_empty() {
+        return Err("forward.identity_token.audience must name the backend".into());
+    }
+    if config.ttl.as_secs() == 0 {
+        return Err("forward.identity_token.ttl must be at least 1s".into());
+    }
+    if let Some(claim) = config
+        .claims
+        .iter()
+        .find(|claim| RESERVED_CLAIMS.contains(&claim.as_str()))
+    {
+        return Err(format!(
+            "forward.identity_token.claims: {claim:?} is set by jwtgate itself"
+        ));
+    }
+    Ok(IdentityTokenPlan {
+        header: header_name(&config.header)?,
+        audience: config.audience.clone(),
+        ttl_secs: config.ttl.as_secs() as i64,
+        claims: config.claims.clone(),
     })
 }
 
@@ -408,8 +454,18 @@ fn identity_headers(
     ];
     let mut names = Vec::new();
     for (index, route) in routes.iter().enumerate() {
-        for (claim, header) in &route.forward.claims {
-            let name = header_name(header).map_err(|e| (index, claim.as_str(), e))?;
+        let identity_token = route
+            .forward
+            .identity_token
+            .as_ref()
+            .map(|token| ("identity_token", token.header.as_str()));
+        let claims = route
+            .forward
+            .claims
+            .iter()
+            .map(|(claim, header)| (claim.as_str(), header.as_str()));
+        for (claim, header) in claims.chain(identity_token) {
+            let name = header_name(header).map_err(|e| (index, claim, e))?;
             if FORBIDDEN.contains(&name.as_str()) {
                 return Err((
                     index,

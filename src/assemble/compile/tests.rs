@@ -490,3 +490,115 @@ fn introspecting_issuers_are_checked_naming_the_field() {
         assert!(error.contains("issuer \"opaque\""), "{error}");
     }
 }
+
+/// A config with `block` and one route whose `forward.identity_token` is
+/// `forward`, with a P-256 key in `idt.pem` and in `IDT_KEY`.
+fn identity_compiled(block: &str, forward: &str) -> Result<Compiled, String> {
+    let key = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .output()
+        .expect("openssl on PATH")
+        .stdout;
+    let sources = Fixed::default()
+        .file("/etc/jwtgate/idt.pem", key.clone())
+        .var("IDT_KEY", std::str::from_utf8(&key).unwrap())
+        .file("/etc/jwtgate/junk.pem", b"not a key".to_vec());
+    let path = Path::new("/etc/jwtgate/gateway.yaml");
+    let text = format!(
+        "{block}routes:\n  - name: backend\n    match: {{ path_prefix: /b }}\n    upstream: {{ addrs: [\"127.0.0.1:1\"] }}\n    auth: {{ mode: off }}\n    forward: {{ identity_token: {forward} }}\n"
+    );
+    let parsed = crate::config::parse(path, &text, &|_| None).map_err(|e| e.to_string())?;
+    compile_with(path, parsed, &(), &sources).map_err(|e| e.to_string())
+}
+
+const IDENTITY_KEYS: &str = "identity_tokens:\n  issuer: https://gw.example\n  keys:\n    - { kid: a, file: idt.pem }\n    - { kid: b, env: IDT_KEY }\n";
+
+#[test]
+fn identity_tokens_publish_every_key_and_routes_plan_theirs() {
+    let good = identity_compiled(IDENTITY_KEYS, "{ audience: orders }").unwrap();
+    let tokens = good.snapshot.identity_tokens.as_ref().expect("signs");
+    let jwks: serde_json::Value = serde_json::from_slice(tokens.jwks()).unwrap();
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2));
+    let plan = good.snapshot.routes[0]
+        .forward
+        .identity_token
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (plan.header.as_str(), plan.ttl_secs),
+        ("x-jwtgate-identity", 60)
+    );
+    assert!(
+        good.snapshot
+            .identity_headers
+            .iter()
+            .any(|name| name == "x-jwtgate-identity"),
+        "a client's copy is removed on every route"
+    );
+}
+
+#[test]
+fn identity_token_mistakes_are_named() {
+    let block = IDENTITY_KEYS;
+    let cases = [
+        (
+            "",
+            "{ audience: orders }",
+            "needs the top-level identity_tokens",
+        ),
+        (
+            block,
+            "{ audience: \"\" }",
+            "audience must name the backend",
+        ),
+        (
+            block,
+            "{ audience: orders, ttl: 0s }",
+            "ttl must be at least 1s",
+        ),
+        (
+            block,
+            "{ audience: orders, claims: [sub] }",
+            "\"sub\" is set by jwtgate itself",
+        ),
+        (
+            "identity_tokens: { issuer: https://gw.example, keys: [] }\n",
+            "{ audience: o }",
+            "at least one key",
+        ),
+        (
+            "identity_tokens: { issuer: https://gw.example, keys: [{ kid: a, file: junk.pem }] }\n",
+            "{ audience: o }",
+            "is not a PEM private key",
+        ),
+        (
+            "identity_tokens: { issuer: https://gw.example, keys: [{ kid: a, env: UNSET }] }\n",
+            "{ audience: o }",
+            "UNSET is not set",
+        ),
+        (
+            "identity_tokens: { issuer: https://gw.example, keys: [{ kid: a, file: idt.pem }, { kid: a, env: IDT_KEY }] }\n",
+            "{ audience: o }",
+            "kid \"a\" is given twice",
+        ),
+        (
+            "identity_tokens: { issuer: https://gw.example, keys: [{ kid: a }] }\n",
+            "{ audience: o }",
+            "give file or env",
+        ),
+    ];
+    for (block, forward, expected) in cases {
+        let error = identity_compiled(block, forward).unwrap_err();
+        assert!(error.contains(expected), "{block}{forward}: {error}");
+        assert!(
+            !error.contains("BEGIN"),
+            "no key material in errors: {error}"
+        );
+    }
+}

@@ -10,6 +10,7 @@
 //! `//` comments.
 
 mod dpop;
+mod identity;
 mod introspection;
 mod issuers;
 mod json;
@@ -29,6 +30,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use dpop::*;
+pub use identity::*;
 pub use introspection::*;
 pub use issuers::*;
 pub use json::json_schema;
@@ -114,6 +116,9 @@ pub struct GatewayConfig {
     /// Traces over OTLP. Restart-only.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The keys and issuer of the identity tokens routes send their
+    /// backends (`forward.identity_token`). Reloadable.
+    pub identity_tokens: Option<IdentityTokensConfig>,
 }
 
 /// Forms of a request path that backends read in different ways. Each is

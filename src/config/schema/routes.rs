@@ -319,6 +319,9 @@ pub struct ForwardConfig {
     pub strip_authorization: bool,
     /// Client-sent headers starting with this prefix are always removed.
     pub reserved_prefix: String,
+    /// A token signed by jwtgate (see `identity_tokens`) that the backend
+    /// can verify, instead of or beside the plain identity headers.
+    pub identity_token: Option<super::IdentityTokenConfig>,
 }
 
 impl Default for ForwardConfig {
@@ -327,6 +330,7 @@ impl Default for ForwardConfig {
             claims: BTreeMap::new(),
             strip_authorization: false,
             reserved_prefix: "x-jwt-".into(),
+            identity_token: None,
         }
     }
 }
