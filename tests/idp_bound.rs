@@ -188,6 +188,8 @@ async fn opaque_tokens_introspect_active_until_revoked() {
         .introspect_as(&token, (INTROSPECTOR, "wrong", ClientAuth::Basic))
         .await;
     assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert_eq!(idp.introspections_by("client_secret_basic").await, 2);
+    assert_eq!(idp.introspections_by("client_secret_post").await, 1);
 
     idp.revoke(&token).await;
     assert_eq!(idp.introspect(&token).await, json!({ "active": false }));
@@ -254,6 +256,7 @@ async fn private_key_jwt_introspection_takes_the_issuer_as_audience() {
         assert_eq!(reply.status, 401, "{kind:?}: {}", reply.body);
         // Each call above reached the endpoint, refused or not.
         assert_eq!(idp.introspections().await, 10, "{kind:?}");
+        assert_eq!(idp.introspections_by("private_key_jwt").await, 10);
     }
 }
 

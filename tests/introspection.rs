@@ -311,7 +311,10 @@ async fn one_route_takes_the_idps_jwts_and_its_opaque_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_client_authentication_is_accepted_by_the_idp() {
-    let mut clients = vec![("basic", Client::Basic), ("post", Client::Post)];
+    let mut clients = vec![
+        ("client_secret_basic", Client::Basic),
+        ("client_secret_post", Client::Post),
+    ];
     for kind in KeyKind::ALL {
         // One key with a kid: the IdP then only takes assertions naming it.
         let kid = (kind == KeyKind::Rsa).then_some("gateway-key-1");
@@ -320,20 +323,21 @@ async fn each_client_authentication_is_accepted_by_the_idp() {
             Client::PrivateKey(ClientKey::generate(kind, kid)),
         ));
     }
-    for (name, client) in clients {
+    for (method, client) in clients {
         let (idp, _upstream, gateway) = Opaque::new().client(client.clone()).start().await;
         let token = idp.opaque_token(SCOPE).await;
         assert_eq!(
             status(&gateway, &token).await,
             200,
-            "{name}: {}\nIdP:\n{}",
+            "{method}: {}\nIdP:\n{}",
             gateway.log(),
             idp.stderr()
         );
-        assert_eq!(idp.introspections().await, 1, "{name}");
+        assert_eq!(idp.introspections().await, 1, "{method}");
+        assert_eq!(idp.introspections_by(method).await, 1, "{method} was used");
         assert!(
             !idp.stderr().contains("introspection.error"),
-            "{name}: {}",
+            "{method}: {}",
             idp.stderr()
         );
     }

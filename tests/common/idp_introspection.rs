@@ -201,6 +201,14 @@ impl Idp {
         self.requests_to(INTROSPECTION_PATH).await
     }
 
+    /// Introspection calls whose client authenticated by `method`
+    /// (`client_secret_basic`, `client_secret_post`, `private_key_jwt` or
+    /// `none`), refused ones included.
+    pub async fn introspections_by(&self, method: &str) -> u64 {
+        let body = self.stats_body().await;
+        body["introspection_auth"][method].as_u64().unwrap_or(0)
+    }
+
     /// Introspection of `token` by the client `(id, secret, how)`, asking
     /// for a JWT response: the content type and the response.
     pub async fn introspect_signed(

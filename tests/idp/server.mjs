@@ -263,17 +263,27 @@ const provider = new Provider(ISSUER, {
 // ---------------------------------------------------------------------------------------------
 const stats = { discovery: 0, jwks: 0, token: 0 };
 const byPath = new Map();
+// Introspection calls by how the client authenticated: oidc-provider takes a secret in
+// either place from any secret client, so only this tells basic from post.
+const byAuth = new Map();
+function clientAuthUsed(ctx) {
+  if (/^basic /i.test(ctx.get('authorization'))) return 'client_secret_basic';
+  if (ctx.oidc?.params?.client_assertion) return 'private_key_jwt';
+  if (ctx.oidc?.params?.client_secret) return 'client_secret_post';
+  return 'none';
+}
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 provider.use(async (ctx, next) => {
   if (ctx.path === '/test/stats' && ctx.method === 'GET') {
     ctx.set('cache-control', 'no-store');
-    ctx.body = { ...stats, by_path: Object.fromEntries(byPath) };
+    ctx.body = { ...stats, by_path: Object.fromEntries(byPath), introspection_auth: Object.fromEntries(byAuth) };
     return;
   }
   if (ctx.path === '/test/stats/reset' && ctx.method === 'POST') {
     for (const k of Object.keys(stats)) stats[k] = 0;
     byPath.clear();
+    byAuth.clear();
     ctx.status = 204;
     return;
   }
@@ -286,7 +296,15 @@ provider.use(async (ctx, next) => {
 
   if (isJwks && JWKS_DELAY_MS > 0) await sleep(JWKS_DELAY_MS);
   if (ctx.path === ROUTES.introspection && INTROSPECTION_DELAY_MS > 0) await sleep(INTROSPECTION_DELAY_MS);
-  await next();
+  try {
+    await next();
+  } finally {
+    // Refused clients count too.
+    if (ctx.path === ROUTES.introspection) {
+      const method = clientAuthUsed(ctx);
+      byAuth.set(method, (byAuth.get(method) || 0) + 1);
+    }
+  }
   if (isJwks && ctx.status === 200) ctx.set('cache-control', JWKS_CACHE_CONTROL);
 });
 
