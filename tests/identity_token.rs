@@ -254,3 +254,34 @@ async fn a_config_with_a_bad_key_is_refused_by_check_and_by_reload() {
     gateway.get("/api/x", Some(&caller())).await;
     assert!(received(&upstream).is_some());
 }
+
+#[tokio::test]
+async fn the_keys_are_published_on_the_proxy_when_asked() {
+    let dir = keys_dir();
+    let admin_only = config(dir.path(), &[("p256", "p256.pem")]);
+    let (upstream, gateway) = start(&admin_only).await;
+    assert_eq!(
+        gateway.status("/.well-known/jwks.json", None).await,
+        404,
+        "no route"
+    );
+    let both = admin_only.replace("  keys:\n", "  publish_on: admin_and_proxy\n  keys:\n");
+    gateway.write_config(&both, &upstream);
+    assert_eq!(gateway.reload().await.0, 200);
+    let response = gateway.get("/.well-known/jwks.json", None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/jwk-set+json"
+    );
+    let served: Value = response.json().await.expect("a JWK Set");
+    let admin: Value = gateway
+        .admin_get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .expect("a JWK Set");
+    assert_eq!(served, admin);
+    assert_eq!(served["keys"][0]["kid"], "p256");
+    assert_eq!(upstream.count(), 0, "answered by jwtgate, not a route");
+}

@@ -136,17 +136,13 @@ impl Admin {
         let Some(tokens) = &snapshot.identity_tokens else {
             return reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec());
         };
-        let (content_type, body) = if path == identity::JWKS_PATH {
-            ("application/jwk-set+json", tokens.jwks())
-        } else {
-            ("application/json", tokens.discovery())
+        let Some((content_type, body)) = tokens.document(path) else {
+            return reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec());
         };
         let mut response = reply(StatusCode::OK, content_type, body.to_vec());
-        // Verifiers may keep the keys a while; a rotation lists the next
-        // key ahead and keeps the last one, so five minutes is safe.
         response.headers_mut().insert(
             http::header::CACHE_CONTROL,
-            http::HeaderValue::from_static("public, max-age=300"),
+            http::HeaderValue::from_static(identity::DOCUMENT_CACHE_CONTROL),
         );
         response
     }

@@ -26,6 +26,10 @@ use crate::mint::Signer;
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 
+/// Verifiers may keep the keys a while: a rotation lists the next key
+/// ahead and keeps the last one, so five minutes is safe.
+pub const DOCUMENT_CACHE_CONTROL: &str = "public, max-age=300";
+
 /// Claims every identity token may carry, which `claims` can't name.
 pub const RESERVED_CLAIMS: [&str; 11] = [
     "iss",
@@ -61,6 +65,8 @@ pub struct IdentityTokens {
     kid: String,
     jwks: Bytes,
     discovery: Bytes,
+    /// The proxy's listeners serve the keys too.
+    on_proxy: bool,
     signed: Cache<(usize, usize), Signed>,
 }
 
@@ -84,6 +90,16 @@ impl std::fmt::Debug for IdentityTokens {
 impl IdentityTokens {
     /// `keys` in config order: the first signs, all are published.
     pub fn new(issuer: String, keys: Vec<(String, Signer)>) -> Result<Self, String> {
+        Self::published(issuer, keys, false)
+    }
+
+    /// [`IdentityTokens::new`], the keys served by the proxy's listeners
+    /// too when `on_proxy`.
+    pub fn published(
+        issuer: String,
+        keys: Vec<(String, Signer)>,
+        on_proxy: bool,
+    ) -> Result<Self, String> {
         let mut published = Vec::with_capacity(keys.len());
         for (kid, signer) in &keys {
             published.push(
@@ -109,6 +125,7 @@ impl IdentityTokens {
             kid,
             jwks: Bytes::from(jwks),
             discovery: Bytes::from(discovery),
+            on_proxy,
             signed: Cache::builder()
                 .max_capacity(MAX_CACHED)
                 .time_to_idle(Duration::from_secs(600))
@@ -122,6 +139,22 @@ impl IdentityTokens {
 
     pub fn discovery(&self) -> &Bytes {
         &self.discovery
+    }
+
+    /// The document served at `path` (the JWK Set or the discovery
+    /// document) and its media type; `None` for any other path.
+    pub fn document(&self, path: &str) -> Option<(&'static str, &Bytes)> {
+        match path {
+            JWKS_PATH => Some(("application/jwk-set+json", &self.jwks)),
+            DISCOVERY_PATH => Some(("application/json", &self.discovery)),
+            _ => None,
+        }
+    }
+
+    /// [`IdentityTokens::document`], for the proxy's listeners: only when
+    /// they publish the keys.
+    pub fn proxy_document(&self, path: &str) -> Option<(&'static str, &Bytes)> {
+        self.on_proxy.then(|| self.document(path)).flatten()
     }
 
     /// The identity token for `token` on route `route`: the one signed

@@ -21,6 +21,7 @@ use crate::answers::request_id::{REQUEST_ID, request_id_in, request_id_text};
 use crate::answers::{self, Answer};
 use crate::auth::VerifiedToken;
 use crate::client_certs::Thumbprint;
+use crate::identity::DOCUMENT_CACHE_CONTROL;
 use crate::pipeline::client::{ClientAddress, client_cert};
 use crate::pipeline::{
     Adapter, Decision, Forwarded, Pipeline, RequestView, Scheme, UpstreamRewrite,
@@ -186,6 +187,9 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Option<Answer> {
         let request = session.req_header();
+        if let Some(answer) = published_keys(snapshot, request) {
+            return Some(answer);
+        }
         let view = RequestView {
             method: &request.method,
             raw_target: request.raw_path(),
@@ -244,6 +248,19 @@ impl Gateway {
         }
         answer
     }
+}
+
+/// The identity tokens' JWK Set or discovery document, on a proxy that
+/// publishes them (`identity_tokens.publish_on`), ahead of every route.
+fn published_keys(snapshot: &Snapshot, request: &RequestHeader) -> Option<Answer> {
+    let tokens = snapshot.identity_tokens.as_ref()?;
+    let (content_type, body) = tokens.proxy_document(request.uri.path())?;
+    http::Response::builder()
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, DOCUMENT_CACHE_CONTROL)
+        .body(body.clone())
+        .ok()
 }
 
 /// `Strict-Transport-Security` on a response over TLS, when configured:

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::ConfigError;
-use crate::config::schema::{IdentityKeyConfig, IdentityTokensConfig};
+use crate::config::schema::{IdentityKeyConfig, IdentityTokensConfig, PublishOn};
 use crate::identity::IdentityTokens;
 use crate::jose::KeyFamily;
 use crate::mint::{Signer, default_algorithm, key_family};
@@ -41,7 +41,8 @@ fn tokens(config: &IdentityTokensConfig, cx: &Context<'_>) -> Result<IdentityTok
         let signer = signer(key, cx).map_err(|e| format!("key {:?}: {e}", key.kid))?;
         keys.push((key.kid.clone(), signer));
     }
-    IdentityTokens::new(config.issuer.clone(), keys)
+    let on_proxy = config.publish_on == PublishOn::AdminAndProxy;
+    IdentityTokens::published(config.issuer.clone(), keys, on_proxy)
 }
 
 /// A private key, signing with what its kind signs with: ES256 (P-256),

@@ -27,6 +27,22 @@ pub struct IdentityTokensConfig {
     /// Private keys: the first signs, every one is published. PKCS#8 PEM
     /// (or SEC1/PKCS#1): EC P-256 signs ES256, Ed25519 EdDSA, RSA RS256.
     pub keys: Vec<IdentityKeyConfig>,
+    /// Where the JWK Set and the discovery document are served: on the
+    /// admin listener, or also on the proxy's listeners (clear text and
+    /// TLS), ahead of every route.
+    #[serde(default)]
+    pub publish_on: PublishOn,
+}
+
+/// The listeners `/.well-known/jwks.json` is served on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishOn {
+    /// The admin listener only.
+    #[default]
+    Admin,
+    /// The admin listener and the proxy's.
+    AdminAndProxy,
 }
 
 /// One signing key, from a file (a mounted Kubernetes Secret) or an
