@@ -156,8 +156,24 @@ async fn a_backend_verifies_the_identity_token_with_pyjwt() {
     let other_backend = verify(&gateway, "billing", &[&jwt]);
     assert_eq!(other_backend[0]["error"], "InvalidAudienceError");
 
-    // The same caller again: the token signed for it is reused.
-    gateway.get("/api/orders", Some(&caller())).await;
+    // `jwtgate check` says what signs, what is published and what each route sends.
+    let check = Command::new(env!("CARGO_BIN_EXE_jwtgate"))
+        .args(["check", "--config"])
+        .arg(gateway.config_path())
+        .output()
+        .expect("jwtgate check");
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{check:?}");
+    assert!(
+        said.contains(&format!(
+            "identity tokens: iss={GATEWAY_ISS} signs with kid=p256 (ES256) · publishes [p256, ed]"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("identity token for orders in x-jwtgate-identity, 120s"),
+        "{said}"
+    );
     let discovery: Value = gateway
         .admin_get("/.well-known/openid-configuration")
         .await

@@ -70,7 +70,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             .expiry_warnings(jwtgate::clock::system().now_unix(), EXPIRY_WARNING_SECS);
     }
     outln!("issuers ({}):", snapshot.issuers.len());
-    for issuer in &snapshot.issuers {
+    for (index, issuer) in snapshot.issuers.iter().enumerate() {
         let algorithms: Vec<&str> = issuer.algorithms.iter().map(|a| a.as_str()).collect();
         let keys = match snapshot
             .remote
@@ -95,6 +95,22 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 "any (check skipped)".into()
             }
         );
+        if let Some(Some(introspector)) = snapshot.introspectors.get(index) {
+            let settings = introspector.settings();
+            outln!(
+                "  {:<12} opaque tokens introspected at {} as client {} ({:?})",
+                "",
+                settings
+                    .endpoint
+                    .as_deref()
+                    .unwrap_or("the discovery document's introspection_endpoint"),
+                settings.client_id,
+                settings.credential
+            );
+        }
+    }
+    if let Some(tokens) = &snapshot.identity_tokens {
+        outln!("identity tokens: {}", tokens.summary());
     }
     outln!("routes ({}):", snapshot.routes.len());
     for ((route, matched), upstream) in snapshot.routes.iter().zip(&matches).zip(&upstreams) {
@@ -281,6 +297,12 @@ fn policy(snapshot: &Snapshot, route: &CompiledRoute) -> String {
             wanted.push("present".into());
         }
         parts.push(format!("claim {} {}", rule.claim, wanted.join(" and ")));
+    }
+    if let Some(token) = &route.forward.identity_token {
+        parts.push(format!(
+            "identity token for {} in {}, {}s",
+            token.audience, token.header, token.ttl_secs
+        ));
     }
     parts.join(" · ")
 }

@@ -67,6 +67,8 @@ pub struct IdentityTokens {
     discovery: Bytes,
     /// The proxy's listeners serve the keys too.
     on_proxy: bool,
+    /// Every published key's `kid`, the signing one first.
+    kids: Vec<String>,
     signed: Cache<(usize, usize), Signed>,
 }
 
@@ -108,6 +110,7 @@ impl IdentityTokens {
                     .map_err(|e| format!("key {kid:?}: {e}"))?,
             );
         }
+        let kids = keys.iter().map(|(kid, _)| kid.clone()).collect();
         let (kid, signer) = keys
             .into_iter()
             .next()
@@ -126,11 +129,29 @@ impl IdentityTokens {
             jwks: Bytes::from(jwks),
             discovery: Bytes::from(discovery),
             on_proxy,
+            kids,
             signed: Cache::builder()
                 .max_capacity(MAX_CACHED)
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
         })
+    }
+
+    /// What `jwtgate check` says of them: the issuer, the signing key and
+    /// its algorithm, every published `kid`, where they are published.
+    pub fn summary(&self) -> String {
+        format!(
+            "iss={} signs with kid={} ({}) · publishes [{}] on the admin listener{}",
+            self.issuer,
+            self.kid,
+            self.signer.algorithm(),
+            self.kids.join(", "),
+            if self.on_proxy {
+                " and the proxy's"
+            } else {
+                ""
+            }
+        )
     }
 
     pub fn jwks(&self) -> &Bytes {
