@@ -163,14 +163,11 @@ def main(argv=None) -> int:
                                      f"{r['requests']:,} answered 2xx); see {rec['wrk_output']}")
             return rec
 
-        def describe(rec):
-            return h.wrk_line(rec)
-
         def save(summary=None, rounds=None):
             (out / "results.json").write_text(json.dumps({"meta": meta, "records": records, "summary": summary,
                                                           "per_round": rounds}, indent=2) + "\n")
 
-        h.run_rounds(args.rounds, workloads, measure, describe, records, save, others, out)
+        h.run_rounds(args.rounds, workloads, measure, h.wrk_line, records, save, others, out)
     finally:
         procs.stop_all()
     summary = h.summarize(workloads, records)
