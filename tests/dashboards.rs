@@ -840,7 +840,7 @@ async fn driven_gateway() -> Driven {
     assert_eq!(opaque.status(), 503, "the introspection endpoint is down");
     // The request counters are written after the response is sent.
     gateway
-        .expect_metric(REQUESTS, &[("route", "api")], 3.0)
+        .expect_metric(REQUESTS, &[("route", "api")], 4.0)
         .await;
     gateway
         .expect_metric(REQUESTS, &[("error", "upstream_refused")], 1.0)
