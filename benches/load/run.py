@@ -1669,14 +1669,15 @@ def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, com
                            valid_file, gateway=hap, proxy="haproxy"))
         import introspection  # the opaque-token workload, kept in its own module
 
-        opaque_endpoint, opaque = introspection.start(procs, binary, out, tmp, upstream, args.gateway_threads)
-        meta["endpoints"]["gateway_introspection"] = opaque.url
-        log_tags[id(opaque.gateway)] = introspection.NAME
-        # Right after the JWT workload it is compared with.
+        opaque_endpoint, opaque = introspection.start(procs, binary, out, tmp, upstream, args.gateway_threads,
+                                                      one_file)
+        meta["endpoints"]["gateway_introspection"] = opaque[0].url
+        log_tags[id(opaque[0].gateway)] = introspection.NAME
+        # Right after the JWT workload they are compared with.
         i = next(i for i, w in enumerate(workloads) if w.name == introspection.COMPARED_WITH)
-        workloads.insert(i + 1, opaque)
+        workloads[i + 1:i + 1] = opaque
         preflight(workloads, strict=True)
-        introspection.check_refusals(opaque)
+        introspection.check_refusals(opaque[0])
     else:
         tokens = [t.strip() for t in args.token_file.read_text().splitlines() if t.strip()]
         if not tokens:
