@@ -34,23 +34,18 @@
 //! decision's interleaved ratios to the ES256 check of the proof's
 //! signature, and the parts of a DPoP request from criterion's estimates.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::{hmac, signature};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use criterion::{BenchmarkId, Criterion};
 use pingora::http::RequestHeader;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use jwtgate::auth::IssuerVerifier;
 use jwtgate::auth::dpop::{
@@ -65,11 +60,19 @@ use jwtgate::mint::Signer;
 use jwtgate::pipeline::canonical::{PathRules, RequestTarget};
 use jwtgate::pipeline::client::ClientAddress;
 use jwtgate::pipeline::router::Router;
-use jwtgate::pipeline::{
-    Adapter, Decision, Forwarded, Pipeline, RequestView, Scheme, Snapshot, TargetForm,
-};
+use jwtgate::pipeline::{Pipeline, Scheme, Snapshot};
 use jwtgate::proxy::headers::{self, Forwarding};
 use jwtgate::state::dpop_replay::{DEFAULT_MAX_ENTRIES, DpopReplay};
+
+#[path = "support/interleave.rs"]
+mod interleave;
+#[path = "support/pipeline.rs"]
+mod pipeline;
+
+use interleave::{Samples as Ratios, estimate, interleave, quantile};
+use pipeline::{
+    compiled, decide, fixtures, forwarded, now, pipeline_headers, ready, typical_claims,
+};
 
 const ISS: &str = "https://issuer.bench";
 const HMAC_SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret!!";
@@ -80,14 +83,6 @@ const ALGORITHMS: [Algorithm; 5] = [
     Algorithm::EdDSA,
     Algorithm::HS256,
 ];
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys")
-}
-
-fn now() -> i64 {
-    jwtgate::clock::system().now_unix()
-}
 
 fn jwks_document() -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixtures().join("jwks.json")).unwrap()).unwrap()
@@ -154,17 +149,7 @@ fn token_with(alg: Algorithm, extra: Value) -> String {
         Algorithm::HS256 => ("", "", "https://hmac.bench"),
         _ => ("rsa.pem", "rsa-1", ISS),
     };
-    let mut claims: Map<String, Value> = json!({
-        "iss": iss, "sub": "user-4711", "aud": ["api", "billing"],
-        "iat": now(), "exp": now() + 3600, "nbf": now() - 5,
-        "jti": "c0ffee-1234", "client_id": "web-app",
-        "scope": "orders:read orders:write profile",
-        "realm_access": {"roles": ["user", "ops"]},
-        "email": "user@example.com",
-    })
-    .as_object()
-    .unwrap()
-    .clone();
+    let mut claims = typical_claims(iss);
     claims.extend(extra.as_object().unwrap().clone());
     let signer = if alg == Algorithm::HS256 {
         Signer::from_bytes(HMAC_SECRET, alg).ok().unwrap()
@@ -229,42 +214,6 @@ fn raw_verifier(alg: Algorithm) -> RawVerifier {
             Box::new(move |m, s| key.verify_sig(m, s).is_ok())
         }
     }
-}
-
-/// Full/raw ratios of the interleaved samples, per algorithm.
-type Ratios = RefCell<BTreeMap<String, Vec<f64>>>;
-
-/// How many iterations of one side run before switching to the other.
-const INTERLEAVE_BATCH: u64 = 16;
-
-/// `iters` runs of `full` and as many of `raw`, alternating in batches of
-/// [`INTERLEAVE_BATCH`] so that the machine's drift hits both alike; the
-/// sample's full/raw ratio goes into `ratios` under `name`.
-fn interleave(
-    iters: u64,
-    ratios: &Ratios,
-    name: &str,
-    mut full: impl FnMut(),
-    mut raw: impl FnMut(),
-) -> Duration {
-    let (mut full_time, mut raw_time) = (Duration::ZERO, Duration::ZERO);
-    let mut left = iters;
-    while left > 0 {
-        let batch = left.min(INTERLEAVE_BATCH);
-        let start = Instant::now();
-        (0..batch).for_each(|_| full());
-        full_time += start.elapsed();
-        let start = Instant::now();
-        (0..batch).for_each(|_| raw());
-        raw_time += start.elapsed();
-        left -= batch;
-    }
-    ratios
-        .borrow_mut()
-        .entry(name.to_owned())
-        .or_default()
-        .push(full_time.as_secs_f64() / raw_time.as_secs_f64());
-    full_time + raw_time
 }
 
 fn bench_verify(c: &mut Criterion, ratios: &Ratios) {
@@ -374,75 +323,12 @@ routes:
     upstream: { addrs: ["127.0.0.1:9"] }
     auth: { issuers: [main], audiences: [api], scopes: { all_of: ["orders:read"] } }
 "#;
-    let path = fixtures().join("bench.yaml");
-    let config = jwtgate::config::parse(&path, CONFIG, &|_| None).unwrap();
-    let compiled = jwtgate::assemble::compile_reusing(&path, config, &()).unwrap();
-    let counter = |name: &str| prometheus::IntCounter::new(name, name).unwrap();
-    let settings = compiled
-        .bootstrap
-        .token_cache
-        .expect("the cache is on by default");
-    let cache = TokenCache::new(&settings, counter("hits"), counter("misses"));
-    let pipeline = Pipeline::new(jwtgate::clock::system(), Some(cache));
-    (pipeline, compiled.snapshot)
+    compiled(&fixtures().join("bench.yaml"), CONFIG)
 }
 
-const PIPELINE_TARGET: &[u8] = b"/api/orders/42?expand=items";
-/// The `htu` of a proof for [`PIPELINE_TARGET`] with [`pipeline_headers`]:
+/// The `htu` of a proof for [`pipeline::PIPELINE_TARGET`] with [`pipeline_headers`]:
 /// the Host header's authority and the path, without the query.
 const PIPELINE_HTU: &str = "http://api.example.com/api/orders/42";
-
-fn pipeline_headers(authorization: &str) -> http::HeaderMap {
-    let mut headers = http::HeaderMap::new();
-    headers.insert("host", "api.example.com".parse().unwrap());
-    headers.insert("user-agent", "bench/1.0".parse().unwrap());
-    headers.insert("authorization", authorization.parse().unwrap());
-    headers
-}
-
-/// A future that never waits (local keys, a local replay table), run to
-/// its end with one poll.
-fn ready<F: Future>(future: F) -> F::Output {
-    match pin!(future)
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => unreachable!("nothing to wait for"),
-    }
-}
-
-/// The decision for `GET PIPELINE_TARGET` with `headers`, as the proxy asks for it.
-fn decide<'s>(
-    pipeline: &Pipeline,
-    snapshot: &'s Snapshot,
-    headers: &http::HeaderMap,
-) -> Decision<'s> {
-    let view = RequestView {
-        method: &http::Method::GET,
-        raw_target: PIPELINE_TARGET,
-        target: TargetForm::Origin {
-            path_and_query: PIPELINE_TARGET,
-        },
-        headers,
-        client: None,
-        scheme: Scheme::Http,
-        client_cert_thumbprint: None,
-        adapter: Adapter::Proxy,
-        exemplar: None,
-    };
-    ready(pipeline.decide(snapshot, black_box(&view)))
-}
-
-fn forwarded(decision: &Decision<'_>) -> bool {
-    matches!(
-        decision,
-        Decision::Forward {
-            auth: Forwarded::Identity(_),
-            ..
-        }
-    )
-}
 
 fn bench_pipeline(c: &mut Criterion) {
     let (pipeline, snapshot) = pipeline_fixture();
@@ -750,21 +636,6 @@ routes:
             criterion::BatchSize::SmallInput,
         )
     });
-}
-
-/// criterion's mean estimate of one benchmark, in nanoseconds.
-fn estimate(id: &str) -> Option<f64> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let file = target.join("criterion").join(id).join("new/estimates.json");
-    let estimates: Value = serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()?;
-    estimates["mean"]["point_estimate"].as_f64()
-}
-
-/// The value below which `fraction` of the sorted `values` lie.
-fn quantile(sorted: &[f64], fraction: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * fraction).round() as usize]
 }
 
 fn print_ratios(ratios: &Ratios) {

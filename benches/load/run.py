@@ -520,8 +520,10 @@ def start_nginx(procs: Processes, nginx: str, tmp: Path, out: Path, port: int):
 
 
 def gateway_yaml(listen: str, admin: str, upstream: str, threads: int, cache: bool,
-                 authz: str | None = None, h2c: bool = False, https: tuple[str, Path, Path] | None = None) -> str:
-    """`https` is (address, certificate, key) of a TLS listener (ALPN h2, then http/1.1)."""
+                 authz: str | None = None, h2c: bool = False, https: tuple[str, Path, Path] | None = None,
+                 extra_issuers: str = "", extra_routes: str = "") -> str:
+    """`https` is (address, certificate, key) of a TLS listener (ALPN h2, then http/1.1); `extra_issuers` and
+    `extra_routes` are YAML list items added to `issuers` and `routes` (introspection.py's)."""
     q = json.dumps  # JSON strings are valid YAML double-quoted scalars
     http = f"{{ addr: {q(listen)}, h2c: true }}" if h2c else q(listen)
     https_block = ""
@@ -548,7 +550,7 @@ server:
     audiences: [{DEMO_AUDIENCE}]
     leeway: 30s
     jwks_file: {q(str(DEMO_JWKS))}
-routes:
+{extra_issuers}routes:
   - name: "off"
     match: {{ path_prefix: /off }}
     upstream: {{ addrs: [{q(upstream)}] }}
@@ -561,17 +563,20 @@ routes:
       issuers: [demo]
     forward:
       claims: {{ sub: X-User-Id }}
-"""
+{extra_routes}"""
 
 
 def start_gateway(procs, binary: Path, out: Path, tag: str, upstream: str, threads: int, cache: bool,
                   authz: str | None = None, h2c: bool = False, https: tuple[str, Path, Path] | None = None,
-                  env: dict | None = None, extra_config: str = ""):
-    """`extra_config`: top-level YAML blocks appended to gateway_yaml's (e.g. tracing.py's `telemetry`)."""
+                  env: dict | None = None, extra_config: str = "", extra_issuers: str = "",
+                  extra_routes: str = ""):
+    """`extra_config`: top-level YAML blocks appended to gateway_yaml's (e.g. tracing.py's `telemetry`);
+    `extra_issuers`, `extra_routes`: see gateway_yaml."""
     listen_port, admin_port = free_ports(2)
     listen, admin = f"127.0.0.1:{listen_port}", f"127.0.0.1:{admin_port}"
     cfg = out / f"gateway-{tag}.yaml"
-    cfg.write_text(gateway_yaml(listen, admin, upstream, threads, cache, authz, h2c, https) + extra_config)
+    cfg.write_text(gateway_yaml(listen, admin, upstream, threads, cache, authz, h2c, https, extra_issuers,
+                                extra_routes) + extra_config)
     check = subprocess.run([str(binary), "check", "-c", str(cfg)], capture_output=True, text=True, timeout=30)
     if check.returncode != 0:
         raise HarnessError(f"jwtgate check -c {cfg} failed:\n{check.stdout}{check.stderr}")
@@ -1552,6 +1557,7 @@ def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, com
     others: dict = {}
     workloads: list[Workload] = []
     tls: dict = {}  # proxy name -> its TLS address, with --https
+    opaque_endpoint = None  # the introspection workload's endpoint, local mode only
     if local:
         binary = build_jwtgate(args.skip_build, bare_proxy=compare_proxies)
         nginx = find_nginx()
@@ -1661,7 +1667,17 @@ def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, com
                   Workload(HAPROXY_DISTINCT, f"the same {args.tokens} distinct RS256 tokens round-robin → HAProxy "
                            "`jwt_verify` (every request verified) → nginx", f"http://{listen_hap}/api", "2xx",
                            valid_file, gateway=hap, proxy="haproxy"))
+        import introspection  # the opaque-token workload, kept in its own module
+
+        opaque_endpoint, opaque = introspection.start(procs, binary, out, tmp, upstream, args.gateway_threads,
+                                                      one_file)
+        meta["endpoints"]["gateway_introspection"] = opaque[0].url
+        log_tags[id(opaque[0].gateway)] = introspection.NAME
+        # Right after the JWT workload they are compared with.
+        i = next(i for i, w in enumerate(workloads) if w.name == introspection.COMPARED_WITH)
+        workloads[i + 1:i + 1] = opaque
         preflight(workloads, strict=True)
+        introspection.check_refusals(opaque[0])
     else:
         tokens = [t.strip() for t in args.token_file.read_text().splitlines() if t.strip()]
         if not tokens:
@@ -1700,6 +1716,9 @@ def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, com
                records, save, others, out)
 
     summary = summarize(workloads, records)
+    if opaque_endpoint is not None:
+        meta["introspection"] = introspection.results(records, opaque_endpoint)
+        opaque_endpoint.stop()
     https_rows: list[dict] = []
     if tls:
         gateways = {"jwtgate": gw_on}
@@ -1729,6 +1748,9 @@ def _run(args, out: Path, tmp: Path, procs: Processes, started: dt.datetime, com
     meta["finished_at"] = dt.datetime.now().isoformat(timespec="seconds")
     save(summary, comparison)
     write_summary_md(out / "summary.md", meta, workloads, summary, comparison)
+    if opaque_endpoint is not None:
+        with open(out / "summary.md", "a") as f:
+            f.write("\n" + "\n".join(introspection.summary_md(summary, meta["introspection"])))
     if https_rows:
         with open(out / "summary.md", "a") as f:
             f.write("\n" + "\n".join(https.https_md(https_rows, args, meta["versions"]["h2load"])))
