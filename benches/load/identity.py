@@ -58,20 +58,25 @@ DESCRIPTIONS = {
 }
 
 
-def identity_yaml(upstream: str, key: Path) -> str:
-    """A route list item and the top-level block, appended after run.py's routes."""
-    q = json.dumps
+def identity_route(upstream: str) -> str:
+    """The `/idt` route, a `routes` list item."""
     return f"""\
   - name: idt
     match: {{ path_prefix: /idt }}
-    upstream: {{ addrs: [{q(upstream)}] }}
+    upstream: {{ addrs: [{json.dumps(upstream)}] }}
     auth: {{ mode: required, issuers: [demo] }}
     forward:
       identity_token: {{ audience: orders, ttl: 5m }}
+"""
+
+
+def identity_keys(key: Path) -> str:
+    """The top-level `identity_tokens` block."""
+    return f"""\
 identity_tokens:
   issuer: https://gateway.bench
   keys:
-    - {{ kid: bench, file: {q(str(key))} }}
+    - {{ kid: bench, file: {json.dumps(str(key))} }}
 """
 
 
@@ -140,7 +145,8 @@ def main(argv=None) -> int:
         workloads = []
         for name, path, cache, distinct in VARIANTS:
             gateway, listen, admin = h.start_gateway(procs, binary, out, name, upstream, 1, cache=cache,
-                                                     extra_config=identity_yaml(upstream, key))
+                                                     extra_config=identity_keys(key),
+                                                     extra_routes=identity_route(upstream))
             workloads.append(h.Workload(name, DESCRIPTIONS[name], f"http://{listen}{path}", "2xx",
                                         many if distinct else one, gateway, admin))
         for w in workloads:
