@@ -1,6 +1,6 @@
 //! What an opaque (introspected) token costs per request once its
 //! introspection answer is cached, beside a JWT whose verification is
-//! cached: the issue asks for the first within 1 µs of the second.
+//! cached: the target is the first within 1 µs of the second.
 //!
 //! `cargo bench --bench introspection` runs `Pipeline::decide` (as
 //! `pipeline/decide` in benches/verify.rs does: limits, canonical target,
@@ -45,7 +45,7 @@ const JWT_ISSUER: &str = "https://issuer.bench";
 const OPAQUE_ISSUER: &str = "https://opaque.bench";
 /// 32 random bytes in base64url, as authorization servers issue them.
 const OPAQUE_TOKEN: &str = "k3Xq9vR2mZ7tLw4YbN8cJ5hF1sD6gA0eUoPiQxVzWyT";
-/// The issue's bound on what a cached opaque token may cost beyond a
+/// The bound on what a cached opaque token may cost beyond a
 /// cached JWT.
 const WITHIN_NS: f64 = 1000.0;
 const DIFFERENCE: &str = "opaque - jwt, ns per decision";
