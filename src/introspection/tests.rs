@@ -516,6 +516,11 @@ async fn jwt_secured_answers_are_verified_with_the_issuers_keys() {
 
 /// One route trusting one introspecting issuer, whose endpoint is `url`.
 fn snapshot(url: &str, dir: &std::path::Path) -> crate::pipeline::Snapshot {
+    snapshot_with(url, dir, "")
+}
+
+/// [`snapshot`], with `route` (`key: value` lines) added to the route.
+fn snapshot_with(url: &str, dir: &std::path::Path, route: &str) -> crate::pipeline::Snapshot {
     std::fs::write(dir.join("secret"), "s3cret").unwrap();
     let yaml = format!(
         r#"
@@ -531,7 +536,7 @@ routes:
   - name: api
     match: {{ path_prefix: / }}
     upstream: {{ addrs: ["127.0.0.1:9"] }}
-"#
+{route}"#
     );
     let path = dir.join("gateway.yaml");
     let config = crate::config::parse(&path, &yaml, &|_| None).unwrap();
@@ -601,4 +606,66 @@ async fn the_pipeline_names_introspection_refusals_and_their_check() {
         (Reason::TooLarge, "structure")
     );
     assert_eq!(asked.count(), calls);
+}
+
+#[tokio::test]
+async fn an_opaque_tokens_claims_key_the_routes_rate_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, asked) = endpoint(|body| active(&form_value(body, "token"), NOW + 3600), 0).await;
+    let limit = "    rate_limits:\n      - { name: per-user, rate: 1/m, key: \"claim:sub\" }\n";
+    let snapshot = snapshot_with(&url, dir.path(), limit);
+    let pipeline = Pipeline::new(ManualClock::at(NOW), None);
+    let bearer = |token: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        headers
+    };
+    let alice = bearer("alice");
+    assert!(matches!(
+        pipeline.decide(&snapshot, &view(&alice)).await,
+        Decision::Forward { .. }
+    ));
+    let again = pipeline.decide(&snapshot, &view(&alice)).await;
+    assert!(matches!(again, Decision::RateLimited { .. }), "{again:?}");
+    // Another subject has a budget of its own.
+    let bob = bearer("bob");
+    assert!(matches!(
+        pipeline.decide(&snapshot, &view(&bob)).await,
+        Decision::Forward { .. }
+    ));
+    assert_eq!(asked.count(), 2, "each token asked about once");
+}
+
+#[tokio::test]
+async fn the_cache_keeps_within_its_bound() {
+    let (url, asked) = endpoint(|body| active(&form_value(body, "token"), NOW + 3600), 0).await;
+    let mut bounded = settings(&url, basic());
+    bounded.max_entries = 8;
+    bounded.max_cache_bytes = 8 * 4096;
+    let introspector = Introspector::new(bounded).unwrap();
+    let clock = ManualClock::at(NOW);
+    let issuers = plain_issuers();
+    for n in 0..100 {
+        check(&introspector, &format!("token-{n}"), &issuers, &clock)
+            .await
+            .unwrap();
+    }
+    assert_eq!(asked.count(), 100);
+    let cached = introspector.cached().await;
+    assert!((1..=8).contains(&cached), "{cached} answers cached");
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_times_out_as_unavailable() {
+    let (url, _) = endpoint(|_| active("alice", NOW + 60), 1_000).await;
+    let mut impatient = settings(&url, basic());
+    impatient.fetch.timeout = Duration::from_millis(100);
+    let introspector = Introspector::new(impatient).unwrap();
+    let clock = ManualClock::at(NOW);
+    let metrics = IntrospectionMetrics::new();
+    let refused = introspector
+        .check("slow", &plain_issuers(), 0, &*clock, &metrics)
+        .await;
+    assert_eq!(refused.unwrap_err(), Refusal::Unavailable);
+    assert_eq!(metrics.count("idp", "timeout"), 1);
 }
