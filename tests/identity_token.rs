@@ -301,3 +301,32 @@ async fn the_keys_are_published_on_the_proxy_when_asked() {
     assert_eq!(served["keys"][0]["kid"], "p256");
     assert_eq!(upstream.count(), 0, "answered by jwtgate, not a route");
 }
+
+#[tokio::test]
+async fn the_authorization_listener_answers_with_the_identity_token_too() {
+    let dir = keys_dir();
+    let port = free_port();
+    let listen = format!(
+        "\n  http: \"127.0.0.1:{{PROXY}}\"\n  authz: {{ addr: \"127.0.0.1:{port}\", convention: envoy }}"
+    );
+    let template = config(dir.path(), &[("p256", "p256.pem")]).replacen(
+        "listen: { http: \"127.0.0.1:{PROXY}\" }",
+        &format!("listen:{listen}"),
+        1,
+    );
+    assert!(template.contains("authz:"), "{template}");
+    let (_upstream, gateway) = start(&template).await;
+    let authz = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_listener(authz, &|| gateway.log());
+    let head = format!(
+        "GET /api/orders HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer {}\r\nContent-Length: 0",
+        caller()
+    );
+    let response = raw_request(authz, &head).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let jwt = response
+        .header(HEADER)
+        .expect("the identity token in the answer");
+    let results = verify(&gateway, "orders", &[jwt]);
+    assert_eq!(results[0]["claims"]["sub"], "alice", "{results:?}");
+}
