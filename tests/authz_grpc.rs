@@ -433,3 +433,80 @@ async fn each_check_is_a_server_span_of_its_own_adapter() {
         "an untrusted parent"
     );
 }
+
+/// A route sending an identity token, and the P-256 key that signs it,
+/// made by openssl in `dir`.
+fn identity_config(dir: &std::path::Path, grpc: u16) -> String {
+    let key = dir.join("identity.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key)
+        .output()
+        .expect("openssl on PATH");
+    assert!(made.status.success(), "{made:?}");
+    let http = free_port();
+    let authz = format!("{{ addr: \"127.0.0.1:{http}\", grpc_addr: \"127.0.0.1:{grpc}\" }}");
+    Config::main(ISS)
+        .listen(&format!("\n  http: \"127.0.0.1:{{PROXY}}\"\n  authz: {authz}"))
+        .section(&format!(
+            "identity_tokens:\n  issuer: https://gateway.test\n  keys: [{{ kid: k1, file: \"{}\" }}]\n",
+            key.display()
+        ))
+        .routes(
+            r#"
+  - name: signed
+    match: { path_prefix: /signed }
+    auth: { issuers: [main] }
+    forward: { identity_token: { audience: orders } }
+  - name: plain
+    match: { path_prefix: /plain }
+    auth: { issuers: [main] }
+"#,
+        )
+}
+
+#[tokio::test]
+async fn an_allowed_check_carries_the_identity_token() {
+    let dir = tempfile::tempdir().expect("a key dir");
+    let grpc = free_port();
+    let config = identity_config(dir.path(), grpc);
+    let gateway = Gateway::start(&config, &Upstream::start()).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], grpc));
+    wait_for_listener(addr, &|| gateway.log());
+    let alice = format!("Bearer {}", token_of("alice", ""));
+    let headers = json!({ "authorization": alice, "x-jwtgate-identity": "forged" });
+    let answers = check_grpc(
+        addr,
+        &[
+            call(request("signed", "GET", "/signed/x", headers.clone())),
+            call(request("plain", "GET", "/plain/x", headers)),
+        ],
+    );
+    let signed = &answers[0]["ok_response"];
+    let options = options(&signed["headers"]);
+    let jwt = header(&options, "x-jwtgate-identity").expect("an identity token");
+    let payload = jwt.split('.').nth(1).expect("a JWS");
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .expect("base64url"),
+    )
+    .expect("JSON claims");
+    assert_eq!(
+        (claims["sub"].as_str(), claims["aud"].as_str()),
+        (Some("alice"), Some("orders"))
+    );
+    // A route without one still has the client's copy removed.
+    let plain = &answers[1]["ok_response"];
+    assert_eq!(
+        plain["headers_to_remove"],
+        json!(["x-jwtgate-identity"]),
+        "{plain}"
+    );
+}
