@@ -50,7 +50,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -239,19 +238,13 @@ def main(argv=None) -> int:
     p.add_argument("--binary", type=Path, default=h.REPO / "target" / "release" / "jwtgate")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    out = (args.out or Path(tempfile.mkdtemp(prefix="jwtgate-dpop-"))).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     binary = args.binary.resolve()
     if not binary.exists():
         raise h.HarnessError(f"{binary} is missing: cargo build --release --locked --bin jwtgate")
-    h.ensure_packages(need_nginx=True)
     # run_wrk runs run.py's script; these workloads need this one (same arguments, same output lines).
     h.LUA_SCRIPT = LUA_SCRIPT
-    procs = h.Processes()
-    signal.signal(signal.SIGTERM, h._raise_on_signal)
-    tmp = Path(tempfile.mkdtemp(prefix="jwtgate-dpop-tmp-"))
-    try:
-        nginx, upstream = h.start_nginx(procs, h.find_nginx(), tmp, out, h.free_ports(1)[0])
+    with h.Standalone("dpop", args.out) as run:
+        out, tmp, procs, nginx, upstream = run.out, run.tmp, run.procs, run.nginx, run.upstream
         gateway, listen, admin = start_gateway(procs, binary, out, upstream, args.iat_past)
         url = f"http://{listen}{PATH}"
         client = Client()
@@ -286,19 +279,14 @@ def main(argv=None) -> int:
                 best["dpop"] = max(best.get("dpop", 0.0), rec["wrk"]["rps"])
             return rec
 
-        records: list[dict] = []
-        meta = {"jwtgate": h.tool_version([str(binary), "--version"]), "git": h.git_revision(),
-                "cores": os.cpu_count(), "loadavg_start": os.getloadavg(), "rounds": args.rounds,
-                "duration": args.duration, "connections": args.connections, "wrk_threads": args.wrk_threads,
-                "iat_past": args.iat_past, "margin": args.margin}
-
-        def save(summary=None, rounds=None):
-            (out / "results.json").write_text(json.dumps({"meta": meta, "records": records, "summary": summary,
-                                                          "per_round": rounds}, indent=2) + "\n")
+        records, save = run.records, run.save
+        meta = run.meta
+        meta.update({"jwtgate": h.tool_version([str(binary), "--version"]), "git": h.git_revision(),
+                       "cores": os.cpu_count(), "loadavg_start": os.getloadavg(), "rounds": args.rounds,
+                       "duration": args.duration, "connections": args.connections, "wrk_threads": args.wrk_threads,
+                       "iat_past": args.iat_past, "margin": args.margin})
 
         h.run_rounds(args.rounds, workloads, measure, h.wrk_line, records, save, others, out)
-    finally:
-        procs.stop_all()
     summary = h.summarize(workloads, records)
     rounds = per_round(records)
     meta["loadavg_end"] = os.getloadavg()

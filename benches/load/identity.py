@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
-import tempfile
 from pathlib import Path
 
 import run as h
@@ -127,26 +125,19 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = (args.out or Path(tempfile.mkdtemp(prefix="jwtgate-identity-"))).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     binary = args.binary.resolve()
-    h.ensure_packages(need_nginx=True)
-    procs = h.Processes()
-    signal.signal(signal.SIGTERM, h._raise_on_signal)
-    tmp = Path(tempfile.mkdtemp(prefix="jwtgate-identity-tmp-"))
-    try:
-        nginx, upstream = h.start_nginx(procs, h.find_nginx(), tmp, out, h.free_ports(1)[0])
-        key = tmp / "identity.pem"
+    with h.Standalone("identity", args.out) as run:
+        key = run.tmp / "identity.pem"
         subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
                         "-out", str(key)], check=True, capture_output=True, timeout=30)
-        one, many = tmp / "one.txt", tmp / "many.txt"
+        one, many = run.tmp / "one.txt", run.tmp / "many.txt"
         h.mint(binary, h.DEMO_KEY, 1, one)
         h.mint(binary, h.DEMO_KEY, DISTINCT_TOKENS, many)
         workloads = []
         for name, path, cache, distinct in VARIANTS:
-            gateway, listen, admin = h.start_gateway(procs, binary, out, name, upstream, 1, cache=cache,
-                                                     extra_config=identity_keys(key),
-                                                     extra_routes=identity_route(upstream))
+            gateway, listen, admin = h.start_gateway(run.procs, binary, run.out, name, run.upstream, 1,
+                                                     cache=cache, extra_config=identity_keys(key),
+                                                     extra_routes=identity_route(run.upstream))
             workloads.append(h.Workload(name, DESCRIPTIONS[name], f"http://{listen}{path}", "2xx",
                                         many if distinct else one, gateway, admin))
         for w in workloads:
@@ -154,33 +145,25 @@ def main(argv=None) -> int:
             status, _ = h.http_get(w.url, {"Authorization": f"Bearer {token}"})
             if status != 200:
                 raise h.HarnessError(f"preflight {w.name}: GET {w.url} answered {status}, expected 200")
-        others = {"nginx": nginx}
-        records: list[dict] = []
-        meta = {"jwtgate": h.tool_version([str(binary), "--version"]), "git": h.git_revision(),
-                "cores": os.cpu_count(), "loadavg_start": os.getloadavg(), "rounds": args.rounds,
-                "duration": args.duration, "connections": args.connections, "wrk_threads": args.wrk_threads,
-                "variants": {w.name: w.description for w in workloads}}
+        run.meta.update({"jwtgate": h.tool_version([str(binary), "--version"]), "git": h.git_revision(),
+                         "cores": os.cpu_count(), "loadavg_start": os.getloadavg(), "rounds": args.rounds,
+                         "duration": args.duration, "connections": args.connections,
+                         "wrk_threads": args.wrk_threads, "variants": {w.name: w.description for w in workloads}})
 
         def measure(w, label):
-            rec = h.run_wrk(args, procs, w, others, out, label)
+            rec = h.run_wrk(args, run.procs, w, {"nginx": run.nginx}, run.out, label)
             r = rec["wrk"]
             if r["errors"] or r["status_2xx"] != r["requests"]:
                 raise h.HarnessError(f"{w.name}: {r['errors']} requests failed ({r['status_2xx']:,} of "
                                      f"{r['requests']:,} answered 2xx); see {rec['wrk_output']}")
             return rec
 
-        def save(summary=None, rounds=None):
-            (out / "results.json").write_text(json.dumps({"meta": meta, "records": records, "summary": summary,
-                                                          "per_round": rounds}, indent=2) + "\n")
-
-        h.run_rounds(args.rounds, workloads, measure, h.wrk_line, records, save, others, out)
-    finally:
-        procs.stop_all()
-    summary = h.summarize(workloads, records)
-    rounds = per_round(records)
-    meta["loadavg_end"] = os.getloadavg()
-    save(summary, rounds)
-    return h.publish(out, report(summary, rounds, meta))
+        run.run_rounds(args, workloads, measure, h.wrk_line, {"nginx": run.nginx})
+    summary = h.summarize(workloads, run.records)
+    rounds = per_round(run.records)
+    run.meta["loadavg_end"] = os.getloadavg()
+    run.save(summary, rounds)
+    return h.publish(run.out, report(summary, rounds, run.meta))
 
 
 if __name__ == "__main__":

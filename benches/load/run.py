@@ -882,6 +882,45 @@ def wrk_line(rec: dict) -> str:
             f"2xx {r['status_2xx']:,} 401 {r['status_401']:,} errors {r['errors']:,}")
 
 
+class Standalone:
+    """A load run of its own beside this one's (dpop.py, tracing.py, identity.py), in a `with` block: its
+    output folder (`out`, or a new temporary one), a scratch folder, its processes with nginx answering
+    "ok" as the upstream (stopped when the block ends), its records and meta, and results.json."""
+
+    def __init__(self, name: str, out: Path | None):
+        self.out = (out or Path(tempfile.mkdtemp(prefix=f"jwtgate-{name}-"))).resolve()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"jwtgate-{name}-tmp-"))
+        self.procs = Processes()
+        self.records: list[dict] = []
+        self.meta: dict = {}
+        self.nginx = self.upstream = None
+
+    def __enter__(self):
+        ensure_packages(need_nginx=True)
+        signal.signal(signal.SIGTERM, _raise_on_signal)
+        try:
+            self.nginx, self.upstream = start_nginx(self.procs, find_nginx(), self.tmp, self.out,
+                                                    free_ports(1)[0])
+        except BaseException:
+            self.procs.stop_all()
+            raise
+        return self
+
+    def __exit__(self, *_exc) -> bool:
+        self.procs.stop_all()
+        return False
+
+    def save(self, summary=None, rounds=None) -> None:
+        (self.out / "results.json").write_text(json.dumps({"meta": self.meta, "records": self.records,
+                                                           "summary": summary, "per_round": rounds},
+                                                          indent=2) + "\n")
+
+    def run_rounds(self, args, workloads: list, measure, describe, others: dict) -> None:
+        """run_rounds over `workloads`, recording into `records` and saving after each round."""
+        run_rounds(args.rounds, workloads, measure, describe, self.records, self.save, others, self.out)
+
+
 def run_rounds(rounds: int, workloads: list[Workload], measure, describe, records: list[dict], save,
                others: dict, out: Path) -> None:
     """Every workload once per round, `rounds` times: slow drift of the machine

@@ -47,7 +47,6 @@ import copy
 import json
 import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -60,7 +59,7 @@ BATCH_INTERVAL_S = 1.0
 # long: longer than a batch waits to fill.
 SETTLE_QUIET_S = BATCH_INTERVAL_S + 0.5
 SETTLE_MAX_S = 20.0
-ONE_PCT_LIMIT = 1.03  # the issue's: sampling 1 % adds at most 3 %
+ONE_PCT_LIMIT = 1.03  # the target: sampling 1 % adds at most 3 %
 
 # name -> sampling_ratio (None: no telemetry block)
 VARIANTS = [("off", None), ("ratio-0", 0.0), ("ratio-1pct", 0.01), ("ratio-100pct", 1.0)]
@@ -219,7 +218,7 @@ def report(summary: list[dict], rounds: list[dict], records: list[dict], names: 
                      f"{s['gateway_cpu_us_max']:.1f}) | {spread(ratios, 3)} | {spans_cell(mine)} |")
     one = h.med([r["ratio_to_off"]["ratio-1pct"] for r in rounds])
     lines += ["", f"sampling 1 % ÷ off: {one:.3f}, {'within' if one <= ONE_PCT_LIMIT else 'MORE than'} "
-                  f"+{(ONE_PCT_LIMIT - 1) * 100:.0f} % (the issue's limit)"]
+                  f"+{(ONE_PCT_LIMIT - 1) * 100:.0f} % (the target)"]
     full = [r for r in records if r["workload"] == "ratio-100pct" and r.get("spans")]
     if any(r["spans"]["queue_full"] or r["spans"]["export_failed"] for r in full):
         lines.append("sampling 100 %: spans were dropped (the receiver did not keep up); the CPU per request "
@@ -260,15 +259,9 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = (args.out or Path(tempfile.mkdtemp(prefix="jwtgate-tracing-"))).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     binary = args.binary.resolve()
-    h.ensure_packages(need_nginx=True)
-    procs = h.Processes()
-    signal.signal(signal.SIGTERM, h._raise_on_signal)
-    tmp = Path(tempfile.mkdtemp(prefix="jwtgate-tracing-tmp-"))
-    try:
-        nginx, upstream = h.start_nginx(procs, h.find_nginx(), tmp, out, h.free_ports(1)[0])
+    with h.Standalone("tracing", args.out) as run:
+        out, tmp, procs, nginx, upstream = run.out, run.tmp, run.procs, run.nginx, run.upstream
         receiver, ports = start_receiver(procs, args.receiver_python.absolute(), args.receiver.resolve(), out)
         endpoint = f"http://127.0.0.1:{ports['grpc']}"
         token_file = tmp / "token.txt"
@@ -316,21 +309,16 @@ def main(argv=None) -> int:
                 text += f"  spans {spans['exported']:,} exported, {spans['queue_full'] + spans['export_failed']:,} dropped"
             return text
 
-        records: list[dict] = []
-        meta = {"jwtgate": h.tool_version([str(binary), "--version"]), "git": h.git_revision(),
-                "baseline": h.tool_version([str(args.baseline_binary), "--version"]) if args.baseline_binary else None,
-                "cores": os.cpu_count(), "loadavg_start": os.getloadavg(), "rounds": args.rounds,
-                "duration": args.duration, "connections": args.connections, "wrk_threads": args.wrk_threads,
-                "variants": {w.name: w.description for w in workloads}, "endpoint": endpoint,
-                "batch_interval_s": BATCH_INTERVAL_S}
-
-        def save(summary=None, rounds=None):
-            (out / "results.json").write_text(json.dumps({"meta": meta, "records": records, "summary": summary,
-                                                          "per_round": rounds}, indent=2) + "\n")
+        records, save = run.records, run.save
+        meta = run.meta
+        meta.update({"jwtgate": h.tool_version([str(binary), "--version"]), "git": h.git_revision(),
+                       "baseline": h.tool_version([str(args.baseline_binary), "--version"]) if args.baseline_binary else None,
+                       "cores": os.cpu_count(), "loadavg_start": os.getloadavg(), "rounds": args.rounds,
+                       "duration": args.duration, "connections": args.connections, "wrk_threads": args.wrk_threads,
+                       "variants": {w.name: w.description for w in workloads}, "endpoint": endpoint,
+                       "batch_interval_s": BATCH_INTERVAL_S})
 
         h.run_rounds(args.rounds, workloads, measure, describe, records, save, others, out)
-    finally:
-        procs.stop_all()
     summary = h.summarize(workloads, records)
     rounds = per_round(records, names)
     meta["loadavg_end"] = os.getloadavg()
