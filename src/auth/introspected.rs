@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::Reason;
 use super::json::{JsonObject, JsonRef};
-use super::registered::{Carrier, validate_claims};
+use super::registered::{Carrier, Times, validate_claims};
 use super::signed::{self, SignedError};
 use super::verify::{Explain, IssuerVerifier, VerifiedToken, VerifyRequest, checked};
 
@@ -18,15 +18,42 @@ pub const ANSWER_TYP: &str = "token-introspection+jwt";
 
 /// The verdict on an answer from the issuer at `index`, at `now`. The
 /// route's own audiences are not checked here: they are the route's, and
-/// a cached answer serves every route.
+/// a cached answer serves every route. A refused answer comes back with
+/// its reason, to be judged again under other rules.
 pub fn judge(
     answer: JsonObject,
     issuers: &[Arc<IssuerVerifier>],
     index: usize,
     now: i64,
     explain: &mut impl Explain,
-) -> Result<VerifiedToken, Reason> {
+) -> Result<VerifiedToken, (Reason, JsonObject)> {
     let issuer = &issuers[index];
+    let times = match registered_times(&answer, issuer, index, now, explain) {
+        Ok(times) => times,
+        Err(reason) => return Err((reason, answer)),
+    };
+    let bound = answer.contains_key("cnf");
+    Ok(VerifiedToken {
+        issuer: index,
+        algorithm: None,
+        claims: answer,
+        exp: times.exp,
+        nbf: times.nbf,
+        iat: times.iat,
+        key_generation: 0,
+        verifier: issuer.id,
+        bound,
+    })
+}
+
+/// `active`, `iss`, then the issuer's rules on the registered claims.
+fn registered_times(
+    answer: &JsonObject,
+    issuer: &IssuerVerifier,
+    index: usize,
+    now: i64,
+    explain: &mut impl Explain,
+) -> Result<Times, Reason> {
     if !matches!(answer.get("active"), Some(JsonRef::Bool(true))) {
         return checked(explain, "active", Err(Reason::TokenInactive));
     }
@@ -45,19 +72,7 @@ pub fn judge(
         now,
         max_token_bytes: usize::MAX,
     };
-    let times = validate_claims(Carrier::Introspection, &answer, issuer, &request, explain)?;
-    let bound = answer.contains_key("cnf");
-    Ok(VerifiedToken {
-        issuer: index,
-        algorithm: None,
-        claims: answer,
-        exp: times.exp,
-        nbf: times.nbf,
-        iat: times.iat,
-        key_generation: 0,
-        verifier: issuer.id,
-        bound,
-    })
+    validate_claims(Carrier::Introspection, answer, issuer, &request, explain)
 }
 
 /// Why a JWT-secured answer was refused.

@@ -32,7 +32,7 @@ use super::{
 use crate::answers::Answer;
 use crate::answers::request_id::REQUEST_ID;
 use crate::client_certs;
-use crate::pipeline::{Adapter, Decision, Forwarded, Scheme, Snapshot};
+use crate::pipeline::{Adapter, Decision, Forwarded, Pipeline, Scheme, Snapshot};
 
 /// The one method served; anything else is `UNIMPLEMENTED`.
 pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -229,7 +229,7 @@ fn denied(answer: &Answer) -> CheckResponse {
 /// `OK`: the route's identity headers set over whatever the client sent,
 /// and every other identity header jwtgate fills removed, so none the
 /// client wrote reaches the upstream whatever Envoy is told to strip.
-fn allowed(decision: &Decision<'_>, snapshot: &Snapshot, now: i64) -> CheckResponse {
+fn allowed(decision: &Decision<'_>, snapshot: &Snapshot, pipeline: &Pipeline) -> CheckResponse {
     let mut headers = Vec::new();
     if let Decision::Forward {
         route,
@@ -243,7 +243,7 @@ fn allowed(decision: &Decision<'_>, snapshot: &Snapshot, now: i64) -> CheckRespo
                 .identity_values(identity)
                 .map(|(header, value)| header_option(header.name.as_str(), value.as_bytes())),
         );
-        if let Some((name, value)) = snapshot.identity_token(route, identity, now) {
+        if let Some((name, value)) = pipeline.identity_token(snapshot, route, identity) {
             headers.push(header_option(name.as_str(), value.as_bytes()));
         }
     }
@@ -317,7 +317,7 @@ impl AuthzServer {
             None => {
                 let ok = Answer::new(bytes::Bytes::new());
                 self.account(&decision, &snapshot, &original, &mut asked, ok);
-                allowed(&decision, &snapshot, self.pipeline.now())
+                allowed(&decision, &snapshot, &self.pipeline)
             }
         }
     }

@@ -287,7 +287,12 @@ fn no_original(request_id: &str) -> Answer {
 
 /// The answer to an allowed request: `200`, no body, the identity headers
 /// the route forwards.
-fn allowed(decision: &Decision<'_>, snapshot: &Snapshot, now: i64, request_id: &str) -> Answer {
+fn allowed(
+    decision: &Decision<'_>,
+    snapshot: &Snapshot,
+    pipeline: &Pipeline,
+    request_id: &str,
+) -> Answer {
     let mut answer = Response::new(bytes::Bytes::new());
     let headers = answer.headers_mut();
     headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
@@ -309,7 +314,7 @@ fn allowed(decision: &Decision<'_>, snapshot: &Snapshot, now: i64, request_id: &
                 headers.insert(claim.name.clone(), value);
             }
         }
-        if let Some((name, value)) = snapshot.identity_token(route, identity, now) {
+        if let Some((name, value)) = pipeline.identity_token(snapshot, route, identity) {
             headers.insert(name.clone(), value);
         }
     }
@@ -321,9 +326,14 @@ fn allowed(decision: &Decision<'_>, snapshot: &Snapshot, now: i64, request_id: &
 /// front proxy sends the ones it copies empty otherwise, so none arrive),
 /// the proxy's own answer for the rest. A preflight carries no credentials: the upstream
 /// (or the front proxy) answers it with its own CORS policy.
-fn answer(decision: &Decision<'_>, snapshot: &Snapshot, now: i64, request_id: &str) -> Answer {
+fn answer(
+    decision: &Decision<'_>,
+    snapshot: &Snapshot,
+    pipeline: &Pipeline,
+    request_id: &str,
+) -> Answer {
     answers::refusal(decision, &snapshot.realm, request_id)
-        .unwrap_or_else(|| allowed(decision, snapshot, now, request_id))
+        .unwrap_or_else(|| allowed(decision, snapshot, pipeline, request_id))
 }
 
 fn into_response(answer: Answer) -> Response<Vec<u8>> {
@@ -351,8 +361,7 @@ impl ServeHttp for AuthzServer {
             return into_response(self.finish(answer, &mut asked, ORIGINAL_MISSING));
         };
         let decision = self.decide(&snapshot, &original, headers, &mut asked).await;
-        let now = self.pipeline.now();
-        let answer = answer(&decision, &snapshot, now, asked.request_id());
+        let answer = answer(&decision, &snapshot, &self.pipeline, asked.request_id());
         into_response(self.account(&decision, &snapshot, &original, &mut asked, answer))
     }
 }

@@ -200,21 +200,12 @@ impl Introspector {
         match answered {
             Ok(answer) => {
                 self.backoff.reset();
-                let active = matches!(
-                    answer.get("active"),
-                    Some(crate::auth::json::JsonRef::Bool(true))
-                );
-                metrics.observe(
-                    &issuer.name,
-                    if active { "active" } else { "inactive" },
-                    elapsed,
-                );
-                let ttl = if active {
-                    self.settings.active_ttl
-                } else {
-                    self.settings.inactive_ttl
-                };
                 let answer = judged(answer, issuers, index, now);
+                let (result, ttl) = match answer {
+                    Answer::Inactive => ("inactive", self.settings.inactive_ttl),
+                    _ => ("active", self.settings.active_ttl),
+                };
+                metrics.observe(&issuer.name, result, elapsed);
                 let expires_at = answer.expires_at(now, ttl, issuer.leeway_secs);
                 Ok(Entry::new(answer, expires_at, now))
             }
@@ -263,19 +254,13 @@ impl Introspector {
 
 /// An answer judged by the issuer at `index`.
 fn judged(claims: JsonObject, issuers: &[Arc<IssuerVerifier>], index: usize, now: i64) -> Answer {
-    if !matches!(
-        claims.get("active"),
-        Some(crate::auth::json::JsonRef::Bool(true))
-    ) {
-        return Answer::Inactive;
-    }
-    let kept = Arc::new(claims.clone());
     match introspected::judge(claims, issuers, index, now, &mut ()) {
         Ok(token) => Answer::Accepted(Arc::new(token)),
-        Err(reason) => Answer::Refused {
+        Err((Reason::TokenInactive, _)) => Answer::Inactive,
+        Err((reason, claims)) => Answer::Refused {
             reason,
             verifier: issuers[index].id,
-            claims: kept,
+            claims: Arc::new(claims),
         },
     }
 }

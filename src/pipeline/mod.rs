@@ -100,9 +100,21 @@ impl Pipeline {
         self
     }
 
-    /// The pipeline's clock, in Unix seconds.
-    pub fn now(&self) -> i64 {
-        self.clock.now_unix()
+    /// The identity token `route` sends its backend for `identity`, and
+    /// the header it goes in; `None` when the route sends none. The clock
+    /// is read only for a route that does.
+    pub fn identity_token<'r>(
+        &self,
+        snapshot: &Snapshot,
+        route: &'r CompiledRoute,
+        identity: &Arc<VerifiedToken>,
+    ) -> Option<(&'r http::HeaderName, http::HeaderValue)> {
+        let plan = route.forward.identity_token.as_ref()?;
+        let tokens = snapshot.identity_tokens.as_ref()?;
+        let issuer = snapshot.issuers.get(identity.issuer)?;
+        let now = self.clock.now_unix();
+        let value = tokens.header_value(plan, route.index, identity, issuer, now)?;
+        Some((&plan.header, value))
     }
 
     /// The rate-limit counters, and with them `jwtgate_rate_limited_total`.

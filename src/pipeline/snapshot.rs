@@ -71,23 +71,6 @@ pub struct Snapshot {
     pub redirect_clear_text: bool,
 }
 
-impl Snapshot {
-    /// The identity token `route` sends its backend for `identity`, and
-    /// the header it goes in; `None` when the route sends none.
-    pub fn identity_token<'r>(
-        &self,
-        route: &'r CompiledRoute,
-        identity: &Arc<VerifiedToken>,
-        now: i64,
-    ) -> Option<(&'r http::HeaderName, http::HeaderValue)> {
-        let plan = route.forward.identity_token.as_ref()?;
-        let tokens = self.identity_tokens.as_ref()?;
-        let issuer = self.issuers.get(identity.issuer)?;
-        let value = tokens.header_value(plan, route.index, identity, issuer, now)?;
-        Some((&plan.header, value))
-    }
-}
-
 /// What the TLS listener serves with, read again on every reload.
 #[derive(Debug)]
 pub struct HttpsState {

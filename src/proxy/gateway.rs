@@ -482,9 +482,8 @@ impl ProxyHttp for Gateway {
         );
         if let Some(identity) = &ctx.identity
             && let Some((name, value)) =
-                serving
-                    .snapshot
-                    .identity_token(route, identity, self.pipeline.now())
+                self.pipeline
+                    .identity_token(&serving.snapshot, route, identity)
         {
             upstream_request.insert_header(name.clone(), value)?;
         }
