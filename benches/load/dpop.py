@@ -228,15 +228,10 @@ def report(summary: list[dict], rounds: list[dict], meta: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=int, default=10, help="seconds per workload per round (default 10)")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32, as run.py)")
-    p.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2, as run.py)")
+    h.standalone_arguments(p, quick=False)
     p.add_argument("--margin", type=float, default=1.5,
                    help="proofs made per round: this times the highest rate seen (default 1.5)")
     p.add_argument("--iat-past", default="10m", help="the route's auth.dpop.iat_window.past (default 10m)")
-    p.add_argument("--binary", type=Path, default=h.REPO / "target" / "release" / "jwtgate")
-    p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     binary = args.binary.resolve()
     if not binary.exists():

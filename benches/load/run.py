@@ -882,6 +882,19 @@ def wrk_line(rec: dict) -> str:
             f"2xx {r['status_2xx']:,} 401 {r['status_401']:,} errors {r['errors']:,}")
 
 
+def standalone_arguments(p: argparse.ArgumentParser, quick: bool = True) -> None:
+    """The options every standalone run takes: rounds and their length (`--quick`: 3 × 3 s), wrk's
+    connections and threads as this run uses them, the jwtgate binary and the output folder."""
+    p.add_argument("--duration", type=int, default=10, help="seconds per workload per round (default 10)")
+    p.add_argument("--rounds", type=int, default=3)
+    if quick:
+        p.add_argument("--quick", action="store_true", help="3 rounds × 3 s")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32, as run.py)")
+    p.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2, as run.py)")
+    p.add_argument("--binary", type=Path, default=REPO / "target" / "release" / "jwtgate")
+    p.add_argument("--out", type=Path, default=None)
+
+
 class Standalone:
     """A load run of its own beside this one's (dpop.py, tracing.py, identity.py), in a `with` block: its
     output folder (`out`, or a new temporary one), a scratch folder, its processes with nginx answering

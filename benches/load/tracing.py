@@ -232,19 +232,13 @@ def report(summary: list[dict], rounds: list[dict], records: list[dict], names: 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=int, default=10, help="seconds per variant per round (default 10)")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="3 rounds × 3 s")
-    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32, as run.py)")
-    p.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2, as run.py)")
-    p.add_argument("--binary", type=Path, default=h.REPO / "target" / "release" / "jwtgate")
+    h.standalone_arguments(p)
     p.add_argument("--baseline-binary", type=Path, default=None,
                    help="another jwtgate (e.g. one without tracing), measured as `baseline` with off's config")
     p.add_argument("--receiver", type=Path, default=h.REPO / "tests" / "otlp" / "receiver.py",
                    help="the OTLP receiver script (default tests/otlp/receiver.py)")
     p.add_argument("--receiver-python", type=Path, default=h.REPO / ".tools" / "venv" / "bin" / "python",
                    help="the Python that runs it, with grpcio and opentelemetry-proto (default .tools/venv)")
-    p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.duration = 3, 3
