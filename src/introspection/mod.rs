@@ -139,10 +139,15 @@ impl Introspector {
             Some(_) => self.cache.invalidate(&key).await,
             None => {}
         }
-        let asked = self
-            .cache
-            .try_get_with(key, self.ask(token, issuers, index, clock, metrics))
-            .await;
+        // Boxed: a call's future (moka's single-flight, the HTTP client)
+        // runs to kilobytes, and unboxed it would make every decision's
+        // future that large, JWTs' and cache hits' included, each moved
+        // by copying; a miss is a network call, its allocation nothing.
+        let asked = Box::pin(
+            self.cache
+                .try_get_with(key, self.ask(token, issuers, index, clock, metrics)),
+        )
+        .await;
         match asked {
             Ok(entry) => self.verdict(key, entry, issuers, index, now).await,
             Err(_) => Err(Refusal::Unavailable),
