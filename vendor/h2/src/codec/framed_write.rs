@@ -35,7 +35,8 @@ struct Encoder<B> {
 
     /// Write buffer
     ///
-    /// TODO: Should this be a ring buffer?
+    /// Allocated when a frame is buffered (jwtgate): released while the
+    /// connection is idle (`release_idle_buffer`).
     buf: Cursor<BytesMut>,
 
     /// Next frame to encode
@@ -93,7 +94,7 @@ where
             final_flush_done: false,
             encoder: Encoder {
                 hpack: hpack::Encoder::default(),
-                buf: Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY)),
+                buf: Cursor::new(BytesMut::new()),
                 next: None,
                 last_data_frame: None,
                 max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
@@ -176,6 +177,12 @@ where
         Poll::Ready(Ok(()))
     }
 
+    /// Frees the write buffer if it holds nothing left to write: it is
+    /// allocated again with the next frame (jwtgate).
+    pub fn release_idle_buffer(&mut self) {
+        self.encoder.release_buffer();
+    }
+
     /// Close the codec
     pub fn shutdown(&mut self, cx: &mut Context) -> Poll<io::Result<()>> {
         if !self.final_flush_done {
@@ -223,6 +230,9 @@ where
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
+        if self.buf.get_ref().capacity() == 0 {
+            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+        }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();
 
@@ -307,9 +317,16 @@ where
     }
 
     fn has_capacity(&self) -> bool {
+        let buf = self.buf.get_ref();
+        // A released buffer is allocated again by `buffer`.
         self.next.is_none()
-            && (self.buf.get_ref().capacity() - self.buf.get_ref().len()
-                >= self.min_buffer_capacity)
+            && (buf.capacity() == 0 || buf.capacity() - buf.len() >= self.min_buffer_capacity)
+    }
+
+    fn release_buffer(&mut self) {
+        if self.next.is_none() && !self.buf.has_remaining() {
+            self.buf = Cursor::new(BytesMut::new());
+        }
     }
 
     fn is_empty(&self) -> bool {

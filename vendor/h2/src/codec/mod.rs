@@ -161,6 +161,13 @@ where
     pub fn shutdown(&mut self, cx: &mut Context) -> Poll<io::Result<()>> {
         self.framed_write().shutdown(cx)
     }
+
+    /// Frees the read and write buffers if they hold nothing: each is
+    /// allocated again when next needed (jwtgate).
+    pub fn release_idle_buffers(&mut self) {
+        self.inner.release_idle_buffer();
+        self.framed_write().release_idle_buffer();
+    }
 }
 
 impl<T, B> Stream for Codec<T, B>

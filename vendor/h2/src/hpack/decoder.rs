@@ -158,7 +158,10 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // Grown by the strings decoded, not allocated ahead (jwtgate):
+            // what is left of a 4 KiB block allocated at the handshake
+            // would stay with the connection for its whole life.
+            buffer: BytesMut::new(),
         }
     }
 
@@ -539,8 +542,8 @@ impl Table {
         if self.size + len <= self.max_size {
             self.size += len;
 
-            // Track the entry
-            self.entries.push_front(entry);
+            // Track the entry, in bytes of its own (jwtgate)
+            self.entries.push_front(entry.into_owned());
         }
     }
 

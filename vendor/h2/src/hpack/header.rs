@@ -178,6 +178,30 @@ impl Header {
         }
     }
 
+    /// The header in bytes of its own rather than a view into the buffer it
+    /// was read from or built in (jwtgate): a dynamic table keeps its
+    /// entries for the connection's life, and a view would keep that whole
+    /// buffer (a read buffer, an upstream's response head) alive with it.
+    pub fn into_owned(self) -> Self {
+        match self {
+            Header::Field { name, value } => {
+                let value = match HeaderValue::from_bytes(value.as_bytes()) {
+                    Ok(mut owned) => {
+                        owned.set_sensitive(value.is_sensitive());
+                        owned
+                    }
+                    Err(_) => value,
+                };
+                let name = HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or(name);
+                Header::Field { name, value }
+            }
+            Header::Authority(v) => Header::Authority(BytesStr::from(v.as_str())),
+            Header::Scheme(v) => Header::Scheme(BytesStr::from(v.as_str())),
+            Header::Path(v) => Header::Path(BytesStr::from(v.as_str())),
+            other => other,
+        }
+    }
+
     pub fn is_sensitive(&self) -> bool {
         match *self {
             Header::Field { ref value, .. } => value.is_sensitive(),

@@ -337,9 +337,10 @@ impl Table {
     fn insert(&mut self, header: Header, hash: HashValue) {
         self.inserted = self.inserted.wrapping_add(1);
 
+        // In bytes of its own (jwtgate)
         self.slots.push_front(Slot {
             hash,
-            header,
+            header: header.into_owned(),
             next: None,
         });
     }

@@ -332,6 +332,16 @@ where
                                 continue;
                             }
 
+                            // Waiting with every stream ended: what only a
+                            // stream or a frame in flight needs is freed
+                            // until there is one again (jwtgate), so an idle
+                            // connection holds little beyond its HPACK and
+                            // flow-control state.
+                            if !self.inner.streams.has_streams() {
+                                self.inner.streams.release_idle_memory();
+                                self.codec.release_idle_buffers();
+                            }
+
                             return Poll::Pending;
                         }
                     };

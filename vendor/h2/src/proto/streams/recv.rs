@@ -114,6 +114,11 @@ impl Recv {
     }
 
     /// Returns the initial receive window size
+    /// Frees the slots of events already taken, if none is left (jwtgate).
+    pub fn release_idle_buffer(&mut self) {
+        self.buffer.release_if_empty();
+    }
+
     pub fn init_window_sz(&self) -> WindowSize {
         self.init_window_sz
     }

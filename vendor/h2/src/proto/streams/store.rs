@@ -79,6 +79,15 @@ pub(super) trait Resolve {
 // ===== impl Store =====
 
 impl Store {
+    /// Frees the storage of streams already removed, if none is left
+    /// (jwtgate): a stream ID no longer in `ids` is never resolved again.
+    pub fn release_if_empty(&mut self) {
+        if self.slab.is_empty() {
+            self.slab = slab::Slab::new();
+            self.ids = IndexMap::new();
+        }
+    }
+
     pub fn new() -> Self {
         Store {
             slab: slab::Slab::new(),

@@ -1144,6 +1144,19 @@ where
         me.counts.has_streams()
     }
 
+    /// Frees what the streams already ended still hold (their storage and
+    /// the queues of frames they sent and received), if every stream has
+    /// ended (jwtgate).
+    pub fn release_idle_memory(&self) {
+        {
+            let mut me = self.inner.lock().unwrap();
+            let me = &mut *me;
+            me.store.release_if_empty();
+            me.actions.recv.release_idle_buffer();
+        }
+        self.send_buffer.inner.lock().unwrap().release_if_empty();
+    }
+
     pub fn has_streams_or_other_references(&self) -> bool {
         let me = self.inner.lock().unwrap();
         me.counts.has_streams() || me.refs > 1
