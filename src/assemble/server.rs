@@ -56,20 +56,16 @@ use crate::upstream::pools::UpstreamPools;
 /// cores to the proxy.
 const SIDE_SERVICE_THREADS: usize = 2;
 
-/// A clear-text HTTP/1 listener without Pingora's 64 KiB per-connection read
-/// buffer. The HTTP/1 session reads into its own header buffer, so the L4 one
-/// saves no system calls here; it only pins 64 KiB to every idle keep-alive
-/// connection, which is what limits how many clients an edge can hold.
-fn clear_text_listener(addr: &str) -> ListenerConfig {
+/// A listener without Pingora's 64 KiB per-connection L4 read buffer, which
+/// would pin that much to every idle keep-alive connection, the count an
+/// edge is sized by. Neither reader above it needs one: the HTTP/1 session
+/// reads into its own header buffer, and rustls reads at most 4 KiB from
+/// its transport at a time whatever lies below it (a 16 KiB record then
+/// takes four reads instead of one read and four copies; a request of a
+/// few KiB, one read either way).
+fn unbuffered_listener(addr: &str) -> ListenerConfig {
     ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
 }
-
-/// A TLS record carries up to 16 KiB. rustls reads from its transport at
-/// most 4 KiB at a time, so without a buffer below it a full record costs
-/// four or five reads from the socket; a one-record buffer makes that one.
-/// Pingora's 64 KiB default would pin four records' worth to every idle
-/// connection for nothing.
-const TLS_L4_READ_BUFFER: usize = 16 * 1024;
 
 /// The TLS listener: TLS 1.2 and 1.3 (Pingora's rustls acceptor offers
 /// nothing else), certificates chosen per handshake by [`SniResolver`],
@@ -82,12 +78,7 @@ fn tls_listener(addr: &str, h2: bool, snapshot: Arc<ArcSwap<Snapshot>>) -> Liste
     settings.set_cert_resolver(Arc::new(SniResolver::new(snapshot.clone())));
     settings.set_client_cert_verifier(Arc::new(SnapshotClientVerifier::new(snapshot)));
     settings.set_alpn(if h2 { ALPN::H2H1 } else { ALPN::H1 });
-    ListenerConfig::tcp(addr)
-        .tls(settings)
-        .l4_buffer(L4BufferSettings::new(
-            TLS_L4_READ_BUFFER,
-            DEFAULT_L4_WRITE_BUFFER_SIZE,
-        ))
+    unbuffered_listener(addr).tls(settings)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -531,7 +522,7 @@ fn add_proxy(
         KeepAlive::with_h2(proxy_app, streams, drain.clone())
     });
     if let Some(addr) = &bootstrap.listen_http {
-        proxy.add_listener(clear_text_listener(addr));
+        proxy.add_listener(unbuffered_listener(addr));
     }
     if let Some(addr) = &bootstrap.listen_https {
         proxy.add_listener(tls_listener(
