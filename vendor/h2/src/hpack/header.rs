@@ -192,7 +192,8 @@ impl Header {
                     }
                     Err(_) => value,
                 };
-                let name = HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or(name);
+                // A name is never a view: `http` copies every name it
+                // doesn't know into bytes of its own.
                 Header::Field { name, value }
             }
             Header::Authority(v) => Header::Authority(BytesStr::from(v.as_str())),

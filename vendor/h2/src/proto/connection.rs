@@ -337,8 +337,7 @@ where
                             // until there is one again (jwtgate), so an idle
                             // connection holds little beyond its HPACK and
                             // flow-control state.
-                            if !self.inner.streams.has_streams() {
-                                self.inner.streams.release_idle_memory();
+                            if self.inner.streams.release_if_idle() {
                                 self.codec.release_idle_buffers();
                             }
 

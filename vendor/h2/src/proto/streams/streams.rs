@@ -1144,17 +1144,21 @@ where
         me.counts.has_streams()
     }
 
-    /// Frees what the streams already ended still hold (their storage and
-    /// the queues of frames they sent and received), if every stream has
-    /// ended (jwtgate).
-    pub fn release_idle_memory(&self) {
+    /// If every stream has ended, frees what they still hold (their
+    /// storage and the queues of frames they sent and received) and
+    /// returns true (jwtgate).
+    pub fn release_if_idle(&self) -> bool {
         {
             let mut me = self.inner.lock().unwrap();
+            if me.counts.has_streams() {
+                return false;
+            }
             let me = &mut *me;
             me.store.release_if_empty();
             me.actions.recv.release_idle_buffer();
         }
         self.send_buffer.inner.lock().unwrap().release_if_empty();
+        true
     }
 
     pub fn has_streams_or_other_references(&self) -> bool {
