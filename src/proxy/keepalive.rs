@@ -83,20 +83,26 @@ where
         // Pingora's task for this connection was sized for its TLS handshake
         // (about 9 KiB, whatever the listener); ending it here and carrying
         // on in a task sized for what follows keeps that off idle
-        // connections, HTTP/1 and HTTP/2 alike.
+        // connections. One task per protocol, not one with a branch for
+        // each: a task is as large as its largest branch, and HTTP/2's would
+        // carry HTTP/1's wait state for nothing.
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let _open = open;
-            if http2 {
+        if http2 {
+            tokio::spawn(async move {
+                let _open = open;
                 // Pingora serves an HTTP/2 connection to its end and hands
                 // nothing back for reuse (only a custom protocol would, and
                 // jwtgate's listeners offer none).
                 ServerApp::process_new(&this.h2, stream, &draining).await;
-            } else {
+                memory::connection_closed();
+            });
+        } else {
+            tokio::spawn(async move {
+                let _open = open;
                 this.serve_http1(stream, draining).await;
-            }
-            memory::connection_closed();
-        });
+                memory::connection_closed();
+            });
+        }
         None
     }
 
