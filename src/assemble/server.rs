@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::protocols::ALPN;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
@@ -56,15 +56,17 @@ use crate::upstream::pools::UpstreamPools;
 /// cores to the proxy.
 const SIDE_SERVICE_THREADS: usize = 2;
 
-/// A listener without Pingora's 64 KiB per-connection L4 read buffer, which
-/// would pin that much to every idle keep-alive connection, the count an
-/// edge is sized by. Neither reader above it needs one: the HTTP/1 session
-/// reads into its own header buffer, and rustls reads at most 4 KiB from
-/// its transport at a time whatever lies below it (a 16 KiB record then
-/// takes four reads instead of one read and four copies; a request of a
-/// few KiB, one read either way).
+/// A listener without Pingora's per-connection L4 buffers (64 KiB to read,
+/// 1460 bytes to write), which would pin that much to every idle
+/// keep-alive connection, the count an edge is sized by. No reader above
+/// needs one: the HTTP/1 session reads into its own header buffer, `h2`
+/// into its own, and rustls reads at most 4 KiB from its transport at a
+/// time whatever lies below it (a 16 KiB record then takes four reads
+/// instead of one read and four copies). Writers gather their own: `h2`
+/// its frames, HTTP/1 a response's head and body (`DeadlineIo`, only while
+/// it answers), and rustls sends each record whole.
 fn unbuffered_listener(addr: &str) -> ListenerConfig {
-    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
+    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::unbuffered())
 }
 
 /// The TLS listener: TLS 1.2 and 1.3 (Pingora's rustls acceptor offers
@@ -508,7 +510,7 @@ fn add_proxy(
         .with_live_connections(live);
     let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
     if bootstrap.h2c {
-        // Pingora looks for the HTTP/2 preface only on clear-text
+        // `KeepAlive` looks for the HTTP/2 preface on clear-text
         // connections; on TLS, ALPN decides.
         let mut options = HttpServerOptions::default();
         options.h2c = true;

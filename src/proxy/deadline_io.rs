@@ -10,6 +10,8 @@
 //! `request_body_filter` with the end of the stream, where the WebSocket
 //! close frames are sent), with an error otherwise (the response is cut,
 //! or an upload not yet answered gets `401`); and a blocked write fails.
+//!
+//! It also gathers each response's writes into one send ([`WriteBuffer`]).
 
 use std::io;
 use std::pin::Pin;
@@ -28,6 +30,7 @@ use pingora::protocols::{
 use pingora::proxy::Session;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::write_buffer::WriteBuffer;
 use crate::state::live::KillSwitch;
 
 /// The client's stream: kept as a TCP stream when it is one, so the wait
@@ -49,6 +52,7 @@ pub struct DeadlineIo {
     /// rather than an error.
     eof: AtomicBool,
     switch: Mutex<Option<Arc<KillSwitch>>>,
+    writes: WriteBuffer,
 }
 
 impl DeadlineIo {
@@ -66,7 +70,14 @@ impl DeadlineIo {
             armed: AtomicBool::new(false),
             eof: AtomicBool::new(false),
             switch: Mutex::new(None),
+            writes: WriteBuffer::default(),
         })
+    }
+
+    /// The connection waits for its next request: the response's write
+    /// buffer is freed until the next one.
+    pub fn release_write_buffer(&mut self) {
+        self.writes.release();
     }
 
     /// The wrapper around a stream Pingora hands back after a request.
@@ -128,13 +139,6 @@ impl DeadlineIo {
         }
     }
 
-    fn inner(&mut self) -> Pin<&mut dyn IO> {
-        match &mut self.inner {
-            Inner::Tcp(tcp) => Pin::new(tcp),
-            Inner::Other(stream) => Pin::new(&mut **stream),
-        }
-    }
-
     fn get(&self) -> &dyn IO {
         match &self.inner {
             Inner::Tcp(tcp) => tcp,
@@ -142,14 +146,14 @@ impl DeadlineIo {
         }
     }
 
-    /// `poll` of the inner stream, or the error a fired switch turns a
-    /// wait into.
+    /// `poll` of the write buffer over the inner stream, or the error a
+    /// fired switch turns a wait into.
     fn write_or_end<T>(
         &mut self,
         cx: &mut Context<'_>,
-        poll: impl FnOnce(Pin<&mut dyn IO>, &mut Context<'_>) -> Poll<io::Result<T>>,
+        poll: impl FnOnce(&mut WriteBuffer, Pin<&mut dyn IO>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        let polled = poll(self.inner(), cx);
+        let polled = poll(&mut self.writes, self.inner.pinned(), cx);
         if polled.is_pending()
             && let Some(switch) = self.switch()
             && switch.poll_fired(cx).is_ready()
@@ -157,6 +161,15 @@ impl DeadlineIo {
             return Poll::Ready(Err(ended()));
         }
         polled
+    }
+}
+
+impl Inner {
+    fn pinned(&mut self) -> Pin<&mut dyn IO> {
+        match self {
+            Inner::Tcp(tcp) => Pin::new(tcp),
+            Inner::Other(stream) => Pin::new(&mut **stream),
+        }
     }
 }
 
@@ -172,12 +185,12 @@ impl AsyncRead for DeadlineIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let Some(switch) = this.switch() else {
-            return this.inner().poll_read(cx, buf);
+            return this.inner.pinned().poll_read(cx, buf);
         };
         if switch.fired().is_some() {
             return this.killed_read();
         }
-        match this.inner().poll_read(cx, buf) {
+        match this.inner.pinned().poll_read(cx, buf) {
             Poll::Pending if switch.poll_fired(cx).is_ready() => this.killed_read(),
             polled => polled,
         }
@@ -191,22 +204,29 @@ impl AsyncWrite for DeadlineIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .write_or_end(cx, |inner, cx| inner.poll_write(cx, buf))
+            .write_or_end(cx, |writes, inner, cx| writes.poll_write(inner, cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_mut()
-            .write_or_end(cx, |inner, cx| inner.poll_flush(cx))
+            .write_or_end(cx, |writes, inner, cx| writes.poll_flush(inner, cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().inner().poll_shutdown(cx)
+        let this = self.get_mut();
+        this.writes.poll_shutdown(this.inner.pinned(), cx)
     }
 }
 
 #[async_trait]
 impl Shutdown for DeadlineIo {
     async fn shutdown(&mut self) {
+        // What the response left unsent goes before the close, as it did
+        // from the buffer Pingora's listener kept below the stream.
+        let unsent = std::future::poll_fn(|cx| self.writes.poll_send(self.inner.pinned(), cx));
+        if unsent.await.is_err() {
+            return;
+        }
         match &mut self.inner {
             Inner::Tcp(tcp) => Shutdown::shutdown(tcp).await,
             Inner::Other(stream) => Shutdown::shutdown(&mut **stream).await,

@@ -129,6 +129,7 @@ where
         // ended while idle (`DeadlineIo`).
         let mut io = DeadlineIo::new(stream);
         loop {
+            io.release_write_buffer();
             let waiting = Waiting {
                 idle: idle.as_mut(),
                 idle_since,

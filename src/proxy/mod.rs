@@ -15,6 +15,7 @@ mod response_headers;
 pub mod sni;
 pub mod streams;
 mod websocket;
+mod write_buffer;
 
 pub use failure::ProxyFailure;
 pub use gateway::{Gateway, RequestCtx, Serving};
