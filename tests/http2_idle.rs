@@ -1,16 +1,23 @@
-//! HTTP/2 connections that go idle between requests, over h2c and TLS h2,
-//! with Python's `h2` as the client (tests/http2/sequential.py). An idle connection gives back its read and
-//! write buffers and its streams' storage (the patched `h2` in `vendor/`),
-//! and takes them again with the next request: bodies larger than those
+//! HTTP/2 client connections as a whole, with Python's `h2` as the client
+//! (tests/http2/), not jwtgate's own HTTP/2 stack.
+//!
+//! Connections that go idle between requests, over h2c and TLS h2
+//! (sequential.py): an idle connection gives back its read and write
+//! buffers and its streams' storage (the patched `h2` in `vendor/`), and
+//! takes them again with the next request: bodies larger than those
 //! buffers and than the flow-control windows, in both directions, must
 //! arrive whole on a connection that idled between every request.
+//!
+//! The loop that serves each connection (connection.py): the drain sends
+//! `GOAWAY`, and a client that keeps sending malformed requests is cut off.
 
 mod common;
 
 use std::convert::Infallible;
+use std::io::{BufRead, BufReader, Lines};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 use bytes::Bytes;
 use common::*;
@@ -162,4 +169,84 @@ async fn bodies_arrive_whole_on_connections_that_idle_between_requests() {
     let ca = pki.path("ca.crt");
     let lines = four_requests(https, Some((&ca, HOST)), tls.path());
     assert_served_whole(&lines, tls.path());
+}
+
+/// The Python client for a connection's life (tests/http2/connection.py),
+/// and its output, read a JSON line at a time.
+fn connection_client(args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut child = Command::new(venv_bin("python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/http2/connection.py"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run the Python HTTP/2 client (scripts/test installs h2)");
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// The client's next JSON line; `None` once it exited.
+async fn next_event(lines: &mut Lines<BufReader<ChildStdout>>) -> Option<serde_json::Value> {
+    tokio::task::block_in_place(|| lines.next())
+        .map(|line| serde_json::from_str(&line.expect("the client's output")).expect("a JSON line"))
+}
+
+async fn h2c_gateway() -> (Upstream, Gateway) {
+    let upstream = Upstream::start();
+    let config = Config::new()
+        .listen("{ http: { addr: \"127.0.0.1:{PROXY}\", h2c: true } }")
+        .routes(OPEN_ROUTE);
+    let gateway = Gateway::start(&config, &upstream).await;
+    (upstream, gateway)
+}
+
+/// Every event of a client run to its end.
+async fn events(args: &[&str]) -> Vec<serde_json::Value> {
+    let (mut child, mut lines) = connection_client(args);
+    let mut events = Vec::new();
+    while let Some(event) = next_event(&mut lines).await {
+        events.push(event);
+    }
+    assert!(child.wait().unwrap().success(), "{events:?}");
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_sends_goaway_to_idle_http2_connections() {
+    let (_upstream, gateway) = h2c_gateway().await;
+    let addr = gateway.proxy_addr().to_string();
+    let (mut child, mut lines) = connection_client(&["drain", &addr, "/before-the-drain"]);
+    let answered = next_event(&mut lines).await;
+    assert_eq!(answered, Some(serde_json::json!({ "status": 200 })));
+
+    gateway.signal("TERM");
+    let ended = next_event(&mut lines)
+        .await
+        .expect("how the connection ended");
+    // NO_ERROR: the server is going away, nothing went wrong.
+    assert_eq!(ended["goaway"], 0, "{ended}");
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_sending_malformed_requests_is_cut_after_32() {
+    let (_upstream, gateway) = h2c_gateway().await;
+    let addr = gateway.proxy_addr().to_string();
+    let answers = events(&["malformed", &addr, "/", "40"]).await;
+    assert_eq!(answers[0]["status"], 200, "the valid request first");
+    let refused = answers[1..]
+        .iter()
+        .take_while(|answer| answer["status"] == 400)
+        .count();
+    // The 32nd is refused as the connection is cut: its answer may not
+    // leave before the close.
+    assert!((31..=32).contains(&refused), "{answers:?}");
+    let last = answers.last().unwrap();
+    assert!(
+        last["closed"] == true || last.get("goaway").is_some(),
+        "the connection was not cut: {answers:?}"
+    );
+
+    // Other connections are served as before.
+    let fresh = events(&["malformed", &addr, "/", "0"]).await;
+    assert_eq!(fresh, vec![serde_json::json!({ "status": 200 })]);
 }

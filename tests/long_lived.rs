@@ -82,8 +82,9 @@ fn token_until(exp: i64, jti: &str) -> String {
 
 /// A gateway in front of the echo server (routes `ws` and `keep`) and the
 /// events upstream (`events`), with a revocation list shared through the
-/// Redis at `redis` when given.
-async fn start(echo: u16, events: &TcpServer, redis: Option<&str>) -> Gateway {
+/// Redis at `redis` when given, its clear-text listener also serving h2c
+/// when `h2c`.
+async fn start(echo: u16, events: &TcpServer, redis: Option<&str>, h2c: bool) -> Gateway {
     let dir = tempfile::tempdir().unwrap().keep();
     let routes = format!(
         r#"
@@ -100,11 +101,13 @@ async fn start(echo: u16, events: &TcpServer, redis: Option<&str>) -> Gateway {
 "#,
         events.addr()
     );
+    let mut config = Config::new().issuer_with("main", ISS, &["leeway: 0s"]);
+    if h2c {
+        config = config.listen("{ http: { addr: \"127.0.0.1:{PROXY}\", h2c: true } }");
+    }
     let mut yaml = format!(
         "{}revocation:\n  dir: \"{}\"\n  admin_tokens: [{{ name: test-admin, env: {} }}]\n",
-        Config::new()
-            .issuer_with("main", ISS, &["leeway: 0s"])
-            .routes(&routes),
+        config.routes(&routes),
         dir.display(),
         ADMIN_ENV.0
     );
@@ -118,17 +121,19 @@ async fn start(echo: u16, events: &TcpServer, redis: Option<&str>) -> Gateway {
 
 /// The echo server, the events upstream and a gateway in front of both.
 async fn setup() -> (Python, TcpServer, Gateway) {
-    setup_with(None).await
+    setup_with(None, false).await
 }
 
-/// [`setup`], sharing revocations through the Redis at `redis`.
-async fn setup_with(redis: Option<&str>) -> (Python, TcpServer, Gateway) {
+/// [`setup`], sharing revocations through the Redis at `redis`, with h2c
+/// on the clear-text listener when `h2c`.
+async fn setup_with(redis: Option<&str>, h2c: bool) -> (Python, TcpServer, Gateway) {
     let (echo, port) = Python::run(ECHO_SERVER, &[]).next_line().await;
     let events = events_upstream();
     let gateway = start(
         port.parse().expect("the echo server's port"),
         &events,
         redis,
+        h2c,
     )
     .await;
     (echo, events, gateway)
@@ -182,6 +187,18 @@ async fn a_websocket_ends_with_1008_at_expiry_unless_its_route_keeps_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_ends_its_websocket_at_once() {
     let (echo, _events, gateway) = setup().await;
+    a_revoked_token_ends_the_websocket(echo, gateway).await;
+}
+
+/// On a listener that also takes HTTP/2 with prior knowledge, HTTP/1
+/// connections (a WebSocket's) are still served, and ended, by jwtgate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_ends_its_websocket_on_an_h2c_listener() {
+    let (echo, _events, gateway) = setup_with(None, true).await;
+    a_revoked_token_ends_the_websocket(echo, gateway).await;
+}
+
+async fn a_revoked_token_ends_the_websocket(echo: Python, gateway: Gateway) {
     let ws = client(
         &gateway,
         "/ws",
@@ -283,9 +300,9 @@ async fn an_upload_still_going_at_expiry_gets_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_on_another_replica_ends_the_websocket_through_redis() {
     let redis = redis::Redis::start().await;
-    let (echo, events, b) = setup_with(Some(&redis.url())).await;
+    let (echo, events, b) = setup_with(Some(&redis.url()), false).await;
     // A only takes the revocation: its WebSocket routes lead nowhere.
-    let a = start(0, &events, Some(&redis.url())).await;
+    let a = start(0, &events, Some(&redis.url()), false).await;
     for gateway in [&a, &b] {
         gateway
             .wait_for_log(|log| log.contains("in step with Redis"))

@@ -74,6 +74,15 @@ impl DeadlineIo {
         })
     }
 
+    /// The stream it wraps, for a connection that turned out to be HTTP/2:
+    /// nothing was written to it yet.
+    pub fn into_stream(self: Box<Self>) -> Stream {
+        match self.inner {
+            Inner::Tcp(tcp) => Box::new(tcp),
+            Inner::Other(stream) => stream,
+        }
+    }
+
     /// The connection waits for its next request: the response's write
     /// buffer is freed until the next one.
     pub fn release_write_buffer(&mut self) {

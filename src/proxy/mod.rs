@@ -9,6 +9,7 @@ mod failure;
 mod gateway;
 mod handshake;
 pub mod headers;
+mod http2;
 pub mod keepalive;
 mod live;
 mod response_headers;
