@@ -41,7 +41,9 @@ struct FrameDecoder {
 
     max_continuation_frames: usize,
 
-    partial: Option<Partial>,
+    // jwtgate: boxed. A header block split over CONTINUATION frames is
+    // rare, and inline this took 336 bytes of every connection, idle or not.
+    partial: Option<Box<Partial>>,
 }
 
 /// Partially loaded headers frame
@@ -228,11 +230,11 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
             } else {
                 tracing::trace!("loaded partial header block");
                 // Defer returning the frame
-                decoder.partial = Some(Partial {
+                decoder.partial = Some(Box::new(Partial {
                     frame: Continuable::$frame(frame),
                     buf: payload,
                     continuation_frames_count: 0,
-                });
+                }));
 
                 return Ok(None);
             }
@@ -407,7 +409,8 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
             }
 
             if is_end_headers {
-                partial.frame.into()
+                // jwtgate: out of its box.
+                (*partial).frame.into()
             } else {
                 decoder.partial = Some(partial);
                 return Ok(None);
