@@ -6,9 +6,13 @@
 //! allocates again, and returns them to the system only when it collects.
 //! After thousands of connections close, the threads that served them go
 //! quiet and would hold that memory for good. So each thread collects
-//! itself once every [`CLOSES_PER_COLLECT`] connections it closed: a burst
-//! of closes then hands its memory back as it ends, at the cost of one
-//! collection per that many connections (never per request).
+//! itself once every [`CLOSES_PER_COLLECT`] connections it closed, and
+//! whenever the connections still open have halved since it last
+//! collected: a burst of closes then hands its memory back as it goes and
+//! the rest as it ends (the last closes, and the pages mimalloc only
+//! releases on its next call, which a quiet thread never makes), at the
+//! cost of one collection per that many connections and a few per burst
+//! (never per request).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
@@ -98,23 +102,27 @@ pub const CLOSES_PER_COLLECT: u32 = 256;
 
 thread_local! {
     static CLOSED_SINCE_COLLECT: Cell<u32> = const { Cell::new(0) };
+    /// The client connections open, process-wide, when this thread last
+    /// collected.
+    static OPEN_AT_COLLECT: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Called as a client connection ends, on the thread that served it.
-/// True when this call collected.
-pub fn connection_closed() -> bool {
-    CLOSED_SINCE_COLLECT.with(|closed| {
-        let count = closed.get() + 1;
-        if count < CLOSES_PER_COLLECT {
-            closed.set(count);
-            return false;
-        }
-        closed.set(0);
-        // SAFETY: mi_collect takes no pointers; it only walks the calling
-        // thread's own heap and the shared arenas, which mimalloc locks.
-        unsafe { libmimalloc_sys::mi_collect(true) };
-        true
-    })
+/// Called as a client connection ends, on the thread that served it, with
+/// the client connections still open without it. True when this call
+/// collected.
+pub fn connection_closed(still_open: usize) -> bool {
+    let closed = CLOSED_SINCE_COLLECT.get() + 1;
+    let halved = still_open.saturating_mul(2) < OPEN_AT_COLLECT.get();
+    if closed < CLOSES_PER_COLLECT && !halved {
+        CLOSED_SINCE_COLLECT.set(closed);
+        return false;
+    }
+    CLOSED_SINCE_COLLECT.set(0);
+    OPEN_AT_COLLECT.set(still_open);
+    // SAFETY: mi_collect takes no pointers; it only walks the calling
+    // thread's own heap and the shared arenas, which mimalloc locks.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+    true
 }
 
 /// The environment variable that, set to anything, leaves transparent huge
@@ -155,16 +163,37 @@ pub fn release_freed() {
 mod tests {
     use super::*;
 
+    /// Connections closing while as many stay open (steady churn).
+    fn steady_closes(n: u32) -> usize {
+        (0..n).filter(|_| connection_closed(1_000)).count()
+    }
+
     #[test]
     fn each_thread_collects_once_per_closes_per_collect() {
-        let run = || {
-            (0..CLOSES_PER_COLLECT * 3)
-                .filter(|_| connection_closed())
-                .count()
-        };
+        let run = || steady_closes(CLOSES_PER_COLLECT * 3);
         assert_eq!(run(), 3);
         // Another thread keeps its own count: its closes are its own heap's.
         assert_eq!(std::thread::spawn(run).join().expect("thread"), 3);
+    }
+
+    /// 10 000 connections closing one after another: a collection each
+    /// time what is open halves, so the last close collects too, and a
+    /// few more than the steady count alone would make.
+    #[test]
+    fn a_burst_ending_collects_as_the_open_connections_halve_and_at_its_end() {
+        let collected = std::thread::spawn(|| {
+            steady_closes(CLOSES_PER_COLLECT);
+            (0..10_000usize)
+                .rev()
+                .filter(|&still_open| connection_closed(still_open))
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(collected.last(), Some(&0), "{collected:?}");
+        let by_count = 10_000 / CLOSES_PER_COLLECT as usize;
+        assert!(collected.len() > by_count, "{collected:?}");
+        assert!(collected.len() <= by_count + 14, "{collected:?}");
     }
 
     /// Each layout's block honours its alignment and keeps its bytes

@@ -103,10 +103,7 @@ where
             tokio::spawn(async move {
                 match this.serve_http1(stream, draining, prior_knowledge).await {
                     Some((h2c, draining)) => this.spawn_http2(h2c, draining, open),
-                    None => {
-                        drop(open);
-                        memory::connection_closed();
-                    }
+                    None => this.closed(open),
                 }
             });
         }
@@ -126,10 +123,14 @@ where
 {
     fn spawn_http2(self: Arc<Self>, stream: Stream, draining: ShutdownWatch, open: OpenConnection) {
         tokio::spawn(async move {
-            let _open = open;
             http2::serve(&self.h2, stream, draining).await;
-            memory::connection_closed();
+            self.closed(open);
         });
+    }
+
+    fn closed(&self, open: OpenConnection) {
+        drop(open);
+        memory::connection_closed(self.drain.open_connections());
     }
 
     /// Serves HTTP/1 requests on `stream` until it closes or idles out.
