@@ -1033,8 +1033,8 @@ def summarize(workloads: list[Workload], records: list[dict]) -> list[dict]:
     return summary
 
 
-# Which comparison workload each jwtgate workload is set beside, and the
-# issue's targets for its ratios (reported, never pass/fail).
+# Which comparison workload each jwtgate workload is set beside, and
+# jwtgate's performance goals for its ratios (reported, never pass/fail).
 BARE, NGINX_PROXY = "pingora-bare", "nginx-proxy"
 # Bare Pingora fed the one-token requests (it ignores the token and forwards
 # it): a request with a ~600-byte Authorization header costs every proxy more
@@ -1146,7 +1146,7 @@ def comparison_md(rows: list[dict], meta: dict) -> list[str]:
         "HAProxy verifies the RS256 signature, iss, aud and exp on every request, "
         "with the same token set as the jwtgate row (one reused token, or the distinct tokens). "
         "A ratio is jwtgate ÷ the other proxy in the same round, median (min–max) over rounds. "
-        "Targets are from the issue and are reported, not enforced.",
+        "Targets are jwtgate's performance goals, reported, not enforced.",
         "",
         "| jwtgate workload | jwtgate | bare Pingora | nginx proxy_pass | HAProxy jwt_verify "
         "| ÷ bare Pingora | ÷ nginx | ÷ HAProxy | targets |",

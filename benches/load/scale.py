@@ -61,7 +61,7 @@ QUIET_S = 1.0  # no traffic for this long before an RSS reading
 AFTER_CLOSE_S = 3.0  # from the proxy closing its last client socket to the after-close reading
 RELEASE_TIMEOUT_S = 60.0
 
-# The targets, reported beside the numbers, never pass/fail.
+# jwtgate's performance goals, reported beside the numbers, never pass/fail.
 TARGET_ADDED_P99_MS = 1.0
 TARGET_IDLE_MIB = 30.0
 TARGET_KIB_PER_CONNECTION = 8.0
