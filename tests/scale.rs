@@ -3,7 +3,8 @@
 //! through `jwtgate check` and reload under load without a failed request;
 //! hostile YAML is refused in jwtgate's words. And the process runs without
 //! transparent huge pages, which would hold many idle connections' memory
-//! 2 MiB at a time.
+//! 2 MiB at a time, and without Pingora's coarse timer, whose entries would
+//! hold a burst's memory for the upstream timeouts' 30 s after it ended.
 
 mod common;
 
@@ -144,4 +145,43 @@ async fn the_gateway_runs_without_transparent_huge_pages_unless_asked() {
     let asked =
         Gateway::start_with_env(&config, &upstream, &[], &[("MIMALLOC_ALLOW_THP", "1")]).await;
     assert_eq!(huge_pages_enabled(asked.pid()), "1");
+}
+
+/// The names of the process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's threads")
+        .map(|task| {
+            let comm = task.expect("a thread").path().join("comm");
+            std::fs::read_to_string(comm)
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Pingora's coarse timer keeps each cancelled timeout until its deadline;
+/// a proxied request's upstream read and write timeouts (30 s) are nearly
+/// always cancelled, and their entries would pin the allocator's pages
+/// after a burst. Its clock thread starts with its first timeout, so a
+/// gateway that proxied requests without starting it kept none.
+#[tokio::test]
+async fn proxied_requests_leave_nothing_in_pingoras_coarse_timer() {
+    use common::{Config, ISS, OPEN_ROUTE};
+    let upstream = Upstream::start();
+    let config = Config::main(ISS).routes(OPEN_ROUTE);
+    let gateway = Gateway::start(&config, &upstream).await;
+    for _ in 0..3 {
+        assert_eq!(gateway.status("/open/x", None).await, 200);
+    }
+    let threads = thread_names(gateway.pid());
+    assert!(
+        threads.iter().any(|name| name.starts_with("jwtgate")),
+        "{threads:?}"
+    );
+    assert!(
+        !threads.iter().any(|name| name == "Timer thread"),
+        "{threads:?}"
+    );
 }

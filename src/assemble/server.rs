@@ -488,6 +488,12 @@ fn pingora_server(bootstrap: &Bootstrap) -> Server {
         // `keys_cache_dir`, and runs on a read-only root filesystem.
         pid_file: String::new(),
         upgrade_sock: String::new(),
+        // Pingora's coarse timer keeps a cancelled timeout's entry until its
+        // deadline. A proxied request's upstream read and write timeouts
+        // (30 s by default) are nearly always cancelled by the response, and
+        // their entries would pin the allocator's pages for those 30 s after a
+        // burst has ended; tokio's timer drops an entry with its request.
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
