@@ -58,7 +58,9 @@ impl Streams {
 
     /// When the connection went idle; `None` while a stream is open.
     fn idle_since(&self) -> Option<Instant> {
-        (self.open.load(Ordering::Relaxed) == 0)
+        // Acquire: a stream that ended on another thread has stored its
+        // end before it stopped counting itself open.
+        (self.open.load(Ordering::Acquire) == 0)
             .then(|| self.since + Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed)))
     }
 }
@@ -72,7 +74,7 @@ impl Drop for OpenStream {
         streams
             .last_end_ms
             .store(u64::try_from(ended).unwrap_or(u64::MAX), Ordering::Relaxed);
-        streams.open.fetch_sub(1, Ordering::Relaxed);
+        streams.open.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -102,18 +104,18 @@ where
     // One timer for the connection's life, re-armed only when it fires.
     let mut idle = pin!(tokio::time::sleep(IDLE_TIMEOUT));
     let mut refused = 0;
-    let mut draining_ended = false;
+    let mut drain_heard = false;
     let mut idled_out = false;
     loop {
         let accepted = tokio::select! {
             // The drain first, so that a connection busy with new streams
             // still hears it.
             biased;
-            _ = draining.changed(), if !draining_ended => {
+            _ = draining.changed(), if !drain_heard => {
                 // Streams already open or arriving below the last id the
                 // GOAWAY names are still served.
                 connection.graceful_shutdown();
-                draining_ended = true;
+                drain_heard = true;
                 continue;
             }
             () = idle.as_mut() => {
