@@ -215,8 +215,8 @@ async fn the_drain_sends_goaway_to_idle_http2_connections() {
     let (_upstream, gateway) = h2c_gateway().await;
     let addr = gateway.proxy_addr().to_string();
     let (mut child, mut lines) = connection_client(&["drain", &addr, "/before-the-drain"]);
-    let answered = next_event(&mut lines).await;
-    assert_eq!(answered, Some(serde_json::json!({ "status": 200 })));
+    let answered = next_event(&mut lines).await.expect("the first answer");
+    assert_eq!(answered["status"], 200, "{answered}");
 
     gateway.signal("TERM");
     let ended = next_event(&mut lines)
@@ -248,5 +248,32 @@ async fn a_connection_sending_malformed_requests_is_cut_after_32() {
 
     // Other connections are served as before.
     let fresh = events(&["malformed", &addr, "/", "0"]).await;
-    assert_eq!(fresh, vec![serde_json::json!({ "status": 200 })]);
+    assert_eq!(fresh.len(), 1, "{fresh:?}");
+    assert_eq!(fresh[0]["status"], 200, "{fresh:?}");
+}
+
+/// A request id is unique to its response: HPACK indexing it would fill
+/// the connection's table, and the client's, with values never sent
+/// again, pushing out the headers that repeat. It goes as never indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_never_indexed_by_hpack() {
+    let (_upstream, gateway) = h2c_gateway().await;
+    let addr = gateway.proxy_addr().to_string();
+    let answers = events(&["requests", &addr, "/", "3"]).await;
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    let mut ids = Vec::new();
+    for answer in &answers {
+        assert_eq!(answer["status"], 200, "{answer:?}");
+        let id = answer["headers"]["x-request-id"]
+            .as_str()
+            .expect("a request id");
+        ids.push(id.to_owned());
+        let never_indexed = answer["never_indexed"].as_array().unwrap();
+        assert!(
+            never_indexed.contains(&serde_json::json!("x-request-id")),
+            "{answer:?}"
+        );
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "each response has its own id: {answers:?}");
 }

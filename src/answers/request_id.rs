@@ -18,16 +18,20 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// The request's id: the client's `X-Request-Id` when it looks like an id
 /// (visible ASCII, bounded length), so traces join up across hops;
 /// otherwise a new one. A header value, so each header it goes into
-/// shares it rather than copying it.
+/// shares it rather than copying it; marked sensitive, so HTTP/2's HPACK
+/// never indexes it: a value sent once would only push the headers that
+/// repeat out of both sides' tables.
 pub fn request_id_in(headers: &HeaderMap) -> HeaderValue {
-    headers
+    let mut id = headers
         .get(&REQUEST_ID_NAME)
         .filter(|v| {
             let v = v.as_bytes();
             !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.iter().all(|b| b.is_ascii_graphic())
         })
         .cloned()
-        .unwrap_or_else(new_request_id_header)
+        .unwrap_or_else(new_request_id_header);
+    id.set_sensitive(true);
+    id
 }
 
 /// The request id as text, for logs and JSON bodies. Both kinds of id are

@@ -7,6 +7,12 @@ connection does as a whole. Prints one JSON line per event.
       nothing, for the server to end the connection and prints
       {"goaway": ERROR_CODE, "last_stream_id": N} or {"closed": true}.
 
+  connection.py requests ADDR PATH COUNT
+      Sends GET PATH COUNT times one after the other on one connection and
+      prints {"status": N, "headers": {...}, "never_indexed": [...]} for
+      each: the response's headers, and the names of those HPACK sent as
+      never to be indexed.
+
   connection.py malformed ADDR PATH COUNT
       Sends GET PATH, then COUNT requests one at a time whose :authority
       carries userinfo (a malformed request the server must refuse), and
@@ -21,6 +27,7 @@ import sys
 import h2.config
 import h2.connection
 import h2.events
+import hpack
 import hyperframe.frame
 
 
@@ -49,7 +56,12 @@ def wait_for(sock, conn, stream_id):
             return False
         for event in conn.receive_data(data):
             if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream_id:
-                report(status=int(dict(event.headers)[b":status"]))
+                headers = {name.decode(): value.decode() for name, value in event.headers}
+                never_indexed = [
+                    name.decode()
+                    for name, _ in (h for h in event.headers if isinstance(h, hpack.NeverIndexedHeaderTuple))
+                ]
+                report(status=int(headers[":status"]), headers=headers, never_indexed=never_indexed)
             elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream_id:
                 sock.sendall(conn.data_to_send())
                 return True
@@ -98,6 +110,10 @@ def main():
         sys.exit("the connection ended before the first answer")
     if mode == "drain":
         wait_for_goaway(sock)
+    elif mode == "requests":
+        for n in range(1, int(sys.argv[4])):
+            if not request(sock, conn, 1 + 2 * n, path, addr):
+                sys.exit("the connection ended before every answer")
     elif mode == "malformed":
         for n in range(int(sys.argv[4])):
             if not request(sock, conn, 3 + 2 * n, path, "user@" + addr):
