@@ -208,14 +208,9 @@ mod tests {
         }
     }
 
-    /// The gateway's side of an HTTP/2 connection served by [`serve`], and
-    /// a client's on the other end, whose connection task ends when the
-    /// gateway closes it.
-    async fn connection() -> (
-        hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
-        tokio::task::JoinHandle<()>,
-        watch::Sender<bool>,
-    ) {
+    /// A loopback connection whose far end [`serve`] serves in a task of
+    /// its own (which ends with the connection), and the drain's sender.
+    async fn served_connection() -> (TokioTcp, watch::Sender<bool>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TokioTcp::connect(listener.local_addr().unwrap())
             .await
@@ -223,7 +218,18 @@ mod tests {
         let (server, _) = listener.accept().await.unwrap();
         let (drain, draining) = watch::channel(false);
         let served: Stream = Box::new(TcpStream::from(server));
-        let gateway = tokio::spawn(async move { serve(&Arc::new(Answer), served, draining).await });
+        tokio::spawn(async move { serve(&Arc::new(Answer), served, draining).await });
+        (client, drain)
+    }
+
+    /// A hyper HTTP/2 client on a [`served_connection`], whose connection
+    /// task, what a test waits on, ends when the gateway closes it.
+    async fn connection() -> (
+        hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+        tokio::task::JoinHandle<()>,
+        watch::Sender<bool>,
+    ) {
+        let (client, drain) = served_connection().await;
         let (sender, client) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
                 .await
@@ -231,9 +237,6 @@ mod tests {
         let client = tokio::spawn(async move {
             client.await.unwrap();
         });
-        // The gateway's loop ends with the connection; the client's task is
-        // what a test waits on.
-        drop(gateway);
         (sender, client, drain)
     }
 
@@ -316,14 +319,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_that_ignores_the_goaway_is_not_waited_for() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TokioTcp::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let (_drain, draining) = watch::channel(false);
-        let served: Stream = Box::new(TcpStream::from(server));
-        tokio::spawn(async move { serve(&Arc::new(Answer), served, draining).await });
+        let (mut client, _drain) = served_connection().await;
         let start = Instant::now();
         // The preface and an empty SETTINGS frame; nothing is ever answered.
         client
