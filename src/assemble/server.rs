@@ -494,6 +494,7 @@ fn pingora_server(bootstrap: &Bootstrap) -> Server {
         // their entries would pin the allocator's pages for those 30 s after a
         // burst has ended; tokio's timer drops an entry with its request.
         fast_timeout_to_tokio_threshold_seconds: Some(0),
+        upstream_keepalive_pool_size: bootstrap.upstream_keepalive,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -528,6 +529,7 @@ fn add_proxy(
         let proxy_app = Arc::new(proxy_app);
         let streams = Arc::new(StreamDeadlines::new(Arc::clone(&proxy_app)));
         KeepAlive::with_h2(proxy_app, streams, drain.clone())
+            .idle_timeout(bootstrap.keepalive_timeout)
     });
     if let Some(addr) = &bootstrap.listen_http {
         proxy.add_listener(unbuffered_listener(addr));

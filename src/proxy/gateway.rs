@@ -383,6 +383,7 @@ impl ProxyHttp for Gateway {
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
         peer.options.write_timeout = Some(upstream.write_timeout);
+        peer.options.idle_timeout = Some(upstream.keepalive_timeout);
         ctx.upstream_addr = Some(addr);
         ctx.connect_attempts += 1;
         if let Some(trace) = &mut ctx.trace {

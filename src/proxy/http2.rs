@@ -20,8 +20,6 @@ use pingora::protocols::http::v2::server::{self, H2Accept, HttpSession};
 use pingora::server::ShutdownWatch;
 use tokio::time::{Duration, Instant};
 
-use super::keepalive::IDLE_TIMEOUT;
-
 /// Streams refused as malformed (a forbidden byte in the target, an
 /// ambiguous `Content-Length` or authority) before the connection is cut,
 /// as Pingora's own loop counts them: each costs the gateway a response
@@ -81,10 +79,14 @@ impl Drop for OpenStream {
 /// Serves `stream` as HTTP/2 (its preface not read yet), each stream a
 /// task of its own handed to `app`, until the client closes it; once
 /// `draining` fires, until the streams in flight end (`GOAWAY` first);
-/// and once no stream has been open for [`IDLE_TIMEOUT`], as HTTP/1's
+/// and once no stream has been open for `idle_timeout`, as HTTP/1's
 /// keep-alive wait, after `GOAWAY` and at most [`GOAWAY_GRACE`] more.
-pub async fn serve<A>(app: &Arc<A>, stream: Stream, mut draining: ShutdownWatch)
-where
+pub async fn serve<A>(
+    app: &Arc<A>,
+    stream: Stream,
+    mut draining: ShutdownWatch,
+    idle_timeout: Duration,
+) where
     A: HttpServerApp + Send + Sync + 'static,
 {
     let digest = Arc::new(Digest {
@@ -102,7 +104,7 @@ where
     };
     let streams = Arc::new(Streams::new());
     // One timer for the connection's life, re-armed only when it fires.
-    let mut idle = pin!(tokio::time::sleep(IDLE_TIMEOUT));
+    let mut idle = pin!(tokio::time::sleep(idle_timeout));
     let mut refused = 0;
     let mut drain_heard = false;
     let mut idled_out = false;
@@ -124,15 +126,15 @@ where
                     // PING is not waited for.
                     Some(_) if idled_out => return,
                     None if idled_out => idle.as_mut().reset(Instant::now() + GOAWAY_GRACE),
-                    Some(since) if since.elapsed() >= IDLE_TIMEOUT => {
+                    Some(since) if since.elapsed() >= idle_timeout => {
                         // As for the drain, a request crossing the GOAWAY
                         // on the wire is still served.
                         connection.graceful_shutdown();
                         idled_out = true;
                         idle.as_mut().reset(Instant::now() + GOAWAY_GRACE);
                     }
-                    Some(since) => idle.as_mut().reset(since + IDLE_TIMEOUT),
-                    None => idle.as_mut().reset(Instant::now() + IDLE_TIMEOUT),
+                    Some(since) => idle.as_mut().reset(since + idle_timeout),
+                    None => idle.as_mut().reset(Instant::now() + idle_timeout),
                 }
                 continue;
             }
@@ -183,6 +185,10 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream as TokioTcp};
     use tokio::sync::watch;
 
+    /// Not the default, so that a loop that ignored its setting would
+    /// fail.
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
     /// How long `/slow` takes to answer: longer than the idle timeout.
     const SLOW: Duration = Duration::from_secs(90);
 
@@ -218,7 +224,7 @@ mod tests {
         let (server, _) = listener.accept().await.unwrap();
         let (drain, draining) = watch::channel(false);
         let served: Stream = Box::new(TcpStream::from(server));
-        tokio::spawn(async move { serve(&Arc::new(Answer), served, draining).await });
+        tokio::spawn(async move { serve(&Arc::new(Answer), served, draining, IDLE_TIMEOUT).await });
         (client, drain)
     }
 

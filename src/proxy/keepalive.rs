@@ -33,9 +33,10 @@ use super::http2;
 use crate::memory;
 use crate::shutdown::{Drain, OpenConnection};
 
-/// How long a connection may sit idle before its first or next request:
-/// Pingora's own keep-alive default, and nginx's `client_header_timeout`.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection may sit idle before its first or next request,
+/// unless `server.keepalive_timeout` says otherwise: Pingora's own
+/// keep-alive default, and nginx's `client_header_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The first bytes of an HTTP/2 connection with prior knowledge (h2c).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -50,6 +51,9 @@ pub struct KeepAlive<A, H = A> {
     app: Arc<A>,
     h2: Arc<H>,
     drain: Drain,
+    /// The longest wait for a request: HTTP/1's first or next, or an
+    /// HTTP/2 stream.
+    idle_timeout: Duration,
     /// Set once the listener has closed: idle connections then end.
     closing: watch::Sender<bool>,
 }
@@ -68,8 +72,15 @@ impl<A, H> KeepAlive<A, H> {
             app,
             h2,
             drain,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             closing: watch::channel(false).0,
         }
+    }
+
+    /// Connections wait at most `timeout` for a request.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
     }
 }
 
@@ -123,7 +134,7 @@ where
 {
     fn spawn_http2(self: Arc<Self>, stream: Stream, draining: ShutdownWatch, open: OpenConnection) {
         tokio::spawn(async move {
-            http2::serve(&self.h2, stream, draining).await;
+            http2::serve(&self.h2, stream, draining, self.idle_timeout).await;
             self.closed(open);
         });
     }
@@ -148,7 +159,7 @@ where
         // connection carries thousands of them.
         let mut closing = self.closing.subscribe();
         let mut listener_closed = pin!(closing.wait_for(|closing| *closing));
-        let mut idle = pin!(tokio::time::sleep(IDLE_TIMEOUT));
+        let mut idle = pin!(tokio::time::sleep(self.idle_timeout));
         let mut idle_since = Instant::now();
         // Wrapped once per connection, so a long-lived request on it can be
         // ended while idle (`DeadlineIo`).
@@ -157,6 +168,7 @@ where
             io.release_write_buffer();
             let waiting = Waiting {
                 idle: idle.as_mut(),
+                timeout: self.idle_timeout,
                 idle_since,
                 listener_closed: listener_closed.as_mut(),
             };
@@ -170,7 +182,7 @@ where
             let mut session = ServerSession::new_http1(io);
             // As Pingora does: no keep-alive once the drain has begun, so
             // the client reconnects elsewhere.
-            let keepalive = (!*draining.borrow()).then_some(IDLE_TIMEOUT.as_secs());
+            let keepalive = (!*draining.borrow()).then_some(self.idle_timeout.as_secs());
             session.set_keepalive(keepalive);
             let reused = self.app.process_new_http(session, &draining).await?;
             io = match DeadlineIo::of(reused.consume().0) {
@@ -184,9 +196,10 @@ where
 
 /// What ends a wait for the next request besides the request itself.
 struct Waiting<'a, C> {
-    /// Armed for [`IDLE_TIMEOUT`] after some earlier point of the
-    /// connection; re-armed from `idle_since` when it fires early.
+    /// Armed for `timeout` after some earlier point of the connection;
+    /// re-armed from `idle_since` when it fires early.
     idle: Pin<&'a mut Sleep>,
+    timeout: Duration,
     idle_since: Instant,
     listener_closed: Pin<&'a mut C>,
 }
@@ -198,7 +211,7 @@ enum Arrival {
     /// HTTP/2's preface, where it was looked for.
     Http2,
     /// Nothing will come: the client closed, the connection sat idle for
-    /// [`IDLE_TIMEOUT`], or the listener closed.
+    /// its idle timeout, or the listener closed.
     None,
 }
 
@@ -214,7 +227,7 @@ async fn next_request<C: Future>(
         // parser's own keep-alive wait applies.
         return Arrival::Http1;
     };
-    let deadline = waiting.idle_since + IDLE_TIMEOUT;
+    let deadline = waiting.idle_since + waiting.timeout;
     loop {
         tokio::select! {
             // The request first: a connection that has one is not idle.
@@ -275,6 +288,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream as TokioTcp};
 
+    /// Not the default, so that a wait that ignored its setting would fail.
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(7);
+
     /// A connected pair on loopback: jwtgate's side as Pingora's stream,
     /// and the client's.
     async fn connection() -> (Stream, TokioTcp) {
@@ -310,6 +326,7 @@ mod tests {
         let mut io = DeadlineIo::new(stream);
         let waiting = Waiting {
             idle,
+            timeout: IDLE_TIMEOUT,
             idle_since,
             listener_closed: closed,
         };

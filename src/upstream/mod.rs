@@ -74,6 +74,8 @@ pub struct RouteUpstream {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// How long an unused connection stays in Pingora's pool for reuse.
+    pub keepalive_timeout: Duration,
     /// `None`: clear text.
     pub tls: Option<UpstreamTls>,
 }

@@ -34,6 +34,10 @@ pub struct Bootstrap {
     pub threads: Option<usize>,
     pub grace_period: Duration,
     pub graceful_shutdown_timeout: Duration,
+    /// How long a client connection may wait for a request.
+    pub keepalive_timeout: Duration,
+    /// Idle upstream connections kept for reuse, per worker thread.
+    pub upstream_keepalive: usize,
     pub keys_cache_dir: Option<PathBuf>,
     /// `None`: the verified-token cache is off.
     pub token_cache: Option<CacheSettings>,
@@ -88,6 +92,11 @@ impl Bootstrap {
             (
                 "server.graceful_shutdown_timeout",
                 duration(self.graceful_shutdown_timeout),
+            ),
+            ("server.keepalive_timeout", duration(self.keepalive_timeout)),
+            (
+                "server.upstream_keepalive",
+                self.upstream_keepalive.to_string(),
             ),
             (
                 "keys_cache_dir",
@@ -220,6 +229,24 @@ pub(super) fn compile(
         .map_err(|error| cx.error(None, error.to_string()))?;
     let tracing = telemetry::compile(&config.telemetry)
         .map_err(|message| cx.error_at_field("telemetry.tracing", message))?;
+    let keepalive_timeout = config.server.keepalive_timeout;
+    if keepalive_timeout.subsec_nanos() != 0 || keepalive_timeout.is_zero() {
+        // Pingora's HTTP/1 parser takes the keep-alive wait in whole
+        // seconds, and reads 0 as no limit at all.
+        return Err(cx.error_at_field(
+            "server",
+            format!(
+                "server.keepalive_timeout is {}; it must be whole seconds, at least 1s",
+                AsWritten(keepalive_timeout)
+            ),
+        ));
+    }
+    if config.server.upstream_keepalive == 0 {
+        return Err(cx.error_at_field(
+            "server",
+            "server.upstream_keepalive must be at least 1".into(),
+        ));
+    }
     let http_off = config.listen.http.mode == ClearTextMode::Off;
     let https = config.listen.https.as_ref();
     Ok(Bootstrap {
@@ -232,6 +259,8 @@ pub(super) fn compile(
         threads: config.server.threads,
         grace_period: config.server.grace_period,
         graceful_shutdown_timeout: config.server.graceful_shutdown_timeout,
+        keepalive_timeout,
+        upstream_keepalive: config.server.upstream_keepalive,
         keys_cache_dir,
         token_cache: cache.enabled.then_some(CacheSettings {
             max_entries: cache.max_entries,

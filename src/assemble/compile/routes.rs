@@ -406,6 +406,9 @@ fn route_upstream(
     shared: &Shared<'_>,
     cx: &Context<'_>,
 ) -> Result<RouteUpstream, String> {
+    if config.keepalive_timeout.is_zero() {
+        return Err("upstream.keepalive_timeout must be positive".into());
+    }
     let sources = cx.sources;
     let tls = upstream_tls::compile(config, cx.base_dir, &|path| sources.read(path))
         .map_err(|e| e.to_string())?;
@@ -420,6 +423,7 @@ fn route_upstream(
         connect_timeout: config.connect_timeout,
         read_timeout: config.read_timeout,
         write_timeout: config.write_timeout,
+        keepalive_timeout: config.keepalive_timeout,
         tls,
     })
 }

@@ -34,7 +34,7 @@ fn restart_only_changes_are_each_named_with_both_values() {
     assert!(running.changes(&bootstrap(reloadable)).is_empty());
 
     let changed = bootstrap(
-        "listen: { http: \"127.0.0.1:8000\" }\nserver: { threads: 3, grace_period: 1s }\nkeys_cache_dir: /var/cache/jwtgate\ntoken_cache: { ttl: 1m }\n",
+        "listen: { http: \"127.0.0.1:8000\" }\nserver: { threads: 3, grace_period: 1s, keepalive_timeout: 75s, upstream_keepalive: 32 }\nkeys_cache_dir: /var/cache/jwtgate\ntoken_cache: { ttl: 1m }\n",
     );
     assert_eq!(
         running.changes(&changed),
@@ -42,6 +42,8 @@ fn restart_only_changes_are_each_named_with_both_values() {
             "listen.http: 127.0.0.1:8080 → 127.0.0.1:8000",
             "server.threads: (one per core) → 3",
             "server.grace_period: 5s → 1s",
+            "server.keepalive_timeout: 1m → 75s",
+            "server.upstream_keepalive: 128 → 32",
             "keys_cache_dir: (none) → /var/cache/jwtgate",
             "token_cache.ttl: 5m → 1m",
         ]
@@ -311,6 +313,49 @@ fn rate_limit_settings_are_checked_naming_the_field() {
         let error = compile_text(&text, &Fixed::default()).unwrap_err();
         assert!(error.contains(expected), "{yaml}: {error}");
     }
+}
+
+#[test]
+fn keepalive_settings_must_be_usable() {
+    let default = bootstrap("");
+    assert_eq!(default.keepalive_timeout, Duration::from_secs(60));
+    assert_eq!(default.upstream_keepalive, 128);
+    let cases = [
+        (
+            "server: { keepalive_timeout: 1500ms }\n",
+            "server.keepalive_timeout is 1500ms; it must be whole seconds, at least 1s",
+        ),
+        (
+            "server: { keepalive_timeout: 0s }\n",
+            "server.keepalive_timeout is 0s; it must be whole seconds, at least 1s",
+        ),
+        (
+            "server: { upstream_keepalive: 0 }\n",
+            "server.upstream_keepalive must be at least 1",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let error = compile_text(yaml, &Fixed::default()).unwrap_err();
+        assert!(error.contains(expected), "{yaml}: {error}");
+    }
+    let route = |options: &str| {
+        let text = ROUTES.replace("\"127.0.0.1:1\"]", &format!("\"127.0.0.1:1\"]{options}"));
+        let path = Path::new("/etc/jwtgate/gateway.yaml");
+        let config = crate::config::parse(path, &text, &|_| None).map_err(|e| e.to_string())?;
+        compile_with(path, config, &(), &Fixed::default()).map_err(|e| e.to_string())
+    };
+    let keepalive = |compiled: Compiled| {
+        let upstream = compiled.upstreams[0].as_ref();
+        upstream.expect("the route's upstream").keepalive_timeout
+    };
+    let set = route(", keepalive_timeout: 250ms").unwrap();
+    assert_eq!(keepalive(set), Duration::from_millis(250));
+    assert_eq!(keepalive(route("").unwrap()), Duration::from_secs(60));
+    let error = route(", keepalive_timeout: 0s").unwrap_err();
+    assert!(
+        error.contains("upstream.keepalive_timeout must be positive"),
+        "{error}"
+    );
 }
 
 #[test]

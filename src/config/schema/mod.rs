@@ -306,6 +306,19 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     #[schemars(with = "DurationText")]
     pub client_body_timeout: Duration,
+    /// How long a client connection may wait for its first request, or
+    /// for its next one on a kept-alive HTTP/1 connection, and how long an
+    /// HTTP/2 connection may have no request open before it is sent
+    /// `GOAWAY`; as nginx's `keepalive_timeout`. Whole seconds, at least
+    /// `1s`. Restart only.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    #[schemars(with = "DurationText")]
+    pub keepalive_timeout: Duration,
+    /// Idle upstream connections kept open for reuse, per worker thread,
+    /// across every upstream; as nginx's `keepalive` in an `upstream`
+    /// block. The least recently used is closed when a new one would not
+    /// fit. At least 1. Restart only.
+    pub upstream_keepalive: usize,
 }
 
 impl Default for ServerConfig {
@@ -318,6 +331,8 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             client_cert_header: None,
             client_body_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(60),
+            upstream_keepalive: 128,
         }
     }
 }

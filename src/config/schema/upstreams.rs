@@ -44,6 +44,18 @@ pub struct UpstreamConfig {
     )]
     #[schemars(with = "DurationText")]
     pub write_timeout: Duration,
+    /// How long a connection to the upstream is kept open for reuse with
+    /// no request on it; as nginx's `keepalive_timeout` in an `upstream`
+    /// block. Keep it below the upstream's own idle timeout, so that
+    /// jwtgate never reuses a connection the upstream is closing.
+    /// Positive.
+    #[serde(
+        default = "default_keepalive_timeout",
+        deserialize_with = "duration",
+        serialize_with = "duration_text"
+    )]
+    #[schemars(with = "DurationText")]
+    pub keepalive_timeout: Duration,
     /// TLS to the upstream; absent: clear text. Its files are read at
     /// startup and on every reload.
     pub tls: Option<UpstreamTlsConfig>,
@@ -69,6 +81,10 @@ pub struct UpstreamConfig {
     /// Active health checks of each endpoint; absent: none (connection
     /// failures still set an endpoint aside, see `eject_for`).
     pub health_check: Option<HealthCheckConfig>,
+}
+
+fn default_keepalive_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_resolve_interval() -> Duration {
