@@ -14,8 +14,10 @@
 //! 2. The proxy listener closes, idle keep-alive connections with it;
 //!    connections with a request in flight get up to
 //!    `server.graceful_shutdown_timeout` to finish it.
-//! 3. As soon as the last one closes (or the timeout passes), every service
-//!    stops and the process exits 0.
+//! 3. As soon as the last one closes (or the timeout passes), what must
+//!    happen before the services stop runs ([`SignalWatch::before_stop`]:
+//!    the spans still queued are sent), then every service stops and the
+//!    process exits 0.
 //!
 //! SIGINT stops at once, also in the middle of a drain. SIGHUP reloads the
 //! config (the server hands [`SignalWatch::on_hangup`] the reload); its
@@ -23,6 +25,7 @@
 //! before anything else.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -120,6 +123,7 @@ impl Drain {
             grace_period,
             graceful_shutdown_timeout,
             on_hangup: None,
+            before_stop: None,
         }
     }
 
@@ -207,18 +211,33 @@ impl<S: ServiceTrait> ServiceTrait for DrainedListener<S> {
 /// What SIGHUP does; it must return at once (the signal task waits for it).
 type OnHangup = Arc<dyn Fn() + Send + Sync>;
 
+/// What runs once the drain is over, before the services stop.
+type BeforeStop = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// See [`Drain::signal_watch`].
 pub struct SignalWatch {
     drain: Drain,
     grace_period: Duration,
     graceful_shutdown_timeout: Duration,
     on_hangup: Option<OnHangup>,
+    before_stop: Option<BeforeStop>,
 }
 
 impl SignalWatch {
     /// Runs `reload` at each SIGHUP instead of only logging it.
     pub fn on_hangup(mut self, reload: impl Fn() + Send + Sync + 'static) -> Self {
         self.on_hangup = Some(Arc::new(reload));
+        self
+    }
+
+    /// Runs `finish` after the drain (a SIGINT cuts it short): the last
+    /// work that needs the services' runtimes, such as sending the spans
+    /// of the last requests. It bounds its own wait.
+    pub fn before_stop<F>(mut self, finish: impl Fn() -> F + Send + Sync + 'static) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.before_stop = Some(Box::new(move || Box::pin(finish())));
         self
     }
 }
@@ -237,10 +256,15 @@ impl ShutdownSignalWatch for SignalWatch {
             tracing::info!("SIGINT received: stopping now");
             return ShutdownSignal::FastShutdown;
         }
-        match self.drain(&mut signals).await {
-            Some(()) => ShutdownSignal::GracefulTerminate,
-            None => ShutdownSignal::FastShutdown,
+        if self.drain(&mut signals).await.is_none() {
+            return ShutdownSignal::FastShutdown;
         }
+        if let Some(finish) = &self.before_stop
+            && signals.unless_interrupted(finish()).await.is_none()
+        {
+            return ShutdownSignal::FastShutdown;
+        }
+        ShutdownSignal::GracefulTerminate
     }
 }
 

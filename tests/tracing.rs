@@ -840,3 +840,31 @@ async fn a_revocation_reconcile_is_a_root_span() {
     assert!(reconcile.is_root(), "{reconcile:#?}");
     assert!(reconcile.attr("error.type").is_none(), "{reconcile:#?}");
 }
+
+/// Spans still waiting for their batch when SIGTERM comes are sent before
+/// the process exits: with a batch that would fill in an hour, only the
+/// flush at the stop can have sent the request's span.
+#[tokio::test]
+async fn the_last_spans_are_sent_before_the_process_exits() {
+    let receiver = Receiver::start().await;
+    let upstream = Upstream::start();
+    let yaml = config(
+        &receiver.grpc_endpoint(),
+        &["batch_interval: 1h"],
+        Some("grace_period: 0s"),
+    )
+    .routes(ROUTES);
+    let mut gateway = gateway(&yaml, &upstream).await;
+    let (trace_id, _, _) = proxied(&gateway, &upstream, "last", &token_of("alice"), &[]).await;
+
+    gateway.signal("TERM");
+    let status = gateway
+        .wait_for_exit(Duration::from_secs(30))
+        .await
+        .expect("the gateway stops after its drain");
+    assert!(status.success(), "{status}");
+    let server = server_span(&receiver, &trace_id).await;
+    assert_eq!(server.name, "GET api");
+    let log = gateway.log();
+    assert!(!log.contains("are dropped"), "every span was sent: {log}");
+}

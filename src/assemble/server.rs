@@ -49,7 +49,7 @@ use crate::state::rate_limit::{self, RateLimits};
 use crate::state::redis::Redis;
 use crate::state::revocation::{RevocationError, Revocations};
 use crate::telemetry::Metrics;
-use crate::telemetry::traces;
+use crate::telemetry::traces::{self, Flush};
 use crate::upstream::pools::UpstreamPools;
 
 /// Admin and echo are light; two threads each is plenty and leaves the
@@ -301,7 +301,7 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
     check_addresses_free(&bootstrap)?;
     let mut server = pingora_server(&bootstrap);
     let metrics = Arc::new(Metrics::new());
-    start_tracing(&mut server, &bootstrap, &metrics);
+    let flush_traces = start_tracing(&mut server, &bootstrap, &metrics);
     metrics.config.last_reload.set(clock.now_unix());
     reload::record_certificate_expiry(&metrics, &compiled.snapshot);
     reload::warn_expiring_certificates(&compiled.snapshot, clock.now_unix());
@@ -355,7 +355,7 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
         )
         .with_live_connections(live.clone()),
     );
-    let signal_watch = signals(&drain, &bootstrap, &reloader, options.watch)?;
+    let signal_watch = signals(&drain, &bootstrap, &reloader, options.watch, flush_traces)?;
     if let Some(settings) = &bootstrap.authz {
         let authz = || {
             let snapshot = runtime.snapshot.clone();
@@ -397,11 +397,10 @@ pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Resul
 }
 
 /// Installs the tracer, before any request or key fetch can open a span,
-/// and runs its export loop in the background.
-fn start_tracing(server: &mut Server, bootstrap: &Bootstrap, metrics: &Metrics) {
-    let Some(exporting) = bootstrap.tracing.as_ref().and_then(traces::install) else {
-        return;
-    };
+/// and runs its export loop in the background; what flushes it at the stop.
+fn start_tracing(server: &mut Server, bootstrap: &Bootstrap, metrics: &Metrics) -> Option<Flush> {
+    let exporting = bootstrap.tracing.as_ref().and_then(traces::install)?;
+    let flush = exporting.flush();
     for collector in exporting.metrics().collectors() {
         metrics.register(collector);
     }
@@ -415,6 +414,7 @@ fn start_tracing(server: &mut Server, bootstrap: &Bootstrap, metrics: &Metrics) 
             }
         }
     });
+    Some(flush)
 }
 
 /// Where each listener is, once they are all set up.
@@ -434,13 +434,14 @@ fn log_listening(bootstrap: &Bootstrap) {
     );
 }
 
-/// jwtgate's own signal handling: SIGTERM drains, SIGHUP (and, with
-/// `--watch`, a changed file) reloads.
+/// jwtgate's own signal handling: SIGTERM drains (then has the last spans
+/// sent), SIGHUP (and, with `--watch`, a changed file) reloads.
 fn signals(
     drain: &Drain,
     bootstrap: &Bootstrap,
     reloader: &Arc<Reloader>,
     watch: bool,
+    flush_traces: Option<Flush>,
 ) -> Result<SignalWatch, ServerError> {
     if watch {
         reload::watch(reloader.clone())?;
@@ -451,9 +452,19 @@ fn signals(
         // The outcome is logged and counted by reload itself.
         tokio::task::spawn_blocking(move || reloader.reload(Trigger::Hangup));
     };
-    Ok(drain
+    let signal_watch = drain
         .signal_watch(bootstrap.grace_period, bootstrap.graceful_shutdown_timeout)
-        .on_hangup(on_hangup))
+        .on_hangup(on_hangup);
+    Ok(match flush_traces {
+        // The exporter's runtime stops with the other services.
+        Some(flush) => signal_watch.before_stop(move || {
+            let flush = flush.clone();
+            async move {
+                flush.run().await;
+            }
+        }),
+        None => signal_watch,
+    })
 }
 
 /// The admin listener and, when configured, the echo upstream: light work,

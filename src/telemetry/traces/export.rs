@@ -5,6 +5,7 @@
 //! and never grows memory past `max_queue_spans`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::Context;
@@ -16,7 +17,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter as _, SpanProcessor};
 use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec, Opts};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{Protocol, TraceSettings};
@@ -96,6 +97,41 @@ pub struct Exporting {
     settings: TraceSettings,
     resource: Resource,
     metrics: TraceMetrics,
+    /// Set by [`Flush::run`]: send what is queued, take nothing more.
+    flush_asked: watch::Receiver<bool>,
+    /// The queue has been closed for the flush.
+    flushing: bool,
+    /// Set when the loop has sent (or dropped) its last span.
+    finished: watch::Sender<bool>,
+    flush: Flush,
+}
+
+/// Ends the export loop at shutdown without losing what it holds: the
+/// spans still queued, or waiting for their batch to fill, are sent at
+/// once instead of with the process.
+#[derive(Debug, Clone)]
+pub struct Flush {
+    ask: Arc<watch::Sender<bool>>,
+    finished: watch::Receiver<bool>,
+    limit: Duration,
+}
+
+impl Flush {
+    /// Sends every span finished so far and ends the export loop, waiting
+    /// at most `export_timeout`; whether everything was sent in time.
+    pub async fn run(&self) -> bool {
+        self.ask.send_replace(true);
+        let mut finished = self.finished.clone();
+        let sent = tokio::time::timeout(self.limit, finished.wait_for(|done| *done)).await;
+        let sent = matches!(sent, Ok(Ok(_)));
+        if !sent {
+            tracing::warn!(
+                "traces still queued after telemetry.tracing.export_timeout ({:?}) are dropped",
+                self.limit
+            );
+        }
+        sent
+    }
 }
 
 pub(super) fn queue(settings: &TraceSettings, resource: Resource) -> (Queue, Exporting) {
@@ -105,13 +141,31 @@ pub(super) fn queue(settings: &TraceSettings, resource: Resource) -> (Queue, Exp
         spans: sender,
         queue_full: metrics.dropped.with_label_values(&[QUEUE_FULL]),
     };
+    let (ask, flush_asked) = watch::channel(false);
+    let (finished, finished_seen) = watch::channel(false);
     let exporting = Exporting {
         spans: receiver,
         settings: settings.clone(),
         resource,
         metrics,
+        flush_asked,
+        flushing: false,
+        finished,
+        flush: Flush {
+            ask: Arc::new(ask),
+            finished: finished_seen,
+            limit: settings.export_timeout,
+        },
     };
     (queue, exporting)
+}
+
+/// Why a wait for a span ended without one.
+enum NoSpan {
+    /// The deadline passed first.
+    Elapsed,
+    /// The queue is closed and empty: the flush is done.
+    Closed,
 }
 
 impl Exporting {
@@ -119,16 +173,26 @@ impl Exporting {
         &self.metrics
     }
 
-    /// Sends batches until the process stops. The exporter is built here,
-    /// inside the runtime its gRPC channel needs.
+    /// What ends this loop at shutdown with its spans sent.
+    pub fn flush(&self) -> Flush {
+        self.flush.clone()
+    }
+
+    /// Sends batches until the process stops, or until a [`Flush`] has
+    /// had every span sent. The exporter is built here, inside the runtime
+    /// its gRPC channel needs.
     pub async fn run(mut self) {
-        let mut exporter = match exporter(&self.settings) {
-            Ok(exporter) => exporter,
+        match exporter(&self.settings) {
+            Ok(exporter) => self.export_all(exporter).await,
             Err(error) => {
                 tracing::error!("traces cannot be exported: {error}");
-                return self.drop_everything().await;
+                self.drop_everything().await;
             }
-        };
+        }
+        self.finished.send_replace(true);
+    }
+
+    async fn export_all(&mut self, mut exporter: SpanExporter) {
         exporter.set_resource(&self.resource);
         let failed = self.metrics.dropped.with_label_values(&[EXPORT_FAILED]);
         let mut failing = false;
@@ -166,28 +230,62 @@ impl Exporting {
     }
 
     /// The next batch: the first span waited for, then as many more as
-    /// come within `batch_interval`, up to `max_batch_spans`.
+    /// come within `batch_interval`, up to `max_batch_spans`; `None` once
+    /// a flush has taken the last one.
     async fn next_batch(&mut self) -> Option<Vec<SpanData>> {
-        let first = self.spans.recv().await?;
+        let first = self.next_span(None).await.ok()?;
         let max = self.settings.max_batch_spans.max(1);
         let mut batch = Vec::with_capacity(max.min(64));
         batch.push(first);
         let deadline = Instant::now() + self.settings.batch_interval;
         while batch.len() < max {
-            match tokio::time::timeout_at(deadline, self.spans.recv()).await {
-                Ok(Some(span)) => batch.push(span),
-                Ok(None) | Err(_) => break,
+            match self.next_span(Some(deadline)).await {
+                Ok(span) => batch.push(span),
+                Err(NoSpan::Elapsed | NoSpan::Closed) => break,
             }
         }
         Some(batch)
     }
 
+    /// The next finished span, waiting until `deadline` if there is one.
+    /// Once a flush is asked for, the queue takes no more spans and those
+    /// in it come at once, without waiting.
+    async fn next_span(&mut self, deadline: Option<Instant>) -> Result<SpanData, NoSpan> {
+        loop {
+            let elapsed = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                // A queued span first: a closed queue still hands out its
+                // spans before it says it is empty.
+                biased;
+                span = self.spans.recv() => return span.ok_or(NoSpan::Closed),
+                () = asked(&mut self.flush_asked), if !self.flushing => {
+                    self.spans.close();
+                    self.flushing = true;
+                }
+                () = elapsed => return Err(NoSpan::Elapsed),
+            }
+        }
+    }
+
     /// No exporter: every span is dropped as failed, so the counter says so.
-    async fn drop_everything(mut self) {
+    async fn drop_everything(&mut self) {
         let failed = self.metrics.dropped.with_label_values(&[EXPORT_FAILED]);
-        while self.spans.recv().await.is_some() {
+        while self.next_span(None).await.is_ok() {
             failed.inc();
         }
+    }
+}
+
+/// Once a flush is asked for. The asking end lives as long as the loop
+/// (it keeps a [`Flush`]), so the wait never ends any other way.
+async fn asked(flush_asked: &mut watch::Receiver<bool>) {
+    if flush_asked.wait_for(|asked| *asked).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -26,7 +26,7 @@ use opentelemetry_sdk::trace::{
     IdGenerator as _, RandomIdGenerator, Sampler, SdkTracer, SdkTracerProvider, Span,
 };
 
-pub use export::{Exporting, TraceMetrics};
+pub use export::{Exporting, Flush, TraceMetrics};
 pub use request::{RequestHead, RequestTrace, SpanName, TraceIds};
 
 /// How spans reach the collector.

@@ -221,6 +221,41 @@ async fn an_unreachable_collector_costs_the_spans_and_says_so() {
     assert_eq!(exported.get(), 0);
 }
 
+/// Spans waiting for a batch that would fill in an hour are sent at once
+/// by the flush, and the loop ends: none is lost with the process.
+#[tokio::test]
+async fn the_flush_sends_what_waits_and_ends_the_loop() {
+    let mut slow_batches = settings("http://127.0.0.1:9", 16);
+    slow_batches.max_batch_spans = 100;
+    slow_batches.batch_interval = Duration::from_secs(3600);
+    let (tracing, exporting) = tracer_with_queue(&slow_batches);
+    let failed = exporting
+        .metrics()
+        .dropped
+        .with_label_values(&[EXPORT_FAILED]);
+    let refused = exporting.metrics().dropped.with_label_values(&[QUEUE_FULL]);
+    let flush = exporting.flush();
+    let running = tokio::spawn(exporting.run());
+    for _ in 0..3 {
+        finished(
+            *tracing.request(&HeaderMap::new(), false, "proxy"),
+            200,
+            None,
+        );
+    }
+    // The collector refuses: the three spans were tried, and counted.
+    assert!(flush.run().await, "the loop ended within export_timeout");
+    assert_eq!(failed.get(), 3);
+    running.await.expect("the export loop ended on its own");
+    // A span finished after the flush is refused by the closed queue.
+    finished(
+        *tracing.request(&HeaderMap::new(), false, "proxy"),
+        200,
+        None,
+    );
+    assert_eq!(refused.get(), 1);
+}
+
 #[tokio::test]
 async fn an_https_collector_is_reached_over_tls_with_the_system_roots() {
     let mut https = settings("https://collector.invalid:4317", 4);
