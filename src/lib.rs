@@ -30,4 +30,5 @@ pub mod shutdown;
 pub mod ssf;
 pub mod state;
 pub mod telemetry;
+pub mod tls_provider;
 pub mod upstream;

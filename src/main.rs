@@ -60,6 +60,7 @@ enum Command {
 
 fn main() -> ExitCode {
     jwtgate::memory::disable_transparent_huge_pages();
+    jwtgate::tls_provider::install();
     let cli = Cli::parse();
     let clock = jwtgate::clock::system();
     logging::init(

@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("clock", 0),
     ("digest", 0),
     ("memory", 0),
+    ("tls_provider", 0),
     ("jose", 1),
     ("telemetry", 1),
     ("certificates", 1),

@@ -274,18 +274,7 @@ fn curl(pki: &Pki, host: &str, port: u16, path: &str, extra: &[&str]) -> (u16, S
 /// listener and makes a new connection per request with a full handshake:
 /// no session resumption, which would skip choosing a certificate.
 fn tls_client(pki: &Pki, hosts: &[&str], port: u16) -> reqwest::Client {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = CertificateDer::from_pem_slice(&pki.ca_pem()).expect("CA PEM");
-    roots.add(ca).expect("CA certificate");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.resumption = rustls::client::Resumption::disabled();
+    let tls = rustls_config(pki);
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .tls_backend_preconfigured(tls)
@@ -295,6 +284,56 @@ fn tls_client(pki: &Pki, hosts: &[&str], port: u16) -> reqwest::Client {
         builder = builder.resolve(host, SocketAddr::from(([127, 0, 0, 1], port)));
     }
     builder.build().expect("TLS client")
+}
+
+/// A rustls client trusting only the test CA, without session resumption,
+/// offering the key exchange `groups` in this order (aws-lc-rs's defaults:
+/// the post-quantum hybrid first, as browsers do).
+fn rustls_config_with(
+    pki: &Pki,
+    groups: &[&'static dyn rustls::crypto::SupportedKxGroup],
+) -> rustls::ClientConfig {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = CertificateDer::from_pem_slice(&pki.ca_pem()).expect("CA PEM");
+    roots.add(ca).expect("CA certificate");
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = groups.to_vec();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.resumption = rustls::client::Resumption::disabled();
+    tls
+}
+
+fn rustls_config(pki: &Pki) -> rustls::ClientConfig {
+    rustls_config_with(pki, rustls::crypto::aws_lc_rs::DEFAULT_KX_GROUPS)
+}
+
+/// The key exchange group of a full handshake with `host` on the TLS
+/// listener at `port`, by a client offering `groups` in this order.
+fn negotiated_group(
+    pki: &Pki,
+    host: &str,
+    port: u16,
+    groups: &[&'static dyn rustls::crypto::SupportedKxGroup],
+) -> rustls::NamedGroup {
+    let config = Arc::new(rustls_config_with(pki, groups));
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).expect("a server name");
+    let mut connection = rustls::ClientConnection::new(config, name).expect("a client");
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("a read timeout");
+    while connection.is_handshaking() {
+        connection.complete_io(&mut tcp).expect("the handshake");
+    }
+    connection
+        .negotiated_key_exchange_group()
+        .expect("a key exchange group")
+        .name()
 }
 
 /// The serial number (hex, lower case) of the certificate the server
@@ -321,6 +360,32 @@ fn serial_hex(serial: &str) -> String {
 // ---------------------------------------------------------------------------
 // HTTP/1.1 and HTTP/2 over TLS, versions, SNI
 // ---------------------------------------------------------------------------
+
+/// The listener's crypto is aws-lc-rs: a client offering the post-quantum
+/// hybrid key exchange beside X25519, with a key share for each as current
+/// browsers send them, gets the hybrid (rustls's `ring` provider, Pingora's
+/// default, has no ML-KEM and would take X25519), and one offering only
+/// classical groups still connects.
+#[tokio::test]
+async fn post_quantum_key_exchange_is_preferred_when_offered() {
+    use rustls::crypto::aws_lc_rs::kx_group::{SECP256R1, X25519, X25519MLKEM768};
+    let (pki, _upstream, _gateway, https) = start_two_hosts(&two_hosts()).await;
+    let groups = tokio::task::spawn_blocking(move || {
+        [
+            negotiated_group(&pki, "a.test", https, &[X25519MLKEM768, X25519]),
+            negotiated_group(&pki, "a.test", https, &[X25519, SECP256R1]),
+        ]
+    })
+    .await
+    .expect("the handshakes ran");
+    assert_eq!(
+        groups,
+        [
+            rustls::NamedGroup::X25519MLKEM768,
+            rustls::NamedGroup::X25519
+        ]
+    );
+}
 
 #[tokio::test]
 async fn curl_gets_http2_and_http1_over_tls_and_the_upstream_hears_https() {

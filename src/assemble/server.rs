@@ -298,6 +298,7 @@ type SharedState = (
 /// Runs until SIGTERM's drain is over or SIGINT; fails only at startup.
 pub fn run(compiled: Compiled, options: RunOptions, clock: SharedClock) -> Result<(), ServerError> {
     let bootstrap = compiled.bootstrap.clone();
+    crate::tls_provider::install();
     check_addresses_free(&bootstrap)?;
     let mut server = pingora_server(&bootstrap);
     let metrics = Arc::new(Metrics::new());

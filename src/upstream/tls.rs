@@ -153,9 +153,8 @@ pub fn compile(
     let Some(config) = upstream.tls.as_ref().filter(|tls| tls.enabled) else {
         return Ok(None);
     };
-    // Pingora installs rustls's provider when its connector is built; `check`
-    // and reloads validate keys before that, or without one.
-    pingora::tls::install_default_crypto_provider();
+    // `check` and reloads validate keys before any connector is built.
+    crate::tls_provider::install();
 
     let server_names = server_names(config, &upstream.addrs)?;
     let mut group = DefaultHasher::new();
