@@ -187,16 +187,18 @@ async fn wait_for_port(port: u16) {
 /// Two hosts with their own certificate, a wildcard on the second, a public
 /// route and one that needs a token.
 fn two_hosts() -> String {
-    Config::main(ISS)
-        .default_server()
-        .https(
-            &[
-                r#"{ hosts: [a.test], cert: "{PKI}/a.crt", key: "{PKI}/a.key" }"#,
-                r#"{ hosts: [b.test, "*.b.test"], cert: "{PKI}/b.crt", key: "{PKI}/b.key" }"#,
-            ],
-            &[],
-        )
-        .routes(PRIVATE_AND_PUBLIC)
+    two_hosts_config().routes(PRIVATE_AND_PUBLIC)
+}
+
+/// [`two_hosts`] before its routes, for a test to add settings to.
+fn two_hosts_config() -> Config {
+    Config::main(ISS).default_server().https(
+        &[
+            r#"{ hosts: [a.test], cert: "{PKI}/a.crt", key: "{PKI}/a.key" }"#,
+            r#"{ hosts: [b.test, "*.b.test"], cert: "{PKI}/b.crt", key: "{PKI}/b.key" }"#,
+        ],
+        &[],
+    )
 }
 
 /// [`two_hosts`] with `settings` on its clear-text listener.
@@ -360,6 +362,51 @@ fn serial_hex(serial: &str) -> String {
 // ---------------------------------------------------------------------------
 // HTTP/1.1 and HTTP/2 over TLS, versions, SNI
 // ---------------------------------------------------------------------------
+
+/// `server.keepalive_timeout` holds over TLS too, where Pingora's HTTP/1
+/// parser waits for the next request itself: a kept-alive connection is
+/// closed after 1 s, well before the 60 s default.
+#[tokio::test]
+async fn an_idle_tls_http1_connection_is_closed_after_server_keepalive_timeout() {
+    let (pki, _, _) = two_host_pki();
+    let upstream = Upstream::start();
+    let config = two_hosts_config()
+        .server("keepalive_timeout: 1s")
+        .routes(PRIVATE_AND_PUBLIC);
+    let (_gateway, https) = start(&config, &upstream, &pki).await;
+    let (head, closed) = tokio::task::spawn_blocking(move || {
+        let config = Arc::new(rustls_config(&pki));
+        let name = rustls::pki_types::ServerName::try_from("a.test").expect("a server name");
+        let mut connection = rustls::ClientConnection::new(config, name).expect("a client");
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", https)).expect("connect");
+        // Past the timeout under test, well short of the default.
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("a read timeout");
+        let mut tls = rustls::Stream::new(&mut connection, &mut tcp);
+        std::io::Write::write_all(&mut tls, b"GET /kept HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .expect("send the request");
+        let mut received = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let closed = loop {
+            match std::io::Read::read(&mut tls, &mut chunk) {
+                Ok(0) => break true,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => break true,
+                Err(_) => break false,
+            }
+        };
+        (String::from_utf8_lossy(&received).into_owned(), closed)
+    })
+    .await
+    .expect("the client ran");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "kept alive: {head}"
+    );
+    assert!(closed, "the gateway closes the idle connection: {head}");
+    assert_eq!(upstream.last().path, "/kept");
+}
 
 /// The listener's crypto is aws-lc-rs: a client offering the post-quantum
 /// hybrid key exchange beside X25519, with a key share for each as current
