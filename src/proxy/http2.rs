@@ -281,8 +281,8 @@ mod tests {
 
     /// A stream open for longer than the idle timeout keeps its connection,
     /// and the idle time counts from the end of the last stream: were the
-    /// open stream ignored, the `GOAWAY` at 60 s would close the connection
-    /// as the stream ends.
+    /// open stream ignored, the `GOAWAY` at [`IDLE_TIMEOUT`] would close the
+    /// connection as the stream ends.
     #[tokio::test(start_paused = true)]
     async fn the_idle_time_counts_from_the_end_of_the_last_stream() {
         let (mut sender, client, _drain) = connection().await;
